@@ -1,0 +1,138 @@
+//! Content digests: the identity of every blob, file and artifact.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// A BLAKE3-256 content digest.
+///
+/// Invariants:
+/// - exactly 32 bytes, computed with unkeyed BLAKE3 (the same value `b3sum` prints);
+/// - shown and parsed as `blake3:` followed by 64 lowercase hexadecimal digits
+///   (upper-case hex is accepted on input and normalised);
+/// - serialized with serde as that string.
+///
+/// ```
+/// use modelreg::Digest;
+/// let d = Digest::of(b"hello");
+/// assert_eq!(d.to_string(), "blake3:ea8f163db38682925e4491c5e58d4bb3506ef8c14eb78a86e908c5624a67200f");
+/// assert_eq!(d.to_string().parse::<Digest>().unwrap(), d);
+///
+/// // Rejected: another algorithm, wrong length, not hex.
+/// assert!("sha256:ea8f163db38682925e4491c5e58d4bb3506ef8c14eb78a86e908c5624a67200f".parse::<Digest>().is_err());
+/// assert!("blake3:ea8f".parse::<Digest>().is_err());
+/// assert!("blake3:zz8f163db38682925e4491c5e58d4bb3506ef8c14eb78a86e908c5624a67200f".parse::<Digest>().is_err());
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest([u8; 32]);
+
+/// The algorithm tag in a digest's text form.
+const PREFIX: &str = "blake3:";
+
+impl Digest {
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Digest(*blake3::hash(bytes).as_bytes())
+    }
+
+    /// Wraps 32 raw digest bytes.
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        Digest(bytes)
+    }
+
+    /// The 32 raw digest bytes.
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The 64 lowercase hex digits, without the `blake3:` prefix (what `b3sum` prints).
+    pub fn to_hex(&self) -> String {
+        blake3::Hash::from_bytes(self.0).to_hex().to_string()
+    }
+
+    /// Parses 64 hex digits without the `blake3:` prefix.
+    pub fn from_hex(hex: &str) -> Result<Self> {
+        let bad = |reason: &str| Error::invalid_name("digest", hex, reason);
+        if hex.len() != 64 {
+            return Err(bad("expected 64 hexadecimal digits"));
+        }
+        if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad("expected only hexadecimal digits 0-9, a-f"));
+        }
+        let lower = hex.to_ascii_lowercase();
+        blake3::Hash::from_hex(lower.as_bytes())
+            .map(|h| Digest(*h.as_bytes()))
+            .map_err(|e| bad(&e.to_string()))
+    }
+}
+
+impl From<blake3::Hash> for Digest {
+    fn from(h: blake3::Hash) -> Self {
+        Digest(*h.as_bytes())
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{PREFIX}{}", self.to_hex())
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Digest({self})")
+    }
+}
+
+impl FromStr for Digest {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.strip_prefix(PREFIX) {
+            Some(hex) => Digest::from_hex(hex).map_err(|_| {
+                Error::invalid_name("digest", s, "expected 'blake3:' and 64 hexadecimal digits")
+            }),
+            None => Err(Error::invalid_name(
+                "digest",
+                s,
+                "expected the algorithm prefix 'blake3:'",
+            )),
+        }
+    }
+}
+
+impl Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upper_case_hex_is_normalised() {
+        let d = Digest::of(b"x");
+        let upper = format!("blake3:{}", d.to_hex().to_ascii_uppercase());
+        assert_eq!(upper.parse::<Digest>().unwrap(), d);
+    }
+
+    #[test]
+    fn serde_round_trip_uses_text_form() {
+        let d = Digest::of(b"x");
+        let json = serde_json::to_string(&d).unwrap();
+        assert_eq!(json, format!("\"{d}\""));
+        assert_eq!(serde_json::from_str::<Digest>(&json).unwrap(), d);
+    }
+}

@@ -1,0 +1,232 @@
+//! The crate's one error type.
+//!
+//! Every fallible public function returns [`Result<T>`](Result), whose error is
+//! [`Error`]. The enum is `#[non_exhaustive]` and every variant has named fields, so
+//! callers can match on what they care about (`Error::NotFound { .. }`,
+//! `Error::Conflict { .. }`) and new variants can be added without breaking them.
+//! Messages name the model, version, file or store involved.
+
+use std::path::PathBuf;
+
+use crate::digest::Digest;
+
+/// A boxed error from a lower layer (an I/O error, an object store error, …).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in `modelreg`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A model, version, alias, blob or record does not exist.
+    #[error("{what} not found")]
+    NotFound {
+        /// What was looked for, e.g. `model 'fraud'`, `version fraud/7`, `blob blake3:…`.
+        what: String,
+    },
+
+    /// Something that must be unique exists already: a model name, a semver label
+    /// within a model, a destination directory that is not empty, an event slot.
+    #[error("{what} already exists")]
+    AlreadyExists {
+        /// What collided, e.g. `model 'fraud'` or `semver 1.4.0 of model 'fraud'`.
+        what: String,
+    },
+
+    /// A name (model, alias, metric, tag key, actor, …) breaks its rules.
+    #[error("invalid {kind} {input:?}: {reason}")]
+    InvalidName {
+        /// Which kind of name: `model name`, `alias`, `metric name`, …
+        kind: &'static str,
+        /// The rejected input (truncated to 200 characters).
+        input: String,
+        /// Which rule it breaks.
+        reason: String,
+    },
+
+    /// A version reference such as `fraud@production` could not be parsed.
+    #[error("invalid version reference {input:?} at byte {position}: {reason}")]
+    InvalidReference {
+        /// The rejected input (truncated to 200 characters).
+        input: String,
+        /// Byte offset in `input` where the problem starts.
+        position: usize,
+        /// What is wrong there.
+        reason: String,
+    },
+
+    /// A path inside an artifact (a manifest entry or a source file) is unsafe or
+    /// unsupported: absolute, `..`, empty segment, NUL, duplicate, case collision,
+    /// a symbolic link that leaves the source directory, a device file.
+    #[error("invalid artifact path {path:?}: {reason}")]
+    InvalidPath {
+        /// The rejected path, lossily converted to UTF-8.
+        path: String,
+        /// Which rule it breaks.
+        reason: String,
+    },
+
+    /// An input value is out of its domain: a NaN metric, a hyperparameter nested too
+    /// deep, a parent that does not exist, an event that does not fit the model's state.
+    #[error("invalid {what}: {reason}")]
+    InvalidInput {
+        /// What was rejected, e.g. `metric 'auc' of fraud/3`.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+
+    /// Concurrent writers kept winning the race for the next event of a model and
+    /// the registry gave up after its bounded retries. Nothing was written by this
+    /// call; it is safe to retry.
+    #[error("conflict on model '{model}': gave up after {attempts} attempts, other writers kept appending")]
+    Conflict {
+        /// The model whose log was contended.
+        model: String,
+        /// How many attempts were made.
+        attempts: u32,
+    },
+
+    /// Bytes did not hash to the digest they were stored or referenced under.
+    #[error("integrity check failed for {what}: expected {expected}, found {actual}")]
+    Integrity {
+        /// Which file or blob, e.g. `fraud/3 file 'weights.bin'`.
+        what: String,
+        /// The digest the bytes should have.
+        expected: Digest,
+        /// The digest they have.
+        actual: Digest,
+    },
+
+    /// A persisted record carries a format version this build does not understand.
+    /// The record is not skipped: skipping an event would silently change history.
+    #[error("{record} has format version {found}, this build understands up to {supported}")]
+    UnsupportedFormat {
+        /// The record, e.g. `event 12 of model 'fraud'`.
+        record: String,
+        /// The format version found.
+        found: u32,
+        /// The newest format version this build reads.
+        supported: u32,
+    },
+
+    /// A persisted record could not be decoded, or decodes to something that cannot
+    /// be (an event out of sequence, a manifest whose entries are not sorted).
+    #[error("corrupt {record}: {reason}")]
+    Corrupt {
+        /// The record, e.g. `event 12 of model 'fraud'` or `manifest blake3:…`.
+        record: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A backend failed to carry out an operation.
+    #[error("{store}: {operation} {key} failed: {source}")]
+    Storage {
+        /// The store, e.g. `local metadata store at /srv/reg/metadata`.
+        store: String,
+        /// The operation, e.g. `append`, `put`, `get`.
+        operation: &'static str,
+        /// The key or path involved.
+        key: String,
+        /// The underlying error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// Reading a source file or writing a destination file outside any store failed.
+    #[error("I/O error on {}: {source}", path.display())]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Builds [`Error::NotFound`].
+    pub(crate) fn not_found(what: impl Into<String>) -> Self {
+        Error::NotFound { what: what.into() }
+    }
+
+    /// Builds [`Error::AlreadyExists`].
+    pub(crate) fn already_exists(what: impl Into<String>) -> Self {
+        Error::AlreadyExists { what: what.into() }
+    }
+
+    /// Builds [`Error::InvalidName`], truncating a long input.
+    pub(crate) fn invalid_name(
+        kind: &'static str,
+        input: &str,
+        reason: impl Into<String>,
+    ) -> Self {
+        Error::InvalidName {
+            kind,
+            input: truncate(input),
+            reason: reason.into(),
+        }
+    }
+
+    /// Builds [`Error::InvalidPath`].
+    pub(crate) fn invalid_path(path: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidPath {
+            path: truncate(&path.into()),
+            reason: reason.into(),
+        }
+    }
+
+    /// Builds [`Error::InvalidInput`].
+    pub(crate) fn invalid_input(what: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidInput {
+            what: what.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Builds [`Error::Corrupt`].
+    pub(crate) fn corrupt(record: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Corrupt {
+            record: record.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Builds [`Error::Storage`].
+    pub(crate) fn storage(
+        store: impl Into<String>,
+        operation: &'static str,
+        key: impl Into<String>,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Error::Storage {
+            store: store.into(),
+            operation,
+            key: key.into(),
+            source: source.into(),
+        }
+    }
+
+    /// Builds [`Error::Io`].
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Shortens user input quoted in an error message to at most 200 characters.
+pub(crate) fn truncate(input: &str) -> String {
+    const MAX: usize = 200;
+    if input.chars().count() <= MAX {
+        input.to_owned()
+    } else {
+        let mut s: String = input.chars().take(MAX).collect();
+        s.push('…');
+        s
+    }
+}

@@ -1,0 +1,244 @@
+//! In-memory stores: for tests, examples and short-lived registries.
+//!
+//! Everything lives in the process's heap and is gone when the last handle is
+//! dropped. Clones share the same data.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use futures::stream::{self, BoxStream};
+
+use super::{
+    ArtifactStore, BlobMeta, ByteStream, Checkpoint, LinkMode, LogRecord, Materialized,
+    MetadataStore, check_log_key,
+};
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it: every
+/// critical section below leaves the maps consistent before it can panic.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[derive(Debug, Default)]
+struct Logs {
+    records: HashMap<String, BTreeMap<u64, Bytes>>,
+    checkpoints: HashMap<String, BTreeMap<u64, Bytes>>,
+}
+
+/// A [`MetadataStore`] in memory.
+///
+/// ```
+/// # tokio_test_block_on(async {
+/// use modelreg::store::{MemoryMetadataStore, MetadataStore};
+/// let store = MemoryMetadataStore::new();
+/// store.append("fraud", 1, "first".into()).await?;
+/// assert!(store.append("fraud", 1, "again".into()).await.is_err());
+/// assert_eq!(store.read_after("fraud", 0, 10).await?.len(), 1);
+/// # Ok::<(), modelreg::Error>(()) });
+/// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f) }
+/// ```
+#[derive(Debug, Default, Clone)]
+pub struct MemoryMetadataStore {
+    inner: Arc<Mutex<Logs>>,
+}
+
+impl MemoryMetadataStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl MetadataStore for MemoryMetadataStore {
+    async fn append(&self, log: &str, seq: u64, record: Bytes) -> Result<()> {
+        check_log_key(log)?;
+        let mut logs = lock(&self.inner);
+        let entries = logs.records.entry(log.to_owned()).or_default();
+        if entries.contains_key(&seq) {
+            return Err(Error::already_exists(format!("record {seq} of log '{log}'")));
+        }
+        entries.insert(seq, record);
+        Ok(())
+    }
+
+    async fn read_after(&self, log: &str, after: u64, limit: usize) -> Result<Vec<LogRecord>> {
+        check_log_key(log)?;
+        let logs = lock(&self.inner);
+        let Some(entries) = logs.records.get(log) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        let mut next = after.saturating_add(1);
+        while out.len() < limit {
+            match entries.get(&next) {
+                Some(bytes) => out.push(LogRecord {
+                    seq: next,
+                    bytes: bytes.clone(),
+                }),
+                None => break,
+            }
+            next += 1;
+        }
+        Ok(out)
+    }
+
+    async fn list_logs(&self) -> Result<Vec<String>> {
+        let logs = lock(&self.inner);
+        Ok(logs
+            .records
+            .iter()
+            .filter(|(_, r)| !r.is_empty())
+            .map(|(k, _)| k.clone())
+            .collect())
+    }
+
+    async fn put_checkpoint(&self, log: &str, seq: u64, bytes: Bytes) -> Result<()> {
+        check_log_key(log)?;
+        lock(&self.inner)
+            .checkpoints
+            .entry(log.to_owned())
+            .or_default()
+            .insert(seq, bytes);
+        Ok(())
+    }
+
+    async fn latest_checkpoint(&self, log: &str) -> Result<Option<Checkpoint>> {
+        check_log_key(log)?;
+        let logs = lock(&self.inner);
+        Ok(logs
+            .checkpoints
+            .get(log)
+            .and_then(|c| c.last_key_value())
+            .map(|(seq, bytes)| Checkpoint {
+                seq: *seq,
+                bytes: bytes.clone(),
+            }))
+    }
+}
+
+/// An [`ArtifactStore`] in memory. Blobs are held whole, so it is meant for small
+/// artifacts (tests, prompts, configurations).
+#[derive(Debug, Default, Clone)]
+pub struct MemoryArtifactStore {
+    blobs: Arc<Mutex<HashMap<Digest, (Bytes, DateTime<Utc>)>>>,
+}
+
+impl MemoryArtifactStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Replaces the stored bytes of a blob without checking them: for tests that need
+    /// a corrupted store. Returns whether the blob existed.
+    pub fn corrupt_for_testing(&self, digest: &Digest, bytes: Bytes) -> bool {
+        let mut blobs = lock(&self.blobs);
+        match blobs.get_mut(digest) {
+            Some(entry) => {
+                entry.0 = bytes;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn publish(&self, digest: &Digest, bytes: Bytes) -> Result<()> {
+        let actual = Digest::of(&bytes);
+        if actual != *digest {
+            return Err(Error::Integrity {
+                what: format!("blob put as {digest}"),
+                expected: *digest,
+                actual,
+            });
+        }
+        lock(&self.blobs)
+            .entry(*digest)
+            .or_insert_with(|| (bytes, Utc::now()));
+        Ok(())
+    }
+
+    fn bytes_of(&self, digest: &Digest) -> Result<Bytes> {
+        lock(&self.blobs)
+            .get(digest)
+            .map(|(b, _)| b.clone())
+            .ok_or_else(|| Error::not_found(format!("blob {digest} in memory artifact store")))
+    }
+}
+
+#[async_trait]
+impl ArtifactStore for MemoryArtifactStore {
+    async fn head(&self, digest: &Digest) -> Result<Option<BlobMeta>> {
+        Ok(lock(&self.blobs).get(digest).map(|(b, t)| BlobMeta {
+            size: b.len() as u64,
+            last_modified: Some(*t),
+        }))
+    }
+
+    async fn put_stream(&self, digest: &Digest, mut data: ByteStream) -> Result<()> {
+        let mut buf = BytesMut::new();
+        while let Some(chunk) = data.next().await {
+            buf.extend_from_slice(&chunk?);
+        }
+        self.publish(digest, buf.freeze())
+    }
+
+    async fn put_file(&self, digest: &Digest, path: &Path) -> Result<()> {
+        let owned = path.to_owned();
+        let bytes = tokio::task::spawn_blocking(move || std::fs::read(&owned))
+            .await
+            .map_err(|e| Error::io(path, std::io::Error::other(e)))?
+            .map_err(|e| Error::io(path, e))?;
+        self.publish(digest, Bytes::from(bytes))
+    }
+
+    async fn get(&self, digest: &Digest) -> Result<ByteStream> {
+        let bytes = self.bytes_of(digest)?;
+        Ok(Box::pin(stream::once(async move { Ok(bytes) })))
+    }
+
+    async fn get_range(&self, digest: &Digest, range: Range<u64>) -> Result<Bytes> {
+        let bytes = self.bytes_of(digest)?;
+        if range.start > range.end || range.end > bytes.len() as u64 {
+            return Err(Error::invalid_input(
+                format!("range {range:?} of blob {digest}"),
+                format!("blob has {} bytes", bytes.len()),
+            ));
+        }
+        Ok(bytes.slice(range.start as usize..range.end as usize))
+    }
+
+    async fn delete(&self, digest: &Digest) -> Result<()> {
+        lock(&self.blobs).remove(digest);
+        Ok(())
+    }
+
+    async fn list(&self) -> Result<BoxStream<'static, Result<Digest>>> {
+        let all: Vec<Result<Digest>> = lock(&self.blobs).keys().map(|d| Ok(*d)).collect();
+        Ok(Box::pin(stream::iter(all)))
+    }
+
+    async fn materialize(
+        &self,
+        digest: &Digest,
+        dest: &Path,
+        _mode: LinkMode,
+    ) -> Result<Materialized> {
+        let bytes = self.bytes_of(digest)?;
+        let owned = dest.to_owned();
+        tokio::task::spawn_blocking(move || super::fsutil::write_new_file(&owned, &bytes))
+            .await
+            .map_err(|e| Error::io(dest, std::io::Error::other(e)))?
+            .map_err(|e| Error::io(dest, e))?;
+        Ok(Materialized::Copied)
+    }
+}

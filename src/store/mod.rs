@@ -1,0 +1,276 @@
+//! Storage backends: bytes and keys only, no domain rules.
+//!
+//! Two small traits, each implemented for memory and the local filesystem:
+//!
+//! - [`MetadataStore`]: numbered, append-only logs (one per model) with
+//!   create-if-absent appends, plus checkpoints that cache a log's fold.
+//! - [`ArtifactStore`]: content-addressed blobs keyed by their BLAKE3 [`Digest`].
+//!
+//! Stores do not know what a model, a version or an event is: the
+//! [`Registry`](crate::Registry) gives them opaque keys and bytes. Conveniences that
+//! every backend would write the same way live in [`ArtifactStoreExt`], which has a
+//! blanket implementation and is never implemented by hand.
+//!
+//! Both traits are object-safe; the registry holds them as `Arc<dyn …>`.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::stream::{self, BoxStream};
+
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+
+pub(crate) mod fsutil;
+pub mod local;
+pub mod memory;
+
+pub use local::{LocalArtifactStore, LocalMetadataStore};
+pub use memory::{MemoryArtifactStore, MemoryMetadataStore};
+
+/// A stream of byte chunks, as blobs are read and written.
+pub type ByteStream = BoxStream<'static, Result<Bytes>>;
+
+/// One record of a log as read back: its sequence number and its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRecord {
+    /// The record's sequence number (1, 2, 3, …).
+    pub seq: u64,
+    /// The record's bytes, exactly as appended.
+    pub bytes: Bytes,
+}
+
+/// A checkpoint as read back: the sequence number it covers and its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The last log record the checkpoint covers.
+    pub seq: u64,
+    /// The checkpoint's bytes, exactly as written.
+    pub bytes: Bytes,
+}
+
+/// Append-only, numbered logs with create-if-absent appends.
+///
+/// Contract, which the conformance suite checks for every implementation:
+/// - a log key is one path segment: 1 to 255 bytes, none of `/`, `\`, NUL, not `.`
+///   or `..`; anything else is [`Error::InvalidName`];
+/// - records of a log are numbered from 1; [`append`](Self::append) of number `seq`
+///   succeeds only if no record `seq` exists in that log, and otherwise fails with
+///   [`Error::AlreadyExists`] without changing anything: of any number of concurrent
+///   appends of the same `seq`, exactly one succeeds;
+/// - a successful append is durable when it returns (for persistent stores);
+/// - [`read_after`](Self::read_after) returns records `after + 1, after + 2, …` in
+///   order, stopping at the first missing number or after `limit` records;
+/// - checkpoints are opaque caches: [`put_checkpoint`](Self::put_checkpoint) may
+///   overwrite, and [`latest_checkpoint`](Self::latest_checkpoint) returns the one
+///   with the highest `seq` (or `None`). Listing order is never relied on.
+#[async_trait]
+pub trait MetadataStore: Send + Sync + fmt::Debug + 'static {
+    /// Appends record `seq` to `log`, only if it does not exist yet.
+    async fn append(&self, log: &str, seq: u64, record: Bytes) -> Result<()>;
+
+    /// Reads up to `limit` consecutive records of `log` after `after`.
+    /// A log that does not exist reads as empty.
+    async fn read_after(&self, log: &str, after: u64, limit: usize) -> Result<Vec<LogRecord>>;
+
+    /// Lists the keys of all logs that have at least one record, in no particular order.
+    async fn list_logs(&self) -> Result<Vec<String>>;
+
+    /// Stores a checkpoint of `log` covering records `1..=seq`.
+    async fn put_checkpoint(&self, log: &str, seq: u64, bytes: Bytes) -> Result<()>;
+
+    /// The checkpoint of `log` with the highest `seq`, if any.
+    async fn latest_checkpoint(&self, log: &str) -> Result<Option<Checkpoint>>;
+}
+
+/// What a store knows about one blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobMeta {
+    /// The blob's size in bytes.
+    pub size: u64,
+    /// When the blob was last written, where the store knows it.
+    pub last_modified: Option<DateTime<Utc>>,
+}
+
+/// How [`ArtifactStore::materialize`] may place a blob at a destination path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum LinkMode {
+    /// Copy the bytes. Always safe: the destination is independent of the store.
+    #[default]
+    Copy,
+    /// Reflink (copy-on-write clone) where the filesystem supports it, otherwise
+    /// copy. Safe: writing to the destination never changes the stored blob.
+    Reflink,
+    /// Hard link where possible (same filesystem), otherwise copy. The destination
+    /// then *is* the stored blob: it is read-only, and anyone who changes it anyway
+    /// (root, or after `chmod`) corrupts the store, which verification will report.
+    HardLink,
+}
+
+/// How [`ArtifactStore::materialize`] actually placed a blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Materialized {
+    /// The bytes were copied.
+    Copied,
+    /// The destination is a copy-on-write clone of the blob.
+    Reflinked,
+    /// The destination is a hard link to the blob.
+    HardLinked,
+}
+
+/// Content-addressed blobs, keyed by their BLAKE3 digest.
+///
+/// Contract, which the conformance suite checks for every implementation:
+/// - [`put_stream`](Self::put_stream) and [`put_file`](Self::put_file) hash what they
+///   store and publish it under `digest` only if it matches; on mismatch they fail
+///   with [`Error::Integrity`] and nothing becomes visible. Putting a blob that
+///   exists already succeeds and changes nothing. A put is atomic: readers see the
+///   whole blob or none, and it is durable when it returns (for persistent stores);
+/// - reads of a missing blob fail with [`Error::NotFound`]; deleting a missing blob
+///   succeeds;
+/// - reads return stored bytes as they are: verifying them is the caller's job
+///   (a corrupted disk is reported by the registry, which re-hashes everything it
+///   reads);
+/// - memory stays bounded whatever the blob size, except in the memory store.
+#[async_trait]
+pub trait ArtifactStore: Send + Sync + fmt::Debug + 'static {
+    /// Size and age of a blob, or `None` if it is not stored.
+    async fn head(&self, digest: &Digest) -> Result<Option<BlobMeta>>;
+
+    /// Stores the bytes of `data` under `digest`, checking that they hash to it.
+    async fn put_stream(&self, digest: &Digest, data: ByteStream) -> Result<()>;
+
+    /// Stores the local file at `path` under `digest`, checking that it hashes to it.
+    async fn put_file(&self, digest: &Digest, path: &Path) -> Result<()>;
+
+    /// Reads a blob as a stream of chunks.
+    async fn get(&self, digest: &Digest) -> Result<ByteStream>;
+
+    /// Reads `range` of a blob. A range past the end is [`Error::InvalidInput`].
+    async fn get_range(&self, digest: &Digest, range: Range<u64>) -> Result<Bytes>;
+
+    /// Deletes a blob. Deleting a missing blob is not an error.
+    async fn delete(&self, digest: &Digest) -> Result<()>;
+
+    /// Lists every stored blob, in no particular order.
+    async fn list(&self) -> Result<BoxStream<'static, Result<Digest>>>;
+
+    /// Writes the blob to the new file `dest` (which must not exist; its directory
+    /// must), by link or copy as `mode` allows, durable when this returns.
+    async fn materialize(&self, digest: &Digest, dest: &Path, mode: LinkMode)
+    -> Result<Materialized>;
+}
+
+/// Conveniences over [`ArtifactStore`], for every implementation.
+#[async_trait]
+pub trait ArtifactStoreExt: ArtifactStore {
+    /// Whether a blob is stored.
+    async fn contains(&self, digest: &Digest) -> Result<bool> {
+        Ok(self.head(digest).await?.is_some())
+    }
+
+    /// Stores `bytes` under their own digest and returns it.
+    async fn put_bytes(&self, bytes: Bytes) -> Result<Digest> {
+        let digest = Digest::of(&bytes);
+        let one: ByteStream = Box::pin(stream::once(async move { Ok(bytes) }));
+        self.put_stream(&digest, one).await?;
+        Ok(digest)
+    }
+}
+
+impl<T: ArtifactStore + ?Sized> ArtifactStoreExt for T {}
+
+/// Checks a log key against the [`MetadataStore`] contract.
+pub(crate) fn check_log_key(log: &str) -> Result<()> {
+    let reason = if log.is_empty() {
+        "is empty"
+    } else if log.len() > 255 {
+        "is longer than 255 bytes"
+    } else if log == "." || log == ".." {
+        "is a relative path component"
+    } else if log.contains(['/', '\\', '\0']) {
+        "contains '/', '\\' or NUL"
+    } else {
+        return Ok(());
+    };
+    Err(Error::invalid_name("log key", log, reason))
+}
+
+macro_rules! forward_metadata_store {
+    ($ty:ty) => {
+        #[deny(clippy::missing_trait_methods)]
+        #[async_trait]
+        impl<T: MetadataStore + ?Sized> MetadataStore for $ty {
+            async fn append(&self, log: &str, seq: u64, record: Bytes) -> Result<()> {
+                (**self).append(log, seq, record).await
+            }
+            async fn read_after(
+                &self,
+                log: &str,
+                after: u64,
+                limit: usize,
+            ) -> Result<Vec<LogRecord>> {
+                (**self).read_after(log, after, limit).await
+            }
+            async fn list_logs(&self) -> Result<Vec<String>> {
+                (**self).list_logs().await
+            }
+            async fn put_checkpoint(&self, log: &str, seq: u64, bytes: Bytes) -> Result<()> {
+                (**self).put_checkpoint(log, seq, bytes).await
+            }
+            async fn latest_checkpoint(&self, log: &str) -> Result<Option<Checkpoint>> {
+                (**self).latest_checkpoint(log).await
+            }
+        }
+    };
+}
+
+macro_rules! forward_artifact_store {
+    ($ty:ty) => {
+        #[deny(clippy::missing_trait_methods)]
+        #[async_trait]
+        impl<T: ArtifactStore + ?Sized> ArtifactStore for $ty {
+            async fn head(&self, digest: &Digest) -> Result<Option<BlobMeta>> {
+                (**self).head(digest).await
+            }
+            async fn put_stream(&self, digest: &Digest, data: ByteStream) -> Result<()> {
+                (**self).put_stream(digest, data).await
+            }
+            async fn put_file(&self, digest: &Digest, path: &Path) -> Result<()> {
+                (**self).put_file(digest, path).await
+            }
+            async fn get(&self, digest: &Digest) -> Result<ByteStream> {
+                (**self).get(digest).await
+            }
+            async fn get_range(&self, digest: &Digest, range: Range<u64>) -> Result<Bytes> {
+                (**self).get_range(digest, range).await
+            }
+            async fn delete(&self, digest: &Digest) -> Result<()> {
+                (**self).delete(digest).await
+            }
+            async fn list(&self) -> Result<BoxStream<'static, Result<Digest>>> {
+                (**self).list().await
+            }
+            async fn materialize(
+                &self,
+                digest: &Digest,
+                dest: &Path,
+                mode: LinkMode,
+            ) -> Result<Materialized> {
+                (**self).materialize(digest, dest, mode).await
+            }
+        }
+    };
+}
+
+forward_metadata_store!(Arc<T>);
+forward_metadata_store!(Box<T>);
+forward_artifact_store!(Arc<T>);
+forward_artifact_store!(Box<T>);
