@@ -81,7 +81,9 @@ pub enum Error {
     /// Concurrent writers kept winning the race for the next event of a model and
     /// the registry gave up after its bounded retries. Nothing was written by this
     /// call; it is safe to retry.
-    #[error("conflict on model '{model}': gave up after {attempts} attempts, other writers kept appending")]
+    #[error(
+        "conflict on model '{model}': gave up after {attempts} attempts, other writers kept appending"
+    )]
     Conflict {
         /// The model whose log was contended.
         model: String,
@@ -159,11 +161,7 @@ impl Error {
     }
 
     /// Builds [`Error::InvalidName`], truncating a long input.
-    pub(crate) fn invalid_name(
-        kind: &'static str,
-        input: &str,
-        reason: impl Into<String>,
-    ) -> Self {
+    pub(crate) fn invalid_name(kind: &'static str, input: &str, reason: impl Into<String>) -> Self {
         Error::InvalidName {
             kind,
             input: truncate(input),

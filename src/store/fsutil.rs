@@ -140,8 +140,10 @@ mod tests {
         .unwrap();
         assert_eq!(p, Published::AlreadyExists);
         assert_eq!(fs::read(&target).unwrap(), b"one");
-        let (p, ()) =
-            publish(&target, &tmp, PublishMode::Replace, |f| f.write_all(b"three")).unwrap();
+        let (p, ()) = publish(&target, &tmp, PublishMode::Replace, |f| {
+            f.write_all(b"three")
+        })
+        .unwrap();
         assert_eq!(p, Published::Written);
         assert_eq!(fs::read(&target).unwrap(), b"three");
         assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
@@ -152,10 +154,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tmp = dir.path().join("tmp");
         let target = dir.path().join("t");
-        let err = publish(&target, &tmp, PublishMode::CreateNew, |f| -> io::Result<()> {
-            f.write_all(b"partial")?;
-            Err(io::Error::other("boom"))
-        })
+        let err = publish(
+            &target,
+            &tmp,
+            PublishMode::CreateNew,
+            |f| -> io::Result<()> {
+                f.write_all(b"partial")?;
+                Err(io::Error::other("boom"))
+            },
+        )
         .unwrap_err();
         assert_eq!(err.to_string(), "boom");
         assert!(!target.exists());

@@ -65,7 +65,9 @@ impl MetadataStore for MemoryMetadataStore {
         let mut logs = lock(&self.inner);
         let entries = logs.records.entry(log.to_owned()).or_default();
         if entries.contains_key(&seq) {
-            return Err(Error::already_exists(format!("record {seq} of log '{log}'")));
+            return Err(Error::already_exists(format!(
+                "record {seq} of log '{log}'"
+            )));
         }
         entries.insert(seq, record);
         Ok(())

@@ -164,8 +164,12 @@ pub trait ArtifactStore: Send + Sync + fmt::Debug + 'static {
 
     /// Writes the blob to the new file `dest` (which must not exist; its directory
     /// must), by link or copy as `mode` allows, durable when this returns.
-    async fn materialize(&self, digest: &Digest, dest: &Path, mode: LinkMode)
-    -> Result<Materialized>;
+    async fn materialize(
+        &self,
+        digest: &Digest,
+        dest: &Path,
+        mode: LinkMode,
+    ) -> Result<Materialized>;
 }
 
 /// Conveniences over [`ArtifactStore`], for every implementation.

@@ -1,0 +1,261 @@
+//! Events: every change to a model, as appended to its log.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::name::{Actor, MetricName, ModelName, TagKey};
+use super::record::{MetricSpec, Metrics, Tags, VersionRecord};
+use super::reference::VersionNumber;
+use crate::error::{Error, Result};
+
+/// The event format version written by this build. Adding an optional field keeps
+/// it; a new kind of event or a changed meaning bumps it.
+pub const EVENT_FORMAT: u32 = 1;
+
+/// One change to a model, with who made it and when.
+///
+/// Serialized (see [`Event::to_bytes`]) as
+/// `{"format":1,"seq":3,"model":"fraud","time":"2026-…Z","actor":"alice","event":{"type":"metrics_added",…}}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Position in the model's log: 1 for `model_created`, then 2, 3, …
+    pub seq: u64,
+    /// The model.
+    pub model: ModelName,
+    /// When, never earlier than the previous event's time in the same log.
+    pub time: DateTime<Utc>,
+    /// Who.
+    pub actor: Actor,
+    /// What.
+    #[serde(rename = "event")]
+    pub kind: EventKind,
+}
+
+/// What an [`Event`] changed. Serialized with a `"type"` field in snake case.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EventKind {
+    /// The model was created. Always event 1.
+    ModelCreated {
+        /// What the model is for.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        description: String,
+        /// How its metrics are judged.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        metric_specs: BTreeMap<MetricName, MetricSpec>,
+        /// Its labels.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        tags: Tags,
+    },
+    /// A version was registered.
+    VersionRegistered {
+        /// The new version.
+        version: Box<VersionRecord>,
+    },
+    /// Metrics were added to (or replaced on) a version.
+    MetricsAdded {
+        /// The version.
+        version: VersionNumber,
+        /// The new values.
+        metrics: Metrics,
+    },
+    /// Tags of a version, or of the model itself when `version` is absent, were set
+    /// or removed.
+    TagsSet {
+        /// The version, or none for the model.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<VersionNumber>,
+        /// Tags added or replaced.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        set: Tags,
+        /// Tags removed.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        removed: Vec<TagKey>,
+    },
+    /// The model's metric specs were added or replaced.
+    MetricSpecsSet {
+        /// The specs added or replaced.
+        specs: BTreeMap<MetricName, MetricSpec>,
+    },
+    /// A version was deprecated: `@latest` skips it from now on.
+    VersionDeprecated {
+        /// The version.
+        version: VersionNumber,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl EventKind {
+    /// The kind's name as serialized (`model_created`, `version_registered`, …).
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::ModelCreated { .. } => "model_created",
+            EventKind::VersionRegistered { .. } => "version_registered",
+            EventKind::MetricsAdded { .. } => "metrics_added",
+            EventKind::TagsSet { .. } => "tags_set",
+            EventKind::MetricSpecsSet { .. } => "metric_specs_set",
+            EventKind::VersionDeprecated { .. } => "version_deprecated",
+        }
+    }
+
+    /// The version the event is about, if it is about one.
+    pub fn version(&self) -> Option<VersionNumber> {
+        match self {
+            EventKind::VersionRegistered { version } => Some(version.number),
+            EventKind::MetricsAdded { version, .. }
+            | EventKind::VersionDeprecated { version, .. } => Some(*version),
+            EventKind::TagsSet { version, .. } => *version,
+            EventKind::ModelCreated { .. } | EventKind::MetricSpecsSet { .. } => None,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct WireOut<'a> {
+    format: u32,
+    #[serde(flatten)]
+    event: &'a Event,
+}
+
+#[derive(Deserialize)]
+struct WireIn {
+    format: u32,
+    #[serde(flatten)]
+    event: Event,
+}
+
+#[derive(Deserialize)]
+struct FormatOnly {
+    format: u32,
+}
+
+impl Event {
+    /// Encodes the event with its format version, as stored in the log.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // Serializing these types cannot fail: no maps with non-string keys, no
+        // non-finite floats (rejected on construction).
+        serde_json::to_vec(&WireOut {
+            format: EVENT_FORMAT,
+            event: self,
+        })
+        .unwrap_or_default()
+    }
+
+    /// Decodes the record stored at position `seq` of the log of `model`.
+    ///
+    /// The format version is read first: an unknown one is
+    /// [`Error::UnsupportedFormat`], never skipped. A record that does not decode,
+    /// or that claims another position or model than where it is stored, is
+    /// [`Error::Corrupt`].
+    pub fn from_bytes(model: &ModelName, seq: u64, bytes: &[u8]) -> Result<Event> {
+        let record = || format!("event {seq} of model '{model}'");
+        let f: FormatOnly = serde_json::from_slice(bytes)
+            .map_err(|e| Error::corrupt(record(), format!("undecodable: {e}")))?;
+        if f.format != EVENT_FORMAT {
+            return Err(Error::UnsupportedFormat {
+                record: record(),
+                found: f.format,
+                supported: EVENT_FORMAT,
+            });
+        }
+        let wire: WireIn = serde_json::from_slice(bytes)
+            .map_err(|e| Error::corrupt(record(), format!("undecodable: {e}")))?;
+        let _ = wire.format;
+        let event = wire.event;
+        if event.seq != seq || event.model != *model {
+            return Err(Error::corrupt(
+                record(),
+                format!(
+                    "claims to be event {} of model '{}'",
+                    event.seq, event.model
+                ),
+            ));
+        }
+        Ok(event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Event {
+        Event {
+            seq: 2,
+            model: ModelName::new("fraud").unwrap(),
+            time: "2026-11-27T10:00:00Z".parse().unwrap(),
+            actor: Actor::new("alice").unwrap(),
+            kind: EventKind::MetricsAdded {
+                version: VersionNumber::FIRST,
+                metrics: Metrics::new().with("auc", 0.5).unwrap(),
+            },
+        }
+    }
+
+    #[test]
+    fn wire_shape_is_stable() {
+        let json = String::from_utf8(sample().to_bytes()).unwrap();
+        assert_eq!(
+            json,
+            r#"{"format":1,"seq":2,"model":"fraud","time":"2026-11-27T10:00:00Z","actor":"alice","event":{"type":"metrics_added","version":1,"metrics":{"auc":0.5}}}"#
+        );
+        let model = ModelName::new("fraud").unwrap();
+        assert_eq!(
+            Event::from_bytes(&model, 2, json.as_bytes()).unwrap(),
+            sample()
+        );
+    }
+
+    #[test]
+    fn future_format_misplaced_and_garbage_records_are_typed_errors() {
+        let model = ModelName::new("fraud").unwrap();
+        let json = String::from_utf8(sample().to_bytes()).unwrap();
+        let future = json.replace("\"format\":1", "\"format\":2");
+        assert!(matches!(
+            Event::from_bytes(&model, 2, future.as_bytes()),
+            Err(Error::UnsupportedFormat {
+                found: 2,
+                supported: 1,
+                ..
+            })
+        ));
+        assert!(matches!(
+            Event::from_bytes(&model, 3, json.as_bytes()),
+            Err(Error::Corrupt { .. })
+        ));
+        let other = ModelName::new("other").unwrap();
+        assert!(matches!(
+            Event::from_bytes(&other, 2, json.as_bytes()),
+            Err(Error::Corrupt { .. })
+        ));
+        for garbage in [
+            &b""[..],
+            b"{",
+            b"\x00\x01",
+            &json.as_bytes()[..json.len() / 2],
+        ] {
+            assert!(matches!(
+                Event::from_bytes(&model, 2, garbage),
+                Err(Error::Corrupt { .. })
+            ));
+        }
+        let unknown_kind = json.replace("metrics_added", "teleported");
+        assert!(matches!(
+            Event::from_bytes(&model, 2, unknown_kind.as_bytes()),
+            Err(Error::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn nan_metric_in_a_record_is_rejected() {
+        let model = ModelName::new("fraud").unwrap();
+        let json = String::from_utf8(sample().to_bytes())
+            .unwrap()
+            .replace("0.5", "1e999");
+        assert!(Event::from_bytes(&model, 2, json.as_bytes()).is_err());
+    }
+}

@@ -1,0 +1,531 @@
+//! What a version records: metrics, hyperparameters, environment, provenance.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::name::{Actor, MetricName, ModelName, TagKey, check_text};
+use super::reference::VersionNumber;
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+
+/// Free-form key/value labels on a model or a version. Keys follow [`MetricName`]'s
+/// rules; values are text of at most 4096 characters.
+pub type Tags = BTreeMap<TagKey, String>;
+
+/// Checks tag values (keys are checked by their type).
+pub(crate) fn check_tags(tags: &Tags) -> Result<()> {
+    for (k, v) in tags {
+        check_text(&format!("value of tag '{k}'"), v, 4096)?;
+    }
+    Ok(())
+}
+
+/// Metric values of a version: name → finite `f64`.
+///
+/// NaN and infinities are rejected: they cannot be compared, and JSON cannot carry
+/// them.
+///
+/// ```
+/// use modelreg::Metrics;
+/// let m = Metrics::new().with("auc", 0.91).unwrap().with("eval/loss", 0.23).unwrap();
+/// assert_eq!(m.get("auc"), Some(0.91));
+/// assert!(Metrics::new().with("auc", f64::NAN).is_err());
+/// assert!(Metrics::new().with("auc", f64::INFINITY).is_err());
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(
+    try_from = "BTreeMap<MetricName, f64>",
+    into = "BTreeMap<MetricName, f64>"
+)]
+pub struct Metrics(BTreeMap<MetricName, f64>);
+
+impl Metrics {
+    /// No metrics.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds or replaces a metric, checking the name and that the value is finite.
+    pub fn with(mut self, name: &str, value: f64) -> Result<Self> {
+        self.insert(MetricName::new(name)?, value)?;
+        Ok(self)
+    }
+
+    /// Adds or replaces a metric, checking that the value is finite.
+    pub fn insert(&mut self, name: MetricName, value: f64) -> Result<()> {
+        check_metric_value(&name, value)?;
+        self.0.insert(name, value);
+        Ok(())
+    }
+
+    /// A metric's value.
+    pub fn get(&self, name: &str) -> Option<f64> {
+        self.0
+            .iter()
+            .find(|(k, _)| k.as_str() == name)
+            .map(|(_, v)| *v)
+    }
+
+    /// All metrics, sorted by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&MetricName, f64)> {
+        self.0.iter().map(|(k, v)| (k, *v))
+    }
+
+    /// The number of metrics.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Adds or replaces every metric of `other`.
+    pub fn merge(&mut self, other: &Metrics) {
+        for (k, v) in &other.0 {
+            self.0.insert(k.clone(), *v);
+        }
+    }
+}
+
+fn check_metric_value(name: &MetricName, value: f64) -> Result<()> {
+    if value.is_finite() {
+        Ok(())
+    } else {
+        Err(Error::invalid_input(
+            format!("metric '{name}'"),
+            format!("{value} is not a finite number"),
+        ))
+    }
+}
+
+impl TryFrom<BTreeMap<MetricName, f64>> for Metrics {
+    type Error = Error;
+    fn try_from(map: BTreeMap<MetricName, f64>) -> Result<Self> {
+        for (k, v) in &map {
+            check_metric_value(k, *v)?;
+        }
+        Ok(Metrics(map))
+    }
+}
+
+impl From<Metrics> for BTreeMap<MetricName, f64> {
+    fn from(m: Metrics) -> Self {
+        m.0
+    }
+}
+
+/// Whether higher or lower values of a metric are better.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Goal {
+    /// Higher is better (accuracy, AUC).
+    Maximize,
+    /// Lower is better (loss, latency).
+    Minimize,
+}
+
+/// How a model's metric is judged: its goal and how much worse a value may be
+/// before it counts as a regression.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetricSpec {
+    /// Higher or lower is better.
+    pub goal: Goal,
+    /// An absolute change no larger than this counts as unchanged (finite, ≥ 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance: Option<f64>,
+}
+
+impl MetricSpec {
+    /// Higher is better, no tolerance.
+    pub fn maximize() -> Self {
+        MetricSpec {
+            goal: Goal::Maximize,
+            tolerance: None,
+        }
+    }
+
+    /// Lower is better, no tolerance.
+    pub fn minimize() -> Self {
+        MetricSpec {
+            goal: Goal::Minimize,
+            tolerance: None,
+        }
+    }
+
+    /// The same spec with an absolute tolerance.
+    pub fn with_tolerance(self, tolerance: f64) -> Self {
+        MetricSpec {
+            tolerance: Some(tolerance),
+            ..self
+        }
+    }
+
+    pub(crate) fn check(&self, name: &MetricName) -> Result<()> {
+        match self.tolerance {
+            Some(t) if !(t.is_finite() && t >= 0.0) => Err(Error::invalid_input(
+                format!("tolerance of metric '{name}'"),
+                "must be a finite number ≥ 0",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A typed hyperparameter value.
+///
+/// Serialized as plain JSON (`true`, `3`, `0.5`, `"adam"`, `[…]`, `{…}`); integers
+/// and floats stay distinct through a round trip. Floats must be finite; nesting is
+/// limited to [`HyperValue::MAX_DEPTH`] levels.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum HyperValue {
+    /// A flag.
+    Bool(bool),
+    /// An integer.
+    Int(i64),
+    /// A finite float.
+    Float(f64),
+    /// Text.
+    String(String),
+    /// A list of values.
+    List(Vec<HyperValue>),
+    /// Named values.
+    Map(BTreeMap<String, HyperValue>),
+}
+
+impl HyperValue {
+    /// How deeply lists and maps may nest.
+    pub const MAX_DEPTH: usize = 32;
+
+    pub(crate) fn check(&self, path: &str, depth: usize) -> Result<()> {
+        if depth > Self::MAX_DEPTH {
+            return Err(Error::invalid_input(
+                format!("hyperparameter '{path}'"),
+                format!("nested deeper than {} levels", Self::MAX_DEPTH),
+            ));
+        }
+        match self {
+            HyperValue::Float(f) if !f.is_finite() => Err(Error::invalid_input(
+                format!("hyperparameter '{path}'"),
+                format!("{f} is not a finite number"),
+            )),
+            HyperValue::List(items) => items
+                .iter()
+                .enumerate()
+                .try_for_each(|(i, v)| v.check(&format!("{path}[{i}]"), depth + 1)),
+            HyperValue::Map(map) => map
+                .iter()
+                .try_for_each(|(k, v)| v.check(&format!("{path}.{k}"), depth + 1)),
+            _ => Ok(()),
+        }
+    }
+}
+
+macro_rules! hyper_from {
+    ($($t:ty => $v:ident $(as $cast:ty)?),*) => {$(
+        impl From<$t> for HyperValue {
+            fn from(x: $t) -> Self { HyperValue::$v(x $(as $cast)?) }
+        }
+    )*};
+}
+hyper_from!(bool => Bool, i64 => Int, i32 => Int as i64, u32 => Int as i64, f64 => Float, f32 => Float as f64, String => String);
+
+impl From<&str> for HyperValue {
+    fn from(s: &str) -> Self {
+        HyperValue::String(s.to_owned())
+    }
+}
+
+impl<T: Into<HyperValue>> From<Vec<T>> for HyperValue {
+    fn from(v: Vec<T>) -> Self {
+        HyperValue::List(v.into_iter().map(Into::into).collect())
+    }
+}
+
+/// Hyperparameters: name → typed value.
+pub type Hyperparameters = BTreeMap<String, HyperValue>;
+
+/// Where a model was trained: frameworks, accelerators, runtimes, machine.
+///
+/// Every field is optional; [`Environment::capture`] fills in what the running
+/// process can detect about itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Environment {
+    /// Framework → version, e.g. `torch → 2.4.1`, `candle → 0.8`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub frameworks: BTreeMap<String, String>,
+    /// CUDA toolkit version, e.g. `12.4`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cuda: Option<String>,
+    /// GPU driver version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    /// Language runtime → version, e.g. `python → 3.11.7`, `rust → 1.95.0`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub runtimes: BTreeMap<String, String>,
+    /// Operating system, e.g. `linux (Debian GNU/Linux 12)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub os: Option<String>,
+    /// CPU architecture, e.g. `x86_64`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
+    /// CPU model name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    /// Number of logical CPUs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_count: Option<u32>,
+    /// GPU model names, one per device.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<String>,
+    /// Anything else.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, String>,
+}
+
+impl Environment {
+    /// The same environment with a framework version added.
+    pub fn with_framework(mut self, name: impl Into<String>, version: impl Into<String>) -> Self {
+        self.frameworks.insert(name.into(), version.into());
+        self
+    }
+
+    /// Flattens the environment into `key → value` pairs (`framework.torch`,
+    /// `cuda`, `gpu.0`, …), the form comparisons use.
+    pub fn flatten(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for (k, v) in &self.frameworks {
+            out.insert(format!("framework.{k}"), v.clone());
+        }
+        for (k, v) in &self.runtimes {
+            out.insert(format!("runtime.{k}"), v.clone());
+        }
+        for (k, v) in [
+            ("cuda", &self.cuda),
+            ("driver", &self.driver),
+            ("os", &self.os),
+            ("arch", &self.arch),
+            ("cpu", &self.cpu),
+        ] {
+            if let Some(v) = v {
+                out.insert(k.to_owned(), v.clone());
+            }
+        }
+        if let Some(n) = self.cpu_count {
+            out.insert("cpu_count".into(), n.to_string());
+        }
+        for (i, g) in self.gpus.iter().enumerate() {
+            out.insert(format!("gpu.{i}"), g.clone());
+        }
+        for (k, v) in &self.extra {
+            out.insert(format!("extra.{k}"), v.clone());
+        }
+        out
+    }
+}
+
+/// The source code a version was trained from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeRef {
+    /// Repository URL or name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    /// Commit id.
+    pub commit: String,
+    /// Whether the working tree had uncommitted changes.
+    #[serde(default)]
+    pub dirty: bool,
+}
+
+/// What a dataset was used for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DatasetRole {
+    /// Training data.
+    Train,
+    /// Validation data (model selection, early stopping).
+    Validation,
+    /// Evaluation data.
+    Eval,
+    /// Held-out test data.
+    Test,
+    /// Any other use.
+    Other,
+}
+
+/// A dataset version a model version was built or evaluated with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetRef {
+    /// The dataset's name.
+    pub name: String,
+    /// Its version label, as the data system names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Content digest of the data, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<Digest>,
+    /// Where it lives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// What it was used for.
+    pub role: DatasetRole,
+}
+
+impl DatasetRef {
+    /// A dataset reference with a name and a role.
+    pub fn new(name: impl Into<String>, role: DatasetRole) -> Self {
+        DatasetRef {
+            name: name.into(),
+            version: None,
+            digest: None,
+            uri: None,
+            role,
+        }
+    }
+
+    /// With a version label.
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = Some(version.into());
+        self
+    }
+
+    /// With a content digest.
+    pub fn digest(mut self, digest: Digest) -> Self {
+        self.digest = Some(digest);
+        self
+    }
+
+    /// With a location.
+    pub fn uri(mut self, uri: impl Into<String>) -> Self {
+        self.uri = Some(uri.into());
+        self
+    }
+}
+
+/// How a version relates to a parent version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Relation {
+    /// Further trained from the parent's weights.
+    FineTunedFrom,
+    /// Trained to imitate the parent.
+    DistilledFrom,
+    /// The parent at lower precision.
+    QuantizedFrom,
+    /// Same recipe as the parent, trained again (new data, new seed).
+    RetrainedFrom,
+    /// Any other derivation.
+    DerivedFrom,
+}
+
+/// A parent version in another (or the same) model.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentRef {
+    /// The parent's model.
+    pub model: ModelName,
+    /// The parent's version number.
+    pub version: VersionNumber,
+    /// How this version derives from it.
+    pub relation: Relation,
+}
+
+/// Where a version came from.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Provenance {
+    /// The code it was trained with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<CodeRef>,
+    /// The data it was trained and evaluated with.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub datasets: Vec<DatasetRef>,
+    /// The versions it derives from.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub parents: Vec<ParentRef>,
+    /// Its hyperparameters.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub hyperparameters: Hyperparameters,
+    /// Where it was trained.
+    pub environment: Environment,
+}
+
+impl Provenance {
+    pub(crate) fn check(&self) -> Result<()> {
+        if let Some(code) = &self.code {
+            check_text("code commit", &code.commit, 256)?;
+            if code.commit.trim().is_empty() {
+                return Err(Error::invalid_input("code commit", "must not be empty"));
+            }
+        }
+        for d in &self.datasets {
+            if d.name.trim().is_empty() {
+                return Err(Error::invalid_input("dataset name", "must not be empty"));
+            }
+            check_text("dataset name", &d.name, 512)?;
+        }
+        for (k, v) in &self.hyperparameters {
+            if k.is_empty() {
+                return Err(Error::invalid_input(
+                    "hyperparameter name",
+                    "must not be empty",
+                ));
+            }
+            v.check(k, 1)?;
+        }
+        Ok(())
+    }
+}
+
+/// One registered version of a model, as stored in its `version_registered` event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    /// Its sequential number.
+    pub number: VersionNumber,
+    /// Its semver label, unique within the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semver: Option<semver::Version>,
+    /// The digest of its artifact's manifest.
+    pub artifact: Digest,
+    /// Total size of the artifact's files in bytes.
+    pub size: u64,
+    /// Number of files in the artifact.
+    pub files: u64,
+    /// When it was registered.
+    pub created_at: DateTime<Utc>,
+    /// Who registered it.
+    pub created_by: Actor,
+    /// What it is.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// Its labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: Tags,
+    /// Where it came from.
+    #[serde(default)]
+    pub provenance: Provenance,
+    /// How good it is (metrics added later are merged in).
+    #[serde(default, skip_serializing_if = "Metrics::is_empty")]
+    pub metrics: Metrics,
+    /// Set when the version was deprecated: it stays resolvable by number, semver
+    /// and digest, but `@latest` skips it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deprecated: Option<Deprecation>,
+}
+
+/// Why and when a version was deprecated.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deprecation {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who.
+    pub by: Actor,
+    /// Why.
+    pub reason: String,
+}

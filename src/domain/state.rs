@@ -1,0 +1,460 @@
+//! `ModelState`: the fold of a model's events, and the rules events must obey.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::event::{Event, EventKind};
+use super::name::{Actor, MetricName, ModelName, check_text};
+use super::record::{Deprecation, MetricSpec, Tags, VersionRecord, check_tags};
+use super::reference::{Selector, VersionNumber, VersionRef};
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+
+/// The checkpoint format version written by this build.
+pub const CHECKPOINT_FORMAT: u32 = 1;
+
+/// Everything known about one model: the fold of its events up to some position.
+///
+/// The same events always fold to the same state, whether replayed from the start
+/// or from a checkpoint. [`ModelState::check`] is the one place that says whether an
+/// event may follow the current state; [`ModelState::apply`] checks and applies, so a
+/// log that was tampered with fails to replay rather than producing a wrong state.
+///
+/// Serialized as
+/// `{"name":…,"description":…,"created_at":…,"created_by":…,"metric_specs":{…},"tags":{…},"versions":[…],"seq":N,"updated_at":…}`;
+/// the lookup indexes are rebuilt on load.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "StateWire", into = "StateWire")]
+pub struct ModelState {
+    name: ModelName,
+    description: String,
+    created_at: DateTime<Utc>,
+    created_by: Actor,
+    metric_specs: BTreeMap<MetricName, MetricSpec>,
+    tags: Tags,
+    /// Version `n` is at index `n - 1`: numbers are dense from 1.
+    versions: Vec<VersionRecord>,
+    seq: u64,
+    updated_at: DateTime<Utc>,
+    // Derived indexes, rebuilt from `versions`.
+    by_semver: BTreeMap<semver::Version, VersionNumber>,
+    by_digest: HashMap<Digest, Vec<VersionNumber>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StateWire {
+    name: ModelName,
+    #[serde(default)]
+    description: String,
+    created_at: DateTime<Utc>,
+    created_by: Actor,
+    #[serde(default)]
+    metric_specs: BTreeMap<MetricName, MetricSpec>,
+    #[serde(default)]
+    tags: Tags,
+    versions: Vec<VersionRecord>,
+    seq: u64,
+    updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<StateWire> for ModelState {
+    type Error = Error;
+    fn try_from(w: StateWire) -> Result<Self> {
+        let mut s = ModelState {
+            name: w.name,
+            description: w.description,
+            created_at: w.created_at,
+            created_by: w.created_by,
+            metric_specs: w.metric_specs,
+            tags: w.tags,
+            versions: Vec::with_capacity(w.versions.len()),
+            seq: w.seq,
+            updated_at: w.updated_at,
+            by_semver: BTreeMap::new(),
+            by_digest: HashMap::new(),
+        };
+        for v in w.versions {
+            if v.number.get() != s.versions.len() as u64 + 1 {
+                return Err(Error::corrupt(
+                    format!("state of model '{}'", s.name),
+                    "version numbers are not dense from 1",
+                ));
+            }
+            s.index(&v);
+            s.versions.push(v);
+        }
+        Ok(s)
+    }
+}
+
+impl From<ModelState> for StateWire {
+    fn from(s: ModelState) -> Self {
+        StateWire {
+            name: s.name,
+            description: s.description,
+            created_at: s.created_at,
+            created_by: s.created_by,
+            metric_specs: s.metric_specs,
+            tags: s.tags,
+            versions: s.versions,
+            seq: s.seq,
+            updated_at: s.updated_at,
+        }
+    }
+}
+
+impl ModelState {
+    /// Starts a model's state from its first event, which must be `model_created`
+    /// at position 1.
+    pub fn genesis(event: &Event) -> Result<Self> {
+        let EventKind::ModelCreated {
+            description,
+            metric_specs,
+            tags,
+        } = &event.kind
+        else {
+            return Err(Error::corrupt(
+                format!("event {} of model '{}'", event.seq, event.model),
+                format!(
+                    "a log must start with model_created, found {}",
+                    event.kind.name()
+                ),
+            ));
+        };
+        if event.seq != 1 {
+            return Err(Error::corrupt(
+                format!("event {} of model '{}'", event.seq, event.model),
+                "model_created must be event 1",
+            ));
+        }
+        check_model_fields(description, metric_specs, tags)?;
+        Ok(ModelState {
+            name: event.model.clone(),
+            description: description.clone(),
+            created_at: event.time,
+            created_by: event.actor.clone(),
+            metric_specs: metric_specs.clone(),
+            tags: tags.clone(),
+            versions: Vec::new(),
+            seq: 1,
+            updated_at: event.time,
+            by_semver: BTreeMap::new(),
+            by_digest: HashMap::new(),
+        })
+    }
+
+    /// Folds a whole log, from event 1.
+    pub fn replay(events: impl IntoIterator<Item = Event>) -> Result<Self> {
+        let mut events = events.into_iter();
+        let first = events
+            .next()
+            .ok_or_else(|| Error::corrupt("model log", "is empty"))?;
+        let mut state = ModelState::genesis(&first)?;
+        for e in events {
+            state.apply(e)?;
+        }
+        Ok(state)
+    }
+
+    /// Checks whether an event of this kind may be appended next. Nothing changes.
+    pub fn check(&self, kind: &EventKind) -> Result<()> {
+        match kind {
+            EventKind::ModelCreated { .. } => {
+                Err(Error::already_exists(format!("model '{}'", self.name)))
+            }
+            EventKind::VersionRegistered { version } => {
+                let expected = self.next_version_number();
+                if version.number != expected {
+                    return Err(Error::invalid_input(
+                        format!("version {} of model '{}'", version.number, self.name),
+                        format!("the next version number is {expected}"),
+                    ));
+                }
+                if let Some(v) = &version.semver {
+                    if let Some(n) = self.by_semver.get(v) {
+                        return Err(Error::already_exists(format!(
+                            "semver {v} of model '{}' (version {n})",
+                            self.name
+                        )));
+                    }
+                }
+                if version.deprecated.is_some() {
+                    return Err(Error::invalid_input(
+                        format!("version {} of model '{}'", version.number, self.name),
+                        "a new version cannot be deprecated",
+                    ));
+                }
+                check_text("description", &version.description, 64 * 1024)?;
+                check_tags(&version.tags)?;
+                version.provenance.check()
+            }
+            EventKind::MetricsAdded { version, metrics } => {
+                self.require(*version)?;
+                if metrics.is_empty() {
+                    return Err(Error::invalid_input("metrics", "no metrics given"));
+                }
+                Ok(())
+            }
+            EventKind::TagsSet {
+                version,
+                set,
+                removed,
+            } => {
+                if let Some(v) = version {
+                    self.require(*v)?;
+                }
+                if set.is_empty() && removed.is_empty() {
+                    return Err(Error::invalid_input("tags", "nothing to set or remove"));
+                }
+                check_tags(set)
+            }
+            EventKind::MetricSpecsSet { specs } => {
+                check_model_fields("", specs, &Tags::new())?;
+                if specs.is_empty() {
+                    return Err(Error::invalid_input("metric specs", "no specs given"));
+                }
+                Ok(())
+            }
+            EventKind::VersionDeprecated { version, reason } => {
+                let v = self.require(*version)?;
+                if v.deprecated.is_some() {
+                    return Err(Error::invalid_input(
+                        format!("version {} of model '{}'", version, self.name),
+                        "is already deprecated",
+                    ));
+                }
+                check_text("reason", reason, 64 * 1024)
+            }
+        }
+    }
+
+    /// Checks `event` against the state and applies it.
+    ///
+    /// The event must be the next one (`seq` one past [`seq`](Self::seq)), for this
+    /// model, no earlier than the previous event, and pass [`check`](Self::check).
+    pub fn apply(&mut self, event: Event) -> Result<()> {
+        let record = || format!("event {} of model '{}'", event.seq, event.model);
+        if event.model != self.name {
+            return Err(Error::corrupt(record(), "belongs to another model"));
+        }
+        if event.seq != self.seq + 1 {
+            return Err(Error::corrupt(
+                record(),
+                format!("expected event {}", self.seq + 1),
+            ));
+        }
+        if event.time < self.updated_at {
+            return Err(Error::corrupt(
+                record(),
+                format!(
+                    "its time {} is earlier than the previous event's {}",
+                    event.time, self.updated_at
+                ),
+            ));
+        }
+        self.check(&event.kind)?;
+        match event.kind {
+            // `check` rejects model_created on an existing model.
+            EventKind::ModelCreated { .. } => {}
+            EventKind::VersionRegistered { version } => {
+                self.index(&version);
+                self.versions.push(*version);
+            }
+            EventKind::MetricsAdded { version, metrics } => {
+                self.version_mut(version).metrics.merge(&metrics);
+            }
+            EventKind::TagsSet {
+                version,
+                set,
+                removed,
+            } => {
+                let tags = match version {
+                    Some(v) => &mut self.version_mut(v).tags,
+                    None => &mut self.tags,
+                };
+                for k in &removed {
+                    tags.remove(k);
+                }
+                tags.extend(set);
+            }
+            EventKind::MetricSpecsSet { specs } => self.metric_specs.extend(specs),
+            EventKind::VersionDeprecated { version, reason } => {
+                self.version_mut(version).deprecated = Some(Deprecation {
+                    at: event.time,
+                    by: event.actor,
+                    reason,
+                });
+            }
+        }
+        self.seq = event.seq;
+        self.updated_at = event.time;
+        Ok(())
+    }
+
+    fn index(&mut self, v: &VersionRecord) {
+        if let Some(s) = &v.semver {
+            self.by_semver.insert(s.clone(), v.number);
+        }
+        self.by_digest.entry(v.artifact).or_default().push(v.number);
+    }
+
+    fn require(&self, n: VersionNumber) -> Result<&VersionRecord> {
+        self.version(n)
+            .ok_or_else(|| Error::not_found(format!("version {}/{n}", self.name)))
+    }
+
+    fn version_mut(&mut self, n: VersionNumber) -> &mut VersionRecord {
+        // Only called after `check` proved the version exists.
+        let i = (n.get() - 1) as usize;
+        &mut self.versions[i]
+    }
+
+    /// The model's name.
+    pub fn name(&self) -> &ModelName {
+        &self.name
+    }
+
+    /// What the model is for.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    /// When the model was created.
+    pub fn created_at(&self) -> DateTime<Utc> {
+        self.created_at
+    }
+
+    /// Who created the model.
+    pub fn created_by(&self) -> &Actor {
+        &self.created_by
+    }
+
+    /// How the model's metrics are judged.
+    pub fn metric_specs(&self) -> &BTreeMap<MetricName, MetricSpec> {
+        &self.metric_specs
+    }
+
+    /// The model's own tags.
+    pub fn tags(&self) -> &Tags {
+        &self.tags
+    }
+
+    /// The position of the last event folded in.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The time of the last event folded in.
+    pub fn updated_at(&self) -> DateTime<Utc> {
+        self.updated_at
+    }
+
+    /// All versions, oldest first.
+    pub fn versions(&self) -> &[VersionRecord] {
+        &self.versions
+    }
+
+    /// A version by number.
+    pub fn version(&self, n: VersionNumber) -> Option<&VersionRecord> {
+        self.versions.get((n.get() - 1) as usize)
+    }
+
+    /// The number the next registered version gets.
+    pub fn next_version_number(&self) -> VersionNumber {
+        // Dense from 1, so the next number is len + 1 (never 0).
+        VersionNumber::new(self.versions.len() as u64 + 1).unwrap_or(VersionNumber::FIRST)
+    }
+
+    /// The newest version that is not deprecated.
+    pub fn latest(&self) -> Option<&VersionRecord> {
+        self.versions.iter().rev().find(|v| v.deprecated.is_none())
+    }
+
+    /// The version labelled with `semver`.
+    pub fn by_semver(&self, semver: &semver::Version) -> Option<&VersionRecord> {
+        self.by_semver.get(semver).and_then(|n| self.version(*n))
+    }
+
+    /// The newest version whose artifact has `digest`.
+    pub fn by_digest(&self, digest: &Digest) -> Option<&VersionRecord> {
+        self.by_digest
+            .get(digest)
+            .and_then(|ns| ns.last())
+            .and_then(|n| self.version(*n))
+    }
+
+    /// Resolves a selector to a version.
+    pub fn resolve(&self, selector: &Selector) -> Result<&VersionRecord> {
+        let r = VersionRef {
+            model: self.name.clone(),
+            selector: selector.clone(),
+        };
+        let found = match selector {
+            Selector::Number(n) => self.version(*n),
+            Selector::Semver(v) => self.by_semver(v),
+            Selector::Latest => self.latest(),
+            Selector::Digest(d) => self.by_digest(d),
+            Selector::Alias(_) => None,
+        };
+        found.ok_or_else(|| Error::not_found(format!("version {r}")))
+    }
+}
+
+fn check_model_fields(
+    description: &str,
+    specs: &BTreeMap<MetricName, MetricSpec>,
+    tags: &Tags,
+) -> Result<()> {
+    check_text("description", description, 64 * 1024)?;
+    for (name, spec) in specs {
+        spec.check(name)?;
+    }
+    check_tags(tags)
+}
+
+/// Encodes a checkpoint of `state` (format version, position, state).
+pub fn encode_checkpoint(state: &ModelState) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Out<'a> {
+        format: u32,
+        seq: u64,
+        state: &'a ModelState,
+    }
+    serde_json::to_vec(&Out {
+        format: CHECKPOINT_FORMAT,
+        seq: state.seq,
+        state,
+    })
+    .unwrap_or_default()
+}
+
+/// Decodes a checkpoint stored for position `seq` of `model`'s log.
+pub fn decode_checkpoint(model: &ModelName, seq: u64, bytes: &[u8]) -> Result<ModelState> {
+    #[derive(Deserialize)]
+    struct Format {
+        format: u32,
+    }
+    #[derive(Deserialize)]
+    struct In {
+        seq: u64,
+        state: ModelState,
+    }
+    let record = || format!("checkpoint {seq} of model '{model}'");
+    let f: Format = serde_json::from_slice(bytes)
+        .map_err(|e| Error::corrupt(record(), format!("undecodable: {e}")))?;
+    if f.format != CHECKPOINT_FORMAT {
+        return Err(Error::UnsupportedFormat {
+            record: record(),
+            found: f.format,
+            supported: CHECKPOINT_FORMAT,
+        });
+    }
+    let c: In = serde_json::from_slice(bytes)
+        .map_err(|e| Error::corrupt(record(), format!("undecodable: {e}")))?;
+    if c.seq != seq || c.state.seq != seq || c.state.name != *model {
+        return Err(Error::corrupt(record(), "covers another position or model"));
+    }
+    Ok(c.state)
+}
