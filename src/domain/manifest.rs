@@ -154,7 +154,9 @@ pub const MANIFEST_FORMAT: u32 = 1;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ManifestWire {
-    format: u32,
+    // Already checked by the first, lenient decoding pass.
+    #[serde(rename = "format")]
+    _format: u32,
     files: Vec<RawEntry>,
 }
 

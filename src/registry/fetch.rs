@@ -1,0 +1,247 @@
+//! Reading artifacts back: manifests, verified fetches into a directory, and
+//! verification of stored blobs.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use bytes::BytesMut;
+use futures::StreamExt;
+
+use super::ingest::blocking;
+use crate::digest::Digest;
+use crate::domain::Manifest;
+use crate::error::{Error, Result};
+use crate::hashing::hash_file;
+use crate::store::{ArtifactStore, ByteStream, LinkMode, Materialized};
+
+/// The largest manifest the registry reads (a million files fit well below it).
+const MAX_MANIFEST_BYTES: usize = 512 << 20;
+
+/// Chunks smaller than this are hashed on the calling task; larger ones on the
+/// blocking pool, so hashing never holds an async worker for long.
+const INLINE_HASH_BYTES: usize = 64 << 10;
+
+/// Reads, verifies and decodes the manifest stored under `digest`.
+pub(crate) async fn load_manifest(store: &dyn ArtifactStore, digest: &Digest) -> Result<Manifest> {
+    let mut stream = store.get(digest).await.map_err(|e| match e {
+        Error::NotFound { .. } => Error::not_found(format!("manifest blob {digest}")),
+        e => e,
+    })?;
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        buf.extend_from_slice(&chunk?);
+        if buf.len() > MAX_MANIFEST_BYTES {
+            return Err(Error::corrupt(
+                format!("manifest {digest}"),
+                format!("larger than {MAX_MANIFEST_BYTES} bytes"),
+            ));
+        }
+    }
+    let actual = Digest::of(&buf);
+    if actual != *digest {
+        return Err(Error::Integrity {
+            what: format!("manifest {digest}"),
+            expected: *digest,
+            actual,
+        });
+    }
+    Manifest::from_bytes(&buf)
+}
+
+/// Hashes a blob's stream, returning its digest and length.
+pub(crate) async fn hash_stream(mut stream: ByteStream) -> Result<(Digest, u64)> {
+    let mut hasher = blake3::Hasher::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        if chunk.len() < INLINE_HASH_BYTES {
+            hasher.update(&chunk);
+        } else {
+            hasher = blocking(move || {
+                hasher.update(&chunk);
+                hasher
+            })
+            .await?;
+        }
+    }
+    Ok((hasher.finalize().into(), hasher.count()))
+}
+
+/// What a fetch did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FetchReport {
+    /// The directory that now holds the files.
+    pub path: PathBuf,
+    /// How many files were written.
+    pub files: u64,
+    /// How many bytes they hold.
+    pub bytes: u64,
+    /// How many of them were placed by reflink or hard link rather than copied.
+    pub linked: u64,
+}
+
+/// What a verification checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Files whose blobs were re-hashed (the manifest itself not counted).
+    pub files: u64,
+    /// Bytes re-hashed.
+    pub bytes: u64,
+}
+
+/// Writes every file of `manifest` below `dest`, verified.
+///
+/// Files are placed in a staging directory beside `dest`, each re-hashed after it is
+/// written; only when every file matches is the staging directory renamed to `dest`.
+/// On any failure the staging directory is removed, so `dest` either holds the whole
+/// verified artifact or is left as it was. `dest` must not exist, or be an empty
+/// directory. `what` names the version in error messages.
+pub(crate) async fn fetch_into(
+    store: &dyn ArtifactStore,
+    manifest: &Manifest,
+    dest: &Path,
+    link: LinkMode,
+    what: &str,
+) -> Result<FetchReport> {
+    let dest = dest.to_owned();
+    let staging = {
+        let dest = dest.clone();
+        blocking(move || prepare_staging(&dest)).await??
+    };
+    let placed = place_all(store, manifest, &staging, link, what).await;
+    let finished = match placed {
+        Ok(linked) => {
+            let (staging, dest) = (staging.clone(), dest.clone());
+            blocking(move || publish_dir(&staging, &dest))
+                .await
+                .and_then(|r| r)
+                .map(|()| linked)
+        }
+        Err(e) => Err(e),
+    };
+    match finished {
+        Ok(linked) => Ok(FetchReport {
+            path: dest,
+            files: manifest.len() as u64,
+            bytes: manifest.total_size(),
+            linked,
+        }),
+        Err(e) => {
+            let _ = blocking(move || fs::remove_dir_all(&staging)).await;
+            Err(e)
+        }
+    }
+}
+
+async fn place_all(
+    store: &dyn ArtifactStore,
+    manifest: &Manifest,
+    staging: &Path,
+    link: LinkMode,
+    what: &str,
+) -> Result<u64> {
+    let mut linked = 0;
+    for entry in manifest.entries() {
+        // RelPath has no absolute, `.`, `..` or empty segments, and the staging
+        // directory is ours and new, so every target stays inside it.
+        let mut target = staging.to_path_buf();
+        target.extend(entry.path.segments());
+        if let Some(parent) = target.parent() {
+            let parent = parent.to_owned();
+            blocking(move || fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e)))
+                .await??;
+        }
+        let how = store
+            .materialize(&entry.digest, &target, link)
+            .await
+            .map_err(|e| match e {
+                Error::NotFound { .. } => Error::not_found(format!(
+                    "blob {} (file '{}' of {what})",
+                    entry.digest, entry.path
+                )),
+                e => e,
+            })?;
+        if how != Materialized::Copied {
+            linked += 1;
+        }
+        let check = target.clone();
+        let (actual, size) =
+            blocking(move || hash_file(&check).map_err(|e| Error::io(&check, e))).await??;
+        if actual != entry.digest || size != entry.size {
+            return Err(Error::Integrity {
+                what: format!("file '{}' of {what}", entry.path),
+                expected: entry.digest,
+                actual,
+            });
+        }
+    }
+    Ok(linked)
+}
+
+/// Checks `dest` and creates a fresh staging directory beside it.
+fn prepare_staging(dest: &Path) -> Result<PathBuf> {
+    match fs::read_dir(dest) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(Error::already_exists(format!(
+                    "non-empty destination directory {}",
+                    dest.display()
+                )));
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
+            return Err(Error::already_exists(format!(
+                "destination {} (a file)",
+                dest.display()
+            )));
+        }
+        Err(e) => return Err(Error::io(dest, e)),
+    }
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "fetch".into());
+    loop {
+        let staging = parent.join(format!(".{name}.modelreg-{:016x}", fastrand::u64(..)));
+        match fs::create_dir(&staging) {
+            Ok(()) => return Ok(staging),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io(&staging, e)),
+        }
+    }
+}
+
+/// Syncs every directory below `staging`, then renames it to `dest` and syncs the
+/// parent, so a crash after return cannot leave `dest` with missing entries.
+fn publish_dir(staging: &Path, dest: &Path) -> Result<()> {
+    sync_tree(staging)?;
+    if dest.is_dir() {
+        // Checked empty when staging began; remove_dir refuses if that changed.
+        fs::remove_dir(dest).map_err(|e| Error::io(dest, e))?;
+    }
+    fs::rename(staging, dest).map_err(|e| Error::io(dest, e))?;
+    if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+        crate::store::fsutil::sync_dir(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    Ok(())
+}
+
+fn sync_tree(dir: &Path) -> Result<()> {
+    for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        if entry
+            .file_type()
+            .map_err(|e| Error::io(entry.path(), e))?
+            .is_dir()
+        {
+            sync_tree(&entry.path())?;
+        }
+    }
+    crate::store::fsutil::sync_dir(dir).map_err(|e| Error::io(dir, e))
+}

@@ -1,0 +1,249 @@
+//! Turning files into stored blobs and a manifest.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+
+use crate::digest::Digest;
+use crate::domain::{Manifest, ManifestEntry, RelPath};
+use crate::error::{Error, Result};
+use crate::hashing::hash_file;
+use crate::store::{ArtifactStore, ArtifactStoreExt};
+
+/// Where a new version's files come from.
+///
+/// ```
+/// # fn main() -> modelreg::Result<()> {
+/// use modelreg::ArtifactSource;
+/// let weights = ArtifactSource::dir("out/checkpoint-1200");
+/// let single = ArtifactSource::file("out/model.onnx");
+/// // A prompt or a configuration is a version too.
+/// let prompt = ArtifactSource::bytes("system_prompt.txt", "You are a helpful assistant.")?;
+/// # let _ = (weights, single, prompt); Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum ArtifactSource {
+    /// Every regular file below a directory, at its path relative to it.
+    ///
+    /// Symbolic links are followed only when their target stays inside the
+    /// directory; one that leads outside it, and device files, FIFOs and sockets, are
+    /// [`Error::InvalidPath`]. File names must be UTF-8.
+    Dir(PathBuf),
+    /// One file, stored under its file name.
+    File(PathBuf),
+    /// Files held in memory.
+    Bytes(Vec<(RelPath, Bytes)>),
+}
+
+impl ArtifactSource {
+    /// Every file below `dir`.
+    pub fn dir(dir: impl Into<PathBuf>) -> Self {
+        ArtifactSource::Dir(dir.into())
+    }
+
+    /// One file.
+    pub fn file(path: impl Into<PathBuf>) -> Self {
+        ArtifactSource::File(path.into())
+    }
+
+    /// One in-memory file at `path`.
+    pub fn bytes(path: &str, bytes: impl Into<Bytes>) -> Result<Self> {
+        Ok(ArtifactSource::Bytes(vec![(
+            RelPath::new(path)?,
+            bytes.into(),
+        )]))
+    }
+
+    /// Several in-memory files.
+    pub fn files<I, B>(files: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = (&'static str, B)>,
+        B: Into<Bytes>,
+    {
+        files
+            .into_iter()
+            .map(|(p, b)| Ok((RelPath::new(p)?, b.into())))
+            .collect::<Result<Vec<_>>>()
+            .map(ArtifactSource::Bytes)
+    }
+}
+
+/// How many files are hashed and uploaded at once.
+const CONCURRENCY: usize = 4;
+
+/// Stores every file of `source` that the store does not have yet, then the
+/// manifest, and returns the manifest and its digest. Bytes already stored are not
+/// uploaded again. Nothing here touches metadata: a failure leaves at most
+/// unreferenced blobs.
+pub(crate) async fn ingest(
+    store: &dyn ArtifactStore,
+    source: ArtifactSource,
+) -> Result<(Manifest, Digest)> {
+    let entries = match source {
+        ArtifactSource::Bytes(files) => {
+            let mut entries = Vec::with_capacity(files.len());
+            for (path, bytes) in files {
+                let size = bytes.len() as u64;
+                let digest = store.put_bytes(bytes).await?;
+                entries.push(ManifestEntry { path, size, digest });
+            }
+            entries
+        }
+        ArtifactSource::File(path) => {
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| {
+                    Error::invalid_path(path.display().to_string(), "has no UTF-8 file name")
+                })?
+                .to_owned();
+            let file = SourceFile {
+                rel: RelPath::new(name)?,
+                abs: path,
+            };
+            vec![store_file(store, file).await?]
+        }
+        ArtifactSource::Dir(dir) => {
+            let files = blocking(move || walk(&dir)).await??;
+            futures::stream::iter(files)
+                .map(|f| store_file(store, f))
+                .buffer_unordered(CONCURRENCY)
+                .try_collect()
+                .await?
+        }
+    };
+    let manifest = Manifest::new(entries)?;
+    let digest = store.put_bytes(Bytes::from(manifest.to_bytes())).await?;
+    Ok((manifest, digest))
+}
+
+struct SourceFile {
+    rel: RelPath,
+    abs: PathBuf,
+}
+
+async fn store_file(store: &dyn ArtifactStore, file: SourceFile) -> Result<ManifestEntry> {
+    let abs = file.abs.clone();
+    let (digest, size) =
+        blocking(move || hash_file(&abs).map_err(|e| Error::io(&abs, e))).await??;
+    if !store.contains(&digest).await? {
+        store.put_file(&digest, &file.abs).await?;
+    }
+    Ok(ManifestEntry {
+        path: file.rel,
+        size,
+        digest,
+    })
+}
+
+/// Runs blocking work on tokio's blocking pool.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::io("<blocking task>", std::io::Error::other(e)))
+}
+
+/// How deep a source directory may nest.
+const MAX_DEPTH: usize = 128;
+
+/// Lists the regular files below `root` (blocking).
+fn walk(root: &Path) -> Result<Vec<SourceFile>> {
+    let canonical_root = fs::canonicalize(root).map_err(|e| Error::io(root, e))?;
+    if !canonical_root.is_dir() {
+        return Err(Error::invalid_path(
+            root.display().to_string(),
+            "is not a directory",
+        ));
+    }
+    let mut out = Vec::new();
+    let mut ancestors = HashSet::new();
+    ancestors.insert(canonical_root.clone());
+    walk_dir(
+        &canonical_root,
+        &canonical_root,
+        "",
+        0,
+        &mut ancestors,
+        &mut out,
+    )?;
+    Ok(out)
+}
+
+fn walk_dir(
+    root: &Path,
+    dir: &Path,
+    prefix: &str,
+    depth: usize,
+    ancestors: &mut HashSet<PathBuf>,
+    out: &mut Vec<SourceFile>,
+) -> Result<()> {
+    if depth > MAX_DEPTH {
+        return Err(Error::invalid_path(
+            prefix,
+            format!("nests deeper than {MAX_DEPTH} directories"),
+        ));
+    }
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        names.push(entry.file_name());
+    }
+    names.sort();
+    for name in names {
+        let abs = dir.join(&name);
+        let name = name.to_str().ok_or_else(|| {
+            Error::invalid_path(abs.display().to_string(), "file name is not UTF-8")
+        })?;
+        let rel = if prefix.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let meta = fs::symlink_metadata(&abs).map_err(|e| Error::io(&abs, e))?;
+        let (target, meta) = if meta.file_type().is_symlink() {
+            let target = fs::canonicalize(&abs).map_err(|e| Error::io(&abs, e))?;
+            if !target.starts_with(root) {
+                return Err(Error::invalid_path(
+                    rel,
+                    format!(
+                        "is a symbolic link to {}, outside the source directory",
+                        target.display()
+                    ),
+                ));
+            }
+            let meta = fs::metadata(&target).map_err(|e| Error::io(&target, e))?;
+            (target, meta)
+        } else {
+            (abs, meta)
+        };
+        if meta.is_dir() {
+            // A link to a directory that contains it would loop forever.
+            if !ancestors.insert(target.clone()) {
+                return Err(Error::invalid_path(
+                    rel,
+                    "links to a directory that contains it",
+                ));
+            }
+            let walked = walk_dir(root, &target, &rel, depth + 1, ancestors, out);
+            ancestors.remove(&target);
+            walked?;
+        } else if meta.is_file() {
+            out.push(SourceFile {
+                rel: RelPath::new(rel)?,
+                abs: target,
+            });
+        } else {
+            return Err(Error::invalid_path(
+                rel,
+                "is not a regular file or directory (device, FIFO or socket)",
+            ));
+        }
+    }
+    Ok(())
+}

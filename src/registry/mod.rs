@@ -1,0 +1,766 @@
+//! The [`Registry`]: commands checked against the folded state of a model's event
+//! log, artifacts stored and fetched through the artifact store. The only place
+//! that knows both stores and the domain rules.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+use crate::domain::state::{decode_checkpoint, encode_checkpoint};
+use crate::domain::{
+    Actor, Event, EventKind, Manifest, MetricName, MetricSpec, Metrics, ModelName, ModelState,
+    TagKey, Tags, VersionRecord, VersionRef,
+};
+use crate::error::{Error, Result};
+use crate::store::{
+    ArtifactStore, LocalArtifactStore, LocalMetadataStore, MemoryArtifactStore,
+    MemoryMetadataStore, MetadataStore,
+};
+
+mod fetch;
+mod ingest;
+mod options;
+
+pub use fetch::{FetchReport, VerifyReport};
+pub use ingest::ArtifactSource;
+pub use options::{CreateModel, FetchOptions, NewVersion, RetryPolicy, VersionFilter};
+
+use ingest::blocking;
+
+/// How many log records are read per store call while folding.
+const READ_BATCH: usize = 1024;
+
+/// Anything that names a model: `&str`, `String`, [`ModelName`].
+pub trait IntoModelName {
+    /// Parses or passes on the name.
+    fn into_model_name(self) -> Result<ModelName>;
+}
+
+impl IntoModelName for ModelName {
+    fn into_model_name(self) -> Result<ModelName> {
+        Ok(self)
+    }
+}
+impl IntoModelName for &ModelName {
+    fn into_model_name(self) -> Result<ModelName> {
+        Ok(self.clone())
+    }
+}
+impl IntoModelName for &str {
+    fn into_model_name(self) -> Result<ModelName> {
+        ModelName::new(self)
+    }
+}
+impl IntoModelName for String {
+    fn into_model_name(self) -> Result<ModelName> {
+        ModelName::new(self)
+    }
+}
+
+/// Anything that references a version: `&str` such as `"fraud@latest"`, `String`,
+/// [`VersionRef`].
+pub trait IntoVersionRef {
+    /// Parses or passes on the reference.
+    fn into_version_ref(self) -> Result<VersionRef>;
+}
+
+impl IntoVersionRef for VersionRef {
+    fn into_version_ref(self) -> Result<VersionRef> {
+        Ok(self)
+    }
+}
+impl IntoVersionRef for &VersionRef {
+    fn into_version_ref(self) -> Result<VersionRef> {
+        Ok(self.clone())
+    }
+}
+impl IntoVersionRef for &str {
+    fn into_version_ref(self) -> Result<VersionRef> {
+        self.parse()
+    }
+}
+impl IntoVersionRef for String {
+    fn into_version_ref(self) -> Result<VersionRef> {
+        self.parse()
+    }
+}
+
+/// The cached fold of one model's log, `None` until first loaded. The async mutex
+/// also serializes this process's writers to the model, so they never race each
+/// other for the same log position.
+type Slot = Arc<tokio::sync::Mutex<Option<ModelState>>>;
+
+struct Inner {
+    metadata: Arc<dyn MetadataStore>,
+    artifacts: Arc<dyn ArtifactStore>,
+    models: Mutex<HashMap<ModelName, Slot>>,
+    retry: RetryPolicy,
+    checkpoint_every: u64,
+}
+
+/// An embedded model registry.
+///
+/// Cheap to clone (clones share stores and caches) and safe to use from many tasks
+/// and threads; several processes or machines may open the same stores at once.
+/// Every write is an event appended to the model's log with create-if-absent, after
+/// checking it against the freshly folded state; when another writer appended first,
+/// the command is re-checked against the new state and retried (see
+/// [`RetryPolicy`]). A registry sees its own writes at once and other writers' on
+/// its next read of that model.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field("metadata", &self.inner.metadata)
+            .field("artifacts", &self.inner.artifacts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Registry`] over any pair of stores.
+///
+/// ```
+/// use std::sync::Arc;
+/// use modelreg::{Registry, RetryPolicy};
+/// use modelreg::store::{MemoryArtifactStore, MemoryMetadataStore};
+/// let registry = Registry::builder()
+///     .metadata(Arc::new(MemoryMetadataStore::new()))
+///     .artifacts(Arc::new(MemoryArtifactStore::new()))
+///     .retry(RetryPolicy { max_attempts: 10, ..RetryPolicy::default() })
+///     .build()
+///     .unwrap();
+/// # let _ = registry;
+/// ```
+#[derive(Default)]
+pub struct RegistryBuilder {
+    metadata: Option<Arc<dyn MetadataStore>>,
+    artifacts: Option<Arc<dyn ArtifactStore>>,
+    retry: RetryPolicy,
+    checkpoint_every: Option<u64>,
+}
+
+impl fmt::Debug for RegistryBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryBuilder")
+            .field("metadata", &self.metadata)
+            .field("artifacts", &self.artifacts)
+            .field("retry", &self.retry)
+            .field("checkpoint_every", &self.checkpoint_every)
+            .finish()
+    }
+}
+
+impl RegistryBuilder {
+    /// The store for model logs (required).
+    pub fn metadata(mut self, store: Arc<dyn MetadataStore>) -> Self {
+        self.metadata = Some(store);
+        self
+    }
+
+    /// The store for artifact blobs (required).
+    pub fn artifacts(mut self, store: Arc<dyn ArtifactStore>) -> Self {
+        self.artifacts = Some(store);
+        self
+    }
+
+    /// How writers retry on conflict.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Write a checkpoint of a model's state every `n` events (default 1000;
+    /// 0 turns checkpoints off). Checkpoints only make opening long logs faster:
+    /// the state is the same with or without them.
+    pub fn checkpoint_every(mut self, n: u64) -> Self {
+        self.checkpoint_every = Some(n);
+        self
+    }
+
+    /// Builds the registry.
+    pub fn build(self) -> Result<Registry> {
+        let missing =
+            |what: &str| Error::invalid_input("registry builder", format!("no {what} store given"));
+        Ok(Registry {
+            inner: Arc::new(Inner {
+                metadata: self.metadata.ok_or_else(|| missing("metadata"))?,
+                artifacts: self.artifacts.ok_or_else(|| missing("artifact"))?,
+                models: Mutex::new(HashMap::new()),
+                retry: self.retry,
+                checkpoint_every: self.checkpoint_every.unwrap_or(1000),
+            }),
+        })
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Registry {
+    /// A builder over any pair of stores.
+    pub fn builder() -> RegistryBuilder {
+        RegistryBuilder::default()
+    }
+
+    #[cfg(any())] // TEMP until local stores land
+    /// The embedded default: a registry in the local directory `dir` (created if
+    /// missing), with logs under `dir/metadata` and blobs under `dir/artifacts`.
+    pub async fn open_local(dir: impl AsRef<Path>) -> Result<Registry> {
+        let dir = dir.as_ref().to_owned();
+        let (metadata, artifacts) = blocking(move || -> Result<_> {
+            Ok((
+                LocalMetadataStore::open(dir.join("metadata"))?,
+                LocalArtifactStore::open(dir.join("artifacts"))?,
+            ))
+        })
+        .await??;
+        Registry::builder()
+            .metadata(Arc::new(metadata))
+            .artifacts(Arc::new(artifacts))
+            .build()
+    }
+
+    /// A registry in memory, gone when dropped: for tests and experiments.
+    pub fn in_memory() -> Registry {
+        Registry {
+            inner: Arc::new(Inner {
+                metadata: Arc::new(MemoryMetadataStore::new()),
+                artifacts: Arc::new(MemoryArtifactStore::new()),
+                models: Mutex::new(HashMap::new()),
+                retry: RetryPolicy::default(),
+                checkpoint_every: 1000,
+            }),
+        }
+    }
+
+    /// The metadata store.
+    pub fn metadata_store(&self) -> &Arc<dyn MetadataStore> {
+        &self.inner.metadata
+    }
+
+    /// The artifact store.
+    pub fn artifact_store(&self) -> &Arc<dyn ArtifactStore> {
+        &self.inner.artifacts
+    }
+
+    // ----- commands -------------------------------------------------------------
+
+    /// Creates a model. Fails with [`Error::AlreadyExists`] if it exists, also when
+    /// another writer created it a moment earlier.
+    pub async fn create_model(
+        &self,
+        model: impl IntoModelName,
+        options: CreateModel,
+    ) -> Result<ModelState> {
+        let model = model.into_model_name()?;
+        let event = Event {
+            seq: 1,
+            model: model.clone(),
+            time: Utc::now(),
+            actor: options.actor,
+            kind: EventKind::ModelCreated {
+                description: options.description,
+                metric_specs: options.metric_specs,
+                tags: options.tags,
+            },
+        };
+        let state = ModelState::genesis(&event)?;
+        let slot = self.slot(&model);
+        let mut guard = slot.lock().await;
+        match self
+            .inner
+            .metadata
+            .append(model.as_str(), 1, Bytes::from(event.to_bytes()))
+            .await
+        {
+            Ok(()) => {
+                *guard = Some(state.clone());
+                Ok(state)
+            }
+            Err(Error::AlreadyExists { .. }) => {
+                Err(Error::already_exists(format!("model '{model}'")))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Registers a new version of `model` from `source`.
+    ///
+    /// Files are hashed and only those the store lacks are uploaded; then the
+    /// manifest; then the event that makes the version visible. A failure at any
+    /// point before that event leaves no version, at most unreferenced blobs. The
+    /// version number is the next free one at the moment the event is appended.
+    /// Parents named in the provenance must exist.
+    pub async fn register(
+        &self,
+        model: impl IntoModelName,
+        source: ArtifactSource,
+        version: NewVersion,
+    ) -> Result<VersionRecord> {
+        let model = model.into_model_name()?;
+        for p in &version.provenance.parents {
+            let exists = self
+                .read(&p.model, |s| s.version(p.version).is_some())
+                .await;
+            match exists {
+                Ok(true) => {}
+                Ok(false) | Err(Error::NotFound { .. }) => {
+                    return Err(Error::invalid_input(
+                        format!("parent {}/{}", p.model, p.version),
+                        "does not exist",
+                    ));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        // Check everything that can be checked before moving any bytes.
+        let placeholder = crate::digest::Digest::of(b"");
+        self.read(&model, |s| {
+            s.check(&registered(s, &version, placeholder, 0, 0, Utc::now()))
+        })
+        .await??;
+
+        let (manifest, digest) = ingest::ingest(self.inner.artifacts.as_ref(), source).await?;
+        let (size, files) = (manifest.total_size(), manifest.len() as u64);
+        let actor = version.actor.clone();
+        let (_, record) = self
+            .commit(&model, &actor, |s, time| {
+                Ok(registered(s, &version, digest, size, files, time))
+            })
+            .await?;
+        record.ok_or_else(|| Error::not_found("registered version"))
+    }
+
+    /// Adds metrics to a version (an evaluation after training); a metric it has
+    /// already is replaced, and the old value stays in the history.
+    pub async fn add_metrics(
+        &self,
+        version: impl IntoVersionRef,
+        metrics: Metrics,
+        actor: &Actor,
+    ) -> Result<VersionRecord> {
+        let r = version.into_version_ref()?;
+        self.commit_on_version(&r, actor, |number| EventKind::MetricsAdded {
+            version: number,
+            metrics: metrics.clone(),
+        })
+        .await
+    }
+
+    /// Sets and removes tags on a version.
+    pub async fn set_version_tags(
+        &self,
+        version: impl IntoVersionRef,
+        set: Tags,
+        remove: Vec<TagKey>,
+        actor: &Actor,
+    ) -> Result<VersionRecord> {
+        let r = version.into_version_ref()?;
+        self.commit_on_version(&r, actor, |number| EventKind::TagsSet {
+            version: Some(number),
+            set: set.clone(),
+            removed: remove.clone(),
+        })
+        .await
+    }
+
+    /// Deprecates a version: it stays resolvable by number, semver and digest, but
+    /// `@latest` skips it.
+    pub async fn deprecate(
+        &self,
+        version: impl IntoVersionRef,
+        reason: impl Into<String>,
+        actor: &Actor,
+    ) -> Result<VersionRecord> {
+        let r = version.into_version_ref()?;
+        let reason = reason.into();
+        self.commit_on_version(&r, actor, |number| EventKind::VersionDeprecated {
+            version: number,
+            reason: reason.clone(),
+        })
+        .await
+    }
+
+    /// Sets and removes tags on a model.
+    pub async fn set_model_tags(
+        &self,
+        model: impl IntoModelName,
+        set: Tags,
+        remove: Vec<TagKey>,
+        actor: &Actor,
+    ) -> Result<ModelState> {
+        let model = model.into_model_name()?;
+        self.commit(&model, actor, |_, _| {
+            Ok(EventKind::TagsSet {
+                version: None,
+                set: set.clone(),
+                removed: remove.clone(),
+            })
+        })
+        .await?;
+        self.model(&model).await
+    }
+
+    /// Adds or replaces how metrics of a model are judged.
+    pub async fn set_metric_specs(
+        &self,
+        model: impl IntoModelName,
+        specs: BTreeMap<MetricName, MetricSpec>,
+        actor: &Actor,
+    ) -> Result<ModelState> {
+        let model = model.into_model_name()?;
+        self.commit(&model, actor, |_, _| {
+            Ok(EventKind::MetricSpecsSet {
+                specs: specs.clone(),
+            })
+        })
+        .await?;
+        self.model(&model).await
+    }
+
+    // ----- queries --------------------------------------------------------------
+
+    /// The names of all models, sorted.
+    pub async fn list_models(&self) -> Result<Vec<ModelName>> {
+        let mut names: Vec<ModelName> = self
+            .inner
+            .metadata
+            .list_logs()
+            .await?
+            .into_iter()
+            // A key that is not a model name is not one of our logs.
+            .filter_map(|k| ModelName::new(k).ok())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// The current state of a model: description, specs, tags and every version.
+    pub async fn model(&self, model: impl IntoModelName) -> Result<ModelState> {
+        let model = model.into_model_name()?;
+        self.read(&model, ModelState::clone).await
+    }
+
+    /// Resolves a reference to its version.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use modelreg::{Actor, ArtifactSource, CreateModel, NewVersion, Registry};
+    /// let registry = Registry::in_memory();
+    /// let alice = Actor::new("alice")?;
+    /// registry.create_model("fraud", CreateModel::by(alice.clone())).await?;
+    /// let v1 = registry
+    ///     .register("fraud", ArtifactSource::bytes("model.bin", "weights")?, NewVersion::by(alice))
+    ///     .await?;
+    /// assert_eq!(registry.resolve("fraud@latest").await?.number, v1.number);
+    /// assert_eq!(registry.resolve(format!("fraud#{}", v1.artifact)).await?.number, v1.number);
+    /// assert!(registry.resolve("fraud/2").await.is_err());
+    /// # Ok::<(), modelreg::Error>(()) }).unwrap();
+    /// ```
+    pub async fn resolve(&self, reference: impl IntoVersionRef) -> Result<VersionRecord> {
+        let r = reference.into_version_ref()?;
+        self.read(&r.model, |s| s.resolve(&r.selector).cloned())
+            .await?
+    }
+
+    /// The versions of a model that match `filter`, oldest first.
+    pub async fn list_versions(
+        &self,
+        model: impl IntoModelName,
+        filter: &VersionFilter,
+    ) -> Result<Vec<VersionRecord>> {
+        let model = model.into_model_name()?;
+        self.read(&model, |s| {
+            s.versions()
+                .iter()
+                .filter(|v| filter.matches(v))
+                .cloned()
+                .collect()
+        })
+        .await
+    }
+
+    /// Every event of a model, oldest first: the audit trail.
+    pub async fn history(&self, model: impl IntoModelName) -> Result<Vec<Event>> {
+        let model = model.into_model_name()?;
+        let mut events = Vec::new();
+        loop {
+            let batch = self
+                .inner
+                .metadata
+                .read_after(model.as_str(), events.len() as u64, READ_BATCH)
+                .await?;
+            let done = batch.len() < READ_BATCH;
+            for rec in batch {
+                events.push(Event::from_bytes(&model, rec.seq, &rec.bytes)?);
+            }
+            if done {
+                break;
+            }
+        }
+        if events.is_empty() {
+            return Err(Error::not_found(format!("model '{model}'")));
+        }
+        Ok(events)
+    }
+
+    /// The manifest of a version's artifact (read and verified).
+    pub async fn manifest(&self, reference: impl IntoVersionRef) -> Result<Manifest> {
+        let v = self.resolve(reference).await?;
+        fetch::load_manifest(self.inner.artifacts.as_ref(), &v.artifact).await
+    }
+
+    /// Writes a version's files into `dest`, verified.
+    ///
+    /// `dest` must not exist or be an empty directory. Files are written into a
+    /// staging directory beside it and re-hashed; only when every digest matches is
+    /// it renamed to `dest`. On any failure — a corrupt or missing blob, a full disk —
+    /// `dest` is left as it was and no partial files remain.
+    pub async fn fetch(
+        &self,
+        reference: impl IntoVersionRef,
+        dest: impl AsRef<Path>,
+        options: FetchOptions,
+    ) -> Result<FetchReport> {
+        let r = reference.into_version_ref()?;
+        let v = self.resolve(&r).await?;
+        let what = format!("{}/{}", r.model, v.number);
+        let store = self.inner.artifacts.as_ref();
+        let manifest = fetch::load_manifest(store, &v.artifact).await?;
+        fetch::fetch_into(store, &manifest, dest.as_ref(), options.link, &what).await
+    }
+
+    /// Re-hashes every blob of a version in the store: [`Error::Integrity`] names the
+    /// first file whose bytes do not match, [`Error::NotFound`] the first missing one.
+    pub async fn verify(&self, reference: impl IntoVersionRef) -> Result<VerifyReport> {
+        let r = reference.into_version_ref()?;
+        let v = self.resolve(&r).await?;
+        let store = self.inner.artifacts.as_ref();
+        let manifest = fetch::load_manifest(store, &v.artifact).await?;
+        let mut report = VerifyReport { files: 0, bytes: 0 };
+        for e in manifest.entries() {
+            let what = || format!("file '{}' of {}/{}", e.path, r.model, v.number);
+            let stream = store.get(&e.digest).await.map_err(|err| match err {
+                Error::NotFound { .. } => {
+                    Error::not_found(format!("blob {} ({})", e.digest, what()))
+                }
+                err => err,
+            })?;
+            let (actual, size) = fetch::hash_stream(stream).await?;
+            if actual != e.digest || size != e.size {
+                return Err(Error::Integrity {
+                    what: what(),
+                    expected: e.digest,
+                    actual,
+                });
+            }
+            report.files += 1;
+            report.bytes += size;
+        }
+        Ok(report)
+    }
+
+    /// Drops the cached state of every model, so the next read folds from the
+    /// stores again (from the latest checkpoint). Reads pick up other writers'
+    /// events without this; it is for tests and for shedding memory.
+    pub fn clear_cache(&self) {
+        lock(&self.inner.models).clear();
+    }
+
+    // ----- machinery ------------------------------------------------------------
+
+    fn slot(&self, model: &ModelName) -> Slot {
+        lock(&self.inner.models)
+            .entry(model.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// Brings the cached state of `model` up to date and runs `f` on it.
+    async fn read<R>(&self, model: &ModelName, f: impl FnOnce(&ModelState) -> R) -> Result<R> {
+        let slot = self.slot(model);
+        let mut guard = slot.lock().await;
+        let state = self.refresh(model, &mut guard).await?;
+        Ok(f(state))
+    }
+
+    /// Folds the events `model`'s cached state has not seen; loads from the latest
+    /// checkpoint first if nothing is cached. [`Error::NotFound`] if the model has
+    /// no log.
+    async fn refresh<'a>(
+        &self,
+        model: &ModelName,
+        cached: &'a mut Option<ModelState>,
+    ) -> Result<&'a mut ModelState> {
+        if cached.is_none() {
+            *cached = self.load_checkpoint(model).await;
+        }
+        loop {
+            let after = cached.as_ref().map_or(0, ModelState::seq);
+            let batch = self
+                .inner
+                .metadata
+                .read_after(model.as_str(), after, READ_BATCH)
+                .await?;
+            let done = batch.len() < READ_BATCH;
+            for rec in batch {
+                let event = Event::from_bytes(model, rec.seq, &rec.bytes)?;
+                match cached {
+                    Some(state) => state.apply(event)?,
+                    None => *cached = Some(ModelState::genesis(&event)?),
+                }
+            }
+            if done {
+                break;
+            }
+        }
+        cached
+            .as_mut()
+            .ok_or_else(|| Error::not_found(format!("model '{model}'")))
+    }
+
+    /// The latest checkpoint of `model`, if there is one that agrees with the log.
+    /// A checkpoint is only a cache: one that cannot be read, does not decode, or
+    /// disagrees with the event it claims to cover is ignored and the log replayed.
+    async fn load_checkpoint(&self, model: &ModelName) -> Option<ModelState> {
+        let meta = &self.inner.metadata;
+        let cp = meta.latest_checkpoint(model.as_str()).await.ok()??;
+        let state = decode_checkpoint(model, cp.seq, &cp.bytes).ok()?;
+        let covered = meta
+            .read_after(model.as_str(), cp.seq.checked_sub(1)?, 1)
+            .await
+            .ok()?;
+        let rec = covered.first().filter(|r| r.seq == cp.seq)?;
+        let event = Event::from_bytes(model, rec.seq, &rec.bytes).ok()?;
+        (event.time == state.updated_at()).then_some(state)
+    }
+
+    /// Appends the event `make` builds from the fresh state, retrying on conflict.
+    ///
+    /// Each attempt folds the log up to date, builds the event from that state (so
+    /// numbers and references are recomputed), checks it, and appends it at the
+    /// next position with create-if-absent. Losing the race means another writer
+    /// took that position: wait a little, and try again from the top.
+    async fn commit(
+        &self,
+        model: &ModelName,
+        actor: &Actor,
+        mut make: impl FnMut(&ModelState, DateTime<Utc>) -> Result<EventKind>,
+    ) -> Result<(Event, Option<VersionRecord>)> {
+        let slot = self.slot(model);
+        let policy = self.inner.retry;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            {
+                let mut guard = slot.lock().await;
+                let state = self.refresh(model, &mut guard).await?;
+                // The log's order is the truth; times never go backwards in it even
+                // when writers' clocks disagree.
+                let time = Utc::now().max(state.updated_at());
+                let kind = make(state, time)?;
+                state.check(&kind)?;
+                let event = Event {
+                    seq: state.seq() + 1,
+                    model: model.clone(),
+                    time,
+                    actor: actor.clone(),
+                    kind,
+                };
+                let bytes = Bytes::from(event.to_bytes());
+                match self
+                    .inner
+                    .metadata
+                    .append(model.as_str(), event.seq, bytes)
+                    .await
+                {
+                    Ok(()) => {
+                        if let Err(e) = state.apply(event.clone()) {
+                            // Cannot happen after `check`; refold from the log if it does.
+                            *guard = None;
+                            return Err(e);
+                        }
+                        let version = event.kind.version().and_then(|n| state.version(n).cloned());
+                        self.maybe_checkpoint(state).await;
+                        return Ok((event, version));
+                    }
+                    Err(Error::AlreadyExists { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if attempt >= policy.max_attempts {
+                return Err(Error::Conflict {
+                    model: model.to_string(),
+                    attempts: attempt,
+                });
+            }
+            tokio::time::sleep(policy.delay(attempt)).await;
+        }
+    }
+
+    /// Commits an event about the version `r` resolves to at the time of the append.
+    async fn commit_on_version(
+        &self,
+        r: &VersionRef,
+        actor: &Actor,
+        make: impl Fn(crate::domain::VersionNumber) -> EventKind,
+    ) -> Result<VersionRecord> {
+        let (_, record) = self
+            .commit(&r.model, actor, |s, _| {
+                Ok(make(s.resolve(&r.selector)?.number))
+            })
+            .await?;
+        record.ok_or_else(|| Error::not_found(format!("version {r}")))
+    }
+
+    async fn maybe_checkpoint(&self, state: &ModelState) {
+        let every = self.inner.checkpoint_every;
+        if every == 0 || state.seq() % every != 0 {
+            return;
+        }
+        let bytes = Bytes::from(encode_checkpoint(state));
+        // Best effort: the event is committed; a missing checkpoint only makes the
+        // next cold open replay more of the log.
+        let _ = self
+            .inner
+            .metadata
+            .put_checkpoint(state.name().as_str(), state.seq(), bytes)
+            .await;
+    }
+}
+
+/// The `version_registered` event for `v` as the next version of `s`.
+fn registered(
+    s: &ModelState,
+    v: &NewVersion,
+    artifact: crate::digest::Digest,
+    size: u64,
+    files: u64,
+    time: DateTime<Utc>,
+) -> EventKind {
+    EventKind::VersionRegistered {
+        version: Box::new(VersionRecord {
+            number: s.next_version_number(),
+            semver: v.semver.clone(),
+            artifact,
+            size,
+            files,
+            created_at: time,
+            created_by: v.actor.clone(),
+            description: v.description.clone(),
+            tags: v.tags.clone(),
+            provenance: v.provenance.clone(),
+            metrics: v.metrics.clone(),
+            deprecated: None,
+        }),
+    }
+}
