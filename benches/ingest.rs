@@ -1,1 +1,3 @@
+//! Ingest benchmarks (a placeholder until the registry lands).
+
 fn main() {}

@@ -7,7 +7,7 @@
 //! - [`ArtifactStore`]: content-addressed blobs keyed by their BLAKE3 [`Digest`].
 //!
 //! Stores do not know what a model, a version or an event is: the
-//! [`Registry`](crate::Registry) gives them opaque keys and bytes. Conveniences that
+//! `Registry` gives them opaque keys and bytes. Conveniences that
 //! every backend would write the same way live in [`ArtifactStoreExt`], which has a
 //! blanket implementation and is never implemented by hand.
 //!
@@ -164,8 +164,12 @@ pub trait ArtifactStore: Send + Sync + fmt::Debug + 'static {
 
     /// Writes the blob to the new file `dest` (which must not exist; its directory
     /// must), by link or copy as `mode` allows, durable when this returns.
-    async fn materialize(&self, digest: &Digest, dest: &Path, mode: LinkMode)
-    -> Result<Materialized>;
+    async fn materialize(
+        &self,
+        digest: &Digest,
+        dest: &Path,
+        mode: LinkMode,
+    ) -> Result<Materialized>;
 }
 
 /// Conveniences over [`ArtifactStore`], for every implementation.
