@@ -48,6 +48,7 @@ suite! {
         history_records_every_event_in_order,
         parents_must_exist,
         fetch_writes_identical_files,
+        fetch_with_every_link_mode,
         fetch_refuses_an_occupied_destination,
         fetch_into_an_existing_empty_directory,
         corrupt_blob_fails_fetch_and_verify,

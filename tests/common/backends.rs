@@ -33,6 +33,9 @@ enum BlobAccess {
 pub struct Fixture {
     /// The backend's name, for messages.
     pub name: &'static str,
+    /// Whether `LinkMode::HardLink` fetches hard-link blobs (a local store whose
+    /// blobs are on the scratch directory's filesystem) rather than copying.
+    pub hard_links: bool,
     registry: Registry,
     reopen: Reopen,
     blobs: BlobAccess,
@@ -138,6 +141,7 @@ fn memory_fixture(
     let registry = open();
     Fixture {
         name,
+        hard_links: false,
         registry,
         reopen: Box::new(move || {
             let r = open();

@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use modelreg::domain::state::decode_checkpoint;
+use modelreg::store::LinkMode;
 use modelreg::{
     Actor, ArtifactSource, CreateModel, Digest, Error, EventKind, FetchOptions, FetchReport,
     HyperValue, ManifestEntry, MetricName, MetricSpec, Metrics, ModelName, ModelState, NewVersion,
@@ -1027,6 +1028,54 @@ pub async fn fetch_writes_identical_files(f: &Fixture) {
     assert_eq!(read_tree(&again), tree(&as_refs(&files)));
     assert_eq!(entries(&parent), ["fraud-v1", "latest"]);
     assert!(staging_dirs(&parent).is_empty());
+}
+
+/// Every link mode fetches the same verified files. Hard links are used exactly
+/// where the backend can make them; a copy is independent of the store, so
+/// changing it leaves the version verifying.
+pub async fn fetch_with_every_link_mode(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "fraud").await;
+    let weights = pattern(9_000, 5);
+    let files: [(&str, &[u8]); 2] = [("weights.bin", &weights), ("config.json", b"{}")];
+    let source = ArtifactSource::files(files.map(|(p, b)| (p, b.to_vec()))).expect("valid paths");
+    reg.register("fraud", source, NewVersion::by(actor("ci")))
+        .await
+        .expect("register");
+
+    let parent = f.scratch().join("out");
+    for (mode, name) in [
+        (LinkMode::Copy, "copy"),
+        (LinkMode::Reflink, "reflink"),
+        (LinkMode::HardLink, "hardlink"),
+    ] {
+        let dest = parent.join(name);
+        let report = reg
+            .fetch("fraud/1", &dest, FetchOptions::new().link(mode))
+            .await
+            .unwrap_or_else(|e| panic!("fetch with {mode:?}: {e}"));
+        assert_eq!((report.files, report.bytes), (2, 9_002), "{mode:?}");
+        assert_eq!(read_tree(&dest), tree(&files), "{mode:?}");
+        match mode {
+            LinkMode::Copy => assert_eq!(report.linked, 0),
+            LinkMode::HardLink => {
+                assert_eq!(report.linked, if f.hard_links { 2 } else { 0 });
+            }
+            // Reflinks depend on the filesystem: all or nothing.
+            _ => assert!(report.linked == 0 || report.linked == 2, "{report:?}"),
+        }
+    }
+    assert_eq!(entries(&parent), ["copy", "hardlink", "reflink"]);
+
+    let copy = parent.join("copy").join("weights.bin");
+    let mut perms = std::fs::metadata(&copy).expect("stat").permissions();
+    #[allow(clippy::permissions_set_readonly_false)] // our own scratch file
+    perms.set_readonly(false);
+    std::fs::set_permissions(&copy, perms).expect("chmod");
+    std::fs::write(&copy, b"scribbled").expect("overwrite the copy");
+    reg.verify("fraud/1")
+        .await
+        .expect("the store is unaffected");
 }
 
 /// Fetch refuses a destination that is a non-empty directory or a file with
