@@ -36,6 +36,7 @@ suite! {
     backends: [memory, memory_checkpoints, dyn_memory],
     tests: [
         create_model_and_reject_duplicates,
+        concurrent_creates_of_one_model,
         unknown_model_is_not_found,
         model_tags_and_metric_specs,
         register_from_dir_file_and_bytes,
@@ -47,6 +48,7 @@ suite! {
         list_versions_filters,
         history_records_every_event_in_order,
         parents_must_exist,
+        interesting_sizes_round_trip,
         fetch_writes_identical_files,
         fetch_with_every_link_mode,
         fetch_refuses_an_occupied_destination,

@@ -115,16 +115,15 @@ impl Fixture {
     }
 }
 
+/// Turns memory stores into the trait objects a registry is given.
+type WrapMemory = fn(
+    MemoryMetadataStore,
+    MemoryArtifactStore,
+) -> (Arc<dyn MetadataStore>, Arc<dyn ArtifactStore>);
+
 /// Builds a fixture over fresh memory stores; `wrap` turns them into the trait
 /// objects the registry is given (each registry gets its own wrapping).
-fn memory_fixture(
-    name: &'static str,
-    checkpoint_every: Option<u64>,
-    wrap: fn(
-        MemoryMetadataStore,
-        MemoryArtifactStore,
-    ) -> (Arc<dyn MetadataStore>, Arc<dyn ArtifactStore>),
-) -> Fixture {
+fn memory_fixture(name: &'static str, checkpoint_every: Option<u64>, wrap: WrapMemory) -> Fixture {
     let metadata = MemoryMetadataStore::new();
     let artifacts = MemoryArtifactStore::new();
     let open = {

@@ -16,8 +16,8 @@ use modelreg::store::LinkMode;
 use modelreg::{
     Actor, ArtifactSource, CreateModel, Digest, Error, EventKind, FetchOptions, FetchReport,
     HyperValue, ManifestEntry, MetricName, MetricSpec, Metrics, ModelName, ModelState, NewVersion,
-    ParentRef, Provenance, Registry, Relation, Tags, VerifyReport, VersionFilter, VersionNumber,
-    VersionRecord, VersionRef,
+    ParentRef, Provenance, Registry, RelPath, Relation, Tags, VerifyReport, VersionFilter,
+    VersionNumber, VersionRecord, VersionRef,
 };
 
 use super::backends::Fixture;
@@ -265,6 +265,12 @@ pub async fn create_model_and_reject_duplicates(f: &Fixture) {
     assert_eq!(reg.model("fraud").await.expect("model"), state);
     assert_eq!(other.model("fraud").await.expect("model"), state);
 
+    for bad in ["Fraud", "team/fraud", "..", "-x", "", "fraud@1"] {
+        assert_err!(
+            reg.create_model(bad, CreateModel::by(actor("bob"))).await,
+            Error::InvalidName { .. }
+        );
+    }
     create(&reg, "alpha").await;
     let names: Vec<ModelName> = ["alpha", "fraud"]
         .into_iter()
@@ -272,6 +278,36 @@ pub async fn create_model_and_reject_duplicates(f: &Fixture) {
         .collect();
     assert_eq!(reg.list_models().await.expect("list"), names);
     assert_eq!(other.list_models().await.expect("list"), names);
+}
+
+/// Registries racing to create the same model: exactly one succeeds, every other
+/// gets `AlreadyExists`, and the log holds one event.
+pub async fn concurrent_creates_of_one_model(f: &Fixture) {
+    let mut handles = Vec::new();
+    for i in 0..6 {
+        let reg = if i % 2 == 0 {
+            f.fresh().await
+        } else {
+            f.registry()
+        };
+        handles.push(tokio::spawn(async move {
+            reg.create_model("fraud", CreateModel::by(actor(&format!("writer {i}"))))
+                .await
+        }));
+    }
+    let mut created = 0;
+    for h in handles {
+        match h.await.expect("task did not panic") {
+            Ok(state) => {
+                created += 1;
+                assert_eq!(state.seq(), 1);
+            }
+            Err(Error::AlreadyExists { .. }) => {}
+            Err(e) => panic!("expected Ok or AlreadyExists, got {e:?}"),
+        }
+    }
+    assert_eq!(created, 1);
+    assert_eq!(event_count(&f.registry(), "fraud").await, 1);
 }
 
 /// Every command and query on a model that does not exist is `NotFound`, and none
@@ -984,6 +1020,88 @@ pub async fn parents_must_exist(f: &Fixture) {
 }
 
 // ----- fetch and verify --------------------------------------------------------------
+
+/// File sizes at the boundaries the code has; each comment names the boundary.
+pub const INTERESTING_SIZES: &[usize] = &[
+    0,               // the empty file
+    1,               // one byte
+    1024,            // exactly one BLAKE3 chunk
+    1025,            // one byte into the second BLAKE3 chunk
+    16 * 1024 + 1,   // past the size below which BLAKE3 reads a file instead of mapping it
+    64 * 1024 - 1,   // largest chunk fetch and verify hash on the calling task
+    64 * 1024,       // smallest chunk they hash on the blocking pool
+    1024 * 1024 + 1, // local blobs are read in 1 MiB chunks: one full, one of a byte
+    2 * 1024 * 1024, // an exact multiple of the read chunk: the stream must still end
+];
+
+/// Files of every interesting size, registered from a directory (uploaded from
+/// files) and from memory (uploaded as streams), fetch byte-identical and verify.
+pub async fn interesting_sizes_round_trip(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "sizes").await;
+    let files: Vec<(String, Vec<u8>)> = INTERESTING_SIZES
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| (format!("f{n:08}"), pattern(n, i as u8)))
+        .collect();
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(p, b)| (p.as_str(), b.as_slice()))
+        .collect();
+    let total: u64 = INTERESTING_SIZES.iter().map(|&n| n as u64).sum();
+    let src = f.scratch().join("src");
+    write_tree(&src, &refs);
+    let from_dir = reg
+        .register(
+            "sizes",
+            ArtifactSource::dir(&src),
+            NewVersion::by(actor("ci")),
+        )
+        .await
+        .expect("register dir");
+    // `ArtifactSource::files` takes `&'static str` paths; built paths go through
+    // the variant itself.
+    let in_memory = files
+        .iter()
+        .map(|(p, b)| {
+            let path = RelPath::new(format!("mem/{p}")).expect("valid path");
+            (path, Bytes::from(b.clone()))
+        })
+        .collect();
+    let from_memory = reg
+        .register(
+            "sizes",
+            ArtifactSource::Bytes(in_memory),
+            NewVersion::by(actor("ci")),
+        )
+        .await
+        .expect("register bytes");
+    for v in [&from_dir, &from_memory] {
+        assert_eq!((v.files, v.size), (INTERESTING_SIZES.len() as u64, total));
+        let r = format!("sizes/{}", v.number);
+        assert_eq!(
+            reg.verify(r.as_str()).await.expect("verify"),
+            VerifyReport {
+                files: INTERESTING_SIZES.len() as u64,
+                bytes: total,
+            }
+        );
+        let dest = f.scratch().join(format!("out{}", v.number));
+        reg.fetch(r.as_str(), &dest, FetchOptions::new())
+            .await
+            .expect("fetch");
+        let fetched = read_tree(&dest);
+        assert_eq!(fetched.len(), INTERESTING_SIZES.len());
+        for (p, b) in &files {
+            let key = if v.number == num(1) {
+                p.clone()
+            } else {
+                format!("mem/{p}")
+            };
+            assert!(fetched.get(&key) == Some(b), "{r}: {key} differs");
+        }
+    }
+}
 
 /// Fetch writes byte-identical files into a new directory (creating its parent),
 /// reports what it wrote, and leaves no staging directory behind.
