@@ -1317,10 +1317,26 @@ pub async fn corrupt_blob_fails_fetch_and_verify(f: &Fixture) {
     assert!(what.contains("weights.bin"), "{e}");
     assert_eq!((*expected, *actual), (target, digest(&rotten)));
 
+    let v2 = reg.resolve("fraud/2").await.expect("resolve");
     assert_eq!(
         reg.verify("fraud/2").await.expect("verify"),
         VerifyReport { files: 1, bytes: 6 }
     );
+
+    // A corrupt manifest is caught before any file is written.
+    f.corrupt_blob(&v2.artifact, br#"{"format":1,"files":[]}"#);
+    for e in [
+        assert_err!(reg.manifest("fraud/2").await, Error::Integrity { .. }),
+        assert_err!(reg.verify("fraud/2").await, Error::Integrity { .. }),
+        assert_err!(
+            reg.fetch("fraud/2", parent.join("v2"), FetchOptions::new())
+                .await,
+            Error::Integrity { .. }
+        ),
+    ] {
+        assert!(e.to_string().contains("manifest"), "{e}");
+    }
+    assert_eq!(entries(&parent), ["empty"]);
 }
 
 /// A blob missing from the store makes `fetch` and `verify` fail with `NotFound`
