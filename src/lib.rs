@@ -1,5 +1,86 @@
-//! modelreg: an embeddable model registry.
+//! # modelreg
+//!
+//! An embeddable model registry: the library that training programs write model
+//! versions to and inference servers read them from. No server and no database —
+//! a directory on local disk by default — content-addressed, verified on every
+//! read, safe with many concurrent writers, and honest about history: every change
+//! is an event in an append-only log.
+//!
+//! ## A tour
+//!
+//! Open a registry, create a model, register a version from files:
+//!
+//! ```
+//! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+//! use modelreg::{Actor, ArtifactSource, CreateModel, FetchOptions, Metrics, MetricSpec,
+//!                NewVersion, Registry};
+//!
+//! # let tmp = tempfile::tempdir().unwrap();
+//! # let dir = tmp.path();
+//! let registry = Registry::open_local(dir.join("registry")).await?;
+//! let alice = Actor::new("alice@example.com")?;
+//!
+//! registry
+//!     .create_model("fraud", CreateModel::by(alice.clone())
+//!         .description("card fraud scoring")
+//!         .metric("auc", MetricSpec::maximize())?)
+//!     .await?;
+//!
+//! # std::fs::create_dir_all(dir.join("checkpoint")).unwrap();
+//! # std::fs::write(dir.join("checkpoint/model.safetensors"), b"weights").unwrap();
+//! let v1 = registry
+//!     .register(
+//!         "fraud",
+//!         ArtifactSource::dir(dir.join("checkpoint")),
+//!         NewVersion::by(alice.clone())
+//!             .semver("1.0.0".parse().unwrap())
+//!             .metrics(Metrics::new().with("auc", 0.91)?),
+//!     )
+//!     .await?;
+//! assert_eq!(v1.number.get(), 1);
+//! println!("registered fraud/{} = {}", v1.number, v1.artifact);
+//! # Ok::<(), modelreg::Error>(()) }).unwrap();
+//! ```
+//!
+//! Resolve references and fetch files, verified:
+//!
+//! ```
+//! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+//! # use modelreg::*;
+//! # let registry = Registry::in_memory();
+//! # let alice = Actor::new("alice")?;
+//! # registry.create_model("fraud", CreateModel::by(alice.clone())).await?;
+//! # registry.register("fraud", ArtifactSource::bytes("model.bin", "w")?,
+//! #     NewVersion::by(alice).semver("1.0.0".parse().unwrap())).await?;
+//! # let tmp = tempfile::tempdir().unwrap();
+//! // One grammar for references: number, semver, alias, latest, digest.
+//! let v = registry.resolve("fraud:1.0.0").await?;
+//! assert_eq!(registry.resolve("fraud/1").await?, v);
+//! assert_eq!(registry.resolve("fraud@latest").await?, v);
+//!
+//! // Every file is re-hashed on the way; the destination appears only when all match.
+//! let report = registry.fetch("fraud@latest", tmp.path().join("serve"), FetchOptions::new()).await?;
+//! assert_eq!(report.files, 1);
+//! # Ok::<(), modelreg::Error>(()) }).unwrap();
+//! ```
+//!
+//! ## Layers
+//!
+//! - [`domain`]: pure types and rules — names, [`VersionRef`], [`Manifest`],
+//!   [`VersionRecord`], [`Event`], and [`ModelState`], the fold of a model's events.
+//! - [`Registry`]: checks commands against the folded state, appends events with
+//!   create-if-absent and retries on conflict, stores and fetches artifacts.
+//! - [`store`]: [`MetadataStore`](store::MetadataStore) (numbered logs) and
+//!   [`ArtifactStore`](store::ArtifactStore) (content-addressed blobs), in memory
+//!   and on the local filesystem. Bytes and keys only.
+//!
+//! ## Errors
+//!
+//! Everything returns [`Result`], whose [`Error`] is one `#[non_exhaustive]` enum
+//! with named fields: match on `Error::NotFound { .. }`, `Error::Conflict { .. }`,
+//! `Error::Integrity { .. }` and so on.
 
+mod capture;
 pub mod digest;
 pub mod domain;
 pub mod error;
@@ -14,3 +95,8 @@ pub use registry::{
     ArtifactSource, CreateModel, FetchOptions, FetchReport, IntoModelName, IntoVersionRef,
     NewVersion, Registry, RegistryBuilder, RetryPolicy, VerifyReport, VersionFilter,
 };
+
+/// The README's examples, compiled as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -145,6 +145,42 @@ pub struct Manifest {
     entries: Vec<ManifestEntry>,
 }
 
+impl Serialize for Manifest {
+    /// The canonical shape, `{"format":1,"files":[…]}`.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Ref<'a> {
+            format: u32,
+            files: &'a [ManifestEntry],
+        }
+        Ref {
+            format: MANIFEST_FORMAT,
+            files: &self.entries,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Manifest {
+    /// Accepts the canonical shape and re-checks every invariant (entries may come
+    /// in any order; they are sorted).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Owned {
+            format: u32,
+            files: Vec<ManifestEntry>,
+        }
+        let o = Owned::deserialize(d)?;
+        if o.format != MANIFEST_FORMAT {
+            return Err(serde::de::Error::custom(format!(
+                "manifest format {} is not supported (this build reads {MANIFEST_FORMAT})",
+                o.format
+            )));
+        }
+        Manifest::new(o.files).map_err(serde::de::Error::custom)
+    }
+}
+
 /// The manifest format version written by this build.
 pub const MANIFEST_FORMAT: u32 = 1;
 
@@ -258,17 +294,8 @@ impl Manifest {
 
     /// The canonical bytes (see the type's documentation).
     pub fn to_bytes(&self) -> Vec<u8> {
-        #[derive(Serialize)]
-        struct Ref<'a> {
-            format: u32,
-            files: &'a [ManifestEntry],
-        }
         // Serializing plain structs of strings and integers cannot fail.
-        serde_json::to_vec(&Ref {
-            format: MANIFEST_FORMAT,
-            files: &self.entries,
-        })
-        .unwrap_or_default()
+        serde_json::to_vec(self).unwrap_or_default()
     }
 
     /// The digest of the canonical bytes: the artifact's identity.

@@ -68,7 +68,7 @@ pub(crate) async fn hash_stream(mut stream: ByteStream) -> Result<(Digest, u64)>
 }
 
 /// What a fetch did.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FetchReport {
     /// The directory that now holds the files.
     pub path: PathBuf,
@@ -81,7 +81,7 @@ pub struct FetchReport {
 }
 
 /// What a verification checked.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VerifyReport {
     /// Files whose blobs were re-hashed (the manifest itself not counted).
     pub files: u64,

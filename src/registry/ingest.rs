@@ -101,10 +101,20 @@ pub(crate) async fn ingest(
                     Error::invalid_path(path.display().to_string(), "has no UTF-8 file name")
                 })?
                 .to_owned();
-            let file = SourceFile {
-                rel: RelPath::new(name)?,
-                abs: path,
-            };
+            let rel = RelPath::new(name)?;
+            let abs = path.clone();
+            let meta = blocking(move || fs::metadata(&abs)).await?;
+            match meta {
+                Ok(m) if m.is_file() => {}
+                Ok(_) => {
+                    return Err(Error::invalid_path(
+                        path.display().to_string(),
+                        "is not a regular file",
+                    ));
+                }
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+            let file = SourceFile { rel, abs: path };
             vec![store_file(store, file).await?]
         }
         ArtifactSource::Dir(dir) => {

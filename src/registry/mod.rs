@@ -211,7 +211,6 @@ impl Registry {
         RegistryBuilder::default()
     }
 
-    #[cfg(any())] // TEMP until local stores land
     /// The embedded default: a registry in the local directory `dir` (created if
     /// missing), with logs under `dir/metadata` and blobs under `dir/artifacts`.
     pub async fn open_local(dir: impl AsRef<Path>) -> Result<Registry> {

@@ -41,22 +41,66 @@ pub(crate) fn publish<T>(
     mode: PublishMode,
     fill: impl FnOnce(&mut File) -> io::Result<T>,
 ) -> io::Result<(Published, T)> {
-    let (tmp_path, mut file) = create_temp(tmp_dir)?;
-    let result = (|| {
-        let value = fill(&mut file)?;
-        file.flush()?;
-        file.sync_all()?;
-        drop(file);
+    let mut tmp = TempFile::create(tmp_dir)?;
+    let value = fill(tmp.file())?;
+    let published = tmp.publish(target, mode)?;
+    Ok((published, value))
+}
+
+/// A temp file that is removed when dropped unless [`publish`](Self::publish) moved
+/// it into place.
+///
+/// For writers that do not fit [`publish`]'s closure (they need the temp file's
+/// path, e.g. to hash it by memory map, or fill it across several calls). The
+/// publishing steps still live in one place, [`TempFile::publish`], which
+/// [`publish`] itself uses.
+#[derive(Debug)]
+pub(crate) struct TempFile {
+    path: PathBuf,
+    file: File,
+    /// Whether the temp name still has to be removed on drop.
+    armed: bool,
+}
+
+impl TempFile {
+    /// Creates a uniquely named, empty temp file in `dir` (creating `dir` if needed).
+    pub(crate) fn create(dir: &Path) -> io::Result<Self> {
+        let (path, file) = create_temp(dir)?;
+        Ok(TempFile {
+            path,
+            file,
+            armed: true,
+        })
+    }
+
+    /// The temp file's path.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The open temp file, for writing.
+    pub(crate) fn file(&mut self) -> &mut File {
+        &mut self.file
+    }
+
+    /// Syncs the temp file, moves it to `target` as `mode` says, and syncs
+    /// `target`'s directory (created if missing). The temp name is gone afterwards,
+    /// whatever the outcome.
+    pub(crate) fn publish(mut self, target: &Path, mode: PublishMode) -> io::Result<Published> {
+        self.file.flush()?;
+        self.file.sync_all()?;
         let parent = target
             .parent()
             .ok_or_else(|| io::Error::other("publish target has no parent directory"))?;
         ensure_dir(parent)?;
         let published = match mode {
             PublishMode::Replace => {
-                fs::rename(&tmp_path, target)?;
+                fs::rename(&self.path, target)?;
+                // The temp name is the target now: removing it would remove the target.
+                self.armed = false;
                 Published::Written
             }
-            PublishMode::CreateNew => match fs::hard_link(&tmp_path, target) {
+            PublishMode::CreateNew => match fs::hard_link(&self.path, target) {
                 Ok(()) => Published::Written,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Published::AlreadyExists,
                 Err(e) => return Err(e),
@@ -65,19 +109,29 @@ pub(crate) fn publish<T>(
         if published == Published::Written {
             sync_dir(parent)?;
         }
-        Ok((published, value))
-    })();
-    // After a rename the temp name is gone already; after a hard link (or an error)
-    // it is removed here. Failing to remove it leaves garbage, never wrong data.
-    let _ = fs::remove_file(&tmp_path);
-    result
+        Ok(published)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        // After a hard link (or an error) the temp name is removed here. Failing to
+        // remove it leaves garbage, never wrong data.
+        if self.armed {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
 }
 
 /// Creates a uniquely named, empty temp file in `dir` (creating `dir` if needed).
-pub(crate) fn create_temp(dir: &Path) -> io::Result<(PathBuf, File)> {
+fn create_temp(dir: &Path) -> io::Result<(PathBuf, File)> {
     ensure_dir(dir)?;
     loop {
-        let name = format!(".tmp-{}-{:016x}", std::process::id(), fastrand::u64(..));
+        let name = format!(
+            "{TEMP_PREFIX}{}-{:016x}",
+            std::process::id(),
+            fastrand::u64(..)
+        );
         let path = dir.join(name);
         match OpenOptions::new().write(true).create_new(true).open(&path) {
             Ok(f) => return Ok((path, f)),
@@ -86,6 +140,9 @@ pub(crate) fn create_temp(dir: &Path) -> io::Result<(PathBuf, File)> {
         }
     }
 }
+
+/// How every temp file name starts, so listings can tell them from data.
+const TEMP_PREFIX: &str = ".tmp-";
 
 /// Creates `dir` and its missing ancestors, syncing each parent in which a
 /// directory was created, so the new directories survive a crash.

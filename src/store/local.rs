@@ -1,9 +1,885 @@
-//! Local-filesystem stores (being implemented).
+//! Local-filesystem stores: one directory per store, plain files, no daemon.
+//!
+//! # Layout
+//!
+//! Every path carries a format version (`v1`); blob paths also carry the hash
+//! algorithm and are sharded by the first two bytes of the digest, so no directory
+//! grows past a few thousand entries.
+//!
+//! ```text
+//! <metadata root>/
+//! ├── logs/v1/<log>/
+//! │   ├── records/<seq, 20-digit zero-padded decimal>.rec    e.g. 00000000000000000001.rec
+//! │   └── checkpoints/<seq, 20-digit zero-padded decimal>.ckpt
+//! └── tmp/                                                   temp files being written
+//!
+//! <artifact root>/
+//! ├── blobs/v1/blake3/<hex[0..2]>/<hex[2..4]>/<hex>          read-only (0o444)
+//! └── tmp/                                                   temp files being written
+//! ```
+//!
+//! # Guarantees
+//!
+//! - Files are written in `tmp/` (same filesystem as the data), synced, then moved
+//!   into place and the directory synced, all by one helper: a reader sees a whole
+//!   file or none, and a write is durable when it returns.
+//! - Log appends and blob puts are *create-only* by hard link, which fails atomically
+//!   on an existing name: of any number of threads or processes appending the same
+//!   record, exactly one wins. Checkpoints are replaced by rename.
+//! - Reading a log probes `after + 1`, `after + 2`, … and never lists a directory, so
+//!   its cost is the number of records returned plus one.
+//! - Names that do not fit the layout (junk, editor backups, half-written temp files)
+//!   are ignored by listings.
+//! - Every filesystem call runs on tokio's blocking pool, never on an async worker.
+//!
+//! Log keys become directory names. On a case-insensitive filesystem (macOS and
+//! Windows defaults) two keys that differ only in case name the same log.
 
-/// A [`MetadataStore`](super::MetadataStore) in a local directory.
-#[derive(Debug)]
-pub struct LocalMetadataStore;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-/// An [`ArtifactStore`](super::ArtifactStore) in a local directory.
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use futures::stream::{self, BoxStream};
+
+use super::fsutil::{self, PublishMode, Published, TempFile};
+use super::{
+    ArtifactStore, BlobMeta, ByteStream, Checkpoint, LinkMode, LogRecord, Materialized,
+    MetadataStore, check_log_key,
+};
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::hashing;
+
+/// Logs, relative to a metadata root.
+const LOGS_DIR: &str = "logs/v1";
+/// Blobs, relative to an artifact root.
+const BLOBS_DIR: &str = "blobs/v1/blake3";
+/// Temp files, relative to either root.
+const TMP_DIR: &str = "tmp";
+/// Record files of a log, relative to the log's directory.
+const RECORDS: &str = "records";
+/// Checkpoint files of a log, relative to the log's directory.
+const CHECKPOINTS: &str = "checkpoints";
+/// File name suffix of a record.
+const RECORD_EXT: &str = ".rec";
+/// File name suffix of a checkpoint.
+const CHECKPOINT_EXT: &str = ".ckpt";
+/// Digits of a sequence number in a file name: enough for `u64::MAX`.
+const SEQ_DIGITS: usize = 20;
+/// How many checkpoints of a log are kept after a new one is written. More than one,
+/// so that a reader that has just listed the newest can still open it.
+const KEEP_CHECKPOINTS: usize = 2;
+/// How often [`LocalMetadataStore::latest_checkpoint`] lists again when the
+/// checkpoints it listed were pruned before it could read them.
+const CHECKPOINT_READ_ATTEMPTS: usize = 8;
+/// Size of the chunks a blob is read in.
+const READ_CHUNK: usize = 1 << 20;
+/// Chunks queued between an incoming stream and the thread writing it to disk.
+const WRITE_QUEUE: usize = 4;
+
+/// A store's root directory and the name its errors carry.
 #[derive(Debug)]
-pub struct LocalArtifactStore;
+struct Root {
+    path: PathBuf,
+    /// E.g. `local artifact store at /srv/reg/artifacts`.
+    label: String,
+}
+
+impl Root {
+    fn open(path: PathBuf, kind: &str, data_dir: &str) -> Result<Arc<Self>> {
+        let root = Root {
+            label: format!("local {kind} store at {}", path.display()),
+            path,
+        };
+        for dir in [data_dir, TMP_DIR] {
+            fsutil::ensure_dir(&root.path.join(dir))
+                .map_err(|e| root.error("open", dir.to_owned(), e))?;
+        }
+        Ok(Arc::new(root))
+    }
+
+    fn tmp(&self) -> PathBuf {
+        self.path.join(TMP_DIR)
+    }
+
+    /// An [`Error::Storage`] naming this store; `key` is a path relative to the root.
+    fn error(&self, operation: &'static str, key: impl Into<String>, source: io::Error) -> Error {
+        Error::storage(self.label.clone(), operation, key, source)
+    }
+}
+
+/// Runs `f` on tokio's blocking pool. A panic in `f` is resumed here; a cancelled
+/// task (the runtime is shutting down) becomes an [`Error::Storage`].
+async fn run<T, F>(root: &Arc<Root>, operation: &'static str, key: &str, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&Root) -> Result<T> + Send + 'static,
+{
+    let shared = Arc::clone(root);
+    match tokio::task::spawn_blocking(move || f(&shared)).await {
+        Ok(result) => result,
+        Err(e) => Err(join_error(root, operation, key, e)),
+    }
+}
+
+fn join_error(root: &Root, operation: &'static str, key: &str, e: tokio::task::JoinError) -> Error {
+    match e.try_into_panic() {
+        Ok(payload) => std::panic::resume_unwind(payload),
+        Err(e) => Error::storage(root.label.clone(), operation, key, e),
+    }
+}
+
+/// Whether an error means "no such file": missing, or a path component that is a
+/// file where a directory belongs (junk in the tree reads as absent, not as failure).
+fn is_missing(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    )
+}
+
+/// `000…0seq<ext>`.
+fn seq_file_name(seq: u64, ext: &str) -> String {
+    format!("{seq:0width$}{ext}", width = SEQ_DIGITS)
+}
+
+/// The sequence number in a file name made by [`seq_file_name`], if it is one.
+fn parse_seq_file_name(name: &str, ext: &str) -> Option<u64> {
+    let digits = name.strip_suffix(ext)?;
+    if digits.len() != SEQ_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Reads the names of a directory's entries that are valid UTF-8, with their paths;
+/// a missing directory has none.
+fn read_dir_names(
+    root: &Root,
+    operation: &'static str,
+    dir: &Path,
+) -> Result<Vec<(String, PathBuf)>> {
+    let key = || relative(root, dir);
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if is_missing(&e) => return Ok(Vec::new()),
+        Err(e) => return Err(root.error(operation, key(), e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| root.error(operation, key(), e))?;
+        if let Ok(name) = entry.file_name().into_string() {
+            out.push((name, entry.path()));
+        }
+    }
+    Ok(out)
+}
+
+/// `path` relative to the store's root, for error messages.
+fn relative(root: &Root, path: &Path) -> String {
+    path.strip_prefix(&root.path)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+// ---------------------------------------------------------------------------------
+// Metadata
+// ---------------------------------------------------------------------------------
+
+/// A [`MetadataStore`] in a local directory; see the [module docs](self) for the
+/// layout.
+///
+/// Clones share the same directory. Any number of handles, in any number of
+/// processes, may use one directory at once.
+///
+/// ```
+/// # tokio_test_block_on(async {
+/// use modelreg::store::{LocalMetadataStore, MetadataStore};
+/// # let dir = tempfile::tempdir().unwrap();
+/// let store = LocalMetadataStore::open(dir.path().join("metadata"))?;
+/// store.append("fraud", 1, "first".into()).await?;
+/// assert!(store.append("fraud", 1, "again".into()).await.is_err());
+/// assert_eq!(store.read_after("fraud", 0, 10).await?[0].bytes, "first");
+/// # Ok::<(), modelreg::Error>(()) });
+/// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     tokio::runtime::Builder::new_multi_thread().build().unwrap().block_on(f) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct LocalMetadataStore {
+    root: Arc<Root>,
+}
+
+impl LocalMetadataStore {
+    /// Opens the store in `root`, creating the directory tree (durably) if needed.
+    ///
+    /// Blocks on the filesystem: call it at startup, or from a blocking thread.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        Ok(LocalMetadataStore {
+            root: Root::open(root.into(), "metadata", LOGS_DIR)?,
+        })
+    }
+
+    /// The store's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root.path
+    }
+}
+
+/// `logs/v1/<log>`.
+fn log_dir(root: &Root, log: &str) -> PathBuf {
+    root.path.join(LOGS_DIR).join(log)
+}
+
+fn record_path(root: &Root, log: &str, seq: u64) -> PathBuf {
+    log_dir(root, log)
+        .join(RECORDS)
+        .join(seq_file_name(seq, RECORD_EXT))
+}
+
+fn checkpoint_dir(root: &Root, log: &str) -> PathBuf {
+    log_dir(root, log).join(CHECKPOINTS)
+}
+
+/// The checkpoints of a log, by sequence number, newest first.
+fn list_checkpoints(root: &Root, log: &str) -> Result<Vec<(u64, PathBuf)>> {
+    let dir = checkpoint_dir(root, log);
+    let mut found: Vec<(u64, PathBuf)> = read_dir_names(root, "list checkpoints", &dir)?
+        .into_iter()
+        .filter_map(|(name, path)| Some((parse_seq_file_name(&name, CHECKPOINT_EXT)?, path)))
+        .collect();
+    found.sort_unstable_by_key(|(seq, _)| std::cmp::Reverse(*seq));
+    Ok(found)
+}
+
+/// Whether a log's `records` directory holds at least one record.
+fn has_records(root: &Root, records: &Path) -> Result<bool> {
+    // Logs are appended from 1: record 1 answers without listing the directory.
+    let first = records.join(seq_file_name(1, RECORD_EXT));
+    match fs::symlink_metadata(&first) {
+        Ok(meta) if meta.is_file() => return Ok(true),
+        Ok(_) => {}
+        Err(e) if is_missing(&e) => {}
+        Err(e) => return Err(root.error("list logs", relative(root, &first), e)),
+    }
+    // A log that lacks record 1 (or junk in the tree) is listed by its contents.
+    Ok(read_dir_names(root, "list logs", records)?
+        .iter()
+        .any(|(name, _)| parse_seq_file_name(name, RECORD_EXT).is_some()))
+}
+
+#[async_trait]
+impl MetadataStore for LocalMetadataStore {
+    async fn append(&self, log: &str, seq: u64, record: Bytes) -> Result<()> {
+        check_log_key(log)?;
+        let log = log.to_owned();
+        let key = format!(
+            "{LOGS_DIR}/{log}/{RECORDS}/{}",
+            seq_file_name(seq, RECORD_EXT)
+        );
+        run(&self.root, "append", &key.clone(), move |root| {
+            let target = record_path(root, &log, seq);
+            let (published, ()) =
+                fsutil::publish(&target, &root.tmp(), PublishMode::CreateNew, |f| {
+                    f.write_all(&record)
+                })
+                .map_err(|e| root.error("append", key, e))?;
+            match published {
+                Published::Written => Ok(()),
+                Published::AlreadyExists => Err(Error::already_exists(format!(
+                    "record {seq} of log '{log}'"
+                ))),
+            }
+        })
+        .await
+    }
+
+    async fn read_after(&self, log: &str, after: u64, limit: usize) -> Result<Vec<LogRecord>> {
+        check_log_key(log)?;
+        let log = log.to_owned();
+        run(&self.root, "read", &log.clone(), move |root| {
+            let dir = log_dir(root, &log).join(RECORDS);
+            let mut out = Vec::new();
+            let mut seq = after;
+            while out.len() < limit {
+                let Some(next) = seq.checked_add(1) else {
+                    break;
+                };
+                seq = next;
+                let path = dir.join(seq_file_name(seq, RECORD_EXT));
+                match fs::read(&path) {
+                    Ok(bytes) => out.push(LogRecord {
+                        seq,
+                        bytes: Bytes::from(bytes),
+                    }),
+                    Err(e) if is_missing(&e) => break,
+                    Err(e) => return Err(root.error("read", relative(root, &path), e)),
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn list_logs(&self) -> Result<Vec<String>> {
+        run(&self.root, "list logs", LOGS_DIR, |root| {
+            let mut logs = Vec::new();
+            for (name, path) in read_dir_names(root, "list logs", &root.path.join(LOGS_DIR))? {
+                if check_log_key(&name).is_err() {
+                    continue;
+                }
+                if has_records(root, &path.join(RECORDS))? {
+                    logs.push(name);
+                }
+            }
+            Ok(logs)
+        })
+        .await
+    }
+
+    async fn put_checkpoint(&self, log: &str, seq: u64, bytes: Bytes) -> Result<()> {
+        check_log_key(log)?;
+        let log = log.to_owned();
+        let key = format!(
+            "{LOGS_DIR}/{log}/{CHECKPOINTS}/{}",
+            seq_file_name(seq, CHECKPOINT_EXT)
+        );
+        run(&self.root, "put checkpoint", &key.clone(), move |root| {
+            let target = checkpoint_dir(root, &log).join(seq_file_name(seq, CHECKPOINT_EXT));
+            fsutil::publish(&target, &root.tmp(), PublishMode::Replace, |f| {
+                f.write_all(&bytes)
+            })
+            .map_err(|e| root.error("put checkpoint", key, e))?;
+            // Pruning is best effort: a checkpoint left behind is garbage, not an error.
+            if let Ok(all) = list_checkpoints(root, &log) {
+                for (_, old) in all.iter().skip(KEEP_CHECKPOINTS) {
+                    let _ = fs::remove_file(old);
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn latest_checkpoint(&self, log: &str) -> Result<Option<Checkpoint>> {
+        check_log_key(log)?;
+        let log = log.to_owned();
+        run(&self.root, "read checkpoint", &log.clone(), move |root| {
+            // A listed checkpoint can be pruned before it is opened, but only after a
+            // newer one was written: list again and the newer one is found.
+            for _ in 0..CHECKPOINT_READ_ATTEMPTS {
+                let listed = list_checkpoints(root, &log)?;
+                if listed.is_empty() {
+                    return Ok(None);
+                }
+                for (seq, path) in listed {
+                    match fs::read(&path) {
+                        Ok(bytes) => {
+                            return Ok(Some(Checkpoint {
+                                seq,
+                                bytes: Bytes::from(bytes),
+                            }));
+                        }
+                        Err(e) if is_missing(&e) => continue,
+                        Err(e) => {
+                            return Err(root.error("read checkpoint", relative(root, &path), e));
+                        }
+                    }
+                }
+            }
+            Err(root.error(
+                "read checkpoint",
+                format!("{LOGS_DIR}/{log}/{CHECKPOINTS}"),
+                io::Error::other("checkpoints kept being pruned while they were read"),
+            ))
+        })
+        .await
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Artifacts
+// ---------------------------------------------------------------------------------
+
+/// An [`ArtifactStore`] in a local directory; see the [module docs](self) for the
+/// layout.
+///
+/// Blob files are read-only, so that a [hard-linked](LinkMode::HardLink) copy is not
+/// changed by accident. Memory stays bounded whatever the blob size: blobs are
+/// copied by the kernel, streamed in chunks and hashed by memory map.
+///
+/// ```
+/// # tokio_test_block_on(async {
+/// use modelreg::store::{ArtifactStore, ArtifactStoreExt, LocalArtifactStore};
+/// # let dir = tempfile::tempdir().unwrap();
+/// let store = LocalArtifactStore::open(dir.path().join("artifacts"))?;
+/// let digest = store.put_bytes("weights".into()).await?;
+/// assert_eq!(store.get_range(&digest, 0..3).await?, "wei");
+/// # Ok::<(), modelreg::Error>(()) });
+/// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     tokio::runtime::Builder::new_multi_thread().build().unwrap().block_on(f) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct LocalArtifactStore {
+    root: Arc<Root>,
+}
+
+impl LocalArtifactStore {
+    /// Opens the store in `root`, creating the directory tree (durably) if needed.
+    ///
+    /// Blocks on the filesystem: call it at startup, or from a blocking thread.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        Ok(LocalArtifactStore {
+            root: Root::open(root.into(), "artifact", BLOBS_DIR)?,
+        })
+    }
+
+    /// The store's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root.path
+    }
+
+    /// The error for a blob that is not stored.
+    fn not_found(&self, digest: &Digest) -> Error {
+        Error::not_found(format!("blob {digest} in {}", self.root.label))
+    }
+}
+
+/// `blobs/v1/blake3/ab/cd/abcd…`, relative to the root.
+fn blob_key(digest: &Digest) -> String {
+    let hex = digest.to_hex();
+    format!("{BLOBS_DIR}/{}/{}/{hex}", &hex[0..2], &hex[2..4])
+}
+
+fn blob_path(root: &Root, digest: &Digest) -> PathBuf {
+    root.path.join(blob_key(digest))
+}
+
+/// Whether the blob file exists.
+fn blob_exists(root: &Root, operation: &'static str, digest: &Digest) -> Result<bool> {
+    match fs::symlink_metadata(blob_path(root, digest)) {
+        Ok(_) => Ok(true),
+        Err(e) if is_missing(&e) => Ok(false),
+        Err(e) => Err(root.error(operation, blob_key(digest), e)),
+    }
+}
+
+/// Opens a blob for reading; `None` if it is not stored.
+fn open_blob(root: &Root, operation: &'static str, digest: &Digest) -> Result<Option<File>> {
+    match File::open(blob_path(root, digest)) {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if is_missing(&e) => Ok(None),
+        Err(e) => Err(root.error(operation, blob_key(digest), e)),
+    }
+}
+
+/// Checks the hash of a filled temp file, makes it read-only and publishes it as
+/// the blob `digest`. An existing blob is success: same name, same bytes.
+fn finish_blob(
+    root: &Root,
+    mut tmp: TempFile,
+    digest: &Digest,
+    actual: Digest,
+    what: impl FnOnce() -> String,
+) -> Result<()> {
+    let key = || blob_key(digest);
+    if actual != *digest {
+        return Err(Error::Integrity {
+            what: what(),
+            expected: *digest,
+            actual,
+        });
+    }
+    set_read_only(tmp.file()).map_err(|e| root.error("put", key(), e))?;
+    tmp.publish(&blob_path(root, digest), PublishMode::CreateNew)
+        .map_err(|e| root.error("put", key(), e))?;
+    Ok(())
+}
+
+/// Makes a blob file read-only for everyone (`0o444`), before it becomes visible.
+fn set_read_only(file: &File) -> io::Result<()> {
+    #[cfg(unix)]
+    let perms = {
+        use std::os::unix::fs::PermissionsExt;
+        fs::Permissions::from_mode(0o444)
+    };
+    #[cfg(not(unix))]
+    let perms = {
+        let mut perms = file.metadata()?.permissions();
+        perms.set_readonly(true);
+        perms
+    };
+    file.set_permissions(perms)
+}
+
+/// A message from the task pulling a stream to the thread writing it.
+enum WriteMsg {
+    Chunk(Bytes),
+    /// The stream ended normally. If the channel closes without it, the stream
+    /// failed or the put was cancelled, and nothing is published.
+    End,
+}
+
+/// Streams an open blob in chunks of [`READ_CHUNK`], each read on the blocking pool.
+fn read_chunks(root: Arc<Root>, key: String, file: File) -> ByteStream {
+    Box::pin(stream::try_unfold(Some(file), move |state| {
+        let root = Arc::clone(&root);
+        let key = key.clone();
+        async move {
+            let Some(file) = state else {
+                return Ok(None);
+            };
+            let (file, read) = tokio::task::spawn_blocking(move || {
+                let mut buf = Vec::with_capacity(READ_CHUNK);
+                let read = (&file).take(READ_CHUNK as u64).read_to_end(&mut buf);
+                (file, read.map(|_| buf))
+            })
+            .await
+            .map_err(|e| join_error(&root, "get", &key, e))?;
+            let buf = read.map_err(|e| root.error("get", key, e))?;
+            if buf.is_empty() {
+                return Ok(None);
+            }
+            // A short chunk is the last one: `take(..).read_to_end` only stops early at
+            // the end of the file.
+            let next = (buf.len() == READ_CHUNK).then_some(file);
+            Ok(Some((Bytes::from(buf), next)))
+        }
+    }))
+}
+
+/// The blobs in one top-level shard directory (`blobs/v1/blake3/ab`). Names that
+/// are not blobs in their right place are skipped; errors are returned in line, so
+/// a caller (such as a garbage collector) knows the listing is incomplete.
+fn list_shard(root: &Root, top: &Path, top_name: &str) -> Vec<Result<Digest>> {
+    let mut out = Vec::new();
+    let subs = match read_dir_names(root, "list", top) {
+        Ok(subs) => subs,
+        Err(e) => return vec![Err(e)],
+    };
+    for (sub_name, sub) in subs {
+        if !is_shard_name(&sub_name) {
+            continue;
+        }
+        let blobs = match read_dir_names(root, "list", &sub) {
+            Ok(blobs) => blobs,
+            Err(e) => {
+                out.push(Err(e));
+                continue;
+            }
+        };
+        for (name, _) in blobs {
+            let Ok(digest) = Digest::from_hex(&name) else {
+                continue;
+            };
+            // Only the canonical name in its own shard is the blob `get` would open.
+            if digest.to_hex() == name && name[0..2] == *top_name && name[2..4] == sub_name {
+                out.push(Ok(digest));
+            }
+        }
+    }
+    out
+}
+
+/// Whether a directory name is a shard: two lowercase hexadecimal digits.
+fn is_shard_name(name: &str) -> bool {
+    name.len() == 2
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Copies `src` into `dest`, which was just created, and syncs it.
+fn copy_into(mut src: &File, mut dest: &File) -> io::Result<()> {
+    // `io::copy` between two files uses `copy_file_range` on Linux: in-kernel, and
+    // a reflink on filesystems that can.
+    io::copy(&mut src, &mut dest)?;
+    dest.sync_all()
+}
+
+/// Places the blob file `src` at the new path `dest` as `mode` allows.
+fn materialize_blocking(src: &Path, dest: &Path, mode: LinkMode) -> io::Result<Materialized> {
+    if mode == LinkMode::HardLink {
+        match fs::hard_link(src, dest) {
+            Ok(()) => return Ok(Materialized::HardLinked),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e),
+            // Another filesystem, no hard links there, too many links: copy instead.
+            Err(_) => {}
+        }
+    }
+    let source = File::open(src)?;
+    let target = OpenOptions::new().write(true).create_new(true).open(dest)?;
+    let placed = (|| {
+        if mode == LinkMode::Reflink {
+            if reflink_copy::reflink_file(&source, &target).is_ok() {
+                target.sync_all()?;
+                return Ok(Materialized::Reflinked);
+            }
+            // A failed reflink leaves the destination's content unspecified.
+            target.set_len(0)?;
+            (&target).seek(SeekFrom::Start(0))?;
+            (&source).seek(SeekFrom::Start(0))?;
+        }
+        copy_into(&source, &target)?;
+        Ok(Materialized::Copied)
+    })();
+    if placed.is_err() {
+        // The file is ours (created above): leave nothing half-written behind.
+        let _ = fs::remove_file(dest);
+    }
+    placed
+}
+
+#[async_trait]
+impl ArtifactStore for LocalArtifactStore {
+    async fn head(&self, digest: &Digest) -> Result<Option<BlobMeta>> {
+        let digest = *digest;
+        run(
+            &self.root,
+            "head",
+            &blob_key(&digest),
+            move |root| match fs::metadata(blob_path(root, &digest)) {
+                Ok(meta) => Ok(Some(BlobMeta {
+                    size: meta.len(),
+                    last_modified: meta.modified().ok().map(DateTime::<Utc>::from),
+                })),
+                Err(e) if is_missing(&e) => Ok(None),
+                Err(e) => Err(root.error("head", blob_key(&digest), e)),
+            },
+        )
+        .await
+    }
+
+    async fn put_stream(&self, digest: &Digest, mut data: ByteStream) -> Result<()> {
+        let digest = *digest;
+        let key = blob_key(&digest);
+        // Content addressed: a stored blob already has these bytes.
+        if run(&self.root, "put", &key, move |root| {
+            blob_exists(root, "put", &digest)
+        })
+        .await?
+        {
+            return Ok(());
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<WriteMsg>(WRITE_QUEUE);
+        let writer = run(&self.root, "put", &key, move |root| {
+            let write_err = |e| root.error("put", blob_key(&digest), e);
+            let mut tmp = TempFile::create(&root.tmp()).map_err(write_err)?;
+            let mut hasher = blake3::Hasher::new();
+            loop {
+                match rx.blocking_recv() {
+                    Some(WriteMsg::Chunk(chunk)) => {
+                        hasher.update(&chunk);
+                        tmp.file().write_all(&chunk).map_err(write_err)?;
+                    }
+                    Some(WriteMsg::End) => break,
+                    // The stream failed or the put was cancelled: drop the temp file.
+                    None => return Err(write_err(io::Error::other("stream ended early"))),
+                }
+            }
+            finish_blob(root, tmp, &digest, hasher.finalize().into(), || {
+                format!("stream put as {digest}")
+            })
+        });
+        let feed = async move {
+            while let Some(chunk) = data.next().await {
+                if tx.send(WriteMsg::Chunk(chunk?)).await.is_err() {
+                    // The writer failed; its error is the one returned.
+                    return Ok(());
+                }
+            }
+            let _ = tx.send(WriteMsg::End).await;
+            Ok(())
+        };
+        let (fed, written): (Result<()>, Result<()>) = futures::join!(feed, writer);
+        // A stream error explains a writer that saw the stream end early.
+        fed.and(written)
+    }
+
+    async fn put_file(&self, digest: &Digest, path: &Path) -> Result<()> {
+        let digest = *digest;
+        let source = path.to_owned();
+        run(&self.root, "put", &blob_key(&digest), move |root| {
+            if blob_exists(root, "put", &digest)? {
+                return Ok(());
+            }
+            let key = || format!("{} from {}", blob_key(&digest), source.display());
+            let mut src = File::open(&source).map_err(|e| Error::io(&source, e))?;
+            let mut tmp = TempFile::create(&root.tmp()).map_err(|e| root.error("put", key(), e))?;
+            io::copy(&mut src, tmp.file()).map_err(|e| root.error("put", key(), e))?;
+            // Hash the copy, not the source: what is published is what was checked,
+            // even if the source changes meanwhile.
+            let (actual, _) =
+                hashing::hash_file(tmp.path()).map_err(|e| root.error("put", key(), e))?;
+            finish_blob(root, tmp, &digest, actual, || {
+                format!("file {} put as {digest}", source.display())
+            })
+        })
+        .await
+    }
+
+    async fn get(&self, digest: &Digest) -> Result<ByteStream> {
+        let digest = *digest;
+        let key = blob_key(&digest);
+        let file = run(&self.root, "get", &key, move |root| {
+            open_blob(root, "get", &digest)
+        })
+        .await?
+        .ok_or_else(|| self.not_found(&digest))?;
+        Ok(read_chunks(Arc::clone(&self.root), key, file))
+    }
+
+    async fn get_range(&self, digest: &Digest, range: Range<u64>) -> Result<Bytes> {
+        let digest = *digest;
+        let not_found = self.not_found(&digest);
+        run(&self.root, "get", &blob_key(&digest), move |root| {
+            let mut file = open_blob(root, "get", &digest)?.ok_or(not_found)?;
+            let io_err = |e| root.error("get", blob_key(&digest), e);
+            let size = file.metadata().map_err(io_err)?.len();
+            if range.start > range.end || range.end > size {
+                return Err(Error::invalid_input(
+                    format!("range {range:?} of blob {digest}"),
+                    format!("blob has {size} bytes"),
+                ));
+            }
+            let len = usize::try_from(range.end - range.start).map_err(|_| {
+                Error::invalid_input(
+                    format!("range {range:?} of blob {digest}"),
+                    "larger than this platform's address space",
+                )
+            })?;
+            let mut buf = vec![0; len];
+            file.seek(SeekFrom::Start(range.start)).map_err(io_err)?;
+            file.read_exact(&mut buf).map_err(io_err)?;
+            Ok(Bytes::from(buf))
+        })
+        .await
+    }
+
+    async fn delete(&self, digest: &Digest) -> Result<()> {
+        let digest = *digest;
+        // The directory is not synced: a delete lost in a crash leaves a blob that is
+        // still valid, and garbage collection deletes it again.
+        run(
+            &self.root,
+            "delete",
+            &blob_key(&digest),
+            move |root| match fs::remove_file(blob_path(root, &digest)) {
+                Ok(()) => Ok(()),
+                Err(e) if is_missing(&e) => Ok(()),
+                Err(e) => Err(root.error("delete", blob_key(&digest), e)),
+            },
+        )
+        .await
+    }
+
+    async fn list(&self) -> Result<BoxStream<'static, Result<Digest>>> {
+        let tops = run(&self.root, "list", BLOBS_DIR, |root| {
+            let names = read_dir_names(root, "list", &root.path.join(BLOBS_DIR))?;
+            Ok(names
+                .into_iter()
+                .filter(|(name, _)| is_shard_name(name))
+                .collect::<Vec<_>>())
+        })
+        .await?;
+        // One top-level shard (1/256 of the store) at a time, so memory stays bounded.
+        let root = Arc::clone(&self.root);
+        let digests = stream::iter(tops)
+            .then(move |(name, dir)| {
+                let root = Arc::clone(&root);
+                async move {
+                    let key = relative(&root, &dir);
+                    run(&root, "list", &key, move |root| {
+                        Ok(list_shard(root, &dir, &name))
+                    })
+                    .await
+                    .unwrap_or_else(|e| vec![Err(e)])
+                }
+            })
+            .flat_map(stream::iter);
+        Ok(Box::pin(digests))
+    }
+
+    async fn materialize(
+        &self,
+        digest: &Digest,
+        dest: &Path,
+        mode: LinkMode,
+    ) -> Result<Materialized> {
+        let digest = *digest;
+        let dest = dest.to_owned();
+        let not_found = self.not_found(&digest);
+        run(&self.root, "materialize", &blob_key(&digest), move |root| {
+            let src = blob_path(root, &digest);
+            if !blob_exists(root, "materialize", &digest)? {
+                return Err(not_found);
+            }
+            let placed = materialize_blocking(&src, &dest, mode).map_err(|e| {
+                // The blob vanishing meanwhile (deleted) is not the destination's fault.
+                if e.kind() == io::ErrorKind::NotFound && !src.exists() {
+                    Error::not_found(format!("blob {digest} in {}", root.label))
+                } else {
+                    Error::io(&dest, e)
+                }
+            })?;
+            // The new name must survive a crash too.
+            let parent = dest
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            fsutil::sync_dir(parent).map_err(|e| Error::io(parent, e))?;
+            Ok(placed)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_file_names_round_trip_and_sort_as_numbers() {
+        assert_eq!(seq_file_name(1, RECORD_EXT), "00000000000000000001.rec");
+        assert_eq!(
+            seq_file_name(u64::MAX, CHECKPOINT_EXT),
+            "18446744073709551615.ckpt"
+        );
+        for seq in [0, 1, 9, 10, 12345, u64::MAX] {
+            let name = seq_file_name(seq, CHECKPOINT_EXT);
+            assert_eq!(parse_seq_file_name(&name, CHECKPOINT_EXT), Some(seq));
+            assert_eq!(parse_seq_file_name(&name, RECORD_EXT), None);
+        }
+        for junk in [
+            "1.ckpt",
+            "0000000000000000000x.ckpt",
+            ".tmp-1-2",
+            "+0000000000000000001.ckpt",
+        ] {
+            assert_eq!(parse_seq_file_name(junk, CHECKPOINT_EXT), None, "{junk}");
+        }
+        // 20 digits above u64::MAX.
+        assert_eq!(
+            parse_seq_file_name("99999999999999999999.ckpt", CHECKPOINT_EXT),
+            None
+        );
+    }
+
+    #[test]
+    fn blob_keys_are_sharded_and_tagged() {
+        let d = Digest::of(b"hello");
+        assert_eq!(
+            blob_key(&d),
+            "blobs/v1/blake3/ea/8f/ea8f163db38682925e4491c5e58d4bb3506ef8c14eb78a86e908c5624a67200f"
+        );
+        assert!(is_shard_name("0f"));
+        assert!(!is_shard_name("0F"));
+        assert!(!is_shard_name("0"));
+    }
+}

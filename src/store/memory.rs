@@ -128,11 +128,14 @@ impl MetadataStore for MemoryMetadataStore {
     }
 }
 
+/// Stored blobs with the time each was first put.
+type Blobs = HashMap<Digest, (Bytes, DateTime<Utc>)>;
+
 /// An [`ArtifactStore`] in memory. Blobs are held whole, so it is meant for small
 /// artifacts (tests, prompts, configurations).
 #[derive(Debug, Default, Clone)]
 pub struct MemoryArtifactStore {
-    blobs: Arc<Mutex<HashMap<Digest, (Bytes, DateTime<Utc>)>>>,
+    blobs: Arc<Mutex<Blobs>>,
 }
 
 impl MemoryArtifactStore {

@@ -1,0 +1,130 @@
+//! The main job, end to end on the embedded local-disk default: create a registry
+//! in a directory, register a model version from files, resolve it, fetch it
+//! (verified) into another directory, and print what happened.
+//!
+//! ```text
+//! cargo run --example quickstart [REGISTRY_DIR]
+//! ```
+//!
+//! Without an argument the registry lives in a fresh temporary directory.
+
+use std::path::{Path, PathBuf};
+
+use modelreg::{
+    Actor, ArtifactSource, CodeRef, CreateModel, DatasetRef, DatasetRole, Environment,
+    FetchOptions, HyperValue, MetricSpec, Metrics, NewVersion, Provenance, Registry,
+};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let scratch = tempfile::tempdir()?;
+    let root: PathBuf = std::env::args_os()
+        .nth(1)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| scratch.path().join("registry"));
+
+    // 1. Something to register: a small "trained model" directory.
+    let model_dir = scratch.path().join("training-output");
+    write_fake_checkpoint(&model_dir)?;
+
+    // 2. The registry: a directory on local disk, nothing else to run.
+    let registry = Registry::open_local(&root).await?;
+    println!("registry at {}", root.display());
+    let actor = Actor::new("quickstart@example.com")?;
+
+    if registry.model("churn").await.is_err() {
+        registry
+            .create_model(
+                "churn",
+                CreateModel::by(actor.clone())
+                    .description("customer churn classifier")
+                    .metric("auc", MetricSpec::maximize().with_tolerance(0.002))?
+                    .metric("log_loss", MetricSpec::minimize())?,
+            )
+            .await?;
+        println!("created model 'churn'");
+    }
+
+    // 3. Register a version with its provenance and metrics.
+    let provenance = Provenance {
+        code: Some(CodeRef {
+            repository: Some("https://git.example.com/ml/churn".into()),
+            commit: "4f9c2d1".into(),
+            dirty: false,
+        }),
+        datasets: vec![
+            DatasetRef::new("customers", DatasetRole::Train).version("2026-11-01"),
+            DatasetRef::new("customers-holdout", DatasetRole::Test).version("2026-11-01"),
+        ],
+        hyperparameters: [
+            ("learning_rate".to_owned(), HyperValue::Float(0.05)),
+            ("epochs".to_owned(), HyperValue::Int(20)),
+            ("optimizer".to_owned(), HyperValue::from("adam")),
+        ]
+        .into(),
+        environment: Environment::capture().with_framework("linfa", "0.7"),
+        ..Provenance::default()
+    };
+    let version = registry
+        .register(
+            "churn",
+            ArtifactSource::dir(&model_dir),
+            NewVersion::by(actor.clone())
+                .description("baseline logistic regression")
+                .tag("team", "growth")?
+                .provenance(provenance)
+                .metrics(Metrics::new().with("auc", 0.874)?.with("log_loss", 0.31)?),
+        )
+        .await?;
+    println!(
+        "registered churn/{}: {} files, {} bytes, artifact {}",
+        version.number, version.files, version.size, version.artifact
+    );
+
+    // 4. Resolve it the way an inference server would.
+    let resolved = registry.resolve("churn@latest").await?;
+    println!("churn@latest resolves to churn/{}", resolved.number);
+    let manifest = registry.manifest(format!("churn/{}", resolved.number)).await?;
+    for entry in manifest.entries() {
+        println!("  {:<28} {:>8} bytes  {}", entry.path, entry.size, entry.digest);
+    }
+
+    // 5. Fetch it, verified, into a serving directory.
+    let serve_dir = scratch.path().join("serving");
+    let report = registry
+        .fetch(format!("churn/{}", resolved.number), &serve_dir, FetchOptions::new())
+        .await?;
+    println!(
+        "fetched {} files ({} bytes) into {}, every digest checked",
+        report.files,
+        report.bytes,
+        report.path.display()
+    );
+    let config = std::fs::read_to_string(serve_dir.join("config.json"))?;
+    println!("config.json: {config}");
+
+    // 6. The audit trail.
+    for event in registry.history("churn").await? {
+        println!(
+            "  event {:>3}  {}  {:<20} by {}",
+            event.seq,
+            event.time.format("%Y-%m-%d %H:%M:%S"),
+            event.kind.name(),
+            event.actor
+        );
+    }
+    Ok(())
+}
+
+/// Writes a small model directory: weights, a config and a tokenizer.
+fn write_fake_checkpoint(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir.join("tokenizer"))?;
+    let weights: Vec<u8> = (0..256 * 1024u32).map(|i| (i * 31 % 251) as u8).collect();
+    std::fs::write(dir.join("weights.bin"), weights)?;
+    std::fs::write(
+        dir.join("config.json"),
+        r#"{"features": 42, "threshold": 0.5}"#,
+    )?;
+    std::fs::write(dir.join("tokenizer/vocab.txt"), "churn\nretain\n")?;
+    Ok(())
+}
