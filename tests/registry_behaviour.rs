@@ -33,7 +33,7 @@ macro_rules! suite {
 suite! {
     // The one list of backends: a new backend is a constructor on `Fixture` and
     // its name here.
-    backends: [memory, memory_checkpoints, dyn_memory],
+    backends: [memory, memory_checkpoints, dyn_memory, local, dyn_local],
     tests: [
         create_model_and_reject_duplicates,
         concurrent_creates_of_one_model,

@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use modelreg::store::{ArtifactStore, MemoryArtifactStore, MemoryMetadataStore, MetadataStore};
+use modelreg::store::{
+    ArtifactStore, LocalArtifactStore, LocalMetadataStore, MemoryArtifactStore,
+    MemoryMetadataStore, MetadataStore,
+};
 use modelreg::{Digest, Registry, RegistryBuilder};
 use tempfile::TempDir;
 
@@ -112,6 +115,67 @@ impl Fixture {
             let a: Box<dyn ArtifactStore> = Box::new(a);
             (as_dyn_metadata(m), as_dyn_artifacts(a))
         })
+    }
+
+    /// Local stores in a temp directory, opened by `Registry::open_local` (and
+    /// opened again, as another process would, for each fresh registry).
+    pub async fn local() -> Fixture {
+        let dir = TempDir::new().expect("temp dir");
+        let root = dir.path().join("registry");
+        let open = move || -> BoxFuture<'static, Registry> {
+            let root = root.clone();
+            Box::pin(async move {
+                Registry::open_local(&root)
+                    .await
+                    .unwrap_or_else(|e| panic!("open {}: {e}", root.display()))
+            })
+        };
+        let registry = open().await;
+        local_fixture("local", dir, registry, Box::new(open))
+    }
+
+    /// Local stores opened by hand and given to the builder as `Arc<dyn …>`
+    /// wrapped in another `Arc`, so every call goes through the forwarding impls
+    /// for `Arc<dyn …>`.
+    pub async fn dyn_local() -> Fixture {
+        let dir = TempDir::new().expect("temp dir");
+        let root = dir.path().join("registry");
+        let open = move || -> BoxFuture<'static, Registry> {
+            let root = root.clone();
+            Box::pin(async move {
+                let (m, a) = tokio::task::spawn_blocking(move || {
+                    (
+                        LocalMetadataStore::open(root.join("metadata")).expect("open metadata"),
+                        LocalArtifactStore::open(root.join("artifacts")).expect("open artifacts"),
+                    )
+                })
+                .await
+                .expect("join");
+                let m: Arc<dyn MetadataStore> = Arc::new(m);
+                let a: Arc<dyn ArtifactStore> = Arc::new(a);
+                Registry::builder()
+                    .metadata(as_dyn_metadata(m))
+                    .artifacts(as_dyn_artifacts(a))
+                    .build()
+                    .expect("builder with both stores")
+            })
+        };
+        let registry = open().await;
+        local_fixture("dyn_local", dir, registry, Box::new(open))
+    }
+}
+
+/// A fixture over the local stores in `dir/registry`.
+fn local_fixture(name: &'static str, dir: TempDir, registry: Registry, reopen: Reopen) -> Fixture {
+    let artifacts = dir.path().join("registry").join("artifacts");
+    Fixture {
+        name,
+        // The scratch directory is on the same filesystem as the blobs.
+        hard_links: true,
+        registry,
+        reopen,
+        blobs: BlobAccess::Local(artifacts),
+        dir,
     }
 }
 
