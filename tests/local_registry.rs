@@ -137,6 +137,35 @@ async fn fifo_in_the_source_is_rejected() {
     assert!(blobs(&reg).await.is_empty());
 }
 
+/// File names that cannot be stored as artifact paths: not UTF-8, or two names that
+/// differ only in letter case (they would collide when fetched on macOS or
+/// Windows). Both are `InvalidPath`, and nothing is registered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unstorable_file_names_are_rejected() {
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = TempDir::new().expect("temp dir");
+    let reg = open(&tmp.path().join("registry")).await;
+    create(&reg, "fraud").await;
+
+    let src = tmp.path().join("src-bytes");
+    write_tree(&src, &[("model.bin", b"weights")]);
+    let name = std::ffi::OsStr::from_bytes(b"caf\xe9.bin");
+    std::fs::write(src.join(name), b"latin-1 name").expect("write");
+    assert_err!(
+        register_dir(&reg, "fraud", &src).await,
+        Error::InvalidPath { .. }
+    );
+
+    let src = tmp.path().join("src-case");
+    write_tree(&src, &[("Model.bin", b"upper"), ("model.bin", b"lower")]);
+    assert_err!(
+        register_dir(&reg, "fraud", &src).await,
+        Error::InvalidPath { .. }
+    );
+    assert_eq!(version_count(&reg, "fraud").await, 0);
+    assert_eq!(event_count(&reg, "fraud").await, 1);
+}
+
 // ----- the directory on disk ---------------------------------------------------------
 
 /// Blobs live at `artifacts/blobs/v1/blake3/<2 hex>/<2 hex>/<hex>`, read-only, and
