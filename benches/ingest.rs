@@ -95,8 +95,9 @@ fn main() {
     let mib = env_num("MODELREG_BENCH_MIB", 256);
     let pairs = env_num("MODELREG_BENCH_PAIRS", 5);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let tmp = tempfile::tempdir_in(std::env::var("MODELREG_BENCH_DIR").unwrap_or_else(|_| ".".into()))
-        .expect("tempdir");
+    let tmp =
+        tempfile::tempdir_in(std::env::var("MODELREG_BENCH_DIR").unwrap_or_else(|_| ".".into()))
+            .expect("tempdir");
     let src = tmp.path().join("model.bin");
     {
         let mut f = File::create(&src).expect("create source");
@@ -157,6 +158,8 @@ fn main() {
     }
     register.report();
     fetch.report();
-    println!("(hash = registry.verify, streaming re-hash from the store, vs raw mmap+rayon BLAKE3)");
+    println!(
+        "(hash = registry.verify, streaming re-hash from the store, vs raw mmap+rayon BLAKE3)"
+    );
     hash.report();
 }

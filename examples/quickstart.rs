@@ -84,15 +84,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 4. Resolve it the way an inference server would.
     let resolved = registry.resolve("churn@latest").await?;
     println!("churn@latest resolves to churn/{}", resolved.number);
-    let manifest = registry.manifest(format!("churn/{}", resolved.number)).await?;
+    let manifest = registry
+        .manifest(format!("churn/{}", resolved.number))
+        .await?;
     for entry in manifest.entries() {
-        println!("  {:<28} {:>8} bytes  {}", entry.path, entry.size, entry.digest);
+        println!(
+            "  {:<28} {:>8} bytes  {}",
+            entry.path, entry.size, entry.digest
+        );
     }
 
     // 5. Fetch it, verified, into a serving directory.
     let serve_dir = scratch.path().join("serving");
     let report = registry
-        .fetch(format!("churn/{}", resolved.number), &serve_dir, FetchOptions::new())
+        .fetch(
+            format!("churn/{}", resolved.number),
+            &serve_dir,
+            FetchOptions::new(),
+        )
         .await?;
     println!(
         "fetched {} files ({} bytes) into {}, every digest checked",
