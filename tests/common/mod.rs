@@ -1,3 +1,32 @@
-//! Helpers shared by integration tests.
+//! Support shared by the integration tests: the store conformance suite, the
+//! backends a registry runs on and the registry behaviour suite.
 
+// Each test crate compiles this module on its own and uses a different part of it.
+#![allow(dead_code)]
+
+/// Asserts that `$result` is an `Err` matching `$pattern` and evaluates to the
+/// error, so the caller can look at its fields. On mismatch the panic shows what
+/// came back instead.
+macro_rules! assert_err {
+    ($result:expr, $($pattern:tt)+) => {
+        match $result {
+            Err(e) => {
+                assert!(
+                    matches!(e, $($pattern)+),
+                    "expected {}, got {:?}",
+                    stringify!($($pattern)+),
+                    e
+                );
+                e
+            }
+            Ok(v) => panic!("expected {}, got Ok({:?})", stringify!($($pattern)+), v),
+        }
+    };
+}
+
+pub mod backends;
+pub mod registry_suite;
+// Its helpers fail by panicking on `unwrap`, as `tests/store_conformance.rs` allows
+// for its whole crate; here the allowance must be on the module.
+#[allow(clippy::unwrap_used)]
 pub mod store_suite;

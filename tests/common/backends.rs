@@ -1,0 +1,246 @@
+//! The backends the behaviour suite runs on, as [`Fixture`]s.
+//!
+//! A fixture owns one pair of stores and hands out registries over them: the
+//! primary one, and fresh ones that share nothing with it but the stores (what a
+//! second process would see). What differs between backends — how a blob is
+//! corrupted behind the registry's back — is a field here, not a copy of a test.
+//!
+//! To add a backend: write a constructor here and add its name to the list in
+//! `tests/registry_behaviour.rs`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use modelreg::store::{
+    ArtifactStore, LocalArtifactStore, LocalMetadataStore, MemoryArtifactStore,
+    MemoryMetadataStore, MetadataStore,
+};
+use modelreg::{Digest, Registry, RegistryBuilder};
+use tempfile::TempDir;
+
+/// Makes a new registry over the fixture's stores.
+type Reopen = Box<dyn Fn() -> BoxFuture<'static, Registry> + Send + Sync>;
+
+/// How a test reaches a blob's stored bytes without going through the registry.
+enum BlobAccess {
+    /// The memory store, which has a hook for exactly this.
+    Memory(MemoryArtifactStore),
+    /// The root of a local artifact store; blobs live at
+    /// `blobs/v1/blake3/<hex[0..2]>/<hex[2..4]>/<hex>` below it.
+    Local(PathBuf),
+}
+
+/// One backend under test: a registry, a way to open more over the same stores, and
+/// a scratch directory for sources and fetch destinations.
+pub struct Fixture {
+    /// The backend's name, for messages.
+    pub name: &'static str,
+    /// Whether `LinkMode::HardLink` fetches hard-link blobs (a local store whose
+    /// blobs are on the scratch directory's filesystem) rather than copying.
+    pub hard_links: bool,
+    registry: Registry,
+    reopen: Reopen,
+    blobs: BlobAccess,
+    /// Holds the local stores (if any) and the scratch directory.
+    dir: TempDir,
+}
+
+impl Fixture {
+    /// The primary registry (a clone: clones share caches).
+    pub fn registry(&self) -> Registry {
+        self.registry.clone()
+    }
+
+    /// A new registry over the same stores that shares no cache with the primary
+    /// one: another process's view.
+    pub async fn fresh(&self) -> Registry {
+        (self.reopen)().await
+    }
+
+    /// A registry over the primary registry's store instances, configured by
+    /// `configure` (checkpoint interval, retry policy).
+    pub fn registry_with(
+        &self,
+        configure: impl FnOnce(RegistryBuilder) -> RegistryBuilder,
+    ) -> Registry {
+        configure(
+            Registry::builder()
+                .metadata(self.registry.metadata_store().clone())
+                .artifacts(self.registry.artifact_store().clone()),
+        )
+        .build()
+        .expect("builder with both stores")
+    }
+
+    /// A directory of the test's own, outside the stores.
+    pub fn scratch(&self) -> PathBuf {
+        let p = self.dir.path().join("scratch");
+        std::fs::create_dir_all(&p).expect("create scratch dir");
+        p
+    }
+
+    /// Replaces the stored bytes of blob `digest` with `bytes`, behind the
+    /// registry's back (bit rot, a careless admin).
+    pub fn corrupt_blob(&self, digest: &Digest, bytes: &[u8]) {
+        match &self.blobs {
+            BlobAccess::Memory(store) => assert!(
+                store.corrupt_for_testing(digest, bytes.to_vec().into()),
+                "blob {digest} is not in the store"
+            ),
+            BlobAccess::Local(root) => corrupt_local_blob(root, digest, bytes),
+        }
+    }
+
+    // ----- backends --------------------------------------------------------------
+
+    /// Memory stores through the builder, as `Registry::in_memory` has them.
+    pub async fn memory() -> Fixture {
+        memory_fixture("memory", None, |m, a| (Arc::new(m), Arc::new(a)))
+    }
+
+    /// Memory stores with a checkpoint every 3 events, so that every behaviour is
+    /// also checked on states loaded from checkpoints.
+    pub async fn memory_checkpoints() -> Fixture {
+        memory_fixture("memory_checkpoints", Some(3), |m, a| {
+            (Arc::new(m), Arc::new(a))
+        })
+    }
+
+    /// Memory stores boxed as trait objects and wrapped again, so the registry only
+    /// ever calls them through the forwarding impls for `Box<dyn …>`.
+    pub async fn dyn_memory() -> Fixture {
+        memory_fixture("dyn_memory", None, |m, a| {
+            let m: Box<dyn MetadataStore> = Box::new(m);
+            let a: Box<dyn ArtifactStore> = Box::new(a);
+            (as_dyn_metadata(m), as_dyn_artifacts(a))
+        })
+    }
+
+    /// Local stores in a temp directory, opened by `Registry::open_local` (and
+    /// opened again, as another process would, for each fresh registry).
+    pub async fn local() -> Fixture {
+        let dir = TempDir::new().expect("temp dir");
+        let root = dir.path().join("registry");
+        let open = move || -> BoxFuture<'static, Registry> {
+            let root = root.clone();
+            Box::pin(async move {
+                Registry::open_local(&root)
+                    .await
+                    .unwrap_or_else(|e| panic!("open {}: {e}", root.display()))
+            })
+        };
+        let registry = open().await;
+        local_fixture("local", dir, registry, Box::new(open))
+    }
+
+    /// Local stores opened by hand and given to the builder as `Arc<dyn …>`
+    /// wrapped in another `Arc`, so every call goes through the forwarding impls
+    /// for `Arc<dyn …>`.
+    pub async fn dyn_local() -> Fixture {
+        let dir = TempDir::new().expect("temp dir");
+        let root = dir.path().join("registry");
+        let open = move || -> BoxFuture<'static, Registry> {
+            let root = root.clone();
+            Box::pin(async move {
+                let (m, a) = tokio::task::spawn_blocking(move || {
+                    (
+                        LocalMetadataStore::open(root.join("metadata")).expect("open metadata"),
+                        LocalArtifactStore::open(root.join("artifacts")).expect("open artifacts"),
+                    )
+                })
+                .await
+                .expect("join");
+                let m: Arc<dyn MetadataStore> = Arc::new(m);
+                let a: Arc<dyn ArtifactStore> = Arc::new(a);
+                Registry::builder()
+                    .metadata(as_dyn_metadata(m))
+                    .artifacts(as_dyn_artifacts(a))
+                    .build()
+                    .expect("builder with both stores")
+            })
+        };
+        let registry = open().await;
+        local_fixture("dyn_local", dir, registry, Box::new(open))
+    }
+}
+
+/// A fixture over the local stores in `dir/registry`.
+fn local_fixture(name: &'static str, dir: TempDir, registry: Registry, reopen: Reopen) -> Fixture {
+    let artifacts = dir.path().join("registry").join("artifacts");
+    Fixture {
+        name,
+        // The scratch directory is on the same filesystem as the blobs.
+        hard_links: true,
+        registry,
+        reopen,
+        blobs: BlobAccess::Local(artifacts),
+        dir,
+    }
+}
+
+/// Turns memory stores into the trait objects a registry is given.
+type WrapMemory = fn(
+    MemoryMetadataStore,
+    MemoryArtifactStore,
+) -> (Arc<dyn MetadataStore>, Arc<dyn ArtifactStore>);
+
+/// Builds a fixture over fresh memory stores; `wrap` turns them into the trait
+/// objects the registry is given (each registry gets its own wrapping).
+fn memory_fixture(name: &'static str, checkpoint_every: Option<u64>, wrap: WrapMemory) -> Fixture {
+    let metadata = MemoryMetadataStore::new();
+    let artifacts = MemoryArtifactStore::new();
+    let open = {
+        let (metadata, artifacts) = (metadata.clone(), artifacts.clone());
+        move || {
+            let (m, a) = wrap(metadata.clone(), artifacts.clone());
+            let mut b = Registry::builder().metadata(m).artifacts(a);
+            if let Some(n) = checkpoint_every {
+                b = b.checkpoint_every(n);
+            }
+            b.build().expect("builder with both stores")
+        }
+    };
+    let registry = open();
+    Fixture {
+        name,
+        hard_links: false,
+        registry,
+        reopen: Box::new(move || {
+            let r = open();
+            Box::pin(async move { r })
+        }),
+        blobs: BlobAccess::Memory(artifacts),
+        dir: TempDir::new().expect("temp dir"),
+    }
+}
+
+/// Passes any metadata store, `Arc<dyn …>` and `Box<dyn …>` included, where a
+/// generic store is expected: the compile-time proof that the trait is object safe
+/// and that the forwarding impls exist.
+pub fn as_dyn_metadata<S: MetadataStore>(store: S) -> Arc<dyn MetadataStore> {
+    Arc::new(store)
+}
+
+/// [`as_dyn_metadata`] for artifact stores.
+pub fn as_dyn_artifacts<S: ArtifactStore>(store: S) -> Arc<dyn ArtifactStore> {
+    Arc::new(store)
+}
+
+/// Where a local artifact store rooted at `root` keeps blob `digest`.
+pub fn local_blob_path(root: &Path, digest: &Digest) -> PathBuf {
+    let hex = digest.to_hex();
+    root.join("blobs/v1/blake3")
+        .join(&hex[0..2])
+        .join(&hex[2..4])
+        .join(&hex)
+}
+
+/// Overwrites a local blob file (stored read-only) with `bytes`.
+pub fn corrupt_local_blob(root: &Path, digest: &Digest, bytes: &[u8]) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = local_blob_path(root, digest);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
+        .unwrap_or_else(|e| panic!("make {} writable: {e}", path.display()));
+    std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("overwrite {}: {e}", path.display()));
+}

@@ -1,0 +1,1720 @@
+//! The registry's behaviour, written once.
+//!
+//! Every `pub async fn` here taking a [`Fixture`] is a test: `tests/registry_behaviour.rs`
+//! instantiates each one for every backend. A fixture hands out the registry under
+//! test and fresh registries over the same stores (another process's view), so a
+//! test never knows which backend it runs on. Every assertion names exact values.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use modelreg::domain::state::decode_checkpoint;
+use modelreg::store::LinkMode;
+use modelreg::{
+    Actor, ArtifactSource, CreateModel, Digest, Error, EventKind, FetchOptions, FetchReport,
+    HyperValue, ManifestEntry, MetricName, MetricSpec, Metrics, ModelName, ModelState, NewVersion,
+    ParentRef, Provenance, Registry, RelPath, Relation, Tags, VerifyReport, VersionFilter,
+    VersionNumber, VersionRecord, VersionRef,
+};
+
+use super::backends::Fixture;
+
+// ----- helpers -------------------------------------------------------------------
+
+/// A valid actor.
+pub fn actor(name: &str) -> Actor {
+    Actor::new(name).expect("valid actor")
+}
+
+/// A valid tag key or metric name.
+pub fn key(name: &str) -> MetricName {
+    MetricName::new(name).expect("valid key")
+}
+
+/// A version number.
+pub fn num(n: u64) -> VersionNumber {
+    VersionNumber::new(n).expect("non-zero")
+}
+
+/// Tags from pairs.
+pub fn tags(pairs: &[(&str, &str)]) -> Tags {
+    pairs
+        .iter()
+        .map(|(k, v)| (key(k), (*v).to_owned()))
+        .collect()
+}
+
+/// The BLAKE3 digest of `bytes`, computed independently of the crate's own helper.
+pub fn digest(bytes: &[u8]) -> Digest {
+    Digest::from(blake3::hash(bytes))
+}
+
+/// Creates `model`, by alice.
+pub async fn create(reg: &Registry, model: &str) -> ModelState {
+    reg.create_model(model, CreateModel::by(actor("alice")))
+        .await
+        .unwrap_or_else(|e| panic!("create {model}: {e}"))
+}
+
+/// Registers one in-memory file at `path` as the next version of `model`.
+pub async fn register_bytes(
+    reg: &Registry,
+    model: &str,
+    path: &str,
+    content: impl Into<Bytes>,
+) -> VersionRecord {
+    register_with(reg, model, path, content, NewVersion::by(actor("ci"))).await
+}
+
+/// [`register_bytes`] with the given version options.
+pub async fn register_with(
+    reg: &Registry,
+    model: &str,
+    path: &str,
+    content: impl Into<Bytes>,
+    version: NewVersion,
+) -> VersionRecord {
+    let source = ArtifactSource::bytes(path, content).expect("valid path");
+    reg.register(model, source, version)
+        .await
+        .unwrap_or_else(|e| panic!("register {model}: {e}"))
+}
+
+/// The set of blobs in the registry's artifact store.
+pub async fn blobs(reg: &Registry) -> BTreeSet<Digest> {
+    reg.artifact_store()
+        .list()
+        .await
+        .expect("list blobs")
+        .try_collect()
+        .await
+        .expect("list blobs")
+}
+
+/// The numbers of `versions`, in order.
+pub fn numbers(versions: &[VersionRecord]) -> Vec<u64> {
+    versions.iter().map(|v| v.number.get()).collect()
+}
+
+/// The numbers of the versions of `model` that match `filter`.
+pub async fn listed(reg: &Registry, model: &str, filter: VersionFilter) -> Vec<u64> {
+    numbers(
+        &reg.list_versions(model, &filter)
+            .await
+            .unwrap_or_else(|e| panic!("list versions of {model}: {e}")),
+    )
+}
+
+/// How many versions `model` has.
+pub async fn version_count(reg: &Registry, model: &str) -> usize {
+    listed(reg, model, VersionFilter::new()).await.len()
+}
+
+/// How many events `model`'s log has.
+pub async fn event_count(reg: &Registry, model: &str) -> usize {
+    reg.history(model).await.expect("history").len()
+}
+
+/// Writes `files` (relative path, bytes) below `root`, creating directories.
+pub fn write_tree(root: &Path, files: &[(&str, &[u8])]) {
+    for (rel, bytes) in files {
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().expect("has a parent")).expect("create dirs");
+        std::fs::write(&path, bytes).expect("write source file");
+    }
+}
+
+/// Every regular file below `root`, by `/`-separated relative path.
+pub fn read_tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).expect("read dir") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                let rel = path
+                    .strip_prefix(root)
+                    .expect("below root")
+                    .to_str()
+                    .expect("utf-8")
+                    .replace('\\', "/");
+                out.insert(rel, std::fs::read(&path).expect("read file"));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// The expected contents of a tree as [`read_tree`] returns them.
+pub fn tree(files: &[(&str, &[u8])]) -> BTreeMap<String, Vec<u8>> {
+    files
+        .iter()
+        .map(|(p, b)| ((*p).to_owned(), b.to_vec()))
+        .collect()
+}
+
+/// The names of the entries of `dir`, sorted.
+pub fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| {
+            e.expect("dir entry")
+                .file_name()
+                .into_string()
+                .expect("utf-8")
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// Fetch staging directories left in `dir`.
+pub fn staging_dirs(dir: &Path) -> Vec<String> {
+    entries(dir)
+        .into_iter()
+        .filter(|n| n.contains(".modelreg-"))
+        .collect()
+}
+
+/// The manifest entries a set of files must produce: sorted by path, sizes and
+/// digests computed here.
+pub fn expected_entries(files: &[(&str, &[u8])]) -> Vec<(String, u64, Digest)> {
+    let mut v: Vec<_> = files
+        .iter()
+        .map(|(p, b)| ((*p).to_owned(), b.len() as u64, digest(b)))
+        .collect();
+    v.sort();
+    v
+}
+
+/// A manifest's entries in the shape of [`expected_entries`].
+pub fn entry_triples(entries: &[ManifestEntry]) -> Vec<(String, u64, Digest)> {
+    entries
+        .iter()
+        .map(|e| (e.path.as_str().to_owned(), e.size, e.digest))
+        .collect()
+}
+
+/// A deterministic, non-repeating-looking byte pattern of length `len`.
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// A directory of nested files used by several tests.
+pub fn sample_files() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("config.json", br#"{"layers":2}"#.to_vec()),
+        ("weights/layer0.bin", pattern(10_000, 1)),
+        ("weights/deep/layer1.bin", pattern(3_333, 2)),
+        ("tokenizer/vocab.txt", b"a\nb\nc\n".to_vec()),
+        // The empty file: zero bytes hash and store like any other.
+        ("empty", Vec::new()),
+    ]
+}
+
+/// Borrows `(path, bytes)` pairs.
+pub fn as_refs<'a>(files: &'a [(&'static str, Vec<u8>)]) -> Vec<(&'static str, &'a [u8])> {
+    files.iter().map(|(p, b)| (*p, b.as_slice())).collect()
+}
+
+// ----- models ----------------------------------------------------------------------
+
+/// Creating a model records who, what and its tags; a second create of the same
+/// name fails with `AlreadyExists` from this handle and from another one, and
+/// changes nothing.
+pub async fn create_model_and_reject_duplicates(f: &Fixture) {
+    let reg = f.registry();
+    let state = reg
+        .create_model(
+            "fraud",
+            CreateModel::by(actor("alice"))
+                .description("Card fraud scoring")
+                .tag("team", "risk")
+                .expect("valid tag"),
+        )
+        .await
+        .expect("create");
+    assert_eq!(state.name().as_str(), "fraud");
+    assert_eq!(state.description(), "Card fraud scoring");
+    assert_eq!(state.created_by(), &actor("alice"));
+    assert_eq!(state.tags(), &tags(&[("team", "risk")]));
+    assert_eq!(state.seq(), 1);
+    assert!(state.versions().is_empty());
+
+    let e = assert_err!(
+        reg.create_model("fraud", CreateModel::by(actor("bob")))
+            .await,
+        Error::AlreadyExists { .. }
+    );
+    assert!(e.to_string().contains("fraud"), "{e}");
+    let other = f.fresh().await;
+    assert_err!(
+        other
+            .create_model("fraud", CreateModel::by(actor("bob")))
+            .await,
+        Error::AlreadyExists { .. }
+    );
+    assert_eq!(event_count(&reg, "fraud").await, 1);
+    assert_eq!(reg.model("fraud").await.expect("model"), state);
+    assert_eq!(other.model("fraud").await.expect("model"), state);
+
+    for bad in ["Fraud", "team/fraud", "..", "-x", "", "fraud@1"] {
+        assert_err!(
+            reg.create_model(bad, CreateModel::by(actor("bob"))).await,
+            Error::InvalidName { .. }
+        );
+    }
+    create(&reg, "alpha").await;
+    let names: Vec<ModelName> = ["alpha", "fraud"]
+        .into_iter()
+        .map(|n| ModelName::new(n).expect("valid"))
+        .collect();
+    assert_eq!(reg.list_models().await.expect("list"), names);
+    assert_eq!(other.list_models().await.expect("list"), names);
+}
+
+/// Registries racing to create the same model: exactly one succeeds, every other
+/// gets `AlreadyExists`, and the log holds one event.
+pub async fn concurrent_creates_of_one_model(f: &Fixture) {
+    let mut handles = Vec::new();
+    for i in 0..6 {
+        let reg = if i % 2 == 0 {
+            f.fresh().await
+        } else {
+            f.registry()
+        };
+        handles.push(tokio::spawn(async move {
+            reg.create_model("fraud", CreateModel::by(actor(&format!("writer {i}"))))
+                .await
+        }));
+    }
+    let mut created = 0;
+    for h in handles {
+        match h.await.expect("task did not panic") {
+            Ok(state) => {
+                created += 1;
+                assert_eq!(state.seq(), 1);
+            }
+            Err(Error::AlreadyExists { .. }) => {}
+            Err(e) => panic!("expected Ok or AlreadyExists, got {e:?}"),
+        }
+    }
+    assert_eq!(created, 1);
+    assert_eq!(event_count(&f.registry(), "fraud").await, 1);
+}
+
+/// Every command and query on a model that does not exist is `NotFound`, and none
+/// of them creates it or stores anything.
+pub async fn unknown_model_is_not_found(f: &Fixture) {
+    let reg = f.registry();
+    let src = || ArtifactSource::bytes("m.bin", "weights").expect("valid path");
+    let v = || NewVersion::by(actor("ci"));
+    let who = actor("alice");
+    assert_err!(reg.resolve("ghost@latest").await, Error::NotFound { .. });
+    assert_err!(reg.resolve("ghost/1").await, Error::NotFound { .. });
+    assert_err!(
+        reg.register("ghost", src(), v()).await,
+        Error::NotFound { .. }
+    );
+    assert_err!(reg.history("ghost").await, Error::NotFound { .. });
+    assert_err!(reg.model("ghost").await, Error::NotFound { .. });
+    assert_err!(
+        reg.list_versions("ghost", &VersionFilter::new()).await,
+        Error::NotFound { .. }
+    );
+    let m = Metrics::new().with("auc", 0.5).expect("finite");
+    assert_err!(
+        reg.add_metrics("ghost/1", m, &who).await,
+        Error::NotFound { .. }
+    );
+    assert_err!(
+        reg.deprecate("ghost/1", "old", &who).await,
+        Error::NotFound { .. }
+    );
+    assert_err!(
+        reg.set_model_tags("ghost", tags(&[("a", "b")]), vec![], &who)
+            .await,
+        Error::NotFound { .. }
+    );
+    let dest = f.scratch().join("out");
+    assert_err!(
+        reg.fetch("ghost/1", &dest, FetchOptions::new()).await,
+        Error::NotFound { .. }
+    );
+    assert!(!dest.exists());
+    assert_err!(reg.verify("ghost/1").await, Error::NotFound { .. });
+
+    assert!(reg.list_models().await.expect("list").is_empty());
+    // Registering checks the model before moving any bytes.
+    assert!(blobs(&reg).await.is_empty());
+}
+
+/// Model tags and metric specs are set, merged and removed exactly as asked;
+/// empty or invalid changes are `InvalidInput` and change nothing.
+pub async fn model_tags_and_metric_specs(f: &Fixture) {
+    let reg = f.registry();
+    let who = actor("alice");
+    reg.create_model(
+        "fraud",
+        CreateModel::by(who.clone())
+            .tag("team", "risk")
+            .expect("valid tag")
+            .metric("auc", MetricSpec::maximize())
+            .expect("valid metric"),
+    )
+    .await
+    .expect("create");
+
+    let s = reg
+        .set_model_tags(
+            "fraud",
+            tags(&[("owner", "alice"), ("team", "fraud-ops")]),
+            vec![],
+            &who,
+        )
+        .await
+        .expect("set tags");
+    assert_eq!(
+        s.tags(),
+        &tags(&[("owner", "alice"), ("team", "fraud-ops")])
+    );
+    let s = reg
+        .set_model_tags("fraud", Tags::new(), vec![key("team")], &who)
+        .await
+        .expect("remove tag");
+    assert_eq!(s.tags(), &tags(&[("owner", "alice")]));
+    assert_err!(
+        reg.set_model_tags("fraud", Tags::new(), vec![], &who).await,
+        Error::InvalidInput { .. }
+    );
+
+    let loss = MetricSpec::minimize().with_tolerance(0.01);
+    let s = reg
+        .set_metric_specs("fraud", BTreeMap::from([(key("loss"), loss)]), &who)
+        .await
+        .expect("set specs");
+    assert_eq!(
+        s.metric_specs(),
+        &BTreeMap::from([(key("auc"), MetricSpec::maximize()), (key("loss"), loss)])
+    );
+    let bad = MetricSpec::maximize().with_tolerance(f64::NAN);
+    assert_err!(
+        reg.set_metric_specs("fraud", BTreeMap::from([(key("auc"), bad)]), &who)
+            .await,
+        Error::InvalidInput { .. }
+    );
+    assert_err!(
+        reg.set_metric_specs("fraud", BTreeMap::new(), &who).await,
+        Error::InvalidInput { .. }
+    );
+
+    let v1 = register_with(
+        &reg,
+        "fraud",
+        "m.bin",
+        "w",
+        NewVersion::by(actor("ci"))
+            .tag("dataset", "nov")
+            .expect("valid tag"),
+    )
+    .await;
+    assert_eq!(v1.tags, tags(&[("dataset", "nov")]));
+    let v1 = reg
+        .set_version_tags(
+            "fraud/1",
+            tags(&[("stage", "prod")]),
+            vec![key("dataset")],
+            &who,
+        )
+        .await
+        .expect("version tags");
+    assert_eq!(v1.tags, tags(&[("stage", "prod")]));
+    assert_eq!(reg.resolve("fraud/1").await.expect("resolve"), v1);
+    assert_err!(
+        reg.set_version_tags("fraud/2", tags(&[("a", "b")]), vec![], &who)
+            .await,
+        Error::NotFound { .. }
+    );
+    // create, 2 model tag changes, 1 spec change, register, 1 version tag change.
+    assert_eq!(event_count(&reg, "fraud").await, 6);
+}
+
+// ----- registering -----------------------------------------------------------------
+
+/// A directory (with nested subdirectories and an empty file), a single file and
+/// in-memory bytes each become a version, numbered 1, 2, 3, whose manifest lists
+/// exactly the source's files with their sizes and digests.
+pub async fn register_from_dir_file_and_bytes(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "fraud").await;
+
+    let files = sample_files();
+    let dir = f.scratch().join("checkpoint");
+    write_tree(&dir, &as_refs(&files));
+    let v1 = reg
+        .register(
+            "fraud",
+            ArtifactSource::dir(&dir),
+            NewVersion::by(actor("ci")).description("from a directory"),
+        )
+        .await
+        .expect("register dir");
+    let total: u64 = files.iter().map(|(_, b)| b.len() as u64).sum();
+    assert_eq!(v1.number, num(1));
+    assert_eq!(v1.files, 5);
+    assert_eq!(v1.size, total);
+    assert_eq!(v1.created_by, actor("ci"));
+    assert_eq!(v1.description, "from a directory");
+    assert_eq!(v1.deprecated, None);
+    let m1 = reg.manifest("fraud/1").await.expect("manifest");
+    assert_eq!(
+        entry_triples(m1.entries()),
+        expected_entries(&as_refs(&files))
+    );
+    assert_eq!(m1.digest(), v1.artifact);
+
+    let export = f.scratch().join("export");
+    let onnx = pattern(4_321, 9);
+    write_tree(&export, &[("model.onnx", &onnx)]);
+    let single = export.join("model.onnx");
+    let v2 = reg
+        .register(
+            "fraud",
+            ArtifactSource::file(&single),
+            NewVersion::by(actor("ci")),
+        )
+        .await
+        .expect("register file");
+    assert_eq!((v2.number, v2.files, v2.size), (num(2), 1, 4_321));
+    let m2 = reg.manifest("fraud/2").await.expect("manifest");
+    assert_eq!(
+        entry_triples(m2.entries()),
+        expected_entries(&[("model.onnx", &onnx)])
+    );
+
+    let prompt: &[u8] = b"You are a helpful assistant.";
+    let params: &[u8] = br#"{"temperature":0.2}"#;
+    let source = ArtifactSource::files([("prompt.txt", prompt), ("cfg/params.json", params)])
+        .expect("valid paths");
+    let v3 = reg
+        .register("fraud", source, NewVersion::by(actor("ci")))
+        .await
+        .expect("register bytes");
+    assert_eq!((v3.number, v3.files), (num(3), 2));
+    assert_eq!(v3.size, (prompt.len() + params.len()) as u64);
+    let m3 = reg.manifest("fraud/3").await.expect("manifest");
+    assert_eq!(
+        entry_triples(m3.entries()),
+        expected_entries(&[("prompt.txt", prompt), ("cfg/params.json", params)])
+    );
+
+    assert_eq!(
+        listed(&reg, "fraud", VersionFilter::new()).await,
+        vec![1, 2, 3]
+    );
+    assert_eq!(reg.resolve("fraud/2").await.expect("resolve"), v2);
+}
+
+/// Registering the same files twice stores no new blob, not even a manifest: both
+/// versions name the same artifact, and the digest reference resolves to the newest.
+/// Identical files inside one version are stored once too.
+pub async fn identical_files_are_stored_once(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "fraud").await;
+    let a = pattern(5_000, 3);
+    let b = pattern(700, 4);
+    let files: [(&str, &[u8]); 3] = [("a.bin", &a), ("sub/b.bin", &b), ("sub/copy-of-a.bin", &a)];
+    let dir = f.scratch().join("src");
+    write_tree(&dir, &files);
+
+    assert!(blobs(&reg).await.is_empty());
+    let v1 = reg
+        .register(
+            "fraud",
+            ArtifactSource::dir(&dir),
+            NewVersion::by(actor("ci")),
+        )
+        .await
+        .expect("register");
+    let after_first = blobs(&reg).await;
+    assert_eq!(
+        after_first,
+        BTreeSet::from([digest(&a), digest(&b), v1.artifact])
+    );
+
+    let v2 = reg
+        .register(
+            "fraud",
+            ArtifactSource::dir(&dir),
+            NewVersion::by(actor("ci")),
+        )
+        .await
+        .expect("register again");
+    assert_eq!(v2.number, num(2));
+    assert_eq!(v2.artifact, v1.artifact);
+    assert_eq!(blobs(&reg).await, after_first);
+
+    // The same files from memory are the same artifact.
+    let v3 = reg
+        .register(
+            "fraud",
+            ArtifactSource::files(files.map(|(p, b)| (p, b.to_vec()))).expect("valid paths"),
+            NewVersion::by(actor("ci")),
+        )
+        .await
+        .expect("register from memory");
+    assert_eq!(v3.artifact, v1.artifact);
+    assert_eq!(blobs(&reg).await, after_first);
+
+    let by_digest = reg
+        .resolve(format!("fraud#{}", v1.artifact))
+        .await
+        .expect("resolve digest");
+    assert_eq!(by_digest.number, num(3));
+}
+
+/// A semver label is unique within its model: reusing it is `AlreadyExists` and
+/// registers nothing (and uploads nothing); another model may use it.
+pub async fn semver_labels_are_unique_within_a_model(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "fraud").await;
+    create(&reg, "churn").await;
+    let semver = |s: &str| NewVersion::by(actor("ci")).semver(s.parse().expect("semver"));
+
+    let v1 = register_with(&reg, "fraud", "m.bin", "one", semver("1.2.0")).await;
+    assert_eq!(v1.semver, Some("1.2.0".parse().expect("semver")));
+    let before = blobs(&reg).await;
+    let source = ArtifactSource::bytes("m.bin", "two").expect("valid path");
+    let e = assert_err!(
+        reg.register("fraud", source, semver("1.2.0")).await,
+        Error::AlreadyExists { .. }
+    );
+    assert!(e.to_string().contains("1.2.0"), "{e}");
+    assert_eq!(version_count(&reg, "fraud").await, 1);
+    assert_eq!(event_count(&reg, "fraud").await, 2);
+    assert_eq!(blobs(&reg).await, before);
+
+    let v2 = register_with(&reg, "fraud", "m.bin", "two", semver("1.3.0-rc.1")).await;
+    assert_eq!(v2.number, num(2));
+    let c1 = register_with(&reg, "churn", "m.bin", "three", semver("1.2.0")).await;
+    assert_eq!(c1.number, num(1));
+
+    assert_eq!(reg.resolve("fraud:1.2.0").await.expect("resolve"), v1);
+    assert_eq!(reg.resolve("fraud:1.3.0-rc.1").await.expect("resolve"), v2);
+    assert_eq!(reg.resolve("churn:1.2.0").await.expect("resolve"), c1);
+    assert_err!(reg.resolve("fraud:1.3.0").await, Error::NotFound { .. });
+}
+
+/// Every form of reference resolves to the right version; references to versions,
+/// aliases or digests that do not exist are `NotFound`, malformed ones
+/// `InvalidReference`.
+pub async fn every_reference_form_resolves(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "fraud").await;
+    let semver = |s: &str| NewVersion::by(actor("ci")).semver(s.parse().expect("semver"));
+    let v1 = register_with(&reg, "fraud", "m.bin", "one", semver("1.0.0")).await;
+    let v2 = register_with(&reg, "fraud", "m.bin", "two", semver("2.0.0")).await;
+    let v3 = register_bytes(&reg, "fraud", "m.bin", "three").await;
+
+    let n = |r: Result<VersionRecord, Error>| r.expect("resolves").number.get();
+    assert_eq!(n(reg.resolve("fraud/1").await), 1);
+    assert_eq!(n(reg.resolve("fraud/3").await), 3);
+    assert_eq!(n(reg.resolve(String::from("fraud/2")).await), 2);
+    assert_eq!(n(reg.resolve("fraud:1.0.0").await), 1);
+    assert_eq!(n(reg.resolve("fraud:2.0.0").await), 2);
+    assert_eq!(n(reg.resolve("fraud@latest").await), 3);
+    assert_eq!(n(reg.resolve(format!("fraud#{}", v1.artifact)).await), 1);
+    assert_eq!(n(reg.resolve(format!("fraud#{}", v2.artifact)).await), 2);
+    let fraud = ModelName::new("fraud").expect("valid");
+    let typed = VersionRef::number(fraud, num(2));
+    assert_eq!(n(reg.resolve(&typed).await), 2);
+    assert_eq!(n(reg.resolve(typed).await), 2);
+    assert_eq!(reg.resolve("fraud/3").await.expect("resolve"), v3);
+
+    assert_err!(reg.resolve("fraud/4").await, Error::NotFound { .. });
+    assert_err!(reg.resolve("fraud@champion").await, Error::NotFound { .. });
+    let stranger = digest(b"never registered");
+    assert_err!(
+        reg.resolve(format!("fraud#{stranger}")).await,
+        Error::NotFound { .. }
+    );
+    // The file's own digest is not the artifact's.
+    assert_err!(
+        reg.resolve(format!("fraud#{}", digest(b"one"))).await,
+        Error::NotFound { .. }
+    );
+    for bad in ["fraud", "Fraud/1", "fraud/0", "fraud/x", "fraud:1.0"] {
+        assert_err!(reg.resolve(bad).await, Error::InvalidReference { .. });
+    }
+}
+
+/// Deprecated versions stay resolvable by number, semver and digest, but `@latest`
+/// skips them; deprecating twice is `InvalidInput`; with everything deprecated
+/// `@latest` is `NotFound`.
+pub async fn latest_skips_deprecated_versions(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "fraud").await;
+    let semver = NewVersion::by(actor("ci")).semver("3.0.0".parse().expect("semver"));
+    register_bytes(&reg, "fraud", "m.bin", "one").await;
+    register_bytes(&reg, "fraud", "m.bin", "two").await;
+    let v3 = register_with(&reg, "fraud", "m.bin", "three", semver).await;
+
+    let bob = actor("bob");
+    let d3 = reg
+        .deprecate("fraud@latest", "leaks labels", &bob)
+        .await
+        .expect("deprecate");
+    assert_eq!(d3.number, num(3));
+    let dep = d3.deprecated.clone().expect("deprecated");
+    assert_eq!((dep.by, dep.reason.as_str()), (bob.clone(), "leaks labels"));
+    assert_eq!(
+        reg.resolve("fraud@latest").await.expect("latest").number,
+        num(2)
+    );
+    assert_eq!(reg.resolve("fraud/3").await.expect("by number"), d3);
+    assert_eq!(reg.resolve("fraud:3.0.0").await.expect("by semver"), d3);
+    let by_digest = reg.resolve(format!("fraud#{}", v3.artifact)).await;
+    assert_eq!(by_digest.expect("by digest"), d3);
+
+    assert_err!(
+        reg.deprecate("fraud/3", "again", &bob).await,
+        Error::InvalidInput { .. }
+    );
+    reg.deprecate("fraud/1", "old", &bob)
+        .await
+        .expect("deprecate 1");
+    assert_eq!(
+        reg.resolve("fraud@latest").await.expect("latest").number,
+        num(2)
+    );
+    reg.deprecate("fraud/2", "old", &bob)
+        .await
+        .expect("deprecate 2");
+    assert_err!(reg.resolve("fraud@latest").await, Error::NotFound { .. });
+    assert_err!(
+        reg.deprecate("fraud/9", "x", &bob).await,
+        Error::NotFound { .. }
+    );
+    assert_err!(
+        reg.deprecate("fraud@latest", "x", &bob).await,
+        Error::NotFound { .. }
+    );
+    // create, 3 registrations, 3 deprecations: the failures appended nothing.
+    assert_eq!(event_count(&reg, "fraud").await, 7);
+}
+
+/// Metrics added later are merged into the version's (a value it has is replaced);
+/// non-finite values cannot even be built; an empty set or an unknown version is
+/// rejected.
+pub async fn metrics_are_merged(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "fraud").await;
+    let initial = Metrics::new()
+        .with("auc", 0.5)
+        .and_then(|m| m.with("eval/loss", 0.25))
+        .expect("finite");
+    let v1 = register_with(
+        &reg,
+        "fraud",
+        "m.bin",
+        "w",
+        NewVersion::by(actor("ci")).metrics(initial.clone()),
+    )
+    .await;
+    assert_eq!(v1.metrics, initial);
+
+    let later = Metrics::new()
+        .with("auc", 0.75)
+        .and_then(|m| m.with("f1@0.5", 0.125))
+        .expect("finite");
+    let eval = actor("eval-job");
+    let v1 = reg
+        .add_metrics("fraud/1", later, &eval)
+        .await
+        .expect("add metrics");
+    let merged = Metrics::new()
+        .with("auc", 0.75)
+        .and_then(|m| m.with("eval/loss", 0.25))
+        .and_then(|m| m.with("f1@0.5", 0.125))
+        .expect("finite");
+    assert_eq!(v1.metrics, merged);
+    assert_eq!(
+        reg.resolve("fraud/1").await.expect("resolve").metrics,
+        merged
+    );
+
+    for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        assert_err!(Metrics::new().with("auc", bad), Error::InvalidInput { .. });
+    }
+    assert_err!(
+        reg.add_metrics("fraud/1", Metrics::new(), &eval).await,
+        Error::InvalidInput { .. }
+    );
+    let one = Metrics::new().with("auc", 0.5).expect("finite");
+    assert_err!(
+        reg.add_metrics("fraud/2", one.clone(), &eval).await,
+        Error::NotFound { .. }
+    );
+    assert_err!(
+        reg.add_metrics("fraud:9.0.0", one, &eval).await,
+        Error::NotFound { .. }
+    );
+    // The replaced value stays in the history.
+    let history = reg.history("fraud").await.expect("history");
+    let EventKind::VersionRegistered { version } = &history[1].kind else {
+        panic!("event 2 is {:?}", history[1].kind);
+    };
+    assert_eq!(version.metrics.get("auc"), Some(0.5));
+    // create, register, one metric addition: the failures appended nothing.
+    assert_eq!(history.len(), 3);
+}
+
+/// `list_versions` applies each filter, and their conjunction, exactly.
+pub async fn list_versions_filters(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "fraud").await;
+    let v = |semver: Option<&str>, t: &[(&str, &str)]| {
+        let mut n = NewVersion::by(actor("ci"));
+        if let Some(s) = semver {
+            n = n.semver(s.parse().expect("semver"));
+        }
+        for (k, val) in t {
+            n = n.tag(k, *val).expect("valid tag");
+        }
+        n
+    };
+    // Registrations a few milliseconds apart have strictly increasing times.
+    let gap = || tokio::time::sleep(Duration::from_millis(3));
+    let v1 = register_with(
+        &reg,
+        "fraud",
+        "m",
+        "1",
+        v(Some("1.0.0"), &[("dataset", "nov")]),
+    )
+    .await;
+    gap().await;
+    let v2 = register_with(
+        &reg,
+        "fraud",
+        "m",
+        "2",
+        v(Some("1.2.0"), &[("dataset", "dec"), ("stage", "candidate")]),
+    )
+    .await;
+    gap().await;
+    let v3 = register_with(&reg, "fraud", "m", "3", v(Some("2.0.0"), &[])).await;
+    gap().await;
+    let v4 = register_with(&reg, "fraud", "m", "4", v(None, &[("dataset", "dec")])).await;
+    assert!(v1.created_at < v2.created_at && v2.created_at < v3.created_at);
+    assert!(v3.created_at < v4.created_at);
+    reg.deprecate("fraud/2", "superseded", &actor("bob"))
+        .await
+        .expect("deprecate");
+
+    let all = VersionFilter::new;
+    let l = |filter: VersionFilter| listed(&reg, "fraud", filter);
+    assert_eq!(l(all()).await, vec![1, 2, 3, 4]);
+    assert_eq!(l(all().tag("dataset").expect("key")).await, vec![1, 2, 4]);
+    assert_eq!(l(all().tag("stage").expect("key")).await, vec![2]);
+    assert_eq!(
+        l(all().tag_value("dataset", "dec").expect("key")).await,
+        vec![2, 4]
+    );
+    assert_eq!(
+        l(all().tag_value("dataset", "jan").expect("key")).await,
+        Vec::<u64>::new()
+    );
+    let both = all()
+        .tag("dataset")
+        .and_then(|f| f.tag_value("stage", "candidate"))
+        .expect("keys");
+    assert_eq!(l(both).await, vec![2]);
+    assert_eq!(
+        l(all().semver("^1".parse().expect("req"))).await,
+        vec![1, 2]
+    );
+    assert_eq!(
+        l(all().semver(">=1.1.0".parse().expect("req"))).await,
+        vec![2, 3]
+    );
+    assert_eq!(
+        l(all().semver(">=3".parse().expect("req"))).await,
+        Vec::<u64>::new()
+    );
+    assert_eq!(l(all().created_after(v2.created_at)).await, vec![2, 3, 4]);
+    assert_eq!(l(all().created_before(v2.created_at)).await, vec![1]);
+    assert_eq!(
+        l(all()
+            .created_after(v2.created_at)
+            .created_before(v4.created_at))
+        .await,
+        vec![2, 3]
+    );
+    assert_eq!(l(all().exclude_deprecated()).await, vec![1, 3, 4]);
+    let dec_live = all()
+        .tag_value("dataset", "dec")
+        .expect("key")
+        .exclude_deprecated();
+    assert_eq!(l(dec_live).await, vec![4]);
+
+    // Filters see tag changes.
+    reg.set_version_tags(
+        "fraud/3",
+        tags(&[("dataset", "jan")]),
+        vec![],
+        &actor("bob"),
+    )
+    .await
+    .expect("tag");
+    assert_eq!(
+        l(all().tag_value("dataset", "jan").expect("key")).await,
+        vec![3]
+    );
+}
+
+/// The history lists every event, numbered 1..N, in order, with its actor and
+/// kind, at non-decreasing times; replaying it gives the model's state.
+pub async fn history_records_every_event_in_order(f: &Fixture) {
+    let reg = f.registry();
+    let (alice, ci, eval, bob, carol) = (
+        actor("alice"),
+        actor("ci"),
+        actor("eval"),
+        actor("bob"),
+        actor("carol"),
+    );
+    reg.create_model("fraud", CreateModel::by(alice.clone()))
+        .await
+        .expect("create");
+    register_bytes(&reg, "fraud", "m", "1").await;
+    let m = Metrics::new().with("auc", 0.5).expect("finite");
+    reg.add_metrics("fraud/1", m, &eval).await.expect("metrics");
+    reg.set_version_tags("fraud/1", tags(&[("stage", "prod")]), vec![], &bob)
+        .await
+        .expect("version tags");
+    reg.set_model_tags("fraud", tags(&[("team", "risk")]), vec![], &carol)
+        .await
+        .expect("model tags");
+    let specs = BTreeMap::from([(key("auc"), MetricSpec::maximize())]);
+    reg.set_metric_specs("fraud", specs, &alice)
+        .await
+        .expect("specs");
+    register_bytes(&reg, "fraud", "m", "2").await;
+    reg.deprecate("fraud/1", "replaced", &bob)
+        .await
+        .expect("deprecate");
+
+    let events = reg.history("fraud").await.expect("history");
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.name()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "model_created",
+            "version_registered",
+            "metrics_added",
+            "tags_set",
+            "tags_set",
+            "metric_specs_set",
+            "version_registered",
+            "version_deprecated",
+        ]
+    );
+    let actors: Vec<&Actor> = events.iter().map(|e| &e.actor).collect();
+    assert_eq!(
+        actors,
+        [&alice, &ci, &eval, &bob, &carol, &alice, &ci, &bob]
+    );
+    let versions: Vec<Option<u64>> = events
+        .iter()
+        .map(|e| e.kind.version().map(VersionNumber::get))
+        .collect();
+    assert_eq!(
+        versions,
+        [
+            None,
+            Some(1),
+            Some(1),
+            Some(1),
+            None,
+            None,
+            Some(2),
+            Some(1)
+        ]
+    );
+    assert_eq!(
+        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=8).collect::<Vec<_>>()
+    );
+    assert!(events.iter().all(|e| e.model.as_str() == "fraud"));
+    assert!(
+        events.windows(2).all(|w| w[0].time <= w[1].time),
+        "times go backwards: {:?}",
+        events.iter().map(|e| e.time).collect::<Vec<_>>()
+    );
+    let state = reg.model("fraud").await.expect("model");
+    assert_eq!(state.updated_at(), events[7].time);
+    assert_eq!(ModelState::replay(events).expect("replay"), state);
+}
+
+// ----- provenance --------------------------------------------------------------------
+
+/// Parents named in the provenance must exist (model and version); a missing one
+/// is `InvalidInput` before anything is uploaded. An existing parent in another
+/// model, or in the same one, is recorded as given.
+pub async fn parents_must_exist(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "base").await;
+    create(&reg, "fraud").await;
+    register_bytes(&reg, "base", "m.bin", "base weights").await;
+    let parent = |model: &str, n: u64| ParentRef {
+        model: ModelName::new(model).expect("valid"),
+        version: num(n),
+        relation: Relation::FineTunedFrom,
+    };
+    let with_parent = |p: ParentRef| {
+        NewVersion::by(actor("ci")).provenance(Provenance {
+            parents: vec![p],
+            ..Provenance::default()
+        })
+    };
+    let before = blobs(&reg).await;
+    for missing in [parent("ghost", 1), parent("base", 2)] {
+        let source = ArtifactSource::bytes("m.bin", "tuned").expect("valid path");
+        assert_err!(
+            reg.register("fraud", source, with_parent(missing)).await,
+            Error::InvalidInput { .. }
+        );
+    }
+    assert_eq!(version_count(&reg, "fraud").await, 0);
+    assert_eq!(blobs(&reg).await, before);
+
+    let v1 = register_with(
+        &reg,
+        "fraud",
+        "m.bin",
+        "tuned",
+        with_parent(parent("base", 1)),
+    )
+    .await;
+    assert_eq!(v1.number, num(1));
+    assert_eq!(v1.provenance.parents, vec![parent("base", 1)]);
+    let v2 = register_with(
+        &reg,
+        "fraud",
+        "m.bin",
+        "tuned again",
+        with_parent(parent("fraud", 1)),
+    )
+    .await;
+    assert_eq!(v2.provenance.parents, vec![parent("fraud", 1)]);
+    let seen = f.fresh().await.resolve("fraud/1").await.expect("resolve");
+    assert_eq!(seen.provenance.parents, vec![parent("base", 1)]);
+}
+
+// ----- fetch and verify --------------------------------------------------------------
+
+/// File sizes at the boundaries the code has; each comment names the boundary.
+pub const INTERESTING_SIZES: &[usize] = &[
+    0,               // the empty file
+    1,               // one byte
+    1024,            // exactly one BLAKE3 chunk
+    1025,            // one byte into the second BLAKE3 chunk
+    16 * 1024 + 1,   // past the size below which BLAKE3 reads a file instead of mapping it
+    64 * 1024 - 1,   // largest chunk fetch and verify hash on the calling task
+    64 * 1024,       // smallest chunk they hash on the blocking pool
+    1024 * 1024 + 1, // local blobs are read in 1 MiB chunks: one full, one of a byte
+    2 * 1024 * 1024, // an exact multiple of the read chunk: the stream must still end
+];
+
+/// Files of every interesting size, registered from a directory (uploaded from
+/// files) and from memory (uploaded as streams), fetch byte-identical and verify.
+pub async fn interesting_sizes_round_trip(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "sizes").await;
+    let files: Vec<(String, Vec<u8>)> = INTERESTING_SIZES
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| (format!("f{n:08}"), pattern(n, i as u8)))
+        .collect();
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(p, b)| (p.as_str(), b.as_slice()))
+        .collect();
+    let total: u64 = INTERESTING_SIZES.iter().map(|&n| n as u64).sum();
+    let src = f.scratch().join("src");
+    write_tree(&src, &refs);
+    let from_dir = reg
+        .register(
+            "sizes",
+            ArtifactSource::dir(&src),
+            NewVersion::by(actor("ci")),
+        )
+        .await
+        .expect("register dir");
+    // `ArtifactSource::files` takes `&'static str` paths; built paths go through
+    // the variant itself.
+    let in_memory = files
+        .iter()
+        .map(|(p, b)| {
+            let path = RelPath::new(format!("mem/{p}")).expect("valid path");
+            (path, Bytes::from(b.clone()))
+        })
+        .collect();
+    let from_memory = reg
+        .register(
+            "sizes",
+            ArtifactSource::Bytes(in_memory),
+            NewVersion::by(actor("ci")),
+        )
+        .await
+        .expect("register bytes");
+    for v in [&from_dir, &from_memory] {
+        assert_eq!((v.files, v.size), (INTERESTING_SIZES.len() as u64, total));
+        let r = format!("sizes/{}", v.number);
+        assert_eq!(
+            reg.verify(r.as_str()).await.expect("verify"),
+            VerifyReport {
+                files: INTERESTING_SIZES.len() as u64,
+                bytes: total,
+            }
+        );
+        let dest = f.scratch().join(format!("out{}", v.number));
+        reg.fetch(r.as_str(), &dest, FetchOptions::new())
+            .await
+            .expect("fetch");
+        let fetched = read_tree(&dest);
+        assert_eq!(fetched.len(), INTERESTING_SIZES.len());
+        for (p, b) in &files {
+            let key = if v.number == num(1) {
+                p.clone()
+            } else {
+                format!("mem/{p}")
+            };
+            assert!(fetched.get(&key) == Some(b), "{r}: {key} differs");
+        }
+    }
+}
+
+/// Fetch writes byte-identical files into a new directory (creating its parent),
+/// reports what it wrote, and leaves no staging directory behind.
+pub async fn fetch_writes_identical_files(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "fraud").await;
+    let files = sample_files();
+    let src = f.scratch().join("src");
+    write_tree(&src, &as_refs(&files));
+    let v1 = reg
+        .register(
+            "fraud",
+            ArtifactSource::dir(&src),
+            NewVersion::by(actor("ci")),
+        )
+        .await
+        .expect("register");
+
+    let parent = f.scratch().join("downloads").join("nested");
+    let dest = parent.join("fraud-v1");
+    let report = reg
+        .fetch("fraud/1", &dest, FetchOptions::new())
+        .await
+        .expect("fetch");
+    assert_eq!(
+        report,
+        FetchReport {
+            path: dest.clone(),
+            files: 5,
+            bytes: v1.size,
+            linked: 0,
+        }
+    );
+    assert_eq!(read_tree(&dest), tree(&as_refs(&files)));
+    assert_eq!(entries(&parent), ["fraud-v1"]);
+
+    // The same version again, by another reference, into a sibling.
+    let again = parent.join("latest");
+    reg.fetch("fraud@latest", &again, FetchOptions::new())
+        .await
+        .expect("fetch latest");
+    assert_eq!(read_tree(&again), tree(&as_refs(&files)));
+    assert_eq!(entries(&parent), ["fraud-v1", "latest"]);
+    assert!(staging_dirs(&parent).is_empty());
+}
+
+/// Every link mode fetches the same verified files. Hard links are used exactly
+/// where the backend can make them; a copy is independent of the store, so
+/// changing it leaves the version verifying.
+pub async fn fetch_with_every_link_mode(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "fraud").await;
+    let weights = pattern(9_000, 5);
+    let files: [(&str, &[u8]); 2] = [("weights.bin", &weights), ("config.json", b"{}")];
+    let source = ArtifactSource::files(files.map(|(p, b)| (p, b.to_vec()))).expect("valid paths");
+    reg.register("fraud", source, NewVersion::by(actor("ci")))
+        .await
+        .expect("register");
+
+    let parent = f.scratch().join("out");
+    for (mode, name) in [
+        (LinkMode::Copy, "copy"),
+        (LinkMode::Reflink, "reflink"),
+        (LinkMode::HardLink, "hardlink"),
+    ] {
+        let dest = parent.join(name);
+        let report = reg
+            .fetch("fraud/1", &dest, FetchOptions::new().link(mode))
+            .await
+            .unwrap_or_else(|e| panic!("fetch with {mode:?}: {e}"));
+        assert_eq!((report.files, report.bytes), (2, 9_002), "{mode:?}");
+        assert_eq!(read_tree(&dest), tree(&files), "{mode:?}");
+        match mode {
+            LinkMode::Copy => assert_eq!(report.linked, 0),
+            LinkMode::HardLink => {
+                assert_eq!(report.linked, if f.hard_links { 2 } else { 0 });
+            }
+            // Reflinks depend on the filesystem: all or nothing.
+            _ => assert!(report.linked == 0 || report.linked == 2, "{report:?}"),
+        }
+    }
+    assert_eq!(entries(&parent), ["copy", "hardlink", "reflink"]);
+
+    let copy = parent.join("copy").join("weights.bin");
+    let mut perms = std::fs::metadata(&copy).expect("stat").permissions();
+    #[allow(clippy::permissions_set_readonly_false)] // our own scratch file
+    perms.set_readonly(false);
+    std::fs::set_permissions(&copy, perms).expect("chmod");
+    std::fs::write(&copy, b"scribbled").expect("overwrite the copy");
+    reg.verify("fraud/1")
+        .await
+        .expect("the store is unaffected");
+}
+
+/// Fetch refuses a destination that is a non-empty directory or a file with
+/// `AlreadyExists`, and leaves it exactly as it was.
+pub async fn fetch_refuses_an_occupied_destination(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "fraud").await;
+    register_bytes(&reg, "fraud", "m.bin", "weights").await;
+
+    let parent = f.scratch().join("out");
+    let dest = parent.join("occupied");
+    write_tree(&dest, &[("keep.txt", b"mine")]);
+    assert_err!(
+        reg.fetch("fraud/1", &dest, FetchOptions::new()).await,
+        Error::AlreadyExists { .. }
+    );
+    assert_eq!(read_tree(&dest), tree(&[("keep.txt", b"mine")]));
+
+    let file = parent.join("a-file");
+    std::fs::write(&file, b"not a directory").expect("write");
+    assert_err!(
+        reg.fetch("fraud/1", &file, FetchOptions::new()).await,
+        Error::AlreadyExists { .. }
+    );
+    assert_eq!(std::fs::read(&file).expect("read"), b"not a directory");
+    assert_eq!(entries(&parent), ["a-file", "occupied"]);
+}
+
+/// Fetch into an existing empty directory fills it.
+pub async fn fetch_into_an_existing_empty_directory(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "fraud").await;
+    let source = ArtifactSource::files([("a/b.bin", &b"deep"[..]), ("c.txt", &b"top"[..])])
+        .expect("valid paths");
+    reg.register("fraud", source, NewVersion::by(actor("ci")))
+        .await
+        .expect("register");
+    let parent = f.scratch().join("out");
+    let dest = parent.join("empty");
+    std::fs::create_dir_all(&dest).expect("mkdir");
+    let report = reg
+        .fetch("fraud/1", &dest, FetchOptions::new())
+        .await
+        .expect("fetch");
+    assert_eq!((report.files, report.bytes), (2, 7));
+    assert_eq!(
+        read_tree(&dest),
+        tree(&[("a/b.bin", b"deep"), ("c.txt", b"top")])
+    );
+    assert_eq!(entries(&parent), ["empty"]);
+}
+
+/// A blob whose bytes changed in the store fails `fetch` and `verify` with
+/// `Integrity` naming the file; the failed fetch leaves no destination and no
+/// staging directory, and an empty destination directory stays empty. Versions
+/// that do not use the blob still verify.
+pub async fn corrupt_blob_fails_fetch_and_verify(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "fraud").await;
+    let weights = pattern(4_096, 7);
+    let source = ArtifactSource::files([
+        ("weights.bin", weights.clone()),
+        ("config.json", b"{}".to_vec()),
+    ])
+    .expect("valid paths");
+    reg.register("fraud", source, NewVersion::by(actor("ci")))
+        .await
+        .expect("register");
+    register_bytes(&reg, "fraud", "other.bin", "intact").await;
+    assert_eq!(
+        reg.verify("fraud/1").await.expect("verify"),
+        VerifyReport {
+            files: 2,
+            bytes: 4_098,
+        }
+    );
+
+    let target = digest(&weights);
+    let mut rotten = weights.clone();
+    rotten[2_000] ^= 0x01;
+    f.corrupt_blob(&target, &rotten);
+
+    let parent = f.scratch().join("out");
+    std::fs::create_dir_all(&parent).expect("mkdir");
+    let dest = parent.join("v1");
+    let e = assert_err!(
+        reg.fetch("fraud/1", &dest, FetchOptions::new()).await,
+        Error::Integrity { .. }
+    );
+    let Error::Integrity {
+        what,
+        expected,
+        actual,
+    } = &e
+    else {
+        unreachable!()
+    };
+    assert!(what.contains("weights.bin"), "{e}");
+    assert_eq!((*expected, *actual), (target, digest(&rotten)));
+    assert!(!dest.exists(), "a failed fetch left {}", dest.display());
+    assert_eq!(entries(&parent), Vec::<String>::new());
+
+    let empty = parent.join("empty");
+    std::fs::create_dir(&empty).expect("mkdir");
+    assert_err!(
+        reg.fetch("fraud/1", &empty, FetchOptions::new()).await,
+        Error::Integrity { .. }
+    );
+    assert_eq!(entries(&empty), Vec::<String>::new());
+    assert_eq!(entries(&parent), ["empty"]);
+
+    let e = assert_err!(reg.verify("fraud/1").await, Error::Integrity { .. });
+    let Error::Integrity {
+        what,
+        expected,
+        actual,
+    } = &e
+    else {
+        unreachable!()
+    };
+    assert!(what.contains("weights.bin"), "{e}");
+    assert_eq!((*expected, *actual), (target, digest(&rotten)));
+
+    let v2 = reg.resolve("fraud/2").await.expect("resolve");
+    assert_eq!(
+        reg.verify("fraud/2").await.expect("verify"),
+        VerifyReport { files: 1, bytes: 6 }
+    );
+
+    // A corrupt manifest is caught before any file is written.
+    f.corrupt_blob(&v2.artifact, br#"{"format":1,"files":[]}"#);
+    for e in [
+        assert_err!(reg.manifest("fraud/2").await, Error::Integrity { .. }),
+        assert_err!(reg.verify("fraud/2").await, Error::Integrity { .. }),
+        assert_err!(
+            reg.fetch("fraud/2", parent.join("v2"), FetchOptions::new())
+                .await,
+            Error::Integrity { .. }
+        ),
+    ] {
+        assert!(e.to_string().contains("manifest"), "{e}");
+    }
+    assert_eq!(entries(&parent), ["empty"]);
+}
+
+/// A blob missing from the store makes `fetch` and `verify` fail with `NotFound`
+/// naming the file, leaving nothing behind; a missing manifest is `NotFound` too.
+pub async fn missing_blob_is_not_found(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "fraud").await;
+    let source = ArtifactSource::files([("weights.bin", &b"w"[..]), ("config.json", &b"{}"[..])])
+        .expect("valid paths");
+    let v1 = reg
+        .register("fraud", source, NewVersion::by(actor("ci")))
+        .await
+        .expect("register");
+    reg.artifact_store()
+        .delete(&digest(b"w"))
+        .await
+        .expect("delete");
+
+    let parent = f.scratch().join("out");
+    std::fs::create_dir_all(&parent).expect("mkdir");
+    let e = assert_err!(
+        reg.fetch("fraud/1", parent.join("v1"), FetchOptions::new())
+            .await,
+        Error::NotFound { .. }
+    );
+    assert!(e.to_string().contains("weights.bin"), "{e}");
+    assert_eq!(entries(&parent), Vec::<String>::new());
+    let e = assert_err!(reg.verify("fraud/1").await, Error::NotFound { .. });
+    assert!(e.to_string().contains("weights.bin"), "{e}");
+
+    reg.artifact_store()
+        .delete(&v1.artifact)
+        .await
+        .expect("delete");
+    assert_err!(reg.manifest("fraud/1").await, Error::NotFound { .. });
+    assert_err!(
+        reg.fetch("fraud/1", parent.join("v1"), FetchOptions::new())
+            .await,
+        Error::NotFound { .. }
+    );
+    assert_err!(reg.verify("fraud/1").await, Error::NotFound { .. });
+    assert_eq!(entries(&parent), Vec::<String>::new());
+}
+
+// ----- consistency -------------------------------------------------------------------
+
+/// A registry sees its own writes at once, and another registry over the same
+/// stores sees them on its next read, without `clear_cache`, in both directions.
+pub async fn writes_are_visible_across_handles(f: &Fixture) {
+    let a = f.registry();
+    let b = f.fresh().await;
+    create(&a, "fraud").await;
+    // b folds the log now, so it has a cached state that a's writes make stale.
+    assert_eq!(version_count(&b, "fraud").await, 0);
+
+    let v1 = register_bytes(&a, "fraud", "m.bin", "one").await;
+    assert_eq!(a.resolve("fraud@latest").await.expect("own write"), v1);
+    assert_eq!(b.resolve("fraud@latest").await.expect("other's write"), v1);
+
+    let m = Metrics::new()
+        .with("auc", 0.5)
+        .and_then(|m| m.with("loss", 0.125))
+        .expect("finite");
+    let v1 = b
+        .add_metrics("fraud/1", m, &actor("eval"))
+        .await
+        .expect("metrics");
+    assert_eq!(a.resolve("fraud/1").await.expect("resolve"), v1);
+
+    let v2 = register_bytes(&b, "fraud", "m.bin", "two").await;
+    assert_eq!(v2.number, num(2));
+    let v3 = register_bytes(&a, "fraud", "m.bin", "three").await;
+    assert_eq!(v3.number, num(3));
+    a.deprecate("fraud/3", "bad", &actor("bob"))
+        .await
+        .expect("deprecate");
+    assert_eq!(b.resolve("fraud@latest").await.expect("latest"), v2);
+    assert_eq!(
+        a.model("fraud").await.expect("model"),
+        b.model("fraud").await.expect("model")
+    );
+    create(&b, "churn").await;
+    assert_eq!(a.list_models().await.expect("list").len(), 2);
+    assert_eq!(a.model("churn").await.expect("model").seq(), 1);
+}
+
+/// Float values (metrics, tolerances, hyperparameters) read back by another
+/// registry are bit-for-bit the values written. Each value below is printed by
+/// serde_json's shortest round-trip formatting and then parsed back one ULP off
+/// unless exact float parsing is on.
+pub async fn float_values_survive_storage_exactly(f: &Fixture) {
+    let values = [
+        ("auc", 0.938_357_243_529_977_3),
+        ("latency_ms", 120.248_387_963_306_97),
+        ("lr_found", 0.000_903_927_550_422_657_3),
+        ("tokens", 901_698_079.733_812_7),
+    ];
+    let reg = f.registry();
+    let spec = MetricSpec::maximize().with_tolerance(values[0].1);
+    reg.create_model(
+        "fraud",
+        CreateModel::by(actor("alice"))
+            .metric("auc", spec)
+            .expect("valid"),
+    )
+    .await
+    .expect("create");
+    let mut metrics = Metrics::new();
+    for (name, value) in values {
+        metrics = metrics.with(name, value).expect("finite");
+    }
+    let provenance = Provenance {
+        hyperparameters: BTreeMap::from([("lr".to_owned(), HyperValue::Float(values[1].1))]),
+        ..Provenance::default()
+    };
+    let written = register_with(
+        &reg,
+        "fraud",
+        "m.bin",
+        "w",
+        NewVersion::by(actor("ci"))
+            .metrics(metrics)
+            .provenance(provenance),
+    )
+    .await;
+
+    let read = f.fresh().await.resolve("fraud/1").await.expect("resolve");
+    for (name, value) in values {
+        let got = read.metrics.get(name).expect("metric present");
+        assert_eq!(
+            got.to_bits(),
+            value.to_bits(),
+            "{name}: wrote {value:?}, read {got:?}"
+        );
+    }
+    assert_eq!(
+        read.provenance.hyperparameters.get("lr"),
+        Some(&HyperValue::Float(values[1].1))
+    );
+    assert_eq!(read, written);
+    let fresh_state = f.fresh().await.model("fraud").await.expect("model");
+    assert_eq!(fresh_state.metric_specs()[&key("auc")], spec);
+    assert_eq!(fresh_state, reg.model("fraud").await.expect("model"));
+}
+
+/// With a checkpoint every 3 events, the checkpoint covers event 9 of 10; a cold
+/// registry (from the checkpoint) and one that clears its cache fold to exactly the
+/// state a replay of the whole history gives, and keep working from there.
+pub async fn checkpoints_fold_to_the_same_state(f: &Fixture) {
+    let reg = f.registry_with(|b| b.checkpoint_every(3));
+    let who = actor("alice");
+    create(&reg, "fraud").await; // 1
+    for i in 0..4 {
+        register_bytes(&reg, "fraud", "m.bin", format!("weights {i}")).await; // 2..=5
+    }
+    let m = |v: f64| Metrics::new().with("auc", v).expect("finite");
+    reg.add_metrics("fraud/1", m(0.5), &who)
+        .await
+        .expect("metrics"); // 6
+    reg.add_metrics("fraud/2", m(0.75), &who)
+        .await
+        .expect("metrics"); // 7
+    reg.set_version_tags("fraud/3", tags(&[("stage", "prod")]), vec![], &who)
+        .await
+        .expect("tags"); // 8
+    reg.deprecate("fraud/1", "old", &who)
+        .await
+        .expect("deprecate"); // 9
+    reg.set_model_tags("fraud", tags(&[("team", "risk")]), vec![], &who)
+        .await
+        .expect("model tags"); // 10
+
+    let history = reg.history("fraud").await.expect("history");
+    assert_eq!(history.len(), 10);
+    let replayed = ModelState::replay(history.clone()).expect("replay");
+    assert_eq!(reg.model("fraud").await.expect("model"), replayed);
+
+    let name = ModelName::new("fraud").expect("valid");
+    let cp = reg
+        .metadata_store()
+        .latest_checkpoint("fraud")
+        .await
+        .expect("read checkpoint")
+        .expect("a checkpoint was written");
+    assert_eq!(cp.seq, 9);
+    let at_nine = ModelState::replay(history[..9].to_vec()).expect("replay");
+    assert_eq!(
+        decode_checkpoint(&name, 9, &cp.bytes).expect("decodes"),
+        at_nine
+    );
+
+    let cold = f.fresh().await;
+    assert_eq!(cold.model("fraud").await.expect("model"), replayed);
+    reg.clear_cache();
+    assert_eq!(reg.model("fraud").await.expect("model"), replayed);
+    let no_checkpoints = f.registry_with(|b| b.checkpoint_every(0));
+    assert_eq!(
+        no_checkpoints.model("fraud").await.expect("model"),
+        replayed
+    );
+
+    // A registry that started from the checkpoint writes on top of it correctly.
+    let v5 = register_bytes(&cold, "fraud", "m.bin", "weights 4").await;
+    assert_eq!(v5.number, num(5));
+    let history = reg.history("fraud").await.expect("history");
+    assert_eq!(history.len(), 11);
+    let replayed = ModelState::replay(history).expect("replay");
+    assert_eq!(reg.model("fraud").await.expect("model"), replayed);
+    assert_eq!(
+        f.fresh().await.model("fraud").await.expect("model"),
+        replayed
+    );
+}
+
+/// A fresh registry over the same stores sees every model, version, event and
+/// byte written by another.
+pub async fn reopened_registry_sees_everything(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "fraud").await;
+    create(&reg, "churn").await;
+    let files = sample_files();
+    let src = f.scratch().join("src");
+    write_tree(&src, &as_refs(&files));
+    reg.register(
+        "fraud",
+        ArtifactSource::dir(&src),
+        NewVersion::by(actor("ci")),
+    )
+    .await
+    .expect("register");
+    register_bytes(&reg, "fraud", "m.bin", "two").await;
+    register_bytes(&reg, "churn", "m.bin", "one").await;
+    let state = reg.model("fraud").await.expect("model");
+    let history = reg.history("fraud").await.expect("history");
+    drop(reg);
+
+    let reopened = f.fresh().await;
+    assert_eq!(reopened.list_models().await.expect("list").len(), 2);
+    assert_eq!(reopened.model("fraud").await.expect("model"), state);
+    assert_eq!(reopened.history("fraud").await.expect("history"), history);
+    assert_eq!(version_count(&reopened, "churn").await, 1);
+    let dest = f.scratch().join("out");
+    reopened
+        .fetch("fraud/1", &dest, FetchOptions::new())
+        .await
+        .expect("fetch");
+    assert_eq!(read_tree(&dest), tree(&as_refs(&files)));
+    reopened.verify("fraud/2").await.expect("verify");
+}
+
+// ----- concurrency -----------------------------------------------------------------
+
+/// Runs `per_task` registrations in each of `tasks` tasks, task `t` using
+/// `registries[t % len]`, all on model `concurrent`; then checks that the numbers
+/// are exactly 1..=N, that each payload is the version its registration returned,
+/// and that every version verifies.
+async fn concurrent_registrations(registries: Vec<Registry>, tasks: usize, per_task: usize) {
+    let reg = registries[0].clone();
+    create(&reg, "concurrent").await;
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let r = registries[t % registries.len()].clone();
+        handles.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            for i in 0..per_task {
+                let payload = format!("task {t} item {i}");
+                let v = register_bytes(&r, "concurrent", "payload.bin", payload.clone()).await;
+                got.push((payload, v));
+            }
+            got
+        }));
+    }
+    let mut by_payload = BTreeMap::new();
+    for h in handles {
+        for (payload, v) in h.await.expect("task did not panic") {
+            by_payload.insert(payload, v);
+        }
+    }
+    let total = tasks * per_task;
+    assert_eq!(by_payload.len(), total);
+    let mut returned: Vec<u64> = by_payload.values().map(|v| v.number.get()).collect();
+    returned.sort_unstable();
+    assert_eq!(returned, (1..=total as u64).collect::<Vec<_>>());
+
+    let versions = reg
+        .list_versions("concurrent", &VersionFilter::new())
+        .await
+        .expect("list");
+    assert_eq!(numbers(&versions), (1..=total as u64).collect::<Vec<_>>());
+    for (payload, v) in &by_payload {
+        let stored = &versions[(v.number.get() - 1) as usize];
+        assert_eq!(stored, v, "{payload}");
+        let manifest = reg
+            .manifest(VersionRef::number(
+                ModelName::new("concurrent").expect("valid"),
+                v.number,
+            ))
+            .await
+            .expect("manifest");
+        assert_eq!(
+            entry_triples(manifest.entries()),
+            expected_entries(&[("payload.bin", payload.as_bytes())]),
+            "version {}",
+            v.number
+        );
+        let report = reg
+            .verify(format!("concurrent/{}", v.number))
+            .await
+            .expect("verify");
+        assert_eq!(report.files, 1);
+    }
+    let history = reg.history("concurrent").await.expect("history");
+    assert_eq!(
+        history.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=total as u64 + 1).collect::<Vec<_>>()
+    );
+}
+
+/// 8 tasks × 5 registrations on clones of one registry: numbers 1..=40, no gaps
+/// or duplicates.
+pub async fn concurrent_writers_on_clones(f: &Fixture) {
+    concurrent_registrations(vec![f.registry()], 8, 5).await;
+}
+
+/// 8 tasks × 5 registrations spread over 4 registries that share only the stores,
+/// so writers race for log positions and must retry.
+pub async fn concurrent_writers_on_separate_registries(f: &Fixture) {
+    let mut registries = Vec::new();
+    for _ in 0..4 {
+        registries.push(f.fresh().await);
+    }
+    concurrent_registrations(registries, 8, 5).await;
+}
+
+// ----- hostile input -----------------------------------------------------------------
+
+/// In-memory paths that could escape a fetch directory are `InvalidPath` when the
+/// source is built; duplicates, case collisions and file-versus-directory clashes
+/// are `InvalidPath` at registration, which registers nothing.
+pub async fn hostile_in_memory_paths_are_rejected(f: &Fixture) {
+    for bad in [
+        "../x",
+        "/etc/passwd",
+        "a/../../b",
+        "a\0b",
+        "",
+        "a//b",
+        "./a",
+        "a/",
+        "a\\b",
+        "C:/x",
+    ] {
+        assert_err!(ArtifactSource::bytes(bad, "x"), Error::InvalidPath { .. });
+    }
+    assert_err!(
+        ArtifactSource::files([("ok.bin", "x"), ("../evil", "y")]),
+        Error::InvalidPath { .. }
+    );
+
+    let reg = f.registry();
+    create(&reg, "fraud").await;
+    let clashes: [[(&'static str, &'static str); 2]; 3] = [
+        [("model.bin", "a"), ("model.bin", "b")],
+        [("Model.bin", "a"), ("model.bin", "b")],
+        [("a", "file"), ("a/b", "nested")],
+    ];
+    for files in clashes {
+        let source = ArtifactSource::files(files).expect("each path is valid on its own");
+        let e = assert_err!(
+            reg.register("fraud", source, NewVersion::by(actor("ci")))
+                .await,
+            Error::InvalidPath { .. }
+        );
+        assert!(
+            e.to_string().contains("model.bin") || e.to_string().contains("a/b"),
+            "{e}"
+        );
+    }
+    assert_eq!(version_count(&reg, "fraud").await, 0);
+    assert_eq!(event_count(&reg, "fraud").await, 1);
+}

@@ -1,0 +1,369 @@
+//! Behaviour only a registry in a local directory has: directory sources with
+//! symbolic links and special files, several processes writing one directory, and
+//! what a reopened directory shows.
+
+#[macro_use]
+mod common;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::backends::local_blob_path;
+use common::registry_suite::{
+    actor, blobs, create, entries, entry_triples, event_count, expected_entries, listed, read_tree,
+    register_bytes, tags, tree, version_count, write_tree,
+};
+use modelreg::{ArtifactSource, Error, FetchOptions, Metrics, NewVersion, Registry, VersionFilter};
+use tempfile::TempDir;
+
+/// Opens the registry in `dir`.
+async fn open(dir: &Path) -> Registry {
+    Registry::open_local(dir)
+        .await
+        .unwrap_or_else(|e| panic!("open {}: {e}", dir.display()))
+}
+
+/// Registers the directory `src` as a version of `model`.
+async fn register_dir(
+    reg: &Registry,
+    model: &str,
+    src: &Path,
+) -> modelreg::Result<modelreg::VersionRecord> {
+    reg.register(model, ArtifactSource::dir(src), NewVersion::by(actor("ci")))
+        .await
+}
+
+// ----- directory sources -------------------------------------------------------------
+
+/// A symbolic link leading out of the source directory, to a file or to a
+/// directory, is `InvalidPath`, and nothing is registered or uploaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn symlink_out_of_the_source_is_rejected() {
+    let tmp = TempDir::new().expect("temp dir");
+    let reg = open(&tmp.path().join("registry")).await;
+    create(&reg, "fraud").await;
+    let outside = tmp.path().join("outside");
+    write_tree(&outside, &[("secret.txt", b"do not upload")]);
+
+    let src = tmp.path().join("src-file-link");
+    write_tree(&src, &[("model.bin", b"weights")]);
+    std::os::unix::fs::symlink(outside.join("secret.txt"), src.join("notes.txt")).expect("symlink");
+    let e = assert_err!(
+        register_dir(&reg, "fraud", &src).await,
+        Error::InvalidPath { .. }
+    );
+    assert!(e.to_string().contains("notes.txt"), "{e}");
+
+    let src = tmp.path().join("src-dir-link");
+    write_tree(&src, &[("model.bin", b"weights")]);
+    std::os::unix::fs::symlink(&outside, src.join("extra")).expect("symlink");
+    assert_err!(
+        register_dir(&reg, "fraud", &src).await,
+        Error::InvalidPath { .. }
+    );
+
+    // A relative link that climbs out is just as outside.
+    let src = tmp.path().join("src-relative-link");
+    write_tree(&src, &[("model.bin", b"weights")]);
+    std::os::unix::fs::symlink("../outside/secret.txt", src.join("up.txt")).expect("symlink");
+    assert_err!(
+        register_dir(&reg, "fraud", &src).await,
+        Error::InvalidPath { .. }
+    );
+
+    assert_eq!(version_count(&reg, "fraud").await, 0);
+    assert_eq!(event_count(&reg, "fraud").await, 1);
+    assert!(blobs(&reg).await.is_empty());
+}
+
+/// Symbolic links that stay inside the source directory are followed: the linked
+/// file, or the linked directory's files, are stored under the link's path, and
+/// fetch writes them as regular files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn symlink_inside_the_source_is_followed() {
+    let tmp = TempDir::new().expect("temp dir");
+    let reg = open(&tmp.path().join("registry")).await;
+    create(&reg, "fraud").await;
+    let src = tmp.path().join("src");
+    write_tree(&src, &[("real/w.bin", b"weights"), ("config.json", b"{}")]);
+    std::os::unix::fs::symlink("real/w.bin", src.join("alias.bin")).expect("symlink");
+    std::os::unix::fs::symlink(src.join("real"), src.join("linked")).expect("symlink");
+
+    let v1 = register_dir(&reg, "fraud", &src).await.expect("register");
+    assert_eq!((v1.files, v1.size), (4, 3 * 7 + 2));
+    let files: [(&str, &[u8]); 4] = [
+        ("alias.bin", b"weights"),
+        ("config.json", b"{}"),
+        ("linked/w.bin", b"weights"),
+        ("real/w.bin", b"weights"),
+    ];
+    let manifest = reg.manifest("fraud/1").await.expect("manifest");
+    assert_eq!(entry_triples(manifest.entries()), expected_entries(&files));
+
+    let dest = tmp.path().join("out");
+    reg.fetch("fraud/1", &dest, FetchOptions::new())
+        .await
+        .expect("fetch");
+    assert_eq!(read_tree(&dest), tree(&files));
+    for (path, _) in files {
+        let meta = std::fs::symlink_metadata(dest.join(path)).expect("stat");
+        assert!(meta.file_type().is_file(), "{path} is not a regular file");
+    }
+}
+
+/// A FIFO in the source directory is `InvalidPath` (reading it would block
+/// forever), and nothing is registered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifo_in_the_source_is_rejected() {
+    let tmp = TempDir::new().expect("temp dir");
+    let reg = open(&tmp.path().join("registry")).await;
+    create(&reg, "fraud").await;
+    let src = tmp.path().join("src");
+    write_tree(&src, &[("model.bin", b"weights")]);
+    let status = Command::new("mkfifo")
+        .arg(src.join("pipe"))
+        .status()
+        .expect("run mkfifo");
+    assert!(status.success(), "mkfifo failed: {status}");
+
+    let e = assert_err!(
+        register_dir(&reg, "fraud", &src).await,
+        Error::InvalidPath { .. }
+    );
+    assert!(e.to_string().contains("pipe"), "{e}");
+    assert_eq!(version_count(&reg, "fraud").await, 0);
+    assert!(blobs(&reg).await.is_empty());
+}
+
+/// File names that cannot be stored as artifact paths: not UTF-8, or two names that
+/// differ only in letter case (they would collide when fetched on macOS or
+/// Windows). Both are `InvalidPath`, and nothing is registered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unstorable_file_names_are_rejected() {
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = TempDir::new().expect("temp dir");
+    let reg = open(&tmp.path().join("registry")).await;
+    create(&reg, "fraud").await;
+
+    let src = tmp.path().join("src-bytes");
+    write_tree(&src, &[("model.bin", b"weights")]);
+    let name = std::ffi::OsStr::from_bytes(b"caf\xe9.bin");
+    std::fs::write(src.join(name), b"latin-1 name").expect("write");
+    assert_err!(
+        register_dir(&reg, "fraud", &src).await,
+        Error::InvalidPath { .. }
+    );
+
+    let src = tmp.path().join("src-case");
+    write_tree(&src, &[("Model.bin", b"upper"), ("model.bin", b"lower")]);
+    assert_err!(
+        register_dir(&reg, "fraud", &src).await,
+        Error::InvalidPath { .. }
+    );
+    assert_eq!(version_count(&reg, "fraud").await, 0);
+    assert_eq!(event_count(&reg, "fraud").await, 1);
+}
+
+// ----- the directory on disk ---------------------------------------------------------
+
+/// Blobs live at `artifacts/blobs/v1/blake3/<2 hex>/<2 hex>/<hex>`, read-only, and
+/// a registry opened afresh on the same directory (as after a restart) sees every
+/// model, version, event, tag, metric and byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopened_directory_sees_everything() {
+    let tmp = TempDir::new().expect("temp dir");
+    let dir = tmp.path().join("registry");
+    let (state, history) = {
+        let reg = open(&dir).await;
+        create(&reg, "fraud").await;
+        create(&reg, "churn").await;
+        let v1 = register_bytes(&reg, "fraud", "model.bin", "weights one").await;
+        register_bytes(&reg, "fraud", "model.bin", "weights two").await;
+        register_bytes(&reg, "churn", "model.bin", "churn weights").await;
+        let m = Metrics::new().with("auc", 0.75).expect("finite");
+        reg.add_metrics("fraud/1", m, &actor("eval"))
+            .await
+            .expect("metrics");
+        reg.set_version_tags("fraud/2", tags(&[("stage", "prod")]), vec![], &actor("bob"))
+            .await
+            .expect("tags");
+        reg.deprecate("fraud/1", "old", &actor("bob"))
+            .await
+            .expect("deprecate");
+
+        let artifacts = dir.join("artifacts");
+        for d in [v1.artifact, common::registry_suite::digest(b"weights one")] {
+            let path = local_blob_path(&artifacts, &d);
+            let mode = std::fs::metadata(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o222, 0, "{} is writable: {mode:o}", path.display());
+        }
+        (
+            reg.model("fraud").await.expect("model"),
+            reg.history("fraud").await.expect("history"),
+        )
+    };
+
+    let reg = open(&dir).await;
+    assert_eq!(reg.list_models().await.expect("list").len(), 2);
+    assert_eq!(reg.model("fraud").await.expect("model"), state);
+    assert_eq!(reg.history("fraud").await.expect("history"), history);
+    assert_eq!(
+        reg.resolve("fraud@latest")
+            .await
+            .expect("latest")
+            .number
+            .get(),
+        2
+    );
+    assert_eq!(
+        listed(
+            &reg,
+            "fraud",
+            VersionFilter::new()
+                .tag_value("stage", "prod")
+                .expect("key")
+        )
+        .await,
+        vec![2]
+    );
+    assert_eq!(version_count(&reg, "churn").await, 1);
+    let dest = tmp.path().join("out");
+    reg.fetch("fraud/1", &dest, FetchOptions::new())
+        .await
+        .expect("fetch");
+    assert_eq!(read_tree(&dest), tree(&[("model.bin", b"weights one")]));
+    for r in ["fraud/1", "fraud/2", "churn/1"] {
+        reg.verify(r).await.expect("verify");
+    }
+}
+
+// ----- several processes -------------------------------------------------------------
+
+/// How many child processes write at once.
+const CHILDREN: usize = 6;
+/// How many versions each child registers.
+const PER_CHILD: usize = 10;
+/// Tells a child process which registry directory to write to.
+const CHILD_DIR: &str = "MODELREG_CHILD_DIR";
+/// Tells a child process its number, which makes its payloads distinct.
+const CHILD_ID: &str = "MODELREG_CHILD_ID";
+
+/// The payload child `child` registers as its `i`-th version.
+fn payload(child: usize, i: usize) -> String {
+    format!("child {child} version {i}")
+}
+
+/// Not a test on its own: the body of one child process of
+/// [`several_processes_register_into_one_directory`], which runs this test binary
+/// with only this test selected. Without the environment variable it does nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_process_child() {
+    let Some(dir) = std::env::var_os(CHILD_DIR) else {
+        return;
+    };
+    let child: usize = std::env::var(CHILD_ID)
+        .expect("child id")
+        .parse()
+        .expect("child id is a number");
+    let reg = open(Path::new(&dir)).await;
+    for i in 0..PER_CHILD {
+        register_bytes(&reg, "shared", "payload.bin", payload(child, i)).await;
+    }
+}
+
+/// Six processes register ten versions each into one directory at once: every
+/// child succeeds, the numbers are exactly 1..=60, every payload is there once,
+/// each child's versions are in the order it registered them, and every version
+/// fetches and verifies from a registry opened afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_processes_register_into_one_directory() {
+    let tmp = TempDir::new().expect("temp dir");
+    let dir = tmp.path().join("registry");
+    create(&open(&dir).await, "shared").await;
+
+    let exe = std::env::current_exe().expect("current test binary");
+    let children: Vec<_> = (0..CHILDREN)
+        .map(|child| {
+            Command::new(&exe)
+                .args([
+                    "--exact",
+                    "multi_process_child",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(CHILD_DIR, &dir)
+                .env(CHILD_ID, child.to_string())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn child")
+        })
+        .collect();
+    let outputs: Vec<Output> = tokio::task::spawn_blocking(move || {
+        children
+            .into_iter()
+            .map(|c| c.wait_with_output().expect("wait for child"))
+            .collect()
+    })
+    .await
+    .expect("join");
+    for (child, out) in outputs.iter().enumerate() {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "child {child} failed ({}):\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Guards against the filter matching nothing, which also exits 0.
+        assert!(
+            stdout.contains("1 passed"),
+            "child {child} ran no test:\n{stdout}"
+        );
+    }
+
+    let reg = open(&dir).await;
+    let total = CHILDREN * PER_CHILD;
+    assert_eq!(
+        listed(&reg, "shared", VersionFilter::new()).await,
+        (1..=total as u64).collect::<Vec<_>>()
+    );
+    let mut version_of = BTreeMap::new();
+    let out = tmp.path().join("fetched");
+    for n in 1..=total {
+        let r = format!("shared/{n}");
+        let dest = out.join(n.to_string());
+        reg.fetch(r.as_str(), &dest, FetchOptions::new())
+            .await
+            .unwrap_or_else(|e| panic!("fetch {r}: {e}"));
+        let files = read_tree(&dest);
+        assert_eq!(files.len(), 1, "{r}: {files:?}");
+        let bytes = files.get("payload.bin").expect("payload.bin");
+        let text = String::from_utf8(bytes.clone()).expect("utf-8 payload");
+        assert_eq!(version_of.insert(text, n), None, "{r} repeats a payload");
+        reg.verify(r.as_str())
+            .await
+            .unwrap_or_else(|e| panic!("verify {r}: {e}"));
+    }
+    for child in 0..CHILDREN {
+        let versions: Vec<usize> = (0..PER_CHILD)
+            .map(|i| {
+                *version_of
+                    .get(&payload(child, i))
+                    .unwrap_or_else(|| panic!("{} is missing", payload(child, i)))
+            })
+            .collect();
+        assert!(
+            versions.windows(2).all(|w| w[0] < w[1]),
+            "child {child}'s versions out of order: {versions:?}"
+        );
+    }
+    assert_eq!(version_of.len(), total);
+    assert_eq!(event_count(&reg, "shared").await, total + 1);
+    assert_eq!(entries(&out).len(), total);
+}
