@@ -59,9 +59,10 @@ impl ArtifactSource {
     }
 
     /// Several in-memory files.
-    pub fn files<I, B>(files: I) -> Result<Self>
+    pub fn files<I, P, B>(files: I) -> Result<Self>
     where
-        I: IntoIterator<Item = (&'static str, B)>,
+        I: IntoIterator<Item = (P, B)>,
+        P: Into<String>,
         B: Into<Bytes>,
     {
         files
@@ -76,22 +77,34 @@ impl ArtifactSource {
 const CONCURRENCY: usize = 4;
 
 /// Stores every file of `source` that the store does not have yet, then the
-/// manifest, and returns the manifest and its digest. Bytes already stored are not
-/// uploaded again. Nothing here touches metadata: a failure leaves at most
-/// unreferenced blobs.
+/// manifest, and returns the manifest and its digest.
+///
+/// Everything is hashed and the manifest built (which checks every path) before
+/// any byte is uploaded, so a source the manifest rejects leaves nothing behind.
+/// Bytes already stored are not uploaded again. Nothing here touches metadata: a
+/// failure while uploading leaves at most unreferenced blobs.
 pub(crate) async fn ingest(
     store: &dyn ArtifactStore,
     source: ArtifactSource,
 ) -> Result<(Manifest, Digest)> {
-    let entries = match source {
+    let manifest = match source {
         ArtifactSource::Bytes(files) => {
             let mut entries = Vec::with_capacity(files.len());
+            let mut blobs = Vec::with_capacity(files.len());
             for (path, bytes) in files {
-                let size = bytes.len() as u64;
-                let digest = store.put_bytes(bytes).await?;
-                entries.push(ManifestEntry { path, size, digest });
+                let digest = Digest::of(&bytes);
+                entries.push(ManifestEntry {
+                    path,
+                    size: bytes.len() as u64,
+                    digest,
+                });
+                blobs.push(bytes);
             }
-            entries
+            let manifest = Manifest::new(entries)?;
+            for bytes in blobs {
+                store.put_bytes(bytes).await?;
+            }
+            manifest
         }
         ArtifactSource::File(path) => {
             let name = path
@@ -114,19 +127,13 @@ pub(crate) async fn ingest(
                 }
                 Err(e) => return Err(Error::io(&path, e)),
             }
-            let file = SourceFile { rel, abs: path };
-            vec![store_file(store, file).await?]
+            store_files(store, vec![SourceFile { rel, abs: path }]).await?
         }
         ArtifactSource::Dir(dir) => {
             let files = blocking(move || walk(&dir)).await??;
-            futures::stream::iter(files)
-                .map(|f| store_file(store, f))
-                .buffer_unordered(CONCURRENCY)
-                .try_collect()
-                .await?
+            store_files(store, files).await?
         }
     };
-    let manifest = Manifest::new(entries)?;
     let digest = store.put_bytes(Bytes::from(manifest.to_bytes())).await?;
     Ok((manifest, digest))
 }
@@ -136,18 +143,38 @@ struct SourceFile {
     abs: PathBuf,
 }
 
-async fn store_file(store: &dyn ArtifactStore, file: SourceFile) -> Result<ManifestEntry> {
-    let abs = file.abs.clone();
-    let (digest, size) =
-        blocking(move || hash_file(&abs).map_err(|e| Error::io(&abs, e))).await??;
-    if !store.contains(&digest).await? {
-        store.put_file(&digest, &file.abs).await?;
-    }
-    Ok(ManifestEntry {
-        path: file.rel,
-        size,
-        digest,
-    })
+/// Hashes local files, builds their manifest, then uploads the blobs the store
+/// lacks, a few files at a time.
+async fn store_files(store: &dyn ArtifactStore, files: Vec<SourceFile>) -> Result<Manifest> {
+    let hashed: Vec<(ManifestEntry, PathBuf)> = futures::stream::iter(files)
+        .map(|f| async move {
+            let abs = f.abs.clone();
+            let (digest, size) =
+                blocking(move || hash_file(&abs).map_err(|e| Error::io(&abs, e))).await??;
+            Ok::<_, Error>((
+                ManifestEntry {
+                    path: f.rel,
+                    size,
+                    digest,
+                },
+                f.abs,
+            ))
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect()
+        .await?;
+    let manifest = Manifest::new(hashed.iter().map(|(e, _)| e.clone()).collect())?;
+    futures::stream::iter(hashed)
+        .map(|(entry, abs)| async move {
+            if !store.contains(&entry.digest).await? {
+                store.put_file(&entry.digest, &abs).await?;
+            }
+            Ok::<_, Error>(())
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect::<()>()
+        .await?;
+    Ok(manifest)
 }
 
 /// Runs blocking work on tokio's blocking pool.

@@ -50,7 +50,7 @@ use futures::stream::{self, BoxStream};
 use super::fsutil::{self, PublishMode, Published, TempFile};
 use super::{
     ArtifactStore, BlobMeta, ByteStream, Checkpoint, LinkMode, LogRecord, Materialized,
-    MetadataStore, check_log_key,
+    MetadataStore, check_log_key, check_seq,
 };
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -278,6 +278,7 @@ fn has_records(root: &Root, records: &Path) -> Result<bool> {
 impl MetadataStore for LocalMetadataStore {
     async fn append(&self, log: &str, seq: u64, record: Bytes) -> Result<()> {
         check_log_key(log)?;
+        check_seq(log, seq)?;
         let log = log.to_owned();
         let key = format!(
             "{LOGS_DIR}/{log}/{RECORDS}/{}",

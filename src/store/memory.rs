@@ -16,7 +16,7 @@ use futures::stream::{self, BoxStream};
 
 use super::{
     ArtifactStore, BlobMeta, ByteStream, Checkpoint, LinkMode, LogRecord, Materialized,
-    MetadataStore, check_log_key,
+    MetadataStore, check_log_key, check_seq,
 };
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -62,6 +62,7 @@ impl MemoryMetadataStore {
 impl MetadataStore for MemoryMetadataStore {
     async fn append(&self, log: &str, seq: u64, record: Bytes) -> Result<()> {
         check_log_key(log)?;
+        check_seq(log, seq)?;
         let mut logs = lock(&self.inner);
         let entries = logs.records.entry(log.to_owned()).or_default();
         if entries.contains_key(&seq) {

@@ -59,7 +59,8 @@ pub struct Checkpoint {
 /// Contract, which the conformance suite checks for every implementation:
 /// - a log key is one path segment: 1 to 255 bytes, none of `/`, `\`, NUL, not `.`
 ///   or `..`; anything else is [`Error::InvalidName`];
-/// - records of a log are numbered from 1; [`append`](Self::append) of number `seq`
+/// - records of a log are numbered from 1 (appending 0 is [`Error::InvalidInput`]);
+///   [`append`](Self::append) of number `seq`
 ///   succeeds only if no record `seq` exists in that log, and otherwise fails with
 ///   [`Error::AlreadyExists`] without changing anything: of any number of concurrent
 ///   appends of the same `seq`, exactly one succeeds;
@@ -190,6 +191,17 @@ pub trait ArtifactStoreExt: ArtifactStore {
 }
 
 impl<T: ArtifactStore + ?Sized> ArtifactStoreExt for T {}
+
+/// Checks a record number against the [`MetadataStore`] contract (numbered from 1).
+pub(crate) fn check_seq(log: &str, seq: u64) -> Result<()> {
+    if seq == 0 {
+        return Err(Error::invalid_input(
+            format!("record 0 of log '{log}'"),
+            "records are numbered from 1",
+        ));
+    }
+    Ok(())
+}
 
 /// Checks a log key against the [`MetadataStore`] contract.
 pub(crate) fn check_log_key(log: &str) -> Result<()> {

@@ -1675,7 +1675,7 @@ pub async fn concurrent_writers_on_separate_registries(f: &Fixture) {
 
 /// In-memory paths that could escape a fetch directory are `InvalidPath` when the
 /// source is built; duplicates, case collisions and file-versus-directory clashes
-/// are `InvalidPath` at registration, which registers nothing.
+/// are `InvalidPath` at registration, which registers and stores nothing.
 pub async fn hostile_in_memory_paths_are_rejected(f: &Fixture) {
     for bad in [
         "../x",
@@ -1698,6 +1698,7 @@ pub async fn hostile_in_memory_paths_are_rejected(f: &Fixture) {
 
     let reg = f.registry();
     create(&reg, "fraud").await;
+    let blobs_before = blobs(&reg).await;
     let clashes: [[(&'static str, &'static str); 2]; 3] = [
         [("model.bin", "a"), ("model.bin", "b")],
         [("Model.bin", "a"), ("model.bin", "b")],
@@ -1717,4 +1718,6 @@ pub async fn hostile_in_memory_paths_are_rejected(f: &Fixture) {
     }
     assert_eq!(version_count(&reg, "fraud").await, 0);
     assert_eq!(event_count(&reg, "fraud").await, 1);
+    // Paths are checked before any byte moves: a rejected source stores nothing.
+    assert_eq!(blobs(&reg).await, blobs_before);
 }

@@ -75,6 +75,7 @@ macro_rules! metadata_suite {
                     read_stops_at_first_gap,
                     duplicate_append_fails_and_keeps_original,
                     invalid_log_keys_are_rejected,
+                    record_zero_is_rejected,
                     unusual_but_valid_log_keys_work,
                     list_logs_returns_exactly_logs_with_records,
                     checkpoints_return_highest_seq,
@@ -325,6 +326,14 @@ pub async fn invalid_log_keys_are_rejected(store: &dyn MetadataStore) {
         );
     }
     assert_eq!(store.list_logs().await.unwrap(), Vec::<String>::new());
+}
+
+pub async fn record_zero_is_rejected(store: &dyn MetadataStore) {
+    let r = store.append("log", 0, "x".into()).await;
+    assert!(matches!(r, Err(Error::InvalidInput { .. })), "{r:?}");
+    assert_eq!(store.list_logs().await.unwrap(), Vec::<String>::new());
+    store.append("log", 1, "first".into()).await.unwrap();
+    assert_eq!(store.read_after("log", 0, 10).await.unwrap().len(), 1);
 }
 
 pub async fn unusual_but_valid_log_keys_work(store: &dyn MetadataStore) {
