@@ -113,7 +113,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("config.json: {config}");
 
     // 6. The audit trail.
-    for event in registry.history("churn").await? {
+    for event in registry.events("churn").await? {
         println!(
             "  event {:>3}  {}  {:<20} by {}",
             event.seq,

@@ -9,6 +9,7 @@
 use std::path::PathBuf;
 
 use crate::digest::Digest;
+use crate::domain::lifecycle::{GateVerdict, Stage};
 
 /// A boxed error from a lower layer (an I/O error, an object store error, …).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -89,6 +90,53 @@ pub enum Error {
         model: String,
         /// How many attempts were made.
         attempts: u32,
+    },
+
+    /// The transition table does not allow moving a version from its stage to the
+    /// requested one.
+    #[error(
+        "cannot move {model}/{version} from {from} to {to}: allowed targets from {from} are {}",
+        list_stages(allowed)
+    )]
+    InvalidTransition {
+        /// The model.
+        model: String,
+        /// The version number.
+        version: u64,
+        /// Its current stage.
+        from: Stage,
+        /// The stage requested.
+        to: Stage,
+        /// Where it may go from `from`.
+        allowed: Vec<Stage>,
+    },
+
+    /// One or more gates refused a transition (or a protected alias move). Nothing
+    /// changed.
+    #[error(
+        "moving {model}/{version} to {to} was refused: {}",
+        list_failures(failed)
+    )]
+    GateRejected {
+        /// The model.
+        model: String,
+        /// The version number.
+        version: u64,
+        /// The stage requested (production, for a protected alias).
+        to: Stage,
+        /// Every gate that refused, with its reason.
+        failed: Vec<GateVerdict>,
+    },
+
+    /// What a command was based on changed while it ran (another writer promoted,
+    /// moved the same version, rolled back or moved the alias first). Nothing was
+    /// written; re-read the state and decide again.
+    #[error("{what} of model '{model}' changed while this command ran; nothing was written")]
+    ConcurrentChange {
+        /// The model.
+        model: String,
+        /// What changed, e.g. `the production version (was 3, now 4)`.
+        what: String,
     },
 
     /// Bytes did not hash to the digest they were stored or referenced under.
@@ -215,6 +263,25 @@ impl Error {
             source,
         }
     }
+}
+
+fn list_stages(stages: &[Stage]) -> String {
+    if stages.is_empty() {
+        return "none".into();
+    }
+    stages
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn list_failures(failed: &[GateVerdict]) -> String {
+    failed
+        .iter()
+        .map(|v| format!("{}: {}", v.gate, v.reason))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Shortens user input quoted in an error message to at most 200 characters.

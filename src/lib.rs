@@ -92,8 +92,9 @@ pub use digest::Digest;
 pub use domain::*;
 pub use error::{Error, Result};
 pub use registry::{
-    ArtifactSource, CreateModel, FetchOptions, FetchReport, IntoModelName, IntoVersionRef,
-    NewVersion, Registry, RegistryBuilder, RetryPolicy, VerifyReport, VersionFilter,
+    ArtifactSource, CreateModel, FetchOptions, FetchReport, HistoryFilter, IntoModelName,
+    IntoVersionRef, NewVersion, Registry, RegistryBuilder, RetryPolicy, SetAlias, VerifyReport,
+    VersionFilter,
 };
 
 /// The README's examples, compiled as doctests so they cannot rot.

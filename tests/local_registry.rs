@@ -204,14 +204,14 @@ async fn reopened_directory_sees_everything() {
         }
         (
             reg.model("fraud").await.expect("model"),
-            reg.history("fraud").await.expect("history"),
+            reg.events("fraud").await.expect("events"),
         )
     };
 
     let reg = open(&dir).await;
     assert_eq!(reg.list_models().await.expect("list").len(), 2);
     assert_eq!(reg.model("fraud").await.expect("model"), state);
-    assert_eq!(reg.history("fraud").await.expect("history"), history);
+    assert_eq!(reg.events("fraud").await.expect("events"), history);
     assert_eq!(
         reg.resolve("fraud@latest")
             .await

@@ -369,7 +369,7 @@ async fn checkpoint_faults_never_change_the_state() {
         .expect("written once checkpoints work");
     assert_eq!(cp.seq, 6);
 
-    let history = reg.history("fraud").await.expect("history");
+    let history = reg.events("fraud").await.expect("events");
     let replayed = ModelState::replay(history).expect("replay");
     assert_eq!(
         stores.registry(8, 2).model("fraud").await.expect("model"),
@@ -388,7 +388,7 @@ async fn checkpoint_faults_never_change_the_state() {
     let cold = stores.registry(8, 2);
     let v4 = register_bytes(&cold, "fraud", "m.bin", "v3").await;
     assert_eq!(v4.number.get(), 4);
-    let history = stores.healthy().history("fraud").await.expect("history");
+    let history = stores.healthy().events("fraud").await.expect("events");
     assert_eq!(history.len(), 7);
     assert_eq!(
         stores.healthy().model("fraud").await.expect("model"),
@@ -418,8 +418,7 @@ async fn a_checkpoint_that_disagrees_with_the_log_is_ignored() {
         .await
         .expect("put");
     register_bytes(&reg, "fraud", "m.bin", "two").await;
-    let replayed =
-        ModelState::replay(reg.history("fraud").await.expect("history")).expect("replay");
+    let replayed = ModelState::replay(reg.events("fraud").await.expect("events")).expect("replay");
     assert_eq!(replayed.versions().len(), 2);
     assert_eq!(
         stores.healthy().model("fraud").await.expect("model"),

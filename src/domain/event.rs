@@ -5,14 +5,23 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::name::{Actor, MetricName, ModelName, TagKey};
+use super::lifecycle::{Decision, GateSpec, GateVerdict, Stage};
+use super::name::{Actor, AliasName, MetricName, ModelName, TagKey};
 use super::record::{MetricSpec, Metrics, Tags, VersionRecord};
 use super::reference::VersionNumber;
 use crate::error::{Error, Result};
 
-/// The event format version written by this build. Adding an optional field keeps
-/// it; a new kind of event or a changed meaning bumps it.
-pub const EVENT_FORMAT: u32 = 1;
+/// The newest event format version this build reads and writes. Adding an optional
+/// field keeps it; a new kind of event or a changed meaning bumps it.
+///
+/// - 1: model, version, metrics, tags, metric specs, deprecation events;
+/// - 2: adds the lifecycle events (stage changes, rollback, approvals, aliases,
+///   gates).
+///
+/// Each event is written with the lowest format that has its kind
+/// ([`EventKind::format`]), so a log that uses no lifecycle event stays readable by
+/// builds that only know format 1.
+pub const EVENT_FORMAT: u32 = 2;
 
 /// One change to a model, with who made it and when.
 ///
@@ -87,6 +96,83 @@ pub enum EventKind {
         /// Why.
         reason: String,
     },
+    /// A version moved from one stage to another after every gate passed. When it
+    /// moved to production, the previous production version (if any) was archived
+    /// in the same event.
+    StageChanged {
+        /// The version.
+        version: VersionNumber,
+        /// Its stage before.
+        from: Stage,
+        /// Its stage after.
+        to: Stage,
+        /// Why.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        reason: String,
+        /// Every gate's verdict (all passed).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        gates: Vec<GateVerdict>,
+        /// The production version archived by this promotion.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        archived: Option<VersionNumber>,
+    },
+    /// Production went back to the version that held it before the current one,
+    /// which was archived.
+    RolledBack {
+        /// The version back in production.
+        restored: VersionNumber,
+        /// The version that left production.
+        displaced: VersionNumber,
+        /// Why.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        reason: String,
+    },
+    /// An approver approved or rejected moving a version to a stage.
+    ApprovalRecorded {
+        /// The version.
+        version: VersionNumber,
+        /// The target stage decided on.
+        stage: Stage,
+        /// Approve or reject.
+        decision: Decision,
+        /// Why.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        comment: String,
+    },
+    /// An alias was set or moved.
+    AliasSet {
+        /// The alias.
+        alias: AliasName,
+        /// The version it now points at.
+        version: VersionNumber,
+        /// Whether moving or removing it must pass the production gates.
+        #[serde(default)]
+        protected: bool,
+        /// Why.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        reason: String,
+        /// Gate verdicts, when the alias was protected (all passed).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        gates: Vec<GateVerdict>,
+    },
+    /// An alias was removed.
+    AliasRemoved {
+        /// The alias.
+        alias: AliasName,
+        /// Why.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        reason: String,
+        /// Gate verdicts, when the alias was protected (all passed).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        gates: Vec<GateVerdict>,
+    },
+    /// The stored gates for moving versions into a stage were replaced.
+    GatesSet {
+        /// The target stage.
+        stage: Stage,
+        /// The gates (empty: none).
+        gates: Vec<GateSpec>,
+    },
 }
 
 impl EventKind {
@@ -99,6 +185,25 @@ impl EventKind {
             EventKind::TagsSet { .. } => "tags_set",
             EventKind::MetricSpecsSet { .. } => "metric_specs_set",
             EventKind::VersionDeprecated { .. } => "version_deprecated",
+            EventKind::StageChanged { .. } => "stage_changed",
+            EventKind::RolledBack { .. } => "rolled_back",
+            EventKind::ApprovalRecorded { .. } => "approval_recorded",
+            EventKind::AliasSet { .. } => "alias_set",
+            EventKind::AliasRemoved { .. } => "alias_removed",
+            EventKind::GatesSet { .. } => "gates_set",
+        }
+    }
+
+    /// The lowest event format that has this kind (see [`EVENT_FORMAT`]).
+    pub fn format(&self) -> u32 {
+        match self {
+            EventKind::ModelCreated { .. }
+            | EventKind::VersionRegistered { .. }
+            | EventKind::MetricsAdded { .. }
+            | EventKind::TagsSet { .. }
+            | EventKind::MetricSpecsSet { .. }
+            | EventKind::VersionDeprecated { .. } => 1,
+            _ => 2,
         }
     }
 
@@ -107,9 +212,16 @@ impl EventKind {
         match self {
             EventKind::VersionRegistered { version } => Some(version.number),
             EventKind::MetricsAdded { version, .. }
-            | EventKind::VersionDeprecated { version, .. } => Some(*version),
+            | EventKind::VersionDeprecated { version, .. }
+            | EventKind::StageChanged { version, .. }
+            | EventKind::ApprovalRecorded { version, .. }
+            | EventKind::AliasSet { version, .. } => Some(*version),
+            EventKind::RolledBack { restored, .. } => Some(*restored),
             EventKind::TagsSet { version, .. } => *version,
-            EventKind::ModelCreated { .. } | EventKind::MetricSpecsSet { .. } => None,
+            EventKind::ModelCreated { .. }
+            | EventKind::MetricSpecsSet { .. }
+            | EventKind::AliasRemoved { .. }
+            | EventKind::GatesSet { .. } => None,
         }
     }
 }
@@ -139,7 +251,7 @@ impl Event {
         // Serializing these types cannot fail: no maps with non-string keys, no
         // non-finite floats (rejected on construction).
         serde_json::to_vec(&WireOut {
-            format: EVENT_FORMAT,
+            format: self.kind.format(),
             event: self,
         })
         .unwrap_or_default()
@@ -155,7 +267,7 @@ impl Event {
         let record = || format!("event {seq} of model '{model}'");
         let f: FormatOnly = serde_json::from_slice(bytes)
             .map_err(|e| Error::corrupt(record(), format!("undecodable: {e}")))?;
-        if f.format != EVENT_FORMAT {
+        if f.format == 0 || f.format > EVENT_FORMAT {
             return Err(Error::UnsupportedFormat {
                 record: record(),
                 found: f.format,
@@ -164,8 +276,17 @@ impl Event {
         }
         let wire: WireIn = serde_json::from_slice(bytes)
             .map_err(|e| Error::corrupt(record(), format!("undecodable: {e}")))?;
-        let _ = wire.format;
         let event = wire.event;
+        if event.kind.format() > wire.format {
+            return Err(Error::corrupt(
+                record(),
+                format!(
+                    "a {} event cannot appear in format {}",
+                    event.kind.name(),
+                    wire.format
+                ),
+            ));
+        }
         if event.seq != seq || event.model != *model {
             return Err(Error::corrupt(
                 record(),
@@ -214,12 +335,12 @@ mod tests {
     fn future_format_misplaced_and_garbage_records_are_typed_errors() {
         let model = ModelName::new("fraud").unwrap();
         let json = String::from_utf8(sample().to_bytes()).unwrap();
-        let future = json.replace("\"format\":1", "\"format\":2");
+        let future = json.replace("\"format\":1", "\"format\":3");
         assert!(matches!(
             Event::from_bytes(&model, 2, future.as_bytes()),
             Err(Error::UnsupportedFormat {
-                found: 2,
-                supported: 1,
+                found: 3,
+                supported: 2,
                 ..
             })
         ));

@@ -2,6 +2,7 @@
 //! fold of events into [`ModelState`]. Pure: no I/O, no knowledge of any store.
 
 pub mod event;
+pub mod lifecycle;
 pub mod manifest;
 pub mod name;
 pub mod record;
@@ -9,6 +10,10 @@ pub mod reference;
 pub mod state;
 
 pub use event::{EVENT_FORMAT, Event, EventKind};
+pub use lifecycle::{
+    AliasTarget, Approval, Baseline, Decision, Gate, GatePolicy, GateSpec, GateVerdict, Stage,
+    Transition,
+};
 pub use manifest::{MANIFEST_FORMAT, Manifest, ManifestEntry, RelPath};
 pub use name::{Actor, AliasName, MetricName, ModelName, TagKey};
 pub use record::{

@@ -112,7 +112,9 @@ checked_string! {
     /// - 1 to 64 characters;
     /// - only lowercase ASCII letters, digits, `-` and `_`;
     /// - starts with a letter;
-    /// - not `latest`, which always means the newest version.
+    /// - not `latest` (the newest version) nor a stage name (`none`, `staging`,
+    ///   `validation`, `production`, `archived`), which references resolve from
+    ///   the lifecycle.
     ///
     /// ```
     /// use modelreg::AliasName;
@@ -120,6 +122,7 @@ checked_string! {
     /// assert!(AliasName::new("canary-eu_1").is_ok());
     ///
     /// assert!(AliasName::new("latest").is_err());   // reserved
+    /// assert!(AliasName::new("production").is_err()); // reserved
     /// assert!(AliasName::new("1st").is_err());      // starts with a digit
     /// assert!(AliasName::new("Champion").is_err()); // upper case
     /// assert!(AliasName::new("a.b").is_err());      // '.' not allowed
@@ -193,6 +196,16 @@ fn check_model_name(s: &str) -> Result<()> {
     Ok(())
 }
 
+/// Names an alias cannot have: `latest` and the stage names.
+pub(crate) const RESERVED_ALIASES: [&str; 6] = [
+    "latest",
+    "none",
+    "staging",
+    "validation",
+    "production",
+    "archived",
+];
+
 fn check_alias_name(s: &str) -> Result<()> {
     const KIND: &str = "alias";
     check_len(KIND, s, 64)?;
@@ -213,11 +226,11 @@ fn check_alias_name(s: &str) -> Result<()> {
             format!("character {c:?} is not allowed; use a-z, 0-9, '-' and '_'"),
         ));
     }
-    if s == "latest" {
+    if RESERVED_ALIASES.contains(&s) {
         return Err(Error::invalid_name(
             KIND,
             s,
-            "'latest' is reserved: it always means the newest version",
+            "is reserved: 'latest' means the newest version and stage names resolve from the lifecycle",
         ));
     }
     Ok(())

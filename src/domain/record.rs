@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::lifecycle::{Approval, Stage};
 use super::name::{Actor, MetricName, ModelName, TagKey, check_text};
 use super::reference::VersionNumber;
 use crate::digest::Digest;
@@ -517,6 +518,19 @@ pub struct VersionRecord {
     /// and digest, but `@latest` skips it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deprecated: Option<Deprecation>,
+    /// Its lifecycle stage (`none` when registered).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub stage: Stage,
+    /// When it entered its current stage (absent: still in `none` since creation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage_since: Option<DateTime<Utc>>,
+    /// The latest decision of each approver, per target stage.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub approvals: BTreeMap<Stage, BTreeMap<Actor, Approval>>,
+}
+
+fn is_default<T: Default + PartialEq>(t: &T) -> bool {
+    *t == T::default()
 }
 
 /// Why and when a version was deprecated.

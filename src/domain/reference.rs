@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use super::lifecycle::Stage;
 use super::name::{AliasName, ModelName};
 use crate::digest::Digest;
 use crate::error::{Error, Result, truncate};
@@ -74,6 +75,9 @@ pub enum Selector {
     Latest,
     /// `name@champion`: whatever the alias points at.
     Alias(AliasName),
+    /// `name@production`: the version in production; `name@staging`,
+    /// `name@validation`, `name@archived`: the newest version in that stage.
+    Stage(Stage),
     /// `name#blake3:…`: the version whose artifact has this digest (the newest one,
     /// if several versions share an artifact).
     Digest(Digest),
@@ -90,6 +94,7 @@ pub enum Selector {
 /// | `fraud:1.4.0` | the version labelled semver 1.4.0 |
 /// | `fraud@latest` | the newest version that is not deprecated |
 /// | `fraud@champion` | the version the alias `champion` points at |
+/// | `fraud@production` | the version in production (`@staging`, `@validation`, `@archived`: the newest in that stage) |
 /// | `fraud#blake3:<64 hex>` | the version whose artifact has that digest |
 ///
 /// ```
@@ -99,7 +104,7 @@ pub enum Selector {
 /// assert!(matches!(r.selector, Selector::Number(n) if n.get() == 7));
 /// assert_eq!(r.to_string(), "fraud/7");
 ///
-/// for ok in ["fraud:1.4.0-rc.1", "fraud@latest", "fraud@champion"] {
+/// for ok in ["fraud:1.4.0-rc.1", "fraud@latest", "fraud@champion", "fraud@production"] {
 ///     assert_eq!(ok.parse::<VersionRef>().unwrap().to_string(), ok);
 /// }
 ///
@@ -144,6 +149,7 @@ impl fmt::Display for VersionRef {
             Selector::Semver(v) => write!(f, "{}:{v}", self.model),
             Selector::Latest => write!(f, "{}@latest", self.model),
             Selector::Alias(a) => write!(f, "{}@{a}", self.model),
+            Selector::Stage(st) => write!(f, "{}@{st}", self.model),
             Selector::Digest(d) => write!(f, "{}#{d}", self.model),
         }
     }
@@ -189,6 +195,15 @@ impl FromStr for VersionRef {
                     .map_err(|e| fail(at, format!("invalid semver: {e}")))?,
             ),
             b'@' if rest == "latest" => Selector::Latest,
+            b'@' if rest == "none" => {
+                return Err(fail(
+                    at,
+                    "'none' is not a selector: reference unstaged versions by number".into(),
+                ));
+            }
+            b'@' if rest.parse::<Stage>().is_ok() => {
+                Selector::Stage(rest.parse().map_err(|e: Error| fail(at, e.to_string()))?)
+            }
             b'@' => Selector::Alias(AliasName::new(rest).map_err(|e| fail(at, e.to_string()))?),
             _ => Selector::Digest(rest.parse().map_err(|e: Error| fail(at, e.to_string()))?),
         };
@@ -249,15 +264,17 @@ mod tests {
             n in 1u64..u64::MAX,
             major in 0u64..1000, minor in 0u64..1000, patch in 0u64..1000,
             alias in "[a-z][a-z0-9_-]{0,10}",
-            kind in 0u8..5,
+            kind in 0u8..6,
+            stage in 1usize..5,
         ) {
-            prop_assume!(alias != "latest");
+            prop_assume!(AliasName::new(alias.clone()).is_ok());
             let model = ModelName::new(model).unwrap();
             let selector = match kind {
                 0 => Selector::Number(VersionNumber::new(n).unwrap()),
                 1 => Selector::Semver(semver::Version::new(major, minor, patch)),
                 2 => Selector::Latest,
                 3 => Selector::Alias(AliasName::new(alias).unwrap()),
+                4 => Selector::Stage(Stage::ALL[stage]),
                 _ => Selector::Digest(Digest::of(&n.to_le_bytes())),
             };
             let r = VersionRef { model, selector };

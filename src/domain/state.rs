@@ -6,14 +6,16 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::event::{Event, EventKind};
-use super::name::{Actor, MetricName, ModelName, check_text};
+use super::lifecycle::{AliasTarget, Approval, GatePolicy, Stage};
+use super::name::{Actor, AliasName, MetricName, ModelName, check_text};
 use super::record::{Deprecation, MetricSpec, Tags, VersionRecord, check_tags};
 use super::reference::{Selector, VersionNumber, VersionRef};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 
-/// The checkpoint format version written by this build.
-pub const CHECKPOINT_FORMAT: u32 = 1;
+/// The checkpoint format version written by this build. Format 2 added the
+/// lifecycle (stages, aliases, approvals, gates); format 1 checkpoints still load.
+pub const CHECKPOINT_FORMAT: u32 = 2;
 
 /// Everything known about one model: the fold of its events up to some position.
 ///
@@ -38,9 +40,15 @@ pub struct ModelState {
     versions: Vec<VersionRecord>,
     seq: u64,
     updated_at: DateTime<Utc>,
+    aliases: BTreeMap<AliasName, AliasTarget>,
+    /// Every version that entered production, in order; the last one is in
+    /// production unless it was archived directly. Rollback pops it.
+    production_history: Vec<VersionNumber>,
+    gates: GatePolicy,
     // Derived indexes, rebuilt from `versions`.
     by_semver: BTreeMap<semver::Version, VersionNumber>,
     by_digest: HashMap<Digest, Vec<VersionNumber>>,
+    production: Option<VersionNumber>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -57,6 +65,12 @@ struct StateWire {
     versions: Vec<VersionRecord>,
     seq: u64,
     updated_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    aliases: BTreeMap<AliasName, AliasTarget>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    production_history: Vec<VersionNumber>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    gates: GatePolicy,
 }
 
 impl TryFrom<StateWire> for ModelState {
@@ -72,8 +86,12 @@ impl TryFrom<StateWire> for ModelState {
             versions: Vec::with_capacity(w.versions.len()),
             seq: w.seq,
             updated_at: w.updated_at,
+            aliases: w.aliases,
+            production_history: w.production_history,
+            gates: w.gates,
             by_semver: BTreeMap::new(),
             by_digest: HashMap::new(),
+            production: None,
         };
         for v in w.versions {
             if v.number.get() != s.versions.len() as u64 + 1 {
@@ -83,6 +101,15 @@ impl TryFrom<StateWire> for ModelState {
                 ));
             }
             s.index(&v);
+            if v.stage == Stage::Production {
+                if s.production.is_some() {
+                    return Err(Error::corrupt(
+                        format!("state of model '{}'", s.name),
+                        "two versions in production",
+                    ));
+                }
+                s.production = Some(v.number);
+            }
             s.versions.push(v);
         }
         Ok(s)
@@ -101,6 +128,9 @@ impl From<ModelState> for StateWire {
             versions: s.versions,
             seq: s.seq,
             updated_at: s.updated_at,
+            aliases: s.aliases,
+            production_history: s.production_history,
+            gates: s.gates,
         }
     }
 }
@@ -140,8 +170,12 @@ impl ModelState {
             versions: Vec::new(),
             seq: 1,
             updated_at: event.time,
+            aliases: BTreeMap::new(),
+            production_history: Vec::new(),
+            gates: GatePolicy::new(),
             by_semver: BTreeMap::new(),
             by_digest: HashMap::new(),
+            production: None,
         })
     }
 
@@ -180,10 +214,14 @@ impl ModelState {
                         )));
                     }
                 }
-                if version.deprecated.is_some() {
+                if version.deprecated.is_some()
+                    || version.stage != Stage::None
+                    || version.stage_since.is_some()
+                    || !version.approvals.is_empty()
+                {
                     return Err(Error::invalid_input(
                         format!("version {} of model '{}'", version.number, self.name),
-                        "a new version cannot be deprecated",
+                        "a new version starts unstaged, unapproved and not deprecated",
                     ));
                 }
                 check_text("description", &version.description, 64 * 1024)?;
@@ -227,6 +265,122 @@ impl ModelState {
                 }
                 check_text("reason", reason, 64 * 1024)
             }
+            EventKind::StageChanged {
+                version,
+                from,
+                to,
+                reason,
+                gates,
+                archived,
+            } => {
+                let v = self.require(*version)?;
+                if v.stage != *from {
+                    return Err(Error::invalid_input(
+                        format!("stage change of {}/{version}", self.name),
+                        format!("the version is in {}, not {from}", v.stage),
+                    ));
+                }
+                if !from.can_move_to(*to) {
+                    return Err(Error::InvalidTransition {
+                        model: self.name.to_string(),
+                        version: version.get(),
+                        from: *from,
+                        to: *to,
+                        allowed: from.allowed_targets().to_vec(),
+                    });
+                }
+                check_verdicts(gates)?;
+                let expected = match to {
+                    Stage::Production => self.production.filter(|p| p != version),
+                    _ => None,
+                };
+                if *archived != expected {
+                    return Err(Error::invalid_input(
+                        format!("stage change of {}/{version}", self.name),
+                        "a promotion archives exactly the current production version",
+                    ));
+                }
+                check_text("reason", reason, 64 * 1024)
+            }
+            EventKind::RolledBack {
+                restored,
+                displaced,
+                reason,
+            } => {
+                let (current, previous) = self.rollback_pair().ok_or_else(|| {
+                    Error::invalid_input(
+                        format!("rollback of model '{}'", self.name),
+                        match self.production {
+                            None => "no version is in production",
+                            Some(_) => "no earlier version held production",
+                        },
+                    )
+                })?;
+                if (*displaced, *restored) != (current, previous) {
+                    return Err(Error::invalid_input(
+                        format!("rollback of model '{}'", self.name),
+                        format!("production would go back from {current} to {previous}"),
+                    ));
+                }
+                check_text("reason", reason, 64 * 1024)
+            }
+            EventKind::ApprovalRecorded {
+                version,
+                stage,
+                comment,
+                ..
+            } => {
+                self.require(*version)?;
+                if *stage == Stage::None {
+                    return Err(Error::invalid_input(
+                        "approval",
+                        "approvals are for a target stage, not 'none'",
+                    ));
+                }
+                check_text("comment", comment, 64 * 1024)
+            }
+            EventKind::AliasSet {
+                version,
+                reason,
+                gates,
+                ..
+            } => {
+                self.require(*version)?;
+                check_verdicts(gates)?;
+                check_text("reason", reason, 64 * 1024)
+            }
+            EventKind::AliasRemoved {
+                alias,
+                reason,
+                gates,
+            } => {
+                if !self.aliases.contains_key(alias) {
+                    return Err(Error::not_found(format!(
+                        "alias '{alias}' of model '{}'",
+                        self.name
+                    )));
+                }
+                check_verdicts(gates)?;
+                check_text("reason", reason, 64 * 1024)
+            }
+            EventKind::GatesSet { stage, gates } => {
+                if *stage == Stage::None {
+                    return Err(Error::invalid_input(
+                        "gates",
+                        "gates guard moves into a stage; 'none' is never a target",
+                    ));
+                }
+                gates.iter().try_for_each(|g| g.check_spec())
+            }
+        }
+    }
+
+    /// The (current, previous) production versions a rollback would swap.
+    fn rollback_pair(&self) -> Option<(VersionNumber, VersionNumber)> {
+        let current = self.production?;
+        match self.production_history.as_slice() {
+            [.., previous, last] if *last == current => Some((current, *previous)),
+            _ => None,
         }
     }
 
@@ -287,6 +441,74 @@ impl ModelState {
                     reason,
                 });
             }
+            EventKind::StageChanged {
+                version,
+                to,
+                archived,
+                ..
+            } => {
+                if let Some(old) = archived {
+                    self.set_stage(old, Stage::Archived, event.time);
+                }
+                self.set_stage(version, to, event.time);
+                if to == Stage::Production {
+                    self.production_history.push(version);
+                }
+            }
+            EventKind::RolledBack {
+                restored,
+                displaced,
+                ..
+            } => {
+                self.production_history.pop();
+                self.set_stage(displaced, Stage::Archived, event.time);
+                self.set_stage(restored, Stage::Production, event.time);
+            }
+            EventKind::ApprovalRecorded {
+                version,
+                stage,
+                decision,
+                comment,
+            } => {
+                self.version_mut(version)
+                    .approvals
+                    .entry(stage)
+                    .or_default()
+                    .insert(
+                        event.actor,
+                        Approval {
+                            decision,
+                            at: event.time,
+                            comment,
+                        },
+                    );
+            }
+            EventKind::AliasSet {
+                alias,
+                version,
+                protected,
+                ..
+            } => {
+                self.aliases.insert(
+                    alias,
+                    AliasTarget {
+                        version,
+                        protected,
+                        set_at: event.time,
+                        set_by: event.actor,
+                    },
+                );
+            }
+            EventKind::AliasRemoved { alias, .. } => {
+                self.aliases.remove(&alias);
+            }
+            EventKind::GatesSet { stage, gates } => {
+                if gates.is_empty() {
+                    self.gates.remove(&stage);
+                } else {
+                    self.gates.insert(stage, gates);
+                }
+            }
         }
         self.seq = event.seq;
         self.updated_at = event.time;
@@ -303,6 +525,19 @@ impl ModelState {
     fn require(&self, n: VersionNumber) -> Result<&VersionRecord> {
         self.version(n)
             .ok_or_else(|| Error::not_found(format!("version {}/{n}", self.name)))
+    }
+
+    /// Moves a version to `stage`, keeping the production pointer in step.
+    fn set_stage(&mut self, n: VersionNumber, stage: Stage, at: DateTime<Utc>) {
+        if self.production == Some(n) {
+            self.production = None;
+        }
+        if stage == Stage::Production {
+            self.production = Some(n);
+        }
+        let v = self.version_mut(n);
+        v.stage = stage;
+        v.stage_since = Some(at);
     }
 
     fn version_mut(&mut self, n: VersionNumber) -> &mut VersionRecord {
@@ -367,6 +602,49 @@ impl ModelState {
         VersionNumber::new(self.versions.len() as u64 + 1).unwrap_or(VersionNumber::FIRST)
     }
 
+    /// The version in production, if any.
+    pub fn production(&self) -> Option<&VersionRecord> {
+        self.production.and_then(|n| self.version(n))
+    }
+
+    /// Every version that entered production, oldest first (rollback walks it
+    /// back).
+    pub fn production_history(&self) -> &[VersionNumber] {
+        &self.production_history
+    }
+
+    /// The version production would return to on rollback, if any.
+    pub fn rollback_target(&self) -> Option<VersionNumber> {
+        self.rollback_pair().map(|(_, previous)| previous)
+    }
+
+    /// What an alias points at.
+    pub fn alias(&self, alias: &AliasName) -> Option<&AliasTarget> {
+        self.aliases.get(alias)
+    }
+
+    /// Every alias, by name.
+    pub fn aliases(&self) -> &BTreeMap<AliasName, AliasTarget> {
+        &self.aliases
+    }
+
+    /// The stored gates, per target stage.
+    pub fn gates(&self) -> &GatePolicy {
+        &self.gates
+    }
+
+    /// The latest decision of each approver on moving version `n` to `stage`.
+    pub fn approvals(
+        &self,
+        n: VersionNumber,
+        stage: Stage,
+    ) -> impl Iterator<Item = (&Actor, &Approval)> {
+        self.version(n)
+            .and_then(|v| v.approvals.get(&stage))
+            .into_iter()
+            .flatten()
+    }
+
     /// The newest version that is not deprecated.
     pub fn latest(&self) -> Option<&VersionRecord> {
         self.versions.iter().rev().find(|v| v.deprecated.is_none())
@@ -396,9 +674,23 @@ impl ModelState {
             Selector::Semver(v) => self.by_semver(v),
             Selector::Latest => self.latest(),
             Selector::Digest(d) => self.by_digest(d),
-            Selector::Alias(_) => None,
+            Selector::Alias(a) => self.alias(a).and_then(|t| self.version(t.version)),
+            Selector::Stage(Stage::Production) => self.production(),
+            Selector::Stage(st) => self.versions.iter().rev().find(|v| v.stage == *st),
         };
         found.ok_or_else(|| Error::not_found(format!("version {r}")))
+    }
+}
+
+/// Every recorded gate verdict must have passed: a refused transition is never
+/// appended.
+fn check_verdicts(gates: &[super::lifecycle::GateVerdict]) -> Result<()> {
+    match gates.iter().find(|g| !g.passed) {
+        Some(g) => Err(Error::invalid_input(
+            format!("gate verdict '{}'", g.gate),
+            "a recorded transition cannot have a failed gate",
+        )),
+        None => Ok(()),
     }
 }
 
@@ -444,7 +736,7 @@ pub fn decode_checkpoint(model: &ModelName, seq: u64, bytes: &[u8]) -> Result<Mo
     let record = || format!("checkpoint {seq} of model '{model}'");
     let f: Format = serde_json::from_slice(bytes)
         .map_err(|e| Error::corrupt(record(), format!("undecodable: {e}")))?;
-    if f.format != CHECKPOINT_FORMAT {
+    if f.format == 0 || f.format > CHECKPOINT_FORMAT {
         return Err(Error::UnsupportedFormat {
             record: record(),
             found: f.format,

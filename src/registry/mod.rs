@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::state::{decode_checkpoint, encode_checkpoint};
 use crate::domain::{
-    Actor, Event, EventKind, Manifest, MetricName, MetricSpec, Metrics, ModelName, ModelState,
-    TagKey, Tags, VersionRecord, VersionRef,
+    Actor, Event, EventKind, Gate, Manifest, MetricName, MetricSpec, Metrics, ModelName,
+    ModelState, Stage, TagKey, Tags, VersionRecord, VersionRef,
 };
 use crate::error::{Error, Result};
 use crate::store::{
@@ -23,11 +23,14 @@ use crate::store::{
 
 mod fetch;
 mod ingest;
+mod lifecycle;
 mod options;
 
 pub use fetch::{FetchReport, VerifyReport};
 pub use ingest::ArtifactSource;
-pub use options::{CreateModel, FetchOptions, NewVersion, RetryPolicy, VersionFilter};
+pub use options::{
+    CreateModel, FetchOptions, HistoryFilter, NewVersion, RetryPolicy, SetAlias, VersionFilter,
+};
 
 use ingest::blocking;
 
@@ -100,7 +103,11 @@ struct Inner {
     models: Mutex<HashMap<ModelName, Slot>>,
     retry: RetryPolicy,
     checkpoint_every: u64,
+    gates: InProcessGates,
 }
+
+/// Gates attached in this process, per (model, target stage).
+type InProcessGates = HashMap<(ModelName, Stage), Vec<Arc<dyn Gate>>>;
 
 /// An embedded model registry.
 ///
@@ -145,6 +152,7 @@ pub struct RegistryBuilder {
     artifacts: Option<Arc<dyn ArtifactStore>>,
     retry: RetryPolicy,
     checkpoint_every: Option<u64>,
+    gates: InProcessGates,
 }
 
 impl fmt::Debug for RegistryBuilder {
@@ -154,6 +162,7 @@ impl fmt::Debug for RegistryBuilder {
             .field("artifacts", &self.artifacts)
             .field("retry", &self.retry)
             .field("checkpoint_every", &self.checkpoint_every)
+            .field("gates", &self.gates)
             .finish()
     }
 }
@@ -185,6 +194,15 @@ impl RegistryBuilder {
         self
     }
 
+    /// Attaches an in-process [`Gate`] to moves of `model`'s versions into `stage`
+    /// (for production, also to moves of its protected aliases). It runs beside the
+    /// gates stored in the model's log, in this process only: use stored
+    /// [`GateSpec`](crate::GateSpec)s for rules every writer must obey.
+    pub fn gate(mut self, model: ModelName, stage: Stage, gate: Arc<dyn Gate>) -> Self {
+        self.gates.entry((model, stage)).or_default().push(gate);
+        self
+    }
+
     /// Builds the registry.
     pub fn build(self) -> Result<Registry> {
         let missing =
@@ -196,6 +214,7 @@ impl RegistryBuilder {
                 models: Mutex::new(HashMap::new()),
                 retry: self.retry,
                 checkpoint_every: self.checkpoint_every.unwrap_or(1000),
+                gates: self.gates,
             }),
         })
     }
@@ -237,6 +256,7 @@ impl Registry {
                 models: Mutex::new(HashMap::new()),
                 retry: RetryPolicy::default(),
                 checkpoint_every: 1000,
+                gates: HashMap::new(),
             }),
         }
     }
@@ -488,8 +508,9 @@ impl Registry {
         .await
     }
 
-    /// Every event of a model, oldest first: the audit trail.
-    pub async fn history(&self, model: impl IntoModelName) -> Result<Vec<Event>> {
+    /// Every event of a model, oldest first: the raw log. See
+    /// [`history`](Self::history) for the filtered audit trail.
+    pub async fn events(&self, model: impl IntoModelName) -> Result<Vec<Event>> {
         let model = model.into_model_name()?;
         let mut events = Vec::new();
         loop {
@@ -760,6 +781,9 @@ fn registered(
             provenance: v.provenance.clone(),
             metrics: v.metrics.clone(),
             deprecated: None,
+            stage: Stage::None,
+            stage_since: None,
+            approvals: BTreeMap::new(),
         }),
     }
 }

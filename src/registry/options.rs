@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::{Actor, MetricName, MetricSpec, Metrics, Provenance, Tags, VersionRecord};
+use crate::domain::{
+    Actor, Event, EventKind, MetricName, MetricSpec, Metrics, Provenance, Tags, VersionNumber,
+    VersionRecord,
+};
 use crate::error::Result;
 use crate::store::LinkMode;
 
@@ -265,5 +268,112 @@ impl RetryPolicy {
             .saturating_mul(1u32 << attempt.min(16))
             .min(self.max_delay);
         window.mul_f64(fastrand::f64())
+    }
+}
+
+/// Which events [`Registry::history`](crate::Registry::history) returns. Every
+/// condition set must hold; the default matches every event.
+///
+/// ```
+/// # fn main() -> modelreg::Result<()> {
+/// use modelreg::{Actor, HistoryFilter, VersionNumber};
+/// let f = HistoryFilter::new()
+///     .version(VersionNumber::new(3)?)
+///     .actor(Actor::new("alice")?)
+///     .kind("stage_changed")
+///     .kind("rolled_back");
+/// # let _ = f; Ok(()) }
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct HistoryFilter {
+    version: Option<VersionNumber>,
+    actor: Option<Actor>,
+    kinds: Vec<String>,
+}
+
+impl HistoryFilter {
+    /// Matches every event.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Events that involve version `v` (registered, moved, archived by a
+    /// promotion, restored or displaced by a rollback, approved, aliased, …).
+    pub fn version(mut self, v: VersionNumber) -> Self {
+        self.version = Some(v);
+        self
+    }
+
+    /// Events made by `actor`.
+    pub fn actor(mut self, actor: Actor) -> Self {
+        self.actor = Some(actor);
+        self
+    }
+
+    /// Events of this kind (`stage_changed`, `approval_recorded`, … as in
+    /// [`EventKind::name`]); call again to allow several kinds.
+    pub fn kind(mut self, kind: impl Into<String>) -> Self {
+        self.kinds.push(kind.into());
+        self
+    }
+
+    /// Whether `e` matches.
+    pub fn matches(&self, e: &Event) -> bool {
+        self.actor.as_ref().is_none_or(|a| *a == e.actor)
+            && (self.kinds.is_empty() || self.kinds.iter().any(|k| k == e.kind.name()))
+            && self.version.is_none_or(|v| involves(&e.kind, v))
+    }
+}
+
+fn involves(kind: &EventKind, v: VersionNumber) -> bool {
+    match kind {
+        EventKind::StageChanged {
+            version, archived, ..
+        } => *version == v || *archived == Some(v),
+        EventKind::RolledBack {
+            restored,
+            displaced,
+            ..
+        } => *restored == v || *displaced == v,
+        other => other.version() == Some(v),
+    }
+}
+
+/// How [`Registry::set_alias`](crate::Registry::set_alias) sets an alias.
+///
+/// ```
+/// # fn main() -> modelreg::Result<()> {
+/// use modelreg::{Actor, SetAlias};
+/// let opts = SetAlias::by(Actor::new("alice")?).reason("canary for EU").protected(true);
+/// # let _ = opts; Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct SetAlias {
+    pub(crate) actor: Actor,
+    pub(crate) reason: String,
+    pub(crate) protected: Option<bool>,
+}
+
+impl SetAlias {
+    /// Set by `actor`; protection unchanged (a new alias is unprotected).
+    pub fn by(actor: Actor) -> Self {
+        SetAlias {
+            actor,
+            reason: String::new(),
+            protected: None,
+        }
+    }
+
+    /// Why.
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = reason.into();
+        self
+    }
+
+    /// Protect the alias (moving or removing it must then pass the production
+    /// gates), or lift its protection (which itself must pass them).
+    pub fn protected(mut self, protected: bool) -> Self {
+        self.protected = Some(protected);
+        self
     }
 }

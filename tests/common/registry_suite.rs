@@ -115,7 +115,7 @@ pub async fn version_count(reg: &Registry, model: &str) -> usize {
 
 /// How many events `model`'s log has.
 pub async fn event_count(reg: &Registry, model: &str) -> usize {
-    reg.history(model).await.expect("history").len()
+    reg.events(model).await.expect("events").len()
 }
 
 /// Writes `files` (relative path, bytes) below `root`, creating directories.
@@ -323,7 +323,7 @@ pub async fn unknown_model_is_not_found(f: &Fixture) {
         reg.register("ghost", src(), v()).await,
         Error::NotFound { .. }
     );
-    assert_err!(reg.history("ghost").await, Error::NotFound { .. });
+    assert_err!(reg.events("ghost").await, Error::NotFound { .. });
     assert_err!(reg.model("ghost").await, Error::NotFound { .. });
     assert_err!(
         reg.list_versions("ghost", &VersionFilter::new()).await,
@@ -767,7 +767,7 @@ pub async fn metrics_are_merged(f: &Fixture) {
         Error::NotFound { .. }
     );
     // The replaced value stays in the history.
-    let history = reg.history("fraud").await.expect("history");
+    let history = reg.events("fraud").await.expect("events");
     let EventKind::VersionRegistered { version } = &history[1].kind else {
         panic!("event 2 is {:?}", history[1].kind);
     };
@@ -912,7 +912,7 @@ pub async fn history_records_every_event_in_order(f: &Fixture) {
         .await
         .expect("deprecate");
 
-    let events = reg.history("fraud").await.expect("history");
+    let events = reg.events("fraud").await.expect("events");
     let kinds: Vec<&str> = events.iter().map(|e| e.kind.name()).collect();
     assert_eq!(
         kinds,
@@ -1509,7 +1509,7 @@ pub async fn checkpoints_fold_to_the_same_state(f: &Fixture) {
         .await
         .expect("model tags"); // 10
 
-    let history = reg.history("fraud").await.expect("history");
+    let history = reg.events("fraud").await.expect("events");
     assert_eq!(history.len(), 10);
     let replayed = ModelState::replay(history.clone()).expect("replay");
     assert_eq!(reg.model("fraud").await.expect("model"), replayed);
@@ -1541,7 +1541,7 @@ pub async fn checkpoints_fold_to_the_same_state(f: &Fixture) {
     // A registry that started from the checkpoint writes on top of it correctly.
     let v5 = register_bytes(&cold, "fraud", "m.bin", "weights 4").await;
     assert_eq!(v5.number, num(5));
-    let history = reg.history("fraud").await.expect("history");
+    let history = reg.events("fraud").await.expect("events");
     assert_eq!(history.len(), 11);
     let replayed = ModelState::replay(history).expect("replay");
     assert_eq!(reg.model("fraud").await.expect("model"), replayed);
@@ -1570,13 +1570,13 @@ pub async fn reopened_registry_sees_everything(f: &Fixture) {
     register_bytes(&reg, "fraud", "m.bin", "two").await;
     register_bytes(&reg, "churn", "m.bin", "one").await;
     let state = reg.model("fraud").await.expect("model");
-    let history = reg.history("fraud").await.expect("history");
+    let history = reg.events("fraud").await.expect("events");
     drop(reg);
 
     let reopened = f.fresh().await;
     assert_eq!(reopened.list_models().await.expect("list").len(), 2);
     assert_eq!(reopened.model("fraud").await.expect("model"), state);
-    assert_eq!(reopened.history("fraud").await.expect("history"), history);
+    assert_eq!(reopened.events("fraud").await.expect("events"), history);
     assert_eq!(version_count(&reopened, "churn").await, 1);
     let dest = f.scratch().join("out");
     reopened
@@ -1648,7 +1648,7 @@ async fn concurrent_registrations(registries: Vec<Registry>, tasks: usize, per_t
             .expect("verify");
         assert_eq!(report.files, 1);
     }
-    let history = reg.history("concurrent").await.expect("history");
+    let history = reg.events("concurrent").await.expect("events");
     assert_eq!(
         history.iter().map(|e| e.seq).collect::<Vec<_>>(),
         (1..=total as u64 + 1).collect::<Vec<_>>()

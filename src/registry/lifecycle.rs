@@ -1,0 +1,450 @@
+//! Lifecycle commands: stage transitions through gates, approvals, rollback,
+//! aliases, stored gates, the audit trail and time travel.
+
+use chrono::{DateTime, Utc};
+
+use super::options::{HistoryFilter, SetAlias};
+use super::{IntoModelName, IntoVersionRef, Registry};
+use crate::domain::{
+    Actor, AliasName, Decision, Event, EventKind, Gate, GateSpec, GateVerdict, ModelName,
+    ModelState, Stage, Transition, VersionNumber, VersionRecord,
+};
+use crate::error::{Error, Result};
+
+impl Registry {
+    /// Moves a version to another stage.
+    ///
+    /// The move must be in the [transition table](Stage::allowed_targets)
+    /// ([`Error::InvalidTransition`] otherwise, naming the allowed targets), and
+    /// every gate for the target stage — stored ([`set_gates`](Self::set_gates))
+    /// and in-process ([`RegistryBuilder::gate`](crate::RegistryBuilder::gate)) —
+    /// must pass ([`Error::GateRejected`] lists every failed gate; nothing changes).
+    /// Moving a version to production archives the current production version in
+    /// the same event. The event records actor, time, from, to, reason and every
+    /// gate's verdict.
+    ///
+    /// If another writer changes the candidate's stage or the production version
+    /// while this runs, it fails with [`Error::ConcurrentChange`] rather than act
+    /// on a state the caller did not see.
+    pub async fn transition(
+        &self,
+        version: impl IntoVersionRef,
+        to: Stage,
+        actor: &Actor,
+        reason: impl Into<String>,
+    ) -> Result<Event> {
+        let r = version.into_version_ref()?;
+        let reason = reason.into();
+        let mut pinned: Option<(VersionNumber, Stage, Option<VersionNumber>)> = None;
+        let (event, _) = self
+            .commit(&r.model, actor, |s, time| {
+                let v = match pinned {
+                    None => s.resolve(&r.selector)?,
+                    Some((n, ..)) => s.version(n).ok_or_else(|| Error::not_found("version"))?,
+                };
+                let now = (v.number, v.stage, s.production().map(|p| p.number));
+                match pinned {
+                    None => pinned = Some(now),
+                    Some(then) => basis_unchanged(s, then, now)?,
+                }
+                let from = v.stage;
+                if !from.can_move_to(to) {
+                    return Err(Error::InvalidTransition {
+                        model: s.name().to_string(),
+                        version: v.number.get(),
+                        from,
+                        to,
+                        allowed: from.allowed_targets().to_vec(),
+                    });
+                }
+                let gates = self.run_gates(s, v, to, actor, time)?;
+                Ok(EventKind::StageChanged {
+                    version: v.number,
+                    from,
+                    to,
+                    reason: reason.clone(),
+                    gates,
+                    archived: match to {
+                        Stage::Production => s.production().map(|p| p.number),
+                        _ => None,
+                    },
+                })
+            })
+            .await?;
+        Ok(event)
+    }
+
+    /// Moves a version to production: [`transition`](Self::transition) to
+    /// [`Stage::Production`].
+    pub async fn promote(
+        &self,
+        version: impl IntoVersionRef,
+        actor: &Actor,
+        reason: impl Into<String>,
+    ) -> Result<Event> {
+        self.transition(version, Stage::Production, actor, reason)
+            .await
+    }
+
+    /// Records `approver`'s approval of moving a version to `stage`. The latest
+    /// decision of each approver counts.
+    pub async fn approve(
+        &self,
+        version: impl IntoVersionRef,
+        stage: Stage,
+        approver: &Actor,
+        comment: impl Into<String>,
+    ) -> Result<Event> {
+        self.decide(version, stage, approver, Decision::Approve, comment.into())
+            .await
+    }
+
+    /// Records `approver`'s rejection of moving a version to `stage`; an approvals
+    /// gate refuses while it stands.
+    pub async fn reject(
+        &self,
+        version: impl IntoVersionRef,
+        stage: Stage,
+        approver: &Actor,
+        comment: impl Into<String>,
+    ) -> Result<Event> {
+        self.decide(version, stage, approver, Decision::Reject, comment.into())
+            .await
+    }
+
+    async fn decide(
+        &self,
+        version: impl IntoVersionRef,
+        stage: Stage,
+        approver: &Actor,
+        decision: Decision,
+        comment: String,
+    ) -> Result<Event> {
+        let r = version.into_version_ref()?;
+        let mut pinned = None;
+        let (event, _) = self
+            .commit(&r.model, approver, |s, _| {
+                let n = match pinned {
+                    Some(n) => n,
+                    None => *pinned.insert(s.resolve(&r.selector)?.number),
+                };
+                Ok(EventKind::ApprovalRecorded {
+                    version: n,
+                    stage,
+                    decision,
+                    comment: comment.clone(),
+                })
+            })
+            .await?;
+        Ok(event)
+    }
+
+    /// Returns production to the version that held it before the current one, and
+    /// archives the current one, as one audited event. Rolling back twice goes two
+    /// steps back. Rollback is the emergency exit and passes no gates.
+    ///
+    /// [`Error::NotFound`] when no version is in production or none held it
+    /// before; [`Error::ConcurrentChange`] if production moved while this ran.
+    pub async fn rollback(
+        &self,
+        model: impl IntoModelName,
+        actor: &Actor,
+        reason: impl Into<String>,
+    ) -> Result<Event> {
+        let model = model.into_model_name()?;
+        let reason = reason.into();
+        let mut pinned: Option<Option<VersionNumber>> = None;
+        let (event, _) = self
+            .commit(&model, actor, |s, _| {
+                let current = s.production().map(|p| p.number);
+                match pinned {
+                    None => pinned = Some(current),
+                    Some(then) if then != current => {
+                        return Err(Error::ConcurrentChange {
+                            model: s.name().to_string(),
+                            what: format!(
+                                "the production version (was {}, now {})",
+                                show(then),
+                                show(current)
+                            ),
+                        });
+                    }
+                    Some(_) => {}
+                }
+                let displaced = current.ok_or_else(|| {
+                    Error::not_found(format!("a production version of model '{model}' to roll back"))
+                })?;
+                let restored = s.rollback_target().ok_or_else(|| {
+                    Error::not_found(format!(
+                        "an earlier production version of model '{model}' (only {displaced} ever held it)"
+                    ))
+                })?;
+                Ok(EventKind::RolledBack {
+                    restored,
+                    displaced,
+                    reason: reason.clone(),
+                })
+            })
+            .await?;
+        Ok(event)
+    }
+
+    /// Points `alias` of the referenced version's model at that version.
+    ///
+    /// If the alias is protected, or is being made protected, the move must pass
+    /// the model's production gates with the new target as the candidate.
+    pub async fn set_alias(
+        &self,
+        version: impl IntoVersionRef,
+        alias: &str,
+        options: SetAlias,
+    ) -> Result<Event> {
+        let r = version.into_version_ref()?;
+        let alias = AliasName::new(alias)?;
+        let mut pinned: Option<(VersionNumber, Option<VersionNumber>)> = None;
+        let (event, _) = self
+            .commit(&r.model, &options.actor, |s, time| {
+                let current = s.alias(&alias).cloned();
+                let v = match pinned {
+                    None => s.resolve(&r.selector)?,
+                    Some((n, _)) => s.version(n).ok_or_else(|| Error::not_found("version"))?,
+                };
+                let now = current.as_ref().map(|c| c.version);
+                match pinned {
+                    None => pinned = Some((v.number, now)),
+                    Some((_, then)) if then != now => {
+                        return Err(Error::ConcurrentChange {
+                            model: s.name().to_string(),
+                            what: format!(
+                                "alias '{alias}' (was {}, now {})",
+                                show(then),
+                                show(now)
+                            ),
+                        });
+                    }
+                    Some(_) => {}
+                }
+                let was_protected = current.is_some_and(|c| c.protected);
+                let protected = options.protected.unwrap_or(was_protected);
+                let gates = if was_protected || protected {
+                    self.run_gates(s, v, Stage::Production, &options.actor, time)?
+                } else {
+                    Vec::new()
+                };
+                Ok(EventKind::AliasSet {
+                    alias: alias.clone(),
+                    version: v.number,
+                    protected,
+                    reason: options.reason.clone(),
+                    gates,
+                })
+            })
+            .await?;
+        Ok(event)
+    }
+
+    /// Removes an alias. A protected alias's removal must pass the production gates
+    /// (with its current target as the candidate).
+    pub async fn remove_alias(
+        &self,
+        model: impl IntoModelName,
+        alias: &str,
+        actor: &Actor,
+        reason: impl Into<String>,
+    ) -> Result<Event> {
+        let model = model.into_model_name()?;
+        let alias = AliasName::new(alias)?;
+        let reason = reason.into();
+        let (event, _) = self
+            .commit(&model, actor, |s, time| {
+                let target = s.alias(&alias).ok_or_else(|| {
+                    Error::not_found(format!("alias '{alias}' of model '{model}'"))
+                })?;
+                let gates = match (target.protected, s.version(target.version)) {
+                    (true, Some(v)) => self.run_gates(s, v, Stage::Production, actor, time)?,
+                    _ => Vec::new(),
+                };
+                Ok(EventKind::AliasRemoved {
+                    alias: alias.clone(),
+                    reason: reason.clone(),
+                    gates,
+                })
+            })
+            .await?;
+        Ok(event)
+    }
+
+    /// Replaces the stored gates for moves into `stage` (an empty list removes
+    /// them). Stored gates are part of the model's log, so every writer applies
+    /// them.
+    pub async fn set_gates(
+        &self,
+        model: impl IntoModelName,
+        stage: Stage,
+        gates: Vec<GateSpec>,
+        actor: &Actor,
+    ) -> Result<Event> {
+        let model = model.into_model_name()?;
+        let (event, _) = self
+            .commit(&model, actor, |_, _| {
+                Ok(EventKind::GatesSet {
+                    stage,
+                    gates: gates.clone(),
+                })
+            })
+            .await?;
+        Ok(event)
+    }
+
+    /// The audit trail: the model's events that match `filter`, newest first.
+    pub async fn history(
+        &self,
+        model: impl IntoModelName,
+        filter: &HistoryFilter,
+    ) -> Result<Vec<Event>> {
+        let mut events = self.events(model).await?;
+        events.retain(|e| filter.matches(e));
+        events.reverse();
+        Ok(events)
+    }
+
+    /// The model as it was at time `at`: the fold of every event up to and
+    /// including `at`. [`Error::NotFound`] if the model did not exist yet.
+    pub async fn model_as_of(
+        &self,
+        model: impl IntoModelName,
+        at: DateTime<Utc>,
+    ) -> Result<ModelState> {
+        let model = model.into_model_name()?;
+        fold_until(&model, self.events(&model).await?, at)
+    }
+
+    /// Resolves a reference as it resolved at time `at`: which version was in
+    /// production, held an alias, or was the latest at that moment.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use modelreg::*;
+    /// let registry = Registry::in_memory();
+    /// let me = Actor::new("alice")?;
+    /// registry.create_model("fraud", CreateModel::by(me.clone())).await?;
+    /// for weights in ["v1", "v2"] {
+    ///     let v = registry.register("fraud", ArtifactSource::bytes("m.bin", weights)?, NewVersion::by(me.clone())).await?;
+    ///     for stage in [Stage::Staging, Stage::Validation, Stage::Production] {
+    ///         registry.transition(format!("fraud/{}", v.number), stage, &me, "").await?;
+    ///     }
+    /// }
+    /// let history = registry.history("fraud", &HistoryFilter::new().kind("stage_changed")).await?;
+    /// let first_promotion = history.iter().rev().find(|e| matches!(e.kind, EventKind::StageChanged { to: Stage::Production, .. })).unwrap();
+    /// let then = registry.resolve_as_of("fraud@production", first_promotion.time).await?;
+    /// let now = registry.resolve("fraud@production").await?;
+    /// assert_eq!((then.number.get(), now.number.get()), (1, 2));
+    /// # Ok::<(), modelreg::Error>(()) }).unwrap();
+    /// ```
+    pub async fn resolve_as_of(
+        &self,
+        reference: impl IntoVersionRef,
+        at: DateTime<Utc>,
+    ) -> Result<VersionRecord> {
+        let r = reference.into_version_ref()?;
+        let state = self.model_as_of(&r.model, at).await?;
+        state
+            .resolve(&r.selector)
+            .cloned()
+            .map_err(|_| Error::not_found(format!("version {r} as of {at}")))
+    }
+
+    /// Runs the stored and in-process gates for moving `v` to `to`; every verdict
+    /// if all pass, [`Error::GateRejected`] listing the failures otherwise.
+    fn run_gates(
+        &self,
+        s: &ModelState,
+        v: &VersionRecord,
+        to: Stage,
+        requester: &Actor,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<GateVerdict>> {
+        let t = Transition {
+            candidate: v,
+            from: v.stage,
+            to,
+            requester,
+            at,
+            state: s,
+        };
+        let stored = s.gates().get(&to).into_iter().flatten();
+        let stored = stored.map(|g| g as &dyn Gate);
+        let local = self
+            .inner
+            .gates
+            .get(&(s.name().clone(), to))
+            .into_iter()
+            .flatten()
+            .map(|g| g.as_ref());
+        let verdicts: Vec<GateVerdict> = stored
+            .chain(local)
+            .map(|g| {
+                let (passed, reason) = match g.check(&t) {
+                    Ok(why) => (true, why),
+                    Err(why) => (false, why),
+                };
+                GateVerdict {
+                    gate: g.name(),
+                    passed,
+                    reason,
+                }
+            })
+            .collect();
+        let failed: Vec<GateVerdict> = verdicts.iter().filter(|v| !v.passed).cloned().collect();
+        if failed.is_empty() {
+            Ok(verdicts)
+        } else {
+            Err(Error::GateRejected {
+                model: s.name().to_string(),
+                version: v.number.get(),
+                to,
+                failed,
+            })
+        }
+    }
+}
+
+/// Fails with [`Error::ConcurrentChange`] if the candidate's stage or the
+/// production version differ from what the first attempt saw.
+fn basis_unchanged(
+    s: &ModelState,
+    then: (VersionNumber, Stage, Option<VersionNumber>),
+    now: (VersionNumber, Stage, Option<VersionNumber>),
+) -> Result<()> {
+    let what = if then.1 != now.1 {
+        format!(
+            "the stage of version {} (was {}, now {})",
+            now.0, then.1, now.1
+        )
+    } else if then.2 != now.2 {
+        format!(
+            "the production version (was {}, now {})",
+            show(then.2),
+            show(now.2)
+        )
+    } else {
+        return Ok(());
+    };
+    Err(Error::ConcurrentChange {
+        model: s.name().to_string(),
+        what,
+    })
+}
+
+fn show(v: Option<VersionNumber>) -> String {
+    v.map_or_else(|| "none".into(), |n| n.to_string())
+}
+
+/// Folds the events up to and including time `at`.
+fn fold_until(model: &ModelName, events: Vec<Event>, at: DateTime<Utc>) -> Result<ModelState> {
+    let upto: Vec<Event> = events.into_iter().take_while(|e| e.time <= at).collect();
+    if upto.is_empty() {
+        return Err(Error::not_found(format!("model '{model}' as of {at}")));
+    }
+    ModelState::replay(upto)
+}
