@@ -7,7 +7,7 @@ use super::options::{HistoryFilter, SetAlias};
 use super::{IntoModelName, IntoVersionRef, Registry};
 use crate::domain::{
     Actor, AliasName, Decision, Event, EventKind, Gate, GateSpec, GateVerdict, ModelName,
-    ModelState, Stage, Transition, VersionNumber, VersionRecord,
+    ModelState, Stage, Transition, VersionNumber, VersionRecord, VersionRef,
 };
 use crate::error::{Error, Result};
 
@@ -23,9 +23,10 @@ impl Registry {
     /// the same event. The event records actor, time, from, to, reason and every
     /// gate's verdict.
     ///
-    /// If another writer changes the candidate's stage or the production version
-    /// while this runs, it fails with [`Error::ConcurrentChange`] rather than act
-    /// on a state the caller did not see.
+    /// If another writer changes the candidate's stage (or, for a promotion, the
+    /// production version) while this runs, it fails with
+    /// [`Error::ConcurrentChange`] rather than act on a state the caller did not
+    /// see.
     pub async fn transition(
         &self,
         version: impl IntoVersionRef,
@@ -35,18 +36,27 @@ impl Registry {
     ) -> Result<Event> {
         let r = version.into_version_ref()?;
         let reason = reason.into();
-        let mut pinned: Option<(VersionNumber, Stage, Option<VersionNumber>)> = None;
+        let mut number = None;
+        let mut basis = None;
         let (event, _) = self
             .commit(&r.model, actor, |s, time| {
-                let v = match pinned {
-                    None => s.resolve(&r.selector)?,
-                    Some((n, ..)) => s.version(n).ok_or_else(|| Error::not_found("version"))?,
+                let v = pinned_version(s, &r, &mut number)?;
+                // A promotion decides over the current production version; other
+                // moves only over the candidate's own stage.
+                let production = match to {
+                    Stage::Production => s.production().map(|p| p.number),
+                    _ => None,
                 };
-                let now = (v.number, v.stage, s.production().map(|p| p.number));
-                match pinned {
-                    None => pinned = Some(now),
-                    Some(then) => basis_unchanged(s, then, now)?,
-                }
+                pin(s, &mut basis, (v.stage, production), |then, now| {
+                    if then.0 != now.0 {
+                        format!(
+                            "the stage of version {} (was {}, now {})",
+                            v.number, then.0, now.0
+                        )
+                    } else {
+                        production_changed(then.1, now.1)
+                    }
+                })?;
                 let from = v.stage;
                 if !from.can_move_to(to) {
                     return Err(Error::InvalidTransition {
@@ -121,13 +131,10 @@ impl Registry {
         comment: String,
     ) -> Result<Event> {
         let r = version.into_version_ref()?;
-        let mut pinned = None;
+        let mut number = None;
         let (event, _) = self
             .commit(&r.model, approver, |s, _| {
-                let n = match pinned {
-                    Some(n) => n,
-                    None => *pinned.insert(s.resolve(&r.selector)?.number),
-                };
+                let n = pinned_version(s, &r, &mut number)?.number;
                 Ok(EventKind::ApprovalRecorded {
                     version: n,
                     stage,
@@ -153,24 +160,11 @@ impl Registry {
     ) -> Result<Event> {
         let model = model.into_model_name()?;
         let reason = reason.into();
-        let mut pinned: Option<Option<VersionNumber>> = None;
+        let mut basis = None;
         let (event, _) = self
             .commit(&model, actor, |s, _| {
                 let current = s.production().map(|p| p.number);
-                match pinned {
-                    None => pinned = Some(current),
-                    Some(then) if then != current => {
-                        return Err(Error::ConcurrentChange {
-                            model: s.name().to_string(),
-                            what: format!(
-                                "the production version (was {}, now {})",
-                                show(then),
-                                show(current)
-                            ),
-                        });
-                    }
-                    Some(_) => {}
-                }
+                pin(s, &mut basis, current, production_changed)?;
                 let displaced = current.ok_or_else(|| {
                     Error::not_found(format!("a production version of model '{model}' to roll back"))
                 })?;
@@ -201,29 +195,18 @@ impl Registry {
     ) -> Result<Event> {
         let r = version.into_version_ref()?;
         let alias = AliasName::new(alias)?;
-        let mut pinned: Option<(VersionNumber, Option<VersionNumber>)> = None;
+        let mut number = None;
+        let mut basis = None;
         let (event, _) = self
             .commit(&r.model, &options.actor, |s, time| {
+                let v = pinned_version(s, &r, &mut number)?;
                 let current = s.alias(&alias).cloned();
-                let v = match pinned {
-                    None => s.resolve(&r.selector)?,
-                    Some((n, _)) => s.version(n).ok_or_else(|| Error::not_found("version"))?,
-                };
-                let now = current.as_ref().map(|c| c.version);
-                match pinned {
-                    None => pinned = Some((v.number, now)),
-                    Some((_, then)) if then != now => {
-                        return Err(Error::ConcurrentChange {
-                            model: s.name().to_string(),
-                            what: format!(
-                                "alias '{alias}' (was {}, now {})",
-                                show(then),
-                                show(now)
-                            ),
-                        });
-                    }
-                    Some(_) => {}
-                }
+                pin(
+                    s,
+                    &mut basis,
+                    current.as_ref().map(|c| c.version),
+                    |then, now| format!("alias '{alias}' (was {}, now {})", show(then), show(now)),
+                )?;
                 let was_protected = current.is_some_and(|c| c.protected);
                 let protected = options.protected.unwrap_or(was_protected);
                 let gates = if was_protected || protected {
@@ -409,31 +392,53 @@ impl Registry {
     }
 }
 
-/// Fails with [`Error::ConcurrentChange`] if the candidate's stage or the
-/// production version differ from what the first attempt saw.
-fn basis_unchanged(
+/// Resolves `r` on a command's first attempt and by the same number on retries,
+/// so a retry acts on the version the caller meant even if `@latest` or an alias
+/// moved meanwhile.
+fn pinned_version<'s>(
+    s: &'s ModelState,
+    r: &VersionRef,
+    number: &mut Option<VersionNumber>,
+) -> Result<&'s VersionRecord> {
+    match *number {
+        None => {
+            let v = s.resolve(&r.selector)?;
+            *number = Some(v.number);
+            Ok(v)
+        }
+        Some(n) => s
+            .version(n)
+            .ok_or_else(|| Error::not_found(format!("version {}/{n}", r.model))),
+    }
+}
+
+/// Records what a command decided on at its first attempt; on a retry, fails with
+/// [`Error::ConcurrentChange`] (described by `what`) if it has changed since.
+fn pin<T: PartialEq + Copy>(
     s: &ModelState,
-    then: (VersionNumber, Stage, Option<VersionNumber>),
-    now: (VersionNumber, Stage, Option<VersionNumber>),
+    basis: &mut Option<T>,
+    now: T,
+    what: impl FnOnce(T, T) -> String,
 ) -> Result<()> {
-    let what = if then.1 != now.1 {
-        format!(
-            "the stage of version {} (was {}, now {})",
-            now.0, then.1, now.1
-        )
-    } else if then.2 != now.2 {
-        format!(
-            "the production version (was {}, now {})",
-            show(then.2),
-            show(now.2)
-        )
-    } else {
-        return Ok(());
-    };
-    Err(Error::ConcurrentChange {
-        model: s.name().to_string(),
-        what,
-    })
+    match *basis {
+        None => {
+            *basis = Some(now);
+            Ok(())
+        }
+        Some(then) if then == now => Ok(()),
+        Some(then) => Err(Error::ConcurrentChange {
+            model: s.name().to_string(),
+            what: what(then, now),
+        }),
+    }
+}
+
+fn production_changed(then: Option<VersionNumber>, now: Option<VersionNumber>) -> String {
+    format!(
+        "the production version (was {}, now {})",
+        show(then),
+        show(now)
+    )
 }
 
 fn show(v: Option<VersionNumber>) -> String {
