@@ -246,25 +246,29 @@ struct FormatOnly {
 }
 
 impl Event {
-    /// Encodes the event with its format version, as stored in the log.
+    /// Encodes the event with its format version, sealed with its checksum (see
+    /// [`codec`](super::codec)), as stored in the log.
     pub fn to_bytes(&self) -> Vec<u8> {
         // Serializing these types cannot fail: no maps with non-string keys, no
         // non-finite floats (rejected on construction).
-        serde_json::to_vec(&WireOut {
-            format: self.kind.format(),
-            event: self,
-        })
-        .unwrap_or_default()
+        super::codec::seal(
+            serde_json::to_vec(&WireOut {
+                format: self.kind.format(),
+                event: self,
+            })
+            .unwrap_or_default(),
+        )
     }
 
     /// Decodes the record stored at position `seq` of the log of `model`.
     ///
-    /// The format version is read first: an unknown one is
+    /// The checksum is checked first, then the format version: an unknown one is
     /// [`Error::UnsupportedFormat`], never skipped. A record that does not decode,
     /// or that claims another position or model than where it is stored, is
     /// [`Error::Corrupt`].
     pub fn from_bytes(model: &ModelName, seq: u64, bytes: &[u8]) -> Result<Event> {
         let record = || format!("event {seq} of model '{model}'");
+        let bytes = super::codec::unseal(record, bytes)?;
         let f: FormatOnly = serde_json::from_slice(bytes)
             .map_err(|e| Error::corrupt(record(), format!("undecodable: {e}")))?;
         if f.format == 0 || f.format > EVENT_FORMAT {
@@ -303,6 +307,7 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::lifecycle::{Decision, Stage};
 
     fn sample() -> Event {
         Event {
@@ -319,25 +324,41 @@ mod tests {
 
     #[test]
     fn wire_shape_is_stable() {
-        let json = String::from_utf8(sample().to_bytes()).unwrap();
+        let json = json_of(&sample());
         assert_eq!(
             json,
             r#"{"format":1,"seq":2,"model":"fraud","time":"2026-11-27T10:00:00Z","actor":"alice","event":{"type":"metrics_added","version":1,"metrics":{"auc":0.5}}}"#
         );
         let model = ModelName::new("fraud").unwrap();
         assert_eq!(
-            Event::from_bytes(&model, 2, json.as_bytes()).unwrap(),
+            Event::from_bytes(&model, 2, &sealed(&json)).unwrap(),
             sample()
         );
+        assert_eq!(
+            sample().to_bytes(),
+            format!("{json}\n{}\n", crate::Digest::of(json.as_bytes())).into_bytes()
+        );
+    }
+
+    /// The JSON line of an encoded event.
+    fn json_of(e: &Event) -> String {
+        let text = String::from_utf8(e.to_bytes()).unwrap();
+        text.split('\n').next().unwrap().to_owned()
+    }
+
+    fn sealed(json: &str) -> Vec<u8> {
+        crate::domain::codec::seal(json.as_bytes().to_vec())
     }
 
     #[test]
     fn future_format_misplaced_and_garbage_records_are_typed_errors() {
         let model = ModelName::new("fraud").unwrap();
-        let json = String::from_utf8(sample().to_bytes()).unwrap();
+        let json = json_of(&sample());
+        // Each altered record is resealed, so the check under test is reached
+        // rather than the checksum.
         let future = json.replace("\"format\":1", "\"format\":3");
         assert!(matches!(
-            Event::from_bytes(&model, 2, future.as_bytes()),
+            Event::from_bytes(&model, 2, &sealed(&future)),
             Err(Error::UnsupportedFormat {
                 found: 3,
                 supported: 2,
@@ -345,28 +366,55 @@ mod tests {
             })
         ));
         assert!(matches!(
-            Event::from_bytes(&model, 3, json.as_bytes()),
+            Event::from_bytes(&model, 3, &sealed(&json)),
             Err(Error::Corrupt { .. })
         ));
         let other = ModelName::new("other").unwrap();
         assert!(matches!(
-            Event::from_bytes(&other, 2, json.as_bytes()),
+            Event::from_bytes(&other, 2, &sealed(&json)),
             Err(Error::Corrupt { .. })
         ));
-        for garbage in [
-            &b""[..],
-            b"{",
-            b"\x00\x01",
-            &json.as_bytes()[..json.len() / 2],
-        ] {
+        for garbage in ["", "{", "\u{0}\u{1}", &json[..json.len() / 2]] {
             assert!(matches!(
-                Event::from_bytes(&model, 2, garbage),
+                Event::from_bytes(&model, 2, &sealed(garbage)),
                 Err(Error::Corrupt { .. })
             ));
         }
         let unknown_kind = json.replace("metrics_added", "teleported");
         assert!(matches!(
-            Event::from_bytes(&model, 2, unknown_kind.as_bytes()),
+            Event::from_bytes(&model, 2, &sealed(&unknown_kind)),
+            Err(Error::Corrupt { .. })
+        ));
+        // A lifecycle kind claiming format 1 is not a format-1 record.
+        let lifecycle = Event {
+            kind: EventKind::ApprovalRecorded {
+                version: VersionNumber::FIRST,
+                stage: Stage::Production,
+                decision: Decision::Approve,
+                comment: String::new(),
+            },
+            ..sample()
+        };
+        let json = json_of(&lifecycle);
+        assert!(json.starts_with("{\"format\":2,"), "{json}");
+        assert!(Event::from_bytes(&model, 2, &sealed(&json)).is_ok());
+        assert!(matches!(
+            Event::from_bytes(
+                &model,
+                2,
+                &sealed(&json.replace("\"format\":2", "\"format\":1"))
+            ),
+            Err(Error::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn a_flipped_bit_that_still_parses_is_caught_by_the_checksum() {
+        let model = ModelName::new("fraud").unwrap();
+        let bytes = sample().to_bytes();
+        let text = String::from_utf8(bytes).unwrap().replace("0.5", "0.4");
+        assert!(matches!(
+            Event::from_bytes(&model, 2, text.as_bytes()),
             Err(Error::Corrupt { .. })
         ));
     }
@@ -374,9 +422,7 @@ mod tests {
     #[test]
     fn nan_metric_in_a_record_is_rejected() {
         let model = ModelName::new("fraud").unwrap();
-        let json = String::from_utf8(sample().to_bytes())
-            .unwrap()
-            .replace("0.5", "1e999");
-        assert!(Event::from_bytes(&model, 2, json.as_bytes()).is_err());
+        let json = json_of(&sample()).replace("0.5", "1e999");
+        assert!(Event::from_bytes(&model, 2, &sealed(&json)).is_err());
     }
 }

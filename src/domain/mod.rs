@@ -1,6 +1,7 @@
 //! The domain: names, versions, references, manifests, records, events and the
 //! fold of events into [`ModelState`]. Pure: no I/O, no knowledge of any store.
 
+pub mod codec;
 pub mod event;
 pub mod lifecycle;
 pub mod manifest;

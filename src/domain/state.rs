@@ -706,7 +706,8 @@ fn check_model_fields(
     check_tags(tags)
 }
 
-/// Encodes a checkpoint of `state` (format version, position, state).
+/// Encodes a checkpoint of `state` (format version, position, state), sealed with
+/// its checksum.
 pub fn encode_checkpoint(state: &ModelState) -> Vec<u8> {
     #[derive(Serialize)]
     struct Out<'a> {
@@ -714,12 +715,14 @@ pub fn encode_checkpoint(state: &ModelState) -> Vec<u8> {
         seq: u64,
         state: &'a ModelState,
     }
-    serde_json::to_vec(&Out {
-        format: CHECKPOINT_FORMAT,
-        seq: state.seq,
-        state,
-    })
-    .unwrap_or_default()
+    super::codec::seal(
+        serde_json::to_vec(&Out {
+            format: CHECKPOINT_FORMAT,
+            seq: state.seq,
+            state,
+        })
+        .unwrap_or_default(),
+    )
 }
 
 /// Decodes a checkpoint stored for position `seq` of `model`'s log.
@@ -734,6 +737,7 @@ pub fn decode_checkpoint(model: &ModelName, seq: u64, bytes: &[u8]) -> Result<Mo
         state: ModelState,
     }
     let record = || format!("checkpoint {seq} of model '{model}'");
+    let bytes = super::codec::unseal(record, bytes)?;
     let f: Format = serde_json::from_slice(bytes)
         .map_err(|e| Error::corrupt(record(), format!("undecodable: {e}")))?;
     if f.format == 0 || f.format > CHECKPOINT_FORMAT {

@@ -1,0 +1,142 @@
+//! Damaged metadata on local disk: a flipped byte in an event is a typed error
+//! naming the event (even when the damaged record still parses as JSON), and a
+//! damaged checkpoint is ignored in favour of replaying the log.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use modelreg::{Actor, ArtifactSource, CreateModel, Error, Metrics, NewVersion, Registry};
+
+fn record_file(root: &Path, model: &str, seq: u64) -> PathBuf {
+    root.join(format!("metadata/logs/v1/{model}/records/{seq:020}.rec"))
+}
+
+/// Overwrites a (possibly read-only) file with `f` applied to its bytes.
+fn damage(path: &Path, f: impl FnOnce(&mut Vec<u8>)) {
+    let mut bytes = fs::read(path).expect("read record");
+    f(&mut bytes);
+    let mut perms = fs::metadata(path).expect("stat").permissions();
+    perms.set_mode(0o644);
+    fs::set_permissions(path, perms).expect("chmod");
+    fs::write(path, bytes).expect("write");
+}
+
+async fn registry_with_metric(root: &Path) -> Registry {
+    let reg = Registry::open_local(root).await.expect("open");
+    let me = Actor::new("ci").expect("actor");
+    reg.create_model("fraud", CreateModel::by(me.clone()))
+        .await
+        .expect("create");
+    reg.register(
+        "fraud",
+        ArtifactSource::bytes("m.bin", "w").expect("source"),
+        NewVersion::by(me.clone()).metrics(Metrics::new().with("auc", 0.91).expect("metric")),
+    )
+    .await
+    .expect("register");
+    reg
+}
+
+#[tokio::test]
+async fn a_damaged_event_that_still_parses_is_reported_not_folded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("reg");
+    registry_with_metric(&root).await;
+    // 0.91 -> 0.81: still valid JSON, still a valid event, silently wrong without
+    // the checksum.
+    damage(&record_file(&root, "fraud", 2), |b| {
+        let text = String::from_utf8(b.clone()).expect("utf8");
+        assert!(text.contains("0.91"));
+        *b = text.replacen("0.91", "0.81", 1).into_bytes();
+    });
+    let reopened = Registry::open_local(&root).await.expect("open");
+    match reopened.resolve("fraud/1").await {
+        Err(Error::Corrupt { record, reason }) => {
+            assert_eq!(record, "event 2 of model 'fraud'");
+            assert!(reason.contains("checksum"), "{reason}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn truncated_and_garbage_events_are_corrupt() {
+    for (name, how) in [
+        (
+            "truncated",
+            Box::new(|b: &mut Vec<u8>| b.truncate(b.len() / 2)) as Box<dyn Fn(&mut Vec<u8>)>,
+        ),
+        (
+            "garbage",
+            Box::new(|b: &mut Vec<u8>| *b = b"\x00\xffnot a record".to_vec()),
+        ),
+        ("empty", Box::new(|b: &mut Vec<u8>| b.clear())),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("reg");
+        registry_with_metric(&root).await;
+        damage(&record_file(&root, "fraud", 2), how);
+        let reopened = Registry::open_local(&root).await.expect("open");
+        let r = reopened.model("fraud").await;
+        assert!(
+            matches!(&r, Err(Error::Corrupt { record, .. }) if record == "event 2 of model 'fraud'"),
+            "{name}: {r:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_damaged_checkpoint_is_ignored_and_the_log_replayed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("reg");
+    let me = Actor::new("ci").expect("actor");
+    {
+        let reg = Registry::builder()
+            .metadata(std::sync::Arc::new(
+                modelreg::store::LocalMetadataStore::open(root.join("metadata")).expect("meta"),
+            ))
+            .artifacts(std::sync::Arc::new(
+                modelreg::store::LocalArtifactStore::open(root.join("artifacts")).expect("art"),
+            ))
+            .checkpoint_every(2)
+            .build()
+            .expect("build");
+        reg.create_model("fraud", CreateModel::by(me.clone()))
+            .await
+            .expect("create");
+        for i in 0..3 {
+            reg.register(
+                "fraud",
+                ArtifactSource::bytes("m.bin", format!("w{i}")).expect("source"),
+                NewVersion::by(me.clone()),
+            )
+            .await
+            .expect("register");
+        }
+    }
+    let checkpoints = root.join("metadata/logs/v1/fraud/checkpoints");
+    let newest = fs::read_dir(&checkpoints)
+        .expect("checkpoints")
+        .map(|e| e.expect("entry").path())
+        .max()
+        .expect("a checkpoint was written");
+    let expected = Registry::open_local(&root)
+        .await
+        .expect("open")
+        .model("fraud")
+        .await
+        .expect("model");
+    damage(&newest, |b| {
+        let i = b.len() / 3;
+        b[i] ^= 0x20;
+    });
+    let state = Registry::open_local(&root)
+        .await
+        .expect("open")
+        .model("fraud")
+        .await
+        .expect("a bad checkpoint must not stop the fold");
+    assert_eq!(state, expected);
+    assert_eq!(state.versions().len(), 3);
+}
