@@ -226,6 +226,27 @@ impl HyperValue {
     }
 }
 
+impl Drop for HyperValue {
+    /// Drops nested lists and maps with a heap stack instead of recursion, so that
+    /// even a hostile value nested far deeper than [`HyperValue::MAX_DEPTH`] (which
+    /// validation then rejects) cannot overflow the thread's stack.
+    fn drop(&mut self) {
+        fn take_children(v: &mut HyperValue, into: &mut Vec<HyperValue>) {
+            match v {
+                HyperValue::List(items) => into.append(items),
+                HyperValue::Map(map) => into.extend(std::mem::take(map).into_values()),
+                _ => {}
+            }
+        }
+        let mut stack = Vec::new();
+        take_children(self, &mut stack);
+        while let Some(mut child) = stack.pop() {
+            take_children(&mut child, &mut stack);
+            // `child` now has no children: dropping it does not recurse.
+        }
+    }
+}
+
 macro_rules! hyper_from {
     ($($t:ty => $v:ident $(as $cast:ty)?),*) => {$(
         impl From<$t> for HyperValue {
@@ -542,4 +563,35 @@ pub struct Deprecation {
     pub by: Actor,
     /// Why.
     pub reason: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropping_a_very_deep_value_does_not_overflow_the_stack() {
+        let mut v = HyperValue::Int(0);
+        for i in 0..1_000_000 {
+            v = if i % 2 == 0 {
+                HyperValue::List(vec![v])
+            } else {
+                HyperValue::Map([("k".to_owned(), v)].into())
+            };
+        }
+        assert!(v.check("deep", 1).is_err());
+        drop(v);
+    }
+
+    #[test]
+    fn ints_and_floats_stay_apart_through_json() {
+        let h: Hyperparameters = [
+            ("epochs".to_owned(), HyperValue::Int(3)),
+            ("lr".to_owned(), HyperValue::Float(3.0)),
+        ]
+        .into();
+        let json = serde_json::to_string(&h).unwrap();
+        assert_eq!(json, r#"{"epochs":3,"lr":3.0}"#);
+        assert_eq!(serde_json::from_str::<Hyperparameters>(&json).unwrap(), h);
+    }
 }

@@ -326,6 +326,8 @@ impl Registry {
         version: NewVersion,
     ) -> Result<VersionRecord> {
         let model = model.into_model_name()?;
+        // Before anything clones it: validation is depth-bounded, cloning is not.
+        version.provenance.check()?;
         for p in &version.provenance.parents {
             let exists = self
                 .read(&p.model, |s| s.version(p.version).is_some())
