@@ -95,6 +95,7 @@ pub use registry::{
     ArtifactSource, CreateModel, FetchOptions, FetchReport, IntoModelName, IntoVersionRef,
     NewVersion, Registry, RegistryBuilder, RetryPolicy, VerifyReport, VersionFilter,
 };
+pub use registry::{IntoLineageStart, LineageStart};
 
 /// The README's examples, compiled as doctests so they cannot rot.
 #[cfg(doctest)]

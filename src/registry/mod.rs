@@ -23,10 +23,12 @@ use crate::store::{
 
 mod fetch;
 mod ingest;
+mod lineage;
 mod options;
 
 pub use fetch::{FetchReport, VerifyReport};
 pub use ingest::ArtifactSource;
+pub use lineage::{IntoLineageStart, LineageStart};
 pub use options::{CreateModel, FetchOptions, NewVersion, RetryPolicy, VersionFilter};
 
 use ingest::blocking;
@@ -321,6 +323,8 @@ impl Registry {
                 Err(e) => return Err(e),
             }
         }
+        self.check_lineage(&model, &version.provenance.parents)
+            .await?;
         // Check everything that can be checked before moving any bytes.
         let placeholder = crate::digest::Digest::of(b"");
         self.read(&model, |s| {
