@@ -701,8 +701,8 @@ pub fn metric_history<'a>(
 
 // ----- text rendering --------------------------------------------------------------
 
-/// A number in at most 4 decimals, trailing zeros trimmed; scientific outside
-/// `[1e-4, 1e9)`.
+/// A number with up to 6 significant digits, trailing zeros trimmed; scientific
+/// outside `[1e-4, 1e9)`.
 fn num(x: f64) -> String {
     if x == 0.0 {
         return "0".into();
@@ -711,9 +711,13 @@ fn num(x: f64) -> String {
     if !(1e-4..1e9).contains(&a) {
         return format!("{x:.3e}");
     }
-    let s = format!("{x:.4}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    s.to_owned()
+    let decimals = (5 - a.log10().floor() as i32).max(0) as usize;
+    let s = format!("{x:.decimals$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        s
+    }
 }
 
 fn signed(x: f64) -> String {
@@ -754,7 +758,7 @@ fn dataset_label(d: &DatasetRef) -> String {
     s
 }
 
-fn code_label(c: Option<&CodeRef>) -> String {
+fn code_label(c: Option<&CodeRef>, with_repository: bool) -> String {
     match c {
         None => "-".into(),
         Some(c) => {
@@ -762,7 +766,7 @@ fn code_label(c: Option<&CodeRef>) -> String {
             if c.dirty {
                 s.push_str(" (dirty)");
             }
-            if let Some(r) = &c.repository {
+            if let (true, Some(r)) = (with_repository, &c.repository) {
                 let _ = write!(s, " in {r}");
             }
             s
@@ -918,12 +922,15 @@ impl VersionDiff {
                 ]);
             }
             if let Some(c) = &self.code {
+                // The repository is shown only when it is what changed.
+                let repo = |r: &Option<CodeRef>| r.as_ref().map(|c| c.repository.clone());
+                let with_repo = repo(&c.a) != repo(&c.b);
                 t.row(vec![
                     "~".into(),
                     "(code)".into(),
                     "".into(),
-                    code_label(c.a.as_ref()),
-                    code_label(c.b.as_ref()),
+                    code_label(c.a.as_ref(), with_repo),
+                    code_label(c.b.as_ref(), with_repo),
                 ]);
             }
             t.render(&mut out);
@@ -1320,6 +1327,10 @@ mod tests {
         assert_eq!(num(0.91), "0.91");
         assert_eq!(num(0.020000000000000018), "0.02");
         assert_eq!(num(12345.0), "12345");
+        assert_eq!(num(120.0), "120");
+        assert_eq!(num(0.00015), "0.00015");
+        assert_eq!(num(0.1 + 0.2), "0.3");
+        assert_eq!(num(-1234.5678), "-1234.57");
         assert_eq!(num(1e-7), "1.000e-7");
         assert_eq!(signed(-0.5), "-0.5");
         assert_eq!(bytes(1023), "1023 B");
