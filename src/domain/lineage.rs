@@ -883,7 +883,8 @@ impl LineageSubgraph {
     /// labelled with the relation, role or `code`.
     ///
     /// Node ids are `n0`, `n1`, … and every label is a quoted string in which `"`
-    /// and `\` are escaped, a newline becomes `\n`, and other control and
+    /// and `\` are escaped, `&` becomes `&amp;` (Graphviz decodes entities), a
+    /// newline becomes `\n`, and other control and
     /// bidirectional-formatting characters become U+FFFD, so no name can end the
     /// string or change the graph.
     ///
@@ -1002,6 +1003,8 @@ pub(crate) fn dot_escape(s: &str) -> String {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
+            // Graphviz decodes HTML entities in every label.
+            '&' => out.push_str("&amp;"),
             '\n' => out.push_str("\\n"),
             c if is_hidden(c) => out.push('\u{FFFD}'),
             c => out.push(c),
@@ -1329,6 +1332,7 @@ mod tests {
             "tab\u{FFFD}here\u{FFFD}x\u{FFFD}"
         );
         assert_eq!(dot_escape("ünïcode {} <b> ;"), "ünïcode {} <b> ;");
+        assert_eq!(dot_escape("&amp; &"), "&amp;amp; &amp;");
 
         let mut g = LineageGraph::new();
         g.add_version(
