@@ -96,6 +96,7 @@ pub use registry::{
     IntoVersionRef, NewVersion, Registry, RegistryBuilder, RetryPolicy, SetAlias, VerifyReport,
     VersionFilter,
 };
+pub use registry::{IntoLineageStart, LineageStart};
 
 /// The README's examples, compiled as doctests so they cannot rot.
 #[cfg(doctest)]

@@ -5,11 +5,12 @@
 //! now" equals the current state; rollback restores exactly the previous
 //! production version).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::Utc;
 use modelreg::{
     Actor, ArtifactSource, CreateModel, Error, ModelState, NewVersion, Registry, SetAlias, Stage,
+    VersionFilter,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -60,6 +61,8 @@ fn op() -> impl Strategy<Value = Op> {
 struct Reference {
     stages: Vec<Stage>,
     production_history: Vec<u64>,
+    /// Every version that was ever in production.
+    served: BTreeSet<u64>,
     aliases: BTreeMap<&'static str, u64>,
 }
 
@@ -127,6 +130,7 @@ async fn step(reg: &Registry, model: &mut Reference, op: &Op, actor: &Actor) -> 
                     model.stages[p as usize - 1] = Stage::Archived;
                 }
                 model.production_history.push(*version);
+                model.served.insert(*version);
             }
             model.stages[*version as usize - 1] = *to;
             Ok(())
@@ -209,6 +213,31 @@ async fn invariants(reg: &Registry, model: &Reference) -> Result<(), String> {
         .collect();
     let expected: BTreeMap<&str, u64> = model.aliases.iter().map(|(k, v)| (*k, *v)).collect();
     check(aliases == expected, "aliases agree")?;
+    // Filters by stage agree with the reference: current stage, and every version
+    // that ever entered production.
+    let in_staging: Vec<u64> = reg
+        .list_versions("m", &VersionFilter::new().stage(Stage::Staging))
+        .await
+        .map_err(e)?
+        .iter()
+        .map(|v| v.number.get())
+        .collect();
+    let expected: Vec<u64> = (1..=model.stages.len() as u64)
+        .filter(|n| model.stages[*n as usize - 1] == Stage::Staging)
+        .collect();
+    check(in_staging == expected, "stage filter agrees")?;
+    let served: BTreeSet<u64> = reg
+        .list_versions("m", &VersionFilter::new().reached(Stage::Production))
+        .await
+        .map_err(e)?
+        .iter()
+        .map(|v| v.number.get())
+        .collect();
+    let expected: BTreeSet<u64> = model.production_history.iter().copied().collect();
+    check(
+        served.is_superset(&expected),
+        "every production holder reached production",
+    )?;
     // The log replays to the same state, and "as of now" is the current state.
     let replayed = ModelState::replay(reg.events("m").await.map_err(e)?).map_err(e)?;
     check(replayed == state, "the log replays to the same state")?;

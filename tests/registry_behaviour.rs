@@ -62,5 +62,9 @@ suite! {
         concurrent_writers_on_clones,
         concurrent_writers_on_separate_registries,
         hostile_in_memory_paths_are_rejected,
+        lineage_spans_models_datasets_and_code,
+        lineage_rejects_self_and_future_parents,
+        compare_reports_every_difference,
+        metric_history_in_version_order,
     ],
 }

@@ -2,18 +2,29 @@
 //! fold of events into [`ModelState`]. Pure: no I/O, no knowledge of any store.
 
 pub mod codec;
+pub mod diff;
 pub mod event;
 pub mod lifecycle;
+pub mod lineage;
 pub mod manifest;
 pub mod name;
 pub mod record;
 pub mod reference;
 pub mod state;
 
+pub use diff::{
+    ArtifactDiff, CodeChange, DatasetChange, DatasetDiff, FileChange, KeyedValue, MapDiff,
+    MetricDiff, MetricPoint, MetricVerdict, OverallVerdict, ValueChange, VersionDiff,
+    VersionSummary, compare_versions, flatten_hyperparameters, metric_history, metric_verdict,
+};
 pub use event::{EVENT_FORMAT, Event, EventKind};
 pub use lifecycle::{
     AliasTarget, Approval, Baseline, Decision, Gate, GatePolicy, GateSpec, GateVerdict, Stage,
     Transition,
+};
+pub use lineage::{
+    CodeKey, DatasetKey, LineageEdgeKind, LineageGraph, LineageNode, LineagePath, LineageStep,
+    LineageSubgraph, ReachedNode, SubgraphEdge, VersionKey,
 };
 pub use manifest::{MANIFEST_FORMAT, Manifest, ManifestEntry, RelPath};
 pub use name::{Actor, AliasName, MetricName, ModelName, TagKey};

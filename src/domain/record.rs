@@ -1,6 +1,6 @@
 //! What a version records: metrics, hyperparameters, environment, provenance.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -365,7 +365,7 @@ pub struct CodeRef {
 }
 
 /// What a dataset was used for.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum DatasetRole {
@@ -548,6 +548,9 @@ pub struct VersionRecord {
     /// The latest decision of each approver, per target stage.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub approvals: BTreeMap<Stage, BTreeMap<Actor, Approval>>,
+    /// Every stage the version has been in, besides `none` (it may have left them).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub reached: BTreeSet<Stage>,
 }
 
 fn is_default<T: Default + PartialEq>(t: &T) -> bool {

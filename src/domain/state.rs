@@ -218,6 +218,7 @@ impl ModelState {
                     || version.stage != Stage::None
                     || version.stage_since.is_some()
                     || !version.approvals.is_empty()
+                    || !version.reached.is_empty()
                 {
                     return Err(Error::invalid_input(
                         format!("version {} of model '{}'", version.number, self.name),
@@ -538,6 +539,7 @@ impl ModelState {
         let v = self.version_mut(n);
         v.stage = stage;
         v.stage_since = Some(at);
+        v.reached.insert(stage);
     }
 
     fn version_mut(&mut self, n: VersionNumber) -> &mut VersionRecord {

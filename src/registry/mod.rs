@@ -2,7 +2,7 @@
 //! log, artifacts stored and fetched through the artifact store. The only place
 //! that knows both stores and the domain rules.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,10 +24,12 @@ use crate::store::{
 mod fetch;
 mod ingest;
 mod lifecycle;
+mod lineage;
 mod options;
 
 pub use fetch::{FetchReport, VerifyReport};
 pub use ingest::ArtifactSource;
+pub use lineage::{IntoLineageStart, LineageStart};
 pub use options::{
     CreateModel, FetchOptions, HistoryFilter, NewVersion, RetryPolicy, SetAlias, VersionFilter,
 };
@@ -343,6 +345,8 @@ impl Registry {
                 Err(e) => return Err(e),
             }
         }
+        self.check_lineage(&model, &version.provenance.parents)
+            .await?;
         // Check everything that can be checked before moving any bytes.
         let placeholder = crate::digest::Digest::of(b"");
         self.read(&model, |s| {
@@ -786,6 +790,7 @@ fn registered(
             stage: Stage::None,
             stage_since: None,
             approvals: BTreeMap::new(),
+            reached: BTreeSet::new(),
         }),
     }
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    Actor, Event, EventKind, MetricName, MetricSpec, Metrics, Provenance, Tags, VersionNumber,
-    VersionRecord,
+    Actor, Event, EventKind, MetricName, MetricSpec, Metrics, Provenance, Stage, Tags,
+    VersionNumber, VersionRecord,
 };
 use crate::error::Result;
 use crate::store::LinkMode;
@@ -152,6 +152,8 @@ pub struct VersionFilter {
     created_after: Option<DateTime<Utc>>,
     created_before: Option<DateTime<Utc>>,
     exclude_deprecated: bool,
+    stage: Option<Stage>,
+    reached: Option<Stage>,
 }
 
 impl VersionFilter {
@@ -196,6 +198,19 @@ impl VersionFilter {
         self
     }
 
+    /// Versions currently in `stage`.
+    pub fn stage(mut self, stage: Stage) -> Self {
+        self.stage = Some(stage);
+        self
+    }
+
+    /// Versions that have been in `stage` at some point, whether or not they still
+    /// are (e.g. every version that ever served: `reached(Stage::Production)`).
+    pub fn reached(mut self, stage: Stage) -> Self {
+        self.reached = Some(stage);
+        self
+    }
+
     /// Whether `v` matches.
     pub fn matches(&self, v: &VersionRecord) -> bool {
         self.tags
@@ -212,6 +227,10 @@ impl VersionFilter {
             && self.created_after.is_none_or(|t| v.created_at >= t)
             && self.created_before.is_none_or(|t| v.created_at < t)
             && !(self.exclude_deprecated && v.deprecated.is_some())
+            && self.stage.is_none_or(|st| v.stage == st)
+            && self
+                .reached
+                .is_none_or(|st| v.stage == st || v.reached.contains(&st))
     }
 }
 

@@ -1721,3 +1721,597 @@ pub async fn hostile_in_memory_paths_are_rejected(f: &Fixture) {
     // Paths are checked before any byte moves: a rejected source stores nothing.
     assert_eq!(blobs(&reg).await, blobs_before);
 }
+
+// ----- lineage, comparison and metric history ------------------------------------------
+
+use modelreg::{
+    CodeRef, DatasetKey, DatasetRef, DatasetRole, Environment, LineageNode, LineageSubgraph,
+    MetricVerdict, OverallVerdict, VersionKey,
+};
+
+/// Version `n` of `model` as a lineage key.
+pub fn vkey(model: &str, n: u64) -> VersionKey {
+    VersionKey::new(ModelName::new(model).expect("valid model"), num(n))
+}
+
+/// A parent reference.
+pub fn parent_ref(model: &str, n: u64, relation: Relation) -> ParentRef {
+    ParentRef {
+        model: ModelName::new(model).expect("valid model"),
+        version: num(n),
+        relation,
+    }
+}
+
+/// The nodes a query reached (origin left out) as `(label, depth)`, sorted.
+pub fn reached(s: &LineageSubgraph) -> Vec<(String, usize)> {
+    let mut v: Vec<_> = s.nodes()[1..]
+        .iter()
+        .map(|n| (n.node.to_string(), n.depth))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Registers the lineage the lineage tests share:
+///
+/// ```text
+///  clicks@v3 ─train─▶ base/1 ◀─eval─ holdout@v1      commit abc ─▶ base/1
+///                        │ fine_tuned_from
+///  labels@v2 ─train─▶ fraud/1 ──fine_tuned_from──▶ fraud/2
+///                        └──────distilled_from───▶ other/1 ◀─train─ clicks@v3
+///  views ─train─▶ solo/1
+/// ```
+pub async fn register_lineage(reg: &Registry) {
+    for m in ["base", "fraud", "other", "solo"] {
+        create(reg, m).await;
+    }
+    let with = |datasets: Vec<DatasetRef>, parents: Vec<ParentRef>, code: Option<&str>| {
+        NewVersion::by(actor("ci")).provenance(Provenance {
+            datasets,
+            parents,
+            code: code.map(|c| CodeRef {
+                repository: Some("git@example.com:ml/train.git".into()),
+                commit: c.into(),
+                dirty: false,
+            }),
+            ..Provenance::default()
+        })
+    };
+    let clicks = DatasetRef::new("clicks", DatasetRole::Train)
+        .version("v3")
+        .uri("s3://data/clicks/v3");
+    let holdout = DatasetRef::new("holdout", DatasetRole::Eval).version("v1");
+    let labels = DatasetRef::new("labels", DatasetRole::Train).version("v2");
+    let views = DatasetRef::new("views", DatasetRole::Train);
+    let ft = Relation::FineTunedFrom;
+    register_with(
+        reg,
+        "base",
+        "m.bin",
+        "base",
+        with(vec![clicks.clone(), holdout], vec![], Some("abc")),
+    )
+    .await;
+    register_with(
+        reg,
+        "fraud",
+        "m.bin",
+        "fraud 1",
+        with(vec![labels], vec![parent_ref("base", 1, ft)], None),
+    )
+    .await;
+    register_with(
+        reg,
+        "fraud",
+        "m.bin",
+        "fraud 2",
+        with(vec![], vec![parent_ref("fraud", 1, ft)], None),
+    )
+    .await;
+    register_with(
+        reg,
+        "other",
+        "m.bin",
+        "other",
+        with(
+            vec![clicks],
+            vec![parent_ref("fraud", 1, Relation::DistilledFrom)],
+            None,
+        ),
+    )
+    .await;
+    register_with(
+        reg,
+        "solo",
+        "m.bin",
+        "solo",
+        with(vec![views], vec![], None),
+    )
+    .await;
+}
+
+/// Lineage spans models: downstream of a dataset finds every version built on it
+/// directly or through parents in other models (each with its record), upstream
+/// finds parents, their datasets and code, depths limit both, and a path joins
+/// two versions. Another registry over the same stores sees the same graph.
+pub async fn lineage_spans_models_datasets_and_code(f: &Fixture) {
+    let reg = f.registry();
+    register_lineage(&reg).await;
+
+    let graph = reg.lineage().await.expect("lineage");
+    // 5 versions, 4 datasets, 1 commit.
+    assert_eq!(graph.len(), 10);
+    assert_eq!(graph.find_cycle(), None);
+    assert_eq!(graph.edges().count(), 9);
+
+    let clicks = DatasetKey::new("clicks").version("v3");
+    let hit = reg.downstream(&clicks, None).await.expect("downstream");
+    let want: Vec<(String, usize)> = [
+        ("base/1", 1),
+        ("fraud/1", 2),
+        ("fraud/2", 3),
+        ("other/1", 1),
+    ]
+    .iter()
+    .map(|(k, d)| ((*k).to_owned(), *d))
+    .collect();
+    assert_eq!(
+        reached(&hit),
+        want,
+        "other/1 uses clicks directly and by descent"
+    );
+    for v in hit.versions() {
+        let key = v.version().expect("a version");
+        let record = v
+            .record
+            .as_deref()
+            .expect("affected versions carry their record");
+        assert_eq!(*record, reg.resolve(key.to_ref()).await.expect("resolve"));
+    }
+    let again = f
+        .fresh()
+        .await
+        .downstream(&clicks, None)
+        .await
+        .expect("downstream");
+    assert_eq!(reached(&again), want);
+    assert_eq!(
+        reached(&reg.downstream(&clicks, Some(1)).await.expect("depth 1")).len(),
+        2
+    );
+    assert_eq!(
+        reached(
+            &reg.downstream("fraud/1", None)
+                .await
+                .expect("from a version")
+        ),
+        [("fraud/2".to_owned(), 1), ("other/1".to_owned(), 1)]
+    );
+    assert_eq!(
+        reached(&reg.downstream("solo@latest", None).await.expect("leaf")),
+        []
+    );
+
+    let up = reg.upstream("other@latest", None).await.expect("upstream");
+    assert_eq!(
+        reached(&up),
+        [
+            ("base/1".to_owned(), 2),
+            ("clicks@v3".to_owned(), 1),
+            ("fraud/1".to_owned(), 1),
+            ("git@example.com:ml/train.git@abc".to_owned(), 3),
+            ("holdout@v1".to_owned(), 3),
+            ("labels@v2".to_owned(), 2),
+        ]
+    );
+    assert_eq!(up.origin().node, LineageNode::Version(vkey("other", 1)));
+    assert_eq!(
+        reached(&reg.upstream("other/1", Some(1)).await.expect("depth 1")),
+        [("clicks@v3".to_owned(), 1), ("fraud/1".to_owned(), 1)]
+    );
+    // The upstream walk reads only ancestors; the full graph agrees with it.
+    assert_eq!(
+        reached(&graph.upstream(&vkey("other", 1), None).expect("upstream")),
+        reached(&up)
+    );
+
+    let path = reg
+        .lineage_path("other/1", "base/1")
+        .await
+        .expect("path")
+        .expect("base/1 is an ancestor of other/1");
+    assert_eq!(
+        (path.ancestor.clone(), path.descendant.clone()),
+        (vkey("base", 1), vkey("other", 1))
+    );
+    assert_eq!(
+        path.steps
+            .iter()
+            .map(|s| (s.child.to_string(), s.relation))
+            .collect::<Vec<_>>(),
+        [
+            ("fraud/1".to_owned(), Relation::FineTunedFrom),
+            ("other/1".to_owned(), Relation::DistilledFrom)
+        ]
+    );
+    assert_eq!(
+        reg.lineage_path("other/1", "fraud/2").await.expect("path"),
+        None
+    );
+    assert_eq!(
+        reg.lineage_path("solo/1", "base/1").await.expect("path"),
+        None
+    );
+
+    let mermaid = hit.to_mermaid();
+    assert!(
+        mermaid.starts_with("flowchart LR\n  n0[(\"clicks@v3\")]\n"),
+        "{mermaid}"
+    );
+    assert!(
+        hit.to_dot()
+            .contains("n0 [label=\"clicks@v3\", shape=cylinder];")
+    );
+
+    assert_err!(
+        reg.downstream(DatasetKey::new("clicks"), None).await,
+        Error::NotFound { .. }
+    );
+    assert_err!(reg.upstream("ghost/1", None).await, Error::NotFound { .. });
+    assert_err!(reg.upstream("fraud/3", None).await, Error::NotFound { .. });
+    assert_err!(
+        reg.lineage_path("fraud/1", "fraud/9").await,
+        Error::NotFound { .. }
+    );
+}
+
+/// A version cannot be its own parent, nor name one that does not exist yet (so
+/// no registration can close a cycle); a rejected registration uploads nothing.
+pub async fn lineage_rejects_self_and_future_parents(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "fraud").await;
+    let with_parent = |n: u64| {
+        NewVersion::by(actor("ci")).provenance(Provenance {
+            parents: vec![parent_ref("fraud", n, Relation::RetrainedFrom)],
+            ..Provenance::default()
+        })
+    };
+    let before = blobs(&reg).await;
+    let source = || ArtifactSource::bytes("m.bin", "own parent").expect("valid path");
+    // Version 1 naming itself.
+    assert_err!(
+        reg.register("fraud", source(), with_parent(1)).await,
+        Error::InvalidInput { .. }
+    );
+    register_bytes(&reg, "fraud", "m.bin", "v1").await;
+    let before_v2 = blobs(&reg).await;
+    assert_ne!(before, before_v2);
+    // Version 2 naming itself, and naming version 3.
+    for n in [2, 3] {
+        assert_err!(
+            reg.register("fraud", source(), with_parent(n)).await,
+            Error::InvalidInput { .. }
+        );
+    }
+    assert_eq!(blobs(&reg).await, before_v2);
+    register_with(&reg, "fraud", "m.bin", "v2", with_parent(1)).await;
+    let graph = reg.lineage().await.expect("lineage");
+    assert_eq!(graph.find_cycle(), None);
+    assert_eq!(version_count(&reg, "fraud").await, 2);
+}
+
+/// `compare` reports metrics with their verdicts (goals, tolerance, no spec, one
+/// side only), hyperparameters with dotted keys, environment, datasets, code and
+/// files with the bytes b shares with a; across models b's specs come first and
+/// a's fill in; another registry computes the same diff.
+pub async fn compare_reports_every_difference(f: &Fixture) {
+    let reg = f.registry();
+    reg.create_model(
+        "fraud",
+        CreateModel::by(actor("alice"))
+            .metric("auc", MetricSpec::maximize().with_tolerance(0.005))
+            .and_then(|c| c.metric("loss", MetricSpec::minimize()))
+            .and_then(|c| c.metric("latency_ms", MetricSpec::minimize().with_tolerance(1.0)))
+            .expect("valid specs"),
+    )
+    .await
+    .expect("create");
+    let scratch = f.scratch();
+    let (model_a, model_b) = (pattern(4096, 1), pattern(4096, 9));
+    let (tokenizer, adapter) = (pattern(1000, 2), pattern(512, 3));
+    let config: &[u8] = br#"{"layers":2}"#;
+    write_tree(
+        &scratch.join("a"),
+        &[
+            ("config.json", config),
+            ("model.bin", &model_a),
+            ("tokenizer.json", &tokenizer),
+            ("notes.txt", b"v1 notes"),
+        ],
+    );
+    write_tree(
+        &scratch.join("b"),
+        &[
+            ("config.json", config),
+            ("model.bin", &model_b),
+            ("tokenizer.json", &tokenizer),
+            ("adapter.bin", &adapter),
+            ("copy/model-v1.bin", &model_a),
+        ],
+    );
+    let hp = |json: &str| serde_json::from_str(json).expect("hyperparameters");
+    let metrics = |pairs: &[(&str, f64)]| {
+        pairs
+            .iter()
+            .try_fold(Metrics::new(), |m, (k, v)| m.with(k, *v))
+            .expect("finite")
+    };
+    let code = |c: &str| {
+        Some(CodeRef {
+            repository: None,
+            commit: c.into(),
+            dirty: false,
+        })
+    };
+    let a = NewVersion::by(actor("ci"))
+        .semver("1.0.0".parse().expect("semver"))
+        .metrics(metrics(&[
+            ("auc", 0.90),
+            ("loss", 0.30),
+            ("latency_ms", 12.0),
+            ("f1", 0.5),
+        ]))
+        .provenance(Provenance {
+            hyperparameters: hp(
+                r#"{"optimizer":{"name":"adam","lr":0.001},"epochs":3,"dropout":0.1}"#,
+            ),
+            environment: Environment::default().with_framework("torch", "2.3.0"),
+            datasets: vec![
+                DatasetRef::new("clicks", DatasetRole::Train).version("v3"),
+                DatasetRef::new("holdout", DatasetRole::Eval).version("v1"),
+            ],
+            code: code("aaa"),
+            ..Provenance::default()
+        });
+    let b = NewVersion::by(actor("ci"))
+        .semver("1.1.0".parse().expect("semver"))
+        .metrics(metrics(&[
+            ("auc", 0.903),
+            ("loss", 0.25),
+            ("latency_ms", 15.0),
+            ("recall", 0.7),
+        ]))
+        .provenance(Provenance {
+            hyperparameters: hp(
+                r#"{"optimizer":{"name":"adam","lr":0.0001},"epochs":5,"warmup":100}"#,
+            ),
+            environment: Environment::default().with_framework("torch", "2.4.1"),
+            datasets: vec![
+                DatasetRef::new("clicks", DatasetRole::Train).version("v4"),
+                DatasetRef::new("holdout", DatasetRole::Eval).version("v1"),
+            ],
+            code: code("bbb"),
+            parents: vec![parent_ref("fraud", 1, Relation::FineTunedFrom)],
+        });
+    reg.register("fraud", ArtifactSource::dir(scratch.join("a")), a)
+        .await
+        .expect("register a");
+    reg.register("fraud", ArtifactSource::dir(scratch.join("b")), b)
+        .await
+        .expect("register b");
+
+    let d = reg
+        .compare("fraud:1.0.0", "fraud@latest")
+        .await
+        .expect("compare");
+    assert_eq!((d.a.number, d.b.number), (num(1), num(2)));
+    let verdicts: Vec<(&str, MetricVerdict)> = d
+        .metrics
+        .iter()
+        .map(|m| (m.name.as_str(), m.verdict))
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            ("auc", MetricVerdict::Unchanged), // +0.003, within 0.005
+            ("f1", MetricVerdict::OnlyInA),
+            ("latency_ms", MetricVerdict::Regressed),
+            ("loss", MetricVerdict::Improved),
+            ("recall", MetricVerdict::OnlyInB),
+        ]
+    );
+    assert_eq!(d.verdict, OverallVerdict::Mixed);
+    assert!(d.verdict.has_regression());
+    let latency = &d.metrics[2];
+    assert_eq!((latency.change, latency.relative), (Some(3.0), Some(0.25)));
+
+    assert_eq!(
+        d.hyperparameters
+            .changed
+            .iter()
+            .map(|c| c.key.as_str())
+            .collect::<Vec<_>>(),
+        ["epochs", "optimizer.lr"]
+    );
+    assert_eq!(d.hyperparameters.changed[0].a, HyperValue::Int(3));
+    assert_eq!(d.hyperparameters.changed[0].b, HyperValue::Int(5));
+    assert_eq!(d.hyperparameters.added[0].key, "warmup");
+    assert_eq!(d.hyperparameters.removed[0].key, "dropout");
+    assert_eq!(d.environment.changed.len(), 1);
+    assert_eq!(
+        (
+            d.environment.changed[0].key.as_str(),
+            d.environment.changed[0].b.as_str()
+        ),
+        ("framework.torch", "2.4.1")
+    );
+    assert_eq!(d.datasets.changed.len(), 1);
+    assert_eq!(d.datasets.changed[0].b.version.as_deref(), Some("v4"));
+    assert!(d.datasets.added.is_empty() && d.datasets.removed.is_empty());
+    assert_eq!(
+        d.code
+            .as_ref()
+            .and_then(|c| c.b.as_ref())
+            .map(|c| c.commit.as_str()),
+        Some("bbb")
+    );
+
+    let files = d.artifact.as_ref().expect("manifests compared");
+    assert_eq!(files.unchanged, 2);
+    let paths = |es: &[ManifestEntry]| es.iter().map(|e| e.path.to_string()).collect::<Vec<_>>();
+    assert_eq!(paths(&files.added), ["adapter.bin", "copy/model-v1.bin"]);
+    assert_eq!(paths(&files.removed), ["notes.txt"]);
+    assert_eq!(files.changed.len(), 1);
+    assert_eq!(files.changed[0].path.as_str(), "model.bin");
+    assert_eq!(
+        (files.changed[0].a_digest, files.changed[0].b_digest),
+        (digest(&model_a), digest(&model_b))
+    );
+    assert_eq!(files.b_bytes, 12 + 4096 + 1000 + 512 + 4096);
+    // config, tokenizer and the moved copy of a's weights.
+    assert_eq!(files.shared_bytes, 12 + 1000 + 4096);
+
+    let table = d.to_string();
+    assert!(table.contains("b: fraud/2 (1.1.0)"), "{table}");
+    assert!(
+        table.contains("verdict: mixed (1 improved, 1 regressed, 1 unchanged, 2 other)"),
+        "{table}"
+    );
+    assert!(
+        table.contains("  ~  optimizer.lr    0.001  0.0001\n"),
+        "{table}"
+    );
+    let json = serde_json::to_string(&d).expect("serialize");
+    assert_eq!(
+        serde_json::from_str::<modelreg::VersionDiff>(&json).expect("deserialize"),
+        d
+    );
+
+    // Another process computes the same diff.
+    assert_eq!(
+        f.fresh()
+            .await
+            .compare("fraud/1", "fraud/2")
+            .await
+            .expect("compare"),
+        d
+    );
+    // A version against itself.
+    let same = reg.compare("fraud/2", "fraud/2").await.expect("compare");
+    assert_eq!(same.verdict, OverallVerdict::Unchanged);
+    assert!(
+        same.hyperparameters.is_empty() && same.artifact.as_ref().is_some_and(|a| a.is_empty())
+    );
+
+    // Across models: `lite` has no specs, so fraud's judge auc.
+    create(&reg, "lite").await;
+    register_with(
+        &reg,
+        "lite",
+        "m.bin",
+        "lite",
+        NewVersion::by(actor("ci")).metrics(metrics(&[("auc", 0.95)])),
+    )
+    .await;
+    let cross = reg
+        .compare("fraud/2", "lite/1")
+        .await
+        .expect("compare across models");
+    assert_eq!(cross.metrics[0].verdict, MetricVerdict::Improved);
+    assert_eq!(cross.b.model.as_str(), "lite");
+    let back = reg
+        .compare("lite/1", "fraud/2")
+        .await
+        .expect("compare across models");
+    assert_eq!(back.metrics[0].verdict, MetricVerdict::Regressed);
+
+    assert_err!(
+        reg.compare("fraud/1", "fraud/9").await,
+        Error::NotFound { .. }
+    );
+    assert_err!(
+        reg.compare("ghost/1", "fraud/1").await,
+        Error::NotFound { .. }
+    );
+}
+
+/// `metric_history` lists one metric over the versions that have it, oldest first,
+/// with the latest value of each, filtered by a `VersionFilter`.
+pub async fn metric_history_in_version_order(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "fraud").await;
+    let version = |auc: Option<f64>, split: &str| {
+        let m = auc.map_or_else(Metrics::new, |a| {
+            Metrics::new().with("auc", a).expect("finite")
+        });
+        NewVersion::by(actor("ci"))
+            .metrics(m)
+            .tag("split", split)
+            .expect("valid tag")
+    };
+    register_with(&reg, "fraud", "m.bin", "1", version(Some(0.80), "a")).await;
+    register_with(&reg, "fraud", "m.bin", "2", version(None, "a")).await;
+    register_with(&reg, "fraud", "m.bin", "3", version(Some(0.85), "b")).await;
+    register_with(&reg, "fraud", "m.bin", "4", version(Some(0.90), "b")).await;
+    let again = Metrics::new().with("auc", 0.82).expect("finite");
+    reg.add_metrics("fraud/1", again, &actor("eval"))
+        .await
+        .expect("add metrics");
+    reg.deprecate("fraud/4", "leaked labels", &actor("alice"))
+        .await
+        .expect("deprecate");
+
+    let points = |h: Vec<modelreg::MetricPoint>| -> Vec<(u64, f64)> {
+        h.iter().map(|p| (p.version.get(), p.value)).collect()
+    };
+    let all = reg
+        .metric_history("fraud", "auc", &VersionFilter::new())
+        .await
+        .expect("history");
+    assert_eq!(points(all.clone()), [(1, 0.82), (3, 0.85), (4, 0.90)]);
+    for p in &all {
+        let v = reg
+            .resolve(format!("fraud/{}", p.version))
+            .await
+            .expect("resolve");
+        assert_eq!(p.created_at, v.created_at);
+    }
+    let other = f.fresh().await;
+    let live = VersionFilter::new().exclude_deprecated();
+    assert_eq!(
+        points(
+            other
+                .metric_history("fraud", "auc", &live)
+                .await
+                .expect("history")
+        ),
+        [(1, 0.82), (3, 0.85)]
+    );
+    let b = VersionFilter::new()
+        .tag_value("split", "b")
+        .expect("valid tag");
+    assert_eq!(
+        points(
+            reg.metric_history("fraud", "auc", &b)
+                .await
+                .expect("history")
+        ),
+        [(3, 0.85), (4, 0.90)]
+    );
+    assert!(
+        reg.metric_history("fraud", "f1", &VersionFilter::new())
+            .await
+            .expect("history")
+            .is_empty()
+    );
+    assert_err!(
+        reg.metric_history("fraud", "", &VersionFilter::new()).await,
+        Error::InvalidName { .. }
+    );
+    assert_err!(
+        reg.metric_history("ghost", "auc", &VersionFilter::new())
+            .await,
+        Error::NotFound { .. }
+    );
+}

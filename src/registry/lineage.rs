@@ -1,0 +1,342 @@
+//! Lineage, comparison and metric history on the [`Registry`]: the registry reads
+//! records, metric specs and manifests from the stores; the graph, the queries and
+//! the diff are pure domain code ([`crate::domain::lineage`], [`crate::domain::diff`]).
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+
+use super::{IntoModelName, IntoVersionRef, Registry, VersionFilter, fetch};
+use crate::domain::{
+    CodeKey, DatasetKey, LineageGraph, LineageNode, LineagePath, LineageSubgraph, MetricName,
+    MetricPoint, ModelName, ModelState, ParentRef, VersionDiff, VersionKey, VersionNumber,
+    VersionRecord, VersionRef, compare_versions, metric_history,
+};
+use crate::error::{Error, Result};
+
+/// Where a [`Registry::downstream`] query starts: a version reference, resolved
+/// first (`fraud@latest`, `fraud:1.4.0`, …), or a node of the lineage graph as it
+/// is (a dataset, a commit, a version by number).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LineageStart {
+    /// A version reference, resolved against the registry.
+    Reference(VersionRef),
+    /// A node, as it is.
+    Node(LineageNode),
+}
+
+/// Anything a [`Registry::downstream`] query can start from: a version reference
+/// (`&str`, `String`, [`VersionRef`]), a [`VersionKey`], a [`DatasetKey`], a
+/// [`CodeKey`] or a [`LineageNode`].
+pub trait IntoLineageStart {
+    /// Parses or passes on the start.
+    fn into_lineage_start(self) -> Result<LineageStart>;
+}
+
+impl IntoLineageStart for LineageStart {
+    fn into_lineage_start(self) -> Result<LineageStart> {
+        Ok(self)
+    }
+}
+impl IntoLineageStart for &str {
+    fn into_lineage_start(self) -> Result<LineageStart> {
+        Ok(LineageStart::Reference(self.parse()?))
+    }
+}
+impl IntoLineageStart for String {
+    fn into_lineage_start(self) -> Result<LineageStart> {
+        Ok(LineageStart::Reference(self.parse()?))
+    }
+}
+impl IntoLineageStart for VersionRef {
+    fn into_lineage_start(self) -> Result<LineageStart> {
+        Ok(LineageStart::Reference(self))
+    }
+}
+impl IntoLineageStart for &VersionRef {
+    fn into_lineage_start(self) -> Result<LineageStart> {
+        Ok(LineageStart::Reference(self.clone()))
+    }
+}
+impl IntoLineageStart for LineageNode {
+    fn into_lineage_start(self) -> Result<LineageStart> {
+        Ok(LineageStart::Node(self))
+    }
+}
+impl IntoLineageStart for VersionKey {
+    fn into_lineage_start(self) -> Result<LineageStart> {
+        Ok(LineageStart::Node(LineageNode::Version(self)))
+    }
+}
+impl IntoLineageStart for DatasetKey {
+    fn into_lineage_start(self) -> Result<LineageStart> {
+        Ok(LineageStart::Node(LineageNode::Dataset(self)))
+    }
+}
+impl IntoLineageStart for &DatasetKey {
+    fn into_lineage_start(self) -> Result<LineageStart> {
+        Ok(LineageStart::Node(LineageNode::Dataset(self.clone())))
+    }
+}
+impl IntoLineageStart for CodeKey {
+    fn into_lineage_start(self) -> Result<LineageStart> {
+        Ok(LineageStart::Node(LineageNode::Code(self)))
+    }
+}
+
+impl Registry {
+    /// The lineage graph of every version of every model: each model's state is
+    /// brought up to date and its versions added to one [`LineageGraph`].
+    ///
+    /// The models are read one after another, not as one snapshot: a version
+    /// registered meanwhile in a model already read is missing, and a parent
+    /// registered meanwhile may appear only as a parent (a node without a record).
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use modelreg::*;
+    /// let registry = Registry::in_memory();
+    /// let ci = Actor::new("ci")?;
+    /// registry.create_model("fraud", CreateModel::by(ci.clone())).await?;
+    /// let clicks = DatasetRef::new("clicks", DatasetRole::Train).version("v3");
+    /// registry
+    ///     .register("fraud", ArtifactSource::bytes("m.bin", "w")?, NewVersion::by(ci)
+    ///         .provenance(Provenance { datasets: vec![clicks.clone()], ..Provenance::default() }))
+    ///     .await?;
+    /// let graph = registry.lineage().await?;
+    /// let affected = graph.downstream(&DatasetKey::from(&clicks).into(), None)?;
+    /// assert_eq!(affected.versions().count(), 1);
+    /// # Ok::<(), modelreg::Error>(()) }).unwrap();
+    /// ```
+    pub async fn lineage(&self) -> Result<LineageGraph> {
+        let mut graph = LineageGraph::new();
+        for model in self.list_models().await? {
+            let added = self
+                .read(&model, |s| {
+                    s.versions()
+                        .iter()
+                        .try_for_each(|v| graph.add_version(model.clone(), v.clone()))
+                })
+                .await;
+            match added {
+                Ok(r) => r?,
+                // Listed but without a first event: not a model (yet).
+                Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(graph)
+    }
+
+    /// Everything the version `reference` resolves to was built from, transitively,
+    /// up to `depth` edges away (`None`: no limit): see [`LineageGraph::upstream`].
+    ///
+    /// Reads only the models its ancestors belong to, not the whole registry.
+    pub async fn upstream(
+        &self,
+        reference: impl IntoVersionRef,
+        depth: Option<usize>,
+    ) -> Result<LineageSubgraph> {
+        let key = self.version_key(reference).await?;
+        let graph = self.ancestry(vec![key.clone()]).await?;
+        graph.upstream(&key, depth)
+    }
+
+    /// Every version in any model built on `from` — a version reference, a dataset
+    /// or a commit — transitively, up to `depth` edges away (`None`: no limit): see
+    /// [`LineageGraph::downstream`]. Builds the whole [`lineage`](Self::lineage)
+    /// graph; to ask several questions, build it once and query it.
+    ///
+    /// Each affected version comes with its record; its [`VersionKey`] looks up
+    /// anything else (such as its lifecycle stage).
+    pub async fn downstream(
+        &self,
+        from: impl IntoLineageStart,
+        depth: Option<usize>,
+    ) -> Result<LineageSubgraph> {
+        let node = match from.into_lineage_start()? {
+            LineageStart::Reference(r) => LineageNode::Version(self.version_key(r).await?),
+            LineageStart::Node(n) => n,
+        };
+        self.lineage().await?.downstream(&node, depth)
+    }
+
+    /// The shortest parent → child chain between two versions, whichever descends
+    /// from the other; `None` if neither does. See [`LineageGraph::path`]. Reads
+    /// only the models their ancestors belong to.
+    pub async fn lineage_path(
+        &self,
+        a: impl IntoVersionRef,
+        b: impl IntoVersionRef,
+    ) -> Result<Option<LineagePath>> {
+        let (a, b) = (self.version_key(a).await?, self.version_key(b).await?);
+        // Every version on a chain between them is an ancestor of the lower one.
+        let graph = self.ancestry(vec![a.clone(), b.clone()]).await?;
+        graph.path(&a, &b)
+    }
+
+    /// Compares version `a` (the baseline) with version `b`, any two references in
+    /// any models: metrics judged by the models' specs, hyperparameters,
+    /// environment, datasets, code and files. See [`compare_versions`] and
+    /// [`VersionDiff`].
+    ///
+    /// Metrics are judged by the specs of b's model, and by a's model's for
+    /// metrics b's model has no spec for. Both manifests are read (and verified),
+    /// so a missing or corrupt manifest blob is an error.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use modelreg::*;
+    /// let registry = Registry::in_memory();
+    /// let ci = Actor::new("ci")?;
+    /// registry
+    ///     .create_model("fraud", CreateModel::by(ci.clone()).metric("auc", MetricSpec::maximize())?)
+    ///     .await?;
+    /// for (weights, auc) in [("v1", 0.90), ("v2", 0.93)] {
+    ///     let v = NewVersion::by(ci.clone()).metrics(Metrics::new().with("auc", auc)?);
+    ///     registry.register("fraud", ArtifactSource::bytes("m.bin", weights)?, v).await?;
+    /// }
+    /// let diff = registry.compare("fraud/1", "fraud/2").await?;
+    /// assert_eq!(diff.verdict, OverallVerdict::Improved);
+    /// println!("{diff}");
+    /// # Ok::<(), modelreg::Error>(()) }).unwrap();
+    /// ```
+    pub async fn compare(
+        &self,
+        a: impl IntoVersionRef,
+        b: impl IntoVersionRef,
+    ) -> Result<VersionDiff> {
+        let (ra, rb) = (a.into_version_ref()?, b.into_version_ref()?);
+        let side = |r: &VersionRef, s: &ModelState| -> Result<_> {
+            Ok((s.resolve(&r.selector)?.clone(), s.metric_specs().clone()))
+        };
+        let (va, mut specs) = self.read(&ra.model, |s| side(&ra, s)).await??;
+        let (vb, specs_b) = self.read(&rb.model, |s| side(&rb, s)).await??;
+        specs.extend(specs_b);
+        let store = self.inner.artifacts.as_ref();
+        let ma = fetch::load_manifest(store, &va.artifact).await?;
+        let mb = if vb.artifact == va.artifact {
+            ma.clone()
+        } else {
+            fetch::load_manifest(store, &vb.artifact).await?
+        };
+        Ok(compare_versions(
+            (&ra.model, &va),
+            (&rb.model, &vb),
+            &specs,
+            Some((&ma, &mb)),
+        ))
+    }
+
+    /// One metric across the versions of `model` that match `filter`, oldest first:
+    /// `(version, created_at, value)` points ready to plot. Versions without the
+    /// metric are skipped.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use modelreg::*;
+    /// let registry = Registry::in_memory();
+    /// let ci = Actor::new("ci")?;
+    /// registry.create_model("fraud", CreateModel::by(ci.clone())).await?;
+    /// for auc in [0.90, 0.93] {
+    ///     let v = NewVersion::by(ci.clone()).metrics(Metrics::new().with("auc", auc)?);
+    ///     registry.register("fraud", ArtifactSource::bytes("m.bin", auc.to_string())?, v).await?;
+    /// }
+    /// let points = registry.metric_history("fraud", "auc", &VersionFilter::new()).await?;
+    /// assert_eq!(points.iter().map(|p| p.value).collect::<Vec<_>>(), [0.90, 0.93]);
+    /// # Ok::<(), modelreg::Error>(()) }).unwrap();
+    /// ```
+    pub async fn metric_history(
+        &self,
+        model: impl IntoModelName,
+        metric: &str,
+        filter: &VersionFilter,
+    ) -> Result<Vec<MetricPoint>> {
+        let model = model.into_model_name()?;
+        let metric = MetricName::new(metric)?;
+        self.read(&model, |s| {
+            metric_history(s.versions(), metric.as_str(), |v| filter.matches(v))
+        })
+        .await
+    }
+
+    /// Rejects a registration of the next version of `model` with `parents` that
+    /// would break the lineage graph: see [`LineageGraph::check_new_version`].
+    ///
+    /// The number checked is the next one now; the version may get a higher one
+    /// when it commits, which changes nothing: no version that does not exist yet
+    /// can be anyone's ancestor.
+    pub(super) async fn check_lineage(
+        &self,
+        model: &ModelName,
+        parents: &[ParentRef],
+    ) -> Result<()> {
+        if parents.is_empty() {
+            return Ok(());
+        }
+        let next = self.read(model, ModelState::next_version_number).await?;
+        let graph = self
+            .ancestry(parents.iter().map(VersionKey::from).collect())
+            .await?;
+        graph.check_new_version(&VersionKey::new(model.clone(), next), parents)
+    }
+
+    /// Resolves a reference to the key of its version.
+    async fn version_key(&self, reference: impl IntoVersionRef) -> Result<VersionKey> {
+        let r = reference.into_version_ref()?;
+        let v: VersionRecord = self.resolve(&r).await?;
+        Ok(VersionKey::new(r.model, v.number))
+    }
+
+    /// The lineage graph of `roots` and all their ancestors (their datasets and
+    /// code included). Ancestors that do not exist are left as parent-only nodes.
+    ///
+    /// Each round reads every model on the frontier once and follows parents within
+    /// that model as far as they go; parents in other models form the next
+    /// frontier. So a chain of fine-tunes within one model costs one read, not one
+    /// per version.
+    async fn ancestry(&self, roots: Vec<VersionKey>) -> Result<LineageGraph> {
+        let mut graph = LineageGraph::new();
+        // Roots may repeat (a parent listed twice); each is walked once.
+        let mut seen: HashSet<VersionKey> = roots.into_iter().collect();
+        let mut frontier: Vec<VersionKey> = seen.iter().cloned().collect();
+        while !frontier.is_empty() {
+            let mut by_model: BTreeMap<ModelName, Vec<VersionNumber>> = BTreeMap::new();
+            for k in frontier.drain(..) {
+                by_model.entry(k.model).or_default().push(k.version);
+            }
+            for (model, numbers) in by_model {
+                let walked = self
+                    .read(&model, |s| {
+                        let mut found = Vec::new();
+                        let mut queue = VecDeque::from(numbers);
+                        while let Some(n) = queue.pop_front() {
+                            let Some(record) = s.version(n) else { continue };
+                            for p in &record.provenance.parents {
+                                let k = VersionKey::from(p);
+                                if seen.insert(k.clone()) {
+                                    if k.model == model {
+                                        queue.push_back(k.version);
+                                    } else {
+                                        frontier.push(k);
+                                    }
+                                }
+                            }
+                            found.push(record.clone());
+                        }
+                        found
+                    })
+                    .await;
+                match walked {
+                    Ok(records) => {
+                        for r in records {
+                            graph.add_version(model.clone(), r)?;
+                        }
+                    }
+                    Err(Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(graph)
+    }
+}
