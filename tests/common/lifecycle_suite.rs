@@ -983,6 +983,44 @@ pub async fn approvals_gate(f: &Fixture) {
             if *old == num(1) && *gates == [verdict("approvals(1)", true, "approved by erin")]),
         "{e:?}"
     );
+
+    // Approvals are per target stage: for a move into validation, only approvals
+    // of validation count.
+    reg.set_gates(
+        "approved",
+        Stage::Validation,
+        vec![GateSpec::Approvals {
+            required: 1,
+            from: BTreeSet::new(),
+        }],
+        &alice,
+    )
+    .await
+    .expect("gates");
+    register_bytes(&reg, "approved", "m.bin", "w3").await;
+    bring_to(&reg, "approved", 3, Stage::Staging).await;
+    approve(3, Stage::Production, &bob).await;
+    approve(3, Stage::Staging, &carol).await;
+    assert_eq!(
+        refused(
+            reg.transition("approved/3", Stage::Validation, &alice, "")
+                .await,
+            "approved",
+            3,
+            Stage::Validation
+        ),
+        [verdict("approvals(1)", false, "0 of 1 approvals")]
+    );
+    approve(3, Stage::Validation, &dave).await;
+    let e = reg
+        .transition("approved/3", Stage::Validation, &alice, "")
+        .await
+        .expect("move");
+    assert!(
+        matches!(&e.kind, EventKind::StageChanged { gates, .. }
+            if *gates == [verdict("approvals(1)", true, "approved by dave")]),
+        "{e:?}"
+    );
 }
 
 /// `provenance_complete` needs a code commit and at least one dataset;
