@@ -94,6 +94,7 @@ suite! {
         stored_gates_apply_to_every_registry,
         in_process_gates_run_and_refuse,
         invalid_gate_specs_are_rejected,
+        in_process_min_time_in_stage_beyond_range_refuses,
         approvals_are_events,
         rollback_walks_production_back,
         aliases_set_move_and_remove,

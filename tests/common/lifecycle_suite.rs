@@ -1434,6 +1434,57 @@ pub async fn in_process_gates_run_and_refuse(f: &Fixture) {
     assert_eq!(gate.seen().len(), 2);
 }
 
+/// A built-in gate attached in-process skips the checks `set_gates` makes, so it
+/// must itself refuse a time in stage too long to represent, rather than wrap it
+/// round to a negative time that always passes (`u64::MAX`) or panic in the date
+/// arithmetic (`i64::MAX`).
+pub async fn in_process_min_time_in_stage_beyond_range_refuses(f: &Fixture) {
+    let model = ModelName::new("forever").expect("valid");
+    let gate = |seconds: u64| Arc::new(GateSpec::MinTimeInStage { seconds });
+    let reg = f.registry_with(|b| {
+        b.gate(model.clone(), Stage::Staging, gate(u64::MAX)).gate(
+            model.clone(),
+            Stage::Validation,
+            gate(i64::MAX as u64),
+        )
+    });
+    create(&reg, "forever").await;
+    register_bytes(&reg, "forever", "m.bin", "w").await;
+    let alice = actor("alice");
+    let before = snapshot(&reg, "forever").await;
+    let failed = refused(
+        reg.transition("forever/1", Stage::Staging, &alice, "")
+            .await,
+        "forever",
+        1,
+        Stage::Staging,
+    );
+    assert_eq!(
+        failed.iter().map(|v| v.gate.as_str()).collect::<Vec<_>>(),
+        [format!("min_time_in_stage({}s)", u64::MAX)]
+    );
+    assert_eq!(snapshot(&reg, "forever").await, before);
+
+    f.registry()
+        .transition("forever/1", Stage::Staging, &alice, "")
+        .await
+        .expect("move without the in-process gates");
+    let attempt = tokio::spawn({
+        let reg = reg.clone();
+        async move {
+            reg.transition("forever/1", Stage::Validation, &actor("alice"), "")
+                .await
+        }
+    })
+    .await
+    .expect("the gate does not panic");
+    let failed = refused(attempt, "forever", 1, Stage::Validation);
+    assert_eq!(
+        failed.iter().map(|v| v.gate.as_str()).collect::<Vec<_>>(),
+        [format!("min_time_in_stage({}s)", i64::MAX)]
+    );
+}
+
 /// Gate specs are checked before they are stored: an approvals gate needing none,
 /// a time in stage too long to represent, and gates for moves into `none` are
 /// `InvalidInput`, and nothing is written.
