@@ -102,6 +102,7 @@ suite! {
         history_is_newest_first_and_filters,
         time_travel_resolves_as_of,
         concurrent_promotions_never_make_two_productions,
+        racing_commands_have_one_winner,
         lifecycle_state_survives_checkpoints,
         lifecycle_events_are_format_2,
     ],

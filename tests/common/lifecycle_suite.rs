@@ -8,6 +8,7 @@
 //! checked to have changed nothing (same event count, same state).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -2386,22 +2387,28 @@ pub async fn time_travel_resolves_as_of(f: &Fixture) {
 // ----- concurrency -----------------------------------------------------------------
 
 /// How many rounds [`concurrent_promotions_never_make_two_productions`] runs on
-/// fresh registries, and then on registries whose appends are slowed down.
+/// fresh registries, and then on a [`racing_pair`].
 pub const RACE_ROUNDS: u64 = 10;
-/// How long a [`SlowAppends`] store waits before each append.
-pub const APPEND_DELAY: Duration = Duration::from_millis(50);
 
-/// A metadata store that waits [`APPEND_DELAY`] before every append, so that two
-/// writers started together have both read the log before either appends: their
-/// race is certain rather than a matter of scheduling.
+/// A metadata store whose first two appends wait for each other (for at most ten
+/// seconds) before going through; later ones go straight through. Two registries
+/// over one of these that each make one command have both read the log before
+/// either appends: their race is certain, not up to the scheduler.
 #[derive(Debug)]
-pub struct SlowAppends(pub Arc<dyn MetadataStore>);
+pub struct RendezvousAppends {
+    inner: Arc<dyn MetadataStore>,
+    barrier: tokio::sync::Barrier,
+    arrivals: AtomicUsize,
+}
 
 #[async_trait::async_trait]
-impl MetadataStore for SlowAppends {
+impl MetadataStore for RendezvousAppends {
     async fn append(&self, log: &str, seq: u64, record: bytes::Bytes) -> modelreg::Result<()> {
-        tokio::time::sleep(APPEND_DELAY).await;
-        self.0.append(log, seq, record).await
+        if self.arrivals.fetch_add(1, Ordering::SeqCst) < 2 {
+            // A racer that fails before appending must not hang the other.
+            let _ = tokio::time::timeout(Duration::from_secs(10), self.barrier.wait()).await;
+        }
+        self.inner.append(log, seq, record).await
     }
     async fn read_after(
         &self,
@@ -2409,10 +2416,10 @@ impl MetadataStore for SlowAppends {
         after: u64,
         limit: usize,
     ) -> modelreg::Result<Vec<LogRecord>> {
-        self.0.read_after(log, after, limit).await
+        self.inner.read_after(log, after, limit).await
     }
     async fn list_logs(&self) -> modelreg::Result<Vec<String>> {
-        self.0.list_logs().await
+        self.inner.list_logs().await
     }
     async fn put_checkpoint(
         &self,
@@ -2420,11 +2427,45 @@ impl MetadataStore for SlowAppends {
         seq: u64,
         bytes: bytes::Bytes,
     ) -> modelreg::Result<()> {
-        self.0.put_checkpoint(log, seq, bytes).await
+        self.inner.put_checkpoint(log, seq, bytes).await
     }
     async fn latest_checkpoint(&self, log: &str) -> modelreg::Result<Option<Checkpoint>> {
-        self.0.latest_checkpoint(log).await
+        self.inner.latest_checkpoint(log).await
     }
+}
+
+/// Two registries over `reg`'s stores that share no cache, whose first two
+/// appends meet (see [`RendezvousAppends`]): one command on each is a certain
+/// race.
+pub fn racing_pair(reg: &Registry) -> [Registry; 2] {
+    let store = Arc::new(RendezvousAppends {
+        inner: reg.metadata_store().clone(),
+        barrier: tokio::sync::Barrier::new(2),
+        arrivals: AtomicUsize::new(0),
+    });
+    let build = || {
+        Registry::builder()
+            .metadata(store.clone())
+            .artifacts(reg.artifact_store().clone())
+            .build()
+            .expect("builder with both stores")
+    };
+    [build(), build()]
+}
+
+/// Runs `a` and `b` at once, each on its own task, and returns both results.
+pub async fn race<A, B>(a: A, b: B) -> (A::Output, B::Output)
+where
+    A: std::future::Future + Send + 'static,
+    A::Output: Send + 'static,
+    B: std::future::Future + Send + 'static,
+    B::Output: Send + 'static,
+{
+    let (a, b) = (tokio::spawn(a), tokio::spawn(b));
+    (
+        a.await.expect("task did not panic"),
+        b.await.expect("task did not panic"),
+    )
 }
 
 /// One round of a promotion race on model `race`: registers two versions, moves
@@ -2531,9 +2572,8 @@ async fn race_round(
 /// failures write nothing; the production history is the successes in log order.
 ///
 /// First on fresh registries, where whether the calls overlap is up to the
-/// scheduler (reported); then on registries whose appends are delayed, so that
-/// both have read the log before either appends: there, exactly one must win in
-/// at least one round (in practice every one).
+/// scheduler (reported); then on [`racing_pair`]s, where both have read the log
+/// before either appends, so exactly one wins every round.
 pub async fn concurrent_promotions_never_make_two_productions(f: &Fixture) {
     let reg = f.registry();
     create(&reg, "race").await;
@@ -2543,24 +2583,18 @@ pub async fn concurrent_promotions_never_make_two_productions(f: &Fixture) {
     for round in 0..RACE_ROUNDS {
         one_winner += u64::from(race_round(&reg, &racers, round, &mut history).await);
     }
-    let slow = || {
-        Registry::builder()
-            .metadata(Arc::new(SlowAppends(reg.metadata_store().clone())))
-            .artifacts(reg.artifact_store().clone())
-            .build()
-            .expect("builder with both stores")
-    };
-    let racers = [slow(), slow()];
     let mut forced = 0;
     for round in RACE_ROUNDS..2 * RACE_ROUNDS {
+        let racers = racing_pair(&reg);
         forced += u64::from(race_round(&reg, &racers, round, &mut history).await);
     }
     eprintln!(
         "{}: promotion races with exactly one winner: {one_winner} of {RACE_ROUNDS} \
-         on fresh registries, {forced} of {RACE_ROUNDS} with slowed appends",
+         on fresh registries, {forced} of {RACE_ROUNDS} on racing pairs",
         f.name
     );
-    assert!(forced >= 1, "no slowed-down race had a loser");
+    // On a racing pair both have read the log before either appends.
+    assert_eq!(forced, RACE_ROUNDS);
 
     let state = reg.model("race").await.expect("model");
     let history: Vec<_> = history.into_iter().map(num).collect();
@@ -2568,6 +2602,141 @@ pub async fn concurrent_promotions_never_make_two_productions(f: &Fixture) {
     let events = reg.events("race").await.expect("events");
     assert_eq!(ModelState::replay(events).expect("replay"), state);
     assert_eq!(f.fresh().await.model("race").await.expect("model"), state);
+}
+
+/// Checks that exactly one of two racing commands succeeded and that the other
+/// failed with `ConcurrentChange` on `model`; returns which one won (0 or 1), its
+/// event, and what the loser says changed.
+pub fn one_winner(model: &str, results: [Result<Event, Error>; 2]) -> (usize, Event, String) {
+    match results {
+        [Ok(e), Err(Error::ConcurrentChange { model: m, what })] => {
+            assert_eq!(m, model);
+            (0, e, what)
+        }
+        [Err(Error::ConcurrentChange { model: m, what }), Ok(e)] => {
+            assert_eq!(m, model);
+            (1, e, what)
+        }
+        other => panic!("expected exactly one success and one ConcurrentChange, got {other:?}"),
+    }
+}
+
+/// Racing pairs (both read the log before either appends) on everything a
+/// command pins: two rollbacks at once go back one step, not two; a rollback and
+/// a promotion, two moves of one alias, and two moves of one version each have
+/// exactly one winner, and the loser, told what changed, wrote nothing.
+pub async fn racing_commands_have_one_winner(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "contend").await;
+    for i in 1..=5 {
+        register_bytes(&reg, "contend", "m.bin", format!("w{i}")).await;
+    }
+    for n in 1..=3 {
+        bring_to(&reg, "contend", n, Stage::Production).await;
+    }
+    bring_to(&reg, "contend", 4, Stage::Validation).await;
+    bring_to(&reg, "contend", 5, Stage::Validation).await;
+
+    // Two operators roll back the same bad release at once.
+    let count = event_count(&reg, "contend").await;
+    let [a, b] = racing_pair(&reg);
+    let (ra, rb) = race(
+        async move { a.rollback("contend", &actor("a"), "").await },
+        async move { b.rollback("contend", &actor("b"), "").await },
+    )
+    .await;
+    let (_, won, what) = one_winner("contend", [ra, rb]);
+    assert_eq!(
+        won.kind,
+        EventKind::RolledBack {
+            restored: num(2),
+            displaced: num(3),
+            reason: String::new(),
+        }
+    );
+    assert_eq!(what, "the production version (was 3, now 2)");
+    assert_eq!(event_count(&reg, "contend").await, count + 1);
+    assert_eq!(in_production(&reg, "contend").await, Some(2));
+    assert_eq!(
+        reg.model("contend")
+            .await
+            .expect("model")
+            .production_history(),
+        [num(1), num(2)]
+    );
+
+    // A rollback and a promotion at once.
+    let [a, b] = racing_pair(&reg);
+    let (ra, rb) = race(
+        async move { a.promote("contend/4", &actor("a"), "").await },
+        async move { b.rollback("contend", &actor("b"), "").await },
+    )
+    .await;
+    let (winner, won, what) = one_winner("contend", [ra, rb]);
+    let now = if winner == 0 {
+        assert!(
+            matches!(won.kind, EventKind::StageChanged { version, archived: Some(old), .. } if version == num(4) && old == num(2)),
+            "{won:?}"
+        );
+        4
+    } else {
+        assert!(
+            matches!(won.kind, EventKind::RolledBack { restored, displaced, .. } if restored == num(1) && displaced == num(2)),
+            "{won:?}"
+        );
+        assert_eq!(stage_of(&reg, "contend", 4).await, Stage::Validation);
+        1
+    };
+    assert_eq!(what, format!("the production version (was 2, now {now})"));
+    assert_eq!(event_count(&reg, "contend").await, count + 2);
+    assert_eq!(in_production(&reg, "contend").await, Some(now));
+
+    // Two moves of one alias.
+    let [a, b] = racing_pair(&reg);
+    let opts = |who: &str| SetAlias::by(actor(who));
+    let (oa, ob) = (opts("a"), opts("b"));
+    let (ra, rb) = race(
+        async move { a.set_alias("contend/1", "champion", oa).await },
+        async move { b.set_alias("contend/2", "champion", ob).await },
+    )
+    .await;
+    let (winner, _, what) = one_winner("contend", [ra, rb]);
+    let target = winner as u64 + 1;
+    assert_eq!(what, format!("alias 'champion' (was none, now {target})"));
+    assert_eq!(
+        reg.resolve("contend@champion")
+            .await
+            .expect("resolve")
+            .number,
+        num(target)
+    );
+    assert_eq!(event_count(&reg, "contend").await, count + 3);
+
+    // Two moves of one version, to different stages.
+    let [a, b] = racing_pair(&reg);
+    let (ra, rb) = race(
+        async move {
+            a.transition("contend/5", Stage::Staging, &actor("a"), "")
+                .await
+        },
+        async move {
+            b.transition("contend/5", Stage::Archived, &actor("b"), "")
+                .await
+        },
+    )
+    .await;
+    let (winner, _, what) = one_winner("contend", [ra, rb]);
+    let stage = [Stage::Staging, Stage::Archived][winner];
+    assert_eq!(
+        what,
+        format!("the stage of version 5 (was validation, now {stage})")
+    );
+    assert_eq!(stage_of(&reg, "contend", 5).await, stage);
+    assert_eq!(event_count(&reg, "contend").await, count + 4);
+    assert_eq!(
+        ModelState::replay(reg.events("contend").await.expect("events")).expect("replay"),
+        reg.model("contend").await.expect("model")
+    );
 }
 
 // ----- persistence -----------------------------------------------------------------
