@@ -103,6 +103,7 @@ suite! {
         time_travel_resolves_as_of,
         concurrent_promotions_never_make_two_productions,
         racing_commands_have_one_winner,
+        gates_judge_the_state_the_event_follows,
         lifecycle_state_survives_checkpoints,
         lifecycle_events_are_format_2,
     ],

@@ -2739,6 +2739,67 @@ pub async fn racing_commands_have_one_winner(f: &Fixture) {
     );
 }
 
+/// A promotion racing a rejection is judged on the state its event follows: if the
+/// rejection lands first, the promotion's retry re-runs the gates and is refused;
+/// otherwise the promotion's event comes before the rejection. Either way no
+/// promotion in the log follows a standing rejection.
+pub async fn gates_judge_the_state_the_event_follows(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "judged").await;
+    let alice = actor("alice");
+    reg.set_gates(
+        "judged",
+        Stage::Production,
+        vec![GateSpec::Approvals {
+            required: 1,
+            from: BTreeSet::new(),
+        }],
+        &alice,
+    )
+    .await
+    .expect("gates");
+    register_bytes(&reg, "judged", "m.bin", "w").await;
+    bring_to(&reg, "judged", 1, Stage::Validation).await;
+    reg.approve("judged/1", Stage::Production, &actor("bob"), "")
+        .await
+        .expect("approve");
+    let count = event_count(&reg, "judged").await;
+
+    let [a, b] = racing_pair(&reg);
+    let (promoted, rejected) = race(
+        async move { a.promote("judged/1", &actor("alice"), "").await },
+        async move {
+            b.reject("judged/1", Stage::Production, &actor("carol"), "no")
+                .await
+        },
+    )
+    .await;
+    let rejection = rejected.expect("a decision is not pinned to anything");
+    match promoted {
+        Ok(e) => {
+            assert_eq!((e.seq, rejection.seq), (count as u64 + 1, count as u64 + 2));
+            assert!(
+                matches!(&e.kind, EventKind::StageChanged { gates, .. }
+                    if *gates == [verdict("approvals(1)", true, "approved by bob")]),
+                "{e:?}"
+            );
+            assert_eq!(in_production(&reg, "judged").await, Some(1));
+        }
+        result => {
+            assert_eq!(
+                refused(result, "judged", 1, Stage::Production),
+                [verdict("approvals(1)", false, "rejected by carol (no)")]
+            );
+            assert_eq!(rejection.seq, count as u64 + 1);
+            assert_eq!(in_production(&reg, "judged").await, None);
+        }
+    }
+    assert_eq!(
+        ModelState::replay(reg.events("judged").await.expect("events")).expect("replay"),
+        reg.model("judged").await.expect("model")
+    );
+}
+
 // ----- persistence -----------------------------------------------------------------
 
 /// Lifecycle state (stages, production history, aliases, approvals, gates) goes
