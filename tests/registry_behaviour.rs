@@ -1,16 +1,25 @@
-//! The registry behaviour suite (`tests/common/registry_suite.rs`), instantiated
-//! once per backend: every behaviour holds on every store.
+//! The registry behaviour suite (`tests/common/registry_suite.rs`) and the
+//! lifecycle suite (`tests/common/lifecycle_suite.rs`), instantiated once per
+//! backend: every behaviour holds on every store.
+//!
+//! Lifecycle tests are in a `lifecycle` module under each backend's, so
+//! `cargo test --test registry_behaviour lifecycle` runs just them.
 
 #[macro_use]
 mod common;
 
 use common::backends::Fixture;
-use common::registry_suite;
+use common::{lifecycle_suite, registry_suite};
 
 /// Instantiates every suite function listed as a test in a module named after the
-/// backend, whose fixture comes from `Fixture::<backend>()`.
+/// backend (lifecycle ones in its `lifecycle` submodule), whose fixture comes from
+/// `Fixture::<backend>()`.
 macro_rules! suite_for_backend {
-    ($backend:ident, [$($test:ident),* $(,)?]) => {
+    (
+        $backend:ident,
+        registry: [$($test:ident),* $(,)?],
+        lifecycle: [$($life:ident),* $(,)?]
+    ) => {
         mod $backend {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -19,14 +28,23 @@ macro_rules! suite_for_backend {
                     super::registry_suite::$test(&fixture).await;
                 }
             )*
+            mod lifecycle {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $life() {
+                        let fixture = super::super::Fixture::$backend().await;
+                        super::super::lifecycle_suite::$life(&fixture).await;
+                    }
+                )*
+            }
         }
     };
 }
 
-/// Instantiates the whole suite for each backend.
+/// Instantiates both suites for each backend.
 macro_rules! suite {
-    (backends: [$($backend:ident),* $(,)?], tests: $tests:tt $(,)?) => {
-        $( suite_for_backend!($backend, $tests); )*
+    (backends: [$($backend:ident),* $(,)?], registry: $registry:tt, lifecycle: $lifecycle:tt $(,)?) => {
+        $( suite_for_backend!($backend, registry: $registry, lifecycle: $lifecycle); )*
     };
 }
 
@@ -34,7 +52,7 @@ suite! {
     // The one list of backends: a new backend is a constructor on `Fixture` and
     // its name here.
     backends: [memory, memory_checkpoints, dyn_memory, local, dyn_local],
-    tests: [
+    registry: [
         create_model_and_reject_duplicates,
         concurrent_creates_of_one_model,
         unknown_model_is_not_found,
@@ -66,5 +84,31 @@ suite! {
         lineage_rejects_self_and_future_parents,
         compare_reports_every_difference,
         metric_history_in_version_order,
+    ],
+    lifecycle: [
+        transition_table_is_enforced,
+        stage_references_resolve,
+        promotion_archives_the_previous_production_version,
+        transition_events_record_everything,
+        metrics_no_worse_against_production,
+        metrics_no_worse_against_an_alias,
+        approvals_gate,
+        provenance_and_time_in_stage_gates,
+        every_failed_gate_is_reported,
+        stored_gates_apply_to_every_registry,
+        in_process_gates_run_and_refuse,
+        invalid_gate_specs_are_rejected,
+        in_process_min_time_in_stage_beyond_range_refuses,
+        approvals_are_events,
+        rollback_walks_production_back,
+        aliases_set_move_and_remove,
+        protected_aliases_pass_production_gates,
+        history_is_newest_first_and_filters,
+        time_travel_resolves_as_of,
+        concurrent_promotions_never_make_two_productions,
+        racing_commands_have_one_winner,
+        gates_judge_the_state_the_event_follows,
+        lifecycle_state_survives_checkpoints,
+        lifecycle_events_are_format_2,
     ],
 }

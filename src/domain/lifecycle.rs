@@ -299,7 +299,12 @@ impl Gate for GateSpec {
             GateSpec::MinTimeInStage { seconds } => {
                 let since = t.candidate.stage_since.unwrap_or(t.candidate.created_at);
                 let spent = t.at - since;
-                let needed = Duration::seconds(*seconds as i64);
+                // `set_gates` rejects such a spec, but an in-process one is not
+                // checked: refuse rather than wrap round or panic.
+                let Some(needed) = i64::try_from(*seconds).ok().and_then(Duration::try_seconds)
+                else {
+                    return Err(format!("{seconds}s is too long to measure"));
+                };
                 if spent >= needed {
                     Ok(format!("{}s in {}", spent.num_seconds(), t.from))
                 } else {

@@ -1,5 +1,5 @@
 //! Support shared by the integration tests: the store conformance suite, the
-//! backends a registry runs on and the registry behaviour suite.
+//! backends a registry runs on, and the registry behaviour and lifecycle suites.
 
 // Each test crate compiles this module on its own and uses a different part of it.
 #![allow(dead_code)]
@@ -25,6 +25,7 @@ macro_rules! assert_err {
 }
 
 pub mod backends;
+pub mod lifecycle_suite;
 pub mod registry_suite;
 // Its helpers fail by panicking on `unwrap`, as `tests/store_conformance.rs` allows
 // for its whole crate; here the allowance must be on the module.

@@ -16,8 +16,8 @@ use modelreg::store::LinkMode;
 use modelreg::{
     Actor, ArtifactSource, CreateModel, Digest, Error, EventKind, FetchOptions, FetchReport,
     HyperValue, ManifestEntry, MetricName, MetricSpec, Metrics, ModelName, ModelState, NewVersion,
-    ParentRef, Provenance, Registry, RelPath, Relation, Tags, VerifyReport, VersionFilter,
-    VersionNumber, VersionRecord, VersionRef,
+    ParentRef, Provenance, Registry, RelPath, Relation, SetAlias, Tags, VerifyReport,
+    VersionFilter, VersionNumber, VersionRecord, VersionRef,
 };
 
 use super::backends::Fixture;
@@ -612,9 +612,9 @@ pub async fn semver_labels_are_unique_within_a_model(f: &Fixture) {
     assert_err!(reg.resolve("fraud:1.3.0").await, Error::NotFound { .. });
 }
 
-/// Every form of reference resolves to the right version; references to versions,
-/// aliases or digests that do not exist are `NotFound`, malformed ones
-/// `InvalidReference`.
+/// Every form of reference resolves to the right version, an alias once it is set;
+/// references to versions, unset aliases or digests that do not exist are
+/// `NotFound`, malformed ones `InvalidReference`.
 pub async fn every_reference_form_resolves(f: &Fixture) {
     let reg = f.registry();
     create(&reg, "fraud").await;
@@ -639,7 +639,21 @@ pub async fn every_reference_form_resolves(f: &Fixture) {
     assert_eq!(reg.resolve("fraud/3").await.expect("resolve"), v3);
 
     assert_err!(reg.resolve("fraud/4").await, Error::NotFound { .. });
+    // An alias resolves once it is set, and only then.
     assert_err!(reg.resolve("fraud@champion").await, Error::NotFound { .. });
+    reg.set_alias("fraud:2.0.0", "champion", SetAlias::by(actor("alice")))
+        .await
+        .expect("set alias");
+    assert_eq!(n(reg.resolve("fraud@champion").await), 2);
+    assert_err!(
+        reg.resolve("fraud@challenger").await,
+        Error::NotFound { .. }
+    );
+    // No version is in production yet.
+    assert_err!(
+        reg.resolve("fraud@production").await,
+        Error::NotFound { .. }
+    );
     let stranger = digest(b"never registered");
     assert_err!(
         reg.resolve(format!("fraud#{stranger}")).await,

@@ -1,0 +1,2949 @@
+//! The lifecycle's behaviour, written once: stages and the transition table,
+//! gates, approvals, rollback, aliases, the audit trail, time travel and racing
+//! promotions.
+//!
+//! Every `pub async fn` here taking a [`Fixture`] is a test:
+//! `tests/registry_behaviour.rs` instantiates each one for every backend. Every
+//! assertion names exact values and exact error variants; a refused command is
+//! checked to have changed nothing (same event count, same state).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use modelreg::domain::state::decode_checkpoint;
+use modelreg::store::{Checkpoint, LogRecord, MetadataStore};
+use modelreg::{
+    Actor, AliasName, AliasTarget, Approval, Baseline, CodeRef, DatasetRef, DatasetRole, Decision,
+    EVENT_FORMAT, Error, Event, EventKind, Gate, GateSpec, GateVerdict, HistoryFilter, MetricSpec,
+    Metrics, ModelName, ModelState, NewVersion, Provenance, Registry, SetAlias, Stage, Transition,
+    VersionRecord,
+};
+
+use super::backends::Fixture;
+use super::registry_suite::{actor, create, event_count, key, num, register_bytes, register_with};
+
+// ----- helpers -------------------------------------------------------------------
+
+/// The transition table as the lifecycle is specified, written out independently
+/// of [`Stage::allowed_targets`].
+pub const TABLE: [(Stage, &[Stage]); 5] = [
+    (Stage::None, &[Stage::Staging, Stage::Archived]),
+    (Stage::Staging, &[Stage::Validation, Stage::Archived]),
+    (
+        Stage::Validation,
+        &[Stage::Production, Stage::Staging, Stage::Archived],
+    ),
+    (Stage::Production, &[Stage::Archived]),
+    (Stage::Archived, &[Stage::Staging]),
+];
+
+/// The legal moves that bring a version in `none` to `stage`.
+pub fn path_to(stage: Stage) -> &'static [Stage] {
+    match stage {
+        Stage::None => &[],
+        Stage::Staging => &[Stage::Staging],
+        Stage::Validation => &[Stage::Staging, Stage::Validation],
+        Stage::Production => &[Stage::Staging, Stage::Validation, Stage::Production],
+        Stage::Archived => &[Stage::Archived],
+    }
+}
+
+/// Moves version `n` of `model` (in `none`) to `stage` through legal moves, as
+/// `mover`, and checks it got there.
+pub async fn bring_to(reg: &Registry, model: &str, n: u64, stage: Stage) {
+    for &s in path_to(stage) {
+        reg.transition(format!("{model}/{n}"), s, &actor("mover"), "setup")
+            .await
+            .unwrap_or_else(|e| panic!("move {model}/{n} to {s}: {e}"));
+    }
+    assert_eq!(stage_of(reg, model, n).await, stage);
+}
+
+/// The stage of version `n` of `model`.
+pub async fn stage_of(reg: &Registry, model: &str, n: u64) -> Stage {
+    reg.resolve(format!("{model}/{n}"))
+        .await
+        .unwrap_or_else(|e| panic!("resolve {model}/{n}: {e}"))
+        .stage
+}
+
+/// The number of the version of `model` in production, after checking that no two
+/// versions are there and that the state's production pointer agrees.
+pub async fn in_production(reg: &Registry, model: &str) -> Option<u64> {
+    let state = reg.model(model).await.expect("model");
+    let prod: Vec<u64> = state
+        .versions()
+        .iter()
+        .filter(|v| v.stage == Stage::Production)
+        .map(|v| v.number.get())
+        .collect();
+    assert!(prod.len() <= 1, "several versions in production: {prod:?}");
+    assert_eq!(
+        state.production().map(|v| v.number.get()),
+        prod.first().copied()
+    );
+    prod.first().copied()
+}
+
+/// The event count and state of `model`, to prove that a refused command changed
+/// nothing.
+pub async fn snapshot(reg: &Registry, model: &str) -> (usize, ModelState) {
+    (
+        event_count(reg, model).await,
+        reg.model(model).await.expect("model"),
+    )
+}
+
+/// A gate verdict.
+pub fn verdict(gate: &str, passed: bool, reason: &str) -> GateVerdict {
+    GateVerdict {
+        gate: gate.to_owned(),
+        passed,
+        reason: reason.to_owned(),
+    }
+}
+
+/// Checks that `result` is `GateRejected` for `model`/`version` moving to `to`,
+/// and returns the failed verdicts it lists.
+pub fn refused(
+    result: Result<Event, Error>,
+    model: &str,
+    version: u64,
+    to: Stage,
+) -> Vec<GateVerdict> {
+    let e = assert_err!(result, Error::GateRejected { .. });
+    let Error::GateRejected {
+        model: m,
+        version: v,
+        to: t,
+        failed,
+    } = e
+    else {
+        unreachable!("matched above")
+    };
+    assert_eq!((m.as_str(), v, t), (model, version, to));
+    assert!(
+        failed.iter().all(|f| !f.passed),
+        "a passed gate is listed as failed: {failed:?}"
+    );
+    failed
+}
+
+/// Metrics from pairs.
+pub fn metrics(pairs: &[(&str, f64)]) -> Metrics {
+    pairs.iter().fold(Metrics::new(), |m, (k, v)| {
+        m.with(k, *v).expect("valid metric")
+    })
+}
+
+/// A version by `ci` with `metrics`.
+pub fn with_metrics(pairs: &[(&str, f64)]) -> NewVersion {
+    NewVersion::by(actor("ci")).metrics(metrics(pairs))
+}
+
+/// Provenance with a code commit (`abc123`) and `datasets` training datasets.
+pub fn provenance(code: bool, datasets: usize) -> Provenance {
+    Provenance {
+        code: code.then(|| CodeRef {
+            repository: None,
+            commit: "abc123".into(),
+            dirty: false,
+        }),
+        datasets: (0..datasets)
+            .map(|i| DatasetRef::new(format!("transactions-{i}"), DatasetRole::Train))
+            .collect(),
+        ..Provenance::default()
+    }
+}
+
+/// An alias name.
+pub fn alias(name: &str) -> AliasName {
+    AliasName::new(name).expect("valid alias")
+}
+
+/// The reason a `min_time_in_stage` gate gives, with the seconds it counted
+/// (`12s in staging`) replaced by `N` (they depend on how fast the machine is).
+/// Other reasons are returned as they are.
+pub fn without_seconds(reason: &str) -> String {
+    let Some(end) = reason.find("s in ") else {
+        return reason.to_owned();
+    };
+    let start = reason[..end]
+        .trim_end_matches(|c: char| c.is_ascii_digit())
+        .len();
+    if start == end {
+        return reason.to_owned();
+    }
+    format!("{}N{}", &reason[..start], &reason[end..])
+}
+
+/// An in-process gate whose verdict the test sets, and which records every
+/// transition it is asked about.
+#[derive(Debug)]
+pub struct ScriptedGate {
+    name: String,
+    verdict: Mutex<Result<String, String>>,
+    seen: Mutex<Vec<Seen>>,
+}
+
+/// What a [`ScriptedGate`] saw of one transition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Seen {
+    /// The candidate's number.
+    pub candidate: u64,
+    /// Its stage.
+    pub from: Stage,
+    /// The stage requested.
+    pub to: Stage,
+    /// Who asked.
+    pub requester: Actor,
+    /// When the transition would happen.
+    pub at: DateTime<Utc>,
+    /// The production version in the state the gate was shown.
+    pub production: Option<u64>,
+}
+
+impl ScriptedGate {
+    /// A gate named `name` that passes with `why` until told otherwise.
+    pub fn passing(name: &str, why: &str) -> Arc<ScriptedGate> {
+        Arc::new(ScriptedGate {
+            name: name.to_owned(),
+            verdict: Mutex::new(Ok(why.to_owned())),
+            seen: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// A gate named `name` that refuses with `why` until told otherwise.
+    pub fn refusing(name: &str, why: &str) -> Arc<ScriptedGate> {
+        let g = ScriptedGate::passing(name, "");
+        g.set(Err(why.to_owned()));
+        g
+    }
+
+    /// Sets the verdict from now on.
+    pub fn set(&self, verdict: Result<String, String>) {
+        *self.verdict.lock().expect("not poisoned") = verdict;
+    }
+
+    /// Every transition checked so far, in order.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().expect("not poisoned").clone()
+    }
+}
+
+impl Gate for ScriptedGate {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn check(&self, t: &Transition<'_>) -> Result<String, String> {
+        self.seen.lock().expect("not poisoned").push(Seen {
+            candidate: t.candidate.number.get(),
+            from: t.from,
+            to: t.to,
+            requester: t.requester.clone(),
+            at: t.at,
+            production: t.state.production().map(|p| p.number.get()),
+        });
+        self.verdict.lock().expect("not poisoned").clone()
+    }
+}
+
+// ----- the transition table ----------------------------------------------------------
+
+/// For every (from, to) pair of stages, a version brought to `from` by legal moves
+/// and then asked to move to `to` moves (one `stage_changed` event recording both
+/// stages) exactly when the table allows it; otherwise the move is
+/// `InvalidTransition` naming the allowed targets, and the log and state are
+/// unchanged. Never two versions in production along the way.
+pub async fn transition_table_is_enforced(f: &Fixture) {
+    assert_eq!(Stage::ALL, TABLE.map(|(s, _)| s));
+    for (from, targets) in TABLE {
+        assert_eq!(from.allowed_targets(), targets, "targets from {from}");
+    }
+
+    let reg = f.registry();
+    create(&reg, "table").await;
+    let who = actor("alice");
+    let mut n = 0;
+    let mut moved = 0;
+    for (from, targets) in TABLE {
+        for to in Stage::ALL {
+            n += 1;
+            let v = register_bytes(&reg, "table", "m.bin", format!("{from} to {to}")).await;
+            assert_eq!(v.number.get(), n);
+            bring_to(&reg, "table", n, from).await;
+            let (count, before) = snapshot(&reg, "table").await;
+            let production = before.production().map(|p| p.number);
+            let reason = format!("{from} to {to}");
+            let result = reg
+                .transition(format!("table/{n}"), to, &who, reason.clone())
+                .await;
+            let allowed = targets.contains(&to);
+            assert_eq!(from.can_move_to(to), allowed, "{from} -> {to}");
+            if allowed {
+                let e = result.unwrap_or_else(|err| panic!("{from} -> {to}: {err}"));
+                assert_eq!(e.seq, count as u64 + 1);
+                assert_eq!(e.actor, who);
+                assert_eq!(
+                    e.kind,
+                    EventKind::StageChanged {
+                        version: num(n),
+                        from,
+                        to,
+                        reason,
+                        gates: vec![],
+                        archived: if to == Stage::Production {
+                            production
+                        } else {
+                            None
+                        },
+                    }
+                );
+                assert_eq!(stage_of(&reg, "table", n).await, to);
+                assert_eq!(event_count(&reg, "table").await, count + 1);
+                moved += 1;
+            } else {
+                let e = assert_err!(result, Error::InvalidTransition { .. });
+                let msg = e.to_string();
+                let Error::InvalidTransition {
+                    model,
+                    version,
+                    from: f2,
+                    to: t2,
+                    allowed,
+                } = e
+                else {
+                    unreachable!("matched above")
+                };
+                assert_eq!((model.as_str(), version, f2, t2), ("table", n, from, to));
+                assert_eq!(allowed, targets.to_vec(), "{from} -> {to}");
+                let names: Vec<&str> = targets.iter().map(|s| s.as_str()).collect();
+                assert!(
+                    msg.contains(&format!(
+                        "allowed targets from {from} are {}",
+                        names.join(", ")
+                    )),
+                    "{msg}"
+                );
+                assert_eq!(snapshot(&reg, "table").await, (count, before));
+            }
+            in_production(&reg, "table").await;
+        }
+    }
+    assert_eq!(moved, 9);
+    // Another process's view folds the same log to the same state.
+    assert_eq!(
+        f.fresh().await.model("table").await.expect("model"),
+        reg.model("table").await.expect("model")
+    );
+}
+
+/// Stage references resolve from the lifecycle: `@production` to the version in
+/// production, `@staging`, `@validation` and `@archived` to the newest version in
+/// that stage; with none there they are `NotFound`; `@none` is not a selector.
+pub async fn stage_references_resolve(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "staged").await;
+    for i in 1..=5 {
+        register_bytes(&reg, "staged", "m.bin", format!("w{i}")).await;
+    }
+    for sel in ["production", "staging", "validation", "archived"] {
+        assert_err!(
+            reg.resolve(format!("staged@{sel}")).await,
+            Error::NotFound { .. }
+        );
+    }
+    assert_err!(
+        reg.resolve("staged@none").await,
+        Error::InvalidReference { .. }
+    );
+    bring_to(&reg, "staged", 1, Stage::Staging).await;
+    bring_to(&reg, "staged", 2, Stage::Staging).await;
+    bring_to(&reg, "staged", 3, Stage::Validation).await;
+    bring_to(&reg, "staged", 4, Stage::Production).await;
+    bring_to(&reg, "staged", 5, Stage::Archived).await;
+    let n = |r: Result<VersionRecord, Error>| r.expect("resolves").number.get();
+    assert_eq!(n(reg.resolve("staged@staging").await), 2);
+    assert_eq!(n(reg.resolve("staged@validation").await), 3);
+    assert_eq!(n(reg.resolve("staged@production").await), 4);
+    assert_eq!(n(reg.resolve("staged@archived").await), 5);
+    // A transition by stage reference moves the version it resolves to.
+    reg.transition("staged@staging", Stage::Validation, &actor("bob"), "")
+        .await
+        .expect("move");
+    assert_eq!(stage_of(&reg, "staged", 2).await, Stage::Validation);
+    assert_eq!(n(reg.resolve("staged@staging").await), 1);
+    assert_eq!(n(reg.resolve("staged@validation").await), 3);
+}
+
+// ----- production ------------------------------------------------------------------
+
+/// Promoting v2 while v1 is in production archives v1 in the same event
+/// (`archived: Some(1)`); `@production` resolves to v2; never two versions in
+/// production. Archiving the production version directly leaves none.
+pub async fn promotion_archives_the_previous_production_version(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "fraud").await;
+    for i in 1..=3 {
+        register_bytes(&reg, "fraud", "m.bin", format!("w{i}")).await;
+    }
+    let who = actor("alice");
+    bring_to(&reg, "fraud", 1, Stage::Validation).await;
+    let e1 = reg
+        .promote("fraud/1", &who, "first")
+        .await
+        .expect("promote");
+    assert!(
+        matches!(
+            e1.kind,
+            EventKind::StageChanged {
+                to: Stage::Production,
+                archived: None,
+                ..
+            }
+        ),
+        "{e1:?}"
+    );
+    assert_eq!(in_production(&reg, "fraud").await, Some(1));
+
+    bring_to(&reg, "fraud", 2, Stage::Validation).await;
+    let count = event_count(&reg, "fraud").await;
+    let e2 = reg
+        .promote("fraud/2", &who, "better")
+        .await
+        .expect("promote");
+    assert_eq!(
+        e2.kind,
+        EventKind::StageChanged {
+            version: num(2),
+            from: Stage::Validation,
+            to: Stage::Production,
+            reason: "better".into(),
+            gates: vec![],
+            archived: Some(num(1)),
+        }
+    );
+    // One event did both.
+    assert_eq!(event_count(&reg, "fraud").await, count + 1);
+    assert_eq!(
+        reg.resolve("fraud@production")
+            .await
+            .expect("resolve")
+            .number,
+        num(2)
+    );
+    let state = reg.model("fraud").await.expect("model");
+    let v1 = state.version(num(1)).expect("v1");
+    let v2 = state.version(num(2)).expect("v2");
+    assert_eq!((v1.stage, v1.stage_since), (Stage::Archived, Some(e2.time)));
+    assert_eq!(
+        (v2.stage, v2.stage_since),
+        (Stage::Production, Some(e2.time))
+    );
+    assert_eq!(state.production_history(), [num(1), num(2)]);
+    assert_eq!(state.rollback_target(), Some(num(1)));
+    assert_eq!(in_production(&reg, "fraud").await, Some(2));
+
+    // Promoting by stage reference, seen from another registry.
+    bring_to(&reg, "fraud", 3, Stage::Validation).await;
+    let other = f.fresh().await;
+    let e3 = other
+        .promote("fraud@validation", &who, "")
+        .await
+        .expect("promote");
+    assert!(
+        matches!(e3.kind, EventKind::StageChanged { version, archived: Some(old), .. } if version == num(3) && old == num(2)),
+        "{e3:?}"
+    );
+    let stages: Vec<Stage> = reg
+        .model("fraud")
+        .await
+        .expect("model")
+        .versions()
+        .iter()
+        .map(|v| v.stage)
+        .collect();
+    assert_eq!(
+        stages,
+        [Stage::Archived, Stage::Archived, Stage::Production]
+    );
+    assert_eq!(in_production(&other, "fraud").await, Some(3));
+
+    // Leaving production directly: no version is in production any more.
+    let e4 = reg
+        .transition("fraud/3", Stage::Archived, &who, "retired")
+        .await
+        .expect("archive");
+    assert!(
+        matches!(e4.kind, EventKind::StageChanged { archived: None, .. }),
+        "{e4:?}"
+    );
+    assert_eq!(in_production(&reg, "fraud").await, None);
+    assert_err!(
+        reg.resolve("fraud@production").await,
+        Error::NotFound { .. }
+    );
+    let state = reg.model("fraud").await.expect("model");
+    assert_eq!(state.production_history(), [num(1), num(2), num(3)]);
+    assert_eq!(state.rollback_target(), None);
+}
+
+/// Every transition event records who, when (between the call's start and end),
+/// from, to, the reason and every gate's verdict; the event in the log is the one
+/// returned, and another registry reads it back identically.
+pub async fn transition_events_record_everything(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "audit").await;
+    let alice = actor("alice");
+    reg.set_gates(
+        "audit",
+        Stage::Staging,
+        vec![
+            GateSpec::ProvenanceComplete,
+            GateSpec::MinTimeInStage { seconds: 0 },
+        ],
+        &alice,
+    )
+    .await
+    .expect("gates");
+    register_with(
+        &reg,
+        "audit",
+        "m.bin",
+        "w",
+        NewVersion::by(actor("ci")).provenance(provenance(true, 2)),
+    )
+    .await;
+
+    let bob = actor("bob");
+    let before = Utc::now();
+    let e = reg
+        .transition("audit/1", Stage::Staging, &bob, "ready for staging")
+        .await
+        .expect("move");
+    let after = Utc::now();
+    assert_eq!(e.seq, 4);
+    assert_eq!(e.model.as_str(), "audit");
+    assert_eq!(e.actor, bob);
+    assert!(
+        before <= e.time && e.time <= after,
+        "{before} {e:?} {after}"
+    );
+    let EventKind::StageChanged {
+        version,
+        from,
+        to,
+        reason,
+        gates,
+        archived,
+    } = &e.kind
+    else {
+        panic!("expected stage_changed, got {e:?}")
+    };
+    assert_eq!(
+        (*version, *from, *to, reason.as_str(), *archived),
+        (
+            num(1),
+            Stage::None,
+            Stage::Staging,
+            "ready for staging",
+            None
+        )
+    );
+    assert_eq!(gates.len(), 2, "{gates:?}");
+    assert_eq!(
+        gates[0],
+        verdict(
+            "provenance_complete",
+            true,
+            "code abc123 and 2 dataset(s) recorded"
+        )
+    );
+    assert_eq!(
+        (
+            gates[1].gate.as_str(),
+            gates[1].passed,
+            without_seconds(&gates[1].reason).as_str()
+        ),
+        ("min_time_in_stage(0s)", true, "Ns in none")
+    );
+
+    let events = reg.events("audit").await.expect("events");
+    assert_eq!(events.last(), Some(&e));
+    assert_eq!(
+        f.fresh().await.events("audit").await.expect("events"),
+        events
+    );
+    let v = reg.resolve("audit/1").await.expect("resolve");
+    assert_eq!((v.stage, v.stage_since), (Stage::Staging, Some(e.time)));
+
+    // A move with no gates for its target records none, and keeps the reason.
+    let e = reg
+        .transition("audit/1", Stage::Validation, &alice, "")
+        .await
+        .expect("move");
+    assert_eq!(
+        e.kind,
+        EventKind::StageChanged {
+            version: num(1),
+            from: Stage::Staging,
+            to: Stage::Validation,
+            reason: String::new(),
+            gates: vec![],
+            archived: None,
+        }
+    );
+    assert_eq!(e.actor, alice);
+}
+
+// ----- gates ---------------------------------------------------------------------------
+
+/// `metrics_no_worse(production)`: passes with no baseline; compares every metric
+/// with a spec, honouring goal and tolerance (a change exactly at the tolerance
+/// passes); a metric without a spec is ignored; a candidate missing a compared
+/// metric fails; every failing metric is named. The baseline follows production.
+pub async fn metrics_no_worse_against_production(f: &Fixture) {
+    let reg = f.registry();
+    let alice = actor("alice");
+    reg.create_model(
+        "scored",
+        modelreg::CreateModel::by(alice.clone())
+            .metric("auc", MetricSpec::maximize().with_tolerance(0.125))
+            .expect("spec")
+            .metric("latency", MetricSpec::minimize().with_tolerance(5.0))
+            .expect("spec")
+            .metric("loss", MetricSpec::minimize())
+            .expect("spec"),
+    )
+    .await
+    .expect("create");
+    let gate = GateSpec::MetricsNoWorse {
+        against: Baseline::Production,
+        metrics: vec![],
+    };
+    reg.set_gates("scored", Stage::Production, vec![gate.clone()], &alice)
+        .await
+        .expect("gates");
+    assert_eq!(gate.name(), "metrics_no_worse(production)");
+    let name = "metrics_no_worse(production)";
+    let versions: [&[(&str, f64)]; 6] = [
+        // v1: the first production version.
+        &[
+            ("auc", 0.75),
+            ("latency", 10.0),
+            ("loss", 0.5),
+            ("extra", 1.0),
+        ],
+        // v2: auc worse by exactly its tolerance, latency within its tolerance.
+        &[
+            ("auc", 0.625),
+            ("latency", 15.0),
+            ("loss", 0.5),
+            ("extra", 0.0),
+        ],
+        // v3: auc worse beyond its tolerance.
+        &[("auc", 0.5), ("latency", 10.0), ("loss", 0.5)],
+        // v4: latency beyond its tolerance and loss worse with none.
+        &[("auc", 0.75), ("latency", 16.0), ("loss", 0.625)],
+        // v5: no auc at all.
+        &[("latency", 10.0), ("loss", 0.5)],
+        // v6: better on every metric: higher auc, lower latency and loss.
+        &[("auc", 1.0), ("latency", 1.0), ("loss", 0.0)],
+    ];
+    for (i, m) in versions.iter().enumerate() {
+        register_with(&reg, "scored", "m.bin", format!("w{i}"), with_metrics(m)).await;
+        bring_to(&reg, "scored", i as u64 + 1, Stage::Validation).await;
+    }
+
+    let e = reg.promote("scored/1", &alice, "").await.expect("promote");
+    assert!(
+        matches!(&e.kind, EventKind::StageChanged { gates, .. }
+            if *gates == [verdict(name, true, "no baseline version to compare with")]),
+        "{e:?}"
+    );
+
+    let refusals = [
+        (
+            3,
+            "auc: 0.5 vs 0.75 in v1 is worse by 0.250000 (tolerance 0.125)",
+        ),
+        (
+            4,
+            "latency: 16 vs 10 in v1 is worse by 6.000000 (tolerance 5); \
+             loss: 0.625 vs 0.5 in v1 is worse by 0.125000 (tolerance 0)",
+        ),
+        (5, "auc: missing (baseline v1 has 0.75)"),
+    ];
+    for (n, why) in refusals {
+        let before = snapshot(&reg, "scored").await;
+        let failed = refused(
+            reg.promote(format!("scored/{n}"), &alice, "").await,
+            "scored",
+            n,
+            Stage::Production,
+        );
+        assert_eq!(failed, [verdict(name, false, why)], "v{n}");
+        assert_eq!(snapshot(&reg, "scored").await, before, "v{n}");
+    }
+    assert_eq!(in_production(&reg, "scored").await, Some(1));
+
+    // Better everywhere passes; so does worse within tolerance.
+    let e = reg.promote("scored/6", &alice, "").await.expect("promote");
+    assert!(
+        matches!(&e.kind, EventKind::StageChanged { gates, archived: Some(old), .. }
+            if *old == num(1) && *gates == [verdict(name, true, "against v1: auc 1 vs 0.75, latency 1 vs 10, loss 0 vs 0.5")]),
+        "{e:?}"
+    );
+    reg.rollback("scored", &alice, "undo")
+        .await
+        .expect("rollback");
+    let e = reg.promote("scored/2", &alice, "").await.expect("promote");
+    assert!(
+        matches!(&e.kind, EventKind::StageChanged { gates, archived: Some(old), .. }
+            if *old == num(1) && *gates == [verdict(name, true, "against v1: auc 0.625 vs 0.75, latency 15 vs 10, loss 0.5 vs 0.5")]),
+        "{e:?}"
+    );
+
+    // The baseline is now v2, against which v3's auc is within tolerance.
+    let e = reg.promote("scored/3", &alice, "").await.expect("promote");
+    assert!(
+        matches!(&e.kind, EventKind::StageChanged { gates, archived: Some(old), .. }
+            if *old == num(2) && *gates == [verdict(name, true, "against v2: auc 0.5 vs 0.625, latency 10 vs 15, loss 0.5 vs 0.5")]),
+        "{e:?}"
+    );
+    assert_eq!(in_production(&reg, "scored").await, Some(3));
+}
+
+/// `metrics_no_worse(@alias)` compares with the version the alias points at, not
+/// with production; passes while the alias is unset and when the candidate is
+/// the baseline; with `metrics` given, compares only those, and a named metric
+/// without a spec fails.
+pub async fn metrics_no_worse_against_an_alias(f: &Fixture) {
+    let reg = f.registry();
+    let alice = actor("alice");
+    reg.create_model(
+        "aliased",
+        modelreg::CreateModel::by(alice.clone())
+            .metric("auc", MetricSpec::maximize())
+            .expect("spec")
+            .metric("latency", MetricSpec::minimize())
+            .expect("spec"),
+    )
+    .await
+    .expect("create");
+    let against = Baseline::Alias(alias("champion"));
+    let gate = GateSpec::MetricsNoWorse {
+        against: against.clone(),
+        metrics: vec![],
+    };
+    let name = "metrics_no_worse(@champion)";
+    assert_eq!(gate.name(), name);
+    reg.set_gates("aliased", Stage::Validation, vec![gate], &alice)
+        .await
+        .expect("gates");
+    let aucs = [0.75, 0.5, 0.875, 0.25, 0.125];
+    for (i, auc) in aucs.iter().enumerate() {
+        register_with(
+            &reg,
+            "aliased",
+            "m.bin",
+            format!("w{i}"),
+            with_metrics(&[("auc", *auc), ("latency", 10.0)]),
+        )
+        .await;
+        bring_to(&reg, "aliased", i as u64 + 1, Stage::Staging).await;
+    }
+    let validate = |n: u64| {
+        let reg = reg.clone();
+        let alice = alice.clone();
+        async move {
+            reg.transition(format!("aliased/{n}"), Stage::Validation, &alice, "")
+                .await
+        }
+    };
+    let passed_with = |e: &Event| match &e.kind {
+        EventKind::StageChanged { gates, .. } => gates.clone(),
+        other => panic!("expected stage_changed, got {other:?}"),
+    };
+
+    // No alias yet: no baseline. v4 (the worst) goes all the way to production.
+    let e = validate(4).await.expect("validate");
+    assert_eq!(
+        passed_with(&e),
+        [verdict(name, true, "no baseline version to compare with")]
+    );
+    reg.promote("aliased/4", &alice, "").await.expect("promote");
+
+    let champion = |n: u64| {
+        let reg = reg.clone();
+        let alice = alice.clone();
+        async move {
+            reg.set_alias(
+                format!("aliased/{n}"),
+                "champion",
+                SetAlias::by(alice.clone()),
+            )
+            .await
+            .expect("set alias");
+        }
+    };
+    champion(1).await;
+    // v2 beats production (v4) but not the champion (v1).
+    let before = snapshot(&reg, "aliased").await;
+    assert_eq!(
+        refused(validate(2).await, "aliased", 2, Stage::Validation),
+        [verdict(
+            name,
+            false,
+            "auc: 0.5 vs 0.75 in v1 is worse by 0.250000 (tolerance 0)"
+        )]
+    );
+    assert_eq!(snapshot(&reg, "aliased").await, before);
+    let e = validate(3).await.expect("validate");
+    assert_eq!(
+        passed_with(&e),
+        [verdict(
+            name,
+            true,
+            "against v1: auc 0.875 vs 0.75, latency 10 vs 10"
+        )]
+    );
+
+    // Moving the alias moves the baseline.
+    champion(3).await;
+    assert_eq!(
+        refused(validate(2).await, "aliased", 2, Stage::Validation),
+        [verdict(
+            name,
+            false,
+            "auc: 0.5 vs 0.875 in v3 is worse by 0.375000 (tolerance 0)"
+        )]
+    );
+    champion(2).await;
+    let e = validate(2).await.expect("validate");
+    assert_eq!(
+        passed_with(&e),
+        [verdict(name, true, "the candidate is the baseline")]
+    );
+
+    // Only latency compared: v5's poor auc no longer matters; a metric without a
+    // spec cannot be compared and fails.
+    reg.set_gates(
+        "aliased",
+        Stage::Validation,
+        vec![GateSpec::MetricsNoWorse {
+            against: against.clone(),
+            metrics: vec![key("latency"), key("throughput")],
+        }],
+        &alice,
+    )
+    .await
+    .expect("gates");
+    assert_eq!(
+        refused(validate(5).await, "aliased", 5, Stage::Validation),
+        [verdict(
+            name,
+            false,
+            "throughput: the model has no metric spec for it"
+        )]
+    );
+    reg.set_gates(
+        "aliased",
+        Stage::Validation,
+        vec![GateSpec::MetricsNoWorse {
+            against,
+            metrics: vec![key("latency")],
+        }],
+        &alice,
+    )
+    .await
+    .expect("gates");
+    let e = validate(5).await.expect("validate");
+    assert_eq!(
+        passed_with(&e),
+        [verdict(name, true, "against v2: latency 10 vs 10")]
+    );
+}
+
+/// `approvals(n)`: distinct approvers for this version and target stage; the
+/// requester's own approval does not count; approving twice counts once;
+/// approvals for another stage do not count; the latest decision of each approver
+/// wins; a standing rejection refuses even with enough approvals; with `from`,
+/// only those approvers count (approvals and rejections alike).
+pub async fn approvals_gate(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "approved").await;
+    let (alice, bob, carol, dave, erin) = (
+        actor("alice"),
+        actor("bob"),
+        actor("carol"),
+        actor("dave"),
+        actor("erin"),
+    );
+    let gate = GateSpec::Approvals {
+        required: 2,
+        from: BTreeSet::new(),
+    };
+    assert_eq!(gate.name(), "approvals(2)");
+    reg.set_gates("approved", Stage::Production, vec![gate], &alice)
+        .await
+        .expect("gates");
+    for i in 1..=2 {
+        register_bytes(&reg, "approved", "m.bin", format!("w{i}")).await;
+        bring_to(&reg, "approved", i, Stage::Validation).await;
+    }
+    let attempt = |who: &Actor| {
+        let reg = reg.clone();
+        let who = who.clone();
+        async move {
+            refused(
+                reg.promote("approved/1", &who, "").await,
+                "approved",
+                1,
+                Stage::Production,
+            )
+        }
+    };
+    let approvals = |why: &str| vec![verdict("approvals(2)", false, why)];
+
+    assert_eq!(attempt(&alice).await, approvals("0 of 2 approvals"));
+    let approve = |n: u64, stage: Stage, who: &Actor| {
+        let reg = reg.clone();
+        let who = who.clone();
+        async move {
+            reg.approve(format!("approved/{n}"), stage, &who, "")
+                .await
+                .expect("approve");
+        }
+    };
+    approve(1, Stage::Production, &alice).await;
+    approve(1, Stage::Production, &bob).await;
+    approve(1, Stage::Production, &bob).await;
+    // Approvals of another stage or version do not count.
+    approve(1, Stage::Staging, &carol).await;
+    approve(2, Stage::Production, &carol).await;
+    assert_eq!(attempt(&alice).await, approvals("1 of 2 approvals (bob)"));
+    assert_eq!(attempt(&bob).await, approvals("1 of 2 approvals (alice)"));
+
+    reg.reject("approved/1", Stage::Production, &carol, "bias not checked")
+        .await
+        .expect("reject");
+    approve(1, Stage::Production, &dave).await;
+    let before = snapshot(&reg, "approved").await;
+    assert_eq!(
+        attempt(&alice).await,
+        approvals("rejected by carol (bias not checked)")
+    );
+    assert_eq!(snapshot(&reg, "approved").await, before);
+
+    // carol changes her mind: her latest decision counts.
+    approve(1, Stage::Production, &carol).await;
+    let e = reg
+        .promote("approved/1", &alice, "")
+        .await
+        .expect("promote");
+    assert!(
+        matches!(&e.kind, EventKind::StageChanged { gates, .. }
+            if *gates == [verdict("approvals(2)", true, "approved by bob, carol, dave")]),
+        "{e:?}"
+    );
+
+    // Only erin counts now; bob's approval and rejection are ignored.
+    let gate = GateSpec::Approvals {
+        required: 1,
+        from: BTreeSet::from([erin.clone()]),
+    };
+    assert_eq!(gate.name(), "approvals(1)");
+    reg.set_gates("approved", Stage::Production, vec![gate], &alice)
+        .await
+        .expect("gates");
+    approve(2, Stage::Production, &bob).await;
+    assert_eq!(
+        refused(
+            reg.promote("approved/2", &alice, "").await,
+            "approved",
+            2,
+            Stage::Production
+        ),
+        [verdict("approvals(1)", false, "0 of 1 approvals")]
+    );
+    approve(2, Stage::Production, &erin).await;
+    reg.reject("approved/2", Stage::Production, &bob, "no")
+        .await
+        .expect("reject");
+    let e = reg
+        .promote("approved/2", &alice, "")
+        .await
+        .expect("promote");
+    assert!(
+        matches!(&e.kind, EventKind::StageChanged { gates, archived: Some(old), .. }
+            if *old == num(1) && *gates == [verdict("approvals(1)", true, "approved by erin")]),
+        "{e:?}"
+    );
+
+    // Approvals are per target stage: for a move into validation, only approvals
+    // of validation count.
+    reg.set_gates(
+        "approved",
+        Stage::Validation,
+        vec![GateSpec::Approvals {
+            required: 1,
+            from: BTreeSet::new(),
+        }],
+        &alice,
+    )
+    .await
+    .expect("gates");
+    register_bytes(&reg, "approved", "m.bin", "w3").await;
+    bring_to(&reg, "approved", 3, Stage::Staging).await;
+    approve(3, Stage::Production, &bob).await;
+    approve(3, Stage::Staging, &carol).await;
+    assert_eq!(
+        refused(
+            reg.transition("approved/3", Stage::Validation, &alice, "")
+                .await,
+            "approved",
+            3,
+            Stage::Validation
+        ),
+        [verdict("approvals(1)", false, "0 of 1 approvals")]
+    );
+    approve(3, Stage::Validation, &dave).await;
+    let e = reg
+        .transition("approved/3", Stage::Validation, &alice, "")
+        .await
+        .expect("move");
+    assert!(
+        matches!(&e.kind, EventKind::StageChanged { gates, .. }
+            if *gates == [verdict("approvals(1)", true, "approved by dave")]),
+        "{e:?}"
+    );
+}
+
+/// `provenance_complete` needs a code commit and at least one dataset;
+/// `min_time_in_stage` counts from when the version entered its current stage
+/// (not from its registration): 0 seconds always passes, an hour refuses.
+pub async fn provenance_and_time_in_stage_gates(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "prov").await;
+    let alice = actor("alice");
+    reg.set_gates(
+        "prov",
+        Stage::Staging,
+        vec![GateSpec::ProvenanceComplete],
+        &alice,
+    )
+    .await
+    .expect("gates");
+    let cases = [
+        ((false, 0), Err("no code commit recorded")),
+        ((true, 0), Err("no dataset recorded")),
+        ((false, 2), Err("no code commit recorded")),
+        ((true, 1), Ok("code abc123 and 1 dataset(s) recorded")),
+        ((true, 3), Ok("code abc123 and 3 dataset(s) recorded")),
+    ];
+    for (i, ((code, datasets), expected)) in cases.into_iter().enumerate() {
+        let n = i as u64 + 1;
+        let v = NewVersion::by(actor("ci")).provenance(provenance(code, datasets));
+        register_with(&reg, "prov", "m.bin", format!("w{n}"), v).await;
+        let before = snapshot(&reg, "prov").await;
+        let result = reg
+            .transition(format!("prov/{n}"), Stage::Staging, &alice, "")
+            .await;
+        match expected {
+            Ok(why) => {
+                let e = result.unwrap_or_else(|e| panic!("v{n}: {e}"));
+                assert!(
+                    matches!(&e.kind, EventKind::StageChanged { gates, .. }
+                        if *gates == [verdict("provenance_complete", true, why)]),
+                    "v{n}: {e:?}"
+                );
+            }
+            Err(why) => {
+                assert_eq!(
+                    refused(result, "prov", n, Stage::Staging),
+                    [verdict("provenance_complete", false, why)],
+                    "v{n}"
+                );
+                assert_eq!(snapshot(&reg, "prov").await, before, "v{n}");
+            }
+        }
+    }
+
+    // Time in stage, for moves into validation.
+    let set_min = |seconds: u64| {
+        let reg = reg.clone();
+        let alice = alice.clone();
+        async move {
+            reg.set_gates(
+                "prov",
+                Stage::Validation,
+                vec![GateSpec::MinTimeInStage { seconds }],
+                &alice,
+            )
+            .await
+            .expect("gates");
+        }
+    };
+    set_min(3600).await;
+    let before = snapshot(&reg, "prov").await;
+    let failed = refused(
+        reg.transition("prov/4", Stage::Validation, &alice, "")
+            .await,
+        "prov",
+        4,
+        Stage::Validation,
+    );
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].gate, "min_time_in_stage(3600s)");
+    assert_eq!(
+        without_seconds(&failed[0].reason),
+        "only Ns in staging, 3600s required"
+    );
+    assert_eq!(snapshot(&reg, "prov").await, before);
+
+    set_min(0).await;
+    let e = reg
+        .transition("prov/4", Stage::Validation, &alice, "")
+        .await
+        .expect("move");
+    let EventKind::StageChanged { gates, .. } = &e.kind else {
+        panic!("{e:?}")
+    };
+    assert_eq!(gates.len(), 1, "{gates:?}");
+    assert_eq!(
+        (
+            gates[0].gate.as_str(),
+            gates[0].passed,
+            without_seconds(&gates[0].reason).as_str()
+        ),
+        ("min_time_in_stage(0s)", true, "Ns in staging")
+    );
+
+    // v5 was registered a while ago but entered staging just now: one second in
+    // staging is not there yet; after waiting it is.
+    set_min(1).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let e = reg
+        .transition("prov/5", Stage::Archived, &alice, "")
+        .await
+        .expect("archive");
+    reg.transition("prov/5", Stage::Staging, &alice, "")
+        .await
+        .expect("back to staging");
+    let failed = refused(
+        reg.transition("prov/5", Stage::Validation, &alice, "")
+            .await,
+        "prov",
+        5,
+        Stage::Validation,
+    );
+    assert_eq!(
+        failed,
+        [verdict(
+            "min_time_in_stage(1s)",
+            false,
+            "only 0s in staging, 1s required"
+        )]
+    );
+    // Registered over a second before: counting from registration would pass.
+    let created = reg.resolve("prov/5").await.expect("v5").created_at;
+    assert!(e.time - created >= TimeDelta::seconds(1), "{created} {e:?}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    reg.transition("prov/5", Stage::Validation, &alice, "")
+        .await
+        .expect("a second in staging has passed");
+}
+
+/// When several gates refuse at once, `GateRejected` lists every one that failed,
+/// stored gates first in their order and then in-process ones, each with its
+/// reason, and none that passed; nothing changes, as seen from this registry and
+/// from another.
+pub async fn every_failed_gate_is_reported(f: &Fixture) {
+    let reg = f.registry();
+    let alice = actor("alice");
+    reg.create_model(
+        "strict",
+        modelreg::CreateModel::by(alice.clone())
+            .metric("auc", MetricSpec::maximize())
+            .expect("spec"),
+    )
+    .await
+    .expect("create");
+    register_with(
+        &reg,
+        "strict",
+        "m.bin",
+        "w1",
+        with_metrics(&[("auc", 0.75)]),
+    )
+    .await;
+    register_with(&reg, "strict", "m.bin", "w2", with_metrics(&[("auc", 0.5)])).await;
+    bring_to(&reg, "strict", 1, Stage::Production).await;
+    bring_to(&reg, "strict", 2, Stage::Validation).await;
+    reg.set_gates(
+        "strict",
+        Stage::Production,
+        vec![
+            GateSpec::ProvenanceComplete,
+            GateSpec::Approvals {
+                required: 1,
+                from: BTreeSet::new(),
+            },
+            GateSpec::MinTimeInStage { seconds: 0 },
+            GateSpec::MetricsNoWorse {
+                against: Baseline::Production,
+                metrics: vec![],
+            },
+            GateSpec::MinTimeInStage { seconds: 3600 },
+        ],
+        &alice,
+    )
+    .await
+    .expect("gates");
+    let freeze = ScriptedGate::refusing("change_freeze", "changes are frozen until Monday");
+    let also = ScriptedGate::passing("business_hours", "within hours");
+    let strict = ModelName::new("strict").expect("valid");
+    let gated = f.registry_with(|b| {
+        b.gate(strict.clone(), Stage::Production, freeze.clone())
+            .gate(strict.clone(), Stage::Production, also.clone())
+    });
+
+    let before = snapshot(&reg, "strict").await;
+    let result = gated.promote("strict/2", &alice, "").await;
+    let message = match &result {
+        Err(e) => e.to_string(),
+        Ok(e) => panic!("promoted: {e:?}"),
+    };
+    let failed = refused(result, "strict", 2, Stage::Production);
+    let shown: Vec<(String, String)> = failed
+        .iter()
+        .map(|v| (v.gate.clone(), without_seconds(&v.reason)))
+        .collect();
+    let expected = [
+        ("provenance_complete", "no code commit recorded"),
+        ("approvals(1)", "0 of 1 approvals"),
+        (
+            "metrics_no_worse(production)",
+            "auc: 0.5 vs 0.75 in v1 is worse by 0.250000 (tolerance 0)",
+        ),
+        (
+            "min_time_in_stage(3600s)",
+            "only Ns in validation, 3600s required",
+        ),
+        ("change_freeze", "changes are frozen until Monday"),
+    ];
+    assert_eq!(
+        shown,
+        expected
+            .iter()
+            .map(|(g, r)| ((*g).to_owned(), (*r).to_owned()))
+            .collect::<Vec<_>>()
+    );
+    for (gate, reason) in &expected[..3] {
+        assert!(message.contains(&format!("{gate}: {reason}")), "{message}");
+    }
+    assert!(message.contains("strict/2"), "{message}");
+    assert_eq!(also.seen().len(), 1, "the passing in-process gate ran too");
+    assert_eq!(snapshot(&reg, "strict").await, before);
+    assert_eq!(snapshot(&gated, "strict").await, before);
+    assert_eq!(
+        f.fresh().await.model("strict").await.expect("model"),
+        before.1
+    );
+    assert_eq!(in_production(&reg, "strict").await, Some(1));
+
+    // Without the in-process gates, the stored ones alone refuse.
+    let failed = refused(
+        reg.promote("strict/2", &alice, "").await,
+        "strict",
+        2,
+        Stage::Production,
+    );
+    let gates: Vec<&str> = failed.iter().map(|v| v.gate.as_str()).collect();
+    assert_eq!(
+        gates,
+        [
+            "provenance_complete",
+            "approvals(1)",
+            "metrics_no_worse(production)",
+            "min_time_in_stage(3600s)"
+        ]
+    );
+    assert_eq!(snapshot(&reg, "strict").await, before);
+}
+
+/// Gates set through one registry are in the model's log: a registry that shares
+/// only the stores (another process) applies them, and sees them removed.
+pub async fn stored_gates_apply_to_every_registry(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "shared").await;
+    let alice = actor("alice");
+    for i in 1..=2 {
+        register_bytes(&reg, "shared", "m.bin", format!("w{i}")).await;
+        bring_to(&reg, "shared", i, Stage::Validation).await;
+    }
+    let spec = GateSpec::Approvals {
+        required: 1,
+        from: BTreeSet::new(),
+    };
+    let e = reg
+        .set_gates("shared", Stage::Production, vec![spec.clone()], &alice)
+        .await
+        .expect("gates");
+    assert_eq!(
+        e.kind,
+        EventKind::GatesSet {
+            stage: Stage::Production,
+            gates: vec![spec.clone()],
+        }
+    );
+    assert_eq!(e.actor, alice);
+
+    let other = f.fresh().await;
+    assert_eq!(
+        other.model("shared").await.expect("model").gates(),
+        &BTreeMap::from([(Stage::Production, vec![spec])])
+    );
+    let before = snapshot(&reg, "shared").await;
+    assert_eq!(
+        refused(
+            other.promote("shared/1", &alice, "").await,
+            "shared",
+            1,
+            Stage::Production
+        ),
+        [verdict("approvals(1)", false, "0 of 1 approvals")]
+    );
+    assert_eq!(snapshot(&reg, "shared").await, before);
+    other
+        .approve("shared/1", Stage::Production, &actor("bob"), "")
+        .await
+        .expect("approve");
+    let e = f
+        .fresh()
+        .await
+        .promote("shared/1", &alice, "")
+        .await
+        .expect("promote");
+    assert!(
+        matches!(&e.kind, EventKind::StageChanged { gates, .. }
+            if *gates == [verdict("approvals(1)", true, "approved by bob")]),
+        "{e:?}"
+    );
+
+    // An empty list removes the stage's gates, everywhere.
+    reg.set_gates("shared", Stage::Production, vec![], &alice)
+        .await
+        .expect("gates");
+    assert!(
+        other
+            .model("shared")
+            .await
+            .expect("model")
+            .gates()
+            .is_empty()
+    );
+    let e = other
+        .promote("shared/2", &alice, "")
+        .await
+        .expect("promote");
+    assert!(
+        matches!(&e.kind, EventKind::StageChanged { gates, archived: Some(old), .. }
+            if gates.is_empty() && *old == num(1)),
+        "{e:?}"
+    );
+}
+
+/// A custom `Gate` attached with `RegistryBuilder::gate` runs for its model and
+/// target stage only, sees the transition as it would happen (candidate, stages,
+/// requester, time, state), has its verdict recorded, and its refusal is
+/// reported. It lives in that registry only.
+pub async fn in_process_gates_run_and_refuse(f: &Fixture) {
+    let gate = ScriptedGate::passing("scripted", "looks fine");
+    let model = ModelName::new("inproc").expect("valid");
+    let reg = f.registry_with(|b| b.gate(model.clone(), Stage::Staging, gate.clone()));
+    create(&reg, "inproc").await;
+    create(&reg, "elsewhere").await;
+    for i in 1..=3 {
+        register_bytes(&reg, "inproc", "m.bin", format!("w{i}")).await;
+    }
+    register_bytes(&reg, "elsewhere", "m.bin", "w").await;
+    bring_to(&reg, "inproc", 3, Stage::Production).await;
+    gate.seen.lock().expect("not poisoned").clear();
+
+    let bob = actor("bob");
+    let e = reg
+        .transition("inproc/1", Stage::Staging, &bob, "try it")
+        .await
+        .expect("move");
+    assert!(
+        matches!(&e.kind, EventKind::StageChanged { gates, .. }
+            if *gates == [verdict("scripted", true, "looks fine")]),
+        "{e:?}"
+    );
+    assert_eq!(
+        gate.seen(),
+        [Seen {
+            candidate: 1,
+            from: Stage::None,
+            to: Stage::Staging,
+            requester: bob.clone(),
+            at: e.time,
+            production: Some(3),
+        }]
+    );
+
+    // Other target stages and other models do not run it.
+    reg.transition("inproc/1", Stage::Validation, &bob, "")
+        .await
+        .expect("move");
+    reg.transition("elsewhere/1", Stage::Staging, &bob, "")
+        .await
+        .expect("move");
+    assert_eq!(gate.seen().len(), 1);
+
+    gate.set(Err("not today".into()));
+    let before = snapshot(&reg, "inproc").await;
+    assert_eq!(
+        refused(
+            reg.transition("inproc/2", Stage::Staging, &bob, "").await,
+            "inproc",
+            2,
+            Stage::Staging
+        ),
+        [verdict("scripted", false, "not today")]
+    );
+    assert_eq!(snapshot(&reg, "inproc").await, before);
+    assert_eq!(gate.seen().len(), 2);
+
+    // A registry without the gate is not bound by it.
+    let e = f
+        .fresh()
+        .await
+        .transition("inproc/2", Stage::Staging, &bob, "")
+        .await
+        .expect("move");
+    assert!(
+        matches!(&e.kind, EventKind::StageChanged { gates, .. } if gates.is_empty()),
+        "{e:?}"
+    );
+    assert_eq!(gate.seen().len(), 2);
+}
+
+/// A built-in gate attached in-process skips the checks `set_gates` makes, so it
+/// must itself refuse a time in stage too long to represent, rather than wrap it
+/// round to a negative time that always passes (`u64::MAX`) or panic in the date
+/// arithmetic (`i64::MAX`).
+pub async fn in_process_min_time_in_stage_beyond_range_refuses(f: &Fixture) {
+    let model = ModelName::new("forever").expect("valid");
+    let gate = |seconds: u64| Arc::new(GateSpec::MinTimeInStage { seconds });
+    let reg = f.registry_with(|b| {
+        b.gate(model.clone(), Stage::Staging, gate(u64::MAX)).gate(
+            model.clone(),
+            Stage::Validation,
+            gate(i64::MAX as u64),
+        )
+    });
+    create(&reg, "forever").await;
+    register_bytes(&reg, "forever", "m.bin", "w").await;
+    let alice = actor("alice");
+    let before = snapshot(&reg, "forever").await;
+    let failed = refused(
+        reg.transition("forever/1", Stage::Staging, &alice, "")
+            .await,
+        "forever",
+        1,
+        Stage::Staging,
+    );
+    assert_eq!(
+        failed.iter().map(|v| v.gate.as_str()).collect::<Vec<_>>(),
+        [format!("min_time_in_stage({}s)", u64::MAX)]
+    );
+    assert_eq!(snapshot(&reg, "forever").await, before);
+
+    f.registry()
+        .transition("forever/1", Stage::Staging, &alice, "")
+        .await
+        .expect("move without the in-process gates");
+    let attempt = tokio::spawn({
+        let reg = reg.clone();
+        async move {
+            reg.transition("forever/1", Stage::Validation, &actor("alice"), "")
+                .await
+        }
+    })
+    .await
+    .expect("the gate does not panic");
+    let failed = refused(attempt, "forever", 1, Stage::Validation);
+    assert_eq!(
+        failed.iter().map(|v| v.gate.as_str()).collect::<Vec<_>>(),
+        [format!("min_time_in_stage({}s)", i64::MAX)]
+    );
+}
+
+/// Gate specs are checked before they are stored: an approvals gate needing none,
+/// a time in stage too long to represent, and gates for moves into `none` are
+/// `InvalidInput`, and nothing is written.
+pub async fn invalid_gate_specs_are_rejected(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "specs").await;
+    let alice = actor("alice");
+    let bad = [
+        (
+            Stage::Production,
+            GateSpec::Approvals {
+                required: 0,
+                from: BTreeSet::new(),
+            },
+        ),
+        (
+            Stage::Production,
+            GateSpec::MinTimeInStage { seconds: u64::MAX },
+        ),
+        (Stage::None, GateSpec::ProvenanceComplete),
+    ];
+    for (stage, spec) in bad {
+        assert_err!(
+            reg.set_gates("specs", stage, vec![spec.clone()], &alice)
+                .await,
+            Error::InvalidInput { .. }
+        );
+    }
+    assert_err!(
+        reg.set_gates("nope", Stage::Staging, vec![], &alice).await,
+        Error::NotFound { .. }
+    );
+    assert_eq!(event_count(&reg, "specs").await, 1);
+    assert!(reg.model("specs").await.expect("model").gates().is_empty());
+}
+
+// ----- approvals -------------------------------------------------------------------
+
+/// Approvals and rejections are `approval_recorded` events with the approver as
+/// actor, the version, target stage, decision and comment; the version keeps each
+/// approver's latest decision per stage. Approving a move into `none`, or a
+/// version that does not exist, is refused and writes nothing.
+pub async fn approvals_are_events(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "voted").await;
+    register_bytes(&reg, "voted", "m.bin", "w").await;
+    let (bob, carol) = (actor("bob"), actor("carol"));
+
+    let e1 = reg
+        .approve("voted/1", Stage::Production, &bob, "looks good")
+        .await
+        .expect("approve");
+    assert_eq!((e1.seq, &e1.actor), (3, &bob));
+    assert_eq!(
+        e1.kind,
+        EventKind::ApprovalRecorded {
+            version: num(1),
+            stage: Stage::Production,
+            decision: Decision::Approve,
+            comment: "looks good".into(),
+        }
+    );
+    let e2 = reg
+        .reject("voted@latest", Stage::Production, &carol, "drift")
+        .await
+        .expect("reject");
+    assert_eq!((e2.seq, &e2.actor), (4, &carol));
+    assert_eq!(
+        e2.kind,
+        EventKind::ApprovalRecorded {
+            version: num(1),
+            stage: Stage::Production,
+            decision: Decision::Reject,
+            comment: "drift".into(),
+        }
+    );
+    let e3 = reg
+        .reject("voted/1", Stage::Production, &bob, "")
+        .await
+        .expect("reject");
+    let e4 = reg
+        .approve("voted/1", Stage::Staging, &bob, "")
+        .await
+        .expect("approve");
+
+    let v = reg.resolve("voted/1").await.expect("resolve");
+    let approval = |decision, at, comment: &str| Approval {
+        decision,
+        at,
+        comment: comment.into(),
+    };
+    assert_eq!(
+        v.approvals,
+        BTreeMap::from([
+            (
+                Stage::Staging,
+                BTreeMap::from([(bob.clone(), approval(Decision::Approve, e4.time, ""))])
+            ),
+            (
+                Stage::Production,
+                BTreeMap::from([
+                    (bob.clone(), approval(Decision::Reject, e3.time, "")),
+                    (carol.clone(), approval(Decision::Reject, e2.time, "drift")),
+                ])
+            ),
+        ])
+    );
+    let state = reg.model("voted").await.expect("model");
+    let prod: Vec<(&Actor, &Approval)> = state.approvals(num(1), Stage::Production).collect();
+    assert_eq!(prod.len(), 2);
+    assert_eq!(state.approvals(num(1), Stage::Validation).count(), 0);
+    assert_eq!(
+        f.fresh().await.resolve("voted/1").await.expect("resolve"),
+        v
+    );
+
+    let count = event_count(&reg, "voted").await;
+    assert_err!(
+        reg.approve("voted/1", Stage::None, &bob, "").await,
+        Error::InvalidInput { .. }
+    );
+    assert_err!(
+        reg.approve("voted/2", Stage::Production, &bob, "").await,
+        Error::NotFound { .. }
+    );
+    assert_eq!(event_count(&reg, "voted").await, count);
+
+    let history = reg
+        .history("voted", &HistoryFilter::new().kind("approval_recorded"))
+        .await
+        .expect("history");
+    assert_eq!(history, [e4, e3, e2, e1]);
+}
+
+// ----- rollback --------------------------------------------------------------------
+
+/// After promoting v1, v2, v3: rollback puts v2 back in production and archives
+/// v3, as one `rolled_back` event; again, v1; a third time there is nothing to go
+/// back to (`NotFound`, nothing written). Rollback passes no gates. With nothing in
+/// production, or only one version ever there, rollback is `NotFound`.
+pub async fn rollback_walks_production_back(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "rb").await;
+    let (alice, carol) = (actor("alice"), actor("carol"));
+    for i in 1..=3 {
+        register_bytes(&reg, "rb", "m.bin", format!("w{i}")).await;
+    }
+    assert_err!(reg.rollback("rb", &carol, "").await, Error::NotFound { .. });
+    bring_to(&reg, "rb", 1, Stage::Production).await;
+    let count = event_count(&reg, "rb").await;
+    assert_err!(reg.rollback("rb", &carol, "").await, Error::NotFound { .. });
+    assert_eq!(event_count(&reg, "rb").await, count);
+    bring_to(&reg, "rb", 2, Stage::Production).await;
+    bring_to(&reg, "rb", 3, Stage::Production).await;
+    assert_eq!(
+        reg.model("rb").await.expect("model").production_history(),
+        [num(1), num(2), num(3)]
+    );
+    // Gates that would refuse any promotion do not hold a rollback back.
+    reg.set_gates(
+        "rb",
+        Stage::Production,
+        vec![GateSpec::Approvals {
+            required: 5,
+            from: BTreeSet::new(),
+        }],
+        &alice,
+    )
+    .await
+    .expect("gates");
+
+    let count = event_count(&reg, "rb").await;
+    let e = reg
+        .rollback("rb", &carol, "v3 drops conversions")
+        .await
+        .expect("rollback");
+    assert_eq!((e.seq, &e.actor), (count as u64 + 1, &carol));
+    assert_eq!(
+        e.kind,
+        EventKind::RolledBack {
+            restored: num(2),
+            displaced: num(3),
+            reason: "v3 drops conversions".into(),
+        }
+    );
+    assert_eq!(event_count(&reg, "rb").await, count + 1);
+    assert_eq!(in_production(&reg, "rb").await, Some(2));
+    assert_eq!(
+        reg.resolve("rb@production").await.expect("resolve").number,
+        num(2)
+    );
+    let state = reg.model("rb").await.expect("model");
+    let (v2, v3) = (
+        state.version(num(2)).expect("v2"),
+        state.version(num(3)).expect("v3"),
+    );
+    assert_eq!(
+        (v2.stage, v2.stage_since),
+        (Stage::Production, Some(e.time))
+    );
+    assert_eq!((v3.stage, v3.stage_since), (Stage::Archived, Some(e.time)));
+    assert_eq!(state.production_history(), [num(1), num(2)]);
+    assert_eq!(state.rollback_target(), Some(num(1)));
+
+    let other = f.fresh().await;
+    let e = other.rollback("rb", &alice, "").await.expect("rollback");
+    assert_eq!(
+        e.kind,
+        EventKind::RolledBack {
+            restored: num(1),
+            displaced: num(2),
+            reason: String::new(),
+        }
+    );
+    assert_eq!(in_production(&reg, "rb").await, Some(1));
+    let stages: Vec<Stage> = reg
+        .model("rb")
+        .await
+        .expect("model")
+        .versions()
+        .iter()
+        .map(|v| v.stage)
+        .collect();
+    assert_eq!(
+        stages,
+        [Stage::Production, Stage::Archived, Stage::Archived]
+    );
+
+    let before = snapshot(&reg, "rb").await;
+    assert_err!(reg.rollback("rb", &carol, "").await, Error::NotFound { .. });
+    assert_eq!(snapshot(&reg, "rb").await, before);
+    let rollbacks = reg
+        .history("rb", &HistoryFilter::new().kind("rolled_back"))
+        .await
+        .expect("history");
+    assert_eq!(rollbacks.len(), 2);
+
+    // With the production version archived directly, there is nothing to leave.
+    reg.transition("rb/1", Stage::Archived, &alice, "")
+        .await
+        .expect("archive");
+    assert_err!(reg.rollback("rb", &carol, "").await, Error::NotFound { .. });
+    assert_err!(
+        reg.rollback("ghost", &carol, "").await,
+        Error::NotFound { .. }
+    );
+}
+
+// ----- aliases ---------------------------------------------------------------------
+
+/// Aliases are set, moved and removed by events that record actor and reason;
+/// `name@alias` resolves to the target (from another registry too); an unset
+/// alias is `NotFound`, as is removing it; reserved and malformed alias names are
+/// `InvalidName` and write nothing.
+pub async fn aliases_set_move_and_remove(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "aliases").await;
+    for i in 1..=2 {
+        register_bytes(&reg, "aliases", "m.bin", format!("w{i}")).await;
+    }
+    let (alice, bob, carol) = (actor("alice"), actor("bob"), actor("carol"));
+    assert_err!(
+        reg.resolve("aliases@champion").await,
+        Error::NotFound { .. }
+    );
+
+    let e = reg
+        .set_alias(
+            "aliases/1",
+            "champion",
+            SetAlias::by(alice.clone()).reason("best auc"),
+        )
+        .await
+        .expect("set");
+    assert_eq!((e.seq, &e.actor), (4, &alice));
+    assert_eq!(
+        e.kind,
+        EventKind::AliasSet {
+            alias: alias("champion"),
+            version: num(1),
+            protected: false,
+            reason: "best auc".into(),
+            gates: vec![],
+        }
+    );
+    assert_eq!(
+        reg.resolve("aliases@champion")
+            .await
+            .expect("resolve")
+            .number,
+        num(1)
+    );
+    assert_eq!(
+        reg.model("aliases")
+            .await
+            .expect("model")
+            .alias(&alias("champion")),
+        Some(&AliasTarget {
+            version: num(1),
+            protected: false,
+            set_at: e.time,
+            set_by: alice.clone(),
+        })
+    );
+
+    let e = reg
+        .set_alias(
+            "aliases/2",
+            "champion",
+            SetAlias::by(bob.clone()).reason("retrained"),
+        )
+        .await
+        .expect("move");
+    assert_eq!(e.actor, bob);
+    assert!(
+        matches!(&e.kind, EventKind::AliasSet { version, reason, .. } if *version == num(2) && reason == "retrained"),
+        "{e:?}"
+    );
+    assert_eq!(
+        reg.resolve("aliases@champion")
+            .await
+            .expect("resolve")
+            .number,
+        num(2)
+    );
+    reg.set_alias("aliases/1", "challenger", SetAlias::by(bob.clone()))
+        .await
+        .expect("set");
+    // An alias can be set from any reference, another alias included.
+    reg.set_alias("aliases@champion", "backup", SetAlias::by(bob.clone()))
+        .await
+        .expect("set");
+    let targets: Vec<(String, u64, Actor)> = reg
+        .model("aliases")
+        .await
+        .expect("model")
+        .aliases()
+        .iter()
+        .map(|(a, t)| (a.to_string(), t.version.get(), t.set_by.clone()))
+        .collect();
+    assert_eq!(
+        targets,
+        [
+            ("backup".to_owned(), 2, bob.clone()),
+            ("challenger".to_owned(), 1, bob.clone()),
+            ("champion".to_owned(), 2, bob.clone()),
+        ]
+    );
+    let other = f.fresh().await;
+    assert_eq!(
+        other
+            .resolve("aliases@challenger")
+            .await
+            .expect("resolve")
+            .number,
+        num(1)
+    );
+
+    let e = reg
+        .remove_alias("aliases", "champion", &carol, "retired")
+        .await
+        .expect("remove");
+    assert_eq!(e.actor, carol);
+    assert_eq!(
+        e.kind,
+        EventKind::AliasRemoved {
+            alias: alias("champion"),
+            reason: "retired".into(),
+            gates: vec![],
+        }
+    );
+    assert_err!(
+        reg.resolve("aliases@champion").await,
+        Error::NotFound { .. }
+    );
+    assert_err!(
+        other.resolve("aliases@champion").await,
+        Error::NotFound { .. }
+    );
+    // The versions themselves are untouched.
+    assert_eq!(stage_of(&reg, "aliases", 2).await, Stage::None);
+
+    let before = snapshot(&reg, "aliases").await;
+    assert_err!(
+        reg.remove_alias("aliases", "champion", &carol, "").await,
+        Error::NotFound { .. }
+    );
+    assert_err!(
+        reg.remove_alias("aliases", "never", &carol, "").await,
+        Error::NotFound { .. }
+    );
+    for reserved in [
+        "latest",
+        "none",
+        "staging",
+        "validation",
+        "production",
+        "archived",
+    ] {
+        assert_err!(
+            reg.set_alias("aliases/1", reserved, SetAlias::by(alice.clone()))
+                .await,
+            Error::InvalidName { kind: "alias", .. }
+        );
+        assert_err!(
+            reg.remove_alias("aliases", reserved, &alice, "").await,
+            Error::InvalidName { kind: "alias", .. }
+        );
+    }
+    for bad in ["", "Champion", "1st", "a.b", "eu/canary", "x y"] {
+        assert_err!(
+            reg.set_alias("aliases/1", bad, SetAlias::by(alice.clone()))
+                .await,
+            Error::InvalidName { kind: "alias", .. }
+        );
+    }
+    assert_err!(
+        reg.set_alias("aliases/3", "canary", SetAlias::by(alice.clone()))
+            .await,
+        Error::NotFound { .. }
+    );
+    assert_err!(
+        reg.set_alias("ghost/1", "canary", SetAlias::by(alice.clone()))
+            .await,
+        Error::NotFound { .. }
+    );
+    assert_eq!(snapshot(&reg, "aliases").await, before);
+}
+
+/// A protected alias moves (or is removed, or loses its protection) only through
+/// the production gates, stored and in-process, with its new (or current) target
+/// as the candidate; refused, nothing changes. Protecting a new alias runs them
+/// too. An unprotected alias moves without gates.
+pub async fn protected_aliases_pass_production_gates(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "guarded").await;
+    let (alice, bob, carol) = (actor("alice"), actor("bob"), actor("carol"));
+    for i in 1..=4 {
+        register_bytes(&reg, "guarded", "m.bin", format!("w{i}")).await;
+    }
+    reg.set_gates(
+        "guarded",
+        Stage::Production,
+        vec![GateSpec::Approvals {
+            required: 1,
+            from: BTreeSet::new(),
+        }],
+        &alice,
+    )
+    .await
+    .expect("gates");
+    let approve = |n: u64, who: &Actor| {
+        let reg = reg.clone();
+        let who = who.clone();
+        async move {
+            reg.approve(format!("guarded/{n}"), Stage::Production, &who, "")
+                .await
+                .expect("approve");
+        }
+    };
+    let set = |n: u64, name: &'static str, protected: Option<bool>| {
+        let reg = reg.clone();
+        let alice = alice.clone();
+        async move {
+            let mut opts = SetAlias::by(alice).reason("move");
+            if let Some(p) = protected {
+                opts = opts.protected(p);
+            }
+            reg.set_alias(format!("guarded/{n}"), name, opts).await
+        }
+    };
+    let gates_of = |e: &Event| match &e.kind {
+        EventKind::AliasSet {
+            gates, protected, ..
+        } => (gates.clone(), *protected),
+        EventKind::AliasRemoved { gates, .. } => (gates.clone(), false),
+        other => panic!("expected an alias event, got {other:?}"),
+    };
+    let no_approval = || vec![verdict("approvals(1)", false, "0 of 1 approvals")];
+
+    // Protecting a new alias runs the gates on its target.
+    let before = snapshot(&reg, "guarded").await;
+    assert_eq!(
+        refused(
+            set(1, "champion", Some(true)).await,
+            "guarded",
+            1,
+            Stage::Production
+        ),
+        no_approval()
+    );
+    assert_eq!(snapshot(&reg, "guarded").await, before);
+    approve(1, &bob).await;
+    let e = set(1, "champion", Some(true)).await.expect("set");
+    assert_eq!(
+        gates_of(&e),
+        (vec![verdict("approvals(1)", true, "approved by bob")], true)
+    );
+
+    // Moving it (protection unchanged) runs them on the new target.
+    let before = snapshot(&reg, "guarded").await;
+    assert_eq!(
+        refused(
+            set(2, "champion", None).await,
+            "guarded",
+            2,
+            Stage::Production
+        ),
+        no_approval()
+    );
+    assert_eq!(snapshot(&reg, "guarded").await, before);
+    approve(2, &bob).await;
+    let e = set(2, "champion", None).await.expect("move");
+    assert_eq!(
+        gates_of(&e),
+        (vec![verdict("approvals(1)", true, "approved by bob")], true)
+    );
+    assert_eq!(
+        reg.resolve("guarded@champion")
+            .await
+            .expect("resolve")
+            .number,
+        num(2)
+    );
+
+    // A standing rejection of its target blocks unprotecting and removing it.
+    reg.reject("guarded/2", Stage::Production, &carol, "bias")
+        .await
+        .expect("reject");
+    let before = snapshot(&reg, "guarded").await;
+    let rejected = vec![verdict("approvals(1)", false, "rejected by carol (bias)")];
+    assert_eq!(
+        refused(
+            set(2, "champion", Some(false)).await,
+            "guarded",
+            2,
+            Stage::Production
+        ),
+        rejected
+    );
+    assert_eq!(
+        refused(
+            reg.remove_alias("guarded", "champion", &alice, "").await,
+            "guarded",
+            2,
+            Stage::Production
+        ),
+        rejected
+    );
+    assert_eq!(snapshot(&reg, "guarded").await, before);
+    assert!(
+        before
+            .1
+            .alias(&alias("champion"))
+            .is_some_and(|t| t.protected && t.version == num(2))
+    );
+
+    // The gates pass again: unprotecting goes through them and records them.
+    approve(2, &carol).await;
+    let e = set(2, "champion", Some(false)).await.expect("unprotect");
+    assert_eq!(
+        gates_of(&e),
+        (
+            vec![verdict("approvals(1)", true, "approved by bob, carol")],
+            false
+        )
+    );
+    // Unprotected, it moves to an unapproved version without gates.
+    let e = set(3, "champion", None).await.expect("move");
+    assert_eq!(gates_of(&e), (vec![], false));
+    let e = reg
+        .remove_alias("guarded", "champion", &alice, "")
+        .await
+        .expect("remove");
+    assert_eq!(gates_of(&e), (vec![], false));
+
+    // Removing a protected alias passes the gates with its target as candidate.
+    approve(4, &bob).await;
+    set(4, "safe", Some(true)).await.expect("protect");
+    let e = reg
+        .remove_alias("guarded", "safe", &alice, "")
+        .await
+        .expect("remove");
+    assert_eq!(
+        gates_of(&e),
+        (
+            vec![verdict("approvals(1)", true, "approved by bob")],
+            false
+        )
+    );
+
+    // In-process production gates guard protected aliases as well.
+    set(4, "safe", Some(true)).await.expect("protect");
+    let freeze = ScriptedGate::refusing("freeze", "frozen");
+    let model = ModelName::new("guarded").expect("valid");
+    let gated = f.registry_with(|b| b.gate(model.clone(), Stage::Production, freeze.clone()));
+    let before = snapshot(&reg, "guarded").await;
+    assert_eq!(
+        refused(
+            gated
+                .set_alias("guarded/1", "safe", SetAlias::by(alice.clone()))
+                .await,
+            "guarded",
+            1,
+            Stage::Production
+        ),
+        [verdict("freeze", false, "frozen")]
+    );
+    assert_eq!(snapshot(&reg, "guarded").await, before);
+    let seen = freeze.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        (seen[0].candidate, seen[0].from, seen[0].to),
+        (1, Stage::None, Stage::Production)
+    );
+    // None of this moved a version's stage.
+    for n in 1..=4 {
+        assert_eq!(stage_of(&reg, "guarded", n).await, Stage::None);
+    }
+}
+
+// ----- the audit trail ---------------------------------------------------------------
+
+/// Builds the `audited` model: 18 events by alice, ci, bob and carol (see the
+/// numbers in the comments), with promotions, a rollback, an approval, gates and
+/// an alias set and removed.
+async fn audited(reg: &Registry) {
+    let (alice, bob, carol) = (actor("alice"), actor("bob"), actor("carol"));
+    create(reg, "audited").await; // 1 alice
+    for i in 1..=3 {
+        register_bytes(reg, "audited", "m.bin", format!("w{i}")).await; // 2, 3, 4 ci
+    }
+    let mv = |n: u64, to: Stage, who: &Actor| {
+        let reg = reg.clone();
+        let who = who.clone();
+        async move {
+            reg.transition(format!("audited/{n}"), to, &who, "")
+                .await
+                .expect("move");
+        }
+    };
+    mv(1, Stage::Staging, &alice).await; // 5
+    mv(1, Stage::Validation, &alice).await; // 6
+    mv(1, Stage::Production, &bob).await; // 7
+    mv(2, Stage::Staging, &alice).await; // 8
+    mv(2, Stage::Validation, &alice).await; // 9
+    reg.approve("audited/2", Stage::Production, &carol, "")
+        .await
+        .expect("approve"); // 10
+    mv(2, Stage::Production, &bob).await; // 11: archives 1
+    reg.set_alias("audited/1", "champion", SetAlias::by(carol.clone()))
+        .await
+        .expect("alias"); // 12
+    mv(3, Stage::Staging, &alice).await; // 13
+    mv(3, Stage::Validation, &alice).await; // 14
+    mv(3, Stage::Production, &bob).await; // 15: archives 2
+    reg.rollback("audited", &carol, "").await.expect("rollback"); // 16: restores 2, displaces 3
+    reg.set_gates(
+        "audited",
+        Stage::Production,
+        vec![GateSpec::ProvenanceComplete],
+        &alice,
+    )
+    .await
+    .expect("gates"); // 17
+    reg.remove_alias("audited", "champion", &carol, "")
+        .await
+        .expect("remove"); // 18
+}
+
+/// `history` is the log newest first, filtered: by version (including the events
+/// where it was archived by a promotion, or displaced or restored by a rollback),
+/// by actor, by one or several kinds, and by all of these at once.
+pub async fn history_is_newest_first_and_filters(f: &Fixture) {
+    let reg = f.registry();
+    audited(&reg).await;
+    let events = reg.events("audited").await.expect("events");
+    assert_eq!(events.len(), 18);
+    let seqs = |filter: HistoryFilter| {
+        let reg = reg.clone();
+        let events = events.clone();
+        async move {
+            let history = reg.history("audited", &filter).await.expect("history");
+            for e in &history {
+                assert_eq!(e, &events[e.seq as usize - 1], "history event {}", e.seq);
+            }
+            history.iter().map(|e| e.seq).collect::<Vec<u64>>()
+        }
+    };
+    assert_eq!(
+        seqs(HistoryFilter::new()).await,
+        (1..=18).rev().collect::<Vec<_>>()
+    );
+    assert_eq!(
+        seqs(HistoryFilter::new().version(num(1))).await,
+        [12, 11, 7, 6, 5, 2]
+    );
+    assert_eq!(
+        seqs(HistoryFilter::new().version(num(2))).await,
+        [16, 15, 11, 10, 9, 8, 3]
+    );
+    assert_eq!(
+        seqs(HistoryFilter::new().version(num(3))).await,
+        [16, 15, 14, 13, 4]
+    );
+    assert_eq!(
+        seqs(HistoryFilter::new().actor(actor("bob"))).await,
+        [15, 11, 7]
+    );
+    assert_eq!(
+        seqs(HistoryFilter::new().actor(actor("carol"))).await,
+        [18, 16, 12, 10]
+    );
+    assert_eq!(
+        seqs(HistoryFilter::new().actor(actor("ci"))).await,
+        [4, 3, 2]
+    );
+    assert_eq!(
+        seqs(
+            HistoryFilter::new()
+                .kind("stage_changed")
+                .kind("rolled_back")
+        )
+        .await,
+        [16, 15, 14, 13, 11, 9, 8, 7, 6, 5]
+    );
+    assert_eq!(
+        seqs(HistoryFilter::new().kind("alias_set").kind("alias_removed")).await,
+        [18, 12]
+    );
+    assert_eq!(seqs(HistoryFilter::new().kind("gates_set")).await, [17]);
+    assert_eq!(
+        seqs(HistoryFilter::new().version(num(2)).actor(actor("bob"))).await,
+        [15, 11]
+    );
+    assert_eq!(
+        seqs(
+            HistoryFilter::new()
+                .version(num(3))
+                .kind("rolled_back")
+                .actor(actor("carol"))
+        )
+        .await,
+        [16]
+    );
+    assert!(
+        seqs(HistoryFilter::new().kind("teleported"))
+            .await
+            .is_empty()
+    );
+    assert!(seqs(HistoryFilter::new().version(num(9))).await.is_empty());
+    assert_err!(
+        reg.history("ghost", &HistoryFilter::new()).await,
+        Error::NotFound { .. }
+    );
+    // Another registry tells the same story.
+    assert_eq!(
+        f.fresh()
+            .await
+            .history("audited", &HistoryFilter::new().version(num(1)))
+            .await
+            .expect("history")
+            .iter()
+            .map(|e| e.seq)
+            .collect::<Vec<_>>(),
+        [12, 11, 7, 6, 5, 2]
+    );
+}
+
+// ----- time travel -----------------------------------------------------------------
+
+/// Builds the `travel` model (17 events) and returns, for each event, what
+/// `@production`, `@champion` and `@latest` resolve to once it is applied.
+async fn travel(reg: &Registry) -> Vec<(Option<u64>, Option<u64>, Option<u64>)> {
+    let who = actor("alice");
+    create(reg, "travel").await; // 1
+    for i in 1..=3 {
+        register_bytes(reg, "travel", "m.bin", format!("w{i}")).await; // 2..=4
+    }
+    bring_to(reg, "travel", 1, Stage::Production).await; // 5..=7
+    bring_to(reg, "travel", 2, Stage::Production).await; // 8..=10
+    let champion = |n: u64| {
+        let reg = reg.clone();
+        let who = who.clone();
+        async move {
+            reg.set_alias(format!("travel/{n}"), "champion", SetAlias::by(who))
+                .await
+                .expect("alias");
+        }
+    };
+    champion(1).await; // 11
+    bring_to(reg, "travel", 3, Stage::Production).await; // 12..=14
+    champion(3).await; // 15
+    reg.rollback("travel", &who, "").await.expect("rollback"); // 16
+    reg.remove_alias("travel", "champion", &who, "")
+        .await
+        .expect("remove"); // 17
+    vec![
+        (None, None, None),       // 1
+        (None, None, Some(1)),    // 2
+        (None, None, Some(2)),    // 3
+        (None, None, Some(3)),    // 4
+        (None, None, Some(3)),    // 5
+        (None, None, Some(3)),    // 6
+        (Some(1), None, Some(3)), // 7
+        (Some(1), None, Some(3)), // 8
+        (Some(1), None, Some(3)), // 9
+        (Some(2), None, Some(3)), // 10
+        (Some(2), Some(1), Some(3)),
+        (Some(2), Some(1), Some(3)),
+        (Some(2), Some(1), Some(3)),
+        (Some(3), Some(1), Some(3)), // 14
+        (Some(3), Some(3), Some(3)), // 15
+        (Some(2), Some(3), Some(3)), // 16
+        (Some(2), None, Some(3)),    // 17
+    ]
+}
+
+/// `resolve_as_of` answers as the registry would have at that moment, and
+/// `model_as_of` is the fold of every event at or before it: checked at every
+/// event's exact time (events with equal times all count) and between events.
+/// Before the model existed both are `NotFound`; after the last event the state
+/// is the current one.
+pub async fn time_travel_resolves_as_of(f: &Fixture) {
+    let reg = f.registry();
+    let after_event = travel(&reg).await;
+    let events = reg.events("travel").await.expect("events");
+    assert_eq!(events.len(), after_event.len());
+    let other = f.fresh().await;
+
+    let mut instants: Vec<DateTime<Utc>> = events.iter().map(|e| e.time).collect();
+    for w in events.windows(2) {
+        instants.push(w[0].time + (w[1].time - w[0].time) / 2);
+    }
+    for t in instants {
+        // The last event at or before t.
+        let upto = events.iter().take_while(|e| e.time <= t).count();
+        assert!(upto >= 1);
+        let (production, champion, latest) = after_event[upto - 1];
+        let state = reg.model_as_of("travel", t).await.expect("model as of");
+        assert_eq!(state.seq(), upto as u64, "as of {t}");
+        assert_eq!(
+            state,
+            ModelState::replay(events[..upto].to_vec()).expect("replay")
+        );
+        for (sel, expected) in [
+            ("production", production),
+            ("champion", champion),
+            ("latest", latest),
+        ] {
+            let r = format!("travel@{sel}");
+            for registry in [&reg, &other] {
+                match (registry.resolve_as_of(r.as_str(), t).await, expected) {
+                    (Ok(v), Some(n)) => assert_eq!(v.number.get(), n, "{r} as of {t}"),
+                    (Err(Error::NotFound { .. }), None) => {}
+                    (got, _) => {
+                        panic!("{r} as of {t} (event {upto}): expected {expected:?}, got {got:?}")
+                    }
+                }
+            }
+        }
+    }
+    // A version as it was: v1 as of its promotion (event 7) was in production,
+    // unless the promotion of v2 (event 10, archiving it) has the same time.
+    let promoted = events[6].time;
+    let upto = events.iter().take_while(|e| e.time <= promoted).count();
+    assert_eq!(
+        reg.resolve_as_of("travel/1", promoted)
+            .await
+            .expect("as of")
+            .stage,
+        if upto >= 10 {
+            Stage::Archived
+        } else {
+            Stage::Production
+        }
+    );
+
+    let before = events[0].time - TimeDelta::nanoseconds(1);
+    assert_err!(
+        reg.model_as_of("travel", before).await,
+        Error::NotFound { .. }
+    );
+    assert_err!(
+        reg.resolve_as_of("travel@latest", before).await,
+        Error::NotFound { .. }
+    );
+    assert_err!(
+        reg.model_as_of("ghost", Utc::now()).await,
+        Error::NotFound { .. }
+    );
+    let later = events[16].time + TimeDelta::days(1);
+    assert_eq!(
+        reg.model_as_of("travel", later).await.expect("as of"),
+        reg.model("travel").await.expect("model")
+    );
+}
+
+// ----- concurrency -----------------------------------------------------------------
+
+/// How many rounds [`concurrent_promotions_never_make_two_productions`] runs on
+/// fresh registries, and then on a [`racing_pair`].
+pub const RACE_ROUNDS: u64 = 10;
+
+/// A metadata store whose first two appends wait for each other (for at most ten
+/// seconds) before going through; later ones go straight through. Two registries
+/// over one of these that each make one command have both read the log before
+/// either appends: their race is certain, not up to the scheduler.
+#[derive(Debug)]
+pub struct RendezvousAppends {
+    inner: Arc<dyn MetadataStore>,
+    barrier: tokio::sync::Barrier,
+    arrivals: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl MetadataStore for RendezvousAppends {
+    async fn append(&self, log: &str, seq: u64, record: bytes::Bytes) -> modelreg::Result<()> {
+        if self.arrivals.fetch_add(1, Ordering::SeqCst) < 2 {
+            // A racer that fails before appending must not hang the other.
+            let _ = tokio::time::timeout(Duration::from_secs(10), self.barrier.wait()).await;
+        }
+        self.inner.append(log, seq, record).await
+    }
+    async fn read_after(
+        &self,
+        log: &str,
+        after: u64,
+        limit: usize,
+    ) -> modelreg::Result<Vec<LogRecord>> {
+        self.inner.read_after(log, after, limit).await
+    }
+    async fn list_logs(&self) -> modelreg::Result<Vec<String>> {
+        self.inner.list_logs().await
+    }
+    async fn put_checkpoint(
+        &self,
+        log: &str,
+        seq: u64,
+        bytes: bytes::Bytes,
+    ) -> modelreg::Result<()> {
+        self.inner.put_checkpoint(log, seq, bytes).await
+    }
+    async fn latest_checkpoint(&self, log: &str) -> modelreg::Result<Option<Checkpoint>> {
+        self.inner.latest_checkpoint(log).await
+    }
+}
+
+/// Two registries over `reg`'s stores that share no cache, whose first two
+/// appends meet (see [`RendezvousAppends`]): one command on each is a certain
+/// race.
+pub fn racing_pair(reg: &Registry) -> [Registry; 2] {
+    let store = Arc::new(RendezvousAppends {
+        inner: reg.metadata_store().clone(),
+        barrier: tokio::sync::Barrier::new(2),
+        arrivals: AtomicUsize::new(0),
+    });
+    let build = || {
+        Registry::builder()
+            .metadata(store.clone())
+            .artifacts(reg.artifact_store().clone())
+            .build()
+            .expect("builder with both stores")
+    };
+    [build(), build()]
+}
+
+/// Runs `a` and `b` at once, each on its own task, and returns both results.
+pub async fn race<A, B>(a: A, b: B) -> (A::Output, B::Output)
+where
+    A: std::future::Future + Send + 'static,
+    A::Output: Send + 'static,
+    B: std::future::Future + Send + 'static,
+    B::Output: Send + 'static,
+{
+    let (a, b) = (tokio::spawn(a), tokio::spawn(b));
+    (
+        a.await.expect("task did not panic"),
+        b.await.expect("task did not panic"),
+    )
+}
+
+/// One round of a promotion race on model `race`: registers two versions, moves
+/// them to validation through `reg`, then has `racers[0]` and `racers[1]` promote
+/// one each, started together by a barrier. Checks every invariant of the round
+/// and appends the winners to `history`; returns whether exactly one won.
+async fn race_round(
+    reg: &Registry,
+    racers: &[Registry; 2],
+    round: u64,
+    history: &mut Vec<u64>,
+) -> bool {
+    let (a, b) = (2 * round + 1, 2 * round + 2);
+    for n in [a, b] {
+        register_bytes(reg, "race", "m.bin", format!("round {round} v{n}")).await;
+        bring_to(reg, "race", n, Stage::Validation).await;
+    }
+    let previous = in_production(reg, "race").await;
+    let count = event_count(reg, "race").await;
+    // Both racers have folded the log up to here, so neither starts with a longer
+    // read than the other.
+    for r in racers {
+        assert_eq!(r.model("race").await.expect("model").seq(), count as u64);
+    }
+    let barrier = Arc::new(tokio::sync::Barrier::new(2));
+    let tasks: Vec<_> = [(racers[0].clone(), a), (racers[1].clone(), b)]
+        .into_iter()
+        .map(|(r, n)| {
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let who = actor(&format!("promoter of v{n}"));
+                (n, r.promote(format!("race/{n}"), &who, "race").await)
+            })
+        })
+        .collect();
+    let mut won: Vec<Event> = Vec::new();
+    let mut lost: Vec<(u64, String)> = Vec::new();
+    for t in tasks {
+        match t.await.expect("task did not panic") {
+            (_, Ok(e)) => won.push(e),
+            (n, Err(Error::ConcurrentChange { model, what })) => {
+                assert_eq!(model, "race");
+                lost.push((n, what));
+            }
+            (n, Err(e)) => {
+                panic!("round {round}: v{n}: expected Ok or ConcurrentChange, got {e:?}")
+            }
+        }
+    }
+    won.sort_by_key(|e| e.seq);
+    assert!(!won.is_empty(), "round {round}: nobody won");
+    let events = reg.events("race").await.expect("events");
+    assert_eq!(events.len(), count + won.len(), "round {round}");
+    let mut production = previous;
+    for e in &won {
+        let n = e.kind.version().expect("about a version").get();
+        assert_eq!(
+            e.kind,
+            EventKind::StageChanged {
+                version: num(n),
+                from: Stage::Validation,
+                to: Stage::Production,
+                reason: "race".into(),
+                gates: vec![],
+                archived: production.map(num),
+            },
+            "round {round}"
+        );
+        assert_eq!(&events[e.seq as usize - 1], e, "round {round}");
+        production = Some(n);
+        history.push(n);
+    }
+    assert_eq!(won[0].seq, count as u64 + 1);
+    let one_winner = if let [(n, what)] = lost.as_slice() {
+        let winner = won[0].kind.version().expect("about a version");
+        assert_eq!(
+            *what,
+            format!(
+                "the production version (was {}, now {winner})",
+                previous.map_or_else(|| "none".to_owned(), |p| p.to_string())
+            ),
+            "round {round}"
+        );
+        assert_eq!(stage_of(reg, "race", *n).await, Stage::Validation);
+        true
+    } else {
+        false
+    };
+    assert_eq!(in_production(reg, "race").await, production);
+    for r in racers {
+        assert_eq!(in_production(r, "race").await, production);
+    }
+    one_winner
+}
+
+/// Two registries that share only the stores race to promote two different
+/// versions (both in validation), started together by a barrier, round after
+/// round. Each command pins the production version it saw first, so when both
+/// start from the same state exactly one succeeds and the other fails with
+/// `ConcurrentChange` naming the production change (if one started after the
+/// other finished, both succeed, the second archiving the first). Never two
+/// versions in production; every success is its `stage_changed` event in the log;
+/// failures write nothing; the production history is the successes in log order.
+///
+/// First on fresh registries, where whether the calls overlap is up to the
+/// scheduler (reported); then on [`racing_pair`]s, where both have read the log
+/// before either appends, so exactly one wins every round.
+pub async fn concurrent_promotions_never_make_two_productions(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "race").await;
+    let mut history: Vec<u64> = Vec::new();
+    let racers = [f.fresh().await, f.fresh().await];
+    let mut one_winner = 0;
+    for round in 0..RACE_ROUNDS {
+        one_winner += u64::from(race_round(&reg, &racers, round, &mut history).await);
+    }
+    let mut forced = 0;
+    for round in RACE_ROUNDS..2 * RACE_ROUNDS {
+        let racers = racing_pair(&reg);
+        forced += u64::from(race_round(&reg, &racers, round, &mut history).await);
+    }
+    eprintln!(
+        "{}: promotion races with exactly one winner: {one_winner} of {RACE_ROUNDS} \
+         on fresh registries, {forced} of {RACE_ROUNDS} on racing pairs",
+        f.name
+    );
+    // On a racing pair both have read the log before either appends.
+    assert_eq!(forced, RACE_ROUNDS);
+
+    let state = reg.model("race").await.expect("model");
+    let history: Vec<_> = history.into_iter().map(num).collect();
+    assert_eq!(state.production_history(), history.as_slice());
+    let events = reg.events("race").await.expect("events");
+    assert_eq!(ModelState::replay(events).expect("replay"), state);
+    assert_eq!(f.fresh().await.model("race").await.expect("model"), state);
+}
+
+/// Checks that exactly one of two racing commands succeeded and that the other
+/// failed with `ConcurrentChange` on `model`; returns which one won (0 or 1), its
+/// event, and what the loser says changed.
+pub fn one_winner(model: &str, results: [Result<Event, Error>; 2]) -> (usize, Event, String) {
+    match results {
+        [Ok(e), Err(Error::ConcurrentChange { model: m, what })] => {
+            assert_eq!(m, model);
+            (0, e, what)
+        }
+        [Err(Error::ConcurrentChange { model: m, what }), Ok(e)] => {
+            assert_eq!(m, model);
+            (1, e, what)
+        }
+        other => panic!("expected exactly one success and one ConcurrentChange, got {other:?}"),
+    }
+}
+
+/// Racing pairs (both read the log before either appends) on everything a
+/// command pins: two rollbacks at once go back one step, not two; a rollback and
+/// a promotion, two moves of one alias, and two moves of one version each have
+/// exactly one winner, and the loser, told what changed, wrote nothing.
+pub async fn racing_commands_have_one_winner(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "contend").await;
+    for i in 1..=5 {
+        register_bytes(&reg, "contend", "m.bin", format!("w{i}")).await;
+    }
+    for n in 1..=3 {
+        bring_to(&reg, "contend", n, Stage::Production).await;
+    }
+    bring_to(&reg, "contend", 4, Stage::Validation).await;
+    bring_to(&reg, "contend", 5, Stage::Validation).await;
+
+    // Two operators roll back the same bad release at once.
+    let count = event_count(&reg, "contend").await;
+    let [a, b] = racing_pair(&reg);
+    let (ra, rb) = race(
+        async move { a.rollback("contend", &actor("a"), "").await },
+        async move { b.rollback("contend", &actor("b"), "").await },
+    )
+    .await;
+    let (_, won, what) = one_winner("contend", [ra, rb]);
+    assert_eq!(
+        won.kind,
+        EventKind::RolledBack {
+            restored: num(2),
+            displaced: num(3),
+            reason: String::new(),
+        }
+    );
+    assert_eq!(what, "the production version (was 3, now 2)");
+    assert_eq!(event_count(&reg, "contend").await, count + 1);
+    assert_eq!(in_production(&reg, "contend").await, Some(2));
+    assert_eq!(
+        reg.model("contend")
+            .await
+            .expect("model")
+            .production_history(),
+        [num(1), num(2)]
+    );
+
+    // A rollback and a promotion at once.
+    let [a, b] = racing_pair(&reg);
+    let (ra, rb) = race(
+        async move { a.promote("contend/4", &actor("a"), "").await },
+        async move { b.rollback("contend", &actor("b"), "").await },
+    )
+    .await;
+    let (winner, won, what) = one_winner("contend", [ra, rb]);
+    let now = if winner == 0 {
+        assert!(
+            matches!(won.kind, EventKind::StageChanged { version, archived: Some(old), .. } if version == num(4) && old == num(2)),
+            "{won:?}"
+        );
+        4
+    } else {
+        assert!(
+            matches!(won.kind, EventKind::RolledBack { restored, displaced, .. } if restored == num(1) && displaced == num(2)),
+            "{won:?}"
+        );
+        assert_eq!(stage_of(&reg, "contend", 4).await, Stage::Validation);
+        1
+    };
+    assert_eq!(what, format!("the production version (was 2, now {now})"));
+    assert_eq!(event_count(&reg, "contend").await, count + 2);
+    assert_eq!(in_production(&reg, "contend").await, Some(now));
+
+    // Two moves of one alias.
+    let [a, b] = racing_pair(&reg);
+    let opts = |who: &str| SetAlias::by(actor(who));
+    let (oa, ob) = (opts("a"), opts("b"));
+    let (ra, rb) = race(
+        async move { a.set_alias("contend/1", "champion", oa).await },
+        async move { b.set_alias("contend/2", "champion", ob).await },
+    )
+    .await;
+    let (winner, _, what) = one_winner("contend", [ra, rb]);
+    let target = winner as u64 + 1;
+    assert_eq!(what, format!("alias 'champion' (was none, now {target})"));
+    assert_eq!(
+        reg.resolve("contend@champion")
+            .await
+            .expect("resolve")
+            .number,
+        num(target)
+    );
+    assert_eq!(event_count(&reg, "contend").await, count + 3);
+
+    // Two moves of one version, to different stages.
+    let [a, b] = racing_pair(&reg);
+    let (ra, rb) = race(
+        async move {
+            a.transition("contend/5", Stage::Staging, &actor("a"), "")
+                .await
+        },
+        async move {
+            b.transition("contend/5", Stage::Archived, &actor("b"), "")
+                .await
+        },
+    )
+    .await;
+    let (winner, _, what) = one_winner("contend", [ra, rb]);
+    let stage = [Stage::Staging, Stage::Archived][winner];
+    assert_eq!(
+        what,
+        format!("the stage of version 5 (was validation, now {stage})")
+    );
+    assert_eq!(stage_of(&reg, "contend", 5).await, stage);
+    assert_eq!(event_count(&reg, "contend").await, count + 4);
+    assert_eq!(
+        ModelState::replay(reg.events("contend").await.expect("events")).expect("replay"),
+        reg.model("contend").await.expect("model")
+    );
+}
+
+/// A promotion racing a rejection is judged on the state its event follows: if the
+/// rejection lands first, the promotion's retry re-runs the gates and is refused;
+/// otherwise the promotion's event comes before the rejection. Either way no
+/// promotion in the log follows a standing rejection.
+pub async fn gates_judge_the_state_the_event_follows(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "judged").await;
+    let alice = actor("alice");
+    reg.set_gates(
+        "judged",
+        Stage::Production,
+        vec![GateSpec::Approvals {
+            required: 1,
+            from: BTreeSet::new(),
+        }],
+        &alice,
+    )
+    .await
+    .expect("gates");
+    register_bytes(&reg, "judged", "m.bin", "w").await;
+    bring_to(&reg, "judged", 1, Stage::Validation).await;
+    reg.approve("judged/1", Stage::Production, &actor("bob"), "")
+        .await
+        .expect("approve");
+    let count = event_count(&reg, "judged").await;
+
+    let [a, b] = racing_pair(&reg);
+    let (promoted, rejected) = race(
+        async move { a.promote("judged/1", &actor("alice"), "").await },
+        async move {
+            b.reject("judged/1", Stage::Production, &actor("carol"), "no")
+                .await
+        },
+    )
+    .await;
+    let rejection = rejected.expect("a decision is not pinned to anything");
+    match promoted {
+        Ok(e) => {
+            assert_eq!((e.seq, rejection.seq), (count as u64 + 1, count as u64 + 2));
+            assert!(
+                matches!(&e.kind, EventKind::StageChanged { gates, .. }
+                    if *gates == [verdict("approvals(1)", true, "approved by bob")]),
+                "{e:?}"
+            );
+            assert_eq!(in_production(&reg, "judged").await, Some(1));
+        }
+        result => {
+            assert_eq!(
+                refused(result, "judged", 1, Stage::Production),
+                [verdict("approvals(1)", false, "rejected by carol (no)")]
+            );
+            assert_eq!(rejection.seq, count as u64 + 1);
+            assert_eq!(in_production(&reg, "judged").await, None);
+        }
+    }
+    assert_eq!(
+        ModelState::replay(reg.events("judged").await.expect("events")).expect("replay"),
+        reg.model("judged").await.expect("model")
+    );
+}
+
+// ----- persistence -----------------------------------------------------------------
+
+/// Lifecycle state (stages, production history, aliases, approvals, gates) goes
+/// through checkpoints unchanged: a cold registry starting from the latest
+/// checkpoint, one without checkpoints and a replay of the log agree, and the cold
+/// one keeps working on top of it (a rollback it makes is seen by the first).
+pub async fn lifecycle_state_survives_checkpoints(f: &Fixture) {
+    let reg = f.registry_with(|b| b.checkpoint_every(2));
+    let alice = actor("alice");
+    audited(&reg).await;
+    reg.approve("audited/3", Stage::Staging, &actor("dave"), "ok")
+        .await
+        .expect("approve"); // 19
+    reg.set_gates("audited", Stage::Production, vec![], &alice)
+        .await
+        .expect("gates"); // 20
+    reg.set_alias(
+        "audited/2",
+        "stable",
+        SetAlias::by(alice.clone()).protected(true),
+    )
+    .await
+    .expect("alias"); // 21
+    let validation_gates = vec![
+        GateSpec::Approvals {
+            required: 2,
+            from: BTreeSet::from([actor("bob"), actor("carol")]),
+        },
+        GateSpec::MetricsNoWorse {
+            against: Baseline::Alias(alias("stable")),
+            metrics: vec![key("auc")],
+        },
+    ];
+    reg.set_gates(
+        "audited",
+        Stage::Validation,
+        validation_gates.clone(),
+        &alice,
+    )
+    .await
+    .expect("gates"); // 22
+    let events = reg.events("audited").await.expect("events");
+    assert_eq!(events.len(), 22);
+    let replayed = ModelState::replay(events.clone()).expect("replay");
+    let state = reg.model("audited").await.expect("model");
+    assert_eq!(state, replayed);
+    assert_eq!(state.production_history(), [num(1), num(2)]);
+    assert_eq!(
+        state.gates(),
+        &BTreeMap::from([(Stage::Validation, validation_gates)])
+    );
+    assert!(
+        state
+            .alias(&alias("stable"))
+            .is_some_and(|t| t.protected && t.version == num(2))
+    );
+
+    let cp = reg
+        .metadata_store()
+        .latest_checkpoint("audited")
+        .await
+        .expect("read checkpoint")
+        .expect("a checkpoint was written");
+    assert_eq!(cp.seq, 22);
+    let name = ModelName::new("audited").expect("valid");
+    assert_eq!(
+        decode_checkpoint(&name, cp.seq, &cp.bytes).expect("decodes"),
+        replayed
+    );
+    let cold = f.fresh().await;
+    assert_eq!(cold.model("audited").await.expect("model"), replayed);
+    let none = f.registry_with(|b| b.checkpoint_every(0));
+    assert_eq!(none.model("audited").await.expect("model"), replayed);
+
+    let e = cold
+        .rollback("audited", &alice, "")
+        .await
+        .expect("rollback");
+    assert_eq!(
+        e.kind,
+        EventKind::RolledBack {
+            restored: num(1),
+            displaced: num(2),
+            reason: String::new(),
+        }
+    );
+    assert_eq!(in_production(&reg, "audited").await, Some(1));
+    assert_eq!(
+        reg.model("audited").await.expect("model"),
+        ModelState::replay(reg.events("audited").await.expect("events")).expect("replay")
+    );
+}
+
+/// Events of the kinds a format-1 build knows are still written as format 1, so
+/// such a build can read a log that uses no lifecycle; lifecycle events are
+/// format 2, also after a model's first lifecycle event.
+pub async fn lifecycle_events_are_format_2(f: &Fixture) {
+    assert_eq!(EVENT_FORMAT, 2);
+    let reg = f.registry();
+    audited(&reg).await;
+    let alice = actor("alice");
+    // Old kinds after lifecycle ones.
+    register_bytes(&reg, "audited", "m.bin", "w4").await;
+    reg.add_metrics("audited/4", metrics(&[("auc", 0.5)]), &alice)
+        .await
+        .expect("metrics");
+    reg.deprecate("audited/4", "never mind", &alice)
+        .await
+        .expect("deprecate");
+    let records = reg
+        .metadata_store()
+        .read_after("audited", 0, 100)
+        .await
+        .expect("read log");
+    let expected = BTreeMap::from([
+        ("model_created", 1),
+        ("version_registered", 1),
+        ("metrics_added", 1),
+        ("version_deprecated", 1),
+        ("stage_changed", 2),
+        ("approval_recorded", 2),
+        ("alias_set", 2),
+        ("alias_removed", 2),
+        ("rolled_back", 2),
+        ("gates_set", 2),
+    ]);
+    let mut seen = BTreeSet::new();
+    for rec in &records {
+        let json: serde_json::Value = serde_json::from_slice(&rec.bytes).expect("json record");
+        let kind = json["event"]["type"].as_str().expect("a type").to_owned();
+        let format = json["format"].as_u64().expect("a format");
+        assert_eq!(
+            Some(&format),
+            expected.get(kind.as_str()),
+            "event {} ({kind})",
+            rec.seq
+        );
+        seen.insert(kind);
+    }
+    assert_eq!(
+        seen,
+        expected
+            .keys()
+            .map(|k| (*k).to_owned())
+            .collect::<BTreeSet<_>>()
+    );
+}
