@@ -129,7 +129,9 @@ async fn step(reg: &Registry, model: &mut Reference, op: &Op, actor: &Actor) -> 
                 if let Some(p) = model.production() {
                     model.stages[p as usize - 1] = Stage::Archived;
                 }
-                model.production_history.push(*version);
+                if model.production_history.last() != Some(version) {
+                    model.production_history.push(*version);
+                }
                 model.served.insert(*version);
             }
             model.stages[*version as usize - 1] = *to;

@@ -101,6 +101,7 @@ suite! {
         in_process_min_time_in_stage_beyond_range_refuses,
         approvals_are_events,
         rollback_walks_production_back,
+        rollback_never_restores_the_current_version,
         aliases_set_move_and_remove,
         protected_aliases_pass_production_gates,
         history_is_newest_first_and_filters,

@@ -159,6 +159,10 @@ pub enum EventKind {
     AliasRemoved {
         /// The alias.
         alias: AliasName,
+        /// The version it pointed at (absent in records written before it was
+        /// recorded).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<VersionNumber>,
         /// Why.
         #[serde(default, skip_serializing_if = "String::is_empty")]
         reason: String,
@@ -217,10 +221,11 @@ impl EventKind {
             | EventKind::ApprovalRecorded { version, .. }
             | EventKind::AliasSet { version, .. } => Some(*version),
             EventKind::RolledBack { restored, .. } => Some(*restored),
-            EventKind::TagsSet { version, .. } => *version,
+            EventKind::TagsSet { version, .. } | EventKind::AliasRemoved { version, .. } => {
+                *version
+            }
             EventKind::ModelCreated { .. }
             | EventKind::MetricSpecsSet { .. }
-            | EventKind::AliasRemoved { .. }
             | EventKind::GatesSet { .. } => None,
         }
     }

@@ -352,14 +352,24 @@ impl ModelState {
             }
             EventKind::AliasRemoved {
                 alias,
+                version,
                 reason,
                 gates,
             } => {
-                if !self.aliases.contains_key(alias) {
+                let Some(target) = self.aliases.get(alias) else {
                     return Err(Error::not_found(format!(
                         "alias '{alias}' of model '{}'",
                         self.name
                     )));
+                };
+                if version.is_some_and(|v| v != target.version) {
+                    return Err(Error::invalid_input(
+                        format!("removal of alias '{alias}'"),
+                        format!(
+                            "the alias points at {}, not the version named",
+                            target.version
+                        ),
+                    ));
                 }
                 check_verdicts(gates)?;
                 check_text("reason", reason, 64 * 1024)
@@ -452,7 +462,9 @@ impl ModelState {
                     self.set_stage(old, Stage::Archived, event.time);
                 }
                 self.set_stage(version, to, event.time);
-                if to == Stage::Production {
+                // A version archived out of production and promoted again is still
+                // the same holder: rollback must go to an earlier, different one.
+                if to == Stage::Production && self.production_history.last() != Some(&version) {
                     self.production_history.push(version);
                 }
             }

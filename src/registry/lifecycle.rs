@@ -249,6 +249,7 @@ impl Registry {
                 };
                 Ok(EventKind::AliasRemoved {
                     alias: alias.clone(),
+                    version: Some(target.version),
                     reason: reason.clone(),
                     gates,
                 })

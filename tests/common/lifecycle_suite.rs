@@ -1626,6 +1626,48 @@ pub async fn approvals_are_events(f: &Fixture) {
 /// v3, as one `rolled_back` event; again, v1; a third time there is nothing to go
 /// back to (`NotFound`, nothing written). Rollback passes no gates. With nothing in
 /// production, or only one version ever there, rollback is `NotFound`.
+/// A version archived out of production and promoted again is one holder, not
+/// two: rollback goes to the version before it, never from it to itself.
+pub async fn rollback_never_restores_the_current_version(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "again").await;
+    let carol = actor("carol");
+    for i in 1..=2 {
+        register_bytes(&reg, "again", "m.bin", format!("w{i}")).await;
+    }
+    bring_to(&reg, "again", 1, Stage::Production).await;
+    reg.transition("again/1", Stage::Archived, &carol, "pause")
+        .await
+        .expect("archive");
+    bring_to(&reg, "again", 1, Stage::Production).await;
+    assert_eq!(
+        reg.model("again")
+            .await
+            .expect("model")
+            .production_history(),
+        [num(1)]
+    );
+    assert_err!(
+        reg.rollback("again", &carol, "").await,
+        Error::NotFound { .. }
+    );
+
+    bring_to(&reg, "again", 2, Stage::Production).await;
+    reg.transition("again/2", Stage::Archived, &carol, "pause")
+        .await
+        .expect("archive");
+    bring_to(&reg, "again", 2, Stage::Production).await;
+    let e = reg.rollback("again", &carol, "").await.expect("rollback");
+    assert_eq!(
+        e.kind,
+        EventKind::RolledBack {
+            restored: num(1),
+            displaced: num(2),
+            reason: String::new(),
+        }
+    );
+}
+
 pub async fn rollback_walks_production_back(f: &Fixture) {
     let reg = f.registry();
     create(&reg, "rb").await;
@@ -1853,10 +1895,17 @@ pub async fn aliases_set_move_and_remove(f: &Fixture) {
         e.kind,
         EventKind::AliasRemoved {
             alias: alias("champion"),
+            version: Some(num(2)),
             reason: "retired".into(),
             gates: vec![],
         }
     );
+    // The removal is part of the version's history.
+    let trail = reg
+        .history("aliases", &HistoryFilter::new().version(num(2)))
+        .await
+        .expect("history");
+    assert_eq!(trail[0].kind.name(), "alias_removed");
     assert_err!(
         reg.resolve("aliases@champion").await,
         Error::NotFound { .. }
@@ -2181,7 +2230,7 @@ pub async fn history_is_newest_first_and_filters(f: &Fixture) {
     );
     assert_eq!(
         seqs(HistoryFilter::new().version(num(1))).await,
-        [12, 11, 7, 6, 5, 2]
+        [18, 12, 11, 7, 6, 5, 2] // 18: the alias removed pointed at version 1
     );
     assert_eq!(
         seqs(HistoryFilter::new().version(num(2))).await,
@@ -2251,7 +2300,7 @@ pub async fn history_is_newest_first_and_filters(f: &Fixture) {
             .iter()
             .map(|e| e.seq)
             .collect::<Vec<_>>(),
-        [12, 11, 7, 6, 5, 2]
+        [18, 12, 11, 7, 6, 5, 2]
     );
 }
 
@@ -2928,7 +2977,13 @@ pub async fn lifecycle_events_are_format_2(f: &Fixture) {
     ]);
     let mut seen = BTreeSet::new();
     for rec in &records {
-        let json: serde_json::Value = serde_json::from_slice(&rec.bytes).expect("json record");
+        // A record is its JSON line, then its checksum line.
+        let line = rec
+            .bytes
+            .split(|b| *b == b'\n')
+            .next()
+            .expect("a JSON line");
+        let json: serde_json::Value = serde_json::from_slice(line).expect("json record");
         let kind = json["event"]["type"].as_str().expect("a type").to_owned();
         let format = json["format"].as_u64().expect("a format");
         assert_eq!(
