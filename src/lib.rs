@@ -92,9 +92,9 @@ pub use digest::Digest;
 pub use domain::*;
 pub use error::{Error, Result};
 pub use registry::{
-    ArtifactSource, CreateModel, FetchOptions, FetchReport, HistoryFilter, IntoModelName,
-    IntoVersionRef, NewVersion, Registry, RegistryBuilder, RetryPolicy, SetAlias, VerifyReport,
-    VersionFilter,
+    ArtifactSource, CheckReport, CreateModel, FetchOptions, FetchReport, HistoryFilter,
+    IntoModelName, IntoVersionRef, NewVersion, Registry, RegistryBuilder, RetryPolicy, SetAlias,
+    VerifyReport, VersionFilter,
 };
 pub use registry::{IntoLineageStart, LineageStart};
 

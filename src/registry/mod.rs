@@ -21,12 +21,14 @@ use crate::store::{
     MemoryMetadataStore, MetadataStore,
 };
 
+mod check;
 mod fetch;
 mod ingest;
 mod lifecycle;
 mod lineage;
 mod options;
 
+pub use check::{CheckReport, Problem};
 pub use fetch::{FetchReport, VerifyReport};
 pub use ingest::ArtifactSource;
 pub use lineage::{IntoLineageStart, LineageStart};

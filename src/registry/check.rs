@@ -1,0 +1,203 @@
+//! `Registry::check`: a read-only audit of everything the registry holds.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Registry, fetch};
+use crate::digest::Digest;
+use crate::domain::state::decode_checkpoint;
+use crate::domain::{Event, ModelName, ModelState};
+use crate::error::{Error, Result};
+
+/// One problem [`Registry::check`] found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// What is affected, e.g. `event 12 of model 'fraud'`, `fraud/3 file 'model.bin'`.
+    pub subject: String,
+    /// What is wrong, in words (the error that reading it gave).
+    pub detail: String,
+}
+
+/// What [`Registry::check`] looked at and what it found.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckReport {
+    /// Models whose logs were read.
+    pub models: u64,
+    /// Events decoded and folded.
+    pub events: u64,
+    /// Checkpoints compared with the log.
+    pub checkpoints: u64,
+    /// Versions whose artifacts were checked.
+    pub versions: u64,
+    /// Distinct blobs re-hashed (manifests included).
+    pub blobs: u64,
+    /// Bytes re-hashed.
+    pub bytes: u64,
+    /// Every problem found; empty when the registry is sound.
+    pub problems: Vec<Problem>,
+}
+
+impl CheckReport {
+    /// Whether nothing is wrong.
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    fn problem(&mut self, subject: impl Into<String>, detail: impl ToString) {
+        self.problems.push(Problem {
+            subject: subject.into(),
+            detail: detail.to_string(),
+        });
+    }
+}
+
+impl Registry {
+    /// Reads and verifies everything, changing nothing: every model's log
+    /// (checksums, formats, the fold's rules), its latest checkpoint against the
+    /// log, and every version's manifest and blobs (present, and re-hashed to
+    /// their digests; each distinct blob once). Every problem found is reported;
+    /// the check goes on past it. Fails only if the models cannot be listed.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use modelreg::*;
+    /// let registry = Registry::in_memory();
+    /// let me = Actor::new("alice")?;
+    /// registry.create_model("fraud", CreateModel::by(me.clone())).await?;
+    /// registry.register("fraud", ArtifactSource::bytes("m.bin", "w")?, NewVersion::by(me)).await?;
+    /// let report = registry.check().await?;
+    /// assert!(report.is_ok(), "{:?}", report.problems);
+    /// assert_eq!((report.models, report.versions, report.blobs), (1, 1, 2));
+    /// # Ok::<(), modelreg::Error>(()) }).unwrap();
+    /// ```
+    pub async fn check(&self) -> Result<CheckReport> {
+        let mut report = CheckReport::default();
+        let mut hashed: BTreeSet<Digest> = BTreeSet::new();
+        for model in self.list_models().await? {
+            report.models += 1;
+            let Some(state) = self.check_log(&model, &mut report).await else {
+                continue;
+            };
+            for v in state.versions() {
+                report.versions += 1;
+                self.check_artifact(
+                    &model,
+                    v.number.get(),
+                    &v.artifact,
+                    &mut hashed,
+                    &mut report,
+                )
+                .await;
+            }
+        }
+        report.blobs = hashed.len() as u64;
+        Ok(report)
+    }
+
+    /// Folds a model's whole log (no checkpoint) and compares its latest
+    /// checkpoint with the fold at the same position.
+    async fn check_log(&self, model: &ModelName, report: &mut CheckReport) -> Option<ModelState> {
+        let meta = &self.inner.metadata;
+        let mut states: Option<ModelState> = None;
+        let mut checkpoint_state = None;
+        let checkpoint = match meta.latest_checkpoint(model.as_str()).await {
+            Ok(c) => c,
+            Err(e) => {
+                report.problem(format!("checkpoint of model '{model}'"), e);
+                None
+            }
+        };
+        let mut after = 0;
+        loop {
+            let batch = match meta
+                .read_after(model.as_str(), after, super::READ_BATCH)
+                .await
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    report.problem(format!("log of model '{model}'"), e);
+                    return None;
+                }
+            };
+            let done = batch.len() < super::READ_BATCH;
+            for rec in batch {
+                after = rec.seq;
+                let folded = Event::from_bytes(model, rec.seq, &rec.bytes).and_then(|e| {
+                    report.events += 1;
+                    match states.as_mut() {
+                        Some(s) => s.apply(e),
+                        None => ModelState::genesis(&e).map(|s| states = Some(s)),
+                    }
+                });
+                if let Err(e) = folded {
+                    report.problem(format!("event {} of model '{model}'", rec.seq), e);
+                    return None;
+                }
+                if checkpoint.as_ref().is_some_and(|c| c.seq == rec.seq) {
+                    checkpoint_state = states.clone();
+                }
+            }
+            if done {
+                break;
+            }
+        }
+        if let Some(c) = checkpoint {
+            report.checkpoints += 1;
+            let subject = format!("checkpoint {} of model '{model}'", c.seq);
+            match (decode_checkpoint(model, c.seq, &c.bytes), checkpoint_state) {
+                (Err(e), _) => report.problem(subject, e),
+                (Ok(_), None) => report.problem(subject, "covers events the log does not have"),
+                (Ok(cp), Some(folded)) if cp != folded => {
+                    report.problem(subject, "disagrees with the fold of the log")
+                }
+                (Ok(_), Some(_)) => {}
+            }
+        }
+        states
+    }
+
+    /// Checks a version's manifest and every blob it names, each distinct blob once.
+    async fn check_artifact(
+        &self,
+        model: &ModelName,
+        number: u64,
+        artifact: &Digest,
+        hashed: &mut BTreeSet<Digest>,
+        report: &mut CheckReport,
+    ) {
+        let store = self.inner.artifacts.as_ref();
+        let manifest = match fetch::load_manifest(store, artifact).await {
+            Ok(m) => m,
+            Err(e) => {
+                report.problem(format!("{model}/{number} manifest {artifact}"), e);
+                return;
+            }
+        };
+        if hashed.insert(*artifact) {
+            report.bytes += manifest.to_bytes().len() as u64;
+        }
+        for e in manifest.entries() {
+            if !hashed.insert(e.digest) {
+                continue;
+            }
+            let subject = format!("{model}/{number} file '{}' ({})", e.path, e.digest);
+            let checked = match store.get(&e.digest).await {
+                Ok(stream) => fetch::hash_stream(stream).await,
+                Err(err) => Err(err),
+            };
+            match checked {
+                Ok((actual, size)) if actual == e.digest && size == e.size => report.bytes += size,
+                Ok((actual, _)) => report.problem(
+                    subject,
+                    Error::Integrity {
+                        what: "blob".into(),
+                        expected: e.digest,
+                        actual,
+                    },
+                ),
+                Err(err) => report.problem(subject, err),
+            }
+        }
+    }
+}
