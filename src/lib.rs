@@ -84,6 +84,7 @@ mod capture;
 pub mod digest;
 pub mod domain;
 pub mod error;
+pub(crate) mod hash_cache;
 pub(crate) mod hashing;
 pub mod registry;
 pub mod store;

@@ -10,6 +10,7 @@ use futures::{StreamExt, TryStreamExt};
 use crate::digest::Digest;
 use crate::domain::{Manifest, ManifestEntry, RelPath};
 use crate::error::{Error, Result};
+use crate::hash_cache::HashCache;
 use crate::hashing::hash_file;
 use crate::store::{ArtifactStore, ArtifactStoreExt};
 
@@ -86,6 +87,7 @@ const CONCURRENCY: usize = 4;
 pub(crate) async fn ingest(
     store: &dyn ArtifactStore,
     source: ArtifactSource,
+    cache: Option<&HashCache>,
 ) -> Result<(Manifest, Digest)> {
     let manifest = match source {
         ArtifactSource::Bytes(files) => {
@@ -127,11 +129,11 @@ pub(crate) async fn ingest(
                 }
                 Err(e) => return Err(Error::io(&path, e)),
             }
-            store_files(store, vec![SourceFile { rel, abs: path }]).await?
+            store_files(store, vec![SourceFile { rel, abs: path }], cache).await?
         }
         ArtifactSource::Dir(dir) => {
             let files = blocking(move || walk(&dir)).await??;
-            store_files(store, files).await?
+            store_files(store, files, cache).await?
         }
     };
     let digest = store.put_bytes(Bytes::from(manifest.to_bytes())).await?;
@@ -143,14 +145,27 @@ struct SourceFile {
     abs: PathBuf,
 }
 
-/// Hashes local files, builds their manifest, then uploads the blobs the store
-/// lacks, a few files at a time.
-async fn store_files(store: &dyn ArtifactStore, files: Vec<SourceFile>) -> Result<Manifest> {
+/// Hashes local files (or takes unchanged files' digests from `cache`), builds
+/// their manifest, then uploads the blobs the store lacks, a few files at a time.
+/// A stale cache entry cannot slip in wrong bytes: an upload is re-hashed by the
+/// store, and a blob that exists already holds the bytes of its digest.
+async fn store_files(
+    store: &dyn ArtifactStore,
+    files: Vec<SourceFile>,
+    cache: Option<&HashCache>,
+) -> Result<Manifest> {
     let hashed: Vec<(ManifestEntry, PathBuf)> = futures::stream::iter(files)
         .map(|f| async move {
             let abs = f.abs.clone();
-            let (digest, size) =
-                blocking(move || hash_file(&abs).map_err(|e| Error::io(&abs, e))).await??;
+            let cache = cache.cloned();
+            let (digest, size) = blocking(move || {
+                match &cache {
+                    Some(c) => c.hash(&abs),
+                    None => hash_file(&abs),
+                }
+                .map_err(|e| Error::io(&abs, e))
+            })
+            .await??;
             Ok::<_, Error>((
                 ManifestEntry {
                     path: f.rel,

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -16,6 +16,7 @@ use crate::domain::{
     ModelState, Stage, TagKey, Tags, VersionRecord, VersionRef,
 };
 use crate::error::{Error, Result};
+use crate::hash_cache::HashCache;
 use crate::store::{
     ArtifactStore, LocalArtifactStore, LocalMetadataStore, MemoryArtifactStore,
     MemoryMetadataStore, MetadataStore,
@@ -108,6 +109,7 @@ struct Inner {
     retry: RetryPolicy,
     checkpoint_every: u64,
     gates: InProcessGates,
+    hash_cache: Option<HashCache>,
 }
 
 /// Gates attached in this process, per (model, target stage).
@@ -157,6 +159,7 @@ pub struct RegistryBuilder {
     retry: RetryPolicy,
     checkpoint_every: Option<u64>,
     gates: InProcessGates,
+    hash_cache: Option<PathBuf>,
 }
 
 impl fmt::Debug for RegistryBuilder {
@@ -167,6 +170,7 @@ impl fmt::Debug for RegistryBuilder {
             .field("retry", &self.retry)
             .field("checkpoint_every", &self.checkpoint_every)
             .field("gates", &self.gates)
+            .field("hash_cache", &self.hash_cache)
             .finish()
     }
 }
@@ -207,6 +211,15 @@ impl RegistryBuilder {
         self
     }
 
+    /// Keeps a cache of local source files' digests in `dir`, keyed by device,
+    /// inode, size, modification and change time, so that registering an
+    /// unchanged file again does not read it. [`Registry::open_local`] keeps one
+    /// in `<registry>/cache/hashes`.
+    pub fn hash_cache(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.hash_cache = Some(dir.into());
+        self
+    }
+
     /// Builds the registry.
     pub fn build(self) -> Result<Registry> {
         let missing =
@@ -219,6 +232,7 @@ impl RegistryBuilder {
                 retry: self.retry,
                 checkpoint_every: self.checkpoint_every.unwrap_or(1000),
                 gates: self.gates,
+                hash_cache: self.hash_cache.map(HashCache::new),
             }),
         })
     }
@@ -235,9 +249,11 @@ impl Registry {
     }
 
     /// The embedded default: a registry in the local directory `dir` (created if
-    /// missing), with logs under `dir/metadata` and blobs under `dir/artifacts`.
+    /// missing), with logs under `dir/metadata`, blobs under `dir/artifacts`, and
+    /// the digest cache of registered source files under `dir/cache/hashes`.
     pub async fn open_local(dir: impl AsRef<Path>) -> Result<Registry> {
         let dir = dir.as_ref().to_owned();
+        let cache = dir.join("cache/hashes");
         let (metadata, artifacts) = blocking(move || -> Result<_> {
             Ok((
                 LocalMetadataStore::open(dir.join("metadata"))?,
@@ -248,6 +264,7 @@ impl Registry {
         Registry::builder()
             .metadata(Arc::new(metadata))
             .artifacts(Arc::new(artifacts))
+            .hash_cache(cache)
             .build()
     }
 
@@ -261,6 +278,7 @@ impl Registry {
                 retry: RetryPolicy::default(),
                 checkpoint_every: 1000,
                 gates: HashMap::new(),
+                hash_cache: None,
             }),
         }
     }
@@ -356,7 +374,12 @@ impl Registry {
         })
         .await??;
 
-        let (manifest, digest) = ingest::ingest(self.inner.artifacts.as_ref(), source).await?;
+        let (manifest, digest) = ingest::ingest(
+            self.inner.artifacts.as_ref(),
+            source,
+            self.inner.hash_cache.as_ref(),
+        )
+        .await?;
         let (size, files) = (manifest.total_size(), manifest.len() as u64);
         let actor = version.actor.clone();
         let (_, record) = self

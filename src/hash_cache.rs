@@ -1,0 +1,159 @@
+//! A cache of file digests keyed by what the filesystem says about the file, so
+//! re-registering an unchanged multi-GB file does not read it again.
+//!
+//! The key is (device, inode, size, modification time, change time), all to the
+//! nanosecond. The change time (`ctime`) moves on every write and cannot be set
+//! back by user tools (`touch` sets only `mtime`), so a file whose key is
+//! unchanged has not been written. Entries are only stored when the file did not
+//! change while it was hashed and its times are more than two seconds old: a file
+//! written twice within one timestamp tick (the "racily clean" case git guards
+//! against) is always hashed again.
+//!
+//! On disk: `<dir>/<key[0..2]>/<key>` holding the digest's text form. Entries are
+//! written atomically but not fsynced: a lost entry only costs a re-hash. A
+//! damaged or unreadable entry is a miss.
+
+use std::fs::{self, Metadata};
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use crate::digest::Digest;
+use crate::hashing::hash_file;
+use crate::store::fsutil;
+
+/// How old a file's times must be before its digest is cached.
+const SETTLE: Duration = Duration::from_secs(2);
+
+/// See the [module documentation](self).
+#[derive(Debug, Clone)]
+pub(crate) struct HashCache {
+    dir: PathBuf,
+}
+
+impl HashCache {
+    /// A cache in `dir` (created when the first entry is stored).
+    pub(crate) fn new(dir: PathBuf) -> Self {
+        HashCache { dir }
+    }
+
+    fn entry(&self, meta: &Metadata) -> PathBuf {
+        let mut key = blake3::Hasher::new();
+        key.update(b"modelreg hash cache v1");
+        for n in [
+            meta.dev(),
+            meta.ino(),
+            meta.size(),
+            meta.mtime() as u64,
+            meta.mtime_nsec() as u64,
+            meta.ctime() as u64,
+            meta.ctime_nsec() as u64,
+        ] {
+            key.update(&n.to_le_bytes());
+        }
+        let hex = key.finalize().to_hex();
+        self.dir.join(&hex[..2]).join(hex.as_str())
+    }
+
+    fn get(&self, meta: &Metadata) -> Option<Digest> {
+        fs::read_to_string(self.entry(meta))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    fn put(&self, meta: &Metadata, digest: &Digest) {
+        let target = self.entry(meta);
+        let tmp = self.dir.join("tmp");
+        // Best effort: a failed write only means the next registration hashes again.
+        let _ = fsutil::publish(&target, &tmp, fsutil::PublishMode::Replace, |f| {
+            f.write_all(digest.to_string().as_bytes())
+        });
+    }
+
+    /// Hashes `path`, or returns the cached digest of an unchanged file. Blocking.
+    pub(crate) fn hash(&self, path: &Path) -> std::io::Result<(Digest, u64)> {
+        let before = fs::metadata(path)?;
+        if let Some(d) = self.get(&before) {
+            return Ok((d, before.len()));
+        }
+        let (digest, size) = hash_file(path)?;
+        let after = fs::metadata(path)?;
+        if unchanged(&before, &after) && size == after.len() && settled(&after) {
+            self.put(&after, &digest);
+        }
+        Ok((digest, size))
+    }
+}
+
+fn unchanged(a: &Metadata, b: &Metadata) -> bool {
+    (
+        a.dev(),
+        a.ino(),
+        a.size(),
+        a.mtime(),
+        a.mtime_nsec(),
+        a.ctime(),
+        a.ctime_nsec(),
+    ) == (
+        b.dev(),
+        b.ino(),
+        b.size(),
+        b.mtime(),
+        b.mtime_nsec(),
+        b.ctime(),
+        b.ctime_nsec(),
+    )
+}
+
+fn settled(meta: &Metadata) -> bool {
+    let Some(now) = SystemTime::now().checked_sub(SETTLE) else {
+        return false;
+    };
+    let ctime = SystemTime::UNIX_EPOCH
+        + Duration::new(meta.ctime().max(0) as u64, meta.ctime_nsec() as u32);
+    meta.modified().is_ok_and(|m| m <= now) && ctime <= now
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sets a file's mtime far in the past so the entry is cacheable; ctime
+    /// cannot be set back, so the test waits for it to settle.
+    fn settle(path: &Path) {
+        std::thread::sleep(SETTLE + Duration::from_millis(100));
+        let _ = path;
+    }
+
+    #[test]
+    fn caches_unchanged_files_and_misses_changed_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = HashCache::new(dir.path().join("cache"));
+        let file = dir.path().join("weights.bin");
+        fs::write(&file, b"version one").unwrap();
+        // Too fresh to cache: hashed, not stored.
+        assert_eq!(cache.hash(&file).unwrap().0, Digest::of(b"version one"));
+        assert!(cache.get(&fs::metadata(&file).unwrap()).is_none());
+        settle(&file);
+        assert_eq!(cache.hash(&file).unwrap().0, Digest::of(b"version one"));
+        let meta = fs::metadata(&file).unwrap();
+        assert_eq!(cache.get(&meta), Some(Digest::of(b"version one")));
+
+        // A planted wrong entry shows the cache is really used for this key...
+        cache.put(&meta, &Digest::of(b"planted"));
+        assert_eq!(cache.hash(&file).unwrap().0, Digest::of(b"planted"));
+        // ...and any write (same size, even with mtime put back) changes the key.
+        let mtime = meta.modified().unwrap();
+        fs::write(&file, b"version two").unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        assert_eq!(cache.hash(&file).unwrap().0, Digest::of(b"version two"));
+    }
+}
