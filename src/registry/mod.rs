@@ -350,21 +350,7 @@ impl Registry {
         let model = model.into_model_name()?;
         // Before anything clones it: validation is depth-bounded, cloning is not.
         version.provenance.check()?;
-        for p in &version.provenance.parents {
-            let exists = self
-                .read(&p.model, |s| s.version(p.version).is_some())
-                .await;
-            match exists {
-                Ok(true) => {}
-                Ok(false) | Err(Error::NotFound { .. }) => {
-                    return Err(Error::invalid_input(
-                        format!("parent {}/{}", p.model, p.version),
-                        "does not exist",
-                    ));
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        // Parents must exist, and none may descend from the new version.
         self.check_lineage(&model, &version.provenance.parents)
             .await?;
         // Check everything that can be checked before moving any bytes.
