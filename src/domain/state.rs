@@ -206,13 +206,13 @@ impl ModelState {
                         format!("the next version number is {expected}"),
                     ));
                 }
-                if let Some(v) = &version.semver {
-                    if let Some(n) = self.by_semver.get(v) {
-                        return Err(Error::already_exists(format!(
-                            "semver {v} of model '{}' (version {n})",
-                            self.name
-                        )));
-                    }
+                if let Some(v) = &version.semver
+                    && let Some(n) = self.by_semver.get(v)
+                {
+                    return Err(Error::already_exists(format!(
+                        "semver {v} of model '{}' (version {n})",
+                        self.name
+                    )));
                 }
                 if version.deprecated.is_some()
                     || version.stage != Stage::None

@@ -744,7 +744,7 @@ impl Registry {
 
     async fn maybe_checkpoint(&self, state: &ModelState) {
         let every = self.inner.checkpoint_every;
-        if every == 0 || state.seq() % every != 0 {
+        if every == 0 || !state.seq().is_multiple_of(every) {
             return;
         }
         let bytes = Bytes::from(encode_checkpoint(state));
