@@ -94,7 +94,7 @@ pub use error::{Error, Result};
 pub use registry::{
     ArtifactSource, CreateModel, FetchOptions, FetchReport, HistoryFilter, IntoModelName,
     IntoVersionRef, NewVersion, Registry, RegistryBuilder, RetryPolicy, SetAlias, VerifyReport,
-    VersionFilter,
+    VersionFilter, WatchOptions,
 };
 
 /// The README's examples, compiled as doctests so they cannot rot.

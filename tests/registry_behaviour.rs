@@ -1,16 +1,17 @@
-//! The registry behaviour suite (`tests/common/registry_suite.rs`), instantiated
-//! once per backend: every behaviour holds on every store.
+//! The registry behaviour suites (`tests/common/registry_suite.rs` and
+//! `tests/common/serving_suite.rs`), instantiated once per backend: every
+//! behaviour holds on every store.
 
 #[macro_use]
 mod common;
 
 use common::backends::Fixture;
-use common::registry_suite;
+use common::{registry_suite, serving_suite};
 
 /// Instantiates every suite function listed as a test in a module named after the
 /// backend, whose fixture comes from `Fixture::<backend>()`.
 macro_rules! suite_for_backend {
-    ($backend:ident, [$($test:ident),* $(,)?]) => {
+    ($backend:ident, [$($test:ident),* $(,)?], [$($serving:ident),* $(,)?]) => {
         mod $backend {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -19,14 +20,21 @@ macro_rules! suite_for_backend {
                     super::registry_suite::$test(&fixture).await;
                 }
             )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $serving() {
+                    let fixture = super::Fixture::$backend().await;
+                    super::serving_suite::$serving(&fixture).await;
+                }
+            )*
         }
     };
 }
 
 /// Instantiates the whole suite for each backend.
 macro_rules! suite {
-    (backends: [$($backend:ident),* $(,)?], tests: $tests:tt $(,)?) => {
-        $( suite_for_backend!($backend, $tests); )*
+    (backends: [$($backend:ident),* $(,)?], tests: $tests:tt, serving: $serving:tt $(,)?) => {
+        $( suite_for_backend!($backend, $tests, $serving); )*
     };
 }
 
@@ -62,5 +70,16 @@ suite! {
         concurrent_writers_on_clones,
         concurrent_writers_on_separate_registries,
         hostile_in_memory_paths_are_rejected,
+    ],
+    // tests/common/serving_suite.rs
+    serving: [
+        watch_follows_promotions_and_rollbacks,
+        watch_follows_an_alias,
+        watch_reports_a_reference_that_stops_resolving,
+        traffic_split_is_an_audited_event,
+        route_is_sticky_and_follows_the_weights,
+        route_without_split_falls_back_to_production,
+        watch_and_route_agree_after_an_alias_move,
+        abandoned_watch_poll_blocks_no_writer,
     ],
 }

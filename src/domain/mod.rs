@@ -7,6 +7,7 @@ pub mod manifest;
 pub mod name;
 pub mod record;
 pub mod reference;
+pub mod routing;
 pub mod state;
 
 pub use event::{EVENT_FORMAT, Event, EventKind};
@@ -21,4 +22,5 @@ pub use record::{
     MetricSpec, Metrics, ParentRef, Provenance, Relation, Tags, VersionRecord,
 };
 pub use reference::{Selector, VersionNumber, VersionRef};
+pub use routing::{Route, RouteTarget, Routed, TrafficSplit};
 pub use state::{CHECKPOINT_FORMAT, ModelState};

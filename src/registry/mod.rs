@@ -25,12 +25,14 @@ mod fetch;
 mod ingest;
 mod lifecycle;
 mod options;
+mod serving;
 
 pub use fetch::{FetchReport, VerifyReport};
 pub use ingest::ArtifactSource;
 pub use options::{
     CreateModel, FetchOptions, HistoryFilter, NewVersion, RetryPolicy, SetAlias, VersionFilter,
 };
+pub use serving::WatchOptions;
 
 use ingest::blocking;
 
