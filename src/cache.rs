@@ -356,10 +356,15 @@ impl ModelCache {
                                 "{reason}; it is in use, so it cannot be fetched again until released"
                             ),
                         ),
-                        _ => Error::Conflict {
-                            model: r.model.to_string(),
-                            attempts: busy,
-                        },
+                        _ => Error::io(
+                            lock_path(&root, &digest),
+                            io::Error::new(
+                                io::ErrorKind::WouldBlock,
+                                format!(
+                                    "cache entry {digest} stayed locked by others through {busy} attempts"
+                                ),
+                            ),
+                        ),
                     });
                 }
                 let backoff = Duration::from_millis(u64::from(busy.min(20)));
