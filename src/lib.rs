@@ -64,12 +64,54 @@
 //! # Ok::<(), modelreg::Error>(()) }).unwrap();
 //! ```
 //!
+//! ## Serving
+//!
+//! An inference server watches a reference, gets the files through a verified
+//! local cache, and routes requests between variants by a key:
+//!
+//! ```
+//! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+//! # use modelreg::*;
+//! # let registry = Registry::in_memory();
+//! # let me = Actor::new("alice")?;
+//! # registry.create_model("fraud", CreateModel::by(me.clone())).await?;
+//! # for w in ["v1", "v2"] {
+//! #     registry.register("fraud", ArtifactSource::bytes("model.bin", w)?, NewVersion::by(me.clone())).await?;
+//! # }
+//! # registry.set_alias("fraud/1", "champion", SetAlias::by(me.clone())).await?;
+//! # registry.set_alias("fraud/2", "challenger", SetAlias::by(me.clone())).await?;
+//! # let tmp = tempfile::tempdir().unwrap();
+//! use futures::StreamExt;
+//!
+//! // A stream of versions: the current one, then one per move of the alias.
+//! let mut champion = registry.watch("fraud@champion", WatchOptions::new())?.boxed();
+//! let current = champion.next().await.unwrap()?;
+//!
+//! // Verified files on local disk, downloaded once per machine, held while in use.
+//! let cache = ModelCache::open(tmp.path(), registry.clone(), CacheOptions::new().max_bytes(10 << 30)).await?;
+//! let files = cache.get(format!("fraud/{}", current.number)).await?;
+//! assert!(files.path().join("model.bin").is_file());
+//!
+//! // 90/10 between champion and challenger, sticky per user.
+//! let split = TrafficSplit::new([("@champion", 90), ("@challenger", 10)])?;
+//! registry.set_traffic_split("fraud", split, &me, "canary").await?;
+//! let routed = registry.route("fraud", "user-42").await?;
+//! assert_eq!(registry.route("fraud", "user-42").await?.version, routed.version);
+//! # Ok::<(), modelreg::Error>(()) }).unwrap();
+//! ```
+//!
+//! Programs that are not async use [`blocking::Registry`], the same API without
+//! `async`.
+//!
 //! ## Layers
 //!
 //! - [`domain`]: pure types and rules — names, [`VersionRef`], [`Manifest`],
 //!   [`VersionRecord`], [`Event`], and [`ModelState`], the fold of a model's events.
 //! - [`Registry`]: checks commands against the folded state, appends events with
-//!   create-if-absent and retries on conflict, stores and fetches artifacts.
+//!   create-if-absent and retries on conflict, stores and fetches artifacts,
+//!   watches references and routes requests.
+//! - [`cache`] and [`blocking`]: the model cache and the blocking facade, built on
+//!   [`Registry`]'s public API.
 //! - [`store`]: [`MetadataStore`](store::MetadataStore) (numbered logs) and
 //!   [`ArtifactStore`](store::ArtifactStore) (content-addressed blobs), in memory
 //!   and on the local filesystem. Bytes and keys only.
@@ -80,6 +122,8 @@
 //! with named fields: match on `Error::NotFound { .. }`, `Error::Conflict { .. }`,
 //! `Error::Integrity { .. }` and so on.
 
+pub mod blocking;
+pub mod cache;
 mod capture;
 pub mod digest;
 pub mod domain;
@@ -89,13 +133,14 @@ pub(crate) mod hashing;
 pub mod registry;
 pub mod store;
 
+pub use cache::{CacheEntry, CacheOptions, CachedModel, EvictReport, ModelCache};
 pub use digest::Digest;
 pub use domain::*;
 pub use error::{Error, Result};
 pub use registry::{
     ArtifactSource, CheckReport, CreateModel, FetchOptions, FetchReport, HistoryFilter,
     IntoModelName, IntoVersionRef, NewVersion, Registry, RegistryBuilder, RetryPolicy, SetAlias,
-    VerifyReport, VersionFilter,
+    VerifyReport, VersionFilter, WatchOptions,
 };
 pub use registry::{IntoLineageStart, LineageStart};
 

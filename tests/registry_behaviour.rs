@@ -1,15 +1,16 @@
-//! The registry behaviour suite (`tests/common/registry_suite.rs`) and the
-//! lifecycle suite (`tests/common/lifecycle_suite.rs`), instantiated once per
-//! backend: every behaviour holds on every store.
+//! The registry behaviour suites (`tests/common/registry_suite.rs`,
+//! `tests/common/lifecycle_suite.rs` and `tests/common/serving_suite.rs`),
+//! instantiated once per backend: every behaviour holds on every store.
 //!
-//! Lifecycle tests are in a `lifecycle` module under each backend's, so
-//! `cargo test --test registry_behaviour lifecycle` runs just them.
+//! Lifecycle and serving tests are in `lifecycle` and `serving` modules under
+//! each backend's, so `cargo test --test registry_behaviour lifecycle` runs just
+//! them.
 
 #[macro_use]
 mod common;
 
 use common::backends::Fixture;
-use common::{lifecycle_suite, registry_suite};
+use common::{lifecycle_suite, registry_suite, serving_suite};
 
 /// Instantiates every suite function listed as a test in a module named after the
 /// backend (lifecycle ones in its `lifecycle` submodule), whose fixture comes from
@@ -18,7 +19,8 @@ macro_rules! suite_for_backend {
     (
         $backend:ident,
         registry: [$($test:ident),* $(,)?],
-        lifecycle: [$($life:ident),* $(,)?]
+        lifecycle: [$($life:ident),* $(,)?],
+        serving: [$($serving:ident),* $(,)?]
     ) => {
         mod $backend {
             $(
@@ -37,14 +39,28 @@ macro_rules! suite_for_backend {
                     }
                 )*
             }
+            mod serving {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $serving() {
+                        let fixture = super::super::Fixture::$backend().await;
+                        super::super::serving_suite::$serving(&fixture).await;
+                    }
+                )*
+            }
         }
     };
 }
 
 /// Instantiates both suites for each backend.
 macro_rules! suite {
-    (backends: [$($backend:ident),* $(,)?], registry: $registry:tt, lifecycle: $lifecycle:tt $(,)?) => {
-        $( suite_for_backend!($backend, registry: $registry, lifecycle: $lifecycle); )*
+    (
+        backends: [$($backend:ident),* $(,)?],
+        registry: $registry:tt,
+        lifecycle: $lifecycle:tt,
+        serving: $serving:tt $(,)?
+    ) => {
+        $( suite_for_backend!($backend, registry: $registry, lifecycle: $lifecycle, serving: $serving); )*
     };
 }
 
@@ -111,5 +127,16 @@ suite! {
         gates_judge_the_state_the_event_follows,
         lifecycle_state_survives_checkpoints,
         lifecycle_events_are_format_2,
+    ],
+    // tests/common/serving_suite.rs
+    serving: [
+        watch_follows_promotions_and_rollbacks,
+        watch_follows_an_alias,
+        watch_reports_a_reference_that_stops_resolving,
+        traffic_split_is_an_audited_event,
+        route_is_sticky_and_follows_the_weights,
+        route_without_split_falls_back_to_production,
+        watch_and_route_agree_after_an_alias_move,
+        abandoned_watch_poll_blocks_no_writer,
     ],
 }

@@ -9,6 +9,7 @@ use super::lifecycle::{Decision, GateSpec, GateVerdict, Stage};
 use super::name::{Actor, AliasName, MetricName, ModelName, TagKey};
 use super::record::{MetricSpec, Metrics, Tags, VersionRecord};
 use super::reference::VersionNumber;
+use super::routing::TrafficSplit;
 use crate::error::{Error, Result};
 
 /// The newest event format version this build reads and writes. Adding an optional
@@ -16,7 +17,7 @@ use crate::error::{Error, Result};
 ///
 /// - 1: model, version, metrics, tags, metric specs, deprecation events;
 /// - 2: adds the lifecycle events (stage changes, rollback, approvals, aliases,
-///   gates).
+///   gates) and traffic splits.
 ///
 /// Each event is written with the lowest format that has its kind
 /// ([`EventKind::format`]), so a log that uses no lifecycle event stays readable by
@@ -177,6 +178,16 @@ pub enum EventKind {
         /// The gates (empty: none).
         gates: Vec<GateSpec>,
     },
+    /// The model's traffic split was set, replaced, or (when `split` is absent)
+    /// cleared.
+    TrafficSplitSet {
+        /// The new split; none clears it, and requests fall back to `@production`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        split: Option<TrafficSplit>,
+        /// Why.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        reason: String,
+    },
 }
 
 impl EventKind {
@@ -195,6 +206,7 @@ impl EventKind {
             EventKind::AliasSet { .. } => "alias_set",
             EventKind::AliasRemoved { .. } => "alias_removed",
             EventKind::GatesSet { .. } => "gates_set",
+            EventKind::TrafficSplitSet { .. } => "traffic_split_set",
         }
     }
 
@@ -226,7 +238,8 @@ impl EventKind {
             }
             EventKind::ModelCreated { .. }
             | EventKind::MetricSpecsSet { .. }
-            | EventKind::GatesSet { .. } => None,
+            | EventKind::GatesSet { .. }
+            | EventKind::TrafficSplitSet { .. } => None,
         }
     }
 }

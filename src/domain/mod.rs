@@ -10,6 +10,7 @@ pub mod manifest;
 pub mod name;
 pub mod record;
 pub mod reference;
+pub mod routing;
 pub mod state;
 
 pub use diff::{
@@ -33,4 +34,5 @@ pub use record::{
     MetricSpec, Metrics, ParentRef, Provenance, Relation, Tags, VersionRecord,
 };
 pub use reference::{Selector, VersionNumber, VersionRef};
+pub use routing::{Route, RouteTarget, Routed, TrafficSplit};
 pub use state::{CHECKPOINT_FORMAT, ModelState};

@@ -10,11 +10,13 @@ use super::lifecycle::{AliasTarget, Approval, GatePolicy, Stage};
 use super::name::{Actor, AliasName, MetricName, ModelName, check_text};
 use super::record::{Deprecation, MetricSpec, Tags, VersionRecord, check_tags};
 use super::reference::{Selector, VersionNumber, VersionRef};
+use super::routing::{TrafficSplit, check_split_set};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 
 /// The checkpoint format version written by this build. Format 2 added the
-/// lifecycle (stages, aliases, approvals, gates); format 1 checkpoints still load.
+/// lifecycle (stages, aliases, approvals, gates) and the traffic split; format 1
+/// checkpoints still load.
 pub const CHECKPOINT_FORMAT: u32 = 2;
 
 /// Everything known about one model: the fold of its events up to some position.
@@ -45,6 +47,7 @@ pub struct ModelState {
     /// production unless it was archived directly. Rollback pops it.
     production_history: Vec<VersionNumber>,
     gates: GatePolicy,
+    traffic_split: Option<TrafficSplit>,
     // Derived indexes, rebuilt from `versions`.
     by_semver: BTreeMap<semver::Version, VersionNumber>,
     by_digest: HashMap<Digest, Vec<VersionNumber>>,
@@ -71,6 +74,8 @@ struct StateWire {
     production_history: Vec<VersionNumber>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     gates: GatePolicy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    traffic_split: Option<TrafficSplit>,
 }
 
 impl TryFrom<StateWire> for ModelState {
@@ -89,6 +94,7 @@ impl TryFrom<StateWire> for ModelState {
             aliases: w.aliases,
             production_history: w.production_history,
             gates: w.gates,
+            traffic_split: w.traffic_split,
             by_semver: BTreeMap::new(),
             by_digest: HashMap::new(),
             production: None,
@@ -131,6 +137,7 @@ impl From<ModelState> for StateWire {
             aliases: s.aliases,
             production_history: s.production_history,
             gates: s.gates,
+            traffic_split: s.traffic_split,
         }
     }
 }
@@ -173,6 +180,7 @@ impl ModelState {
             aliases: BTreeMap::new(),
             production_history: Vec::new(),
             gates: GatePolicy::new(),
+            traffic_split: None,
             by_semver: BTreeMap::new(),
             by_digest: HashMap::new(),
             production: None,
@@ -206,13 +214,13 @@ impl ModelState {
                         format!("the next version number is {expected}"),
                     ));
                 }
-                if let Some(v) = &version.semver {
-                    if let Some(n) = self.by_semver.get(v) {
-                        return Err(Error::already_exists(format!(
-                            "semver {v} of model '{}' (version {n})",
-                            self.name
-                        )));
-                    }
+                if let Some(v) = &version.semver
+                    && let Some(n) = self.by_semver.get(v)
+                {
+                    return Err(Error::already_exists(format!(
+                        "semver {v} of model '{}' (version {n})",
+                        self.name
+                    )));
                 }
                 if version.deprecated.is_some()
                     || version.stage != Stage::None
@@ -383,6 +391,9 @@ impl ModelState {
                 }
                 gates.iter().try_for_each(|g| g.check_spec())
             }
+            EventKind::TrafficSplitSet { split, reason } => {
+                check_split_set(self, split.as_ref(), reason)
+            }
         }
     }
 
@@ -522,6 +533,7 @@ impl ModelState {
                     self.gates.insert(stage, gates);
                 }
             }
+            EventKind::TrafficSplitSet { split, .. } => self.traffic_split = split,
         }
         self.seq = event.seq;
         self.updated_at = event.time;
@@ -645,6 +657,11 @@ impl ModelState {
     /// The stored gates, per target stage.
     pub fn gates(&self) -> &GatePolicy {
         &self.gates
+    }
+
+    /// The traffic split, if one is set.
+    pub fn traffic_split(&self) -> Option<&TrafficSplit> {
+        self.traffic_split.as_ref()
     }
 
     /// The latest decision of each approver on moving version `n` to `stage`.

@@ -28,6 +28,7 @@ mod ingest;
 mod lifecycle;
 mod lineage;
 mod options;
+mod serving;
 
 pub use check::{CheckReport, Problem};
 pub use fetch::{FetchReport, VerifyReport};
@@ -36,6 +37,7 @@ pub use lineage::{IntoLineageStart, LineageStart};
 pub use options::{
     CreateModel, FetchOptions, HistoryFilter, NewVersion, RetryPolicy, SetAlias, VersionFilter,
 };
+pub use serving::WatchOptions;
 
 use ingest::blocking;
 
@@ -761,7 +763,7 @@ impl Registry {
 
     async fn maybe_checkpoint(&self, state: &ModelState) {
         let every = self.inner.checkpoint_every;
-        if every == 0 || state.seq() % every != 0 {
+        if every == 0 || !state.seq().is_multiple_of(every) {
             return;
         }
         let bytes = Bytes::from(encode_checkpoint(state));

@@ -27,6 +27,7 @@ macro_rules! assert_err {
 pub mod backends;
 pub mod lifecycle_suite;
 pub mod registry_suite;
+pub mod serving_suite;
 // Its helpers fail by panicking on `unwrap`, as `tests/store_conformance.rs` allows
 // for its whole crate; here the allowance must be on the module.
 #[allow(clippy::unwrap_used)]

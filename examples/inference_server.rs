@@ -1,0 +1,439 @@
+//! An inference server on top of the registry: it resolves `scorer@production`
+//! through the local model cache, serves predictions over HTTP on localhost,
+//! reloads when production moves (a watch), and routes keyed requests between the
+//! champion (`@production`) and a challenger (`@challenger`) by a traffic split
+//! stored in the registry, sticky per user.
+//!
+//! To finish by itself it runs a scripted self-test: it starts the server, sends
+//! requests for several users, promotes a new version from a separate registry
+//! handle (as a CI job in another process would), waits for the server to reload,
+//! sends the same requests again, shows what changed, and exits.
+//!
+//! ```text
+//! cargo run --example inference_server
+//! curl 'http://127.0.0.1:<port>/predict?x=0.5,-1,2,0.1&user=alice'   # while it runs
+//! ```
+//!
+//! HTTP: `GET /predict?x=<comma-separated floats>[&user=<key>]` (or an `X-User`
+//! header) answers `{"version":N,"route":"@production","score":0.73}`;
+//! `GET /health` answers `{"production":N}`.
+
+#[path = "common/safetensors.rs"]
+mod safetensors;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use modelreg::{
+    Actor, ArtifactSource, CacheOptions, CachedModel, CreateModel, ModelCache, NewVersion,
+    Registry, RouteTarget, SetAlias, Stage, TrafficSplit, VersionNumber, WatchOptions,
+};
+use safetensors::Logistic;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+const MODEL: &str = "scorer";
+/// The features every self-test request sends.
+const X: [f32; 4] = [0.5, -1.0, 2.0, 0.1];
+
+/// A version loaded into memory, with its cache entry held in use.
+struct Loaded {
+    number: VersionNumber,
+    model: Logistic,
+    /// Keeps the files from being evicted while the server uses this version.
+    _files: CachedModel,
+}
+
+/// The server's state, shared by connections and the reload task.
+struct Server {
+    registry: Registry,
+    cache: ModelCache,
+    /// What `@production` serves; swapped in one step by the reload task.
+    production: RwLock<Option<Arc<Loaded>>>,
+    /// Versions loaded for routed requests, by number.
+    loaded: Mutex<HashMap<VersionNumber, Arc<Loaded>>>,
+}
+
+impl Server {
+    /// The version in memory, loading it through the cache on first use.
+    async fn load(&self, number: VersionNumber) -> Result<Arc<Loaded>, BoxError> {
+        if let Some(l) = lock(&self.loaded).get(&number) {
+            return Ok(l.clone());
+        }
+        let files = self.cache.get(format!("{MODEL}/{number}")).await?;
+        let bytes = tokio::fs::read(files.path().join("model.safetensors")).await?;
+        let model = Logistic::from_safetensors(&bytes)?;
+        let loaded = Arc::new(Loaded {
+            number,
+            model,
+            _files: files,
+        });
+        lock(&self.loaded).insert(number, loaded.clone());
+        Ok(loaded)
+    }
+
+    fn production(&self) -> Option<Arc<Loaded>> {
+        self.production
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Follows `scorer@production`: loads each new version, then swaps it in.
+fn spawn_reloader(
+    server: Arc<Server>,
+    tell: tokio::sync::watch::Sender<u64>,
+) -> Result<(), BoxError> {
+    let mut production = server
+        .registry
+        .watch(
+            format!("{MODEL}@production"),
+            WatchOptions::new().interval(Duration::from_millis(50)),
+        )?
+        .boxed();
+    tokio::spawn(async move {
+        while let Some(item) = production.next().await {
+            let v = match item {
+                Ok(v) => v,
+                Err(e) => {
+                    eprintln!("[server] watch: {e}");
+                    continue;
+                }
+            };
+            match server.load(v.number).await {
+                Ok(loaded) => {
+                    *server.production.write().unwrap_or_else(|p| p.into_inner()) = Some(loaded);
+                    println!(
+                        "[server] production is {MODEL}/{}: loaded and serving",
+                        v.number
+                    );
+                    let _ = tell.send(v.number.get());
+                }
+                Err(e) => eprintln!("[server] could not load {MODEL}/{}: {e}", v.number),
+            }
+        }
+    });
+    Ok(())
+}
+
+// ----- HTTP ---------------------------------------------------------------------------
+
+/// Reads one request head (at most 8 KiB) and returns method, path, query and the
+/// `X-User` header.
+async fn read_request(
+    sock: &mut TcpStream,
+) -> Result<(String, String, BTreeMap<String, String>), BoxError> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = sock.read(&mut chunk).await?;
+        if n == 0 || buf.len() > 8192 {
+            return Err("incomplete or oversized request".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&buf).into_owned();
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next().unwrap_or_default().split(' ');
+    let method = first.next().unwrap_or_default().to_owned();
+    let target = first.next().unwrap_or_default();
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let mut params: BTreeMap<String, String> = query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    for line in lines {
+        if let Some((k, v)) = line.split_once(':')
+            && k.trim().eq_ignore_ascii_case("x-user")
+        {
+            params
+                .entry("user".into())
+                .or_insert_with(|| v.trim().to_owned());
+        }
+    }
+    Ok((method, path.to_owned(), params))
+}
+
+async fn respond(
+    sock: &mut TcpStream,
+    status: &str,
+    body: &serde_json::Value,
+) -> std::io::Result<()> {
+    let body = body.to_string();
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    sock.write_all(head.as_bytes()).await?;
+    sock.write_all(body.as_bytes()).await?;
+    sock.shutdown().await
+}
+
+async fn handle(server: Arc<Server>, mut sock: TcpStream) {
+    let answer = match read_request(&mut sock).await {
+        Ok((method, path, params)) if method == "GET" => answer(&server, &path, &params).await,
+        Ok(_) => Err(("405 Method Not Allowed", "only GET".into())),
+        Err(e) => Err(("400 Bad Request", e.to_string())),
+    };
+    let _ = match answer {
+        Ok(body) => respond(&mut sock, "200 OK", &body).await,
+        Err((status, msg)) => respond(&mut sock, status, &serde_json::json!({"error": msg})).await,
+    };
+}
+
+async fn answer(
+    server: &Server,
+    path: &str,
+    params: &BTreeMap<String, String>,
+) -> Result<serde_json::Value, (&'static str, String)> {
+    let unavailable = |e: String| ("503 Service Unavailable", e);
+    match path {
+        "/health" => Ok(serde_json::json!({
+            "production": server.production().map(|l| l.number.get()),
+        })),
+        "/predict" => {
+            let x: Vec<f32> = params
+                .get("x")
+                .ok_or(("400 Bad Request", "missing x".to_owned()))?
+                .split(',')
+                .map(|v| v.parse::<f32>())
+                .collect::<Result<_, _>>()
+                .map_err(|e| ("400 Bad Request", format!("x: {e}")))?;
+            let (loaded, route) = match params.get("user") {
+                // A keyed request follows the traffic split.
+                Some(user) => {
+                    let routed = server
+                        .registry
+                        .route(MODEL, user.as_bytes())
+                        .await
+                        .map_err(|e| unavailable(e.to_string()))?;
+                    let loaded = server
+                        .load(routed.version.number)
+                        .await
+                        .map_err(|e| unavailable(e.to_string()))?;
+                    (loaded, routed.target.to_string())
+                }
+                // Otherwise whatever production is, without asking the registry.
+                None => (
+                    server
+                        .production()
+                        .ok_or_else(|| unavailable("no production version yet".into()))?,
+                    RouteTarget::production().to_string(),
+                ),
+            };
+            Ok(serde_json::json!({
+                "version": loaded.number.get(),
+                "route": route,
+                "score": loaded.model.predict(&x),
+            }))
+        }
+        _ => Err(("404 Not Found", format!("no route for {path}"))),
+    }
+}
+
+/// A minimal HTTP client: one GET, the JSON body back.
+async fn get(port: u16, target: &str) -> Result<serde_json::Value, BoxError> {
+    let mut sock = TcpStream::connect(("127.0.0.1", port)).await?;
+    let req = format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    sock.write_all(req.as_bytes()).await?;
+    let mut resp = Vec::new();
+    sock.read_to_end(&mut resp).await?;
+    let resp = String::from_utf8(resp)?;
+    let (head, body) = resp.split_once("\r\n\r\n").ok_or("no body")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("{target}: {head} {body}").into());
+    }
+    Ok(serde_json::from_str(body)?)
+}
+
+// ----- the self-test ----------------------------------------------------------------------
+
+/// Registers a version whose weights are `weight`, `bias`.
+async fn register(
+    registry: &Registry,
+    me: &Actor,
+    weight: [f32; 4],
+    bias: f32,
+) -> Result<VersionNumber, BoxError> {
+    let model = Logistic {
+        weight: weight.to_vec(),
+        bias,
+    };
+    let v = registry
+        .register(
+            MODEL,
+            ArtifactSource::bytes("model.safetensors", model.to_safetensors(&BTreeMap::new()))?,
+            NewVersion::by(me.clone()),
+        )
+        .await?;
+    Ok(v.number)
+}
+
+async fn promote(
+    registry: &Registry,
+    me: &Actor,
+    n: VersionNumber,
+    why: &str,
+) -> Result<(), BoxError> {
+    for stage in [Stage::Staging, Stage::Validation, Stage::Production] {
+        registry
+            .transition(format!("{MODEL}/{n}"), stage, me, why)
+            .await?;
+    }
+    Ok(())
+}
+
+/// One round of requests: `(user, route, version, score)` for each user, plus the
+/// unkeyed request.
+async fn round(port: u16, users: &[String]) -> Result<Vec<(String, String, u64, f64)>, BoxError> {
+    let x = X.map(|v| v.to_string()).join(",");
+    let mut out = Vec::new();
+    for user in users.iter().map(Some).chain([None]) {
+        let target = match user {
+            Some(u) => format!("/predict?x={x}&user={u}"),
+            None => format!("/predict?x={x}"),
+        };
+        let r = get(port, &target).await?;
+        out.push((
+            user.cloned().unwrap_or_else(|| "(no key)".into()),
+            r["route"].as_str().unwrap_or_default().to_owned(),
+            r["version"].as_u64().unwrap_or_default(),
+            r["score"].as_f64().unwrap_or_default(),
+        ));
+    }
+    Ok(out)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("registry");
+
+    // The registry a training pipeline filled: three versions, 1 in production,
+    // 2 the challenger, and a 70/30 split between champion and challenger.
+    let ops = Registry::open_local(&dir).await?;
+    let me = Actor::new("release-bot")?;
+    ops.create_model(
+        MODEL,
+        CreateModel::by(me.clone()).description("scores requests"),
+    )
+    .await?;
+    let v1 = register(&ops, &me, [0.4, -0.3, 0.2, 0.0], 0.1).await?;
+    let v2 = register(&ops, &me, [0.6, -0.5, 0.1, 0.0], -0.2).await?;
+    let v3 = register(&ops, &me, [1.2, -0.1, 0.6, 0.3], 0.0).await?;
+    promote(&ops, &me, v1, "first release").await?;
+    ops.set_alias(
+        format!("{MODEL}/{v2}"),
+        "challenger",
+        SetAlias::by(me.clone()),
+    )
+    .await?;
+    let split = TrafficSplit::new([("@production", 70), ("@challenger", 30)])?;
+    ops.set_traffic_split(MODEL, split.clone(), &me, "A/B test of v2")
+        .await?;
+    println!("registry: {MODEL}/1..3, production = {v1}, challenger = {v2}, split {split}");
+
+    // ----- the server -------------------------------------------------------------------
+    let registry = Registry::open_local(&dir).await?;
+    let cache = ModelCache::open(
+        tmp.path().join("cache"),
+        registry.clone(),
+        CacheOptions::new().max_bytes(64 << 20),
+    )
+    .await?;
+    let server = Arc::new(Server {
+        registry,
+        cache,
+        production: RwLock::new(None),
+        loaded: Mutex::new(HashMap::new()),
+    });
+    let (tell, mut production) = tokio::sync::watch::channel(0u64);
+    spawn_reloader(server.clone(), tell)?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    {
+        let server = server.clone();
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                tokio::spawn(handle(server.clone(), sock));
+            }
+        });
+    }
+    println!("[server] listening on http://127.0.0.1:{port}");
+    let wait_for = |want: u64, production: &mut tokio::sync::watch::Receiver<u64>| {
+        let mut production = production.clone();
+        async move {
+            tokio::time::timeout(Duration::from_secs(20), production.wait_for(|v| *v == want))
+                .await
+                .map_err(|_| format!("the server did not reload {MODEL}/{want} in time"))?
+                .map_err(|e| e.to_string())?;
+            Ok::<(), BoxError>(())
+        }
+    };
+    wait_for(v1.get(), &mut production).await?;
+    let health = get(port, "/health").await?;
+    println!("[client] GET /health -> {health}");
+
+    // ----- before -----------------------------------------------------------------------
+    let users: Vec<String> = (1..=10).map(|i| format!("user-{i}")).collect();
+    let before = round(port, &users).await?;
+    // Sticky: asking again gives the same answers.
+    assert_eq!(round(port, &users).await?, before);
+
+    // ----- a release from elsewhere ----------------------------------------------------
+    println!("\n[ops] promoting {MODEL}/{v3} to production (another registry handle)");
+    promote(&ops, &me, v3, "better offline metrics").await?;
+    wait_for(v3.get(), &mut production).await?;
+    let after = round(port, &users).await?;
+
+    // ----- what changed ------------------------------------------------------------------
+    println!(
+        "\n{:<10} {:<13} {:>7} {:>8}   {:>7} {:>8}",
+        "user", "route", "before", "score", "after", "score"
+    );
+    for (b, a) in before.iter().zip(&after) {
+        println!(
+            "{:<10} {:<13} {:>7} {:>8.4}   {:>7} {:>8.4}{}",
+            b.0,
+            b.1,
+            format!("v{}", b.2),
+            b.3,
+            format!("v{}", a.2),
+            a.3,
+            if b.2 != a.2 { "  <- reloaded" } else { "" }
+        );
+        // Nobody changed route: the split did not change.
+        assert_eq!(a.1, b.1, "{} changed route", b.0);
+        match b.1.as_str() {
+            "@production" => {
+                assert_eq!((b.2, a.2), (v1.get(), v3.get()), "{}", b.0);
+                assert!((a.3 - b.3).abs() > 1e-6, "the answer changed");
+            }
+            _ => assert_eq!((b.2, a.2), (v2.get(), v2.get()), "{}", b.0),
+        }
+    }
+    let on_challenger = before.iter().filter(|r| r.1 == "@challenger").count();
+    println!(
+        "\n{} of {} keyed users on the challenger; production moved {v1} -> {v3} and the \
+         server reloaded without a restart",
+        on_challenger,
+        users.len()
+    );
+    let cached = server.cache.entries().await?;
+    println!(
+        "cache: {} entries, {} bytes (versions in use are held, never evicted)",
+        cached.len(),
+        cached.iter().map(|e| e.size).sum::<u64>()
+    );
+    Ok(())
+}

@@ -1,0 +1,578 @@
+//! A blocking facade over the async API, for programs that are not async: training
+//! scripts, notebooks' kernels, command-line tools.
+//!
+//! [`Registry`] here owns a small tokio runtime and wraps a [`crate::Registry`];
+//! each method runs the async method of the same name to completion on that
+//! runtime (`block_on`). There is no second implementation: behaviour, errors and
+//! stores are exactly those of the async API. [`ModelCache`] wraps
+//! [`crate::ModelCache`] the same way, and [`Registry::watch`] returns a blocking
+//! iterator.
+//!
+//! **Do not call it from within an async runtime** (inside `#[tokio::main]`, a
+//! `tokio::spawn`ed task, …): blocking there would stall the runtime's worker. Such a
+//! call returns [`Error::InvalidInput`] instead of blocking; use
+//! [`crate::Registry`] there, or [`Registry::as_async`].
+//!
+//! ```
+//! use modelreg::blocking::Registry;
+//! use modelreg::{Actor, ArtifactSource, CreateModel, NewVersion};
+//!
+//! fn main() -> modelreg::Result<()> {
+//!     # let tmp = tempfile::tempdir().unwrap();
+//!     # let dir = tmp.path().join("registry");
+//!     let registry = Registry::open_local(dir)?;
+//!     let me = Actor::new("trainer")?;
+//!     registry.create_model("churn", CreateModel::by(me.clone()))?;
+//!     let v = registry.register(
+//!         "churn",
+//!         ArtifactSource::bytes("model.bin", "weights")?,
+//!         NewVersion::by(me),
+//!     )?;
+//!     assert_eq!(registry.resolve("churn@latest")?.number, v.number);
+//!     Ok(())
+//! }
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+
+use crate::cache::{CacheEntry, CacheOptions, CachedModel, EvictReport};
+use crate::domain::{
+    Actor, Event, GateSpec, Manifest, MetricName, MetricSpec, Metrics, ModelName, ModelState,
+    Routed, Stage, TagKey, Tags, TrafficSplit, VersionRecord,
+};
+use crate::error::{Error, Result};
+use crate::registry::{
+    ArtifactSource, CreateModel, FetchOptions, FetchReport, HistoryFilter, IntoModelName,
+    IntoVersionRef, NewVersion, SetAlias, VerifyReport, VersionFilter, WatchOptions,
+};
+use crate::store::{ArtifactStore, MetadataStore};
+
+/// The runtime the facade blocks on, shut down without waiting when the last
+/// handle goes (so dropping a facade never blocks or panics, wherever it happens).
+struct Runtime(Option<tokio::runtime::Runtime>);
+
+impl fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("tokio runtime")
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Runtime {
+    fn new() -> Result<Arc<Runtime>> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("modelreg-blocking")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("<tokio runtime>", e))?;
+        Ok(Arc::new(Runtime(Some(rt))))
+    }
+
+    /// Runs `f` to completion, refusing to block inside an async runtime.
+    fn block_on<T>(&self, f: impl Future<Output = Result<T>>) -> Result<T> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(Error::invalid_input(
+                "blocking call",
+                "modelreg::blocking was called from within an async runtime; \
+                 use the async modelreg::Registry there",
+            ));
+        }
+        match &self.0 {
+            Some(rt) => rt.block_on(f),
+            None => Err(Error::invalid_input("blocking call", "runtime shut down")),
+        }
+    }
+}
+
+/// The blocking twin of [`crate::Registry`]: the same methods, without `async`.
+/// Cheap to clone; clones share the runtime and the registry's caches.
+#[derive(Clone)]
+pub struct Registry {
+    inner: crate::Registry,
+    rt: Arc<Runtime>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("blocking::Registry")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    /// Wraps an async registry, with a runtime of its own.
+    pub fn from_async(inner: crate::Registry) -> Result<Registry> {
+        Ok(Registry {
+            inner,
+            rt: Runtime::new()?,
+        })
+    }
+
+    /// The async registry inside (for code that is async after all).
+    pub fn as_async(&self) -> &crate::Registry {
+        &self.inner
+    }
+
+    /// See [`crate::Registry::open_local`].
+    pub fn open_local(dir: impl AsRef<Path>) -> Result<Registry> {
+        let rt = Runtime::new()?;
+        let inner = rt.block_on(crate::Registry::open_local(dir))?;
+        Ok(Registry { inner, rt })
+    }
+
+    /// See [`crate::Registry::in_memory`].
+    pub fn in_memory() -> Result<Registry> {
+        Registry::from_async(crate::Registry::in_memory())
+    }
+
+    /// See [`crate::Registry::metadata_store`].
+    pub fn metadata_store(&self) -> &Arc<dyn MetadataStore> {
+        self.inner.metadata_store()
+    }
+
+    /// See [`crate::Registry::artifact_store`].
+    pub fn artifact_store(&self) -> &Arc<dyn ArtifactStore> {
+        self.inner.artifact_store()
+    }
+
+    /// See [`crate::Registry::clear_cache`].
+    pub fn clear_cache(&self) {
+        self.inner.clear_cache()
+    }
+
+    // ----- models and versions ------------------------------------------------------
+
+    /// See [`crate::Registry::create_model`].
+    pub fn create_model(
+        &self,
+        model: impl IntoModelName,
+        options: CreateModel,
+    ) -> Result<ModelState> {
+        self.rt.block_on(self.inner.create_model(model, options))
+    }
+
+    /// See [`crate::Registry::register`].
+    pub fn register(
+        &self,
+        model: impl IntoModelName,
+        source: ArtifactSource,
+        version: NewVersion,
+    ) -> Result<VersionRecord> {
+        self.rt
+            .block_on(self.inner.register(model, source, version))
+    }
+
+    /// See [`crate::Registry::add_metrics`].
+    pub fn add_metrics(
+        &self,
+        version: impl IntoVersionRef,
+        metrics: Metrics,
+        actor: &Actor,
+    ) -> Result<VersionRecord> {
+        self.rt
+            .block_on(self.inner.add_metrics(version, metrics, actor))
+    }
+
+    /// See [`crate::Registry::set_version_tags`].
+    pub fn set_version_tags(
+        &self,
+        version: impl IntoVersionRef,
+        set: Tags,
+        remove: Vec<TagKey>,
+        actor: &Actor,
+    ) -> Result<VersionRecord> {
+        self.rt
+            .block_on(self.inner.set_version_tags(version, set, remove, actor))
+    }
+
+    /// See [`crate::Registry::deprecate`].
+    pub fn deprecate(
+        &self,
+        version: impl IntoVersionRef,
+        reason: impl Into<String>,
+        actor: &Actor,
+    ) -> Result<VersionRecord> {
+        self.rt
+            .block_on(self.inner.deprecate(version, reason, actor))
+    }
+
+    /// See [`crate::Registry::set_model_tags`].
+    pub fn set_model_tags(
+        &self,
+        model: impl IntoModelName,
+        set: Tags,
+        remove: Vec<TagKey>,
+        actor: &Actor,
+    ) -> Result<ModelState> {
+        self.rt
+            .block_on(self.inner.set_model_tags(model, set, remove, actor))
+    }
+
+    /// See [`crate::Registry::set_metric_specs`].
+    pub fn set_metric_specs(
+        &self,
+        model: impl IntoModelName,
+        specs: BTreeMap<MetricName, MetricSpec>,
+        actor: &Actor,
+    ) -> Result<ModelState> {
+        self.rt
+            .block_on(self.inner.set_metric_specs(model, specs, actor))
+    }
+
+    /// See [`crate::Registry::list_models`].
+    pub fn list_models(&self) -> Result<Vec<ModelName>> {
+        self.rt.block_on(self.inner.list_models())
+    }
+
+    /// See [`crate::Registry::model`].
+    pub fn model(&self, model: impl IntoModelName) -> Result<ModelState> {
+        self.rt.block_on(self.inner.model(model))
+    }
+
+    /// See [`crate::Registry::resolve`].
+    pub fn resolve(&self, reference: impl IntoVersionRef) -> Result<VersionRecord> {
+        self.rt.block_on(self.inner.resolve(reference))
+    }
+
+    /// See [`crate::Registry::list_versions`].
+    pub fn list_versions(
+        &self,
+        model: impl IntoModelName,
+        filter: &VersionFilter,
+    ) -> Result<Vec<VersionRecord>> {
+        self.rt.block_on(self.inner.list_versions(model, filter))
+    }
+
+    /// See [`crate::Registry::events`].
+    pub fn events(&self, model: impl IntoModelName) -> Result<Vec<Event>> {
+        self.rt.block_on(self.inner.events(model))
+    }
+
+    /// See [`crate::Registry::manifest`].
+    pub fn manifest(&self, reference: impl IntoVersionRef) -> Result<Manifest> {
+        self.rt.block_on(self.inner.manifest(reference))
+    }
+
+    /// See [`crate::Registry::fetch`].
+    pub fn fetch(
+        &self,
+        reference: impl IntoVersionRef,
+        dest: impl AsRef<Path>,
+        options: FetchOptions,
+    ) -> Result<FetchReport> {
+        self.rt.block_on(self.inner.fetch(reference, dest, options))
+    }
+
+    /// See [`crate::Registry::verify`].
+    pub fn verify(&self, reference: impl IntoVersionRef) -> Result<VerifyReport> {
+        self.rt.block_on(self.inner.verify(reference))
+    }
+
+    /// See [`crate::Registry::check`].
+    pub fn check(&self) -> Result<crate::CheckReport> {
+        self.rt.block_on(self.inner.check())
+    }
+
+    // ----- lineage and comparison --------------------------------------------------
+
+    /// See [`crate::Registry::lineage`].
+    pub fn lineage(&self) -> Result<crate::LineageGraph> {
+        self.rt.block_on(self.inner.lineage())
+    }
+
+    /// See [`crate::Registry::upstream`].
+    pub fn upstream(
+        &self,
+        reference: impl IntoVersionRef,
+        depth: Option<usize>,
+    ) -> Result<crate::LineageSubgraph> {
+        self.rt.block_on(self.inner.upstream(reference, depth))
+    }
+
+    /// See [`crate::Registry::downstream`].
+    pub fn downstream(
+        &self,
+        from: impl crate::registry::IntoLineageStart,
+        depth: Option<usize>,
+    ) -> Result<crate::LineageSubgraph> {
+        self.rt.block_on(self.inner.downstream(from, depth))
+    }
+
+    /// See [`crate::Registry::lineage_path`].
+    pub fn lineage_path(
+        &self,
+        a: impl IntoVersionRef,
+        b: impl IntoVersionRef,
+    ) -> Result<Option<crate::LineagePath>> {
+        self.rt.block_on(self.inner.lineage_path(a, b))
+    }
+
+    /// See [`crate::Registry::compare`].
+    pub fn compare(
+        &self,
+        a: impl IntoVersionRef,
+        b: impl IntoVersionRef,
+    ) -> Result<crate::VersionDiff> {
+        self.rt.block_on(self.inner.compare(a, b))
+    }
+
+    /// See [`crate::Registry::metric_history`].
+    pub fn metric_history(
+        &self,
+        model: impl IntoModelName,
+        metric: &str,
+        filter: &VersionFilter,
+    ) -> Result<Vec<crate::MetricPoint>> {
+        self.rt
+            .block_on(self.inner.metric_history(model, metric, filter))
+    }
+
+    // ----- lifecycle ----------------------------------------------------------------
+
+    /// See [`crate::Registry::transition`].
+    pub fn transition(
+        &self,
+        version: impl IntoVersionRef,
+        to: Stage,
+        actor: &Actor,
+        reason: impl Into<String>,
+    ) -> Result<Event> {
+        self.rt
+            .block_on(self.inner.transition(version, to, actor, reason))
+    }
+
+    /// See [`crate::Registry::promote`].
+    pub fn promote(
+        &self,
+        version: impl IntoVersionRef,
+        actor: &Actor,
+        reason: impl Into<String>,
+    ) -> Result<Event> {
+        self.rt.block_on(self.inner.promote(version, actor, reason))
+    }
+
+    /// See [`crate::Registry::approve`].
+    pub fn approve(
+        &self,
+        version: impl IntoVersionRef,
+        stage: Stage,
+        approver: &Actor,
+        comment: impl Into<String>,
+    ) -> Result<Event> {
+        self.rt
+            .block_on(self.inner.approve(version, stage, approver, comment))
+    }
+
+    /// See [`crate::Registry::reject`].
+    pub fn reject(
+        &self,
+        version: impl IntoVersionRef,
+        stage: Stage,
+        approver: &Actor,
+        comment: impl Into<String>,
+    ) -> Result<Event> {
+        self.rt
+            .block_on(self.inner.reject(version, stage, approver, comment))
+    }
+
+    /// See [`crate::Registry::rollback`].
+    pub fn rollback(
+        &self,
+        model: impl IntoModelName,
+        actor: &Actor,
+        reason: impl Into<String>,
+    ) -> Result<Event> {
+        self.rt.block_on(self.inner.rollback(model, actor, reason))
+    }
+
+    /// See [`crate::Registry::set_alias`].
+    pub fn set_alias(
+        &self,
+        version: impl IntoVersionRef,
+        alias: &str,
+        options: SetAlias,
+    ) -> Result<Event> {
+        self.rt
+            .block_on(self.inner.set_alias(version, alias, options))
+    }
+
+    /// See [`crate::Registry::remove_alias`].
+    pub fn remove_alias(
+        &self,
+        model: impl IntoModelName,
+        alias: &str,
+        actor: &Actor,
+        reason: impl Into<String>,
+    ) -> Result<Event> {
+        self.rt
+            .block_on(self.inner.remove_alias(model, alias, actor, reason))
+    }
+
+    /// See [`crate::Registry::set_gates`].
+    pub fn set_gates(
+        &self,
+        model: impl IntoModelName,
+        stage: Stage,
+        gates: Vec<GateSpec>,
+        actor: &Actor,
+    ) -> Result<Event> {
+        self.rt
+            .block_on(self.inner.set_gates(model, stage, gates, actor))
+    }
+
+    /// See [`crate::Registry::history`].
+    pub fn history(&self, model: impl IntoModelName, filter: &HistoryFilter) -> Result<Vec<Event>> {
+        self.rt.block_on(self.inner.history(model, filter))
+    }
+
+    /// See [`crate::Registry::model_as_of`].
+    pub fn model_as_of(&self, model: impl IntoModelName, at: DateTime<Utc>) -> Result<ModelState> {
+        self.rt.block_on(self.inner.model_as_of(model, at))
+    }
+
+    /// See [`crate::Registry::resolve_as_of`].
+    pub fn resolve_as_of(
+        &self,
+        reference: impl IntoVersionRef,
+        at: DateTime<Utc>,
+    ) -> Result<VersionRecord> {
+        self.rt.block_on(self.inner.resolve_as_of(reference, at))
+    }
+
+    // ----- serving ------------------------------------------------------------------
+
+    /// See [`crate::Registry::watch`]: a blocking iterator whose `next` waits until
+    /// the reference resolves to another version (or the first time, returns the
+    /// current one). It never ends by itself; drop it to stop.
+    pub fn watch(&self, reference: impl IntoVersionRef, options: WatchOptions) -> Result<Watch> {
+        Ok(Watch {
+            stream: self.inner.watch(reference, options)?.boxed(),
+            rt: self.rt.clone(),
+        })
+    }
+
+    /// See [`crate::Registry::set_traffic_split`].
+    pub fn set_traffic_split(
+        &self,
+        model: impl IntoModelName,
+        split: TrafficSplit,
+        actor: &Actor,
+        reason: impl Into<String>,
+    ) -> Result<Event> {
+        self.rt
+            .block_on(self.inner.set_traffic_split(model, split, actor, reason))
+    }
+
+    /// See [`crate::Registry::clear_traffic_split`].
+    pub fn clear_traffic_split(
+        &self,
+        model: impl IntoModelName,
+        actor: &Actor,
+        reason: impl Into<String>,
+    ) -> Result<Event> {
+        self.rt
+            .block_on(self.inner.clear_traffic_split(model, actor, reason))
+    }
+
+    /// See [`crate::Registry::traffic_split`].
+    pub fn traffic_split(&self, model: impl IntoModelName) -> Result<Option<TrafficSplit>> {
+        self.rt.block_on(self.inner.traffic_split(model))
+    }
+
+    /// See [`crate::Registry::route`].
+    pub fn route(&self, model: impl IntoModelName, key: impl AsRef<[u8]>) -> Result<Routed> {
+        self.rt.block_on(self.inner.route(model, key))
+    }
+}
+
+/// The blocking iterator of [`Registry::watch`].
+pub struct Watch {
+    stream: BoxStream<'static, Result<VersionRecord>>,
+    rt: Arc<Runtime>,
+}
+
+impl fmt::Debug for Watch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("blocking::Watch").finish_non_exhaustive()
+    }
+}
+
+impl Iterator for Watch {
+    type Item = Result<VersionRecord>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let stream = &mut self.stream;
+        match self.rt.block_on(async { Ok(stream.next().await) }) {
+            Ok(item) => item,
+            Err(e) => Some(Err(e)),
+        }
+    }
+}
+
+/// The blocking twin of [`crate::ModelCache`].
+#[derive(Clone, Debug)]
+pub struct ModelCache {
+    inner: crate::ModelCache,
+    rt: Arc<Runtime>,
+}
+
+impl ModelCache {
+    /// See [`crate::ModelCache::open`]; downloads through `registry`, on its runtime.
+    pub fn open(
+        dir: impl AsRef<Path>,
+        registry: &Registry,
+        options: CacheOptions,
+    ) -> Result<ModelCache> {
+        let inner = registry.rt.block_on(crate::ModelCache::open(
+            dir,
+            registry.inner.clone(),
+            options,
+        ))?;
+        Ok(ModelCache {
+            inner,
+            rt: registry.rt.clone(),
+        })
+    }
+
+    /// The async cache inside.
+    pub fn as_async(&self) -> &crate::ModelCache {
+        &self.inner
+    }
+
+    /// See [`crate::ModelCache::get`].
+    pub fn get(&self, reference: impl IntoVersionRef) -> Result<CachedModel> {
+        self.rt.block_on(self.inner.get(reference))
+    }
+
+    /// See [`crate::ModelCache::evict`].
+    pub fn evict(&self) -> Result<EvictReport> {
+        self.rt.block_on(self.inner.evict())
+    }
+
+    /// See [`crate::ModelCache::entries`].
+    pub fn entries(&self) -> Result<Vec<CacheEntry>> {
+        self.rt.block_on(self.inner.entries())
+    }
+
+    /// See [`crate::ModelCache::usage`].
+    pub fn usage(&self) -> Result<u64> {
+        self.rt.block_on(self.inner.usage())
+    }
+}

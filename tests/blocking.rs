@@ -1,0 +1,236 @@
+//! The blocking facade, from plain `#[test]` functions with no async runtime of
+//! their own: what a training script or a command-line tool does.
+
+use std::time::Duration;
+
+use modelreg::blocking::{ModelCache, Registry};
+use modelreg::{
+    Actor, ArtifactSource, CacheOptions, CreateModel, Error, FetchOptions, HistoryFilter,
+    MetricSpec, Metrics, NewVersion, SetAlias, Stage, Tags, TrafficSplit, VersionFilter,
+    WatchOptions,
+};
+
+fn me() -> Actor {
+    Actor::new("trainer").expect("valid actor")
+}
+
+/// Registers a version of `model` whose one file holds `content`.
+fn register(reg: &Registry, model: &str, content: &str) -> u64 {
+    reg.register(
+        model,
+        ArtifactSource::bytes("model.bin", content.to_owned()).expect("valid path"),
+        NewVersion::by(me()),
+    )
+    .expect("register")
+    .number
+    .get()
+}
+
+fn to_production(reg: &Registry, n: u64) {
+    for stage in [Stage::Staging, Stage::Validation, Stage::Production] {
+        reg.transition(format!("fraud/{n}"), stage, &me(), "")
+            .expect("transition");
+    }
+}
+
+/// The whole life of a model through the facade on a local directory: create,
+/// register, metrics, tags, fetch, verify, lifecycle, aliases, history, time
+/// travel, splits, routing, watch and the cache — and another facade over the
+/// same directory sees it all.
+#[test]
+fn a_model_from_registration_to_serving_without_async() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().join("registry");
+    let reg = Registry::open_local(&dir).expect("open");
+    reg.create_model(
+        "fraud",
+        CreateModel::by(me())
+            .metric("auc", MetricSpec::maximize())
+            .expect("spec"),
+    )
+    .expect("create");
+    assert_eq!(register(&reg, "fraud", "one"), 1);
+    assert_eq!(register(&reg, "fraud", "two"), 2);
+    reg.add_metrics(
+        "fraud/2",
+        Metrics::new().with("auc", 0.9).expect("finite"),
+        &me(),
+    )
+    .expect("metrics");
+    reg.set_version_tags("fraud/2", Tags::new(), vec![], &me())
+        .expect_err("nothing to set is refused, as in the async API");
+    assert_eq!(reg.list_models().expect("list").len(), 1);
+    assert_eq!(
+        reg.list_versions("fraud", &VersionFilter::new())
+            .expect("versions")
+            .len(),
+        2
+    );
+    assert_eq!(reg.manifest("fraud/1").expect("manifest").len(), 1);
+    let fetched = reg
+        .fetch("fraud/2", tmp.path().join("out"), FetchOptions::new())
+        .expect("fetch");
+    assert_eq!(fetched.files, 1);
+    assert_eq!(reg.verify("fraud/2").expect("verify").bytes, 3);
+
+    to_production(&reg, 1);
+    to_production(&reg, 2);
+    assert_eq!(
+        reg.resolve("fraud@production")
+            .expect("resolve")
+            .number
+            .get(),
+        2
+    );
+    reg.rollback("fraud", &me(), "regression")
+        .expect("rollback");
+    assert_eq!(
+        reg.resolve("fraud@production")
+            .expect("resolve")
+            .number
+            .get(),
+        1
+    );
+    reg.set_alias("fraud/1", "champion", SetAlias::by(me()))
+        .expect("alias");
+    reg.set_alias("fraud/2", "challenger", SetAlias::by(me()))
+        .expect("alias");
+    let trail = reg
+        .history("fraud", &HistoryFilter::new().kind("rolled_back"))
+        .expect("history");
+    assert_eq!(trail.len(), 1);
+    let before_rollback = trail[0].time - chrono::Duration::nanoseconds(1);
+    assert_eq!(
+        reg.resolve_as_of("fraud@production", before_rollback)
+            .expect("as of")
+            .number
+            .get(),
+        2
+    );
+    assert_eq!(
+        reg.model_as_of("fraud", before_rollback)
+            .expect("as of")
+            .seq()
+            + 1,
+        trail[0].seq
+    );
+
+    let split = TrafficSplit::new([("@champion", 50), ("@challenger", 50)]).expect("valid");
+    reg.set_traffic_split("fraud", split.clone(), &me(), "a/b")
+        .expect("split");
+    assert_eq!(reg.traffic_split("fraud").expect("split"), Some(split));
+    let routed = reg.route("fraud", "user-7").expect("route");
+    assert!(routed.from_split);
+    assert_eq!(reg.route("fraud", "user-7").expect("route"), routed);
+    reg.clear_traffic_split("fraud", &me(), "done")
+        .expect("clear");
+    assert!(!reg.route("fraud", "user-7").expect("route").from_split);
+
+    let mut watch = reg
+        .watch(
+            "fraud@champion",
+            WatchOptions::new().interval(Duration::from_millis(5)),
+        )
+        .expect("watch");
+    assert_eq!(
+        watch.next().expect("item").expect("version").number.get(),
+        1
+    );
+    let other = Registry::open_local(&dir).expect("second facade");
+    other
+        .set_alias("fraud/2", "champion", SetAlias::by(me()))
+        .expect("move");
+    assert_eq!(
+        watch.next().expect("item").expect("version").number.get(),
+        2
+    );
+
+    let cache =
+        ModelCache::open(tmp.path().join("cache"), &reg, CacheOptions::new()).expect("cache");
+    let model = cache.get("fraud@champion").expect("get");
+    assert_eq!(
+        std::fs::read(model.path().join("model.bin")).expect("read"),
+        b"two"
+    );
+    assert_eq!(cache.usage().expect("usage"), 3);
+    assert_eq!(cache.entries().expect("entries").len(), 1);
+    assert!(cache.evict().expect("evict").evicted.is_empty());
+
+    other
+        .remove_alias("fraud", "challenger", &me(), "")
+        .expect("remove");
+    other.deprecate("fraud/1", "old", &me()).expect("deprecate");
+    assert_eq!(
+        other.events("fraud").expect("events"),
+        reg.events("fraud").expect("events")
+    );
+    assert_eq!(
+        reg.model("fraud").expect("model"),
+        other.model("fraud").expect("model")
+    );
+}
+
+/// Several threads share one facade (and its runtime) at once.
+#[test]
+fn threads_share_one_facade() {
+    let reg = Registry::in_memory().expect("runtime");
+    reg.create_model("fraud", CreateModel::by(me()))
+        .expect("create");
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let reg = reg.clone();
+            s.spawn(move || {
+                for i in 0..5 {
+                    register(&reg, "fraud", &format!("{t}-{i}"));
+                }
+            });
+        }
+    });
+    assert_eq!(reg.model("fraud").expect("model").versions().len(), 20);
+}
+
+/// Called from inside an async runtime the facade refuses with a typed error
+/// instead of blocking the runtime's worker, and dropping it there is harmless.
+#[test]
+fn inside_an_async_runtime_it_refuses_instead_of_blocking() {
+    let reg = Registry::in_memory().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        match reg.list_models() {
+            Err(Error::InvalidInput { reason, .. }) => {
+                assert!(reason.contains("async runtime"), "{reason}")
+            }
+            other => panic!("expected InvalidInput, got {other:?}"),
+        }
+        // The async registry inside works here.
+        assert!(reg.as_async().list_models().await.expect("list").is_empty());
+        drop(reg);
+    });
+}
+
+/// Every public async method of `Registry` has its blocking twin, so the facade
+/// cannot silently fall behind the async API.
+#[test]
+fn the_facade_covers_every_async_registry_method() {
+    let names = |text: &str, prefix: &str| -> std::collections::BTreeSet<String> {
+        text.lines()
+            .filter_map(|l| l.trim_start().strip_prefix(prefix))
+            .map(|rest| rest.split(['(', '<']).next().unwrap_or("").to_owned())
+            .collect()
+    };
+    let mut asyncs = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir("src/registry").expect("src/registry") {
+        let text = std::fs::read_to_string(entry.expect("entry").path()).expect("read");
+        asyncs.extend(names(&text, "pub async fn "));
+    }
+    let blocking = names(
+        &std::fs::read_to_string("src/blocking.rs").expect("src/blocking.rs"),
+        "pub fn ",
+    );
+    let missing: Vec<_> = asyncs.difference(&blocking).collect();
+    assert!(asyncs.len() > 30, "found only {asyncs:?}");
+    assert!(missing.is_empty(), "no blocking twin for {missing:?}");
+}
