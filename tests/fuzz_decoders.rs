@@ -47,10 +47,10 @@ enum Mutation {
 fn mutation() -> impl Strategy<Value = Mutation> {
     let at = any::<usize>();
     prop_oneof![
-        (at.clone(), 0u8..8).prop_map(|(at, bit)| Mutation::Flip { at, bit }),
-        (at.clone(), any::<u8>()).prop_map(|(at, byte)| Mutation::Insert { at, byte }),
-        at.clone().prop_map(|at| Mutation::Delete { at }),
-        at.clone().prop_map(|at| Mutation::Truncate { at }),
+        (at, 0u8..8).prop_map(|(at, bit)| Mutation::Flip { at, bit }),
+        (at, any::<u8>()).prop_map(|(at, byte)| Mutation::Insert { at, byte }),
+        at.prop_map(|at| Mutation::Delete { at }),
+        at.prop_map(|at| Mutation::Truncate { at }),
         (
             at,
             prop::sample::select(vec![

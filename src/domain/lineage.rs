@@ -548,13 +548,13 @@ impl LineageGraph {
         };
         for p in parents {
             let p = VersionKey::from(p);
-            if let Some(&target) = self.versions.get(&p) {
-                if self.descent(start, target).is_some() {
-                    return Err(Error::invalid_input(
-                        what(&p),
-                        format!("{p} descends from {child}: {child} would become its own ancestor"),
-                    ));
-                }
+            if let Some(&target) = self.versions.get(&p)
+                && self.descent(start, target).is_some()
+            {
+                return Err(Error::invalid_input(
+                    what(&p),
+                    format!("{p} descends from {child}: {child} would become its own ancestor"),
+                ));
             }
         }
         Ok(())
