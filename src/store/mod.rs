@@ -27,6 +27,7 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 
 pub(crate) mod fsutil;
+pub(crate) mod layout;
 pub mod local;
 pub mod memory;
 
