@@ -578,10 +578,13 @@ impl Upload {
         }
     }
 
-    /// Waits for every part, then publishes the object.
+    /// Waits for every part, then publishes the object; aborts if a part failed.
     async fn complete(mut self) -> Result<()> {
         while !self.parts.is_empty() {
-            self.join_one().await?;
+            if let Err(e) = self.join_one().await {
+                self.abort().await;
+                return Err(e);
+            }
         }
         let Some(mut upload) = self.upload.take() else {
             return Err(self.finished());
