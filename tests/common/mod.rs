@@ -25,7 +25,9 @@ macro_rules! assert_err {
 }
 
 pub mod backends;
+pub mod faulty_store;
 pub mod registry_suite;
+pub mod servers;
 // Its helpers fail by panicking on `unwrap`, as `tests/store_conformance.rs` allows
 // for its whole crate; here the allowance must be on the module.
 #[allow(clippy::unwrap_used)]
