@@ -234,11 +234,18 @@ async fn sixteen_writers_get_unique_gap_free_versions(base: Base) {
     );
     let mut payloads = BTreeSet::new();
     for (number, (v, payload)) in &by_number {
-        let stored = reader.resolve(format!("race/{number}")).await.expect("resolve");
+        let stored = reader
+            .resolve(format!("race/{number}"))
+            .await
+            .expect("resolve");
         assert_eq!(&stored, v);
         let dest = base.scratch(&format!("fetch-{number}"));
         reader
-            .fetch(format!("race/{number}"), dest.join("out"), FetchOptions::new())
+            .fetch(
+                format!("race/{number}"),
+                dest.join("out"),
+                FetchOptions::new(),
+            )
             .await
             .expect("fetch");
         let files = read_tree(&dest.join("out"));
@@ -260,7 +267,11 @@ async fn a_failed_part_publishes_nothing_and_a_retry_succeeds(base: Base) {
     faults.fail_parts(&[2]);
     let e = assert_err!(
         registry
-            .register("fraud", ArtifactSource::dir(&dir), NewVersion::by(actor("ci")))
+            .register(
+                "fraud",
+                ArtifactSource::dir(&dir),
+                NewVersion::by(actor("ci"))
+            )
             .await,
         Error::Storage { .. }
     );
@@ -276,7 +287,11 @@ async fn a_failed_part_publishes_nothing_and_a_retry_succeeds(base: Base) {
 
     faults.heal();
     let v = registry
-        .register("fraud", ArtifactSource::dir(&dir), NewVersion::by(actor("ci")))
+        .register(
+            "fraud",
+            ArtifactSource::dir(&dir),
+            NewVersion::by(actor("ci")),
+        )
         .await
         .expect("retry");
     assert_eq!(v.number.get(), 1);
@@ -458,14 +473,22 @@ async fn stored_content_is_not_uploaded_again(base: Base) {
     create(&registry, "fraud").await;
     let (dir, _) = base.model_dir("model", 6);
     let v1 = registry
-        .register("fraud", ArtifactSource::dir(&dir), NewVersion::by(actor("ci")))
+        .register(
+            "fraud",
+            ArtifactSource::dir(&dir),
+            NewVersion::by(actor("ci")),
+        )
         .await
         .expect("first");
     assert_eq!(faults.ops("put_part").len(), 3);
 
     faults.clear_log();
     let v2 = registry
-        .register("fraud", ArtifactSource::dir(&dir), NewVersion::by(actor("ci")))
+        .register(
+            "fraud",
+            ArtifactSource::dir(&dir),
+            NewVersion::by(actor("ci")),
+        )
         .await
         .expect("second");
     assert_eq!((v2.number.get(), v2.artifact), (2, v1.artifact));
@@ -540,7 +563,11 @@ async fn file_urls_and_local_registries_share_one_layout() {
     let local = Registry::open_local(&root).await.expect("open local");
     create(&local, "fraud").await;
     local
-        .register("fraud", ArtifactSource::dir(&src), NewVersion::by(actor("a")))
+        .register(
+            "fraud",
+            ArtifactSource::dir(&src),
+            NewVersion::by(actor("a")),
+        )
         .await
         .expect("register locally");
 
@@ -553,7 +580,11 @@ async fn file_urls_and_local_registries_share_one_layout() {
     assert_eq!(read_tree(&dir.path().join("out1")), read_tree(&src));
     std::fs::write(src.join("config.json"), "{}").expect("write");
     let v2 = by_url
-        .register("fraud", ArtifactSource::dir(&src), NewVersion::by(actor("b")))
+        .register(
+            "fraud",
+            ArtifactSource::dir(&src),
+            NewVersion::by(actor("b")),
+        )
         .await
         .expect("register by URL");
     assert_eq!(v2.number.get(), 2);

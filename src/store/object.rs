@@ -70,8 +70,7 @@ use futures::stream::{self, BoxStream};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{
-    GetOptions, GetResultPayload, MultipartUpload, ObjectStore, ObjectStoreExt, PutMode,
-    PutPayload,
+    GetOptions, GetResultPayload, MultipartUpload, ObjectStore, ObjectStoreExt, PutMode, PutPayload,
 };
 use tokio::task::JoinSet;
 
@@ -943,7 +942,10 @@ impl ArtifactStore for ObjectArtifactStore {
         };
         let target = dest.to_owned();
         let created = blocking(&self.root, "materialize", &path, move || {
-            OpenOptions::new().write(true).create_new(true).open(&target)
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&target)
         })
         .await?;
         let file = created.map_err(|e| Error::io(dest, e))?;
@@ -1188,7 +1190,15 @@ mod tests {
     fn log_keys_round_trip_through_path_encoding() {
         let (m, _) = stores_from_url("memory://").unwrap();
         let dir = m.root.dir(LOGS_DIR);
-        for key in ["fraud", "...", "with space", "a%b", "tab\there", "modèle-ü", "{x}"] {
+        for key in [
+            "fraud",
+            "...",
+            "with space",
+            "a%b",
+            "tab\there",
+            "modèle-ü",
+            "{x}",
+        ] {
             let path = m.log_dir(key);
             let encoded = name_in(&path, &dir).unwrap();
             let decoded = percent_encoding::percent_decode_str(&encoded)

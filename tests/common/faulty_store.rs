@@ -58,29 +58,47 @@ impl Faults {
 
     /// Fails parts with these numbers (1-based within each upload).
     pub fn fail_parts(&self, parts: &[usize]) {
-        *self.fail_parts.lock().unwrap_or_else(PoisonError::into_inner) = parts.to_vec();
+        *self
+            .fail_parts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = parts.to_vec();
     }
 
     /// Delays every part by `delay`.
     pub fn delay_parts(&self, delay: Duration) {
-        *self.part_delay.lock().unwrap_or_else(PoisonError::into_inner) = delay;
+        *self
+            .part_delay
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = delay;
     }
 
     /// Turns every fault off (counting goes on).
     pub fn heal(&self) {
         self.fail_at.store(0, Ordering::SeqCst);
-        self.fail_parts.lock().unwrap_or_else(PoisonError::into_inner).clear();
-        *self.part_delay.lock().unwrap_or_else(PoisonError::into_inner) = Duration::ZERO;
+        self.fail_parts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        *self
+            .part_delay
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Duration::ZERO;
     }
 
     /// Every request so far, in the order they were made.
     pub fn log(&self) -> Vec<Request> {
-        self.log.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Forgets the log (the count goes on).
     pub fn clear_log(&self) {
-        self.log.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        self.log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 
     /// The requests logged with operation `op`.
@@ -102,12 +120,15 @@ impl Faults {
     fn record_or_fail(&self, op: &'static str, path: impl fmt::Display, fail: bool) -> Result<()> {
         let n = self.count.fetch_add(1, Ordering::SeqCst) + 1;
         let failed = fail || self.fail_at.load(Ordering::SeqCst) == n;
-        self.log.lock().unwrap_or_else(PoisonError::into_inner).push(Request {
-            n,
-            op,
-            path: path.to_string(),
-            failed,
-        });
+        self.log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Request {
+                n,
+                op,
+                path: path.to_string(),
+                failed,
+            });
         if failed {
             return Err(injected(op, path));
         }
@@ -253,9 +274,18 @@ impl MultipartUpload for FaultyUpload {
         self.parts += 1;
         let part = self.parts;
         let name = format!("{} part {part}", self.path);
-        let chosen = self.faults.fail_parts.lock().unwrap_or_else(PoisonError::into_inner).contains(&part);
+        let chosen = self
+            .faults
+            .fail_parts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&part);
         let recorded = self.faults.record_or_fail("put_part", &name, chosen);
-        let delay = *self.faults.part_delay.lock().unwrap_or_else(PoisonError::into_inner);
+        let delay = *self
+            .faults
+            .part_delay
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         // A failed part never reaches the store underneath.
         let upload = recorded.map(|()| self.inner.put_part(data));
         async move {
