@@ -59,6 +59,7 @@
 //! registry then sees its own event as another writer's.
 
 use std::fs::{File, OpenOptions};
+use std::future::Future;
 use std::io::{self, Read, Write};
 use std::ops::Range;
 use std::path::Path as FsPath;
@@ -500,14 +501,14 @@ impl ObjectArtifactStore {
 
     /// Stores one part's worth of bytes (or less) with a create-if-absent PUT, after
     /// checking their digest. An existing blob is success: same key, same bytes.
-    async fn put_small(&self, digest: &Digest, payload: PutPayload, actual: Digest) -> Result<()> {
-        if actual != *digest {
-            return Err(Error::Integrity {
-                what: format!("blob put as {digest}"),
-                expected: *digest,
-                actual,
-            });
-        }
+    async fn put_small(
+        &self,
+        digest: &Digest,
+        payload: PutPayload,
+        actual: Digest,
+        what: impl FnOnce() -> String,
+    ) -> Result<()> {
+        check_digest(digest, actual, what)?;
         let path = self.blob_path(digest);
         match self
             .root
@@ -523,6 +524,106 @@ impl ObjectArtifactStore {
     /// Whether the blob is stored.
     async fn exists(&self, digest: &Digest) -> Result<bool> {
         Ok(self.head(digest).await?.is_some())
+    }
+
+    /// Uploads the parts `send` produces as one multipart upload of blob `digest`,
+    /// and completes it only if `send` succeeds with that digest; in every other
+    /// case the upload is aborted and nothing is published.
+    async fn put_multipart<F>(
+        &self,
+        digest: &Digest,
+        what: impl FnOnce() -> String,
+        send: impl FnOnce(Upload) -> F,
+    ) -> Result<()>
+    where
+        F: Future<Output = (Upload, Result<Digest>)>,
+    {
+        let upload = Upload::start(&self.root, self.blob_path(digest)).await?;
+        let (upload, sent) = send(upload).await;
+        match sent.and_then(|actual| check_digest(digest, actual, what)) {
+            Ok(()) => upload.complete().await,
+            Err(e) => {
+                upload.abort().await;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// [`Error::Integrity`] unless `actual` is `expected`.
+fn check_digest(expected: &Digest, actual: Digest, what: impl FnOnce() -> String) -> Result<()> {
+    if actual == *expected {
+        return Ok(());
+    }
+    Err(Error::Integrity {
+        what: what(),
+        expected: *expected,
+        actual,
+    })
+}
+
+/// Cuts a stream into parts of exactly `size` bytes (the last one shorter),
+/// hashing every byte it hands out.
+struct PartReader {
+    data: ByteStream,
+    size: u64,
+    hasher: blake3::Hasher,
+    /// Bytes pulled from the stream beyond the last part.
+    carry: Option<Bytes>,
+    ended: bool,
+}
+
+impl PartReader {
+    fn new(data: ByteStream, size: u64) -> Self {
+        PartReader {
+            data,
+            size,
+            hasher: blake3::Hasher::new(),
+            carry: None,
+            ended: false,
+        }
+    }
+
+    /// The next part: `size` bytes, or fewer (possibly none) when the stream ended.
+    async fn next_part(&mut self) -> Result<Vec<Bytes>> {
+        let mut part = Vec::new();
+        let mut len = 0u64;
+        while len < self.size {
+            let chunk = match self.carry.take() {
+                Some(chunk) => chunk,
+                None => match self.data.next().await {
+                    Some(chunk) => {
+                        let chunk = chunk?;
+                        let hasher = std::mem::take(&mut self.hasher);
+                        self.hasher = hashing::update(hasher, chunk.clone()).await?;
+                        chunk
+                    }
+                    None => {
+                        self.ended = true;
+                        break;
+                    }
+                },
+            };
+            let room = self.size - len;
+            let mut chunk = chunk;
+            if chunk.len() as u64 > room {
+                // `room` is below `size`, which fits in memory: it fits a usize.
+                self.carry = Some(chunk.split_off(room as usize));
+            }
+            len += chunk.len() as u64;
+            part.push(chunk);
+        }
+        Ok(part)
+    }
+
+    /// Whether the stream has ended (the last part may still be unsent).
+    fn ended(&self) -> bool {
+        self.ended && self.carry.is_none()
+    }
+
+    /// The digest of everything read.
+    fn digest(&self) -> Digest {
+        self.hasher.finalize().into()
     }
 }
 
@@ -651,7 +752,7 @@ fn read_part(
     mut hasher: blake3::Hasher,
     n: u64,
 ) -> io::Result<(File, blake3::Hasher, Bytes)> {
-    let mut buf = Vec::with_capacity(usize::try_from(n).unwrap_or(usize::MAX));
+    let mut buf = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
     (&mut file).take(n).read_to_end(&mut buf)?;
     hasher.update(&buf);
     Ok((file, hasher, Bytes::from(buf)))
@@ -679,87 +780,37 @@ impl ArtifactStore for ObjectArtifactStore {
         }
     }
 
-    async fn put_stream(&self, digest: &Digest, mut data: ByteStream) -> Result<()> {
-        // Read the first part: a stream that ends within it goes up in one PUT.
-        let mut hasher = blake3::Hasher::new();
-        let mut part: Vec<Bytes> = Vec::new();
-        let mut part_len = 0u64;
-        let mut ended = false;
-        while part_len < STREAM_PART_SIZE {
-            match data.next().await {
-                Some(chunk) => {
-                    let chunk = chunk?;
-                    hasher = hashing::update(hasher, chunk.clone()).await?;
-                    part_len += chunk.len() as u64;
-                    part.push(chunk);
-                }
-                None => {
-                    ended = true;
-                    break;
-                }
-            }
-        }
-        if ended {
-            let actual = hasher.finalize().into();
-            return self
-                .put_small(digest, part.into_iter().collect(), actual)
-                .await;
+    async fn put_stream(&self, digest: &Digest, data: ByteStream) -> Result<()> {
+        let what = || format!("stream put as {digest}");
+        let mut parts = PartReader::new(data, STREAM_PART_SIZE);
+        let first = parts.next_part().await?;
+        // A stream that ends within its first part goes up in one PUT.
+        if parts.ended() {
+            let payload = first.into_iter().collect();
+            return self.put_small(digest, payload, parts.digest(), what).await;
         }
         // Content addressed: a stored blob already has these bytes.
         if self.exists(digest).await? {
             return Ok(());
         }
-        let mut upload = Upload::start(&self.root, self.blob_path(digest)).await?;
-        let sent: Result<Digest> = async {
-            loop {
-                // Every part but the last has exactly STREAM_PART_SIZE bytes.
-                let mut rest = Vec::new();
-                if part_len > STREAM_PART_SIZE {
-                    let last = part.last_mut().expect("a part over the size has chunks");
-                    let keep = last.len() as u64 - (part_len - STREAM_PART_SIZE);
-                    rest.push(last.split_off(keep as usize));
-                    part_len = STREAM_PART_SIZE;
+        self.put_multipart(digest, what, |mut upload| async move {
+            let sent = async {
+                let mut part = first;
+                while !part.is_empty() {
+                    upload.put_part(part.into_iter().collect()).await?;
+                    part = parts.next_part().await?;
                 }
-                upload.put_part(part.drain(..).collect()).await?;
-                part = rest;
-                part_len = part.iter().map(|c| c.len() as u64).sum();
-                while part_len < STREAM_PART_SIZE {
-                    let Some(chunk) = data.next().await else {
-                        break;
-                    };
-                    let chunk = chunk?;
-                    hasher = hashing::update(hasher, chunk.clone()).await?;
-                    part_len += chunk.len() as u64;
-                    part.push(chunk);
-                }
-                if part_len < STREAM_PART_SIZE {
-                    if part_len > 0 {
-                        upload.put_part(part.drain(..).collect()).await?;
-                    }
-                    return Ok(hasher.finalize().into());
-                }
+                Ok(parts.digest())
             }
-        }
-        .await;
-        match sent {
-            Ok(actual) if actual == *digest => upload.complete().await,
-            Ok(actual) => {
-                upload.abort().await;
-                Err(Error::Integrity {
-                    what: format!("stream put as {digest}"),
-                    expected: *digest,
-                    actual,
-                })
-            }
-            Err(e) => {
-                upload.abort().await;
-                Err(e)
-            }
-        }
+            .await;
+            (upload, sent)
+        })
+        .await
     }
 
     async fn put_file(&self, digest: &Digest, path: &FsPath) -> Result<()> {
         let blob = self.blob_path(digest);
+        let what = || format!("file {} put as {digest}", path.display());
         let source = path.to_owned();
         let opened = blocking(&self.root, "put", &blob, move || {
             let file = File::open(&source)?;
@@ -769,68 +820,45 @@ impl ArtifactStore for ObjectArtifactStore {
         .await?;
         let (file, size) = opened.map_err(|e| Error::io(path, e))?;
         let part = part_size(size);
-        let what = || format!("file {} put as {digest}", path.display());
-        if size <= part {
-            let read = blocking(&self.root, "put", &blob, move || {
-                read_part(file, blake3::Hasher::new(), size)
+        let read = |file, hasher| {
+            blocking(&self.root, "put", &blob, move || {
+                read_part(file, hasher, part)
             })
-            .await?;
-            let (_, hasher, bytes) = read.map_err(|e| Error::io(path, e))?;
-            return self
-                .put_small(digest, bytes.into(), hasher.finalize().into())
-                .await
-                .map_err(|e| match e {
-                    Error::Integrity {
-                        expected, actual, ..
-                    } => Error::Integrity {
-                        what: what(),
-                        expected,
-                        actual,
-                    },
-                    e => e,
-                });
+        };
+        if size <= part {
+            let (_, hasher, bytes) = read(file, blake3::Hasher::new())
+                .await?
+                .map_err(|e| Error::io(path, e))?;
+            let actual = hasher.finalize().into();
+            return self.put_small(digest, bytes.into(), actual, what).await;
         }
         // Content addressed: a stored blob already has these bytes.
         if self.exists(digest).await? {
             return Ok(());
         }
-        let mut upload = Upload::start(&self.root, blob.clone()).await?;
-        let sent: Result<Digest> = async {
-            let mut state = (file, blake3::Hasher::new());
-            loop {
-                let (file, hasher) = state;
-                let read = blocking(&self.root, "put", &blob, move || {
-                    read_part(file, hasher, part)
-                })
-                .await?;
-                let (file, hasher, bytes) = read.map_err(|e| Error::io(path, e))?;
-                let done = (bytes.len() as u64) < part;
-                if !bytes.is_empty() {
-                    upload.put_part(bytes.into()).await?;
+        self.put_multipart(digest, what, |mut upload| async move {
+            let sent = async {
+                let mut state = (file, blake3::Hasher::new());
+                loop {
+                    let (file, hasher) = state;
+                    let (file, hasher, bytes) =
+                        read(file, hasher).await?.map_err(|e| Error::io(path, e))?;
+                    // While this part is read and hashed, the previous ones upload.
+                    let last = (bytes.len() as u64) < part;
+                    if !bytes.is_empty() {
+                        upload.put_part(bytes.into()).await?;
+                    }
+                    if last {
+                        // The bytes sent are the bytes hashed, whatever the file does.
+                        return Ok(hasher.finalize().into());
+                    }
+                    state = (file, hasher);
                 }
-                if done {
-                    // The bytes sent are the bytes hashed, whatever the file does.
-                    return Ok(hasher.finalize().into());
-                }
-                state = (file, hasher);
             }
-        }
-        .await;
-        match sent {
-            Ok(actual) if actual == *digest => upload.complete().await,
-            Ok(actual) => {
-                upload.abort().await;
-                Err(Error::Integrity {
-                    what: what(),
-                    expected: *digest,
-                    actual,
-                })
-            }
-            Err(e) => {
-                upload.abort().await;
-                Err(e)
-            }
-        }
+            .await;
+            (upload, sent)
+        })
+        .await
     }
 
     async fn get(&self, digest: &Digest) -> Result<ByteStream> {
