@@ -20,8 +20,8 @@ use common::faulty_store::{Faults, FaultyStore};
 use common::registry_suite::{actor, blobs, create, read_tree, version_count};
 use common::servers::{Server, unique_name};
 use common::store_suite::pattern;
-use futures::stream;
-use modelreg::store::object::{object_store_from_url, stores_in};
+use futures::{TryStreamExt, stream};
+use modelreg::store::object::{STREAM_PART_SIZE, object_store_from_url, part_size, stores_in};
 use modelreg::store::{ArtifactStore, ByteStream, LinkMode, ObjectArtifactStore};
 use modelreg::{ArtifactSource, Digest, Error, FetchOptions, NewVersion, Registry, Tags};
 use object_store::ObjectStore;
@@ -190,6 +190,7 @@ scenarios! {
         a_cancelled_upload_publishes_nothing,
         stored_content_is_not_uploaded_again,
         opening_a_long_history_reads_a_checkpoint_and_the_tail,
+        part_boundaries_round_trip,
     ],
 }
 
@@ -545,6 +546,83 @@ async fn opening_a_long_history_reads_a_checkpoint_and_the_tail(base: Base) {
     faults.clear_log();
     cold.model("long").await.expect("model");
     assert_eq!(faults.log().len(), 1, "{:?}", faults.log());
+}
+
+/// Files and streams on each side of a part boundary go up in the expected number
+/// of parts (none: one PUT) and read back byte for byte, however the stream is
+/// chunked — including one chunk larger than two parts.
+async fn part_boundaries_round_trip(base: Base) {
+    const MIB: usize = 1 << 20;
+    let file_part = part_size(0) as usize;
+    let stream_part = STREAM_PART_SIZE as usize;
+    let faults = Faults::new();
+    let store = FaultyStore::wrap(Arc::clone(&base.store), Arc::clone(&faults));
+    let (_, artifacts) = stores_in(store, &base.prefix);
+    let src = base.scratch("src");
+
+    for (i, (size, parts)) in [
+        (file_part, 0),
+        (file_part + 1, 2),
+        (2 * file_part, 2),
+        (2 * file_part + 1, 3),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let data = pattern(i as u8, size);
+        let path = src.join(format!("f{i}"));
+        std::fs::write(&path, &data).expect("write");
+        faults.clear_log();
+        let digest = Digest::of(&data);
+        artifacts.put_file(&digest, &path).await.expect("put file");
+        assert_eq!(faults.ops("put_part").len(), parts, "file of {size} bytes");
+        assert_eq!(
+            get_all(&artifacts, &digest).await,
+            data,
+            "file of {size} bytes"
+        );
+    }
+
+    // (chunk sizes, expected parts)
+    let cases: [(Vec<usize>, usize); 5] = [
+        (vec![stream_part - 1], 0),
+        (vec![stream_part], 1),
+        (vec![1, stream_part], 2),
+        (vec![3 * MIB + 7; 7], 3),
+        (vec![5, 2 * stream_part + 11, 3], 3),
+    ];
+    for (i, (chunks, parts)) in cases.into_iter().enumerate() {
+        let chunks: Vec<Bytes> = chunks
+            .iter()
+            .enumerate()
+            .map(|(j, n)| pattern((10 * i + j) as u8, *n))
+            .collect();
+        let whole: Vec<u8> = chunks.concat();
+        let digest = Digest::of(&whole);
+        faults.clear_log();
+        let stream: ByteStream = Box::pin(stream::iter(chunks.into_iter().map(Ok)));
+        artifacts
+            .put_stream(&digest, stream)
+            .await
+            .expect("put stream");
+        assert_eq!(faults.ops("put_part").len(), parts, "stream case {i}");
+        assert!(
+            get_all(&artifacts, &digest).await == whole,
+            "stream case {i}"
+        );
+    }
+    assert_eq!(base.staging_files(), Vec::<String>::new());
+}
+
+async fn get_all(store: &dyn ArtifactStore, digest: &Digest) -> Vec<u8> {
+    let chunks: Vec<Bytes> = store
+        .get(digest)
+        .await
+        .expect("get")
+        .try_collect()
+        .await
+        .expect("read");
+    chunks.concat()
 }
 
 // ----- layout ------------------------------------------------------------------------
