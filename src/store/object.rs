@@ -52,11 +52,18 @@
 //!
 //! # Limits
 //!
-//! A stream of unknown length ([`ArtifactStore::put_stream`]) goes up in
-//! [`STREAM_PART_SIZE`] parts, so up to about 78 GiB on S3; files, whose size is
-//! known, have no such limit. Services that retry a conditional PUT after a lost
-//! response can report [`Error::AlreadyExists`] for a write that did succeed; the
-//! registry then sees its own event as another writer's.
+//! - A stream of unknown length ([`ArtifactStore::put_stream`]) goes up in
+//!   [`STREAM_PART_SIZE`] parts, so up to about 78 GiB on S3; files, whose size is
+//!   known, have no such limit.
+//! - An upload holds up to [`UPLOAD_CONCURRENCY`] parts in memory (40 MiB with
+//!   5 MiB parts), and the registry uploads up to four files at once.
+//! - AWS S3 answers concurrent conditional PUTs of one key with 409, which
+//!   object_store reports as `AlreadyExists`, possibly to every contender: a round
+//!   of racing appends can have no winner. The registry retries and is unaffected.
+//! - object_store retries a PUT after a 5xx. If the lost attempt had landed, the
+//!   retried conditional PUT reports [`Error::AlreadyExists`] for a write that
+//!   succeeded; the registry would then take its own event for another writer's
+//!   and append its command again.
 
 use std::fs::{File, OpenOptions};
 use std::future::Future;
