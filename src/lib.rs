@@ -71,8 +71,9 @@
 //! - [`Registry`]: checks commands against the folded state, appends events with
 //!   create-if-absent and retries on conflict, stores and fetches artifacts.
 //! - [`store`]: [`MetadataStore`](store::MetadataStore) (numbered logs) and
-//!   [`ArtifactStore`](store::ArtifactStore) (content-addressed blobs), in memory
-//!   and on the local filesystem. Bytes and keys only.
+//!   [`ArtifactStore`](store::ArtifactStore) (content-addressed blobs), in memory,
+//!   on the local filesystem and on object storage (S3, GCS, Azure through
+//!   `object_store`; [`Registry::open_url`]). Bytes and keys only.
 //!
 //! ## Errors
 //!
