@@ -438,13 +438,20 @@ async fn a_cancelled_upload_publishes_nothing(base: Base) {
     let digest = Digest::of(&data);
 
     faults.delay_parts(Duration::from_secs(30));
-    let put = artifacts.put_file(&digest, &src);
-    assert!(
-        tokio::time::timeout(Duration::from_millis(500), put)
-            .await
-            .is_err(),
-        "the put should still be waiting for its parts"
-    );
+    let put = {
+        let (artifacts, src) = (artifacts.clone(), src.clone());
+        tokio::spawn(async move { artifacts.put_file(&digest, &src).await })
+    };
+    // Cancel it once its parts are in flight.
+    for _ in 0..500 {
+        if !faults.ops("put_part").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!faults.ops("put_part").is_empty(), "{:?}", faults.log());
+    put.abort();
+    assert!(put.await.expect_err("cancelled").is_cancelled());
     faults.heal();
     for _ in 0..100 {
         if !faults.ops("abort").is_empty() {
