@@ -15,19 +15,14 @@
 //! noisy (see ../shared/INFRA.md), so each pair runs baseline, ours, baseline and
 //! reports the median, min and max of ours / mean(baselines) over all pairs.
 
+mod support;
+
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use modelreg::{Actor, ArtifactSource, CreateModel, FetchOptions, NewVersion, Registry};
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use support::{Series, benchmarking, env_num, write_source};
 
 fn copy_and_sync(src: &Path, dst: &Path) -> Duration {
     let t = Instant::now();
@@ -46,50 +41,8 @@ fn raw_blake3(src: &Path) -> Duration {
     t.elapsed()
 }
 
-struct Series {
-    name: &'static str,
-    ours: Vec<Duration>,
-    base: Vec<Duration>,
-    ratios: Vec<f64>,
-}
-
-impl Series {
-    fn new(name: &'static str) -> Self {
-        Series {
-            name,
-            ours: vec![],
-            base: vec![],
-            ratios: vec![],
-        }
-    }
-
-    fn pair(&mut self, before: Duration, ours: Duration, after: Duration) {
-        let base = (before + after) / 2;
-        self.ours.push(ours);
-        self.base.push(before);
-        self.base.push(after);
-        self.ratios.push(ours.as_secs_f64() / base.as_secs_f64());
-    }
-
-    fn report(&mut self) {
-        let ms = |d: &Duration| format!("{:.1}", d.as_secs_f64() * 1e3);
-        self.ratios.sort_by(|a, b| a.total_cmp(b));
-        let median = self.ratios[self.ratios.len() / 2];
-        println!(
-            "{:<10} ratio median {:.2}x (min {:.2}, max {:.2}); ours ms [{}]; baseline ms [{}]",
-            self.name,
-            median,
-            self.ratios[0],
-            self.ratios[self.ratios.len() - 1],
-            self.ours.iter().map(ms).collect::<Vec<_>>().join(" "),
-            self.base.iter().map(ms).collect::<Vec<_>>().join(" "),
-        );
-    }
-}
-
 fn main() {
-    // `cargo bench` passes `--bench`; `cargo test --benches` would pass nothing.
-    if !std::env::args().any(|a| a == "--bench") {
+    if !benchmarking() {
         return;
     }
     let mib = env_num("MODELREG_BENCH_MIB", 256);
@@ -99,18 +52,7 @@ fn main() {
         tempfile::tempdir_in(std::env::var("MODELREG_BENCH_DIR").unwrap_or_else(|_| ".".into()))
             .expect("tempdir");
     let src = tmp.path().join("model.bin");
-    {
-        let mut f = File::create(&src).expect("create source");
-        let mut block = vec![0u8; 1 << 20];
-        for i in 0..mib {
-            // Distinct content per MiB so nothing dedups inside the file.
-            for (j, b) in block.iter_mut().enumerate() {
-                *b = (j as u64 ^ i.wrapping_mul(0x9E37_79B9)) as u8;
-            }
-            f.write_all(&block).expect("write source");
-        }
-        f.sync_all().expect("sync source");
-    }
+    write_source(&src, mib);
     raw_blake3(&src); // warm the page cache
     println!("file {mib} MiB, {pairs} pairs, page cache warm, fsync included");
 

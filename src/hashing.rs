@@ -1,10 +1,32 @@
-//! Hashing files with BLAKE3. Blocking functions: call them from a blocking thread
-//! (`tokio::task::spawn_blocking`), never on an async worker.
+//! Hashing with BLAKE3. [`hash_file`] blocks: call it from a blocking thread
+//! (`tokio::task::spawn_blocking`), never on an async worker. [`update`] is async and
+//! moves large chunks to the blocking pool itself.
 
 use std::io;
 use std::path::Path;
 
+use bytes::Bytes;
+
 use crate::digest::Digest;
+use crate::error::{Error, Result};
+
+/// Chunks smaller than this are hashed on the calling task; larger ones on the
+/// blocking pool, so hashing never holds an async worker for long.
+const INLINE_HASH_BYTES: usize = 64 << 10;
+
+/// Feeds `chunk` to `hasher`, on the blocking pool if the chunk is large.
+pub(crate) async fn update(mut hasher: blake3::Hasher, chunk: Bytes) -> Result<blake3::Hasher> {
+    if chunk.len() < INLINE_HASH_BYTES {
+        hasher.update(&chunk);
+        return Ok(hasher);
+    }
+    tokio::task::spawn_blocking(move || {
+        hasher.update(&chunk);
+        hasher
+    })
+    .await
+    .map_err(|e| Error::io("<blocking task>", io::Error::other(e)))
+}
 
 /// Hashes the file at `path`, returning its digest and the number of bytes hashed.
 ///

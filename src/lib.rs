@@ -113,8 +113,9 @@
 //! - [`cache`] and [`blocking`]: the model cache and the blocking facade, built on
 //!   [`Registry`]'s public API.
 //! - [`store`]: [`MetadataStore`](store::MetadataStore) (numbered logs) and
-//!   [`ArtifactStore`](store::ArtifactStore) (content-addressed blobs), in memory
-//!   and on the local filesystem. Bytes and keys only.
+//!   [`ArtifactStore`](store::ArtifactStore) (content-addressed blobs), in memory,
+//!   on the local filesystem and on object storage (S3, GCS, Azure through
+//!   `object_store`; [`Registry::open_url`]). Bytes and keys only.
 //!
 //! ## Errors
 //!

@@ -3,6 +3,10 @@
 //! To add a backend: write a fixture function returning a fresh, empty store and add
 //! one `metadata_suite!` / `artifact_suite!` line for it (and one for it behind
 //! `Arc<dyn …>`).
+//!
+//! The object-store backends run on object_store's `InMemory` and `LocalFileSystem`
+//! always, and on real servers (S3 protocol, Azure Blob) when `tests/common/servers.rs`
+//! finds them configured; each fixture works below a prefix of its own.
 
 // Helpers outside `#[test]` functions (which clippy.toml already covers) fail
 // by panicking too.
@@ -12,11 +16,16 @@ mod common;
 
 use std::sync::Arc;
 
+use common::servers::{Server, unique_name};
 use common::store_suite::Fixture;
+use modelreg::store::object::stores_from_url;
 use modelreg::store::{
     ArtifactStore, LocalArtifactStore, LocalMetadataStore, MemoryArtifactStore,
-    MemoryMetadataStore, MetadataStore,
+    MemoryMetadataStore, MetadataStore, ObjectArtifactStore, ObjectMetadataStore,
 };
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
 
 fn memory_metadata() -> Fixture<MemoryMetadataStore> {
     Fixture::new(MemoryMetadataStore::new())
@@ -38,6 +47,57 @@ fn local_artifacts() -> Fixture<LocalArtifactStore> {
     Fixture::in_dir(store, dir)
 }
 
+/// object_store's `InMemory`, below a prefix.
+fn object_memory_metadata() -> Fixture<ObjectMetadataStore> {
+    let prefix = Path::from(format!("{}/metadata", unique_name()));
+    Fixture::new(ObjectMetadataStore::new(Arc::new(InMemory::new()), prefix))
+}
+
+fn object_memory_artifacts() -> Fixture<ObjectArtifactStore> {
+    let prefix = Path::from(format!("{}/artifacts", unique_name()));
+    Fixture::new(ObjectArtifactStore::new(Arc::new(InMemory::new()), prefix))
+}
+
+/// object_store's `LocalFileSystem` on a temp directory, as a `file://` URL opens it.
+fn object_local_stores() -> (ObjectMetadataStore, ObjectArtifactStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}/registry", dir.path().display());
+    let (metadata, artifacts) = stores_from_url(&url).unwrap();
+    (metadata, artifacts, dir)
+}
+
+fn object_local_metadata() -> Fixture<ObjectMetadataStore> {
+    let (metadata, _, dir) = object_local_stores();
+    Fixture::in_dir(metadata, dir)
+}
+
+fn object_local_artifacts() -> Fixture<ObjectArtifactStore> {
+    let (_, artifacts, dir) = object_local_stores();
+    Fixture::in_dir(artifacts, dir)
+}
+
+/// `LocalFileSystem` rooted at the temp directory (its own prefix handling) rather
+/// than at `/` with the directory as the key prefix.
+fn object_local_rooted_metadata() -> Fixture<ObjectMetadataStore> {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = LocalFileSystem::new_with_prefix(dir.path()).unwrap();
+    Fixture::in_dir(
+        ObjectMetadataStore::new(Arc::new(fs), Path::from("metadata")),
+        dir,
+    )
+}
+
+/// A fresh prefix on a configured server, or `None`.
+fn server_metadata(server: Server) -> Option<Fixture<ObjectMetadataStore>> {
+    let url = server.unique_url()?;
+    Some(Fixture::new(stores_from_url(&url).unwrap().0))
+}
+
+fn server_artifacts(server: Server) -> Option<Fixture<ObjectArtifactStore>> {
+    let url = server.unique_url()?;
+    Some(Fixture::new(stores_from_url(&url).unwrap().1))
+}
+
 /// The same store behind `Arc<dyn MetadataStore>`: object safety and the forwarding impl.
 fn dyn_metadata<S: MetadataStore>(fixture: Fixture<S>) -> Fixture<Arc<dyn MetadataStore>> {
     fixture.map(|s| Arc::new(s) as Arc<dyn MetadataStore>)
@@ -55,6 +115,12 @@ mod metadata {
     metadata_suite!(local, local_metadata());
     metadata_suite!(memory_arc_dyn, dyn_metadata(memory_metadata()));
     metadata_suite!(local_arc_dyn, dyn_metadata(local_metadata()));
+    metadata_suite!(object_memory, object_memory_metadata());
+    metadata_suite!(object_local, object_local_metadata());
+    metadata_suite!(object_local_rooted, object_local_rooted_metadata());
+    metadata_suite!(object_arc_dyn, dyn_metadata(object_memory_metadata()));
+    metadata_suite!(s3, server_metadata(Server::S3));
+    metadata_suite!(azure, server_metadata(Server::Azure));
 }
 
 mod artifacts {
@@ -64,4 +130,9 @@ mod artifacts {
     artifact_suite!(local, local_artifacts());
     artifact_suite!(memory_arc_dyn, dyn_artifacts(memory_artifacts()));
     artifact_suite!(local_arc_dyn, dyn_artifacts(local_artifacts()));
+    artifact_suite!(object_memory, object_memory_artifacts());
+    artifact_suite!(object_local, object_local_artifacts());
+    artifact_suite!(object_arc_dyn, dyn_artifacts(object_memory_artifacts()));
+    artifact_suite!(s3, server_artifacts(Server::S3));
+    artifact_suite!(azure, server_artifacts(Server::Azure));
 }

@@ -12,15 +12,11 @@ use super::ingest::blocking;
 use crate::digest::Digest;
 use crate::domain::Manifest;
 use crate::error::{Error, Result};
-use crate::hashing::hash_file;
+use crate::hashing::{self, hash_file};
 use crate::store::{ArtifactStore, ByteStream, LinkMode, Materialized};
 
 /// The largest manifest the registry reads (a million files fit well below it).
 const MAX_MANIFEST_BYTES: usize = 512 << 20;
-
-/// Chunks smaller than this are hashed on the calling task; larger ones on the
-/// blocking pool, so hashing never holds an async worker for long.
-const INLINE_HASH_BYTES: usize = 64 << 10;
 
 /// Reads, verifies and decodes the manifest stored under `digest`.
 pub(crate) async fn load_manifest(store: &dyn ArtifactStore, digest: &Digest) -> Result<Manifest> {
@@ -53,16 +49,7 @@ pub(crate) async fn load_manifest(store: &dyn ArtifactStore, digest: &Digest) ->
 pub(crate) async fn hash_stream(mut stream: ByteStream) -> Result<(Digest, u64)> {
     let mut hasher = blake3::Hasher::new();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk?;
-        if chunk.len() < INLINE_HASH_BYTES {
-            hasher.update(&chunk);
-        } else {
-            hasher = blocking(move || {
-                hasher.update(&chunk);
-                hasher
-            })
-            .await?;
-        }
+        hasher = hashing::update(hasher, chunk?).await?;
     }
     Ok((hasher.finalize().into(), hasher.count()))
 }

@@ -29,6 +29,7 @@ mod lifecycle;
 mod lineage;
 mod options;
 mod serving;
+mod url;
 
 pub use check::{CheckReport, Problem};
 pub use fetch::{FetchReport, VerifyReport};
@@ -268,6 +269,25 @@ impl Registry {
             .artifacts(Arc::new(artifacts))
             .hash_cache(cache)
             .build()
+    }
+
+    /// A registry at a URL: `s3://bucket/prefix`, `gs://bucket/prefix`,
+    /// `az://container/prefix` (features `aws`, `gcp`, `azure`), `file:///path` or
+    /// `memory://`, configured from the environment the way object_store's builders'
+    /// `from_env` are (`AWS_*`, `GOOGLE_*`, `AZURE_*`). Logs live under
+    /// `<prefix>/metadata`, blobs under `<prefix>/artifacts`; see
+    /// [`store::object`](crate::store::object) for the layout and
+    /// [`stores_from_url`](crate::store::object::stores_from_url) for the details.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+    /// use modelreg::{Actor, CreateModel, Registry};
+    /// let registry = Registry::open_url("memory://").await?;
+    /// registry.create_model("fraud", CreateModel::by(Actor::new("alice")?)).await?;
+    /// # Ok::<(), modelreg::Error>(()) }).unwrap();
+    /// ```
+    pub async fn open_url(url: &str) -> Result<Registry> {
+        url::open(url).await
     }
 
     /// A registry in memory, gone when dropped: for tests and experiments.

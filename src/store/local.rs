@@ -48,6 +48,11 @@ use futures::StreamExt;
 use futures::stream::{self, BoxStream};
 
 use super::fsutil::{self, PublishMode, Published, TempFile};
+use super::layout::{
+    BLOBS_DIR, CHECKPOINT_EXT, CHECKPOINT_READ_ATTEMPTS, CHECKPOINTS, KEEP_CHECKPOINTS, LOGS_DIR,
+    RECORD_EXT, RECORDS, blob_key, is_shard_name, parse_blob_name, parse_seq_file_name,
+    seq_file_name,
+};
 use super::{
     ArtifactStore, BlobMeta, ByteStream, Checkpoint, LinkMode, LogRecord, Materialized,
     MetadataStore, check_log_key, check_seq,
@@ -56,28 +61,8 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::hashing;
 
-/// Logs, relative to a metadata root.
-const LOGS_DIR: &str = "logs/v1";
-/// Blobs, relative to an artifact root.
-const BLOBS_DIR: &str = "blobs/v1/blake3";
 /// Temp files, relative to either root.
 const TMP_DIR: &str = "tmp";
-/// Record files of a log, relative to the log's directory.
-const RECORDS: &str = "records";
-/// Checkpoint files of a log, relative to the log's directory.
-const CHECKPOINTS: &str = "checkpoints";
-/// File name suffix of a record.
-const RECORD_EXT: &str = ".rec";
-/// File name suffix of a checkpoint.
-const CHECKPOINT_EXT: &str = ".ckpt";
-/// Digits of a sequence number in a file name: enough for `u64::MAX`.
-const SEQ_DIGITS: usize = 20;
-/// How many checkpoints of a log are kept after a new one is written. More than one,
-/// so that a reader that has just listed the newest can still open it.
-const KEEP_CHECKPOINTS: usize = 2;
-/// How often [`LocalMetadataStore::latest_checkpoint`] lists again when the
-/// checkpoints it listed were pruned before it could read them.
-const CHECKPOINT_READ_ATTEMPTS: usize = 8;
 /// Size of the chunks a blob is read in.
 const READ_CHUNK: usize = 1 << 20;
 /// Chunks queued between an incoming stream and the thread writing it to disk.
@@ -142,20 +127,6 @@ fn is_missing(e: &io::Error) -> bool {
         e.kind(),
         io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
     )
-}
-
-/// `000…0seq<ext>`.
-fn seq_file_name(seq: u64, ext: &str) -> String {
-    format!("{seq:0width$}{ext}", width = SEQ_DIGITS)
-}
-
-/// The sequence number in a file name made by [`seq_file_name`], if it is one.
-fn parse_seq_file_name(name: &str, ext: &str) -> Option<u64> {
-    let digits = name.strip_suffix(ext)?;
-    if digits.len() != SEQ_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
 }
 
 /// Reads the names of a directory's entries that are valid UTF-8, with their paths;
@@ -452,12 +423,6 @@ impl LocalArtifactStore {
     }
 }
 
-/// `blobs/v1/blake3/ab/cd/abcd…`, relative to the root.
-fn blob_key(digest: &Digest) -> String {
-    let hex = digest.to_hex();
-    format!("{BLOBS_DIR}/{}/{}/{hex}", &hex[0..2], &hex[2..4])
-}
-
 fn blob_path(root: &Root, digest: &Digest) -> PathBuf {
     root.path.join(blob_key(digest))
 }
@@ -576,24 +541,13 @@ fn list_shard(root: &Root, top: &Path, top_name: &str) -> Vec<Result<Digest>> {
             }
         };
         for (name, _) in blobs {
-            let Ok(digest) = Digest::from_hex(&name) else {
-                continue;
-            };
             // Only the canonical name in its own shard is the blob `get` would open.
-            if digest.to_hex() == name && name[0..2] == *top_name && name[2..4] == sub_name {
+            if let Some(digest) = parse_blob_name(top_name, &sub_name, &name) {
                 out.push(Ok(digest));
             }
         }
     }
     out
-}
-
-/// Whether a directory name is a shard: two lowercase hexadecimal digits.
-fn is_shard_name(name: &str) -> bool {
-    name.len() == 2
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Copies `src` into `dest`, which was just created, and syncs it.
@@ -838,49 +792,5 @@ impl ArtifactStore for LocalArtifactStore {
             Ok(placed)
         })
         .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sequence_file_names_round_trip_and_sort_as_numbers() {
-        assert_eq!(seq_file_name(1, RECORD_EXT), "00000000000000000001.rec");
-        assert_eq!(
-            seq_file_name(u64::MAX, CHECKPOINT_EXT),
-            "18446744073709551615.ckpt"
-        );
-        for seq in [0, 1, 9, 10, 12345, u64::MAX] {
-            let name = seq_file_name(seq, CHECKPOINT_EXT);
-            assert_eq!(parse_seq_file_name(&name, CHECKPOINT_EXT), Some(seq));
-            assert_eq!(parse_seq_file_name(&name, RECORD_EXT), None);
-        }
-        for junk in [
-            "1.ckpt",
-            "0000000000000000000x.ckpt",
-            ".tmp-1-2",
-            "+0000000000000000001.ckpt",
-        ] {
-            assert_eq!(parse_seq_file_name(junk, CHECKPOINT_EXT), None, "{junk}");
-        }
-        // 20 digits above u64::MAX.
-        assert_eq!(
-            parse_seq_file_name("99999999999999999999.ckpt", CHECKPOINT_EXT),
-            None
-        );
-    }
-
-    #[test]
-    fn blob_keys_are_sharded_and_tagged() {
-        let d = Digest::of(b"hello");
-        assert_eq!(
-            blob_key(&d),
-            "blobs/v1/blake3/ea/8f/ea8f163db38682925e4491c5e58d4bb3506ef8c14eb78a86e908c5624a67200f"
-        );
-        assert!(is_shard_name("0f"));
-        assert!(!is_shard_name("0F"));
-        assert!(!is_shard_name("0"));
     }
 }

@@ -1,6 +1,7 @@
 //! Storage backends: bytes and keys only, no domain rules.
 //!
-//! Two small traits, each implemented for memory and the local filesystem:
+//! Two small traits, each implemented in memory, on the local filesystem and on
+//! object storage (S3, GCS, Azure Blob and anything else `object_store` reaches):
 //!
 //! - [`MetadataStore`]: numbered, append-only logs (one per model) with
 //!   create-if-absent appends, plus checkpoints that cache a log's fold.
@@ -27,11 +28,14 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 
 pub(crate) mod fsutil;
+pub(crate) mod layout;
 pub mod local;
 pub mod memory;
+pub mod object;
 
 pub use local::{LocalArtifactStore, LocalMetadataStore};
 pub use memory::{MemoryArtifactStore, MemoryMetadataStore};
+pub use object::{ObjectArtifactStore, ObjectMetadataStore};
 
 /// A stream of byte chunks, as blobs are read and written.
 pub type ByteStream = BoxStream<'static, Result<Bytes>>;

@@ -12,12 +12,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use modelreg::store::object::{stores_from_url, stores_in};
 use modelreg::store::{
     ArtifactStore, LocalArtifactStore, LocalMetadataStore, MemoryArtifactStore,
     MemoryMetadataStore, MetadataStore,
 };
 use modelreg::{Digest, Registry, RegistryBuilder};
+use object_store::ObjectStore;
+use object_store::memory::InMemory;
 use tempfile::TempDir;
+
+use super::servers::{Server, unique_name};
 
 /// Makes a new registry over the fixture's stores.
 type Reopen = Box<dyn Fn() -> BoxFuture<'static, Registry> + Send + Sync>;
@@ -29,6 +34,8 @@ enum BlobAccess {
     /// The root of a local artifact store; blobs live at
     /// `blobs/v1/blake3/<hex[0..2]>/<hex[2..4]>/<hex>` below it.
     Local(PathBuf),
+    /// An object store and the artifact store's prefix in it (same layout).
+    Object(Arc<dyn ObjectStore>, object_store::path::Path),
 }
 
 /// One backend under test: a registry, a way to open more over the same stores, and
@@ -89,6 +96,7 @@ impl Fixture {
                 "blob {digest} is not in the store"
             ),
             BlobAccess::Local(root) => corrupt_local_blob(root, digest, bytes),
+            BlobAccess::Object(store, root) => corrupt_object_blob(store, root, digest, bytes),
         }
     }
 
@@ -163,6 +171,117 @@ impl Fixture {
         let registry = open().await;
         local_fixture("dyn_local", dir, registry, Box::new(open))
     }
+}
+
+impl Fixture {
+    /// object_store's `InMemory`: registries over one shared store, under a prefix.
+    pub async fn object_memory() -> Fixture {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let prefix = object_store::path::Path::from(unique_name());
+        let open = {
+            let (store, prefix) = (Arc::clone(&store), prefix.clone());
+            move || {
+                let (m, a) = stores_in(Arc::clone(&store), &prefix);
+                Registry::builder()
+                    .metadata(Arc::new(m))
+                    .artifacts(Arc::new(a))
+                    .build()
+                    .expect("builder with both stores")
+            }
+        };
+        let registry = open();
+        Fixture {
+            name: "object_memory",
+            hard_links: false,
+            registry,
+            reopen: Box::new(move || {
+                let r = open();
+                Box::pin(async move { r })
+            }),
+            blobs: BlobAccess::Object(store, prefix.join("artifacts")),
+            dir: TempDir::new().expect("temp dir"),
+        }
+    }
+
+    /// object_store's `LocalFileSystem`, opened by `Registry::open_url("file://…")`
+    /// (and opened again for each fresh registry). Its blobs are where a local
+    /// artifact store keeps them: the layouts are the same.
+    pub async fn object_local() -> Fixture {
+        let dir = TempDir::new().expect("temp dir");
+        let root = dir.path().join("registry");
+        let url = format!("file://{}", root.display());
+        let open = url_opener(url);
+        let registry = open().await;
+        Fixture {
+            name: "object_local",
+            hard_links: false,
+            registry,
+            reopen: open,
+            blobs: BlobAccess::Local(root.join("artifacts")),
+            dir,
+        }
+    }
+
+    /// An S3-protocol server (moto in CI), by `Registry::open_url("s3://…")` below a
+    /// fresh prefix; `None` when none is configured (see `servers.rs`).
+    pub async fn s3() -> Option<Fixture> {
+        server_fixture("s3", Server::S3).await
+    }
+
+    /// Azure Blob (Azurite in CI), by `Registry::open_url("az://…")`; `None` when
+    /// not configured.
+    pub async fn azure() -> Option<Fixture> {
+        server_fixture("azure", Server::Azure).await
+    }
+}
+
+/// Opens a registry at `url` each time it is called, as another process would.
+fn url_opener(url: String) -> Reopen {
+    Box::new(move || -> BoxFuture<'static, Registry> {
+        let url = url.clone();
+        Box::pin(async move {
+            Registry::open_url(&url)
+                .await
+                .unwrap_or_else(|e| panic!("open {url}: {e}"))
+        })
+    })
+}
+
+async fn server_fixture(name: &'static str, server: Server) -> Option<Fixture> {
+    let url = server.unique_url()?;
+    let (_, artifacts) = stores_from_url(&url).expect("configured server URL");
+    let blobs = BlobAccess::Object(
+        Arc::clone(artifacts.object_store()),
+        artifacts.root().clone(),
+    );
+    let open = url_opener(url);
+    let registry = open().await;
+    Some(Fixture {
+        name,
+        hard_links: false,
+        registry,
+        reopen: open,
+        blobs,
+        dir: TempDir::new().expect("temp dir"),
+    })
+}
+
+/// Overwrites the object of blob `digest` in an object-store artifact store rooted
+/// at `root`. Blocks: the suite's corruption hook is synchronous.
+fn corrupt_object_blob(
+    store: &Arc<dyn ObjectStore>,
+    root: &object_store::path::Path,
+    digest: &Digest,
+    bytes: &[u8],
+) {
+    use object_store::ObjectStoreExt;
+    let hex = digest.to_hex();
+    let path = ["blobs", "v1", "blake3", &hex[0..2], &hex[2..4], &hex]
+        .into_iter()
+        .fold(root.clone(), |p, part| p.join(part));
+    let put = store.put(&path, bytes.to_vec().into());
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(put))
+        .unwrap_or_else(|e| panic!("overwrite {path}: {e}"));
 }
 
 /// A fixture over the local stores in `dir/registry`.

@@ -25,8 +25,10 @@ macro_rules! assert_err {
 }
 
 pub mod backends;
+pub mod faulty_store;
 pub mod lifecycle_suite;
 pub mod registry_suite;
+pub mod servers;
 pub mod serving_suite;
 // Its helpers fail by panicking on `unwrap`, as `tests/store_conformance.rs` allows
 // for its whole crate; here the allowance must be on the module.

@@ -1,0 +1,80 @@
+//! What the benches share: settings from the environment, a source file, and
+//! interleaved baseline/ours timing with a ratio report.
+
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+/// A number from the environment, or `default`.
+pub fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Whether `cargo bench` runs us: it passes `--bench`, `cargo test --benches` does not.
+pub fn benchmarking() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
+/// Writes `mib` MiB to `path`, distinct in every MiB so nothing dedups, and syncs it.
+pub fn write_source(path: &Path, mib: u64) {
+    let mut f = File::create(path).expect("create source");
+    let mut block = vec![0u8; 1 << 20];
+    for i in 0..mib {
+        for (j, b) in block.iter_mut().enumerate() {
+            *b = (j as u64 ^ i.wrapping_mul(0x9E37_79B9)) as u8;
+        }
+        f.write_all(&block).expect("write source");
+    }
+    f.sync_all().expect("sync source");
+}
+
+/// Timings of one operation: ours, and the baseline measured before and after it.
+pub struct Series {
+    name: &'static str,
+    ours: Vec<Duration>,
+    base: Vec<Duration>,
+    ratios: Vec<f64>,
+}
+
+impl Series {
+    pub fn new(name: &'static str) -> Self {
+        Series {
+            name,
+            ours: vec![],
+            base: vec![],
+            ratios: vec![],
+        }
+    }
+
+    /// One pair: the baseline before, ours, the baseline after; the ratio is ours
+    /// over the mean of the two baselines.
+    pub fn pair(&mut self, before: Duration, ours: Duration, after: Duration) {
+        let base = (before + after) / 2;
+        self.ours.push(ours);
+        self.base.push(before);
+        self.base.push(after);
+        self.ratios.push(ours.as_secs_f64() / base.as_secs_f64());
+    }
+
+    /// Prints the median, min and max ratio and every sample.
+    pub fn report(&mut self) {
+        let ms = |d: &Duration| format!("{:.1}", d.as_secs_f64() * 1e3);
+        self.ratios.sort_by(|a, b| a.total_cmp(b));
+        let median = self.ratios[self.ratios.len() / 2];
+        println!(
+            "{:<10} ratio median {:.2}x (min {:.2}, max {:.2}); ours ms [{}]; baseline ms [{}]",
+            self.name,
+            median,
+            self.ratios[0],
+            self.ratios[self.ratios.len() - 1],
+            self.ours.iter().map(ms).collect::<Vec<_>>().join(" "),
+            self.base.iter().map(ms).collect::<Vec<_>>().join(" "),
+        );
+    }
+}

@@ -1,0 +1,132 @@
+//! The key layout the persistent stores share.
+//!
+//! The local-filesystem stores and the object stores name their files and objects
+//! the same way, relative to their root, so there is one definition of it:
+//!
+//! ```text
+//! <metadata root>/logs/v1/<log>/records/<seq, 20 digits>.rec
+//! <metadata root>/logs/v1/<log>/checkpoints/<seq, 20 digits>.ckpt
+//! <artifact root>/blobs/v1/blake3/<hex[0..2]>/<hex[2..4]>/<hex>
+//! ```
+//!
+//! Sequence numbers are zero-padded to the width of `u64::MAX`, so names sort
+//! lexically in numeric order (which lets an object store list from an offset); no
+//! reader relies on a listing coming back sorted.
+
+use crate::digest::Digest;
+
+/// Logs, relative to a metadata root.
+pub(crate) const LOGS_DIR: &str = "logs/v1";
+/// Blobs, relative to an artifact root.
+pub(crate) const BLOBS_DIR: &str = "blobs/v1/blake3";
+/// Record files of a log, relative to the log's directory.
+pub(crate) const RECORDS: &str = "records";
+/// Checkpoint files of a log, relative to the log's directory.
+pub(crate) const CHECKPOINTS: &str = "checkpoints";
+/// File name suffix of a record.
+pub(crate) const RECORD_EXT: &str = ".rec";
+/// File name suffix of a checkpoint.
+pub(crate) const CHECKPOINT_EXT: &str = ".ckpt";
+/// Digits of a sequence number in a file name: enough for `u64::MAX`.
+const SEQ_DIGITS: usize = 20;
+/// How many checkpoints of a log are kept after a new one is written. More than one,
+/// so that a reader that has just listed the newest can still open it.
+pub(crate) const KEEP_CHECKPOINTS: usize = 2;
+/// How often `latest_checkpoint` lists again when the checkpoints it listed were
+/// pruned before it could read them.
+pub(crate) const CHECKPOINT_READ_ATTEMPTS: usize = 8;
+
+/// `000…0seq<ext>`.
+pub(crate) fn seq_file_name(seq: u64, ext: &str) -> String {
+    format!("{seq:0width$}{ext}", width = SEQ_DIGITS)
+}
+
+/// The sequence number in a file name made by [`seq_file_name`], if it is one.
+pub(crate) fn parse_seq_file_name(name: &str, ext: &str) -> Option<u64> {
+    let digits = name.strip_suffix(ext)?;
+    if digits.len() != SEQ_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// `blobs/v1/blake3/ab/cd/abcd…`, relative to an artifact root.
+pub(crate) fn blob_key(digest: &Digest) -> String {
+    let hex = digest.to_hex();
+    format!("{BLOBS_DIR}/{}/{}/{hex}", &hex[0..2], &hex[2..4])
+}
+
+/// The digest of the blob stored under `<shard>/<sub-shard>/<name>`, if these three
+/// names are exactly what [`blob_key`] makes for it. Anything else (junk, temp
+/// files, a blob in the wrong shard, upper-case hex) is not a blob.
+pub(crate) fn parse_blob_name(shard: &str, sub_shard: &str, name: &str) -> Option<Digest> {
+    let digest = Digest::from_hex(name).ok()?;
+    (digest.to_hex() == name && name[0..2] == *shard && name[2..4] == *sub_shard).then_some(digest)
+}
+
+/// Whether a directory name is a shard: two lowercase hexadecimal digits.
+pub(crate) fn is_shard_name(name: &str) -> bool {
+    name.len() == 2
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_file_names_round_trip_and_sort_as_numbers() {
+        assert_eq!(seq_file_name(1, RECORD_EXT), "00000000000000000001.rec");
+        assert_eq!(
+            seq_file_name(u64::MAX, CHECKPOINT_EXT),
+            "18446744073709551615.ckpt"
+        );
+        for seq in [0, 1, 9, 10, 12345, u64::MAX] {
+            let name = seq_file_name(seq, CHECKPOINT_EXT);
+            assert_eq!(parse_seq_file_name(&name, CHECKPOINT_EXT), Some(seq));
+            assert_eq!(parse_seq_file_name(&name, RECORD_EXT), None);
+        }
+        let mut names: Vec<String> = [10, 9, 100, 1, u64::MAX]
+            .iter()
+            .map(|s| seq_file_name(*s, RECORD_EXT))
+            .collect();
+        names.sort();
+        let sorted: Vec<u64> = names
+            .iter()
+            .map(|n| parse_seq_file_name(n, RECORD_EXT).unwrap())
+            .collect();
+        assert_eq!(sorted, [1, 9, 10, 100, u64::MAX]);
+        for junk in [
+            "1.ckpt",
+            "0000000000000000000x.ckpt",
+            ".tmp-1-2",
+            "+0000000000000000001.ckpt",
+        ] {
+            assert_eq!(parse_seq_file_name(junk, CHECKPOINT_EXT), None, "{junk}");
+        }
+        // 20 digits above u64::MAX.
+        assert_eq!(
+            parse_seq_file_name("99999999999999999999.ckpt", CHECKPOINT_EXT),
+            None
+        );
+    }
+
+    #[test]
+    fn blob_keys_are_sharded_and_tagged() {
+        let d = Digest::of(b"hello");
+        let hex = d.to_hex();
+        assert_eq!(
+            blob_key(&d),
+            "blobs/v1/blake3/ea/8f/ea8f163db38682925e4491c5e58d4bb3506ef8c14eb78a86e908c5624a67200f"
+        );
+        assert_eq!(parse_blob_name("ea", "8f", &hex), Some(d));
+        assert_eq!(parse_blob_name("ea", "90", &hex), None);
+        assert_eq!(parse_blob_name("ea", "8f", &hex.to_uppercase()), None);
+        assert_eq!(parse_blob_name("ea", "8f", &format!("{hex}#1")), None);
+        assert!(is_shard_name("0f"));
+        assert!(!is_shard_name("0F"));
+        assert!(!is_shard_name("0"));
+    }
+}

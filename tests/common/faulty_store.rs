@@ -1,0 +1,307 @@
+//! An `ObjectStore` wrapper that counts every request, can fail the k-th one or
+//! chosen multipart parts, and can slow parts down: fault injection below the
+//! object stores, whatever the store underneath (memory, local files, a server).
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::{self, BoxStream};
+use futures::{FutureExt, StreamExt};
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result, UploadPart,
+};
+
+/// One request as the wrapper saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// 1-based position among all requests through the wrapper.
+    pub n: usize,
+    /// `put`, `head`, `get`, `list`, `put_part`, `complete`, `abort`, …
+    pub op: &'static str,
+    /// The object or prefix.
+    pub path: String,
+    /// Whether the wrapper failed it.
+    pub failed: bool,
+}
+
+/// What the wrapper does, shared between a test and every handle it made.
+#[derive(Debug, Default)]
+pub struct Faults {
+    count: AtomicUsize,
+    /// Fail the request with this number (0: none).
+    fail_at: AtomicUsize,
+    /// Fail every multipart part with one of these 1-based part numbers.
+    fail_parts: Mutex<Vec<usize>>,
+    /// Sleep this long before sending each part.
+    part_delay: Mutex<Duration>,
+    log: Mutex<Vec<Request>>,
+}
+
+impl Faults {
+    /// A fresh set of switches, all off.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Faults::default())
+    }
+
+    /// Fails the `k`-th request from now on (1 = the next one).
+    pub fn fail_request_in(&self, k: usize) {
+        let now = self.count.load(Ordering::SeqCst);
+        self.fail_at.store(now + k, Ordering::SeqCst);
+    }
+
+    /// Fails parts with these numbers (1-based within each upload).
+    pub fn fail_parts(&self, parts: &[usize]) {
+        *self
+            .fail_parts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = parts.to_vec();
+    }
+
+    /// Delays every part by `delay`.
+    pub fn delay_parts(&self, delay: Duration) {
+        *self
+            .part_delay
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = delay;
+    }
+
+    /// Turns every fault off (counting goes on).
+    pub fn heal(&self) {
+        self.fail_at.store(0, Ordering::SeqCst);
+        self.fail_parts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        *self
+            .part_delay
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Duration::ZERO;
+    }
+
+    /// Every request so far, in the order they were made.
+    pub fn log(&self) -> Vec<Request> {
+        self.log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Forgets the log (the count goes on).
+    pub fn clear_log(&self) {
+        self.log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
+    /// The requests logged with operation `op`.
+    pub fn ops(&self, op: &str) -> Vec<Request> {
+        self.log().into_iter().filter(|r| r.op == op).collect()
+    }
+
+    /// The request that was failed, if any.
+    pub fn failed(&self) -> Option<Request> {
+        self.log().into_iter().find(|r| r.failed)
+    }
+
+    /// Counts a request and says whether to fail it.
+    fn record(&self, op: &'static str, path: impl fmt::Display) -> Result<()> {
+        self.record_or_fail(op, path, false)
+    }
+
+    /// Counts a request and says whether to fail it; `fail` fails it regardless.
+    fn record_or_fail(&self, op: &'static str, path: impl fmt::Display, fail: bool) -> Result<()> {
+        let n = self.count.fetch_add(1, Ordering::SeqCst) + 1;
+        let failed = fail || self.fail_at.load(Ordering::SeqCst) == n;
+        self.log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Request {
+                n,
+                op,
+                path: path.to_string(),
+                failed,
+            });
+        if failed {
+            return Err(injected(op, path));
+        }
+        Ok(())
+    }
+}
+
+/// The error an injected fault returns: what a lost connection looks like.
+fn injected(op: &str, path: impl fmt::Display) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "FaultyStore",
+        source: format!("injected fault: {op} {path}").into(),
+    }
+}
+
+/// An object store that forwards every call to `inner`, through [`Faults`].
+#[derive(Debug)]
+pub struct FaultyStore {
+    inner: Arc<dyn ObjectStore>,
+    faults: Arc<Faults>,
+}
+
+impl FaultyStore {
+    /// Wraps `inner`.
+    pub fn wrap(inner: Arc<dyn ObjectStore>, faults: Arc<Faults>) -> Arc<dyn ObjectStore> {
+        Arc::new(FaultyStore { inner, faults })
+    }
+}
+
+impl fmt::Display for FaultyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Faulty({})", self.inner)
+    }
+}
+
+/// A failing list: one error.
+fn failed_list<T: Send + 'static>(op: &str, path: String) -> BoxStream<'static, Result<T>> {
+    let error = injected(op, path);
+    stream::once(async move { Err(error) }).boxed()
+}
+
+fn prefix_name(prefix: Option<&Path>) -> String {
+    prefix.map(|p| p.to_string()).unwrap_or_default()
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl ObjectStore for FaultyStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
+        self.faults.record("put", location)?;
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> Result<Box<dyn MultipartUpload>> {
+        self.faults.record("put_multipart", location)?;
+        let inner = self.inner.put_multipart_opts(location, opts).await?;
+        Ok(Box::new(FaultyUpload {
+            inner,
+            faults: Arc::clone(&self.faults),
+            path: location.to_string(),
+            parts: 0,
+        }))
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        let op = if options.head { "head" } else { "get" };
+        self.faults.record(op, location)?;
+        self.inner.get_opts(location, options).await
+    }
+
+    async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        self.faults.record("get_ranges", location)?;
+        self.inner.get_ranges(location, ranges).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, Result<Path>>,
+    ) -> BoxStream<'static, Result<Path>> {
+        if let Err(e) = self.faults.record("delete", "…") {
+            return stream::once(async move { Err(e) }).boxed();
+        }
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        let name = prefix_name(prefix);
+        match self.faults.record("list", &name) {
+            Ok(()) => self.inner.list(prefix),
+            Err(_) => failed_list("list", name),
+        }
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, Result<ObjectMeta>> {
+        let name = prefix_name(prefix);
+        match self.faults.record("list", &name) {
+            Ok(()) => self.inner.list_with_offset(prefix, offset),
+            Err(_) => failed_list("list", name),
+        }
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        self.faults.record("list", prefix_name(prefix))?;
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        self.faults.record("copy", from)?;
+        self.inner.copy_opts(from, to, options).await
+    }
+
+    async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
+        self.faults.record("rename", from)?;
+        self.inner.rename_opts(from, to, options).await
+    }
+}
+
+/// A multipart upload whose parts, completion and abort go through [`Faults`].
+#[derive(Debug)]
+struct FaultyUpload {
+    inner: Box<dyn MultipartUpload>,
+    faults: Arc<Faults>,
+    path: String,
+    parts: usize,
+}
+
+#[async_trait]
+impl MultipartUpload for FaultyUpload {
+    fn put_part(&mut self, data: PutPayload) -> UploadPart {
+        self.parts += 1;
+        let part = self.parts;
+        let name = format!("{} part {part}", self.path);
+        let chosen = self
+            .faults
+            .fail_parts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&part);
+        let recorded = self.faults.record_or_fail("put_part", &name, chosen);
+        let delay = *self
+            .faults
+            .part_delay
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // A failed part never reaches the store underneath.
+        let upload = recorded.map(|()| self.inner.put_part(data));
+        async move {
+            tokio::time::sleep(delay).await;
+            upload?.await
+        }
+        .boxed()
+    }
+
+    async fn complete(&mut self) -> Result<PutResult> {
+        self.faults.record("complete", &self.path)?;
+        self.inner.complete().await
+    }
+
+    async fn abort(&mut self) -> Result<()> {
+        self.faults.record("abort", &self.path)?;
+        self.inner.abort().await
+    }
+}
