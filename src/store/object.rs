@@ -727,12 +727,12 @@ impl Upload {
 impl Drop for Upload {
     fn drop(&mut self) {
         // A put cancelled mid-way: abort in the background if a runtime is there.
-        if let Some(mut upload) = self.upload.take() {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(async move {
-                    let _ = upload.abort().await;
-                });
-            }
+        if let Some(mut upload) = self.upload.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                let _ = upload.abort().await;
+            });
         }
     }
 }
