@@ -137,6 +137,13 @@ impl Registry {
         Ok(Registry { inner, rt })
     }
 
+    /// See [`crate::Registry::open_url`].
+    pub fn open_url(url: &str) -> Result<Registry> {
+        let rt = Runtime::new()?;
+        let inner = rt.block_on(crate::Registry::open_url(url))?;
+        Ok(Registry { inner, rt })
+    }
+
     /// See [`crate::Registry::in_memory`].
     pub fn in_memory() -> Result<Registry> {
         Registry::from_async(crate::Registry::in_memory())

@@ -303,3 +303,57 @@ async fn every_crash_point_keeps_acknowledged_commands_and_no_partial_version() 
     eprintln!("fault sweep: {total} store operations, {points} crash points, 0 lost");
     assert!(points >= 2 * total);
 }
+
+/// A store that, like an object store retrying a PUT whose first attempt landed,
+/// writes the record and then reports it as already taken.
+#[derive(Debug)]
+struct RetriedPut(MemoryMetadataStore);
+
+#[async_trait]
+impl MetadataStore for RetriedPut {
+    async fn append(&self, log: &str, seq: u64, record: Bytes) -> Result<()> {
+        self.0.append(log, seq, record).await?;
+        Err(Error::AlreadyExists {
+            what: format!("record {seq} of log '{log}'"),
+        })
+    }
+    async fn read_after(&self, log: &str, after: u64, limit: usize) -> Result<Vec<LogRecord>> {
+        self.0.read_after(log, after, limit).await
+    }
+    async fn list_logs(&self) -> Result<Vec<String>> {
+        self.0.list_logs().await
+    }
+    async fn put_checkpoint(&self, log: &str, seq: u64, bytes: Bytes) -> Result<()> {
+        self.0.put_checkpoint(log, seq, bytes).await
+    }
+    async fn latest_checkpoint(&self, log: &str) -> Result<Option<Checkpoint>> {
+        self.0.latest_checkpoint(log).await
+    }
+}
+
+#[tokio::test]
+async fn a_retried_put_that_landed_is_our_write_not_a_conflict() {
+    let meta = MemoryMetadataStore::new();
+    let reg = registry(
+        Arc::new(RetriedPut(meta.clone())),
+        Arc::new(MemoryArtifactStore::new()),
+    );
+    for i in 0..STEPS {
+        step(&reg, i)
+            .await
+            .unwrap_or_else(|e| panic!("step {i}: {e}"));
+    }
+    // Each command appended exactly once: no duplicate registration or move.
+    let events = registry(Arc::new(meta), Arc::new(MemoryArtifactStore::new()))
+        .events("m")
+        .await
+        .expect("events");
+    assert_eq!(events.len(), STEPS);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.kind.name() == "version_registered")
+            .count(),
+        2
+    );
+}

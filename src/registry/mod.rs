@@ -339,12 +339,7 @@ impl Registry {
         let state = ModelState::genesis(&event)?;
         let slot = self.slot(&model);
         let mut guard = slot.lock().await;
-        match self
-            .inner
-            .metadata
-            .append(model.as_str(), 1, Bytes::from(event.to_bytes()))
-            .await
-        {
+        match self.append(&model, 1, Bytes::from(event.to_bytes())).await {
             Ok(()) => {
                 *guard = Some(state.clone());
                 Ok(state)
@@ -736,12 +731,8 @@ impl Registry {
                     kind,
                 };
                 let bytes = Bytes::from(event.to_bytes());
-                match self
-                    .inner
-                    .metadata
-                    .append(model.as_str(), event.seq, bytes)
-                    .await
-                {
+                let appended = self.append(model, event.seq, bytes).await;
+                match appended {
                     Ok(()) => {
                         if let Err(e) = state.apply(event.clone()) {
                             // Cannot happen after `check`; refold from the log if it does.
@@ -763,6 +754,27 @@ impl Registry {
                 });
             }
             tokio::time::sleep(policy.delay(attempt)).await;
+        }
+    }
+
+    /// Appends record `seq`, telling our own write from another writer's.
+    ///
+    /// A store may retry a conditional write whose first attempt landed (an
+    /// object store retrying a PUT after a timeout or a 5xx), and then report our
+    /// own record as taken. Reading the record back tells: the same bytes (which
+    /// carry this writer's time to the nanosecond and its checksum) mean it is
+    /// ours, and the append succeeded.
+    async fn append(&self, model: &ModelName, seq: u64, bytes: Bytes) -> Result<()> {
+        let meta = &self.inner.metadata;
+        match meta.append(model.as_str(), seq, bytes.clone()).await {
+            Err(Error::AlreadyExists { what }) => {
+                let stored = meta.read_after(model.as_str(), seq - 1, 1).await?;
+                match stored.first() {
+                    Some(r) if r.seq == seq && r.bytes == bytes => Ok(()),
+                    _ => Err(Error::AlreadyExists { what }),
+                }
+            }
+            other => other,
         }
     }
 
