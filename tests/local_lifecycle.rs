@@ -6,9 +6,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
+use common::children::{spawn_child, wait_children};
 use common::lifecycle_suite::{bring_to, in_production, stage_of};
 use common::registry_suite::{actor, create, num, register_bytes};
 use modelreg::{Error, EventKind, ModelState, Registry, Stage};
@@ -134,7 +135,6 @@ async fn processes_racing_to_promote_leave_one_production_version() {
     let dir = tmp.path().join("registry");
     let reg = open(&dir).await;
     create(&reg, "race").await;
-    let exe = std::env::current_exe().expect("current test binary");
     let mut production_history = Vec::new();
     let mut winners_per_round = Vec::new();
 
@@ -152,34 +152,21 @@ async fn processes_racing_to_promote_leave_one_production_version() {
         let children: Vec<_> = versions
             .iter()
             .map(|n| {
-                Command::new(&exe)
-                    .args([
-                        "--exact",
-                        "promotion_child",
-                        "--nocapture",
-                        "--test-threads=1",
-                    ])
-                    .env(CHILD_DIR, &dir)
-                    .env(CHILD_VERSION, n.to_string())
-                    .env(CHILD_BARRIER, &barrier)
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .expect("spawn child")
+                spawn_child(
+                    "promotion_child",
+                    [
+                        (CHILD_DIR, dir.as_os_str()),
+                        (CHILD_VERSION, n.to_string().as_ref()),
+                        (CHILD_BARRIER, barrier.as_os_str()),
+                    ],
+                )
             })
             .collect();
         for n in &versions {
             wait_for(&barrier.join(format!("ready-{n}"))).await;
         }
         std::fs::write(barrier.join("go"), b"").expect("open the barrier");
-        let outputs: Vec<Output> = tokio::task::spawn_blocking(move || {
-            children
-                .into_iter()
-                .map(|c| c.wait_with_output().expect("wait for child"))
-                .collect()
-        })
-        .await
-        .expect("join");
+        let outputs: Vec<Output> = wait_children(children).await;
 
         let events = reg.events("race").await.expect("events");
         let mut won: Vec<(u64, u64)> = Vec::new(); // (seq, version)

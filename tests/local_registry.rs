@@ -8,9 +8,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use common::backends::local_blob_path;
+use common::children::{spawn_child, wait_children};
 use common::registry_suite::{
     actor, blobs, create, entries, entry_triples, event_count, expected_entries, listed, read_tree,
     register_bytes, tags, tree, version_count, write_tree,
@@ -286,46 +287,18 @@ async fn several_processes_register_into_one_directory() {
     let dir = tmp.path().join("registry");
     create(&open(&dir).await, "shared").await;
 
-    let exe = std::env::current_exe().expect("current test binary");
     let children: Vec<_> = (0..CHILDREN)
         .map(|child| {
-            Command::new(&exe)
-                .args([
-                    "--exact",
-                    "multi_process_child",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
-                .env(CHILD_DIR, &dir)
-                .env(CHILD_ID, child.to_string())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .expect("spawn child")
+            spawn_child(
+                "multi_process_child",
+                [
+                    (CHILD_DIR, dir.as_os_str()),
+                    (CHILD_ID, child.to_string().as_ref()),
+                ],
+            )
         })
         .collect();
-    let outputs: Vec<Output> = tokio::task::spawn_blocking(move || {
-        children
-            .into_iter()
-            .map(|c| c.wait_with_output().expect("wait for child"))
-            .collect()
-    })
-    .await
-    .expect("join");
-    for (child, out) in outputs.iter().enumerate() {
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "child {child} failed ({}):\n{stdout}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // Guards against the filter matching nothing, which also exits 0.
-        assert!(
-            stdout.contains("1 passed"),
-            "child {child} ran no test:\n{stdout}"
-        );
-    }
+    wait_children(children).await;
 
     let reg = open(&dir).await;
     let total = CHILDREN * PER_CHILD;

@@ -12,9 +12,10 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
+use common::children::{spawn_child, wait_children};
 use common::registry_suite::{actor, create, digest};
 use common::serving_suite::{next_number, to_production};
 use futures::StreamExt;
@@ -40,47 +41,6 @@ async fn open(dir: &Path) -> Registry {
     Registry::open_local(dir)
         .await
         .unwrap_or_else(|e| panic!("open {}: {e}", dir.display()))
-}
-
-/// Runs this test binary with only `test` selected and `env` set.
-fn spawn_child(test: &str, env: &[(&str, &Path)], id: usize) -> Child {
-    let exe = std::env::current_exe().expect("current test binary");
-    let mut cmd = Command::new(exe);
-    cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env(CHILD_ID, id.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.spawn().expect("spawn child")
-}
-
-/// Waits for children and asserts each ran its one test and passed.
-async fn wait_children(children: Vec<Child>) -> Vec<Output> {
-    let outputs: Vec<Output> = tokio::task::spawn_blocking(move || {
-        children
-            .into_iter()
-            .map(|c| c.wait_with_output().expect("wait for child"))
-            .collect()
-    })
-    .await
-    .expect("join");
-    for (i, out) in outputs.iter().enumerate() {
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "child {i} failed ({}):\n{stdout}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // Guards against the filter matching nothing, which also exits 0.
-        assert!(
-            stdout.contains("1 passed"),
-            "child {i} ran no test:\n{stdout}"
-        );
-    }
-    outputs
 }
 
 /// Waits until `path` exists.
@@ -166,8 +126,11 @@ async fn watch_sees_moves_made_by_another_process() {
 
     let child = spawn_child(
         "watch_child",
-        &[(CHILD_REGISTRY, &dir), (CHILD_WORK, &work)],
-        0,
+        [
+            (CHILD_REGISTRY, dir.as_os_str()),
+            (CHILD_WORK, work.as_os_str()),
+            (CHILD_ID, "0".as_ref()),
+        ],
     );
     let mut seen = Vec::new();
     for (i, (what, expected)) in MOVES.iter().enumerate() {
@@ -292,12 +255,12 @@ async fn cache_downloads_once_for_many_processes_and_threads() {
         .map(|id| {
             spawn_child(
                 "cache_child",
-                &[
-                    (CHILD_REGISTRY, &dir),
-                    (CHILD_WORK, &work),
-                    (CHILD_CACHE, &cache),
+                [
+                    (CHILD_REGISTRY, dir.as_os_str()),
+                    (CHILD_WORK, work.as_os_str()),
+                    (CHILD_CACHE, cache.as_os_str()),
+                    (CHILD_ID, id.to_string().as_ref()),
                 ],
-                id,
             )
         })
         .collect();

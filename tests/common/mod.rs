@@ -25,6 +25,7 @@ macro_rules! assert_err {
 }
 
 pub mod backends;
+pub mod children;
 pub mod faulty_store;
 pub mod lifecycle_suite;
 pub mod registry_suite;
