@@ -3,7 +3,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-
 use crate::error::{Error, Result};
 
 /// A BLAKE3-256 content digest.

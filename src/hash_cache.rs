@@ -121,11 +121,10 @@ fn settled(meta: &Metadata) -> bool {
 mod tests {
     use super::*;
 
-    /// Sets a file's mtime far in the past so the entry is cacheable; ctime
-    /// cannot be set back, so the test waits for it to settle.
-    fn settle(path: &Path) {
+    /// Waits until a file just written is old enough to be cached (its ctime
+    /// cannot be set back, so there is no shortcut).
+    fn settle() {
         std::thread::sleep(SETTLE + Duration::from_millis(100));
-        let _ = path;
     }
 
     #[test]
@@ -137,7 +136,7 @@ mod tests {
         // Too fresh to cache: hashed, not stored.
         assert_eq!(cache.hash(&file).unwrap().0, Digest::of(b"version one"));
         assert!(cache.get(&fs::metadata(&file).unwrap()).is_none());
-        settle(&file);
+        settle();
         assert_eq!(cache.hash(&file).unwrap().0, Digest::of(b"version one"));
         let meta = fs::metadata(&file).unwrap();
         assert_eq!(cache.get(&meta), Some(Digest::of(b"version one")));
