@@ -4,10 +4,10 @@
 use chrono::{DateTime, Utc};
 
 use super::options::{HistoryFilter, SetAlias};
-use super::{IntoModelName, IntoVersionRef, Registry};
+use super::{IntoModelName, IntoVersionRef, Registry, pinned_version};
 use crate::domain::{
     Actor, AliasName, Decision, Event, EventKind, Gate, GateSpec, GateVerdict, ModelName,
-    ModelState, Stage, Transition, VersionNumber, VersionRecord, VersionRef,
+    ModelState, Stage, Transition, VersionNumber, VersionRecord,
 };
 use crate::error::{Error, Result};
 
@@ -390,26 +390,6 @@ impl Registry {
                 failed,
             })
         }
-    }
-}
-
-/// Resolves `r` on a command's first attempt and by the same number on retries,
-/// so a retry acts on the version the caller meant even if `@latest` or an alias
-/// moved meanwhile.
-fn pinned_version<'s>(
-    s: &'s ModelState,
-    r: &VersionRef,
-    number: &mut Option<VersionNumber>,
-) -> Result<&'s VersionRecord> {
-    match *number {
-        None => {
-            let v = s.resolve(&r.selector)?;
-            *number = Some(v.number);
-            Ok(v)
-        }
-        Some(n) => s
-            .version(n)
-            .ok_or_else(|| Error::not_found(format!("version {}/{n}", r.model))),
     }
 }
 

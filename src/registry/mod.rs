@@ -778,16 +778,18 @@ impl Registry {
         }
     }
 
-    /// Commits an event about the version `r` resolves to at the time of the append.
+    /// Commits an event about the version `r` resolved to on the first attempt
+    /// (retries act on that same version even if `@latest` or an alias moved).
     async fn commit_on_version(
         &self,
         r: &VersionRef,
         actor: &Actor,
         make: impl Fn(crate::domain::VersionNumber) -> EventKind,
     ) -> Result<VersionRecord> {
+        let mut number = None;
         let (_, record) = self
             .commit(&r.model, actor, |s, _| {
-                Ok(make(s.resolve(&r.selector)?.number))
+                Ok(make(pinned_version(s, r, &mut number)?.number))
             })
             .await?;
         record.ok_or_else(|| Error::not_found(format!("version {r}")))
@@ -806,6 +808,26 @@ impl Registry {
             .metadata
             .put_checkpoint(state.name().as_str(), state.seq(), bytes)
             .await;
+    }
+}
+
+/// Resolves `r` on a command's first attempt and by the same number on retries,
+/// so a retry acts on the version the caller meant even if `@latest` or an alias
+/// moved meanwhile.
+pub(super) fn pinned_version<'s>(
+    s: &'s ModelState,
+    r: &VersionRef,
+    number: &mut Option<crate::domain::VersionNumber>,
+) -> Result<&'s VersionRecord> {
+    match *number {
+        None => {
+            let v = s.resolve(&r.selector)?;
+            *number = Some(v.number);
+            Ok(v)
+        }
+        Some(n) => s
+            .version(n)
+            .ok_or_else(|| Error::not_found(format!("version {}/{n}", r.model))),
     }
 }
 
