@@ -22,7 +22,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use modelreg::{Actor, ArtifactSource, CreateModel, FetchOptions, NewVersion, Registry};
-use support::{Series, benchmarking, env_num, write_source};
+use support::{Series, benchmarking, env_num, scratch_source};
 
 fn copy_and_sync(src: &Path, dst: &Path) -> Duration {
     let t = Instant::now();
@@ -48,12 +48,7 @@ fn main() {
     let mib = env_num("MODELREG_BENCH_MIB", 256);
     let pairs = env_num("MODELREG_BENCH_PAIRS", 5);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let tmp =
-        tempfile::tempdir_in(std::env::var("MODELREG_BENCH_DIR").unwrap_or_else(|_| ".".into()))
-            .expect("tempdir");
-    let src = tmp.path().join("model.bin");
-    write_source(&src, mib);
-    raw_blake3(&src); // warm the page cache
+    let (tmp, src) = scratch_source(mib);
     println!("file {mib} MiB, {pairs} pairs, page cache warm, fsync included");
 
     let actor = Actor::new("bench").expect("actor");

@@ -37,7 +37,7 @@ use modelreg::store::object::{UPLOAD_CONCURRENCY, object_store_from_url, part_si
 use modelreg::{Actor, ArtifactSource, CreateModel, FetchOptions, NewVersion, Registry};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
-use support::{Series, benchmarking, env_num, write_source};
+use support::{Series, benchmarking, env_num, scratch_source};
 
 /// Uploads `src` to `key` as object_store's own multipart writer would.
 async fn raw_put(store: &Arc<dyn ObjectStore>, key: &Path, src: &FsPath) -> Duration {
@@ -108,12 +108,7 @@ fn main() {
     let mib = env_num("MODELREG_BENCH_MIB", 256);
     let pairs = env_num("MODELREG_BENCH_PAIRS", 5);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let tmp =
-        tempfile::tempdir_in(std::env::var("MODELREG_BENCH_DIR").unwrap_or_else(|_| ".".into()))
-            .expect("tempdir");
-    let src = tmp.path().join("model.bin");
-    write_source(&src, mib);
-    std::fs::read(&src).expect("warm the page cache");
+    let (tmp, src) = scratch_source(mib);
     let run = format!(
         "bench-{}-{}",
         std::process::id(),

@@ -78,3 +78,15 @@ impl Series {
         );
     }
 }
+
+/// A scratch directory (under `MODELREG_BENCH_DIR`, default the current one) with a
+/// `mib` MiB source file `model.bin` in it, read once so the page cache is warm.
+pub fn scratch_source(mib: u64) -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp =
+        tempfile::tempdir_in(std::env::var("MODELREG_BENCH_DIR").unwrap_or_else(|_| ".".into()))
+            .expect("tempdir");
+    let src = tmp.path().join("model.bin");
+    write_source(&src, mib);
+    std::fs::read(&src).expect("warm the page cache");
+    (tmp, src)
+}
