@@ -118,6 +118,18 @@ impl MetadataStore for Meta {
             self.0.latest_checkpoint(log).await
         )
     }
+    async fn put_lease(&self, key: &str, bytes: Bytes) -> Result<()> {
+        write_op!(self.1, "put_lease", self.0.put_lease(key, bytes).await)
+    }
+    async fn get_lease(&self, key: &str) -> Result<Option<Bytes>> {
+        read_op!(self.1, "get_lease", self.0.get_lease(key).await)
+    }
+    async fn list_leases(&self) -> Result<Vec<String>> {
+        read_op!(self.1, "list_leases", self.0.list_leases().await)
+    }
+    async fn delete_lease(&self, key: &str) -> Result<()> {
+        write_op!(self.1, "delete_lease", self.0.delete_lease(key).await)
+    }
 }
 
 #[derive(Debug)]
@@ -328,6 +340,18 @@ impl MetadataStore for RetriedPut {
     }
     async fn latest_checkpoint(&self, log: &str) -> Result<Option<Checkpoint>> {
         self.0.latest_checkpoint(log).await
+    }
+    async fn put_lease(&self, key: &str, bytes: Bytes) -> Result<()> {
+        self.0.put_lease(key, bytes).await
+    }
+    async fn get_lease(&self, key: &str) -> Result<Option<Bytes>> {
+        self.0.get_lease(key).await
+    }
+    async fn list_leases(&self) -> Result<Vec<String>> {
+        self.0.list_leases().await
+    }
+    async fn delete_lease(&self, key: &str) -> Result<()> {
+        self.0.delete_lease(key).await
     }
 }
 

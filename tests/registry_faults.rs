@@ -111,6 +111,22 @@ impl MetadataStore for FaultyMetadata {
         }
         Ok(cp)
     }
+
+    async fn put_lease(&self, key: &str, bytes: Bytes) -> Result<()> {
+        self.inner.put_lease(key, bytes).await
+    }
+
+    async fn get_lease(&self, key: &str) -> Result<Option<Bytes>> {
+        self.inner.get_lease(key).await
+    }
+
+    async fn list_leases(&self) -> Result<Vec<String>> {
+        self.inner.list_leases().await
+    }
+
+    async fn delete_lease(&self, key: &str) -> Result<()> {
+        self.inner.delete_lease(key).await
+    }
 }
 
 #[derive(Debug)]

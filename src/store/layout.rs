@@ -6,6 +6,7 @@
 //! ```text
 //! <metadata root>/logs/v1/<log>/records/<seq, 20 digits>.rec
 //! <metadata root>/logs/v1/<log>/checkpoints/<seq, 20 digits>.ckpt
+//! <metadata root>/leases/v1/<lease>
 //! <artifact root>/blobs/v1/blake3/<hex[0..2]>/<hex[2..4]>/<hex>
 //! ```
 //!
@@ -17,6 +18,8 @@ use crate::digest::Digest;
 
 /// Logs, relative to a metadata root.
 pub(crate) const LOGS_DIR: &str = "logs/v1";
+/// Leases, relative to a metadata root.
+pub(crate) const LEASES_DIR: &str = "leases/v1";
 /// Blobs, relative to an artifact root.
 pub(crate) const BLOBS_DIR: &str = "blobs/v1/blake3";
 /// Record files of a log, relative to the log's directory.

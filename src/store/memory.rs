@@ -16,7 +16,7 @@ use futures::stream::{self, BoxStream};
 
 use super::{
     ArtifactStore, BlobMeta, ByteStream, Checkpoint, LinkMode, LogRecord, Materialized,
-    MetadataStore, check_log_key, check_seq,
+    MetadataStore, check_lease_key, check_log_key, check_seq,
 };
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -31,6 +31,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Logs {
     records: HashMap<String, BTreeMap<u64, Bytes>>,
     checkpoints: HashMap<String, BTreeMap<u64, Bytes>>,
+    leases: HashMap<String, Bytes>,
 }
 
 /// A [`MetadataStore`] in memory.
@@ -126,6 +127,27 @@ impl MetadataStore for MemoryMetadataStore {
                 seq: *seq,
                 bytes: bytes.clone(),
             }))
+    }
+
+    async fn put_lease(&self, key: &str, bytes: Bytes) -> Result<()> {
+        check_lease_key(key)?;
+        lock(&self.inner).leases.insert(key.to_owned(), bytes);
+        Ok(())
+    }
+
+    async fn get_lease(&self, key: &str) -> Result<Option<Bytes>> {
+        check_lease_key(key)?;
+        Ok(lock(&self.inner).leases.get(key).cloned())
+    }
+
+    async fn list_leases(&self) -> Result<Vec<String>> {
+        Ok(lock(&self.inner).leases.keys().cloned().collect())
+    }
+
+    async fn delete_lease(&self, key: &str) -> Result<()> {
+        check_lease_key(key)?;
+        lock(&self.inner).leases.remove(key);
+        Ok(())
     }
 }
 

@@ -4,7 +4,8 @@
 //! object storage (S3, GCS, Azure Blob and anything else `object_store` reaches):
 //!
 //! - [`MetadataStore`]: numbered, append-only logs (one per model) with
-//!   create-if-absent appends, plus checkpoints that cache a log's fold.
+//!   create-if-absent appends, plus checkpoints that cache a log's fold, plus
+//!   *leases*: small named records that announce work in progress.
 //! - [`ArtifactStore`]: content-addressed blobs keyed by their BLAKE3 [`Digest`].
 //!
 //! Stores do not know what a model, a version or an event is: the
@@ -73,7 +74,14 @@ pub struct Checkpoint {
 ///   order, stopping at the first missing number or after `limit` records;
 /// - checkpoints are opaque caches: [`put_checkpoint`](Self::put_checkpoint) may
 ///   overwrite, and [`latest_checkpoint`](Self::latest_checkpoint) returns the one
-///   with the highest `seq` (or `None`). Listing order is never relied on.
+///   with the highest `seq` (or `None`). Listing order is never relied on;
+/// - leases are small named records beside the logs, with the same key rules as
+///   logs: [`put_lease`](Self::put_lease) creates or replaces one and is durable
+///   when it returns, [`delete_lease`](Self::delete_lease) removes one (a missing one
+///   is not an error). Leases are *linearizable*: a lease put before
+///   [`list_leases`](Self::list_leases) starts is listed by it, and one deleted
+///   before is not. The registry builds garbage collection on this (a collector and a
+///   registration each write their lease, then read the other's).
 #[async_trait]
 pub trait MetadataStore: Send + Sync + fmt::Debug + 'static {
     /// Appends record `seq` to `log`, only if it does not exist yet.
@@ -91,6 +99,18 @@ pub trait MetadataStore: Send + Sync + fmt::Debug + 'static {
 
     /// The checkpoint of `log` with the highest `seq`, if any.
     async fn latest_checkpoint(&self, log: &str) -> Result<Option<Checkpoint>>;
+
+    /// Creates or replaces the lease `key`.
+    async fn put_lease(&self, key: &str, bytes: Bytes) -> Result<()>;
+
+    /// The bytes of the lease `key`, or `None` if there is none.
+    async fn get_lease(&self, key: &str) -> Result<Option<Bytes>>;
+
+    /// The keys of every lease, in no particular order.
+    async fn list_leases(&self) -> Result<Vec<String>>;
+
+    /// Deletes the lease `key`. Deleting a missing lease is not an error.
+    async fn delete_lease(&self, key: &str) -> Result<()>;
 }
 
 /// What a store knows about one blob.
@@ -209,6 +229,15 @@ pub(crate) fn check_seq(log: &str, seq: u64) -> Result<()> {
 
 /// Checks a log key against the [`MetadataStore`] contract.
 pub(crate) fn check_log_key(log: &str) -> Result<()> {
+    check_key("log key", log)
+}
+
+/// Checks a lease key against the [`MetadataStore`] contract (the rules of log keys).
+pub(crate) fn check_lease_key(key: &str) -> Result<()> {
+    check_key("lease key", key)
+}
+
+fn check_key(kind: &'static str, log: &str) -> Result<()> {
     let reason = if log.is_empty() {
         "is empty"
     } else if log.len() > 255 {
@@ -220,7 +249,7 @@ pub(crate) fn check_log_key(log: &str) -> Result<()> {
     } else {
         return Ok(());
     };
-    Err(Error::invalid_name("log key", log, reason))
+    Err(Error::invalid_name(kind, log, reason))
 }
 
 macro_rules! forward_metadata_store {
@@ -247,6 +276,18 @@ macro_rules! forward_metadata_store {
             }
             async fn latest_checkpoint(&self, log: &str) -> Result<Option<Checkpoint>> {
                 (**self).latest_checkpoint(log).await
+            }
+            async fn put_lease(&self, key: &str, bytes: Bytes) -> Result<()> {
+                (**self).put_lease(key, bytes).await
+            }
+            async fn get_lease(&self, key: &str) -> Result<Option<Bytes>> {
+                (**self).get_lease(key).await
+            }
+            async fn list_leases(&self) -> Result<Vec<String>> {
+                (**self).list_leases().await
+            }
+            async fn delete_lease(&self, key: &str) -> Result<()> {
+                (**self).delete_lease(key).await
             }
         }
     };

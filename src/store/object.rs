@@ -11,6 +11,7 @@
 //! ```text
 //! <prefix>/metadata/logs/v1/<log>/records/<seq, 20 digits>.rec
 //! <prefix>/metadata/logs/v1/<log>/checkpoints/<seq, 20 digits>.ckpt
+//! <prefix>/metadata/leases/v1/<lease>
 //! <prefix>/artifacts/blobs/v1/blake3/<hex[0..2]>/<hex[2..4]>/<hex>
 //! ```
 //!
@@ -29,6 +30,9 @@
 //!   assumed). Old ones are pruned, best effort, so that listing stays one request.
 //!   There is no "latest" pointer object: it would cost the same GET that the
 //!   listing costs, and could be stale.
+//! - **Leases** are plain overwriting PUTs, listed with one LIST of their prefix.
+//!   They rely on the service's strong read-after-write consistency for PUT, DELETE
+//!   and LIST, which S3, GCS and Azure Blob all give.
 //! - **Reading a log** ([`MetadataStore::read_after`]) GETs the first wanted record;
 //!   when nothing is new — the usual case, since the registry refreshes before every
 //!   query — that one failed GET is the whole cost (cheaper than a LIST on every
@@ -83,12 +87,12 @@ use object_store::{
 use tokio::task::JoinSet;
 
 use super::layout::{
-    BLOBS_DIR, CHECKPOINT_EXT, CHECKPOINT_READ_ATTEMPTS, CHECKPOINTS, KEEP_CHECKPOINTS, LOGS_DIR,
-    RECORD_EXT, RECORDS, parse_blob_name, parse_seq_file_name, seq_file_name,
+    BLOBS_DIR, CHECKPOINT_EXT, CHECKPOINT_READ_ATTEMPTS, CHECKPOINTS, KEEP_CHECKPOINTS, LEASES_DIR,
+    LOGS_DIR, RECORD_EXT, RECORDS, parse_blob_name, parse_seq_file_name, seq_file_name,
 };
 use super::{
     ArtifactStore, BlobMeta, ByteStream, Checkpoint, LinkMode, LogRecord, Materialized,
-    MetadataStore, check_log_key, check_seq, fsutil,
+    MetadataStore, check_lease_key, check_log_key, check_seq, fsutil,
 };
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -227,6 +231,10 @@ impl ObjectMetadataStore {
 
     fn log_dir(&self, log: &str) -> Path {
         self.root.dir(LOGS_DIR).join(log)
+    }
+
+    fn lease_path(&self, key: &str) -> Path {
+        self.root.dir(LEASES_DIR).join(key)
     }
 
     fn records_dir(&self, log: &str) -> Path {
@@ -450,6 +458,54 @@ impl MetadataStore for ObjectMetadataStore {
                 source: "checkpoints kept being pruned while they were read".into(),
             },
         ))
+    }
+    async fn put_lease(&self, key: &str, bytes: Bytes) -> Result<()> {
+        check_lease_key(key)?;
+        let path = self.lease_path(key);
+        self.root
+            .store
+            .put(&path, PutPayload::from(bytes))
+            .await
+            .map_err(|e| self.root.error("put lease", &path, e))?;
+        Ok(())
+    }
+
+    async fn get_lease(&self, key: &str) -> Result<Option<Bytes>> {
+        check_lease_key(key)?;
+        self.root
+            .get_optional("get lease", &self.lease_path(key))
+            .await
+    }
+
+    async fn list_leases(&self) -> Result<Vec<String>> {
+        let dir = self.root.dir(LEASES_DIR);
+        self.root
+            .store
+            .list(Some(&dir))
+            .map_err(|e| self.root.error("list leases", &dir, e))
+            .try_filter_map(|meta| {
+                // Only what `put_lease` would have written: one encoding of a valid key.
+                let key = name_in(&meta.location, &dir).and_then(|encoded| {
+                    let key = percent_encoding::percent_decode_str(&encoded)
+                        .decode_utf8()
+                        .ok()?
+                        .into_owned();
+                    (check_lease_key(&key).is_ok() && self.lease_path(&key) == meta.location)
+                        .then_some(key)
+                });
+                futures::future::ready(Ok(key))
+            })
+            .try_collect()
+            .await
+    }
+
+    async fn delete_lease(&self, key: &str) -> Result<()> {
+        check_lease_key(key)?;
+        let path = self.lease_path(key);
+        match self.root.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.root.error("delete lease", &path, e)),
+        }
     }
 }
 

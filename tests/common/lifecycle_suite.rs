@@ -2481,6 +2481,18 @@ impl MetadataStore for RendezvousAppends {
     async fn latest_checkpoint(&self, log: &str) -> modelreg::Result<Option<Checkpoint>> {
         self.inner.latest_checkpoint(log).await
     }
+    async fn put_lease(&self, key: &str, bytes: bytes::Bytes) -> modelreg::Result<()> {
+        self.inner.put_lease(key, bytes).await
+    }
+    async fn get_lease(&self, key: &str) -> modelreg::Result<Option<bytes::Bytes>> {
+        self.inner.get_lease(key).await
+    }
+    async fn list_leases(&self) -> modelreg::Result<Vec<String>> {
+        self.inner.list_leases().await
+    }
+    async fn delete_lease(&self, key: &str) -> modelreg::Result<()> {
+        self.inner.delete_lease(key).await
+    }
 }
 
 /// Two registries over `reg`'s stores that share no cache, whose first two

@@ -99,7 +99,9 @@ macro_rules! metadata_suite {
                     unusual_but_valid_log_keys_work,
                     list_logs_returns_exactly_logs_with_records,
                     checkpoints_return_highest_seq,
-                    checkpoint_of_same_seq_is_replaced;
+                    checkpoint_of_same_seq_is_replaced,
+                    leases_are_replaced_listed_and_deleted,
+                    invalid_lease_keys_are_rejected;
                 shared:
                     concurrent_appends_of_one_seq_have_one_winner;
             );
@@ -442,6 +444,57 @@ pub async fn checkpoint_of_same_seq_is_replaced(store: &dyn MetadataStore) {
             bytes: "new".into()
         })
     );
+}
+
+pub async fn leases_are_replaced_listed_and_deleted(store: &dyn MetadataStore) {
+    assert_eq!(store.list_leases().await.unwrap(), Vec::<String>::new());
+    assert_eq!(store.get_lease("intent-1").await.unwrap(), None);
+    store.put_lease("intent-1", "one".into()).await.unwrap();
+    store.put_lease("gc-7", "fence".into()).await.unwrap();
+    store
+        .put_lease("intent-1", "replaced".into())
+        .await
+        .unwrap();
+    let mut keys = store.list_leases().await.unwrap();
+    keys.sort();
+    assert_eq!(keys, ["gc-7", "intent-1"]);
+    assert_eq!(
+        store.get_lease("intent-1").await.unwrap(),
+        Some(Bytes::from("replaced"))
+    );
+    // Leases are not logs, and logs are not leases.
+    assert_eq!(store.list_logs().await.unwrap(), Vec::<String>::new());
+    store.append("intent-1", 1, "record".into()).await.unwrap();
+    assert_eq!(store.list_leases().await.unwrap().len(), 2);
+    store.delete_lease("intent-1").await.unwrap();
+    store.delete_lease("intent-1").await.unwrap();
+    assert_eq!(store.list_leases().await.unwrap(), ["gc-7"]);
+    assert_eq!(store.get_lease("intent-1").await.unwrap(), None);
+    assert_eq!(store.read_after("intent-1", 0, 10).await.unwrap().len(), 1);
+}
+
+pub async fn invalid_lease_keys_are_rejected(store: &dyn MetadataStore) {
+    for key in ["", ".", "..", "a/b", "a\\b", "nul\0"] {
+        assert!(
+            matches!(
+                store.put_lease(key, "x".into()).await,
+                Err(Error::InvalidName {
+                    kind: "lease key",
+                    ..
+                })
+            ),
+            "put_lease({key:?})"
+        );
+        assert!(matches!(
+            store.get_lease(key).await,
+            Err(Error::InvalidName { .. })
+        ));
+        assert!(matches!(
+            store.delete_lease(key).await,
+            Err(Error::InvalidName { .. })
+        ));
+    }
+    assert_eq!(store.list_leases().await.unwrap(), Vec::<String>::new());
 }
 
 /// One step of the metadata reference-model test.
