@@ -297,6 +297,11 @@ impl Registry {
         self.rt.block_on(self.inner.check())
     }
 
+    /// See [`crate::Registry::gc`].
+    pub fn gc(&self, options: crate::GcOptions) -> Result<crate::GcReport> {
+        self.rt.block_on(self.inner.gc(options))
+    }
+
     // ----- lineage and comparison --------------------------------------------------
 
     /// See [`crate::Registry::lineage`].

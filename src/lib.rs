@@ -163,9 +163,9 @@ pub use digest::Digest;
 pub use domain::*;
 pub use error::{Error, Result};
 pub use registry::{
-    ArtifactSource, CheckReport, CreateModel, FetchOptions, FetchReport, HistoryFilter,
-    IntoModelName, IntoVersionRef, NewVersion, Registry, RegistryBuilder, RetryPolicy, SetAlias,
-    VerifyReport, VersionFilter, WatchOptions,
+    ArtifactSource, CheckReport, CreateModel, FetchOptions, FetchReport, GcOptions, GcReport,
+    HistoryFilter, IntoModelName, IntoVersionRef, NewVersion, Registry, RegistryBuilder,
+    RetryPolicy, SetAlias, VerifyReport, VersionFilter, WatchOptions,
 };
 pub use registry::{IntoLineageStart, LineageStart};
 

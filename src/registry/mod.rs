@@ -24,6 +24,7 @@ use crate::store::{
 
 mod check;
 mod fetch;
+mod gc;
 mod ingest;
 mod lifecycle;
 mod lineage;
@@ -33,6 +34,7 @@ mod url;
 
 pub use check::{CheckReport, Problem};
 pub use fetch::{FetchReport, VerifyReport};
+pub use gc::{GcOptions, GcReport};
 pub use ingest::ArtifactSource;
 pub use lineage::{IntoLineageStart, LineageStart};
 pub use options::{
@@ -379,18 +381,73 @@ impl Registry {
 
         let (manifest, digest) = ingest::ingest(
             self.inner.artifacts.as_ref(),
-            source,
+            source.clone(),
             self.inner.hash_cache.as_ref(),
         )
         .await?;
-        let (size, files) = (manifest.total_size(), manifest.len() as u64);
-        let actor = version.actor.clone();
-        let (_, record) = self
-            .commit(&model, &actor, |s, time| {
-                Ok(registered(s, &version, digest, size, files, time))
-            })
-            .await?;
-        record.ok_or_else(|| Error::not_found("registered version"))
+        // Announce the blobs to garbage collectors before relying on them (gc.rs).
+        let needed: BTreeSet<crate::Digest> = std::iter::once(digest)
+            .chain(manifest.entries().iter().map(|e| e.digest))
+            .collect();
+        let meta = self.inner.metadata.as_ref();
+        let mut intent = gc::Intent::announce(meta, needed.clone()).await?;
+        let committed = async {
+            self.secure_blobs(&mut intent, &needed, &source, digest)
+                .await?;
+            let (size, files) = (manifest.total_size(), manifest.len() as u64);
+            let actor = version.actor.clone();
+            let (_, record) = self
+                .commit(&model, &actor, |s, time| {
+                    Ok(registered(s, &version, digest, size, files, time))
+                })
+                .await?;
+            record.ok_or_else(|| Error::not_found("registered version"))
+        }
+        .await;
+        intent.withdraw(meta).await;
+        committed
+    }
+
+    /// Makes sure every blob a new version needs is stored while its intent
+    /// protects them: a collection that ended just before the intent was written
+    /// may have deleted one the ingest found stored. Those are stored again from
+    /// the source, which must still hash to the same manifest.
+    async fn secure_blobs(
+        &self,
+        intent: &mut gc::Intent,
+        needed: &BTreeSet<crate::Digest>,
+        source: &ArtifactSource,
+        manifest: crate::Digest,
+    ) -> Result<()> {
+        let artifacts = self.inner.artifacts.as_ref();
+        const ROUNDS: u32 = 3;
+        for _ in 0..ROUNDS {
+            let missing = gc::missing(artifacts, needed).await?;
+            if missing.is_empty() && !intent.expiring() {
+                return Ok(());
+            }
+            if !missing.is_empty() {
+                let (_, again) =
+                    ingest::ingest(artifacts, source.clone(), self.inner.hash_cache.as_ref())
+                        .await?;
+                if again != manifest {
+                    return Err(Error::Integrity {
+                        what: "the source of a version being registered (it changed while \
+                               its blobs were stored again)"
+                            .into(),
+                        expected: manifest,
+                        actual: again,
+                    });
+                }
+            }
+            intent.renew(self.inner.metadata.as_ref()).await?;
+        }
+        Err(Error::storage(
+            "registry",
+            "register",
+            "",
+            format!("blobs of the new version kept disappearing in {ROUNDS} rounds"),
+        ))
     }
 
     /// Adds metrics to a version (an evaluation after training); a metric it has

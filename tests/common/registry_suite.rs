@@ -12,12 +12,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use modelreg::domain::state::decode_checkpoint;
-use modelreg::store::LinkMode;
+use modelreg::store::{ArtifactStoreExt, LinkMode};
 use modelreg::{
     Actor, ArtifactSource, CreateModel, Digest, Error, EventKind, FetchOptions, FetchReport,
-    HyperValue, ManifestEntry, MetricName, MetricSpec, Metrics, ModelName, ModelState, NewVersion,
-    ParentRef, Provenance, Registry, RelPath, Relation, SetAlias, Tags, VerifyReport,
-    VersionFilter, VersionNumber, VersionRecord, VersionRef,
+    GcOptions, GcReport, HyperValue, ManifestEntry, MetricName, MetricSpec, Metrics, ModelName,
+    ModelState, NewVersion, ParentRef, Provenance, Registry, RelPath, Relation, SetAlias, Tags,
+    VerifyReport, VersionFilter, VersionNumber, VersionRecord, VersionRef,
 };
 
 use super::backends::Fixture;
@@ -2328,4 +2328,198 @@ pub async fn metric_history_in_version_order(f: &Fixture) {
             .await,
         Error::NotFound { .. }
     );
+}
+
+// ----- garbage collection ------------------------------------------------------------
+
+/// Collects with grace period `grace`.
+pub async fn collect(reg: &Registry, grace: Duration) -> GcReport {
+    reg.gc(GcOptions::new(grace))
+        .await
+        .unwrap_or_else(|e| panic!("gc: {e}"))
+}
+
+/// Every version of `model` verifies: all its blobs are stored and intact.
+pub async fn all_versions_verify(reg: &Registry, model: &str) -> usize {
+    let versions = listed(reg, model, VersionFilter::new()).await;
+    for n in &versions {
+        reg.verify(format!("{model}/{n}"))
+            .await
+            .unwrap_or_else(|e| panic!("verify {model}/{n}: {e}"));
+    }
+    versions.len()
+}
+
+/// GC deletes exactly the unreferenced blobs older than the grace period; a dry
+/// run reports the same and deletes nothing; referenced blobs of every version
+/// (archived and deprecated ones too) stay.
+pub async fn gc_deletes_only_old_unreferenced_blobs(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "fraud").await;
+    let v1 = register_bytes(&reg, "fraud", "model.bin", "weights v1").await;
+    let v2 = register_bytes(&reg, "fraud", "model.bin", "weights v2").await;
+    reg.deprecate("fraud/1", "superseded", &actor("alice"))
+        .await
+        .expect("deprecate");
+    let orphan = reg
+        .artifact_store()
+        .put_bytes(Bytes::from_static(b"left behind by a failed upload"))
+        .await
+        .expect("put orphan");
+    let before = blobs(&reg).await;
+    // v1 and v2: a manifest and a file each, plus the orphan.
+    assert_eq!(before.len(), 5);
+    assert!(before.contains(&v1.artifact) && before.contains(&v2.artifact));
+
+    // Younger than an hour: kept.
+    let young = collect(&reg, Duration::from_secs(3600)).await;
+    assert_eq!(
+        (
+            young.blobs,
+            young.referenced,
+            young.young,
+            young.deleted.len()
+        ),
+        (5, 4, 1, 0)
+    );
+    assert_eq!(young.models, 1);
+    assert_eq!(young.manifests, 2);
+
+    let dry = reg
+        .gc(GcOptions::new(Duration::ZERO).dry_run(true))
+        .await
+        .expect("dry run");
+    assert!(dry.dry_run);
+    assert_eq!(dry.deleted, [orphan]);
+    assert_eq!(dry.bytes_freed, 30);
+    assert_eq!(blobs(&reg).await, before, "a dry run deletes nothing");
+
+    let swept = collect(&reg, Duration::ZERO).await;
+    assert_eq!(swept.deleted, [orphan]);
+    assert_eq!(swept.bytes_freed, 30);
+    let after = blobs(&reg).await;
+    assert_eq!(after.len(), 4);
+    assert!(!after.contains(&orphan));
+    assert_eq!(all_versions_verify(&f.fresh().await, "fraud").await, 2);
+    // Nothing left to collect; no lease left behind.
+    assert_eq!(collect(&reg, Duration::ZERO).await.deleted, []);
+    assert_eq!(
+        reg.metadata_store().list_leases().await.expect("leases"),
+        Vec::<String>::new()
+    );
+}
+
+/// When a reference cannot be read (here a version's manifest is gone), GC stops
+/// with that error and deletes nothing.
+pub async fn gc_deletes_nothing_when_a_reference_is_unreadable(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "fraud").await;
+    let v1 = register_bytes(&reg, "fraud", "model.bin", "weights v1").await;
+    register_bytes(&reg, "fraud", "model.bin", "weights v2").await;
+    let orphan = reg
+        .artifact_store()
+        .put_bytes(Bytes::from_static(b"orphan"))
+        .await
+        .expect("put orphan");
+    reg.artifact_store()
+        .delete(&v1.artifact)
+        .await
+        .expect("delete manifest");
+    let before = blobs(&reg).await;
+    let err = reg
+        .gc(GcOptions::new(Duration::ZERO))
+        .await
+        .expect_err("a missing manifest stops gc");
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    assert!(err.to_string().contains(&v1.artifact.to_string()), "{err}");
+    assert_eq!(blobs(&reg).await, before);
+    assert!(before.contains(&orphan));
+}
+
+/// Collections with no grace period run back to back while registrations on
+/// other registries (other processes' views) store files identical to orphans the
+/// collections are deleting — the race where a registration deduplicates against
+/// a blob being swept. Afterwards every version's blobs are all present, and the
+/// orphans nobody references are gone.
+pub async fn gc_racing_registrations_never_deletes_a_referenced_blob(f: &Fixture) {
+    const SHARED: usize = 8;
+    const JUNK: usize = 4;
+    const TASKS: usize = 4;
+    const PER_TASK: usize = 4;
+    let reg = f.registry();
+    create(&reg, "raced").await;
+    let shared: Vec<Bytes> = (0..SHARED)
+        .map(|i| Bytes::from(format!("shared weights {i}")))
+        .collect();
+    let junk: Vec<Bytes> = (0..JUNK)
+        .map(|i| Bytes::from(format!("junk nobody registers {i}")))
+        .collect();
+    let orphans: Vec<Bytes> = shared.iter().chain(&junk).cloned().collect();
+
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let collector = {
+        let reg = f.fresh().await;
+        let done = done.clone();
+        let orphans = orphans.clone();
+        tokio::spawn(async move {
+            let (mut sweeps, mut deleted) = (0u64, 0usize);
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                // Make every orphan (and every shared file not yet registered) a
+                // candidate again.
+                for bytes in &orphans {
+                    reg.artifact_store()
+                        .put_bytes(bytes.clone())
+                        .await
+                        .expect("put orphan");
+                }
+                let report = collect(&reg, Duration::ZERO).await;
+                sweeps += 1;
+                deleted += report.deleted.len();
+            }
+            (sweeps, deleted)
+        })
+    };
+    let mut writers = Vec::new();
+    for t in 0..TASKS {
+        let r = f.fresh().await;
+        let shared = shared.clone();
+        writers.push(tokio::spawn(async move {
+            for i in 0..PER_TASK {
+                let source = ArtifactSource::files([
+                    ("shared.bin", shared[(t * PER_TASK + i) % SHARED].clone()),
+                    ("own.bin", Bytes::from(format!("task {t} version {i}"))),
+                ])
+                .expect("valid paths");
+                r.register("raced", source, NewVersion::by(actor("ci")))
+                    .await
+                    .unwrap_or_else(|e| panic!("register: {e}"));
+            }
+        }));
+    }
+    for w in writers {
+        w.await.expect("writer did not panic");
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (sweeps, deleted) = collector.await.expect("collector did not panic");
+    eprintln!(
+        "{}: {sweeps} sweeps deleted {deleted} blobs while {} versions were registered",
+        f.name,
+        TASKS * PER_TASK
+    );
+    assert!(
+        sweeps >= 1 && deleted >= JUNK,
+        "{sweeps} sweeps deleted {deleted}"
+    );
+
+    let fresh = f.fresh().await;
+    assert_eq!(all_versions_verify(&fresh, "raced").await, TASKS * PER_TASK);
+    // A final collection removes exactly the junk (and any shared file that no
+    // version happened to use); every version still verifies.
+    let last = collect(&fresh, Duration::ZERO).await;
+    let stored = blobs(&fresh).await;
+    for bytes in &junk {
+        assert!(!stored.contains(&digest(bytes)));
+    }
+    assert!(last.referenced >= (TASKS * PER_TASK) as u64);
+    assert_eq!(all_versions_verify(&fresh, "raced").await, TASKS * PER_TASK);
 }

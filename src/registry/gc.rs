@@ -1,0 +1,593 @@
+//! Garbage collection: deleting blobs no version references, safely while other
+//! processes register versions.
+//!
+//! # The race, and how it is closed
+//!
+//! Content addressing makes registration deduplicate: a file whose digest is
+//! stored already is not uploaded again. If that stored blob is an orphan (left by
+//! a failed registration) that a collector is about to delete, a naive collector
+//! deletes a blob that the new version is about to reference. Neither side can
+//! close this alone, so both announce themselves in the metadata store's
+//! [leases](crate::store::MetadataStore::put_lease), then read the other's:
+//!
+//! - A **registration**, after its blobs are stored (or found), writes an *intent*
+//!   lease listing every digest the new version needs. It then reads the *sweep*
+//!   leases: while a sweep that was running at that moment and whose candidates
+//!   include one of its digests goes on, it waits; then it checks that every digest is stored, re-uploads any that is
+//!   missing, and only then appends the event. The intent is withdrawn after the
+//!   append.
+//! - A **collector** marks every blob referenced by a version (each version's
+//!   manifest and the files it lists), lists the stored blobs, keeps those younger
+//!   than the grace period, and writes a *sweep* lease listing the remaining
+//!   candidates. Only then does it read the intents (sparing every digest an
+//!   unexpired intent lists) and mark again (sparing what versions committed since
+//!   the first mark reference), and delete what is left, checking each blob's age
+//!   once more just before deleting it.
+//!
+//! Each side writes its lease before reading the other's, and leases are
+//! linearizable, so at least one side sees the other: either the collector sees the
+//! intent and spares its digests, or the registration sees the sweep and waits for
+//! it to end before checking its blobs. A registration whose intent the collector
+//! missed because it was already withdrawn has committed its event before that,
+//! and the collector's second mark sees the event.
+//!
+//! Leases expire, so a process that dies leaves nothing that blocks others for
+//! long: a sweep lease lives [`SWEEP_TTL`] and its collector renews it every
+//! [`SWEEP_RENEW`] while deleting (and stops deleting if it cannot); an intent lives
+//! [`INTENT_TTL`] and a registration renews it if committing comes close to that.
+//! This assumes the clocks of the processes sharing a registry agree to within
+//! seconds, the usual assumption of lease-based locking (restic's, for example).
+
+use std::collections::{BTreeSet, HashSet};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::{Registry, fetch};
+use crate::digest::Digest;
+use crate::domain::codec::{seal, unseal};
+use crate::error::{Error, Result};
+use crate::store::{ArtifactStore, MetadataStore};
+
+/// How long a sweep lease is honoured after it was last written.
+const SWEEP_TTL: Duration = Duration::from_secs(60);
+/// How often a collector renews its sweep lease while deleting.
+const SWEEP_RENEW: Duration = Duration::from_secs(15);
+/// How long a registration's intent is honoured after it was last written.
+const INTENT_TTL: Duration = Duration::from_secs(3600);
+/// A registration renews its intent when less than this is left of it.
+const INTENT_MARGIN: Duration = Duration::from_secs(600);
+/// The longest a registration waits for sweeps that may delete its blobs.
+const MAX_SWEEP_WAIT: Duration = Duration::from_secs(300);
+/// Key prefix of intent leases.
+const INTENT_PREFIX: &str = "intent-";
+/// Key prefix of sweep leases.
+const SWEEP_PREFIX: &str = "gc-";
+/// The lease format this build writes and reads.
+const LEASE_FORMAT: u32 = 1;
+
+/// How [`Registry::gc`] runs.
+///
+/// ```
+/// use std::time::Duration;
+/// use modelreg::GcOptions;
+/// // Delete orphans older than a day; report what would go, delete nothing.
+/// let options = GcOptions::new(Duration::from_secs(86_400)).dry_run(true);
+/// # let _ = options;
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GcOptions {
+    grace: Duration,
+    dry_run: bool,
+}
+
+impl GcOptions {
+    /// Collects unreferenced blobs older than `grace`.
+    ///
+    /// The grace period protects blobs that were written by something other than
+    /// a registration of this crate (a tool that uploads first and registers later)
+    /// and bounds what a mistake can cost; registrations in flight are protected by
+    /// their intents whatever the grace period, even zero.
+    pub fn new(grace: Duration) -> Self {
+        GcOptions {
+            grace,
+            dry_run: false,
+        }
+    }
+
+    /// Report what would be deleted, delete nothing (and write no lease).
+    pub fn dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+}
+
+impl Default for GcOptions {
+    /// A grace period of one day.
+    fn default() -> Self {
+        GcOptions::new(Duration::from_secs(86_400))
+    }
+}
+
+/// What [`Registry::gc`] found and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct GcReport {
+    /// Models whose versions were marked.
+    pub models: u64,
+    /// Distinct version artifacts whose manifests were read.
+    pub manifests: u64,
+    /// Blobs the store listed.
+    pub blobs: u64,
+    /// Listed blobs that a version references (manifests and files).
+    pub referenced: u64,
+    /// Unreferenced blobs kept because they are younger than the grace period (or
+    /// the store does not know their age).
+    pub young: u64,
+    /// Unreferenced blobs kept because a registration in progress announced them,
+    /// or a version committed during the collection references them.
+    pub in_flight: u64,
+    /// The blobs deleted (with [`GcOptions::dry_run`]: that would be deleted).
+    pub deleted: Vec<Digest>,
+    /// Their total size in bytes.
+    pub bytes_freed: u64,
+    /// Expired intents of registrations that died, removed.
+    pub stale_intents: u64,
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+}
+
+/// A lease as stored: what it announces and until when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct LeaseRecord {
+    format: u32,
+    created: DateTime<Utc>,
+    expires: DateTime<Utc>,
+    /// Intent: the digests a registration needs. Sweep: the candidates it may delete.
+    digests: BTreeSet<Digest>,
+}
+
+impl LeaseRecord {
+    fn new(ttl: Duration, digests: BTreeSet<Digest>) -> Self {
+        let created = Utc::now();
+        LeaseRecord {
+            format: LEASE_FORMAT,
+            created,
+            expires: created + ttl,
+            digests,
+        }
+    }
+
+    fn renewed(&self, ttl: Duration) -> Self {
+        LeaseRecord {
+            expires: Utc::now() + ttl,
+            ..self.clone()
+        }
+    }
+
+    fn to_bytes(&self) -> Bytes {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        Bytes::from(seal(json))
+    }
+
+    fn from_bytes(key: &str, bytes: &[u8]) -> Result<Self> {
+        let what = || format!("lease '{key}'");
+        let json = unseal(what, bytes)?;
+        #[derive(Deserialize)]
+        struct Format {
+            format: u32,
+        }
+        let format: Format =
+            serde_json::from_slice(json).map_err(|e| Error::corrupt(what(), e.to_string()))?;
+        if format.format != LEASE_FORMAT {
+            return Err(Error::UnsupportedFormat {
+                record: what(),
+                found: format.format,
+                supported: LEASE_FORMAT,
+            });
+        }
+        serde_json::from_slice(json).map_err(|e| Error::corrupt(what(), e.to_string()))
+    }
+
+    fn live(&self) -> bool {
+        self.expires > Utc::now()
+    }
+}
+
+fn new_key(prefix: &str) -> String {
+    format!("{prefix}{:032x}", fastrand::u128(..))
+}
+
+/// Reads the leases whose keys start with `prefix`. A lease deleted between the
+/// listing and the read is skipped.
+async fn read_leases(meta: &dyn MetadataStore, prefix: &str) -> Result<Vec<(String, LeaseRecord)>> {
+    let mut out = Vec::new();
+    for key in meta.list_leases().await? {
+        if !key.starts_with(prefix) {
+            continue;
+        }
+        if let Some(bytes) = meta.get_lease(&key).await? {
+            let record = LeaseRecord::from_bytes(&key, &bytes)?;
+            out.push((key, record));
+        }
+    }
+    Ok(out)
+}
+
+/// A registration's announcement of the blobs it is about to reference.
+#[derive(Debug)]
+pub(super) struct Intent {
+    key: String,
+    record: LeaseRecord,
+}
+
+impl Intent {
+    /// Writes the intent for `digests`, then waits until no running sweep may
+    /// delete any of them. Afterwards no sweep deletes them while the intent lives;
+    /// the caller must still check that they are all stored (a sweep that ended
+    /// just before may have deleted one).
+    pub(super) async fn announce(
+        meta: &dyn MetadataStore,
+        digests: BTreeSet<Digest>,
+    ) -> Result<Intent> {
+        let intent = Intent {
+            key: new_key(INTENT_PREFIX),
+            record: LeaseRecord::new(INTENT_TTL, digests),
+        };
+        meta.put_lease(&intent.key, intent.record.to_bytes())
+            .await?;
+        intent.wait_for_sweeps(meta).await?;
+        Ok(intent)
+    }
+
+    /// Whether the intent has too little life left to cover a commit.
+    pub(super) fn expiring(&self) -> bool {
+        self.record.expires - Utc::now()
+            < chrono::Duration::from_std(INTENT_MARGIN).unwrap_or_default()
+    }
+
+    /// Writes the intent again with a fresh expiry, then waits for sweeps as
+    /// [`announce`](Self::announce) does.
+    pub(super) async fn renew(&mut self, meta: &dyn MetadataStore) -> Result<()> {
+        self.record = self.record.renewed(INTENT_TTL);
+        meta.put_lease(&self.key, self.record.to_bytes()).await?;
+        self.wait_for_sweeps(meta).await
+    }
+
+    /// Removes the intent, best effort: one left behind expires.
+    pub(super) async fn withdraw(self, meta: &dyn MetadataStore) {
+        let _ = meta.delete_lease(&self.key).await;
+    }
+
+    /// Waits until every sweep that was running when the intent had just been
+    /// written, and whose candidates include one of its digests, has ended (or its
+    /// lease expired). Sweeps that start later read the intent and spare its
+    /// digests, so they are not waited for: back-to-back collections cannot starve
+    /// a registration.
+    async fn wait_for_sweeps(&self, meta: &dyn MetadataStore) -> Result<()> {
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(20);
+        let mut waiting_for: Option<HashSet<String>> = None;
+        loop {
+            let blocking: HashSet<String> = read_leases(meta, SWEEP_PREFIX)
+                .await?
+                .into_iter()
+                .filter(|(key, sweep)| {
+                    sweep.live()
+                        && !sweep.digests.is_disjoint(&self.record.digests)
+                        && waiting_for.as_ref().is_none_or(|w| w.contains(key))
+                })
+                .map(|(key, _)| key)
+                .collect();
+            if blocking.is_empty() {
+                return Ok(());
+            }
+            if started.elapsed() > MAX_SWEEP_WAIT {
+                return Err(Error::storage(
+                    "registry",
+                    "register",
+                    self.key.clone(),
+                    format!(
+                        "a garbage collection that may delete blobs of this version kept \
+                         running for {} s; nothing was registered, try again",
+                        MAX_SWEEP_WAIT.as_secs()
+                    ),
+                ));
+            }
+            waiting_for = Some(blocking);
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(200));
+        }
+    }
+}
+
+/// The digests of the blobs stored in `artifacts` among `digests` that are missing.
+pub(super) async fn missing(
+    artifacts: &dyn ArtifactStore,
+    digests: &BTreeSet<Digest>,
+) -> Result<Vec<Digest>> {
+    let found: Vec<(Digest, bool)> = futures::stream::iter(digests.iter().copied())
+        .map(|d| async move { Ok::<_, Error>((d, artifacts.head(&d).await?.is_some())) })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_>>()?;
+    Ok(found
+        .into_iter()
+        .filter(|(_, stored)| !stored)
+        .map(|(d, _)| d)
+        .collect())
+}
+
+/// What the mark phase has seen so far.
+#[derive(Default)]
+struct Marks {
+    /// Every digest a version references.
+    referenced: HashSet<Digest>,
+    /// Manifests already read (versions sharing an artifact are read once).
+    manifests: HashSet<Digest>,
+}
+
+impl Registry {
+    /// Deletes the blobs that no version references and that are older than the
+    /// grace period, safely while other processes register versions, and reports
+    /// what it did.
+    ///
+    /// Registrations announce the blobs they are about to reference in an *intent*
+    /// lease, and a collection announces the blobs it may delete in a *sweep* lease;
+    /// each side writes its lease and then reads the other's, so either the
+    /// collection spares the registration's blobs or the registration waits for the
+    /// sweep and stores again what it deleted (the protocol is in `docs/design.md`,
+    /// "Garbage collection"). Leases expire: a sweep's after 60 s without renewal,
+    /// an intent's after an hour, so a process that dies blocks nothing for long;
+    /// this assumes the clocks of the processes sharing a registry agree within
+    /// seconds.
+    ///
+    /// References are every version of every model, whatever its stage (archived
+    /// and deprecated versions stay fetchable), through its manifest; checkpoints
+    /// hold nothing else. If any reference cannot be read — a model's log or a
+    /// manifest that is missing, corrupt or unreadable, a blob listing that fails —
+    /// the collection stops with that error before deleting anything: a blob is only
+    /// deleted when every reference is known. Run [`check`](Self::check) to find
+    /// what is broken.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use std::time::Duration;
+    /// use modelreg::store::ArtifactStoreExt;
+    /// use modelreg::{GcOptions, Registry};
+    /// let registry = Registry::in_memory();
+    /// let orphan = registry.artifact_store().put_bytes("left by a failed upload".into()).await?;
+    /// let report = registry.gc(GcOptions::new(Duration::ZERO)).await?;
+    /// assert_eq!(report.deleted, [orphan]);
+    /// # Ok::<(), modelreg::Error>(()) }).unwrap();
+    /// ```
+    pub async fn gc(&self, options: GcOptions) -> Result<GcReport> {
+        let meta = self.inner.metadata.as_ref();
+        let artifacts = self.inner.artifacts.as_ref();
+        let started = Utc::now();
+        let cutoff =
+            started - chrono::Duration::from_std(options.grace).unwrap_or(chrono::TimeDelta::MAX);
+        let mut report = GcReport {
+            dry_run: options.dry_run,
+            ..GcReport::default()
+        };
+
+        // 1. Mark everything the committed versions reference.
+        let mut marks = Marks::default();
+        report.models = self.mark(&mut marks).await?;
+
+        // 2. List the blobs; keep the referenced and the young.
+        let mut listing = artifacts.list().await?;
+        let mut unreferenced = Vec::new();
+        while let Some(digest) = listing.next().await {
+            let digest = digest?;
+            report.blobs += 1;
+            if marks.referenced.contains(&digest) {
+                report.referenced += 1;
+            } else {
+                unreferenced.push(digest);
+            }
+        }
+        drop(listing);
+        let mut candidates = BTreeSet::new();
+        for digest in unreferenced {
+            match artifacts.head(&digest).await? {
+                None => {} // deleted meanwhile (another collector)
+                Some(meta) if meta.last_modified.is_some_and(|t| t < cutoff) => {
+                    candidates.insert(digest);
+                }
+                Some(_) => report.young += 1,
+            }
+        }
+        if candidates.is_empty() {
+            report.manifests = marks.manifests.len() as u64;
+            return Ok(report);
+        }
+
+        // 3. Announce the sweep before reading what is in flight.
+        let mut sweep = None;
+        if !options.dry_run {
+            let key = new_key(SWEEP_PREFIX);
+            let record = LeaseRecord::new(SWEEP_TTL, candidates.clone());
+            meta.put_lease(&key, record.to_bytes()).await?;
+            sweep = Some((key, record, Instant::now()));
+        }
+        let swept = self
+            .sweep(
+                &options,
+                cutoff,
+                candidates,
+                &mut marks,
+                &mut sweep,
+                &mut report,
+            )
+            .await;
+        if let Some((key, _, _)) = sweep {
+            // Best effort: a sweep lease left behind expires.
+            let _ = meta.delete_lease(&key).await;
+        }
+        report.manifests = marks.manifests.len() as u64;
+        swept.map(|()| report)
+    }
+
+    /// Steps 4 and 5 of [`gc`](Self::gc), with the sweep lease written.
+    async fn sweep(
+        &self,
+        options: &GcOptions,
+        cutoff: DateTime<Utc>,
+        candidates: BTreeSet<Digest>,
+        marks: &mut Marks,
+        sweep: &mut Option<(String, LeaseRecord, Instant)>,
+        report: &mut GcReport,
+    ) -> Result<()> {
+        let meta = self.inner.metadata.as_ref();
+        let artifacts = self.inner.artifacts.as_ref();
+
+        // 4. Spare what registrations in flight announced, and what versions
+        //    committed since the first mark reference.
+        let mut spared = HashSet::new();
+        for (key, intent) in read_leases(meta, INTENT_PREFIX).await? {
+            if intent.live() {
+                spared.extend(intent.digests);
+            } else if !options.dry_run {
+                // Its registration died: the intent protects nothing any more.
+                meta.delete_lease(&key).await?;
+                report.stale_intents += 1;
+            }
+        }
+        self.mark(marks).await?;
+
+        // 5. Delete the rest, each after a last look at its age.
+        for digest in candidates {
+            if spared.contains(&digest) || marks.referenced.contains(&digest) {
+                report.in_flight += 1;
+                continue;
+            }
+            let Some(blob) = artifacts.head(&digest).await? else {
+                continue;
+            };
+            if blob.last_modified.is_none_or(|t| t >= cutoff) {
+                report.young += 1;
+                continue;
+            }
+            if let Some((key, record, written)) = sweep.as_mut() {
+                if written.elapsed() > SWEEP_RENEW {
+                    *record = record.renewed(SWEEP_TTL);
+                    meta.put_lease(key, record.to_bytes()).await?;
+                    *written = Instant::now();
+                }
+                artifacts.delete(&digest).await?;
+            }
+            report.deleted.push(digest);
+            report.bytes_freed += blob.size;
+        }
+        Ok(())
+    }
+
+    /// Adds every digest the committed versions reference to `marks`, reading
+    /// each manifest not read before, and returns how many models there are.
+    async fn mark(&self, marks: &mut Marks) -> Result<u64> {
+        let artifacts = self.inner.artifacts.as_ref();
+        let models = self.list_models().await?;
+        for model in &models {
+            let versions: Vec<Digest> = self
+                .read(model, |s| s.versions().iter().map(|v| v.artifact).collect())
+                .await?;
+            for artifact in versions {
+                if !marks.manifests.insert(artifact) {
+                    continue;
+                }
+                let manifest = fetch::load_manifest(artifacts, &artifact).await?;
+                marks.referenced.insert(artifact);
+                marks
+                    .referenced
+                    .extend(manifest.entries().iter().map(|e| e.digest));
+            }
+        }
+        Ok(models.len() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ArtifactStoreExt;
+    use crate::{Actor, ArtifactSource, CreateModel, NewVersion};
+
+    /// A lease for `digests` that expired a minute ago.
+    fn expired(digests: BTreeSet<Digest>) -> Bytes {
+        let mut record = LeaseRecord::new(Duration::ZERO, digests);
+        record.expires = Utc::now() - chrono::Duration::minutes(1);
+        record.to_bytes()
+    }
+
+    #[tokio::test]
+    async fn expired_intents_protect_nothing_and_are_removed() {
+        let reg = Registry::in_memory();
+        let orphan = reg
+            .artifact_store()
+            .put_bytes("left by a registration that died".into())
+            .await
+            .expect("put");
+        let meta = reg.metadata_store();
+        meta.put_lease("intent-dead", expired(BTreeSet::from([orphan])))
+            .await
+            .expect("put lease");
+        let live = LeaseRecord::new(INTENT_TTL, BTreeSet::from([orphan]));
+        meta.put_lease("intent-live", live.to_bytes())
+            .await
+            .expect("put lease");
+        let report = reg.gc(GcOptions::new(Duration::ZERO)).await.expect("gc");
+        assert_eq!((report.deleted.len(), report.in_flight), (0, 1));
+        assert_eq!(report.stale_intents, 1);
+        assert_eq!(meta.list_leases().await.expect("list"), ["intent-live"]);
+
+        meta.delete_lease("intent-live").await.expect("delete");
+        let report = reg.gc(GcOptions::new(Duration::ZERO)).await.expect("gc");
+        assert_eq!(report.deleted, [orphan]);
+    }
+
+    #[tokio::test]
+    async fn an_expired_sweep_does_not_hold_up_a_registration() {
+        let reg = Registry::in_memory();
+        let alice = Actor::new("alice").expect("actor");
+        reg.create_model("fraud", CreateModel::by(alice.clone()))
+            .await
+            .expect("create");
+        let digest = Digest::of(b"weights");
+        reg.metadata_store()
+            .put_lease("gc-dead", expired(BTreeSet::from([digest])))
+            .await
+            .expect("put lease");
+        let source = ArtifactSource::bytes("model.bin", "weights").expect("source");
+        let registered = tokio::time::timeout(
+            Duration::from_secs(5),
+            reg.register("fraud", source, NewVersion::by(alice)),
+        )
+        .await
+        .expect("no wait for a dead collector")
+        .expect("register");
+        assert_eq!(registered.number.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn leases_from_a_newer_format_are_refused() {
+        let mut record = LeaseRecord::new(INTENT_TTL, BTreeSet::new());
+        record.format = LEASE_FORMAT + 1;
+        let bytes = record.to_bytes();
+        assert!(matches!(
+            LeaseRecord::from_bytes("intent-x", &bytes),
+            Err(Error::UnsupportedFormat { found, .. }) if found == LEASE_FORMAT + 1
+        ));
+        let ok = LeaseRecord::new(INTENT_TTL, BTreeSet::from([Digest::of(b"x")]));
+        assert_eq!(
+            LeaseRecord::from_bytes("intent-x", &ok.to_bytes()).expect("decodes"),
+            ok
+        );
+    }
+}

@@ -1,0 +1,297 @@
+//! Garbage collection against registrations, with the interleavings forced rather
+//! than left to the scheduler: each side is paused at the worst moment for the
+//! other, and the committed version must still have every blob.
+
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use modelreg::store::{
+    ArtifactStore, ArtifactStoreExt, BlobMeta, ByteStream, Checkpoint, LinkMode, LogRecord,
+    Materialized, MemoryArtifactStore, MemoryMetadataStore, MetadataStore,
+};
+use modelreg::{
+    Actor, ArtifactSource, CreateModel, Digest, Error, GcOptions, NewVersion, Registry, Result,
+};
+use tokio::sync::Notify;
+
+/// A point where one side stops until the test lets it go on.
+#[derive(Debug, Default)]
+struct Pause {
+    reached: Notify,
+    release: Notify,
+}
+
+impl Pause {
+    async fn stop_here(&self) {
+        self.reached.notify_one();
+        self.release.notified().await;
+    }
+}
+
+/// Artifacts whose `delete` of one digest pauses before deleting.
+#[derive(Debug)]
+struct PausingDeletes {
+    inner: MemoryArtifactStore,
+    target: Digest,
+    pause: Arc<Pause>,
+}
+
+#[async_trait]
+impl ArtifactStore for PausingDeletes {
+    async fn head(&self, digest: &Digest) -> Result<Option<BlobMeta>> {
+        self.inner.head(digest).await
+    }
+    async fn put_stream(&self, digest: &Digest, data: ByteStream) -> Result<()> {
+        self.inner.put_stream(digest, data).await
+    }
+    async fn put_file(&self, digest: &Digest, path: &Path) -> Result<()> {
+        self.inner.put_file(digest, path).await
+    }
+    async fn get(&self, digest: &Digest) -> Result<ByteStream> {
+        self.inner.get(digest).await
+    }
+    async fn get_range(&self, digest: &Digest, range: Range<u64>) -> Result<Bytes> {
+        self.inner.get_range(digest, range).await
+    }
+    async fn delete(&self, digest: &Digest) -> Result<()> {
+        if *digest == self.target {
+            self.pause.stop_here().await;
+        }
+        self.inner.delete(digest).await
+    }
+    async fn list(&self) -> Result<BoxStream<'static, Result<Digest>>> {
+        self.inner.list().await
+    }
+    async fn materialize(
+        &self,
+        digest: &Digest,
+        dest: &Path,
+        mode: LinkMode,
+    ) -> Result<Materialized> {
+        self.inner.materialize(digest, dest, mode).await
+    }
+}
+
+/// Metadata whose `put_lease` of an intent pauses after writing it.
+#[derive(Debug)]
+struct PausingIntents {
+    inner: MemoryMetadataStore,
+    pause: Arc<Pause>,
+}
+
+#[async_trait]
+impl MetadataStore for PausingIntents {
+    async fn append(&self, log: &str, seq: u64, record: Bytes) -> Result<()> {
+        self.inner.append(log, seq, record).await
+    }
+    async fn read_after(&self, log: &str, after: u64, limit: usize) -> Result<Vec<LogRecord>> {
+        self.inner.read_after(log, after, limit).await
+    }
+    async fn list_logs(&self) -> Result<Vec<String>> {
+        self.inner.list_logs().await
+    }
+    async fn put_checkpoint(&self, log: &str, seq: u64, bytes: Bytes) -> Result<()> {
+        self.inner.put_checkpoint(log, seq, bytes).await
+    }
+    async fn latest_checkpoint(&self, log: &str) -> Result<Option<Checkpoint>> {
+        self.inner.latest_checkpoint(log).await
+    }
+    async fn put_lease(&self, key: &str, bytes: Bytes) -> Result<()> {
+        self.inner.put_lease(key, bytes).await?;
+        if key.starts_with("intent-") {
+            self.pause.stop_here().await;
+        }
+        Ok(())
+    }
+    async fn get_lease(&self, key: &str) -> Result<Option<Bytes>> {
+        self.inner.get_lease(key).await
+    }
+    async fn list_leases(&self) -> Result<Vec<String>> {
+        self.inner.list_leases().await
+    }
+    async fn delete_lease(&self, key: &str) -> Result<()> {
+        self.inner.delete_lease(key).await
+    }
+}
+
+fn registry(meta: Arc<dyn MetadataStore>, artifacts: Arc<dyn ArtifactStore>) -> Registry {
+    Registry::builder()
+        .metadata(meta)
+        .artifacts(artifacts)
+        .build()
+        .expect("both stores")
+}
+
+fn alice() -> Actor {
+    Actor::new("alice").expect("valid actor")
+}
+
+/// A version made of a file identical to the orphan and one of its own.
+fn source_sharing(shared: &'static str) -> ArtifactSource {
+    ArtifactSource::files([("shared.bin", shared), ("own.bin", "its own bytes")])
+        .expect("valid paths")
+}
+
+const SHARED: &str = "weights identical to an orphan";
+
+/// The collector has read the intents (there were none) and is about to delete
+/// the orphan when a registration finds that orphan stored and relies on it. The
+/// registration must wait for the sweep, find the blob gone, and store it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_waits_for_the_sweep_deleting_its_blob_then_stores_it_again() {
+    let meta = MemoryMetadataStore::new();
+    let blobs = MemoryArtifactStore::new();
+    let orphan = blobs
+        .put_bytes(Bytes::from_static(SHARED.as_bytes()))
+        .await
+        .expect("put orphan");
+    let pause = Arc::new(Pause::default());
+    let collecting = registry(
+        Arc::new(meta.clone()),
+        Arc::new(PausingDeletes {
+            inner: blobs.clone(),
+            target: orphan,
+            pause: pause.clone(),
+        }),
+    );
+    let registering = registry(Arc::new(meta.clone()), Arc::new(blobs.clone()));
+    registering
+        .create_model("fraud", CreateModel::by(alice()))
+        .await
+        .expect("create");
+
+    let gc = tokio::spawn(async move { collecting.gc(GcOptions::new(Duration::ZERO)).await });
+    pause.reached.notified().await;
+    let reg = registering.clone();
+    let register = tokio::spawn(async move {
+        reg.register("fraud", source_sharing(SHARED), NewVersion::by(alice()))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !register.is_finished(),
+        "the registration must wait for the sweep that may delete its blob"
+    );
+    pause.release.notify_one();
+    let report = gc.await.expect("gc task").expect("gc");
+    assert_eq!(report.deleted, [orphan]);
+    let v = register.await.expect("register task").expect("register");
+    // The blob was deleted under it and stored again before the version was committed.
+    assert!(blobs.head(&orphan).await.expect("head").is_some());
+    let verified = registering
+        .verify(format!("fraud/{}", v.number))
+        .await
+        .expect("every blob of the version is there");
+    assert_eq!(verified.files, 2);
+}
+
+/// A registration has announced its blobs (and stopped there) when a collection
+/// runs: the collection spares all of them, and the registration commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_spares_the_blobs_of_a_registration_in_flight() {
+    let meta = MemoryMetadataStore::new();
+    let blobs = MemoryArtifactStore::new();
+    let orphan = blobs
+        .put_bytes(Bytes::from_static(SHARED.as_bytes()))
+        .await
+        .expect("put orphan");
+    let pause = Arc::new(Pause::default());
+    let registering = registry(
+        Arc::new(PausingIntents {
+            inner: meta.clone(),
+            pause: pause.clone(),
+        }),
+        Arc::new(blobs.clone()),
+    );
+    let collecting = registry(Arc::new(meta.clone()), Arc::new(blobs.clone()));
+    registering
+        .create_model("fraud", CreateModel::by(alice()))
+        .await
+        .expect("create");
+    let reg = registering.clone();
+    let register = tokio::spawn(async move {
+        reg.register("fraud", source_sharing(SHARED), NewVersion::by(alice()))
+            .await
+    });
+    pause.reached.notified().await;
+
+    // The orphan, the new file and the new manifest are all unreferenced and old
+    // enough for a zero grace period, and all announced.
+    let report = collecting
+        .gc(GcOptions::new(Duration::ZERO))
+        .await
+        .expect("gc");
+    assert_eq!(report.deleted, []);
+    assert_eq!(report.in_flight, 3);
+    assert!(blobs.head(&orphan).await.expect("head").is_some());
+
+    pause.release.notify_one();
+    let v = register.await.expect("register task").expect("register");
+    registering
+        .verify(format!("fraud/{}", v.number))
+        .await
+        .expect("every blob of the version is there");
+    // Committed and withdrawn: nothing is in flight any more, and nothing is garbage.
+    assert_eq!(
+        meta.list_leases().await.expect("leases"),
+        Vec::<String>::new()
+    );
+    let after = collecting
+        .gc(GcOptions::new(Duration::ZERO))
+        .await
+        .expect("gc");
+    assert_eq!(
+        (after.deleted.len(), after.in_flight, after.referenced),
+        (0, 0, 3)
+    );
+}
+
+/// A lease that does not decode stops whoever needs it, with an error naming it,
+/// and changes nothing.
+#[tokio::test]
+async fn a_corrupt_lease_is_a_typed_error_that_names_it() {
+    let reg = Registry::in_memory();
+    reg.create_model("fraud", CreateModel::by(alice()))
+        .await
+        .expect("create");
+    let orphan = reg
+        .artifact_store()
+        .put_bytes(Bytes::from_static(b"orphan"))
+        .await
+        .expect("put");
+    let meta = reg.metadata_store().clone();
+
+    meta.put_lease("intent-garbage", Bytes::from_static(b"\x00 not a lease"))
+        .await
+        .expect("put lease");
+    let err = reg
+        .gc(GcOptions::new(Duration::ZERO))
+        .await
+        .expect_err("an unreadable intent stops the collection");
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("intent-garbage"), "{err}");
+    assert!(
+        reg.artifact_store()
+            .head(&orphan)
+            .await
+            .expect("head")
+            .is_some()
+    );
+    meta.delete_lease("intent-garbage").await.expect("delete");
+
+    meta.put_lease("gc-garbage", Bytes::from_static(b"{}\nblake3:nope\n"))
+        .await
+        .expect("put lease");
+    let err = reg
+        .register("fraud", source_sharing(SHARED), NewVersion::by(alice()))
+        .await
+        .expect_err("an unreadable sweep stops the registration");
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("gc-garbage"), "{err}");
+    assert_eq!(reg.model("fraud").await.expect("model").versions().len(), 0);
+}
