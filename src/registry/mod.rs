@@ -29,6 +29,8 @@ mod ingest;
 mod lifecycle;
 mod lineage;
 mod options;
+#[cfg(test)]
+mod power_loss;
 mod serving;
 mod url;
 

@@ -4,6 +4,17 @@
 //! file, `sync_all`, then rename (replace) or hard link (create-only) into place,
 //! then fsync the directory. No call site repeats those steps. All functions block:
 //! call them from a blocking thread.
+//!
+//! # The mutation seam
+//!
+//! Every change the local stores make to their directory trees goes through the
+//! few functions at the end of this module ([`create_new`], [`sync_file`],
+//! [`hard_link`], [`rename`], [`remove_file`], `create_dir`, [`sync_dir`]), never
+//! through `std::fs` directly. In test builds each of them also reports the change
+//! to the power-loss simulator (`store::power_loss`), which replays the trace to
+//! build the directory trees a power cut could leave; in other builds they are the
+//! plain `std::fs` calls. (Test builds also skip the real fsyncs below a directory
+//! the simulator owns: there the model, not the disk, decides what is durable.)
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -88,19 +99,19 @@ impl TempFile {
     /// whatever the outcome.
     pub(crate) fn publish(mut self, target: &Path, mode: PublishMode) -> io::Result<Published> {
         self.file.flush()?;
-        self.file.sync_all()?;
+        sync_file(&self.file, &self.path)?;
         let parent = target
             .parent()
             .ok_or_else(|| io::Error::other("publish target has no parent directory"))?;
         ensure_dir(parent)?;
         let published = match mode {
             PublishMode::Replace => {
-                fs::rename(&self.path, target)?;
+                rename(&self.path, target)?;
                 // The temp name is the target now: removing it would remove the target.
                 self.armed = false;
                 Published::Written
             }
-            PublishMode::CreateNew => match fs::hard_link(&self.path, target) {
+            PublishMode::CreateNew => match hard_link(&self.path, target) {
                 Ok(()) => Published::Written,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Published::AlreadyExists,
                 Err(e) => return Err(e),
@@ -118,7 +129,7 @@ impl Drop for TempFile {
         // After a hard link (or an error) the temp name is removed here. Failing to
         // remove it leaves garbage, never wrong data.
         if self.armed {
-            let _ = fs::remove_file(&self.path);
+            let _ = remove_file(&self.path);
         }
     }
 }
@@ -133,7 +144,7 @@ fn create_temp(dir: &Path) -> io::Result<(PathBuf, File)> {
             fastrand::u64(..)
         );
         let path = dir.join(name);
-        match OpenOptions::new().write(true).create_new(true).open(&path) {
+        match create_new(&path) {
             Ok(f) => return Ok((path, f)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
@@ -153,7 +164,7 @@ pub(crate) fn ensure_dir(dir: &Path) -> io::Result<()> {
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
         ensure_dir(parent)?;
     }
-    match fs::create_dir(dir) {
+    match create_dir(dir) {
         Ok(()) => {
             if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
                 sync_dir(parent)?;
@@ -165,16 +176,86 @@ pub(crate) fn ensure_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
-/// Syncs a directory, making the names created or removed in it durable.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
 /// Writes `bytes` to the new file `path` (which must not exist) and syncs it.
 pub(crate) fn write_new_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut f = OpenOptions::new().write(true).create_new(true).open(path)?;
+    let mut f = create_new(path)?;
     f.write_all(bytes)?;
-    f.sync_all()
+    sync_file(&f, path)
+}
+
+// ---------------------------------------------------------------------------------
+// The mutation seam: the only `std::fs` calls that change a store's tree.
+// Each reports a change only once it has succeeded: a failed call changed nothing.
+// ---------------------------------------------------------------------------------
+
+/// Creates the new, empty file `path` for writing; fails if the name exists.
+pub(crate) fn create_new(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new().write(true).create_new(true).open(path)?;
+    #[cfg(test)]
+    super::power_loss::record_create(path);
+    Ok(file)
+}
+
+/// Syncs `file` (open at `path`), making its content durable — but not its name,
+/// which is durable once its directory is synced.
+pub(crate) fn sync_file(file: &File, path: &Path) -> io::Result<()> {
+    #[cfg(test)]
+    if super::power_loss::skips_syncs(path) {
+        super::power_loss::record_sync_file(path);
+        return Ok(());
+    }
+    file.sync_all()?;
+    #[cfg(test)]
+    super::power_loss::record_sync_file(path);
+    #[cfg(not(test))]
+    let _ = path;
+    Ok(())
+}
+
+/// Gives the file `from` the new name `to`; fails if `to` exists.
+pub(crate) fn hard_link(from: &Path, to: &Path) -> io::Result<()> {
+    fs::hard_link(from, to)?;
+    #[cfg(test)]
+    super::power_loss::record_link(from, to);
+    Ok(())
+}
+
+/// Renames `from` to `to`, replacing `to` atomically if it exists.
+pub(crate) fn rename(from: &Path, to: &Path) -> io::Result<()> {
+    fs::rename(from, to)?;
+    #[cfg(test)]
+    super::power_loss::record_rename(from, to);
+    Ok(())
+}
+
+/// Removes the name `path` (the file goes when its last name and handle do).
+pub(crate) fn remove_file(path: &Path) -> io::Result<()> {
+    fs::remove_file(path)?;
+    #[cfg(test)]
+    super::power_loss::record_remove(path);
+    Ok(())
+}
+
+/// Creates the directory `path`, whose parent exists. Use [`ensure_dir`], which
+/// also makes the new name durable.
+fn create_dir(path: &Path) -> io::Result<()> {
+    fs::create_dir(path)?;
+    #[cfg(test)]
+    super::power_loss::record_mkdir(path);
+    Ok(())
+}
+
+/// Syncs a directory, making the names created or removed in it durable.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(test)]
+    if super::power_loss::skips_syncs(dir) {
+        super::power_loss::record_sync_dir(dir);
+        return Ok(());
+    }
+    File::open(dir)?.sync_all()?;
+    #[cfg(test)]
+    super::power_loss::record_sync_dir(dir);
+    Ok(())
 }
 
 #[cfg(test)]

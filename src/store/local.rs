@@ -332,7 +332,7 @@ impl MetadataStore for LocalMetadataStore {
             // Pruning is best effort: a checkpoint left behind is garbage, not an error.
             if let Ok(all) = list_checkpoints(root, &log) {
                 for (_, old) in all.iter().skip(KEEP_CHECKPOINTS) {
-                    let _ = fs::remove_file(old);
+                    let _ = fsutil::remove_file(old);
                 }
             }
             Ok(())
@@ -621,7 +621,9 @@ fn copy_into(mut src: &File, mut dest: &File) -> io::Result<()> {
     dest.sync_all()
 }
 
-/// Places the blob file `src` at the new path `dest` as `mode` allows.
+/// Places the blob file `src` at the new path `dest` as `mode` allows. It writes
+/// only outside the store (the destination), so it does not go through the
+/// [`fsutil`] mutation seam.
 fn materialize_blocking(src: &Path, dest: &Path, mode: LinkMode) -> io::Result<Materialized> {
     if mode == LinkMode::HardLink {
         match fs::hard_link(src, dest) {
@@ -788,7 +790,7 @@ impl ArtifactStore for LocalArtifactStore {
             &self.root,
             "delete",
             &blob_key(&digest),
-            move |root| match fs::remove_file(blob_path(root, &digest)) {
+            move |root| match fsutil::remove_file(&blob_path(root, &digest)) {
                 Ok(()) => Ok(()),
                 Err(e) if is_missing(&e) => Ok(()),
                 Err(e) => Err(root.error("delete", blob_key(&digest), e)),

@@ -33,6 +33,8 @@ pub(crate) mod layout;
 pub mod local;
 pub mod memory;
 pub mod object;
+#[cfg(test)]
+pub(crate) mod power_loss;
 
 pub use local::{LocalArtifactStore, LocalMetadataStore};
 pub use memory::{MemoryArtifactStore, MemoryMetadataStore};
