@@ -41,6 +41,9 @@ struct Faults {
     appends: AtomicUsize,
     /// Successful blob puts.
     puts: AtomicUsize,
+    /// The next log read waits for `release`.
+    stall_next_read: AtomicBool,
+    release: tokio::sync::Notify,
 }
 
 impl Faults {
@@ -87,6 +90,9 @@ impl MetadataStore for FaultyMetadata {
     }
 
     async fn read_after(&self, log: &str, after: u64, limit: usize) -> Result<Vec<LogRecord>> {
+        if self.faults.stall_next_read.swap(false, Ordering::SeqCst) {
+            self.faults.release.notified().await;
+        }
         self.inner.read_after(log, after, limit).await
     }
 
@@ -440,4 +446,38 @@ async fn a_checkpoint_that_disagrees_with_the_log_is_ignored() {
         stores.healthy().model("fraud").await.expect("model"),
         replayed
     );
+}
+
+/// A read that is stuck in the store, its future kept (not dropped) half-polled,
+/// blocks no other reader or writer of the model in the same registry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_read_blocks_no_other_reader_or_writer() {
+    let stores = Faulty::new();
+    let reg = stores.registry(8, 1000);
+    create(&reg, "fraud").await;
+    register_bytes(&reg, "fraud", "model.bin", "v1").await;
+    // Another process appends, so the next read of `reg` has records to fetch.
+    register_bytes(&stores.healthy(), "fraud", "model.bin", "v2").await;
+
+    stores.faults.stall_next_read.store(true, Ordering::SeqCst);
+    let mut stalled = Box::pin(reg.resolve("fraud@latest"));
+    // Polled until it waits inside the store's read, then kept.
+    let polled = tokio::time::timeout(Duration::from_millis(200), &mut stalled).await;
+    assert!(polled.is_err(), "the stalled read finished: {polled:?}");
+    assert!(!stores.faults.stall_next_read.load(Ordering::SeqCst));
+
+    let others = async {
+        let v3 = register_bytes(&reg, "fraud", "model.bin", "v3").await;
+        assert_eq!(v3.number.get(), 3);
+        let latest = reg.resolve("fraud@latest").await.expect("resolve");
+        assert_eq!(latest.number.get(), 3);
+        assert_eq!(version_count(&reg, "fraud").await, 3);
+    };
+    tokio::time::timeout(Duration::from_secs(10), others)
+        .await
+        .expect("readers and writers went on while a read was stalled");
+
+    stores.faults.release.notify_one();
+    let late = stalled.await.expect("the stalled read completes");
+    assert!(late.number.get() >= 2, "it saw at least what was there");
 }

@@ -90,3 +90,65 @@ pub fn scratch_source(mib: u64) -> (tempfile::TempDir, std::path::PathBuf) {
     std::fs::read(&src).expect("warm the page cache");
     (tmp, src)
 }
+
+/// `d` in the unit that suits it: ns, µs or ms.
+pub fn human(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 1e-6 {
+        format!("{:.0} ns", s * 1e9)
+    } else if s < 1e-3 {
+        format!("{:.2} µs", s * 1e6)
+    } else {
+        format!("{:.2} ms", s * 1e3)
+    }
+}
+
+/// The `q` quantile (0..=1) of sorted samples.
+fn quantile<T: Copy>(sorted: &[T], q: f64) -> T {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+impl Series {
+    /// Prints median, min and max of ours, of the baseline and of the ratio, and
+    /// ours' p95 and p99 when there are enough samples; for series too long to
+    /// list (such as one sample per registration).
+    pub fn summary(&mut self) {
+        let mut ours = self.ours.clone();
+        let mut base = self.base.clone();
+        ours.sort();
+        base.sort();
+        self.ratios.sort_by(|a, b| a.total_cmp(b));
+        let stats = |v: &[Duration]| {
+            format!(
+                "median {} (min {}, max {})",
+                human(quantile(v, 0.5)),
+                human(v[0]),
+                human(v[v.len() - 1])
+            )
+        };
+        let tail = if ours.len() >= 20 {
+            format!(
+                ", p95 {}, p99 {}",
+                human(quantile(&ours, 0.95)),
+                human(quantile(&ours, 0.99))
+            )
+        } else {
+            String::new()
+        };
+        println!(
+            "{:<12} n={:<5} ours {}{}\n{:<12} {:<7} baseline {}\n{:<12} {:<7} ratio median {:.2}x (min {:.2}, max {:.2})",
+            self.name,
+            ours.len(),
+            stats(&ours),
+            tail,
+            "",
+            "",
+            stats(&base),
+            "",
+            "",
+            quantile(&self.ratios, 0.5),
+            self.ratios[0],
+            self.ratios[self.ratios.len() - 1],
+        );
+    }
+}

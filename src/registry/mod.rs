@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -104,15 +104,51 @@ impl IntoVersionRef for String {
     }
 }
 
-/// The cached fold of one model's log, `None` until first loaded. The async mutex
-/// also serializes this process's writers to the model, so they never race each
-/// other for the same log position.
-type Slot = Arc<tokio::sync::Mutex<Option<ModelState>>>;
+/// One model's cached fold and the lock of this process's writers to it.
+///
+/// Nothing holds `state` across an await: readers fold the log's new records
+/// without it and apply them under it (records are immutable, so a record read by
+/// anyone is the record), so a read future that is kept half-polled blocks nobody.
+/// `writer` is held across a commit's append, so this process's writers never
+/// race each other for one log position.
+#[derive(Default)]
+struct Slot {
+    /// The fold, `None` until first loaded (or after a failed apply). Only ever
+    /// moves forward while `Some`.
+    state: RwLock<Option<ModelState>>,
+    writer: tokio::sync::Mutex<()>,
+}
+
+impl Slot {
+    fn read(&self) -> RwLockReadGuard<'_, Option<ModelState>> {
+        match self.state.read() {
+            Ok(g) => g,
+            Err(_) => {
+                // A panic while the state was written: drop it, the log is the truth.
+                drop(self.write());
+                self.state.read().unwrap_or_else(|p| p.into_inner())
+            }
+        }
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Option<ModelState>> {
+        self.state.write().unwrap_or_else(|p| {
+            let mut g = p.into_inner();
+            *g = None;
+            self.state.clear_poison();
+            g
+        })
+    }
+
+    fn seq(&self) -> Option<u64> {
+        self.read().as_ref().map(ModelState::seq)
+    }
+}
 
 struct Inner {
     metadata: Arc<dyn MetadataStore>,
     artifacts: Arc<dyn ArtifactStore>,
-    models: Mutex<HashMap<ModelName, Slot>>,
+    models: Mutex<HashMap<ModelName, Arc<Slot>>>,
     retry: RetryPolicy,
     checkpoint_every: u64,
     gates: InProcessGates,
@@ -129,8 +165,18 @@ type InProcessGates = HashMap<(ModelName, Stage), Vec<Arc<dyn Gate>>>;
 /// Every write is an event appended to the model's log with create-if-absent, after
 /// checking it against the freshly folded state; when another writer appended first,
 /// the command is re-checked against the new state and retried (see
-/// [`RetryPolicy`]). A registry sees its own writes at once and other writers' on
-/// its next read of that model.
+/// [`RetryPolicy`]).
+///
+/// # Consistency
+///
+/// Every query (`resolve`, `model`, `list_versions`, …) sees every event whose
+/// append returned before the query began — this registry's writes and those of
+/// any other process or machine — and never goes back to an older state. A query
+/// on a model nothing was appended to since the last one costs one
+/// [`probe`](MetadataStore::probe) of the store: a `stat` on the local store
+/// (a warm `resolve` takes a few microseconds), one GET on object storage. No
+/// lock is held while the store is read, so a slow or stalled store call blocks
+/// only its own caller.
 #[derive(Clone)]
 pub struct Registry {
     inner: Arc<Inner>,
@@ -342,10 +388,13 @@ impl Registry {
         };
         let state = ModelState::genesis(&event)?;
         let slot = self.slot(&model);
-        let mut guard = slot.lock().await;
+        let _writer = slot.writer.lock().await;
         match self.append(&model, 1, Bytes::from(event.to_bytes())).await {
             Ok(()) => {
-                *guard = Some(state.clone());
+                let mut cached = slot.write();
+                if cached.is_none() {
+                    *cached = Some(state.clone());
+                }
                 Ok(state)
             }
             Err(Error::AlreadyExists { .. }) => {
@@ -691,7 +740,7 @@ impl Registry {
 
     // ----- machinery ------------------------------------------------------------
 
-    fn slot(&self, model: &ModelName) -> Slot {
+    fn slot(&self, model: &ModelName) -> Arc<Slot> {
         lock(&self.inner.models)
             .entry(model.clone())
             .or_default()
@@ -699,26 +748,71 @@ impl Registry {
     }
 
     /// Brings the cached state of `model` up to date and runs `f` on it.
+    ///
+    /// `f` sees every event whose append returned before this call began, in this
+    /// process or any other (and maybe later ones).
     async fn read<R>(&self, model: &ModelName, f: impl FnOnce(&ModelState) -> R) -> Result<R> {
         let slot = self.slot(model);
-        let mut guard = slot.lock().await;
-        let state = self.refresh(model, &mut guard).await?;
-        Ok(f(state))
+        loop {
+            self.refresh(model, &slot).await?;
+            // `None` only if a failed apply dropped the state meanwhile: fold again.
+            if let Some(state) = slot.read().as_ref() {
+                return Ok(f(state));
+            }
+        }
     }
 
     /// Folds the events `model`'s cached state has not seen; loads from the latest
     /// checkpoint first if nothing is cached. [`Error::NotFound`] if the model has
     /// no log.
-    async fn refresh<'a>(
-        &self,
-        model: &ModelName,
-        cached: &'a mut Option<ModelState>,
-    ) -> Result<&'a mut ModelState> {
-        if cached.is_none() {
-            *cached = self.load_checkpoint(model).await;
-        }
+    ///
+    /// No lock is held while the store is read. When nothing is new this costs one
+    /// [`probe`](MetadataStore::probe) where the store answers it (a `stat` on the
+    /// local store), else one `read_after` that finds nothing.
+    async fn refresh(&self, model: &ModelName, slot: &Slot) -> Result<()> {
+        let meta = &self.inner.metadata;
         loop {
-            let after = cached.as_ref().map_or(0, ModelState::seq);
+            let Some(seq) = slot.seq() else {
+                let loaded = self.load(model).await?;
+                let mut cached = slot.write();
+                if cached.as_ref().is_none_or(|s| s.seq() < loaded.seq()) {
+                    *cached = Some(loaded);
+                }
+                // Loading folded to the end of the log as it was then.
+                return Ok(());
+            };
+            if let Some(next) = meta.probe(model.as_str(), seq + 1)
+                && !next?
+            {
+                return Ok(());
+            }
+            let batch = meta.read_after(model.as_str(), seq, READ_BATCH).await?;
+            let done = batch.len() < READ_BATCH;
+            let events = batch
+                .into_iter()
+                .map(|rec| Event::from_bytes(model, rec.seq, &rec.bytes))
+                .collect::<Result<Vec<_>>>()?;
+            let mut cached = slot.write();
+            let Some(state) = cached.as_mut() else {
+                continue;
+            };
+            // Another task may have applied some of them meanwhile.
+            for event in events {
+                if event.seq > state.seq() {
+                    state.apply(event)?;
+                }
+            }
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Folds `model`'s log from its latest checkpoint (or from event 1) to its end.
+    async fn load(&self, model: &ModelName) -> Result<ModelState> {
+        let mut state = self.load_checkpoint(model).await;
+        loop {
+            let after = state.as_ref().map_or(0, ModelState::seq);
             let batch = self
                 .inner
                 .metadata
@@ -727,18 +821,16 @@ impl Registry {
             let done = batch.len() < READ_BATCH;
             for rec in batch {
                 let event = Event::from_bytes(model, rec.seq, &rec.bytes)?;
-                match cached {
+                match &mut state {
                     Some(state) => state.apply(event)?,
-                    None => *cached = Some(ModelState::genesis(&event)?),
+                    None => state = Some(ModelState::genesis(&event)?),
                 }
             }
             if done {
                 break;
             }
         }
-        cached
-            .as_mut()
-            .ok_or_else(|| Error::not_found(format!("model '{model}'")))
+        state.ok_or_else(|| Error::not_found(format!("model '{model}'")))
     }
 
     /// The latest checkpoint of `model`, if there is one that agrees with the log.
@@ -775,31 +867,49 @@ impl Registry {
         loop {
             attempt += 1;
             {
-                let mut guard = slot.lock().await;
-                let state = self.refresh(model, &mut guard).await?;
-                // The log's order is the truth; times never go backwards in it even
-                // when writers' clocks disagree.
-                let time = Utc::now().max(state.updated_at());
-                let kind = make(state, time)?;
-                state.check(&kind)?;
-                let event = Event {
-                    seq: state.seq() + 1,
-                    model: model.clone(),
-                    time,
-                    actor: actor.clone(),
-                    kind,
+                let _writer = slot.writer.lock().await;
+                self.refresh(model, &slot).await?;
+                let event = {
+                    let cached = slot.read();
+                    // `None` only if a failed apply dropped the state: fold again.
+                    let Some(state) = cached.as_ref() else {
+                        continue;
+                    };
+                    // The log's order is the truth; times never go backwards in it
+                    // even when writers' clocks disagree.
+                    let time = Utc::now().max(state.updated_at());
+                    let kind = make(state, time)?;
+                    state.check(&kind)?;
+                    Event {
+                        seq: state.seq() + 1,
+                        model: model.clone(),
+                        time,
+                        actor: actor.clone(),
+                        kind,
+                    }
                 };
                 let bytes = Bytes::from(event.to_bytes());
-                let appended = self.append(model, event.seq, bytes).await;
-                match appended {
+                match self.append(model, event.seq, bytes).await {
                     Ok(()) => {
-                        if let Err(e) = state.apply(event.clone()) {
-                            // Cannot happen after `check`; refold from the log if it does.
-                            *guard = None;
-                            return Err(e);
-                        }
-                        let version = event.kind.version().and_then(|n| state.version(n).cloned());
-                        self.maybe_checkpoint(state).await;
+                        let version = {
+                            let mut cached = slot.write();
+                            if let Some(state) = cached.as_mut()
+                                && state.seq() + 1 == event.seq
+                                && let Err(e) = state.apply(event.clone())
+                            {
+                                // Cannot happen after `check`; refold from the log if
+                                // it does.
+                                *cached = None;
+                                return Err(e);
+                            }
+                            // A reader may have folded the event from the log first;
+                            // a state dropped meanwhile is folded again on next read.
+                            event
+                                .kind
+                                .version()
+                                .and_then(|n| cached.as_ref()?.version(n).cloned())
+                        };
+                        self.maybe_checkpoint(&slot, event.seq).await;
                         return Ok((event, version));
                     }
                     Err(Error::AlreadyExists { .. }) => {}
@@ -854,19 +964,31 @@ impl Registry {
         record.ok_or_else(|| Error::not_found(format!("version {r}")))
     }
 
-    async fn maybe_checkpoint(&self, state: &ModelState) {
+    /// Writes a checkpoint if event `seq` (just committed) is a multiple of
+    /// `checkpoint_every`. The state is encoded on the blocking pool, under the
+    /// state's read lock (readers go on; folding new events waits for it).
+    async fn maybe_checkpoint(&self, slot: &Arc<Slot>, seq: u64) {
         let every = self.inner.checkpoint_every;
-        if every == 0 || !state.seq().is_multiple_of(every) {
+        if every == 0 || !seq.is_multiple_of(every) {
             return;
         }
-        let bytes = Bytes::from(encode_checkpoint(state));
+        let slot = Arc::clone(slot);
+        let encoded = blocking(move || {
+            let cached = slot.read();
+            cached
+                .as_ref()
+                .map(|s| (s.name().clone(), s.seq(), encode_checkpoint(s)))
+        })
+        .await;
         // Best effort: the event is committed; a missing checkpoint only makes the
         // next cold open replay more of the log.
-        let _ = self
-            .inner
-            .metadata
-            .put_checkpoint(state.name().as_str(), state.seq(), bytes)
-            .await;
+        if let Ok(Some((name, seq, bytes))) = encoded {
+            let _ = self
+                .inner
+                .metadata
+                .put_checkpoint(name.as_str(), seq, Bytes::from(bytes))
+                .await;
+        }
     }
 }
 

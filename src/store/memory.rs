@@ -75,6 +75,17 @@ impl MetadataStore for MemoryMetadataStore {
         Ok(())
     }
 
+    fn probe(&self, log: &str, seq: u64) -> Option<Result<bool>> {
+        if let Err(e) = check_log_key(log) {
+            return Some(Err(e));
+        }
+        let logs = lock(&self.inner);
+        Some(Ok(logs
+            .records
+            .get(log)
+            .is_some_and(|entries| entries.contains_key(&seq))))
+    }
+
     async fn read_after(&self, log: &str, after: u64, limit: usize) -> Result<Vec<LogRecord>> {
         check_log_key(log)?;
         let logs = lock(&self.inner);

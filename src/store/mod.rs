@@ -113,6 +113,24 @@ pub trait MetadataStore: Send + Sync + fmt::Debug + 'static {
 
     /// Deletes the lease `key`. Deleting a missing lease is not an error.
     async fn delete_lease(&self, key: &str) -> Result<()>;
+
+    /// Whether record `seq` of `log` exists, if the store can tell at once without
+    /// a round trip; `None` if it cannot (then callers use
+    /// [`read_after`](Self::read_after)).
+    ///
+    /// This is how a reader learns cheaply that nothing was appended since it last
+    /// looked, so it must be exact: `Some(Ok(false))` only if no append of `seq`
+    /// had returned before the call began, in this or any other process. It runs
+    /// on the caller's thread, also on an async worker, so only a store whose
+    /// answer costs no more than a lookup in memory (the memory store) or one
+    /// metadata call served by the kernel's caches (a `stat` on the local store)
+    /// answers it. The default, `None`, is always correct: a wrapper that does not
+    /// forward it is only slower, never wrong, and a wrapper that changes what
+    /// `read_after` returns (fault injection, filtering) must not forward it.
+    fn probe(&self, log: &str, seq: u64) -> Option<Result<bool>> {
+        let _ = (log, seq);
+        None
+    }
 }
 
 /// What a store knows about one blob.
@@ -290,6 +308,9 @@ macro_rules! forward_metadata_store {
             }
             async fn delete_lease(&self, key: &str) -> Result<()> {
                 (**self).delete_lease(key).await
+            }
+            fn probe(&self, log: &str, seq: u64) -> Option<Result<bool>> {
+                (**self).probe(log, seq)
             }
         }
     };

@@ -101,7 +101,8 @@ macro_rules! metadata_suite {
                     checkpoints_return_highest_seq,
                     checkpoint_of_same_seq_is_replaced,
                     leases_are_replaced_listed_and_deleted,
-                    invalid_lease_keys_are_rejected;
+                    invalid_lease_keys_are_rejected,
+                    probe_agrees_with_read_after;
                 shared:
                     concurrent_appends_of_one_seq_have_one_winner;
             );
@@ -426,6 +427,34 @@ pub async fn checkpoints_return_highest_seq(store: &dyn MetadataStore) {
     assert_eq!(store.latest_checkpoint("other").await.unwrap(), None);
     // Checkpoints are not records.
     assert_eq!(store.read_after("fraud", 0, 10).await.unwrap(), vec![]);
+}
+
+/// A store that answers `probe` answers exactly what `read_after` would: every
+/// appended record exists, nothing else does (not checkpoints, not other logs).
+pub async fn probe_agrees_with_read_after(store: &dyn MetadataStore) {
+    let exists = |log: &str, seq: u64| store.probe(log, seq).map(|r| r.unwrap());
+    if exists("fraud", 1).is_none() {
+        // The store always reads instead: nothing to check but the other keys.
+        assert!(exists("other", 1).is_none());
+        return;
+    }
+    assert_eq!(exists("fraud", 1), Some(false));
+    append_all(store, "fraud", 1..=3).await;
+    store
+        .put_checkpoint("fraud", 7, Bytes::from_static(b"checkpoint"))
+        .await
+        .unwrap();
+    for seq in 1..=3 {
+        assert_eq!(exists("fraud", seq), Some(true), "record {seq}");
+    }
+    for seq in [4, 7, u64::MAX] {
+        assert_eq!(exists("fraud", seq), Some(false), "record {seq}");
+    }
+    assert_eq!(exists("other", 1), Some(false));
+    assert!(matches!(
+        store.probe("a/b", 1),
+        Some(Err(Error::InvalidName { .. }))
+    ));
 }
 
 pub async fn checkpoint_of_same_seq_is_replaced(store: &dyn MetadataStore) {

@@ -1,0 +1,449 @@
+//! Metadata speed on the local store: register, resolve, cold open and listing,
+//! at 1,000 and at 100,000 versions, each against the raw operation it competes
+//! with, interleaved in the same run.
+//!
+//! ```text
+//! cargo bench --bench metadata                          # 1,000 and 100,000 versions
+//! MODELREG_BENCH_VERSIONS=20000 cargo bench --bench metadata
+//! MODELREG_BENCH_REGISTER=300 MODELREG_BENCH_PAIRS=9 cargo bench --bench metadata
+//! ```
+//!
+//! Rows and their baselines (everything durable: our stores fsync every write):
+//! - register: one version with a small in-memory artifact (unique bytes, so its
+//!   blob and manifest are new) vs the raw durable create-if-absent append of a
+//!   record of the same size as its event (temp file → fsync → hard link → unlink
+//!   → directory fsync). One pair per registration, `MODELREG_BENCH_REGISTER`
+//!   (default 1000) of them, so the window crosses one checkpoint. `register=`
+//!   is the same with an artifact already stored (a quarter as many): only the
+//!   event is written, so it measures the metadata path alone.
+//! - resolve: `resolve("name@production")` on a warm registry vs a `HashMap`
+//!   lookup and clone of the same record; batches of 1000 calls per sample.
+//! - cold open: a new `Registry` over the directory, first `resolve` (latest
+//!   checkpoint + the tail of the log) vs reading the checkpoint file's bytes.
+//! - list / filter: `list_versions` of every version, and of those with a tag
+//!   value (one in ten), vs a clone / filter-and-clone of a `Vec` of the records.
+//!
+//! Fixtures (a model with N versions: a metric spec, rich records of ~1 KiB, one
+//! version in production, an alias, a checkpoint 5 events before the end) are
+//! built once and cached under `<target>/bench-fixtures/` (100,000 versions take
+//! about a minute: most events are appended through the public `MetadataStore`
+//! trait, 8 at a time, the last ones through `Registry`). Each run works on a
+//! hard-linked copy, which is safe because record, blob and checkpoint files are
+//! never modified in place. The page cache is warm.
+
+mod support;
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use modelreg::{
+    Actor, ArtifactSource, CHECKPOINT_FORMAT, CreateModel, Event, EventKind, MetricSpec, Metrics,
+    NewVersion, Provenance, Registry, SetAlias, Stage, VersionFilter, VersionNumber,
+};
+use support::{Series, benchmarking, env_num};
+
+const MODEL: &str = "fraud";
+
+fn actor() -> Actor {
+    Actor::new("trainer@example.com").expect("actor")
+}
+
+/// A realistic new version: description, tags, metrics, code and data provenance.
+fn new_version(i: u64) -> NewVersion {
+    let provenance: Provenance = serde_json::from_value(serde_json::json!({
+        "code": {"repository": "https://git.example.com/ml/fraud", "commit": format!("{i:040x}"), "dirty": false},
+        "datasets": [
+            {"name": "transactions", "version": format!("2026-03-{:02}", i % 28 + 1), "role": "train"},
+            {"name": "transactions-holdout", "version": "2026-03-01", "role": "eval"}
+        ],
+        "hyperparameters": {"lr": 0.0003, "epochs": 12, "batch_size": 256, "optimizer": "adamw"},
+        "environment": {"frameworks": {"torch": "2.4.1"}, "runtimes": {"python": "3.11.7"},
+                        "os": "linux (Debian GNU/Linux 12)", "arch": "x86_64", "cuda": "12.4"}
+    }))
+    .expect("provenance");
+    NewVersion::by(actor())
+        .description(format!("nightly retrain {i}"))
+        .tag("team", "risk")
+        .and_then(|v| v.tag("cohort", format!("c{}", i % 10)))
+        .expect("tags")
+        .metrics(
+            Metrics::new()
+                .with("auc", 0.9 + (i % 97) as f64 / 10_000.0)
+                .and_then(|m| m.with("eval/loss", 0.2 + (i % 89) as f64 / 10_000.0))
+                .and_then(|m| m.with("f1", 0.8 + (i % 83) as f64 / 10_000.0))
+                .expect("metrics"),
+        )
+        .provenance(provenance)
+}
+
+fn source(i: u64) -> ArtifactSource {
+    ArtifactSource::bytes("model.bin", format!("weights of version {i}")).expect("source")
+}
+
+/// `<target>/bench-fixtures`: the bench binary is `<target>/release/deps/metadata-…`.
+fn fixtures_root() -> PathBuf {
+    if let Ok(dir) = std::env::var("MODELREG_BENCH_FIXTURES") {
+        return dir.into();
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    exe.ancestors()
+        .nth(3)
+        .expect("target dir")
+        .join("bench-fixtures")
+}
+
+/// The cached registry directory with `n` versions of `MODEL`, built if missing.
+fn fixture(rt: &tokio::runtime::Runtime, n: u64) -> PathBuf {
+    assert!(
+        n >= 1000 && n.is_multiple_of(1000),
+        "versions: a multiple of 1000"
+    );
+    let dir = fixtures_root().join(format!("metadata-{n}-ckpt{CHECKPOINT_FORMAT}"));
+    if dir.join("complete").exists() {
+        return dir;
+    }
+    let _ = fs::remove_dir_all(&dir);
+    let t = Instant::now();
+    rt.block_on(build_fixture(&dir, n));
+    File::create(dir.join("complete")).expect("mark fixture complete");
+    println!("built fixture of {n} versions in {:.1?}", t.elapsed());
+    dir
+}
+
+/// Event 1 creates the model, version 1 is registered through the registry; the
+/// events of versions 2..=n-5 are appended raw (each a copy of version 1's record
+/// with its own number, time and digest); then through the registry: version n/2
+/// goes to production (3 events), gets alias `champion` (event n, which writes the
+/// checkpoint), and versions n-4..=n are registered (events n+1..=n+5).
+async fn build_fixture(dir: &Path, n: u64) {
+    let reg = Registry::open_local(dir).await.expect("open");
+    let me = actor();
+    reg.create_model(
+        MODEL,
+        CreateModel::by(me.clone())
+            .metric("auc", MetricSpec::maximize())
+            .expect("spec"),
+    )
+    .await
+    .expect("create");
+    let template = reg
+        .register(MODEL, source(1), new_version(1))
+        .await
+        .expect("register 1");
+    let store = reg.metadata_store().clone();
+    let model = template_model();
+    let start = template.created_at;
+    let cohort = modelreg::TagKey::new("cohort").expect("tag key");
+    futures::stream::iter(2..=n - 5)
+        .map(|number| {
+            let mut v = template.clone();
+            v.number = VersionNumber::new(number).expect("number");
+            v.created_at = start + chrono::Duration::milliseconds(number as i64);
+            v.artifact = modelreg::Digest::of(&number.to_le_bytes());
+            v.description = format!("nightly retrain {number}");
+            v.tags.insert(cohort.clone(), format!("c{}", number % 10));
+            let event = Event {
+                seq: number + 1,
+                model: model.clone(),
+                time: v.created_at,
+                actor: me.clone(),
+                kind: EventKind::VersionRegistered {
+                    version: Box::new(v),
+                },
+            };
+            let store = store.clone();
+            async move {
+                store
+                    .append(MODEL, event.seq, event.to_bytes().into())
+                    .await
+            }
+        })
+        .buffer_unordered(8)
+        .for_each(|r| async move { r.expect("raw append") })
+        .await;
+    let prod = format!("{MODEL}/{}", n / 2);
+    for stage in [Stage::Staging, Stage::Validation, Stage::Production] {
+        reg.transition(prod.as_str(), stage, &me, "nightly promotion")
+            .await
+            .expect("transition");
+    }
+    reg.set_alias(prod.as_str(), "champion", SetAlias::by(me.clone()))
+        .await
+        .expect("alias");
+    for i in n - 4..=n {
+        reg.register(MODEL, source(i), new_version(i))
+            .await
+            .expect("register");
+    }
+    let state = reg.model(MODEL).await.expect("model");
+    assert_eq!(state.versions().len() as u64, n);
+    assert_eq!(state.seq(), n + 5);
+}
+
+fn template_model() -> modelreg::ModelName {
+    modelreg::ModelName::new(MODEL).expect("model name")
+}
+
+/// Hard-links every file of `from` into the new tree `to`.
+fn link_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("mkdir");
+    for entry in fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            link_tree(&entry.path(), &target);
+        } else {
+            fs::hard_link(entry.path(), &target).expect("hard link");
+        }
+    }
+}
+
+/// The raw durable create-if-absent append: temp file → fsync → hard link →
+/// unlink temp → fsync directory.
+fn raw_append(dir: &Path, seq: u64, bytes: &[u8]) -> Duration {
+    let t = Instant::now();
+    let tmp = dir.join(format!(".tmp-{seq}"));
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .expect("temp");
+    f.write_all(bytes).expect("write");
+    f.sync_all().expect("fsync");
+    fs::hard_link(&tmp, dir.join(format!("{seq:020}.rec"))).expect("link");
+    fs::remove_file(&tmp).expect("unlink");
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .expect("dir fsync");
+    t.elapsed()
+}
+
+/// The size of the newest record file of the fixture's log.
+fn last_record_size(root: &Path) -> usize {
+    let records = root.join(format!("metadata/logs/v1/{MODEL}/records"));
+    let last = fs::read_dir(&records)
+        .expect("records")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .max()
+        .expect("a record");
+    fs::metadata(last).expect("stat").len() as usize
+}
+
+/// The newest checkpoint file of the fixture's log.
+fn latest_checkpoint_file(root: &Path) -> PathBuf {
+    let dir = root.join(format!("metadata/logs/v1/{MODEL}/checkpoints"));
+    fs::read_dir(&dir)
+        .expect("checkpoints")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .max()
+        .expect("a checkpoint")
+}
+
+/// Times `iters` calls of `f` and returns the time per call.
+fn per_call(iters: u32, mut f: impl FnMut()) -> Duration {
+    let t = Instant::now();
+    for _ in 0..iters {
+        f();
+    }
+    t.elapsed() / iters
+}
+
+fn run_size(rt: &tokio::runtime::Runtime, n: u64, scratch: &Path) {
+    let pairs = env_num("MODELREG_BENCH_PAIRS", 7);
+    let registrations = env_num("MODELREG_BENCH_REGISTER", 1000);
+    let fixture = fixture(rt, n);
+    let root = scratch.join(format!("reg-{n}"));
+    let t = Instant::now();
+    link_tree(&fixture, &root);
+    println!(
+        "\n== {n} versions (hard-linked copy in {:.1?}) ==",
+        t.elapsed()
+    );
+
+    // Cold open, first: the copy has not been opened by this process yet.
+    let ckpt = latest_checkpoint_file(&root);
+    println!(
+        "checkpoint {} ({:.1} MiB)",
+        ckpt.file_name().and_then(|s| s.to_str()).unwrap_or("?"),
+        fs::metadata(&ckpt).expect("stat").len() as f64 / (1 << 20) as f64
+    );
+    let raw_read = || {
+        let t = Instant::now();
+        std::hint::black_box(fs::read(&ckpt).expect("read checkpoint"));
+        t.elapsed()
+    };
+    let mut cold = Series::new("cold open");
+    for _ in 0..pairs {
+        let before = raw_read();
+        let t = Instant::now();
+        let reg = rt.block_on(Registry::open_local(&root)).expect("open");
+        let v = rt
+            .block_on(reg.resolve(format!("{MODEL}@latest")))
+            .expect("resolve");
+        let ours = t.elapsed();
+        assert_eq!(v.number.get(), n);
+        let after = raw_read();
+        cold.pair(before, ours, after);
+    }
+    cold.summary();
+
+    let reg = rt.block_on(Registry::open_local(&root)).expect("open");
+    let all = rt
+        .block_on(reg.list_versions(MODEL, &VersionFilter::new()))
+        .expect("list");
+    assert_eq!(all.len() as u64, n);
+
+    // Resolve, warm.
+    let prod = rt
+        .block_on(reg.resolve(format!("{MODEL}@production")))
+        .expect("resolve production");
+    assert_eq!(prod.number.get(), n / 2);
+    let map: HashMap<String, modelreg::VersionRecord> = [
+        ("production".to_owned(), prod.clone()),
+        ("champion".to_owned(), prod.clone()),
+        ("latest".to_owned(), all[all.len() - 1].clone()),
+    ]
+    .into();
+    let batch = 1000;
+    let raw_lookup = || {
+        per_call(batch, || {
+            std::hint::black_box(map.get(std::hint::black_box("production")).cloned());
+        })
+    };
+    let reference = format!("{MODEL}@production");
+    let mut resolve = Series::new("resolve");
+    for _ in 0..pairs.max(9) {
+        let before = raw_lookup();
+        let ours = rt.block_on(async {
+            let t = Instant::now();
+            for _ in 0..batch {
+                std::hint::black_box(reg.resolve(reference.as_str()).await.expect("resolve"));
+            }
+            t.elapsed() / batch
+        });
+        let after = raw_lookup();
+        resolve.pair(before, ours, after);
+    }
+    resolve.summary();
+
+    // List and filter.
+    let filter = VersionFilter::new()
+        .tag_value("cohort", "c3")
+        .expect("filter");
+    let mut list = Series::new("list all");
+    let mut filtered = Series::new("filter 1/10");
+    let raw_clone = || {
+        let t = Instant::now();
+        std::hint::black_box(all.clone());
+        t.elapsed()
+    };
+    let cohort = modelreg::TagKey::new("cohort").expect("tag key");
+    let raw_filter = || {
+        let t = Instant::now();
+        std::hint::black_box(
+            all.iter()
+                .filter(|v| v.tags.get(&cohort).is_some_and(|c| c == "c3"))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+        t.elapsed()
+    };
+    for _ in 0..pairs {
+        let before = raw_clone();
+        let t = Instant::now();
+        let got = rt
+            .block_on(reg.list_versions(MODEL, &VersionFilter::new()))
+            .expect("list");
+        let ours = t.elapsed();
+        assert_eq!(got.len() as u64, n);
+        drop(got);
+        let after = raw_clone();
+        list.pair(before, ours, after);
+
+        let before = raw_filter();
+        let t = Instant::now();
+        let got = rt
+            .block_on(reg.list_versions(MODEL, &filter))
+            .expect("filter");
+        let ours = t.elapsed();
+        assert!(!got.is_empty());
+        drop(got);
+        let after = raw_filter();
+        filtered.pair(before, ours, after);
+    }
+    list.summary();
+    filtered.summary();
+
+    // Register: one raw append before and after each registration.
+    let record = vec![b'x'; last_record_size(&root)];
+    let raw_dir = scratch.join(format!("raw-{n}"));
+    fs::create_dir_all(&raw_dir).expect("raw dir");
+    let mut register = Series::new("register");
+    let mut seq = 0;
+    let mut slowest = (Duration::ZERO, 0);
+    for i in 0..registrations {
+        seq += 1;
+        let before = raw_append(&raw_dir, seq, &record);
+        let t = Instant::now();
+        let v = rt
+            .block_on(reg.register(MODEL, source(n + 1 + i), new_version(n + 1 + i)))
+            .expect("register");
+        let ours = t.elapsed();
+        if ours > slowest.0 {
+            slowest = (ours, v.number.get());
+        }
+        seq += 1;
+        let after = raw_append(&raw_dir, seq, &record);
+        register.pair(before, ours, after);
+    }
+    println!(
+        "(register: record {} bytes; slowest was version {} at {:.2?}; a checkpoint is written when the log reaches a multiple of 1000 events)",
+        record.len(),
+        slowest.1,
+        slowest.0
+    );
+    register.summary();
+
+    // The same, with an artifact the store already has: only the event is written,
+    // so this is the metadata path alone.
+    let mut dedup = Series::new("register=");
+    let same = 0;
+    for i in 0..registrations / 4 {
+        seq += 1;
+        let before = raw_append(&raw_dir, seq, &record);
+        let t = Instant::now();
+        rt.block_on(reg.register(MODEL, source(same), new_version(n + i)))
+            .expect("register");
+        let ours = t.elapsed();
+        seq += 1;
+        let after = raw_append(&raw_dir, seq, &record);
+        dedup.pair(before, ours, after);
+    }
+    println!(
+        "(register=: the artifact's blob and manifest are stored already: one durable write, the event)"
+    );
+    dedup.summary();
+    drop(reg);
+    fs::remove_dir_all(&raw_dir).ok();
+    fs::remove_dir_all(&root).ok();
+}
+
+fn main() {
+    if !benchmarking() {
+        return;
+    }
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let big = env_num("MODELREG_BENCH_VERSIONS", 100_000);
+    let root = fixtures_root();
+    fs::create_dir_all(&root).expect("fixtures dir");
+    // Same filesystem as the fixtures, for the hard-linked copies.
+    let scratch = tempfile::tempdir_in(&root).expect("scratch");
+    println!("page cache warm, fsync included, 2 pairs of baselines around each sample");
+    for n in [1000, big] {
+        run_size(&rt, n, scratch.path());
+    }
+}
