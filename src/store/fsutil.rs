@@ -28,6 +28,11 @@ pub(crate) enum PublishMode {
     CreateNew,
     /// Replace the target if it exists (rename).
     Replace,
+    /// Replace the target if it exists (rename), without syncing the directory:
+    /// the new name is visible to every reader at once, and whole (the file is
+    /// synced before the rename), but a crash may lose it and leave the old file or
+    /// none. For records that die with their writer (leases).
+    ReplaceVisible,
 }
 
 /// What [`publish`] did.
@@ -105,7 +110,7 @@ impl TempFile {
             .ok_or_else(|| io::Error::other("publish target has no parent directory"))?;
         ensure_dir(parent)?;
         let published = match mode {
-            PublishMode::Replace => {
+            PublishMode::Replace | PublishMode::ReplaceVisible => {
                 rename(&self.path, target)?;
                 // The temp name is the target now: removing it would remove the target.
                 self.armed = false;
@@ -117,7 +122,7 @@ impl TempFile {
                 Err(e) => return Err(e),
             },
         };
-        if published == Published::Written {
+        if published == Published::Written && mode != PublishMode::ReplaceVisible {
             sync_dir(parent)?;
         }
         Ok(published)
@@ -155,25 +160,55 @@ fn create_temp(dir: &Path) -> io::Result<(PathBuf, File)> {
 /// How every temp file name starts, so listings can tell them from data.
 const TEMP_PREFIX: &str = ".tmp-";
 
-/// Creates `dir` and its missing ancestors, syncing each parent in which a
-/// directory was created, so the new directories survive a crash.
+/// Creates `dir` and its missing ancestors, and makes sure each of their names is
+/// durable: its parent is synced once per process, whoever created it.
+///
+/// Syncing only when this call created the directory is not enough: another
+/// thread or process may have created it a moment ago and not yet synced its
+/// parent, and a file published into it now and acknowledged could be lost with
+/// the directory in a power cut. So the first time a process relies on a
+/// directory it syncs the parent itself; the directories known durable are kept
+/// in a process-wide set, so later calls cost one lookup.
 pub(crate) fn ensure_dir(dir: &Path) -> io::Result<()> {
-    if dir.is_dir() {
+    if known_durable(dir) {
         return Ok(());
     }
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent {
         ensure_dir(parent)?;
     }
     match create_dir(dir) {
-        Ok(()) => {
-            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                sync_dir(parent)?;
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
-        Err(e) => Err(e),
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+        Err(e) => return Err(e),
     }
+    if let Some(parent) = parent {
+        sync_dir(parent)?;
+    }
+    durable_dirs().insert(dir.to_owned());
+    Ok(())
+}
+
+/// Directories whose names this process has made durable (see [`ensure_dir`]).
+fn durable_dirs() -> std::sync::MutexGuard<'static, std::collections::HashSet<PathBuf>> {
+    static DIRS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<PathBuf>>> =
+        std::sync::OnceLock::new();
+    DIRS.get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Whether `dir` is known durable and still there (it may have been removed and
+/// created again since, by someone else).
+fn known_durable(dir: &Path) -> bool {
+    if !durable_dirs().contains(dir) {
+        return false;
+    }
+    if dir.is_dir() {
+        return true;
+    }
+    durable_dirs().remove(dir);
+    false
 }
 
 /// Writes `bytes` to the new file `path` (which must not exist) and syncs it.
@@ -238,7 +273,7 @@ pub(crate) fn remove_file(path: &Path) -> io::Result<()> {
 
 /// Creates the directory `path`, whose parent exists. Use [`ensure_dir`], which
 /// also makes the new name durable.
-fn create_dir(path: &Path) -> io::Result<()> {
+pub(crate) fn create_dir(path: &Path) -> io::Result<()> {
     fs::create_dir(path)?;
     #[cfg(test)]
     super::power_loss::record_mkdir(path);

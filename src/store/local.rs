@@ -11,7 +11,7 @@
 //! ├── logs/v1/<log>/
 //! │   ├── records/<seq, 20-digit zero-padded decimal>.rec    e.g. 00000000000000000001.rec
 //! │   └── checkpoints/<seq, 20-digit zero-padded decimal>.ckpt
-//! ├── leases/v1/<lease>                                      replaced by rename
+//! ├── leases/v1/<lease>                                      replaced by rename, not fsynced
 //! └── tmp/                                                   temp files being written
 //!
 //! <artifact root>/
@@ -400,7 +400,7 @@ impl MetadataStore for LocalMetadataStore {
             fsutil::publish(
                 &root.path.join(&rel),
                 &root.tmp(),
-                PublishMode::Replace,
+                PublishMode::ReplaceVisible,
                 |f| f.write_all(&bytes),
             )
             .map_err(|e| root.error("put lease", rel, e))?;

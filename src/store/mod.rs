@@ -78,8 +78,9 @@ pub struct Checkpoint {
 ///   overwrite, and [`latest_checkpoint`](Self::latest_checkpoint) returns the one
 ///   with the highest `seq` (or `None`). Listing order is never relied on;
 /// - leases are small named records beside the logs, with the same key rules as
-///   logs: [`put_lease`](Self::put_lease) creates or replaces one and is durable
-///   when it returns, [`delete_lease`](Self::delete_lease) removes one (a missing one
+///   logs: [`put_lease`](Self::put_lease) creates or replaces one, whole and
+///   visible to every reader when it returns (it need not survive a crash of the
+///   machine: a lease announces work of a process, which does not survive it either), [`delete_lease`](Self::delete_lease) removes one (a missing one
 ///   is not an error). Leases are *linearizable*: a lease put before
 ///   [`list_leases`](Self::list_leases) starts is listed by it, and one deleted
 ///   before is not. The registry builds garbage collection on this (a collector and a

@@ -666,6 +666,29 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_another_writer_created_is_made_durable_before_it_is_relied_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let recorder = Recorder::start(dir.path());
+        fsutil::ensure_dir(&dir.path().join("tmp")).unwrap();
+        fsutil::ensure_dir(&dir.path().join("blobs")).unwrap();
+        // Another writer made `blobs/shard/` and has not synced `blobs/` yet.
+        fsutil::create_dir(&dir.path().join("blobs/shard")).unwrap();
+        fsutil::publish(
+            &dir.path().join("blobs/shard/blob"),
+            &dir.path().join("tmp"),
+            PublishMode::CreateNew,
+            |f| f.write_all(b"acknowledged"),
+        )
+        .unwrap();
+        for image in all_images(&recorder) {
+            assert_eq!(
+                file(&image, &["blobs", "shard", "blob"]),
+                Some(&b"acknowledged"[..])
+            );
+        }
+    }
+
+    #[test]
     fn a_name_whose_directory_was_not_synced_may_vanish() {
         let dir = tempfile::tempdir().unwrap();
         let recorder = Recorder::start(dir.path());
