@@ -122,6 +122,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             event.actor
         );
     }
+
+    // 7. Housekeeping: a garbage collection deletes only blobs no version
+    //    references (here: none, every blob belongs to a version), and `check`
+    //    re-reads and re-hashes everything without changing anything.
+    let gc = registry
+        .gc(modelreg::GcOptions::new(std::time::Duration::from_secs(
+            3600,
+        )))
+        .await?;
+    println!(
+        "gc: {} blobs, {} referenced, {} deleted",
+        gc.blobs,
+        gc.referenced,
+        gc.deleted.len()
+    );
+    let check = registry.check().await?;
+    println!(
+        "check: {} events, {} blobs re-hashed, {} problems",
+        check.events,
+        check.blobs,
+        check.problems.len()
+    );
     Ok(())
 }
 
