@@ -295,3 +295,42 @@ async fn a_corrupt_lease_is_a_typed_error_that_names_it() {
     assert!(err.to_string().contains("gc-garbage"), "{err}");
     assert_eq!(reg.model("fraud").await.expect("model").versions().len(), 0);
 }
+
+/// Temp files that writers which died left in a local registry (a half-copied
+/// blob, a record never linked) are removed by gc once idle for an hour; fresh
+/// ones (a writer still at work) and anything that is not a temp file stay.
+#[tokio::test]
+async fn gc_removes_the_temp_files_of_dead_writers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let reg = Registry::open_local(dir.path()).await.expect("open");
+    let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+    let write = |rel: &str, len: usize, old: bool| {
+        let path = dir.path().join(rel);
+        std::fs::write(&path, vec![7u8; len]).expect("write");
+        if old {
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .expect("open")
+                .set_modified(two_hours_ago)
+                .expect("set mtime");
+        }
+        path
+    };
+    let dead_blob = write("artifacts/tmp/.tmp-4242-00000000deadbeef", 1000, true);
+    let dead_record = write("metadata/tmp/.tmp-4242-00000000cafef00d", 10, true);
+    let live = write("artifacts/tmp/.tmp-4243-0000000000000001", 5, false);
+    let not_ours = write("artifacts/tmp/notes.txt", 3, true);
+
+    let dry = reg
+        .gc(GcOptions::default().dry_run(true))
+        .await
+        .expect("dry run");
+    assert_eq!((dry.temp_files, dry.temp_bytes), (0, 0));
+    assert!(dead_blob.exists() && dead_record.exists());
+
+    let report = reg.gc(GcOptions::default()).await.expect("gc");
+    assert_eq!((report.temp_files, report.temp_bytes), (2, 1010));
+    assert!(!dead_blob.exists() && !dead_record.exists());
+    assert!(live.exists() && not_ours.exists());
+}

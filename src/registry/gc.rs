@@ -82,6 +82,7 @@ const LEASE_FORMAT: u32 = 1;
 pub struct GcOptions {
     grace: Duration,
     dry_run: bool,
+    temp_age: Duration,
 }
 
 impl GcOptions {
@@ -95,7 +96,17 @@ impl GcOptions {
         GcOptions {
             grace,
             dry_run: false,
+            temp_age: Duration::from_secs(3600),
         }
+    }
+
+    /// Also remove the stores' temp files not modified for `age` (default one
+    /// hour): what writers that crashed mid-write left behind, such as a
+    /// half-copied multi-GB blob. A live writer modifies its temp file as it
+    /// writes; one stalled longer than `age` fails without publishing anything.
+    pub fn temp_files_older_than(mut self, age: Duration) -> Self {
+        self.temp_age = age;
+        self
     }
 
     /// Report what would be deleted, delete nothing (and write no lease).
@@ -136,6 +147,10 @@ pub struct GcReport {
     pub bytes_freed: u64,
     /// Expired intents of registrations that died, removed.
     pub stale_intents: u64,
+    /// Temp files of writers that died, removed from both stores.
+    pub temp_files: u64,
+    /// Their total size in bytes.
+    pub temp_bytes: u64,
     /// Whether this was a dry run.
     pub dry_run: bool,
 }
@@ -376,6 +391,16 @@ impl Registry {
             dry_run: options.dry_run,
             ..GcReport::default()
         };
+
+        if !options.dry_run {
+            for swept in [
+                meta.remove_stale_temp_files(options.temp_age).await?,
+                artifacts.remove_stale_temp_files(options.temp_age).await?,
+            ] {
+                report.temp_files += swept.files;
+                report.temp_bytes += swept.bytes;
+            }
+        }
 
         // 1. Mark everything the committed versions reference.
         let mut marks = Marks::default();

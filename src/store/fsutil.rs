@@ -160,6 +160,48 @@ fn create_temp(dir: &Path) -> io::Result<(PathBuf, File)> {
 /// How every temp file name starts, so listings can tell them from data.
 const TEMP_PREFIX: &str = ".tmp-";
 
+/// Removes the temp files in `dir` (names made by [`TempFile::create`]) not
+/// modified for `older_than`; returns how many and their size. A file that
+/// vanishes meanwhile (its writer published or removed it) is skipped.
+pub(crate) fn remove_stale_temps(
+    dir: &Path,
+    older_than: std::time::Duration,
+) -> io::Result<super::TempSweep> {
+    let mut swept = super::TempSweep::default();
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(swept),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        if !entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+            continue;
+        }
+        let meta = match entry.metadata() {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let idle = meta
+            .modified()?
+            .elapsed()
+            .unwrap_or(std::time::Duration::ZERO);
+        if !meta.is_file() || idle < older_than {
+            continue;
+        }
+        match remove_file(&entry.path()) {
+            Ok(()) => {
+                swept.files += 1;
+                swept.bytes += meta.len();
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(swept)
+}
+
 /// Creates `dir` and its missing ancestors, and makes sure each of their names is
 /// durable: its parent is synced once per process, whoever created it.
 ///

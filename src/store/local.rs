@@ -43,6 +43,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -58,7 +59,7 @@ use super::layout::{
 };
 use super::{
     ArtifactStore, BlobMeta, ByteStream, Checkpoint, LinkMode, LogRecord, Materialized,
-    MetadataStore, check_lease_key, check_log_key, check_seq,
+    MetadataStore, TempSweep, check_lease_key, check_log_key, check_seq,
 };
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -455,6 +456,14 @@ impl MetadataStore for LocalMetadataStore {
         )
         .await
     }
+
+    async fn remove_stale_temp_files(&self, older_than: Duration) -> Result<TempSweep> {
+        run(&self.root, "remove temp files", TMP_DIR, move |root| {
+            fsutil::remove_stale_temps(&root.tmp(), older_than)
+                .map_err(|e| root.error("remove temp files", TMP_DIR, e))
+        })
+        .await
+    }
 }
 
 // ---------------------------------------------------------------------------------
@@ -843,6 +852,14 @@ impl ArtifactStore for LocalArtifactStore {
             })
             .flat_map(stream::iter);
         Ok(Box::pin(digests))
+    }
+
+    async fn remove_stale_temp_files(&self, older_than: Duration) -> Result<TempSweep> {
+        run(&self.root, "remove temp files", TMP_DIR, move |root| {
+            fsutil::remove_stale_temps(&root.tmp(), older_than)
+                .map_err(|e| root.error("remove temp files", TMP_DIR, e))
+        })
+        .await
     }
 
     async fn materialize(

@@ -19,6 +19,7 @@ use std::fmt;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -115,6 +116,13 @@ pub trait MetadataStore: Send + Sync + fmt::Debug + 'static {
     /// Deletes the lease `key`. Deleting a missing lease is not an error.
     async fn delete_lease(&self, key: &str) -> Result<()>;
 
+    /// Removes the temp files that writers which died left behind, as
+    /// [`ArtifactStore::remove_stale_temp_files`] does.
+    async fn remove_stale_temp_files(&self, older_than: Duration) -> Result<TempSweep> {
+        let _ = older_than;
+        Ok(TempSweep::default())
+    }
+
     /// Whether record `seq` of `log` exists, if the store can tell at once without
     /// a round trip; `None` if it cannot (then callers use
     /// [`read_after`](Self::read_after)).
@@ -132,6 +140,17 @@ pub trait MetadataStore: Send + Sync + fmt::Debug + 'static {
         let _ = (log, seq);
         None
     }
+}
+
+/// What [`ArtifactStore::remove_stale_temp_files`] or
+/// [`MetadataStore::remove_stale_temp_files`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TempSweep {
+    /// Temp files removed.
+    pub files: u64,
+    /// Their total size in bytes.
+    pub bytes: u64,
 }
 
 /// What a store knows about one blob.
@@ -207,6 +226,16 @@ pub trait ArtifactStore: Send + Sync + fmt::Debug + 'static {
 
     /// Lists every stored blob, in no particular order.
     async fn list(&self) -> Result<BoxStream<'static, Result<Digest>>>;
+
+    /// Removes the temp files that writers which died (a crash, a kill, a power
+    /// cut) left behind: those not modified for `older_than`. A writer still
+    /// filling one modifies it as it writes, so it is only touched if it stalled
+    /// that long, and then its write fails without publishing anything. Stores
+    /// that keep no temp files (the default) remove nothing.
+    async fn remove_stale_temp_files(&self, older_than: Duration) -> Result<TempSweep> {
+        let _ = older_than;
+        Ok(TempSweep::default())
+    }
 
     /// Writes the blob to the new file `dest` (which must not exist; its directory
     /// must), by link or copy as `mode` allows, durable when this returns.
@@ -310,6 +339,9 @@ macro_rules! forward_metadata_store {
             async fn delete_lease(&self, key: &str) -> Result<()> {
                 (**self).delete_lease(key).await
             }
+            async fn remove_stale_temp_files(&self, older_than: Duration) -> Result<TempSweep> {
+                (**self).remove_stale_temp_files(older_than).await
+            }
             fn probe(&self, log: &str, seq: u64) -> Option<Result<bool>> {
                 (**self).probe(log, seq)
             }
@@ -342,6 +374,9 @@ macro_rules! forward_artifact_store {
             }
             async fn list(&self) -> Result<BoxStream<'static, Result<Digest>>> {
                 (**self).list().await
+            }
+            async fn remove_stale_temp_files(&self, older_than: Duration) -> Result<TempSweep> {
+                (**self).remove_stale_temp_files(older_than).await
             }
             async fn materialize(
                 &self,
