@@ -18,7 +18,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use modelreg::store::{
     ArtifactStore, BlobMeta, ByteStream, Checkpoint, LinkMode, LogRecord, Materialized,
-    MemoryArtifactStore, MemoryMetadataStore, MetadataStore,
+    MemoryArtifactStore, MemoryMetadataStore, MetadataItem, MetadataStore,
 };
 use modelreg::{
     Actor, ArtifactSource, CreateModel, Digest, Error, Metrics, ModelState, NewVersion, Registry,
@@ -118,6 +118,9 @@ impl MetadataStore for Meta {
             self.0.latest_checkpoint(log).await
         )
     }
+    fn location(&self, log: &str, item: MetadataItem) -> String {
+        self.0.location(log, item)
+    }
 }
 
 #[derive(Debug)]
@@ -157,6 +160,9 @@ impl ArtifactStore for Art {
             "materialize",
             self.0.materialize(digest, dest, mode).await
         )
+    }
+    fn location(&self, digest: &Digest) -> String {
+        self.0.location(digest)
     }
 }
 
@@ -328,6 +334,9 @@ impl MetadataStore for RetriedPut {
     }
     async fn latest_checkpoint(&self, log: &str) -> Result<Option<Checkpoint>> {
         self.0.latest_checkpoint(log).await
+    }
+    fn location(&self, log: &str, item: MetadataItem) -> String {
+        self.0.location(log, item)
     }
 }
 

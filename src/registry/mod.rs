@@ -555,7 +555,8 @@ impl Registry {
                 .await?;
             let done = batch.len() < READ_BATCH;
             for rec in batch {
-                events.push(Event::from_bytes(&model, rec.seq, &rec.bytes)?);
+                let at = self.record_at(&model, rec.seq);
+                events.push(Event::from_bytes(&model, rec.seq, &rec.bytes).map_err(at)?);
             }
             if done {
                 break;
@@ -615,6 +616,7 @@ impl Registry {
                     what: what(),
                     expected: e.digest,
                     actual,
+                    location: Some(store.location(&e.digest)),
                 });
             }
             report.files += 1;
@@ -667,10 +669,11 @@ impl Registry {
                 .await?;
             let done = batch.len() < READ_BATCH;
             for rec in batch {
-                let event = Event::from_bytes(model, rec.seq, &rec.bytes)?;
+                let at = self.record_at(model, rec.seq);
+                let event = Event::from_bytes(model, rec.seq, &rec.bytes).map_err(&at)?;
                 match cached {
-                    Some(state) => state.apply(event)?,
-                    None => *cached = Some(ModelState::genesis(&event)?),
+                    Some(state) => state.apply(event).map_err(at)?,
+                    None => *cached = Some(ModelState::genesis(&event).map_err(at)?),
                 }
             }
             if done {

@@ -58,6 +58,16 @@ pub struct Checkpoint {
     pub bytes: Bytes,
 }
 
+/// An item of a [`MetadataStore`] log, for [`MetadataStore::location`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MetadataItem {
+    /// Record `seq` of the log.
+    Record(u64),
+    /// The checkpoint covering records `1..=seq`.
+    Checkpoint(u64),
+}
+
 /// Append-only, numbered logs with create-if-absent appends.
 ///
 /// Contract, which the conformance suite checks for every implementation:
@@ -73,7 +83,9 @@ pub struct Checkpoint {
 ///   order, stopping at the first missing number or after `limit` records;
 /// - checkpoints are opaque caches: [`put_checkpoint`](Self::put_checkpoint) may
 ///   overwrite, and [`latest_checkpoint`](Self::latest_checkpoint) returns the one
-///   with the highest `seq` (or `None`). Listing order is never relied on.
+///   with the highest `seq` (or `None`). Listing order is never relied on;
+/// - [`location`](Self::location) names where an item is or would be stored,
+///   distinct for distinct items, without touching the store.
 #[async_trait]
 pub trait MetadataStore: Send + Sync + fmt::Debug + 'static {
     /// Appends record `seq` to `log`, only if it does not exist yet.
@@ -91,6 +103,13 @@ pub trait MetadataStore: Send + Sync + fmt::Debug + 'static {
 
     /// The checkpoint of `log` with the highest `seq`, if any.
     async fn latest_checkpoint(&self, log: &str) -> Result<Option<Checkpoint>>;
+
+    /// Where `item` of `log` is, or would be, stored, for messages that must point
+    /// a person at it: a file path for local files, an object URL (or the key and
+    /// the store) for object storage. Pure: it neither checks the key nor touches
+    /// the store. Errors about a damaged record carry it
+    /// ([`Error::location`](crate::Error::location)).
+    fn location(&self, log: &str, item: MetadataItem) -> String;
 }
 
 /// What a store knows about one blob.
@@ -143,6 +162,8 @@ pub enum Materialized {
 /// - reads return stored bytes as they are: verifying them is the caller's job
 ///   (a corrupted disk is reported by the registry, which re-hashes everything it
 ///   reads);
+/// - [`location`](Self::location) names where a blob is or would be stored,
+///   distinct for distinct digests, without touching the store;
 /// - memory stays bounded whatever the blob size, except in the memory store.
 #[async_trait]
 pub trait ArtifactStore: Send + Sync + fmt::Debug + 'static {
@@ -175,6 +196,11 @@ pub trait ArtifactStore: Send + Sync + fmt::Debug + 'static {
         dest: &Path,
         mode: LinkMode,
     ) -> Result<Materialized>;
+
+    /// Where the blob `digest` is, or would be, stored, for messages that must point
+    /// a person at it: a file path, an object URL (or the key and the store). Pure:
+    /// it does not touch the store.
+    fn location(&self, digest: &Digest) -> String;
 }
 
 /// Conveniences over [`ArtifactStore`], for every implementation.
@@ -248,6 +274,9 @@ macro_rules! forward_metadata_store {
             async fn latest_checkpoint(&self, log: &str) -> Result<Option<Checkpoint>> {
                 (**self).latest_checkpoint(log).await
             }
+            fn location(&self, log: &str, item: MetadataItem) -> String {
+                (**self).location(log, item)
+            }
         }
     };
 }
@@ -285,6 +314,9 @@ macro_rules! forward_artifact_store {
                 mode: LinkMode,
             ) -> Result<Materialized> {
                 (**self).materialize(digest, dest, mode).await
+            }
+            fn location(&self, digest: &Digest) -> String {
+                (**self).location(digest)
             }
         }
     };

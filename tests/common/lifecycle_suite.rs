@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use modelreg::domain::state::decode_checkpoint;
-use modelreg::store::{Checkpoint, LogRecord, MetadataStore};
+use modelreg::store::{Checkpoint, LogRecord, MetadataItem, MetadataStore};
 use modelreg::{
     Actor, AliasName, AliasTarget, Approval, Baseline, CodeRef, DatasetRef, DatasetRole, Decision,
     EVENT_FORMAT, Error, Event, EventKind, Gate, GateSpec, GateVerdict, HistoryFilter, MetricSpec,
@@ -2480,6 +2480,9 @@ impl MetadataStore for RendezvousAppends {
     }
     async fn latest_checkpoint(&self, log: &str) -> modelreg::Result<Option<Checkpoint>> {
         self.inner.latest_checkpoint(log).await
+    }
+    fn location(&self, log: &str, item: MetadataItem) -> String {
+        self.inner.location(log, item)
     }
 }
 
