@@ -424,6 +424,7 @@ impl ModelCache {
                 what: format!("manifest of {pinned}"),
                 expected: *digest,
                 actual,
+                location: None,
             });
         }
         registry

@@ -140,7 +140,10 @@ pub enum Error {
     },
 
     /// Bytes did not hash to the digest they were stored or referenced under.
-    #[error("integrity check failed for {what}: expected {expected}, found {actual}")]
+    #[error(
+        "integrity check failed for {what}{}: expected {expected}, found {actual}",
+        at(location)
+    )]
     Integrity {
         /// Which file or blob, e.g. `fraud/3 file 'weights.bin'`.
         what: String,
@@ -148,11 +151,18 @@ pub enum Error {
         expected: Digest,
         /// The digest they have.
         actual: Digest,
+        /// Where the bad bytes are stored (a file path or object URL, from
+        /// [`ArtifactStore::location`](crate::store::ArtifactStore::location)),
+        /// when they came from a store.
+        location: Option<String>,
     },
 
     /// A persisted record carries a format version this build does not understand.
     /// The record is not skipped: skipping an event would silently change history.
-    #[error("{record} has format version {found}, this build understands up to {supported}")]
+    #[error(
+        "{record}{} has format version {found}, this build understands up to {supported}",
+        at(location)
+    )]
     UnsupportedFormat {
         /// The record, e.g. `event 12 of model 'fraud'`.
         record: String,
@@ -160,16 +170,26 @@ pub enum Error {
         found: u32,
         /// The newest format version this build reads.
         supported: u32,
+        /// Where the record is stored (a file path or object URL), when it was read
+        /// from a store.
+        location: Option<String>,
     },
 
     /// A persisted record could not be decoded, or decodes to something that cannot
     /// be (an event out of sequence, a manifest whose entries are not sorted).
-    #[error("corrupt {record}: {reason}")]
+    #[error("corrupt {record}{}: {reason}", at(location))]
     Corrupt {
         /// The record, e.g. `event 12 of model 'fraud'` or `manifest blake3:…`.
         record: String,
         /// What is wrong with it.
         reason: String,
+        /// Where the record is stored: a file path such as
+        /// `/srv/reg/metadata/logs/v1/fraud/records/00000000000000000012.rec` or an
+        /// object URL such as `s3://bucket/reg/metadata/logs/v1/…`, as the store's
+        /// [`MetadataStore::location`](crate::store::MetadataStore::location) or
+        /// [`ArtifactStore::location`](crate::store::ArtifactStore::location) names
+        /// it. `None` for bytes that did not come from a store.
+        location: Option<String>,
     },
 
     /// A backend failed to carry out an operation.
@@ -233,12 +253,41 @@ impl Error {
         }
     }
 
-    /// Builds [`Error::Corrupt`].
+    /// Builds [`Error::Corrupt`], without a location (see [`at`](Self::at)).
     pub(crate) fn corrupt(record: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::Corrupt {
             record: record.into(),
             reason: reason.into(),
+            location: None,
         }
+    }
+
+    /// Where the damaged record or blob is stored, for [`Error::Corrupt`],
+    /// [`Error::UnsupportedFormat`] and [`Error::Integrity`] errors about stored
+    /// bytes: a file path or an object URL.
+    pub fn location(&self) -> Option<&str> {
+        match self {
+            Error::Corrupt { location, .. }
+            | Error::UnsupportedFormat { location, .. }
+            | Error::Integrity { location, .. } => location.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Names where the bytes this error is about are stored, if it is an error
+    /// about stored bytes ([`Error::Corrupt`], [`Error::UnsupportedFormat`],
+    /// [`Error::Integrity`]) that does not name it yet. Other errors pass
+    /// unchanged. The decoders are pure and know no store: whoever read the bytes
+    /// adds where from.
+    pub(crate) fn at(mut self, where_: impl FnOnce() -> String) -> Self {
+        if let Error::Corrupt { location, .. }
+        | Error::UnsupportedFormat { location, .. }
+        | Error::Integrity { location, .. } = &mut self
+            && location.is_none()
+        {
+            *location = Some(where_());
+        }
+        self
     }
 
     /// Builds [`Error::Storage`].
@@ -263,6 +312,13 @@ impl Error {
             source,
         }
     }
+}
+
+/// ` at <location>`, or nothing.
+fn at(location: &Option<String>) -> String {
+    location
+        .as_ref()
+        .map_or_else(String::new, |l| format!(" at {l}"))
 }
 
 fn list_stages(stages: &[Stage]) -> String {

@@ -1,49 +1,53 @@
-//! Crash safety: a child process runs registry operations on a local registry and
-//! is killed with SIGKILL at a random moment, over and over on the same
-//! directory. After every kill the registry must open without error, every
-//! operation the child reported as acknowledged must be there, and no partially
-//! registered version may be visible (every version's blobs present and intact).
+//! Crash safety: a child process runs registry operations and is killed with
+//! SIGKILL at a random moment, over and over on the same registry. After every kill
+//! the registry must open without error, every operation the child reported as
+//! acknowledged must be there, and no partially registered version may be visible
+//! (every version's blobs present and intact).
 //!
-//! `MODELREG_CRASH_TRIALS` sets the number of kills (default 200).
+//! It runs on four targets (`tests/common/targets.rs`): a local directory and
+//! object_store's `LocalFileSystem` through a `file://` URL always, and the S3
+//! (moto) and Azure (Azurite) servers that `tests/common/servers.rs` finds (in CI a
+//! missing server fails the test).
+//!
+//! Kills: `MODELREG_CRASH_TRIALS` for the local and `file://` targets (default
+//! 200), `MODELREG_CRASH_SERVER_TRIALS` for each server (default 40, to keep CI
+//! short; 200 for the full run).
 
+#[macro_use]
+mod common;
+
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use modelreg::store::{LocalArtifactStore, LocalMetadataStore};
+use common::servers::Server;
+use common::targets::{Target, open_with_checkpoints};
 use modelreg::{
-    Actor, ArtifactSource, CreateModel, Digest, Error, Metrics, NewVersion, Registry, SetAlias,
-    Stage,
+    Actor, ArtifactSource, CreateModel, Digest, Error, Metrics, NewVersion, SetAlias, Stage,
 };
 
-const CHILD_DIR: &str = "MODELREG_CRASH_DIR";
+const CHILD_TARGET: &str = "MODELREG_CRASH_TARGET";
 const CHILD_SEED: &str = "MODELREG_CRASH_SEED";
-
 /// Checkpoints every few events, so that kills also land while one is written.
-fn open(root: &Path) -> Registry {
-    Registry::builder()
-        .metadata(Arc::new(
-            LocalMetadataStore::open(root.join("metadata")).expect("metadata store"),
-        ))
-        .artifacts(Arc::new(
-            LocalArtifactStore::open(root.join("artifacts")).expect("artifact store"),
-        ))
-        .checkpoint_every(5)
-        .build()
-        .expect("registry")
+const CHECKPOINT_EVERY: u64 = 5;
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// The child: works until killed, printing `ACK …` after every operation that
 /// returned successfully.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_child() {
-    let (Ok(dir), Ok(seed)) = (std::env::var(CHILD_DIR), std::env::var(CHILD_SEED)) else {
+    let (Ok(target), Ok(seed)) = (std::env::var(CHILD_TARGET), std::env::var(CHILD_SEED)) else {
         return; // Only runs when spawned by the parent test.
     };
-    let reg = open(Path::new(&dir));
+    let reg = open_with_checkpoints(&target, CHECKPOINT_EVERY);
     let me = Actor::new("child").expect("actor");
     let mut rng = fastrand::Rng::with_seed(seed.parse().expect("seed"));
     println!("READY");
@@ -65,7 +69,7 @@ async fn crash_child() {
                 .register("crash", src, NewVersion::by(me.clone()))
                 .await
                 .expect("register");
-            println!("ACK register {} {payload}", v.number);
+            println!("ACK register {} {payload} {}", v.number, v.artifact);
             continue;
         }
         let event = if roll < 60 {
@@ -110,16 +114,52 @@ async fn crash_child() {
 }
 
 #[test]
-fn sigkill_at_random_moments_loses_nothing_acknowledged() {
-    let trials: u64 = std::env::var("MODELREG_CRASH_TRIALS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = dir.path().join("reg");
+fn local_sigkill_at_random_moments_loses_nothing_acknowledged() {
+    run(Target::local(), env_num("MODELREG_CRASH_TRIALS", 200));
+}
+
+#[test]
+fn file_url_sigkill_at_random_moments_loses_nothing_acknowledged() {
+    run(Target::file_url(), env_num("MODELREG_CRASH_TRIALS", 200));
+}
+
+#[test]
+fn s3_sigkill_at_random_moments_loses_nothing_acknowledged() {
+    let Some(target) = Target::server(Server::S3) else {
+        return;
+    };
+    run(target, env_num("MODELREG_CRASH_SERVER_TRIALS", 40));
+}
+
+#[test]
+fn azure_sigkill_at_random_moments_loses_nothing_acknowledged() {
+    let Some(target) = Target::server(Server::Azure) else {
+        return;
+    };
+    run(target, env_num("MODELREG_CRASH_SERVER_TRIALS", 40));
+}
+
+/// What the children acknowledged so far.
+#[derive(Default)]
+struct Acked {
+    /// Version number → (payload, artifact digest).
+    registrations: BTreeMap<u64, (String, String)>,
+    /// Event number → kind.
+    events: Vec<(u64, String)>,
+    /// All acknowledgements, metrics included.
+    count: usize,
+}
+
+/// Kills a child `trials` times at random moments on `target`, checking the
+/// registry after each kill.
+fn run(target: Target, trials: u64) {
+    let started = Instant::now();
+    // Requests to a server take longer: kill over a longer window so that kills
+    // land in every phase of an operation there too.
+    let window_us = if target.is_server() { 300_000 } else { 150_000 };
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        open(&root)
+        open_with_checkpoints(&target.spec, CHECKPOINT_EVERY)
             .create_model(
                 "crash",
                 CreateModel::by(Actor::new("setup").expect("actor")),
@@ -129,14 +169,11 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     });
     let exe = std::env::current_exe().expect("test binary");
     let mut rng = fastrand::Rng::with_seed(42);
-    let mut acknowledged = 0usize;
-    let mut killed_mid_run = 0usize;
-    let mut registrations: Vec<(u64, String)> = Vec::new();
-    let mut events: Vec<(u64, String)> = Vec::new();
+    let mut acked = Acked::default();
     for trial in 0..trials {
         let mut child = Command::new(&exe)
             .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
-            .env(CHILD_DIR, &root)
+            .env(CHILD_TARGET, &target.spec)
             .env(CHILD_SEED, trial.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -155,75 +192,115 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         });
         // Wait until the child is working, then kill it a random moment later.
         let ready = rx.iter().any(|l| l == "READY");
-        assert!(ready, "trial {trial}: child never got ready");
-        std::thread::sleep(Duration::from_micros(rng.u64(0..150_000)));
+        assert!(
+            ready,
+            "{}: trial {trial}: child never got ready",
+            target.name
+        );
+        std::thread::sleep(Duration::from_micros(rng.u64(0..window_us)));
         let still_running = child.try_wait().expect("try_wait").is_none();
         child.kill().expect("SIGKILL");
         let status = child.wait().expect("wait");
         reader.join().expect("reader");
-        if still_running {
-            killed_mid_run += 1;
-        } else {
-            panic!("trial {trial}: child exited by itself: {status}");
-        }
+        assert!(
+            still_running,
+            "{}: trial {trial}: child exited by itself: {status}",
+            target.name
+        );
+        let mut new_versions = Vec::new();
         for line in rx.try_iter() {
             let words: Vec<&str> = line.split(' ').collect();
             match words.as_slice() {
-                ["ACK", "register", n, payload] => {
-                    registrations.push((n.parse().expect("n"), (*payload).to_owned()))
+                ["ACK", "register", n, payload, artifact] => {
+                    let n: u64 = n.parse().expect("n");
+                    let earlier = acked
+                        .registrations
+                        .insert(n, ((*payload).to_owned(), (*artifact).to_owned()));
+                    assert!(
+                        earlier.is_none(),
+                        "{}: trial {trial}: version {n} acknowledged twice: {earlier:?} and {payload}",
+                        target.name
+                    );
+                    new_versions.push(n);
                 }
-                ["ACK", "event", seq, kind] => {
-                    events.push((seq.parse().expect("seq"), (*kind).to_owned()))
-                }
+                ["ACK", "event", seq, kind] => acked
+                    .events
+                    .push((seq.parse().expect("seq"), (*kind).to_owned())),
                 ["ACK", ..] => {}
                 _ => continue,
             }
-            acknowledged += 1;
+            acked.count += 1;
         }
-        rt.block_on(check(&root, &registrations, &events, trial));
+        rt.block_on(check(&target, &acked, &new_versions, trial));
     }
     eprintln!(
-        "crash: {trials} SIGKILLs ({killed_mid_run} mid-run), {acknowledged} acknowledged operations checked after every kill, 0 lost"
+        "crash ({}): {trials} SIGKILLs, {} acknowledged operations ({} registrations) checked after every kill, 0 lost, {:.0} s",
+        target.name,
+        acked.count,
+        acked.registrations.len(),
+        started.elapsed().as_secs_f64()
     );
 }
 
 /// The registry opens, holds everything acknowledged, and shows no partial
-/// version.
-async fn check(root: &Path, registrations: &[(u64, String)], events: &[(u64, String)], trial: u64) {
-    let reg = open(root);
+/// version. Versions acknowledged in this trial have their manifest read and their
+/// payload compared; earlier ones must still name the artifact they were
+/// acknowledged with (artifacts are immutable and content-addressed, so the same
+/// digest is the same files).
+async fn check(target: &Target, acked: &Acked, new_versions: &[u64], trial: u64) {
+    let name = target.name;
+    let reg = open_with_checkpoints(&target.spec, CHECKPOINT_EVERY);
     let state = reg
         .model("crash")
         .await
-        .unwrap_or_else(|e| panic!("trial {trial}: the registry does not open: {e}"));
+        .unwrap_or_else(|e| panic!("{name}: trial {trial}: the registry does not open: {e}"));
     let log = reg.events("crash").await.expect("events");
     assert_eq!(
         modelreg::ModelState::replay(log.clone()).expect("replay"),
         state,
-        "trial {trial}: the checkpointed open and the full replay disagree"
+        "{name}: trial {trial}: the checkpointed open and the full replay disagree"
     );
-    for (n, payload) in registrations {
+    for (n, (_, artifact)) in &acked.registrations {
+        let v = state
+            .versions()
+            .iter()
+            .find(|v| v.number.get() == *n)
+            .unwrap_or_else(|| panic!("{name}: trial {trial}: acknowledged version {n} lost"));
+        assert_eq!(
+            v.artifact.to_string(),
+            *artifact,
+            "{name}: trial {trial}: version {n}"
+        );
+    }
+    for n in new_versions {
+        let (payload, _) = &acked.registrations[n];
         let m = reg
             .manifest(format!("crash/{n}"))
             .await
-            .unwrap_or_else(|e| panic!("trial {trial}: acknowledged version {n} lost: {e}"));
+            .unwrap_or_else(|e| panic!("{name}: trial {trial}: version {n}'s manifest: {e}"));
         let entry = m.get("payload.txt").expect("payload file");
         assert_eq!(
             entry.digest,
             Digest::of(payload.as_bytes()),
-            "trial {trial}: version {n}"
+            "{name}: trial {trial}: version {n}"
         );
     }
-    for (seq, kind) in events {
+    for (seq, kind) in &acked.events {
         let e = log
             .get(*seq as usize - 1)
-            .unwrap_or_else(|| panic!("trial {trial}: acknowledged event {seq} lost"));
-        assert_eq!(e.kind.name(), kind, "trial {trial}: event {seq}");
+            .unwrap_or_else(|| panic!("{name}: trial {trial}: acknowledged event {seq} lost"));
+        assert_eq!(e.kind.name(), kind, "{name}: trial {trial}: event {seq}");
     }
     // Only whole versions are visible: the newest few must verify (older ones
     // were verified after earlier kills and are immutable).
     for v in state.versions().iter().rev().take(3) {
         reg.verify(format!("crash/{}", v.number))
             .await
-            .unwrap_or_else(|e| panic!("trial {trial}: version {} is partial: {e}", v.number));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{name}: trial {trial}: version {} is partial: {e}",
+                    v.number
+                )
+            });
     }
 }

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use modelreg::store::{
     ArtifactStore, BlobMeta, ByteStream, Checkpoint, LinkMode, LogRecord, Materialized,
-    MemoryArtifactStore, MemoryMetadataStore, MetadataStore,
+    MemoryArtifactStore, MemoryMetadataStore, MetadataItem, MetadataStore,
 };
 use modelreg::{
     Actor, ArtifactSource, CreateModel, Digest, Error, Metrics, ModelState, NewVersion, Registry,
@@ -130,6 +130,9 @@ impl MetadataStore for Meta {
     async fn delete_lease(&self, key: &str) -> Result<()> {
         write_op!(self.1, "delete_lease", self.0.delete_lease(key).await)
     }
+    fn location(&self, log: &str, item: MetadataItem) -> String {
+        self.0.location(log, item)
+    }
 }
 
 #[derive(Debug)]
@@ -169,6 +172,9 @@ impl ArtifactStore for Art {
             "materialize",
             self.0.materialize(digest, dest, mode).await
         )
+    }
+    fn location(&self, digest: &Digest) -> String {
+        self.0.location(digest)
     }
 }
 
@@ -352,6 +358,9 @@ impl MetadataStore for RetriedPut {
     }
     async fn delete_lease(&self, key: &str) -> Result<()> {
         self.0.delete_lease(key).await
+    }
+    fn location(&self, log: &str, item: MetadataItem) -> String {
+        self.0.location(log, item)
     }
 }
 

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use modelreg::store::{
     ArtifactStore, ArtifactStoreExt, BlobMeta, ByteStream, Checkpoint, LinkMode, LogRecord,
-    Materialized, MemoryArtifactStore, MemoryMetadataStore, MetadataStore,
+    Materialized, MemoryArtifactStore, MemoryMetadataStore, MetadataItem, MetadataStore,
 };
 use modelreg::{
     Actor, ArtifactSource, CreateModel, Digest, Error, GcOptions, NewVersion, Registry, Result,
@@ -67,6 +67,9 @@ impl ArtifactStore for PausingDeletes {
     async fn list(&self) -> Result<BoxStream<'static, Result<Digest>>> {
         self.inner.list().await
     }
+    fn location(&self, digest: &Digest) -> String {
+        self.inner.location(digest)
+    }
     async fn materialize(
         &self,
         digest: &Digest,
@@ -116,6 +119,9 @@ impl MetadataStore for PausingIntents {
     }
     async fn delete_lease(&self, key: &str) -> Result<()> {
         self.inner.delete_lease(key).await
+    }
+    fn location(&self, log: &str, item: MetadataItem) -> String {
+        self.inner.location(log, item)
     }
 }
 

@@ -1,5 +1,6 @@
 //! Damaged metadata on local disk: a flipped byte in an event is a typed error
-//! naming the event (even when the damaged record still parses as JSON), and a
+//! naming the event and its file (even when the damaged record still parses as
+//! JSON), and a
 //! damaged checkpoint is ignored in favour of replaying the log.
 
 use std::fs;
@@ -52,9 +53,15 @@ async fn a_damaged_event_that_still_parses_is_reported_not_folded() {
     });
     let reopened = Registry::open_local(&root).await.expect("open");
     match reopened.resolve("fraud/1").await {
-        Err(Error::Corrupt { record, reason }) => {
+        Err(Error::Corrupt {
+            record,
+            reason,
+            location,
+        }) => {
             assert_eq!(record, "event 2 of model 'fraud'");
             assert!(reason.contains("checksum"), "{reason}");
+            let file = record_file(&root, "fraud", 2).display().to_string();
+            assert_eq!(location.as_deref(), Some(file.as_str()), "names the file");
         }
         other => panic!("expected Corrupt, got {other:?}"),
     }

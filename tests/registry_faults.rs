@@ -18,7 +18,7 @@ use common::registry_suite::{actor, create, event_count, register_bytes, version
 use futures::stream::BoxStream;
 use modelreg::store::{
     ArtifactStore, BlobMeta, ByteStream, Checkpoint, LinkMode, LogRecord, Materialized,
-    MemoryArtifactStore, MemoryMetadataStore, MetadataStore,
+    MemoryArtifactStore, MemoryMetadataStore, MetadataItem, MetadataStore,
 };
 use modelreg::{
     ArtifactSource, Digest, Error, Metrics, ModelState, NewVersion, Registry, Result, RetryPolicy,
@@ -133,6 +133,10 @@ impl MetadataStore for FaultyMetadata {
     async fn delete_lease(&self, key: &str) -> Result<()> {
         self.inner.delete_lease(key).await
     }
+
+    fn location(&self, log: &str, item: MetadataItem) -> String {
+        self.inner.location(log, item)
+    }
 }
 
 #[derive(Debug)]
@@ -199,6 +203,9 @@ impl ArtifactStore for FaultyArtifacts {
         mode: LinkMode,
     ) -> Result<Materialized> {
         self.inner.materialize(digest, dest, mode).await
+    }
+    fn location(&self, digest: &Digest) -> String {
+        self.inner.location(digest)
     }
 }
 

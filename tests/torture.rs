@@ -1,23 +1,40 @@
 //! Concurrency torture: several processes run random mixed operations (register,
-//! add metrics, alias, transitions, approvals, rollback) on one local registry at
-//! once. Each child prints every operation it saw acknowledged; afterwards a
-//! checker replays the log and asserts the invariants: unique gap-free version
-//! numbers, at most one production version at every point of the history, no
-//! acknowledged registration or approval lost, every version's blobs present.
+//! add metrics, alias, transitions, approvals, rollback) on one registry at once.
+//! Each child prints every operation it saw acknowledged; afterwards a checker
+//! replays the log and asserts the invariants: unique gap-free version numbers, at
+//! most one production version at every point of the history, no acknowledged
+//! registration or approval lost, every version's blobs present.
 //!
-//! Size: `MODELREG_TORTURE_PROCS` (default 8) × `MODELREG_TORTURE_OPS` (default 250).
+//! It runs on four targets (`tests/common/targets.rs`), each opened the way a user
+//! would: a local directory (`Registry::open_local`) and object_store's
+//! `LocalFileSystem` through a `file://` URL (`Registry::open_url`) always, and the
+//! S3 (moto) and Azure (Azurite) servers that `tests/common/servers.rs` finds (in
+//! CI a missing server fails the test).
+//!
+//! Size: `MODELREG_TORTURE_PROCS` (default 8) processes on every target (on S3
+//! only with `MODELREG_TEST_S3_ATOMIC=1`; see the S3 test for why), each
+//! running `MODELREG_TORTURE_OPS` operations (default 250) on the local and
+//! `file://` targets and `MODELREG_TORTURE_SERVER_OPS` (default 40, to keep CI
+//! short; 250 for the full run) on each server.
+
+#[macro_use]
+mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use common::servers::Server;
+use common::targets::{Target, open_default};
 
 use modelreg::{
     Actor, ArtifactSource, CreateModel, Error, EventKind, GateSpec, Metrics, ModelState,
-    NewVersion, Registry, SetAlias, Stage,
+    NewVersion, SetAlias, Stage,
 };
 
-const CHILD_DIR: &str = "MODELREG_TORTURE_DIR";
+const CHILD_TARGET: &str = "MODELREG_TORTURE_TARGET";
 const CHILD_ID: &str = "MODELREG_TORTURE_ID";
+const CHILD_OPS: &str = "MODELREG_TORTURE_CHILD_OPS";
 
 fn env_num(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -30,11 +47,11 @@ fn env_num(name: &str, default: usize) -> usize {
 /// acknowledged, one line each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn torture_child() {
-    let (Ok(dir), Ok(id)) = (std::env::var(CHILD_DIR), std::env::var(CHILD_ID)) else {
+    let (Ok(target), Ok(id)) = (std::env::var(CHILD_TARGET), std::env::var(CHILD_ID)) else {
         return; // Only runs when spawned by the parent test.
     };
-    let ops = env_num("MODELREG_TORTURE_OPS", 250);
-    let reg = Registry::open_local(&dir).await.expect("open");
+    let ops = env_num(CHILD_OPS, 0);
+    let reg = open_default(&target).await;
     let me = Actor::new(format!("child-{id}")).expect("actor");
     let mut rng = fastrand::Rng::with_seed(id.parse::<u64>().expect("id") * 7919 + 1);
     let mut tolerated = 0usize;
@@ -43,7 +60,8 @@ async fn torture_child() {
         let count = state.versions().len() as u64;
         let pick = |rng: &mut fastrand::Rng| format!("torture/{}", rng.u64(1..=count.max(1)));
         let roll = rng.u32(0..100);
-        let result: Result<String, Error> = if roll < 30 || count == 0 {
+        let is_register = roll < 30 || count == 0;
+        let result: Result<String, Error> = if is_register {
             let payload = format!("child {id} op {i}");
             reg.register(
                 "torture",
@@ -107,6 +125,13 @@ async fn torture_child() {
                 println!("REFUSED {e}");
                 tolerated += 1
             }
+            // A request that failed or timed out (an overloaded test server): the
+            // write may or may not have landed. Not acknowledged, so the checker
+            // allows it either way; `UNKNOWN register` bounds extra versions.
+            Err(e @ Error::Storage { .. }) => {
+                let what = if is_register { "register" } else { "other" };
+                println!("UNKNOWN {what} {e}");
+            }
             Err(e) => panic!("child {id} op {i}: unexpected error {e}"),
         }
     }
@@ -114,13 +139,54 @@ async fn torture_child() {
 }
 
 #[test]
-fn processes_racing_mixed_operations_keep_every_invariant() {
-    let procs = env_num("MODELREG_TORTURE_PROCS", 8);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = dir.path().join("reg");
+fn local_processes_racing_mixed_operations_keep_every_invariant() {
+    run(Target::local(), env_num("MODELREG_TORTURE_OPS", 250));
+}
+
+#[test]
+fn file_url_processes_racing_mixed_operations_keep_every_invariant() {
+    run(Target::file_url(), env_num("MODELREG_TORTURE_OPS", 250));
+}
+
+/// On moto one writer by default: moto answers two racing create-only PUTs of
+/// one key with 200 both (its `If-None-Match: *` check and its write are not one
+/// step: moto 5.2 `s3/responses.py`), so the later silently replaces the earlier
+/// and an acknowledged event is lost. Seen in the full run (two `PUT … 200` for
+/// one record key in moto's access log; 4 such keys in 7,773 record PUTs); real S3
+/// does not do this. Set `MODELREG_TEST_S3_ATOMIC=1` against a server whose
+/// conditional PUTs are atomic to race `MODELREG_TORTURE_PROCS` writers there
+/// too. Azurite, whose conditional writes are atomic, runs the race.
+#[test]
+fn s3_processes_racing_mixed_operations_keep_every_invariant() {
+    let Some(target) = Target::server(Server::S3) else {
+        return;
+    };
+    let atomic = std::env::var("MODELREG_TEST_S3_ATOMIC").is_ok_and(|v| v == "1");
+    let procs = if atomic { None } else { Some(1) };
+    run_with(target, procs, env_num("MODELREG_TORTURE_SERVER_OPS", 40));
+}
+
+#[test]
+fn azure_processes_racing_mixed_operations_keep_every_invariant() {
+    let Some(target) = Target::server(Server::Azure) else {
+        return;
+    };
+    run(target, env_num("MODELREG_TORTURE_SERVER_OPS", 40));
+}
+
+/// Runs `MODELREG_TORTURE_PROCS` children of `ops` operations each on `target`,
+/// then checks the invariants.
+fn run(target: Target, ops: usize) {
+    run_with(target, None, ops)
+}
+
+/// [`run`] with `procs` children instead of `MODELREG_TORTURE_PROCS`, if given.
+fn run_with(target: Target, procs: Option<usize>, ops: usize) {
+    let started = Instant::now();
+    let procs = procs.unwrap_or_else(|| env_num("MODELREG_TORTURE_PROCS", 8));
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let reg = Registry::open_local(&root).await.expect("open");
+        let reg = open_default(&target.spec).await;
         let lead = Actor::new("lead").expect("actor");
         reg.create_model("torture", CreateModel::by(lead.clone()))
             .await
@@ -149,8 +215,9 @@ fn processes_racing_mixed_operations_keep_every_invariant() {
                     "--nocapture",
                     "--test-threads=1",
                 ])
-                .env(CHILD_DIR, &root)
+                .env(CHILD_TARGET, &target.spec)
                 .env(CHILD_ID, id.to_string())
+                .env(CHILD_OPS, ops.to_string())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -159,12 +226,14 @@ fn processes_racing_mixed_operations_keep_every_invariant() {
         .collect();
     let mut acks = Vec::new();
     let mut tolerated = 0usize;
+    let (mut unknown, mut unknown_registers) = (0usize, 0usize);
     for (id, child) in children.into_iter().enumerate() {
         let out = child.wait_with_output().expect("child output");
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
-            "child {id} failed:\n{stdout}\n{}",
+            "{}: child {id} failed:\n{stdout}\n{}",
+            target.name,
             String::from_utf8_lossy(&out.stderr)
         );
         for line in stdout.lines() {
@@ -175,19 +244,24 @@ fn processes_racing_mixed_operations_keep_every_invariant() {
                 acks.push((id, ack.to_owned()));
             } else if let Some(n) = line.strip_prefix("TOLERATED ") {
                 tolerated += n.trim().parse::<usize>().expect("count");
+            } else if let Some(what) = line.strip_prefix("UNKNOWN ") {
+                unknown += 1;
+                unknown_registers += usize::from(what.starts_with("register "));
             }
         }
     }
-    rt.block_on(check(&root, &acks));
+    rt.block_on(check(&target, &acks, unknown_registers));
     eprintln!(
-        "torture: {procs} processes, {} acknowledged operations, {tolerated} refused as the rules allow, 0 lost",
-        acks.len()
+        "torture ({}): {procs} processes × {ops} operations, {} acknowledged, {tolerated} refused as the rules allow, {unknown} failed requests (outcome unknown), 0 lost, {:.0} s",
+        target.name,
+        acks.len(),
+        started.elapsed().as_secs_f64()
     );
 }
 
 /// Replays the log and checks every invariant against the acknowledgements.
-async fn check(root: &Path, acks: &[(usize, String)]) {
-    let reg = Registry::open_local(root).await.expect("open");
+async fn check(target: &Target, acks: &[(usize, String)], unknown_registers: usize) {
+    let reg = open_default(&target.spec).await;
     let events = reg.events("torture").await.expect("events");
     let state = reg.model("torture").await.expect("model");
     assert_eq!(
@@ -248,10 +322,12 @@ async fn check(root: &Path, acks: &[(usize, String)]) {
             _ => {}
         }
     }
-    assert_eq!(
-        registered,
-        state.versions().len(),
-        "no unacknowledged version"
+    // Every version was acknowledged, except those whose request failed with an
+    // unknown outcome.
+    let versions = state.versions().len();
+    assert!(
+        (registered..=registered + unknown_registers).contains(&versions),
+        "{versions} versions for {registered} acknowledged and {unknown_registers} unknown registrations"
     );
     assert!(approvals > 0, "the mix exercised approvals");
 

@@ -294,6 +294,7 @@ impl Event {
                 record: record(),
                 found: f.format,
                 supported: EVENT_FORMAT,
+                location: None,
             });
         }
         let wire: WireIn = serde_json::from_slice(bytes)

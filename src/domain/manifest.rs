@@ -318,6 +318,7 @@ impl Manifest {
                 record: record.into(),
                 found: v.format,
                 supported: MANIFEST_FORMAT,
+                location: None,
             });
         }
         let wire: ManifestWire = serde_json::from_slice(bytes)

@@ -776,6 +776,7 @@ pub fn decode_checkpoint(model: &ModelName, seq: u64, bytes: &[u8]) -> Result<Mo
             record: record(),
             found: f.format,
             supported: CHECKPOINT_FORMAT,
+            location: None,
         });
     }
     let c: In = serde_json::from_slice(bytes)

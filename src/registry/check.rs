@@ -9,6 +9,7 @@ use crate::digest::Digest;
 use crate::domain::state::decode_checkpoint;
 use crate::domain::{Event, ModelName, ModelState};
 use crate::error::{Error, Result};
+use crate::store::MetadataItem;
 
 /// One problem [`Registry::check`] found.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,6 +18,11 @@ pub struct Problem {
     pub subject: String,
     /// What is wrong, in words (the error that reading it gave).
     pub detail: String,
+    /// Where the damaged or missing thing is stored: a file path or object URL, as
+    /// the store names it ([`MetadataStore::location`](crate::store::MetadataStore::location),
+    /// [`ArtifactStore::location`](crate::store::ArtifactStore::location)). `None`
+    /// when the problem is not one stored item (a log that cannot be listed).
+    pub location: Option<String>,
 }
 
 /// What [`Registry::check`] looked at and what it found.
@@ -44,20 +50,43 @@ impl CheckReport {
         self.problems.is_empty()
     }
 
-    fn problem(&mut self, subject: impl Into<String>, detail: impl ToString) {
+    fn problem(
+        &mut self,
+        subject: impl Into<String>,
+        location: Option<String>,
+        detail: impl ToString,
+    ) {
         self.problems.push(Problem {
             subject: subject.into(),
             detail: detail.to_string(),
+            location,
         });
     }
 }
 
 impl Registry {
+    /// Adds where record `seq` of `model`'s log is stored to an error about its
+    /// bytes (see [`Error::location`]); other errors pass unchanged.
+    pub(super) fn record_at(&self, model: &ModelName, seq: u64) -> impl Fn(Error) -> Error + '_ {
+        let model = model.clone();
+        move |e| {
+            e.at(|| {
+                self.inner
+                    .metadata
+                    .location(model.as_str(), MetadataItem::Record(seq))
+            })
+        }
+    }
+
     /// Reads and verifies everything, changing nothing: every model's log
     /// (checksums, formats, the fold's rules), its latest checkpoint against the
     /// log, and every version's manifest and blobs (present, and re-hashed to
-    /// their digests; each distinct blob once). Every problem found is reported;
-    /// the check goes on past it. Fails only if the models cannot be listed.
+    /// their digests; each distinct blob once). Every problem found is reported,
+    /// with where the damaged item is stored ([`Problem::location`]); the check
+    /// goes on past it. Fails only if the models cannot be listed.
+    ///
+    /// Reads never fail on a damaged checkpoint (they ignore it and replay the
+    /// log); this is where one is reported.
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -104,7 +133,7 @@ impl Registry {
         let checkpoint = match meta.latest_checkpoint(model.as_str()).await {
             Ok(c) => c,
             Err(e) => {
-                report.problem(format!("checkpoint of model '{model}'"), e);
+                report.problem(format!("checkpoint of model '{model}'"), None, e);
                 None
             }
         };
@@ -116,7 +145,7 @@ impl Registry {
             {
                 Ok(b) => b,
                 Err(e) => {
-                    report.problem(format!("log of model '{model}'"), e);
+                    report.problem(format!("log of model '{model}'"), None, e);
                     return None;
                 }
             };
@@ -130,8 +159,11 @@ impl Registry {
                         None => ModelState::genesis(&e).map(|s| states = Some(s)),
                     }
                 });
-                if let Err(e) = folded {
-                    report.problem(format!("event {} of model '{model}'", rec.seq), e);
+                if let Err(e) = folded.map_err(self.record_at(model, rec.seq)) {
+                    let location = e.location().map(str::to_owned).or_else(|| {
+                        Some(meta.location(model.as_str(), MetadataItem::Record(rec.seq)))
+                    });
+                    report.problem(format!("event {} of model '{model}'", rec.seq), location, e);
                     return None;
                 }
                 if checkpoint.as_ref().is_some_and(|c| c.seq == rec.seq) {
@@ -145,12 +177,22 @@ impl Registry {
         if let Some(c) = checkpoint {
             report.checkpoints += 1;
             let subject = format!("checkpoint {} of model '{model}'", c.seq);
+            let location = meta.location(model.as_str(), MetadataItem::Checkpoint(c.seq));
             match (decode_checkpoint(model, c.seq, &c.bytes), checkpoint_state) {
-                (Err(e), _) => report.problem(subject, e),
-                (Ok(_), None) => report.problem(subject, "covers events the log does not have"),
-                (Ok(cp), Some(folded)) if cp != folded => {
-                    report.problem(subject, "disagrees with the fold of the log")
+                (Err(e), _) => {
+                    let e = e.at(|| location.clone());
+                    report.problem(subject, Some(location), e)
                 }
+                (Ok(_), None) => report.problem(
+                    subject,
+                    Some(location),
+                    "covers events the log does not have",
+                ),
+                (Ok(cp), Some(folded)) if cp != folded => report.problem(
+                    subject,
+                    Some(location),
+                    "disagrees with the fold of the log",
+                ),
                 (Ok(_), Some(_)) => {}
             }
         }
@@ -170,7 +212,11 @@ impl Registry {
         let manifest = match fetch::load_manifest(store, artifact).await {
             Ok(m) => m,
             Err(e) => {
-                report.problem(format!("{model}/{number} manifest {artifact}"), e);
+                report.problem(
+                    format!("{model}/{number} manifest {artifact}"),
+                    Some(store.location(artifact)),
+                    e,
+                );
                 return;
             }
         };
@@ -186,17 +232,20 @@ impl Registry {
                 Ok(stream) => fetch::hash_stream(stream).await,
                 Err(err) => Err(err),
             };
+            let location = Some(store.location(&e.digest));
             match checked {
                 Ok((actual, size)) if actual == e.digest && size == e.size => report.bytes += size,
                 Ok((actual, _)) => report.problem(
                     subject,
+                    location,
                     Error::Integrity {
                         what: "blob".into(),
                         expected: e.digest,
                         actual,
+                        location: Some(store.location(&e.digest)),
                     },
                 ),
-                Err(err) => report.problem(subject, err),
+                Err(err) => report.problem(subject, location, err),
             }
         }
     }

@@ -31,7 +31,8 @@ pub(crate) async fn load_manifest(store: &dyn ArtifactStore, digest: &Digest) ->
             return Err(Error::corrupt(
                 format!("manifest {digest}"),
                 format!("larger than {MAX_MANIFEST_BYTES} bytes"),
-            ));
+            )
+            .at(|| store.location(digest)));
         }
     }
     let actual = Digest::of(&buf);
@@ -40,9 +41,10 @@ pub(crate) async fn load_manifest(store: &dyn ArtifactStore, digest: &Digest) ->
             what: format!("manifest {digest}"),
             expected: *digest,
             actual,
+            location: Some(store.location(digest)),
         });
     }
-    Manifest::from_bytes(&buf)
+    Manifest::from_bytes(&buf).map_err(|e| e.at(|| store.location(digest)))
 }
 
 /// Hashes a blob's stream, returning its digest and length.
@@ -159,6 +161,7 @@ async fn place_all(
                 what: format!("file '{}' of {what}", entry.path),
                 expected: entry.digest,
                 actual,
+                location: Some(store.location(&entry.digest)),
             });
         }
     }

@@ -202,6 +202,7 @@ impl LeaseRecord {
                 record: what(),
                 found: format.format,
                 supported: LEASE_FORMAT,
+                location: None,
             });
         }
         serde_json::from_slice(json).map_err(|e| Error::corrupt(what(), e.to_string()))

@@ -488,6 +488,7 @@ impl Registry {
                             .into(),
                         expected: manifest,
                         actual: again,
+                        location: None,
                     });
                 }
             }
@@ -663,7 +664,8 @@ impl Registry {
                 .await?;
             let done = batch.len() < READ_BATCH;
             for rec in batch {
-                events.push(Event::from_bytes(&model, rec.seq, &rec.bytes)?);
+                let at = self.record_at(&model, rec.seq);
+                events.push(Event::from_bytes(&model, rec.seq, &rec.bytes).map_err(at)?);
             }
             if done {
                 break;
@@ -723,6 +725,7 @@ impl Registry {
                     what: what(),
                     expected: e.digest,
                     actual,
+                    location: Some(store.location(&e.digest)),
                 });
             }
             report.files += 1;
@@ -790,7 +793,10 @@ impl Registry {
             let done = batch.len() < READ_BATCH;
             let events = batch
                 .into_iter()
-                .map(|rec| Event::from_bytes(model, rec.seq, &rec.bytes))
+                .map(|rec| {
+                    Event::from_bytes(model, rec.seq, &rec.bytes)
+                        .map_err(self.record_at(model, rec.seq))
+                })
                 .collect::<Result<Vec<_>>>()?;
             let mut cached = slot.write();
             let Some(state) = cached.as_mut() else {
@@ -799,7 +805,8 @@ impl Registry {
             // Another task may have applied some of them meanwhile.
             for event in events {
                 if event.seq > state.seq() {
-                    state.apply(event)?;
+                    let seq = event.seq;
+                    state.apply(event).map_err(self.record_at(model, seq))?;
                 }
             }
             if done {
@@ -820,10 +827,11 @@ impl Registry {
                 .await?;
             let done = batch.len() < READ_BATCH;
             for rec in batch {
-                let event = Event::from_bytes(model, rec.seq, &rec.bytes)?;
+                let at = self.record_at(model, rec.seq);
+                let event = Event::from_bytes(model, rec.seq, &rec.bytes).map_err(&at)?;
                 match &mut state {
-                    Some(state) => state.apply(event)?,
-                    None => state = Some(ModelState::genesis(&event)?),
+                    Some(state) => state.apply(event).map_err(at)?,
+                    None => state = Some(ModelState::genesis(&event).map_err(at)?),
                 }
             }
             if done {

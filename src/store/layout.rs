@@ -14,6 +14,7 @@
 //! lexically in numeric order (which lets an object store list from an offset); no
 //! reader relies on a listing coming back sorted.
 
+use super::MetadataItem;
 use crate::digest::Digest;
 
 /// Logs, relative to a metadata root.
@@ -51,6 +52,16 @@ pub(crate) fn parse_seq_file_name(name: &str, ext: &str) -> Option<u64> {
         return None;
     }
     digits.parse().ok()
+}
+
+/// `logs/v1/<log>/records/<seq>.rec` or `logs/v1/<log>/checkpoints/<seq>.ckpt`,
+/// relative to a metadata root.
+pub(crate) fn metadata_key(log: &str, item: MetadataItem) -> String {
+    let (dir, seq, ext) = match item {
+        MetadataItem::Record(seq) => (RECORDS, seq, RECORD_EXT),
+        MetadataItem::Checkpoint(seq) => (CHECKPOINTS, seq, CHECKPOINT_EXT),
+    };
+    format!("{LOGS_DIR}/{log}/{dir}/{}", seq_file_name(seq, ext))
 }
 
 /// `blobs/v1/blake3/ab/cd/abcd…`, relative to an artifact root.

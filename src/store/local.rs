@@ -54,12 +54,12 @@ use futures::stream::{self, BoxStream};
 use super::fsutil::{self, PublishMode, Published, TempFile};
 use super::layout::{
     BLOBS_DIR, CHECKPOINT_EXT, CHECKPOINT_READ_ATTEMPTS, CHECKPOINTS, KEEP_CHECKPOINTS, LEASES_DIR,
-    LOGS_DIR, RECORD_EXT, RECORDS, blob_key, is_shard_name, parse_blob_name, parse_seq_file_name,
-    seq_file_name,
+    LOGS_DIR, RECORD_EXT, RECORDS, blob_key, is_shard_name, metadata_key, parse_blob_name,
+    parse_seq_file_name, seq_file_name,
 };
 use super::{
     ArtifactStore, BlobMeta, ByteStream, Checkpoint, LinkMode, LogRecord, Materialized,
-    MetadataStore, TempSweep, check_lease_key, check_log_key, check_seq,
+    MetadataItem, MetadataStore, TempSweep, check_lease_key, check_log_key, check_seq,
 };
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -464,6 +464,15 @@ impl MetadataStore for LocalMetadataStore {
         })
         .await
     }
+
+    /// The file's path: the store's root joined with the layout's key.
+    fn location(&self, log: &str, item: MetadataItem) -> String {
+        self.root
+            .path
+            .join(metadata_key(log, item))
+            .display()
+            .to_string()
+    }
 }
 
 // ---------------------------------------------------------------------------------
@@ -551,6 +560,7 @@ fn finish_blob(
             what: what(),
             expected: *digest,
             actual,
+            location: None,
         });
     }
     set_read_only(tmp.file()).map_err(|e| root.error("put", key(), e))?;
@@ -893,5 +903,10 @@ impl ArtifactStore for LocalArtifactStore {
             Ok(placed)
         })
         .await
+    }
+
+    /// The blob file's path.
+    fn location(&self, digest: &Digest) -> String {
+        blob_path(&self.root, digest).display().to_string()
     }
 }

@@ -14,9 +14,10 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use futures::stream::{self, BoxStream};
 
+use super::layout::{blob_key, metadata_key};
 use super::{
     ArtifactStore, BlobMeta, ByteStream, Checkpoint, LinkMode, LogRecord, Materialized,
-    MetadataStore, check_lease_key, check_log_key, check_seq,
+    MetadataItem, MetadataStore, check_lease_key, check_log_key, check_seq,
 };
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -160,6 +161,11 @@ impl MetadataStore for MemoryMetadataStore {
         lock(&self.inner).leases.remove(key);
         Ok(())
     }
+
+    /// `memory:logs/v1/<log>/records/<seq>.rec`: the persistent stores' layout.
+    fn location(&self, log: &str, item: MetadataItem) -> String {
+        format!("memory:{}", metadata_key(log, item))
+    }
 }
 
 /// Stored blobs with the time each was first put.
@@ -198,6 +204,7 @@ impl MemoryArtifactStore {
                 what: format!("blob put as {digest}"),
                 expected: *digest,
                 actual,
+                location: None,
             });
         }
         lock(&self.blobs)
@@ -279,5 +286,10 @@ impl ArtifactStore for MemoryArtifactStore {
             .map_err(|e| Error::io(dest, std::io::Error::other(e)))?
             .map_err(|e| Error::io(dest, e))?;
         Ok(Materialized::Copied)
+    }
+
+    /// `memory:blobs/v1/blake3/ab/cd/<hex>`: the persistent stores' layout.
+    fn location(&self, digest: &Digest) -> String {
+        format!("memory:{}", blob_key(digest))
     }
 }

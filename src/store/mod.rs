@@ -62,6 +62,16 @@ pub struct Checkpoint {
     pub bytes: Bytes,
 }
 
+/// An item of a [`MetadataStore`] log, for [`MetadataStore::location`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MetadataItem {
+    /// Record `seq` of the log.
+    Record(u64),
+    /// The checkpoint covering records `1..=seq`.
+    Checkpoint(u64),
+}
+
 /// Append-only, numbered logs with create-if-absent appends.
 ///
 /// Contract, which the conformance suite checks for every implementation:
@@ -86,6 +96,8 @@ pub struct Checkpoint {
 ///   [`list_leases`](Self::list_leases) starts is listed by it, and one deleted
 ///   before is not. The registry builds garbage collection on this (a collector and a
 ///   registration each write their lease, then read the other's).
+/// - [`location`](Self::location) names where an item is or would be stored,
+///   distinct for distinct items, without touching the store.
 #[async_trait]
 pub trait MetadataStore: Send + Sync + fmt::Debug + 'static {
     /// Appends record `seq` to `log`, only if it does not exist yet.
@@ -140,6 +152,13 @@ pub trait MetadataStore: Send + Sync + fmt::Debug + 'static {
         let _ = (log, seq);
         None
     }
+
+    /// Where `item` of `log` is, or would be, stored, for messages that must point
+    /// a person at it: a file path for local files, an object URL (or the key and
+    /// the store) for object storage. Pure: it neither checks the key nor touches
+    /// the store. Errors about a damaged record carry it
+    /// ([`Error::location`](crate::Error::location)).
+    fn location(&self, log: &str, item: MetadataItem) -> String;
 }
 
 /// What [`ArtifactStore::remove_stale_temp_files`] or
@@ -203,6 +222,8 @@ pub enum Materialized {
 /// - reads return stored bytes as they are: verifying them is the caller's job
 ///   (a corrupted disk is reported by the registry, which re-hashes everything it
 ///   reads);
+/// - [`location`](Self::location) names where a blob is or would be stored,
+///   distinct for distinct digests, without touching the store;
 /// - memory stays bounded whatever the blob size, except in the memory store.
 #[async_trait]
 pub trait ArtifactStore: Send + Sync + fmt::Debug + 'static {
@@ -245,6 +266,11 @@ pub trait ArtifactStore: Send + Sync + fmt::Debug + 'static {
         dest: &Path,
         mode: LinkMode,
     ) -> Result<Materialized>;
+
+    /// Where the blob `digest` is, or would be, stored, for messages that must point
+    /// a person at it: a file path, an object URL (or the key and the store). Pure:
+    /// it does not touch the store.
+    fn location(&self, digest: &Digest) -> String;
 }
 
 /// Conveniences over [`ArtifactStore`], for every implementation.
@@ -345,6 +371,9 @@ macro_rules! forward_metadata_store {
             fn probe(&self, log: &str, seq: u64) -> Option<Result<bool>> {
                 (**self).probe(log, seq)
             }
+            fn location(&self, log: &str, item: MetadataItem) -> String {
+                (**self).location(log, item)
+            }
         }
     };
 }
@@ -385,6 +414,9 @@ macro_rules! forward_artifact_store {
                 mode: LinkMode,
             ) -> Result<Materialized> {
                 (**self).materialize(digest, dest, mode).await
+            }
+            fn location(&self, digest: &Digest) -> String {
+                (**self).location(digest)
             }
         }
     };

@@ -92,7 +92,7 @@ use super::layout::{
 };
 use super::{
     ArtifactStore, BlobMeta, ByteStream, Checkpoint, LinkMode, LogRecord, Materialized,
-    MetadataStore, check_lease_key, check_log_key, check_seq, fsutil,
+    MetadataItem, MetadataStore, check_lease_key, check_log_key, check_seq, fsutil,
 };
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -139,12 +139,35 @@ struct Root {
     path: Path,
     /// E.g. `object store s3://bucket/prefix/metadata`.
     label: String,
+    /// What an object's key is appended to for its URL (`s3://bucket/`), when the
+    /// store was opened by URL.
+    url_base: Option<String>,
 }
 
 impl Root {
-    fn new(store: Arc<dyn ObjectStore>, path: Path, label: Option<String>) -> Arc<Self> {
+    fn new(
+        store: Arc<dyn ObjectStore>,
+        path: Path,
+        label: Option<String>,
+        url_base: Option<String>,
+    ) -> Arc<Self> {
         let label = label.unwrap_or_else(|| format!("object store {store} at '{path}'"));
-        Arc::new(Root { store, path, label })
+        Arc::new(Root {
+            store,
+            path,
+            label,
+            url_base,
+        })
+    }
+
+    /// Where the object `key` is, for messages: its URL when the store was opened
+    /// by one (`s3://bucket/reg/metadata/…`, `file:///srv/reg/metadata/…`),
+    /// otherwise the key and the store.
+    fn location(&self, key: &Path) -> String {
+        match &self.url_base {
+            Some(base) => format!("{base}{key}"),
+            None => format!("object '{key}' in {}", self.store),
+        }
     }
 
     /// `self.path` joined with the `/`-separated segments of a layout constant.
@@ -215,7 +238,7 @@ impl ObjectMetadataStore {
     /// A store keeping its logs in `store` below `root`.
     pub fn new(store: Arc<dyn ObjectStore>, root: Path) -> Self {
         ObjectMetadataStore {
-            root: Root::new(store, root, None),
+            root: Root::new(store, root, None, None),
         }
     }
 
@@ -507,6 +530,18 @@ impl MetadataStore for ObjectMetadataStore {
             Err(e) => Err(self.root.error("delete lease", &path, e)),
         }
     }
+
+    /// The object's URL (`s3://bucket/reg/metadata/logs/v1/…`) when the store was
+    /// opened by URL, otherwise its key and the store.
+    fn location(&self, log: &str, item: MetadataItem) -> String {
+        let path = match item {
+            MetadataItem::Record(seq) => self.record_path(log, seq),
+            MetadataItem::Checkpoint(seq) => self
+                .checkpoints_dir(log)
+                .join(seq_file_name(seq, CHECKPOINT_EXT)),
+        };
+        self.root.location(&path)
+    }
 }
 
 // ---------------------------------------------------------------------------------
@@ -540,7 +575,7 @@ impl ObjectArtifactStore {
     /// A store keeping its blobs in `store` below `root`.
     pub fn new(store: Arc<dyn ObjectStore>, root: Path) -> Self {
         ObjectArtifactStore {
-            root: Root::new(store, root, None),
+            root: Root::new(store, root, None, None),
         }
     }
 
@@ -622,6 +657,7 @@ fn check_digest(expected: &Digest, actual: Digest, what: impl FnOnce() -> String
         what: what(),
         expected: *expected,
         actual,
+        location: None,
     })
 }
 
@@ -1063,6 +1099,12 @@ impl ArtifactStore for ObjectArtifactStore {
         }
         Ok(Materialized::Copied)
     }
+
+    /// The object's URL when the store was opened by URL, otherwise its key and
+    /// the store.
+    fn location(&self, digest: &Digest) -> String {
+        self.root.location(&self.blob_path(digest))
+    }
 }
 
 /// Writes a download into `file` on the blocking pool, syncing it at the end.
@@ -1124,13 +1166,14 @@ pub fn stores_in(
     prefix: &Path,
 ) -> (ObjectMetadataStore, ObjectArtifactStore) {
     let label = format!("object store {store} at '{prefix}'");
-    named_stores(store, prefix, &label)
+    named_stores(store, prefix, &label, None)
 }
 
 fn named_stores(
     store: Arc<dyn ObjectStore>,
     prefix: &Path,
     label: &str,
+    url_base: Option<String>,
 ) -> (ObjectMetadataStore, ObjectArtifactStore) {
     let metadata = prefix.clone().join("metadata");
     let artifacts = prefix.clone().join("artifacts");
@@ -1140,10 +1183,16 @@ fn named_stores(
                 Arc::clone(&store),
                 metadata,
                 Some(format!("{label} (metadata)")),
+                url_base.clone(),
             ),
         },
         ObjectArtifactStore {
-            root: Root::new(store, artifacts, Some(format!("{label} (artifacts)"))),
+            root: Root::new(
+                store,
+                artifacts,
+                Some(format!("{label} (artifacts)")),
+                url_base,
+            ),
         },
     )
 }
@@ -1154,7 +1203,31 @@ fn named_stores(
 pub fn stores_from_url(url: &str) -> Result<(ObjectMetadataStore, ObjectArtifactStore)> {
     let (store, prefix) = object_store_from_url(url)?;
     let label = format!("object store {}", url.trim_end_matches('/'));
-    Ok(named_stores(store, &prefix, &label))
+    let base = url::Url::parse(url)
+        .ok()
+        .and_then(|parsed| url_base(&parsed, &prefix));
+    Ok(named_stores(store, &prefix, &label, base))
+}
+
+/// What an object's key is appended to for its URL: the URL without the `prefix`
+/// it gives inside the store (`s3://bucket/` for `s3://bucket/reg`). `None` when
+/// the URL does not end in the prefix as written (a form such as
+/// `https://account.blob.core.windows.net/container/reg`), and keys are then named
+/// with their store instead.
+fn url_base(parsed: &url::Url, prefix: &Path) -> Option<String> {
+    let mut url = parsed.clone();
+    url.set_query(None);
+    url.set_fragment(None);
+    let whole = url.as_str();
+    if prefix.as_ref().is_empty() {
+        return Some(if whole.ends_with('/') {
+            whole.to_owned()
+        } else {
+            format!("{whole}/")
+        });
+    }
+    let base = whole.trim_end_matches('/').strip_suffix(prefix.as_ref())?;
+    base.ends_with('/').then(|| base.to_owned())
 }
 
 /// The object store a URL names, configured from the environment, and the path the

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use modelreg::domain::state::decode_checkpoint;
-use modelreg::store::{Checkpoint, LogRecord, MetadataStore};
+use modelreg::store::{Checkpoint, LogRecord, MetadataItem, MetadataStore};
 use modelreg::{
     Actor, AliasName, AliasTarget, Approval, Baseline, CodeRef, DatasetRef, DatasetRole, Decision,
     EVENT_FORMAT, Error, Event, EventKind, Gate, GateSpec, GateVerdict, HistoryFilter, MetricSpec,
@@ -2492,6 +2492,9 @@ impl MetadataStore for RendezvousAppends {
     }
     async fn delete_lease(&self, key: &str) -> modelreg::Result<()> {
         self.inner.delete_lease(key).await
+    }
+    fn location(&self, log: &str, item: MetadataItem) -> String {
+        self.inner.location(log, item)
     }
 }
 

@@ -1301,12 +1301,16 @@ pub async fn corrupt_blob_fails_fetch_and_verify(f: &Fixture) {
         what,
         expected,
         actual,
+        location,
     } = &e
     else {
         unreachable!()
     };
     assert!(what.contains("weights.bin"), "{e}");
     assert_eq!((*expected, *actual), (target, digest(&rotten)));
+    // Names where the rotten blob is stored, as its store says.
+    let stored_at = reg.artifact_store().location(&target);
+    assert_eq!(location.as_deref(), Some(stored_at.as_str()), "{e}");
     assert!(!dest.exists(), "a failed fetch left {}", dest.display());
     assert_eq!(entries(&parent), Vec::<String>::new());
 
@@ -1324,12 +1328,16 @@ pub async fn corrupt_blob_fails_fetch_and_verify(f: &Fixture) {
         what,
         expected,
         actual,
+        location,
     } = &e
     else {
         unreachable!()
     };
     assert!(what.contains("weights.bin"), "{e}");
     assert_eq!((*expected, *actual), (target, digest(&rotten)));
+    // Names where the rotten blob is stored, as its store says.
+    let stored_at = reg.artifact_store().location(&target);
+    assert_eq!(location.as_deref(), Some(stored_at.as_str()), "{e}");
 
     let v2 = reg.resolve("fraud/2").await.expect("resolve");
     assert_eq!(

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use futures::{TryStreamExt, stream};
 use modelreg::store::{
     ArtifactStore, ArtifactStoreExt, ByteStream, Checkpoint, LinkMode, LogRecord, Materialized,
-    MetadataStore,
+    MetadataItem, MetadataStore,
 };
 use modelreg::{Digest, Error};
 use proptest::collection::vec;
@@ -102,7 +102,8 @@ macro_rules! metadata_suite {
                     checkpoint_of_same_seq_is_replaced,
                     leases_are_replaced_listed_and_deleted,
                     invalid_lease_keys_are_rejected,
-                    probe_agrees_with_read_after;
+                    probe_agrees_with_read_after,
+                    locations_are_distinct_stable_and_pure;
                 shared:
                     concurrent_appends_of_one_seq_have_one_winner;
             );
@@ -134,7 +135,8 @@ macro_rules! artifact_suite {
                     delete_removes_and_tolerates_missing,
                     list_returns_exactly_stored_digests,
                     put_file_of_interesting_sizes_round_trips,
-                    materialize_in_every_mode_copies_bytes_once;
+                    materialize_in_every_mode_copies_bytes_once,
+                    blob_locations_are_distinct_stable_and_pure;
                 shared:
                     concurrent_puts_of_one_blob_all_succeed;
             );
@@ -524,6 +526,42 @@ pub async fn invalid_lease_keys_are_rejected(store: &dyn MetadataStore) {
         ));
     }
     assert_eq!(store.list_leases().await.unwrap(), Vec::<String>::new());
+}
+
+/// `location` names each record and checkpoint apart, mentions the log, does not
+/// change once the item exists, and touches nothing: naming an item creates none.
+pub async fn locations_are_distinct_stable_and_pure(store: &dyn MetadataStore) {
+    let items = [
+        ("fraud", MetadataItem::Record(1)),
+        ("fraud", MetadataItem::Record(2)),
+        ("fraud", MetadataItem::Record(10)),
+        ("fraud", MetadataItem::Checkpoint(1)),
+        ("fraud", MetadataItem::Checkpoint(2)),
+        ("churn", MetadataItem::Record(1)),
+    ];
+    let before: Vec<String> = items
+        .iter()
+        .map(|(log, item)| store.location(log, *item))
+        .collect();
+    let distinct: BTreeSet<&String> = before.iter().collect();
+    assert_eq!(distinct.len(), items.len(), "{before:#?}");
+    for ((log, _), location) in items.iter().zip(&before) {
+        assert!(location.contains(log), "{location} does not name log {log}");
+    }
+    assert!(store.list_logs().await.unwrap().is_empty());
+    assert_eq!(store.latest_checkpoint("fraud").await.unwrap(), None);
+
+    append_all(store, "fraud", [1, 2]).await;
+    append_all(store, "churn", [1]).await;
+    store
+        .put_checkpoint("fraud", 2, Bytes::from_static(b"cp"))
+        .await
+        .unwrap();
+    let after: Vec<String> = items
+        .iter()
+        .map(|(log, item)| store.location(log, *item))
+        .collect();
+    assert_eq!(after, before);
 }
 
 /// One step of the metadata reference-model test.
@@ -985,6 +1023,21 @@ pub async fn materialize_in_every_mode_copies_bytes_once(store: &dyn ArtifactSto
     }
     // The copies were overwritten above; the blob must not have changed with them.
     assert_eq!(get_all(store, &digest).await, data);
+}
+
+/// `location` names each blob apart, mentions its digest's hex, does not change
+/// once the blob exists, and touches nothing.
+pub async fn blob_locations_are_distinct_stable_and_pure(store: &dyn ArtifactStore) {
+    let a = Bytes::from_static(b"first blob");
+    let b = Bytes::from_static(b"second blob");
+    let (da, db) = (Digest::of(&a), Digest::of(&b));
+    let (la, lb) = (store.location(&da), store.location(&db));
+    assert_ne!(la, lb);
+    assert!(la.contains(&da.to_hex()), "{la}");
+    assert!(lb.contains(&db.to_hex()), "{lb}");
+    assert_eq!(store.head(&da).await.unwrap(), None);
+    store.put_bytes(a).await.unwrap();
+    assert_eq!(store.location(&da), la);
 }
 
 /// Writing to a copied (or reflinked) destination must not change the stored blob.
