@@ -12,7 +12,7 @@ use super::ingest::blocking;
 use crate::digest::Digest;
 use crate::domain::Manifest;
 use crate::error::{Error, Result};
-use crate::hashing::{self, hash_file};
+use crate::hashing;
 use crate::store::{ArtifactStore, ByteStream, LinkMode, Materialized};
 
 /// The largest manifest the registry reads (a million files fit well below it).
@@ -138,7 +138,7 @@ async fn place_all(
             blocking(move || fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e)))
                 .await??;
         }
-        let how = store
+        let placed = store
             .materialize(&entry.digest, &target, link)
             .await
             .map_err(|e| match e {
@@ -148,17 +148,15 @@ async fn place_all(
                 )),
                 e => e,
             })?;
-        if how != Materialized::Copied {
+        if placed.how != Materialized::Copied {
             linked += 1;
         }
-        let check = target.clone();
-        let (actual, size) =
-            blocking(move || hash_file(&check).map_err(|e| Error::io(&check, e))).await??;
-        if actual != entry.digest || size != entry.size {
+        // The store hashed what it placed, reading it back from the target.
+        if placed.digest != entry.digest || placed.size != entry.size {
             return Err(Error::Integrity {
                 what: format!("file '{}' of {what}", entry.path),
                 expected: entry.digest,
-                actual,
+                actual: placed.digest,
             });
         }
     }

@@ -381,6 +381,7 @@ impl Registry {
             self.inner.artifacts.as_ref(),
             source,
             self.inner.hash_cache.as_ref(),
+            version.link,
         )
         .await?;
         let (size, files) = (manifest.total_size(), manifest.len() as u64);
