@@ -78,8 +78,9 @@ pub struct VerifyReport {
 
 /// Writes every file of `manifest` below `dest`, verified.
 ///
-/// Files are placed in a staging directory beside `dest`, each re-hashed after it is
-/// written; only when every file matches is the staging directory renamed to `dest`.
+/// Files are placed in a staging directory beside `dest`; the store hashes each one
+/// from what it wrote there ([`Placed`](crate::store::Placed)), and only when every
+/// file matches its manifest entry is the staging directory renamed to `dest`.
 /// On any failure the staging directory is removed, so `dest` either holds the whole
 /// verified artifact or is left as it was. `dest` must not exist, or be an empty
 /// directory. `what` names the version in error messages.

@@ -915,3 +915,34 @@ impl ArtifactStore for LocalArtifactStore {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The guard of a copy-while-hashing import: a same-size rewrite with the
+    /// modification time put back still counts as a change (its ctime moved), and
+    /// an untouched file does not.
+    #[test]
+    fn the_source_guard_sees_a_same_size_rewrite_with_mtime_put_back() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("weights.bin");
+        fs::write(&path, b"version one").expect("write");
+        let file = File::open(&path).expect("open");
+        let before = file.metadata().expect("metadata");
+        check_unchanged(&path, &file, &before).expect("an untouched file is unchanged");
+        // ctime has a coarse clock: make sure the rewrite lands on a later tick.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(&path, b"version two").expect("rewrite");
+        File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(before.modified()?))
+            .expect("put mtime back");
+        let err = check_unchanged(&path, &file, &before).expect_err("must see the rewrite");
+        assert!(
+            matches!(&err, Error::SourceChanged { path: p } if *p == path),
+            "{err:?}"
+        );
+    }
+}
