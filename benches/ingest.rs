@@ -1,27 +1,40 @@
-//! Register and fetch of one large file on the local store, each measured against
-//! the raw operation it competes with, interleaved in the same run.
+//! Register, re-register, fetch and hash of one large file on the local store, each
+//! measured against the raw operation it competes with, interleaved in the same run;
+//! and the peak memory of registering and fetching, measured in child processes.
 //!
 //! ```text
-//! cargo bench --bench ingest                     # 256 MiB, 5 pairs
+//! cargo bench --bench ingest                                        # 256 MiB, 5 pairs
 //! MODELREG_BENCH_MIB=1024 MODELREG_BENCH_PAIRS=7 cargo bench --bench ingest
+//! MODELREG_BENCH_RSS_MIB=4096 MODELREG_BENCH_PAIRS=0 cargo bench --bench ingest  # peak RSS only
 //! ```
 //!
 //! Baselines, at equal durability (our stores fsync every blob):
-//! - register  vs `std::fs::copy` (copy_file_range, like `cp`) + fsync of the copy;
-//! - fetch     vs the same copy + fsync, from the stored blob;
-//! - hashing   vs raw `blake3::Hasher::update_mmap_rayon` of the same file.
+//! - register, re-register, fetch: `std::fs::copy` (copy_file_range, like `cp`) of the
+//!   same file + fsync of the copy;
+//! - hash: raw `blake3::Hasher::update_mmap_rayon` of the same file.
 //!
+//! "link" rows register with `NewVersion::link(LinkMode::HardLink)` (the source
+//! becomes read-only and shares its inode with the store) and fetch with
+//! `FetchOptions::link(LinkMode::HardLink)`; fetch always re-hashes what it placed.
 //! The page cache is warm (the source is read once before timing). These VMs are
 //! noisy (see ../shared/INFRA.md), so each pair runs baseline, ours, baseline and
 //! reports the median, min and max of ours / mean(baselines) over all pairs.
+//!
+//! Peak RSS: the bench re-executes itself once per operation (register, fetch,
+//! hash) on a fresh file of `MODELREG_BENCH_RSS_MIB` MiB; each child reports its
+//! `VmHWM` from `/proc/self/status`, which counts mapped file pages too.
 
 mod support;
 
 use std::fs::{self, File};
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use modelreg::{Actor, ArtifactSource, CreateModel, FetchOptions, NewVersion, Registry};
+use modelreg::store::LinkMode;
+use modelreg::{
+    Actor, ArtifactSource, CreateModel, Digest, FetchOptions, NewVersion, Registry, VersionRecord,
+};
 use support::{Series, benchmarking, env_num, scratch_source};
 
 fn copy_and_sync(src: &Path, dst: &Path) -> Duration {
@@ -41,62 +54,242 @@ fn raw_blake3(src: &Path) -> Duration {
     t.elapsed()
 }
 
+/// A fresh registry at `root` with the model `bench`.
+fn registry(rt: &tokio::runtime::Runtime, root: &Path) -> Registry {
+    let reg = rt.block_on(Registry::open_local(root)).expect("open");
+    rt.block_on(reg.create_model("bench", CreateModel::by(actor())))
+        .expect("create");
+    reg
+}
+
+fn actor() -> Actor {
+    Actor::new("bench").expect("actor")
+}
+
+fn register(
+    rt: &tokio::runtime::Runtime,
+    reg: &Registry,
+    src: &Path,
+    link: LinkMode,
+) -> VersionRecord {
+    rt.block_on(reg.register(
+        "bench",
+        ArtifactSource::file(src),
+        NewVersion::by(actor()).link(link),
+    ))
+    .expect("register")
+}
+
+/// Times `ours` between two runs of `baseline`.
+fn pair(series: &mut Series, baseline: impl Fn() -> Duration, ours: impl FnOnce() -> Duration) {
+    let before = baseline();
+    let ours = ours();
+    let after = baseline();
+    series.pair(before, ours, after);
+}
+
+fn timed(f: impl FnOnce()) -> Duration {
+    let t = Instant::now();
+    f();
+    t.elapsed()
+}
+
 fn main() {
+    if let Ok(op) = std::env::var("MODELREG_BENCH_CHILD") {
+        return child(&op);
+    }
     if !benchmarking() {
         return;
     }
     let mib = env_num("MODELREG_BENCH_MIB", 256);
     let pairs = env_num("MODELREG_BENCH_PAIRS", 5);
+    if pairs > 0 {
+        timings(mib, pairs);
+    }
+    let rss_mib = env_num("MODELREG_BENCH_RSS_MIB", 0);
+    if rss_mib > 0 {
+        peak_rss(rss_mib);
+    }
+}
+
+fn timings(mib: u64, pairs: u64) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let (tmp, src) = scratch_source(mib);
+    // Hard-link registration makes its source read-only and shares it with the
+    // store: give it a file of its own.
+    let linked_src = tmp.path().join("linked.bin");
+    fs::copy(&src, &linked_src).expect("copy source");
+    // Durable like `src`, so that no row pays for writing the source itself.
+    File::open(&linked_src)
+        .and_then(|f| f.sync_all())
+        .expect("sync source");
+    fs::read(&linked_src).expect("warm the page cache");
+    // The hash cache records only files whose times are over two seconds old.
+    std::thread::sleep(Duration::from_millis(2100));
     println!("file {mib} MiB, {pairs} pairs, page cache warm, fsync included");
 
-    let actor = Actor::new("bench").expect("actor");
-    let mut register = Series::new("register");
-    let mut fetch = Series::new("fetch");
-    let mut hash = Series::new("hash");
+    let copy = || copy_and_sync(&src, &tmp.path().join("copy"));
+    let hash = || raw_blake3(&src);
+    let mut s_register = Series::new("register");
+    let mut s_reregister = Series::new("re-reg");
+    let mut s_fetch = Series::new("fetch");
+    let mut s_link_register = Series::new("reg-link");
+    let mut s_link_fetch = Series::new("fetch-link");
+    let mut s_hash = Series::new("hash");
+    let mut s_verify = Series::new("verify");
     for i in 0..pairs {
-        // A fresh registry per pair, so every register stores new bytes.
+        // Fresh registries per pair, so every first register stores new bytes.
         let root = tmp.path().join(format!("reg{i}"));
-        let reg = rt.block_on(Registry::open_local(&root)).expect("open");
-        rt.block_on(reg.create_model("bench", CreateModel::by(actor.clone())))
-            .expect("create");
-
-        let before = copy_and_sync(&src, &tmp.path().join("copy"));
-        let t = Instant::now();
-        rt.block_on(reg.register(
-            "bench",
-            ArtifactSource::file(&src),
-            NewVersion::by(actor.clone()),
-        ))
-        .expect("register");
-        let ours = t.elapsed();
-        let after = copy_and_sync(&src, &tmp.path().join("copy"));
-        register.pair(before, ours, after);
-
-        let before = copy_and_sync(&src, &tmp.path().join("copy"));
+        let reg = registry(&rt, &root);
+        pair(&mut s_register, copy, || {
+            timed(|| drop(register(&rt, &reg, &src, LinkMode::Copy)))
+        });
+        pair(&mut s_reregister, copy, || {
+            timed(|| drop(register(&rt, &reg, &src, LinkMode::Copy)))
+        });
         let out = tmp.path().join(format!("out{i}"));
-        let t = Instant::now();
-        rt.block_on(reg.fetch("bench/1", &out, FetchOptions::new()))
-            .expect("fetch");
-        let ours = t.elapsed();
-        let after = copy_and_sync(&src, &tmp.path().join("copy"));
-        fetch.pair(before, ours, after);
+        pair(&mut s_fetch, copy, || {
+            timed(|| {
+                rt.block_on(reg.fetch("bench/1", &out, FetchOptions::new()))
+                    .map(drop)
+                    .expect("fetch")
+            })
+        });
+        pair(&mut s_hash, hash, || {
+            timed(|| {
+                std::hint::black_box(Digest::of_file(&src).expect("hash"));
+            })
+        });
+        pair(&mut s_verify, hash, || {
+            timed(|| {
+                rt.block_on(reg.verify("bench/1")).expect("verify");
+            })
+        });
+        fs::remove_dir_all(&out).ok();
+        fs::remove_dir_all(&root).ok();
 
-        let before = raw_blake3(&src);
-        let t = Instant::now();
-        rt.block_on(reg.verify("bench/1")).expect("verify");
-        let ours = t.elapsed();
-        let after = raw_blake3(&src);
-        hash.pair(before, ours, after);
-
+        let root = tmp.path().join(format!("link{i}"));
+        let reg = registry(&rt, &root);
+        pair(&mut s_link_register, copy, || {
+            timed(|| drop(register(&rt, &reg, &linked_src, LinkMode::HardLink)))
+        });
+        pair(&mut s_link_fetch, copy, || {
+            timed(|| {
+                rt.block_on(reg.fetch(
+                    "bench/1",
+                    &out,
+                    FetchOptions::new().link(LinkMode::HardLink),
+                ))
+                .map(drop)
+                .expect("fetch")
+            })
+        });
         fs::remove_dir_all(&out).ok();
         fs::remove_dir_all(&root).ok();
     }
-    register.report();
-    fetch.report();
-    println!(
-        "(hash = registry.verify, streaming re-hash from the store, vs raw mmap+rayon BLAKE3)"
+    println!("(baseline of register, re-reg, fetch and the link rows: cp + fsync of the copy)");
+    s_register.report();
+    s_reregister.report();
+    s_fetch.report();
+    s_link_register.report();
+    s_link_fetch.report();
+    println!("(baseline of hash and verify: raw BLAKE3 update_mmap_rayon of the file)");
+    s_hash.report();
+    s_verify.report();
+}
+
+/// Runs each operation in a child process on a fresh `mib` MiB file and prints its
+/// peak resident set.
+fn peak_rss(mib: u64) {
+    let (tmp, src) = scratch_source(mib);
+    let root = tmp.path().join("reg");
+    let exe = std::env::current_exe().expect("current exe");
+    println!("peak RSS (VmHWM) of one child process per operation, {mib} MiB file:");
+    // Other bytes than `src`, so that registering it by hard link stores a new blob.
+    let link_src = tmp.path().join("linked.bin");
+    fs::copy(&src, &link_src).expect("copy source");
+    File::options()
+        .write(true)
+        .open(&link_src)
+        .and_then(|mut f| {
+            std::io::Write::write_all(&mut f, b"other bytes")?;
+            f.sync_all()
+        })
+        .expect("change the copy");
+    for op in ["hash", "register", "fetch", "register-link", "fetch-link"] {
+        let out = Command::new(&exe)
+            .env("MODELREG_BENCH_CHILD", op)
+            .env(
+                "MODELREG_BENCH_SRC",
+                if op == "register-link" {
+                    &link_src
+                } else {
+                    &src
+                },
+            )
+            .env("MODELREG_BENCH_ROOT", &root)
+            .env("MODELREG_BENCH_OUT", tmp.path().join(format!("out-{op}")))
+            .output()
+            .expect("run child");
+        assert!(
+            out.status.success(),
+            "{op}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+    }
+}
+
+/// One operation in a child process; prints its peak RSS.
+fn child(op: &str) {
+    let var = |name: &str| std::path::PathBuf::from(std::env::var_os(name).expect(name));
+    let (src, root, out) = (
+        var("MODELREG_BENCH_SRC"),
+        var("MODELREG_BENCH_ROOT"),
+        var("MODELREG_BENCH_OUT"),
     );
-    hash.report();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let t = Instant::now();
+    match op {
+        "hash" => {
+            std::hint::black_box(Digest::of_file(&src).expect("hash"));
+        }
+        "register" | "register-link" => {
+            let reg = if op == "register" {
+                registry(&rt, &root)
+            } else {
+                rt.block_on(Registry::open_local(&root)).expect("open")
+            };
+            let link = if op == "register" {
+                LinkMode::Copy
+            } else {
+                LinkMode::HardLink
+            };
+            register(&rt, &reg, &src, link);
+        }
+        "fetch" | "fetch-link" => {
+            let reg = rt.block_on(Registry::open_local(&root)).expect("open");
+            let (version, link) = if op == "fetch" {
+                ("bench/1", LinkMode::Copy)
+            } else {
+                ("bench/2", LinkMode::HardLink)
+            };
+            rt.block_on(reg.fetch(version, &out, FetchOptions::new().link(link)))
+                .expect("fetch");
+        }
+        _ => panic!("unknown child operation {op}"),
+    }
+    let elapsed = t.elapsed();
+    let status = fs::read_to_string("/proc/self/status").expect("status");
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .expect("VmHWM");
+    println!(
+        "  {op:<14} peak RSS {:>6.1} MiB  ({:.2} s)",
+        hwm as f64 / 1024.0,
+        elapsed.as_secs_f64()
+    );
 }

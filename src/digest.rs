@@ -36,6 +36,27 @@ impl Digest {
         Digest(*blake3::hash(bytes).as_bytes())
     }
 
+    /// The digest and length of the file at `path`, as the registry computes it
+    /// (the value `b3sum` prints).
+    ///
+    /// Reads the file through small buffers and hashes on all cores, so memory
+    /// stays bounded whatever the file size. Blocks: from async code, call it
+    /// through `tokio::task::spawn_blocking`.
+    ///
+    /// ```
+    /// # fn main() -> modelreg::Result<()> {
+    /// use modelreg::Digest;
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("weights.bin");
+    /// std::fs::write(&path, b"hello").unwrap();
+    /// assert_eq!(Digest::of_file(&path)?, (Digest::of(b"hello"), 5));
+    /// # Ok(()) }
+    /// ```
+    pub fn of_file(path: impl AsRef<std::path::Path>) -> Result<(Self, u64)> {
+        let path = path.as_ref();
+        crate::hashing::hash_file(path).map_err(|e| Error::io(path, e))
+    }
+
     /// Wraps 32 raw digest bytes.
     pub const fn from_bytes(bytes: [u8; 32]) -> Self {
         Digest(bytes)

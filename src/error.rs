@@ -157,6 +157,15 @@ pub enum Error {
         location: Option<String>,
     },
 
+    /// A source file changed (size, modification or change time, or inode) while it
+    /// was being stored, so what was read may mix old and new bytes. Nothing was
+    /// registered; register again once the file is complete.
+    #[error("source file {} changed while it was being stored; nothing was registered", path.display())]
+    SourceChanged {
+        /// The source file.
+        path: PathBuf,
+    },
+
     /// A persisted record carries a format version this build does not understand.
     /// The record is not skipped: skipping an event would silently change history.
     #[error(

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use crate::digest::Digest;
+#[cfg(test)]
 use crate::hashing::hash_file;
 use crate::store::fsutil;
 
@@ -73,17 +74,39 @@ impl HashCache {
         });
     }
 
-    /// Hashes `path`, or returns the cached digest of an unchanged file. Blocking.
-    pub(crate) fn hash(&self, path: &Path) -> std::io::Result<(Digest, u64)> {
+    /// The cached digest and size of the file at `path` (`Ok`), or, on a miss, its
+    /// metadata now (`Err`), to hand to [`remember`](Self::remember) once the file
+    /// is hashed. Blocking.
+    pub(crate) fn lookup(&self, path: &Path) -> std::io::Result<Result<(Digest, u64), Metadata>> {
         let before = fs::metadata(path)?;
-        if let Some(d) = self.get(&before) {
-            return Ok((d, before.len()));
+        Ok(match self.get(&before) {
+            Some(d) => Ok((d, before.len())),
+            None => Err(before),
+        })
+    }
+
+    /// Records that the file at `path`, whose metadata was `before` when hashing
+    /// began, hashed to `digest` over `size` bytes — only if the file did not
+    /// change meanwhile and is old enough (see the module documentation). Blocking.
+    pub(crate) fn remember(&self, path: &Path, before: &Metadata, digest: &Digest, size: u64) {
+        if let Ok(after) = fs::metadata(path)
+            && unchanged(before, &after)
+            && size == after.len()
+            && settled(&after)
+        {
+            self.put(&after, digest);
         }
+    }
+
+    /// Hashes `path`, or returns the cached digest of an unchanged file. Blocking.
+    #[cfg(test)]
+    pub(crate) fn hash(&self, path: &Path) -> std::io::Result<(Digest, u64)> {
+        let before = match self.lookup(path)? {
+            Ok(hit) => return Ok(hit),
+            Err(before) => before,
+        };
         let (digest, size) = hash_file(path)?;
-        let after = fs::metadata(path)?;
-        if unchanged(&before, &after) && size == after.len() && settled(&after) {
-            self.put(&after, &digest);
-        }
+        self.remember(path, &before, &digest, size);
         Ok((digest, size))
     }
 }

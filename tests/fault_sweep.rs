@@ -17,8 +17,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use modelreg::store::{
-    ArtifactStore, BlobMeta, ByteStream, Checkpoint, LinkMode, LogRecord, Materialized,
-    MemoryArtifactStore, MemoryMetadataStore, MetadataItem, MetadataStore,
+    ArtifactStore, BlobMeta, ByteStream, Checkpoint, Imported, LinkMode, LogRecord,
+    MemoryArtifactStore, MemoryMetadataStore, MetadataItem, MetadataStore, Placed,
 };
 use modelreg::{
     Actor, ArtifactSource, CreateModel, Digest, Error, Metrics, ModelState, NewVersion, Registry,
@@ -149,6 +149,9 @@ impl ArtifactStore for Art {
     async fn put_file(&self, digest: &Digest, path: &Path) -> Result<()> {
         write_op!(self.1, "put_file", self.0.put_file(digest, path).await)
     }
+    async fn import_file(&self, path: &Path, mode: LinkMode) -> Result<Imported> {
+        write_op!(self.1, "import_file", self.0.import_file(path, mode).await)
+    }
     async fn get(&self, digest: &Digest) -> Result<ByteStream> {
         read_op!(self.1, "get", self.0.get(digest).await)
     }
@@ -161,12 +164,7 @@ impl ArtifactStore for Art {
     async fn list(&self) -> Result<BoxStream<'static, Result<Digest>>> {
         read_op!(self.1, "list", self.0.list().await)
     }
-    async fn materialize(
-        &self,
-        digest: &Digest,
-        dest: &Path,
-        mode: LinkMode,
-    ) -> Result<Materialized> {
+    async fn materialize(&self, digest: &Digest, dest: &Path, mode: LinkMode) -> Result<Placed> {
         read_op!(
             self.1,
             "materialize",

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use modelreg::store::{
-    ArtifactStore, ArtifactStoreExt, BlobMeta, ByteStream, Checkpoint, LinkMode, LogRecord,
-    Materialized, MemoryArtifactStore, MemoryMetadataStore, MetadataItem, MetadataStore,
+    ArtifactStore, ArtifactStoreExt, BlobMeta, ByteStream, Checkpoint, Imported, LinkMode,
+    LogRecord, MemoryArtifactStore, MemoryMetadataStore, MetadataItem, MetadataStore, Placed,
 };
 use modelreg::{
     Actor, ArtifactSource, CreateModel, Digest, Error, GcOptions, NewVersion, Registry, Result,
@@ -70,13 +70,11 @@ impl ArtifactStore for PausingDeletes {
     fn location(&self, digest: &Digest) -> String {
         self.inner.location(digest)
     }
-    async fn materialize(
-        &self,
-        digest: &Digest,
-        dest: &Path,
-        mode: LinkMode,
-    ) -> Result<Materialized> {
+    async fn materialize(&self, digest: &Digest, dest: &Path, mode: LinkMode) -> Result<Placed> {
         self.inner.materialize(digest, dest, mode).await
+    }
+    async fn import_file(&self, path: &Path, mode: LinkMode) -> Result<Imported> {
+        self.inner.import_file(path, mode).await
     }
 }
 

@@ -340,3 +340,119 @@ async fn several_processes_register_into_one_directory() {
     assert_eq!(event_count(&reg, "shared").await, total + 1);
     assert_eq!(entries(&out).len(), total);
 }
+
+// ----- link mode ----------------------------------------------------------------------
+
+/// Overwrites `path` in place with `bytes` (same size), puts its modification time
+/// back and returns, as a careless tool running as the file's owner (or root) might.
+fn overwrite_in_place(path: &Path, bytes: &[u8]) {
+    let mtime = std::fs::metadata(path)
+        .expect("link-mode test step")
+        .modified()
+        .expect("link-mode test step");
+    let mut perms = std::fs::metadata(path)
+        .expect("link-mode test step")
+        .permissions();
+    perms.set_mode(0o644);
+    std::fs::set_permissions(path, perms).expect("link-mode test step");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("link-mode test step");
+    std::io::Write::write_all(&mut f, bytes).expect("link-mode test step");
+    f.set_modified(mtime).expect("link-mode test step");
+}
+
+/// A source registered by hard link becomes read-only and shares its inode with
+/// the stored blob. If it is written in place anyway, every version using that blob
+/// fails `verify` and `fetch` with `Integrity` (in every fetch mode, leaving no
+/// destination); the hash cache, which keeps a re-registration of an unchanged
+/// *other* file with the same bytes from reading it, cannot make a damaged blob be
+/// served; and the changed file registers as new bytes. Costs ~2.5 s (waits for the
+/// hash cache's settle time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hard_linked_source_written_in_place_is_never_served() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = TempDir::new().expect("link-mode test step");
+    let reg = open(&tmp.path().join("reg")).await;
+    create(&reg, "m").await;
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).expect("link-mode test step");
+    let original: Vec<u8> = (0..(3usize << 20)).map(|i| (i % 253) as u8).collect();
+    let (linked, copied) = (src.join("linked.bin"), src.join("copied.bin"));
+    std::fs::write(&linked, &original).expect("link-mode test step");
+    std::fs::write(&copied, &original).expect("link-mode test step");
+    // Old enough for the hash cache to record them.
+    std::thread::sleep(std::time::Duration::from_millis(2200));
+
+    let by_link = NewVersion::by(actor("ci")).link(modelreg::store::LinkMode::HardLink);
+    let v1 = reg
+        .register("m", ArtifactSource::file(&linked), by_link.clone())
+        .await
+        .expect("link-mode test step");
+    let digest = modelreg::Digest::of(&original);
+    let blob = local_blob_path(&tmp.path().join("reg/artifacts"), &digest);
+    let meta = std::fs::metadata(&linked).expect("link-mode test step");
+    assert_eq!(
+        meta.ino(),
+        std::fs::metadata(&blob).expect("link-mode test step").ino()
+    );
+    assert_eq!(
+        meta.mode() & 0o222,
+        0,
+        "the linked source must be read-only"
+    );
+    // The same bytes from another file: stored already, and now in the hash cache.
+    let copy_of = |p: &Path| ArtifactSource::file(p.to_owned());
+    let v2 = reg
+        .register("m", copy_of(&copied), NewVersion::by(actor("ci")))
+        .await
+        .expect("link-mode test step");
+
+    let mut changed = original.clone();
+    changed[1 << 20] ^= 0xff;
+    overwrite_in_place(&linked, &changed);
+
+    // The cache answers for `copied` (unchanged) without reading it: the new
+    // version names the damaged blob, and is refused on read like the others.
+    let v3 = reg
+        .register("m", copy_of(&copied), NewVersion::by(actor("ci")))
+        .await
+        .expect("link-mode test step");
+    for v in [&v1, &v2, &v3] {
+        let r = format!("m/{}", v.number);
+        let err = reg.verify(r.as_str()).await.expect_err("must fail");
+        assert!(matches!(err, Error::Integrity { .. }), "{r}: {err:?}");
+        for mode in [
+            modelreg::store::LinkMode::Copy,
+            modelreg::store::LinkMode::Reflink,
+            modelreg::store::LinkMode::HardLink,
+        ] {
+            let dest = tmp.path().join(format!("out-{}-{mode:?}", v.number));
+            let err = reg
+                .fetch(r.as_str(), &dest, FetchOptions::new().link(mode))
+                .await
+                .expect_err("must fail");
+            assert!(
+                matches!(err, Error::Integrity { .. }),
+                "{r} {mode:?}: {err:?}"
+            );
+            assert!(!dest.exists(), "{r} {mode:?} left a destination");
+        }
+    }
+    // The written file's change time moved: it is hashed again, not taken from
+    // the cache, and registers as what it holds now.
+    let v4 = reg
+        .register("m", ArtifactSource::file(&linked), by_link)
+        .await
+        .expect("link-mode test step");
+    let dest = tmp.path().join("out-4");
+    reg.fetch(
+        format!("m/{}", v4.number).as_str(),
+        &dest,
+        FetchOptions::new(),
+    )
+    .await
+    .expect("link-mode test step");
+    assert!(std::fs::read(dest.join("linked.bin")).expect("link-mode test step") == changed);
+}

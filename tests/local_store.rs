@@ -316,7 +316,7 @@ async fn hard_link_materialize_shares_the_read_only_blob() {
         .materialize(&digest, &dest, LinkMode::HardLink)
         .await
         .unwrap();
-    assert_eq!(placed, Materialized::HardLinked);
+    assert_eq!(placed.how, Materialized::HardLinked);
     let meta = fs::metadata(&dest).unwrap();
     assert_eq!(
         meta.ino(),

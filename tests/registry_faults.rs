@@ -17,8 +17,8 @@ use bytes::Bytes;
 use common::registry_suite::{actor, create, event_count, register_bytes, version_count};
 use futures::stream::BoxStream;
 use modelreg::store::{
-    ArtifactStore, BlobMeta, ByteStream, Checkpoint, LinkMode, LogRecord, Materialized,
-    MemoryArtifactStore, MemoryMetadataStore, MetadataItem, MetadataStore,
+    ArtifactStore, BlobMeta, ByteStream, Checkpoint, Imported, LinkMode, LogRecord,
+    MemoryArtifactStore, MemoryMetadataStore, MetadataItem, MetadataStore, Placed,
 };
 use modelreg::{
     ArtifactSource, Digest, Error, Metrics, ModelState, NewVersion, Registry, Result, RetryPolicy,
@@ -146,15 +146,15 @@ struct FaultyArtifacts {
 }
 
 impl FaultyArtifacts {
-    fn before_put(&self, digest: &Digest) -> Result<()> {
+    fn before_put(&self, key: &str) -> Result<()> {
         let done = self.faults.puts.load(Ordering::SeqCst);
         if done >= self.faults.puts_before_failure.load(Ordering::SeqCst) {
-            return Err(injected("put", &digest.to_string()));
+            return Err(injected("put", key));
         }
         Ok(())
     }
 
-    fn after_put(&self, r: Result<()>) -> Result<()> {
+    fn after_put<T>(&self, r: Result<T>) -> Result<T> {
         if r.is_ok() {
             self.faults.puts.fetch_add(1, Ordering::SeqCst);
         }
@@ -169,14 +169,20 @@ impl ArtifactStore for FaultyArtifacts {
     }
 
     async fn put_stream(&self, digest: &Digest, data: ByteStream) -> Result<()> {
-        self.before_put(digest)?;
+        self.before_put(&digest.to_string())?;
         let r = self.inner.put_stream(digest, data).await;
         self.after_put(r)
     }
 
     async fn put_file(&self, digest: &Digest, path: &Path) -> Result<()> {
-        self.before_put(digest)?;
+        self.before_put(&digest.to_string())?;
         let r = self.inner.put_file(digest, path).await;
+        self.after_put(r)
+    }
+
+    async fn import_file(&self, path: &Path, mode: LinkMode) -> Result<Imported> {
+        self.before_put(&path.display().to_string())?;
+        let r = self.inner.import_file(path, mode).await;
         self.after_put(r)
     }
 
@@ -196,12 +202,7 @@ impl ArtifactStore for FaultyArtifacts {
         self.inner.list().await
     }
 
-    async fn materialize(
-        &self,
-        digest: &Digest,
-        dest: &Path,
-        mode: LinkMode,
-    ) -> Result<Materialized> {
+    async fn materialize(&self, digest: &Digest, dest: &Path, mode: LinkMode) -> Result<Placed> {
         self.inner.materialize(digest, dest, mode).await
     }
     fn location(&self, digest: &Digest) -> String {

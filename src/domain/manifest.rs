@@ -216,41 +216,49 @@ impl Manifest {
     }
 
     fn check(entries: &[ManifestEntry]) -> Result<()> {
-        if entries.len() > Self::MAX_ENTRIES {
-            return Err(Error::invalid_input(
-                "manifest",
-                format!("more than {} files", Self::MAX_ENTRIES),
-            ));
-        }
-        let mut folded = HashSet::with_capacity(entries.len());
         let mut total = 0u64;
         for (i, e) in entries.iter().enumerate() {
-            if i > 0 {
-                let prev = &entries[i - 1].path;
-                if *prev == e.path {
-                    return Err(Error::invalid_path(e.path.as_str(), "appears twice"));
-                }
-                if *prev > e.path {
-                    return Err(Error::invalid_path(
-                        e.path.as_str(),
-                        "entries are not sorted",
-                    ));
-                }
-            }
-            if !folded.insert(e.path.as_str().to_lowercase()) {
+            if i > 0 && entries[i - 1].path > e.path {
                 return Err(Error::invalid_path(
                     e.path.as_str(),
-                    "differs from another path only in letter case",
+                    "entries are not sorted",
                 ));
             }
             total = total
                 .checked_add(e.size)
                 .ok_or_else(|| Error::invalid_input("manifest", "total size overflows"))?;
         }
+        Self::check_paths(&entries.iter().map(|e| &e.path).collect::<Vec<_>>())
+    }
+
+    /// Checks that `sorted` (paths in ascending order) could be the paths of one
+    /// manifest: at most [`MAX_ENTRIES`](Self::MAX_ENTRIES), no duplicates, no two
+    /// differing only in letter case, no path that is both a file and a directory.
+    ///
+    /// [`new`](Self::new) checks this too; ingest calls it before any byte moves.
+    pub(crate) fn check_paths(sorted: &[&RelPath]) -> Result<()> {
+        if sorted.len() > Self::MAX_ENTRIES {
+            return Err(Error::invalid_input(
+                "manifest",
+                format!("more than {} files", Self::MAX_ENTRIES),
+            ));
+        }
+        let mut folded = HashSet::with_capacity(sorted.len());
+        for (i, path) in sorted.iter().enumerate() {
+            if i > 0 && sorted[i - 1] == *path {
+                return Err(Error::invalid_path(path.as_str(), "appears twice"));
+            }
+            if !folded.insert(path.as_str().to_lowercase()) {
+                return Err(Error::invalid_path(
+                    path.as_str(),
+                    "differs from another path only in letter case",
+                ));
+            }
+        }
         // A path that is a file cannot also be a directory. Check every proper
         // prefix of every path against the set of (case-folded) file paths.
-        for e in entries {
-            let p = e.path.as_str();
+        for path in sorted {
+            let p = path.as_str();
             for (i, _) in p.match_indices('/') {
                 if folded.contains(&p[..i].to_lowercase()) {
                     return Err(Error::invalid_path(

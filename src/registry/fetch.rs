@@ -12,7 +12,7 @@ use super::ingest::blocking;
 use crate::digest::Digest;
 use crate::domain::Manifest;
 use crate::error::{Error, Result};
-use crate::hashing::{self, hash_file};
+use crate::hashing;
 use crate::store::{ArtifactStore, ByteStream, LinkMode, Materialized};
 
 /// The largest manifest the registry reads (a million files fit well below it).
@@ -80,8 +80,9 @@ pub struct VerifyReport {
 
 /// Writes every file of `manifest` below `dest`, verified.
 ///
-/// Files are placed in a staging directory beside `dest`, each re-hashed after it is
-/// written; only when every file matches is the staging directory renamed to `dest`.
+/// Files are placed in a staging directory beside `dest`; the store hashes each one
+/// from what it wrote there ([`Placed`](crate::store::Placed)), and only when every
+/// file matches its manifest entry is the staging directory renamed to `dest`.
 /// On any failure the staging directory is removed, so `dest` either holds the whole
 /// verified artifact or is left as it was. `dest` must not exist, or be an empty
 /// directory. `what` names the version in error messages.
@@ -140,7 +141,7 @@ async fn place_all(
             blocking(move || fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e)))
                 .await??;
         }
-        let how = store
+        let placed = store
             .materialize(&entry.digest, &target, link)
             .await
             .map_err(|e| match e {
@@ -150,17 +151,15 @@ async fn place_all(
                 )),
                 e => e,
             })?;
-        if how != Materialized::Copied {
+        if placed.how != Materialized::Copied {
             linked += 1;
         }
-        let check = target.clone();
-        let (actual, size) =
-            blocking(move || hash_file(&check).map_err(|e| Error::io(&check, e))).await??;
-        if actual != entry.digest || size != entry.size {
+        // The store hashed what it placed, reading it back from the target.
+        if placed.digest != entry.digest || placed.size != entry.size {
             return Err(Error::Integrity {
                 what: format!("file '{}' of {what}", entry.path),
                 expected: entry.digest,
-                actual,
+                actual: placed.digest,
                 location: Some(store.location(&entry.digest)),
             });
         }

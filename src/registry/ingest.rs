@@ -11,8 +11,7 @@ use crate::digest::Digest;
 use crate::domain::{Manifest, ManifestEntry, RelPath};
 use crate::error::{Error, Result};
 use crate::hash_cache::HashCache;
-use crate::hashing::hash_file;
-use crate::store::{ArtifactStore, ArtifactStoreExt};
+use crate::store::{ArtifactStore, ArtifactStoreExt, LinkMode};
 
 /// Where a new version's files come from.
 ///
@@ -80,14 +79,16 @@ const CONCURRENCY: usize = 4;
 /// Stores every file of `source` that the store does not have yet, then the
 /// manifest, and returns the manifest and its digest.
 ///
-/// Everything is hashed and the manifest built (which checks every path) before
-/// any byte is uploaded, so a source the manifest rejects leaves nothing behind.
-/// Bytes already stored are not uploaded again. Nothing here touches metadata: a
-/// failure while uploading leaves at most unreferenced blobs.
+/// Every path is checked as a manifest would before any byte moves, so a source
+/// the manifest rejects leaves nothing behind. Bytes already stored are not stored
+/// again. Local files are taken in as `link` allows (see [`LinkMode`]). Nothing
+/// here touches metadata: a failure while storing leaves at most unreferenced
+/// blobs.
 pub(crate) async fn ingest(
     store: &dyn ArtifactStore,
     source: ArtifactSource,
     cache: Option<&HashCache>,
+    link: LinkMode,
 ) -> Result<(Manifest, Digest)> {
     let manifest = match source {
         ArtifactSource::Bytes(files) => {
@@ -129,11 +130,11 @@ pub(crate) async fn ingest(
                 }
                 Err(e) => return Err(Error::io(&path, e)),
             }
-            store_files(store, vec![SourceFile { rel, abs: path }], cache).await?
+            store_files(store, vec![SourceFile { rel, abs: path }], cache, link).await?
         }
         ArtifactSource::Dir(dir) => {
             let files = blocking(move || walk(&dir)).await??;
-            store_files(store, files, cache).await?
+            store_files(store, files, cache, link).await?
         }
     };
     let digest = store.put_bytes(Bytes::from(manifest.to_bytes())).await?;
@@ -145,51 +146,67 @@ struct SourceFile {
     abs: PathBuf,
 }
 
-/// Hashes local files (or takes unchanged files' digests from `cache`), builds
-/// their manifest, then uploads the blobs the store lacks, a few files at a time.
-/// A stale cache entry cannot slip in wrong bytes: an upload is re-hashed by the
-/// store, and a blob that exists already holds the bytes of its digest.
+/// Checks the files' paths, then stores each file the store lacks, a few at a
+/// time, and builds their manifest from the digests of what was stored.
 async fn store_files(
     store: &dyn ArtifactStore,
     files: Vec<SourceFile>,
     cache: Option<&HashCache>,
+    link: LinkMode,
 ) -> Result<Manifest> {
-    let hashed: Vec<(ManifestEntry, PathBuf)> = futures::stream::iter(files)
+    let mut paths: Vec<&RelPath> = files.iter().map(|f| &f.rel).collect();
+    paths.sort();
+    Manifest::check_paths(&paths)?;
+    let entries: Vec<ManifestEntry> = futures::stream::iter(files)
         .map(|f| async move {
-            let abs = f.abs.clone();
-            let cache = cache.cloned();
-            let (digest, size) = blocking(move || {
-                match &cache {
-                    Some(c) => c.hash(&abs),
-                    None => hash_file(&abs),
-                }
-                .map_err(|e| Error::io(&abs, e))
+            let (digest, size) = store_file(store, &f.abs, cache, link).await?;
+            Ok::<_, Error>(ManifestEntry {
+                path: f.rel,
+                size,
+                digest,
             })
-            .await??;
-            Ok::<_, Error>((
-                ManifestEntry {
-                    path: f.rel,
-                    size,
-                    digest,
-                },
-                f.abs,
-            ))
         })
         .buffer_unordered(CONCURRENCY)
         .try_collect()
         .await?;
-    let manifest = Manifest::new(hashed.iter().map(|(e, _)| e.clone()).collect())?;
-    futures::stream::iter(hashed)
-        .map(|(entry, abs)| async move {
-            if !store.contains(&entry.digest).await? {
-                store.put_file(&entry.digest, &abs).await?;
+    Manifest::new(entries)
+}
+
+/// Stores one local file, returning the digest and size of what the store holds.
+///
+/// An unchanged file the hash cache knows, whose blob is stored, costs a `stat`, a
+/// cache read and a `head`. Anything else goes to
+/// [`ArtifactStore::import_file`], which hashes what it stores: so a stale cache
+/// entry can at worst skip storing bytes that are already stored under that digest,
+/// never put wrong bytes under a digest, and the manifest names what was stored.
+async fn store_file(
+    store: &dyn ArtifactStore,
+    abs: &Path,
+    cache: Option<&HashCache>,
+    link: LinkMode,
+) -> Result<(Digest, u64)> {
+    let mut before = None;
+    if let Some(cache) = cache {
+        let (c, p) = (cache.clone(), abs.to_owned());
+        match blocking(move || c.lookup(&p))
+            .await?
+            .map_err(|e| Error::io(abs, e))?
+        {
+            Ok((digest, size)) => {
+                if store.contains(&digest).await? {
+                    return Ok((digest, size));
+                }
             }
-            Ok::<_, Error>(())
-        })
-        .buffer_unordered(CONCURRENCY)
-        .try_collect::<()>()
-        .await?;
-    Ok(manifest)
+            Err(meta) => before = Some(meta),
+        }
+    }
+    let imported = store.import_file(abs, link).await?;
+    if let (Some(cache), Some(before)) = (cache, before) {
+        let (c, p) = (cache.clone(), abs.to_owned());
+        let (digest, size) = (imported.digest, imported.size);
+        blocking(move || c.remember(&p, &before, &digest, size)).await?;
+    }
+    Ok((imported.digest, imported.size))
 }
 
 /// Runs blocking work on tokio's blocking pool.

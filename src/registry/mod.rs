@@ -434,6 +434,7 @@ impl Registry {
             self.inner.artifacts.as_ref(),
             source.clone(),
             self.inner.hash_cache.as_ref(),
+            version.link,
         )
         .await?;
         // Announce the blobs to garbage collectors before relying on them (gc.rs).
@@ -478,9 +479,15 @@ impl Registry {
                 return Ok(());
             }
             if !missing.is_empty() {
-                let (_, again) =
-                    ingest::ingest(artifacts, source.clone(), self.inner.hash_cache.as_ref())
-                        .await?;
+                // Copied, whatever the version's link mode: this is the rare path
+                // after a collection, and a copy is independent of the source.
+                let (_, again) = ingest::ingest(
+                    artifacts,
+                    source.clone(),
+                    self.inner.hash_cache.as_ref(),
+                    crate::store::LinkMode::Copy,
+                )
+                .await?;
                 if again != manifest {
                     return Err(Error::Integrity {
                         what: "the source of a version being registered (it changed while \

@@ -87,6 +87,7 @@ pub struct NewVersion {
     pub(crate) tags: Tags,
     pub(crate) provenance: Provenance,
     pub(crate) metrics: Metrics,
+    pub(crate) link: LinkMode,
 }
 
 impl NewVersion {
@@ -99,7 +100,19 @@ impl NewVersion {
             tags: Tags::new(),
             provenance: Provenance::default(),
             metrics: Metrics::new(),
+            link: LinkMode::Copy,
         }
+    }
+
+    /// How local source files enter the store: copied (the default), or by reflink
+    /// or hard link where the store and filesystem allow, falling back to copying.
+    ///
+    /// [`LinkMode::HardLink`] makes each source file read-only (`0o444`) and shares
+    /// it with the store: see [`LinkMode`] for the rule and what happens if the file
+    /// is written anyway. [`LinkMode::Reflink`] is always safe.
+    pub fn link(mut self, mode: LinkMode) -> Self {
+        self.link = mode;
+        self
     }
 
     /// A semver label, unique within the model.

@@ -89,6 +89,34 @@ impl TempFile {
         })
     }
 
+    /// A new temp name in `dir` (created if needed) for the existing file
+    /// `original`, by hard link, opened for reading. [`publish`](Self::publish)
+    /// then links that same inode into place. Fails (leaving nothing) where hard
+    /// links cannot be made, e.g. across filesystems.
+    pub(crate) fn hard_link_of(dir: &Path, original: &Path) -> io::Result<Self> {
+        ensure_dir(dir)?;
+        loop {
+            let path = dir.join(temp_name());
+            match fs::hard_link(original, &path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+            return match File::open(&path) {
+                // From here on, dropping the temp file removes the name again.
+                Ok(file) => Ok(TempFile {
+                    path,
+                    file,
+                    armed: true,
+                }),
+                Err(e) => {
+                    let _ = fs::remove_file(&path);
+                    Err(e)
+                }
+            };
+        }
+    }
+
     /// The temp file's path.
     pub(crate) fn path(&self) -> &Path {
         &self.path
@@ -143,18 +171,22 @@ impl Drop for TempFile {
 fn create_temp(dir: &Path) -> io::Result<(PathBuf, File)> {
     ensure_dir(dir)?;
     loop {
-        let name = format!(
-            "{TEMP_PREFIX}{}-{:016x}",
-            std::process::id(),
-            fastrand::u64(..)
-        );
-        let path = dir.join(name);
+        let path = dir.join(temp_name());
         match create_new(&path) {
             Ok(f) => return Ok((path, f)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
         }
     }
+}
+
+/// A fresh temp file name.
+fn temp_name() -> String {
+    format!(
+        "{TEMP_PREFIX}{}-{:016x}",
+        std::process::id(),
+        fastrand::u64(..)
+    )
 }
 
 /// How every temp file name starts, so listings can tell them from data.

@@ -58,8 +58,8 @@ use super::layout::{
     parse_seq_file_name, seq_file_name,
 };
 use super::{
-    ArtifactStore, BlobMeta, ByteStream, Checkpoint, LinkMode, LogRecord, Materialized,
-    MetadataItem, MetadataStore, TempSweep, check_lease_key, check_log_key, check_seq,
+    ArtifactStore, BlobMeta, ByteStream, Checkpoint, Imported, LinkMode, LogRecord, Materialized,
+    MetadataItem, MetadataStore, Placed, TempSweep, check_lease_key, check_log_key, check_seq,
 };
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -549,12 +549,11 @@ fn open_blob(root: &Root, operation: &'static str, digest: &Digest) -> Result<Op
 /// the blob `digest`. An existing blob is success: same name, same bytes.
 fn finish_blob(
     root: &Root,
-    mut tmp: TempFile,
+    tmp: TempFile,
     digest: &Digest,
     actual: Digest,
     what: impl FnOnce() -> String,
 ) -> Result<()> {
-    let key = || blob_key(digest);
     if actual != *digest {
         return Err(Error::Integrity {
             what: what(),
@@ -563,10 +562,125 @@ fn finish_blob(
             location: None,
         });
     }
-    set_read_only(tmp.file()).map_err(|e| root.error("put", key(), e))?;
-    tmp.publish(&blob_path(root, digest), PublishMode::CreateNew)
-        .map_err(|e| root.error("put", key(), e))?;
+    publish_blob(root, tmp, digest, Materialized::Copied).map(drop)
+}
+
+/// Publishes a temp file whose bytes hash to `digest` as that blob, read-only;
+/// returns `how` if it became the blob, `None` if the blob existed already (then the
+/// temp file is dropped without paying for its fsync).
+fn publish_blob(
+    root: &Root,
+    mut tmp: TempFile,
+    digest: &Digest,
+    how: Materialized,
+) -> Result<Option<Materialized>> {
+    if blob_exists(root, "put", digest)? {
+        return Ok(None);
+    }
+    let err = |e| root.error("put", blob_key(digest), e);
+    set_read_only(tmp.file()).map_err(err)?;
+    match tmp
+        .publish(&blob_path(root, digest), PublishMode::CreateNew)
+        .map_err(err)?
+    {
+        Published::Written => Ok(Some(how)),
+        Published::AlreadyExists => Ok(None),
+    }
+}
+
+/// What of a file's metadata must stay the same while it is read for it to count
+/// as unchanged: inode, size, modification and change times (to the nanosecond).
+/// Any write moves `ctime`, which user tools cannot set back.
+fn fingerprint(meta: &fs::Metadata) -> impl PartialEq + use<> {
+    use std::os::unix::fs::MetadataExt;
+    (
+        meta.dev(),
+        meta.ino(),
+        meta.size(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ctime(),
+        meta.ctime_nsec(),
+    )
+}
+
+/// Fails with [`Error::SourceChanged`] if `file`'s metadata moved since `before`.
+fn check_unchanged(path: &Path, file: &File, before: &fs::Metadata) -> Result<()> {
+    let after = file.metadata().map_err(|e| Error::io(path, e))?;
+    if fingerprint(&after) != fingerprint(before) {
+        return Err(Error::SourceChanged {
+            path: path.to_owned(),
+        });
+    }
     Ok(())
+}
+
+/// Stores the file at `source` under the digest of its bytes, as `mode` allows.
+fn import_blocking(root: &Root, source: &Path, mode: LinkMode) -> Result<Imported> {
+    let src_err = |e| Error::io(source, e);
+    let src = File::open(source).map_err(src_err)?;
+    let before = src.metadata().map_err(src_err)?;
+    if !before.is_file() {
+        return Err(Error::invalid_path(
+            source.display().to_string(),
+            "is not a regular file",
+        ));
+    }
+    if mode == LinkMode::HardLink
+        && let Some(imported) = import_by_hard_link(root, source)?
+    {
+        return Ok(imported);
+    }
+    let key = || format!("{TMP_DIR} (import of {})", source.display());
+    let tmp_err = |e| root.error("put", key(), e);
+    if mode == LinkMode::Reflink {
+        let mut tmp = TempFile::create(&root.tmp()).map_err(tmp_err)?;
+        if reflink_copy::reflink_file(&src, tmp.file()).is_ok() {
+            // The clone is private to the store: what is hashed is what is published.
+            let (digest, size) = hashing::hash_file(tmp.path()).map_err(tmp_err)?;
+            check_unchanged(source, &src, &before)?;
+            let placed = publish_blob(root, tmp, &digest, Materialized::Reflinked)?;
+            return Ok(Imported::new(digest, size, placed));
+        }
+        // Not supported here: copy into a fresh temp file instead.
+    }
+    let mut tmp = TempFile::create(&root.tmp()).map_err(tmp_err)?;
+    let reader = File::open(tmp.path()).map_err(tmp_err)?;
+    // The digest is of the copy, so the blob matches it whatever the source does;
+    // the check after it keeps a source rewritten meanwhile from becoming a version.
+    let (digest, size) = hashing::copy_hashing(&src, tmp.file(), &reader).map_err(tmp_err)?;
+    check_unchanged(source, &src, &before)?;
+    if size != before.len() {
+        return Err(Error::SourceChanged {
+            path: source.to_owned(),
+        });
+    }
+    let placed = publish_blob(root, tmp, &digest, Materialized::Copied)?;
+    Ok(Imported::new(digest, size, placed))
+}
+
+/// Imports `source` by hard link after making it read-only; `None` where that
+/// cannot be done (another filesystem, a file we may not `chmod`), for the caller
+/// to copy instead.
+fn import_by_hard_link(root: &Root, source: &Path) -> Result<Option<Imported>> {
+    let Ok(mut tmp) = TempFile::hard_link_of(&root.tmp(), source) else {
+        return Ok(None);
+    };
+    // The rule for hard links: never to a writable file (LinkMode's docs).
+    if set_read_only(tmp.file()).is_err() {
+        return Ok(None);
+    }
+    let key = || format!("{TMP_DIR} (hard link of {})", source.display());
+    let linked = tmp
+        .file()
+        .metadata()
+        .map_err(|e| root.error("put", key(), e))?;
+    let (digest, size) =
+        hashing::hash_open_file(tmp.file()).map_err(|e| root.error("put", key(), e))?;
+    // A writer that had the file open before it became read-only may still write.
+    check_unchanged(source, tmp.file(), &linked)?;
+    let placed = publish_blob(root, tmp, &digest, Materialized::HardLinked)?;
+    Ok(Some(Imported::new(digest, size, placed)))
 }
 
 /// Makes a blob file read-only for everyone (`0o444`), before it becomes visible.
@@ -651,41 +765,43 @@ fn list_shard(root: &Root, top: &Path, top_name: &str) -> Vec<Result<Digest>> {
     out
 }
 
-/// Copies `src` into `dest`, which was just created, and syncs it.
-fn copy_into(mut src: &File, mut dest: &File) -> io::Result<()> {
-    // `io::copy` between two files uses `copy_file_range` on Linux: in-kernel, and
-    // a reflink on filesystems that can.
-    io::copy(&mut src, &mut dest)?;
-    dest.sync_all()
-}
-
-/// Places the blob file `src` at the new path `dest` as `mode` allows. It writes
-/// only outside the store (the destination), so it does not go through the
-/// [`fsutil`] mutation seam.
-fn materialize_blocking(src: &Path, dest: &Path, mode: LinkMode) -> io::Result<Materialized> {
+/// Places the blob file `src` at the new path `dest` as `mode` allows, and hashes
+/// what is at `dest` (while copying, for a copy). It writes only outside the
+/// store (the destination), so it does not go through the [`fsutil`] mutation seam.
+fn materialize_blocking(src: &Path, dest: &Path, mode: LinkMode) -> io::Result<Placed> {
     if mode == LinkMode::HardLink {
         match fs::hard_link(src, dest) {
-            Ok(()) => return Ok(Materialized::HardLinked),
+            Ok(()) => {
+                let (digest, size) = hashing::hash_file(dest)?;
+                return Ok(Placed::new(Materialized::HardLinked, digest, size));
+            }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e),
             // Another filesystem, no hard links there, too many links: copy instead.
             Err(_) => {}
         }
     }
     let source = File::open(src)?;
-    let target = OpenOptions::new().write(true).create_new(true).open(dest)?;
+    let target = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(dest)?;
     let placed = (|| {
         if mode == LinkMode::Reflink {
             if reflink_copy::reflink_file(&source, &target).is_ok() {
                 target.sync_all()?;
-                return Ok(Materialized::Reflinked);
+                let (digest, size) = hashing::hash_open_file(&target)?;
+                return Ok(Placed::new(Materialized::Reflinked, digest, size));
             }
             // A failed reflink leaves the destination's content unspecified.
             target.set_len(0)?;
             (&target).seek(SeekFrom::Start(0))?;
             (&source).seek(SeekFrom::Start(0))?;
         }
-        copy_into(&source, &target)?;
-        Ok(Materialized::Copied)
+        // `io::copy` between two files is `copy_file_range` on Linux: in-kernel.
+        let (digest, size) = hashing::copy_hashing(&source, &target, &target)?;
+        target.sync_all()?;
+        Ok(Placed::new(Materialized::Copied, digest, size))
     })();
     if placed.is_err() {
         // The file is ours (created above): leave nothing half-written behind.
@@ -768,16 +884,25 @@ impl ArtifactStore for LocalArtifactStore {
                 return Ok(());
             }
             let key = || format!("{} from {}", blob_key(&digest), source.display());
-            let mut src = File::open(&source).map_err(|e| Error::io(&source, e))?;
+            let src = File::open(&source).map_err(|e| Error::io(&source, e))?;
             let mut tmp = TempFile::create(&root.tmp()).map_err(|e| root.error("put", key(), e))?;
-            io::copy(&mut src, tmp.file()).map_err(|e| root.error("put", key(), e))?;
+            let reader = File::open(tmp.path()).map_err(|e| root.error("put", key(), e))?;
             // Hash the copy, not the source: what is published is what was checked,
             // even if the source changes meanwhile.
-            let (actual, _) =
-                hashing::hash_file(tmp.path()).map_err(|e| root.error("put", key(), e))?;
+            let (actual, _) = hashing::copy_hashing(&src, tmp.file(), &reader)
+                .map_err(|e| root.error("put", key(), e))?;
             finish_blob(root, tmp, &digest, actual, || {
                 format!("file {} put as {digest}", source.display())
             })
+        })
+        .await
+    }
+
+    async fn import_file(&self, path: &Path, mode: LinkMode) -> Result<Imported> {
+        let source = path.to_owned();
+        let key = format!("{TMP_DIR} (import of {})", path.display());
+        run(&self.root, "put", &key, move |root| {
+            import_blocking(root, &source, mode)
         })
         .await
     }
@@ -872,12 +997,7 @@ impl ArtifactStore for LocalArtifactStore {
         .await
     }
 
-    async fn materialize(
-        &self,
-        digest: &Digest,
-        dest: &Path,
-        mode: LinkMode,
-    ) -> Result<Materialized> {
+    async fn materialize(&self, digest: &Digest, dest: &Path, mode: LinkMode) -> Result<Placed> {
         let digest = *digest;
         let dest = dest.to_owned();
         let not_found = self.not_found(&digest);
@@ -908,5 +1028,36 @@ impl ArtifactStore for LocalArtifactStore {
     /// The blob file's path.
     fn location(&self, digest: &Digest) -> String {
         blob_path(&self.root, digest).display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The guard of a copy-while-hashing import: a same-size rewrite with the
+    /// modification time put back still counts as a change (its ctime moved), and
+    /// an untouched file does not.
+    #[test]
+    fn the_source_guard_sees_a_same_size_rewrite_with_mtime_put_back() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("weights.bin");
+        fs::write(&path, b"version one").expect("write");
+        let file = File::open(&path).expect("open");
+        let before = file.metadata().expect("metadata");
+        check_unchanged(&path, &file, &before).expect("an untouched file is unchanged");
+        // ctime has a coarse clock: make sure the rewrite lands on a later tick.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(&path, b"version two").expect("rewrite");
+        File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(before.modified()?))
+            .expect("put mtime back");
+        let err = check_unchanged(&path, &file, &before).expect_err("must see the rewrite");
+        assert!(
+            matches!(&err, Error::SourceChanged { path: p } if *p == path),
+            "{err:?}"
+        );
     }
 }

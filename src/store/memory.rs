@@ -16,8 +16,8 @@ use futures::stream::{self, BoxStream};
 
 use super::layout::{blob_key, metadata_key};
 use super::{
-    ArtifactStore, BlobMeta, ByteStream, Checkpoint, LinkMode, LogRecord, Materialized,
-    MetadataItem, MetadataStore, check_lease_key, check_log_key, check_seq,
+    ArtifactStore, BlobMeta, ByteStream, Checkpoint, Imported, LinkMode, LogRecord, Materialized,
+    MetadataItem, MetadataStore, Placed, check_lease_key, check_log_key, check_seq,
 };
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -247,6 +247,24 @@ impl ArtifactStore for MemoryArtifactStore {
         self.publish(digest, Bytes::from(bytes))
     }
 
+    async fn import_file(&self, path: &Path, _mode: LinkMode) -> Result<Imported> {
+        let owned = path.to_owned();
+        let bytes = tokio::task::spawn_blocking(move || std::fs::read(&owned))
+            .await
+            .map_err(|e| Error::io(path, std::io::Error::other(e)))?
+            .map_err(|e| Error::io(path, e))?;
+        // What is hashed is what is stored: the bytes read, once.
+        let digest = Digest::of(&bytes);
+        let size = bytes.len() as u64;
+        let placed = if self.head(&digest).await?.is_some() {
+            None
+        } else {
+            self.publish(&digest, Bytes::from(bytes))?;
+            Some(Materialized::Copied)
+        };
+        Ok(Imported::new(digest, size, placed))
+    }
+
     async fn get(&self, digest: &Digest) -> Result<ByteStream> {
         let bytes = self.bytes_of(digest)?;
         Ok(Box::pin(stream::once(async move { Ok(bytes) })))
@@ -273,19 +291,15 @@ impl ArtifactStore for MemoryArtifactStore {
         Ok(Box::pin(stream::iter(all)))
     }
 
-    async fn materialize(
-        &self,
-        digest: &Digest,
-        dest: &Path,
-        _mode: LinkMode,
-    ) -> Result<Materialized> {
+    async fn materialize(&self, digest: &Digest, dest: &Path, _mode: LinkMode) -> Result<Placed> {
         let bytes = self.bytes_of(digest)?;
+        let (written, size) = (Digest::of(&bytes), bytes.len() as u64);
         let owned = dest.to_owned();
         tokio::task::spawn_blocking(move || super::fsutil::write_new_file(&owned, &bytes))
             .await
             .map_err(|e| Error::io(dest, std::io::Error::other(e)))?
             .map_err(|e| Error::io(dest, e))?;
-        Ok(Materialized::Copied)
+        Ok(Placed::new(Materialized::Copied, written, size))
     }
 
     /// `memory:blobs/v1/blake3/ab/cd/<hex>`: the persistent stores' layout.

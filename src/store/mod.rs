@@ -181,32 +181,93 @@ pub struct BlobMeta {
     pub last_modified: Option<DateTime<Utc>>,
 }
 
-/// How [`ArtifactStore::materialize`] may place a blob at a destination path.
+/// How bytes may move between a local file and the store: how
+/// [`ArtifactStore::materialize`] places a blob at a destination, and how
+/// [`ArtifactStore::import_file`] takes a source file in.
+///
+/// The rule for links: a stored blob must never change through a user's path.
+/// A reflink is a private copy-on-write clone, so it is always allowed. A hard
+/// link shares the inode, so it is made only to a read-only file (as DVC and
+/// git-annex do): importing by hard link makes the *source file* read-only
+/// (`0o444`), and a materialized hard link is the read-only blob itself. A process
+/// that writes to it anyway (root ignores the mode; a writer that opened the file
+/// before it was linked; anyone after `chmod`) changes the stored blob. That is
+/// detected, never served: fetch and verify re-hash what they read and fail with
+/// [`Error::Integrity`]. Tools that save by writing a new file and renaming it over
+/// the old path (most editors and checkpoint writers) leave the blob untouched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum LinkMode {
-    /// Copy the bytes. Always safe: the destination is independent of the store.
+    /// Copy the bytes. Always safe: the copy is independent of the original.
     #[default]
     Copy,
-    /// Reflink (copy-on-write clone) where the filesystem supports it, otherwise
-    /// copy. Safe: writing to the destination never changes the stored blob.
+    /// Reflink (copy-on-write clone) where the filesystem supports it (Btrfs, XFS,
+    /// APFS, …), otherwise copy. Safe: writing to either side never changes the
+    /// other.
     Reflink,
-    /// Hard link where possible (same filesystem), otherwise copy. The destination
-    /// then *is* the stored blob: it is read-only, and anyone who changes it anyway
-    /// (root, or after `chmod`) corrupts the store, which verification will report.
+    /// Hard link where possible (same filesystem), otherwise copy. The two names
+    /// then share one read-only file; see the rule above.
     HardLink,
 }
 
-/// How [`ArtifactStore::materialize`] actually placed a blob.
+/// How bytes were actually placed, by [`ArtifactStore::materialize`] or
+/// [`ArtifactStore::import_file`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Materialized {
     /// The bytes were copied.
     Copied,
-    /// The destination is a copy-on-write clone of the blob.
+    /// The new file is a copy-on-write clone of the original.
     Reflinked,
-    /// The destination is a hard link to the blob.
+    /// The new name is a hard link to the original file.
     HardLinked,
+}
+
+/// What [`ArtifactStore::materialize`] did: how the blob was placed, and the digest
+/// and size of the bytes now at the destination, read back from it.
+///
+/// The store measures, the caller judges: a blob damaged in the store shows up as a
+/// `digest` other than the one asked for, and the registry reports it as
+/// [`Error::Integrity`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Placed {
+    /// How the bytes got there.
+    pub how: Materialized,
+    /// The BLAKE3 digest of the bytes at the destination.
+    pub digest: Digest,
+    /// Their length.
+    pub size: u64,
+}
+
+impl Placed {
+    /// A placement of `size` bytes hashing to `digest`.
+    pub fn new(how: Materialized, digest: Digest, size: u64) -> Self {
+        Placed { how, digest, size }
+    }
+}
+
+/// What [`ArtifactStore::import_file`] stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Imported {
+    /// The digest of the bytes stored (the file's digest, if it did not change).
+    pub digest: Digest,
+    /// Their length.
+    pub size: u64,
+    /// How the bytes entered the store, or `None` if it had them already.
+    pub placed: Option<Materialized>,
+}
+
+impl Imported {
+    /// An import of `size` bytes hashing to `digest`.
+    pub fn new(digest: Digest, size: u64, placed: Option<Materialized>) -> Self {
+        Imported {
+            digest,
+            size,
+            placed,
+        }
+    }
 }
 
 /// Content-addressed blobs, keyed by their BLAKE3 digest.
@@ -217,6 +278,14 @@ pub enum Materialized {
 ///   with [`Error::Integrity`] and nothing becomes visible. Putting a blob that
 ///   exists already succeeds and changes nothing. A put is atomic: readers see the
 ///   whole blob or none, and it is durable when it returns (for persistent stores);
+/// - [`import_file`](Self::import_file) stores a file whose digest the caller does
+///   not know: the digest it returns is that of the bytes it published, computed from
+///   them (never trusted from elsewhere). If the source changed while it was read, it
+///   fails with [`Error::SourceChanged`] (detection is by the file's size, times and
+///   inode, see the implementations). With [`LinkMode::HardLink`] the store may share
+///   the source's inode and make it read-only; see [`LinkMode`];
+/// - [`materialize`](Self::materialize) reports the digest and size of what it wrote,
+///   hashed from the destination;
 /// - reads of a missing blob fail with [`Error::NotFound`]; deleting a missing blob
 ///   succeeds;
 /// - reads return stored bytes as they are: verifying them is the caller's job
@@ -235,6 +304,15 @@ pub trait ArtifactStore: Send + Sync + fmt::Debug + 'static {
 
     /// Stores the local file at `path` under `digest`, checking that it hashes to it.
     async fn put_file(&self, digest: &Digest, path: &Path) -> Result<()>;
+
+    /// Stores the local file at `path` under the digest of its bytes, which the
+    /// caller does not know yet, by copy or (where `mode` allows and the store can)
+    /// by reflink or hard link, and returns what was stored.
+    ///
+    /// Stores that need the digest before they write (object storage keys blobs by
+    /// it) hash the file first and then [`put_file`](Self::put_file) it; the local
+    /// store copies and hashes in one pass.
+    async fn import_file(&self, path: &Path, mode: LinkMode) -> Result<Imported>;
 
     /// Reads a blob as a stream of chunks.
     async fn get(&self, digest: &Digest) -> Result<ByteStream>;
@@ -259,13 +337,10 @@ pub trait ArtifactStore: Send + Sync + fmt::Debug + 'static {
     }
 
     /// Writes the blob to the new file `dest` (which must not exist; its directory
-    /// must), by link or copy as `mode` allows, durable when this returns.
-    async fn materialize(
-        &self,
-        digest: &Digest,
-        dest: &Path,
-        mode: LinkMode,
-    ) -> Result<Materialized>;
+    /// must), by link or copy as `mode` allows, durable when this returns, and
+    /// reports the digest of the bytes now at `dest`. A missing blob is
+    /// [`Error::NotFound`] and leaves no file.
+    async fn materialize(&self, digest: &Digest, dest: &Path, mode: LinkMode) -> Result<Placed>;
 
     /// Where the blob `digest` is, or would be, stored, for messages that must point
     /// a person at it: a file path, an object URL (or the key and the store). Pure:
@@ -392,6 +467,9 @@ macro_rules! forward_artifact_store {
             async fn put_file(&self, digest: &Digest, path: &Path) -> Result<()> {
                 (**self).put_file(digest, path).await
             }
+            async fn import_file(&self, path: &Path, mode: LinkMode) -> Result<Imported> {
+                (**self).import_file(path, mode).await
+            }
             async fn get(&self, digest: &Digest) -> Result<ByteStream> {
                 (**self).get(digest).await
             }
@@ -412,7 +490,7 @@ macro_rules! forward_artifact_store {
                 digest: &Digest,
                 dest: &Path,
                 mode: LinkMode,
-            ) -> Result<Materialized> {
+            ) -> Result<Placed> {
                 (**self).materialize(digest, dest, mode).await
             }
             fn location(&self, digest: &Digest) -> String {

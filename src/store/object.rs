@@ -91,8 +91,8 @@ use super::layout::{
     LOGS_DIR, RECORD_EXT, RECORDS, parse_blob_name, parse_seq_file_name, seq_file_name,
 };
 use super::{
-    ArtifactStore, BlobMeta, ByteStream, Checkpoint, LinkMode, LogRecord, Materialized,
-    MetadataItem, MetadataStore, check_lease_key, check_log_key, check_seq, fsutil,
+    ArtifactStore, BlobMeta, ByteStream, Checkpoint, Imported, LinkMode, LogRecord, Materialized,
+    MetadataItem, MetadataStore, Placed, check_lease_key, check_log_key, check_seq, fsutil,
 };
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -960,6 +960,35 @@ impl ArtifactStore for ObjectArtifactStore {
         .await
     }
 
+    async fn import_file(&self, path: &FsPath, _mode: LinkMode) -> Result<Imported> {
+        // Blobs are keyed by digest: hash first, then upload what is missing.
+        let source = path.to_owned();
+        let key = self.root.dir(BLOBS_DIR);
+        let (digest, size, before) = blocking(&self.root, "put", &key, move || {
+            let file = File::open(&source)?;
+            let before = file.metadata()?;
+            let (digest, size) = hashing::hash_open_file(&file)?;
+            Ok::<_, io::Error>((digest, size, before))
+        })
+        .await?
+        .map_err(|e| Error::io(path, e))?;
+        let changed = || Error::SourceChanged {
+            path: path.to_owned(),
+        };
+        if !before.is_file() || size != before.len() {
+            return Err(changed());
+        }
+        if self.exists(&digest).await? {
+            return Ok(Imported::new(digest, size, None));
+        }
+        match self.put_file(&digest, path).await {
+            Ok(()) => Ok(Imported::new(digest, size, Some(Materialized::Copied))),
+            // The upload hashes what it sends: a mismatch means the file changed.
+            Err(Error::Integrity { .. }) => Err(changed()),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn get(&self, digest: &Digest) -> Result<ByteStream> {
         let path = self.blob_path(digest);
         let got = match self.root.store.get(&path).await {
@@ -1054,12 +1083,7 @@ impl ArtifactStore for ObjectArtifactStore {
         })))
     }
 
-    async fn materialize(
-        &self,
-        digest: &Digest,
-        dest: &FsPath,
-        _mode: LinkMode,
-    ) -> Result<Materialized> {
+    async fn materialize(&self, digest: &Digest, dest: &FsPath, _mode: LinkMode) -> Result<Placed> {
         let path = self.blob_path(digest);
         // Ask for the blob first: a missing one must not leave a file behind.
         let got = match self.root.store.get(&path).await {
@@ -1070,6 +1094,7 @@ impl ArtifactStore for ObjectArtifactStore {
         let target = dest.to_owned();
         let created = blocking(&self.root, "materialize", &path, move || {
             OpenOptions::new()
+                .read(true)
                 .write(true)
                 .create_new(true)
                 .open(&target)
@@ -1077,13 +1102,14 @@ impl ArtifactStore for ObjectArtifactStore {
         .await?;
         let file = created.map_err(|e| Error::io(dest, e))?;
         let placed = match got.payload {
-            // A local file: copied by the kernel (copy_file_range) where it can.
-            GetResultPayload::File(mut src, _) => {
+            // A local file: copied by the kernel (copy_file_range) where it can, and
+            // hashed as it lands.
+            GetResultPayload::File(src, _) => {
                 let target = dest.to_owned();
                 blocking(&self.root, "materialize", &path, move || {
-                    let mut file = file;
-                    io::copy(&mut src, &mut file)?;
-                    finish_new_file(&file, &target)
+                    let written = hashing::copy_hashing(&src, &file, &file)?;
+                    finish_new_file(&file, &target)?;
+                    Ok(written)
                 })
                 .await?
                 .map_err(|e| Error::io(dest, e))
@@ -1092,12 +1118,14 @@ impl ArtifactStore for ObjectArtifactStore {
                 write_stream(&self.root, &path, stream, file, dest).await
             }
         };
-        if let Err(e) = placed {
-            // The file is ours (created above): leave nothing half-written behind.
-            let _ = tokio::fs::remove_file(dest).await;
-            return Err(e);
+        match placed {
+            Ok((digest, size)) => Ok(Placed::new(Materialized::Copied, digest, size)),
+            Err(e) => {
+                // The file is ours (created above): leave nothing half-written behind.
+                let _ = tokio::fs::remove_file(dest).await;
+                Err(e)
+            }
         }
-        Ok(Materialized::Copied)
     }
 
     /// The object's URL when the store was opened by URL, otherwise its key and
@@ -1107,26 +1135,32 @@ impl ArtifactStore for ObjectArtifactStore {
     }
 }
 
-/// Writes a download into `file` on the blocking pool, syncing it at the end.
+/// Writes a download into `file` on the blocking pool, hashing what it writes and
+/// syncing it at the end; returns the digest and length written.
 async fn write_stream(
     root: &Arc<Root>,
     key: &Path,
     mut stream: BoxStream<'static, object_store::Result<Bytes>>,
     mut file: File,
     dest: &FsPath,
-) -> Result<()> {
+) -> Result<(Digest, u64)> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<WriteMsg>(WRITE_QUEUE);
     let target = dest.to_owned();
     let writer = blocking(root, "materialize", key, move || {
+        let mut hasher = blake3::Hasher::new();
         loop {
             match rx.blocking_recv() {
-                Some(WriteMsg::Chunk(chunk)) => file.write_all(&chunk)?,
+                Some(WriteMsg::Chunk(chunk)) => {
+                    hasher.update(&chunk);
+                    file.write_all(&chunk)?;
+                }
                 Some(WriteMsg::End) => break,
                 // The download failed or was cancelled; its error is the one returned.
                 None => return Err(io::Error::other("download ended early")),
             }
         }
-        finish_new_file(&file, &target)
+        finish_new_file(&file, &target)?;
+        Ok((hasher.finalize().into(), hasher.count()))
     });
     let feed = async move {
         while let Some(chunk) = stream.next().await {
@@ -1139,7 +1173,8 @@ async fn write_stream(
         let _ = tx.send(WriteMsg::End).await;
         Ok(())
     };
-    let (fed, written): (Result<()>, Result<io::Result<()>>) = futures::join!(feed, writer);
+    let (fed, written): (Result<()>, Result<io::Result<(Digest, u64)>>) =
+        futures::join!(feed, writer);
     fed?;
     written?.map_err(|e| Error::io(dest, e))
 }

@@ -29,6 +29,7 @@ use modelreg::{Digest, Error};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use std::os::unix::fs::PermissionsExt;
 use tempfile::TempDir;
 
 /// A fresh store under test, with whatever must outlive it (its directory).
@@ -135,7 +136,9 @@ macro_rules! artifact_suite {
                     delete_removes_and_tolerates_missing,
                     list_returns_exactly_stored_digests,
                     put_file_of_interesting_sizes_round_trips,
+                    import_file_in_every_mode_stores_what_it_hashed,
                     materialize_in_every_mode_copies_bytes_once,
+                    materialize_reports_a_damaged_blob,
                     blob_locations_are_distinct_stable_and_pure;
                 shared:
                     concurrent_puts_of_one_blob_all_succeed;
@@ -1005,7 +1008,12 @@ pub async fn materialize_in_every_mode_copies_bytes_once(store: &dyn ArtifactSto
             LinkMode::HardLink => [Materialized::HardLinked, Materialized::Copied],
             _ => [Materialized::Copied, Materialized::Copied],
         };
-        assert!(allowed.contains(&placed), "{mode:?} gave {placed:?}");
+        assert!(allowed.contains(&placed.how), "{mode:?} gave {placed:?}");
+        assert_eq!(
+            (placed.digest, placed.size),
+            (digest, data.len() as u64),
+            "{mode:?}"
+        );
         assert!(std::fs::read(&dest).unwrap() == data, "{mode:?}");
         // The destination must be new.
         let err = store.materialize(&digest, &dest, mode).await.unwrap_err();
@@ -1038,6 +1046,95 @@ pub async fn blob_locations_are_distinct_stable_and_pure(store: &dyn ArtifactSto
     assert_eq!(store.head(&da).await.unwrap(), None);
     store.put_bytes(a).await.unwrap();
     assert_eq!(store.location(&da), la);
+}
+
+pub async fn import_file_in_every_mode_stores_what_it_hashed(store: &dyn ArtifactStore) {
+    let dir = tempfile::tempdir().unwrap();
+    // Sizes: empty, one BLAKE3 chunk and a byte, and past the hashing window (2 MiB).
+    for (i, size) in [0usize, 1025, (2 << 20) + 3].into_iter().enumerate() {
+        for mode in [LinkMode::Copy, LinkMode::Reflink, LinkMode::HardLink] {
+            // There is only one empty blob.
+            if size == 0 && mode != LinkMode::Copy {
+                continue;
+            }
+            let data = pattern(i as u8 * 3 + mode as u8, size);
+            let digest = Digest::of(&data);
+            let path = dir.path().join(format!("source-{size}-{mode:?}"));
+            std::fs::write(&path, &data).unwrap();
+            assert!(!store.contains(&digest).await.unwrap());
+            let imported = store.import_file(&path, mode).await.unwrap();
+            assert_eq!(
+                (imported.digest, imported.size),
+                (digest, size as u64),
+                "{size} {mode:?}"
+            );
+            let allowed = match mode {
+                LinkMode::Reflink => [Materialized::Reflinked, Materialized::Copied],
+                LinkMode::HardLink => [Materialized::HardLinked, Materialized::Copied],
+                _ => [Materialized::Copied, Materialized::Copied],
+            };
+            let how = imported.placed.expect("a new blob is placed");
+            assert!(allowed.contains(&how), "{mode:?} gave {how:?}");
+            assert!(get_all(store, &digest).await == data, "{size} {mode:?}");
+            // The rule for hard links: the shared file is read-only.
+            if how == Materialized::HardLinked {
+                let perms = std::fs::metadata(&path).unwrap().permissions();
+                assert_eq!(perms.mode() & 0o222, 0, "{size}: linked source is writable");
+            }
+            // Importing it again stores nothing new.
+            let again = store.import_file(&path, mode).await.unwrap();
+            assert_eq!(
+                (again.digest, again.placed),
+                (digest, None),
+                "{size} {mode:?}"
+            );
+        }
+    }
+    let err = store
+        .import_file(&dir.path().join("no such file"), LinkMode::Copy)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound),
+        "{err:?}"
+    );
+}
+
+/// A blob whose bytes changed in the store is materialized as it is, and the
+/// report says so (the registry turns that into `Error::Integrity`). Stores whose
+/// blobs cannot be changed from outside skip this.
+pub async fn materialize_reports_a_damaged_blob(store: &dyn ArtifactStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = pattern(9, 3 << 20);
+    let path = dir.path().join("source");
+    std::fs::write(&path, &data).unwrap();
+    let imported = store.import_file(&path, LinkMode::HardLink).await.unwrap();
+    if imported.placed != Some(Materialized::HardLinked) {
+        return;
+    }
+    // Root ignores the read-only mode; anyone else must chmod first.
+    let mut perms = std::fs::metadata(&path).unwrap().permissions();
+    perms.set_mode(0o644);
+    std::fs::set_permissions(&path, perms).unwrap();
+    let mut damaged = data.to_vec();
+    damaged[1 << 20] ^= 1;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &damaged))
+        .unwrap();
+    for mode in [LinkMode::Copy, LinkMode::Reflink, LinkMode::HardLink] {
+        let dest = dir.path().join(format!("{mode:?}"));
+        let placed = store
+            .materialize(&imported.digest, &dest, mode)
+            .await
+            .unwrap();
+        assert_eq!(
+            (placed.digest, placed.size),
+            (Digest::of(&damaged), damaged.len() as u64),
+            "{mode:?}"
+        );
+    }
 }
 
 /// Writing to a copied (or reflinked) destination must not change the stored blob.
