@@ -56,7 +56,16 @@ async fn torture_child() {
     let mut rng = fastrand::Rng::with_seed(id.parse::<u64>().expect("id") * 7919 + 1);
     let mut tolerated = 0usize;
     for i in 0..ops {
-        let state = reg.model("torture").await.expect("model");
+        // A read that fails on an overloaded test server changes nothing: skip the
+        // operation (it is not acknowledged, so the checker expects nothing of it).
+        let state = match reg.model("torture").await {
+            Ok(state) => state,
+            Err(e @ Error::Storage { .. }) => {
+                println!("UNKNOWN read {e}");
+                continue;
+            }
+            Err(e) => panic!("child {id} op {i}: unexpected error reading the model: {e}"),
+        };
         let count = state.versions().len() as u64;
         let pick = |rng: &mut fastrand::Rng| format!("torture/{}", rng.u64(1..=count.max(1)));
         let roll = rng.u32(0..100);
