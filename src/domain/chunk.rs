@@ -11,8 +11,9 @@
 //! ```
 //!
 //! Decoding a table entry once and cloning it for each version that uses it is
-//! about ten times cheaper than decoding its JSON again. Values that never repeat
-//! cost what they cost inline, plus one index.
+//! about ten times cheaper than decoding its JSON again. The last version that
+//! uses an entry takes it, so values that never repeat cost what they cost
+//! inline, plus one index.
 
 use std::collections::HashMap;
 
@@ -114,12 +115,34 @@ pub(crate) fn decode(json: &[u8]) -> Result<Vec<VersionRecord>, String> {
         environment: Vec<Environment>,
         versions: Vec<(u32, u32, u32, u32, VersionRecord)>,
     }
-    let c: Chunk = serde_json::from_slice(json).map_err(|e| e.to_string())?;
-    fn get<'t, T>(table: &'t [T], i: u32, what: &str) -> Result<&'t T, String> {
-        table
-            .get(i as usize)
-            .ok_or_else(|| format!("{what} {i} is not in the chunk's table"))
+    let mut c: Chunk = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+    // How many versions use each entry: the last one takes it, the others clone
+    // it, so a value that does not repeat is never copied.
+    let mut uses = [
+        vec![0u32; c.code.len()],
+        vec![0u32; c.datasets.len()],
+        vec![0u32; c.hyperparameters.len()],
+        vec![0u32; c.environment.len()],
+    ];
+    for (code, datasets, hyper, env, _) in &c.versions {
+        for (table, i) in uses.iter_mut().zip([code, datasets, hyper, env]) {
+            let n = table
+                .get_mut(*i as usize)
+                .ok_or_else(|| format!("index {i} is not in the chunk's table"))?;
+            *n += 1;
+        }
     }
+    fn take<T: Clone + Default>(table: &mut [T], uses: &mut [u32], i: u32) -> T {
+        // In range: every index was checked above.
+        let i = i as usize;
+        uses[i] -= 1;
+        if uses[i] == 0 {
+            std::mem::take(&mut table[i])
+        } else {
+            table[i].clone()
+        }
+    }
+    let [u_code, u_datasets, u_hyper, u_env] = &mut uses;
     let mut out = Vec::with_capacity(c.versions.len());
     for (code, datasets, hyper, env, mut v) in c.versions {
         let p = &mut v.provenance;
@@ -133,10 +156,10 @@ pub(crate) fn decode(json: &[u8]) -> Result<Vec<VersionRecord>, String> {
                 v.number
             ));
         }
-        p.code = get(&c.code, code, "code")?.clone();
-        p.datasets = get(&c.datasets, datasets, "datasets")?.clone();
-        p.hyperparameters = get(&c.hyperparameters, hyper, "hyperparameters")?.clone();
-        p.environment = get(&c.environment, env, "environment")?.clone();
+        p.code = take(&mut c.code, u_code, code);
+        p.datasets = take(&mut c.datasets, u_datasets, datasets);
+        p.hyperparameters = take(&mut c.hyperparameters, u_hyper, hyper);
+        p.environment = take(&mut c.environment, u_env, env);
         out.push(v);
     }
     Ok(out)

@@ -794,8 +794,7 @@ fn check_model_fields(
 /// ```
 ///
 /// `chunks` gives each chunk's length in bytes, so the chunks are decoded
-/// independently (on every core, see [`decode_checkpoint`]); they are encoded
-/// the same way. The header's state is [`ModelState`]'s JSON with no versions.
+/// independently (on every core, see [`decode_checkpoint`]). The header's state is [`ModelState`]'s JSON with no versions.
 /// A chunk stores each distinct code, datasets, hyperparameters and environment
 /// once and the versions refer to them by index (see `domain/chunk.rs`).
 pub fn encode_checkpoint(state: &ModelState) -> Vec<u8> {
@@ -807,7 +806,9 @@ pub fn encode_checkpoint(state: &ModelState) -> Vec<u8> {
         state: StateRef<'a>,
     }
     let parts: Vec<&[VersionRecord]> = state.versions.chunks(CHECKPOINT_CHUNK).collect();
-    let chunks = super::par::map(&parts, |c| super::chunk::encode(c));
+    // One thread: a large checkpoint is encoded in the background, beside the
+    // commands that go on, and should not take every core from them.
+    let chunks: Vec<Vec<u8>> = parts.iter().map(|c| super::chunk::encode(c)).collect();
     let head = Head {
         format: CHECKPOINT_FORMAT,
         seq: state.seq,
