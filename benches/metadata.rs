@@ -182,6 +182,15 @@ async fn build_fixture(dir: &Path, n: u64) {
     let state = reg.model(MODEL).await.expect("model");
     assert_eq!(state.versions().len() as u64, n);
     assert_eq!(state.seq(), n + 5);
+    // A large model's checkpoint is written in the background: wait for it.
+    while store
+        .latest_checkpoint(MODEL)
+        .await
+        .expect("read checkpoint")
+        .is_none_or(|c| c.seq < n)
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 fn template_model() -> modelreg::ModelName {

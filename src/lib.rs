@@ -142,8 +142,22 @@ macro_rules! serde_as_text {
             fn deserialize<D: serde::Deserializer<'de>>(
                 d: D,
             ) -> std::result::Result<Self, D::Error> {
-                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-                s.parse().map_err(serde::de::Error::custom)
+                // Parses the text where the deserializer holds it: no copy into
+                // a `String` first.
+                struct Text;
+                impl serde::de::Visitor<'_> for Text {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("a string")
+                    }
+                    fn visit_str<E: serde::de::Error>(
+                        self,
+                        s: &str,
+                    ) -> std::result::Result<$ty, E> {
+                        s.parse().map_err(E::custom)
+                    }
+                }
+                d.deserialize_str(Text)
             }
         }
     };

@@ -1,6 +1,7 @@
 //! The domain: names, versions, references, manifests, records, events and the
 //! fold of events into [`ModelState`]. Pure: no I/O, no knowledge of any store.
 
+pub(crate) mod chunk;
 pub mod codec;
 pub mod diff;
 pub mod event;
@@ -8,6 +9,7 @@ pub mod lifecycle;
 pub mod lineage;
 pub mod manifest;
 pub mod name;
+pub(crate) mod par;
 pub mod record;
 pub mod reference;
 pub mod routing;

@@ -181,7 +181,7 @@ impl MetricSpec {
 /// Serialized as plain JSON (`true`, `3`, `0.5`, `"adam"`, `[…]`, `{…}`); integers
 /// and floats stay distinct through a round trip. Floats must be finite; nesting is
 /// limited to [`HyperValue::MAX_DEPTH`] levels.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum HyperValue {
     /// A flag.
@@ -196,6 +196,60 @@ pub enum HyperValue {
     List(Vec<HyperValue>),
     /// Named values.
     Map(BTreeMap<String, HyperValue>),
+}
+
+/// Reads any JSON value but `null` straight into its variant: an integer that
+/// fits `i64` is an `Int`, any other number a `Float` (what the untagged derive
+/// did, without buffering each value and trying the variants in turn).
+impl<'de> Deserialize<'de> for HyperValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = HyperValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a hyperparameter value (bool, number, string, list or map)")
+            }
+            fn visit_bool<E>(self, v: bool) -> std::result::Result<HyperValue, E> {
+                Ok(HyperValue::Bool(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> std::result::Result<HyperValue, E> {
+                Ok(HyperValue::Int(v))
+            }
+            fn visit_u64<E>(self, v: u64) -> std::result::Result<HyperValue, E> {
+                Ok(i64::try_from(v).map_or(HyperValue::Float(v as f64), HyperValue::Int))
+            }
+            fn visit_f64<E>(self, v: f64) -> std::result::Result<HyperValue, E> {
+                Ok(HyperValue::Float(v))
+            }
+            fn visit_str<E>(self, v: &str) -> std::result::Result<HyperValue, E> {
+                Ok(HyperValue::String(v.to_owned()))
+            }
+            fn visit_string<E>(self, v: String) -> std::result::Result<HyperValue, E> {
+                Ok(HyperValue::String(v))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<HyperValue, A::Error> {
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+                while let Some(v) = seq.next_element()? {
+                    items.push(v);
+                }
+                Ok(HyperValue::List(items))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<HyperValue, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some((k, v)) = map.next_entry::<String, HyperValue>()? {
+                    out.insert(k, v);
+                }
+                Ok(HyperValue::Map(out))
+            }
+        }
+        d.deserialize_any(Visit)
+    }
 }
 
 impl HyperValue {
@@ -584,6 +638,28 @@ mod tests {
         }
         assert!(v.check("deep", 1).is_err());
         drop(v);
+    }
+
+    #[test]
+    fn every_json_value_but_null_reads_into_its_variant() {
+        let h: Hyperparameters = serde_json::from_str(
+            r#"{"b":true,"i":-3,"u":18446744073709551615,"f":0.5,"s":"adam","l":[1,"x"],"m":{"k":[]}}"#,
+        )
+        .unwrap();
+        assert_eq!(h["b"], HyperValue::Bool(true));
+        assert_eq!(h["i"], HyperValue::Int(-3));
+        assert_eq!(h["u"], HyperValue::Float(18446744073709551615.0));
+        assert_eq!(h["f"], HyperValue::Float(0.5));
+        assert_eq!(h["s"], HyperValue::String("adam".into()));
+        assert_eq!(
+            h["l"],
+            HyperValue::List(vec![HyperValue::Int(1), HyperValue::String("x".into())])
+        );
+        assert_eq!(
+            h["m"],
+            HyperValue::Map([("k".to_owned(), HyperValue::List(vec![]))].into())
+        );
+        assert!(serde_json::from_str::<Hyperparameters>(r#"{"n":null}"#).is_err());
     }
 
     #[test]

@@ -15,9 +15,15 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 
 /// The checkpoint format version written by this build. Format 2 added the
-/// lifecycle (stages, aliases, approvals, gates) and the traffic split; format 1
-/// checkpoints still load.
-pub const CHECKPOINT_FORMAT: u32 = 2;
+/// lifecycle (stages, aliases, approvals, gates) and the traffic split; format 3
+/// stores the versions in separately decodable chunks after a small header, so a
+/// large checkpoint decodes on every core. Format 1 and 2 checkpoints still load.
+pub const CHECKPOINT_FORMAT: u32 = 3;
+
+/// Versions per chunk of a format 3 checkpoint: small enough that the chunks of
+/// a large model spread evenly over the cores, large enough that a chunk's
+/// framing (a few bytes in the header) costs nothing.
+const CHECKPOINT_CHUNK: usize = 2048;
 
 /// Everything known about one model: the fold of its events up to some position.
 ///
@@ -29,8 +35,8 @@ pub const CHECKPOINT_FORMAT: u32 = 2;
 /// Serialized as
 /// `{"name":…,"description":…,"created_at":…,"created_by":…,"metric_specs":{…},"tags":{…},"versions":[…],"seq":N,"updated_at":…}`;
 /// the lookup indexes are rebuilt on load.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(try_from = "StateWire", into = "StateWire")]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(try_from = "StateWire")]
 pub struct ModelState {
     name: ModelName,
     description: String,
@@ -54,7 +60,7 @@ pub struct ModelState {
     production: Option<VersionNumber>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct StateWire {
     name: ModelName,
     #[serde(default)]
@@ -100,45 +106,86 @@ impl TryFrom<StateWire> for ModelState {
             production: None,
         };
         for v in w.versions {
-            if v.number.get() != s.versions.len() as u64 + 1 {
-                return Err(Error::corrupt(
-                    format!("state of model '{}'", s.name),
-                    "version numbers are not dense from 1",
-                ));
-            }
-            s.index(&v);
-            if v.stage == Stage::Production {
-                if s.production.is_some() {
-                    return Err(Error::corrupt(
-                        format!("state of model '{}'", s.name),
-                        "two versions in production",
-                    ));
-                }
-                s.production = Some(v.number);
-            }
-            s.versions.push(v);
+            s.push_loaded(v)?;
         }
         Ok(s)
     }
 }
 
-impl From<ModelState> for StateWire {
-    fn from(s: ModelState) -> Self {
-        StateWire {
-            name: s.name,
-            description: s.description,
-            created_at: s.created_at,
-            created_by: s.created_by,
-            metric_specs: s.metric_specs,
-            tags: s.tags,
-            versions: s.versions,
-            seq: s.seq,
-            updated_at: s.updated_at,
-            aliases: s.aliases,
-            production_history: s.production_history,
-            gates: s.gates,
-            traffic_split: s.traffic_split,
+/// The serialized form of a [`ModelState`], borrowed: the same fields as
+/// [`StateWire`] reads, so serializing copies nothing.
+#[derive(Serialize)]
+struct StateRef<'a> {
+    name: &'a ModelName,
+    description: &'a str,
+    created_at: &'a DateTime<Utc>,
+    created_by: &'a Actor,
+    metric_specs: &'a BTreeMap<MetricName, MetricSpec>,
+    tags: &'a Tags,
+    versions: &'a [VersionRecord],
+    seq: u64,
+    updated_at: &'a DateTime<Utc>,
+    #[serde(skip_serializing_if = "is_empty_map")]
+    aliases: &'a BTreeMap<AliasName, AliasTarget>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    production_history: &'a [VersionNumber],
+    #[serde(skip_serializing_if = "is_empty_map")]
+    gates: &'a GatePolicy,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    traffic_split: Option<&'a TrafficSplit>,
+}
+
+fn is_empty_map<K, V>(m: &&BTreeMap<K, V>) -> bool {
+    m.is_empty()
+}
+
+impl ModelState {
+    /// The state's serialized form, with `versions` in place of its own.
+    fn wire<'a>(&'a self, versions: &'a [VersionRecord]) -> StateRef<'a> {
+        StateRef {
+            name: &self.name,
+            description: &self.description,
+            created_at: &self.created_at,
+            created_by: &self.created_by,
+            metric_specs: &self.metric_specs,
+            tags: &self.tags,
+            versions,
+            seq: self.seq,
+            updated_at: &self.updated_at,
+            aliases: &self.aliases,
+            production_history: &self.production_history,
+            gates: &self.gates,
+            traffic_split: self.traffic_split.as_ref(),
         }
+    }
+
+    /// Appends a version read from a checkpoint, checking that numbers stay dense
+    /// and at most one version is in production, and indexes it.
+    fn push_loaded(&mut self, v: VersionRecord) -> Result<()> {
+        if v.number.get() != self.versions.len() as u64 + 1 {
+            return Err(Error::corrupt(
+                format!("state of model '{}'", self.name),
+                "version numbers are not dense from 1",
+            ));
+        }
+        self.index(&v);
+        if v.stage == Stage::Production {
+            if self.production.is_some() {
+                return Err(Error::corrupt(
+                    format!("state of model '{}'", self.name),
+                    "two versions in production",
+                ));
+            }
+            self.production = Some(v.number);
+        }
+        self.versions.push(v);
+        Ok(())
+    }
+}
+
+impl Serialize for ModelState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.wire(&self.versions).serialize(s)
     }
 }
 
@@ -737,26 +784,48 @@ fn check_model_fields(
     check_tags(tags)
 }
 
-/// Encodes a checkpoint of `state` (format version, position, state), sealed with
-/// its checksum.
+/// Encodes a checkpoint of `state`, sealed with its checksum.
+///
+/// Format 3: one JSON header, then the versions in JSON chunks of up to 2,048
+/// versions each, back to back:
+///
+/// ```text
+/// {"format":3,"seq":N,"chunks":[len,…],"state":{…,"versions":[],…}}{chunk}{chunk}…
+/// ```
+///
+/// `chunks` gives each chunk's length in bytes, so the chunks are decoded
+/// independently (on every core, see [`decode_checkpoint`]). The header's state is [`ModelState`]'s JSON with no versions.
+/// A chunk stores each distinct code, datasets, hyperparameters and environment
+/// once and the versions refer to them by index (see `domain/chunk.rs`).
 pub fn encode_checkpoint(state: &ModelState) -> Vec<u8> {
     #[derive(Serialize)]
-    struct Out<'a> {
+    struct Head<'a> {
         format: u32,
         seq: u64,
-        state: &'a ModelState,
+        chunks: Vec<usize>,
+        state: StateRef<'a>,
     }
-    super::codec::seal(
-        serde_json::to_vec(&Out {
-            format: CHECKPOINT_FORMAT,
-            seq: state.seq,
-            state,
-        })
-        .unwrap_or_default(),
-    )
+    let parts: Vec<&[VersionRecord]> = state.versions.chunks(CHECKPOINT_CHUNK).collect();
+    // One thread: a large checkpoint is encoded in the background, beside the
+    // commands that go on, and should not take every core from them.
+    let chunks: Vec<Vec<u8>> = parts.iter().map(|c| super::chunk::encode(c)).collect();
+    let head = Head {
+        format: CHECKPOINT_FORMAT,
+        seq: state.seq,
+        chunks: chunks.iter().map(Vec::len).collect(),
+        state: state.wire(&[]),
+    };
+    let mut out = serde_json::to_vec(&head).unwrap_or_default();
+    out.reserve_exact(chunks.iter().map(Vec::len).sum::<usize>() + 80);
+    for c in &chunks {
+        out.extend_from_slice(c);
+    }
+    super::codec::seal(out)
 }
 
-/// Decodes a checkpoint stored for position `seq` of `model`'s log.
+/// Decodes a checkpoint stored for position `seq` of `model`'s log (format 1, 2
+/// or 3). A format 3 checkpoint's chunks of versions are decoded in parallel on
+/// up to [`std::thread::available_parallelism`] threads.
 pub fn decode_checkpoint(model: &ModelName, seq: u64, bytes: &[u8]) -> Result<ModelState> {
     #[derive(Deserialize)]
     struct Format {
@@ -767,22 +836,238 @@ pub fn decode_checkpoint(model: &ModelName, seq: u64, bytes: &[u8]) -> Result<Mo
         seq: u64,
         state: ModelState,
     }
+    #[derive(Deserialize)]
+    struct Head {
+        seq: u64,
+        chunks: Vec<usize>,
+        state: ModelState,
+    }
     let record = || format!("checkpoint {seq} of model '{model}'");
+    let undecodable = |e: serde_json::Error| Error::corrupt(record(), format!("undecodable: {e}"));
     let bytes = super::codec::unseal(record, bytes)?;
-    let f: Format = serde_json::from_slice(bytes)
-        .map_err(|e| Error::corrupt(record(), format!("undecodable: {e}")))?;
-    if f.format == 0 || f.format > CHECKPOINT_FORMAT {
+    // This build writes `{"format":N,` first: read N without scanning the whole
+    // record; anything else is parsed in full.
+    let format = match peek_format(bytes) {
+        Some(f) => f,
+        None => {
+            serde_json::from_slice::<Format>(bytes)
+                .map_err(undecodable)?
+                .format
+        }
+    };
+    if format == 0 || format > CHECKPOINT_FORMAT {
         return Err(Error::UnsupportedFormat {
             record: record(),
-            found: f.format,
+            found: format,
             supported: CHECKPOINT_FORMAT,
             location: None,
         });
     }
-    let c: In = serde_json::from_slice(bytes)
-        .map_err(|e| Error::corrupt(record(), format!("undecodable: {e}")))?;
-    if c.seq != seq || c.state.seq != seq || c.state.name != *model {
+    let (found, state) = if format < 3 {
+        let c: In = serde_json::from_slice(bytes).map_err(undecodable)?;
+        (c.seq, c.state)
+    } else {
+        let mut stream = serde_json::Deserializer::from_slice(bytes).into_iter::<Head>();
+        let head = match stream.next() {
+            Some(head) => head.map_err(undecodable)?,
+            None => return Err(Error::corrupt(record(), "no header")),
+        };
+        let mut at = stream.byte_offset();
+        let mut parts = Vec::with_capacity(head.chunks.len());
+        for len in &head.chunks {
+            let end = at
+                .checked_add(*len)
+                .filter(|end| *end <= bytes.len())
+                .ok_or_else(|| Error::corrupt(record(), "a chunk runs past the end"))?;
+            parts.push(&bytes[at..end]);
+            at = end;
+        }
+        if at != bytes.len() {
+            return Err(Error::corrupt(record(), "bytes after the last chunk"));
+        }
+        if !head.state.versions.is_empty() {
+            return Err(Error::corrupt(record(), "versions in the header"));
+        }
+        let decoded = super::par::map(&parts, |p| super::chunk::decode(p));
+        let mut state = head.state;
+        let total = decoded.iter().map(|d| d.as_ref().map_or(0, Vec::len)).sum();
+        state.versions.reserve_exact(total);
+        state.by_digest.reserve(total);
+        for chunk in decoded {
+            let chunk =
+                chunk.map_err(|e| Error::corrupt(record(), format!("undecodable chunk: {e}")))?;
+            for v in chunk {
+                state.push_loaded(v)?;
+            }
+        }
+        (head.seq, state)
+    };
+    if found != seq || state.seq != seq || state.name != *model {
         return Err(Error::corrupt(record(), "covers another position or model"));
     }
-    Ok(c.state)
+    Ok(state)
+}
+
+/// The `N` of a record that starts `{"format":N,`, if it does.
+fn peek_format(json: &[u8]) -> Option<u32> {
+    let rest = json.strip_prefix(br#"{"format":"#)?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 9 || rest.get(digits) != Some(&b',') {
+        return None;
+    }
+    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::domain::record::{
+        CodeRef, DatasetRef, DatasetRole, Environment, Metrics, Provenance,
+    };
+
+    fn event(seq: u64, kind: EventKind) -> Event {
+        Event {
+            seq,
+            model: ModelName::new("fraud").unwrap(),
+            time: DateTime::from_timestamp(1_800_000_000 + seq as i64, 0).unwrap(),
+            actor: Actor::new("alice").unwrap(),
+            kind,
+        }
+    }
+
+    /// A model with `n` versions; every third shares its provenance with the one
+    /// before, the others differ in code, datasets, hyperparameters or environment.
+    fn state(n: u64) -> ModelState {
+        let mut events = vec![event(
+            1,
+            EventKind::ModelCreated {
+                description: "fraud".into(),
+                metric_specs: BTreeMap::new(),
+                tags: Tags::new(),
+            },
+        )];
+        for i in 1..=n {
+            let k = i - i % 3;
+            let provenance = Provenance {
+                code: (k % 2 == 0).then(|| CodeRef {
+                    repository: None,
+                    commit: format!("c{k}"),
+                    dirty: false,
+                }),
+                datasets: vec![DatasetRef::new(format!("d{}", k % 5), DatasetRole::Train)],
+                parents: Vec::new(),
+                hyperparameters: [("lr".to_owned(), (k as f64 / 7.0).into())].into(),
+                environment: Environment::default().with_framework("torch", format!("{}", k % 4)),
+            };
+            let version = VersionRecord {
+                number: VersionNumber::new(i).unwrap(),
+                semver: None,
+                artifact: Digest::of(&i.to_le_bytes()),
+                size: i,
+                files: 1,
+                created_at: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+                created_by: Actor::new("alice").unwrap(),
+                description: format!("v{i}"),
+                tags: Tags::new(),
+                provenance,
+                metrics: Metrics::new().with("auc", i as f64 / n as f64).unwrap(),
+                deprecated: None,
+                stage: Stage::None,
+                stage_since: None,
+                approvals: BTreeMap::new(),
+                reached: BTreeSet::new(),
+            };
+            events.push(event(
+                i + 1,
+                EventKind::VersionRegistered {
+                    version: Box::new(version),
+                },
+            ));
+        }
+        ModelState::replay(events).unwrap()
+    }
+
+    fn model() -> ModelName {
+        ModelName::new("fraud").unwrap()
+    }
+
+    #[test]
+    fn format_3_round_trips_across_several_chunks() {
+        let s = state(2 * CHECKPOINT_CHUNK as u64 + 5);
+        let bytes = encode_checkpoint(&s);
+        assert_eq!(peek_format(&bytes), Some(3));
+        let back = decode_checkpoint(&model(), s.seq(), &bytes).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(
+            back.by_digest(&Digest::of(&7u64.to_le_bytes()))
+                .unwrap()
+                .number
+                .get(),
+            7
+        );
+        let empty = state(0);
+        assert_eq!(
+            decode_checkpoint(&model(), 1, &encode_checkpoint(&empty)).unwrap(),
+            empty
+        );
+    }
+
+    #[test]
+    fn format_2_checkpoints_still_load() {
+        let s = state(10);
+        let json = serde_json::to_vec(&serde_json::json!({
+            "format": 2,
+            "seq": s.seq(),
+            "state": serde_json::to_value(&s).unwrap(),
+        }))
+        .unwrap();
+        let bytes = super::super::codec::seal(json);
+        assert_eq!(decode_checkpoint(&model(), s.seq(), &bytes).unwrap(), s);
+        // Fields in another order: the format is found by a full parse.
+        let json = serde_json::to_vec(&serde_json::json!({
+            "seq": s.seq(),
+            "state": serde_json::to_value(&s).unwrap(),
+            "format": 2,
+        }))
+        .unwrap();
+        let bytes = super::super::codec::seal(json);
+        assert_eq!(decode_checkpoint(&model(), s.seq(), &bytes).unwrap(), s);
+    }
+
+    #[test]
+    fn a_newer_format_is_unsupported_and_a_damaged_chunk_corrupt() {
+        let s = state(40);
+        let seq = s.seq();
+        let json = super::super::codec::unseal(String::new, &encode_checkpoint(&s))
+            .unwrap()
+            .to_vec();
+        let text = String::from_utf8(json).unwrap();
+        let sealed = |t: String| super::super::codec::seal(t.into_bytes());
+        let newer = sealed(text.replacen(r#"{"format":3,"#, r#"{"format":4,"#, 1));
+        assert!(matches!(
+            decode_checkpoint(&model(), seq, &newer),
+            Err(Error::UnsupportedFormat { found: 4, .. })
+        ));
+        for bad in [
+            // A chunk length that runs past the end, or leaves bytes over.
+            text.replacen(r#""chunks":["#, r#""chunks":[1"#, 1),
+            format!("{text} "),
+            // A table index that is not in the table.
+            text.replacen("[[0,0,0,0,", "[[0,0,99,0,", 1),
+            // Versions in the header.
+            text.replacen(r#""versions":[]"#, r#""versions":[1]"#, 1),
+        ] {
+            assert_ne!(bad, text);
+            assert!(
+                matches!(
+                    decode_checkpoint(&model(), seq, &sealed(bad.clone())),
+                    Err(Error::Corrupt { .. })
+                ),
+                "{}",
+                &bad[..200]
+            );
+        }
+    }
 }

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
@@ -22,6 +23,8 @@ use crate::store::{
     MemoryMetadataStore, MetadataStore,
 };
 
+#[cfg(test)]
+mod background_checkpoint;
 mod check;
 mod fetch;
 mod gc;
@@ -117,6 +120,19 @@ struct Slot {
     /// moves forward while `Some`.
     state: RwLock<Option<ModelState>>,
     writer: tokio::sync::Mutex<()>,
+    /// Set while a background checkpoint of this model is being written: at most
+    /// one at a time.
+    checkpointing: AtomicBool,
+}
+
+/// Clears [`Slot::checkpointing`] when the background checkpoint ends, however
+/// it ends (a runtime shutting down drops the task).
+struct CheckpointGuard(Arc<Slot>);
+
+impl Drop for CheckpointGuard {
+    fn drop(&mut self) {
+        self.0.checkpointing.store(false, Ordering::Release);
+    }
 }
 
 impl Slot {
@@ -151,9 +167,16 @@ struct Inner {
     models: Mutex<HashMap<ModelName, Arc<Slot>>>,
     retry: RetryPolicy,
     checkpoint_every: u64,
+    /// States with at least this many versions are checkpointed in the background.
+    background_checkpoint_from: usize,
     gates: InProcessGates,
     hash_cache: Option<HashCache>,
 }
+
+/// States with at least this many versions are checkpointed by a background task
+/// after the command returns; smaller ones (encoded and written in a few
+/// milliseconds) before it returns, so a short-lived process still leaves them.
+const BACKGROUND_CHECKPOINT_FROM: usize = 4096;
 
 /// Gates attached in this process, per (model, target stage).
 type InProcessGates = HashMap<(ModelName, Stage), Vec<Arc<dyn Gate>>>;
@@ -211,6 +234,7 @@ pub struct RegistryBuilder {
     artifacts: Option<Arc<dyn ArtifactStore>>,
     retry: RetryPolicy,
     checkpoint_every: Option<u64>,
+    background_checkpoint_from: Option<usize>,
     gates: InProcessGates,
     hash_cache: Option<PathBuf>,
 }
@@ -250,8 +274,22 @@ impl RegistryBuilder {
     /// Write a checkpoint of a model's state every `n` events (default 1000;
     /// 0 turns checkpoints off). Checkpoints only make opening long logs faster:
     /// the state is the same with or without them.
+    ///
+    /// A checkpoint of a model with 4,096 versions or more is written by a
+    /// background task after the command that reached the interval returns (at
+    /// most one at a time per model; it is skipped if one is still running), so
+    /// that command's latency does not grow with the model. Smaller ones are
+    /// written before it returns.
     pub fn checkpoint_every(mut self, n: u64) -> Self {
         self.checkpoint_every = Some(n);
+        self
+    }
+
+    /// Checkpoints of states with at least `n` versions go to the background
+    /// (tests use 0 to exercise that path on small models).
+    #[cfg(test)]
+    pub(crate) fn background_checkpoint_from(mut self, n: usize) -> Self {
+        self.background_checkpoint_from = Some(n);
         self
     }
 
@@ -284,6 +322,9 @@ impl RegistryBuilder {
                 models: Mutex::new(HashMap::new()),
                 retry: self.retry,
                 checkpoint_every: self.checkpoint_every.unwrap_or(1000),
+                background_checkpoint_from: self
+                    .background_checkpoint_from
+                    .unwrap_or(BACKGROUND_CHECKPOINT_FROM),
                 gates: self.gates,
                 hash_cache: self.hash_cache.map(HashCache::new),
             }),
@@ -349,6 +390,7 @@ impl Registry {
                 models: Mutex::new(HashMap::new()),
                 retry: RetryPolicy::default(),
                 checkpoint_every: 1000,
+                background_checkpoint_from: BACKGROUND_CHECKPOINT_FROM,
                 gates: HashMap::new(),
                 hash_cache: None,
             }),
@@ -854,7 +896,11 @@ impl Registry {
     async fn load_checkpoint(&self, model: &ModelName) -> Option<ModelState> {
         let meta = &self.inner.metadata;
         let cp = meta.latest_checkpoint(model.as_str()).await.ok()??;
-        let state = decode_checkpoint(model, cp.seq, &cp.bytes).ok()?;
+        let (name, seq) = (model.clone(), cp.seq);
+        let state = blocking(move || decode_checkpoint(&name, seq, &cp.bytes))
+            .await
+            .ok()?
+            .ok()?;
         let covered = meta
             .read_after(model.as_str(), cp.seq.checked_sub(1)?, 1)
             .await
@@ -980,23 +1026,46 @@ impl Registry {
     }
 
     /// Writes a checkpoint if event `seq` (just committed) is a multiple of
-    /// `checkpoint_every`. The state is encoded on the blocking pool, under the
-    /// state's read lock (readers go on; folding new events waits for it).
+    /// `checkpoint_every`: before returning for a small state, in a background
+    /// task for a large one (at most one per model at a time; skipped while one
+    /// runs), so the command's latency does not grow with the model.
     async fn maybe_checkpoint(&self, slot: &Arc<Slot>, seq: u64) {
         let every = self.inner.checkpoint_every;
         if every == 0 || !seq.is_multiple_of(every) {
             return;
         }
-        let slot = Arc::clone(slot);
+        let versions = slot.read().as_ref().map_or(0, |s| s.versions().len());
+        if versions < self.inner.background_checkpoint_from {
+            self.write_checkpoint(Arc::clone(slot)).await;
+            return;
+        }
+        if slot.checkpointing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let guard = CheckpointGuard(Arc::clone(slot));
+        let this = self.clone();
+        tokio::spawn(async move {
+            this.write_checkpoint(Arc::clone(&guard.0)).await;
+            drop(guard);
+        });
+    }
+
+    /// Writes a checkpoint of the slot's current state. Best effort: the events
+    /// are committed; a missing checkpoint only makes the next cold open replay
+    /// more of the log.
+    ///
+    /// On the blocking pool, the state is cloned under its read lock and encoded
+    /// without it, so events folded meanwhile wait for the clone only.
+    async fn write_checkpoint(&self, slot: Arc<Slot>) {
         let encoded = blocking(move || {
-            let cached = slot.read();
-            cached
-                .as_ref()
-                .map(|s| (s.name().clone(), s.seq(), encode_checkpoint(s)))
+            let snapshot = slot.read().clone()?;
+            Some((
+                snapshot.name().clone(),
+                snapshot.seq(),
+                encode_checkpoint(&snapshot),
+            ))
         })
         .await;
-        // Best effort: the event is committed; a missing checkpoint only makes the
-        // next cold open replay more of the log.
         if let Ok(Some((name, seq, bytes))) = encoded {
             let _ = self
                 .inner
