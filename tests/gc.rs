@@ -255,10 +255,13 @@ async fn a_sweep_spares_the_blobs_of_a_registration_in_flight() {
     );
 }
 
-/// A lease that does not decode stops whoever needs it, with an error naming it,
-/// and changes nothing.
+/// Leases are written without fsync, so a damaged one is what a crash of the
+/// machine left: it protects nothing, a collection removes it, and a
+/// registration does not wait for it. A lease of a newer format may belong to a
+/// live process of a newer build: it stops whoever needs it, with an error that
+/// names it, and changes nothing.
 #[tokio::test]
-async fn a_corrupt_lease_is_a_typed_error_that_names_it() {
+async fn damaged_leases_are_crash_remnants_and_newer_ones_stop_the_reader() {
     let reg = Registry::in_memory();
     reg.create_model("fraud", CreateModel::by(alice()))
         .await
@@ -270,15 +273,48 @@ async fn a_corrupt_lease_is_a_typed_error_that_names_it() {
         .expect("put");
     let meta = reg.metadata_store().clone();
 
-    meta.put_lease("intent-garbage", Bytes::from_static(b"\x00 not a lease"))
+    meta.put_lease("intent-torn", Bytes::from_static(b"{\"format\":1,\"crea"))
+        .await
+        .expect("put lease");
+    meta.put_lease("gc-empty", Bytes::new())
+        .await
+        .expect("put lease");
+    let report = reg.gc(GcOptions::new(Duration::ZERO)).await.expect("gc");
+    assert_eq!(report.deleted, [orphan]);
+    assert_eq!(report.stale_intents, 1);
+    assert_eq!(meta.list_leases().await.expect("leases"), ["gc-empty"]);
+    let v = tokio::time::timeout(
+        Duration::from_secs(5),
+        reg.register("fraud", source_sharing(SHARED), NewVersion::by(alice())),
+    )
+    .await
+    .expect("no wait for a damaged sweep lease")
+    .expect("register");
+    assert_eq!(v.number.get(), 1);
+
+    // A sealed lease from a newer format.
+    let newer = |kind: &str| {
+        let json = format!(
+            r#"{{"format":99,"kind":"{kind}","created":"2026-01-01T00:00:00Z","expires":"2099-01-01T00:00:00Z","digests":[]}}"#
+        );
+        let digest = Digest::of(json.as_bytes());
+        Bytes::from(format!("{json}\n{digest}\n"))
+    };
+    // (The collection reads intents only when there is something to delete.)
+    let orphan = reg
+        .artifact_store()
+        .put_bytes(Bytes::from_static(b"another orphan"))
+        .await
+        .expect("put");
+    meta.put_lease("intent-newer", newer("intent"))
         .await
         .expect("put lease");
     let err = reg
         .gc(GcOptions::new(Duration::ZERO))
         .await
-        .expect_err("an unreadable intent stops the collection");
-    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
-    assert!(err.to_string().contains("intent-garbage"), "{err}");
+        .expect_err("a newer intent stops the collection");
+    assert!(matches!(err, Error::UnsupportedFormat { .. }), "{err}");
+    assert!(err.to_string().contains("intent-newer"), "{err}");
     assert!(
         reg.artifact_store()
             .head(&orphan)
@@ -286,18 +322,21 @@ async fn a_corrupt_lease_is_a_typed_error_that_names_it() {
             .expect("head")
             .is_some()
     );
-    meta.delete_lease("intent-garbage").await.expect("delete");
-
-    meta.put_lease("gc-garbage", Bytes::from_static(b"{}\nblake3:nope\n"))
+    meta.delete_lease("intent-newer").await.expect("delete");
+    meta.put_lease("gc-newer", newer("sweep"))
         .await
         .expect("put lease");
     let err = reg
-        .register("fraud", source_sharing(SHARED), NewVersion::by(alice()))
+        .register(
+            "fraud",
+            source_sharing("other bytes"),
+            NewVersion::by(alice()),
+        )
         .await
-        .expect_err("an unreadable sweep stops the registration");
-    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
-    assert!(err.to_string().contains("gc-garbage"), "{err}");
-    assert_eq!(reg.model("fraud").await.expect("model").versions().len(), 0);
+        .expect_err("a newer sweep stops the registration");
+    assert!(matches!(err, Error::UnsupportedFormat { .. }), "{err}");
+    assert!(err.to_string().contains("gc-newer"), "{err}");
+    assert_eq!(reg.model("fraud").await.expect("model").versions().len(), 1);
 }
 
 /// Temp files that writers which died left in a local registry (a half-copied

@@ -145,7 +145,7 @@ pub struct GcReport {
     pub deleted: Vec<Digest>,
     /// Their total size in bytes.
     pub bytes_freed: u64,
-    /// Expired intents of registrations that died, removed.
+    /// Intents of registrations that died (expired, or damaged by a crash), removed.
     pub stale_intents: u64,
     /// Temp files of writers that died, removed from both stores.
     pub temp_files: u64,
@@ -217,20 +217,31 @@ fn new_key(prefix: &str) -> String {
     format!("{prefix}{:032x}", fastrand::u128(..))
 }
 
-/// Reads the leases whose keys start with `prefix`. A lease deleted between the
-/// listing and the read is skipped.
-async fn read_leases(meta: &dyn MetadataStore, prefix: &str) -> Result<Vec<(String, LeaseRecord)>> {
-    let mut out = Vec::new();
+/// The leases whose keys start with `prefix`, and the keys of those that are
+/// damaged. A lease deleted between the listing and the read is skipped.
+///
+/// Leases are written without fsync (they speak for a live process), so a crash
+/// of the machine can leave one empty or torn; a live writer's lease always reads
+/// whole. A damaged lease is therefore a remnant of a crash and protects nothing.
+/// A lease of a newer format is an error: its writer may be alive.
+async fn read_leases(
+    meta: &dyn MetadataStore,
+    prefix: &str,
+) -> Result<(Vec<(String, LeaseRecord)>, Vec<String>)> {
+    let (mut live, mut damaged) = (Vec::new(), Vec::new());
     for key in meta.list_leases().await? {
         if !key.starts_with(prefix) {
             continue;
         }
         if let Some(bytes) = meta.get_lease(&key).await? {
-            let record = LeaseRecord::from_bytes(&key, &bytes)?;
-            out.push((key, record));
+            match LeaseRecord::from_bytes(&key, &bytes) {
+                Ok(record) => live.push((key, record)),
+                Err(Error::Corrupt { .. }) => damaged.push(key),
+                Err(e) => return Err(e),
+            }
         }
     }
-    Ok(out)
+    Ok((live, damaged))
 }
 
 /// A registration's announcement of the blobs it is about to reference.
@@ -290,6 +301,7 @@ impl Intent {
         loop {
             let blocking: HashSet<String> = read_leases(meta, SWEEP_PREFIX)
                 .await?
+                .0
                 .into_iter()
                 .filter(|(key, sweep)| {
                     sweep.live()
@@ -477,11 +489,18 @@ impl Registry {
         // 4. Spare what registrations in flight announced, and what versions
         //    committed since the first mark reference.
         let mut spared = HashSet::new();
-        for (key, intent) in read_leases(meta, INTENT_PREFIX).await? {
+        let (intents, damaged) = read_leases(meta, INTENT_PREFIX).await?;
+        let mut dead = damaged;
+        for (key, intent) in intents {
             if intent.live() {
                 spared.extend(intent.digests);
-            } else if !options.dry_run {
-                // Its registration died: the intent protects nothing any more.
+            } else {
+                dead.push(key);
+            }
+        }
+        if !options.dry_run {
+            // Their registrations died: the intents protect nothing any more.
+            for key in dead {
                 meta.delete_lease(&key).await?;
                 report.stale_intents += 1;
             }

@@ -28,10 +28,11 @@ pub(crate) enum PublishMode {
     CreateNew,
     /// Replace the target if it exists (rename).
     Replace,
-    /// Replace the target if it exists (rename), without syncing the directory:
-    /// the new name is visible to every reader at once, and whole (the file is
-    /// synced before the rename), but a crash may lose it and leave the old file or
-    /// none. For records that die with their writer (leases).
+    /// Replace the target if it exists (rename), syncing nothing: the new file is
+    /// visible to every reader at once, and whole (the rename is atomic), but a
+    /// crash of the machine may lose it, or leave it empty or torn. For records
+    /// that die with their writer (leases), whose readers treat a damaged one as
+    /// left by a crash.
     ReplaceVisible,
 }
 
@@ -132,7 +133,9 @@ impl TempFile {
     /// whatever the outcome.
     pub(crate) fn publish(mut self, target: &Path, mode: PublishMode) -> io::Result<Published> {
         self.file.flush()?;
-        sync_file(&self.file, &self.path)?;
+        if mode != PublishMode::ReplaceVisible {
+            sync_file(&self.file, &self.path)?;
+        }
         let parent = target
             .parent()
             .ok_or_else(|| io::Error::other("publish target has no parent directory"))?;

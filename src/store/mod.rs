@@ -90,8 +90,9 @@ pub enum MetadataItem {
 ///   with the highest `seq` (or `None`). Listing order is never relied on;
 /// - leases are small named records beside the logs, with the same key rules as
 ///   logs: [`put_lease`](Self::put_lease) creates or replaces one, whole and
-///   visible to every reader when it returns (it need not survive a crash of the
-///   machine: a lease announces work of a process, which does not survive it either), [`delete_lease`](Self::delete_lease) removes one (a missing one
+///   visible to every reader when it returns. It need not survive a crash of the
+///   machine, and may then read back damaged: a lease announces the work of a
+///   process, which does not survive the crash either, [`delete_lease`](Self::delete_lease) removes one (a missing one
 ///   is not an error). Leases are *linearizable*: a lease put before
 ///   [`list_leases`](Self::list_leases) starts is listed by it, and one deleted
 ///   before is not. The registry builds garbage collection on this (a collector and a
