@@ -143,18 +143,24 @@ fn source_sharing(shared: &'static str) -> ArtifactSource {
 
 const SHARED: &str = "weights identical to an orphan";
 
-/// The collector has read the intents (there were none) and is about to delete
-/// the orphan when a registration finds that orphan stored and relies on it. The
-/// registration must wait for the sweep, find the blob gone, and store it again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_registration_waits_for_the_sweep_deleting_its_blob_then_stores_it_again() {
+/// Empty memory stores but for one orphan blob holding [`SHARED`], and a pause
+/// point for one side of the race.
+async fn stores_with_orphan() -> (MemoryMetadataStore, MemoryArtifactStore, Digest, Arc<Pause>) {
     let meta = MemoryMetadataStore::new();
     let blobs = MemoryArtifactStore::new();
     let orphan = blobs
         .put_bytes(Bytes::from_static(SHARED.as_bytes()))
         .await
         .expect("put orphan");
-    let pause = Arc::new(Pause::default());
+    (meta, blobs, orphan, Arc::new(Pause::default()))
+}
+
+/// The collector has read the intents (there were none) and is about to delete
+/// the orphan when a registration finds that orphan stored and relies on it. The
+/// registration must wait for the sweep, find the blob gone, and store it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_waits_for_the_sweep_deleting_its_blob_then_stores_it_again() {
+    let (meta, blobs, orphan, pause) = stores_with_orphan().await;
     let collecting = registry(
         Arc::new(meta.clone()),
         Arc::new(PausingDeletes {
@@ -198,13 +204,7 @@ async fn a_registration_waits_for_the_sweep_deleting_its_blob_then_stores_it_aga
 /// runs: the collection spares all of them, and the registration commits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sweep_spares_the_blobs_of_a_registration_in_flight() {
-    let meta = MemoryMetadataStore::new();
-    let blobs = MemoryArtifactStore::new();
-    let orphan = blobs
-        .put_bytes(Bytes::from_static(SHARED.as_bytes()))
-        .await
-        .expect("put orphan");
-    let pause = Arc::new(Pause::default());
+    let (meta, blobs, orphan, pause) = stores_with_orphan().await;
     let registering = registry(
         Arc::new(PausingIntents {
             inner: meta.clone(),
