@@ -453,6 +453,12 @@ impl Registry {
     /// point before that event leaves no version, at most unreferenced blobs. The
     /// version number is the next free one at the moment the event is appended.
     /// Parents named in the provenance must exist.
+    ///
+    /// Between storing the blobs and appending the event, the registration
+    /// announces them in an intent lease and checks they are all still stored, so
+    /// a concurrent [`gc`](Self::gc) never deletes a blob the new version relies on
+    /// (a blob such a collection deleted just before is stored again from the
+    /// source).
     pub async fn register(
         &self,
         model: impl IntoModelName,
