@@ -22,6 +22,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::env_num;
 use common::servers::Server;
 use common::targets::{Target, open_with_checkpoints};
 use modelreg::{
@@ -32,13 +33,6 @@ const CHILD_TARGET: &str = "MODELREG_CRASH_TARGET";
 const CHILD_SEED: &str = "MODELREG_CRASH_SEED";
 /// Checkpoints every few events, so that kills also land while one is written.
 const CHECKPOINT_EVERY: u64 = 5;
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// The child: works until killed, printing `ACK …` after every operation that
 /// returned successfully.

@@ -24,6 +24,7 @@ use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+use common::env_num;
 use common::servers::Server;
 use common::targets::{Target, open_default};
 
@@ -35,13 +36,6 @@ use modelreg::{
 const CHILD_TARGET: &str = "MODELREG_TORTURE_TARGET";
 const CHILD_ID: &str = "MODELREG_TORTURE_ID";
 const CHILD_OPS: &str = "MODELREG_TORTURE_CHILD_OPS";
-
-fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// The child: runs its share of random operations and prints what was
 /// acknowledged, one line each.

@@ -24,6 +24,14 @@ macro_rules! assert_err {
     };
 }
 
+/// A number from the environment (a trial or operation count), or `default`.
+pub fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 pub mod backends;
 pub mod children;
 pub mod faulty_store;
