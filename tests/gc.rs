@@ -200,6 +200,66 @@ async fn a_registration_waits_for_the_sweep_deleting_its_blob_then_stores_it_aga
     assert_eq!(verified.files, 2);
 }
 
+/// As above, but the source file is rewritten while the registration waits: when
+/// the sweep has deleted the blob the registration relied on, the source no
+/// longer holds those bytes, so nothing is registered and the error names the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_changed_while_waiting_for_a_sweep_registers_nothing() {
+    let (meta, blobs, orphan, pause) = stores_with_orphan().await;
+    let collecting = registry(
+        Arc::new(meta.clone()),
+        Arc::new(PausingDeletes {
+            inner: blobs.clone(),
+            target: orphan,
+            pause: pause.clone(),
+        }),
+    );
+    let registering = registry(Arc::new(meta.clone()), Arc::new(blobs.clone()));
+    registering
+        .create_model("fraud", CreateModel::by(alice()))
+        .await
+        .expect("create");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shared = dir.path().join("shared.bin");
+    std::fs::write(&shared, SHARED).expect("write");
+    std::fs::write(dir.path().join("own.bin"), "its own bytes").expect("write");
+
+    let gc = tokio::spawn(async move { collecting.gc(GcOptions::new(Duration::ZERO)).await });
+    pause.reached.notified().await;
+    let reg = registering.clone();
+    let source = ArtifactSource::dir(dir.path());
+    let register =
+        tokio::spawn(async move { reg.register("fraud", source, NewVersion::by(alice())).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !register.is_finished(),
+        "the registration waits for the sweep"
+    );
+    std::fs::write(&shared, "rewritten meanwhile").expect("rewrite");
+    pause.release.notify_one();
+    assert_eq!(gc.await.expect("gc task").expect("gc").deleted, [orphan]);
+    let err = register
+        .await
+        .expect("register task")
+        .expect_err("the source no longer holds the bytes it announced");
+    match &err {
+        Error::SourceChanged { path } => assert_eq!(
+            path.canonicalize().expect("path exists"),
+            shared.canonicalize().expect("path exists")
+        ),
+        other => panic!("expected SourceChanged, got {other:?}"),
+    }
+    assert_eq!(
+        registering
+            .model("fraud")
+            .await
+            .expect("model")
+            .versions()
+            .len(),
+        0
+    );
+}
+
 /// A registration has announced its blobs (and stopped there) when a collection
 /// runs: the collection spares all of them, and the registration commits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

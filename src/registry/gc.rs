@@ -43,14 +43,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use super::{Registry, fetch};
+use super::{ArtifactSource, Registry, fetch, ingest};
 use crate::digest::Digest;
+use crate::domain::Manifest;
 use crate::domain::codec::{seal, unseal};
 use crate::error::{Error, Result};
-use crate::store::{ArtifactStore, MetadataStore};
+use crate::store::{ArtifactStore, LinkMode, MetadataStore};
 
 /// How long a sweep lease is honoured after it was last written.
 const SWEEP_TTL: Duration = Duration::from_secs(60);
@@ -284,6 +285,11 @@ impl Intent {
         self.wait_for_sweeps(meta).await
     }
 
+    /// The digests the intent announces.
+    pub(super) fn digests(&self) -> &BTreeSet<Digest> {
+        &self.record.digests
+    }
+
     /// Removes the intent, best effort: one left behind expires.
     pub(super) async fn withdraw(self, meta: &dyn MetadataStore) {
         let _ = meta.delete_lease(&self.key).await;
@@ -332,23 +338,14 @@ impl Intent {
     }
 }
 
-/// The digests of the blobs stored in `artifacts` among `digests` that are missing.
-pub(super) async fn missing(
-    artifacts: &dyn ArtifactStore,
-    digests: &BTreeSet<Digest>,
-) -> Result<Vec<Digest>> {
-    let found: Vec<(Digest, bool)> = futures::stream::iter(digests.iter().copied())
-        .map(|d| async move { Ok::<_, Error>((d, artifacts.head(&d).await?.is_some())) })
+/// The blobs among `digests` that `artifacts` does not hold.
+async fn missing(artifacts: &dyn ArtifactStore, digests: &BTreeSet<Digest>) -> Result<Vec<Digest>> {
+    futures::stream::iter(digests.iter().copied())
+        .map(|d| async move { Ok::<_, Error>(artifacts.head(&d).await?.is_none().then_some(d)) })
         .buffer_unordered(16)
-        .collect::<Vec<_>>()
+        .try_filter_map(|d| futures::future::ready(Ok(d)))
+        .try_collect()
         .await
-        .into_iter()
-        .collect::<Result<_>>()?;
-    Ok(found
-        .into_iter()
-        .filter(|(_, stored)| !stored)
-        .map(|(d, _)| d)
-        .collect())
 }
 
 /// What the mark phase has seen so far.
@@ -361,6 +358,61 @@ struct Marks {
 }
 
 impl Registry {
+    /// Makes sure every blob a new version needs is stored while its intent
+    /// protects them: a collection that ended just before the intent was written
+    /// may have deleted one the ingest found stored. Those are stored again from
+    /// the source, which must still hash to the same manifest
+    /// ([`Error::SourceChanged`] naming the first file that differs otherwise).
+    pub(super) async fn secure_blobs(
+        &self,
+        intent: &mut Intent,
+        source: &ArtifactSource,
+        manifest: &Manifest,
+        digest: Digest,
+    ) -> Result<()> {
+        let artifacts = self.inner.artifacts.as_ref();
+        const ROUNDS: u32 = 3;
+        for _ in 0..ROUNDS {
+            let missing = missing(artifacts, intent.digests()).await?;
+            if missing.is_empty() && !intent.expiring() {
+                return Ok(());
+            }
+            if !missing.is_empty() {
+                // Copied, whatever the version's link mode: this is the rare path
+                // after a collection, and a copy is independent of the source.
+                let (again, again_digest) = ingest::ingest(
+                    artifacts,
+                    source.clone(),
+                    self.inner.hash_cache.as_ref(),
+                    LinkMode::Copy,
+                )
+                .await?;
+                if again_digest != digest {
+                    // The first file that differs, or that one manifest has and
+                    // the other lacks (they differ somewhere: their digests do).
+                    let (old, new) = (manifest.entries(), again.entries());
+                    let changed = old
+                        .iter()
+                        .zip(new)
+                        .find(|(a, b)| a != b)
+                        .map(|(a, _)| a)
+                        .or_else(|| old.get(new.len()))
+                        .or_else(|| new.get(old.len()));
+                    return Err(Error::SourceChanged {
+                        path: changed.map(|e| source.path_of(&e.path)).unwrap_or_default(),
+                    });
+                }
+            }
+            intent.renew(self.inner.metadata.as_ref()).await?;
+        }
+        Err(Error::storage(
+            "registry",
+            "register",
+            intent.key.clone(),
+            format!("blobs of the new version kept disappearing in {ROUNDS} rounds"),
+        ))
+    }
+
     /// Deletes the blobs that no version references and that are older than the
     /// grace period, safely while other processes register versions, and reports
     /// what it did.

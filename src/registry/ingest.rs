@@ -58,6 +58,16 @@ impl ArtifactSource {
         )]))
     }
 
+    /// Where the file stored at `rel` comes from, for messages: the file below a
+    /// directory, the single file, or `rel` itself for in-memory files.
+    pub(crate) fn path_of(&self, rel: &RelPath) -> PathBuf {
+        match self {
+            ArtifactSource::Dir(dir) => dir.join(rel.as_str()),
+            ArtifactSource::File(path) => path.clone(),
+            ArtifactSource::Bytes(_) => PathBuf::from(rel.as_str()),
+        }
+    }
+
     /// Several in-memory files.
     pub fn files<I, P, B>(files: I) -> Result<Self>
     where

@@ -486,13 +486,13 @@ impl Registry {
         )
         .await?;
         // Announce the blobs to garbage collectors before relying on them (gc.rs).
-        let needed: BTreeSet<crate::Digest> = std::iter::once(digest)
+        let needed = std::iter::once(digest)
             .chain(manifest.entries().iter().map(|e| e.digest))
             .collect();
         let meta = self.inner.metadata.as_ref();
-        let mut intent = gc::Intent::announce(meta, needed.clone()).await?;
+        let mut intent = gc::Intent::announce(meta, needed).await?;
         let committed = async {
-            self.secure_blobs(&mut intent, &needed, &source, digest)
+            self.secure_blobs(&mut intent, &source, &manifest, digest)
                 .await?;
             let (size, files) = (manifest.total_size(), manifest.len() as u64);
             let actor = version.actor.clone();
@@ -506,55 +506,6 @@ impl Registry {
         .await;
         intent.withdraw(meta).await;
         committed
-    }
-
-    /// Makes sure every blob a new version needs is stored while its intent
-    /// protects them: a collection that ended just before the intent was written
-    /// may have deleted one the ingest found stored. Those are stored again from
-    /// the source, which must still hash to the same manifest.
-    async fn secure_blobs(
-        &self,
-        intent: &mut gc::Intent,
-        needed: &BTreeSet<crate::Digest>,
-        source: &ArtifactSource,
-        manifest: crate::Digest,
-    ) -> Result<()> {
-        let artifacts = self.inner.artifacts.as_ref();
-        const ROUNDS: u32 = 3;
-        for _ in 0..ROUNDS {
-            let missing = gc::missing(artifacts, needed).await?;
-            if missing.is_empty() && !intent.expiring() {
-                return Ok(());
-            }
-            if !missing.is_empty() {
-                // Copied, whatever the version's link mode: this is the rare path
-                // after a collection, and a copy is independent of the source.
-                let (_, again) = ingest::ingest(
-                    artifacts,
-                    source.clone(),
-                    self.inner.hash_cache.as_ref(),
-                    crate::store::LinkMode::Copy,
-                )
-                .await?;
-                if again != manifest {
-                    return Err(Error::Integrity {
-                        what: "the source of a version being registered (it changed while \
-                               its blobs were stored again)"
-                            .into(),
-                        expected: manifest,
-                        actual: again,
-                        location: None,
-                    });
-                }
-            }
-            intent.renew(self.inner.metadata.as_ref()).await?;
-        }
-        Err(Error::storage(
-            "registry",
-            "register",
-            "",
-            format!("blobs of the new version kept disappearing in {ROUNDS} rounds"),
-        ))
     }
 
     /// Adds metrics to a version (an evaluation after training); a metric it has
