@@ -338,6 +338,44 @@ impl Intent {
     }
 }
 
+/// A collection's announcement of the blobs it may delete.
+#[derive(Debug)]
+struct Sweep {
+    key: String,
+    record: LeaseRecord,
+    /// When the lease was last written.
+    written: Instant,
+}
+
+impl Sweep {
+    /// Writes the sweep lease for `candidates`.
+    async fn announce(meta: &dyn MetadataStore, candidates: BTreeSet<Digest>) -> Result<Sweep> {
+        let sweep = Sweep {
+            key: new_key(SWEEP_PREFIX),
+            record: LeaseRecord::new(SWEEP_TTL, candidates),
+            written: Instant::now(),
+        };
+        meta.put_lease(&sweep.key, sweep.record.to_bytes()).await?;
+        Ok(sweep)
+    }
+
+    /// Renews the lease if it is due, before the next delete: a sweep that cannot
+    /// renew stops, since registrations would stop waiting for it.
+    async fn keep_alive(&mut self, meta: &dyn MetadataStore) -> Result<()> {
+        if self.written.elapsed() > SWEEP_RENEW {
+            self.record = self.record.renewed(SWEEP_TTL);
+            meta.put_lease(&self.key, self.record.to_bytes()).await?;
+            self.written = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Removes the lease, best effort: one left behind expires.
+    async fn end(self, meta: &dyn MetadataStore) {
+        let _ = meta.delete_lease(&self.key).await;
+    }
+}
+
 /// The blobs among `digests` that `artifacts` does not hold.
 async fn missing(artifacts: &dyn ArtifactStore, digests: &BTreeSet<Digest>) -> Result<Vec<Digest>> {
     futures::stream::iter(digests.iter().copied())
@@ -500,39 +538,37 @@ impl Registry {
         }
 
         // 3. Announce the sweep before reading what is in flight.
-        let mut sweep = None;
-        if !options.dry_run {
-            let key = new_key(SWEEP_PREFIX);
-            let record = LeaseRecord::new(SWEEP_TTL, candidates.clone());
-            meta.put_lease(&key, record.to_bytes()).await?;
-            sweep = Some((key, record, Instant::now()));
-        }
+        let mut sweep = if options.dry_run {
+            None
+        } else {
+            Some(Sweep::announce(meta, candidates.clone()).await?)
+        };
         let swept = self
             .sweep(
                 &options,
                 cutoff,
                 candidates,
                 &mut marks,
-                &mut sweep,
+                sweep.as_mut(),
                 &mut report,
             )
             .await;
-        if let Some((key, _, _)) = sweep {
-            // Best effort: a sweep lease left behind expires.
-            let _ = meta.delete_lease(&key).await;
+        if let Some(sweep) = sweep {
+            sweep.end(meta).await;
         }
         report.manifests = marks.manifests.len() as u64;
         swept.map(|()| report)
     }
 
-    /// Steps 4 and 5 of [`gc`](Self::gc), with the sweep lease written.
+    /// Steps 4 and 5 of [`gc`](Self::gc), with the sweep announced (unless a dry
+    /// run, which deletes nothing).
     async fn sweep(
         &self,
         options: &GcOptions,
         cutoff: DateTime<Utc>,
         candidates: BTreeSet<Digest>,
         marks: &mut Marks,
-        sweep: &mut Option<(String, LeaseRecord, Instant)>,
+        mut sweep: Option<&mut Sweep>,
         report: &mut GcReport,
     ) -> Result<()> {
         let meta = self.inner.metadata.as_ref();
@@ -572,12 +608,8 @@ impl Registry {
                 report.young += 1;
                 continue;
             }
-            if let Some((key, record, written)) = sweep.as_mut() {
-                if written.elapsed() > SWEEP_RENEW {
-                    *record = record.renewed(SWEEP_TTL);
-                    meta.put_lease(key, record.to_bytes()).await?;
-                    *written = Instant::now();
-                }
+            if let Some(sweep) = sweep.as_deref_mut() {
+                sweep.keep_alive(meta).await?;
                 artifacts.delete(&digest).await?;
             }
             report.deleted.push(digest);
