@@ -84,21 +84,39 @@ impl Digest {
         if hex.len() != 64 {
             return Err(bad("expected 64 hexadecimal digits"));
         }
-        if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(bad("expected only hexadecimal digits 0-9, a-f"));
-        }
-        // Every byte is a hex digit (checked above), either case.
-        let nibble = |b: u8| match b {
-            b'0'..=b'9' => b - b'0',
-            _ => (b | 0x20) - b'a' + 10,
-        };
+        // One pass without branches per digit (a checkpoint holds a digest per
+        // version): a table maps each byte to its value, or to 0xFF if it is
+        // not a hex digit, and the high bits of all values say whether any was.
         let mut out = [0u8; 32];
+        let mut invalid = 0u8;
         for (o, pair) in out.iter_mut().zip(hex.as_bytes().chunks_exact(2)) {
-            *o = (nibble(pair[0]) << 4) | nibble(pair[1]);
+            let (hi, lo) = (HEX_VALUE[pair[0] as usize], HEX_VALUE[pair[1] as usize]);
+            invalid |= hi | lo;
+            *o = (hi << 4) | (lo & 0x0F);
+        }
+        if invalid & 0xF0 != 0 {
+            return Err(bad("expected only hexadecimal digits 0-9, a-f"));
         }
         Ok(Digest(out))
     }
 }
+
+/// The value of each hex digit (either case); 0xFF for every other byte.
+const HEX_VALUE: [u8; 256] = {
+    let mut table = [0xFFu8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            b'A'..=b'F' => c - b'A' + 10,
+            _ => 0xFF,
+        };
+        b += 1;
+    }
+    table
+};
 
 impl From<blake3::Hash> for Digest {
     fn from(h: blake3::Hash) -> Self {
@@ -146,6 +164,32 @@ mod tests {
         let d = Digest::of(b"x");
         let upper = format!("blake3:{}", d.to_hex().to_ascii_uppercase());
         assert_eq!(upper.parse::<Digest>().unwrap(), d);
+    }
+
+    #[test]
+    fn every_byte_that_is_not_a_hex_digit_is_rejected_anywhere() {
+        let hex = Digest::of(b"x").to_hex();
+        for position in [0, 1, 31, 62, 63] {
+            for b in 0..=255u8 {
+                let mut bytes = hex.clone().into_bytes();
+                bytes[position] = b;
+                let Ok(text) = String::from_utf8(bytes) else {
+                    continue;
+                };
+                let ok = Digest::from_hex(&text).is_ok();
+                assert_eq!(ok, b.is_ascii_hexdigit(), "byte {b:#04x} at {position}");
+                if ok {
+                    let value = u8::from_str_radix(&text[position..=position], 16).unwrap();
+                    let byte = Digest::from_hex(&text).unwrap().0[position / 2];
+                    let nibble = if position % 2 == 0 {
+                        byte >> 4
+                    } else {
+                        byte & 0x0F
+                    };
+                    assert_eq!(nibble, value);
+                }
+            }
+        }
     }
 
     #[test]

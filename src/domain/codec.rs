@@ -9,7 +9,8 @@
 //! ```
 //!
 //! Compact JSON never contains a raw newline (newlines inside strings are
-//! escaped), so the JSON is everything before the first `\n`. A record whose
+//! escaped), so the JSON is everything before the last line (found from the
+//! end, so a 36 MiB checkpoint is not scanned for it). A record whose
 //! checksum is missing or does not match its JSON is [`Error::Corrupt`]: a flipped
 //! bit that still parses as JSON (a metric `0.91` become `0.81`) is caught too.
 //! Manifests need no frame: they are stored under their own digest.
@@ -29,7 +30,10 @@ pub fn seal(mut json: Vec<u8>) -> Vec<u8> {
 /// Checks the checksum of a sealed record and returns its JSON. `record` names
 /// the record in errors, e.g. `event 3 of model 'fraud'`.
 pub fn unseal(record: impl Fn() -> String, bytes: &[u8]) -> Result<&[u8]> {
-    let Some(split) = bytes.iter().position(|b| *b == b'\n') else {
+    // The checksum line is the last one, and JSON as we write it has no raw
+    // newline: look from the end, not through the whole record.
+    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    let Some(split) = body.iter().rposition(|b| *b == b'\n') else {
         return Err(Error::corrupt(
             record(),
             "no checksum line: truncated or not a record",
