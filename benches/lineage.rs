@@ -91,7 +91,7 @@ fn record(m: u64, i: u64, models: &[ModelName]) -> VersionRecord {
             }),
             datasets,
             parents,
-            hyperparameters,
+            hyperparameters: hyperparameters.into(),
             ..Provenance::default()
         },
         metrics: Metrics::new().with("auc", 0.9).expect("finite"),

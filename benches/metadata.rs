@@ -21,7 +21,8 @@
 //! - cold open: a new `Registry` over the directory, first `resolve` (latest
 //!   checkpoint + the tail of the log) vs reading the checkpoint file's bytes.
 //! - list / filter: `list_versions` of every version, and of those with a tag
-//!   value (one in ten), vs a clone / filter-and-clone of a `Vec` of the records.
+//!   value (one in ten), vs a clone / filter-and-clone of a `Vec` of the same
+//!   shared records (`Arc<VersionRecord>`, what `list_versions` returns).
 //!
 //! Fixtures (a model with N versions: a metric spec, rich records of ~1 KiB, one
 //! version in production, an alias, a checkpoint 5 events before the end) are
@@ -314,7 +315,10 @@ fn run_size(rt: &tokio::runtime::Runtime, n: u64, scratch: &Path) {
     let map: HashMap<String, modelreg::VersionRecord> = [
         ("production".to_owned(), prod.clone()),
         ("champion".to_owned(), prod.clone()),
-        ("latest".to_owned(), all[all.len() - 1].clone()),
+        (
+            "latest".to_owned(),
+            modelreg::VersionRecord::clone(&all[all.len() - 1]),
+        ),
     ]
     .into();
     let batch = 1000;

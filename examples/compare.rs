@@ -49,10 +49,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         DatasetRef::new("reviews", DatasetRole::Train).version("2026-10"),
                         DatasetRef::new("reviews-holdout", DatasetRole::Eval).version("v2"),
                     ],
-                    hyperparameters: hyperparameters(3e-4, 3, None),
+                    hyperparameters: hyperparameters(3e-4, 3, None).into(),
                     environment: Environment::default()
                         .with_framework("torch", "2.4.1")
-                        .with_framework("transformers", "4.46.0"),
+                        .with_framework("transformers", "4.46.0")
+                        .into(),
                     ..Provenance::default()
                 })
                 .metrics(
@@ -86,10 +87,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         version: baseline.number,
                         relation: Relation::FineTunedFrom,
                     }],
-                    hyperparameters: hyperparameters(5e-5, 1, Some(16)),
+                    hyperparameters: hyperparameters(5e-5, 1, Some(16)).into(),
                     environment: Environment::default()
                         .with_framework("torch", "2.5.0")
-                        .with_framework("transformers", "4.46.0"),
+                        .with_framework("transformers", "4.46.0")
+                        .into(),
                 })
                 .metrics(
                     Metrics::new()

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 use modelreg::{
     Actor, ArtifactSource, CodeRef, CreateModel, DatasetRef, DatasetRole, Environment,
-    FetchOptions, HyperValue, MetricSpec, Metrics, NewVersion, Provenance, Registry,
+    FetchOptions, HyperValue, Hyperparameters, MetricSpec, Metrics, NewVersion, Provenance,
+    Registry,
 };
 
 #[tokio::main]
@@ -56,13 +57,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             DatasetRef::new("customers", DatasetRole::Train).version("2026-11-01"),
             DatasetRef::new("customers-holdout", DatasetRole::Test).version("2026-11-01"),
         ],
-        hyperparameters: [
+        hyperparameters: Hyperparameters::from([
             ("learning_rate".to_owned(), HyperValue::Float(0.05)),
             ("epochs".to_owned(), HyperValue::Int(20)),
             ("optimizer".to_owned(), HyperValue::from("adam")),
-        ]
+        ])
         .into(),
-        environment: Environment::capture().with_framework("linfa", "0.7"),
+        environment: Environment::capture().with_framework("linfa", "0.7").into(),
         ..Provenance::default()
     };
     let version = registry

@@ -225,8 +225,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             dataset(DatasetRole::Test, test_digest),
         ],
         parents: vec![],
-        hyperparameters,
-        environment: Environment::capture(),
+        hyperparameters: hyperparameters.into(),
+        environment: Environment::capture().into(),
     };
 
     // ----- register -----------------------------------------------------------------

@@ -263,7 +263,7 @@ impl Registry {
         &self,
         model: impl IntoModelName,
         filter: &VersionFilter,
-    ) -> Result<Vec<VersionRecord>> {
+    ) -> Result<Vec<Arc<VersionRecord>>> {
         self.rt.block_on(self.inner.list_versions(model, filter))
     }
 

@@ -284,7 +284,7 @@ async fn hostile_inputs_get_typed_errors_and_change_nothing() {
     ] {
         b.expect(label, "InvalidInput", async |r, me| {
             let provenance = Provenance {
-                hyperparameters: [("x".to_owned(), value)].into(),
+                hyperparameters: std::sync::Arc::new([("x".to_owned(), value)].into()),
                 ..Provenance::default()
             };
             r.register(

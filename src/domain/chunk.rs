@@ -11,11 +11,14 @@
 //! ```
 //!
 //! Decoding a table entry once and cloning it for each version that uses it is
-//! about ten times cheaper than decoding its JSON again. The last version that
+//! about ten times cheaper than decoding its JSON again. Hyperparameters and
+//! environments are shared ([`Arc`]) by every version that uses them, so they
+//! are held once in memory too; for code and datasets the last version that
 //! uses an entry takes it, so values that never repeat cost what they cost
 //! inline, plus one index.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -55,7 +58,7 @@ impl Table {
 }
 
 /// Encodes `versions` as one chunk.
-pub(crate) fn encode(versions: &[VersionRecord]) -> Vec<u8> {
+pub(crate) fn encode(versions: &[Arc<VersionRecord>]) -> Vec<u8> {
     let (mut code, mut datasets, mut hyper, mut env) =
         (Table::new(), Table::new(), Table::new(), Table::new());
     let mut rows = vec![b'['];
@@ -80,7 +83,7 @@ pub(crate) fn encode(versions: &[VersionRecord]) -> Vec<u8> {
                 parents: p.parents.clone(),
                 ..Provenance::default()
             },
-            ..v.clone()
+            ..VersionRecord::clone(v)
         };
         let _ = serde_json::to_writer(&mut rows, &stub);
         rows.push(b']');
@@ -106,13 +109,13 @@ pub(crate) fn encode(versions: &[VersionRecord]) -> Vec<u8> {
 
 /// Decodes a chunk [`encode`] wrote. An error says what is wrong, for the
 /// caller's [`Error::Corrupt`](crate::Error::Corrupt).
-pub(crate) fn decode(json: &[u8]) -> Result<Vec<VersionRecord>, String> {
+pub(crate) fn decode(json: &[u8]) -> Result<Vec<Arc<VersionRecord>>, String> {
     #[derive(Deserialize)]
     struct Chunk {
         code: Vec<Option<CodeRef>>,
         datasets: Vec<Vec<DatasetRef>>,
-        hyperparameters: Vec<Hyperparameters>,
-        environment: Vec<Environment>,
+        hyperparameters: Vec<Arc<Hyperparameters>>,
+        environment: Vec<Arc<Environment>>,
         versions: Vec<(u32, u32, u32, u32, VersionRecord)>,
     }
     let mut c: Chunk = serde_json::from_slice(json).map_err(|e| e.to_string())?;
@@ -142,14 +145,14 @@ pub(crate) fn decode(json: &[u8]) -> Result<Vec<VersionRecord>, String> {
             table[i].clone()
         }
     }
-    let [u_code, u_datasets, u_hyper, u_env] = &mut uses;
+    let [u_code, u_datasets, _, _] = &mut uses;
     let mut out = Vec::with_capacity(c.versions.len());
     for (code, datasets, hyper, env, mut v) in c.versions {
         let p = &mut v.provenance;
         if p.code.is_some()
             || !p.datasets.is_empty()
             || !p.hyperparameters.is_empty()
-            || p.environment != Environment::default()
+            || *p.environment != Environment::default()
         {
             return Err(format!(
                 "version {} carries its provenance inline",
@@ -158,9 +161,10 @@ pub(crate) fn decode(json: &[u8]) -> Result<Vec<VersionRecord>, String> {
         }
         p.code = take(&mut c.code, u_code, code);
         p.datasets = take(&mut c.datasets, u_datasets, datasets);
-        p.hyperparameters = take(&mut c.hyperparameters, u_hyper, hyper);
-        p.environment = take(&mut c.environment, u_env, env);
-        out.push(v);
+        // In range: every index was checked above.
+        p.hyperparameters = Arc::clone(&c.hyperparameters[hyper as usize]);
+        p.environment = Arc::clone(&c.environment[env as usize]);
+        out.push(Arc::new(v));
     }
     Ok(out)
 }

@@ -1177,7 +1177,9 @@ mod tests {
     fn environment_and_datasets_and_code() {
         let ds = |n: &str, role, v: &str| DatasetRef::new(n, role).version(v);
         let pa = Provenance {
-            environment: Environment::default().with_framework("torch", "2.3.0"),
+            environment: Environment::default()
+                .with_framework("torch", "2.3.0")
+                .into(),
             datasets: vec![
                 ds("clicks", DatasetRole::Train, "v3"),
                 ds("clicks", DatasetRole::Eval, "v3"),
@@ -1191,8 +1193,10 @@ mod tests {
             ..Provenance::default()
         };
         let mut pb = pa.clone();
-        pb.environment = Environment::default().with_framework("torch", "2.4.1");
-        pb.environment.cuda = Some("12.4".into());
+        pb.environment = Environment::default()
+            .with_framework("torch", "2.4.1")
+            .into();
+        std::sync::Arc::make_mut(&mut pb.environment).cuda = Some("12.4".into());
         pb.datasets = vec![
             ds("clicks", DatasetRole::Train, "v4"),
             ds("clicks", DatasetRole::Eval, "v3").uri("s3://elsewhere"), // same identity
@@ -1268,11 +1272,11 @@ mod tests {
             BTreeMap::from([("lr".to_owned(), HyperValue::Float(lr))])
         };
         let pa = Provenance {
-            hyperparameters: hp(0.001),
+            hyperparameters: hp(0.001).into(),
             ..Provenance::default()
         };
         let pb = Provenance {
-            hyperparameters: hp(0.0001),
+            hyperparameters: hp(0.0001).into(),
             ..Provenance::default()
         };
         let a = record(1, &[("auc", 0.9), ("eval/loss", 0.25)], pa);

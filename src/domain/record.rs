@@ -1,6 +1,7 @@
 //! What a version records: metrics, hyperparameters, environment, provenance.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -513,6 +514,25 @@ pub struct ParentRef {
 }
 
 /// Where a version came from.
+///
+/// The hyperparameters and the environment are shared ([`Arc`]): versions
+/// trained by one pipeline usually repeat them, and a model with 100,000
+/// versions then holds each distinct value once, not 100,000 times. Build them
+/// as usual and convert with `.into()`; read them through the `Arc` as if it
+/// were not there; change one with [`Arc::make_mut`].
+///
+/// ```
+/// use modelreg::{Environment, HyperValue, Provenance};
+/// use std::sync::Arc;
+/// let mut p = Provenance {
+///     hyperparameters: Arc::new([("lr".to_owned(), HyperValue::Float(3e-4))].into()),
+///     environment: Environment::default().with_framework("torch", "2.4.1").into(),
+///     ..Provenance::default()
+/// };
+/// assert_eq!(p.environment.frameworks["torch"], "2.4.1");
+/// Arc::make_mut(&mut p.environment).cuda = Some("12.4".into());
+/// assert_eq!(p.environment.cuda.as_deref(), Some("12.4"));
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Provenance {
@@ -525,11 +545,32 @@ pub struct Provenance {
     /// The versions it derives from.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub parents: Vec<ParentRef>,
-    /// Its hyperparameters.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub hyperparameters: Hyperparameters,
-    /// Where it was trained.
-    pub environment: Environment,
+    /// Its hyperparameters (shared, see above).
+    #[serde(skip_serializing_if = "is_empty_shared")]
+    pub hyperparameters: Arc<Hyperparameters>,
+    /// Where it was trained (shared, see above).
+    pub environment: Arc<Environment>,
+}
+
+fn is_empty_shared(h: &Arc<Hyperparameters>) -> bool {
+    h.is_empty()
+}
+
+impl Provenance {
+    /// Makes this provenance share its hyperparameters and environment with
+    /// `other`'s where they are equal, so equal values are held once.
+    pub(crate) fn share_with(&mut self, other: &Provenance) {
+        if !Arc::ptr_eq(&self.hyperparameters, &other.hyperparameters)
+            && self.hyperparameters == other.hyperparameters
+        {
+            self.hyperparameters = Arc::clone(&other.hyperparameters);
+        }
+        if !Arc::ptr_eq(&self.environment, &other.environment)
+            && self.environment == other.environment
+        {
+            self.environment = Arc::clone(&other.environment);
+        }
+    }
 }
 
 impl Provenance {
@@ -546,7 +587,7 @@ impl Provenance {
             }
             check_text("dataset name", &d.name, 512)?;
         }
-        for (k, v) in &self.hyperparameters {
+        for (k, v) in self.hyperparameters.iter() {
             if k.is_empty() {
                 return Err(Error::invalid_input(
                     "hyperparameter name",

@@ -1,6 +1,7 @@
 //! `ModelState`: the fold of a model's events, and the rules events must obey.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -44,8 +45,10 @@ pub struct ModelState {
     created_by: Actor,
     metric_specs: BTreeMap<MetricName, MetricSpec>,
     tags: Tags,
-    /// Version `n` is at index `n - 1`: numbers are dense from 1.
-    versions: Vec<VersionRecord>,
+    /// Version `n` is at index `n - 1`: numbers are dense from 1. Shared, so a
+    /// clone of the state or a listing copies pointers, not records; a change
+    /// to a version copies that one record if anyone still holds it.
+    versions: Vec<Arc<VersionRecord>>,
     seq: u64,
     updated_at: DateTime<Utc>,
     aliases: BTreeMap<AliasName, AliasTarget>,
@@ -56,7 +59,8 @@ pub struct ModelState {
     traffic_split: Option<TrafficSplit>,
     // Derived indexes, rebuilt from `versions`.
     by_semver: BTreeMap<semver::Version, VersionNumber>,
-    by_digest: HashMap<Digest, Vec<VersionNumber>>,
+    /// The newest version of each artifact digest.
+    by_digest: HashMap<Digest, VersionNumber>,
     production: Option<VersionNumber>,
 }
 
@@ -105,8 +109,11 @@ impl TryFrom<StateWire> for ModelState {
             by_digest: HashMap::new(),
             production: None,
         };
-        for v in w.versions {
-            s.push_loaded(v)?;
+        for mut v in w.versions {
+            if let Some(previous) = s.versions.last() {
+                v.provenance.share_with(&previous.provenance);
+            }
+            s.push_loaded(Arc::new(v))?;
         }
         Ok(s)
     }
@@ -122,7 +129,7 @@ struct StateRef<'a> {
     created_by: &'a Actor,
     metric_specs: &'a BTreeMap<MetricName, MetricSpec>,
     tags: &'a Tags,
-    versions: &'a [VersionRecord],
+    versions: &'a [Arc<VersionRecord>],
     seq: u64,
     updated_at: &'a DateTime<Utc>,
     #[serde(skip_serializing_if = "is_empty_map")]
@@ -141,7 +148,7 @@ fn is_empty_map<K, V>(m: &&BTreeMap<K, V>) -> bool {
 
 impl ModelState {
     /// The state's serialized form, with `versions` in place of its own.
-    fn wire<'a>(&'a self, versions: &'a [VersionRecord]) -> StateRef<'a> {
+    fn wire<'a>(&'a self, versions: &'a [Arc<VersionRecord>]) -> StateRef<'a> {
         StateRef {
             name: &self.name,
             description: &self.description,
@@ -161,7 +168,7 @@ impl ModelState {
 
     /// Appends a version read from a checkpoint, checking that numbers stay dense
     /// and at most one version is in production, and indexes it.
-    fn push_loaded(&mut self, v: VersionRecord) -> Result<()> {
+    fn push_loaded(&mut self, v: Arc<VersionRecord>) -> Result<()> {
         if v.number.get() != self.versions.len() as u64 + 1 {
             return Err(Error::corrupt(
                 format!("state of model '{}'", self.name),
@@ -482,8 +489,12 @@ impl ModelState {
             // `check` rejects model_created on an existing model.
             EventKind::ModelCreated { .. } => {}
             EventKind::VersionRegistered { version } => {
+                let mut version = *version;
+                if let Some(previous) = self.versions.last() {
+                    version.provenance.share_with(&previous.provenance);
+                }
                 self.index(&version);
-                self.versions.push(*version);
+                self.versions.push(Arc::new(version));
             }
             EventKind::MetricsAdded { version, metrics } => {
                 self.version_mut(version).metrics.merge(&metrics);
@@ -591,7 +602,8 @@ impl ModelState {
         if let Some(s) = &v.semver {
             self.by_semver.insert(s.clone(), v.number);
         }
-        self.by_digest.entry(v.artifact).or_default().push(v.number);
+        // Versions are indexed in order, so the last one indexed is the newest.
+        self.by_digest.insert(v.artifact, v.number);
     }
 
     fn require(&self, n: VersionNumber) -> Result<&VersionRecord> {
@@ -616,7 +628,7 @@ impl ModelState {
     fn version_mut(&mut self, n: VersionNumber) -> &mut VersionRecord {
         // Only called after `check` proved the version exists.
         let i = (n.get() - 1) as usize;
-        &mut self.versions[i]
+        Arc::make_mut(&mut self.versions[i])
     }
 
     /// The model's name.
@@ -659,14 +671,15 @@ impl ModelState {
         self.updated_at
     }
 
-    /// All versions, oldest first.
-    pub fn versions(&self) -> &[VersionRecord] {
+    /// All versions, oldest first. Each is shared: cloning an `Arc` out of the
+    /// slice is how a caller keeps a version without copying it.
+    pub fn versions(&self) -> &[Arc<VersionRecord>] {
         &self.versions
     }
 
     /// A version by number.
     pub fn version(&self, n: VersionNumber) -> Option<&VersionRecord> {
-        self.versions.get((n.get() - 1) as usize)
+        self.versions.get((n.get() - 1) as usize).map(|v| &**v)
     }
 
     /// The number the next registered version gets.
@@ -725,7 +738,11 @@ impl ModelState {
 
     /// The newest version that is not deprecated.
     pub fn latest(&self) -> Option<&VersionRecord> {
-        self.versions.iter().rev().find(|v| v.deprecated.is_none())
+        self.versions
+            .iter()
+            .rev()
+            .find(|v| v.deprecated.is_none())
+            .map(|v| &**v)
     }
 
     /// The version labelled with `semver`.
@@ -735,10 +752,7 @@ impl ModelState {
 
     /// The newest version whose artifact has `digest`.
     pub fn by_digest(&self, digest: &Digest) -> Option<&VersionRecord> {
-        self.by_digest
-            .get(digest)
-            .and_then(|ns| ns.last())
-            .and_then(|n| self.version(*n))
+        self.by_digest.get(digest).and_then(|n| self.version(*n))
     }
 
     /// Resolves a selector to a version.
@@ -754,7 +768,12 @@ impl ModelState {
             Selector::Digest(d) => self.by_digest(d),
             Selector::Alias(a) => self.alias(a).and_then(|t| self.version(t.version)),
             Selector::Stage(Stage::Production) => self.production(),
-            Selector::Stage(st) => self.versions.iter().rev().find(|v| v.stage == *st),
+            Selector::Stage(st) => self
+                .versions
+                .iter()
+                .rev()
+                .find(|v| v.stage == *st)
+                .map(|v| &**v),
         };
         found.ok_or_else(|| Error::not_found(format!("version {r}")))
     }
@@ -805,7 +824,7 @@ pub fn encode_checkpoint(state: &ModelState) -> Vec<u8> {
         chunks: Vec<usize>,
         state: StateRef<'a>,
     }
-    let parts: Vec<&[VersionRecord]> = state.versions.chunks(CHECKPOINT_CHUNK).collect();
+    let parts: Vec<&[Arc<VersionRecord>]> = state.versions.chunks(CHECKPOINT_CHUNK).collect();
     // One thread: a large checkpoint is encoded in the background, beside the
     // commands that go on, and should not take every core from them.
     let chunks: Vec<Vec<u8>> = parts.iter().map(|c| super::chunk::encode(c)).collect();
@@ -958,8 +977,10 @@ mod tests {
                 }),
                 datasets: vec![DatasetRef::new(format!("d{}", k % 5), DatasetRole::Train)],
                 parents: Vec::new(),
-                hyperparameters: [("lr".to_owned(), (k as f64 / 7.0).into())].into(),
-                environment: Environment::default().with_framework("torch", format!("{}", k % 4)),
+                hyperparameters: Arc::new([("lr".to_owned(), (k as f64 / 7.0).into())].into()),
+                environment: Environment::default()
+                    .with_framework("torch", format!("{}", k % 4))
+                    .into(),
             };
             let version = VersionRecord {
                 number: VersionNumber::new(i).unwrap(),

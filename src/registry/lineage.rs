@@ -254,7 +254,9 @@ impl Registry {
         let model = model.into_model_name()?;
         let metric = MetricName::new(metric)?;
         self.read(&model, |s| {
-            metric_history(s.versions(), metric.as_str(), |v| filter.matches(v))
+            metric_history(s.versions().iter().map(|v| &**v), metric.as_str(), |v| {
+                filter.matches(v)
+            })
         })
         .await
     }

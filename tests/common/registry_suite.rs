@@ -95,7 +95,7 @@ pub async fn blobs(reg: &Registry) -> BTreeSet<Digest> {
 }
 
 /// The numbers of `versions`, in order.
-pub fn numbers(versions: &[VersionRecord]) -> Vec<u64> {
+pub fn numbers<V: std::ops::Deref<Target = VersionRecord>>(versions: &[V]) -> Vec<u64> {
     versions.iter().map(|v| v.number.get()).collect()
 }
 
@@ -879,6 +879,12 @@ pub async fn list_versions_filters(f: &Fixture) {
         .exclude_deprecated();
     assert_eq!(l(dec_live).await, vec![4]);
 
+    // A listing is a snapshot: the records it returned are shared with the
+    // registry, yet a later change does not show through them.
+    let before = reg
+        .list_versions("fraud", &all())
+        .await
+        .expect("list before");
     // Filters see tag changes.
     reg.set_version_tags(
         "fraud/3",
@@ -892,6 +898,17 @@ pub async fn list_versions_filters(f: &Fixture) {
         l(all().tag_value("dataset", "jan").expect("key")).await,
         vec![3]
     );
+    let dataset = key("dataset");
+    assert_eq!(before[2].tags.get(&dataset), None);
+    assert_eq!(before[2].number, v3.number);
+    let after = reg
+        .list_versions("fraud", &all())
+        .await
+        .expect("list after");
+    assert_eq!(after[2].tags.get(&dataset).map(String::as_str), Some("jan"));
+    // Versions that did not change are the same records, not copies.
+    assert!(std::sync::Arc::ptr_eq(&before[0], &after[0]));
+    assert!(!std::sync::Arc::ptr_eq(&before[2], &after[2]));
 }
 
 /// The history lists every event, numbered 1..N, in order, with its actor and
@@ -1471,7 +1488,7 @@ pub async fn float_values_survive_storage_exactly(f: &Fixture) {
         metrics = metrics.with(name, value).expect("finite");
     }
     let provenance = Provenance {
-        hyperparameters: BTreeMap::from([("lr".to_owned(), HyperValue::Float(values[1].1))]),
+        hyperparameters: BTreeMap::from([("lr".to_owned(), HyperValue::Float(values[1].1))]).into(),
         ..Provenance::default()
     };
     let written = register_with(
@@ -1649,7 +1666,7 @@ async fn concurrent_registrations(registries: Vec<Registry>, tasks: usize, per_t
         .expect("list");
     assert_eq!(numbers(&versions), (1..=total as u64).collect::<Vec<_>>());
     for (payload, v) in &by_payload {
-        let stored = &versions[(v.number.get() - 1) as usize];
+        let stored = &*versions[(v.number.get() - 1) as usize];
         assert_eq!(stored, v, "{payload}");
         let manifest = reg
             .manifest(VersionRef::number(
@@ -2088,7 +2105,9 @@ pub async fn compare_reports_every_difference(f: &Fixture) {
             hyperparameters: hp(
                 r#"{"optimizer":{"name":"adam","lr":0.001},"epochs":3,"dropout":0.1}"#,
             ),
-            environment: Environment::default().with_framework("torch", "2.3.0"),
+            environment: Environment::default()
+                .with_framework("torch", "2.3.0")
+                .into(),
             datasets: vec![
                 DatasetRef::new("clicks", DatasetRole::Train).version("v3"),
                 DatasetRef::new("holdout", DatasetRole::Eval).version("v1"),
@@ -2108,7 +2127,9 @@ pub async fn compare_reports_every_difference(f: &Fixture) {
             hyperparameters: hp(
                 r#"{"optimizer":{"name":"adam","lr":0.0001},"epochs":5,"warmup":100}"#,
             ),
-            environment: Environment::default().with_framework("torch", "2.4.1"),
+            environment: Environment::default()
+                .with_framework("torch", "2.4.1")
+                .into(),
             datasets: vec![
                 DatasetRef::new("clicks", DatasetRole::Train).version("v4"),
                 DatasetRef::new("holdout", DatasetRole::Eval).version("v1"),
