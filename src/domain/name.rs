@@ -4,24 +4,35 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use smol_str::SmolStr;
 
 use crate::error::{Error, Result};
 
 /// Declares a string newtype whose only constructor is its checked `new`, with
 /// `Display`, `FromStr`, `AsRef<str>` and serde (deserializing re-checks the rules).
+///
+/// The text is a [`SmolStr`]: names of up to 23 bytes (nearly all) live inline
+/// with no heap allocation, longer ones behind a shared pointer, so decoding a
+/// record and cloning a name allocate nothing. Deserializing reads the text
+/// where the deserializer holds it.
 macro_rules! checked_string {
     ($(#[$meta:meta])* $name:ident, $check:path) => {
         $(#[$meta])*
-        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(SmolStr);
 
         impl $name {
             /// Checks `s` against the rules above.
             pub fn new(s: impl Into<String>) -> Result<Self> {
                 let s = s.into();
                 $check(&s)?;
-                Ok(Self(s))
+                Ok(Self(SmolStr::from(s)))
+            }
+
+            /// Checks `s` against the rules above, without an intermediate `String`.
+            fn checked(s: &str) -> Result<Self> {
+                $check(s)?;
+                Ok(Self(SmolStr::new(s)))
             }
 
             /// The name as a string slice.
@@ -45,7 +56,7 @@ macro_rules! checked_string {
         impl FromStr for $name {
             type Err = Error;
             fn from_str(s: &str) -> Result<Self> {
-                Self::new(s)
+                Self::checked(s)
             }
         }
 
@@ -59,13 +70,43 @@ macro_rules! checked_string {
         impl TryFrom<&str> for $name {
             type Error = Error;
             fn try_from(s: &str) -> Result<Self> {
-                Self::new(s)
+                Self::checked(s)
             }
         }
 
         impl From<$name> for String {
             fn from(n: $name) -> String {
-                n.0
+                n.0.into()
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(
+                &self,
+                s: S,
+            ) -> std::result::Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(
+                d: D,
+            ) -> std::result::Result<Self, D::Error> {
+                struct Text;
+                impl serde::de::Visitor<'_> for Text {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str("a string")
+                    }
+                    fn visit_str<E: serde::de::Error>(
+                        self,
+                        s: &str,
+                    ) -> std::result::Result<$name, E> {
+                        $name::checked(s).map_err(E::custom)
+                    }
+                }
+                d.deserialize_str(Text)
             }
         }
 
