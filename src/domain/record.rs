@@ -36,12 +36,12 @@ pub(crate) fn check_tags(tags: &Tags) -> Result<()> {
 /// assert!(Metrics::new().with("auc", f64::NAN).is_err());
 /// assert!(Metrics::new().with("auc", f64::INFINITY).is_err());
 /// ```
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(
-    try_from = "BTreeMap<MetricName, f64>",
-    into = "BTreeMap<MetricName, f64>"
-)]
-pub struct Metrics(BTreeMap<MetricName, f64>);
+///
+/// Serialized as a JSON object sorted by name. Held as a sorted vector: a
+/// version has a handful of metrics, and a model 100,000 versions, so a map's
+/// node of eleven slots per version would be most of its memory.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Metrics(Vec<(MetricName, f64)>);
 
 impl Metrics {
     /// No metrics.
@@ -58,16 +58,24 @@ impl Metrics {
     /// Adds or replaces a metric, checking that the value is finite.
     pub fn insert(&mut self, name: MetricName, value: f64) -> Result<()> {
         check_metric_value(&name, value)?;
-        self.0.insert(name, value);
+        self.set(name, value);
         Ok(())
+    }
+
+    /// Adds or replaces a metric whose value was checked, keeping the order.
+    fn set(&mut self, name: MetricName, value: f64) {
+        match self.0.binary_search_by(|(k, _)| k.cmp(&name)) {
+            Ok(i) => self.0[i].1 = value,
+            Err(i) => self.0.insert(i, (name, value)),
+        }
     }
 
     /// A metric's value.
     pub fn get(&self, name: &str) -> Option<f64> {
         self.0
-            .iter()
-            .find(|(k, _)| k.as_str() == name)
-            .map(|(_, v)| *v)
+            .binary_search_by(|(k, _)| k.as_str().cmp(name))
+            .ok()
+            .map(|i| self.0[i].1)
     }
 
     /// All metrics, sorted by name.
@@ -88,8 +96,44 @@ impl Metrics {
     /// Adds or replaces every metric of `other`.
     pub fn merge(&mut self, other: &Metrics) {
         for (k, v) in &other.0 {
-            self.0.insert(k.clone(), *v);
+            self.set(k.clone(), *v);
         }
+    }
+}
+
+impl Serialize for Metrics {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}
+
+impl<'de> Deserialize<'de> for Metrics {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = Metrics;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map of metric names to finite numbers")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Metrics, A::Error> {
+                let mut entries: Vec<(MetricName, f64)> =
+                    Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
+                while let Some((k, v)) = map.next_entry::<MetricName, f64>()? {
+                    check_metric_value(&k, v).map_err(serde::de::Error::custom)?;
+                    entries.push((k, v));
+                }
+                // As a map would: sorted, and the last of repeated names wins.
+                entries.reverse();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                entries.dedup_by(|later, kept| later.0 == kept.0);
+                entries.shrink_to_fit();
+                Ok(Metrics(entries))
+            }
+        }
+        d.deserialize_map(Entries)
     }
 }
 
@@ -110,13 +154,13 @@ impl TryFrom<BTreeMap<MetricName, f64>> for Metrics {
         for (k, v) in &map {
             check_metric_value(k, *v)?;
         }
-        Ok(Metrics(map))
+        Ok(Metrics(map.into_iter().collect()))
     }
 }
 
 impl From<Metrics> for BTreeMap<MetricName, f64> {
     fn from(m: Metrics) -> Self {
-        m.0
+        m.0.into_iter().collect()
     }
 }
 
@@ -666,6 +710,41 @@ pub struct Deprecation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_stay_sorted_unique_and_read_like_a_map() {
+        let mut m = Metrics::new()
+            .with("loss", 0.3)
+            .and_then(|m| m.with("auc", 0.9))
+            .and_then(|m| m.with("f1", 0.8))
+            .unwrap();
+        m.insert(MetricName::new("auc").unwrap(), 0.95).unwrap();
+        let names: Vec<&str> = m.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["auc", "f1", "loss"]);
+        assert_eq!((m.get("auc"), m.get("zzz"), m.len()), (Some(0.95), None, 3));
+        m.merge(
+            &Metrics::new()
+                .with("aa", 1.0)
+                .unwrap()
+                .with("loss", 0.2)
+                .unwrap(),
+        );
+        let json = serde_json::to_string(&m).unwrap();
+        assert_eq!(json, r#"{"aa":1.0,"auc":0.95,"f1":0.8,"loss":0.2}"#);
+        assert_eq!(serde_json::from_str::<Metrics>(&json).unwrap(), m);
+        // Unsorted input is sorted; of a repeated name the last value wins, as
+        // with a map; a bad name or a non-number is an error.
+        let read: Metrics = serde_json::from_str(r#"{"f1":1,"auc":2,"f1":3}"#).unwrap();
+        assert_eq!(
+            serde_json::to_string(&read).unwrap(),
+            r#"{"auc":2.0,"f1":3.0}"#
+        );
+        assert!(serde_json::from_str::<Metrics>(r#"{"Bad Name!":1}"#).is_err());
+        assert!(serde_json::from_str::<Metrics>(r#"{"auc":"x"}"#).is_err());
+        assert!(serde_json::from_str::<Metrics>(r#"{"auc":1e400}"#).is_err());
+        let map: BTreeMap<MetricName, f64> = read.clone().into();
+        assert_eq!(Metrics::try_from(map).unwrap(), read);
+    }
 
     #[test]
     fn dropping_a_very_deep_value_does_not_overflow_the_stack() {
