@@ -20,6 +20,10 @@
 //!   lookup and clone of the same record; batches of 1000 calls per sample.
 //! - cold open: a new `Registry` over the directory, first `resolve` (latest
 //!   checkpoint + the tail of the log) vs reading the checkpoint file's bytes.
+//!   `cold open, new process` is the same in a child process that has done
+//!   nothing else (an inference server starting: no warm heap, no thread pool
+//!   yet), timed inside the child from before `open_local` to the resolved
+//!   version, against a child that reads the checkpoint file.
 //! - list / filter: `list_versions` of every version, and of those with a tag
 //!   value (one in ten), vs a clone / filter-and-clone of a `Vec` of the same
 //!   shared records (`Arc<VersionRecord>`, what `list_versions` returns).
@@ -301,6 +305,15 @@ fn run_size(rt: &tokio::runtime::Runtime, n: u64, scratch: &Path) {
     }
     cold.summary();
 
+    let mut fresh = Series::new("cold open, new process");
+    for _ in 0..pairs {
+        let before = in_child(CHILD_READ, &ckpt);
+        let ours = in_child(CHILD_OPEN, &root);
+        let after = in_child(CHILD_READ, &ckpt);
+        fresh.pair(before, ours, after);
+    }
+    fresh.summary();
+
     let reg = rt.block_on(Registry::open_local(&root)).expect("open");
     let all = rt
         .block_on(reg.list_versions(MODEL, &VersionFilter::new()))
@@ -445,7 +458,48 @@ fn run_size(rt: &tokio::runtime::Runtime, n: u64, scratch: &Path) {
     fs::remove_dir_all(&root).ok();
 }
 
+/// Child modes: the parent sets one of these to a path and the child prints
+/// how long its one operation took, in nanoseconds, and exits.
+const CHILD_OPEN: &str = "MODELREG_BENCH_CHILD_OPEN";
+const CHILD_READ: &str = "MODELREG_BENCH_CHILD_READ";
+
+/// Runs this bench binary as a child in mode `var` on `path`; its timing.
+fn in_child(var: &str, path: &Path) -> Duration {
+    let out = std::process::Command::new(std::env::current_exe().expect("own path"))
+        .env(var, path)
+        .output()
+        .expect("run child");
+    assert!(out.status.success(), "child failed: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    Duration::from_nanos(text.trim().parse().expect("child's nanoseconds"))
+}
+
+/// The child side of [`in_child`], if this process is one.
+fn child() -> Option<()> {
+    if let Some(root) = std::env::var_os(CHILD_OPEN) {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let t = Instant::now();
+        let reg = rt.block_on(Registry::open_local(&root)).expect("open");
+        let v = rt
+            .block_on(reg.resolve(format!("{MODEL}@latest")))
+            .expect("resolve");
+        let took = t.elapsed();
+        std::hint::black_box(v);
+        println!("{}", took.as_nanos());
+        // Exiting frees the state; dropping it first would only cost time.
+        std::process::exit(0);
+    }
+    let path = std::env::var_os(CHILD_READ)?;
+    let t = Instant::now();
+    std::hint::black_box(fs::read(path).expect("read checkpoint"));
+    println!("{}", t.elapsed().as_nanos());
+    Some(())
+}
+
 fn main() {
+    if child().is_some() {
+        return;
+    }
     if !benchmarking() {
         return;
     }
