@@ -3,7 +3,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
 use smol_str::SmolStr;
 
 use crate::error::{Error, Result};
@@ -13,8 +12,8 @@ use crate::error::{Error, Result};
 ///
 /// The text is a [`SmolStr`]: names of up to 23 bytes (nearly all) live inline
 /// with no heap allocation, longer ones behind a shared pointer, so decoding a
-/// record and cloning a name allocate nothing. Deserializing reads the text
-/// where the deserializer holds it.
+/// record and cloning a name allocate nothing. Deserializing checks the text
+/// where the deserializer holds it (`serde_as_text!`, through `FromStr`).
 macro_rules! checked_string {
     ($(#[$meta:meta])* $name:ident, $check:path) => {
         $(#[$meta])*
@@ -80,35 +79,7 @@ macro_rules! checked_string {
             }
         }
 
-        impl Serialize for $name {
-            fn serialize<S: serde::Serializer>(
-                &self,
-                s: S,
-            ) -> std::result::Result<S::Ok, S::Error> {
-                s.serialize_str(&self.0)
-            }
-        }
-
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: serde::Deserializer<'de>>(
-                d: D,
-            ) -> std::result::Result<Self, D::Error> {
-                struct Text;
-                impl serde::de::Visitor<'_> for Text {
-                    type Value = $name;
-                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                        f.write_str("a string")
-                    }
-                    fn visit_str<E: serde::de::Error>(
-                        self,
-                        s: &str,
-                    ) -> std::result::Result<$name, E> {
-                        $name::checked(s).map_err(E::custom)
-                    }
-                }
-                d.deserialize_str(Text)
-            }
-        }
+        serde_as_text!($name);
 
         impl AsRef<str> for $name {
             fn as_ref(&self) -> &str {
