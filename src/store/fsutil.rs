@@ -133,13 +133,14 @@ impl TempFile {
     /// whatever the outcome.
     pub(crate) fn publish(mut self, target: &Path, mode: PublishMode) -> io::Result<Published> {
         self.file.flush()?;
-        if mode != PublishMode::ReplaceVisible {
-            sync_file(&self.file, &self.path)?;
-        }
         let parent = target
             .parent()
             .ok_or_else(|| io::Error::other("publish target has no parent directory"))?;
-        ensure_dir(parent)?;
+        if mode == PublishMode::ReplaceVisible {
+            ensure_dir(parent)?;
+        } else {
+            self.sync_with_dir(parent)?;
+        }
         let published = match mode {
             PublishMode::Replace | PublishMode::ReplaceVisible => {
                 rename(&self.path, target)?;
@@ -157,6 +158,33 @@ impl TempFile {
             sync_dir(parent)?;
         }
         Ok(published)
+    }
+
+    /// Syncs the temp file and makes sure `dir` exists durably ([`ensure_dir`]),
+    /// both before returning, so that the file may be linked or renamed into `dir`.
+    ///
+    /// The two are independent, so when `dir` is not known durable yet (a new
+    /// blob shard: one directory fsync per level) they run at once, the
+    /// directories on a second thread: the directory fsyncs no longer wait for
+    /// the file's (and journaling filesystems can commit concurrent fsyncs
+    /// together). Where no thread can be started they run one after the other.
+    fn sync_with_dir(&self, dir: &Path) -> io::Result<()> {
+        if known_durable(dir) {
+            return sync_file(&self.file, &self.path);
+        }
+        std::thread::scope(|scope| {
+            let spawned = std::thread::Builder::new()
+                .name("modelreg-fsync".into())
+                .spawn_scoped(scope, || ensure_dir(dir));
+            let synced = sync_file(&self.file, &self.path);
+            let ensured = match spawned {
+                Ok(handle) => handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                Err(_) => ensure_dir(dir),
+            };
+            synced.and(ensured)
+        })
     }
 }
 
