@@ -87,7 +87,8 @@ impl ArtifactSource {
 const CONCURRENCY: usize = 4;
 
 /// Stores every file of `source` that the store does not have yet, then the
-/// manifest, and returns the manifest and its digest.
+/// manifest (in-memory files: together with it, see [`Planned`]), and returns
+/// the manifest and its digest.
 ///
 /// Every path is checked as a manifest would before any byte moves, so a source
 /// the manifest rejects leaves nothing behind. Bytes already stored are not stored
