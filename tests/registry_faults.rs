@@ -326,8 +326,10 @@ async fn a_failed_append_leaves_nothing_and_the_registry_recovers() {
     );
 }
 
-/// An upload that fails part-way registers nothing; the next registration of the
-/// same files succeeds as version 1 and fetches whole.
+/// An upload that fails part-way registers nothing and leaves no intent behind
+/// (in-memory files announce their intent while they upload, so the failed
+/// upload's intent is withdrawn); the next registration of the same files
+/// succeeds as version 1 and fetches whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_upload_registers_nothing() {
     let stores = Faulty::new();
@@ -345,6 +347,10 @@ async fn a_failed_upload_registers_nothing() {
     );
     assert_eq!(version_count(&reg, "fraud").await, 0);
     assert_eq!(event_count(&reg, "fraud").await, 1);
+    assert_eq!(
+        stores.metadata.list_leases().await.expect("leases"),
+        Vec::<String>::new()
+    );
 
     stores
         .faults

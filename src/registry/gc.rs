@@ -10,12 +10,16 @@
 //! close this alone, so both announce themselves in the metadata store's
 //! [leases](crate::store::MetadataStore::put_lease), then read the other's:
 //!
-//! - A **registration**, after its blobs are stored (or found), writes an *intent*
-//!   lease listing every digest the new version needs. It then reads the *sweep*
-//!   leases: while a sweep that was running at that moment and whose candidates
-//!   include one of its digests goes on, it waits; then it checks that every digest is stored, re-uploads any that is
-//!   missing, and only then appends the event. The intent is withdrawn after the
-//!   append.
+//! - A **registration** writes an *intent* lease listing every digest the new
+//!   version needs: after its blobs are stored (or found), or, when it knows the
+//!   digests before storing anything (in-memory files), while it stores them. It
+//!   then reads the *sweep* leases: while a sweep that was running at that moment
+//!   and whose candidates include one of its digests goes on, it waits; then,
+//!   with its blobs stored and the wait over, it checks that every digest is
+//!   stored, re-uploads any that is missing, and only then appends the event. The
+//!   intent is withdrawn after the append. What the argument below needs is the
+//!   order intent → sweep read → check → append; when the blobs were stored does
+//!   not matter, since the check looks at them after the wait.
 //! - A **collector** marks every blob referenced by a version (each version's
 //!   manifest and the files it lists), lists the stored blobs, keeps those younger
 //!   than the grace period, and writes a *sweep* lease listing the remaining

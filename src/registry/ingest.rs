@@ -1,6 +1,6 @@
 //! Turning files into stored blobs and a manifest.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -87,7 +87,8 @@ impl ArtifactSource {
 const CONCURRENCY: usize = 4;
 
 /// Stores every file of `source` that the store does not have yet, then the
-/// manifest, and returns the manifest and its digest.
+/// manifest (in-memory files: together with it, see [`Planned`]), and returns
+/// the manifest and its digest.
 ///
 /// Every path is checked as a manifest would before any byte moves, so a source
 /// the manifest rejects leaves nothing behind. Bytes already stored are not stored
@@ -101,24 +102,7 @@ pub(crate) async fn ingest(
     link: LinkMode,
 ) -> Result<(Manifest, Digest)> {
     let manifest = match source {
-        ArtifactSource::Bytes(files) => {
-            let mut entries = Vec::with_capacity(files.len());
-            let mut blobs = Vec::with_capacity(files.len());
-            for (path, bytes) in files {
-                let digest = Digest::of(&bytes);
-                entries.push(ManifestEntry {
-                    path,
-                    size: bytes.len() as u64,
-                    digest,
-                });
-                blobs.push(bytes);
-            }
-            let manifest = Manifest::new(entries)?;
-            for bytes in blobs {
-                store.put_bytes(bytes).await?;
-            }
-            manifest
-        }
+        ArtifactSource::Bytes(files) => return Planned::new(&files)?.store(store).await,
         ArtifactSource::File(path) => {
             let name = path
                 .file_name()
@@ -149,6 +133,76 @@ pub(crate) async fn ingest(
     };
     let digest = store.put_bytes(Bytes::from(manifest.to_bytes())).await?;
     Ok((manifest, digest))
+}
+
+/// A source whose manifest is known before anything is stored: in-memory files,
+/// whose digests are computed from the bytes at hand. (Local files are named by
+/// the digest of what the store holds, known only once they are stored.)
+pub(crate) struct Planned {
+    manifest: Manifest,
+    digest: Digest,
+    /// The manifest's bytes, then each distinct file's bytes.
+    blobs: Vec<Bytes>,
+}
+
+impl Planned {
+    /// The plan for `source`: `None` unless its files are in memory. Paths are
+    /// checked as [`Manifest::new`] does.
+    pub(crate) fn of(source: &ArtifactSource) -> Result<Option<Planned>> {
+        match source {
+            ArtifactSource::Bytes(files) => Planned::new(files).map(Some),
+            ArtifactSource::File(_) | ArtifactSource::Dir(_) => Ok(None),
+        }
+    }
+
+    /// The plan for in-memory `files`.
+    fn new(files: &[(RelPath, Bytes)]) -> Result<Planned> {
+        let mut entries = Vec::with_capacity(files.len());
+        let mut seen = HashSet::with_capacity(files.len());
+        let mut blobs = Vec::with_capacity(files.len() + 1);
+        blobs.push(Bytes::new()); // the manifest, below
+        for (path, bytes) in files {
+            let digest = Digest::of(bytes);
+            entries.push(ManifestEntry {
+                path: path.clone(),
+                size: bytes.len() as u64,
+                digest,
+            });
+            if seen.insert(digest) {
+                blobs.push(bytes.clone());
+            }
+        }
+        let manifest = Manifest::new(entries)?;
+        blobs[0] = Bytes::from(manifest.to_bytes());
+        Ok(Planned {
+            digest: Digest::of(&blobs[0]),
+            manifest,
+            blobs,
+        })
+    }
+
+    /// Every digest the version will reference: the manifest and its files.
+    pub(crate) fn digests(&self) -> BTreeSet<Digest> {
+        std::iter::once(self.digest)
+            .chain(self.manifest.entries().iter().map(|e| e.digest))
+            .collect()
+    }
+
+    /// Stores the manifest and the files the store lacks, a few at a time, and
+    /// returns the manifest and its digest.
+    ///
+    /// The manifest need not wait for its files (their digests are known), so
+    /// their durable writes overlap. A manifest stored without its files is as
+    /// harmless as a file stored without its manifest: only the version's event,
+    /// appended after both, makes either reachable.
+    pub(crate) async fn store(self, store: &dyn ArtifactStore) -> Result<(Manifest, Digest)> {
+        futures::stream::iter(self.blobs)
+            .map(|bytes| store.put_bytes(bytes))
+            .buffer_unordered(CONCURRENCY)
+            .try_for_each(|_| futures::future::ready(Ok(())))
+            .await?;
+        Ok((self.manifest, self.digest))
+    }
 }
 
 struct SourceFile {

@@ -454,11 +454,12 @@ impl Registry {
     /// version number is the next free one at the moment the event is appended.
     /// Parents named in the provenance must exist.
     ///
-    /// Between storing the blobs and appending the event, the registration
-    /// announces them in an intent lease and checks they are all still stored, so
-    /// a concurrent [`gc`](Self::gc) never deletes a blob the new version relies on
-    /// (a blob such a collection deleted just before is stored again from the
-    /// source).
+    /// Before appending the event, the registration announces its blobs in an
+    /// intent lease (while storing them, for in-memory files, whose digests are
+    /// known before anything is stored) and then checks they are all still
+    /// stored, so a concurrent [`gc`](Self::gc) never deletes a blob the new
+    /// version relies on (a blob such a collection deleted just before is stored
+    /// again from the source).
     pub async fn register(
         &self,
         model: impl IntoModelName,
@@ -478,19 +479,40 @@ impl Registry {
         })
         .await??;
 
-        let (manifest, digest) = ingest::ingest(
-            self.inner.artifacts.as_ref(),
-            source.clone(),
-            self.inner.hash_cache.as_ref(),
-            version.link,
-        )
-        .await?;
-        // Announce the blobs to garbage collectors before relying on them (gc.rs).
-        let needed = std::iter::once(digest)
-            .chain(manifest.entries().iter().map(|e| e.digest))
-            .collect();
+        let artifacts = self.inner.artifacts.as_ref();
         let meta = self.inner.metadata.as_ref();
-        let mut intent = gc::Intent::announce(meta, needed).await?;
+        // Announce the blobs to garbage collectors before relying on them (gc.rs).
+        let (manifest, digest, mut intent) = match ingest::Planned::of(&source)? {
+            // In-memory files: every digest is known before anything is stored, so
+            // the intent is written while the blobs are. What makes them safe is
+            // the check after both (`secure_blobs`), not the order of the two.
+            Some(planned) => {
+                let needed = planned.digests();
+                let (stored, announced) =
+                    futures::join!(planned.store(artifacts), gc::Intent::announce(meta, needed));
+                match (stored, announced) {
+                    (Ok((manifest, digest)), Ok(intent)) => (manifest, digest, intent),
+                    (Err(e), Ok(intent)) => {
+                        intent.withdraw(meta).await;
+                        return Err(e);
+                    }
+                    (Err(e), Err(_)) | (Ok(_), Err(e)) => return Err(e),
+                }
+            }
+            None => {
+                let (manifest, digest) = ingest::ingest(
+                    artifacts,
+                    source.clone(),
+                    self.inner.hash_cache.as_ref(),
+                    version.link,
+                )
+                .await?;
+                let needed = std::iter::once(digest)
+                    .chain(manifest.entries().iter().map(|e| e.digest))
+                    .collect();
+                (manifest, digest, gc::Intent::announce(meta, needed).await?)
+            }
+        };
         let committed = async {
             self.secure_blobs(&mut intent, &source, &manifest, digest)
                 .await?;
