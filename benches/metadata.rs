@@ -5,6 +5,7 @@
 //! ```text
 //! cargo bench --bench metadata                          # 1,000 and 100,000 versions
 //! MODELREG_BENCH_VERSIONS=20000 cargo bench --bench metadata
+//! MODELREG_BENCH_SIZES=100000,1000 cargo bench --bench metadata  # large one first
 //! MODELREG_BENCH_REGISTER=300 MODELREG_BENCH_PAIRS=9 cargo bench --bench metadata
 //! ```
 //!
@@ -515,12 +516,27 @@ fn main() {
     }
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let big = env_num("MODELREG_BENCH_VERSIONS", 100_000);
+    // The sizes to run, in order (default: 1,000 then the large one). The
+    // second size's rows meet a disk that has just absorbed the first's
+    // thousands of fsyncs; this VM's disk slows down after such bursts, so
+    // reversing the order shows which differences are the disk's.
+    let sizes: Vec<u64> = match std::env::var("MODELREG_BENCH_SIZES") {
+        Ok(list) => list
+            .split(',')
+            .map(|n| {
+                n.trim()
+                    .parse()
+                    .expect("MODELREG_BENCH_SIZES: comma-separated numbers")
+            })
+            .collect(),
+        Err(_) => vec![1000, big],
+    };
     let root = fixtures_root();
     fs::create_dir_all(&root).expect("fixtures dir");
     // Same filesystem as the fixtures, for the hard-linked copies.
     let scratch = tempfile::tempdir_in(&root).expect("scratch");
     println!("page cache warm, fsync included, 2 pairs of baselines around each sample");
-    for n in [1000, big] {
+    for n in sizes {
         run_size(&rt, n, scratch.path());
     }
 }
