@@ -43,6 +43,16 @@ const COPY_WINDOW: u64 = 32 << 20;
 const SMALL_FILE: u64 = 1 << 20;
 
 /// Feeds `chunk` to `hasher`, on the blocking pool if the chunk is large.
+/// Hashes a blob's stream, returning its digest and length.
+pub(crate) async fn hash_stream(mut stream: crate::store::ByteStream) -> Result<(Digest, u64)> {
+    use futures::StreamExt;
+    let mut hasher = blake3::Hasher::new();
+    while let Some(chunk) = stream.next().await {
+        hasher = update(hasher, chunk?).await?;
+    }
+    Ok((hasher.finalize().into(), hasher.count()))
+}
+
 pub(crate) async fn update(mut hasher: blake3::Hasher, chunk: Bytes) -> Result<blake3::Hasher> {
     if chunk.len() < INLINE_HASH_BYTES {
         hasher.update(&chunk);

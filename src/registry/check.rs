@@ -228,10 +228,7 @@ impl Registry {
                 continue;
             }
             let subject = format!("{model}/{number} file '{}' ({})", e.path, e.digest);
-            let checked = match store.get(&e.digest).await {
-                Ok(stream) => fetch::hash_stream(stream).await,
-                Err(err) => Err(err),
-            };
+            let checked = store.hash_stored(&e.digest).await;
             let location = Some(store.location(&e.digest));
             match checked {
                 Ok((actual, size)) if actual == e.digest && size == e.size => report.bytes += size,

@@ -12,8 +12,7 @@ use super::ingest::blocking;
 use crate::digest::Digest;
 use crate::domain::Manifest;
 use crate::error::{Error, Result};
-use crate::hashing;
-use crate::store::{ArtifactStore, ByteStream, LinkMode, Materialized};
+use crate::store::{ArtifactStore, LinkMode, Materialized};
 
 /// The largest manifest the registry reads (a million files fit well below it).
 const MAX_MANIFEST_BYTES: usize = 512 << 20;
@@ -45,15 +44,6 @@ pub(crate) async fn load_manifest(store: &dyn ArtifactStore, digest: &Digest) ->
         });
     }
     Manifest::from_bytes(&buf).map_err(|e| e.at(|| store.location(digest)))
-}
-
-/// Hashes a blob's stream, returning its digest and length.
-pub(crate) async fn hash_stream(mut stream: ByteStream) -> Result<(Digest, u64)> {
-    let mut hasher = blake3::Hasher::new();
-    while let Some(chunk) = stream.next().await {
-        hasher = hashing::update(hasher, chunk?).await?;
-    }
-    Ok((hasher.finalize().into(), hasher.count()))
 }
 
 /// What a fetch did.

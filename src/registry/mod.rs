@@ -745,13 +745,15 @@ impl Registry {
         let mut report = VerifyReport { files: 0, bytes: 0 };
         for e in manifest.entries() {
             let what = || format!("file '{}' of {}/{}", e.path, r.model, v.number);
-            let stream = store.get(&e.digest).await.map_err(|err| match err {
-                Error::NotFound { .. } => {
-                    Error::not_found(format!("blob {} ({})", e.digest, what()))
-                }
-                err => err,
-            })?;
-            let (actual, size) = fetch::hash_stream(stream).await?;
+            let (actual, size) = store
+                .hash_stored(&e.digest)
+                .await
+                .map_err(|err| match err {
+                    Error::NotFound { .. } => {
+                        Error::not_found(format!("blob {} ({})", e.digest, what()))
+                    }
+                    err => err,
+                })?;
             if actual != e.digest || size != e.size {
                 return Err(Error::Integrity {
                     what: what(),

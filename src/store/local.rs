@@ -955,6 +955,16 @@ impl ArtifactStore for LocalArtifactStore {
         Ok(read_chunks(Arc::clone(&self.root), key, file))
     }
 
+    async fn hash_stored(&self, digest: &Digest) -> Result<(Digest, u64)> {
+        let digest = *digest;
+        let not_found = self.not_found(&digest);
+        run(&self.root, "hash", &blob_key(&digest), move |root| {
+            let file = open_blob(root, "hash", &digest)?.ok_or(not_found)?;
+            hashing::hash_open_file(&file).map_err(|e| root.error("hash", blob_key(&digest), e))
+        })
+        .await
+    }
+
     async fn get_range(&self, digest: &Digest, range: Range<u64>) -> Result<Bytes> {
         let digest = *digest;
         let not_found = self.not_found(&digest);

@@ -321,6 +321,17 @@ pub trait ArtifactStore: Send + Sync + fmt::Debug + 'static {
     /// Reads `range` of a blob. A range past the end is [`Error::InvalidInput`].
     async fn get_range(&self, digest: &Digest, range: Range<u64>) -> Result<Bytes>;
 
+    /// Reads a stored blob back and hashes it: the digest and length of the bytes
+    /// stored under `digest`, which verification compares with `digest`
+    /// ([`Registry::verify`](crate::Registry::verify),
+    /// [`check`](crate::Registry::check)). [`Error::NotFound`] if it is not stored.
+    ///
+    /// The default hashes the [`get`](Self::get) stream as it arrives; the local
+    /// store hashes its file on every core, like [`Digest::of_file`].
+    async fn hash_stored(&self, digest: &Digest) -> Result<(Digest, u64)> {
+        crate::hashing::hash_stream(self.get(digest).await?).await
+    }
+
     /// Deletes a blob. Deleting a missing blob is not an error.
     async fn delete(&self, digest: &Digest) -> Result<()>;
 
@@ -476,6 +487,9 @@ macro_rules! forward_artifact_store {
             }
             async fn get_range(&self, digest: &Digest, range: Range<u64>) -> Result<Bytes> {
                 (**self).get_range(digest, range).await
+            }
+            async fn hash_stored(&self, digest: &Digest) -> Result<(Digest, u64)> {
+                (**self).hash_stored(digest).await
             }
             async fn delete(&self, digest: &Digest) -> Result<()> {
                 (**self).delete(digest).await

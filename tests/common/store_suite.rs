@@ -132,6 +132,7 @@ macro_rules! artifact_suite {
                     failing_stream_publishes_nothing,
                     put_of_existing_blob_is_idempotent,
                     get_range_returns_exact_slices,
+                    hash_stored_hashes_what_is_stored,
                     missing_blob_is_not_found,
                     delete_removes_and_tolerates_missing,
                     list_returns_exactly_stored_digests,
@@ -918,6 +919,23 @@ pub async fn get_range_returns_exact_slices(store: &dyn ArtifactStore) {
     let backwards = 10..5;
     let err = store.get_range(&digest, backwards).await.unwrap_err();
     assert!(matches!(err, Error::InvalidInput { .. }), "{err:?}");
+}
+
+/// `hash_stored` gives the digest and length of the stored bytes, for sizes
+/// that take one read and several (the local store hashes a window per core).
+pub async fn hash_stored_hashes_what_is_stored(store: &dyn ArtifactStore) {
+    for (seed, size) in [(1, 0), (2, 1), (3, 70_000), (4, 5 * 1024 * 1024 + 3)] {
+        let data = pattern(seed, size);
+        let digest = store.put_bytes(data.clone()).await.unwrap();
+        assert_eq!(
+            store.hash_stored(&digest).await.unwrap(),
+            (Digest::of(&data), size as u64),
+            "{size} bytes"
+        );
+    }
+    let missing = Digest::of(b"never stored either");
+    let err = store.hash_stored(&missing).await.unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
 }
 
 pub async fn missing_blob_is_not_found(store: &dyn ArtifactStore) {
