@@ -119,20 +119,19 @@ pub(crate) fn decode(json: &[u8]) -> Result<Vec<Arc<VersionRecord>>, String> {
         versions: Vec<(u32, u32, u32, u32, VersionRecord)>,
     }
     let mut c: Chunk = serde_json::from_slice(json).map_err(|e| e.to_string())?;
-    // How many versions use each entry: the last one takes it, the others clone
-    // it, so a value that does not repeat is never copied.
-    let mut uses = [
-        vec![0u32; c.code.len()],
-        vec![0u32; c.datasets.len()],
-        vec![0u32; c.hyperparameters.len()],
-        vec![0u32; c.environment.len()],
-    ];
+    let missing = |i: u32| format!("index {i} is not in the chunk's table");
+    // How many versions use each code and datasets entry: the last one takes it,
+    // the others clone it, so a value that does not repeat is never copied.
+    // (Hyperparameters and environments are shared, never copied.)
+    let mut uses = [vec![0u32; c.code.len()], vec![0u32; c.datasets.len()]];
     for (code, datasets, hyper, env, _) in &c.versions {
-        for (table, i) in uses.iter_mut().zip([code, datasets, hyper, env]) {
-            let n = table
-                .get_mut(*i as usize)
-                .ok_or_else(|| format!("index {i} is not in the chunk's table"))?;
-            *n += 1;
+        for (table, i) in uses.iter_mut().zip([code, datasets]) {
+            *table.get_mut(*i as usize).ok_or_else(|| missing(*i))? += 1;
+        }
+        for (len, i) in [(c.hyperparameters.len(), hyper), (c.environment.len(), env)] {
+            if *i as usize >= len {
+                return Err(missing(*i));
+            }
         }
     }
     fn take<T: Clone + Default>(table: &mut [T], uses: &mut [u32], i: u32) -> T {
@@ -145,7 +144,7 @@ pub(crate) fn decode(json: &[u8]) -> Result<Vec<Arc<VersionRecord>>, String> {
             table[i].clone()
         }
     }
-    let [u_code, u_datasets, _, _] = &mut uses;
+    let [u_code, u_datasets] = &mut uses;
     let mut out = Vec::with_capacity(c.versions.len());
     for (code, datasets, hyper, env, mut v) in c.versions {
         let p = &mut v.provenance;
