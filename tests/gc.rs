@@ -155,11 +155,10 @@ async fn stores_with_orphan() -> (MemoryMetadataStore, MemoryArtifactStore, Dige
     (meta, blobs, orphan, Arc::new(Pause::default()))
 }
 
-/// The collector has read the intents (there were none) and is about to delete
-/// the orphan when a registration finds that orphan stored and relies on it. The
-/// registration must wait for the sweep, find the blob gone, and store it again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_registration_waits_for_the_sweep_deleting_its_blob_then_stores_it_again() {
+/// The stores of [`stores_with_orphan`], a collecting registry whose deletion of
+/// the orphan stops at the pause, and a registering one with model `fraud`.
+async fn collector_pausing_at_the_orphan()
+-> (MemoryArtifactStore, Digest, Arc<Pause>, Registry, Registry) {
     let (meta, blobs, orphan, pause) = stores_with_orphan().await;
     let collecting = registry(
         Arc::new(meta.clone()),
@@ -169,11 +168,20 @@ async fn a_registration_waits_for_the_sweep_deleting_its_blob_then_stores_it_aga
             pause: pause.clone(),
         }),
     );
-    let registering = registry(Arc::new(meta.clone()), Arc::new(blobs.clone()));
+    let registering = registry(Arc::new(meta), Arc::new(blobs.clone()));
     registering
         .create_model("fraud", CreateModel::by(alice()))
         .await
         .expect("create");
+    (blobs, orphan, pause, collecting, registering)
+}
+
+/// The collector has read the intents (there were none) and is about to delete
+/// the orphan when a registration finds that orphan stored and relies on it. The
+/// registration must wait for the sweep, find the blob gone, and store it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_waits_for_the_sweep_deleting_its_blob_then_stores_it_again() {
+    let (blobs, orphan, pause, collecting, registering) = collector_pausing_at_the_orphan().await;
 
     let gc = tokio::spawn(async move { collecting.gc(GcOptions::new(Duration::ZERO)).await });
     pause.reached.notified().await;
@@ -205,20 +213,7 @@ async fn a_registration_waits_for_the_sweep_deleting_its_blob_then_stores_it_aga
 /// longer holds those bytes, so nothing is registered and the error names the file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_changed_while_waiting_for_a_sweep_registers_nothing() {
-    let (meta, blobs, orphan, pause) = stores_with_orphan().await;
-    let collecting = registry(
-        Arc::new(meta.clone()),
-        Arc::new(PausingDeletes {
-            inner: blobs.clone(),
-            target: orphan,
-            pause: pause.clone(),
-        }),
-    );
-    let registering = registry(Arc::new(meta.clone()), Arc::new(blobs.clone()));
-    registering
-        .create_model("fraud", CreateModel::by(alice()))
-        .await
-        .expect("create");
+    let (_, orphan, pause, collecting, registering) = collector_pausing_at_the_orphan().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let shared = dir.path().join("shared.bin");
     std::fs::write(&shared, SHARED).expect("write");
