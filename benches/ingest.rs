@@ -62,8 +62,11 @@ fn raw_blake3(src: &Path) -> Duration {
 /// A fresh registry at `root` with the model `bench`.
 fn registry(rt: &tokio::runtime::Runtime, root: &Path) -> Registry {
     let reg = rt.block_on(Registry::open_local(root)).expect("open");
-    rt.block_on(reg.create_model("bench", CreateModel::by(actor())))
-        .expect("create");
+    rt.block_on(
+        reg.acting_as(actor())
+            .create_model("bench", CreateModel::new()),
+    )
+    .expect("create");
     reg
 }
 
@@ -77,10 +80,10 @@ fn register(
     src: &Path,
     link: LinkMode,
 ) -> VersionRecord {
-    rt.block_on(reg.register(
+    rt.block_on(reg.acting_as(actor()).register(
         "bench",
         ArtifactSource::file(src),
-        NewVersion::by(actor()).link(link),
+        NewVersion::new().link(link),
     ))
     .expect("register")
 }

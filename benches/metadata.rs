@@ -47,8 +47,8 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use modelreg::{
-    Actor, ArtifactSource, CHECKPOINT_FORMAT, CreateModel, Event, EventKind, MetricSpec, Metrics,
-    NewVersion, Provenance, Registry, SetAlias, Stage, VersionFilter, VersionNumber,
+    Actor, ArtifactSource, CreateModel, Event, EventKind, MetricSpec, Metrics, NewVersion,
+    Provenance, Registry, SetAlias, Stage, VersionFilter, VersionNumber,
 };
 use support::{Series, benchmarking, env_num};
 
@@ -71,7 +71,7 @@ fn new_version(i: u64) -> NewVersion {
                         "os": "linux (Debian GNU/Linux 12)", "arch": "x86_64", "cuda": "12.4"}
     }))
     .expect("provenance");
-    NewVersion::by(actor())
+    NewVersion::new()
         .description(format!("nightly retrain {i}"))
         .tag("team", "risk")
         .and_then(|v| v.tag("cohort", format!("c{}", i % 10)))
@@ -108,7 +108,10 @@ fn fixture(rt: &tokio::runtime::Runtime, n: u64) -> PathBuf {
         n >= 1000 && n.is_multiple_of(1000),
         "versions: a multiple of 1000"
     );
-    let dir = fixtures_root().join(format!("metadata-{n}-ckpt{CHECKPOINT_FORMAT}"));
+    let dir = fixtures_root().join(format!(
+        "metadata-{n}-ckpt{}",
+        modelreg::format::CHECKPOINT_FORMAT
+    ));
     if dir.join("complete").exists() {
         return dir;
     }
@@ -128,14 +131,13 @@ fn fixture(rt: &tokio::runtime::Runtime, n: u64) -> PathBuf {
 async fn build_fixture(dir: &Path, n: u64) {
     let reg = Registry::open_local(dir).await.expect("open");
     let me = actor();
-    reg.create_model(
-        MODEL,
-        CreateModel::by(me.clone())
-            .metric("auc", MetricSpec::maximize())
-            .expect("spec"),
-    )
-    .await
-    .expect("create");
+    reg.acting_as(me.clone())
+        .create_model(
+            MODEL,
+            CreateModel::new().metric("auc", MetricSpec::maximize()),
+        )
+        .await
+        .expect("create");
     let template = reg
         .register(MODEL, source(1), new_version(1))
         .await
@@ -173,11 +175,13 @@ async fn build_fixture(dir: &Path, n: u64) {
         .await;
     let prod = format!("{MODEL}/{}", n / 2);
     for stage in [Stage::Staging, Stage::Validation, Stage::Production] {
-        reg.transition(prod.as_str(), stage, &me, "nightly promotion")
+        reg.acting_as(me.clone())
+            .transition(prod.as_str(), stage, "nightly promotion")
             .await
             .expect("transition");
     }
-    reg.set_alias(prod.as_str(), "champion", SetAlias::by(me.clone()))
+    reg.acting_as(me.clone())
+        .set_alias(prod.as_str(), "champion", SetAlias::new())
         .await
         .expect("alias");
     for i in n - 4..=n {
@@ -368,9 +372,7 @@ fn run_size(rt: &tokio::runtime::Runtime, n: u64, scratch: &Path) {
     resolve.summary();
 
     // List and filter.
-    let filter = VersionFilter::new()
-        .tag_value("cohort", "c3")
-        .expect("filter");
+    let filter = VersionFilter::new().tag_value("cohort", "c3");
     let mut list = Series::new("list all");
     let mut filtered = Series::new("filter 1/10");
     let raw_clone = || {

@@ -139,15 +139,18 @@ fn main() {
             .artifacts(Arc::new(artifacts))
             .build()
             .expect("registry");
-        rt.block_on(reg.create_model("bench", CreateModel::by(actor.clone())))
-            .expect("create");
+        rt.block_on(
+            reg.acting_as(actor.clone())
+                .create_model("bench", CreateModel::new()),
+        )
+        .expect("create");
 
         let before = rt.block_on(raw_put(&store, &raw_key, &src));
         let t = Instant::now();
-        rt.block_on(reg.register(
+        rt.block_on(reg.acting_as(actor.clone()).register(
             "bench",
             ArtifactSource::file(&src),
-            NewVersion::by(actor.clone()),
+            NewVersion::new(),
         ))
         .expect("register");
         let ours = t.elapsed();

@@ -23,13 +23,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ci = Actor::new("train-ci@example.com")?;
 
     registry
+        .acting_as(ci.clone())
         .create_model(
             "sentiment",
-            CreateModel::by(ci.clone())
+            CreateModel::new()
                 .description("review sentiment classifier")
-                .metric("accuracy", MetricSpec::maximize().with_tolerance(0.002))?
-                .metric("eval/loss", MetricSpec::minimize())?
-                .metric("latency_ms", MetricSpec::minimize().with_tolerance(0.5))?,
+                .metric("accuracy", MetricSpec::maximize().with_tolerance(0.002))
+                .metric("eval/loss", MetricSpec::minimize())
+                .metric("latency_ms", MetricSpec::minimize().with_tolerance(0.5)),
         )
         .await?;
 
@@ -37,11 +38,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let base_dir = scratch.path().join("baseline");
     write_checkpoint(&base_dir, 1, false)?;
     let baseline = registry
+        .acting_as(ci.clone())
         .register(
             "sentiment",
             ArtifactSource::dir(&base_dir),
-            NewVersion::by(ci.clone())
-                .semver("1.0.0".parse()?)
+            NewVersion::new()
+                .semver("1.0.0")
                 .description("baseline")
                 .provenance(Provenance {
                     code: Some(code("8d2f0a1")),
@@ -70,11 +72,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cand_dir = scratch.path().join("candidate");
     write_checkpoint(&cand_dir, 2, true)?;
     let candidate = registry
+        .acting_as(ci.clone())
         .register(
             "sentiment",
             ArtifactSource::dir(&cand_dir),
-            NewVersion::by(ci.clone())
-                .semver("1.1.0".parse()?)
+            NewVersion::new()
+                .semver("1.1.0")
                 .description("fine-tuned on November reviews")
                 .provenance(Provenance {
                     code: Some(code("c41e9b7")),
@@ -109,7 +112,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let base = format!("sentiment/{}", baseline.number);
     for stage in [Stage::Staging, Stage::Validation, Stage::Production] {
         registry
-            .transition(base.as_str(), stage, &me, "baseline")
+            .acting_as(me.clone())
+            .transition(base.as_str(), stage, "baseline")
             .await?;
     }
 

@@ -270,10 +270,11 @@ async fn register(
         bias,
     };
     let v = registry
+        .acting_as(me.clone())
         .register(
             MODEL,
             ArtifactSource::bytes("model.safetensors", model.to_safetensors(&BTreeMap::new()))?,
-            NewVersion::by(me.clone()),
+            NewVersion::new(),
         )
         .await?;
     Ok(v.number)
@@ -287,7 +288,8 @@ async fn promote(
 ) -> Result<(), BoxError> {
     for stage in [Stage::Staging, Stage::Validation, Stage::Production] {
         registry
-            .transition(format!("{MODEL}/{n}"), stage, me, why)
+            .acting_as(me.clone())
+            .transition(format!("{MODEL}/{n}"), stage, why)
             .await?;
     }
     Ok(())
@@ -323,23 +325,19 @@ async fn main() -> Result<(), BoxError> {
     // 2 the challenger, and a 70/30 split between champion and challenger.
     let ops = Registry::open_local(&dir).await?;
     let me = Actor::new("release-bot")?;
-    ops.create_model(
-        MODEL,
-        CreateModel::by(me.clone()).description("scores requests"),
-    )
-    .await?;
+    ops.acting_as(me.clone())
+        .create_model(MODEL, CreateModel::new().description("scores requests"))
+        .await?;
     let v1 = register(&ops, &me, [0.4, -0.3, 0.2, 0.0], 0.1).await?;
     let v2 = register(&ops, &me, [0.6, -0.5, 0.1, 0.0], -0.2).await?;
     let v3 = register(&ops, &me, [1.2, -0.1, 0.6, 0.3], 0.0).await?;
     promote(&ops, &me, v1, "first release").await?;
-    ops.set_alias(
-        format!("{MODEL}/{v2}"),
-        "challenger",
-        SetAlias::by(me.clone()),
-    )
-    .await?;
+    ops.acting_as(me.clone())
+        .set_alias(format!("{MODEL}/{v2}"), "challenger", SetAlias::new())
+        .await?;
     let split = TrafficSplit::new([("@production", 70), ("@challenger", 30)])?;
-    ops.set_traffic_split(MODEL, split.clone(), &me, "A/B test of v2")
+    ops.acting_as(me.clone())
+        .set_traffic_split(MODEL, split.clone(), "A/B test of v2")
         .await?;
     println!("registry: {MODEL}/1..3, production = {v1}, challenger = {v2}, split {split}");
 

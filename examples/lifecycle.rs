@@ -24,17 +24,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let risk = Actor::new("risk-officer@example.com")?;
 
     registry
+        .acting_as(ml.clone())
         .create_model(
             "fraud",
-            CreateModel::by(ml.clone())
+            CreateModel::new()
                 .description("card fraud scoring")
-                .metric("auc", MetricSpec::maximize().with_tolerance(0.002))?
-                .metric("latency_ms", MetricSpec::minimize().with_tolerance(1.0))?,
+                .metric("auc", MetricSpec::maximize().with_tolerance(0.002))
+                .metric("latency_ms", MetricSpec::minimize().with_tolerance(1.0)),
         )
         .await?;
 
     // Gates stored in the model's log: every writer on every machine applies them.
     registry
+        .acting_as(lead.clone())
         .set_gates(
             "fraud",
             Stage::Production,
@@ -49,15 +51,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 },
                 GateSpec::ProvenanceComplete,
             ],
-            &lead,
         )
         .await?;
     registry
+        .acting_as(lead.clone())
         .set_gates(
             "fraud",
             Stage::Validation,
             vec![GateSpec::MinTimeInStage { seconds: 0 }],
-            &lead,
         )
         .await?;
     println!(
@@ -67,10 +68,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Three versions: v1 the baseline, v2 better, v3 worse.
     for (i, auc, latency) in [(1, 0.910, 12.0), (2, 0.924, 11.5), (3, 0.905, 14.0)] {
         let v = registry
+            .acting_as(ml.clone())
             .register(
                 "fraud",
                 ArtifactSource::bytes("model.bin", format!("weights of candidate {i}"))?,
-                NewVersion::by(ml.clone())
+                NewVersion::new()
                     .provenance(Provenance {
                         code: Some(CodeRef {
                             repository: None,
@@ -95,30 +97,40 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         let r = format!("fraud/{}", v.number);
         registry
-            .transition(&*r, Stage::Staging, &ml, "smoke tests passed")
+            .acting_as(ml.clone())
+            .transition(&*r, Stage::Staging, "smoke tests passed")
             .await?;
         registry
-            .transition(&*r, Stage::Validation, &ml, "offline eval done")
+            .acting_as(ml.clone())
+            .transition(&*r, Stage::Validation, "offline eval done")
             .await?;
     }
 
     // v1 to production: approvals from the lead and risk.
     registry
-        .approve("fraud/1", Stage::Production, &lead, "baseline")
+        .acting_as(lead.clone())
+        .approve("fraud/1", Stage::Production, "baseline")
         .await?;
     registry
-        .approve("fraud/1", Stage::Production, &risk, "ok")
+        .acting_as(risk.clone())
+        .approve("fraud/1", Stage::Production, "ok")
         .await?;
     registry
-        .promote("fraud/1", &ml, "first production model")
+        .acting_as(ml.clone())
+        .promote("fraud/1", "first production model")
         .await?;
     println!("fraud@production = fraud/1");
 
     // v2 with only one approval: refused, nothing changes.
     registry
-        .approve("fraud/2", Stage::Production, &lead, "better auc")
+        .acting_as(lead.clone())
+        .approve("fraud/2", Stage::Production, "better auc")
         .await?;
-    match registry.promote("fraud/2", &ml, "better auc").await {
+    match registry
+        .acting_as(ml.clone())
+        .promote("fraud/2", "better auc")
+        .await
+    {
         Err(Error::GateRejected { failed, .. }) => {
             println!("promoting fraud/2 refused:");
             for f in failed {
@@ -128,9 +140,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         other => return Err(format!("expected a refusal, got {other:?}").into()),
     }
     registry
-        .approve("fraud/2", Stage::Production, &risk, "ok")
+        .acting_as(risk.clone())
+        .approve("fraud/2", Stage::Production, "ok")
         .await?;
-    let promoted = registry.promote("fraud/2", &ml, "better auc").await?;
+    let promoted = registry
+        .acting_as(ml.clone())
+        .promote("fraud/2", "better auc")
+        .await?;
     if let EventKind::StageChanged {
         gates, archived, ..
     } = &promoted.kind
@@ -147,29 +163,35 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // v3 regresses: the metrics gate refuses even with both approvals.
     registry
-        .approve("fraud/3", Stage::Production, &lead, "")
+        .acting_as(lead.clone())
+        .approve("fraud/3", Stage::Production, "")
         .await?;
     registry
-        .approve("fraud/3", Stage::Production, &risk, "")
+        .acting_as(risk.clone())
+        .approve("fraud/3", Stage::Production, "")
         .await?;
-    if let Err(e) = registry.promote("fraud/3", &ml, "new features").await {
+    if let Err(e) = registry
+        .acting_as(ml.clone())
+        .promote("fraud/3", "new features")
+        .await
+    {
         println!("promoting fraud/3 refused: {e}");
     }
 
     // A protected alias moves only through the same gates.
     registry
+        .acting_as(ml.clone())
         .set_alias(
             "fraud/2",
             "champion",
-            SetAlias::by(ml.clone())
-                .protected(true)
-                .reason("current best"),
+            SetAlias::new().protected(true).reason("current best"),
         )
         .await?;
 
     // An incident: roll back to v1, one audited event.
     let rb = registry
-        .rollback("fraud", &lead, "fraud/2 misfires on new card type")
+        .acting_as(lead.clone())
+        .rollback("fraud", "fraud/2 misfires on new card type")
         .await?;
     println!(
         "rolled back: fraud@production = fraud/{}",

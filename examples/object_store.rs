@@ -33,7 +33,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("registry at {url}");
     let actor = Actor::new("object-store-example@example.com")?;
     match registry
-        .create_model("ranker", CreateModel::by(actor.clone()))
+        .acting_as(actor.clone())
+        .create_model("ranker", CreateModel::new())
         .await
     {
         Ok(_) => println!("created model 'ranker'"),
@@ -44,10 +45,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 3. Register: hashed locally, then only what the store lacks is uploaded.
     let started = Instant::now();
     let version = registry
+        .acting_as(actor)
         .register(
             "ranker",
             ArtifactSource::dir(&model_dir),
-            NewVersion::by(actor).description("registered by the object_store example"),
+            NewVersion::new().description("registered by the object_store example"),
         )
         .await?;
     println!(

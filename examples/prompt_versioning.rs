@@ -137,12 +137,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let author = Actor::new("prompt-engineer@example.com")?;
     let lead = Actor::new("support-lead@example.com")?;
     registry
+        .acting_as(author.clone())
         .create_model(
             "support-bot",
-            CreateModel::by(author.clone())
+            CreateModel::new()
                 .description("Acme Telecom support chatbot: prompt + generation settings")
-                .metric("resolution_rate", MetricSpec::maximize())?
-                .metric("cost_per_chat_usd", MetricSpec::minimize())?,
+                .metric("resolution_rate", MetricSpec::maximize())
+                .metric("cost_per_chat_usd", MetricSpec::minimize()),
         )
         .await?;
 
@@ -152,12 +153,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         [(v1(), "1.0.0", 0.71, 0.0021), (v2(), "1.1.0", 0.78, 0.0094)]
     {
         let v = registry
+            .acting_as(author.clone())
             .register(
                 "support-bot",
                 bot.files()?,
-                NewVersion::by(author.clone())
-                    .semver(semver.parse()?)
-                    .tag("provider", bot.config["provider"].as_str().unwrap_or("?"))?
+                NewVersion::new()
+                    .semver(semver)
+                    .tag("provider", bot.config["provider"].as_str().unwrap_or("?"))
                     .metrics(
                         Metrics::new()
                             .with("resolution_rate", resolution)?
@@ -175,7 +177,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // v1 goes to production first.
     for stage in [Stage::Staging, Stage::Validation, Stage::Production] {
         registry
-            .transition("support-bot:1.0.0", stage, &lead, "initial launch")
+            .acting_as(lead.clone())
+            .transition("support-bot:1.0.0", stage, "initial launch")
             .await?;
     }
 
@@ -208,7 +211,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // ----- promote like a model ----------------------------------------------------------
     for stage in [Stage::Staging, Stage::Validation, Stage::Production] {
         registry
-            .transition("support-bot:1.1.0", stage, &lead, "better resolution rate")
+            .acting_as(lead.clone())
+            .transition("support-bot:1.1.0", stage, "better resolution rate")
             .await?;
     }
     let live = registry.resolve("support-bot@production").await?;
@@ -240,7 +244,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The cost per chat quadrupled in the first hour: roll back, audited.
     registry
-        .rollback("support-bot", &lead, "cost per chat up 4x in production")
+        .acting_as(lead.clone())
+        .rollback("support-bot", "cost per chat up 4x in production")
         .await?;
     let live = registry.resolve("support-bot@production").await?;
     assert_eq!(live.number, versions[0].number);

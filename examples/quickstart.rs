@@ -35,12 +35,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     if registry.model("churn").await.is_err() {
         registry
+            .acting_as(actor.clone())
             .create_model(
                 "churn",
-                CreateModel::by(actor.clone())
+                CreateModel::new()
                     .description("customer churn classifier")
-                    .metric("auc", MetricSpec::maximize().with_tolerance(0.002))?
-                    .metric("log_loss", MetricSpec::minimize())?,
+                    .metric("auc", MetricSpec::maximize().with_tolerance(0.002))
+                    .metric("log_loss", MetricSpec::minimize()),
             )
             .await?;
         println!("created model 'churn'");
@@ -67,12 +68,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..Provenance::default()
     };
     let version = registry
+        .acting_as(actor.clone())
         .register(
             "churn",
             ArtifactSource::dir(&model_dir),
-            NewVersion::by(actor.clone())
+            NewVersion::new()
                 .description("baseline logistic regression")
-                .tag("team", "growth")?
+                .tag("team", "growth")
                 .provenance(provenance)
                 .metrics(Metrics::new().with("auc", 0.874)?.with("log_loss", 0.31)?),
         )

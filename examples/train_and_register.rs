@@ -233,18 +233,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let registry = Registry::open_local(&root)?;
     let me = Actor::new("train_and_register@example.com")?;
     if registry.model("churn").is_err() {
-        registry.create_model(
+        registry.acting_as(me.clone()).create_model(
             "churn",
-            CreateModel::by(me.clone())
+            CreateModel::new()
                 .description("customer churn, logistic regression")
-                .metric("accuracy", MetricSpec::maximize())?
-                .metric("log_loss", MetricSpec::minimize())?,
+                .metric("accuracy", MetricSpec::maximize())
+                .metric("log_loss", MetricSpec::minimize()),
         )?;
     }
-    let version = registry.register(
+    let version = registry.acting_as(me.clone()).register(
         "churn",
         ArtifactSource::dir(&out),
-        NewVersion::by(me.clone())
+        NewVersion::new()
             .description(format!("{EPOCHS} epochs of gradient descent"))
             .provenance(provenance)
             .metrics(
@@ -254,10 +254,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .with("train_log_loss", train_loss)?,
             ),
     )?;
-    registry.transition(
+    registry.acting_as(me.clone()).transition(
         format!("churn/{}", version.number),
         Stage::Staging,
-        &me,
         "fresh from training",
     )?;
 

@@ -45,13 +45,14 @@ use futures::stream::BoxStream;
 
 use crate::cache::{CacheEntry, CacheOptions, CachedModel, EvictReport};
 use crate::domain::{
-    Actor, Event, GateSpec, Manifest, MetricName, MetricSpec, Metrics, ModelName, ModelState,
-    Routed, Stage, TagKey, Tags, TrafficSplit, VersionRecord,
+    Actor, Event, GateSpec, Manifest, MetricName, MetricSpec, ModelName, ModelState, Routed, Stage,
+    TagKey, Tags, TrafficSplit, VersionRecord,
 };
 use crate::error::{Error, Result};
 use crate::registry::{
-    ArtifactSource, CreateModel, FetchOptions, FetchReport, HistoryFilter, IntoModelName,
-    IntoVersionRef, NewVersion, SetAlias, VerifyReport, VersionFilter, WatchOptions,
+    ArtifactSource, CreateModel, FetchOptions, FetchReport, HistoryFilter, IntoMetrics,
+    IntoModelName, IntoVersionRef, NewVersion, Registered, SetAlias, VerifyReport, VersionFilter,
+    WatchOptions,
 };
 use crate::store::{ArtifactStore, MetadataStore};
 
@@ -165,83 +166,6 @@ impl Registry {
     }
 
     // ----- models and versions ------------------------------------------------------
-
-    /// See [`crate::Registry::create_model`].
-    pub fn create_model(
-        &self,
-        model: impl IntoModelName,
-        options: CreateModel,
-    ) -> Result<ModelState> {
-        self.rt.block_on(self.inner.create_model(model, options))
-    }
-
-    /// See [`crate::Registry::register`].
-    pub fn register(
-        &self,
-        model: impl IntoModelName,
-        source: ArtifactSource,
-        version: NewVersion,
-    ) -> Result<VersionRecord> {
-        self.rt
-            .block_on(self.inner.register(model, source, version))
-    }
-
-    /// See [`crate::Registry::add_metrics`].
-    pub fn add_metrics(
-        &self,
-        version: impl IntoVersionRef,
-        metrics: Metrics,
-        actor: &Actor,
-    ) -> Result<VersionRecord> {
-        self.rt
-            .block_on(self.inner.add_metrics(version, metrics, actor))
-    }
-
-    /// See [`crate::Registry::set_version_tags`].
-    pub fn set_version_tags(
-        &self,
-        version: impl IntoVersionRef,
-        set: Tags,
-        remove: Vec<TagKey>,
-        actor: &Actor,
-    ) -> Result<VersionRecord> {
-        self.rt
-            .block_on(self.inner.set_version_tags(version, set, remove, actor))
-    }
-
-    /// See [`crate::Registry::deprecate`].
-    pub fn deprecate(
-        &self,
-        version: impl IntoVersionRef,
-        reason: impl Into<String>,
-        actor: &Actor,
-    ) -> Result<VersionRecord> {
-        self.rt
-            .block_on(self.inner.deprecate(version, reason, actor))
-    }
-
-    /// See [`crate::Registry::set_model_tags`].
-    pub fn set_model_tags(
-        &self,
-        model: impl IntoModelName,
-        set: Tags,
-        remove: Vec<TagKey>,
-        actor: &Actor,
-    ) -> Result<ModelState> {
-        self.rt
-            .block_on(self.inner.set_model_tags(model, set, remove, actor))
-    }
-
-    /// See [`crate::Registry::set_metric_specs`].
-    pub fn set_metric_specs(
-        &self,
-        model: impl IntoModelName,
-        specs: BTreeMap<MetricName, MetricSpec>,
-        actor: &Actor,
-    ) -> Result<ModelState> {
-        self.rt
-            .block_on(self.inner.set_metric_specs(model, specs, actor))
-    }
 
     /// See [`crate::Registry::list_models`].
     pub fn list_models(&self) -> Result<Vec<ModelName>> {
@@ -358,97 +282,6 @@ impl Registry {
 
     // ----- lifecycle ----------------------------------------------------------------
 
-    /// See [`crate::Registry::transition`].
-    pub fn transition(
-        &self,
-        version: impl IntoVersionRef,
-        to: Stage,
-        actor: &Actor,
-        reason: impl Into<String>,
-    ) -> Result<Event> {
-        self.rt
-            .block_on(self.inner.transition(version, to, actor, reason))
-    }
-
-    /// See [`crate::Registry::promote`].
-    pub fn promote(
-        &self,
-        version: impl IntoVersionRef,
-        actor: &Actor,
-        reason: impl Into<String>,
-    ) -> Result<Event> {
-        self.rt.block_on(self.inner.promote(version, actor, reason))
-    }
-
-    /// See [`crate::Registry::approve`].
-    pub fn approve(
-        &self,
-        version: impl IntoVersionRef,
-        stage: Stage,
-        approver: &Actor,
-        comment: impl Into<String>,
-    ) -> Result<Event> {
-        self.rt
-            .block_on(self.inner.approve(version, stage, approver, comment))
-    }
-
-    /// See [`crate::Registry::reject`].
-    pub fn reject(
-        &self,
-        version: impl IntoVersionRef,
-        stage: Stage,
-        approver: &Actor,
-        comment: impl Into<String>,
-    ) -> Result<Event> {
-        self.rt
-            .block_on(self.inner.reject(version, stage, approver, comment))
-    }
-
-    /// See [`crate::Registry::rollback`].
-    pub fn rollback(
-        &self,
-        model: impl IntoModelName,
-        actor: &Actor,
-        reason: impl Into<String>,
-    ) -> Result<Event> {
-        self.rt.block_on(self.inner.rollback(model, actor, reason))
-    }
-
-    /// See [`crate::Registry::set_alias`].
-    pub fn set_alias(
-        &self,
-        version: impl IntoVersionRef,
-        alias: &str,
-        options: SetAlias,
-    ) -> Result<Event> {
-        self.rt
-            .block_on(self.inner.set_alias(version, alias, options))
-    }
-
-    /// See [`crate::Registry::remove_alias`].
-    pub fn remove_alias(
-        &self,
-        model: impl IntoModelName,
-        alias: &str,
-        actor: &Actor,
-        reason: impl Into<String>,
-    ) -> Result<Event> {
-        self.rt
-            .block_on(self.inner.remove_alias(model, alias, actor, reason))
-    }
-
-    /// See [`crate::Registry::set_gates`].
-    pub fn set_gates(
-        &self,
-        model: impl IntoModelName,
-        stage: Stage,
-        gates: Vec<GateSpec>,
-        actor: &Actor,
-    ) -> Result<Event> {
-        self.rt
-            .block_on(self.inner.set_gates(model, stage, gates, actor))
-    }
-
     /// See [`crate::Registry::history`].
     pub fn history(&self, model: impl IntoModelName, filter: &HistoryFilter) -> Result<Vec<Event>> {
         self.rt.block_on(self.inner.history(model, filter))
@@ -480,29 +313,6 @@ impl Registry {
         })
     }
 
-    /// See [`crate::Registry::set_traffic_split`].
-    pub fn set_traffic_split(
-        &self,
-        model: impl IntoModelName,
-        split: TrafficSplit,
-        actor: &Actor,
-        reason: impl Into<String>,
-    ) -> Result<Event> {
-        self.rt
-            .block_on(self.inner.set_traffic_split(model, split, actor, reason))
-    }
-
-    /// See [`crate::Registry::clear_traffic_split`].
-    pub fn clear_traffic_split(
-        &self,
-        model: impl IntoModelName,
-        actor: &Actor,
-        reason: impl Into<String>,
-    ) -> Result<Event> {
-        self.rt
-            .block_on(self.inner.clear_traffic_split(model, actor, reason))
-    }
-
     /// See [`crate::Registry::traffic_split`].
     pub fn traffic_split(&self, model: impl IntoModelName) -> Result<Option<TrafficSplit>> {
         self.rt.block_on(self.inner.traffic_split(model))
@@ -511,6 +321,241 @@ impl Registry {
     /// See [`crate::Registry::route`].
     pub fn route(&self, model: impl IntoModelName, key: impl AsRef<[u8]>) -> Result<Routed> {
         self.rt.block_on(self.inner.route(model, key))
+    }
+}
+
+/// The blocking twin of [`crate::Session`]: the registry acting as one actor,
+/// on which every command that changes the registry is called. It dereferences
+/// to the blocking [`Registry`] for queries.
+#[derive(Clone)]
+pub struct Session {
+    inner: crate::Session,
+    registry: Registry,
+    rt: Arc<Runtime>,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("blocking::Session")
+            .field("actor", self.inner.actor())
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::ops::Deref for Session {
+    type Target = Registry;
+
+    fn deref(&self) -> &Registry {
+        &self.registry
+    }
+}
+
+impl Registry {
+    /// This registry acting as `actor`: see [`crate::Registry::acting_as`].
+    pub fn acting_as(&self, actor: Actor) -> Session {
+        Session {
+            inner: self.inner.acting_as(actor),
+            registry: self.clone(),
+            rt: Arc::clone(&self.rt),
+        }
+    }
+}
+
+impl Session {
+    /// Who this session acts as.
+    pub fn actor(&self) -> &Actor {
+        self.inner.actor()
+    }
+
+    /// The async session inside.
+    pub fn as_async(&self) -> &crate::Session {
+        &self.inner
+    }
+
+    /// See [`crate::Session::ensure_model`].
+    pub fn ensure_model(
+        &self,
+        model: impl IntoModelName,
+        options: CreateModel,
+    ) -> Result<ModelState> {
+        self.rt.block_on(self.inner.ensure_model(model, options))
+    }
+
+    /// See [`crate::Session::promote_to`].
+    pub fn promote_to(
+        &self,
+        version: impl IntoVersionRef,
+        to: Stage,
+        reason: impl Into<String>,
+    ) -> Result<Vec<Event>> {
+        self.rt.block_on(self.inner.promote_to(version, to, reason))
+    }
+
+    /// See [`crate::Session::create_model`].
+    pub fn create_model(
+        &self,
+        model: impl IntoModelName,
+        options: CreateModel,
+    ) -> Result<ModelState> {
+        self.rt.block_on(self.inner.create_model(model, options))
+    }
+
+    /// See [`crate::Session::register`].
+    pub fn register(
+        &self,
+        model: impl IntoModelName,
+        source: ArtifactSource,
+        version: NewVersion,
+    ) -> Result<Registered> {
+        self.rt
+            .block_on(self.inner.register(model, source, version))
+    }
+
+    /// See [`crate::Session::add_metrics`].
+    pub fn add_metrics(
+        &self,
+        version: impl IntoVersionRef,
+        metrics: impl IntoMetrics,
+    ) -> Result<VersionRecord> {
+        self.rt.block_on(self.inner.add_metrics(version, metrics))
+    }
+
+    /// See [`crate::Session::set_version_tags`].
+    pub fn set_version_tags(
+        &self,
+        version: impl IntoVersionRef,
+        set: Tags,
+        remove: Vec<TagKey>,
+    ) -> Result<VersionRecord> {
+        self.rt
+            .block_on(self.inner.set_version_tags(version, set, remove))
+    }
+
+    /// See [`crate::Session::deprecate`].
+    pub fn deprecate(
+        &self,
+        version: impl IntoVersionRef,
+        reason: impl Into<String>,
+    ) -> Result<VersionRecord> {
+        self.rt.block_on(self.inner.deprecate(version, reason))
+    }
+
+    /// See [`crate::Session::set_model_tags`].
+    pub fn set_model_tags(
+        &self,
+        model: impl IntoModelName,
+        set: Tags,
+        remove: Vec<TagKey>,
+    ) -> Result<ModelState> {
+        self.rt
+            .block_on(self.inner.set_model_tags(model, set, remove))
+    }
+
+    /// See [`crate::Session::set_metric_specs`].
+    pub fn set_metric_specs(
+        &self,
+        model: impl IntoModelName,
+        specs: BTreeMap<MetricName, MetricSpec>,
+    ) -> Result<ModelState> {
+        self.rt.block_on(self.inner.set_metric_specs(model, specs))
+    }
+
+    /// See [`crate::Session::transition`].
+    pub fn transition(
+        &self,
+        version: impl IntoVersionRef,
+        to: Stage,
+        reason: impl Into<String>,
+    ) -> Result<Event> {
+        self.rt.block_on(self.inner.transition(version, to, reason))
+    }
+
+    /// See [`crate::Session::promote`].
+    pub fn promote(
+        &self,
+        version: impl IntoVersionRef,
+        reason: impl Into<String>,
+    ) -> Result<Event> {
+        self.rt.block_on(self.inner.promote(version, reason))
+    }
+
+    /// See [`crate::Session::approve`].
+    pub fn approve(
+        &self,
+        version: impl IntoVersionRef,
+        stage: Stage,
+        comment: impl Into<String>,
+    ) -> Result<Event> {
+        self.rt
+            .block_on(self.inner.approve(version, stage, comment))
+    }
+
+    /// See [`crate::Session::reject`].
+    pub fn reject(
+        &self,
+        version: impl IntoVersionRef,
+        stage: Stage,
+        comment: impl Into<String>,
+    ) -> Result<Event> {
+        self.rt.block_on(self.inner.reject(version, stage, comment))
+    }
+
+    /// See [`crate::Session::rollback`].
+    pub fn rollback(&self, model: impl IntoModelName, reason: impl Into<String>) -> Result<Event> {
+        self.rt.block_on(self.inner.rollback(model, reason))
+    }
+
+    /// See [`crate::Session::set_alias`].
+    pub fn set_alias(
+        &self,
+        version: impl IntoVersionRef,
+        alias: &str,
+        options: SetAlias,
+    ) -> Result<Event> {
+        self.rt
+            .block_on(self.inner.set_alias(version, alias, options))
+    }
+
+    /// See [`crate::Session::remove_alias`].
+    pub fn remove_alias(
+        &self,
+        model: impl IntoModelName,
+        alias: &str,
+        reason: impl Into<String>,
+    ) -> Result<Event> {
+        self.rt
+            .block_on(self.inner.remove_alias(model, alias, reason))
+    }
+
+    /// See [`crate::Session::set_gates`].
+    pub fn set_gates(
+        &self,
+        model: impl IntoModelName,
+        stage: Stage,
+        gates: Vec<GateSpec>,
+    ) -> Result<Event> {
+        self.rt.block_on(self.inner.set_gates(model, stage, gates))
+    }
+
+    /// See [`crate::Session::set_traffic_split`].
+    pub fn set_traffic_split(
+        &self,
+        model: impl IntoModelName,
+        split: TrafficSplit,
+        reason: impl Into<String>,
+    ) -> Result<Event> {
+        self.rt
+            .block_on(self.inner.set_traffic_split(model, split, reason))
+    }
+
+    /// See [`crate::Session::clear_traffic_split`].
+    pub fn clear_traffic_split(
+        &self,
+        model: impl IntoModelName,
+        reason: impl Into<String>,
+    ) -> Result<Event> {
+        self.rt
+            .block_on(self.inner.clear_traffic_split(model, reason))
     }
 }
 

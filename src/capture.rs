@@ -7,7 +7,10 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::domain::Environment;
+use std::path::Path;
+
+use crate::NewVersion;
+use crate::domain::{CodeRef, Environment};
 
 impl Environment {
     /// What the running process can detect about itself: OS and distribution,
@@ -94,4 +97,58 @@ fn nvidia_gpus() -> Option<(Vec<String>, Option<String>)> {
         driver = parts.next().map(str::to_owned).or(driver);
     }
     Some((gpus, driver))
+}
+
+/// Fills in what `version` asked to capture when its command runs: the
+/// environment ([`NewVersion::environment_captured`]) and the code commit
+/// ([`NewVersion::code_from_git`]). Blocking: it runs `git` and may run
+/// `nvidia-smi`.
+pub(crate) fn fill_in(mut version: NewVersion) -> NewVersion {
+    if std::mem::take(&mut version.capture_environment) {
+        let mut captured = Environment::capture();
+        // Frameworks the caller named win over what capture detects.
+        let given = &version.provenance.environment;
+        captured
+            .frameworks
+            .extend(given.frameworks.iter().map(|(k, v)| (k.clone(), v.clone())));
+        captured
+            .runtimes
+            .extend(given.runtimes.iter().map(|(k, v)| (k.clone(), v.clone())));
+        captured
+            .extra
+            .extend(given.extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+        version.provenance.environment = captured.into();
+    }
+    if let Some(dir) = version.capture_code.take() {
+        version.provenance.code = CodeRef::from_git(&dir);
+    }
+    version
+}
+
+impl CodeRef {
+    /// The commit checked out in the git working tree at `dir`: `HEAD`, whether
+    /// tracked or untracked files differ from it (`dirty`), and the URL of the
+    /// `origin` remote if there is one. `None` when `git` is not installed or
+    /// `dir` is not in a repository. Blocking: it runs `git`.
+    pub fn from_git(dir: &Path) -> Option<CodeRef> {
+        let git = |args: &[&str]| -> Option<String> {
+            let out = Command::new("git")
+                .arg("-C")
+                .arg(dir)
+                .args(args)
+                .output()
+                .ok()?;
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        };
+        let commit = git(&["rev-parse", "HEAD"]).filter(|c| !c.is_empty())?;
+        let dirty = git(&["status", "--porcelain"]).is_some_and(|s| !s.is_empty());
+        let repository = git(&["config", "--get", "remote.origin.url"]).filter(|r| !r.is_empty());
+        Some(CodeRef {
+            repository,
+            commit,
+            dirty,
+        })
+    }
 }

@@ -227,6 +227,41 @@ pub enum Error {
 }
 
 impl Error {
+    /// A copy of an input error a builder kept for its command to report (see
+    /// `registry::options::Deferred`). Builders only keep the input errors, which
+    /// are plain data; anything else is copied as its message.
+    pub(crate) fn replicate(&self) -> Error {
+        match self {
+            Error::InvalidName {
+                kind,
+                input,
+                reason,
+            } => Error::InvalidName {
+                kind,
+                input: input.clone(),
+                reason: reason.clone(),
+            },
+            Error::InvalidReference {
+                input,
+                position,
+                reason,
+            } => Error::InvalidReference {
+                input: input.clone(),
+                position: *position,
+                reason: reason.clone(),
+            },
+            Error::InvalidPath { path, reason } => Error::InvalidPath {
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+            Error::InvalidInput { what, reason } => Error::InvalidInput {
+                what: what.clone(),
+                reason: reason.clone(),
+            },
+            other => Error::invalid_input("input", other.to_string()),
+        }
+    }
+
     /// Builds [`Error::NotFound`].
     pub(crate) fn not_found(what: impl Into<String>) -> Self {
         Error::NotFound { what: what.into() }

@@ -23,7 +23,7 @@
 //! registry
 //!     .create_model("fraud", CreateModel::by(alice.clone())
 //!         .description("card fraud scoring")
-//!         .metric("auc", MetricSpec::maximize())?)
+//!         .metric("auc", MetricSpec::maximize()))
 //!     .await?;
 //!
 //! # std::fs::create_dir_all(dir.join("checkpoint")).unwrap();
@@ -124,7 +124,6 @@
 //! `Error::Integrity { .. }` and so on.
 
 pub mod blocking;
-pub mod cache;
 /// Implements serde for a type as its text form: `Display` out, `FromStr` in (so
 /// deserializing re-checks every rule).
 macro_rules! serde_as_text {
@@ -163,25 +162,53 @@ macro_rules! serde_as_text {
     };
 }
 
+mod cache;
 mod capture;
-pub mod digest;
-pub mod domain;
-pub mod error;
+mod digest;
+mod domain;
+mod error;
 pub(crate) mod hash_cache;
 pub(crate) mod hashing;
-pub mod registry;
+mod registry;
 pub mod store;
+
+/// The on-disk and on-the-wire formats, for tools that read a registry's stored
+/// records without a [`Registry`]: the record frame (JSON plus a checksum line),
+/// the checkpoint codec and the format version of each kind of record.
+pub mod format {
+    pub use crate::domain::codec::{seal, unseal};
+    pub use crate::domain::event::EVENT_FORMAT;
+    pub use crate::domain::manifest::MANIFEST_FORMAT;
+    pub use crate::domain::state::{CHECKPOINT_FORMAT, decode_checkpoint, encode_checkpoint};
+}
+
+// Re-exported so that users name the exact versions this crate speaks: semver
+// labels and requirements, and times.
+pub use chrono;
+pub use semver;
 
 pub use cache::{CacheEntry, CacheOptions, CachedModel, EvictReport, ModelCache};
 pub use digest::Digest;
-pub use domain::*;
-pub use error::{Error, Result};
+pub use domain::{
+    Actor, AliasName, AliasTarget, Approval, ArtifactDiff, Baseline, CodeChange, CodeKey, CodeRef,
+    DatasetChange, DatasetDiff, DatasetKey, DatasetRef, DatasetRole, Decision, Deprecation,
+    Environment, Event, EventKind, FileChange, Gate, GatePolicy, GateSpec, GateVerdict, Goal,
+    HyperValue, Hyperparameters, KeyedValue, LineageEdgeKind, LineageGraph, LineageNode,
+    LineagePath, LineageStep, LineageSubgraph, Manifest, ManifestEntry, MapDiff, MetricDiff,
+    MetricName, MetricPoint, MetricSpec, MetricVerdict, Metrics, ModelName, ModelState,
+    OverallVerdict, ParentRef, Provenance, ReachedNode, RelPath, Relation, Route, RouteTarget,
+    Routed, Selector, Stage, SubgraphEdge, TagKey, Tags, TrafficSplit, Transition, ValueChange,
+    VersionDiff, VersionKey, VersionNumber, VersionRecord, VersionRef, VersionSummary,
+    compare_versions, flatten_hyperparameters, metric_history, metric_verdict,
+};
+pub use error::{BoxError, Error, Result};
 pub use registry::{
     ArtifactSource, CheckReport, CreateModel, FetchOptions, FetchReport, GcOptions, GcReport,
-    HistoryFilter, IntoModelName, IntoVersionRef, NewVersion, Registry, RegistryBuilder,
-    RetryPolicy, SetAlias, VerifyReport, VersionFilter, WatchOptions,
+    HistoryFilter, IntoLineageStart, IntoMetrics, IntoModelName, IntoSemver, IntoSemverReq,
+    IntoVersionRef, LineageStart, NewVersion, Problem, RegisterReport, Registered, Registry,
+    RegistryBuilder, RetryPolicy, Session, SetAlias, VerifyReport, VersionFilter, WatchOptions,
 };
-pub use registry::{IntoLineageStart, LineageStart};
+pub use store::LinkMode;
 
 /// The README's examples, compiled as doctests so they cannot rot.
 #[cfg(doctest)]

@@ -16,19 +16,21 @@ fn me() -> Actor {
 
 /// Registers a version of `model` whose one file holds `content`.
 fn register(reg: &Registry, model: &str, content: &str) -> u64 {
-    reg.register(
-        model,
-        ArtifactSource::bytes("model.bin", content.to_owned()).expect("valid path"),
-        NewVersion::by(me()),
-    )
-    .expect("register")
-    .number
-    .get()
+    reg.acting_as(me())
+        .register(
+            model,
+            ArtifactSource::bytes("model.bin", content.to_owned()).expect("valid path"),
+            NewVersion::new(),
+        )
+        .expect("register")
+        .number
+        .get()
 }
 
 fn to_production(reg: &Registry, n: u64) {
     for stage in [Stage::Staging, Stage::Validation, Stage::Production] {
-        reg.transition(format!("fraud/{n}"), stage, &me(), "")
+        reg.acting_as(me())
+            .transition(format!("fraud/{n}"), stage, "")
             .expect("transition");
     }
 }
@@ -42,22 +44,19 @@ fn a_model_from_registration_to_serving_without_async() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let dir = tmp.path().join("registry");
     let reg = Registry::open_local(&dir).expect("open");
-    reg.create_model(
-        "fraud",
-        CreateModel::by(me())
-            .metric("auc", MetricSpec::maximize())
-            .expect("spec"),
-    )
-    .expect("create");
+    reg.acting_as(me())
+        .create_model(
+            "fraud",
+            CreateModel::new().metric("auc", MetricSpec::maximize()),
+        )
+        .expect("create");
     assert_eq!(register(&reg, "fraud", "one"), 1);
     assert_eq!(register(&reg, "fraud", "two"), 2);
-    reg.add_metrics(
-        "fraud/2",
-        Metrics::new().with("auc", 0.9).expect("finite"),
-        &me(),
-    )
-    .expect("metrics");
-    reg.set_version_tags("fraud/2", Tags::new(), vec![], &me())
+    reg.acting_as(me())
+        .add_metrics("fraud/2", Metrics::new().with("auc", 0.9).expect("finite"))
+        .expect("metrics");
+    reg.acting_as(me())
+        .set_version_tags("fraud/2", Tags::new(), vec![])
         .expect_err("nothing to set is refused, as in the async API");
     assert_eq!(reg.list_models().expect("list").len(), 1);
     assert_eq!(
@@ -82,7 +81,8 @@ fn a_model_from_registration_to_serving_without_async() {
             .get(),
         2
     );
-    reg.rollback("fraud", &me(), "regression")
+    reg.acting_as(me())
+        .rollback("fraud", "regression")
         .expect("rollback");
     assert_eq!(
         reg.resolve("fraud@production")
@@ -91,9 +91,11 @@ fn a_model_from_registration_to_serving_without_async() {
             .get(),
         1
     );
-    reg.set_alias("fraud/1", "champion", SetAlias::by(me()))
+    reg.acting_as(me())
+        .set_alias("fraud/1", "champion", SetAlias::new())
         .expect("alias");
-    reg.set_alias("fraud/2", "challenger", SetAlias::by(me()))
+    reg.acting_as(me())
+        .set_alias("fraud/2", "challenger", SetAlias::new())
         .expect("alias");
     let trail = reg
         .history("fraud", &HistoryFilter::new().kind("rolled_back"))
@@ -116,13 +118,15 @@ fn a_model_from_registration_to_serving_without_async() {
     );
 
     let split = TrafficSplit::new([("@champion", 50), ("@challenger", 50)]).expect("valid");
-    reg.set_traffic_split("fraud", split.clone(), &me(), "a/b")
+    reg.acting_as(me())
+        .set_traffic_split("fraud", split.clone(), "a/b")
         .expect("split");
     assert_eq!(reg.traffic_split("fraud").expect("split"), Some(split));
     let routed = reg.route("fraud", "user-7").expect("route");
     assert!(routed.from_split);
     assert_eq!(reg.route("fraud", "user-7").expect("route"), routed);
-    reg.clear_traffic_split("fraud", &me(), "done")
+    reg.acting_as(me())
+        .clear_traffic_split("fraud", "done")
         .expect("clear");
     assert!(!reg.route("fraud", "user-7").expect("route").from_split);
 
@@ -138,7 +142,8 @@ fn a_model_from_registration_to_serving_without_async() {
     );
     let other = Registry::open_local(&dir).expect("second facade");
     other
-        .set_alias("fraud/2", "champion", SetAlias::by(me()))
+        .acting_as(me())
+        .set_alias("fraud/2", "champion", SetAlias::new())
         .expect("move");
     assert_eq!(
         watch.next().expect("item").expect("version").number.get(),
@@ -157,9 +162,13 @@ fn a_model_from_registration_to_serving_without_async() {
     assert!(cache.evict().expect("evict").evicted.is_empty());
 
     other
-        .remove_alias("fraud", "challenger", &me(), "")
+        .acting_as(me())
+        .remove_alias("fraud", "challenger", "")
         .expect("remove");
-    other.deprecate("fraud/1", "old", &me()).expect("deprecate");
+    other
+        .acting_as(me())
+        .deprecate("fraud/1", "old")
+        .expect("deprecate");
     assert_eq!(
         other.events("fraud").expect("events"),
         reg.events("fraud").expect("events")
@@ -174,7 +183,8 @@ fn a_model_from_registration_to_serving_without_async() {
 #[test]
 fn threads_share_one_facade() {
     let reg = Registry::in_memory().expect("runtime");
-    reg.create_model("fraud", CreateModel::by(me()))
+    reg.acting_as(me())
+        .create_model("fraud", CreateModel::new())
         .expect("create");
     std::thread::scope(|s| {
         for t in 0..4 {

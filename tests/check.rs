@@ -57,21 +57,23 @@ async fn check_reports_every_problem_and_changes_nothing() {
         .expect("build");
     let me = Actor::new("ci").expect("actor");
     for model in ["fraud", "churn", "spam"] {
-        reg.create_model(model, CreateModel::by(me.clone()))
+        reg.acting_as(me.clone())
+            .create_model(model, CreateModel::new())
             .await
             .expect("create");
         for i in 0..2 {
-            reg.register(
-                model,
-                ArtifactSource::files([
-                    ("weights.bin", format!("{model} weights {i}")),
-                    ("shared.txt", "same in every version".to_owned()),
-                ])
-                .expect("source"),
-                NewVersion::by(me.clone()),
-            )
-            .await
-            .expect("register");
+            reg.acting_as(me.clone())
+                .register(
+                    model,
+                    ArtifactSource::files([
+                        ("weights.bin", format!("{model} weights {i}")),
+                        ("shared.txt", "same in every version".to_owned()),
+                    ])
+                    .expect("source"),
+                    NewVersion::new(),
+                )
+                .await
+                .expect("register");
         }
     }
     let clean = reg.check().await.expect("check");

@@ -87,17 +87,19 @@ async fn overwrite(target: &Target, rel: &str, bytes: Vec<u8>) {
 async fn populate(target: &Target) -> (Registry, ModelState) {
     let reg = open_with_checkpoints(&target.spec, CHECKPOINT_EVERY);
     let me = Actor::new("ci").expect("actor");
-    reg.create_model("fraud", CreateModel::by(me.clone()))
+    reg.acting_as(me.clone())
+        .create_model("fraud", CreateModel::new())
         .await
         .expect("create");
     for i in 0..3 {
-        reg.register(
-            "fraud",
-            ArtifactSource::bytes("m.bin", format!("weights {i}")).expect("source"),
-            NewVersion::by(me.clone()),
-        )
-        .await
-        .expect("register");
+        reg.acting_as(me.clone())
+            .register(
+                "fraud",
+                ArtifactSource::bytes("m.bin", format!("weights {i}")).expect("source"),
+                NewVersion::new(),
+            )
+            .await
+            .expect("register");
     }
     let state = reg.model("fraud").await.expect("model");
     (reg, state)

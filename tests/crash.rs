@@ -60,22 +60,24 @@ async fn crash_child() {
             ])
             .expect("source");
             let v = reg
-                .register("crash", src, NewVersion::by(me.clone()))
+                .acting_as(me.clone())
+                .register("crash", src, NewVersion::new())
                 .await
                 .expect("register");
             println!("ACK register {} {payload} {}", v.number, v.artifact);
             continue;
         }
         let event = if roll < 60 {
-            reg.add_metrics(
-                target.as_str(),
-                Metrics::new().with("auc", rng.f64()).expect("metric"),
-                &me,
-            )
-            .await
-            .map(|_| None)
+            reg.acting_as(me.clone())
+                .add_metrics(
+                    target.as_str(),
+                    Metrics::new().with("auc", rng.f64()).expect("metric"),
+                )
+                .await
+                .map(|_| None)
         } else if roll < 75 {
-            reg.set_alias(target.as_str(), "champion", SetAlias::by(me.clone()))
+            reg.acting_as(me.clone())
+                .set_alias(target.as_str(), "champion", SetAlias::new())
                 .await
                 .map(Some)
         } else {
@@ -94,7 +96,8 @@ async fn crash_child() {
                 Stage::Validation => Stage::Production,
                 Stage::Production => Stage::Archived,
             };
-            reg.transition(target.as_str(), to, &me, "crash test")
+            reg.acting_as(me.clone())
+                .transition(target.as_str(), to, "crash test")
                 .await
                 .map(Some)
         };
@@ -154,10 +157,8 @@ fn run(target: Target, trials: u64) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         open_with_checkpoints(&target.spec, CHECKPOINT_EVERY)
-            .create_model(
-                "crash",
-                CreateModel::by(Actor::new("setup").expect("actor")),
-            )
+            .acting_as(Actor::new("setup").expect("actor"))
+            .create_model("crash", CreateModel::new())
             .await
             .expect("create");
     });

@@ -183,45 +183,57 @@ async fn step(reg: &Registry, i: usize) -> Result<()> {
     let me = Actor::new("ci")?;
     let approver = Actor::new("approver")?;
     match i {
-        0 => reg.create_model("m", CreateModel::by(me)).await.map(drop),
+        0 => reg
+            .acting_as(me)
+            .create_model("m", CreateModel::new())
+            .await
+            .map(drop),
         1 | 2 => reg
+            .acting_as(me)
             .register(
                 "m",
                 ArtifactSource::files([
                     ("weights.bin", format!("weights {i}")),
                     ("config.json", "{}".to_owned()),
                 ])?,
-                NewVersion::by(me).metrics(Metrics::new().with("auc", 0.5 + i as f64 / 10.0)?),
+                NewVersion::new().metrics(Metrics::new().with("auc", 0.5 + i as f64 / 10.0)?),
             )
             .await
             .map(drop),
         3 => reg
-            .transition("m/1", Stage::Staging, &me, "")
+            .acting_as(me.clone())
+            .transition("m/1", Stage::Staging, "")
             .await
             .map(drop),
         4 => reg
-            .transition("m/1", Stage::Validation, &me, "")
+            .acting_as(me.clone())
+            .transition("m/1", Stage::Validation, "")
             .await
             .map(drop),
-        5 => reg.promote("m/1", &me, "").await.map(drop),
+        5 => reg.acting_as(me.clone()).promote("m/1", "").await.map(drop),
         6 => reg
-            .set_alias("m/2", "challenger", SetAlias::by(me))
+            .acting_as(me)
+            .set_alias("m/2", "challenger", SetAlias::new())
             .await
             .map(drop),
         7 => reg
-            .approve("m/2", Stage::Production, &approver, "")
+            .acting_as(approver.clone())
+            .approve("m/2", Stage::Production, "")
             .await
             .map(drop),
         8 => reg
-            .add_metrics("m/2", Metrics::new().with("f1", 0.7)?, &me)
+            .acting_as(me.clone())
+            .add_metrics("m/2", Metrics::new().with("f1", 0.7)?)
             .await
             .map(drop),
         9 => reg
-            .transition("m/2", Stage::Staging, &me, "")
+            .acting_as(me.clone())
+            .transition("m/2", Stage::Staging, "")
             .await
             .map(drop),
         _ => reg
-            .transition("m/2", Stage::Validation, &me, "")
+            .acting_as(me.clone())
+            .transition("m/2", Stage::Validation, "")
             .await
             .map(drop),
     }

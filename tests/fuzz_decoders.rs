@@ -11,8 +11,8 @@
 //!
 //! `MODELREG_FUZZ_CASES` sets the cases per target (default 2,000).
 
-use modelreg::domain::codec::{seal, unseal};
-use modelreg::domain::state::{decode_checkpoint, encode_checkpoint};
+use modelreg::format::{decode_checkpoint, encode_checkpoint};
+use modelreg::format::{seal, unseal};
 use modelreg::{
     Actor, ArtifactSource, CreateModel, Digest, Event, Manifest, Metrics, ModelName, ModelState,
     NewVersion, Registry, SetAlias, Stage, VersionRef,
@@ -114,33 +114,42 @@ fn seed_log() -> (ModelName, Vec<Event>, ModelState) {
         let reg = Registry::in_memory();
         let me = Actor::new("fuzz").expect("actor");
         let other = Actor::new("approver").expect("actor");
-        reg.create_model("fuzz", CreateModel::by(me.clone()).description("seed"))
+        reg.acting_as(me.clone())
+            .create_model("fuzz", CreateModel::new().description("seed"))
             .await
             .expect("create");
         for i in 0..2 {
-            reg.register(
-                "fuzz",
-                ArtifactSource::files([("a.bin", format!("a{i}")), ("d/b.txt", format!("b{i}"))])
+            reg.acting_as(me.clone())
+                .register(
+                    "fuzz",
+                    ArtifactSource::files([
+                        ("a.bin", format!("a{i}")),
+                        ("d/b.txt", format!("b{i}")),
+                    ])
                     .expect("source"),
-                NewVersion::by(me.clone())
-                    .semver(semver::Version::new(1, i, 0))
-                    .metrics(Metrics::new().with("auc", 0.9).expect("metric")),
-            )
-            .await
-            .expect("register");
+                    NewVersion::new()
+                        .semver(semver::Version::new(1, i, 0))
+                        .metrics(Metrics::new().with("auc", 0.9).expect("metric")),
+                )
+                .await
+                .expect("register");
         }
         for s in [Stage::Staging, Stage::Validation, Stage::Production] {
-            reg.transition("fuzz/1", s, &me, "seed")
+            reg.acting_as(me.clone())
+                .transition("fuzz/1", s, "seed")
                 .await
                 .expect("move");
         }
-        reg.approve("fuzz/2", Stage::Production, &other, "ok")
+        reg.acting_as(other.clone())
+            .approve("fuzz/2", Stage::Production, "ok")
             .await
             .expect("approve");
-        reg.set_alias("fuzz/2", "champion", SetAlias::by(me.clone()))
+        reg.acting_as(me.clone())
+            .set_alias("fuzz/2", "champion", SetAlias::new())
             .await
             .expect("alias");
-        reg.add_metrics("fuzz/2", Metrics::new().with("f1", 0.5).expect("m"), &me)
+        reg.acting_as(me.clone())
+            .add_metrics("fuzz/2", Metrics::new().with("f1", 0.5).expect("m"))
             .await
             .expect("metrics");
         let events = reg.events("fuzz").await.expect("events");
@@ -217,17 +226,19 @@ fn manifest_decoding_never_panics_and_accepts_only_canonical_bytes() {
     let seed = rt.block_on(async {
         let reg = Registry::in_memory();
         let me = Actor::new("fuzz").expect("actor");
-        reg.create_model("m", CreateModel::by(me.clone()))
+        reg.acting_as(me.clone())
+            .create_model("m", CreateModel::new())
             .await
             .expect("create");
-        reg.register(
-            "m",
-            ArtifactSource::files([("a.bin", "a"), ("dir/b.bin", "b"), ("dir/c/d.txt", "d")])
-                .expect("source"),
-            NewVersion::by(me),
-        )
-        .await
-        .expect("register");
+        reg.acting_as(me)
+            .register(
+                "m",
+                ArtifactSource::files([("a.bin", "a"), ("dir/b.bin", "b"), ("dir/c/d.txt", "d")])
+                    .expect("source"),
+                NewVersion::new(),
+            )
+            .await
+            .expect("register");
         reg.manifest("m/1").await.expect("manifest").to_bytes()
     });
     runner()

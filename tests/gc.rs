@@ -170,7 +170,8 @@ async fn collector_pausing_at_the_orphan()
     );
     let registering = registry(Arc::new(meta), Arc::new(blobs.clone()));
     registering
-        .create_model("fraud", CreateModel::by(alice()))
+        .acting_as(alice())
+        .create_model("fraud", CreateModel::new())
         .await
         .expect("create");
     (blobs, orphan, pause, collecting, registering)
@@ -187,7 +188,8 @@ async fn a_registration_waits_for_the_sweep_deleting_its_blob_then_stores_it_aga
     pause.reached.notified().await;
     let reg = registering.clone();
     let register = tokio::spawn(async move {
-        reg.register("fraud", source_sharing(SHARED), NewVersion::by(alice()))
+        reg.acting_as(alice())
+            .register("fraud", source_sharing(SHARED), NewVersion::new())
             .await
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -223,8 +225,11 @@ async fn a_source_changed_while_waiting_for_a_sweep_registers_nothing() {
     pause.reached.notified().await;
     let reg = registering.clone();
     let source = ArtifactSource::dir(dir.path());
-    let register =
-        tokio::spawn(async move { reg.register("fraud", source, NewVersion::by(alice())).await });
+    let register = tokio::spawn(async move {
+        reg.acting_as(alice())
+            .register("fraud", source, NewVersion::new())
+            .await
+    });
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         !register.is_finished(),
@@ -269,12 +274,14 @@ async fn a_sweep_spares_the_blobs_of_a_registration_in_flight() {
     );
     let collecting = registry(Arc::new(meta.clone()), Arc::new(blobs.clone()));
     registering
-        .create_model("fraud", CreateModel::by(alice()))
+        .acting_as(alice())
+        .create_model("fraud", CreateModel::new())
         .await
         .expect("create");
     let reg = registering.clone();
     let register = tokio::spawn(async move {
-        reg.register("fraud", source_sharing(SHARED), NewVersion::by(alice()))
+        reg.acting_as(alice())
+            .register("fraud", source_sharing(SHARED), NewVersion::new())
             .await
     });
     pause.reached.notified().await;
@@ -318,7 +325,8 @@ async fn a_sweep_spares_the_blobs_of_a_registration_in_flight() {
 #[tokio::test]
 async fn damaged_leases_are_crash_remnants_and_newer_ones_stop_the_reader() {
     let reg = Registry::in_memory();
-    reg.create_model("fraud", CreateModel::by(alice()))
+    reg.acting_as(alice())
+        .create_model("fraud", CreateModel::new())
         .await
         .expect("create");
     let orphan = reg
@@ -340,7 +348,8 @@ async fn damaged_leases_are_crash_remnants_and_newer_ones_stop_the_reader() {
     assert_eq!(meta.list_leases().await.expect("leases"), ["gc-empty"]);
     let v = tokio::time::timeout(
         Duration::from_secs(5),
-        reg.register("fraud", source_sharing(SHARED), NewVersion::by(alice())),
+        reg.acting_as(alice())
+            .register("fraud", source_sharing(SHARED), NewVersion::new()),
     )
     .await
     .expect("no wait for a damaged sweep lease")
@@ -382,11 +391,8 @@ async fn damaged_leases_are_crash_remnants_and_newer_ones_stop_the_reader() {
         .await
         .expect("put lease");
     let err = reg
-        .register(
-            "fraud",
-            source_sharing("other bytes"),
-            NewVersion::by(alice()),
-        )
+        .acting_as(alice())
+        .register("fraud", source_sharing("other bytes"), NewVersion::new())
         .await
         .expect_err("a newer sweep stops the registration");
     assert!(matches!(err, Error::UnsupportedFormat { .. }), "{err}");

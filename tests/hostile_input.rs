@@ -7,7 +7,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use modelreg::domain::codec::seal;
+use modelreg::format::seal;
 use modelreg::{
     Actor, ArtifactSource, CreateModel, Digest, Error, FetchOptions, HyperValue, Metrics,
     ModelState, NewVersion, Provenance, Registry, SetAlias,
@@ -102,14 +102,16 @@ async fn hostile_inputs_get_typed_errors_and_change_nothing() {
     fs::create_dir_all(&scratch).expect("scratch");
     let reg = Registry::open_local(&root).await.expect("open");
     let me = Actor::new("ci").expect("actor");
-    reg.create_model("fraud", CreateModel::by(me.clone()))
+    reg.acting_as(me.clone())
+        .create_model("fraud", CreateModel::new())
         .await
         .expect("create");
     let v1 = reg
+        .acting_as(me.clone())
         .register(
             "fraud",
             ArtifactSource::bytes("model.bin", "weights").expect("source"),
-            NewVersion::by(me.clone()).semver("1.0.0".parse().expect("semver")),
+            NewVersion::new().semver("1.0.0"),
         )
         .await
         .expect("register");
@@ -143,7 +145,11 @@ async fn hostile_inputs_get_typed_errors_and_change_nothing() {
         b.expect(
             &format!("model name {:.20?}", name),
             "InvalidName",
-            async |r, me| r.create_model(name, CreateModel::by(me.clone())).await,
+            async |r, me| {
+                r.acting_as(me.clone())
+                    .create_model(name, CreateModel::new())
+                    .await
+            },
         )
         .await;
     }
@@ -156,7 +162,8 @@ async fn hostile_inputs_get_typed_errors_and_change_nothing() {
     }
     for alias in ["latest", "production", "1st", "a.b", "Champion", ""] {
         b.expect(&format!("alias {alias:?}"), "InvalidName", async |r, me| {
-            r.set_alias("fraud/1", alias, SetAlias::by(me.clone()))
+            r.acting_as(me.clone())
+                .set_alias("fraud/1", alias, SetAlias::new())
                 .await
         })
         .await;
@@ -211,7 +218,9 @@ async fn hostile_inputs_get_typed_errors_and_change_nothing() {
             "InvalidPath",
             async |r, me| {
                 let src = ArtifactSource::files(files)?;
-                r.register("fraud", src, NewVersion::by(me.clone())).await
+                r.acting_as(me.clone())
+                    .register("fraud", src, NewVersion::new())
+                    .await
             },
         )
         .await;
@@ -224,22 +233,20 @@ async fn hostile_inputs_get_typed_errors_and_change_nothing() {
     fs::write(linked.join("ok.bin"), "ok").expect("file");
     std::os::unix::fs::symlink(&outside, linked.join("escape")).expect("symlink");
     b.expect("symlink out of the source", "InvalidPath", async |r, me| {
-        r.register(
-            "fraud",
-            ArtifactSource::dir(&linked),
-            NewVersion::by(me.clone()),
-        )
-        .await
+        r.acting_as(me.clone())
+            .register("fraud", ArtifactSource::dir(&linked), NewVersion::new())
+            .await
     })
     .await;
     // Device files and FIFOs.
     b.expect("device file", "InvalidPath", async |r, me| {
-        r.register(
-            "fraud",
-            ArtifactSource::file("/dev/null"),
-            NewVersion::by(me.clone()),
-        )
-        .await
+        r.acting_as(me.clone())
+            .register(
+                "fraud",
+                ArtifactSource::file("/dev/null"),
+                NewVersion::new(),
+            )
+            .await
     })
     .await;
     let fifo_dir = b.scratch.join("fifo");
@@ -250,22 +257,20 @@ async fn hostile_inputs_get_typed_errors_and_change_nothing() {
         .expect("mkfifo");
     assert!(status.success());
     b.expect("fifo in a directory", "InvalidPath", async |r, me| {
-        r.register(
-            "fraud",
-            ArtifactSource::dir(&fifo_dir),
-            NewVersion::by(me.clone()),
-        )
-        .await
+        r.acting_as(me.clone())
+            .register("fraud", ArtifactSource::dir(&fifo_dir), NewVersion::new())
+            .await
     })
     .await;
     // --- values ------------------------------------------------------------------
     b.expect("duplicate semver", "AlreadyExists", async |r, me| {
-        r.register(
-            "fraud",
-            ArtifactSource::bytes("model.bin", "other weights")?,
-            NewVersion::by(me.clone()).semver("1.0.0".parse().expect("semver")),
-        )
-        .await
+        r.acting_as(me.clone())
+            .register(
+                "fraud",
+                ArtifactSource::bytes("model.bin", "other weights")?,
+                NewVersion::new().semver("1.0.0"),
+            )
+            .await
     })
     .await;
     for value in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
@@ -287,17 +292,19 @@ async fn hostile_inputs_get_typed_errors_and_change_nothing() {
                 hyperparameters: std::sync::Arc::new([("x".to_owned(), value)].into()),
                 ..Provenance::default()
             };
-            r.register(
-                "fraud",
-                ArtifactSource::bytes("model.bin", "w")?,
-                NewVersion::by(me.clone()).provenance(provenance),
-            )
-            .await
+            r.acting_as(me.clone())
+                .register(
+                    "fraud",
+                    ArtifactSource::bytes("model.bin", "w")?,
+                    NewVersion::new().provenance(provenance),
+                )
+                .await
         })
         .await;
     }
     b.expect("metrics on a missing version", "NotFound", async |r, me| {
-        r.add_metrics("fraud/99", Metrics::new().with("auc", 0.5)?, me)
+        r.acting_as(me.clone())
+            .add_metrics("fraud/99", Metrics::new().with("auc", 0.5)?)
             .await
     })
     .await;

@@ -82,7 +82,8 @@ async fn step(reg: &Registry, model: &mut Reference, op: &Op, actor: &Actor) -> 
             let n = model.stages.len() + 1;
             let src = ArtifactSource::bytes("m.bin", format!("weights {n}")).map_err(e)?;
             let v = reg
-                .register("m", src, NewVersion::by(actor.clone()))
+                .acting_as(actor.clone())
+                .register("m", src, NewVersion::new())
                 .await
                 .map_err(e)?;
             model.stages.push(Stage::None);
@@ -108,7 +109,8 @@ async fn step(reg: &Registry, model: &mut Reference, op: &Op, actor: &Actor) -> 
         }
         Op::Transition { version, to } => {
             let r = reg
-                .transition(format!("m/{version}"), *to, actor, "prop")
+                .acting_as(actor.clone())
+                .transition(format!("m/{version}"), *to, "prop")
                 .await;
             if !model.exists(*version) {
                 return check(matches!(r, Err(Error::NotFound { .. })), "missing version");
@@ -138,7 +140,10 @@ async fn step(reg: &Registry, model: &mut Reference, op: &Op, actor: &Actor) -> 
             Ok(())
         }
         Op::Approve { version, to } => {
-            let r = reg.approve(format!("m/{version}"), *to, actor, "ok").await;
+            let r = reg
+                .acting_as(actor.clone())
+                .approve(format!("m/{version}"), *to, "ok")
+                .await;
             match (model.exists(*version), *to == Stage::None, r) {
                 (false, _, Err(Error::NotFound { .. })) => Ok(()),
                 (true, true, Err(Error::InvalidInput { .. })) => Ok(()),
@@ -148,7 +153,7 @@ async fn step(reg: &Registry, model: &mut Reference, op: &Op, actor: &Actor) -> 
         }
         Op::Rollback => {
             let before = model.production();
-            let r = reg.rollback("m", actor, "prop").await;
+            let r = reg.acting_as(actor.clone()).rollback("m", "prop").await;
             let n = model.production_history.len();
             match before {
                 Some(cur) if n >= 2 && model.production_history[n - 1] == cur => {
@@ -167,7 +172,8 @@ async fn step(reg: &Registry, model: &mut Reference, op: &Op, actor: &Actor) -> 
         Op::SetAlias { alias, version } => {
             let name = ALIASES[*alias];
             let r = reg
-                .set_alias(format!("m/{version}"), name, SetAlias::by(actor.clone()))
+                .acting_as(actor.clone())
+                .set_alias(format!("m/{version}"), name, SetAlias::new())
                 .await;
             if model.exists(*version) {
                 r.map_err(e)?;
@@ -179,7 +185,10 @@ async fn step(reg: &Registry, model: &mut Reference, op: &Op, actor: &Actor) -> 
         }
         Op::RemoveAlias { alias } => {
             let name = ALIASES[*alias];
-            let r = reg.remove_alias("m", name, actor, "prop").await;
+            let r = reg
+                .acting_as(actor.clone())
+                .remove_alias("m", name, "prop")
+                .await;
             if model.aliases.remove(name).is_some() {
                 r.map(drop).map_err(e)
             } else {
@@ -289,7 +298,8 @@ fn lifecycle_matches_reference_model() {
                 .build()
                 .map_err(e)?;
             let actor = Actor::new("prop").map_err(e)?;
-            reg.create_model("m", CreateModel::by(actor.clone()))
+            reg.acting_as(actor.clone())
+                .create_model("m", CreateModel::new())
                 .await
                 .map_err(e)?;
             let mut model = Reference::default();

@@ -95,6 +95,7 @@ fn provenance(i: &Inputs) -> Provenance {
 
 fn record(n: u64, i: &Inputs) -> VersionRecord {
     VersionRecord {
+        model: ModelName::new("m").unwrap(),
         number: VersionNumber::new(n).unwrap(),
         semver: None,
         artifact: Digest::of(b""),
@@ -289,7 +290,7 @@ proptest! {
             let reg = Registry::in_memory();
             let ci = Actor::new("ci").unwrap();
             for m in MODELS {
-                reg.create_model(m, CreateModel::by(ci.clone())).await.unwrap();
+                reg.acting_as(ci.clone()).create_model(m, CreateModel::new()).await.unwrap();
             }
             let mut reference = Reference::default();
             let mut next = [1u64; MODELS.len()];
@@ -297,8 +298,8 @@ proptest! {
                 let child = key(i.model, next[i.model]);
                 let ps = parents(i);
                 let source = ArtifactSource::bytes("m.bin", step.to_string()).unwrap();
-                let version = NewVersion::by(ci.clone()).provenance(provenance(i));
-                let result = reg.register(MODELS[i.model], source, version).await;
+                let version = NewVersion::new().provenance(provenance(i));
+                let result = reg.acting_as(ci.clone()).register(MODELS[i.model], source, version).await;
                 prop_assert_eq!(result.is_ok(), reference.allows(&child, &ps), "{:?}", result);
                 match result {
                     Ok(v) => {
@@ -329,27 +330,30 @@ fn a_parent_listed_twice_is_accepted() {
         let reg = Registry::in_memory();
         let ci = Actor::new("ci").unwrap();
         for m in ["a", "b"] {
-            reg.create_model(m, CreateModel::by(ci.clone()))
+            reg.acting_as(ci.clone())
+                .create_model(m, CreateModel::new())
                 .await
                 .unwrap();
         }
-        reg.register(
-            "b",
-            ArtifactSource::bytes("m.bin", "b1").unwrap(),
-            NewVersion::by(ci.clone()),
-        )
-        .await
-        .unwrap();
+        reg.acting_as(ci.clone())
+            .register(
+                "b",
+                ArtifactSource::bytes("m.bin", "b1").unwrap(),
+                NewVersion::new(),
+            )
+            .await
+            .unwrap();
         let parent = ParentRef {
             model: ModelName::new("b").unwrap(),
             version: VersionNumber::FIRST,
             relation: Relation::FineTunedFrom,
         };
         let v = reg
+            .acting_as(ci)
             .register(
                 "a",
                 ArtifactSource::bytes("m.bin", "a1").unwrap(),
-                NewVersion::by(ci).provenance(Provenance {
+                NewVersion::new().provenance(Provenance {
                     parents: vec![parent.clone(), parent],
                     ..Provenance::default()
                 }),

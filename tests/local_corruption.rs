@@ -26,16 +26,18 @@ fn damage(path: &Path, f: impl FnOnce(&mut Vec<u8>)) {
 async fn registry_with_metric(root: &Path) -> Registry {
     let reg = Registry::open_local(root).await.expect("open");
     let me = Actor::new("ci").expect("actor");
-    reg.create_model("fraud", CreateModel::by(me.clone()))
+    reg.acting_as(me.clone())
+        .create_model("fraud", CreateModel::new())
         .await
         .expect("create");
-    reg.register(
-        "fraud",
-        ArtifactSource::bytes("m.bin", "w").expect("source"),
-        NewVersion::by(me.clone()).metrics(Metrics::new().with("auc", 0.91).expect("metric")),
-    )
-    .await
-    .expect("register");
+    reg.acting_as(me.clone())
+        .register(
+            "fraud",
+            ArtifactSource::bytes("m.bin", "w").expect("source"),
+            NewVersion::new().metrics(Metrics::new().with("auc", 0.91).expect("metric")),
+        )
+        .await
+        .expect("register");
     reg
 }
 
@@ -109,17 +111,19 @@ async fn a_damaged_checkpoint_is_ignored_and_the_log_replayed() {
             .checkpoint_every(2)
             .build()
             .expect("build");
-        reg.create_model("fraud", CreateModel::by(me.clone()))
+        reg.acting_as(me.clone())
+            .create_model("fraud", CreateModel::new())
             .await
             .expect("create");
         for i in 0..3 {
-            reg.register(
-                "fraud",
-                ArtifactSource::bytes("m.bin", format!("w{i}")).expect("source"),
-                NewVersion::by(me.clone()),
-            )
-            .await
-            .expect("register");
+            reg.acting_as(me.clone())
+                .register(
+                    "fraud",
+                    ArtifactSource::bytes("m.bin", format!("w{i}")).expect("source"),
+                    NewVersion::new(),
+                )
+                .await
+                .expect("register");
         }
     }
     let checkpoints = root.join("metadata/logs/v1/fraud/checkpoints");

@@ -78,7 +78,11 @@ async fn promotion_child() {
     std::fs::write(barrier.join(format!("ready-{version}")), b"").expect("report ready");
     wait_for(&barrier.join("go")).await;
     let who = actor(&format!("child {version}"));
-    match reg.promote(format!("race/{version}"), &who, "race").await {
+    match reg
+        .acting_as(who.clone())
+        .promote(format!("race/{version}"), "race")
+        .await
+    {
         Ok(e) => println!("OUTCOME promoted {}", e.seq),
         Err(Error::ConcurrentChange { model, what }) => {
             assert_eq!(model, "race");

@@ -209,7 +209,8 @@ async fn sixteen_writers_get_unique_gap_free_versions(base: Base) {
             let payload = format!("payload of writer {i}");
             let source = ArtifactSource::bytes("model.bin", payload.clone()).expect("valid path");
             let v = registry
-                .register("race", source, NewVersion::by(actor("ci")))
+                .acting_as(actor("ci"))
+                .register("race", source, NewVersion::new())
                 .await
                 .unwrap_or_else(|e| panic!("writer {i}: {e}"));
             (v, payload)
@@ -239,7 +240,7 @@ async fn sixteen_writers_get_unique_gap_free_versions(base: Base) {
             .resolve(format!("race/{number}"))
             .await
             .expect("resolve");
-        assert_eq!(&stored, v);
+        assert_eq!(&stored, &v.version);
         let dest = base.scratch(&format!("fetch-{number}"));
         reader
             .fetch(
@@ -268,11 +269,8 @@ async fn a_failed_part_publishes_nothing_and_a_retry_succeeds(base: Base) {
     faults.fail_parts(&[2]);
     let e = assert_err!(
         registry
-            .register(
-                "fraud",
-                ArtifactSource::dir(&dir),
-                NewVersion::by(actor("ci"))
-            )
+            .acting_as(actor("ci"))
+            .register("fraud", ArtifactSource::dir(&dir), NewVersion::new())
             .await,
         Error::Storage { .. }
     );
@@ -288,11 +286,8 @@ async fn a_failed_part_publishes_nothing_and_a_retry_succeeds(base: Base) {
 
     faults.heal();
     let v = registry
-        .register(
-            "fraud",
-            ArtifactSource::dir(&dir),
-            NewVersion::by(actor("ci")),
-        )
+        .acting_as(actor("ci"))
+        .register("fraud", ArtifactSource::dir(&dir), NewVersion::new())
         .await
         .expect("retry");
     assert_eq!(v.number.get(), 1);
@@ -324,7 +319,8 @@ async fn a_failure_at_any_request_leaves_no_half_registered_version(base: Base) 
         create(&registry, "fraud").await;
         faults.clear_log();
         registry
-            .register("fraud", source(), NewVersion::by(actor("ci")))
+            .acting_as(actor("ci"))
+            .register("fraud", source(), NewVersion::new())
             .await
             .expect("clean registration");
         faults.log()
@@ -345,7 +341,8 @@ async fn a_failure_at_any_request_leaves_no_half_registered_version(base: Base) 
         faults.clear_log();
         faults.fail_request_in(k);
         let result = registry
-            .register("fraud", source(), NewVersion::by(actor("ci")))
+            .acting_as(actor("ci"))
+            .register("fraud", source(), NewVersion::new())
             .await;
         faults.heal();
         let failed = faults
@@ -380,7 +377,8 @@ async fn a_failure_at_any_request_leaves_no_half_registered_version(base: Base) 
         }
 
         let v = registry
-            .register("fraud", source(), NewVersion::by(actor("ci")))
+            .acting_as(actor("ci"))
+            .register("fraud", source(), NewVersion::new())
             .await
             .unwrap_or_else(|e| panic!("k = {k}: retry: {e}"));
         assert_eq!(v.number.get(), 1, "k = {k}");
@@ -493,22 +491,16 @@ async fn stored_content_is_not_uploaded_again(base: Base) {
     create(&registry, "fraud").await;
     let (dir, _) = base.model_dir("model", 6);
     let v1 = registry
-        .register(
-            "fraud",
-            ArtifactSource::dir(&dir),
-            NewVersion::by(actor("ci")),
-        )
+        .acting_as(actor("ci"))
+        .register("fraud", ArtifactSource::dir(&dir), NewVersion::new())
         .await
         .expect("first");
     assert_eq!(faults.ops("put_part").len(), 3);
 
     faults.clear_log();
     let v2 = registry
-        .register(
-            "fraud",
-            ArtifactSource::dir(&dir),
-            NewVersion::by(actor("ci")),
-        )
+        .acting_as(actor("ci"))
+        .register("fraud", ArtifactSource::dir(&dir), NewVersion::new())
         .await
         .expect("second");
     assert_eq!((v2.number.get(), v2.artifact), (2, v1.artifact));
@@ -541,7 +533,8 @@ async fn opening_a_long_history_reads_a_checkpoint_and_the_tail(base: Base) {
     for i in 1..EVENTS {
         let tags: Tags = [(common::registry_suite::key("step"), i.to_string())].into();
         writer
-            .set_model_tags("long", tags, vec![], &actor("ci"))
+            .acting_as(actor("ci"))
+            .set_model_tags("long", tags, vec![])
             .await
             .expect("tag");
     }
@@ -662,11 +655,8 @@ async fn file_urls_and_local_registries_share_one_layout() {
     let local = Registry::open_local(&root).await.expect("open local");
     create(&local, "fraud").await;
     local
-        .register(
-            "fraud",
-            ArtifactSource::dir(&src),
-            NewVersion::by(actor("a")),
-        )
+        .acting_as(actor("a"))
+        .register("fraud", ArtifactSource::dir(&src), NewVersion::new())
         .await
         .expect("register locally");
 
@@ -679,17 +669,14 @@ async fn file_urls_and_local_registries_share_one_layout() {
     assert_eq!(read_tree(&dir.path().join("out1")), read_tree(&src));
     std::fs::write(src.join("config.json"), "{}").expect("write");
     let v2 = by_url
-        .register(
-            "fraud",
-            ArtifactSource::dir(&src),
-            NewVersion::by(actor("b")),
-        )
+        .acting_as(actor("b"))
+        .register("fraud", ArtifactSource::dir(&src), NewVersion::new())
         .await
         .expect("register by URL");
     assert_eq!(v2.number.get(), 2);
 
     let local = Registry::open_local(&root).await.expect("reopen local");
-    assert_eq!(local.resolve("fraud@latest").await.expect("resolve"), v2);
+    assert_eq!(local.resolve("fraud@latest").await.expect("resolve"), v2.version);
     local
         .fetch("fraud/2", dir.path().join("out2"), FetchOptions::new())
         .await

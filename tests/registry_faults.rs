@@ -271,7 +271,8 @@ async fn losing_every_race_gives_up_with_conflict() {
     stores.faults.appends.store(0, Ordering::SeqCst);
     let source = ArtifactSource::bytes("m.bin", "two").expect("valid path");
     let e = assert_err!(
-        reg.register("fraud", source, NewVersion::by(actor("ci")))
+        reg.acting_as(actor("ci"))
+            .register("fraud", source, NewVersion::new())
             .await,
         Error::Conflict { attempts: 4, .. }
     );
@@ -279,7 +280,7 @@ async fn losing_every_race_gives_up_with_conflict() {
     assert_eq!(stores.faults.appends.load(Ordering::SeqCst), 4);
     let m = Metrics::new().with("auc", 0.5).expect("finite");
     assert_err!(
-        reg.add_metrics("fraud/1", m, &actor("eval")).await,
+        reg.acting_as(actor("eval")).add_metrics("fraud/1", m).await,
         Error::Conflict { attempts: 4, .. }
     );
     assert_eq!(event_count(&stores.healthy(), "fraud").await, 2);
@@ -298,7 +299,8 @@ async fn a_failed_append_leaves_nothing_and_the_registry_recovers() {
     let reg = stores.registry(8, 1000);
     stores.faults.fail_appends.store(true, Ordering::SeqCst);
     assert_err!(
-        reg.create_model("fraud", modelreg::CreateModel::by(actor("alice")))
+        reg.acting_as(actor("alice"))
+            .create_model("fraud", modelreg::CreateModel::new())
             .await,
         Error::Storage { .. }
     );
@@ -310,7 +312,8 @@ async fn a_failed_append_leaves_nothing_and_the_registry_recovers() {
     stores.faults.fail_appends.store(true, Ordering::SeqCst);
     let source = ArtifactSource::bytes("m.bin", "one").expect("valid path");
     assert_err!(
-        reg.register("fraud", source, NewVersion::by(actor("ci")))
+        reg.acting_as(actor("ci"))
+            .register("fraud", source, NewVersion::new())
             .await,
         Error::Storage { .. }
     );
@@ -341,7 +344,8 @@ async fn a_failed_upload_registers_nothing() {
     };
     stores.faults.puts_before_failure.store(1, Ordering::SeqCst);
     assert_err!(
-        reg.register("fraud", files(), NewVersion::by(actor("ci")))
+        reg.acting_as(actor("ci"))
+            .register("fraud", files(), NewVersion::new())
             .await,
         Error::Storage { .. }
     );
@@ -357,7 +361,8 @@ async fn a_failed_upload_registers_nothing() {
         .puts_before_failure
         .store(usize::MAX, Ordering::SeqCst);
     let v1 = reg
-        .register("fraud", files(), NewVersion::by(actor("ci")))
+        .acting_as(actor("ci"))
+        .register("fraud", files(), NewVersion::new())
         .await
         .expect("register");
     assert_eq!((v1.number.get(), v1.files), (1, 3));
@@ -391,10 +396,12 @@ async fn checkpoint_faults_never_change_the_state() {
         .fail_checkpoints
         .store(false, Ordering::SeqCst);
     let m = Metrics::new().with("auc", 0.5).expect("finite");
-    reg.add_metrics("fraud/2", m, &actor("eval"))
+    reg.acting_as(actor("eval"))
+        .add_metrics("fraud/2", m)
         .await
         .expect("metrics");
-    reg.deprecate("fraud/1", "old", &actor("bob"))
+    reg.acting_as(actor("bob"))
+        .deprecate("fraud/1", "old")
         .await
         .expect("deprecate");
     let cp = stores

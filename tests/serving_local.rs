@@ -84,7 +84,8 @@ async fn watch_child() {
             "promote 2" => to_production(&reg, "fraud", 2).await,
             "promote 3" => to_production(&reg, "fraud", 3).await,
             _ => {
-                reg.rollback("fraud", &actor("child"), "test")
+                reg.acting_as(actor("child"))
+                    .rollback("fraud", "test")
                     .await
                     .expect("rollback");
             }
@@ -105,13 +106,14 @@ async fn watch_sees_moves_made_by_another_process() {
     let reg = open(&dir).await;
     create(&reg, "fraud").await;
     for i in 1..=3 {
-        reg.register(
-            "fraud",
-            ArtifactSource::bytes("m.bin", format!("v{i}")).expect("valid"),
-            NewVersion::by(actor("ci")),
-        )
-        .await
-        .expect("register");
+        reg.acting_as(actor("ci"))
+            .register(
+                "fraud",
+                ArtifactSource::bytes("m.bin", format!("v{i}")).expect("valid"),
+                NewVersion::new(),
+            )
+            .await
+            .expect("register");
     }
     to_production(&reg, "fraud", 1).await;
 
@@ -163,13 +165,15 @@ async fn register_big(reg: &Registry) -> VersionRecord {
         .into_iter()
         .map(|(p, d)| (p, bytes::Bytes::from(d)))
         .collect();
-    reg.register(
-        "big",
-        ArtifactSource::files(files).expect("valid paths"),
-        NewVersion::by(actor("ci")),
-    )
-    .await
-    .expect("register")
+    reg.acting_as(actor("ci"))
+        .register(
+            "big",
+            ArtifactSource::files(files).expect("valid paths"),
+            NewVersion::new(),
+        )
+        .await
+        .expect("register")
+        .version
 }
 
 /// Hashes every file below `dir` by relative path.
@@ -298,13 +302,14 @@ async fn registry_with_versions(dir: &Path, n: u64, size: usize) -> Registry {
     create(&reg, "m").await;
     for i in 1..=n {
         let data = vec![i as u8; size];
-        reg.register(
-            "m",
-            ArtifactSource::bytes("w.bin", data).expect("valid"),
-            NewVersion::by(actor("ci")),
-        )
-        .await
-        .expect("register");
+        reg.acting_as(actor("ci"))
+            .register(
+                "m",
+                ArtifactSource::bytes("w.bin", data).expect("valid"),
+                NewVersion::new(),
+            )
+            .await
+            .expect("register");
     }
     reg
 }

@@ -66,23 +66,26 @@ async fn torture_child() {
         let is_register = roll < 30 || count == 0;
         let result: Result<String, Error> = if is_register {
             let payload = format!("child {id} op {i}");
-            reg.register(
-                "torture",
-                ArtifactSource::bytes("model.bin", payload.clone()).expect("source"),
-                NewVersion::by(me.clone()),
-            )
-            .await
-            .map(|v| format!("register {} {payload}", v.number))
+            reg.acting_as(me.clone())
+                .register(
+                    "torture",
+                    ArtifactSource::bytes("model.bin", payload.clone()).expect("source"),
+                    NewVersion::new(),
+                )
+                .await
+                .map(|v| format!("register {} {payload}", v.number))
         } else if roll < 45 {
             let r = pick(&mut rng);
             let metrics = Metrics::new().with("auc", rng.f64()).expect("metric");
-            reg.add_metrics(r.as_str(), metrics, &me)
+            reg.acting_as(me.clone())
+                .add_metrics(r.as_str(), metrics)
                 .await
                 .map(|v| format!("metrics {}", v.number))
         } else if roll < 55 {
             let r = pick(&mut rng);
             let alias = ["champion", "challenger"][rng.usize(0..2)];
-            reg.set_alias(r.as_str(), alias, SetAlias::by(me.clone()))
+            reg.acting_as(me.clone())
+                .set_alias(r.as_str(), alias, SetAlias::new())
                 .await
                 .map(|e| format!("alias {alias} {}", e.kind.version().map_or(0, |v| v.get())))
         } else if roll < 80 {
@@ -97,7 +100,8 @@ async fn torture_child() {
                 Stage::Validation => Stage::Production,
                 Stage::Production => Stage::Archived,
             };
-            reg.transition(r.as_str(), to, &me, "torture")
+            reg.acting_as(me.clone())
+                .transition(r.as_str(), to, "torture")
                 .await
                 .map(|e| {
                     format!(
@@ -107,11 +111,13 @@ async fn torture_child() {
                 })
         } else if roll < 93 {
             let r = pick(&mut rng);
-            reg.approve(r.as_str(), Stage::Production, &me, "")
+            reg.acting_as(me.clone())
+                .approve(r.as_str(), Stage::Production, "")
                 .await
                 .map(|e| format!("approve {}", e.kind.version().map_or(0, |v| v.get())))
         } else {
-            reg.rollback("torture", &me, "torture")
+            reg.acting_as(me.clone())
+                .rollback("torture", "torture")
                 .await
                 .map(|e| format!("rollback {}", e.kind.version().map_or(0, |v| v.get())))
         };
@@ -191,21 +197,22 @@ fn run_with(target: Target, procs: Option<usize>, ops: usize) {
     rt.block_on(async {
         let reg = open_default(&target.spec).await;
         let lead = Actor::new("lead").expect("actor");
-        reg.create_model("torture", CreateModel::by(lead.clone()))
+        reg.acting_as(lead.clone())
+            .create_model("torture", CreateModel::new())
             .await
             .expect("create");
         // Promotions need one approval (not the requester's own): approvals matter.
-        reg.set_gates(
-            "torture",
-            Stage::Production,
-            vec![GateSpec::Approvals {
-                required: 1,
-                from: BTreeSet::new(),
-            }],
-            &lead,
-        )
-        .await
-        .expect("gates");
+        reg.acting_as(lead.clone())
+            .set_gates(
+                "torture",
+                Stage::Production,
+                vec![GateSpec::Approvals {
+                    required: 1,
+                    from: BTreeSet::new(),
+                }],
+            )
+            .await
+            .expect("gates");
     });
 
     let exe = std::env::current_exe().expect("test binary");

@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::name::ModelName;
 use super::record::{CodeRef, DatasetRef, Environment, Hyperparameters, Provenance, VersionRecord};
 
 /// Distinct values of one field, by their JSON.
@@ -79,6 +80,7 @@ pub(crate) fn encode(versions: &[Arc<VersionRecord>]) -> Vec<u8> {
             rows.push(b',');
         }
         let stub = VersionRecord {
+            model: ModelName::unset(),
             provenance: Provenance {
                 parents: p.parents.clone(),
                 ..Provenance::default()

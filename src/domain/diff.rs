@@ -1022,6 +1022,7 @@ mod tests {
             m = m.with(k, *v).unwrap();
         }
         VersionRecord {
+            model: crate::domain::ModelName::unset(),
             number: VersionNumber::new(n).unwrap(),
             semver: None,
             artifact: Digest::of(&n.to_le_bytes()),

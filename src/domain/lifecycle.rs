@@ -79,6 +79,48 @@ impl Stage {
         self.allowed_targets().contains(&to)
     }
 
+    /// The stages a version passes through, in order, on the shortest path the
+    /// table allows from `self` to `to` (ending with `to`); empty when
+    /// `self == to`, `None` when the table allows no path.
+    ///
+    /// ```
+    /// use modelreg::Stage;
+    /// assert_eq!(
+    ///     Stage::None.path_to(Stage::Production),
+    ///     Some(vec![Stage::Staging, Stage::Validation, Stage::Production])
+    /// );
+    /// assert_eq!(Stage::Archived.path_to(Stage::Validation), Some(vec![Stage::Staging, Stage::Validation]));
+    /// assert_eq!(Stage::Production.path_to(Stage::Production), Some(vec![]));
+    /// assert_eq!(Stage::Production.path_to(Stage::None), None);
+    /// ```
+    pub fn path_to(self, to: Stage) -> Option<Vec<Stage>> {
+        // Breadth-first over five stages: the first path found is a shortest one.
+        let mut came_from: [Option<Stage>; 5] = [None; 5];
+        let mut queue = std::collections::VecDeque::from([self]);
+        let mut seen = [false; 5];
+        seen[self as usize] = true;
+        while let Some(at) = queue.pop_front() {
+            if at == to {
+                let mut path = Vec::new();
+                let mut step = at;
+                while step != self {
+                    path.push(step);
+                    step = came_from[step as usize]?;
+                }
+                path.reverse();
+                return Some(path);
+            }
+            for &next in at.allowed_targets() {
+                if !seen[next as usize] {
+                    seen[next as usize] = true;
+                    came_from[next as usize] = Some(at);
+                    queue.push_back(next);
+                }
+            }
+        }
+        None
+    }
+
     /// The stage's name as serialized and as used in references (`fraud@production`).
     pub const fn as_str(self) -> &'static str {
         match self {

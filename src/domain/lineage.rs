@@ -1102,6 +1102,7 @@ mod tests {
 
     fn record(n: u64, provenance: Provenance) -> VersionRecord {
         VersionRecord {
+            model: crate::domain::ModelName::unset(),
             number: VersionNumber::new(n).unwrap(),
             semver: None,
             artifact: Digest::of(b""),

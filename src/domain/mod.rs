@@ -20,7 +20,7 @@ pub use diff::{
     MetricDiff, MetricPoint, MetricVerdict, OverallVerdict, ValueChange, VersionDiff,
     VersionSummary, compare_versions, flatten_hyperparameters, metric_history, metric_verdict,
 };
-pub use event::{EVENT_FORMAT, Event, EventKind};
+pub use event::{Event, EventKind};
 pub use lifecycle::{
     AliasTarget, Approval, Baseline, Decision, Gate, GatePolicy, GateSpec, GateVerdict, Stage,
     Transition,
@@ -29,7 +29,7 @@ pub use lineage::{
     CodeKey, DatasetKey, LineageEdgeKind, LineageGraph, LineageNode, LineagePath, LineageStep,
     LineageSubgraph, ReachedNode, SubgraphEdge, VersionKey,
 };
-pub use manifest::{MANIFEST_FORMAT, Manifest, ManifestEntry, RelPath};
+pub use manifest::{Manifest, ManifestEntry, RelPath};
 pub use name::{Actor, AliasName, MetricName, ModelName, TagKey};
 pub use record::{
     CodeRef, DatasetRef, DatasetRole, Deprecation, Environment, Goal, HyperValue, Hyperparameters,
@@ -37,4 +37,4 @@ pub use record::{
 };
 pub use reference::{Selector, VersionNumber, VersionRef};
 pub use routing::{Route, RouteTarget, Routed, TrafficSplit};
-pub use state::{CHECKPOINT_FORMAT, ModelState};
+pub use state::ModelState;

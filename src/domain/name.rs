@@ -117,6 +117,20 @@ checked_string! {
     ModelName, check_model_name
 }
 
+impl ModelName {
+    /// The name of no model: what a [`VersionRecord`](super::VersionRecord) read
+    /// from a log record holds until the fold fills in its model. Never valid as
+    /// input (`new` rejects the empty name).
+    pub(crate) fn unset() -> ModelName {
+        ModelName(SmolStr::default())
+    }
+
+    /// Whether this is [`unset`](Self::unset).
+    pub(crate) fn is_unset(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 checked_string! {
     /// The name of an alias, a movable pointer to a version (`champion`, `challenger`).
     ///

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::lifecycle::{Approval, Stage};
 use super::name::{Actor, MetricName, ModelName, TagKey, check_text};
-use super::reference::VersionNumber;
+use super::reference::{Selector, VersionNumber, VersionRef};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 
@@ -647,6 +647,13 @@ impl Provenance {
 /// One registered version of a model, as stored in its `version_registered` event.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VersionRecord {
+    /// The model it is a version of. Not stored in the log's records (each log
+    /// is one model's): the fold fills it in.
+    #[serde(
+        default = "ModelName::unset",
+        skip_serializing_if = "ModelName::is_unset"
+    )]
+    pub model: ModelName,
     /// Its sequential number.
     pub number: VersionNumber,
     /// Its semver label, unique within the model.
@@ -690,6 +697,19 @@ pub struct VersionRecord {
     /// Every stage the version has been in, besides `none` (it may have left them).
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub reached: BTreeSet<Stage>,
+}
+
+impl VersionRecord {
+    /// The reference to this version by number, `model/number`: what
+    /// `format!("{model}/{n}")` would build, without a parse. Records (and
+    /// `&VersionRecord`) are also accepted directly wherever a command takes a
+    /// reference.
+    pub fn reference(&self) -> VersionRef {
+        VersionRef {
+            model: self.model.clone(),
+            selector: Selector::Number(self.number),
+        }
+    }
 }
 
 fn is_default<T: Default + PartialEq>(t: &T) -> bool {

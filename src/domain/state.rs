@@ -168,7 +168,9 @@ impl ModelState {
 
     /// Appends a version read from a checkpoint, checking that numbers stay dense
     /// and at most one version is in production, and indexes it.
-    fn push_loaded(&mut self, v: Arc<VersionRecord>) -> Result<()> {
+    fn push_loaded(&mut self, mut v: Arc<VersionRecord>) -> Result<()> {
+        // Freshly decoded, so not shared: this sets the field in place.
+        Arc::make_mut(&mut v).model = self.name.clone();
         if v.number.get() != self.versions.len() as u64 + 1 {
             return Err(Error::corrupt(
                 format!("state of model '{}'", self.name),
@@ -261,6 +263,12 @@ impl ModelState {
                 Err(Error::already_exists(format!("model '{}'", self.name)))
             }
             EventKind::VersionRegistered { version } => {
+                if !version.model.is_unset() && version.model != self.name {
+                    return Err(Error::invalid_input(
+                        format!("version {} of model '{}'", version.number, self.name),
+                        format!("the record names model '{}'", version.model),
+                    ));
+                }
                 let expected = self.next_version_number();
                 if version.number != expected {
                     return Err(Error::invalid_input(
@@ -490,6 +498,7 @@ impl ModelState {
             EventKind::ModelCreated { .. } => {}
             EventKind::VersionRegistered { version } => {
                 let mut version = *version;
+                version.model = self.name.clone();
                 if let Some(previous) = self.versions.last() {
                     version.provenance.share_with(&previous.provenance);
                 }
@@ -983,6 +992,7 @@ mod tests {
                     .into(),
             };
             let version = VersionRecord {
+                model: crate::domain::ModelName::unset(),
                 number: VersionNumber::new(i).unwrap(),
                 semver: None,
                 artifact: Digest::of(&i.to_le_bytes()),

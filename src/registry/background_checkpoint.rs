@@ -19,12 +19,14 @@ async fn a_background_checkpoint_folds_to_the_same_state() {
         .build()
         .expect("registry");
     let alice = Actor::new("alice").expect("actor");
-    reg.create_model("fraud", CreateModel::by(alice.clone()))
+    reg.acting_as(alice.clone())
+        .create_model("fraud", CreateModel::new())
         .await
         .expect("create"); // 1
     for i in 0..3 {
         let source = ArtifactSource::bytes("m.bin", format!("weights {i}")).expect("source");
-        reg.register("fraud", source, NewVersion::by(alice.clone()))
+        reg.acting_as(alice.clone())
+            .register("fraud", source, NewVersion::new())
             .await
             .expect("register"); // 2..=4
     }

@@ -422,7 +422,7 @@ impl Registry {
             if !missing.is_empty() {
                 // Copied, whatever the version's link mode: this is the rare path
                 // after a collection, and a copy is independent of the source.
-                let (again, again_digest) = ingest::ingest(
+                let (again, again_digest, _) = ingest::ingest(
                     artifacts,
                     source.clone(),
                     self.inner.hash_cache.as_ref(),
@@ -689,7 +689,8 @@ mod tests {
     async fn an_expired_sweep_does_not_hold_up_a_registration() {
         let reg = Registry::in_memory();
         let alice = Actor::new("alice").expect("actor");
-        reg.create_model("fraud", CreateModel::by(alice.clone()))
+        reg.acting_as(alice.clone())
+            .create_model("fraud", CreateModel::new())
             .await
             .expect("create");
         let digest = Digest::of(b"weights");
@@ -700,7 +701,8 @@ mod tests {
         let source = ArtifactSource::bytes("model.bin", "weights").expect("source");
         let registered = tokio::time::timeout(
             Duration::from_secs(5),
-            reg.register("fraud", source, NewVersion::by(alice)),
+            reg.acting_as(alice)
+                .register("fraud", source, NewVersion::new()),
         )
         .await
         .expect("no wait for a dead collector")

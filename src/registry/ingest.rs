@@ -8,10 +8,10 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::digest::Digest;
-use crate::domain::{Manifest, ManifestEntry, RelPath};
+use crate::domain::{Manifest, ManifestEntry, RelPath, VersionRecord};
 use crate::error::{Error, Result};
 use crate::hash_cache::HashCache;
-use crate::store::{ArtifactStore, ArtifactStoreExt, LinkMode};
+use crate::store::{ArtifactStore, ArtifactStoreExt, LinkMode, Materialized};
 
 /// Where a new version's files come from.
 ///
@@ -100,7 +100,8 @@ pub(crate) async fn ingest(
     source: ArtifactSource,
     cache: Option<&HashCache>,
     link: LinkMode,
-) -> Result<(Manifest, Digest)> {
+) -> Result<(Manifest, Digest, IngestStats)> {
+    let mut stats = IngestStats::default();
     let manifest = match source {
         ArtifactSource::Bytes(files) => return Planned::new(&files)?.store(store).await,
         ArtifactSource::File(path) => {
@@ -124,15 +125,73 @@ pub(crate) async fn ingest(
                 }
                 Err(e) => return Err(Error::io(&path, e)),
             }
-            store_files(store, vec![SourceFile { rel, abs: path }], cache, link).await?
+            store_files(
+                store,
+                vec![SourceFile { rel, abs: path }],
+                cache,
+                link,
+                &mut stats,
+            )
+            .await?
         }
         ArtifactSource::Dir(dir) => {
             let files = blocking(move || walk(&dir)).await??;
-            store_files(store, files, cache, link).await?
+            store_files(store, files, cache, link, &mut stats).await?
         }
     };
     let digest = store.put_bytes(Bytes::from(manifest.to_bytes())).await?;
-    Ok((manifest, digest))
+    Ok((manifest, digest, stats))
+}
+
+/// What ingest did with a version's files, for the [`RegisterReport`]
+/// (`crate::RegisterReport`).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct IngestStats {
+    pub(crate) files_stored: u64,
+    pub(crate) bytes_stored: u64,
+    pub(crate) files_present: u64,
+    pub(crate) bytes_present: u64,
+    pub(crate) files_linked: u64,
+    pub(crate) files_copied: u64,
+    pub(crate) hash_cache_hits: u64,
+}
+
+impl IngestStats {
+    fn count(&mut self, size: u64, placed: Placed) {
+        match placed {
+            Placed::CacheHit => {
+                self.hash_cache_hits += 1;
+                self.files_present += 1;
+                self.bytes_present += size;
+            }
+            Placed::Present => {
+                self.files_present += 1;
+                self.bytes_present += size;
+            }
+            Placed::Stored(how) => {
+                self.files_stored += 1;
+                self.bytes_stored += size;
+                match how {
+                    Some(Materialized::Reflinked | Materialized::HardLinked) => {
+                        self.files_linked += 1
+                    }
+                    Some(Materialized::Copied) => self.files_copied += 1,
+                    None => {}
+                }
+            }
+        }
+    }
+}
+
+/// How one file entered the store.
+#[derive(Clone, Copy, Debug)]
+enum Placed {
+    /// The hash cache knew the file and the store had its blob: not read at all.
+    CacheHit,
+    /// Read and hashed; the store had the blob already.
+    Present,
+    /// Stored new; `Some` says how a local file was placed.
+    Stored(Option<Materialized>),
 }
 
 /// A source whose manifest is known before anything is stored: in-memory files,
@@ -195,13 +254,40 @@ impl Planned {
     /// their durable writes overlap. A manifest stored without its files is as
     /// harmless as a file stored without its manifest: only the version's event,
     /// appended after both, makes either reachable.
-    pub(crate) async fn store(self, store: &dyn ArtifactStore) -> Result<(Manifest, Digest)> {
-        futures::stream::iter(self.blobs)
-            .map(|bytes| store.put_bytes(bytes))
+    pub(crate) async fn store(
+        self,
+        store: &dyn ArtifactStore,
+    ) -> Result<(Manifest, Digest, IngestStats)> {
+        // The manifest is blob 0; it is not one of the version's files.
+        let placed: Vec<(u64, Placed)> = futures::stream::iter(self.blobs.into_iter().enumerate())
+            .map(|(i, bytes)| async move {
+                let size = bytes.len() as u64;
+                let digest = Digest::of(&bytes);
+                let placed = if store.contains(&digest).await? {
+                    Placed::Present
+                } else {
+                    store.put_bytes(bytes).await?;
+                    Placed::Stored(None)
+                };
+                Ok::<_, Error>((i, size, placed))
+            })
             .buffer_unordered(CONCURRENCY)
-            .try_for_each(|_| futures::future::ready(Ok(())))
+            .try_filter_map(|(i, size, placed)| {
+                futures::future::ready(Ok((i > 0).then_some((size, placed))))
+            })
+            .try_collect()
             .await?;
-        Ok((self.manifest, self.digest))
+        let mut stats = IngestStats::default();
+        for (size, p) in placed {
+            stats.count(size, p);
+        }
+        // A file that repeats within the version is stored once and present after.
+        let distinct = stats.files_stored + stats.files_present;
+        let repeated = self.manifest.len() as u64 - distinct;
+        stats.files_present += repeated;
+        stats.bytes_present +=
+            self.manifest.total_size() - stats.bytes_stored - stats.bytes_present;
+        Ok((self.manifest, self.digest, stats))
     }
 }
 
@@ -217,22 +303,29 @@ async fn store_files(
     files: Vec<SourceFile>,
     cache: Option<&HashCache>,
     link: LinkMode,
+    stats: &mut IngestStats,
 ) -> Result<Manifest> {
     let mut paths: Vec<&RelPath> = files.iter().map(|f| &f.rel).collect();
     paths.sort();
     Manifest::check_paths(&paths)?;
-    let entries: Vec<ManifestEntry> = futures::stream::iter(files)
+    let stored: Vec<(ManifestEntry, Placed)> = futures::stream::iter(files)
         .map(|f| async move {
-            let (digest, size) = store_file(store, &f.abs, cache, link).await?;
-            Ok::<_, Error>(ManifestEntry {
+            let (digest, size, placed) = store_file(store, &f.abs, cache, link).await?;
+            let entry = ManifestEntry {
                 path: f.rel,
                 size,
                 digest,
-            })
+            };
+            Ok::<_, Error>((entry, placed))
         })
         .buffer_unordered(CONCURRENCY)
         .try_collect()
         .await?;
+    let mut entries = Vec::with_capacity(stored.len());
+    for (entry, placed) in stored {
+        stats.count(entry.size, placed);
+        entries.push(entry);
+    }
     Manifest::new(entries)
 }
 
@@ -248,7 +341,7 @@ async fn store_file(
     abs: &Path,
     cache: Option<&HashCache>,
     link: LinkMode,
-) -> Result<(Digest, u64)> {
+) -> Result<(Digest, u64, Placed)> {
     let mut before = None;
     if let Some(cache) = cache {
         let (c, p) = (cache.clone(), abs.to_owned());
@@ -258,7 +351,7 @@ async fn store_file(
         {
             Ok((digest, size)) => {
                 if store.contains(&digest).await? {
-                    return Ok((digest, size));
+                    return Ok((digest, size, Placed::CacheHit));
                 }
             }
             Err(meta) => before = Some(meta),
@@ -270,7 +363,11 @@ async fn store_file(
         let (digest, size) = (imported.digest, imported.size);
         blocking(move || c.remember(&p, &before, &digest, size)).await?;
     }
-    Ok((imported.digest, imported.size))
+    let placed = match imported.placed {
+        None => Placed::Present,
+        how => Placed::Stored(how),
+    };
+    Ok((imported.digest, imported.size, placed))
 }
 
 /// Runs blocking work on tokio's blocking pool.
@@ -379,4 +476,86 @@ fn walk_dir(
         }
     }
     Ok(())
+}
+
+/// A registered version and what registering it did: what
+/// [`Session::register`](crate::Session::register) returns. It dereferences to
+/// the [`VersionRecord`], so `registered.number` and `&*registered` work as on
+/// the record.
+#[derive(Clone, Debug)]
+pub struct Registered {
+    /// The new version.
+    pub version: VersionRecord,
+    /// What was stored, linked, copied or found already stored, and how long it
+    /// took.
+    pub report: RegisterReport,
+}
+
+impl std::ops::Deref for Registered {
+    type Target = VersionRecord;
+
+    fn deref(&self) -> &VersionRecord {
+        &self.version
+    }
+}
+
+impl From<Registered> for VersionRecord {
+    fn from(r: Registered) -> VersionRecord {
+        r.version
+    }
+}
+
+/// What a registration did with the version's files.
+///
+/// Every file of the version is counted once, as stored new
+/// (`files_stored`) or found already stored (`files_present`: an identical file
+/// of an earlier version, or an earlier file of this one); `files_linked` and
+/// `files_copied` say how the new local files were placed, and
+/// `hash_cache_hits` how many unchanged local files were not read at all.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct RegisterReport {
+    /// Files in the version.
+    pub files: u64,
+    /// Their total size in bytes.
+    pub bytes: u64,
+    /// Files whose bytes were stored new.
+    pub files_stored: u64,
+    /// Bytes stored new.
+    pub bytes_stored: u64,
+    /// Files whose bytes the store already had.
+    pub files_present: u64,
+    /// Bytes the store already had.
+    pub bytes_present: u64,
+    /// New local files placed by reflink or hard link instead of a copy
+    /// ([`NewVersion::link`](crate::NewVersion::link)).
+    pub files_linked: u64,
+    /// New local files copied into the store.
+    pub files_copied: u64,
+    /// Local files whose digest came from the hash cache (unchanged since they
+    /// were last registered): not read.
+    pub hash_cache_hits: u64,
+    /// How long the registration took, hashing and storing included.
+    #[serde(with = "duration_ms")]
+    pub elapsed: std::time::Duration,
+}
+
+/// A duration as whole milliseconds (fractional part as a float) on the wire.
+mod duration_ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub(super) fn serialize<S: Serializer>(
+        d: &Duration,
+        s: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64() * 1000.0)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> std::result::Result<Duration, D::Error> {
+        let ms = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(ms / 1000.0).map_err(serde::de::Error::custom)
+    }
 }

@@ -12,22 +12,8 @@ use crate::domain::{
 use crate::error::{Error, Result};
 
 impl Registry {
-    /// Moves a version to another stage.
-    ///
-    /// The move must be in the [transition table](Stage::allowed_targets)
-    /// ([`Error::InvalidTransition`] otherwise, naming the allowed targets), and
-    /// every gate for the target stage — stored ([`set_gates`](Self::set_gates))
-    /// and in-process ([`RegistryBuilder::gate`](crate::RegistryBuilder::gate)) —
-    /// must pass ([`Error::GateRejected`] lists every failed gate; nothing changes).
-    /// Moving a version to production archives the current production version in
-    /// the same event. The event records actor, time, from, to, reason and every
-    /// gate's verdict.
-    ///
-    /// If another writer changes the candidate's stage (or, for a promotion, the
-    /// production version) while this runs, it fails with
-    /// [`Error::ConcurrentChange`] rather than act on a state the caller did not
-    /// see.
-    pub async fn transition(
+    /// The implementation of [`Session::transition`](super::Session::transition).
+    pub(crate) async fn transition(
         &self,
         version: impl IntoVersionRef,
         to: Stage,
@@ -84,9 +70,8 @@ impl Registry {
         Ok(event)
     }
 
-    /// Moves a version to production: [`transition`](Self::transition) to
-    /// [`Stage::Production`].
-    pub async fn promote(
+    /// The implementation of [`Session::promote`](super::Session::promote).
+    pub(crate) async fn promote(
         &self,
         version: impl IntoVersionRef,
         actor: &Actor,
@@ -96,9 +81,8 @@ impl Registry {
             .await
     }
 
-    /// Records `approver`'s approval of moving a version to `stage`. The latest
-    /// decision of each approver counts.
-    pub async fn approve(
+    /// The implementation of [`Session::approve`](super::Session::approve).
+    pub(crate) async fn approve(
         &self,
         version: impl IntoVersionRef,
         stage: Stage,
@@ -109,9 +93,8 @@ impl Registry {
             .await
     }
 
-    /// Records `approver`'s rejection of moving a version to `stage`; an approvals
-    /// gate refuses while it stands.
-    pub async fn reject(
+    /// The implementation of [`Session::reject`](super::Session::reject).
+    pub(crate) async fn reject(
         &self,
         version: impl IntoVersionRef,
         stage: Stage,
@@ -146,13 +129,8 @@ impl Registry {
         Ok(event)
     }
 
-    /// Returns production to the version that held it before the current one, and
-    /// archives the current one, as one audited event. Rolling back twice goes two
-    /// steps back. Rollback is the emergency exit and passes no gates.
-    ///
-    /// [`Error::NotFound`] when no version is in production or none held it
-    /// before; [`Error::ConcurrentChange`] if production moved while this ran.
-    pub async fn rollback(
+    /// The implementation of [`Session::rollback`](super::Session::rollback).
+    pub(crate) async fn rollback(
         &self,
         model: impl IntoModelName,
         actor: &Actor,
@@ -183,22 +161,20 @@ impl Registry {
         Ok(event)
     }
 
-    /// Points `alias` of the referenced version's model at that version.
-    ///
-    /// If the alias is protected, or is being made protected, the move must pass
-    /// the model's production gates with the new target as the candidate.
-    pub async fn set_alias(
+    /// The implementation of [`Session::set_alias`](super::Session::set_alias).
+    pub(crate) async fn set_alias(
         &self,
         version: impl IntoVersionRef,
         alias: &str,
         options: SetAlias,
+        actor: &Actor,
     ) -> Result<Event> {
         let r = version.into_version_ref()?;
         let alias = AliasName::new(alias)?;
         let mut number = None;
         let mut basis = None;
         let (event, _) = self
-            .commit(&r.model, &options.actor, |s, time| {
+            .commit(&r.model, actor, |s, time| {
                 let v = pinned_version(s, &r, &mut number)?;
                 let current = s.alias(&alias).cloned();
                 pin(
@@ -210,7 +186,7 @@ impl Registry {
                 let was_protected = current.is_some_and(|c| c.protected);
                 let protected = options.protected.unwrap_or(was_protected);
                 let gates = if was_protected || protected {
-                    self.run_gates(s, v, Stage::Production, &options.actor, time)?
+                    self.run_gates(s, v, Stage::Production, actor, time)?
                 } else {
                     Vec::new()
                 };
@@ -226,9 +202,8 @@ impl Registry {
         Ok(event)
     }
 
-    /// Removes an alias. A protected alias's removal must pass the production gates
-    /// (with its current target as the candidate).
-    pub async fn remove_alias(
+    /// The implementation of [`Session::remove_alias`](super::Session::remove_alias).
+    pub(crate) async fn remove_alias(
         &self,
         model: impl IntoModelName,
         alias: &str,
@@ -258,10 +233,8 @@ impl Registry {
         Ok(event)
     }
 
-    /// Replaces the stored gates for moves into `stage` (an empty list removes
-    /// them). Stored gates are part of the model's log, so every writer applies
-    /// them.
-    pub async fn set_gates(
+    /// The implementation of [`Session::set_gates`](super::Session::set_gates).
+    pub(crate) async fn set_gates(
         &self,
         model: impl IntoModelName,
         stage: Stage,

@@ -189,7 +189,7 @@ impl Registry {
     /// let registry = Registry::in_memory();
     /// let ci = Actor::new("ci")?;
     /// registry
-    ///     .create_model("fraud", CreateModel::by(ci.clone()).metric("auc", MetricSpec::maximize())?)
+    ///     .create_model("fraud", CreateModel::by(ci.clone()).metric("auc", MetricSpec::maximize()))
     ///     .await?;
     /// for (weights, auc) in [("v1", 0.90), ("v2", 0.93)] {
     ///     let v = NewVersion::by(ci.clone()).metrics(Metrics::new().with("auc", auc)?);

@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::state::{decode_checkpoint, encode_checkpoint};
 use crate::domain::{
-    Actor, Event, EventKind, Gate, Manifest, MetricName, MetricSpec, Metrics, ModelName,
-    ModelState, Stage, TagKey, Tags, VersionRecord, VersionRef,
+    Actor, Event, EventKind, Gate, Manifest, MetricName, MetricSpec, ModelName, ModelState, Stage,
+    TagKey, Tags, VersionRecord, VersionRef,
 };
 use crate::error::{Error, Result};
 use crate::hash_cache::HashCache;
@@ -35,17 +35,20 @@ mod options;
 #[cfg(test)]
 mod power_loss;
 mod serving;
+mod session;
 mod url;
 
 pub use check::{CheckReport, Problem};
 pub use fetch::{FetchReport, VerifyReport};
 pub use gc::{GcOptions, GcReport};
-pub use ingest::ArtifactSource;
+pub use ingest::{ArtifactSource, RegisterReport, Registered};
 pub use lineage::{IntoLineageStart, LineageStart};
 pub use options::{
     CreateModel, FetchOptions, HistoryFilter, NewVersion, RetryPolicy, SetAlias, VersionFilter,
 };
+pub use options::{IntoMetrics, IntoSemver, IntoSemverReq};
 pub use serving::WatchOptions;
+pub use session::Session;
 
 use ingest::blocking;
 
@@ -80,7 +83,8 @@ impl IntoModelName for String {
 }
 
 /// Anything that references a version: `&str` such as `"fraud@latest"`, `String`,
-/// [`VersionRef`].
+/// [`VersionRef`], or a version's record ([`VersionRecord`], `&VersionRecord`,
+/// `Arc<VersionRecord>`, [`Registered`]), which references it by number.
 pub trait IntoVersionRef {
     /// Parses or passes on the reference.
     fn into_version_ref(self) -> Result<VersionRef>;
@@ -105,6 +109,48 @@ impl IntoVersionRef for String {
     fn into_version_ref(self) -> Result<VersionRef> {
         self.parse()
     }
+}
+impl IntoVersionRef for &String {
+    fn into_version_ref(self) -> Result<VersionRef> {
+        self.parse()
+    }
+}
+impl IntoVersionRef for &VersionRecord {
+    fn into_version_ref(self) -> Result<VersionRef> {
+        record_ref(self)
+    }
+}
+impl IntoVersionRef for VersionRecord {
+    fn into_version_ref(self) -> Result<VersionRef> {
+        record_ref(&self)
+    }
+}
+impl IntoVersionRef for &Arc<VersionRecord> {
+    fn into_version_ref(self) -> Result<VersionRef> {
+        record_ref(self)
+    }
+}
+impl IntoVersionRef for Arc<VersionRecord> {
+    fn into_version_ref(self) -> Result<VersionRef> {
+        record_ref(&self)
+    }
+}
+impl IntoVersionRef for &Registered {
+    fn into_version_ref(self) -> Result<VersionRef> {
+        record_ref(self)
+    }
+}
+
+/// A record's reference; a record that never went through a registry's fold
+/// (built by hand, or deserialized without its model) cannot name its model.
+fn record_ref(v: &VersionRecord) -> Result<VersionRef> {
+    if v.model.is_unset() {
+        return Err(Error::invalid_input(
+            format!("version record {}", v.number),
+            "it names no model (it was not read from a registry)",
+        ));
+    }
+    Ok(v.reference())
 }
 
 /// One model's cached fold and the lock of this process's writers to it.
@@ -374,7 +420,7 @@ impl Registry {
     /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
     /// use modelreg::{Actor, CreateModel, Registry};
     /// let registry = Registry::open_url("memory://").await?;
-    /// registry.create_model("fraud", CreateModel::by(Actor::new("alice")?)).await?;
+    /// registry.acting_as(Actor::new("alice")?).create_model("fraud", CreateModel::new()).await?;
     /// # Ok::<(), modelreg::Error>(()) }).unwrap();
     /// ```
     pub async fn open_url(url: &str) -> Result<Registry> {
@@ -409,19 +455,20 @@ impl Registry {
 
     // ----- commands -------------------------------------------------------------
 
-    /// Creates a model. Fails with [`Error::AlreadyExists`] if it exists, also when
-    /// another writer created it a moment earlier.
-    pub async fn create_model(
+    /// The implementation of [`Session::create_model`](super::Session::create_model).
+    pub(crate) async fn create_model(
         &self,
         model: impl IntoModelName,
         options: CreateModel,
+        actor: &Actor,
     ) -> Result<ModelState> {
         let model = model.into_model_name()?;
+        options.error.check()?;
         let event = Event {
             seq: 1,
             model: model.clone(),
             time: Utc::now(),
-            actor: options.actor,
+            actor: actor.clone(),
             kind: EventKind::ModelCreated {
                 description: options.description,
                 metric_specs: options.metric_specs,
@@ -446,27 +493,22 @@ impl Registry {
         }
     }
 
-    /// Registers a new version of `model` from `source`.
-    ///
-    /// Files are hashed and only those the store lacks are uploaded; then the
-    /// manifest; then the event that makes the version visible. A failure at any
-    /// point before that event leaves no version, at most unreferenced blobs. The
-    /// version number is the next free one at the moment the event is appended.
-    /// Parents named in the provenance must exist.
-    ///
-    /// Before appending the event, the registration announces its blobs in an
-    /// intent lease (while storing them, for in-memory files, whose digests are
-    /// known before anything is stored) and then checks they are all still
-    /// stored, so a concurrent [`gc`](Self::gc) never deletes a blob the new
-    /// version relies on (a blob such a collection deleted just before is stored
-    /// again from the source).
-    pub async fn register(
+    /// The implementation of [`Session::register`](super::Session::register).
+    pub(crate) async fn register(
         &self,
         model: impl IntoModelName,
         source: ArtifactSource,
         version: NewVersion,
-    ) -> Result<VersionRecord> {
+        actor: &Actor,
+    ) -> Result<Registered> {
+        let started = std::time::Instant::now();
         let model = model.into_model_name()?;
+        let mut version = version;
+        version.error.check()?;
+        self.resolve_parents(&mut version).await?;
+        if version.capture_environment || version.capture_code.is_some() {
+            version = blocking(move || crate::capture::fill_in(version)).await?;
+        }
         // Before anything clones it: validation is depth-bounded, cloning is not.
         version.provenance.check()?;
         // Parents must exist, and none may descend from the new version.
@@ -475,14 +517,22 @@ impl Registry {
         // Check everything that can be checked before moving any bytes.
         let placeholder = crate::digest::Digest::of(b"");
         self.read(&model, |s| {
-            s.check(&registered(s, &version, placeholder, 0, 0, Utc::now()))
+            s.check(&registered(
+                s,
+                &version,
+                actor,
+                placeholder,
+                0,
+                0,
+                Utc::now(),
+            ))
         })
         .await??;
 
         let artifacts = self.inner.artifacts.as_ref();
         let meta = self.inner.metadata.as_ref();
         // Announce the blobs to garbage collectors before relying on them (gc.rs).
-        let (manifest, digest, mut intent) = match ingest::Planned::of(&source)? {
+        let (manifest, digest, stats, mut intent) = match ingest::Planned::of(&source)? {
             // In-memory files: every digest is known before anything is stored, so
             // the intent is written while the blobs are. What makes them safe is
             // the check after both (`secure_blobs`), not the order of the two.
@@ -491,7 +541,9 @@ impl Registry {
                 let (stored, announced) =
                     futures::join!(planned.store(artifacts), gc::Intent::announce(meta, needed));
                 match (stored, announced) {
-                    (Ok((manifest, digest)), Ok(intent)) => (manifest, digest, intent),
+                    (Ok((manifest, digest, stats)), Ok(intent)) => {
+                        (manifest, digest, stats, intent)
+                    }
                     (Err(e), Ok(intent)) => {
                         intent.withdraw(meta).await;
                         return Err(e);
@@ -500,7 +552,7 @@ impl Registry {
                 }
             }
             None => {
-                let (manifest, digest) = ingest::ingest(
+                let (manifest, digest, stats) = ingest::ingest(
                     artifacts,
                     source.clone(),
                     self.inner.hash_cache.as_ref(),
@@ -510,35 +562,66 @@ impl Registry {
                 let needed = std::iter::once(digest)
                     .chain(manifest.entries().iter().map(|e| e.digest))
                     .collect();
-                (manifest, digest, gc::Intent::announce(meta, needed).await?)
+                let intent = gc::Intent::announce(meta, needed).await?;
+                (manifest, digest, stats, intent)
             }
         };
         let committed = async {
             self.secure_blobs(&mut intent, &source, &manifest, digest)
                 .await?;
             let (size, files) = (manifest.total_size(), manifest.len() as u64);
-            let actor = version.actor.clone();
             let (_, record) = self
-                .commit(&model, &actor, |s, time| {
-                    Ok(registered(s, &version, digest, size, files, time))
+                .commit(&model, actor, |s, time| {
+                    Ok(registered(s, &version, actor, digest, size, files, time))
                 })
                 .await?;
-            record.ok_or_else(|| Error::not_found("registered version"))
+            record.ok_or_else(|| {
+                Error::not_found(format!("the version just registered in model '{model}'"))
+            })
         }
         .await;
         intent.withdraw(meta).await;
-        committed
+        let version = committed?;
+        Ok(Registered {
+            report: RegisterReport {
+                files: version.files,
+                bytes: version.size,
+                files_stored: stats.files_stored,
+                bytes_stored: stats.bytes_stored,
+                files_present: stats.files_present,
+                bytes_present: stats.bytes_present,
+                files_linked: stats.files_linked,
+                files_copied: stats.files_copied,
+                hash_cache_hits: stats.hash_cache_hits,
+                elapsed: started.elapsed(),
+            },
+            version,
+        })
     }
 
-    /// Adds metrics to a version (an evaluation after training); a metric it has
-    /// already is replaced, and the old value stays in the history.
-    pub async fn add_metrics(
+    /// Resolves the parents given as references ([`NewVersion::parent`]) to
+    /// numbered parents in the provenance.
+    async fn resolve_parents(&self, version: &mut NewVersion) -> Result<()> {
+        for (r, relation) in std::mem::take(&mut version.parents) {
+            let parent = self.resolve(&r).await?;
+            version.provenance.parents.push(crate::domain::ParentRef {
+                model: r.model.clone(),
+                version: parent.number,
+                relation,
+            });
+        }
+        Ok(())
+    }
+
+    /// The implementation of [`Session::add_metrics`](super::Session::add_metrics).
+    pub(crate) async fn add_metrics(
         &self,
         version: impl IntoVersionRef,
-        metrics: Metrics,
+        metrics: impl IntoMetrics,
         actor: &Actor,
     ) -> Result<VersionRecord> {
         let r = version.into_version_ref()?;
+        let metrics = metrics.into_metrics()?;
         self.commit_on_version(&r, actor, |number| EventKind::MetricsAdded {
             version: number,
             metrics: metrics.clone(),
@@ -546,8 +629,8 @@ impl Registry {
         .await
     }
 
-    /// Sets and removes tags on a version.
-    pub async fn set_version_tags(
+    /// The implementation of [`Session::set_version_tags`](super::Session::set_version_tags).
+    pub(crate) async fn set_version_tags(
         &self,
         version: impl IntoVersionRef,
         set: Tags,
@@ -563,9 +646,8 @@ impl Registry {
         .await
     }
 
-    /// Deprecates a version: it stays resolvable by number, semver and digest, but
-    /// `@latest` skips it.
-    pub async fn deprecate(
+    /// The implementation of [`Session::deprecate`](super::Session::deprecate).
+    pub(crate) async fn deprecate(
         &self,
         version: impl IntoVersionRef,
         reason: impl Into<String>,
@@ -580,8 +662,8 @@ impl Registry {
         .await
     }
 
-    /// Sets and removes tags on a model.
-    pub async fn set_model_tags(
+    /// The implementation of [`Session::set_model_tags`](super::Session::set_model_tags).
+    pub(crate) async fn set_model_tags(
         &self,
         model: impl IntoModelName,
         set: Tags,
@@ -600,8 +682,8 @@ impl Registry {
         self.model(&model).await
     }
 
-    /// Adds or replaces how metrics of a model are judged.
-    pub async fn set_metric_specs(
+    /// The implementation of [`Session::set_metric_specs`](super::Session::set_metric_specs).
+    pub(crate) async fn set_metric_specs(
         &self,
         model: impl IntoModelName,
         specs: BTreeMap<MetricName, MetricSpec>,
@@ -647,9 +729,9 @@ impl Registry {
     /// use modelreg::{Actor, ArtifactSource, CreateModel, NewVersion, Registry};
     /// let registry = Registry::in_memory();
     /// let alice = Actor::new("alice")?;
-    /// registry.create_model("fraud", CreateModel::by(alice.clone())).await?;
+    /// registry.acting_as(alice.clone()).create_model("fraud", CreateModel::new()).await?;
     /// let v1 = registry
-    ///     .register("fraud", ArtifactSource::bytes("model.bin", "weights")?, NewVersion::by(alice))
+    ///     .acting_as(alice).register("fraud", ArtifactSource::bytes("model.bin", "weights")?, NewVersion::new())
     ///     .await?;
     /// assert_eq!(registry.resolve("fraud@latest").await?.number, v1.number);
     /// assert_eq!(registry.resolve(format!("fraud#{}", v1.artifact)).await?.number, v1.number);
@@ -673,6 +755,7 @@ impl Registry {
         filter: &VersionFilter,
     ) -> Result<Vec<Arc<VersionRecord>>> {
         let model = model.into_model_name()?;
+        filter.error.check()?;
         self.read(&model, |s| {
             s.versions()
                 .iter()
@@ -1085,6 +1168,7 @@ pub(super) fn pinned_version<'s>(
 fn registered(
     s: &ModelState,
     v: &NewVersion,
+    actor: &Actor,
     artifact: crate::digest::Digest,
     size: u64,
     files: u64,
@@ -1092,13 +1176,15 @@ fn registered(
 ) -> EventKind {
     EventKind::VersionRegistered {
         version: Box::new(VersionRecord {
+            // The fold fills it in: the log is the model's.
+            model: ModelName::unset(),
             number: s.next_version_number(),
             semver: v.semver.clone(),
             artifact,
             size,
             files,
             created_at: time,
-            created_by: v.actor.clone(),
+            created_by: actor.clone(),
             description: v.description.clone(),
             tags: v.tags.clone(),
             provenance: v.provenance.clone(),

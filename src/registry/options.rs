@@ -1,46 +1,173 @@
 //! Option structs and builders for registry commands and queries.
+//!
+//! Builders never return `Result`: a builder step that meets bad input (an
+//! invalid tag key, a semver label that does not parse, a NaN metric) keeps the
+//! first such error and the command that receives the builder reports it, before
+//! it reads or writes anything — as `reqwest`'s `RequestBuilder` does.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    Actor, Event, EventKind, MetricName, MetricSpec, Metrics, Provenance, Stage, Tags,
-    VersionNumber, VersionRecord,
+    Actor, CodeRef, DatasetRef, Environment, Event, EventKind, HyperValue, MetricName, MetricSpec,
+    Metrics, Provenance, Relation, Stage, TagKey, Tags, VersionNumber, VersionRecord, VersionRef,
 };
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::store::LinkMode;
 
-/// How a new model starts: who creates it, what it is for, how its metrics are
-/// judged and its tags.
+use super::IntoVersionRef;
+
+/// The first error a builder met, reported by the command that runs it.
+#[derive(Debug, Default)]
+pub(crate) struct Deferred(Option<Error>);
+
+impl Clone for Deferred {
+    fn clone(&self) -> Self {
+        Deferred(self.0.as_ref().map(Error::replicate))
+    }
+}
+
+impl Deferred {
+    /// The value, or `None` after keeping the error (only the first is kept).
+    pub(crate) fn keep<T>(&mut self, r: Result<T>) -> Option<T> {
+        match r {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.0.get_or_insert(e);
+                None
+            }
+        }
+    }
+
+    /// `Err` with the first error kept, if any.
+    pub(crate) fn check(&self) -> Result<()> {
+        match &self.0 {
+            Some(e) => Err(e.replicate()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Anything that is a semver version: `"1.4.0"`, `String`, [`semver::Version`].
+/// Text is parsed when the command runs.
+pub trait IntoSemver {
+    /// Parses or passes on the version.
+    fn into_semver(self) -> Result<semver::Version>;
+}
+
+impl IntoSemver for semver::Version {
+    fn into_semver(self) -> Result<semver::Version> {
+        Ok(self)
+    }
+}
+impl IntoSemver for &semver::Version {
+    fn into_semver(self) -> Result<semver::Version> {
+        Ok(self.clone())
+    }
+}
+impl IntoSemver for &str {
+    fn into_semver(self) -> Result<semver::Version> {
+        self.parse()
+            .map_err(|e| Error::invalid_input(format!("semver {self:?}"), format!("{e}")))
+    }
+}
+impl IntoSemver for String {
+    fn into_semver(self) -> Result<semver::Version> {
+        self.as_str().into_semver()
+    }
+}
+impl IntoSemver for &String {
+    fn into_semver(self) -> Result<semver::Version> {
+        self.as_str().into_semver()
+    }
+}
+
+/// Anything that is a semver requirement: `"^1.2"`, `String`,
+/// [`semver::VersionReq`]. Text is parsed when the query runs.
+pub trait IntoSemverReq {
+    /// Parses or passes on the requirement.
+    fn into_semver_req(self) -> Result<semver::VersionReq>;
+}
+
+impl IntoSemverReq for semver::VersionReq {
+    fn into_semver_req(self) -> Result<semver::VersionReq> {
+        Ok(self)
+    }
+}
+impl IntoSemverReq for &str {
+    fn into_semver_req(self) -> Result<semver::VersionReq> {
+        self.parse().map_err(|e| {
+            Error::invalid_input(format!("semver requirement {self:?}"), format!("{e}"))
+        })
+    }
+}
+impl IntoSemverReq for String {
+    fn into_semver_req(self) -> Result<semver::VersionReq> {
+        self.as_str().into_semver_req()
+    }
+}
+
+/// Metrics as a command takes them: a [`Metrics`] value, or any list of
+/// `(name, value)` pairs such as `[("auc", 0.93), ("loss", 0.21)]`. Names and
+/// values are checked when the command runs (a name must be a valid
+/// [`MetricName`], a value finite).
+pub trait IntoMetrics {
+    /// Checks and collects the metrics.
+    fn into_metrics(self) -> Result<Metrics>;
+}
+
+impl IntoMetrics for Metrics {
+    fn into_metrics(self) -> Result<Metrics> {
+        Ok(self)
+    }
+}
+impl IntoMetrics for &Metrics {
+    fn into_metrics(self) -> Result<Metrics> {
+        Ok(self.clone())
+    }
+}
+impl<I, K> IntoMetrics for I
+where
+    I: IntoIterator<Item = (K, f64)>,
+    K: AsRef<str>,
+{
+    fn into_metrics(self) -> Result<Metrics> {
+        let mut metrics = Metrics::new();
+        for (k, v) in self {
+            metrics.insert(MetricName::new(k.as_ref())?, v)?;
+        }
+        Ok(metrics)
+    }
+}
+
+/// How a new model starts: what it is for, how its metrics are judged and its
+/// tags. Who creates it is the [`Session`](crate::Session)'s actor.
 ///
 /// ```
-/// # fn main() -> modelreg::Result<()> {
-/// use modelreg::{Actor, CreateModel, MetricSpec};
-/// let opts = CreateModel::by(Actor::new("alice")?)
+/// use modelreg::{CreateModel, MetricSpec};
+/// let opts = CreateModel::new()
 ///     .description("Card fraud scoring")
-///     .metric("auc", MetricSpec::maximize().with_tolerance(0.005))?
-///     .tag("team", "risk")?;
-/// # let _ = opts; Ok(()) }
+///     .metric("auc", MetricSpec::maximize().with_tolerance(0.005))
+///     .metric("latency_ms", MetricSpec::minimize())
+///     .tag("team", "risk");
+/// # let _ = opts;
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct CreateModel {
-    pub(crate) actor: Actor,
     pub(crate) description: String,
     pub(crate) metric_specs: BTreeMap<MetricName, MetricSpec>,
     pub(crate) tags: Tags,
+    pub(crate) error: Deferred,
 }
 
 impl CreateModel {
-    /// A model created by `actor`, with no description, specs or tags.
-    pub fn by(actor: Actor) -> Self {
-        CreateModel {
-            actor,
-            description: String::new(),
-            metric_specs: BTreeMap::new(),
-            tags: Tags::new(),
-        }
+    /// A model with no description, specs or tags.
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// What the model is for.
@@ -49,59 +176,71 @@ impl CreateModel {
         self
     }
 
-    /// How a metric is judged (goal and tolerance).
-    pub fn metric(mut self, name: &str, spec: MetricSpec) -> Result<Self> {
-        self.metric_specs.insert(MetricName::new(name)?, spec);
-        Ok(self)
+    /// How a metric is judged (goal and tolerance). An invalid name is reported
+    /// by the command.
+    pub fn metric(mut self, name: &str, spec: MetricSpec) -> Self {
+        if let Some(name) = self.error.keep(MetricName::new(name)) {
+            self.metric_specs.insert(name, spec);
+        }
+        self
     }
 
-    /// A tag on the model.
-    pub fn tag(mut self, key: &str, value: impl Into<String>) -> Result<Self> {
-        self.tags.insert(MetricName::new(key)?, value.into());
-        Ok(self)
+    /// A tag on the model. An invalid key is reported by the command.
+    pub fn tag(mut self, key: &str, value: impl Into<String>) -> Self {
+        if let Some(key) = self.error.keep(TagKey::new(key)) {
+            self.tags.insert(key, value.into());
+        }
+        self
     }
 }
 
-/// Everything about a new version except its files: who registers it, its semver
-/// label, description, tags, provenance and metrics.
+/// Everything about a new version except its files: semver label, description,
+/// tags, provenance, metrics and how local files are stored. Who registers it is
+/// the [`Session`](crate::Session)'s actor.
+///
+/// Ten metrics, hyperparameters and a parent are one chain; anything invalid in
+/// it is reported by [`Session::register`](crate::Session::register), before any
+/// byte is stored:
 ///
 /// ```
-/// # fn main() -> modelreg::Result<()> {
-/// use modelreg::{Actor, NewVersion, Metrics, Provenance, CodeRef};
-/// let v = NewVersion::by(Actor::new("ci-train")?)
-///     .semver("1.4.0".parse().unwrap())
+/// use modelreg::{DatasetRef, DatasetRole, NewVersion, Relation};
+/// let v = NewVersion::new()
+///     .semver("1.4.0")
 ///     .description("retrained on November data")
-///     .tag("dataset", "nov-2026")?
-///     .metrics(Metrics::new().with("auc", 0.93)?)
-///     .provenance(Provenance {
-///         code: Some(CodeRef { repository: None, commit: "9f2c1e7".into(), dirty: false }),
-///         ..Provenance::default()
-///     });
-/// # let _ = v; Ok(()) }
+///     .tag("dataset", "nov-2026")
+///     .metric("auc", 0.93)
+///     .metric("f1", 0.71)
+///     .param("lr", 3e-4)
+///     .param("epochs", 12)
+///     .param("optimizer", "adamw")
+///     .dataset(DatasetRef::new("transactions", DatasetRole::Train).version("2026-11"))
+///     .code_commit("9f2c1e7")
+///     .parent("fraud/3", Relation::FineTunedFrom)
+///     .environment_captured();
+/// # let _ = v;
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct NewVersion {
-    pub(crate) actor: Actor,
     pub(crate) semver: Option<semver::Version>,
     pub(crate) description: String,
     pub(crate) tags: Tags,
     pub(crate) provenance: Provenance,
+    /// Parents as given (references are resolved by the command).
+    pub(crate) parents: Vec<(VersionRef, Relation)>,
     pub(crate) metrics: Metrics,
     pub(crate) link: LinkMode,
+    /// Capture the environment when the command runs.
+    pub(crate) capture_environment: bool,
+    /// Capture the code commit from the git working tree at this directory.
+    pub(crate) capture_code: Option<PathBuf>,
+    pub(crate) error: Deferred,
 }
 
 impl NewVersion {
-    /// A version registered by `actor`.
-    pub fn by(actor: Actor) -> Self {
-        NewVersion {
-            actor,
-            semver: None,
-            description: String::new(),
-            tags: Tags::new(),
-            provenance: Provenance::default(),
-            metrics: Metrics::new(),
-            link: LinkMode::Copy,
-        }
+    /// A version with no label, description, tags, provenance or metrics, whose
+    /// local files are copied.
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// How local source files enter the store: copied (the default), or by reflink
@@ -110,14 +249,21 @@ impl NewVersion {
     /// [`LinkMode::HardLink`] makes each source file read-only (`0o444`) and shares
     /// it with the store: see [`LinkMode`] for the rule and what happens if the file
     /// is written anyway. [`LinkMode::Reflink`] is always safe.
+    ///
+    /// Whatever the mode, a local store remembers the digest of each source file
+    /// it read (keyed by device, inode, size and times), so registering an
+    /// unchanged file again does not read it; a file modified less than two
+    /// seconds before it is hashed is not remembered, because a write within the
+    /// filesystem's timestamp granularity could go unnoticed.
     pub fn link(mut self, mode: LinkMode) -> Self {
         self.link = mode;
         self
     }
 
-    /// A semver label, unique within the model.
-    pub fn semver(mut self, version: semver::Version) -> Self {
-        self.semver = Some(version);
+    /// A semver label, unique within the model: `"1.4.0"` or a
+    /// [`semver::Version`]. Text that does not parse is reported by the command.
+    pub fn semver(mut self, version: impl IntoSemver) -> Self {
+        self.semver = self.error.keep(version.into_semver());
         self
     }
 
@@ -127,21 +273,123 @@ impl NewVersion {
         self
     }
 
-    /// A tag on the version.
-    pub fn tag(mut self, key: &str, value: impl Into<String>) -> Result<Self> {
-        self.tags.insert(MetricName::new(key)?, value.into());
-        Ok(self)
-    }
-
-    /// Where it came from.
-    pub fn provenance(mut self, provenance: Provenance) -> Self {
-        self.provenance = provenance;
+    /// A tag on the version. An invalid key is reported by the command.
+    pub fn tag(mut self, key: &str, value: impl Into<String>) -> Self {
+        if let Some(key) = self.error.keep(TagKey::new(key)) {
+            self.tags.insert(key, value.into());
+        }
         self
     }
 
-    /// Its metrics at registration.
-    pub fn metrics(mut self, metrics: Metrics) -> Self {
-        self.metrics = metrics;
+    /// A metric at registration (a later value of the same name replaces it). An
+    /// invalid name or a value that is not finite is reported by the command.
+    pub fn metric(mut self, name: &str, value: f64) -> Self {
+        let checked = MetricName::new(name).and_then(|n| {
+            let mut one = Metrics::new();
+            one.insert(n, value)?;
+            Ok(one)
+        });
+        if let Some(one) = self.error.keep(checked) {
+            self.metrics.merge(&one);
+        }
+        self
+    }
+
+    /// Several metrics at registration: a [`Metrics`] value or `(name, value)`
+    /// pairs, merged with those given before.
+    pub fn metrics(mut self, metrics: impl IntoMetrics) -> Self {
+        if let Some(m) = self.error.keep(metrics.into_metrics()) {
+            self.metrics.merge(&m);
+        }
+        self
+    }
+
+    /// A hyperparameter: a number, a flag, text, or a [`HyperValue`] list or map.
+    pub fn param(mut self, name: impl Into<String>, value: impl Into<HyperValue>) -> Self {
+        Arc::make_mut(&mut self.provenance.hyperparameters).insert(name.into(), value.into());
+        self
+    }
+
+    /// Several hyperparameters.
+    pub fn params<K, V>(mut self, params: impl IntoIterator<Item = (K, V)>) -> Self
+    where
+        K: Into<String>,
+        V: Into<HyperValue>,
+    {
+        let h = Arc::make_mut(&mut self.provenance.hyperparameters);
+        for (k, v) in params {
+            h.insert(k.into(), v.into());
+        }
+        self
+    }
+
+    /// A dataset it was trained or evaluated on (call again for each).
+    pub fn dataset(mut self, dataset: DatasetRef) -> Self {
+        self.provenance.datasets.push(dataset);
+        self
+    }
+
+    /// The code commit it was trained with.
+    pub fn code_commit(mut self, commit: impl Into<String>) -> Self {
+        self.provenance.code = Some(CodeRef {
+            repository: None,
+            commit: commit.into(),
+            dirty: false,
+        });
+        self
+    }
+
+    /// The code it was trained with, in full (repository, commit, dirty flag).
+    pub fn code(mut self, code: CodeRef) -> Self {
+        self.provenance.code = Some(code);
+        self
+    }
+
+    /// The code commit of the git working tree at `dir` (its `HEAD`, whether it
+    /// has uncommitted changes, and the `origin` remote), read when the command
+    /// runs. Nothing is recorded if `git` or a repository is absent there.
+    pub fn code_from_git(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.capture_code = Some(dir.into());
+        self
+    }
+
+    /// A version it derives from: a reference (`"fraud/3"`, `"fraud@production"`)
+    /// or a [`VersionRecord`], resolved to a version number when the command runs
+    /// (it must exist).
+    pub fn parent(mut self, parent: impl IntoVersionRef, relation: Relation) -> Self {
+        if let Some(r) = self.error.keep(parent.into_version_ref()) {
+            self.parents.push((r, relation));
+        }
+        self
+    }
+
+    /// The training environment as [`Environment::capture`] detects it, captured
+    /// when the command runs (on a blocking thread: it may run `nvidia-smi`).
+    /// Frameworks named with [`framework`](Self::framework) are kept.
+    pub fn environment_captured(mut self) -> Self {
+        self.capture_environment = true;
+        self
+    }
+
+    /// The training environment, given in full.
+    pub fn environment(mut self, environment: Environment) -> Self {
+        self.provenance.environment = Arc::new(environment);
+        self
+    }
+
+    /// A framework and its version in the training environment (`"torch"`,
+    /// `"2.4.1"`).
+    pub fn framework(mut self, name: impl Into<String>, version: impl Into<String>) -> Self {
+        Arc::make_mut(&mut self.provenance.environment)
+            .frameworks
+            .insert(name.into(), version.into());
+        self
+    }
+
+    /// Where it came from, in full; replaces what the provenance builders above
+    /// set (parents given with [`parent`](Self::parent) are kept).
+    pub fn provenance(mut self, provenance: Provenance) -> Self {
+        self.provenance = provenance;
         self
     }
 }
@@ -153,20 +401,21 @@ impl NewVersion {
 /// # fn main() -> modelreg::Result<()> {
 /// use modelreg::VersionFilter;
 /// let f = VersionFilter::new()
-///     .tag("dataset")?
-///     .semver("^1.2".parse().unwrap())
+///     .tag("dataset")
+///     .semver("^1.2")
 ///     .exclude_deprecated();
 /// # let _ = f; Ok(()) }
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct VersionFilter {
-    tags: Vec<(MetricName, Option<String>)>,
+    tags: Vec<(TagKey, Option<String>)>,
     semver: Option<semver::VersionReq>,
     created_after: Option<DateTime<Utc>>,
     created_before: Option<DateTime<Utc>>,
     exclude_deprecated: bool,
     stage: Option<Stage>,
     reached: Option<Stage>,
+    pub(crate) error: Deferred,
 }
 
 impl VersionFilter {
@@ -175,21 +424,28 @@ impl VersionFilter {
         Self::default()
     }
 
-    /// Versions that have tag `key`, with any value.
-    pub fn tag(mut self, key: &str) -> Result<Self> {
-        self.tags.push((MetricName::new(key)?, None));
-        Ok(self)
+    /// Versions that have tag `key`, with any value. An invalid key is reported
+    /// by the query.
+    pub fn tag(mut self, key: &str) -> Self {
+        if let Some(key) = self.error.keep(TagKey::new(key)) {
+            self.tags.push((key, None));
+        }
+        self
     }
 
-    /// Versions whose tag `key` equals `value`.
-    pub fn tag_value(mut self, key: &str, value: impl Into<String>) -> Result<Self> {
-        self.tags.push((MetricName::new(key)?, Some(value.into())));
-        Ok(self)
+    /// Versions whose tag `key` equals `value`. An invalid key is reported by the
+    /// query.
+    pub fn tag_value(mut self, key: &str, value: impl Into<String>) -> Self {
+        if let Some(key) = self.error.keep(TagKey::new(key)) {
+            self.tags.push((key, Some(value.into())));
+        }
+        self
     }
 
-    /// Versions with a semver label matching `req` (unlabelled versions never match).
-    pub fn semver(mut self, req: semver::VersionReq) -> Self {
-        self.semver = Some(req);
+    /// Versions with a semver label matching `req`, such as `"^1.2"` (unlabelled
+    /// versions never match). Text that does not parse is reported by the query.
+    pub fn semver(mut self, req: impl IntoSemverReq) -> Self {
+        self.semver = self.error.keep(req.into_semver_req());
         self
     }
 
@@ -374,26 +630,20 @@ fn involves(kind: &EventKind, v: VersionNumber) -> bool {
 /// How [`Registry::set_alias`](crate::Registry::set_alias) sets an alias.
 ///
 /// ```
-/// # fn main() -> modelreg::Result<()> {
-/// use modelreg::{Actor, SetAlias};
-/// let opts = SetAlias::by(Actor::new("alice")?).reason("canary for EU").protected(true);
-/// # let _ = opts; Ok(()) }
+/// use modelreg::SetAlias;
+/// let opts = SetAlias::new().reason("canary for EU").protected(true);
+/// # let _ = opts;
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct SetAlias {
-    pub(crate) actor: Actor,
     pub(crate) reason: String,
     pub(crate) protected: Option<bool>,
 }
 
 impl SetAlias {
-    /// Set by `actor`; protection unchanged (a new alias is unprotected).
-    pub fn by(actor: Actor) -> Self {
-        SetAlias {
-            actor,
-            reason: String::new(),
-            protected: None,
-        }
+    /// No reason; protection unchanged (a new alias is unprotected).
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// Why.

@@ -41,11 +41,16 @@ async fn step(reg: &Registry, i: usize, source_dir: &Path) -> Result<()> {
     let me = Actor::new("ci")?;
     let approver = Actor::new("approver")?;
     let version = |n: usize| -> Result<NewVersion> {
-        Ok(NewVersion::by(me.clone()).metrics(Metrics::new().with("auc", 0.5 + n as f64 / 100.0)?))
+        Ok(NewVersion::new().metrics(Metrics::new().with("auc", 0.5 + n as f64 / 100.0)?))
     };
     match i {
-        0 => reg.create_model("m", CreateModel::by(me)).await.map(drop),
+        0 => reg
+            .acting_as(me)
+            .create_model("m", CreateModel::new())
+            .await
+            .map(drop),
         1 => reg
+            .acting_as(me.clone())
             .register(
                 "m",
                 ArtifactSource::files([
@@ -56,27 +61,36 @@ async fn step(reg: &Registry, i: usize, source_dir: &Path) -> Result<()> {
             )
             .await
             .map(drop),
-        2 => reg.create_model("n", CreateModel::by(me)).await.map(drop),
+        2 => reg
+            .acting_as(me)
+            .create_model("n", CreateModel::new())
+            .await
+            .map(drop),
         // From a directory on disk: `put_file`, and the hash cache under the registry.
         3 => reg
+            .acting_as(me.clone())
             .register("m", ArtifactSource::dir(source_dir), version(2)?)
             .await
             .map(drop),
         4 => reg
-            .transition("m/1", Stage::Staging, &me, "")
+            .acting_as(me.clone())
+            .transition("m/1", Stage::Staging, "")
             .await
             .map(drop),
         5 => reg
-            .add_metrics("m/1", Metrics::new().with("f1", 0.7)?, &me)
+            .acting_as(me.clone())
+            .add_metrics("m/1", Metrics::new().with("f1", 0.7)?)
             .await
             .map(drop),
         6 => reg
-            .transition("m/1", Stage::Validation, &me, "")
+            .acting_as(me.clone())
+            .transition("m/1", Stage::Validation, "")
             .await
             .map(drop),
-        7 => reg.promote("m/1", &me, "").await.map(drop),
+        7 => reg.acting_as(me.clone()).promote("m/1", "").await.map(drop),
         // Shares `config.json` with m/1: a blob that is already stored.
         8 => reg
+            .acting_as(me.clone())
             .register(
                 "n",
                 ArtifactSource::files([
@@ -88,19 +102,30 @@ async fn step(reg: &Registry, i: usize, source_dir: &Path) -> Result<()> {
             .await
             .map(drop),
         9 => reg
-            .set_alias("m/2", "challenger", SetAlias::by(me))
+            .acting_as(me)
+            .set_alias("m/2", "challenger", SetAlias::new())
             .await
             .map(drop),
         10 => reg
-            .approve("m/2", Stage::Production, &approver, "")
+            .acting_as(approver.clone())
+            .approve("m/2", Stage::Production, "")
             .await
             .map(drop),
         11 => reg
-            .transition("m/2", Stage::Staging, &me, "")
+            .acting_as(me.clone())
+            .transition("m/2", Stage::Staging, "")
             .await
             .map(drop),
-        12 => reg.deprecate("n/1", "superseded", &me).await.map(drop),
-        _ => reg.remove_alias("m", "challenger", &me, "").await.map(drop),
+        12 => reg
+            .acting_as(me.clone())
+            .deprecate("n/1", "superseded")
+            .await
+            .map(drop),
+        _ => reg
+            .acting_as(me.clone())
+            .remove_alias("m", "challenger", "")
+            .await
+            .map(drop),
     }
 }
 
@@ -363,14 +388,16 @@ async fn check_image(
     if write_after {
         let me = Actor::new("after").map_err(|e| e.to_string())?;
         if let Err(Error::NotFound { .. }) = reg.model("m").await {
-            reg.create_model("m", CreateModel::by(me.clone()))
+            reg.acting_as(me.clone())
+                .create_model("m", CreateModel::new())
                 .await
                 .map_err(|e| format!("create after the cut: {e}"))?;
         }
         let source =
             ArtifactSource::files([("weights.bin", vec![1u8; 3000])]).map_err(|e| e.to_string())?;
         let v = reg
-            .register("m", source, NewVersion::by(me))
+            .acting_as(me)
+            .register("m", source, NewVersion::new())
             .await
             .map_err(|e| format!("register after the cut: {e}"))?;
         reg.verify(format!("m/{}", v.number))

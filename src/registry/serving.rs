@@ -159,13 +159,8 @@ impl Registry {
         }))
     }
 
-    /// Sets (or replaces) the traffic split of `model`, as an audited event.
-    ///
-    /// Every target must resolve when the split is set ([`Error::NotFound`] names
-    /// the first that does not); the split itself was validated when it was built
-    /// ([`TrafficSplit::new`]). Servers see the new split on their next
-    /// [`route`](Self::route).
-    pub async fn set_traffic_split(
+    /// The implementation of [`Session::set_traffic_split`](super::Session::set_traffic_split).
+    pub(crate) async fn set_traffic_split(
         &self,
         model: impl IntoModelName,
         split: TrafficSplit,
@@ -176,10 +171,8 @@ impl Registry {
             .await
     }
 
-    /// Removes the traffic split of `model`, as an audited event: from then on
-    /// [`route`](Self::route) sends every key to `@production`.
-    /// [`Error::NotFound`] when the model has no split.
-    pub async fn clear_traffic_split(
+    /// The implementation of [`Session::clear_traffic_split`](super::Session::clear_traffic_split).
+    pub(crate) async fn clear_traffic_split(
         &self,
         model: impl IntoModelName,
         actor: &Actor,

@@ -13,12 +13,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use modelreg::domain::state::decode_checkpoint;
+use modelreg::format::decode_checkpoint;
 use modelreg::store::{Checkpoint, LogRecord, MetadataItem, MetadataStore};
 use modelreg::{
     Actor, AliasName, AliasTarget, Approval, Baseline, CodeRef, DatasetRef, DatasetRole, Decision,
-    EVENT_FORMAT, Error, Event, EventKind, Gate, GateSpec, GateVerdict, HistoryFilter, MetricSpec,
-    Metrics, ModelName, ModelState, NewVersion, Provenance, Registry, SetAlias, Stage, Transition,
+    Error, Event, EventKind, Gate, GateSpec, GateVerdict, HistoryFilter, MetricSpec, Metrics,
+    ModelName, ModelState, NewVersion, Provenance, Registry, SetAlias, Stage, Transition,
     VersionRecord,
 };
 
@@ -55,7 +55,8 @@ pub fn path_to(stage: Stage) -> &'static [Stage] {
 /// `mover`, and checks it got there.
 pub async fn bring_to(reg: &Registry, model: &str, n: u64, stage: Stage) {
     for &s in path_to(stage) {
-        reg.transition(format!("{model}/{n}"), s, &actor("mover"), "setup")
+        reg.acting_as(actor("mover"))
+            .transition(format!("{model}/{n}"), s, "setup")
             .await
             .unwrap_or_else(|e| panic!("move {model}/{n} to {s}: {e}"));
     }
@@ -141,7 +142,7 @@ pub fn metrics(pairs: &[(&str, f64)]) -> Metrics {
 
 /// A version by `ci` with `metrics`.
 pub fn with_metrics(pairs: &[(&str, f64)]) -> NewVersion {
-    NewVersion::by(actor("ci")).metrics(metrics(pairs))
+    NewVersion::new().metrics(metrics(pairs))
 }
 
 /// Provenance with a code commit (`abc123`) and `datasets` training datasets.
@@ -280,7 +281,8 @@ pub async fn transition_table_is_enforced(f: &Fixture) {
             let production = before.production().map(|p| p.number);
             let reason = format!("{from} to {to}");
             let result = reg
-                .transition(format!("table/{n}"), to, &who, reason.clone())
+                .acting_as(who.clone())
+                .transition(format!("table/{n}"), to, reason.clone())
                 .await;
             let allowed = targets.contains(&to);
             assert_eq!(from.can_move_to(to), allowed, "{from} -> {to}");
@@ -372,7 +374,8 @@ pub async fn stage_references_resolve(f: &Fixture) {
     assert_eq!(n(reg.resolve("staged@production").await), 4);
     assert_eq!(n(reg.resolve("staged@archived").await), 5);
     // A transition by stage reference moves the version it resolves to.
-    reg.transition("staged@staging", Stage::Validation, &actor("bob"), "")
+    reg.acting_as(actor("bob"))
+        .transition("staged@staging", Stage::Validation, "")
         .await
         .expect("move");
     assert_eq!(stage_of(&reg, "staged", 2).await, Stage::Validation);
@@ -394,7 +397,8 @@ pub async fn promotion_archives_the_previous_production_version(f: &Fixture) {
     let who = actor("alice");
     bring_to(&reg, "fraud", 1, Stage::Validation).await;
     let e1 = reg
-        .promote("fraud/1", &who, "first")
+        .acting_as(who.clone())
+        .promote("fraud/1", "first")
         .await
         .expect("promote");
     assert!(
@@ -413,7 +417,8 @@ pub async fn promotion_archives_the_previous_production_version(f: &Fixture) {
     bring_to(&reg, "fraud", 2, Stage::Validation).await;
     let count = event_count(&reg, "fraud").await;
     let e2 = reg
-        .promote("fraud/2", &who, "better")
+        .acting_as(who.clone())
+        .promote("fraud/2", "better")
         .await
         .expect("promote");
     assert_eq!(
@@ -452,7 +457,8 @@ pub async fn promotion_archives_the_previous_production_version(f: &Fixture) {
     bring_to(&reg, "fraud", 3, Stage::Validation).await;
     let other = f.fresh().await;
     let e3 = other
-        .promote("fraud@validation", &who, "")
+        .acting_as(who.clone())
+        .promote("fraud@validation", "")
         .await
         .expect("promote");
     assert!(
@@ -475,7 +481,8 @@ pub async fn promotion_archives_the_previous_production_version(f: &Fixture) {
 
     // Leaving production directly: no version is in production any more.
     let e4 = reg
-        .transition("fraud/3", Stage::Archived, &who, "retired")
+        .acting_as(who.clone())
+        .transition("fraud/3", Stage::Archived, "retired")
         .await
         .expect("archive");
     assert!(
@@ -499,30 +506,31 @@ pub async fn transition_events_record_everything(f: &Fixture) {
     let reg = f.registry();
     create(&reg, "audit").await;
     let alice = actor("alice");
-    reg.set_gates(
-        "audit",
-        Stage::Staging,
-        vec![
-            GateSpec::ProvenanceComplete,
-            GateSpec::MinTimeInStage { seconds: 0 },
-        ],
-        &alice,
-    )
-    .await
-    .expect("gates");
+    reg.acting_as(alice.clone())
+        .set_gates(
+            "audit",
+            Stage::Staging,
+            vec![
+                GateSpec::ProvenanceComplete,
+                GateSpec::MinTimeInStage { seconds: 0 },
+            ],
+        )
+        .await
+        .expect("gates");
     register_with(
         &reg,
         "audit",
         "m.bin",
         "w",
-        NewVersion::by(actor("ci")).provenance(provenance(true, 2)),
+        NewVersion::new().provenance(provenance(true, 2)),
     )
     .await;
 
     let bob = actor("bob");
     let before = Utc::now();
     let e = reg
-        .transition("audit/1", Stage::Staging, &bob, "ready for staging")
+        .acting_as(bob.clone())
+        .transition("audit/1", Stage::Staging, "ready for staging")
         .await
         .expect("move");
     let after = Utc::now();
@@ -583,7 +591,8 @@ pub async fn transition_events_record_everything(f: &Fixture) {
 
     // A move with no gates for its target records none, and keeps the reason.
     let e = reg
-        .transition("audit/1", Stage::Validation, &alice, "")
+        .acting_as(alice.clone())
+        .transition("audit/1", Stage::Validation, "")
         .await
         .expect("move");
     assert_eq!(
@@ -609,23 +618,22 @@ pub async fn transition_events_record_everything(f: &Fixture) {
 pub async fn metrics_no_worse_against_production(f: &Fixture) {
     let reg = f.registry();
     let alice = actor("alice");
-    reg.create_model(
-        "scored",
-        modelreg::CreateModel::by(alice.clone())
-            .metric("auc", MetricSpec::maximize().with_tolerance(0.125))
-            .expect("spec")
-            .metric("latency", MetricSpec::minimize().with_tolerance(5.0))
-            .expect("spec")
-            .metric("loss", MetricSpec::minimize())
-            .expect("spec"),
-    )
-    .await
-    .expect("create");
+    reg.acting_as(alice.clone())
+        .create_model(
+            "scored",
+            modelreg::CreateModel::new()
+                .metric("auc", MetricSpec::maximize().with_tolerance(0.125))
+                .metric("latency", MetricSpec::minimize().with_tolerance(5.0))
+                .metric("loss", MetricSpec::minimize()),
+        )
+        .await
+        .expect("create");
     let gate = GateSpec::MetricsNoWorse {
         against: Baseline::Production,
         metrics: vec![],
     };
-    reg.set_gates("scored", Stage::Production, vec![gate.clone()], &alice)
+    reg.acting_as(alice.clone())
+        .set_gates("scored", Stage::Production, vec![gate.clone()])
         .await
         .expect("gates");
     assert_eq!(gate.name(), "metrics_no_worse(production)");
@@ -659,7 +667,11 @@ pub async fn metrics_no_worse_against_production(f: &Fixture) {
         bring_to(&reg, "scored", i as u64 + 1, Stage::Validation).await;
     }
 
-    let e = reg.promote("scored/1", &alice, "").await.expect("promote");
+    let e = reg
+        .acting_as(alice.clone())
+        .promote("scored/1", "")
+        .await
+        .expect("promote");
     assert!(
         matches!(&e.kind, EventKind::StageChanged { gates, .. }
             if *gates == [verdict(name, true, "no baseline version to compare with")]),
@@ -681,7 +693,9 @@ pub async fn metrics_no_worse_against_production(f: &Fixture) {
     for (n, why) in refusals {
         let before = snapshot(&reg, "scored").await;
         let failed = refused(
-            reg.promote(format!("scored/{n}"), &alice, "").await,
+            reg.acting_as(alice.clone())
+                .promote(format!("scored/{n}"), "")
+                .await,
             "scored",
             n,
             Stage::Production,
@@ -692,16 +706,25 @@ pub async fn metrics_no_worse_against_production(f: &Fixture) {
     assert_eq!(in_production(&reg, "scored").await, Some(1));
 
     // Better everywhere passes; so does worse within tolerance.
-    let e = reg.promote("scored/6", &alice, "").await.expect("promote");
+    let e = reg
+        .acting_as(alice.clone())
+        .promote("scored/6", "")
+        .await
+        .expect("promote");
     assert!(
         matches!(&e.kind, EventKind::StageChanged { gates, archived: Some(old), .. }
             if *old == num(1) && *gates == [verdict(name, true, "against v1: auc 1 vs 0.75, latency 1 vs 10, loss 0 vs 0.5")]),
         "{e:?}"
     );
-    reg.rollback("scored", &alice, "undo")
+    reg.acting_as(alice.clone())
+        .rollback("scored", "undo")
         .await
         .expect("rollback");
-    let e = reg.promote("scored/2", &alice, "").await.expect("promote");
+    let e = reg
+        .acting_as(alice.clone())
+        .promote("scored/2", "")
+        .await
+        .expect("promote");
     assert!(
         matches!(&e.kind, EventKind::StageChanged { gates, archived: Some(old), .. }
             if *old == num(1) && *gates == [verdict(name, true, "against v1: auc 0.625 vs 0.75, latency 15 vs 10, loss 0.5 vs 0.5")]),
@@ -709,7 +732,11 @@ pub async fn metrics_no_worse_against_production(f: &Fixture) {
     );
 
     // The baseline is now v2, against which v3's auc is within tolerance.
-    let e = reg.promote("scored/3", &alice, "").await.expect("promote");
+    let e = reg
+        .acting_as(alice.clone())
+        .promote("scored/3", "")
+        .await
+        .expect("promote");
     assert!(
         matches!(&e.kind, EventKind::StageChanged { gates, archived: Some(old), .. }
             if *old == num(2) && *gates == [verdict(name, true, "against v2: auc 0.5 vs 0.625, latency 10 vs 15, loss 0.5 vs 0.5")]),
@@ -725,16 +752,15 @@ pub async fn metrics_no_worse_against_production(f: &Fixture) {
 pub async fn metrics_no_worse_against_an_alias(f: &Fixture) {
     let reg = f.registry();
     let alice = actor("alice");
-    reg.create_model(
-        "aliased",
-        modelreg::CreateModel::by(alice.clone())
-            .metric("auc", MetricSpec::maximize())
-            .expect("spec")
-            .metric("latency", MetricSpec::minimize())
-            .expect("spec"),
-    )
-    .await
-    .expect("create");
+    reg.acting_as(alice.clone())
+        .create_model(
+            "aliased",
+            modelreg::CreateModel::new()
+                .metric("auc", MetricSpec::maximize())
+                .metric("latency", MetricSpec::minimize()),
+        )
+        .await
+        .expect("create");
     let against = Baseline::Alias(alias("champion"));
     let gate = GateSpec::MetricsNoWorse {
         against: against.clone(),
@@ -742,7 +768,8 @@ pub async fn metrics_no_worse_against_an_alias(f: &Fixture) {
     };
     let name = "metrics_no_worse(@champion)";
     assert_eq!(gate.name(), name);
-    reg.set_gates("aliased", Stage::Validation, vec![gate], &alice)
+    reg.acting_as(alice.clone())
+        .set_gates("aliased", Stage::Validation, vec![gate])
         .await
         .expect("gates");
     let aucs = [0.75, 0.5, 0.875, 0.25, 0.125];
@@ -761,7 +788,8 @@ pub async fn metrics_no_worse_against_an_alias(f: &Fixture) {
         let reg = reg.clone();
         let alice = alice.clone();
         async move {
-            reg.transition(format!("aliased/{n}"), Stage::Validation, &alice, "")
+            reg.acting_as(alice.clone())
+                .transition(format!("aliased/{n}"), Stage::Validation, "")
                 .await
         }
     };
@@ -776,19 +804,19 @@ pub async fn metrics_no_worse_against_an_alias(f: &Fixture) {
         passed_with(&e),
         [verdict(name, true, "no baseline version to compare with")]
     );
-    reg.promote("aliased/4", &alice, "").await.expect("promote");
+    reg.acting_as(alice.clone())
+        .promote("aliased/4", "")
+        .await
+        .expect("promote");
 
     let champion = |n: u64| {
         let reg = reg.clone();
         let alice = alice.clone();
         async move {
-            reg.set_alias(
-                format!("aliased/{n}"),
-                "champion",
-                SetAlias::by(alice.clone()),
-            )
-            .await
-            .expect("set alias");
+            reg.acting_as(alice.clone())
+                .set_alias(format!("aliased/{n}"), "champion", SetAlias::new())
+                .await
+                .expect("set alias");
         }
     };
     champion(1).await;
@@ -832,17 +860,17 @@ pub async fn metrics_no_worse_against_an_alias(f: &Fixture) {
 
     // Only latency compared: v5's poor auc no longer matters; a metric without a
     // spec cannot be compared and fails.
-    reg.set_gates(
-        "aliased",
-        Stage::Validation,
-        vec![GateSpec::MetricsNoWorse {
-            against: against.clone(),
-            metrics: vec![key("latency"), key("throughput")],
-        }],
-        &alice,
-    )
-    .await
-    .expect("gates");
+    reg.acting_as(alice.clone())
+        .set_gates(
+            "aliased",
+            Stage::Validation,
+            vec![GateSpec::MetricsNoWorse {
+                against: against.clone(),
+                metrics: vec![key("latency"), key("throughput")],
+            }],
+        )
+        .await
+        .expect("gates");
     assert_eq!(
         refused(validate(5).await, "aliased", 5, Stage::Validation),
         [verdict(
@@ -851,17 +879,17 @@ pub async fn metrics_no_worse_against_an_alias(f: &Fixture) {
             "throughput: the model has no metric spec for it"
         )]
     );
-    reg.set_gates(
-        "aliased",
-        Stage::Validation,
-        vec![GateSpec::MetricsNoWorse {
-            against,
-            metrics: vec![key("latency")],
-        }],
-        &alice,
-    )
-    .await
-    .expect("gates");
+    reg.acting_as(alice.clone())
+        .set_gates(
+            "aliased",
+            Stage::Validation,
+            vec![GateSpec::MetricsNoWorse {
+                against,
+                metrics: vec![key("latency")],
+            }],
+        )
+        .await
+        .expect("gates");
     let e = validate(5).await.expect("validate");
     assert_eq!(
         passed_with(&e),
@@ -889,7 +917,8 @@ pub async fn approvals_gate(f: &Fixture) {
         from: BTreeSet::new(),
     };
     assert_eq!(gate.name(), "approvals(2)");
-    reg.set_gates("approved", Stage::Production, vec![gate], &alice)
+    reg.acting_as(alice.clone())
+        .set_gates("approved", Stage::Production, vec![gate])
         .await
         .expect("gates");
     for i in 1..=2 {
@@ -901,7 +930,7 @@ pub async fn approvals_gate(f: &Fixture) {
         let who = who.clone();
         async move {
             refused(
-                reg.promote("approved/1", &who, "").await,
+                reg.acting_as(who.clone()).promote("approved/1", "").await,
                 "approved",
                 1,
                 Stage::Production,
@@ -915,7 +944,8 @@ pub async fn approvals_gate(f: &Fixture) {
         let reg = reg.clone();
         let who = who.clone();
         async move {
-            reg.approve(format!("approved/{n}"), stage, &who, "")
+            reg.acting_as(who.clone())
+                .approve(format!("approved/{n}"), stage, "")
                 .await
                 .expect("approve");
         }
@@ -929,7 +959,8 @@ pub async fn approvals_gate(f: &Fixture) {
     assert_eq!(attempt(&alice).await, approvals("1 of 2 approvals (bob)"));
     assert_eq!(attempt(&bob).await, approvals("1 of 2 approvals (alice)"));
 
-    reg.reject("approved/1", Stage::Production, &carol, "bias not checked")
+    reg.acting_as(carol.clone())
+        .reject("approved/1", Stage::Production, "bias not checked")
         .await
         .expect("reject");
     approve(1, Stage::Production, &dave).await;
@@ -943,7 +974,8 @@ pub async fn approvals_gate(f: &Fixture) {
     // carol changes her mind: her latest decision counts.
     approve(1, Stage::Production, &carol).await;
     let e = reg
-        .promote("approved/1", &alice, "")
+        .acting_as(alice.clone())
+        .promote("approved/1", "")
         .await
         .expect("promote");
     assert!(
@@ -958,13 +990,14 @@ pub async fn approvals_gate(f: &Fixture) {
         from: BTreeSet::from([erin.clone()]),
     };
     assert_eq!(gate.name(), "approvals(1)");
-    reg.set_gates("approved", Stage::Production, vec![gate], &alice)
+    reg.acting_as(alice.clone())
+        .set_gates("approved", Stage::Production, vec![gate])
         .await
         .expect("gates");
     approve(2, Stage::Production, &bob).await;
     assert_eq!(
         refused(
-            reg.promote("approved/2", &alice, "").await,
+            reg.acting_as(alice.clone()).promote("approved/2", "").await,
             "approved",
             2,
             Stage::Production
@@ -972,11 +1005,13 @@ pub async fn approvals_gate(f: &Fixture) {
         [verdict("approvals(1)", false, "0 of 1 approvals")]
     );
     approve(2, Stage::Production, &erin).await;
-    reg.reject("approved/2", Stage::Production, &bob, "no")
+    reg.acting_as(bob.clone())
+        .reject("approved/2", Stage::Production, "no")
         .await
         .expect("reject");
     let e = reg
-        .promote("approved/2", &alice, "")
+        .acting_as(alice.clone())
+        .promote("approved/2", "")
         .await
         .expect("promote");
     assert!(
@@ -987,24 +1022,25 @@ pub async fn approvals_gate(f: &Fixture) {
 
     // Approvals are per target stage: for a move into validation, only approvals
     // of validation count.
-    reg.set_gates(
-        "approved",
-        Stage::Validation,
-        vec![GateSpec::Approvals {
-            required: 1,
-            from: BTreeSet::new(),
-        }],
-        &alice,
-    )
-    .await
-    .expect("gates");
+    reg.acting_as(alice.clone())
+        .set_gates(
+            "approved",
+            Stage::Validation,
+            vec![GateSpec::Approvals {
+                required: 1,
+                from: BTreeSet::new(),
+            }],
+        )
+        .await
+        .expect("gates");
     register_bytes(&reg, "approved", "m.bin", "w3").await;
     bring_to(&reg, "approved", 3, Stage::Staging).await;
     approve(3, Stage::Production, &bob).await;
     approve(3, Stage::Staging, &carol).await;
     assert_eq!(
         refused(
-            reg.transition("approved/3", Stage::Validation, &alice, "")
+            reg.acting_as(alice.clone())
+                .transition("approved/3", Stage::Validation, "")
                 .await,
             "approved",
             3,
@@ -1014,7 +1050,8 @@ pub async fn approvals_gate(f: &Fixture) {
     );
     approve(3, Stage::Validation, &dave).await;
     let e = reg
-        .transition("approved/3", Stage::Validation, &alice, "")
+        .acting_as(alice.clone())
+        .transition("approved/3", Stage::Validation, "")
         .await
         .expect("move");
     assert!(
@@ -1031,14 +1068,10 @@ pub async fn provenance_and_time_in_stage_gates(f: &Fixture) {
     let reg = f.registry();
     create(&reg, "prov").await;
     let alice = actor("alice");
-    reg.set_gates(
-        "prov",
-        Stage::Staging,
-        vec![GateSpec::ProvenanceComplete],
-        &alice,
-    )
-    .await
-    .expect("gates");
+    reg.acting_as(alice.clone())
+        .set_gates("prov", Stage::Staging, vec![GateSpec::ProvenanceComplete])
+        .await
+        .expect("gates");
     let cases = [
         ((false, 0), Err("no code commit recorded")),
         ((true, 0), Err("no dataset recorded")),
@@ -1048,11 +1081,12 @@ pub async fn provenance_and_time_in_stage_gates(f: &Fixture) {
     ];
     for (i, ((code, datasets), expected)) in cases.into_iter().enumerate() {
         let n = i as u64 + 1;
-        let v = NewVersion::by(actor("ci")).provenance(provenance(code, datasets));
+        let v = NewVersion::new().provenance(provenance(code, datasets));
         register_with(&reg, "prov", "m.bin", format!("w{n}"), v).await;
         let before = snapshot(&reg, "prov").await;
         let result = reg
-            .transition(format!("prov/{n}"), Stage::Staging, &alice, "")
+            .acting_as(alice.clone())
+            .transition(format!("prov/{n}"), Stage::Staging, "")
             .await;
         match expected {
             Ok(why) => {
@@ -1079,20 +1113,21 @@ pub async fn provenance_and_time_in_stage_gates(f: &Fixture) {
         let reg = reg.clone();
         let alice = alice.clone();
         async move {
-            reg.set_gates(
-                "prov",
-                Stage::Validation,
-                vec![GateSpec::MinTimeInStage { seconds }],
-                &alice,
-            )
-            .await
-            .expect("gates");
+            reg.acting_as(alice.clone())
+                .set_gates(
+                    "prov",
+                    Stage::Validation,
+                    vec![GateSpec::MinTimeInStage { seconds }],
+                )
+                .await
+                .expect("gates");
         }
     };
     set_min(3600).await;
     let before = snapshot(&reg, "prov").await;
     let failed = refused(
-        reg.transition("prov/4", Stage::Validation, &alice, "")
+        reg.acting_as(alice.clone())
+            .transition("prov/4", Stage::Validation, "")
             .await,
         "prov",
         4,
@@ -1108,7 +1143,8 @@ pub async fn provenance_and_time_in_stage_gates(f: &Fixture) {
 
     set_min(0).await;
     let e = reg
-        .transition("prov/4", Stage::Validation, &alice, "")
+        .acting_as(alice.clone())
+        .transition("prov/4", Stage::Validation, "")
         .await
         .expect("move");
     let EventKind::StageChanged { gates, .. } = &e.kind else {
@@ -1129,14 +1165,17 @@ pub async fn provenance_and_time_in_stage_gates(f: &Fixture) {
     set_min(1).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let e = reg
-        .transition("prov/5", Stage::Archived, &alice, "")
+        .acting_as(alice.clone())
+        .transition("prov/5", Stage::Archived, "")
         .await
         .expect("archive");
-    reg.transition("prov/5", Stage::Staging, &alice, "")
+    reg.acting_as(alice.clone())
+        .transition("prov/5", Stage::Staging, "")
         .await
         .expect("back to staging");
     let failed = refused(
-        reg.transition("prov/5", Stage::Validation, &alice, "")
+        reg.acting_as(alice.clone())
+            .transition("prov/5", Stage::Validation, "")
             .await,
         "prov",
         5,
@@ -1154,7 +1193,8 @@ pub async fn provenance_and_time_in_stage_gates(f: &Fixture) {
     let created = reg.resolve("prov/5").await.expect("v5").created_at;
     assert!(e.time - created >= TimeDelta::seconds(1), "{created} {e:?}");
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    reg.transition("prov/5", Stage::Validation, &alice, "")
+    reg.acting_as(alice.clone())
+        .transition("prov/5", Stage::Validation, "")
         .await
         .expect("a second in staging has passed");
 }
@@ -1166,14 +1206,13 @@ pub async fn provenance_and_time_in_stage_gates(f: &Fixture) {
 pub async fn every_failed_gate_is_reported(f: &Fixture) {
     let reg = f.registry();
     let alice = actor("alice");
-    reg.create_model(
-        "strict",
-        modelreg::CreateModel::by(alice.clone())
-            .metric("auc", MetricSpec::maximize())
-            .expect("spec"),
-    )
-    .await
-    .expect("create");
+    reg.acting_as(alice.clone())
+        .create_model(
+            "strict",
+            modelreg::CreateModel::new().metric("auc", MetricSpec::maximize()),
+        )
+        .await
+        .expect("create");
     register_with(
         &reg,
         "strict",
@@ -1185,26 +1224,26 @@ pub async fn every_failed_gate_is_reported(f: &Fixture) {
     register_with(&reg, "strict", "m.bin", "w2", with_metrics(&[("auc", 0.5)])).await;
     bring_to(&reg, "strict", 1, Stage::Production).await;
     bring_to(&reg, "strict", 2, Stage::Validation).await;
-    reg.set_gates(
-        "strict",
-        Stage::Production,
-        vec![
-            GateSpec::ProvenanceComplete,
-            GateSpec::Approvals {
-                required: 1,
-                from: BTreeSet::new(),
-            },
-            GateSpec::MinTimeInStage { seconds: 0 },
-            GateSpec::MetricsNoWorse {
-                against: Baseline::Production,
-                metrics: vec![],
-            },
-            GateSpec::MinTimeInStage { seconds: 3600 },
-        ],
-        &alice,
-    )
-    .await
-    .expect("gates");
+    reg.acting_as(alice.clone())
+        .set_gates(
+            "strict",
+            Stage::Production,
+            vec![
+                GateSpec::ProvenanceComplete,
+                GateSpec::Approvals {
+                    required: 1,
+                    from: BTreeSet::new(),
+                },
+                GateSpec::MinTimeInStage { seconds: 0 },
+                GateSpec::MetricsNoWorse {
+                    against: Baseline::Production,
+                    metrics: vec![],
+                },
+                GateSpec::MinTimeInStage { seconds: 3600 },
+            ],
+        )
+        .await
+        .expect("gates");
     let freeze = ScriptedGate::refusing("change_freeze", "changes are frozen until Monday");
     let also = ScriptedGate::passing("business_hours", "within hours");
     let strict = ModelName::new("strict").expect("valid");
@@ -1214,7 +1253,7 @@ pub async fn every_failed_gate_is_reported(f: &Fixture) {
     });
 
     let before = snapshot(&reg, "strict").await;
-    let result = gated.promote("strict/2", &alice, "").await;
+    let result = gated.acting_as(alice.clone()).promote("strict/2", "").await;
     let message = match &result {
         Err(e) => e.to_string(),
         Ok(e) => panic!("promoted: {e:?}"),
@@ -1259,7 +1298,7 @@ pub async fn every_failed_gate_is_reported(f: &Fixture) {
 
     // Without the in-process gates, the stored ones alone refuse.
     let failed = refused(
-        reg.promote("strict/2", &alice, "").await,
+        reg.acting_as(alice.clone()).promote("strict/2", "").await,
         "strict",
         2,
         Stage::Production,
@@ -1292,7 +1331,8 @@ pub async fn stored_gates_apply_to_every_registry(f: &Fixture) {
         from: BTreeSet::new(),
     };
     let e = reg
-        .set_gates("shared", Stage::Production, vec![spec.clone()], &alice)
+        .acting_as(alice.clone())
+        .set_gates("shared", Stage::Production, vec![spec.clone()])
         .await
         .expect("gates");
     assert_eq!(
@@ -1312,7 +1352,7 @@ pub async fn stored_gates_apply_to_every_registry(f: &Fixture) {
     let before = snapshot(&reg, "shared").await;
     assert_eq!(
         refused(
-            other.promote("shared/1", &alice, "").await,
+            other.acting_as(alice.clone()).promote("shared/1", "").await,
             "shared",
             1,
             Stage::Production
@@ -1321,13 +1361,15 @@ pub async fn stored_gates_apply_to_every_registry(f: &Fixture) {
     );
     assert_eq!(snapshot(&reg, "shared").await, before);
     other
-        .approve("shared/1", Stage::Production, &actor("bob"), "")
+        .acting_as(actor("bob"))
+        .approve("shared/1", Stage::Production, "")
         .await
         .expect("approve");
     let e = f
         .fresh()
         .await
-        .promote("shared/1", &alice, "")
+        .acting_as(alice.clone())
+        .promote("shared/1", "")
         .await
         .expect("promote");
     assert!(
@@ -1337,7 +1379,8 @@ pub async fn stored_gates_apply_to_every_registry(f: &Fixture) {
     );
 
     // An empty list removes the stage's gates, everywhere.
-    reg.set_gates("shared", Stage::Production, vec![], &alice)
+    reg.acting_as(alice.clone())
+        .set_gates("shared", Stage::Production, vec![])
         .await
         .expect("gates");
     assert!(
@@ -1349,7 +1392,8 @@ pub async fn stored_gates_apply_to_every_registry(f: &Fixture) {
             .is_empty()
     );
     let e = other
-        .promote("shared/2", &alice, "")
+        .acting_as(alice.clone())
+        .promote("shared/2", "")
         .await
         .expect("promote");
     assert!(
@@ -1378,7 +1422,8 @@ pub async fn in_process_gates_run_and_refuse(f: &Fixture) {
 
     let bob = actor("bob");
     let e = reg
-        .transition("inproc/1", Stage::Staging, &bob, "try it")
+        .acting_as(bob.clone())
+        .transition("inproc/1", Stage::Staging, "try it")
         .await
         .expect("move");
     assert!(
@@ -1399,10 +1444,12 @@ pub async fn in_process_gates_run_and_refuse(f: &Fixture) {
     );
 
     // Other target stages and other models do not run it.
-    reg.transition("inproc/1", Stage::Validation, &bob, "")
+    reg.acting_as(bob.clone())
+        .transition("inproc/1", Stage::Validation, "")
         .await
         .expect("move");
-    reg.transition("elsewhere/1", Stage::Staging, &bob, "")
+    reg.acting_as(bob.clone())
+        .transition("elsewhere/1", Stage::Staging, "")
         .await
         .expect("move");
     assert_eq!(gate.seen().len(), 1);
@@ -1411,7 +1458,9 @@ pub async fn in_process_gates_run_and_refuse(f: &Fixture) {
     let before = snapshot(&reg, "inproc").await;
     assert_eq!(
         refused(
-            reg.transition("inproc/2", Stage::Staging, &bob, "").await,
+            reg.acting_as(bob.clone())
+                .transition("inproc/2", Stage::Staging, "")
+                .await,
             "inproc",
             2,
             Stage::Staging
@@ -1425,7 +1474,8 @@ pub async fn in_process_gates_run_and_refuse(f: &Fixture) {
     let e = f
         .fresh()
         .await
-        .transition("inproc/2", Stage::Staging, &bob, "")
+        .acting_as(bob.clone())
+        .transition("inproc/2", Stage::Staging, "")
         .await
         .expect("move");
     assert!(
@@ -1454,7 +1504,8 @@ pub async fn in_process_min_time_in_stage_beyond_range_refuses(f: &Fixture) {
     let alice = actor("alice");
     let before = snapshot(&reg, "forever").await;
     let failed = refused(
-        reg.transition("forever/1", Stage::Staging, &alice, "")
+        reg.acting_as(alice.clone())
+            .transition("forever/1", Stage::Staging, "")
             .await,
         "forever",
         1,
@@ -1467,13 +1518,15 @@ pub async fn in_process_min_time_in_stage_beyond_range_refuses(f: &Fixture) {
     assert_eq!(snapshot(&reg, "forever").await, before);
 
     f.registry()
-        .transition("forever/1", Stage::Staging, &alice, "")
+        .acting_as(alice.clone())
+        .transition("forever/1", Stage::Staging, "")
         .await
         .expect("move without the in-process gates");
     let attempt = tokio::spawn({
         let reg = reg.clone();
         async move {
-            reg.transition("forever/1", Stage::Validation, &actor("alice"), "")
+            reg.acting_as(actor("alice"))
+                .transition("forever/1", Stage::Validation, "")
                 .await
         }
     })
@@ -1509,13 +1562,16 @@ pub async fn invalid_gate_specs_are_rejected(f: &Fixture) {
     ];
     for (stage, spec) in bad {
         assert_err!(
-            reg.set_gates("specs", stage, vec![spec.clone()], &alice)
+            reg.acting_as(alice.clone())
+                .set_gates("specs", stage, vec![spec.clone()])
                 .await,
             Error::InvalidInput { .. }
         );
     }
     assert_err!(
-        reg.set_gates("nope", Stage::Staging, vec![], &alice).await,
+        reg.acting_as(alice.clone())
+            .set_gates("nope", Stage::Staging, vec![])
+            .await,
         Error::NotFound { .. }
     );
     assert_eq!(event_count(&reg, "specs").await, 1);
@@ -1535,7 +1591,8 @@ pub async fn approvals_are_events(f: &Fixture) {
     let (bob, carol) = (actor("bob"), actor("carol"));
 
     let e1 = reg
-        .approve("voted/1", Stage::Production, &bob, "looks good")
+        .acting_as(bob.clone())
+        .approve("voted/1", Stage::Production, "looks good")
         .await
         .expect("approve");
     assert_eq!((e1.seq, &e1.actor), (3, &bob));
@@ -1549,7 +1606,8 @@ pub async fn approvals_are_events(f: &Fixture) {
         }
     );
     let e2 = reg
-        .reject("voted@latest", Stage::Production, &carol, "drift")
+        .acting_as(carol.clone())
+        .reject("voted@latest", Stage::Production, "drift")
         .await
         .expect("reject");
     assert_eq!((e2.seq, &e2.actor), (4, &carol));
@@ -1563,11 +1621,13 @@ pub async fn approvals_are_events(f: &Fixture) {
         }
     );
     let e3 = reg
-        .reject("voted/1", Stage::Production, &bob, "")
+        .acting_as(bob.clone())
+        .reject("voted/1", Stage::Production, "")
         .await
         .expect("reject");
     let e4 = reg
-        .approve("voted/1", Stage::Staging, &bob, "")
+        .acting_as(bob.clone())
+        .approve("voted/1", Stage::Staging, "")
         .await
         .expect("approve");
 
@@ -1604,11 +1664,15 @@ pub async fn approvals_are_events(f: &Fixture) {
 
     let count = event_count(&reg, "voted").await;
     assert_err!(
-        reg.approve("voted/1", Stage::None, &bob, "").await,
+        reg.acting_as(bob.clone())
+            .approve("voted/1", Stage::None, "")
+            .await,
         Error::InvalidInput { .. }
     );
     assert_err!(
-        reg.approve("voted/2", Stage::Production, &bob, "").await,
+        reg.acting_as(bob.clone())
+            .approve("voted/2", Stage::Production, "")
+            .await,
         Error::NotFound { .. }
     );
     assert_eq!(event_count(&reg, "voted").await, count);
@@ -1636,7 +1700,8 @@ pub async fn rollback_never_restores_the_current_version(f: &Fixture) {
         register_bytes(&reg, "again", "m.bin", format!("w{i}")).await;
     }
     bring_to(&reg, "again", 1, Stage::Production).await;
-    reg.transition("again/1", Stage::Archived, &carol, "pause")
+    reg.acting_as(carol.clone())
+        .transition("again/1", Stage::Archived, "pause")
         .await
         .expect("archive");
     bring_to(&reg, "again", 1, Stage::Production).await;
@@ -1648,16 +1713,21 @@ pub async fn rollback_never_restores_the_current_version(f: &Fixture) {
         [num(1)]
     );
     assert_err!(
-        reg.rollback("again", &carol, "").await,
+        reg.acting_as(carol.clone()).rollback("again", "").await,
         Error::NotFound { .. }
     );
 
     bring_to(&reg, "again", 2, Stage::Production).await;
-    reg.transition("again/2", Stage::Archived, &carol, "pause")
+    reg.acting_as(carol.clone())
+        .transition("again/2", Stage::Archived, "pause")
         .await
         .expect("archive");
     bring_to(&reg, "again", 2, Stage::Production).await;
-    let e = reg.rollback("again", &carol, "").await.expect("rollback");
+    let e = reg
+        .acting_as(carol.clone())
+        .rollback("again", "")
+        .await
+        .expect("rollback");
     assert_eq!(
         e.kind,
         EventKind::RolledBack {
@@ -1675,10 +1745,16 @@ pub async fn rollback_walks_production_back(f: &Fixture) {
     for i in 1..=3 {
         register_bytes(&reg, "rb", "m.bin", format!("w{i}")).await;
     }
-    assert_err!(reg.rollback("rb", &carol, "").await, Error::NotFound { .. });
+    assert_err!(
+        reg.acting_as(carol.clone()).rollback("rb", "").await,
+        Error::NotFound { .. }
+    );
     bring_to(&reg, "rb", 1, Stage::Production).await;
     let count = event_count(&reg, "rb").await;
-    assert_err!(reg.rollback("rb", &carol, "").await, Error::NotFound { .. });
+    assert_err!(
+        reg.acting_as(carol.clone()).rollback("rb", "").await,
+        Error::NotFound { .. }
+    );
     assert_eq!(event_count(&reg, "rb").await, count);
     bring_to(&reg, "rb", 2, Stage::Production).await;
     bring_to(&reg, "rb", 3, Stage::Production).await;
@@ -1687,21 +1763,22 @@ pub async fn rollback_walks_production_back(f: &Fixture) {
         [num(1), num(2), num(3)]
     );
     // Gates that would refuse any promotion do not hold a rollback back.
-    reg.set_gates(
-        "rb",
-        Stage::Production,
-        vec![GateSpec::Approvals {
-            required: 5,
-            from: BTreeSet::new(),
-        }],
-        &alice,
-    )
-    .await
-    .expect("gates");
+    reg.acting_as(alice.clone())
+        .set_gates(
+            "rb",
+            Stage::Production,
+            vec![GateSpec::Approvals {
+                required: 5,
+                from: BTreeSet::new(),
+            }],
+        )
+        .await
+        .expect("gates");
 
     let count = event_count(&reg, "rb").await;
     let e = reg
-        .rollback("rb", &carol, "v3 drops conversions")
+        .acting_as(carol.clone())
+        .rollback("rb", "v3 drops conversions")
         .await
         .expect("rollback");
     assert_eq!((e.seq, &e.actor), (count as u64 + 1, &carol));
@@ -1733,7 +1810,11 @@ pub async fn rollback_walks_production_back(f: &Fixture) {
     assert_eq!(state.rollback_target(), Some(num(1)));
 
     let other = f.fresh().await;
-    let e = other.rollback("rb", &alice, "").await.expect("rollback");
+    let e = other
+        .acting_as(alice.clone())
+        .rollback("rb", "")
+        .await
+        .expect("rollback");
     assert_eq!(
         e.kind,
         EventKind::RolledBack {
@@ -1757,7 +1838,10 @@ pub async fn rollback_walks_production_back(f: &Fixture) {
     );
 
     let before = snapshot(&reg, "rb").await;
-    assert_err!(reg.rollback("rb", &carol, "").await, Error::NotFound { .. });
+    assert_err!(
+        reg.acting_as(carol.clone()).rollback("rb", "").await,
+        Error::NotFound { .. }
+    );
     assert_eq!(snapshot(&reg, "rb").await, before);
     let rollbacks = reg
         .history("rb", &HistoryFilter::new().kind("rolled_back"))
@@ -1766,12 +1850,16 @@ pub async fn rollback_walks_production_back(f: &Fixture) {
     assert_eq!(rollbacks.len(), 2);
 
     // With the production version archived directly, there is nothing to leave.
-    reg.transition("rb/1", Stage::Archived, &alice, "")
+    reg.acting_as(alice.clone())
+        .transition("rb/1", Stage::Archived, "")
         .await
         .expect("archive");
-    assert_err!(reg.rollback("rb", &carol, "").await, Error::NotFound { .. });
     assert_err!(
-        reg.rollback("ghost", &carol, "").await,
+        reg.acting_as(carol.clone()).rollback("rb", "").await,
+        Error::NotFound { .. }
+    );
+    assert_err!(
+        reg.acting_as(carol.clone()).rollback("ghost", "").await,
         Error::NotFound { .. }
     );
 }
@@ -1795,11 +1883,8 @@ pub async fn aliases_set_move_and_remove(f: &Fixture) {
     );
 
     let e = reg
-        .set_alias(
-            "aliases/1",
-            "champion",
-            SetAlias::by(alice.clone()).reason("best auc"),
-        )
+        .acting_as(alice.clone())
+        .set_alias("aliases/1", "champion", SetAlias::new().reason("best auc"))
         .await
         .expect("set");
     assert_eq!((e.seq, &e.actor), (4, &alice));
@@ -1834,11 +1919,8 @@ pub async fn aliases_set_move_and_remove(f: &Fixture) {
     );
 
     let e = reg
-        .set_alias(
-            "aliases/2",
-            "champion",
-            SetAlias::by(bob.clone()).reason("retrained"),
-        )
+        .acting_as(bob.clone())
+        .set_alias("aliases/2", "champion", SetAlias::new().reason("retrained"))
         .await
         .expect("move");
     assert_eq!(e.actor, bob);
@@ -1853,11 +1935,13 @@ pub async fn aliases_set_move_and_remove(f: &Fixture) {
             .number,
         num(2)
     );
-    reg.set_alias("aliases/1", "challenger", SetAlias::by(bob.clone()))
+    reg.acting_as(bob.clone())
+        .set_alias("aliases/1", "challenger", SetAlias::new())
         .await
         .expect("set");
     // An alias can be set from any reference, another alias included.
-    reg.set_alias("aliases@champion", "backup", SetAlias::by(bob.clone()))
+    reg.acting_as(bob.clone())
+        .set_alias("aliases@champion", "backup", SetAlias::new())
         .await
         .expect("set");
     let targets: Vec<(String, u64, Actor)> = reg
@@ -1887,7 +1971,8 @@ pub async fn aliases_set_move_and_remove(f: &Fixture) {
     );
 
     let e = reg
-        .remove_alias("aliases", "champion", &carol, "retired")
+        .acting_as(carol.clone())
+        .remove_alias("aliases", "champion", "retired")
         .await
         .expect("remove");
     assert_eq!(e.actor, carol);
@@ -1919,11 +2004,15 @@ pub async fn aliases_set_move_and_remove(f: &Fixture) {
 
     let before = snapshot(&reg, "aliases").await;
     assert_err!(
-        reg.remove_alias("aliases", "champion", &carol, "").await,
+        reg.acting_as(carol.clone())
+            .remove_alias("aliases", "champion", "")
+            .await,
         Error::NotFound { .. }
     );
     assert_err!(
-        reg.remove_alias("aliases", "never", &carol, "").await,
+        reg.acting_as(carol.clone())
+            .remove_alias("aliases", "never", "")
+            .await,
         Error::NotFound { .. }
     );
     for reserved in [
@@ -1935,29 +2024,35 @@ pub async fn aliases_set_move_and_remove(f: &Fixture) {
         "archived",
     ] {
         assert_err!(
-            reg.set_alias("aliases/1", reserved, SetAlias::by(alice.clone()))
+            reg.acting_as(alice.clone())
+                .set_alias("aliases/1", reserved, SetAlias::new())
                 .await,
             Error::InvalidName { kind: "alias", .. }
         );
         assert_err!(
-            reg.remove_alias("aliases", reserved, &alice, "").await,
+            reg.acting_as(alice.clone())
+                .remove_alias("aliases", reserved, "")
+                .await,
             Error::InvalidName { kind: "alias", .. }
         );
     }
     for bad in ["", "Champion", "1st", "a.b", "eu/canary", "x y"] {
         assert_err!(
-            reg.set_alias("aliases/1", bad, SetAlias::by(alice.clone()))
+            reg.acting_as(alice.clone())
+                .set_alias("aliases/1", bad, SetAlias::new())
                 .await,
             Error::InvalidName { kind: "alias", .. }
         );
     }
     assert_err!(
-        reg.set_alias("aliases/3", "canary", SetAlias::by(alice.clone()))
+        reg.acting_as(alice.clone())
+            .set_alias("aliases/3", "canary", SetAlias::new())
             .await,
         Error::NotFound { .. }
     );
     assert_err!(
-        reg.set_alias("ghost/1", "canary", SetAlias::by(alice.clone()))
+        reg.acting_as(alice.clone())
+            .set_alias("ghost/1", "canary", SetAlias::new())
             .await,
         Error::NotFound { .. }
     );
@@ -1975,22 +2070,23 @@ pub async fn protected_aliases_pass_production_gates(f: &Fixture) {
     for i in 1..=4 {
         register_bytes(&reg, "guarded", "m.bin", format!("w{i}")).await;
     }
-    reg.set_gates(
-        "guarded",
-        Stage::Production,
-        vec![GateSpec::Approvals {
-            required: 1,
-            from: BTreeSet::new(),
-        }],
-        &alice,
-    )
-    .await
-    .expect("gates");
+    reg.acting_as(alice.clone())
+        .set_gates(
+            "guarded",
+            Stage::Production,
+            vec![GateSpec::Approvals {
+                required: 1,
+                from: BTreeSet::new(),
+            }],
+        )
+        .await
+        .expect("gates");
     let approve = |n: u64, who: &Actor| {
         let reg = reg.clone();
         let who = who.clone();
         async move {
-            reg.approve(format!("guarded/{n}"), Stage::Production, &who, "")
+            reg.acting_as(who.clone())
+                .approve(format!("guarded/{n}"), Stage::Production, "")
                 .await
                 .expect("approve");
         }
@@ -1999,11 +2095,13 @@ pub async fn protected_aliases_pass_production_gates(f: &Fixture) {
         let reg = reg.clone();
         let alice = alice.clone();
         async move {
-            let mut opts = SetAlias::by(alice).reason("move");
+            let mut opts = SetAlias::new().reason("move");
             if let Some(p) = protected {
                 opts = opts.protected(p);
             }
-            reg.set_alias(format!("guarded/{n}"), name, opts).await
+            reg.acting_as(alice)
+                .set_alias(format!("guarded/{n}"), name, opts)
+                .await
         }
     };
     let gates_of = |e: &Event| match &e.kind {
@@ -2061,7 +2159,8 @@ pub async fn protected_aliases_pass_production_gates(f: &Fixture) {
     );
 
     // A standing rejection of its target blocks unprotecting and removing it.
-    reg.reject("guarded/2", Stage::Production, &carol, "bias")
+    reg.acting_as(carol.clone())
+        .reject("guarded/2", Stage::Production, "bias")
         .await
         .expect("reject");
     let before = snapshot(&reg, "guarded").await;
@@ -2077,7 +2176,9 @@ pub async fn protected_aliases_pass_production_gates(f: &Fixture) {
     );
     assert_eq!(
         refused(
-            reg.remove_alias("guarded", "champion", &alice, "").await,
+            reg.acting_as(alice.clone())
+                .remove_alias("guarded", "champion", "")
+                .await,
             "guarded",
             2,
             Stage::Production
@@ -2106,7 +2207,8 @@ pub async fn protected_aliases_pass_production_gates(f: &Fixture) {
     let e = set(3, "champion", None).await.expect("move");
     assert_eq!(gates_of(&e), (vec![], false));
     let e = reg
-        .remove_alias("guarded", "champion", &alice, "")
+        .acting_as(alice.clone())
+        .remove_alias("guarded", "champion", "")
         .await
         .expect("remove");
     assert_eq!(gates_of(&e), (vec![], false));
@@ -2115,7 +2217,8 @@ pub async fn protected_aliases_pass_production_gates(f: &Fixture) {
     approve(4, &bob).await;
     set(4, "safe", Some(true)).await.expect("protect");
     let e = reg
-        .remove_alias("guarded", "safe", &alice, "")
+        .acting_as(alice.clone())
+        .remove_alias("guarded", "safe", "")
         .await
         .expect("remove");
     assert_eq!(
@@ -2135,7 +2238,8 @@ pub async fn protected_aliases_pass_production_gates(f: &Fixture) {
     assert_eq!(
         refused(
             gated
-                .set_alias("guarded/1", "safe", SetAlias::by(alice.clone()))
+                .acting_as(alice.clone())
+                .set_alias("guarded/1", "safe", SetAlias::new())
                 .await,
             "guarded",
             1,
@@ -2171,7 +2275,8 @@ async fn audited(reg: &Registry) {
         let reg = reg.clone();
         let who = who.clone();
         async move {
-            reg.transition(format!("audited/{n}"), to, &who, "")
+            reg.acting_as(who.clone())
+                .transition(format!("audited/{n}"), to, "")
                 .await
                 .expect("move");
         }
@@ -2181,26 +2286,32 @@ async fn audited(reg: &Registry) {
     mv(1, Stage::Production, &bob).await; // 7
     mv(2, Stage::Staging, &alice).await; // 8
     mv(2, Stage::Validation, &alice).await; // 9
-    reg.approve("audited/2", Stage::Production, &carol, "")
+    reg.acting_as(carol.clone())
+        .approve("audited/2", Stage::Production, "")
         .await
         .expect("approve"); // 10
     mv(2, Stage::Production, &bob).await; // 11: archives 1
-    reg.set_alias("audited/1", "champion", SetAlias::by(carol.clone()))
+    reg.acting_as(carol.clone())
+        .set_alias("audited/1", "champion", SetAlias::new())
         .await
         .expect("alias"); // 12
     mv(3, Stage::Staging, &alice).await; // 13
     mv(3, Stage::Validation, &alice).await; // 14
     mv(3, Stage::Production, &bob).await; // 15: archives 2
-    reg.rollback("audited", &carol, "").await.expect("rollback"); // 16: restores 2, displaces 3
-    reg.set_gates(
-        "audited",
-        Stage::Production,
-        vec![GateSpec::ProvenanceComplete],
-        &alice,
-    )
-    .await
-    .expect("gates"); // 17
-    reg.remove_alias("audited", "champion", &carol, "")
+    reg.acting_as(carol.clone())
+        .rollback("audited", "")
+        .await
+        .expect("rollback"); // 16: restores 2, displaces 3
+    reg.acting_as(alice.clone())
+        .set_gates(
+            "audited",
+            Stage::Production,
+            vec![GateSpec::ProvenanceComplete],
+        )
+        .await
+        .expect("gates"); // 17
+    reg.acting_as(carol.clone())
+        .remove_alias("audited", "champion", "")
         .await
         .expect("remove"); // 18
 }
@@ -2320,7 +2431,8 @@ async fn travel(reg: &Registry) -> Vec<(Option<u64>, Option<u64>, Option<u64>)> 
         let reg = reg.clone();
         let who = who.clone();
         async move {
-            reg.set_alias(format!("travel/{n}"), "champion", SetAlias::by(who))
+            reg.acting_as(who)
+                .set_alias(format!("travel/{n}"), "champion", SetAlias::new())
                 .await
                 .expect("alias");
         }
@@ -2328,8 +2440,12 @@ async fn travel(reg: &Registry) -> Vec<(Option<u64>, Option<u64>, Option<u64>)> 
     champion(1).await; // 11
     bring_to(reg, "travel", 3, Stage::Production).await; // 12..=14
     champion(3).await; // 15
-    reg.rollback("travel", &who, "").await.expect("rollback"); // 16
-    reg.remove_alias("travel", "champion", &who, "")
+    reg.acting_as(who.clone())
+        .rollback("travel", "")
+        .await
+        .expect("rollback"); // 16
+    reg.acting_as(who.clone())
+        .remove_alias("travel", "champion", "")
         .await
         .expect("remove"); // 17
     vec![
@@ -2562,7 +2678,12 @@ async fn race_round(
             tokio::spawn(async move {
                 barrier.wait().await;
                 let who = actor(&format!("promoter of v{n}"));
-                (n, r.promote(format!("race/{n}"), &who, "race").await)
+                (
+                    n,
+                    r.acting_as(who.clone())
+                        .promote(format!("race/{n}"), "race")
+                        .await,
+                )
             })
         })
         .collect();
@@ -2705,8 +2826,8 @@ pub async fn racing_commands_have_one_winner(f: &Fixture) {
     let count = event_count(&reg, "contend").await;
     let [a, b] = racing_pair(&reg);
     let (ra, rb) = race(
-        async move { a.rollback("contend", &actor("a"), "").await },
-        async move { b.rollback("contend", &actor("b"), "").await },
+        async move { a.acting_as(actor("a")).rollback("contend", "").await },
+        async move { b.acting_as(actor("b")).rollback("contend", "").await },
     )
     .await;
     let (_, won, what) = one_winner("contend", [ra, rb]);
@@ -2732,8 +2853,8 @@ pub async fn racing_commands_have_one_winner(f: &Fixture) {
     // A rollback and a promotion at once.
     let [a, b] = racing_pair(&reg);
     let (ra, rb) = race(
-        async move { a.promote("contend/4", &actor("a"), "").await },
-        async move { b.rollback("contend", &actor("b"), "").await },
+        async move { a.acting_as(actor("a")).promote("contend/4", "").await },
+        async move { b.acting_as(actor("b")).rollback("contend", "").await },
     )
     .await;
     let (winner, won, what) = one_winner("contend", [ra, rb]);
@@ -2757,11 +2878,18 @@ pub async fn racing_commands_have_one_winner(f: &Fixture) {
 
     // Two moves of one alias.
     let [a, b] = racing_pair(&reg);
-    let opts = |who: &str| SetAlias::by(actor(who));
-    let (oa, ob) = (opts("a"), opts("b"));
+    let (oa, ob) = (SetAlias::new(), SetAlias::new());
     let (ra, rb) = race(
-        async move { a.set_alias("contend/1", "champion", oa).await },
-        async move { b.set_alias("contend/2", "champion", ob).await },
+        async move {
+            a.acting_as(actor("a"))
+                .set_alias("contend/1", "champion", oa)
+                .await
+        },
+        async move {
+            b.acting_as(actor("b"))
+                .set_alias("contend/2", "champion", ob)
+                .await
+        },
     )
     .await;
     let (winner, _, what) = one_winner("contend", [ra, rb]);
@@ -2780,11 +2908,13 @@ pub async fn racing_commands_have_one_winner(f: &Fixture) {
     let [a, b] = racing_pair(&reg);
     let (ra, rb) = race(
         async move {
-            a.transition("contend/5", Stage::Staging, &actor("a"), "")
+            a.acting_as(actor("a"))
+                .transition("contend/5", Stage::Staging, "")
                 .await
         },
         async move {
-            b.transition("contend/5", Stage::Archived, &actor("b"), "")
+            b.acting_as(actor("b"))
+                .transition("contend/5", Stage::Archived, "")
                 .await
         },
     )
@@ -2811,29 +2941,31 @@ pub async fn gates_judge_the_state_the_event_follows(f: &Fixture) {
     let reg = f.registry();
     create(&reg, "judged").await;
     let alice = actor("alice");
-    reg.set_gates(
-        "judged",
-        Stage::Production,
-        vec![GateSpec::Approvals {
-            required: 1,
-            from: BTreeSet::new(),
-        }],
-        &alice,
-    )
-    .await
-    .expect("gates");
+    reg.acting_as(alice.clone())
+        .set_gates(
+            "judged",
+            Stage::Production,
+            vec![GateSpec::Approvals {
+                required: 1,
+                from: BTreeSet::new(),
+            }],
+        )
+        .await
+        .expect("gates");
     register_bytes(&reg, "judged", "m.bin", "w").await;
     bring_to(&reg, "judged", 1, Stage::Validation).await;
-    reg.approve("judged/1", Stage::Production, &actor("bob"), "")
+    reg.acting_as(actor("bob"))
+        .approve("judged/1", Stage::Production, "")
         .await
         .expect("approve");
     let count = event_count(&reg, "judged").await;
 
     let [a, b] = racing_pair(&reg);
     let (promoted, rejected) = race(
-        async move { a.promote("judged/1", &actor("alice"), "").await },
+        async move { a.acting_as(actor("alice")).promote("judged/1", "").await },
         async move {
-            b.reject("judged/1", Stage::Production, &actor("carol"), "no")
+            b.acting_as(actor("carol"))
+                .reject("judged/1", Stage::Production, "no")
                 .await
         },
     )
@@ -2874,19 +3006,18 @@ pub async fn lifecycle_state_survives_checkpoints(f: &Fixture) {
     let reg = f.registry_with(|b| b.checkpoint_every(2));
     let alice = actor("alice");
     audited(&reg).await;
-    reg.approve("audited/3", Stage::Staging, &actor("dave"), "ok")
+    reg.acting_as(actor("dave"))
+        .approve("audited/3", Stage::Staging, "ok")
         .await
         .expect("approve"); // 19
-    reg.set_gates("audited", Stage::Production, vec![], &alice)
+    reg.acting_as(alice.clone())
+        .set_gates("audited", Stage::Production, vec![])
         .await
         .expect("gates"); // 20
-    reg.set_alias(
-        "audited/2",
-        "stable",
-        SetAlias::by(alice.clone()).protected(true),
-    )
-    .await
-    .expect("alias"); // 21
+    reg.acting_as(alice.clone())
+        .set_alias("audited/2", "stable", SetAlias::new().protected(true))
+        .await
+        .expect("alias"); // 21
     let validation_gates = vec![
         GateSpec::Approvals {
             required: 2,
@@ -2897,14 +3028,10 @@ pub async fn lifecycle_state_survives_checkpoints(f: &Fixture) {
             metrics: vec![key("auc")],
         },
     ];
-    reg.set_gates(
-        "audited",
-        Stage::Validation,
-        validation_gates.clone(),
-        &alice,
-    )
-    .await
-    .expect("gates"); // 22
+    reg.acting_as(alice.clone())
+        .set_gates("audited", Stage::Validation, validation_gates.clone())
+        .await
+        .expect("gates"); // 22
     let events = reg.events("audited").await.expect("events");
     assert_eq!(events.len(), 22);
     let replayed = ModelState::replay(events.clone()).expect("replay");
@@ -2939,7 +3066,8 @@ pub async fn lifecycle_state_survives_checkpoints(f: &Fixture) {
     assert_eq!(none.model("audited").await.expect("model"), replayed);
 
     let e = cold
-        .rollback("audited", &alice, "")
+        .acting_as(alice.clone())
+        .rollback("audited", "")
         .await
         .expect("rollback");
     assert_eq!(
@@ -2961,16 +3089,18 @@ pub async fn lifecycle_state_survives_checkpoints(f: &Fixture) {
 /// such a build can read a log that uses no lifecycle; lifecycle events are
 /// format 2, also after a model's first lifecycle event.
 pub async fn lifecycle_events_are_format_2(f: &Fixture) {
-    assert_eq!(EVENT_FORMAT, 2);
+    assert_eq!(modelreg::format::EVENT_FORMAT, 2);
     let reg = f.registry();
     audited(&reg).await;
     let alice = actor("alice");
     // Old kinds after lifecycle ones.
     register_bytes(&reg, "audited", "m.bin", "w4").await;
-    reg.add_metrics("audited/4", metrics(&[("auc", 0.5)]), &alice)
+    reg.acting_as(alice.clone())
+        .add_metrics("audited/4", metrics(&[("auc", 0.5)]))
         .await
         .expect("metrics");
-    reg.deprecate("audited/4", "never mind", &alice)
+    reg.acting_as(alice.clone())
+        .deprecate("audited/4", "never mind")
         .await
         .expect("deprecate");
     let records = reg

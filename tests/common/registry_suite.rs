@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
-use modelreg::domain::state::decode_checkpoint;
+use modelreg::format::decode_checkpoint;
 use modelreg::store::{ArtifactStoreExt, LinkMode};
 use modelreg::{
     Actor, ArtifactSource, CreateModel, Digest, Error, EventKind, FetchOptions, FetchReport,
@@ -54,7 +54,8 @@ pub fn digest(bytes: &[u8]) -> Digest {
 
 /// Creates `model`, by alice.
 pub async fn create(reg: &Registry, model: &str) -> ModelState {
-    reg.create_model(model, CreateModel::by(actor("alice")))
+    reg.acting_as(actor("alice"))
+        .create_model(model, CreateModel::new())
         .await
         .unwrap_or_else(|e| panic!("create {model}: {e}"))
 }
@@ -66,7 +67,7 @@ pub async fn register_bytes(
     path: &str,
     content: impl Into<Bytes>,
 ) -> VersionRecord {
-    register_with(reg, model, path, content, NewVersion::by(actor("ci"))).await
+    register_with(reg, model, path, content, NewVersion::new()).await
 }
 
 /// [`register_bytes`] with the given version options.
@@ -78,9 +79,11 @@ pub async fn register_with(
     version: NewVersion,
 ) -> VersionRecord {
     let source = ArtifactSource::bytes(path, content).expect("valid path");
-    reg.register(model, source, version)
+    reg.acting_as(actor("ci"))
+        .register(model, source, version)
         .await
         .unwrap_or_else(|e| panic!("register {model}: {e}"))
+        .version
 }
 
 /// The set of blobs in the registry's artifact store.
@@ -232,12 +235,12 @@ pub fn as_refs<'a>(files: &'a [(&'static str, Vec<u8>)]) -> Vec<(&'static str, &
 pub async fn create_model_and_reject_duplicates(f: &Fixture) {
     let reg = f.registry();
     let state = reg
+        .acting_as(actor("alice"))
         .create_model(
             "fraud",
-            CreateModel::by(actor("alice"))
+            CreateModel::new()
                 .description("Card fraud scoring")
-                .tag("team", "risk")
-                .expect("valid tag"),
+                .tag("team", "risk"),
         )
         .await
         .expect("create");
@@ -249,7 +252,8 @@ pub async fn create_model_and_reject_duplicates(f: &Fixture) {
     assert!(state.versions().is_empty());
 
     let e = assert_err!(
-        reg.create_model("fraud", CreateModel::by(actor("bob")))
+        reg.acting_as(actor("bob"))
+            .create_model("fraud", CreateModel::new())
             .await,
         Error::AlreadyExists { .. }
     );
@@ -257,7 +261,8 @@ pub async fn create_model_and_reject_duplicates(f: &Fixture) {
     let other = f.fresh().await;
     assert_err!(
         other
-            .create_model("fraud", CreateModel::by(actor("bob")))
+            .acting_as(actor("bob"))
+            .create_model("fraud", CreateModel::new())
             .await,
         Error::AlreadyExists { .. }
     );
@@ -267,7 +272,9 @@ pub async fn create_model_and_reject_duplicates(f: &Fixture) {
 
     for bad in ["Fraud", "team/fraud", "..", "-x", "", "fraud@1"] {
         assert_err!(
-            reg.create_model(bad, CreateModel::by(actor("bob"))).await,
+            reg.acting_as(actor("bob"))
+                .create_model(bad, CreateModel::new())
+                .await,
             Error::InvalidName { .. }
         );
     }
@@ -291,7 +298,8 @@ pub async fn concurrent_creates_of_one_model(f: &Fixture) {
             f.registry()
         };
         handles.push(tokio::spawn(async move {
-            reg.create_model("fraud", CreateModel::by(actor(&format!("writer {i}"))))
+            reg.acting_as(actor(&format!("writer {i}")))
+                .create_model("fraud", CreateModel::new())
                 .await
         }));
     }
@@ -315,12 +323,14 @@ pub async fn concurrent_creates_of_one_model(f: &Fixture) {
 pub async fn unknown_model_is_not_found(f: &Fixture) {
     let reg = f.registry();
     let src = || ArtifactSource::bytes("m.bin", "weights").expect("valid path");
-    let v = || NewVersion::by(actor("ci"));
+    let v = || NewVersion::new();
     let who = actor("alice");
     assert_err!(reg.resolve("ghost@latest").await, Error::NotFound { .. });
     assert_err!(reg.resolve("ghost/1").await, Error::NotFound { .. });
     assert_err!(
-        reg.register("ghost", src(), v()).await,
+        reg.acting_as(actor("ci"))
+            .register("ghost", src(), v())
+            .await,
         Error::NotFound { .. }
     );
     assert_err!(reg.events("ghost").await, Error::NotFound { .. });
@@ -331,15 +341,16 @@ pub async fn unknown_model_is_not_found(f: &Fixture) {
     );
     let m = Metrics::new().with("auc", 0.5).expect("finite");
     assert_err!(
-        reg.add_metrics("ghost/1", m, &who).await,
+        reg.acting_as(who.clone()).add_metrics("ghost/1", m).await,
         Error::NotFound { .. }
     );
     assert_err!(
-        reg.deprecate("ghost/1", "old", &who).await,
+        reg.acting_as(who.clone()).deprecate("ghost/1", "old").await,
         Error::NotFound { .. }
     );
     assert_err!(
-        reg.set_model_tags("ghost", tags(&[("a", "b")]), vec![], &who)
+        reg.acting_as(who.clone())
+            .set_model_tags("ghost", tags(&[("a", "b")]), vec![])
             .await,
         Error::NotFound { .. }
     );
@@ -361,23 +372,22 @@ pub async fn unknown_model_is_not_found(f: &Fixture) {
 pub async fn model_tags_and_metric_specs(f: &Fixture) {
     let reg = f.registry();
     let who = actor("alice");
-    reg.create_model(
-        "fraud",
-        CreateModel::by(who.clone())
-            .tag("team", "risk")
-            .expect("valid tag")
-            .metric("auc", MetricSpec::maximize())
-            .expect("valid metric"),
-    )
-    .await
-    .expect("create");
+    reg.acting_as(who.clone())
+        .create_model(
+            "fraud",
+            CreateModel::new()
+                .tag("team", "risk")
+                .metric("auc", MetricSpec::maximize()),
+        )
+        .await
+        .expect("create");
 
     let s = reg
+        .acting_as(who.clone())
         .set_model_tags(
             "fraud",
             tags(&[("owner", "alice"), ("team", "fraud-ops")]),
             vec![],
-            &who,
         )
         .await
         .expect("set tags");
@@ -386,18 +396,22 @@ pub async fn model_tags_and_metric_specs(f: &Fixture) {
         &tags(&[("owner", "alice"), ("team", "fraud-ops")])
     );
     let s = reg
-        .set_model_tags("fraud", Tags::new(), vec![key("team")], &who)
+        .acting_as(who.clone())
+        .set_model_tags("fraud", Tags::new(), vec![key("team")])
         .await
         .expect("remove tag");
     assert_eq!(s.tags(), &tags(&[("owner", "alice")]));
     assert_err!(
-        reg.set_model_tags("fraud", Tags::new(), vec![], &who).await,
+        reg.acting_as(who.clone())
+            .set_model_tags("fraud", Tags::new(), vec![])
+            .await,
         Error::InvalidInput { .. }
     );
 
     let loss = MetricSpec::minimize().with_tolerance(0.01);
     let s = reg
-        .set_metric_specs("fraud", BTreeMap::from([(key("loss"), loss)]), &who)
+        .acting_as(who.clone())
+        .set_metric_specs("fraud", BTreeMap::from([(key("loss"), loss)]))
         .await
         .expect("set specs");
     assert_eq!(
@@ -406,12 +420,15 @@ pub async fn model_tags_and_metric_specs(f: &Fixture) {
     );
     let bad = MetricSpec::maximize().with_tolerance(f64::NAN);
     assert_err!(
-        reg.set_metric_specs("fraud", BTreeMap::from([(key("auc"), bad)]), &who)
+        reg.acting_as(who.clone())
+            .set_metric_specs("fraud", BTreeMap::from([(key("auc"), bad)]))
             .await,
         Error::InvalidInput { .. }
     );
     assert_err!(
-        reg.set_metric_specs("fraud", BTreeMap::new(), &who).await,
+        reg.acting_as(who.clone())
+            .set_metric_specs("fraud", BTreeMap::new())
+            .await,
         Error::InvalidInput { .. }
     );
 
@@ -420,25 +437,20 @@ pub async fn model_tags_and_metric_specs(f: &Fixture) {
         "fraud",
         "m.bin",
         "w",
-        NewVersion::by(actor("ci"))
-            .tag("dataset", "nov")
-            .expect("valid tag"),
+        NewVersion::new().tag("dataset", "nov"),
     )
     .await;
     assert_eq!(v1.tags, tags(&[("dataset", "nov")]));
     let v1 = reg
-        .set_version_tags(
-            "fraud/1",
-            tags(&[("stage", "prod")]),
-            vec![key("dataset")],
-            &who,
-        )
+        .acting_as(who.clone())
+        .set_version_tags("fraud/1", tags(&[("stage", "prod")]), vec![key("dataset")])
         .await
         .expect("version tags");
     assert_eq!(v1.tags, tags(&[("stage", "prod")]));
     assert_eq!(reg.resolve("fraud/1").await.expect("resolve"), v1);
     assert_err!(
-        reg.set_version_tags("fraud/2", tags(&[("a", "b")]), vec![], &who)
+        reg.acting_as(who.clone())
+            .set_version_tags("fraud/2", tags(&[("a", "b")]), vec![])
             .await,
         Error::NotFound { .. }
     );
@@ -459,10 +471,11 @@ pub async fn register_from_dir_file_and_bytes(f: &Fixture) {
     let dir = f.scratch().join("checkpoint");
     write_tree(&dir, &as_refs(&files));
     let v1 = reg
+        .acting_as(actor("ci"))
         .register(
             "fraud",
             ArtifactSource::dir(&dir),
-            NewVersion::by(actor("ci")).description("from a directory"),
+            NewVersion::new().description("from a directory"),
         )
         .await
         .expect("register dir");
@@ -485,11 +498,8 @@ pub async fn register_from_dir_file_and_bytes(f: &Fixture) {
     write_tree(&export, &[("model.onnx", &onnx)]);
     let single = export.join("model.onnx");
     let v2 = reg
-        .register(
-            "fraud",
-            ArtifactSource::file(&single),
-            NewVersion::by(actor("ci")),
-        )
+        .acting_as(actor("ci"))
+        .register("fraud", ArtifactSource::file(&single), NewVersion::new())
         .await
         .expect("register file");
     assert_eq!((v2.number, v2.files, v2.size), (num(2), 1, 4_321));
@@ -504,7 +514,8 @@ pub async fn register_from_dir_file_and_bytes(f: &Fixture) {
     let source = ArtifactSource::files([("prompt.txt", prompt), ("cfg/params.json", params)])
         .expect("valid paths");
     let v3 = reg
-        .register("fraud", source, NewVersion::by(actor("ci")))
+        .acting_as(actor("ci"))
+        .register("fraud", source, NewVersion::new())
         .await
         .expect("register bytes");
     assert_eq!((v3.number, v3.files), (num(3), 2));
@@ -519,7 +530,7 @@ pub async fn register_from_dir_file_and_bytes(f: &Fixture) {
         listed(&reg, "fraud", VersionFilter::new()).await,
         vec![1, 2, 3]
     );
-    assert_eq!(reg.resolve("fraud/2").await.expect("resolve"), v2);
+    assert_eq!(reg.resolve("fraud/2").await.expect("resolve"), v2.version);
 }
 
 /// Registering the same files twice stores no new blob, not even a manifest: both
@@ -536,11 +547,8 @@ pub async fn identical_files_are_stored_once(f: &Fixture) {
 
     assert!(blobs(&reg).await.is_empty());
     let v1 = reg
-        .register(
-            "fraud",
-            ArtifactSource::dir(&dir),
-            NewVersion::by(actor("ci")),
-        )
+        .acting_as(actor("ci"))
+        .register("fraud", ArtifactSource::dir(&dir), NewVersion::new())
         .await
         .expect("register");
     let after_first = blobs(&reg).await;
@@ -550,11 +558,8 @@ pub async fn identical_files_are_stored_once(f: &Fixture) {
     );
 
     let v2 = reg
-        .register(
-            "fraud",
-            ArtifactSource::dir(&dir),
-            NewVersion::by(actor("ci")),
-        )
+        .acting_as(actor("ci"))
+        .register("fraud", ArtifactSource::dir(&dir), NewVersion::new())
         .await
         .expect("register again");
     assert_eq!(v2.number, num(2));
@@ -563,10 +568,11 @@ pub async fn identical_files_are_stored_once(f: &Fixture) {
 
     // The same files from memory are the same artifact.
     let v3 = reg
+        .acting_as(actor("ci"))
         .register(
             "fraud",
             ArtifactSource::files(files.map(|(p, b)| (p, b.to_vec()))).expect("valid paths"),
-            NewVersion::by(actor("ci")),
+            NewVersion::new(),
         )
         .await
         .expect("register from memory");
@@ -586,14 +592,16 @@ pub async fn semver_labels_are_unique_within_a_model(f: &Fixture) {
     let reg = f.registry();
     create(&reg, "fraud").await;
     create(&reg, "churn").await;
-    let semver = |s: &str| NewVersion::by(actor("ci")).semver(s.parse().expect("semver"));
+    let semver = |s: &str| NewVersion::new().semver(s);
 
     let v1 = register_with(&reg, "fraud", "m.bin", "one", semver("1.2.0")).await;
     assert_eq!(v1.semver, Some("1.2.0".parse().expect("semver")));
     let before = blobs(&reg).await;
     let source = ArtifactSource::bytes("m.bin", "two").expect("valid path");
     let e = assert_err!(
-        reg.register("fraud", source, semver("1.2.0")).await,
+        reg.acting_as(actor("ci"))
+            .register("fraud", source, semver("1.2.0"))
+            .await,
         Error::AlreadyExists { .. }
     );
     assert!(e.to_string().contains("1.2.0"), "{e}");
@@ -618,7 +626,7 @@ pub async fn semver_labels_are_unique_within_a_model(f: &Fixture) {
 pub async fn every_reference_form_resolves(f: &Fixture) {
     let reg = f.registry();
     create(&reg, "fraud").await;
-    let semver = |s: &str| NewVersion::by(actor("ci")).semver(s.parse().expect("semver"));
+    let semver = |s: &str| NewVersion::new().semver(s);
     let v1 = register_with(&reg, "fraud", "m.bin", "one", semver("1.0.0")).await;
     let v2 = register_with(&reg, "fraud", "m.bin", "two", semver("2.0.0")).await;
     let v3 = register_bytes(&reg, "fraud", "m.bin", "three").await;
@@ -641,7 +649,8 @@ pub async fn every_reference_form_resolves(f: &Fixture) {
     assert_err!(reg.resolve("fraud/4").await, Error::NotFound { .. });
     // An alias resolves once it is set, and only then.
     assert_err!(reg.resolve("fraud@champion").await, Error::NotFound { .. });
-    reg.set_alias("fraud:2.0.0", "champion", SetAlias::by(actor("alice")))
+    reg.acting_as(actor("alice"))
+        .set_alias("fraud:2.0.0", "champion", SetAlias::new())
         .await
         .expect("set alias");
     assert_eq!(n(reg.resolve("fraud@champion").await), 2);
@@ -675,14 +684,15 @@ pub async fn every_reference_form_resolves(f: &Fixture) {
 pub async fn latest_skips_deprecated_versions(f: &Fixture) {
     let reg = f.registry();
     create(&reg, "fraud").await;
-    let semver = NewVersion::by(actor("ci")).semver("3.0.0".parse().expect("semver"));
+    let semver = NewVersion::new().semver("3.0.0");
     register_bytes(&reg, "fraud", "m.bin", "one").await;
     register_bytes(&reg, "fraud", "m.bin", "two").await;
     let v3 = register_with(&reg, "fraud", "m.bin", "three", semver).await;
 
     let bob = actor("bob");
     let d3 = reg
-        .deprecate("fraud@latest", "leaks labels", &bob)
+        .acting_as(bob.clone())
+        .deprecate("fraud@latest", "leaks labels")
         .await
         .expect("deprecate");
     assert_eq!(d3.number, num(3));
@@ -698,26 +708,32 @@ pub async fn latest_skips_deprecated_versions(f: &Fixture) {
     assert_eq!(by_digest.expect("by digest"), d3);
 
     assert_err!(
-        reg.deprecate("fraud/3", "again", &bob).await,
+        reg.acting_as(bob.clone())
+            .deprecate("fraud/3", "again")
+            .await,
         Error::InvalidInput { .. }
     );
-    reg.deprecate("fraud/1", "old", &bob)
+    reg.acting_as(bob.clone())
+        .deprecate("fraud/1", "old")
         .await
         .expect("deprecate 1");
     assert_eq!(
         reg.resolve("fraud@latest").await.expect("latest").number,
         num(2)
     );
-    reg.deprecate("fraud/2", "old", &bob)
+    reg.acting_as(bob.clone())
+        .deprecate("fraud/2", "old")
         .await
         .expect("deprecate 2");
     assert_err!(reg.resolve("fraud@latest").await, Error::NotFound { .. });
     assert_err!(
-        reg.deprecate("fraud/9", "x", &bob).await,
+        reg.acting_as(bob.clone()).deprecate("fraud/9", "x").await,
         Error::NotFound { .. }
     );
     assert_err!(
-        reg.deprecate("fraud@latest", "x", &bob).await,
+        reg.acting_as(bob.clone())
+            .deprecate("fraud@latest", "x")
+            .await,
         Error::NotFound { .. }
     );
     // create, 3 registrations, 3 deprecations: the failures appended nothing.
@@ -739,7 +755,7 @@ pub async fn metrics_are_merged(f: &Fixture) {
         "fraud",
         "m.bin",
         "w",
-        NewVersion::by(actor("ci")).metrics(initial.clone()),
+        NewVersion::new().metrics(initial.clone()),
     )
     .await;
     assert_eq!(v1.metrics, initial);
@@ -750,7 +766,8 @@ pub async fn metrics_are_merged(f: &Fixture) {
         .expect("finite");
     let eval = actor("eval-job");
     let v1 = reg
-        .add_metrics("fraud/1", later, &eval)
+        .acting_as(eval.clone())
+        .add_metrics("fraud/1", later)
         .await
         .expect("add metrics");
     let merged = Metrics::new()
@@ -768,16 +785,22 @@ pub async fn metrics_are_merged(f: &Fixture) {
         assert_err!(Metrics::new().with("auc", bad), Error::InvalidInput { .. });
     }
     assert_err!(
-        reg.add_metrics("fraud/1", Metrics::new(), &eval).await,
+        reg.acting_as(eval.clone())
+            .add_metrics("fraud/1", Metrics::new())
+            .await,
         Error::InvalidInput { .. }
     );
     let one = Metrics::new().with("auc", 0.5).expect("finite");
     assert_err!(
-        reg.add_metrics("fraud/2", one.clone(), &eval).await,
+        reg.acting_as(eval.clone())
+            .add_metrics("fraud/2", one.clone())
+            .await,
         Error::NotFound { .. }
     );
     assert_err!(
-        reg.add_metrics("fraud:9.0.0", one, &eval).await,
+        reg.acting_as(eval.clone())
+            .add_metrics("fraud:9.0.0", one)
+            .await,
         Error::NotFound { .. }
     );
     // The replaced value stays in the history.
@@ -795,12 +818,12 @@ pub async fn list_versions_filters(f: &Fixture) {
     let reg = f.registry();
     create(&reg, "fraud").await;
     let v = |semver: Option<&str>, t: &[(&str, &str)]| {
-        let mut n = NewVersion::by(actor("ci"));
+        let mut n = NewVersion::new();
         if let Some(s) = semver {
-            n = n.semver(s.parse().expect("semver"));
+            n = n.semver(s);
         }
         for (k, val) in t {
-            n = n.tag(k, *val).expect("valid tag");
+            n = n.tag(k, *val);
         }
         n
     };
@@ -829,38 +852,35 @@ pub async fn list_versions_filters(f: &Fixture) {
     let v4 = register_with(&reg, "fraud", "m", "4", v(None, &[("dataset", "dec")])).await;
     assert!(v1.created_at < v2.created_at && v2.created_at < v3.created_at);
     assert!(v3.created_at < v4.created_at);
-    reg.deprecate("fraud/2", "superseded", &actor("bob"))
+    reg.acting_as(actor("bob"))
+        .deprecate("fraud/2", "superseded")
         .await
         .expect("deprecate");
 
     let all = VersionFilter::new;
     let l = |filter: VersionFilter| listed(&reg, "fraud", filter);
     assert_eq!(l(all()).await, vec![1, 2, 3, 4]);
-    assert_eq!(l(all().tag("dataset").expect("key")).await, vec![1, 2, 4]);
-    assert_eq!(l(all().tag("stage").expect("key")).await, vec![2]);
+    assert_eq!(l(all().tag("dataset")).await, vec![1, 2, 4]);
+    assert_eq!(l(all().tag("stage")).await, vec![2]);
+    assert_eq!(l(all().tag_value("dataset", "dec")).await, vec![2, 4]);
     assert_eq!(
-        l(all().tag_value("dataset", "dec").expect("key")).await,
-        vec![2, 4]
-    );
-    assert_eq!(
-        l(all().tag_value("dataset", "jan").expect("key")).await,
+        l(all().tag_value("dataset", "jan")).await,
         Vec::<u64>::new()
     );
     let both = all()
         .tag("dataset")
-        .and_then(|f| f.tag_value("stage", "candidate"))
-        .expect("keys");
+        .tag_value("stage", "candidate");
     assert_eq!(l(both).await, vec![2]);
     assert_eq!(
-        l(all().semver("^1".parse().expect("req"))).await,
+        l(all().semver("^1")).await,
         vec![1, 2]
     );
     assert_eq!(
-        l(all().semver(">=1.1.0".parse().expect("req"))).await,
+        l(all().semver(">=1.1.0")).await,
         vec![2, 3]
     );
     assert_eq!(
-        l(all().semver(">=3".parse().expect("req"))).await,
+        l(all().semver(">=3")).await,
         Vec::<u64>::new()
     );
     assert_eq!(l(all().created_after(v2.created_at)).await, vec![2, 3, 4]);
@@ -873,10 +893,7 @@ pub async fn list_versions_filters(f: &Fixture) {
         vec![2, 3]
     );
     assert_eq!(l(all().exclude_deprecated()).await, vec![1, 3, 4]);
-    let dec_live = all()
-        .tag_value("dataset", "dec")
-        .expect("key")
-        .exclude_deprecated();
+    let dec_live = all().tag_value("dataset", "dec").exclude_deprecated();
     assert_eq!(l(dec_live).await, vec![4]);
 
     // A listing is a snapshot: the records it returned are shared with the
@@ -886,18 +903,11 @@ pub async fn list_versions_filters(f: &Fixture) {
         .await
         .expect("list before");
     // Filters see tag changes.
-    reg.set_version_tags(
-        "fraud/3",
-        tags(&[("dataset", "jan")]),
-        vec![],
-        &actor("bob"),
-    )
-    .await
-    .expect("tag");
-    assert_eq!(
-        l(all().tag_value("dataset", "jan").expect("key")).await,
-        vec![3]
-    );
+    reg.acting_as(actor("bob"))
+        .set_version_tags("fraud/3", tags(&[("dataset", "jan")]), vec![])
+        .await
+        .expect("tag");
+    assert_eq!(l(all().tag_value("dataset", "jan")).await, vec![3]);
     let dataset = key("dataset");
     assert_eq!(before[2].tags.get(&dataset), None);
     assert_eq!(before[2].number, v3.number);
@@ -922,24 +932,32 @@ pub async fn history_records_every_event_in_order(f: &Fixture) {
         actor("bob"),
         actor("carol"),
     );
-    reg.create_model("fraud", CreateModel::by(alice.clone()))
+    reg.acting_as(alice.clone())
+        .create_model("fraud", CreateModel::new())
         .await
         .expect("create");
     register_bytes(&reg, "fraud", "m", "1").await;
     let m = Metrics::new().with("auc", 0.5).expect("finite");
-    reg.add_metrics("fraud/1", m, &eval).await.expect("metrics");
-    reg.set_version_tags("fraud/1", tags(&[("stage", "prod")]), vec![], &bob)
+    reg.acting_as(eval.clone())
+        .add_metrics("fraud/1", m)
+        .await
+        .expect("metrics");
+    reg.acting_as(bob.clone())
+        .set_version_tags("fraud/1", tags(&[("stage", "prod")]), vec![])
         .await
         .expect("version tags");
-    reg.set_model_tags("fraud", tags(&[("team", "risk")]), vec![], &carol)
+    reg.acting_as(carol.clone())
+        .set_model_tags("fraud", tags(&[("team", "risk")]), vec![])
         .await
         .expect("model tags");
     let specs = BTreeMap::from([(key("auc"), MetricSpec::maximize())]);
-    reg.set_metric_specs("fraud", specs, &alice)
+    reg.acting_as(alice.clone())
+        .set_metric_specs("fraud", specs)
         .await
         .expect("specs");
     register_bytes(&reg, "fraud", "m", "2").await;
-    reg.deprecate("fraud/1", "replaced", &bob)
+    reg.acting_as(bob.clone())
+        .deprecate("fraud/1", "replaced")
         .await
         .expect("deprecate");
 
@@ -1011,7 +1029,7 @@ pub async fn parents_must_exist(f: &Fixture) {
         relation: Relation::FineTunedFrom,
     };
     let with_parent = |p: ParentRef| {
-        NewVersion::by(actor("ci")).provenance(Provenance {
+        NewVersion::new().provenance(Provenance {
             parents: vec![p],
             ..Provenance::default()
         })
@@ -1020,7 +1038,9 @@ pub async fn parents_must_exist(f: &Fixture) {
     for missing in [parent("ghost", 1), parent("base", 2)] {
         let source = ArtifactSource::bytes("m.bin", "tuned").expect("valid path");
         assert_err!(
-            reg.register("fraud", source, with_parent(missing)).await,
+            reg.acting_as(actor("ci"))
+                .register("fraud", source, with_parent(missing))
+                .await,
             Error::InvalidInput { .. }
         );
     }
@@ -1083,11 +1103,8 @@ pub async fn interesting_sizes_round_trip(f: &Fixture) {
     let src = f.scratch().join("src");
     write_tree(&src, &refs);
     let from_dir = reg
-        .register(
-            "sizes",
-            ArtifactSource::dir(&src),
-            NewVersion::by(actor("ci")),
-        )
+        .acting_as(actor("ci"))
+        .register("sizes", ArtifactSource::dir(&src), NewVersion::new())
         .await
         .expect("register dir");
     // `ArtifactSource::files` takes `&'static str` paths; built paths go through
@@ -1100,11 +1117,8 @@ pub async fn interesting_sizes_round_trip(f: &Fixture) {
         })
         .collect();
     let from_memory = reg
-        .register(
-            "sizes",
-            ArtifactSource::Bytes(in_memory),
-            NewVersion::by(actor("ci")),
-        )
+        .acting_as(actor("ci"))
+        .register("sizes", ArtifactSource::Bytes(in_memory), NewVersion::new())
         .await
         .expect("register bytes");
     for v in [&from_dir, &from_memory] {
@@ -1143,11 +1157,8 @@ pub async fn fetch_writes_identical_files(f: &Fixture) {
     let src = f.scratch().join("src");
     write_tree(&src, &as_refs(&files));
     let v1 = reg
-        .register(
-            "fraud",
-            ArtifactSource::dir(&src),
-            NewVersion::by(actor("ci")),
-        )
+        .acting_as(actor("ci"))
+        .register("fraud", ArtifactSource::dir(&src), NewVersion::new())
         .await
         .expect("register");
 
@@ -1188,7 +1199,8 @@ pub async fn fetch_with_every_link_mode(f: &Fixture) {
     let weights = pattern(9_000, 5);
     let files: [(&str, &[u8]); 2] = [("weights.bin", &weights), ("config.json", b"{}")];
     let source = ArtifactSource::files(files.map(|(p, b)| (p, b.to_vec()))).expect("valid paths");
-    reg.register("fraud", source, NewVersion::by(actor("ci")))
+    reg.acting_as(actor("ci"))
+        .register("fraud", source, NewVersion::new())
         .await
         .expect("register");
 
@@ -1259,7 +1271,8 @@ pub async fn fetch_into_an_existing_empty_directory(f: &Fixture) {
     create(&reg, "fraud").await;
     let source = ArtifactSource::files([("a/b.bin", &b"deep"[..]), ("c.txt", &b"top"[..])])
         .expect("valid paths");
-    reg.register("fraud", source, NewVersion::by(actor("ci")))
+    reg.acting_as(actor("ci"))
+        .register("fraud", source, NewVersion::new())
         .await
         .expect("register");
     let parent = f.scratch().join("out");
@@ -1290,7 +1303,8 @@ pub async fn corrupt_blob_fails_fetch_and_verify(f: &Fixture) {
         ("config.json", b"{}".to_vec()),
     ])
     .expect("valid paths");
-    reg.register("fraud", source, NewVersion::by(actor("ci")))
+    reg.acting_as(actor("ci"))
+        .register("fraud", source, NewVersion::new())
         .await
         .expect("register");
     register_bytes(&reg, "fraud", "other.bin", "intact").await;
@@ -1386,7 +1400,8 @@ pub async fn missing_blob_is_not_found(f: &Fixture) {
     let source = ArtifactSource::files([("weights.bin", &b"w"[..]), ("config.json", &b"{}"[..])])
         .expect("valid paths");
     let v1 = reg
-        .register("fraud", source, NewVersion::by(actor("ci")))
+        .acting_as(actor("ci"))
+        .register("fraud", source, NewVersion::new())
         .await
         .expect("register");
     reg.artifact_store()
@@ -1440,7 +1455,8 @@ pub async fn writes_are_visible_across_handles(f: &Fixture) {
         .and_then(|m| m.with("loss", 0.125))
         .expect("finite");
     let v1 = b
-        .add_metrics("fraud/1", m, &actor("eval"))
+        .acting_as(actor("eval"))
+        .add_metrics("fraud/1", m)
         .await
         .expect("metrics");
     assert_eq!(a.resolve("fraud/1").await.expect("resolve"), v1);
@@ -1449,7 +1465,8 @@ pub async fn writes_are_visible_across_handles(f: &Fixture) {
     assert_eq!(v2.number, num(2));
     let v3 = register_bytes(&a, "fraud", "m.bin", "three").await;
     assert_eq!(v3.number, num(3));
-    a.deprecate("fraud/3", "bad", &actor("bob"))
+    a.acting_as(actor("bob"))
+        .deprecate("fraud/3", "bad")
         .await
         .expect("deprecate");
     assert_eq!(b.resolve("fraud@latest").await.expect("latest"), v2);
@@ -1475,14 +1492,10 @@ pub async fn float_values_survive_storage_exactly(f: &Fixture) {
     ];
     let reg = f.registry();
     let spec = MetricSpec::maximize().with_tolerance(values[0].1);
-    reg.create_model(
-        "fraud",
-        CreateModel::by(actor("alice"))
-            .metric("auc", spec)
-            .expect("valid"),
-    )
-    .await
-    .expect("create");
+    reg.acting_as(actor("alice"))
+        .create_model("fraud", CreateModel::new().metric("auc", spec))
+        .await
+        .expect("create");
     let mut metrics = Metrics::new();
     for (name, value) in values {
         metrics = metrics.with(name, value).expect("finite");
@@ -1496,9 +1509,7 @@ pub async fn float_values_survive_storage_exactly(f: &Fixture) {
         "fraud",
         "m.bin",
         "w",
-        NewVersion::by(actor("ci"))
-            .metrics(metrics)
-            .provenance(provenance),
+        NewVersion::new().metrics(metrics).provenance(provenance),
     )
     .await;
 
@@ -1532,19 +1543,24 @@ pub async fn checkpoints_fold_to_the_same_state(f: &Fixture) {
         register_bytes(&reg, "fraud", "m.bin", format!("weights {i}")).await; // 2..=5
     }
     let m = |v: f64| Metrics::new().with("auc", v).expect("finite");
-    reg.add_metrics("fraud/1", m(0.5), &who)
+    reg.acting_as(who.clone())
+        .add_metrics("fraud/1", m(0.5))
         .await
         .expect("metrics"); // 6
-    reg.add_metrics("fraud/2", m(0.75), &who)
+    reg.acting_as(who.clone())
+        .add_metrics("fraud/2", m(0.75))
         .await
         .expect("metrics"); // 7
-    reg.set_version_tags("fraud/3", tags(&[("stage", "prod")]), vec![], &who)
+    reg.acting_as(who.clone())
+        .set_version_tags("fraud/3", tags(&[("stage", "prod")]), vec![])
         .await
         .expect("tags"); // 8
-    reg.deprecate("fraud/1", "old", &who)
+    reg.acting_as(who.clone())
+        .deprecate("fraud/1", "old")
         .await
         .expect("deprecate"); // 9
-    reg.set_model_tags("fraud", tags(&[("team", "risk")]), vec![], &who)
+    reg.acting_as(who.clone())
+        .set_model_tags("fraud", tags(&[("team", "risk")]), vec![])
         .await
         .expect("model tags"); // 10
 
@@ -1599,13 +1615,10 @@ pub async fn reopened_registry_sees_everything(f: &Fixture) {
     let files = sample_files();
     let src = f.scratch().join("src");
     write_tree(&src, &as_refs(&files));
-    reg.register(
-        "fraud",
-        ArtifactSource::dir(&src),
-        NewVersion::by(actor("ci")),
-    )
-    .await
-    .expect("register");
+    reg.acting_as(actor("ci"))
+        .register("fraud", ArtifactSource::dir(&src), NewVersion::new())
+        .await
+        .expect("register");
     register_bytes(&reg, "fraud", "m.bin", "two").await;
     register_bytes(&reg, "churn", "m.bin", "one").await;
     let state = reg.model("fraud").await.expect("model");
@@ -1746,7 +1759,8 @@ pub async fn hostile_in_memory_paths_are_rejected(f: &Fixture) {
     for files in clashes {
         let source = ArtifactSource::files(files).expect("each path is valid on its own");
         let e = assert_err!(
-            reg.register("fraud", source, NewVersion::by(actor("ci")))
+            reg.acting_as(actor("ci"))
+                .register("fraud", source, NewVersion::new())
                 .await,
             Error::InvalidPath { .. }
         );
@@ -1806,7 +1820,7 @@ pub async fn register_lineage(reg: &Registry) {
         create(reg, m).await;
     }
     let with = |datasets: Vec<DatasetRef>, parents: Vec<ParentRef>, code: Option<&str>| {
-        NewVersion::by(actor("ci")).provenance(Provenance {
+        NewVersion::new().provenance(Provenance {
             datasets,
             parents,
             code: code.map(|c| CodeRef {
@@ -2011,7 +2025,7 @@ pub async fn lineage_rejects_self_and_future_parents(f: &Fixture) {
     let reg = f.registry();
     create(&reg, "fraud").await;
     let with_parent = |n: u64| {
-        NewVersion::by(actor("ci")).provenance(Provenance {
+        NewVersion::new().provenance(Provenance {
             parents: vec![parent_ref("fraud", n, Relation::RetrainedFrom)],
             ..Provenance::default()
         })
@@ -2020,7 +2034,9 @@ pub async fn lineage_rejects_self_and_future_parents(f: &Fixture) {
     let source = || ArtifactSource::bytes("m.bin", "own parent").expect("valid path");
     // Version 1 naming itself.
     assert_err!(
-        reg.register("fraud", source(), with_parent(1)).await,
+        reg.acting_as(actor("ci"))
+            .register("fraud", source(), with_parent(1))
+            .await,
         Error::InvalidInput { .. }
     );
     register_bytes(&reg, "fraud", "m.bin", "v1").await;
@@ -2029,7 +2045,9 @@ pub async fn lineage_rejects_self_and_future_parents(f: &Fixture) {
     // Version 2 naming itself, and naming version 3.
     for n in [2, 3] {
         assert_err!(
-            reg.register("fraud", source(), with_parent(n)).await,
+            reg.acting_as(actor("ci"))
+                .register("fraud", source(), with_parent(n))
+                .await,
             Error::InvalidInput { .. }
         );
     }
@@ -2046,16 +2064,16 @@ pub async fn lineage_rejects_self_and_future_parents(f: &Fixture) {
 /// a's fill in; another registry computes the same diff.
 pub async fn compare_reports_every_difference(f: &Fixture) {
     let reg = f.registry();
-    reg.create_model(
-        "fraud",
-        CreateModel::by(actor("alice"))
-            .metric("auc", MetricSpec::maximize().with_tolerance(0.005))
-            .and_then(|c| c.metric("loss", MetricSpec::minimize()))
-            .and_then(|c| c.metric("latency_ms", MetricSpec::minimize().with_tolerance(1.0)))
-            .expect("valid specs"),
-    )
-    .await
-    .expect("create");
+    reg.acting_as(actor("alice"))
+        .create_model(
+            "fraud",
+            CreateModel::new()
+                .metric("auc", MetricSpec::maximize().with_tolerance(0.005))
+                .metric("loss", MetricSpec::minimize())
+                .metric("latency_ms", MetricSpec::minimize().with_tolerance(1.0)),
+        )
+        .await
+        .expect("create");
     let scratch = f.scratch();
     let (model_a, model_b) = (pattern(4096, 1), pattern(4096, 9));
     let (tokenizer, adapter) = (pattern(1000, 2), pattern(512, 3));
@@ -2093,8 +2111,8 @@ pub async fn compare_reports_every_difference(f: &Fixture) {
             dirty: false,
         })
     };
-    let a = NewVersion::by(actor("ci"))
-        .semver("1.0.0".parse().expect("semver"))
+    let a = NewVersion::new()
+        .semver("1.0.0")
         .metrics(metrics(&[
             ("auc", 0.90),
             ("loss", 0.30),
@@ -2115,8 +2133,8 @@ pub async fn compare_reports_every_difference(f: &Fixture) {
             code: code("aaa"),
             ..Provenance::default()
         });
-    let b = NewVersion::by(actor("ci"))
-        .semver("1.1.0".parse().expect("semver"))
+    let b = NewVersion::new()
+        .semver("1.1.0")
         .metrics(metrics(&[
             ("auc", 0.903),
             ("loss", 0.25),
@@ -2137,10 +2155,12 @@ pub async fn compare_reports_every_difference(f: &Fixture) {
             code: code("bbb"),
             parents: vec![parent_ref("fraud", 1, Relation::FineTunedFrom)],
         });
-    reg.register("fraud", ArtifactSource::dir(scratch.join("a")), a)
+    reg.acting_as(actor("ci"))
+        .register("fraud", ArtifactSource::dir(scratch.join("a")), a)
         .await
         .expect("register a");
-    reg.register("fraud", ArtifactSource::dir(scratch.join("b")), b)
+    reg.acting_as(actor("ci"))
+        .register("fraud", ArtifactSource::dir(scratch.join("b")), b)
         .await
         .expect("register b");
 
@@ -2254,7 +2274,7 @@ pub async fn compare_reports_every_difference(f: &Fixture) {
         "lite",
         "m.bin",
         "lite",
-        NewVersion::by(actor("ci")).metrics(metrics(&[("auc", 0.95)])),
+        NewVersion::new().metrics(metrics(&[("auc", 0.95)])),
     )
     .await;
     let cross = reg
@@ -2288,20 +2308,19 @@ pub async fn metric_history_in_version_order(f: &Fixture) {
         let m = auc.map_or_else(Metrics::new, |a| {
             Metrics::new().with("auc", a).expect("finite")
         });
-        NewVersion::by(actor("ci"))
-            .metrics(m)
-            .tag("split", split)
-            .expect("valid tag")
+        NewVersion::new().metrics(m).tag("split", split)
     };
     register_with(&reg, "fraud", "m.bin", "1", version(Some(0.80), "a")).await;
     register_with(&reg, "fraud", "m.bin", "2", version(None, "a")).await;
     register_with(&reg, "fraud", "m.bin", "3", version(Some(0.85), "b")).await;
     register_with(&reg, "fraud", "m.bin", "4", version(Some(0.90), "b")).await;
     let again = Metrics::new().with("auc", 0.82).expect("finite");
-    reg.add_metrics("fraud/1", again, &actor("eval"))
+    reg.acting_as(actor("eval"))
+        .add_metrics("fraud/1", again)
         .await
         .expect("add metrics");
-    reg.deprecate("fraud/4", "leaked labels", &actor("alice"))
+    reg.acting_as(actor("alice"))
+        .deprecate("fraud/4", "leaked labels")
         .await
         .expect("deprecate");
 
@@ -2331,9 +2350,7 @@ pub async fn metric_history_in_version_order(f: &Fixture) {
         ),
         [(1, 0.82), (3, 0.85)]
     );
-    let b = VersionFilter::new()
-        .tag_value("split", "b")
-        .expect("valid tag");
+    let b = VersionFilter::new().tag_value("split", "b");
     assert_eq!(
         points(
             reg.metric_history("fraud", "auc", &b)
@@ -2387,7 +2404,8 @@ pub async fn gc_deletes_only_old_unreferenced_blobs(f: &Fixture) {
     create(&reg, "fraud").await;
     let v1 = register_bytes(&reg, "fraud", "model.bin", "weights v1").await;
     let v2 = register_bytes(&reg, "fraud", "model.bin", "weights v2").await;
-    reg.deprecate("fraud/1", "superseded", &actor("alice"))
+    reg.acting_as(actor("alice"))
+        .deprecate("fraud/1", "superseded")
         .await
         .expect("deprecate");
     let orphan = reg
@@ -2519,7 +2537,8 @@ pub async fn gc_racing_registrations_never_deletes_a_referenced_blob(f: &Fixture
                     ("own.bin", Bytes::from(format!("task {t} version {i}"))),
                 ])
                 .expect("valid paths");
-                r.register("raced", source, NewVersion::by(actor("ci")))
+                r.acting_as(actor("ci"))
+                    .register("raced", source, NewVersion::new())
                     .await
                     .unwrap_or_else(|e| panic!("register: {e}"));
             }

@@ -28,7 +28,8 @@ fn fast() -> WatchOptions {
 /// production.
 pub async fn to_production(reg: &Registry, model: &str, n: u64) {
     for stage in [Stage::Staging, Stage::Validation, Stage::Production] {
-        reg.transition(format!("{model}/{n}"), stage, &actor("ops"), "")
+        reg.acting_as(actor("ops"))
+            .transition(format!("{model}/{n}"), stage, "")
             .await
             .unwrap_or_else(|e| panic!("move {model}/{n} to {stage}: {e}"));
     }
@@ -36,7 +37,8 @@ pub async fn to_production(reg: &Registry, model: &str, n: u64) {
 
 /// Points `alias` of `model` at version `n`.
 pub async fn alias(reg: &Registry, model: &str, alias: &str, n: u64) {
-    reg.set_alias(format!("{model}/{n}"), alias, SetAlias::by(actor("ops")))
+    reg.acting_as(actor("ops"))
+        .set_alias(format!("{model}/{n}"), alias, SetAlias::new())
         .await
         .unwrap_or_else(|e| panic!("set {model}@{alias} -> {n}: {e}"));
 }
@@ -101,17 +103,18 @@ pub async fn watch_follows_promotions_and_rollbacks(f: &Fixture) {
     to_production(&writer, "fraud", 3).await;
     assert_eq!(next_number(&mut watch).await, 3);
     writer
-        .rollback("fraud", &actor("ops"), "bad")
+        .acting_as(actor("ops"))
+        .rollback("fraud", "bad")
         .await
         .expect("rollback");
     assert_eq!(next_number(&mut watch).await, 2);
 
     // Metrics, tags and alias changes leave production where it is.
     writer
+        .acting_as(actor("eval"))
         .add_metrics(
             "fraud/2",
             modelreg::Metrics::new().with("auc", 0.5).expect("finite"),
-            &actor("eval"),
         )
         .await
         .expect("metrics");
@@ -156,13 +159,15 @@ pub async fn watch_reports_a_reference_that_stops_resolving(f: &Fixture) {
     to_production(&reg, "fraud", 1).await;
     assert_eq!(next_number(&mut watch).await, 1);
 
-    reg.transition("fraud/1", Stage::Archived, &actor("ops"), "retired")
+    reg.acting_as(actor("ops"))
+        .transition("fraud/1", Stage::Archived, "retired")
         .await
         .expect("archive");
     assert_err!(next_item(&mut watch).await, Error::NotFound { .. });
     quiet(&mut watch).await;
     for stage in [Stage::Staging, Stage::Validation, Stage::Production] {
-        reg.transition("fraud/1", stage, &actor("ops"), "back")
+        reg.acting_as(actor("ops"))
+            .transition("fraud/1", stage, "back")
             .await
             .expect("move");
     }
@@ -182,12 +187,13 @@ pub async fn traffic_split_is_an_audited_event(f: &Fixture) {
 
     let split = TrafficSplit::new([("@champion", 90), ("@challenger", 10)]).expect("valid");
     assert_err!(
-        reg.set_traffic_split("fraud", split.clone(), &actor("ops"), "canary")
+        reg.acting_as(actor("ops")).set_traffic_split("fraud", split.clone(), "canary")
             .await,
         Error::NotFound { ref what } if what.contains("@challenger")
     );
     assert_err!(
-        reg.clear_traffic_split("fraud", &actor("ops"), "none to clear")
+        reg.acting_as(actor("ops"))
+            .clear_traffic_split("fraud", "none to clear")
             .await,
         Error::NotFound { .. }
     );
@@ -195,7 +201,8 @@ pub async fn traffic_split_is_an_audited_event(f: &Fixture) {
 
     alias(&reg, "fraud", "challenger", 2).await;
     let event = reg
-        .set_traffic_split("fraud", split.clone(), &actor("lead"), "canary 10%")
+        .acting_as(actor("lead"))
+        .set_traffic_split("fraud", split.clone(), "canary 10%")
         .await
         .expect("set split");
     assert_eq!(event.actor, actor("lead"));
@@ -216,7 +223,8 @@ pub async fn traffic_split_is_an_audited_event(f: &Fixture) {
         Some(&split)
     );
 
-    reg.clear_traffic_split("fraud", &actor("lead"), "canary over")
+    reg.acting_as(actor("lead"))
+        .clear_traffic_split("fraud", "canary over")
         .await
         .expect("clear");
     assert_eq!(other.traffic_split("fraud").await.expect("split"), None);
@@ -240,7 +248,8 @@ pub async fn traffic_split_is_an_audited_event(f: &Fixture) {
     );
     // A cleared split can be cleared no further.
     assert_err!(
-        reg.clear_traffic_split("fraud", &actor("ops"), "again")
+        reg.acting_as(actor("ops"))
+            .clear_traffic_split("fraud", "again")
             .await,
         Error::NotFound { .. }
     );
@@ -257,7 +266,8 @@ pub async fn route_is_sticky_and_follows_the_weights(f: &Fixture) {
     alias(&reg, "fraud", "challenger", 2).await;
     let split =
         TrafficSplit::new([("@champion", 85), ("@challenger", 10), ("/3", 5)]).expect("valid");
-    reg.set_traffic_split("fraud", split.clone(), &actor("ops"), "")
+    reg.acting_as(actor("ops"))
+        .set_traffic_split("fraud", split.clone(), "")
         .await
         .expect("set");
 
@@ -327,14 +337,14 @@ pub async fn route_without_split_falls_back_to_production(f: &Fixture) {
     }
 
     alias(&reg, "fraud", "canary", 2).await;
-    reg.set_traffic_split(
-        "fraud",
-        TrafficSplit::new([("@canary", 1)]).expect("valid"),
-        &actor("ops"),
-        "",
-    )
-    .await
-    .expect("set");
+    reg.acting_as(actor("ops"))
+        .set_traffic_split(
+            "fraud",
+            TrafficSplit::new([("@canary", 1)]).expect("valid"),
+            "",
+        )
+        .await
+        .expect("set");
     assert_eq!(
         reg.route("fraud", "user-1")
             .await
@@ -343,7 +353,8 @@ pub async fn route_without_split_falls_back_to_production(f: &Fixture) {
             .number,
         num(2)
     );
-    reg.remove_alias("fraud", "canary", &actor("ops"), "")
+    reg.acting_as(actor("ops"))
+        .remove_alias("fraud", "canary", "")
         .await
         .expect("remove alias");
     assert_err!(
@@ -359,14 +370,14 @@ pub async fn watch_and_route_agree_after_an_alias_move(f: &Fixture) {
     model_with_versions(&reg, "fraud", 2).await;
     alias(&reg, "fraud", "champion", 1).await;
     alias(&reg, "fraud", "challenger", 2).await;
-    reg.set_traffic_split(
-        "fraud",
-        TrafficSplit::new([("@champion", 50), ("@challenger", 50)]).expect("valid"),
-        &actor("ops"),
-        "",
-    )
-    .await
-    .expect("set");
+    reg.acting_as(actor("ops"))
+        .set_traffic_split(
+            "fraud",
+            TrafficSplit::new([("@champion", 50), ("@challenger", 50)]).expect("valid"),
+            "",
+        )
+        .await
+        .expect("set");
     let server = f.fresh().await;
     let mut watch = server
         .watch("fraud@champion", fast())

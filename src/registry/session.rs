@@ -1,0 +1,379 @@
+//! [`Session`]: the registry acting as one actor. Every command that changes
+//! the registry is a method of a session, so each records who made it.
+
+use std::collections::BTreeMap;
+use std::ops::Deref;
+
+use super::options::{CreateModel, IntoMetrics, NewVersion, SetAlias};
+use super::{ArtifactSource, IntoModelName, IntoVersionRef, Registered, Registry};
+use crate::domain::{
+    Actor, Event, GateSpec, MetricName, MetricSpec, ModelState, Stage, TagKey, Tags, TrafficSplit,
+    VersionRecord,
+};
+use crate::error::{Error, Result};
+
+/// The registry acting as one [`Actor`]: every command that changes the registry
+/// (create, register, tag, move, approve, roll back, alias, split) is called on a
+/// session, and the event it appends records the session's actor. Queries are
+/// reachable too (a session dereferences to its [`Registry`]).
+///
+/// Identity comes from outside the command: a training job acts as its service
+/// account, a command-line tool as its configured user, a server as the owner of
+/// a request's token. Sessions are cheap (a registry handle and a name); make one
+/// per actor, or per request.
+///
+/// ```
+/// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+/// use modelreg::{Actor, ArtifactSource, CreateModel, NewVersion, Registry, Stage};
+/// let registry = Registry::in_memory();
+/// let alice = registry.acting_as(Actor::new("alice@example.com")?);
+/// alice.create_model("fraud", CreateModel::new()).await?;
+/// let v = alice
+///     .register("fraud", ArtifactSource::bytes("model.bin", "weights")?, NewVersion::new())
+///     .await?;
+/// alice.promote_to(&*v, Stage::Production, "first model").await?;
+/// assert_eq!(alice.resolve("fraud@production").await?.number, v.number);
+/// assert_eq!(alice.history("fraud", &Default::default()).await?[0].actor.as_str(), "alice@example.com");
+/// # Ok::<(), modelreg::Error>(()) }).unwrap();
+/// ```
+#[derive(Clone, Debug)]
+pub struct Session {
+    registry: Registry,
+    actor: Actor,
+}
+
+impl Registry {
+    /// This registry acting as `actor`: the handle every changing command is
+    /// called on. See [`Session`].
+    pub fn acting_as(&self, actor: Actor) -> Session {
+        Session {
+            registry: self.clone(),
+            actor,
+        }
+    }
+}
+
+impl Deref for Session {
+    type Target = Registry;
+
+    fn deref(&self) -> &Registry {
+        &self.registry
+    }
+}
+
+impl Session {
+    /// Who this session acts as.
+    pub fn actor(&self) -> &Actor {
+        &self.actor
+    }
+
+    /// The registry this session acts on.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The model, created with `options` first if it does not exist yet.
+    ///
+    /// Race-free: creation is the model's first event, appended create-if-absent,
+    /// so when several writers ensure the same model at once exactly one creates
+    /// it and every one gets it. A model that exists is returned as it is: its
+    /// description, specs and tags are not compared with `options` or changed.
+    /// Any other error (a store that cannot be read, an invalid name) is returned,
+    /// never taken for "missing".
+    pub async fn ensure_model(
+        &self,
+        model: impl IntoModelName,
+        options: CreateModel,
+    ) -> Result<ModelState> {
+        let model = model.into_model_name()?;
+        options.error.check()?;
+        match self.registry.model(&model).await {
+            Err(Error::NotFound { .. }) => {}
+            other => return other,
+        }
+        match self.create_model(&model, options).await {
+            Err(Error::AlreadyExists { .. }) => self.registry.model(&model).await,
+            other => other,
+        }
+    }
+
+    /// Walks a version along the lifecycle to `to`, one audited
+    /// [`transition`](Self::transition) per step (every step's gates run and are
+    /// recorded), and returns the events appended, in order.
+    ///
+    /// The path is the shortest one the [transition table](Stage::allowed_targets)
+    /// allows from the version's current stage (`none → staging → validation →
+    /// production` for a new version). It stops at the first step that fails and
+    /// returns that error — [`Error::GateRejected`] with every refusing gate's
+    /// verdict, for example; the steps taken before it stay taken (each is a
+    /// complete, valid move). [`Error::InvalidTransition`] if no path leads to
+    /// `to`; nothing is appended if the version is already there.
+    pub async fn promote_to(
+        &self,
+        version: impl IntoVersionRef,
+        to: Stage,
+        reason: impl Into<String>,
+    ) -> Result<Vec<Event>> {
+        let r = version.into_version_ref()?;
+        let reason = reason.into();
+        // Pin the version: later steps act on it even if an alias moves.
+        let v = self.registry.resolve(&r).await?;
+        let pinned = v.reference();
+        let Some(path) = v.stage.path_to(to) else {
+            return Err(Error::InvalidTransition {
+                model: r.model.to_string(),
+                version: v.number.get(),
+                from: v.stage,
+                to,
+                allowed: v.stage.allowed_targets().to_vec(),
+            });
+        };
+        let mut events = Vec::with_capacity(path.len());
+        for stage in path {
+            events.push(self.transition(&pinned, stage, reason.as_str()).await?);
+        }
+        Ok(events)
+    }
+
+    /// Creates a model. Fails with [`Error::AlreadyExists`] if it exists, also when
+    /// another writer created it a moment earlier.
+    pub async fn create_model(
+        &self,
+        model: impl IntoModelName,
+        options: CreateModel,
+    ) -> Result<ModelState> {
+        self.registry
+            .create_model(model, options, &self.actor)
+            .await
+    }
+
+    /// Registers a new version of `model` from `source`.
+    ///
+    /// Files are hashed and only those the store lacks are uploaded; then the
+    /// manifest; then the event that makes the version visible. A failure at any
+    /// point before that event leaves no version, at most unreferenced blobs. The
+    /// version number is the next free one at the moment the event is appended.
+    /// Parents named in the provenance must exist.
+    ///
+    /// Before appending the event, the registration announces its blobs in an
+    /// intent lease (while storing them, for in-memory files, whose digests are
+    /// known before anything is stored) and then checks they are all still
+    /// stored, so a concurrent [`gc`](Registry::gc) never deletes a blob the new
+    /// version relies on (a blob such a collection deleted just before is stored
+    /// again from the source).
+    pub async fn register(
+        &self,
+        model: impl IntoModelName,
+        source: ArtifactSource,
+        version: NewVersion,
+    ) -> Result<Registered> {
+        self.registry
+            .register(model, source, version, &self.actor)
+            .await
+    }
+
+    /// Adds metrics to a version (an evaluation after training); a metric it has
+    /// already is replaced, and the old value stays in the history.
+    pub async fn add_metrics(
+        &self,
+        version: impl IntoVersionRef,
+        metrics: impl IntoMetrics,
+    ) -> Result<VersionRecord> {
+        self.registry
+            .add_metrics(version, metrics, &self.actor)
+            .await
+    }
+
+    /// Sets and removes tags on a version.
+    pub async fn set_version_tags(
+        &self,
+        version: impl IntoVersionRef,
+        set: Tags,
+        remove: Vec<TagKey>,
+    ) -> Result<VersionRecord> {
+        self.registry
+            .set_version_tags(version, set, remove, &self.actor)
+            .await
+    }
+
+    /// Deprecates a version: it stays resolvable by number, semver and digest, but
+    /// `@latest` skips it.
+    pub async fn deprecate(
+        &self,
+        version: impl IntoVersionRef,
+        reason: impl Into<String>,
+    ) -> Result<VersionRecord> {
+        self.registry.deprecate(version, reason, &self.actor).await
+    }
+
+    /// Sets and removes tags on a model.
+    pub async fn set_model_tags(
+        &self,
+        model: impl IntoModelName,
+        set: Tags,
+        remove: Vec<TagKey>,
+    ) -> Result<ModelState> {
+        self.registry
+            .set_model_tags(model, set, remove, &self.actor)
+            .await
+    }
+
+    /// Adds or replaces how metrics of a model are judged.
+    pub async fn set_metric_specs(
+        &self,
+        model: impl IntoModelName,
+        specs: BTreeMap<MetricName, MetricSpec>,
+    ) -> Result<ModelState> {
+        self.registry
+            .set_metric_specs(model, specs, &self.actor)
+            .await
+    }
+
+    /// Moves a version to another stage.
+    ///
+    /// The move must be in the [transition table](Stage::allowed_targets)
+    /// ([`Error::InvalidTransition`] otherwise, naming the allowed targets), and
+    /// every gate for the target stage — stored ([`set_gates`](Self::set_gates))
+    /// and in-process ([`RegistryBuilder::gate`](crate::RegistryBuilder::gate)) —
+    /// must pass ([`Error::GateRejected`] lists every failed gate; nothing changes).
+    /// Moving a version to production archives the current production version in
+    /// the same event. The event records actor, time, from, to, reason and every
+    /// gate's verdict.
+    ///
+    /// If another writer changes the candidate's stage (or, for a promotion, the
+    /// production version) while this runs, it fails with
+    /// [`Error::ConcurrentChange`] rather than act on a state the caller did not
+    /// see.
+    pub async fn transition(
+        &self,
+        version: impl IntoVersionRef,
+        to: Stage,
+        reason: impl Into<String>,
+    ) -> Result<Event> {
+        self.registry
+            .transition(version, to, &self.actor, reason)
+            .await
+    }
+
+    /// Moves a version to production: [`transition`](Self::transition) to
+    /// [`Stage::Production`].
+    pub async fn promote(
+        &self,
+        version: impl IntoVersionRef,
+        reason: impl Into<String>,
+    ) -> Result<Event> {
+        self.registry.promote(version, &self.actor, reason).await
+    }
+
+    /// Records `approver`'s approval of moving a version to `stage`. The latest
+    /// decision of each approver counts.
+    pub async fn approve(
+        &self,
+        version: impl IntoVersionRef,
+        stage: Stage,
+        comment: impl Into<String>,
+    ) -> Result<Event> {
+        self.registry
+            .approve(version, stage, &self.actor, comment)
+            .await
+    }
+
+    /// Records `approver`'s rejection of moving a version to `stage`; an approvals
+    /// gate refuses while it stands.
+    pub async fn reject(
+        &self,
+        version: impl IntoVersionRef,
+        stage: Stage,
+        comment: impl Into<String>,
+    ) -> Result<Event> {
+        self.registry
+            .reject(version, stage, &self.actor, comment)
+            .await
+    }
+
+    /// Returns production to the version that held it before the current one, and
+    /// archives the current one, as one audited event. Rolling back twice goes two
+    /// steps back. Rollback is the emergency exit and passes no gates.
+    ///
+    /// [`Error::NotFound`] when no version is in production or none held it
+    /// before; [`Error::ConcurrentChange`] if production moved while this ran.
+    pub async fn rollback(
+        &self,
+        model: impl IntoModelName,
+        reason: impl Into<String>,
+    ) -> Result<Event> {
+        self.registry.rollback(model, &self.actor, reason).await
+    }
+
+    /// Points `alias` of the referenced version's model at that version.
+    ///
+    /// If the alias is protected, or is being made protected, the move must pass
+    /// the model's production gates with the new target as the candidate.
+    pub async fn set_alias(
+        &self,
+        version: impl IntoVersionRef,
+        alias: &str,
+        options: SetAlias,
+    ) -> Result<Event> {
+        self.registry
+            .set_alias(version, alias, options, &self.actor)
+            .await
+    }
+
+    /// Removes an alias. A protected alias's removal must pass the production gates
+    /// (with its current target as the candidate).
+    pub async fn remove_alias(
+        &self,
+        model: impl IntoModelName,
+        alias: &str,
+        reason: impl Into<String>,
+    ) -> Result<Event> {
+        self.registry
+            .remove_alias(model, alias, &self.actor, reason)
+            .await
+    }
+
+    /// Replaces the stored gates for moves into `stage` (an empty list removes
+    /// them). Stored gates are part of the model's log, so every writer applies
+    /// them.
+    pub async fn set_gates(
+        &self,
+        model: impl IntoModelName,
+        stage: Stage,
+        gates: Vec<GateSpec>,
+    ) -> Result<Event> {
+        self.registry
+            .set_gates(model, stage, gates, &self.actor)
+            .await
+    }
+
+    /// Sets (or replaces) the traffic split of `model`, as an audited event.
+    ///
+    /// Every target must resolve when the split is set ([`Error::NotFound`] names
+    /// the first that does not); the split itself was validated when it was built
+    /// ([`TrafficSplit::new`]). Servers see the new split on their next
+    /// [`route`](Self::route).
+    pub async fn set_traffic_split(
+        &self,
+        model: impl IntoModelName,
+        split: TrafficSplit,
+        reason: impl Into<String>,
+    ) -> Result<Event> {
+        self.registry
+            .set_traffic_split(model, split, &self.actor, reason)
+            .await
+    }
+
+    /// Removes the traffic split of `model`, as an audited event: from then on
+    /// [`route`](Self::route) sends every key to `@production`.
+    /// [`Error::NotFound`] when the model has no split.
+    pub async fn clear_traffic_split(
+        &self,
+        model: impl IntoModelName,
+        reason: impl Into<String>,
+    ) -> Result<Event> {
+        self.registry
+            .clear_traffic_split(model, &self.actor, reason)
+            .await
+    }
+}
