@@ -21,12 +21,12 @@
 //!     # let tmp = tempfile::tempdir().unwrap();
 //!     # let dir = tmp.path().join("registry");
 //!     let registry = Registry::open_local(dir)?;
-//!     let me = Actor::new("trainer")?;
-//!     registry.create_model("churn", CreateModel::by(me.clone()))?;
-//!     let v = registry.register(
+//!     let me = registry.acting_as(Actor::new("trainer")?);
+//!     me.ensure_model("churn", CreateModel::new())?;
+//!     let v = me.register(
 //!         "churn",
 //!         ArtifactSource::bytes("model.bin", "weights")?,
-//!         NewVersion::by(me),
+//!         NewVersion::new().metric("auc", 0.9),
 //!     )?;
 //!     assert_eq!(registry.resolve("churn@latest")?.number, v.number);
 //!     Ok(())

@@ -137,9 +137,9 @@ impl CacheOptions {
 /// use modelreg::*;
 /// # let tmp = tempfile::tempdir().unwrap();
 /// let registry = Registry::in_memory();
-/// let me = Actor::new("alice")?;
-/// registry.create_model("fraud", CreateModel::by(me.clone())).await?;
-/// registry.register("fraud", ArtifactSource::bytes("model.bin", "weights")?, NewVersion::by(me)).await?;
+/// let me = registry.acting_as(Actor::new("alice")?);
+/// me.create_model("fraud", CreateModel::new()).await?;
+/// me.register("fraud", ArtifactSource::bytes("model.bin", "weights")?, NewVersion::new()).await?;
 ///
 /// let cache = ModelCache::open(tmp.path().join("cache"), registry, CacheOptions::new()).await?;
 /// let model = cache.get("fraud@latest").await?;

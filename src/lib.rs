@@ -8,95 +8,184 @@
 //!
 //! ## A tour
 //!
-//! Open a registry, create a model, register a version from files:
+//! ### Training: register a version
+//!
+//! Open a registry, act as someone, register files with their metrics and
+//! provenance. Every builder step takes plain values; anything invalid in the
+//! chain is reported by the command, before a byte is stored.
 //!
 //! ```
 //! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
-//! use modelreg::{Actor, ArtifactSource, CreateModel, FetchOptions, Metrics, MetricSpec,
+//! use modelreg::{Actor, ArtifactSource, CreateModel, DatasetRef, DatasetRole, MetricSpec,
 //!                NewVersion, Registry};
 //!
 //! # let tmp = tempfile::tempdir().unwrap();
 //! # let dir = tmp.path();
 //! let registry = Registry::open_local(dir.join("registry")).await?;
-//! let alice = Actor::new("alice@example.com")?;
+//! let trainer = registry.acting_as(Actor::new("ci-train@example.com")?);
 //!
-//! registry
-//!     .create_model("fraud", CreateModel::by(alice.clone())
-//!         .description("card fraud scoring")
-//!         .metric("auc", MetricSpec::maximize()))
+//! // Creates the model on first use; several trainers may race to do it.
+//! trainer
+//!     .ensure_model("fraud", CreateModel::new().metric("auc", MetricSpec::maximize()))
 //!     .await?;
 //!
 //! # std::fs::create_dir_all(dir.join("checkpoint")).unwrap();
 //! # std::fs::write(dir.join("checkpoint/model.safetensors"), b"weights").unwrap();
-//! let v1 = registry
+//! let v1 = trainer
 //!     .register(
 //!         "fraud",
 //!         ArtifactSource::dir(dir.join("checkpoint")),
-//!         NewVersion::by(alice.clone())
-//!             .semver("1.0.0".parse().unwrap())
-//!             .metrics(Metrics::new().with("auc", 0.91)?),
+//!         NewVersion::new()
+//!             .semver("1.0.0")
+//!             .metric("auc", 0.91)
+//!             .param("lr", 3e-4)
+//!             .dataset(DatasetRef::new("transactions", DatasetRole::Train).version("2026-11"))
+//!             .code_commit("9f2c1e7"),
 //!     )
 //!     .await?;
 //! assert_eq!(v1.number.get(), 1);
-//! println!("registered fraud/{} = {}", v1.number, v1.artifact);
+//! println!("registered {} = {} ({} new bytes)", v1.reference(), v1.artifact, v1.report.bytes_stored);
 //! # Ok::<(), modelreg::Error>(()) }).unwrap();
 //! ```
 //!
-//! Resolve references and fetch files, verified:
+//! ### Serving: resolve, fetch, route
+//!
+//! One grammar for references (number, semver, alias, stage, latest, digest);
+//! every fetched file is re-hashed on the way and the destination appears only
+//! when all match. A server keeps the current version loaded through the
+//! verified [`ModelCache`], and routes requests between variants by a key.
 //!
 //! ```
 //! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
 //! # use modelreg::*;
 //! # let registry = Registry::in_memory();
-//! # let alice = Actor::new("alice")?;
-//! # registry.create_model("fraud", CreateModel::by(alice.clone())).await?;
-//! # registry.register("fraud", ArtifactSource::bytes("model.bin", "w")?,
-//! #     NewVersion::by(alice).semver("1.0.0".parse().unwrap())).await?;
-//! # let tmp = tempfile::tempdir().unwrap();
-//! // One grammar for references: number, semver, alias, latest, digest.
-//! let v = registry.resolve("fraud:1.0.0").await?;
-//! assert_eq!(registry.resolve("fraud/1").await?, v);
-//! assert_eq!(registry.resolve("fraud@latest").await?, v);
-//!
-//! // Every file is re-hashed on the way; the destination appears only when all match.
-//! let report = registry.fetch("fraud@latest", tmp.path().join("serve"), FetchOptions::new()).await?;
-//! assert_eq!(report.files, 1);
-//! # Ok::<(), modelreg::Error>(()) }).unwrap();
-//! ```
-//!
-//! ## Serving
-//!
-//! An inference server watches a reference, gets the files through a verified
-//! local cache, and routes requests between variants by a key:
-//!
-//! ```
-//! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
-//! # use modelreg::*;
-//! # let registry = Registry::in_memory();
-//! # let me = Actor::new("alice")?;
-//! # registry.create_model("fraud", CreateModel::by(me.clone())).await?;
-//! # for w in ["v1", "v2"] {
-//! #     registry.register("fraud", ArtifactSource::bytes("model.bin", w)?, NewVersion::by(me.clone())).await?;
+//! # let me = registry.acting_as(Actor::new("alice")?);
+//! # me.create_model("fraud", CreateModel::new()).await?;
+//! # for (w, alias) in [("v1", "champion"), ("v2", "challenger")] {
+//! #     let v = me.register("fraud", ArtifactSource::bytes("model.bin", w)?, NewVersion::new()).await?;
+//! #     me.set_alias(&v, alias, SetAlias::new()).await?;
 //! # }
-//! # registry.set_alias("fraud/1", "champion", SetAlias::by(me.clone())).await?;
-//! # registry.set_alias("fraud/2", "challenger", SetAlias::by(me.clone())).await?;
 //! # let tmp = tempfile::tempdir().unwrap();
-//! use futures::StreamExt;
+//! let v = registry.resolve("fraud@champion").await?;
+//! assert_eq!(registry.resolve("fraud/1").await?, v);
+//! assert_eq!(registry.resolve(format!("fraud#{}", v.artifact)).await?, v);
 //!
-//! // A stream of versions: the current one, then one per move of the alias.
-//! let mut champion = registry.watch("fraud@champion", WatchOptions::new())?.boxed();
-//! let current = champion.next().await.unwrap()?;
+//! let report = registry.fetch(&v, tmp.path().join("serve"), FetchOptions::new()).await?;
+//! assert_eq!(report.files, 1);
 //!
 //! // Verified files on local disk, downloaded once per machine, held while in use.
-//! let cache = ModelCache::open(tmp.path(), registry.clone(), CacheOptions::new().max_bytes(10 << 30)).await?;
-//! let files = cache.get(format!("fraud/{}", current.number)).await?;
+//! let cache = ModelCache::open(tmp.path().join("cache"), registry.clone(), CacheOptions::new()).await?;
+//! let files = cache.get(&v).await?;
 //! assert!(files.path().join("model.bin").is_file());
 //!
 //! // 90/10 between champion and challenger, sticky per user.
 //! let split = TrafficSplit::new([("@champion", 90), ("@challenger", 10)])?;
-//! registry.set_traffic_split("fraud", split, &me, "canary").await?;
+//! me.set_traffic_split("fraud", split, "canary").await?;
 //! let routed = registry.route("fraud", "user-42").await?;
 //! assert_eq!(registry.route("fraud", "user-42").await?.version, routed.version);
+//! # Ok::<(), modelreg::Error>(()) }).unwrap();
+//! ```
+//!
+//! ### Lifecycle: gates, approvals, rollback, the audit trail
+//!
+//! Versions move `none → staging → validation → production` through gates that
+//! every writer obeys; one call walks the whole path, stops at the first gate that
+//! refuses and says why. Every move is an event: who, when, why, each gate's
+//! verdict.
+//!
+//! ```
+//! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+//! use modelreg::{Actor, ArtifactSource, Baseline, CreateModel, Error, GateSpec, HistoryFilter,
+//!                MetricSpec, NewVersion, Registry, Stage};
+//! let registry = Registry::in_memory();
+//! let ci = registry.acting_as(Actor::new("ci")?);
+//! let lead = registry.acting_as(Actor::new("lead@example.com")?);
+//! ci.create_model("fraud", CreateModel::new().metric("auc", MetricSpec::maximize())).await?;
+//! lead.set_gates("fraud", Stage::Production, vec![
+//!     GateSpec::MetricsNoWorse { against: Baseline::Production, metrics: vec![] },
+//! ]).await?;
+//!
+//! let good = ci.register("fraud", ArtifactSource::bytes("m.bin", "a")?,
+//!                        NewVersion::new().metric("auc", 0.92)).await?;
+//! ci.promote_to(&good, Stage::Production, "first model").await?;
+//!
+//! let worse = ci.register("fraud", ArtifactSource::bytes("m.bin", "b")?,
+//!                         NewVersion::new().metric("auc", 0.85)).await?;
+//! match ci.promote_to(&worse, Stage::Production, "try it").await {
+//!     Err(Error::GateRejected { failed, .. }) => assert_eq!(failed.len(), 1),
+//!     other => panic!("expected a refusal, got {other:?}"),
+//! }
+//! // The steps before the refusing gate were taken and recorded.
+//! assert_eq!(registry.resolve(&worse).await?.stage, Stage::Validation);
+//!
+//! // Rollback is one audited call (here nothing held production before: refused).
+//! assert!(lead.rollback("fraud", "incident 42").await.is_err());
+//! let trail = registry.history("fraud", &HistoryFilter::new().kind("stage_changed")).await?;
+//! assert_eq!(trail.len(), 5); // newest first: two steps of `worse`, three of `good`
+//! # Ok::<(), modelreg::Error>(()) }).unwrap();
+//! ```
+//!
+//! ### Lineage and comparison
+//!
+//! Parents, datasets and code commits form a graph across models; any two
+//! versions compare field by field, metrics judged by the model's specs.
+//!
+//! ```
+//! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+//! use modelreg::{Actor, ArtifactSource, CreateModel, MetricSpec, NewVersion, OverallVerdict,
+//!                Registry, Relation};
+//! let registry = Registry::in_memory();
+//! let ci = registry.acting_as(Actor::new("ci")?);
+//! ci.create_model("llm", CreateModel::new().metric("accuracy", MetricSpec::maximize())).await?;
+//! let base = ci.register("llm", ArtifactSource::bytes("w.bin", "base")?,
+//!                        NewVersion::new().metric("accuracy", 0.71).param("lr", 1e-4)).await?;
+//! let tuned = ci.register("llm", ArtifactSource::bytes("w.bin", "tuned")?,
+//!                         NewVersion::new().metric("accuracy", 0.78).param("lr", 2e-5)
+//!                             .parent(&base, Relation::FineTunedFrom)).await?;
+//!
+//! let diff = registry.compare(&base, &tuned).await?;
+//! assert_eq!(diff.verdict, OverallVerdict::Improved);
+//! println!("{diff}");
+//! let upstream = registry.upstream(&tuned, None).await?;
+//! println!("{}", upstream.to_mermaid());
+//! # Ok::<(), modelreg::Error>(()) }).unwrap();
+//! ```
+//!
+//! ### On object storage
+//!
+//! The same registry lives in a bucket (features `aws`, `gcp`, `azure`), shared
+//! by writers on many machines: `s3://bucket/prefix`, `gs://…`, `az://…`,
+//! `file:///path`, or `memory://`.
+//!
+//! ```
+//! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+//! let registry = modelreg::Registry::open_url("memory://").await?;
+//! assert!(registry.list_models().await?.is_empty());
+//! # Ok::<(), modelreg::Error>(()) }).unwrap();
+//! ```
+//!
+//! ### Writing a store
+//!
+//! A backend implements [`store::MetadataStore`] (numbered, create-if-absent
+//! logs) or [`store::ArtifactStore`] (content-addressed blobs): bytes and keys
+//! only, no domain rules. [`Registry::builder`] takes any pair; the conformance
+//! suite in `tests/common/store_suite.rs` says what a store must do. A wrapper
+//! can forward to an existing store and add what it needs:
+//!
+//! ```
+//! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+//! use std::sync::Arc;
+//! use modelreg::store::{MemoryArtifactStore, MemoryMetadataStore, MetadataStore};
+//! use modelreg::{Actor, CreateModel, Registry};
+//!
+//! let metadata: Arc<dyn MetadataStore> = Arc::new(MemoryMetadataStore::new());
+//! let registry = Registry::builder()
+//!     .metadata(Arc::clone(&metadata))
+//!     .artifacts(Arc::new(MemoryArtifactStore::new()))
+//!     .build()?;
+//! registry.acting_as(Actor::new("alice")?).create_model("fraud", CreateModel::new()).await?;
+//! // The model's first event, as the store holds it.
+//! assert_eq!(metadata.read_after("fraud", 0, 10).await?.len(), 1);
 //! # Ok::<(), modelreg::Error>(()) }).unwrap();
 //! ```
 //!
@@ -105,17 +194,16 @@
 //!
 //! ## Layers
 //!
-//! - [`domain`]: pure types and rules — names, [`VersionRef`], [`Manifest`],
-//!   [`VersionRecord`], [`Event`], and [`ModelState`], the fold of a model's events.
-//! - [`Registry`]: checks commands against the folded state, appends events with
-//!   create-if-absent and retries on conflict, stores and fetches artifacts,
-//!   watches references and routes requests.
-//! - [`cache`] and [`blocking`]: the model cache and the blocking facade, built on
-//!   [`Registry`]'s public API.
+//! - The domain: pure types and rules — names, [`VersionRef`], [`Manifest`],
+//!   [`VersionRecord`], [`Event`], and [`ModelState`], the fold of a model's
+//!   events. No I/O.
+//! - [`Registry`] and [`Session`]: check commands against the folded state,
+//!   append events with create-if-absent and retry on conflict, store and fetch
+//!   artifacts, watch references and route requests. [`ModelCache`] and
+//!   [`blocking`] are built on their public API.
 //! - [`store`]: [`MetadataStore`](store::MetadataStore) (numbered logs) and
 //!   [`ArtifactStore`](store::ArtifactStore) (content-addressed blobs), in memory,
-//!   on the local filesystem and on object storage (S3, GCS, Azure through
-//!   `object_store`; [`Registry::open_url`]). Bytes and keys only.
+//!   on the local filesystem and on object storage. Bytes and keys only.
 //!
 //! ## Errors
 //!

@@ -586,6 +586,7 @@ pub struct VersionDiff {
 /// # fn main() -> modelreg::Result<()> {
 /// # use modelreg::*;
 /// # let record = |n: u64, auc: f64| VersionRecord {
+/// #     model: ModelName::new("fraud").unwrap(),
 /// #     number: VersionNumber::new(n).unwrap(), semver: None, artifact: Digest::of(b""), size: 0,
 /// #     files: 0, created_at: chrono::DateTime::UNIX_EPOCH, created_by: Actor::new("ci").unwrap(),
 /// #     description: String::new(), tags: Tags::new(), provenance: Provenance::default(),

@@ -7,6 +7,7 @@
 //! use modelreg::{DatasetKey, LineageGraph, LineageNode, VersionKey};
 //! # use modelreg::*;
 //! # let record = |n: u64, parents: Vec<ParentRef>, datasets: Vec<DatasetRef>| VersionRecord {
+//! #     model: ModelName::new("fraud").unwrap(),
 //! #     number: VersionNumber::new(n).unwrap(), semver: None, artifact: Digest::of(b""), size: 0,
 //! #     files: 0, created_at: chrono::DateTime::UNIX_EPOCH, created_by: Actor::new("ci").unwrap(),
 //! #     description: String::new(), tags: Tags::new(),
@@ -892,6 +893,7 @@ impl LineageSubgraph {
     /// # fn main() -> modelreg::Result<()> {
     /// # use modelreg::*;
     /// # let record = VersionRecord {
+    /// #     model: ModelName::new("fraud").unwrap(),
     /// #     number: VersionNumber::FIRST, semver: None, artifact: Digest::of(b""), size: 0,
     /// #     files: 0, created_at: chrono::DateTime::UNIX_EPOCH, created_by: Actor::new("ci").unwrap(),
     /// #     description: String::new(), tags: Tags::new(), provenance: Provenance {

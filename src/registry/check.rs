@@ -92,9 +92,9 @@ impl Registry {
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
     /// use modelreg::*;
     /// let registry = Registry::in_memory();
-    /// let me = Actor::new("alice")?;
-    /// registry.create_model("fraud", CreateModel::by(me.clone())).await?;
-    /// registry.register("fraud", ArtifactSource::bytes("m.bin", "w")?, NewVersion::by(me)).await?;
+    /// let me = registry.acting_as(Actor::new("alice")?);
+    /// me.create_model("fraud", CreateModel::new()).await?;
+    /// me.register("fraud", ArtifactSource::bytes("m.bin", "w")?, NewVersion::new()).await?;
     /// let report = registry.check().await?;
     /// assert!(report.is_ok(), "{:?}", report.problems);
     /// assert_eq!((report.models, report.versions, report.blobs), (1, 1, 2));

@@ -283,12 +283,12 @@ impl Registry {
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
     /// use modelreg::*;
     /// let registry = Registry::in_memory();
-    /// let me = Actor::new("alice")?;
-    /// registry.create_model("fraud", CreateModel::by(me.clone())).await?;
+    /// let me = registry.acting_as(Actor::new("alice")?);
+    /// me.create_model("fraud", CreateModel::new()).await?;
     /// for weights in ["v1", "v2"] {
-    ///     let v = registry.register("fraud", ArtifactSource::bytes("m.bin", weights)?, NewVersion::by(me.clone())).await?;
+    ///     let v = me.register("fraud", ArtifactSource::bytes("m.bin", weights)?, NewVersion::new()).await?;
     ///     for stage in [Stage::Staging, Stage::Validation, Stage::Production] {
-    ///         registry.transition(format!("fraud/{}", v.number), stage, &me, "").await?;
+    ///         me.transition(format!("fraud/{}", v.number), stage, "").await?;
     ///     }
     /// }
     /// let history = registry.history("fraud", &HistoryFilter::new().kind("stage_changed")).await?;

@@ -95,12 +95,10 @@ impl Registry {
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
     /// use modelreg::*;
     /// let registry = Registry::in_memory();
-    /// let ci = Actor::new("ci")?;
-    /// registry.create_model("fraud", CreateModel::by(ci.clone())).await?;
+    /// let ci = registry.acting_as(Actor::new("ci")?);
+    /// ci.create_model("fraud", CreateModel::new()).await?;
     /// let clicks = DatasetRef::new("clicks", DatasetRole::Train).version("v3");
-    /// registry
-    ///     .register("fraud", ArtifactSource::bytes("m.bin", "w")?, NewVersion::by(ci)
-    ///         .provenance(Provenance { datasets: vec![clicks.clone()], ..Provenance::default() }))
+    /// ci.register("fraud", ArtifactSource::bytes("m.bin", "w")?, NewVersion::new().dataset(clicks.clone()))
     ///     .await?;
     /// let graph = registry.lineage().await?;
     /// let affected = graph.downstream(&DatasetKey::from(&clicks).into(), None)?;
@@ -187,13 +185,11 @@ impl Registry {
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
     /// use modelreg::*;
     /// let registry = Registry::in_memory();
-    /// let ci = Actor::new("ci")?;
-    /// registry
-    ///     .create_model("fraud", CreateModel::by(ci.clone()).metric("auc", MetricSpec::maximize()))
-    ///     .await?;
+    /// let ci = registry.acting_as(Actor::new("ci")?);
+    /// ci.create_model("fraud", CreateModel::new().metric("auc", MetricSpec::maximize())).await?;
     /// for (weights, auc) in [("v1", 0.90), ("v2", 0.93)] {
-    ///     let v = NewVersion::by(ci.clone()).metrics(Metrics::new().with("auc", auc)?);
-    ///     registry.register("fraud", ArtifactSource::bytes("m.bin", weights)?, v).await?;
+    ///     let v = NewVersion::new().metric("auc", auc);
+    ///     ci.register("fraud", ArtifactSource::bytes("m.bin", weights)?, v).await?;
     /// }
     /// let diff = registry.compare("fraud/1", "fraud/2").await?;
     /// assert_eq!(diff.verdict, OverallVerdict::Improved);
@@ -235,11 +231,11 @@ impl Registry {
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
     /// use modelreg::*;
     /// let registry = Registry::in_memory();
-    /// let ci = Actor::new("ci")?;
-    /// registry.create_model("fraud", CreateModel::by(ci.clone())).await?;
+    /// let ci = registry.acting_as(Actor::new("ci")?);
+    /// ci.create_model("fraud", CreateModel::new()).await?;
     /// for auc in [0.90, 0.93] {
-    ///     let v = NewVersion::by(ci.clone()).metrics(Metrics::new().with("auc", auc)?);
-    ///     registry.register("fraud", ArtifactSource::bytes("m.bin", auc.to_string())?, v).await?;
+    ///     let v = NewVersion::new().metric("auc", auc);
+    ///     ci.register("fraud", ArtifactSource::bytes("m.bin", auc.to_string())?, v).await?;
     /// }
     /// let points = registry.metric_history("fraud", "auc", &VersionFilter::new()).await?;
     /// assert_eq!(points.iter().map(|p| p.value).collect::<Vec<_>>(), [0.90, 0.93]);

@@ -92,18 +92,18 @@ impl Registry {
     /// use futures::StreamExt;
     /// use modelreg::*;
     /// let registry = Registry::in_memory();
-    /// let me = Actor::new("alice")?;
-    /// registry.create_model("fraud", CreateModel::by(me.clone())).await?;
+    /// let me = registry.acting_as(Actor::new("alice")?);
+    /// me.create_model("fraud", CreateModel::new()).await?;
     /// for w in ["v1", "v2"] {
-    ///     registry.register("fraud", ArtifactSource::bytes("m.bin", w)?, NewVersion::by(me.clone())).await?;
+    ///     me.register("fraud", ArtifactSource::bytes("m.bin", w)?, NewVersion::new()).await?;
     /// }
-    /// registry.set_alias("fraud/1", "champion", SetAlias::by(me.clone())).await?;
+    /// me.set_alias("fraud/1", "champion", SetAlias::new()).await?;
     ///
     /// let mut champion = registry
     ///     .watch("fraud@champion", WatchOptions::new().interval(Duration::from_millis(5)))?
     ///     .boxed();
     /// assert_eq!(champion.next().await.unwrap()?.number.get(), 1);
-    /// registry.set_alias("fraud/2", "champion", SetAlias::by(me.clone())).await?;
+    /// me.set_alias("fraud/2", "champion", SetAlias::new()).await?;
     /// assert_eq!(champion.next().await.unwrap()?.number.get(), 2);
     /// # Ok::<(), modelreg::Error>(()) }).unwrap();
     /// ```
@@ -226,15 +226,15 @@ impl Registry {
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
     /// use modelreg::*;
     /// let registry = Registry::in_memory();
-    /// let me = Actor::new("alice")?;
-    /// registry.create_model("fraud", CreateModel::by(me.clone())).await?;
+    /// let me = registry.acting_as(Actor::new("alice")?);
+    /// me.create_model("fraud", CreateModel::new()).await?;
     /// for w in ["v1", "v2"] {
-    ///     registry.register("fraud", ArtifactSource::bytes("m.bin", w)?, NewVersion::by(me.clone())).await?;
+    ///     me.register("fraud", ArtifactSource::bytes("m.bin", w)?, NewVersion::new()).await?;
     /// }
-    /// registry.set_alias("fraud/1", "champion", SetAlias::by(me.clone())).await?;
-    /// registry.set_alias("fraud/2", "challenger", SetAlias::by(me.clone())).await?;
+    /// me.set_alias("fraud/1", "champion", SetAlias::new()).await?;
+    /// me.set_alias("fraud/2", "challenger", SetAlias::new()).await?;
     /// let split = TrafficSplit::new([("@champion", 90), ("@challenger", 10)])?;
-    /// registry.set_traffic_split("fraud", split, &me, "canary").await?;
+    /// me.set_traffic_split("fraud", split, "canary").await?;
     ///
     /// let first = registry.route("fraud", "user-42").await?;
     /// assert!(first.from_split);
