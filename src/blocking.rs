@@ -308,7 +308,7 @@ impl Registry {
     /// current one). It never ends by itself; drop it to stop.
     pub fn watch(&self, reference: impl IntoVersionRef, options: WatchOptions) -> Result<Watch> {
         Ok(Watch {
-            stream: self.inner.watch(reference, options)?.boxed(),
+            stream: self.inner.watch(reference, options)?,
             rt: self.rt.clone(),
         })
     }

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use futures::Stream;
+use futures::StreamExt;
+use futures::stream::BoxStream;
 
 use super::{IntoModelName, IntoVersionRef, Registry};
 use crate::domain::{
@@ -100,8 +101,7 @@ impl Registry {
     /// me.set_alias("fraud/1", "champion", SetAlias::new()).await?;
     ///
     /// let mut champion = registry
-    ///     .watch("fraud@champion", WatchOptions::new().interval(Duration::from_millis(5)))?
-    ///     .boxed();
+    ///     .watch("fraud@champion", WatchOptions::new().interval(Duration::from_millis(5)))?;
     /// assert_eq!(champion.next().await.unwrap()?.number.get(), 1);
     /// me.set_alias("fraud/2", "champion", SetAlias::new()).await?;
     /// assert_eq!(champion.next().await.unwrap()?.number.get(), 2);
@@ -111,7 +111,7 @@ impl Registry {
         &self,
         reference: impl IntoVersionRef,
         options: WatchOptions,
-    ) -> Result<impl Stream<Item = Result<VersionRecord>> + Send + 'static> {
+    ) -> Result<BoxStream<'static, Result<VersionRecord>>> {
         let watching = Watching {
             registry: self.clone(),
             reference: reference.into_version_ref()?,
@@ -156,7 +156,8 @@ impl Registry {
                     }
                 }
             }
-        }))
+        })
+        .boxed())
     }
 
     /// The implementation of [`Session::set_traffic_split`](super::Session::set_traffic_split).
