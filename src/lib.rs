@@ -284,17 +284,18 @@ pub use domain::{
     HyperValue, Hyperparameters, KeyedValue, LineageEdgeKind, LineageGraph, LineageNode,
     LineagePath, LineageStep, LineageSubgraph, Manifest, ManifestEntry, MapDiff, MetricDiff,
     MetricName, MetricPoint, MetricSpec, MetricVerdict, Metrics, ModelName, ModelState,
-    OverallVerdict, ParentRef, Provenance, ReachedNode, RelPath, Relation, Route, RouteTarget,
-    Routed, Selector, Stage, SubgraphEdge, TagKey, Tags, TrafficSplit, Transition, ValueChange,
-    VersionDiff, VersionKey, VersionNumber, VersionRecord, VersionRef, VersionSummary,
+    ModelSummary, OverallVerdict, ParentRef, Provenance, ReachedNode, RelPath, Relation, Route,
+    RouteTarget, Routed, Selector, Stage, SubgraphEdge, TagKey, Tags, TrafficSplit, Transition,
+    ValueChange, VersionDiff, VersionKey, VersionNumber, VersionRecord, VersionRef, VersionSummary,
     compare_versions, flatten_hyperparameters, metric_history, metric_verdict,
 };
 pub use error::{BoxError, Error, Result};
 pub use registry::{
     ArtifactSource, CheckReport, CreateModel, FetchOptions, FetchReport, GcOptions, GcReport,
     HistoryFilter, IntoLineageStart, IntoMetrics, IntoModelName, IntoSemver, IntoSemverReq,
-    IntoVersionRef, LineageStart, NewVersion, Problem, RegisterReport, Registered, Registry,
-    RegistryBuilder, RetryPolicy, Session, SetAlias, VerifyReport, VersionFilter, WatchOptions,
+    IntoVersionRef, LineageStart, NewVersion, Page, Problem, RegisterReport, Registered, Registry,
+    RegistryBuilder, RetryPolicy, Session, SetAlias, VerifyReport, VersionFilter, VersionOrder,
+    VersionPage, WatchOptions,
 };
 pub use store::LinkMode;
 

@@ -113,6 +113,13 @@ suite! {
         lineage_rejects_self_and_future_parents,
         compare_reports_every_difference,
         metric_history_in_version_order,
+        builder_errors_are_reported_by_the_command,
+        records_are_references,
+        provenance_builders_record_everything,
+        register_reports_what_it_stored,
+        ensure_model_is_race_free,
+        versions_page_in_order,
+        model_summaries_list_every_model,
     ],
     lifecycle: [
         transition_table_is_enforced,
@@ -140,6 +147,7 @@ suite! {
         gates_judge_the_state_the_event_follows,
         lifecycle_state_survives_checkpoints,
         lifecycle_events_are_format_2,
+        promote_to_walks_the_path_and_stops_at_a_refusing_gate,
     ],
     // tests/common/serving_suite.rs
     serving: [

@@ -14,6 +14,7 @@ pub mod record;
 pub mod reference;
 pub mod routing;
 pub mod state;
+pub mod summary;
 
 pub use diff::{
     ArtifactDiff, CodeChange, DatasetChange, DatasetDiff, FileChange, KeyedValue, MapDiff,
@@ -38,3 +39,4 @@ pub use record::{
 pub use reference::{Selector, VersionNumber, VersionRef};
 pub use routing::{Route, RouteTarget, Routed, TrafficSplit};
 pub use state::ModelState;
+pub use summary::ModelSummary;

@@ -32,6 +32,7 @@ mod ingest;
 mod lifecycle;
 mod lineage;
 mod options;
+mod paging;
 #[cfg(test)]
 mod power_loss;
 mod serving;
@@ -47,6 +48,7 @@ pub use options::{
     CreateModel, FetchOptions, HistoryFilter, NewVersion, RetryPolicy, SetAlias, VersionFilter,
 };
 pub use options::{IntoMetrics, IntoSemver, IntoSemverReq};
+pub use paging::{Page, VersionOrder, VersionPage};
 pub use serving::WatchOptions;
 pub use session::Session;
 

@@ -16,10 +16,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 use modelreg::format::decode_checkpoint;
 use modelreg::store::{Checkpoint, LogRecord, MetadataItem, MetadataStore};
 use modelreg::{
-    Actor, AliasName, AliasTarget, Approval, Baseline, CodeRef, DatasetRef, DatasetRole, Decision,
-    Error, Event, EventKind, Gate, GateSpec, GateVerdict, HistoryFilter, MetricSpec, Metrics,
-    ModelName, ModelState, NewVersion, Provenance, Registry, SetAlias, Stage, Transition,
-    VersionRecord,
+    Actor, AliasName, AliasTarget, Approval, ArtifactSource, Baseline, CodeRef, DatasetRef,
+    DatasetRole, Decision, Error, Event, EventKind, Gate, GateSpec, GateVerdict, HistoryFilter,
+    MetricSpec, Metrics, ModelName, ModelState, NewVersion, Provenance, Registry, SetAlias, Stage,
+    Transition, VersionRecord,
 };
 
 use super::backends::Fixture;
@@ -3146,4 +3146,74 @@ pub async fn lifecycle_events_are_format_2(f: &Fixture) {
             .map(|k| (*k).to_owned())
             .collect::<BTreeSet<_>>()
     );
+}
+
+/// `promote_to` walks the path one audited move at a time and stops at the first
+/// gate that refuses, keeping the steps before it.
+pub async fn promote_to_walks_the_path_and_stops_at_a_refusing_gate(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "walk").await;
+    let lead = reg.acting_as(actor("lead"));
+    lead.set_gates(
+        "walk",
+        Stage::Production,
+        vec![GateSpec::Approvals {
+            required: 1,
+            from: Default::default(),
+        }],
+    )
+    .await
+    .expect("gates");
+    let ci = reg.acting_as(actor("ci"));
+    let v = ci
+        .register(
+            "walk",
+            ArtifactSource::bytes("m.bin", "w").expect("path"),
+            NewVersion::new(),
+        )
+        .await
+        .expect("register");
+    let refused = ci.promote_to(&v, Stage::Production, "ship").await;
+    match refused {
+        Err(Error::GateRejected { failed, to, .. }) => {
+            assert_eq!(to, Stage::Production);
+            assert_eq!(failed.len(), 1);
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(
+        reg.resolve(&v).await.expect("resolve").stage,
+        Stage::Validation
+    );
+    let moves = reg
+        .history("walk", &HistoryFilter::new().kind("stage_changed"))
+        .await
+        .expect("history");
+    assert_eq!(moves.len(), 2);
+    assert!(moves.iter().all(|e| e.actor.as_str() == "ci"));
+    lead.approve(&v, Stage::Production, "ok")
+        .await
+        .expect("approve");
+    let events = ci
+        .promote_to(&v, Stage::Production, "ship")
+        .await
+        .expect("promote");
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        reg.resolve("walk@production")
+            .await
+            .expect("production")
+            .number,
+        v.number
+    );
+    assert!(
+        ci.promote_to(&v, Stage::Production, "again")
+            .await
+            .expect("no-op")
+            .is_empty()
+    );
+    assert!(matches!(
+        ci.promote_to(&v, Stage::None, "back").await,
+        Err(Error::InvalidTransition { .. })
+    ));
 }

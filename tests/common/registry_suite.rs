@@ -867,22 +867,11 @@ pub async fn list_versions_filters(f: &Fixture) {
         l(all().tag_value("dataset", "jan")).await,
         Vec::<u64>::new()
     );
-    let both = all()
-        .tag("dataset")
-        .tag_value("stage", "candidate");
+    let both = all().tag("dataset").tag_value("stage", "candidate");
     assert_eq!(l(both).await, vec![2]);
-    assert_eq!(
-        l(all().semver("^1")).await,
-        vec![1, 2]
-    );
-    assert_eq!(
-        l(all().semver(">=1.1.0")).await,
-        vec![2, 3]
-    );
-    assert_eq!(
-        l(all().semver(">=3")).await,
-        Vec::<u64>::new()
-    );
+    assert_eq!(l(all().semver("^1")).await, vec![1, 2]);
+    assert_eq!(l(all().semver(">=1.1.0")).await, vec![2, 3]);
+    assert_eq!(l(all().semver(">=3")).await, Vec::<u64>::new());
     assert_eq!(l(all().created_after(v2.created_at)).await, vec![2, 3, 4]);
     assert_eq!(l(all().created_before(v2.created_at)).await, vec![1]);
     assert_eq!(
@@ -2570,4 +2559,337 @@ pub async fn gc_racing_registrations_never_deletes_a_referenced_blob(f: &Fixture
     }
     assert!(last.referenced >= (TASKS * PER_TASK) as u64);
     assert_eq!(all_versions_verify(&fresh, "raced").await, TASKS * PER_TASK);
+}
+
+// ----- API 0.2: sessions, builders, records as references, reports, paging -------
+
+/// A builder step with bad input is reported by the command, before anything is
+/// read or written: no model, no version, no blob.
+pub async fn builder_errors_are_reported_by_the_command(f: &Fixture) {
+    let reg = f.registry();
+    let me = reg.acting_as(actor("ci"));
+    let refused = me
+        .create_model(
+            "m",
+            CreateModel::new()
+                .description("x")
+                .metric("Bad Name!", MetricSpec::maximize()),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(Error::InvalidName { .. })),
+        "{refused:?}"
+    );
+    assert!(matches!(reg.model("m").await, Err(Error::NotFound { .. })));
+
+    create(&reg, "m").await;
+    let before = blobs(&reg).await;
+    for (what, version) in [
+        (
+            "tag",
+            NewVersion::new()
+                .metric("auc", 0.9)
+                .tag("", "x")
+                .param("lr", 0.1),
+        ),
+        ("semver", NewVersion::new().semver("1.x").metric("auc", 0.9)),
+        ("metric", NewVersion::new().metric("auc", f64::NAN)),
+        (
+            "parent",
+            NewVersion::new().parent("m/", Relation::FineTunedFrom),
+        ),
+    ] {
+        let source = ArtifactSource::bytes("w.bin", format!("bytes for {what}")).expect("path");
+        let refused = me.register("m", source, version).await;
+        assert!(
+            matches!(
+                refused,
+                Err(Error::InvalidName { .. }
+                    | Error::InvalidInput { .. }
+                    | Error::InvalidReference { .. })
+            ),
+            "{what}: {refused:?}"
+        );
+    }
+    assert_eq!(
+        blobs(&reg).await,
+        before,
+        "a refused builder stored nothing"
+    );
+    assert!(reg.model("m").await.expect("model").versions().is_empty());
+    let filter = VersionFilter::new().tag("").semver("^1");
+    assert!(matches!(
+        reg.list_versions("m", &filter).await,
+        Err(Error::InvalidName { .. })
+    ));
+}
+
+/// A record knows its model and is a reference wherever one is taken, also as
+/// read back by another registry (from a checkpoint where the backend writes one).
+pub async fn records_are_references(f: &Fixture) {
+    let reg = f.registry();
+    let me = reg.acting_as(actor("ci"));
+    create(&reg, "fraud").await;
+    let v1 = me
+        .register(
+            "fraud",
+            ArtifactSource::bytes("w.bin", "one").expect("path"),
+            NewVersion::new(),
+        )
+        .await
+        .expect("register");
+    assert_eq!(v1.model.as_str(), "fraud");
+    assert_eq!(v1.reference().to_string(), "fraud/1");
+    assert_eq!(reg.resolve(&v1).await.expect("resolve"), v1.version);
+    let v2 = me
+        .register(
+            "fraud",
+            ArtifactSource::bytes("w.bin", "two").expect("path"),
+            NewVersion::new().parent(&v1, Relation::FineTunedFrom),
+        )
+        .await
+        .expect("register child");
+    assert_eq!(
+        v2.provenance.parents,
+        vec![ParentRef {
+            model: ModelName::new("fraud").expect("name"),
+            version: v1.number,
+            relation: Relation::FineTunedFrom
+        }]
+    );
+    let other = f.fresh().await;
+    for v in other
+        .list_versions("fraud", &VersionFilter::new())
+        .await
+        .expect("list")
+    {
+        assert_eq!(v.model.as_str(), "fraud");
+        assert_eq!(other.resolve(&v).await.expect("resolve").number, v.number);
+    }
+    // The record's JSON names its model; one without it names none and is refused.
+    let json = serde_json::to_value(&v1.version).expect("json");
+    assert_eq!(json["model"], "fraud");
+    let mut anonymous = json.clone();
+    anonymous.as_object_mut().expect("object").remove("model");
+    let anonymous: VersionRecord = serde_json::from_value(anonymous).expect("record");
+    assert!(matches!(
+        reg.resolve(&anonymous).await,
+        Err(Error::InvalidInput { .. })
+    ));
+}
+
+/// Provenance builders record what they say.
+pub async fn provenance_builders_record_everything(f: &Fixture) {
+    let reg = f.registry();
+    let me = reg.acting_as(actor("ci"));
+    create(&reg, "fraud").await;
+    let _ = me
+        .register(
+            "fraud",
+            ArtifactSource::bytes("w.bin", "w").expect("path"),
+            NewVersion::new()
+                .semver("1.4.0")
+                .metric("auc", 0.93)
+                .metrics([("f1", 0.71), ("loss", 0.25)])
+                .param("lr", 3e-4)
+                .params([("epochs", 12), ("batch", 64)])
+                .param("optimizer", "adamw")
+                .dataset(
+                    modelreg::DatasetRef::new("tx", modelreg::DatasetRole::Train)
+                        .version("2026-11"),
+                )
+                .code_commit("9f2c1e7")
+                .framework("torch", "2.4.1"),
+        )
+        .await
+        .expect("register");
+    let v = reg.resolve("fraud:1.4.0").await.expect("resolve");
+    assert_eq!(v.metrics.get("auc"), Some(0.93));
+    assert_eq!(v.metrics.get("loss"), Some(0.25));
+    assert_eq!(v.provenance.hyperparameters["lr"], HyperValue::Float(3e-4));
+    assert_eq!(v.provenance.hyperparameters["epochs"], HyperValue::Int(12));
+    assert_eq!(
+        v.provenance.hyperparameters["optimizer"],
+        HyperValue::String("adamw".into())
+    );
+    assert_eq!(v.provenance.datasets[0].version.as_deref(), Some("2026-11"));
+    assert_eq!(
+        v.provenance.code.as_ref().map(|c| c.commit.as_str()),
+        Some("9f2c1e7")
+    );
+    assert_eq!(v.provenance.environment.frameworks["torch"], "2.4.1");
+}
+
+/// `register` reports what it stored new and what was there already.
+pub async fn register_reports_what_it_stored(f: &Fixture) {
+    let reg = f.registry();
+    let me = reg.acting_as(actor("ci"));
+    create(&reg, "m").await;
+    let files = |extra: &str| {
+        ArtifactSource::files([
+            ("a.bin", b"shared bytes".to_vec()),
+            ("copy/a.bin", b"shared bytes".to_vec()),
+            ("b.bin", extra.as_bytes().to_vec()),
+        ])
+        .expect("paths")
+    };
+    let first = me
+        .register("m", files("first"), NewVersion::new())
+        .await
+        .expect("first");
+    let r = first.report;
+    assert_eq!((r.files, r.bytes), (3, 12 + 12 + 5));
+    assert_eq!((r.files_stored, r.bytes_stored), (2, 12 + 5));
+    assert_eq!((r.files_present, r.bytes_present), (1, 12));
+    let second = me
+        .register("m", files("second"), NewVersion::new())
+        .await
+        .expect("second");
+    let r = second.report;
+    assert_eq!((r.files_stored, r.bytes_stored), (1, 6));
+    assert_eq!((r.files_present, r.bytes_present), (2, 24));
+    let json = serde_json::to_value(r).expect("json");
+    assert_eq!(json["bytes_stored"], 6);
+}
+
+/// Many writers ensuring one model: every one gets it, one event created it, and
+/// an existing model is returned as it is.
+pub async fn ensure_model_is_race_free(f: &Fixture) {
+    let reg = f.registry();
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let reg = reg.clone();
+            tokio::spawn(async move {
+                reg.acting_as(actor(&format!("w{i}")))
+                    .ensure_model("shared", CreateModel::new().description(format!("by {i}")))
+                    .await
+            })
+        })
+        .collect();
+    let mut descriptions = BTreeSet::new();
+    for t in tasks {
+        let state = t.await.expect("task").expect("ensure");
+        descriptions.insert(state.description().to_owned());
+    }
+    assert_eq!(
+        descriptions.len(),
+        1,
+        "every writer sees the one creation: {descriptions:?}"
+    );
+    assert_eq!(reg.events("shared").await.expect("events").len(), 1);
+    let again = reg
+        .acting_as(actor("late"))
+        .ensure_model("shared", CreateModel::new().description("ignored"))
+        .await
+        .expect("ensure existing");
+    assert_eq!(
+        Some(again.description()),
+        descriptions.iter().next().map(String::as_str)
+    );
+}
+
+/// Versions page in the requested order; a registration between two pages
+/// neither repeats nor skips a version.
+pub async fn versions_page_in_order(f: &Fixture) {
+    let reg = f.registry();
+    let me = reg.acting_as(actor("ci"));
+    create(&reg, "m").await;
+    for (i, auc) in [Some(0.5), Some(0.9), None, Some(0.7), Some(0.9), Some(0.1)]
+        .into_iter()
+        .enumerate()
+    {
+        let v = match auc {
+            Some(a) => NewVersion::new().metric("auc", a),
+            None => NewVersion::new(),
+        };
+        me.register(
+            "m",
+            ArtifactSource::bytes("w", i.to_string()).expect("path"),
+            v,
+        )
+        .await
+        .expect("register");
+    }
+    let numbers = |p: &modelreg::Page<std::sync::Arc<VersionRecord>>| {
+        p.items.iter().map(|v| v.number.get()).collect::<Vec<_>>()
+    };
+    let all = VersionFilter::new();
+    let best = modelreg::VersionPage::new()
+        .by_metric("auc")
+        .descending()
+        .limit(4);
+    let p1 = reg
+        .list_versions_page("m", &all, best.clone())
+        .await
+        .expect("page 1");
+    assert_eq!(numbers(&p1), [5, 2, 4, 1]);
+    // A new best version arrives between the pages.
+    me.register(
+        "m",
+        ArtifactSource::bytes("w", "late").expect("path"),
+        NewVersion::new().metric("auc", 0.99),
+    )
+    .await
+    .expect("register");
+    let p2 = reg
+        .list_versions_page("m", &all, best.after(p1.next.clone().expect("more")))
+        .await
+        .expect("page 2");
+    assert_eq!(numbers(&p2), [6, 3]);
+    assert!(p2.next.is_none());
+    let newest = modelreg::VersionPage::new().descending().limit(3);
+    let n1 = reg
+        .list_versions_page("m", &all, newest.clone())
+        .await
+        .expect("newest");
+    assert_eq!(numbers(&n1), [7, 6, 5]);
+    let n2 = reg
+        .list_versions_page("m", &all, newest.after(n1.next.expect("more")))
+        .await
+        .expect("older");
+    assert_eq!(numbers(&n2), [4, 3, 2]);
+    let bad = modelreg::VersionPage::new().after("not-a-token");
+    assert!(matches!(
+        reg.list_versions_page("m", &all, bad).await,
+        Err(Error::InvalidInput { .. })
+    ));
+}
+
+/// Model summaries: one line per model, with its latest, production and aliases.
+pub async fn model_summaries_list_every_model(f: &Fixture) {
+    let reg = f.registry();
+    let me = reg.acting_as(actor("ci"));
+    for m in ["b", "a"] {
+        me.create_model(m, CreateModel::new().description(format!("model {m}")))
+            .await
+            .expect("create");
+    }
+    let v = me
+        .register(
+            "a",
+            ArtifactSource::bytes("w", "w").expect("path"),
+            NewVersion::new(),
+        )
+        .await
+        .expect("register");
+    me.set_alias(&v, "champion", SetAlias::new())
+        .await
+        .expect("alias");
+    me.promote_to(&v, modelreg::Stage::Production, "go")
+        .await
+        .expect("promote");
+    let summaries = reg.model_summaries().await.expect("summaries");
+    assert_eq!(summaries.len(), 2);
+    let (a, b) = (&summaries[0], &summaries[1]);
+    assert_eq!((a.name.as_str(), b.name.as_str()), ("a", "b"));
+    assert_eq!(
+        (a.versions, a.latest, a.production),
+        (1, Some(v.number), Some(v.number))
+    );
+    assert_eq!(a.aliases.len(), 1);
+    assert_eq!(a.events, 1 + 1 + 1 + 3);
+    assert_eq!(
+        (b.versions, b.latest, b.production, b.description.as_str()),
+        (0, None, None, "model b")
+    );
 }
