@@ -484,7 +484,9 @@ impl MetadataStore for LocalMetadataStore {
 ///
 /// Blob files are read-only, so that a [hard-linked](LinkMode::HardLink) copy is not
 /// changed by accident. Memory stays bounded whatever the blob size: blobs are
-/// copied by the kernel, streamed in chunks and hashed by memory map.
+/// copied by the kernel, streamed in chunks, and hashed through small reused
+/// buffers, a window of the file per core read with positioned reads (never
+/// memory-mapped: mapped pages would count in the resident set).
 ///
 /// ```
 /// # tokio_test_block_on(async {
