@@ -22,7 +22,8 @@
 //! and that raw hash against the copy (`floor-*`: the best ratio the row could
 //! reach in the same run).
 //! The page cache is warm (the source is read once before timing). These VMs are
-//! noisy (see ../shared/INFRA.md), so each pair runs baseline, ours, baseline and
+//! noisy (writing 1 GiB into the page cache takes ~0.25 s or 1–2.6 s, seemingly
+//! at random), so each pair runs baseline, ours, baseline and
 //! reports the median, min and max of ours / mean(baselines) over all pairs.
 //!
 //! Peak RSS: the bench re-executes itself once per operation (register, fetch,

@@ -532,7 +532,6 @@ fn open_lock_file(path: &Path) -> Result<File> {
 /// Whether the open `file` is still the one at `path`. An evictor deletes an
 /// entry's lock file while holding it exclusively; whoever locked the old file
 /// meanwhile holds a lock nobody else will see and must start over.
-#[cfg(unix)]
 fn still_linked(file: &File, path: &Path) -> Result<bool> {
     use std::os::unix::fs::MetadataExt;
     let open = file.metadata().map_err(|e| Error::io(path, e))?;
@@ -541,12 +540,6 @@ fn still_linked(file: &File, path: &Path) -> Result<bool> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(Error::io(path, e)),
     }
-}
-
-/// Elsewhere an open file cannot be deleted, so a locked file is still linked.
-#[cfg(not(unix))]
-fn still_linked(_file: &File, _path: &Path) -> Result<bool> {
-    Ok(true)
 }
 
 /// Takes a shared lock on `d`'s entry, waiting for an exclusive holder.

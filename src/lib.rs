@@ -211,6 +211,14 @@
 //! with named fields: match on `Error::NotFound { .. }`, `Error::Conflict { .. }`,
 //! `Error::Integrity { .. }` and so on.
 
+// The local store, the hash cache and file hashing use `std::os::unix` (positioned
+// reads, inode identity, permission bits). README.md, "Platform support".
+#[cfg(not(unix))]
+compile_error!(
+    "modelreg supports Unix only (Linux is tested, macOS is expected to work): \
+     its local store and file hashing use std::os::unix"
+);
+
 pub mod blocking;
 /// Implements serde for a type as its text form: `Display` out, `FromStr` in (so
 /// deserializing re-checks every rule).

@@ -229,30 +229,32 @@ async fn damaged_blobs_and_manifests_name_their_objects(target: Target) {
 
 /// Runs each scenario on each target, as `mod <target> { #[test] fn <scenario>() }`.
 macro_rules! scenarios {
-    (targets: [$($target:ident => $make:expr),*], scenarios: $scenarios:tt $(,)?) => {
-        $( scenarios!(@target $target, $make, $scenarios); )*
+    (targets: [$($(#[$attr:meta])* $target:ident => $make:expr),*], scenarios: $scenarios:tt $(,)?) => {
+        $( scenarios!(@target [$(#[$attr])*] $target, $make, $scenarios); )*
     };
-    (@target $target:ident, $make:expr, [$($scenario:ident),* $(,)?]) => {
+    (@target $attrs:tt $target:ident, $make:expr, [$($scenario:ident),* $(,)?]) => {
         mod $target {
             #[allow(unused_imports)]
             use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    let target: Option<Target> = $make;
-                    let Some(target) = target else { return };
-                    super::$scenario(target).await;
-                }
-            )*
+            $( scenarios!(@one $attrs $scenario, $make); )*
+        }
+    };
+    (@one [$(#[$attr:meta])*] $scenario:ident, $make:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $(#[$attr])*
+        async fn $scenario() {
+            super::$scenario($make).await;
         }
     };
 }
 
 scenarios! {
     targets: [
-        local => Some(Target::local()),
-        file_url => Some(Target::file_url()),
+        local => Target::local(),
+        file_url => Target::file_url(),
+        #[cfg_attr(not(modelreg_s3), ignore = "needs MODELREG_TEST_S3_URL and the aws feature (tests/common/servers.rs)")]
         s3 => Target::server(Server::S3),
+        #[cfg_attr(not(modelreg_azure), ignore = "needs MODELREG_TEST_AZURE_URL and the azure feature (tests/common/servers.rs)")]
         azure => Target::server(Server::Azure)
     ],
     scenarios: [

@@ -121,18 +121,22 @@ fn file_url_sigkill_at_random_moments_loses_nothing_acknowledged() {
 }
 
 #[test]
+#[cfg_attr(
+    not(modelreg_s3),
+    ignore = "needs MODELREG_TEST_S3_URL and the aws feature (tests/common/servers.rs)"
+)]
 fn s3_sigkill_at_random_moments_loses_nothing_acknowledged() {
-    let Some(target) = Target::server(Server::S3) else {
-        return;
-    };
+    let target = Target::server(Server::S3);
     run(target, env_num("MODELREG_CRASH_SERVER_TRIALS", 40));
 }
 
 #[test]
+#[cfg_attr(
+    not(modelreg_azure),
+    ignore = "needs MODELREG_TEST_AZURE_URL and the azure feature (tests/common/servers.rs)"
+)]
 fn azure_sigkill_at_random_moments_loses_nothing_acknowledged() {
-    let Some(target) = Target::server(Server::Azure) else {
-        return;
-    };
+    let target = Target::server(Server::Azure);
     run(target, env_num("MODELREG_CRASH_SERVER_TRIALS", 40));
 }
 

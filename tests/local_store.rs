@@ -97,7 +97,6 @@ async fn layout_is_versioned_sharded_and_algorithm_tagged() {
     assert_eq!(fs::read(expected).unwrap(), b"hello");
 }
 
-#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blob_files_are_read_only_for_everyone() {
     use std::os::unix::fs::PermissionsExt;
@@ -305,7 +304,6 @@ async fn checkpoints_are_pruned_to_the_newest_two() {
     );
 }
 
-#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hard_link_materialize_shares_the_read_only_blob() {
     use std::os::unix::fs::MetadataExt;

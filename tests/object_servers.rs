@@ -45,47 +45,47 @@ struct Base {
 }
 
 impl Base {
-    fn memory() -> Option<Base> {
-        Some(Base {
+    fn memory() -> Base {
+        Base {
             store: Arc::new(InMemory::new()),
             prefix: Path::from(unique_name()),
             url: String::new(),
             dir: None,
             scratch: TempDir::new().expect("temp dir"),
-        })
+        }
     }
 
-    fn local() -> Option<Base> {
+    fn local() -> Base {
         let dir = TempDir::new().expect("temp dir");
         let url = format!("file://{}/registry", dir.path().display());
         let (store, prefix) = object_store_from_url(&url).expect("file URL");
-        Some(Base {
+        Base {
             store,
             prefix,
             url,
             dir: Some(dir),
             scratch: TempDir::new().expect("temp dir"),
-        })
+        }
     }
 
-    fn s3() -> Option<Base> {
+    fn s3() -> Base {
         Base::server(Server::S3)
     }
 
-    fn azure() -> Option<Base> {
+    fn azure() -> Base {
         Base::server(Server::Azure)
     }
 
-    fn server(server: Server) -> Option<Base> {
-        let url = server.unique_url()?;
+    fn server(server: Server) -> Base {
+        let url = server.unique_url();
         let (store, prefix) = object_store_from_url(&url).expect("configured server URL");
-        Some(Base {
+        Base {
             store,
             prefix,
             url,
             dir: None,
             scratch: TempDir::new().expect("temp dir"),
-        })
+        }
     }
 
     /// A registry over the base store (a cache of its own, the store shared).
@@ -163,25 +163,34 @@ fn registry_over(store: Arc<dyn ObjectStore>, prefix: &Path, checkpoint_every: u
 }
 
 /// Runs each scenario on each base, as `mod <base> { #[test] fn <scenario>() }`.
+/// Attributes before a base's name go on each of its tests.
 macro_rules! scenarios {
-    (bases: [$($base:ident),*], scenarios: $scenarios:tt $(,)?) => {
-        $( scenarios!(@base $base, $scenarios); )*
+    (bases: [$($(#[$attr:meta])* $base:ident),*], scenarios: $scenarios:tt $(,)?) => {
+        $( scenarios!(@base [$(#[$attr])*] $base, $scenarios); )*
     };
-    (@base $base:ident, [$($scenario:ident),* $(,)?]) => {
+    (@base $attrs:tt $base:ident, [$($scenario:ident),* $(,)?]) => {
         mod $base {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    let Some(base) = super::Base::$base() else { return };
-                    super::$scenario(base).await;
-                }
-            )*
+            $( scenarios!(@one $attrs $base, $scenario); )*
+        }
+    };
+    (@one [$(#[$attr:meta])*] $base:ident, $scenario:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $(#[$attr])*
+        async fn $scenario() {
+            super::$scenario(super::Base::$base()).await;
         }
     };
 }
 
 scenarios! {
-    bases: [memory, local, s3, azure],
+    bases: [
+        memory,
+        local,
+        #[cfg_attr(not(modelreg_s3), ignore = "needs MODELREG_TEST_S3_URL and the aws feature (tests/common/servers.rs)")]
+        s3,
+        #[cfg_attr(not(modelreg_azure), ignore = "needs MODELREG_TEST_AZURE_URL and the azure feature (tests/common/servers.rs)")]
+        azure
+    ],
     scenarios: [
         sixteen_writers_get_unique_gap_free_versions,
         a_failed_part_publishes_nothing_and_a_retry_succeeds,
@@ -192,6 +201,25 @@ scenarios! {
         opening_a_long_history_reads_a_checkpoint_and_the_tail,
         part_boundaries_round_trip,
     ],
+}
+
+/// In CI every server suite must run: a server whose tests this build ignores
+/// (its variable was not set, or its feature is off, when the tests were built)
+/// fails here, naming it. Outside CI the ignored tests show in the summary.
+#[test]
+fn servers_configured_in_ci() {
+    if !common::servers::in_ci() {
+        return;
+    }
+    let missing: Vec<String> = Server::ALL
+        .into_iter()
+        .filter_map(|s| s.compiled_in().err().map(|why| format!("{s:?}: {why}")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "CI is set but these object-storage suites are ignored: {}",
+        missing.join("; ")
+    );
 }
 
 // ----- scenarios ---------------------------------------------------------------------

@@ -14,47 +14,47 @@ use common::{lifecycle_suite, registry_suite, serving_suite};
 
 /// Instantiates every suite function listed as a test in a module named after the
 /// backend (lifecycle and serving ones in submodules), whose fixture comes from
-/// `Fixture::<backend>()`. A constructor may return `Option<Fixture>` for a
-/// backend that can be unavailable (a server that is not configured): its tests
-/// then pass without running.
+/// `Fixture::<backend>()`. Attributes before the backend's name go on each of its
+/// tests: `ignore` unless its server is configured (see `common/servers.rs`).
 macro_rules! suite_for_backend {
     (
-        $backend:ident,
+        $attrs:tt $backend:ident,
         registry: [$($test:ident),* $(,)?],
         lifecycle: [$($life:ident),* $(,)?],
         serving: [$($serving:ident),* $(,)?]
     ) => {
         mod $backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    let fixture: Option<super::Fixture> = super::Fixture::$backend().await.into();
-                    let Some(fixture) = fixture else { return };
-                    super::registry_suite::$test(&fixture).await;
-                }
-            )*
+            $( backend_test!($attrs $test, super::Fixture::$backend, super::registry_suite::$test); )*
             mod lifecycle {
                 $(
-                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                    async fn $life() {
-                        let fixture: Option<super::super::Fixture> =
-                            super::super::Fixture::$backend().await.into();
-                        let Some(fixture) = fixture else { return };
-                        super::super::lifecycle_suite::$life(&fixture).await;
-                    }
+                    backend_test!(
+                        $attrs $life,
+                        super::super::Fixture::$backend,
+                        super::super::lifecycle_suite::$life
+                    );
                 )*
             }
             mod serving {
                 $(
-                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                    async fn $serving() {
-                        let fixture: Option<super::super::Fixture> =
-                            super::super::Fixture::$backend().await.into();
-                        let Some(fixture) = fixture else { return };
-                        super::super::serving_suite::$serving(&fixture).await;
-                    }
+                    backend_test!(
+                        $attrs $serving,
+                        super::super::Fixture::$backend,
+                        super::super::serving_suite::$serving
+                    );
                 )*
             }
+        }
+    };
+}
+
+/// One test: `check` on a fresh fixture from `make`, with the attributes given.
+macro_rules! backend_test {
+    ([$(#[$attr:meta])*] $name:ident, $make:path, $check:path) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $(#[$attr])*
+        async fn $name() {
+            let fixture = $make().await;
+            $check(&fixture).await;
         }
     };
 }
@@ -62,12 +62,12 @@ macro_rules! suite_for_backend {
 /// Instantiates both suites for each backend.
 macro_rules! suite {
     (
-        backends: [$($backend:ident),* $(,)?],
+        backends: [$($(#[$attr:meta])* $backend:ident),* $(,)?],
         registry: $registry:tt,
         lifecycle: $lifecycle:tt,
         serving: $serving:tt $(,)?
     ) => {
-        $( suite_for_backend!($backend, registry: $registry, lifecycle: $lifecycle, serving: $serving); )*
+        $( suite_for_backend!([$(#[$attr])*] $backend, registry: $registry, lifecycle: $lifecycle, serving: $serving); )*
     };
 }
 
@@ -76,7 +76,11 @@ suite! {
     // its name here.
     backends: [
         memory, memory_checkpoints, dyn_memory, local, dyn_local,
-        object_memory, object_local, s3, azure,
+        object_memory, object_local,
+        #[cfg_attr(not(modelreg_s3), ignore = "needs MODELREG_TEST_S3_URL and the aws feature (tests/common/servers.rs)")]
+        s3,
+        #[cfg_attr(not(modelreg_azure), ignore = "needs MODELREG_TEST_AZURE_URL and the azure feature (tests/common/servers.rs)")]
+        azure,
     ],
     registry: [
         create_model_and_reject_duplicates,

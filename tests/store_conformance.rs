@@ -87,15 +87,15 @@ fn object_local_rooted_metadata() -> Fixture<ObjectMetadataStore> {
     )
 }
 
-/// A fresh prefix on a configured server, or `None`.
-fn server_metadata(server: Server) -> Option<Fixture<ObjectMetadataStore>> {
-    let url = server.unique_url()?;
-    Some(Fixture::new(stores_from_url(&url).unwrap().0))
+/// A fresh prefix on a configured server.
+fn server_metadata(server: Server) -> Fixture<ObjectMetadataStore> {
+    let url = server.unique_url();
+    Fixture::new(stores_from_url(&url).unwrap().0)
 }
 
-fn server_artifacts(server: Server) -> Option<Fixture<ObjectArtifactStore>> {
-    let url = server.unique_url()?;
-    Some(Fixture::new(stores_from_url(&url).unwrap().1))
+fn server_artifacts(server: Server) -> Fixture<ObjectArtifactStore> {
+    let url = server.unique_url();
+    Fixture::new(stores_from_url(&url).unwrap().1)
 }
 
 /// The same store behind `Arc<dyn MetadataStore>`: object safety and the forwarding impl.
@@ -119,8 +119,22 @@ mod metadata {
     metadata_suite!(object_local, object_local_metadata());
     metadata_suite!(object_local_rooted, object_local_rooted_metadata());
     metadata_suite!(object_arc_dyn, dyn_metadata(object_memory_metadata()));
-    metadata_suite!(s3, server_metadata(Server::S3));
-    metadata_suite!(azure, server_metadata(Server::Azure));
+    metadata_suite!(
+        #[cfg_attr(
+            not(modelreg_s3),
+            ignore = "needs MODELREG_TEST_S3_URL and the aws feature (tests/common/servers.rs)"
+        )]
+        s3,
+        server_metadata(Server::S3)
+    );
+    metadata_suite!(
+        #[cfg_attr(
+            not(modelreg_azure),
+            ignore = "needs MODELREG_TEST_AZURE_URL and the azure feature (tests/common/servers.rs)"
+        )]
+        azure,
+        server_metadata(Server::Azure)
+    );
 }
 
 mod artifacts {
@@ -133,6 +147,20 @@ mod artifacts {
     artifact_suite!(object_memory, object_memory_artifacts());
     artifact_suite!(object_local, object_local_artifacts());
     artifact_suite!(object_arc_dyn, dyn_artifacts(object_memory_artifacts()));
-    artifact_suite!(s3, server_artifacts(Server::S3));
-    artifact_suite!(azure, server_artifacts(Server::Azure));
+    artifact_suite!(
+        #[cfg_attr(
+            not(modelreg_s3),
+            ignore = "needs MODELREG_TEST_S3_URL and the aws feature (tests/common/servers.rs)"
+        )]
+        s3,
+        server_artifacts(Server::S3)
+    );
+    artifact_suite!(
+        #[cfg_attr(
+            not(modelreg_azure),
+            ignore = "needs MODELREG_TEST_AZURE_URL and the azure feature (tests/common/servers.rs)"
+        )]
+        azure,
+        server_artifacts(Server::Azure)
+    );
 }

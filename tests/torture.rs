@@ -166,20 +166,24 @@ fn file_url_processes_racing_mixed_operations_keep_every_invariant() {
 /// conditional PUTs are atomic to race `MODELREG_TORTURE_PROCS` writers there
 /// too. Azurite, whose conditional writes are atomic, runs the race.
 #[test]
+#[cfg_attr(
+    not(modelreg_s3),
+    ignore = "needs MODELREG_TEST_S3_URL and the aws feature (tests/common/servers.rs)"
+)]
 fn s3_processes_racing_mixed_operations_keep_every_invariant() {
-    let Some(target) = Target::server(Server::S3) else {
-        return;
-    };
+    let target = Target::server(Server::S3);
     let atomic = std::env::var("MODELREG_TEST_S3_ATOMIC").is_ok_and(|v| v == "1");
     let procs = if atomic { None } else { Some(1) };
     run_with(target, procs, env_num("MODELREG_TORTURE_SERVER_OPS", 40));
 }
 
 #[test]
+#[cfg_attr(
+    not(modelreg_azure),
+    ignore = "needs MODELREG_TEST_AZURE_URL and the azure feature (tests/common/servers.rs)"
+)]
 fn azure_processes_racing_mixed_operations_keep_every_invariant() {
-    let Some(target) = Target::server(Server::Azure) else {
-        return;
-    };
+    let target = Target::server(Server::Azure);
     run(target, env_num("MODELREG_TORTURE_SERVER_OPS", 40));
 }
 

@@ -1045,25 +1045,27 @@ mod tests {
         );
     }
 
+    /// A format-2 checkpoint of `state(10)`, as the format-2 writer (the
+    /// `encode_checkpoint` of commit 4965da4^) wrote it: captured bytes, not
+    /// today's serializer, so a reader that changes their meaning fails here.
+    const FORMAT_2: &[u8] =
+        include_bytes!("../../tests/fixtures/checkpoint-format-2-fraud-10.ckpt");
+
     #[test]
     fn format_2_checkpoints_still_load() {
         let s = state(10);
-        let json = serde_json::to_vec(&serde_json::json!({
-            "format": 2,
-            "seq": s.seq(),
-            "state": serde_json::to_value(&s).unwrap(),
-        }))
-        .unwrap();
-        let bytes = super::super::codec::seal(json);
-        assert_eq!(decode_checkpoint(&model(), s.seq(), &bytes).unwrap(), s);
-        // Fields in another order: the format is found by a full parse.
-        let json = serde_json::to_vec(&serde_json::json!({
-            "seq": s.seq(),
-            "state": serde_json::to_value(&s).unwrap(),
-            "format": 2,
-        }))
-        .unwrap();
-        let bytes = super::super::codec::seal(json);
+        let json = super::super::codec::unseal(String::new, FORMAT_2).unwrap();
+        assert!(json.starts_with(br#"{"format":2,"seq":11,"state":{"name":"fraud","#));
+        assert_eq!(decode_checkpoint(&model(), s.seq(), FORMAT_2).unwrap(), s);
+        // The same record with `format` last: found by a full parse.
+        let text = std::str::from_utf8(json).unwrap();
+        let body = text
+            .strip_prefix(r#"{"format":2,"#)
+            .and_then(|t| t.strip_suffix('}'))
+            .unwrap();
+        let reordered = format!(r#"{{{body},"format":2}}"#);
+        assert_eq!(peek_format(reordered.as_bytes()), None);
+        let bytes = super::super::codec::seal(reordered.into_bytes());
         assert_eq!(decode_checkpoint(&model(), s.seq(), &bytes).unwrap(), s);
     }
 

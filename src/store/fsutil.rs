@@ -69,7 +69,7 @@ pub(crate) fn publish<T>(
 /// it into place.
 ///
 /// For writers that do not fit [`publish`]'s closure (they need the temp file's
-/// path, e.g. to hash it by memory map, or fill it across several calls). The
+/// path, e.g. to hash the file once written, or fill it across several calls). The
 /// publishing steps still live in one place, [`TempFile::publish`], which
 /// [`publish`] itself uses.
 #[derive(Debug)]

@@ -484,7 +484,9 @@ impl MetadataStore for LocalMetadataStore {
 ///
 /// Blob files are read-only, so that a [hard-linked](LinkMode::HardLink) copy is not
 /// changed by accident. Memory stays bounded whatever the blob size: blobs are
-/// copied by the kernel, streamed in chunks and hashed by memory map.
+/// copied by the kernel, streamed in chunks, and hashed through small reused
+/// buffers, a window of the file per core read with positioned reads (never
+/// memory-mapped: mapped pages would count in the resident set).
 ///
 /// ```
 /// # tokio_test_block_on(async {
@@ -703,18 +705,8 @@ fn import_by_hard_link(root: &Root, source: &Path) -> Result<Option<Imported>> {
 
 /// Makes a blob file read-only for everyone (`0o444`), before it becomes visible.
 fn set_read_only(file: &File) -> io::Result<()> {
-    #[cfg(unix)]
-    let perms = {
-        use std::os::unix::fs::PermissionsExt;
-        fs::Permissions::from_mode(0o444)
-    };
-    #[cfg(not(unix))]
-    let perms = {
-        let mut perms = file.metadata()?.permissions();
-        perms.set_readonly(true);
-        perms
-    };
-    file.set_permissions(perms)
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(fs::Permissions::from_mode(0o444))
 }
 
 /// A message from the task pulling a stream to the thread writing it.

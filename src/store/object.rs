@@ -66,8 +66,10 @@
 //!   of racing appends can have no winner. The registry retries and is unaffected.
 //! - object_store retries a PUT after a 5xx. If the lost attempt had landed, the
 //!   retried conditional PUT reports [`Error::AlreadyExists`] for a write that
-//!   succeeded; the registry would then take its own event for another writer's
-//!   and append its command again.
+//!   succeeded. The registry tells this from a lost race by reading the record
+//!   back: its own bytes (its time to the nanosecond, its checksum) mean the
+//!   append succeeded, so it neither fails nor appends the command twice. A
+//!   caller of [`MetadataStore::append`] outside a `Registry` must do the same.
 
 use std::fs::{File, OpenOptions};
 use std::future::Future;

@@ -8,12 +8,17 @@
 //!   `azure` feature.
 //!
 //! The bucket or container must exist; every test works below a prefix of its own.
-//! `.ci/run` starts both servers and sets all of this. When a server is not
-//! configured its tests pass without running and say so on stderr, once per test
-//! binary — unless `CI` is set, where a missing server fails the test.
+//! `.ci/run` starts both servers and sets all of this.
+//!
+//! Whether a server is configured is decided when the tests are **compiled**:
+//! `build.rs` sets the cfg `modelreg_s3` (`modelreg_azure`) when the variable is set
+//! and the feature is on, and every test that needs the server carries
+//! `#[cfg_attr(not(modelreg_s3), ignore = "…")]`. So without a server its tests
+//! show as *ignored* in the summary, never as passed. Changing a variable rebuilds
+//! the tests. In CI (`CI` set) a missing server fails
+//! `object_servers::servers_configured_in_ci`, and a server test run anyway
+//! (`--include-ignored`) without its server fails.
 
-use std::io::Write;
-use std::sync::Once;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// An object-storage server some tests run against.
@@ -25,11 +30,12 @@ pub enum Server {
     Azure,
 }
 
-static S3_NOTICE: Once = Once::new();
-static AZURE_NOTICE: Once = Once::new();
 static NEXT_PREFIX: AtomicUsize = AtomicUsize::new(0);
 
 impl Server {
+    /// Both servers.
+    pub const ALL: [Server; 2] = [Server::S3, Server::Azure];
+
     /// The variable naming the server's base URL.
     pub fn env_var(self) -> &'static str {
         match self {
@@ -45,44 +51,45 @@ impl Server {
         }
     }
 
-    fn notice(self) -> &'static Once {
-        match self {
-            Server::S3 => &S3_NOTICE,
-            Server::Azure => &AZURE_NOTICE,
-        }
-    }
-
-    /// The server's base URL, or `None` (after saying so) when the tests cannot run
-    /// against it. Panics when `CI` is set and the server is not configured.
-    pub fn base_url(self) -> Option<String> {
-        let var = self.env_var();
-        let (feature, built_with) = self.feature();
-        let url = std::env::var(var).ok().filter(|u| !u.is_empty());
-        let why_not = match (&url, built_with) {
-            (Some(url), true) => return Some(url.trim_end_matches('/').to_owned()),
-            (None, _) => format!("{var} is not set"),
-            (Some(_), false) => format!("this test build lacks the `{feature}` feature"),
+    /// Whether this build runs the server's tests (`build.rs` saw its variable and
+    /// feature), and if not, why not.
+    pub fn compiled_in(self) -> Result<(), String> {
+        let compiled = match self {
+            Server::S3 => cfg!(modelreg_s3),
+            Server::Azure => cfg!(modelreg_azure),
         };
-        if in_ci() {
-            panic!("CI is set but the {self:?} server suites cannot run: {why_not}");
+        let (feature, built_with) = self.feature();
+        match (compiled, built_with) {
+            (true, _) => Ok(()),
+            (false, false) => Err(format!("this test build lacks the `{feature}` feature")),
+            (false, true) => Err(format!(
+                "{} was not set when the tests were built",
+                self.env_var()
+            )),
         }
-        self.notice().call_once(|| {
-            // Straight to the process's stderr: the test harness captures `eprintln!`
-            // of passing tests, and this must be seen.
-            let _ = writeln!(
-                std::io::stderr(),
-                "\nNOTE: the {self:?} object-storage tests did NOT run ({why_not}); \
-                 they pass vacuously. `bash .ci/run` starts the servers and runs them.\n"
-            );
-        });
-        None
     }
 
-    /// A URL below the server's base URL that no other test uses, or `None` as
-    /// [`base_url`](Self::base_url) says.
-    pub fn unique_url(self) -> Option<String> {
-        let base = self.base_url()?;
-        Some(format!("{base}/{}", unique_name()))
+    /// The server's base URL. Panics when it is not configured: only tests that
+    /// are ignored without the server call this (see the module docs).
+    pub fn base_url(self) -> String {
+        let var = self.env_var();
+        match std::env::var(var).ok().filter(|u| !u.is_empty()) {
+            Some(url) if self.compiled_in().is_ok() => url.trim_end_matches('/').to_owned(),
+            Some(_) => panic!(
+                "the {self:?} server tests cannot run: {}",
+                self.compiled_in().err().unwrap_or_default()
+            ),
+            None => panic!(
+                "the {self:?} server tests need {var} (and the `{}` feature); \
+                 `bash .ci/run` starts the servers and sets it",
+                self.feature().0
+            ),
+        }
+    }
+
+    /// A URL below the server's base URL that no other test uses.
+    pub fn unique_url(self) -> String {
+        format!("{}/{}", self.base_url(), unique_name())
     }
 }
 

@@ -8,9 +8,10 @@
 //! artifact_suite!(my_backend, my_artifact_fixture());
 //! ```
 //!
-//! where the fixture functions return a [`Fixture`] holding a fresh, empty store —
-//! or an `Option<Fixture>` for a backend that may be unavailable (a server that is
-//! not configured), whose checks then pass without running.
+//! where the fixture functions return a [`Fixture`] holding a fresh, empty store.
+//! Attributes before the backend's name go on each of its tests, e.g.
+//! `#[cfg_attr(not(modelreg_s3), ignore = "…")]` for a server that may not be
+//! configured (see `servers.rs`).
 //! Each check becomes its own `#[test]` in a module named after the backend.
 //! Checks that need to move the store into spawned tasks take an `Arc<dyn …>`,
 //! built by the macro from the fixture's store; all others take `&dyn …`.
@@ -63,32 +64,14 @@ impl<S> Fixture<S> {
     }
 }
 
-/// What a fixture function returns: a fixture, or maybe one.
-pub trait IntoFixture<S> {
-    /// The fixture, or `None` when the backend is not available.
-    fn into_fixture(self) -> Option<Fixture<S>>;
-}
-
-impl<S> IntoFixture<S> for Fixture<S> {
-    fn into_fixture(self) -> Option<Fixture<S>> {
-        Some(self)
-    }
-}
-
-impl<S> IntoFixture<S> for Option<Fixture<S>> {
-    fn into_fixture(self) -> Option<Fixture<S>> {
-        self
-    }
-}
-
 /// Generates the metadata checks for one backend, as `mod $backend { #[test]s }`.
 #[macro_export]
 macro_rules! metadata_suite {
-    ($backend:ident, $make:expr) => {
+    ($(#[$attr:meta])* $backend:ident, $make:expr) => {
         mod $backend {
             #[allow(unused_imports)]
             use super::*;
-            $crate::suite_tests!(MetadataStore, $make;
+            $crate::suite_tests!(MetadataStore, $make, [$(#[$attr])*];
                 plain:
                     append_then_read_returns_records_in_order,
                     read_after_respects_start_and_limit,
@@ -110,6 +93,7 @@ macro_rules! metadata_suite {
             );
 
             #[test]
+            $(#[$attr])*
             fn metadata_matches_reference_model() {
                 $crate::common::store_suite::metadata_matches_model(|| $make);
             }
@@ -120,11 +104,11 @@ macro_rules! metadata_suite {
 /// Generates the artifact checks for one backend, as `mod $backend { #[test]s }`.
 #[macro_export]
 macro_rules! artifact_suite {
-    ($backend:ident, $make:expr) => {
+    ($(#[$attr:meta])* $backend:ident, $make:expr) => {
         mod $backend {
             #[allow(unused_imports)]
             use super::*;
-            $crate::suite_tests!(ArtifactStore, $make;
+            $crate::suite_tests!(ArtifactStore, $make, [$(#[$attr])*];
                 plain:
                     put_bytes_then_get_round_trips,
                     multi_chunk_stream_round_trips,
@@ -151,28 +135,30 @@ macro_rules! artifact_suite {
 /// One `#[tokio::test]` per check; `shared` checks get the store as `Arc<dyn $trait>`.
 #[macro_export]
 macro_rules! suite_tests {
-    ($trait:ident, $make:expr; plain: $($plain:ident),*; shared: $($shared:ident),*;) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $plain() {
-                use $crate::common::store_suite::IntoFixture;
-                let Some(fixture) = ($make).into_fixture() else { return };
-                let check = $crate::common::store_suite::$plain(&fixture.store);
-                $crate::common::store_suite::within_time_limit(check).await;
-            }
-        )*
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $shared() {
-                use $crate::common::store_suite::IntoFixture;
-                let Some(fixture) = ($make).into_fixture() else { return };
-                let store: ::std::sync::Arc<dyn ::modelreg::store::$trait> =
-                    ::std::sync::Arc::new(fixture.store);
-                let check = $crate::common::store_suite::$shared(store);
-                $crate::common::store_suite::within_time_limit(check).await;
-                drop(fixture.guard);
-            }
-        )*
+    ($trait:ident, $make:expr, $attrs:tt; plain: $($plain:ident),*; shared: $($shared:ident),*;) => {
+        $( $crate::suite_tests!(@plain $attrs $plain, $make); )*
+        $( $crate::suite_tests!(@shared $attrs $shared, $trait, $make); )*
+    };
+    (@plain [$(#[$attr:meta])*] $plain:ident, $make:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $(#[$attr])*
+        async fn $plain() {
+            let fixture = $make;
+            let check = $crate::common::store_suite::$plain(&fixture.store);
+            $crate::common::store_suite::within_time_limit(check).await;
+        }
+    };
+    (@shared [$(#[$attr:meta])*] $shared:ident, $trait:ident, $make:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $(#[$attr])*
+        async fn $shared() {
+            let fixture = $make;
+            let store: ::std::sync::Arc<dyn ::modelreg::store::$trait> =
+                ::std::sync::Arc::new(fixture.store);
+            let check = $crate::common::store_suite::$shared(store);
+            $crate::common::store_suite::within_time_limit(check).await;
+            drop(fixture.guard);
+        }
     };
 }
 
@@ -610,11 +596,7 @@ fn meta_op() -> impl Strategy<Value = MetaOp> {
 
 /// Random operation sequences applied to a fresh store and to a `BTreeMap` model
 /// must give the same results, step by step.
-pub fn metadata_matches_model<S: MetadataStore, F: IntoFixture<S>>(make: impl Fn() -> F) {
-    // An unavailable backend is unavailable for every case.
-    if make().into_fixture().is_none() {
-        return;
-    }
+pub fn metadata_matches_model<S: MetadataStore>(make: impl Fn() -> Fixture<S>) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -627,7 +609,7 @@ pub fn metadata_matches_model<S: MetadataStore, F: IntoFixture<S>>(make: impl Fn
     };
     let mut runner = TestRunner::new(config);
     let outcome = runner.run(&vec(meta_op(), 1..40), |ops| {
-        let fixture = make().into_fixture().expect("available for the first case");
+        let fixture = make();
         runtime.block_on(apply_meta_ops(&fixture.store, &ops))
     });
     if let Err(e) = outcome {

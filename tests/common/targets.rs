@@ -46,17 +46,16 @@ impl Target {
         }
     }
 
-    /// A prefix of its own on a configured server, or `None` as
-    /// [`Server::unique_url`] says (a failure under `CI`).
-    pub fn server(server: Server) -> Option<Target> {
-        Some(Target {
-            spec: server.unique_url()?,
+    /// A prefix of its own on a configured server (see [`Server::unique_url`]).
+    pub fn server(server: Server) -> Target {
+        Target {
+            spec: server.unique_url(),
             name: match server {
                 Server::S3 => "s3",
                 Server::Azure => "azure",
             },
             _dir: None,
-        })
+        }
     }
 
     /// Whether this target is a real server (slower: the harnesses size their
