@@ -282,6 +282,40 @@ impl Registry {
 
     // ----- lifecycle ----------------------------------------------------------------
 
+    /// See [`crate::Registry::list_versions_page`].
+    pub fn list_versions_page(
+        &self,
+        model: impl IntoModelName,
+        filter: &VersionFilter,
+        page: crate::VersionPage,
+    ) -> Result<crate::Page<Arc<VersionRecord>>> {
+        self.rt
+            .block_on(self.inner.list_versions_page(model, filter, page))
+    }
+
+    /// See [`crate::Registry::model_summaries`].
+    pub fn model_summaries(&self) -> Result<Vec<crate::ModelSummary>> {
+        self.rt.block_on(self.inner.model_summaries())
+    }
+
+    /// See [`crate::Registry::watch_model`]: a blocking iterator of the model's
+    /// states, the current one first.
+    pub fn watch_model<M: IntoModelName>(
+        &self,
+        model: M,
+        options: WatchOptions,
+    ) -> Result<impl Iterator<Item = Result<ModelState>> + use<M>> {
+        let mut stream = self.inner.watch_model(model, options)?;
+        let rt = Arc::clone(&self.rt);
+        Ok(std::iter::from_fn(move || {
+            let stream = &mut stream;
+            match rt.block_on(async { Ok(stream.next().await) }) {
+                Ok(item) => item,
+                Err(e) => Some(Err(e)),
+            }
+        }))
+    }
+
     /// See [`crate::Registry::history`].
     pub fn history(&self, model: impl IntoModelName, filter: &HistoryFilter) -> Result<Vec<Event>> {
         self.rt.block_on(self.inner.history(model, filter))

@@ -263,6 +263,7 @@ mod capture;
 mod digest;
 mod domain;
 mod error;
+mod follow;
 pub(crate) mod hash_cache;
 pub(crate) mod hashing;
 mod registry;
@@ -298,6 +299,7 @@ pub use domain::{
     compare_versions, flatten_hyperparameters, metric_history, metric_verdict,
 };
 pub use error::{BoxError, Error, Result};
+pub use follow::Followed;
 pub use registry::{
     ArtifactSource, CheckReport, CreateModel, FetchOptions, FetchReport, GcOptions, GcReport,
     HistoryFilter, IntoLineageStart, IntoMetrics, IntoModelName, IntoSemver, IntoSemverReq,

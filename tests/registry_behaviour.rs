@@ -163,5 +163,6 @@ suite! {
         route_without_split_falls_back_to_production,
         watch_and_route_agree_after_an_alias_move,
         abandoned_watch_poll_blocks_no_writer,
+        watch_model_sees_every_change_including_splits,
     ],
 }

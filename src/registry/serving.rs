@@ -8,7 +8,8 @@ use futures::stream::BoxStream;
 
 use super::{IntoModelName, IntoVersionRef, Registry};
 use crate::domain::{
-    Actor, Event, EventKind, Routed, TrafficSplit, VersionNumber, VersionRecord, VersionRef,
+    Actor, Event, EventKind, ModelState, Routed, TrafficSplit, VersionNumber, VersionRecord,
+    VersionRef,
 };
 use crate::error::{Error, Result};
 
@@ -201,6 +202,83 @@ impl Registry {
         Ok(event)
     }
 
+    /// Watches a whole model: a stream that yields its state now, and again after
+    /// every change to it — a registration, a move, an alias, a traffic split —
+    /// by any process. A router holds the latest state and routes with
+    /// [`ModelState::route`](crate::ModelState::route), which reads nothing; a
+    /// frontend refreshes its page. Polls like [`watch`](Self::watch) (one small
+    /// read of the log's tail per interval when nothing changed; the state is
+    /// copied only when it changed), and like it yields errors as items and goes
+    /// on polling. Needs a tokio runtime.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use std::time::Duration;
+    /// use futures::StreamExt;
+    /// use modelreg::*;
+    /// let registry = Registry::in_memory();
+    /// let me = registry.acting_as(Actor::new("alice")?);
+    /// me.create_model("fraud", CreateModel::new()).await?;
+    /// for w in ["v1", "v2"] {
+    ///     let v = me.register("fraud", ArtifactSource::bytes("m.bin", w)?, NewVersion::new()).await?;
+    ///     me.set_alias(&v, w, SetAlias::new()).await?;
+    /// }
+    /// let mut fraud = registry.watch_model("fraud", WatchOptions::new().interval(Duration::from_millis(5)))?;
+    /// let state = fraud.next().await.unwrap()?;
+    /// assert!(state.traffic_split().is_none());
+    ///
+    /// me.set_traffic_split("fraud", TrafficSplit::new([("@v1", 50), ("@v2", 50)])?, "a/b").await?;
+    /// let state = fraud.next().await.unwrap()?;
+    /// assert!(state.route(b"user-42")?.from_split);
+    /// # Ok::<(), modelreg::Error>(()) }).unwrap();
+    /// ```
+    pub fn watch_model(
+        &self,
+        model: impl IntoModelName,
+        options: WatchOptions,
+    ) -> Result<BoxStream<'static, Result<ModelState>>> {
+        let model = model.into_model_name()?;
+        let (registry, interval) = (self.clone(), options.interval);
+        // (last seq yielded, an error was yielded and no success has followed)
+        let start = (None::<u64>, false, true);
+        Ok(
+            futures::stream::unfold(start, move |(mut seen, mut reported, mut first)| {
+                let (registry, model) = (registry.clone(), model.clone());
+                async move {
+                    loop {
+                        if !first {
+                            tokio::time::sleep(interval).await;
+                        }
+                        first = false;
+                        // A task of its own, as in `watch`: an abandoned poll holds nothing.
+                        let (r, m) = (registry.clone(), model.clone());
+                        let polled = tokio::spawn(async move {
+                            r.read(&m, |s| (Some(s.seq()) != seen).then(|| s.clone()))
+                                .await
+                        })
+                        .await
+                        .unwrap_or_else(|e| {
+                            Err(Error::io("<watch poll>", std::io::Error::other(e)))
+                        });
+                        match polled {
+                            Ok(Some(state)) => {
+                                seen = Some(state.seq());
+                                return Some((Ok(state), (seen, false, first)));
+                            }
+                            Ok(None) => reported = false,
+                            Err(e) => {
+                                if !reported {
+                                    return Some((Err(e), (seen, true, first)));
+                                }
+                            }
+                        }
+                    }
+                }
+            })
+            .boxed(),
+        )
+    }
+
     /// The traffic split of `model`, if one is set.
     pub async fn traffic_split(&self, model: impl IntoModelName) -> Result<Option<TrafficSplit>> {
         let model = model.into_model_name()?;
@@ -216,10 +294,10 @@ impl Registry {
     /// every key goes to `@production` and [`Routed::from_split`] is `false`.
     ///
     /// Each call folds the log's tail first, like every query (one small read when
-    /// nothing changed). A server routing at a high rate can instead hold a
-    /// [`ModelState`](crate::ModelState) from [`model`](Self::model) and call
-    /// [`ModelState::route`](crate::ModelState::route), which does no I/O, and
-    /// refresh it when a [`watch`](Self::watch) fires.
+    /// nothing changed). A server routing at a high rate can instead hold the
+    /// latest [`ModelState`](crate::ModelState) from
+    /// [`watch_model`](Self::watch_model) and call
+    /// [`ModelState::route`](crate::ModelState::route), which does no I/O.
     ///
     /// [`Error::NotFound`] when the chosen target does not resolve.
     ///

@@ -417,3 +417,50 @@ pub async fn abandoned_watch_poll_blocks_no_writer(f: &Fixture) {
         .unwrap_or_else(|_| panic!("a writer was blocked after abandoned poll {i}"));
     }
 }
+
+/// `watch_model` yields the state now and after every change by another writer,
+/// traffic splits included, so a router can route from the state it holds; the
+/// states it yields route as `route` does.
+pub async fn watch_model_sees_every_change_including_splits(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "ab").await;
+    register_bytes(&reg, "ab", "m.bin", "one").await;
+    register_bytes(&reg, "ab", "m.bin", "two").await;
+    alias(&reg, "ab", "a", 1).await;
+    alias(&reg, "ab", "b", 2).await;
+    let mut states = reg.watch_model("ab", fast()).expect("watch");
+    let now = next_state(&mut states).await;
+    assert_eq!(now.seq(), event_count(&reg, "ab").await as u64);
+    assert!(now.traffic_split().is_none());
+
+    let other = f.fresh().await;
+    let split = TrafficSplit::new([("@a", 50), ("@b", 50)]).expect("split");
+    other
+        .acting_as(actor("ops"))
+        .set_traffic_split("ab", split.clone(), "a/b test")
+        .await
+        .expect("split");
+    let after = next_state(&mut states).await;
+    assert_eq!(after.seq(), now.seq() + 1);
+    assert_eq!(after.traffic_split(), Some(&split));
+    for key in ["u1", "u2", "u3", "u4"] {
+        let held = after.route(key.as_bytes()).expect("route from state");
+        let asked = reg.route("ab", key).await.expect("route");
+        assert_eq!(held.version.number, asked.version.number, "{key}");
+    }
+    // An alias move is a change too.
+    alias(&other, "ab", "a", 2).await;
+    let moved = next_state(&mut states).await;
+    assert_eq!(moved.seq(), after.seq() + 1);
+}
+
+/// The next item of a model watch, within the wait.
+async fn next_state(
+    s: &mut futures::stream::BoxStream<'static, modelreg::Result<modelreg::ModelState>>,
+) -> modelreg::ModelState {
+    tokio::time::timeout(WAIT, s.next())
+        .await
+        .expect("a state within the wait")
+        .expect("stream goes on")
+        .expect("state")
+}

@@ -1,0 +1,144 @@
+//! [`ModelCache::follow`]: a reference kept loaded, swapped when it moves.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::cache::{CachedModel, ModelCache};
+use crate::error::{Error, Result};
+use crate::registry::{IntoVersionRef, WatchOptions};
+
+/// A reference kept loaded from a [`ModelCache`]: [`current`](Self::current) is
+/// always the verified files of the version the reference resolved to last, and
+/// [`changed`](Self::changed) waits until that changes. Made by
+/// [`ModelCache::follow`].
+///
+/// A background task watches the reference ([`Registry::watch`](crate::Registry::watch))
+/// and, when it moves, downloads and verifies the new version *before* swapping
+/// it in, so `current` never hands out files that are not complete. If the new
+/// version cannot be fetched, the old one stays current and the error is kept
+/// in [`last_error`](Self::last_error); the next move is tried again. Each
+/// [`CachedModel`] handed out holds its entry "in use" for as long as any clone
+/// of the `Arc` lives, so a request that is still using the old files keeps them
+/// on disk after the swap. Dropping the `Followed` stops the task.
+pub struct Followed {
+    current: watch::Receiver<Arc<CachedModel>>,
+    last_error: Arc<Mutex<Option<Error>>>,
+    task: JoinHandle<()>,
+}
+
+impl fmt::Debug for Followed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Followed")
+            .field("current", &self.current.borrow().version().reference())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Followed {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Followed {
+    /// The files of the current version (cheap: an `Arc` clone).
+    pub fn current(&self) -> Arc<CachedModel> {
+        Arc::clone(&self.current.borrow())
+    }
+
+    /// Waits until another version has been swapped in since the last call (or
+    /// since `follow`), and returns it. Cancel-safe: use it in a `select!`.
+    pub async fn changed(&mut self) -> Result<Arc<CachedModel>> {
+        self.current.changed().await.map_err(|_| {
+            Error::invalid_input("followed reference", "the background task stopped")
+        })?;
+        Ok(Arc::clone(&self.current.borrow_and_update()))
+    }
+
+    /// The error of the last move that could not be followed (a version whose
+    /// files could not be fetched or verified, a store that cannot be reached),
+    /// cleared by the next successful swap. The current version stays served
+    /// meanwhile.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(ToString::to_string)
+    }
+}
+
+impl ModelCache {
+    /// Keeps `reference` loaded: gets the version it resolves to now (waiting for
+    /// its files), then follows it as it moves — an alias moved, a promotion, a
+    /// rollback — swapping each new version in once its files are verified. See
+    /// [`Followed`]. Needs a tokio runtime; polling runs every
+    /// [`WatchOptions::interval`].
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+    /// use std::time::Duration;
+    /// use modelreg::*;
+    /// let registry = Registry::in_memory();
+    /// let me = registry.acting_as(Actor::new("ops")?);
+    /// me.create_model("fraud", CreateModel::new()).await?;
+    /// let v1 = me.register("fraud", ArtifactSource::bytes("model.bin", "v1")?, NewVersion::new()).await?;
+    /// me.set_alias(&v1, "live", SetAlias::new()).await?;
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// let cache = ModelCache::open(tmp.path(), registry.clone(), CacheOptions::new()).await?;
+    /// let mut live = cache.follow("fraud@live", WatchOptions::new().interval(Duration::from_millis(10))).await?;
+    /// assert_eq!(live.current().version().number, v1.number);
+    ///
+    /// let v2 = me.register("fraud", ArtifactSource::bytes("model.bin", "v2")?, NewVersion::new()).await?;
+    /// me.set_alias(&v2, "live", SetAlias::new()).await?;
+    /// let now = live.changed().await?;
+    /// assert_eq!(now.version().number, v2.number);
+    /// assert_eq!(std::fs::read(now.path().join("model.bin")).unwrap(), b"v2");
+    /// # Ok::<(), modelreg::Error>(()) }).unwrap();
+    /// ```
+    pub async fn follow(
+        &self,
+        reference: impl IntoVersionRef,
+        options: WatchOptions,
+    ) -> Result<Followed> {
+        let reference = reference.into_version_ref()?;
+        let mut versions = self.registry().watch(&reference, options)?;
+        // The first item is the version now (or why it does not resolve).
+        let first = match versions.next().await {
+            Some(v) => v?,
+            None => return Err(Error::not_found(format!("version {reference}"))),
+        };
+        let first = Arc::new(self.get(&first).await?);
+        let (tx, rx) = watch::channel(first);
+        let last_error = Arc::new(Mutex::new(None));
+        let (cache, errors) = (self.clone(), Arc::clone(&last_error));
+        let task = tokio::spawn(async move {
+            while let Some(item) = versions.next().await {
+                let got = match item {
+                    Ok(v) => cache.get(&v).await,
+                    Err(e) => Err(e),
+                };
+                let mut slot = errors.lock().unwrap_or_else(|p| p.into_inner());
+                match got {
+                    Ok(files) => {
+                        *slot = None;
+                        drop(slot);
+                        if tx.send(Arc::new(files)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => *slot = Some(e),
+                }
+            }
+        });
+        Ok(Followed {
+            current: rx,
+            last_error,
+            task,
+        })
+    }
+}
