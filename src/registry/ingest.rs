@@ -200,16 +200,24 @@ enum Placed {
 pub(crate) struct Planned {
     manifest: Manifest,
     digest: Digest,
-    /// The manifest's bytes, then each distinct file's bytes.
-    blobs: Vec<Bytes>,
+    /// The manifest's digest and bytes, then each distinct file's.
+    blobs: Vec<(Digest, Bytes)>,
 }
 
 impl Planned {
     /// The plan for `source`: `None` unless its files are in memory. Paths are
-    /// checked as [`Manifest::new`] does.
-    pub(crate) fn of(source: &ArtifactSource) -> Result<Option<Planned>> {
+    /// checked as [`Manifest::new`] does. Files larger in total than a few dozen
+    /// KiB are hashed on the blocking pool.
+    pub(crate) async fn of(source: &ArtifactSource) -> Result<Option<Planned>> {
         match source {
-            ArtifactSource::Bytes(files) => Planned::new(files).map(Some),
+            ArtifactSource::Bytes(files) => {
+                let total: usize = files.iter().map(|(_, b)| b.len()).sum();
+                if total <= super::fetch::HASH_INLINE_MAX {
+                    return Planned::new(files).map(Some);
+                }
+                let files = files.clone();
+                blocking(move || Planned::new(&files)).await?.map(Some)
+            }
             ArtifactSource::File(_) | ArtifactSource::Dir(_) => Ok(None),
         }
     }
@@ -219,7 +227,6 @@ impl Planned {
         let mut entries = Vec::with_capacity(files.len());
         let mut seen = HashSet::with_capacity(files.len());
         let mut blobs = Vec::with_capacity(files.len() + 1);
-        blobs.push(Bytes::new()); // the manifest, below
         for (path, bytes) in files {
             let digest = Digest::of(bytes);
             entries.push(ManifestEntry {
@@ -228,13 +235,15 @@ impl Planned {
                 digest,
             });
             if seen.insert(digest) {
-                blobs.push(bytes.clone());
+                blobs.push((digest, bytes.clone()));
             }
         }
         let manifest = Manifest::new(entries)?;
-        blobs[0] = Bytes::from(manifest.to_bytes());
+        let bytes = Bytes::from(manifest.to_bytes());
+        let digest = Digest::of(&bytes);
+        blobs.insert(0, (digest, bytes));
         Ok(Planned {
-            digest: Digest::of(&blobs[0]),
+            digest,
             manifest,
             blobs,
         })
@@ -260,13 +269,15 @@ impl Planned {
     ) -> Result<(Manifest, Digest, IngestStats)> {
         // The manifest is blob 0; it is not one of the version's files.
         let placed: Vec<(u64, Placed)> = futures::stream::iter(self.blobs.into_iter().enumerate())
-            .map(|(i, bytes)| async move {
+            .map(|(i, (digest, bytes))| async move {
                 let size = bytes.len() as u64;
-                let digest = Digest::of(&bytes);
                 let placed = if store.contains(&digest).await? {
                     Placed::Present
                 } else {
-                    store.put_bytes(bytes).await?;
+                    // The store checks the bytes against the digest as it writes.
+                    let one: crate::store::ByteStream =
+                        Box::pin(futures::stream::once(async move { Ok(bytes) }));
+                    store.put_stream(&digest, one).await?;
                     Placed::Stored(None)
                 };
                 Ok::<_, Error>((i, size, placed))

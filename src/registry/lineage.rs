@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 
-use super::{IntoModelName, IntoVersionRef, Registry, VersionFilter, fetch};
+use super::{IntoModelName, IntoVersionRef, Registry, VersionFilter};
 use crate::domain::{
     CodeKey, DatasetKey, LineageGraph, LineageNode, LineagePath, LineageSubgraph, MetricName,
     MetricPoint, ModelName, ModelState, ParentRef, VersionDiff, VersionKey, VersionNumber,
@@ -178,8 +178,9 @@ impl Registry {
     /// [`VersionDiff`].
     ///
     /// Metrics are judged by the specs of b's model, and by a's model's for
-    /// metrics b's model has no spec for. Both manifests are read (and verified),
-    /// so a missing or corrupt manifest blob is an error.
+    /// metrics b's model has no spec for. Both manifests are read and verified
+    /// the first time (a missing or corrupt manifest blob is an error), then kept
+    /// by digest: comparing again reads no blob and hashes nothing.
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -208,13 +209,8 @@ impl Registry {
         let (va, mut specs) = self.read(&ra.model, |s| side(&ra, s)).await??;
         let (vb, specs_b) = self.read(&rb.model, |s| side(&rb, s)).await??;
         specs.extend(specs_b);
-        let store = self.inner.artifacts.as_ref();
-        let ma = fetch::load_manifest(store, &va.artifact).await?;
-        let mb = if vb.artifact == va.artifact {
-            ma.clone()
-        } else {
-            fetch::load_manifest(store, &vb.artifact).await?
-        };
+        let ma = self.verified_manifest(&va.artifact).await?;
+        let mb = self.verified_manifest(&vb.artifact).await?;
         Ok(compare_versions(
             (&ra.model, &va),
             (&rb.model, &vb),

@@ -31,6 +31,7 @@ mod gc;
 mod ingest;
 mod lifecycle;
 mod lineage;
+mod manifests;
 mod options;
 mod paging;
 #[cfg(test)]
@@ -219,6 +220,8 @@ struct Inner {
     background_checkpoint_from: usize,
     gates: InProcessGates,
     hash_cache: Option<HashCache>,
+    /// Verified manifests by digest (immutable, so never stale).
+    manifests: manifests::Manifests,
 }
 
 /// States with at least this many versions are checkpointed by a background task
@@ -375,6 +378,7 @@ impl RegistryBuilder {
                     .unwrap_or(BACKGROUND_CHECKPOINT_FROM),
                 gates: self.gates,
                 hash_cache: self.hash_cache.map(HashCache::new),
+                manifests: Default::default(),
             }),
         })
     }
@@ -441,6 +445,7 @@ impl Registry {
                 background_checkpoint_from: BACKGROUND_CHECKPOINT_FROM,
                 gates: HashMap::new(),
                 hash_cache: None,
+                manifests: Default::default(),
             }),
         }
     }
@@ -534,7 +539,7 @@ impl Registry {
         let artifacts = self.inner.artifacts.as_ref();
         let meta = self.inner.metadata.as_ref();
         // Announce the blobs to garbage collectors before relying on them (gc.rs).
-        let (manifest, digest, stats, mut intent) = match ingest::Planned::of(&source)? {
+        let (manifest, digest, stats, mut intent) = match ingest::Planned::of(&source).await? {
             // In-memory files: every digest is known before anything is stored, so
             // the intent is written while the blobs are. What makes them safe is
             // the check after both (`secure_blobs`), not the order of the two.
@@ -794,10 +799,24 @@ impl Registry {
         Ok(events)
     }
 
-    /// The manifest of a version's artifact (read and verified).
+    /// The manifest of a version's artifact: read and verified the first time,
+    /// then kept (a manifest is immutable: its digest is its name).
     pub async fn manifest(&self, reference: impl IntoVersionRef) -> Result<Manifest> {
         let v = self.resolve(reference).await?;
-        fetch::load_manifest(self.inner.artifacts.as_ref(), &v.artifact).await
+        Ok(Manifest::clone(
+            &*self.verified_manifest(&v.artifact).await?,
+        ))
+    }
+
+    /// The verified manifest stored under `digest`, kept after the first read.
+    pub(crate) async fn verified_manifest(
+        &self,
+        digest: &crate::digest::Digest,
+    ) -> Result<Arc<Manifest>> {
+        self.inner
+            .manifests
+            .get(self.inner.artifacts.as_ref(), digest)
+            .await
     }
 
     /// Writes a version's files into `dest`, verified.
@@ -816,7 +835,7 @@ impl Registry {
         let v = self.resolve(&r).await?;
         let what = format!("{}/{}", r.model, v.number);
         let store = self.inner.artifacts.as_ref();
-        let manifest = fetch::load_manifest(store, &v.artifact).await?;
+        let manifest = self.verified_manifest(&v.artifact).await?;
         fetch::fetch_into(store, &manifest, dest.as_ref(), options.link, &what).await
     }
 

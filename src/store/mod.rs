@@ -368,9 +368,17 @@ pub trait ArtifactStoreExt: ArtifactStore {
         Ok(self.head(digest).await?.is_some())
     }
 
-    /// Stores `bytes` under their own digest and returns it.
+    /// Stores `bytes` under their own digest and returns it. More than 64 KiB
+    /// are hashed on tokio's blocking pool, not on the calling task's worker.
     async fn put_bytes(&self, bytes: Bytes) -> Result<Digest> {
-        let digest = Digest::of(&bytes);
+        let digest = if bytes.len() <= 64 << 10 {
+            Digest::of(&bytes)
+        } else {
+            let b = bytes.clone();
+            tokio::task::spawn_blocking(move || Digest::of(&b))
+                .await
+                .map_err(|e| Error::io("<blocking task>", std::io::Error::other(e)))?
+        };
         let one: ByteStream = Box::pin(stream::once(async move { Ok(bytes) }));
         self.put_stream(&digest, one).await?;
         Ok(digest)

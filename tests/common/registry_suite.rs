@@ -1414,13 +1414,23 @@ pub async fn missing_blob_is_not_found(f: &Fixture) {
         .delete(&v1.artifact)
         .await
         .expect("delete");
-    assert_err!(reg.manifest("fraud/1").await, Error::NotFound { .. });
+    // This registry verified the manifest before and keeps it (it is immutable);
+    // `verify` reads the store again and reports the missing blob, and so does
+    // every registry that had not read it yet.
+    assert_eq!(
+        reg.manifest("fraud/1").await.expect("kept manifest").len(),
+        2
+    );
+    assert_err!(reg.verify("fraud/1").await, Error::NotFound { .. });
+    let other = f.fresh().await;
+    assert_err!(other.manifest("fraud/1").await, Error::NotFound { .. });
     assert_err!(
-        reg.fetch("fraud/1", parent.join("v1"), FetchOptions::new())
+        other
+            .fetch("fraud/1", parent.join("v1"), FetchOptions::new())
             .await,
         Error::NotFound { .. }
     );
-    assert_err!(reg.verify("fraud/1").await, Error::NotFound { .. });
+    assert_err!(other.verify("fraud/1").await, Error::NotFound { .. });
     assert_eq!(entries(&parent), Vec::<String>::new());
 }
 
