@@ -676,7 +676,10 @@ async fn file_urls_and_local_registries_share_one_layout() {
     assert_eq!(v2.number.get(), 2);
 
     let local = Registry::open_local(&root).await.expect("reopen local");
-    assert_eq!(local.resolve("fraud@latest").await.expect("resolve"), v2.version);
+    assert_eq!(
+        local.resolve("fraud@latest").await.expect("resolve"),
+        v2.version
+    );
     local
         .fetch("fraud/2", dir.path().join("out2"), FetchOptions::new())
         .await

@@ -867,22 +867,11 @@ pub async fn list_versions_filters(f: &Fixture) {
         l(all().tag_value("dataset", "jan")).await,
         Vec::<u64>::new()
     );
-    let both = all()
-        .tag("dataset")
-        .tag_value("stage", "candidate");
+    let both = all().tag("dataset").tag_value("stage", "candidate");
     assert_eq!(l(both).await, vec![2]);
-    assert_eq!(
-        l(all().semver("^1")).await,
-        vec![1, 2]
-    );
-    assert_eq!(
-        l(all().semver(">=1.1.0")).await,
-        vec![2, 3]
-    );
-    assert_eq!(
-        l(all().semver(">=3")).await,
-        Vec::<u64>::new()
-    );
+    assert_eq!(l(all().semver("^1")).await, vec![1, 2]);
+    assert_eq!(l(all().semver(">=1.1.0")).await, vec![2, 3]);
+    assert_eq!(l(all().semver(">=3")).await, Vec::<u64>::new());
     assert_eq!(l(all().created_after(v2.created_at)).await, vec![2, 3, 4]);
     assert_eq!(l(all().created_before(v2.created_at)).await, vec![1]);
     assert_eq!(
