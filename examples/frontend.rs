@@ -56,7 +56,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             metrics.join(" ")
         );
     }
-    // The same list for programs: one record per line, as stored.
+    // The same list for programs: one record per line, in its serde shape.
     for v in &versions {
         println!("{}", serde_json::to_string(v)?);
     }
