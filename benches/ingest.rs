@@ -87,6 +87,7 @@ fn register(
         NewVersion::new().link(link),
     ))
     .expect("register")
+    .version
 }
 
 /// Times `ours` between two runs of `baseline`.

@@ -74,6 +74,7 @@ fn record(m: u64, i: u64, models: &[ModelName]) -> VersionRecord {
     hyperparameters.insert("lr".into(), HyperValue::Float(1e-4));
     hyperparameters.insert("epochs".into(), HyperValue::Int((i % 5) as i64 + 1));
     VersionRecord {
+        model: models[m as usize].clone(),
         number: n(i),
         semver: None,
         artifact: Digest::of(&(m << 32 | i).to_le_bytes()),

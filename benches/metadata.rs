@@ -74,8 +74,7 @@ fn new_version(i: u64) -> NewVersion {
     NewVersion::new()
         .description(format!("nightly retrain {i}"))
         .tag("team", "risk")
-        .and_then(|v| v.tag("cohort", format!("c{}", i % 10)))
-        .expect("tags")
+        .tag("cohort", format!("c{}", i % 10))
         .metrics(
             Metrics::new()
                 .with("auc", 0.9 + (i % 97) as f64 / 10_000.0)
@@ -139,9 +138,11 @@ async fn build_fixture(dir: &Path, n: u64) {
         .await
         .expect("create");
     let template = reg
+        .acting_as(me.clone())
         .register(MODEL, source(1), new_version(1))
         .await
-        .expect("register 1");
+        .expect("register 1")
+        .version;
     let store = reg.metadata_store().clone();
     let model = template_model();
     let start = template.created_at;
@@ -185,7 +186,8 @@ async fn build_fixture(dir: &Path, n: u64) {
         .await
         .expect("alias");
     for i in n - 4..=n {
-        reg.register(MODEL, source(i), new_version(i))
+        reg.acting_as(me.clone())
+            .register(MODEL, source(i), new_version(i))
             .await
             .expect("register");
     }
@@ -421,6 +423,7 @@ fn run_size(rt: &tokio::runtime::Runtime, n: u64, scratch: &Path) {
     let record = vec![b'x'; last_record_size(&root)];
     let raw_dir = scratch.join(format!("raw-{n}"));
     fs::create_dir_all(&raw_dir).expect("raw dir");
+    let trainer = reg.acting_as(actor());
     let mut register = Series::new("register");
     let mut seq = 0;
     let mut slowest = (Duration::ZERO, 0);
@@ -429,7 +432,7 @@ fn run_size(rt: &tokio::runtime::Runtime, n: u64, scratch: &Path) {
         let before = raw_append(&raw_dir, seq, &record);
         let t = Instant::now();
         let v = rt
-            .block_on(reg.register(MODEL, source(n + 1 + i), new_version(n + 1 + i)))
+            .block_on(trainer.register(MODEL, source(n + 1 + i), new_version(n + 1 + i)))
             .expect("register");
         let ours = t.elapsed();
         if ours > slowest.0 {
@@ -455,7 +458,7 @@ fn run_size(rt: &tokio::runtime::Runtime, n: u64, scratch: &Path) {
         seq += 1;
         let before = raw_append(&raw_dir, seq, &record);
         let t = Instant::now();
-        rt.block_on(reg.register(MODEL, source(same), new_version(n + i)))
+        rt.block_on(trainer.register(MODEL, source(same), new_version(n + i)))
             .expect("register");
         let ours = t.elapsed();
         seq += 1;

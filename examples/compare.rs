@@ -11,59 +11,50 @@
 use std::path::Path;
 
 use modelreg::{
-    Actor, ArtifactSource, CodeRef, CreateModel, DatasetKey, DatasetRef, DatasetRole, Environment,
-    HyperValue, Hyperparameters, MetricSpec, Metrics, NewVersion, ParentRef, Provenance, Registry,
-    Relation, Stage, VersionFilter,
+    Actor, ArtifactSource, CodeRef, CreateModel, DatasetKey, DatasetRef, DatasetRole, HyperValue,
+    MetricSpec, NewVersion, Registry, Relation, Stage, VersionFilter,
 };
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let scratch = tempfile::tempdir()?;
     let registry = Registry::open_local(scratch.path().join("registry")).await?;
-    let ci = Actor::new("train-ci@example.com")?;
+    let ci = registry.acting_as(Actor::new("train-ci@example.com")?);
 
-    registry
-        .acting_as(ci.clone())
-        .create_model(
-            "sentiment",
-            CreateModel::new()
-                .description("review sentiment classifier")
-                .metric("accuracy", MetricSpec::maximize().with_tolerance(0.002))
-                .metric("eval/loss", MetricSpec::minimize())
-                .metric("latency_ms", MetricSpec::minimize().with_tolerance(0.5)),
-        )
-        .await?;
+    ci.create_model(
+        "sentiment",
+        CreateModel::new()
+            .description("review sentiment classifier")
+            .metric("accuracy", MetricSpec::maximize().with_tolerance(0.002))
+            .metric("eval/loss", MetricSpec::minimize())
+            .metric("latency_ms", MetricSpec::minimize().with_tolerance(0.5)),
+    )
+    .await?;
 
     // The baseline: trained from scratch on reviews@2026-10.
     let base_dir = scratch.path().join("baseline");
     write_checkpoint(&base_dir, 1, false)?;
-    let baseline = registry
-        .acting_as(ci.clone())
+    let baseline = ci
         .register(
             "sentiment",
             ArtifactSource::dir(&base_dir),
             NewVersion::new()
                 .semver("1.0.0")
                 .description("baseline")
-                .provenance(Provenance {
-                    code: Some(code("8d2f0a1")),
-                    datasets: vec![
-                        DatasetRef::new("reviews", DatasetRole::Train).version("2026-10"),
-                        DatasetRef::new("reviews-holdout", DatasetRole::Eval).version("v2"),
-                    ],
-                    hyperparameters: hyperparameters(3e-4, 3, None).into(),
-                    environment: Environment::default()
-                        .with_framework("torch", "2.4.1")
-                        .with_framework("transformers", "4.46.0")
-                        .into(),
-                    ..Provenance::default()
-                })
-                .metrics(
-                    Metrics::new()
-                        .with("accuracy", 0.912)?
-                        .with("eval/loss", 0.241)?
-                        .with("latency_ms", 8.1)?,
-                ),
+                .metric("accuracy", 0.912)
+                .metric("eval/loss", 0.241)
+                .metric("latency_ms", 8.1)
+                .param(
+                    "optimizer",
+                    group([("name", "adamw".into()), ("lr", 3e-4.into())]),
+                )
+                .param("epochs", 3)
+                .param("max_len", 256)
+                .dataset(DatasetRef::new("reviews", DatasetRole::Train).version("2026-10"))
+                .dataset(DatasetRef::new("reviews-holdout", DatasetRole::Eval).version("v2"))
+                .code(code("8d2f0a1"))
+                .framework("torch", "2.4.1")
+                .framework("transformers", "4.46.0"),
         )
         .await?;
 
@@ -71,59 +62,42 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // adapter; the tokenizer and config are unchanged (and stored once).
     let cand_dir = scratch.path().join("candidate");
     write_checkpoint(&cand_dir, 2, true)?;
-    let candidate = registry
-        .acting_as(ci.clone())
+    let candidate = ci
         .register(
             "sentiment",
             ArtifactSource::dir(&cand_dir),
             NewVersion::new()
                 .semver("1.1.0")
                 .description("fine-tuned on November reviews")
-                .provenance(Provenance {
-                    code: Some(code("c41e9b7")),
-                    datasets: vec![
-                        DatasetRef::new("reviews", DatasetRole::Train).version("2026-11"),
-                        DatasetRef::new("reviews-holdout", DatasetRole::Eval).version("v2"),
-                    ],
-                    parents: vec![ParentRef {
-                        model: "sentiment".parse()?,
-                        version: baseline.number,
-                        relation: Relation::FineTunedFrom,
-                    }],
-                    hyperparameters: hyperparameters(5e-5, 1, Some(16)).into(),
-                    environment: Environment::default()
-                        .with_framework("torch", "2.5.0")
-                        .with_framework("transformers", "4.46.0")
-                        .into(),
-                })
-                .metrics(
-                    Metrics::new()
-                        .with("accuracy", 0.927)?
-                        .with("eval/loss", 0.198)?
-                        .with("latency_ms", 8.4)?
-                        .with("f1", 0.918)?,
-                ),
+                .metric("accuracy", 0.927)
+                .metric("eval/loss", 0.198)
+                .metric("latency_ms", 8.4)
+                .metric("f1", 0.918)
+                .param(
+                    "optimizer",
+                    group([("name", "adamw".into()), ("lr", 5e-5.into())]),
+                )
+                .param("epochs", 1)
+                .param("max_len", 256)
+                .param("lora", group([("rank", 16.into())]))
+                .dataset(DatasetRef::new("reviews", DatasetRole::Train).version("2026-11"))
+                .dataset(DatasetRef::new("reviews-holdout", DatasetRole::Eval).version("v2"))
+                .parent(&baseline, Relation::FineTunedFrom)
+                .code(code("c41e9b7"))
+                .framework("torch", "2.5.0")
+                .framework("transformers", "4.46.0"),
         )
         .await?;
 
     // The baseline serves in production; the common question is "the candidate
     // against whatever is in production".
-    let me = Actor::new("release-bot")?;
-    let base = format!("sentiment/{}", baseline.number);
-    for stage in [Stage::Staging, Stage::Validation, Stage::Production] {
-        registry
-            .acting_as(me.clone())
-            .transition(base.as_str(), stage, "baseline")
-            .await?;
-    }
-
-    println!("== sentiment@production vs sentiment/2 ==\n");
-    let diff = registry
-        .compare(
-            "sentiment@production",
-            format!("sentiment/{}", candidate.number),
-        )
+    let release = registry.acting_as(Actor::new("release-bot")?);
+    release
+        .promote_to(&baseline, Stage::Production, "baseline")
         .await?;
+
+    println!("== sentiment@production vs {} ==\n", candidate.reference());
+    let diff = registry.compare("sentiment@production", &candidate).await?;
     println!("{diff}");
 
     println!("== what sentiment@latest was built from (Mermaid) ==\n");
@@ -166,6 +140,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// A commit of the sentiment repository.
 fn code(commit: &str) -> CodeRef {
     CodeRef {
         repository: Some("https://git.example.com/ml/sentiment".into()),
@@ -174,19 +149,9 @@ fn code(commit: &str) -> CodeRef {
     }
 }
 
-fn hyperparameters(lr: f64, epochs: i64, lora_rank: Option<i64>) -> Hyperparameters {
-    let mut optimizer = Hyperparameters::new();
-    optimizer.insert("name".into(), HyperValue::from("adamw"));
-    optimizer.insert("lr".into(), HyperValue::Float(lr));
-    let mut h = Hyperparameters::new();
-    h.insert("optimizer".into(), HyperValue::Map(optimizer));
-    h.insert("epochs".into(), HyperValue::Int(epochs));
-    h.insert("max_len".into(), HyperValue::Int(256));
-    if let Some(r) = lora_rank {
-        let lora = [("rank".to_owned(), HyperValue::Int(r))].into();
-        h.insert("lora".into(), HyperValue::Map(lora));
-    }
-    h
+/// A group of hyperparameters, nested as in a training config.
+fn group<const N: usize>(entries: [(&str, HyperValue); N]) -> HyperValue {
+    HyperValue::Map(entries.map(|(k, v)| (k.to_owned(), v)).into())
 }
 
 /// A tiny checkpoint: shared config and tokenizer, weights that differ by `seed`,

@@ -28,7 +28,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use modelreg::{
     Actor, ArtifactSource, CacheOptions, CachedModel, CreateModel, ModelCache, NewVersion,
-    Registry, RouteTarget, SetAlias, Stage, TrafficSplit, VersionNumber, WatchOptions,
+    Registered, Registry, RouteTarget, Session, SetAlias, Stage, TrafficSplit, VersionNumber,
+    VersionRecord, WatchOptions,
 };
 use safetensors::Logistic;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -37,6 +38,8 @@ use tokio::net::{TcpListener, TcpStream};
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const MODEL: &str = "scorer";
+/// What the server serves when a request names no user.
+const PRODUCTION: &str = "scorer@production";
 /// The features every self-test request sends.
 const X: [f32; 4] = [0.5, -1.0, 2.0, 0.1];
 
@@ -60,19 +63,18 @@ struct Server {
 
 impl Server {
     /// The version in memory, loading it through the cache on first use.
-    async fn load(&self, number: VersionNumber) -> Result<Arc<Loaded>, BoxError> {
-        if let Some(l) = lock(&self.loaded).get(&number) {
+    async fn load(&self, v: &VersionRecord) -> Result<Arc<Loaded>, BoxError> {
+        if let Some(l) = lock(&self.loaded).get(&v.number) {
             return Ok(l.clone());
         }
-        let files = self.cache.get(format!("{MODEL}/{number}")).await?;
+        let files = self.cache.get(v).await?;
         let bytes = tokio::fs::read(files.path().join("model.safetensors")).await?;
-        let model = Logistic::from_safetensors(&bytes)?;
         let loaded = Arc::new(Loaded {
-            number,
-            model,
+            number: v.number,
+            model: Logistic::from_safetensors(&bytes)?,
             _files: files,
         });
-        lock(&self.loaded).insert(number, loaded.clone());
+        lock(&self.loaded).insert(v.number, loaded.clone());
         Ok(loaded)
     }
 
@@ -96,7 +98,7 @@ fn spawn_reloader(
     let mut production = server
         .registry
         .watch(
-            format!("{MODEL}@production"),
+            PRODUCTION,
             WatchOptions::new().interval(Duration::from_millis(50)),
         )?
         .boxed();
@@ -109,16 +111,16 @@ fn spawn_reloader(
                     continue;
                 }
             };
-            match server.load(v.number).await {
+            match server.load(&v).await {
                 Ok(loaded) => {
                     *server.production.write().unwrap_or_else(|p| p.into_inner()) = Some(loaded);
                     println!(
-                        "[server] production is {MODEL}/{}: loaded and serving",
-                        v.number
+                        "[server] production is {}: loaded and serving",
+                        v.reference()
                     );
                     let _ = tell.send(v.number.get());
                 }
-                Err(e) => eprintln!("[server] could not load {MODEL}/{}: {e}", v.number),
+                Err(e) => eprintln!("[server] could not load {}: {e}", v.reference()),
             }
         }
     });
@@ -218,7 +220,7 @@ async fn answer(
                         .await
                         .map_err(|e| unavailable(e.to_string()))?;
                     let loaded = server
-                        .load(routed.version.number)
+                        .load(&routed.version)
                         .await
                         .map_err(|e| unavailable(e.to_string()))?;
                     (loaded, routed.target.to_string())
@@ -259,39 +261,26 @@ async fn get(port: u16, target: &str) -> Result<serde_json::Value, BoxError> {
 // ----- the self-test ----------------------------------------------------------------------
 
 /// Registers a version whose weights are `weight`, `bias`.
-async fn register(
-    registry: &Registry,
-    me: &Actor,
-    weight: [f32; 4],
-    bias: f32,
-) -> Result<VersionNumber, BoxError> {
+async fn register(me: &Session, weight: [f32; 4], bias: f32) -> Result<Registered, BoxError> {
     let model = Logistic {
         weight: weight.to_vec(),
         bias,
     };
-    let v = registry
-        .acting_as(me.clone())
-        .register(
-            MODEL,
-            ArtifactSource::bytes("model.safetensors", model.to_safetensors(&BTreeMap::new()))?,
-            NewVersion::new(),
-        )
-        .await?;
-    Ok(v.number)
+    let weights = model.to_safetensors(&BTreeMap::new());
+    let files = ArtifactSource::bytes("model.safetensors", weights)?;
+    Ok(me.register(MODEL, files, NewVersion::new()).await?)
 }
 
-async fn promote(
-    registry: &Registry,
-    me: &Actor,
-    n: VersionNumber,
-    why: &str,
+/// Waits (at most 20 s) until the server has loaded `v` as its production version.
+async fn serving(
+    production: &tokio::sync::watch::Receiver<u64>,
+    v: &VersionRecord,
 ) -> Result<(), BoxError> {
-    for stage in [Stage::Staging, Stage::Validation, Stage::Production] {
-        registry
-            .acting_as(me.clone())
-            .transition(format!("{MODEL}/{n}"), stage, why)
-            .await?;
-    }
+    let mut production = production.clone();
+    let want = v.number.get();
+    tokio::time::timeout(Duration::from_secs(20), production.wait_for(|n| *n == want))
+        .await
+        .map_err(|_| format!("the server did not load {} in time", v.reference()))??;
     Ok(())
 }
 
@@ -323,23 +312,25 @@ async fn main() -> Result<(), BoxError> {
 
     // The registry a training pipeline filled: three versions, 1 in production,
     // 2 the challenger, and a 70/30 split between champion and challenger.
-    let ops = Registry::open_local(&dir).await?;
-    let me = Actor::new("release-bot")?;
-    ops.acting_as(me.clone())
-        .create_model(MODEL, CreateModel::new().description("scores requests"))
+    let ops = Registry::open_local(&dir)
+        .await?
+        .acting_as(Actor::new("release-bot")?);
+    ops.create_model(MODEL, CreateModel::new().description("scores requests"))
         .await?;
-    let v1 = register(&ops, &me, [0.4, -0.3, 0.2, 0.0], 0.1).await?;
-    let v2 = register(&ops, &me, [0.6, -0.5, 0.1, 0.0], -0.2).await?;
-    let v3 = register(&ops, &me, [1.2, -0.1, 0.6, 0.3], 0.0).await?;
-    promote(&ops, &me, v1, "first release").await?;
-    ops.acting_as(me.clone())
-        .set_alias(format!("{MODEL}/{v2}"), "challenger", SetAlias::new())
+    let v1 = register(&ops, [0.4, -0.3, 0.2, 0.0], 0.1).await?;
+    let v2 = register(&ops, [0.6, -0.5, 0.1, 0.0], -0.2).await?;
+    let v3 = register(&ops, [1.2, -0.1, 0.6, 0.3], 0.0).await?;
+    ops.promote_to(&v1, Stage::Production, "first release")
         .await?;
+    ops.set_alias(&v2, "challenger", SetAlias::new()).await?;
     let split = TrafficSplit::new([("@production", 70), ("@challenger", 30)])?;
-    ops.acting_as(me.clone())
-        .set_traffic_split(MODEL, split.clone(), "A/B test of v2")
+    ops.set_traffic_split(MODEL, split.clone(), "A/B test of v2")
         .await?;
-    println!("registry: {MODEL}/1..3, production = {v1}, challenger = {v2}, split {split}");
+    println!(
+        "registry: {MODEL}/1..3, production = {}, challenger = {}, split {split}",
+        v1.reference(),
+        v2.reference()
+    );
 
     // ----- the server -------------------------------------------------------------------
     let registry = Registry::open_local(&dir).await?;
@@ -355,7 +346,7 @@ async fn main() -> Result<(), BoxError> {
         production: RwLock::new(None),
         loaded: Mutex::new(HashMap::new()),
     });
-    let (tell, mut production) = tokio::sync::watch::channel(0u64);
+    let (tell, production) = tokio::sync::watch::channel(0u64);
     spawn_reloader(server.clone(), tell)?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
@@ -368,17 +359,7 @@ async fn main() -> Result<(), BoxError> {
         });
     }
     println!("[server] listening on http://127.0.0.1:{port}");
-    let wait_for = |want: u64, production: &mut tokio::sync::watch::Receiver<u64>| {
-        let mut production = production.clone();
-        async move {
-            tokio::time::timeout(Duration::from_secs(20), production.wait_for(|v| *v == want))
-                .await
-                .map_err(|_| format!("the server did not reload {MODEL}/{want} in time"))?
-                .map_err(|e| e.to_string())?;
-            Ok::<(), BoxError>(())
-        }
-    };
-    wait_for(v1.get(), &mut production).await?;
+    serving(&production, &v1).await?;
     let health = get(port, "/health").await?;
     println!("[client] GET /health -> {health}");
 
@@ -389,9 +370,13 @@ async fn main() -> Result<(), BoxError> {
     assert_eq!(round(port, &users).await?, before);
 
     // ----- a release from elsewhere ----------------------------------------------------
-    println!("\n[ops] promoting {MODEL}/{v3} to production (another registry handle)");
-    promote(&ops, &me, v3, "better offline metrics").await?;
-    wait_for(v3.get(), &mut production).await?;
+    println!(
+        "\n[ops] promoting {} to production (another registry handle)",
+        v3.reference()
+    );
+    ops.promote_to(&v3, Stage::Production, "better offline metrics")
+        .await?;
+    serving(&production, &v3).await?;
     let after = round(port, &users).await?;
 
     // ----- what changed ------------------------------------------------------------------
@@ -414,18 +399,20 @@ async fn main() -> Result<(), BoxError> {
         assert_eq!(a.1, b.1, "{} changed route", b.0);
         match b.1.as_str() {
             "@production" => {
-                assert_eq!((b.2, a.2), (v1.get(), v3.get()), "{}", b.0);
+                assert_eq!((b.2, a.2), (v1.number.get(), v3.number.get()), "{}", b.0);
                 assert!((a.3 - b.3).abs() > 1e-6, "the answer changed");
             }
-            _ => assert_eq!((b.2, a.2), (v2.get(), v2.get()), "{}", b.0),
+            _ => assert_eq!((b.2, a.2), (v2.number.get(), v2.number.get()), "{}", b.0),
         }
     }
     let on_challenger = before.iter().filter(|r| r.1 == "@challenger").count();
     println!(
-        "\n{} of {} keyed users on the challenger; production moved {v1} -> {v3} and the \
+        "\n{} of {} keyed users on the challenger; production moved {} -> {} and the \
          server reloaded without a restart",
         on_challenger,
-        users.len()
+        users.len(),
+        v1.reference(),
+        v3.reference()
     );
     let cached = server.cache.entries().await?;
     println!(

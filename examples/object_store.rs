@@ -15,7 +15,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use modelreg::{Actor, ArtifactSource, CreateModel, Error, FetchOptions, NewVersion, Registry};
+use modelreg::{Actor, ArtifactSource, CreateModel, FetchOptions, NewVersion, Registry};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -31,21 +31,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 2. The registry, wherever the URL says; credentials come from the environment.
     let registry = Registry::open_url(&url).await?;
     println!("registry at {url}");
-    let actor = Actor::new("object-store-example@example.com")?;
-    match registry
-        .acting_as(actor.clone())
-        .create_model("ranker", CreateModel::new())
-        .await
-    {
-        Ok(_) => println!("created model 'ranker'"),
-        Err(Error::AlreadyExists { .. }) => println!("model 'ranker' exists already"),
-        Err(e) => return Err(e.into()),
-    }
+    let me = registry.acting_as(Actor::new("object-store-example@example.com")?);
+    let model = me.ensure_model("ranker", CreateModel::new()).await?;
+    println!("model 'ranker' has {} versions", model.versions().len());
 
     // 3. Register: hashed locally, then only what the store lacks is uploaded.
-    let started = Instant::now();
-    let version = registry
-        .acting_as(actor)
+    let version = me
         .register(
             "ranker",
             ArtifactSource::dir(&model_dir),
@@ -53,22 +44,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .await?;
     println!(
-        "registered ranker/{} in {:.2?}: {} files, {} bytes, artifact {}",
-        version.number,
-        started.elapsed(),
+        "registered {} in {:.2?}: {} files, {} bytes ({} uploaded, {} already stored), artifact {}",
+        version.reference(),
+        version.report.elapsed,
         version.files,
         version.size,
+        version.report.bytes_stored,
+        version.report.bytes_present,
         version.artifact
     );
 
     // 4. Resolve, as an inference server would, and list the files.
     let latest = registry.resolve("ranker@latest").await?;
-    println!("ranker@latest resolves to ranker/{}", latest.number);
-    for entry in registry
-        .manifest(format!("ranker/{}", latest.number))
-        .await?
-        .entries()
-    {
+    println!("ranker@latest resolves to {}", latest.reference());
+    for entry in registry.manifest(&latest).await?.entries() {
         println!(
             "  {:<16} {:>9} bytes  {}",
             entry.path, entry.size, entry.digest
@@ -79,11 +68,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let serve_dir = scratch.path().join("serving");
     let started = Instant::now();
     let report = registry
-        .fetch(
-            format!("ranker/{}", latest.number),
-            &serve_dir,
-            FetchOptions::new(),
-        )
+        .fetch(&latest, &serve_dir, FetchOptions::new())
         .await?;
     println!(
         "fetched {} files ({} bytes) in {:.2?} into {}, every digest checked",

@@ -11,8 +11,8 @@
 use std::collections::BTreeMap;
 
 use modelreg::{
-    Actor, ArtifactSource, CreateModel, HistoryFilter, Manifest, MetricSpec, Metrics, NewVersion,
-    Registry, Stage,
+    Actor, ArtifactSource, CreateModel, EventKind, FetchOptions, HistoryFilter, Manifest,
+    MetricSpec, NewVersion, Registered, Registry, Session, Stage, VersionRecord,
 };
 
 /// One version of the bot: its system prompt and its generation settings.
@@ -33,7 +33,7 @@ impl Bot {
     }
 }
 
-fn v1() -> Bot {
+fn bot_1_0() -> Bot {
     Bot {
         prompt: "You are the support assistant of Acme Telecom.\n\
                  Answer questions about plans, bills and outages.\n\
@@ -49,7 +49,7 @@ fn v1() -> Bot {
     }
 }
 
-fn v2() -> Bot {
+fn bot_1_1() -> Bot {
     Bot {
         prompt: "You are the support assistant of Acme Telecom.\n\
                  Answer questions about plans, bills, outages and roaming.\n\
@@ -131,13 +131,39 @@ fn changed_files(old: &Manifest, new: &Manifest) -> Vec<String> {
         .collect()
 }
 
+/// Registers `bot` as version `semver` with its offline evaluation.
+async fn register(
+    author: &Session,
+    bot: &Bot,
+    semver: &str,
+    resolution_rate: f64,
+    cost_per_chat_usd: f64,
+) -> modelreg::Result<Registered> {
+    let v = author
+        .register(
+            "support-bot",
+            bot.files()?,
+            NewVersion::new()
+                .semver(semver)
+                .tag("provider", bot.config["provider"].as_str().unwrap_or("?"))
+                .metric("resolution_rate", resolution_rate)
+                .metric("cost_per_chat_usd", cost_per_chat_usd),
+        )
+        .await?;
+    println!(
+        "registered support-bot:{semver} as {} = {}",
+        v.reference(),
+        v.artifact
+    );
+    Ok(v)
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let registry = Registry::in_memory();
-    let author = Actor::new("prompt-engineer@example.com")?;
-    let lead = Actor::new("support-lead@example.com")?;
-    registry
-        .acting_as(author.clone())
+    let author = registry.acting_as(Actor::new("prompt-engineer@example.com")?);
+    let lead = registry.acting_as(Actor::new("support-lead@example.com")?);
+    author
         .create_model(
             "support-bot",
             CreateModel::new()
@@ -148,48 +174,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
 
     // Each version is its files plus offline evaluation metrics.
-    let mut versions = Vec::new();
-    for (bot, semver, resolution, cost) in
-        [(v1(), "1.0.0", 0.71, 0.0021), (v2(), "1.1.0", 0.78, 0.0094)]
-    {
-        let v = registry
-            .acting_as(author.clone())
-            .register(
-                "support-bot",
-                bot.files()?,
-                NewVersion::new()
-                    .semver(semver)
-                    .tag("provider", bot.config["provider"].as_str().unwrap_or("?"))
-                    .metrics(
-                        Metrics::new()
-                            .with("resolution_rate", resolution)?
-                            .with("cost_per_chat_usd", cost)?,
-                    ),
-            )
-            .await?;
-        println!(
-            "registered support-bot:{semver} as support-bot/{} = {}",
-            v.number, v.artifact
-        );
-        versions.push(v);
-    }
+    let (old, new) = (bot_1_0(), bot_1_1());
+    let v1 = register(&author, &old, "1.0.0", 0.71, 0.0021).await?;
+    let v2 = register(&author, &new, "1.1.0", 0.78, 0.0094).await?;
 
     // v1 goes to production first.
-    for stage in [Stage::Staging, Stage::Validation, Stage::Production] {
-        registry
-            .acting_as(lead.clone())
-            .transition("support-bot:1.0.0", stage, "initial launch")
-            .await?;
-    }
+    lead.promote_to(&v1, Stage::Production, "initial launch")
+        .await?;
 
     // ----- compare 1.0.0 and 1.1.0 -------------------------------------------------------
     println!("\n== support-bot:1.0.0 -> support-bot:1.1.0");
-    let (m1, m2) = (
-        registry.manifest("support-bot:1.0.0").await?,
-        registry.manifest("support-bot:1.1.0").await?,
-    );
+    let (m1, m2) = (registry.manifest(&v1).await?, registry.manifest(&v2).await?);
     println!("files changed: {}", changed_files(&m1, &m2).join(", "));
-    let (old, new) = (v1(), v2());
     println!("\nconfig.json:");
     for (key, (a, b)) in diff_config(&old.config, &new.config) {
         println!("  {key:<12} {a} -> {b}");
@@ -200,8 +196,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("\nmetrics:");
     for name in ["resolution_rate", "cost_per_chat_usd"] {
-        let get = |v: &modelreg::VersionRecord| v.metrics.get(name).unwrap_or(f64::NAN);
-        let (a, b) = (get(&versions[0]), get(&versions[1]));
+        let get = |v: &VersionRecord| v.metrics.get(name).unwrap_or(f64::NAN);
+        let (a, b) = (get(&v1), get(&v2));
         println!(
             "  {name:<18} {a:<8} -> {b:<8} ({:+.1}%)",
             (b - a) / a * 100.0
@@ -209,22 +205,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // ----- promote like a model ----------------------------------------------------------
-    for stage in [Stage::Staging, Stage::Validation, Stage::Production] {
-        registry
-            .acting_as(lead.clone())
-            .transition("support-bot:1.1.0", stage, "better resolution rate")
-            .await?;
-    }
+    lead.promote_to(&v2, Stage::Production, "better resolution rate")
+        .await?;
     let live = registry.resolve("support-bot@production").await?;
     println!(
-        "\nproduction: support-bot/{} ({})",
-        live.number,
+        "\nproduction: {} ({})",
+        live.reference(),
         live.semver
             .as_ref()
             .map(|s| s.to_string())
             .unwrap_or_default()
     );
-    assert_eq!(live.number, versions[1].number);
+    assert_eq!(live.number, v2.number);
 
     // A serving process reads the live prompt and settings straight from the registry.
     let dir = tempfile::tempdir()?;
@@ -232,7 +224,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .fetch(
             "support-bot@production",
             dir.path().join("bot"),
-            modelreg::FetchOptions::new(),
+            FetchOptions::new(),
         )
         .await?;
     let config: serde_json::Value =
@@ -243,18 +235,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     // The cost per chat quadrupled in the first hour: roll back, audited.
-    registry
-        .acting_as(lead.clone())
-        .rollback("support-bot", "cost per chat up 4x in production")
+    lead.rollback("support-bot", "cost per chat up 4x in production")
         .await?;
     let live = registry.resolve("support-bot@production").await?;
-    assert_eq!(live.number, versions[0].number);
-    println!(
-        "rolled back: production is support-bot/{} again",
-        live.number
-    );
+    assert_eq!(live.number, v1.number);
+    println!("rolled back: production is {} again", live.reference());
 
-    println!("\naudit trail (newest first):");
+    println!("\naudit trail of support-bot (newest first):");
     let trail = registry
         .history(
             "support-bot",
@@ -265,18 +252,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     for e in trail.iter().take(4) {
         let what = match &e.kind {
-            modelreg::EventKind::StageChanged {
+            EventKind::StageChanged {
                 version,
                 from,
                 to,
                 reason,
                 ..
-            } => format!("support-bot/{version} {from} -> {to} ({reason})"),
-            modelreg::EventKind::RolledBack {
+            } => format!("v{version} {from} -> {to} ({reason})"),
+            EventKind::RolledBack {
                 restored,
                 displaced,
                 reason,
-            } => format!("rollback {displaced} -> {restored} ({reason})"),
+            } => format!("rollback v{displaced} -> v{restored} ({reason})"),
             other => other.name().to_owned(),
         };
         println!("  #{:<3} {:<26} {what}", e.seq, e.actor.as_str());

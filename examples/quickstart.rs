@@ -11,9 +11,8 @@
 use std::path::{Path, PathBuf};
 
 use modelreg::{
-    Actor, ArtifactSource, CodeRef, CreateModel, DatasetRef, DatasetRole, Environment,
-    FetchOptions, HyperValue, Hyperparameters, MetricSpec, Metrics, NewVersion, Provenance,
-    Registry,
+    Actor, ArtifactSource, CreateModel, DatasetRef, DatasetRole, FetchOptions, GcOptions,
+    MetricSpec, NewVersion, Registry,
 };
 
 #[tokio::main]
@@ -31,66 +30,52 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 2. The registry: a directory on local disk, nothing else to run.
     let registry = Registry::open_local(&root).await?;
     println!("registry at {}", root.display());
-    let actor = Actor::new("quickstart@example.com")?;
-
-    if registry.model("churn").await.is_err() {
-        registry
-            .acting_as(actor.clone())
-            .create_model(
-                "churn",
-                CreateModel::new()
-                    .description("customer churn classifier")
-                    .metric("auc", MetricSpec::maximize().with_tolerance(0.002))
-                    .metric("log_loss", MetricSpec::minimize()),
-            )
-            .await?;
-        println!("created model 'churn'");
-    }
+    let me = registry.acting_as(Actor::new("quickstart@example.com")?);
+    // Created on the first run; later runs add versions to it.
+    me.ensure_model(
+        "churn",
+        CreateModel::new()
+            .description("customer churn classifier")
+            .metric("auc", MetricSpec::maximize().with_tolerance(0.002))
+            .metric("log_loss", MetricSpec::minimize()),
+    )
+    .await?;
 
     // 3. Register a version with its provenance and metrics.
-    let provenance = Provenance {
-        code: Some(CodeRef {
-            repository: Some("https://git.example.com/ml/churn".into()),
-            commit: "4f9c2d1".into(),
-            dirty: false,
-        }),
-        datasets: vec![
-            DatasetRef::new("customers", DatasetRole::Train).version("2026-11-01"),
-            DatasetRef::new("customers-holdout", DatasetRole::Test).version("2026-11-01"),
-        ],
-        hyperparameters: Hyperparameters::from([
-            ("learning_rate".to_owned(), HyperValue::Float(0.05)),
-            ("epochs".to_owned(), HyperValue::Int(20)),
-            ("optimizer".to_owned(), HyperValue::from("adam")),
-        ])
-        .into(),
-        environment: Environment::capture().with_framework("linfa", "0.7").into(),
-        ..Provenance::default()
-    };
-    let version = registry
-        .acting_as(actor.clone())
+    let version = me
         .register(
             "churn",
             ArtifactSource::dir(&model_dir),
             NewVersion::new()
                 .description("baseline logistic regression")
                 .tag("team", "growth")
-                .provenance(provenance)
-                .metrics(Metrics::new().with("auc", 0.874)?.with("log_loss", 0.31)?),
+                .metric("auc", 0.874)
+                .metric("log_loss", 0.31)
+                .param("learning_rate", 0.05)
+                .param("epochs", 20)
+                .param("optimizer", "adam")
+                .dataset(DatasetRef::new("customers", DatasetRole::Train).version("2026-11-01"))
+                .dataset(
+                    DatasetRef::new("customers-holdout", DatasetRole::Test).version("2026-11-01"),
+                )
+                .code_commit("4f9c2d1")
+                .environment_captured()
+                .framework("linfa", "0.7"),
         )
         .await?;
     println!(
-        "registered churn/{}: {} files, {} bytes, artifact {}",
-        version.number, version.files, version.size, version.artifact
+        "registered {}: {} files, {} bytes ({} new), artifact {}",
+        version.reference(),
+        version.files,
+        version.size,
+        version.report.bytes_stored,
+        version.artifact
     );
 
     // 4. Resolve it the way an inference server would.
     let resolved = registry.resolve("churn@latest").await?;
-    println!("churn@latest resolves to churn/{}", resolved.number);
-    let manifest = registry
-        .manifest(format!("churn/{}", resolved.number))
-        .await?;
-    for entry in manifest.entries() {
+    println!("churn@latest resolves to {}", resolved.reference());
+    for entry in registry.manifest(&resolved).await?.entries() {
         println!(
             "  {:<28} {:>8} bytes  {}",
             entry.path, entry.size, entry.digest
@@ -100,11 +85,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 5. Fetch it, verified, into a serving directory.
     let serve_dir = scratch.path().join("serving");
     let report = registry
-        .fetch(
-            format!("churn/{}", resolved.number),
-            &serve_dir,
-            FetchOptions::new(),
-        )
+        .fetch(&resolved, &serve_dir, FetchOptions::new())
         .await?;
     println!(
         "fetched {} files ({} bytes) into {}, every digest checked",
@@ -130,9 +111,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     //    references (here: none, every blob belongs to a version), and `check`
     //    re-reads and re-hashes everything without changing anything.
     let gc = registry
-        .gc(modelreg::GcOptions::new(std::time::Duration::from_secs(
-            3600,
-        )))
+        .gc(GcOptions::new(std::time::Duration::from_secs(3600)))
         .await?;
     println!(
         "gc: {} blobs, {} referenced, {} deleted",

@@ -13,13 +13,11 @@
 mod safetensors;
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Command;
 
 use modelreg::blocking::Registry;
 use modelreg::{
-    Actor, ArtifactSource, CodeRef, CreateModel, DatasetRef, DatasetRole, Digest, Environment,
-    HyperValue, MetricSpec, Metrics, NewVersion, Provenance, Stage,
+    Actor, ArtifactSource, CreateModel, DatasetRef, DatasetRole, Digest, FetchOptions, MetricSpec,
+    NewVersion, Stage,
 };
 use safetensors::Logistic;
 
@@ -113,26 +111,6 @@ fn evaluate(model: &Logistic, data: &[Example]) -> (f64, f64) {
     (correct as f64 / data.len() as f64, loss / data.len() as f64)
 }
 
-/// Runs git in the current directory; `None` if git or a repository is absent.
-fn git(args: &[&str]) -> Option<String> {
-    let out = Command::new("git").args(args).output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-/// The commit of the working directory, and whether it has uncommitted changes.
-fn code_ref() -> Option<CodeRef> {
-    let commit = git(&["rev-parse", "HEAD"]).filter(|c| !c.is_empty())?;
-    let dirty = git(&["status", "--porcelain"]).is_some_and(|s| !s.is_empty());
-    let repository = git(&["config", "--get", "remote.origin.url"]).filter(|r| !r.is_empty());
-    Some(CodeRef {
-        repository,
-        commit,
-        dirty,
-    })
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tmp = tempfile::tempdir()?;
     let root = match std::env::args().nth(1) {
@@ -144,8 +122,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut data = generate(SEED);
     let test_len = (data.len() as f64 * TEST_FRACTION) as usize;
     let test = data.split_off(data.len() - test_len);
-    let train_digest = Digest::of(&dataset_bytes(&data));
-    let test_digest = Digest::of(&dataset_bytes(&test));
     println!(
         "data: {} training and {} held-out examples (seed {SEED})",
         data.len(),
@@ -184,11 +160,51 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let reread = Logistic::from_safetensors(&std::fs::read(out.join("model.safetensors"))?)?;
     assert_eq!(reread, model);
 
-    // ----- provenance ---------------------------------------------------------------
-    let code = code_ref();
-    match &code {
+    // ----- register: files, metrics, hyperparameters, data, code, environment -------
+    let registry = Registry::open_local(&root)?;
+    let me = registry.acting_as(Actor::new("train_and_register@example.com")?);
+    me.ensure_model(
+        "churn",
+        CreateModel::new()
+            .description("customer churn, logistic regression")
+            .metric("accuracy", MetricSpec::maximize())
+            .metric("log_loss", MetricSpec::minimize()),
+    )?;
+    let dataset = |role| DatasetRef::new("synthetic-churn", role).version(format!("seed-{SEED}"));
+    let v = me.register(
+        "churn",
+        ArtifactSource::dir(&out),
+        NewVersion::new()
+            .description(format!("{EPOCHS} epochs of gradient descent"))
+            .metric("accuracy", accuracy)
+            .metric("log_loss", log_loss)
+            .metric("train_log_loss", train_loss)
+            .param("epochs", EPOCHS as i64)
+            .param("learning_rate", LEARNING_RATE)
+            .param("l2", L2)
+            .param("seed", SEED as i64)
+            .param("optimizer", "full-batch gd")
+            .dataset(dataset(DatasetRole::Train).digest(Digest::of(&dataset_bytes(&data))))
+            .dataset(dataset(DatasetRole::Test).digest(Digest::of(&dataset_bytes(&test))))
+            .code_from_git(".")
+            .environment_captured(),
+    )?;
+    me.transition(&v, Stage::Staging, "fresh from training")?;
+
+    // ----- what the registry now holds ------------------------------------------------
+    println!(
+        "\nregistered {} = {} ({} files, {} bytes, {} bytes new in {:.2?})",
+        v.reference(),
+        v.artifact,
+        v.files,
+        v.size,
+        v.report.bytes_stored,
+        v.report.elapsed
+    );
+    println!("  stage: {}", registry.resolve(&v)?.stage);
+    match &v.provenance.code {
         Some(c) => println!(
-            "code: commit {}{}",
+            "  code: commit {}{}",
             c.commit,
             if c.dirty {
                 " (uncommitted changes)"
@@ -196,75 +212,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ""
             }
         ),
-        None => println!("code: not in a git repository, no commit recorded"),
+        None => println!("  code: not in a git repository, no commit recorded"),
     }
-    let hyperparameters = BTreeMap::from([
-        ("epochs".to_owned(), HyperValue::Int(EPOCHS as i64)),
-        (
-            "learning_rate".to_owned(),
-            HyperValue::Float(f64::from(LEARNING_RATE)),
-        ),
-        ("l2".to_owned(), HyperValue::Float(L2)),
-        ("seed".to_owned(), HyperValue::Int(SEED as i64)),
-        (
-            "optimizer".to_owned(),
-            HyperValue::String("full-batch gd".into()),
-        ),
-    ]);
-    let dataset = |role, digest| DatasetRef {
-        name: "synthetic-churn".into(),
-        version: Some(format!("seed-{SEED}")),
-        digest: Some(digest),
-        uri: None,
-        role,
-    };
-    let provenance = Provenance {
-        code,
-        datasets: vec![
-            dataset(DatasetRole::Train, train_digest),
-            dataset(DatasetRole::Test, test_digest),
-        ],
-        parents: vec![],
-        hyperparameters: hyperparameters.into(),
-        environment: Environment::capture().into(),
-    };
-
-    // ----- register -----------------------------------------------------------------
-    let registry = Registry::open_local(&root)?;
-    let me = Actor::new("train_and_register@example.com")?;
-    if registry.model("churn").is_err() {
-        registry.acting_as(me.clone()).create_model(
-            "churn",
-            CreateModel::new()
-                .description("customer churn, logistic regression")
-                .metric("accuracy", MetricSpec::maximize())
-                .metric("log_loss", MetricSpec::minimize()),
-        )?;
-    }
-    let version = registry.acting_as(me.clone()).register(
-        "churn",
-        ArtifactSource::dir(&out),
-        NewVersion::new()
-            .description(format!("{EPOCHS} epochs of gradient descent"))
-            .provenance(provenance)
-            .metrics(
-                Metrics::new()
-                    .with("accuracy", accuracy)?
-                    .with("log_loss", log_loss)?
-                    .with("train_log_loss", train_loss)?,
-            ),
-    )?;
-    registry.acting_as(me.clone()).transition(
-        format!("churn/{}", version.number),
-        Stage::Staging,
-        "fresh from training",
-    )?;
-
-    let v = registry.resolve(format!("churn/{}", version.number))?;
-    println!(
-        "\nregistered churn/{} = {} ({} files, {} bytes), now in {}",
-        v.number, v.artifact, v.files, v.size, v.stage
-    );
     for d in &v.provenance.datasets {
         println!(
             "  dataset {} {} ({:?}) {}",
@@ -284,7 +233,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         v.provenance.environment.arch.as_deref().unwrap_or("?")
     );
     println!("  metrics: {}", serde_json::to_string(&v.metrics)?);
-    for e in registry.manifest(format!("churn/{}", v.number))?.entries() {
+    for e in registry.manifest(&v)?.entries() {
         println!(
             "  file {:<20} {:>6} bytes  {}",
             e.path.as_str(),
@@ -292,25 +241,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             e.digest
         );
     }
-    check_registry_matches(&registry, tmp.path(), &model, v.number.get())?;
-    Ok(())
-}
 
-/// Fetches the registered weights back and checks they predict like the model.
-fn check_registry_matches(
-    registry: &Registry,
-    scratch: &Path,
-    model: &Logistic,
-    number: u64,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let dest = scratch.join(format!("fetched-{number}"));
-    registry.fetch(
-        format!("churn/{number}"),
-        &dest,
-        modelreg::FetchOptions::new(),
-    )?;
-    let fetched = Logistic::from_safetensors(&std::fs::read(dest.join("model.safetensors"))?)?;
-    assert_eq!(&fetched, model);
-    println!("\nfetched churn/{number} back: same weights, verified");
+    // ----- fetch it back: same weights, verified ---------------------------------------
+    let fetched = tmp.path().join("fetched");
+    registry.fetch(&v, &fetched, FetchOptions::new())?;
+    let weights = Logistic::from_safetensors(&std::fs::read(fetched.join("model.safetensors"))?)?;
+    assert_eq!(weights, model);
+    println!("\nfetched {} back: same weights, verified", v.reference());
     Ok(())
 }
