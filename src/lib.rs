@@ -272,6 +272,23 @@ pub mod store;
 /// The on-disk and on-the-wire formats, for tools that read a registry's stored
 /// records without a [`Registry`]: the record frame (JSON plus a checksum line),
 /// the checkpoint codec and the format version of each kind of record.
+///
+/// Record framing: how events and checkpoints are sealed with a checksum.
+///
+/// A sealed record is its compact JSON on one line, then one line holding the
+/// BLAKE3 digest of that JSON:
+///
+/// ```text
+/// {"format":1,"seq":2,…}\n
+/// blake3:<64 hex>\n
+/// ```
+///
+/// Compact JSON never contains a raw newline (newlines inside strings are
+/// escaped), so the JSON is everything before the last line (found from the
+/// end, so a 36 MiB checkpoint is not scanned for it). A record whose
+/// checksum is missing or does not match its JSON is [`Error::Corrupt`]: a flipped
+/// bit that still parses as JSON (a metric `0.91` become `0.81`) is caught too.
+/// Manifests need no frame: they are stored under their own digest.
 pub mod format {
     pub use crate::domain::codec::{seal, unseal};
     pub use crate::domain::event::EVENT_FORMAT;

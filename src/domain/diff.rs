@@ -1,31 +1,4 @@
-//! Comparing two versions: metrics judged by the model's goals, hyperparameters,
-//! environment, datasets, code and files. Pure: the registry gathers the records,
-//! specs and manifests, and [`compare_versions`] does the rest.
-//!
-//! ## Verdicts
-//!
-//! Each metric gets a [`MetricVerdict`] from [`metric_verdict`]:
-//!
-//! | case | verdict |
-//! |---|---|
-//! | only one version has the metric | `only_in_a` / `only_in_b` |
-//! | spec, `|b − a|` ≤ tolerance (none: `a == b`) | `unchanged` |
-//! | spec `maximize`, b > a (or `minimize`, b < a) | `improved` |
-//! | spec, otherwise | `regressed` |
-//! | no spec, `a == b` | `unchanged` |
-//! | no spec, `a != b` | `changed` (no direction to judge by) |
-//!
-//! A tolerance is compared with a slack of a few units in the last place of the
-//! values, so `0.91 → 0.90` with tolerance `0.01` is unchanged although the
-//! floating-point difference is `0.010000000000000009`.
-//!
-//! The [`OverallVerdict`] only counts judged metrics (`improved`, `regressed`):
-//! `mixed` if some improved and some regressed, `regressed` if some regressed and
-//! none improved, `improved` if some improved and none regressed, `unchanged` if
-//! there are metrics and every one is `unchanged`, and `inconclusive` otherwise
-//! (no metrics, or only changes that cannot be judged). A gate that must refuse
-//! any regression asks [`OverallVerdict::has_regression`], which is true for
-//! `mixed` too.
+//! Comparing two versions: the rules are documented on `VersionDiff`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::{self, Write as _};
@@ -84,7 +57,7 @@ impl fmt::Display for MetricVerdict {
 }
 
 /// The verdict on a metric that both versions have, by the rules in the
-/// [module docs](self).
+/// [`VersionDiff`] docs.
 ///
 /// ```
 /// use modelreg::{MetricSpec, MetricVerdict, metric_verdict};
@@ -140,7 +113,7 @@ pub struct MetricDiff {
     pub verdict: MetricVerdict,
 }
 
-/// The verdict on a comparison as a whole (rules in the [module docs](self)).
+/// The verdict on a comparison as a whole (rules in the [`VersionDiff`] docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -554,6 +527,35 @@ impl fmt::Display for VersionSummary {
 /// "removed":[]},"code":null,"artifact":{"added":[…],"removed":[…],"changed":[…],
 /// "unchanged":3,"a_bytes":…,"b_bytes":…,"shared_bytes":…}}`.
 /// `Display` renders it as an aligned text table.
+///
+/// Comparing two versions: metrics judged by the model's goals, hyperparameters,
+/// environment, datasets, code and files. Pure: the registry gathers the records,
+/// specs and manifests, and [`compare_versions`] does the rest.
+///
+/// ## Verdicts
+///
+/// Each metric gets a [`MetricVerdict`] from [`metric_verdict`]:
+///
+/// | case | verdict |
+/// |---|---|
+/// | only one version has the metric | `only_in_a` / `only_in_b` |
+/// | spec, `|b − a|` ≤ tolerance (none: `a == b`) | `unchanged` |
+/// | spec `maximize`, b > a (or `minimize`, b < a) | `improved` |
+/// | spec, otherwise | `regressed` |
+/// | no spec, `a == b` | `unchanged` |
+/// | no spec, `a != b` | `changed` (no direction to judge by) |
+///
+/// A tolerance is compared with a slack of a few units in the last place of the
+/// values, so `0.91 → 0.90` with tolerance `0.01` is unchanged although the
+/// floating-point difference is `0.010000000000000009`.
+///
+/// The [`OverallVerdict`] only counts judged metrics (`improved`, `regressed`):
+/// `mixed` if some improved and some regressed, `regressed` if some regressed and
+/// none improved, `improved` if some improved and none regressed, `unchanged` if
+/// there are metrics and every one is `unchanged`, and `inconclusive` otherwise
+/// (no metrics, or only changes that cannot be judged). A gate that must refuse
+/// any regression asks [`OverallVerdict::has_regression`], which is true for
+/// `mixed` too.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VersionDiff {
     /// The baseline.

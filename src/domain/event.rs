@@ -265,7 +265,7 @@ struct FormatOnly {
 
 impl Event {
     /// Encodes the event with its format version, sealed with its checksum (see
-    /// [`codec`](super::codec)), as stored in the log.
+    /// [`format::seal`](crate::format::seal)), as stored in the log.
     pub fn to_bytes(&self) -> Vec<u8> {
         // Serializing these types cannot fail: no maps with non-string keys, no
         // non-finite floats (rejected on construction).

@@ -55,7 +55,7 @@ impl Stage {
     /// | archived | staging |
     ///
     /// Leaving production other than to archived goes through
-    /// [`rollback`](crate::Registry::rollback) or a new promotion, which archives
+    /// [`rollback`](crate::Session::rollback) or a new promotion, which archives
     /// the previous production version in the same event.
     ///
     /// ```

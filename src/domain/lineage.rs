@@ -1,38 +1,4 @@
-//! The lineage graph: which model versions were built from which parent versions,
-//! datasets and code commits, and the queries over it (upstream, downstream, path),
-//! with Graphviz DOT and Mermaid export. Pure: built from [`VersionRecord`]s, no I/O.
-//!
-//! ```
-//! # fn main() -> modelreg::Result<()> {
-//! use modelreg::{DatasetKey, LineageGraph, LineageNode, VersionKey};
-//! # use modelreg::*;
-//! # let record = |n: u64, parents: Vec<ParentRef>, datasets: Vec<DatasetRef>| VersionRecord {
-//! #     model: ModelName::new("fraud").unwrap(),
-//! #     number: VersionNumber::new(n).unwrap(), semver: None, artifact: Digest::of(b""), size: 0,
-//! #     files: 0, created_at: chrono::DateTime::UNIX_EPOCH, created_by: Actor::new("ci").unwrap(),
-//! #     description: String::new(), tags: Tags::new(),
-//! #     provenance: Provenance { parents, datasets, ..Provenance::default() },
-//! #     metrics: Metrics::new(), deprecated: None, stage: Default::default(), stage_since: None, approvals: Default::default(), reached: Default::default() };
-//! let clicks = DatasetRef::new("clicks", DatasetRole::Train).version("v3");
-//! let base = ModelName::new("base")?;
-//! let fraud = ModelName::new("fraud")?;
-//! let mut graph = LineageGraph::new();
-//! graph.add_version(base.clone(), record(1, vec![], vec![clicks.clone()]))?;
-//! graph.add_version(fraud.clone(), record(1, vec![ParentRef {
-//!     model: base.clone(), version: VersionNumber::FIRST, relation: Relation::FineTunedFrom,
-//! }], vec![]))?;
-//!
-//! // Impact: everything built on clicks@v3, directly or through a parent.
-//! let hit = graph.downstream(&LineageNode::Dataset(DatasetKey::from(&clicks)), None)?;
-//! let affected: Vec<String> = hit.versions().map(|n| n.node.to_string()).collect();
-//! assert_eq!(affected, ["base/1", "fraud/1"]);
-//!
-//! // Provenance: everything fraud/1 was built from.
-//! let up = graph.upstream(&VersionKey::new(fraud, VersionNumber::FIRST), None)?;
-//! assert_eq!(up.len(), 3); // fraud/1 itself, base/1 and clicks@v3
-//! assert!(up.to_mermaid().starts_with("flowchart LR\n"));
-//! # Ok(()) }
-//! ```
+//! The lineage graph: documented on `LineageGraph`.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::{self, Write as _};
@@ -326,6 +292,42 @@ struct NodeData {
 /// without a record. Walks keep a visited set, so they terminate even on a graph
 /// with a cycle, which the registry never records (see
 /// [`check_new_version`](Self::check_new_version)) but a hand-edited log could.
+///
+/// The lineage graph: which model versions were built from which parent versions,
+/// datasets and code commits, and the queries over it (upstream, downstream, path),
+/// with Graphviz DOT and Mermaid export. Pure: built from [`VersionRecord`]s, no I/O.
+///
+/// ```
+/// # fn main() -> modelreg::Result<()> {
+/// use modelreg::{DatasetKey, LineageGraph, LineageNode, VersionKey};
+/// # use modelreg::*;
+/// # let record = |n: u64, parents: Vec<ParentRef>, datasets: Vec<DatasetRef>| VersionRecord {
+/// #     model: ModelName::new("fraud").unwrap(),
+/// #     number: VersionNumber::new(n).unwrap(), semver: None, artifact: Digest::of(b""), size: 0,
+/// #     files: 0, created_at: chrono::DateTime::UNIX_EPOCH, created_by: Actor::new("ci").unwrap(),
+/// #     description: String::new(), tags: Tags::new(),
+/// #     provenance: Provenance { parents, datasets, ..Provenance::default() },
+/// #     metrics: Metrics::new(), deprecated: None, stage: Default::default(), stage_since: None, approvals: Default::default(), reached: Default::default() };
+/// let clicks = DatasetRef::new("clicks", DatasetRole::Train).version("v3");
+/// let base = ModelName::new("base")?;
+/// let fraud = ModelName::new("fraud")?;
+/// let mut graph = LineageGraph::new();
+/// graph.add_version(base.clone(), record(1, vec![], vec![clicks.clone()]))?;
+/// graph.add_version(fraud.clone(), record(1, vec![ParentRef {
+///     model: base.clone(), version: VersionNumber::FIRST, relation: Relation::FineTunedFrom,
+/// }], vec![]))?;
+///
+/// // Impact: everything built on clicks@v3, directly or through a parent.
+/// let hit = graph.downstream(&LineageNode::Dataset(DatasetKey::from(&clicks)), None)?;
+/// let affected: Vec<String> = hit.versions().map(|n| n.node.to_string()).collect();
+/// assert_eq!(affected, ["base/1", "fraud/1"]);
+///
+/// // Provenance: everything fraud/1 was built from.
+/// let up = graph.upstream(&VersionKey::new(fraud, VersionNumber::FIRST), None)?;
+/// assert_eq!(up.len(), 3); // fraud/1 itself, base/1 and clicks@v3
+/// assert!(up.to_mermaid().starts_with("flowchart LR\n"));
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct LineageGraph {
     nodes: Vec<NodeData>,

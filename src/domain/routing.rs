@@ -1,11 +1,4 @@
-//! Traffic splits: weighted routes over references within one model, and the
-//! deterministic choice of a route for a request key.
-//!
-//! A split such as `@champion: 90, @challenger: 10` is stored in the model's log
-//! (`traffic_split_set` events), so every server that reads the log routes the same
-//! way. The choice for a key is a pure function of the model name, the split's salt,
-//! its routes and the key: the same user lands on the same route for as long as the
-//! split is unchanged, on every machine, without coordination.
+//! Traffic splits and routing: documented on `TrafficSplit`.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -159,6 +152,15 @@ pub struct Route {
 /// assert!(TrafficSplit::new([("fraud@champion", 1)]).is_err());
 /// # Ok::<(), modelreg::Error>(())
 /// ```
+///
+/// Traffic splits: weighted routes over references within one model, and the
+/// deterministic choice of a route for a request key.
+///
+/// A split such as `@champion: 90, @challenger: 10` is stored in the model's log
+/// (`traffic_split_set` events), so every server that reads the log routes the same
+/// way. The choice for a key is a pure function of the model name, the split's salt,
+/// its routes and the key: the same user lands on the same route for as long as the
+/// split is unchanged, on every machine, without coordination.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(try_from = "SplitWire", into = "SplitWire")]
 pub struct TrafficSplit {

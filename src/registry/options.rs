@@ -627,7 +627,7 @@ fn involves(kind: &EventKind, v: VersionNumber) -> bool {
     }
 }
 
-/// How [`Registry::set_alias`](crate::Registry::set_alias) sets an alias.
+/// How [`Session::set_alias`](crate::Session::set_alias) sets an alias.
 ///
 /// ```
 /// use modelreg::SetAlias;

@@ -352,7 +352,7 @@ impl Session {
     /// Every target must resolve when the split is set ([`Error::NotFound`] names
     /// the first that does not); the split itself was validated when it was built
     /// ([`TrafficSplit::new`]). Servers see the new split on their next
-    /// [`route`](Self::route).
+    /// [`route`](Registry::route).
     pub async fn set_traffic_split(
         &self,
         model: impl IntoModelName,
@@ -365,7 +365,7 @@ impl Session {
     }
 
     /// Removes the traffic split of `model`, as an audited event: from then on
-    /// [`route`](Self::route) sends every key to `@production`.
+    /// [`route`](Registry::route) sends every key to `@production`.
     /// [`Error::NotFound`] when the model has no split.
     pub async fn clear_traffic_split(
         &self,
