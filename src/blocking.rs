@@ -293,6 +293,18 @@ impl Registry {
             .block_on(self.inner.list_versions_page(model, filter, page))
     }
 
+    /// See [`crate::Registry::history_page`].
+    pub fn history_page(
+        &self,
+        model: impl IntoModelName,
+        filter: &HistoryFilter,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<crate::Page<Event, u64>> {
+        self.rt
+            .block_on(self.inner.history_page(model, filter, before, limit))
+    }
+
     /// See [`crate::Registry::model_summaries`].
     pub fn model_summaries(&self) -> Result<Vec<crate::ModelSummary>> {
         self.rt.block_on(self.inner.model_summaries())

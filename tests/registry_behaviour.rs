@@ -152,6 +152,7 @@ suite! {
         lifecycle_state_survives_checkpoints,
         lifecycle_events_are_format_2,
         promote_to_walks_the_path_and_stops_at_a_refusing_gate,
+        history_pages_cover_the_trail_newest_first,
     ],
     // tests/common/serving_suite.rs
     serving: [

@@ -254,6 +254,8 @@ impl Registry {
     }
 
     /// The audit trail: the model's events that match `filter`, newest first.
+    /// Reads the whole log; a frontend showing the latest events reads only
+    /// what it shows with [`history_page`](Self::history_page).
     pub async fn history(
         &self,
         model: impl IntoModelName,
@@ -263,6 +265,73 @@ impl Registry {
         events.retain(|e| filter.matches(e));
         events.reverse();
         Ok(events)
+    }
+
+    /// One page of the audit trail, newest first: at most `limit` events that
+    /// match `filter`, older than the event numbered `before` (from the newest
+    /// when `None`). [`Page::next`](crate::Page::next) is the `before` of the
+    /// next page, `None` once the log's first event is on a page.
+    ///
+    /// Reads the log backwards from its end in batches, so showing the latest
+    /// events of a long log reads about as many records as it shows (a filter
+    /// that matches rarely reads more), not the whole log.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use modelreg::*;
+    /// let registry = Registry::in_memory();
+    /// let ci = registry.acting_as(Actor::new("ci")?);
+    /// ci.create_model("fraud", CreateModel::new()).await?;
+    /// for i in 0..5 {
+    ///     ci.register("fraud", ArtifactSource::bytes("m.bin", format!("w{i}"))?, NewVersion::new()).await?;
+    /// }
+    /// let all = HistoryFilter::new();
+    /// let page = registry.history_page("fraud", &all, None, 2).await?;
+    /// assert_eq!(page.items.iter().map(|e| e.seq).collect::<Vec<_>>(), [6, 5]);
+    /// let older = registry.history_page("fraud", &all, page.next, 10).await?;
+    /// assert_eq!(older.items.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 3, 2, 1]);
+    /// assert_eq!(older.next, None);
+    /// # Ok::<(), modelreg::Error>(()) }).unwrap();
+    /// ```
+    pub async fn history_page(
+        &self,
+        model: impl IntoModelName,
+        filter: &HistoryFilter,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<crate::Page<Event, u64>> {
+        let model = model.into_model_name()?;
+        let limit = limit.max(1);
+        let newest = self.read(&model, ModelState::seq).await?;
+        // The newest event not yet looked at.
+        let mut end = before.map_or(newest, |b| b.saturating_sub(1).min(newest));
+        let mut items = Vec::new();
+        while end > 0 && items.len() < limit {
+            let batch = (limit - items.len()).clamp(16, 1024) as u64;
+            let start = end.saturating_sub(batch);
+            let records = self
+                .inner
+                .metadata
+                .read_after(model.as_str(), start, (end - start) as usize)
+                .await?;
+            if records.is_empty() {
+                break;
+            }
+            let upto = end;
+            for rec in records.iter().rev().filter(|r| r.seq <= upto) {
+                end = rec.seq - 1;
+                let event = Event::from_bytes(&model, rec.seq, &rec.bytes)
+                    .map_err(self.record_at(&model, rec.seq))?;
+                if filter.matches(&event) {
+                    items.push(event);
+                    if items.len() == limit {
+                        break;
+                    }
+                }
+            }
+        }
+        let next = (end > 0).then_some(end + 1);
+        Ok(crate::Page { items, next })
     }
 
     /// The model as it was at time `at`: the fold of every event up to and

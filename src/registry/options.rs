@@ -577,6 +577,8 @@ pub struct HistoryFilter {
     version: Option<VersionNumber>,
     actor: Option<Actor>,
     kinds: Vec<String>,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
 }
 
 impl HistoryFilter {
@@ -605,9 +607,23 @@ impl HistoryFilter {
         self
     }
 
+    /// Events at or after `t`.
+    pub fn since(mut self, t: DateTime<Utc>) -> Self {
+        self.since = Some(t);
+        self
+    }
+
+    /// Events before `t`.
+    pub fn until(mut self, t: DateTime<Utc>) -> Self {
+        self.until = Some(t);
+        self
+    }
+
     /// Whether `e` matches.
     pub fn matches(&self, e: &Event) -> bool {
-        self.actor.as_ref().is_none_or(|a| *a == e.actor)
+        self.since.is_none_or(|t| e.time >= t)
+            && self.until.is_none_or(|t| e.time < t)
+            && self.actor.as_ref().is_none_or(|a| *a == e.actor)
             && (self.kinds.is_empty() || self.kinds.iter().any(|k| k == e.kind.name()))
             && self.version.is_none_or(|v| involves(&e.kind, v))
     }

@@ -92,14 +92,16 @@ impl VersionPage {
     }
 }
 
-/// One page of versions, and the token of the next one.
+/// One page of a listing, and where the next one starts: a token for
+/// [`VersionPage::after`] (versions), an event number for
+/// [`Registry::history_page`] (the audit trail).
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Page<T> {
+pub struct Page<T, N = String> {
     /// The items, in the requested order.
     pub items: Vec<T>,
-    /// Pass to [`VersionPage::after`] for the next page; `None` on the last.
+    /// Where the next page starts; `None` on the last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next: Option<String>,
+    pub next: Option<N>,
 }
 
 /// A version's place in an order: its metric value (if ordering by one) and

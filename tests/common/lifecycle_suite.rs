@@ -3217,3 +3217,65 @@ pub async fn promote_to_walks_the_path_and_stops_at_a_refusing_gate(f: &Fixture)
         Err(Error::InvalidTransition { .. })
     ));
 }
+
+/// The audit trail in pages, newest first, filtered, and the same events as the
+/// whole history in the same order.
+pub async fn history_pages_cover_the_trail_newest_first(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "paged").await;
+    let (ci, ops) = (reg.acting_as(actor("ci")), reg.acting_as(actor("ops")));
+    for i in 0..7 {
+        let v = ci
+            .register(
+                "paged",
+                ArtifactSource::bytes("m.bin", format!("w{i}")).expect("path"),
+                NewVersion::new(),
+            )
+            .await
+            .expect("register");
+        if i % 2 == 0 {
+            ops.transition(&v, Stage::Staging, "try")
+                .await
+                .expect("stage");
+        }
+    }
+    for filter in [
+        HistoryFilter::new(),
+        HistoryFilter::new().actor(actor("ops")),
+        HistoryFilter::new().kind("version_registered"),
+    ] {
+        let whole = reg.history("paged", &filter).await.expect("history");
+        let mut paged = Vec::new();
+        let mut before = None;
+        loop {
+            let page = reg
+                .history_page("paged", &filter, before, 3)
+                .await
+                .expect("page");
+            assert!(page.items.len() <= 3);
+            paged.extend(page.items);
+            match page.next {
+                Some(n) => before = Some(n),
+                None => break,
+            }
+        }
+        let seqs = |es: &[Event]| es.iter().map(|e| e.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(&paged), seqs(&whole), "{filter:?}");
+    }
+    let first = reg
+        .history("paged", &HistoryFilter::new())
+        .await
+        .expect("history");
+    let last_time = first[0].time;
+    let none_after = reg
+        .history_page(
+            "paged",
+            &HistoryFilter::new().since(last_time + chrono::TimeDelta::seconds(1)),
+            None,
+            5,
+        )
+        .await
+        .expect("page");
+    assert!(none_after.items.is_empty());
+    assert_eq!(none_after.next, None);
+}
