@@ -440,7 +440,10 @@ impl ModelCache {
             size: manifest.total_size(),
             files: manifest.len() as u64,
         };
-        let marker = serde_json::to_vec(&marker).unwrap_or_default();
+        // A format number, a digest and two integers always serialize; were it to
+        // fail, the entry is not finished (an empty marker would look damaged).
+        let marker =
+            serde_json::to_vec(&marker).map_err(|e| Error::io(staging.join(COMPLETE), e.into()))?;
         let (root, staging, d) = (self.inner.root.clone(), staging.to_owned(), *digest);
         blocking(move || -> Result<()> {
             let io = |p: &Path| {

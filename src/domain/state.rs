@@ -834,7 +834,9 @@ pub fn encode_checkpoint(state: &ModelState) -> Vec<u8> {
         chunks: chunks.iter().map(Vec::len).collect(),
         state: state.wire(&[]),
     };
-    let mut out = serde_json::to_vec(&head).unwrap_or_default();
+    // Invariant: the header is plain data (string map keys only) serialized into
+    // memory, which cannot fail; an empty header would be an unreadable checkpoint.
+    let mut out = serde_json::to_vec(&head).expect("a checkpoint header always serializes");
     out.reserve_exact(chunks.iter().map(Vec::len).sum::<usize>() + 80);
     for c in &chunks {
         out.extend_from_slice(c);
