@@ -266,6 +266,9 @@ struct FormatOnly {
 impl Event {
     /// Encodes the event with its format version, sealed with its checksum (see
     /// [`codec`](super::codec)), as stored in the log.
+    ///
+    /// This does not check the [`limits`](super::limits) on what is written;
+    /// the registry does before it appends.
     pub fn to_bytes(&self) -> Vec<u8> {
         let json = serde_json::to_vec(&WireOut {
             format: self.kind.format(),

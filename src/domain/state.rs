@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::event::{Event, EventKind};
 use super::lifecycle::{AliasTarget, Approval, GatePolicy, Stage};
+use super::limits::{MAX_DESCRIPTION_CHARS, MAX_REASON_CHARS};
 use super::name::{Actor, AliasName, MetricName, ModelName, check_text};
 use super::record::{Deprecation, MetricSpec, Tags, VersionRecord, check_tags};
 use super::reference::{Selector, VersionNumber, VersionRef};
@@ -254,8 +255,19 @@ impl ModelState {
         Ok(state)
     }
 
-    /// Checks whether an event of this kind may be appended next. Nothing changes.
+    /// Checks whether an event of this kind may be appended next: the rules
+    /// that every event of the log obeys, and the [`limits`](super::limits) on
+    /// what is written. Nothing changes.
     pub fn check(&self, kind: &EventKind) -> Result<()> {
+        self.check_rules(kind)?;
+        super::limits::check_kind(kind)?;
+        super::limits::check_kind_size(&self.name, kind)
+    }
+
+    /// The rules of [`check`](Self::check), which replaying re-checks for
+    /// every event. The size limits added in 0.2 are not among them: a log
+    /// written before them still opens.
+    fn check_rules(&self, kind: &EventKind) -> Result<()> {
         match kind {
             EventKind::ModelCreated { .. } => {
                 Err(Error::already_exists(format!("model '{}'", self.name)))
@@ -287,9 +299,9 @@ impl ModelState {
                         "a new version starts unstaged, unapproved and not deprecated",
                     ));
                 }
-                check_text("description", &version.description, 64 * 1024)?;
+                check_text("description", &version.description, MAX_DESCRIPTION_CHARS)?;
                 check_tags(&version.tags)?;
-                version.provenance.check()
+                version.provenance.check_rules()
             }
             EventKind::MetricsAdded { version, metrics } => {
                 self.require(*version)?;
@@ -326,7 +338,7 @@ impl ModelState {
                         "is already deprecated",
                     ));
                 }
-                check_text("reason", reason, 64 * 1024)
+                check_text("reason", reason, MAX_REASON_CHARS)
             }
             EventKind::StageChanged {
                 version,
@@ -363,7 +375,7 @@ impl ModelState {
                         "a promotion archives exactly the current production version",
                     ));
                 }
-                check_text("reason", reason, 64 * 1024)
+                check_text("reason", reason, MAX_REASON_CHARS)
             }
             EventKind::RolledBack {
                 restored,
@@ -385,7 +397,7 @@ impl ModelState {
                         format!("production would go back from {current} to {previous}"),
                     ));
                 }
-                check_text("reason", reason, 64 * 1024)
+                check_text("reason", reason, MAX_REASON_CHARS)
             }
             EventKind::ApprovalRecorded {
                 version,
@@ -400,7 +412,7 @@ impl ModelState {
                         "approvals are for a target stage, not 'none'",
                     ));
                 }
-                check_text("comment", comment, 64 * 1024)
+                check_text("comment", comment, MAX_REASON_CHARS)
             }
             EventKind::AliasSet {
                 version,
@@ -410,7 +422,7 @@ impl ModelState {
             } => {
                 self.require(*version)?;
                 check_verdicts(gates)?;
-                check_text("reason", reason, 64 * 1024)
+                check_text("reason", reason, MAX_REASON_CHARS)
             }
             EventKind::AliasRemoved {
                 alias,
@@ -434,7 +446,7 @@ impl ModelState {
                     ));
                 }
                 check_verdicts(gates)?;
-                check_text("reason", reason, 64 * 1024)
+                check_text("reason", reason, MAX_REASON_CHARS)
             }
             EventKind::GatesSet { stage, gates } => {
                 if *stage == Stage::None {
@@ -463,7 +475,8 @@ impl ModelState {
     /// Checks `event` against the state and applies it.
     ///
     /// The event must be the next one (`seq` one past [`seq`](Self::seq)), for this
-    /// model, no earlier than the previous event, and pass [`check`](Self::check).
+    /// model, no earlier than the previous event, and pass [`check`](Self::check)'s
+    /// rules (not the size limits on writing, which an older log may exceed).
     pub fn apply(&mut self, event: Event) -> Result<()> {
         let record = || format!("event {} of model '{}'", event.seq, event.model);
         if event.model != self.name {
@@ -484,7 +497,7 @@ impl ModelState {
                 ),
             ));
         }
-        self.check(&event.kind)?;
+        self.check_rules(&event.kind)?;
         match event.kind {
             // `check` rejects model_created on an existing model.
             EventKind::ModelCreated { .. } => {}
@@ -796,7 +809,7 @@ fn check_model_fields(
     specs: &BTreeMap<MetricName, MetricSpec>,
     tags: &Tags,
 ) -> Result<()> {
-    check_text("description", description, 64 * 1024)?;
+    check_text("description", description, MAX_DESCRIPTION_CHARS)?;
     for (name, spec) in specs {
         spec.check(name)?;
     }

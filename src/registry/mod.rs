@@ -431,7 +431,14 @@ impl Registry {
         let state = ModelState::genesis(&event)?;
         let slot = self.slot(&model);
         let _writer = slot.writer.lock().await;
-        match self.append(&model, 1, Bytes::from(event.to_bytes())).await {
+        match self
+            .append(
+                &model,
+                1,
+                Bytes::from(crate::domain::limits::encode(&event)?),
+            )
+            .await
+        {
             Ok(()) => {
                 let mut cached = slot.write();
                 if cached.is_none() {
@@ -934,7 +941,7 @@ impl Registry {
                         kind,
                     }
                 };
-                let bytes = Bytes::from(event.to_bytes());
+                let bytes = Bytes::from(crate::domain::limits::encode(&event)?);
                 match self.append(model, event.seq, bytes).await {
                     Ok(()) => {
                         let version = {
