@@ -69,9 +69,14 @@ impl HashCache {
         let target = self.entry(meta);
         let tmp = self.dir.join("tmp");
         // Best effort: a failed write only means the next registration hashes again.
-        let _ = fsutil::publish(&target, &tmp, fsutil::PublishMode::Replace, |f| {
+        if let Err(e) = fsutil::publish(&target, &tmp, fsutil::PublishMode::Replace, |f| {
             f.write_all(digest.to_string().as_bytes())
-        });
+        }) {
+            tracing::warn!(
+                entry = %target.display(), error = %e,
+                "could not write a hash cache entry; the file will be hashed again"
+            );
+        }
     }
 
     /// The cached digest and size of the file at `path` (`Ok`), or, on a miss, its

@@ -822,7 +822,7 @@ fn check_model_fields(
 /// versions each, back to back:
 ///
 /// ```text
-/// {"format":3,"seq":N,"chunks":[len,…],"state":{…,"versions":[],…}}{chunk}{chunk}…
+/// {"format":3,"seq":N,"chunks":[len,…],"versions":V,"state":{…,"versions":[],…}}{chunk}{chunk}…
 /// ```
 ///
 /// `chunks` gives each chunk's length in bytes, so the chunks are decoded
@@ -835,6 +835,9 @@ pub fn encode_checkpoint(state: &ModelState) -> Vec<u8> {
         format: u32,
         seq: u64,
         chunks: Vec<usize>,
+        /// How many versions the chunks hold: checked on load, so a checkpoint
+        /// that lost versions is not trusted.
+        versions: usize,
         state: StateRef<'a>,
     }
     let parts: Vec<&[Arc<VersionRecord>]> = state.versions.chunks(CHECKPOINT_CHUNK).collect();
@@ -845,6 +848,7 @@ pub fn encode_checkpoint(state: &ModelState) -> Vec<u8> {
         format: CHECKPOINT_FORMAT,
         seq: state.seq,
         chunks: chunks.iter().map(Vec::len).collect(),
+        versions: state.versions.len(),
         state: state.wire(&[]),
     };
     // Invariant: the header is plain data (string map keys only) serialized into
@@ -874,6 +878,9 @@ pub fn decode_checkpoint(model: &ModelName, seq: u64, bytes: &[u8]) -> Result<Mo
     struct Head {
         seq: u64,
         chunks: Vec<usize>,
+        /// Absent from checkpoints written before 0.2.
+        #[serde(default)]
+        versions: Option<usize>,
         state: ModelState,
     }
     let record = || format!("checkpoint {seq} of model '{model}'");
@@ -897,9 +904,9 @@ pub fn decode_checkpoint(model: &ModelName, seq: u64, bytes: &[u8]) -> Result<Mo
             location: None,
         });
     }
-    let (found, state) = if format < 3 {
+    let (found, state, versions) = if format < 3 {
         let c: In = serde_json::from_slice(bytes).map_err(undecodable)?;
-        (c.seq, c.state)
+        (c.seq, c.state, None)
     } else {
         let mut stream = serde_json::Deserializer::from_slice(bytes).into_iter::<Head>();
         let head = match stream.next() {
@@ -934,12 +941,82 @@ pub fn decode_checkpoint(model: &ModelName, seq: u64, bytes: &[u8]) -> Result<Mo
                 state.push_loaded(v)?;
             }
         }
-        (head.seq, state)
+        (head.seq, state, head.versions)
     };
     if found != seq || state.seq != seq || state.name != *model {
         return Err(Error::corrupt(record(), "covers another position or model"));
     }
+    if let Some(n) = versions
+        && n != state.versions.len()
+    {
+        return Err(Error::corrupt(
+            record(),
+            format!("records {n} versions, holds {}", state.versions.len()),
+        ));
+    }
+    state
+        .check_folded()
+        .map_err(|reason| Error::corrupt(record(), reason))?;
     Ok(state)
+}
+
+impl ModelState {
+    /// Checks what every fold of a log guarantees, for a state that was not
+    /// folded here (a checkpoint): a cache that breaks one is not trusted.
+    /// Dense version numbers from 1 and at most one version in production are
+    /// checked as the versions are loaded.
+    fn check_folded(&self) -> std::result::Result<(), String> {
+        // Event 1 creates the model; each version was registered by one more.
+        if self.seq == 0 || self.versions.len() as u64 > self.seq - 1 {
+            return Err(format!(
+                "{} versions cannot have been registered in {} events",
+                self.versions.len(),
+                self.seq
+            ));
+        }
+        if self.updated_at < self.created_at {
+            return Err("updated before it was created".into());
+        }
+        let n = self.versions.len() as u64;
+        let exists = |v: VersionNumber| v.get() <= n;
+        if let Some((alias, _)) = self.aliases.iter().find(|(_, t)| !exists(t.version)) {
+            return Err(format!("alias '{alias}' points at a missing version"));
+        }
+        if self.production_history.iter().any(|v| !exists(*v)) {
+            return Err("the production history names a missing version".into());
+        }
+        let labelled = self.versions.iter().filter(|v| v.semver.is_some()).count();
+        if labelled != self.by_semver.len() {
+            return Err("two versions share a semver".into());
+        }
+        Ok(())
+    }
+}
+
+impl ModelState {
+    /// Whether `event`, read from the log at this state's `seq`, is the last
+    /// event this state folded: same time, and the version it is about exists
+    /// (a registration's version is the newest). What is wrong, if not.
+    pub(crate) fn confirmed_by(&self, event: &Event) -> std::result::Result<(), String> {
+        if event.seq != self.seq || event.time != self.updated_at {
+            return Err(format!(
+                "event {} of the log is not the last one it folded",
+                self.seq
+            ));
+        }
+        let newest = self.versions.len() as u64;
+        match (&event.kind, event.kind.version()) {
+            (EventKind::VersionRegistered { .. }, Some(n)) if n.get() != newest => Err(format!(
+                "event {} registered version {n}, the newest it holds is {newest}",
+                self.seq
+            )),
+            (_, Some(n)) if n.get() > newest => Err(format!(
+                "event {} is about version {n}, which it does not hold",
+                self.seq
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The `N` of a record that starts `{"format":N,`, if it does.

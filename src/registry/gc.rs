@@ -297,9 +297,16 @@ impl Intent {
         &self.record.digests
     }
 
-    /// Removes the intent, best effort: one left behind expires.
+    /// Removes the intent, best effort: one left behind expires, and a later
+    /// collection removes it.
     pub(super) async fn withdraw(self, meta: &dyn MetadataStore) {
-        let _ = meta.delete_lease(&self.key).await;
+        if let Err(e) = meta.delete_lease(&self.key).await {
+            tracing::warn!(
+                lease = %self.key, error = %e,
+                "could not withdraw a registration's intent lease; it protects its \
+                 blobs from gc until it expires"
+            );
+        }
     }
 
     /// Waits until every sweep that was running when the intent had just been
@@ -377,9 +384,16 @@ impl Sweep {
         Ok(())
     }
 
-    /// Removes the lease, best effort: one left behind expires.
+    /// Removes the lease, best effort: one left behind expires, and a later
+    /// collection removes it.
     async fn end(self, meta: &dyn MetadataStore) {
-        let _ = meta.delete_lease(&self.key).await;
+        if let Err(e) = meta.delete_lease(&self.key).await {
+            tracing::warn!(
+                lease = %self.key, error = %e,
+                "could not remove a collection's sweep lease; registrations that \
+                 need its blobs wait until it expires"
+            );
+        }
     }
 }
 
