@@ -73,6 +73,9 @@ const INTENT_PREFIX: &str = "intent-";
 const SWEEP_PREFIX: &str = "gc-";
 /// The lease format this build writes and reads.
 const LEASE_FORMAT: u32 = 1;
+/// A collection removes leases that expired longer ago than this: their writer
+/// is gone even if its clock runs this far behind the collector's.
+const LEASE_REMOVAL_MARGIN: Duration = Duration::from_secs(600);
 
 /// How [`Registry::gc`] runs.
 ///
@@ -152,6 +155,13 @@ pub struct GcReport {
     pub bytes_freed: u64,
     /// Intents of registrations that died (expired, or damaged by a crash), removed.
     pub stale_intents: u64,
+    /// Leases removed (with [`GcOptions::dry_run`]: that would be removed), intents
+    /// counted in `stale_intents` included: those that expired more than 10
+    /// minutes ago (their writer died, or was killed, without withdrawing them;
+    /// the margin allows for clocks that disagree), and damaged ones (what a
+    /// crash of the machine left, see `docs/design.md`).
+    #[serde(default)]
+    pub leases_removed: u64,
     /// Temp files of writers that died, removed from both stores.
     pub temp_files: u64,
     /// Their total size in bytes.
@@ -250,6 +260,37 @@ async fn read_leases(
         }
     }
     Ok((live, damaged))
+}
+
+/// Removes (counts, in a dry run) the intent and sweep leases that expired more
+/// than [`LEASE_REMOVAL_MARGIN`] ago, and the damaged ones: a live writer's lease
+/// always reads whole (stores replace a lease atomically), so a damaged lease was
+/// left by a crash of the machine, whatever its age.
+async fn remove_dead_leases(
+    meta: &dyn MetadataStore,
+    dry_run: bool,
+    report: &mut GcReport,
+) -> Result<()> {
+    let margin = chrono::Duration::from_std(LEASE_REMOVAL_MARGIN)
+        .expect("ten minutes is a valid chrono::Duration");
+    let dead_before = Utc::now() - margin;
+    for prefix in [INTENT_PREFIX, SWEEP_PREFIX] {
+        let (leases, damaged) = read_leases(meta, prefix).await?;
+        let expired = leases
+            .into_iter()
+            .filter(|(_, lease)| lease.expires < dead_before)
+            .map(|(key, _)| key);
+        for key in damaged.into_iter().chain(expired) {
+            if !dry_run {
+                meta.delete_lease(&key).await?;
+            }
+            report.leases_removed += 1;
+            if prefix == INTENT_PREFIX {
+                report.stale_intents += 1;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A registration's announcement of the blobs it is about to reference.
@@ -526,6 +567,9 @@ impl Registry {
             }
         }
 
+        // Leases left by processes that died protect nothing and would pile up.
+        remove_dead_leases(meta, options.dry_run, &mut report).await?;
+
         // 1. Mark everything the committed versions reference.
         let mut marks = Marks::default();
         report.models = self.mark(&mut marks).await?;
@@ -612,6 +656,7 @@ impl Registry {
             for key in dead {
                 meta.delete_lease(&key).await?;
                 report.stale_intents += 1;
+                report.leases_removed += 1;
             }
         }
         self.mark(marks).await?;
