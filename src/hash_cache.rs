@@ -58,11 +58,18 @@ impl HashCache {
     }
 
     fn get(&self, meta: &Metadata) -> Option<Digest> {
-        fs::read_to_string(self.entry(meta))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+        let entry = self.entry(meta);
+        match fs::read_to_string(&entry) {
+            Ok(text) => text.trim().parse().ok(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                tracing::warn!(
+                    entry = %entry.display(), error = %e,
+                    "could not read a hash cache entry; the file will be hashed again"
+                );
+                None
+            }
+        }
     }
 
     fn put(&self, meta: &Metadata, digest: &Digest) {

@@ -820,7 +820,10 @@ fn materialize_blocking(
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e),
             // Another filesystem, no hard links there, too many links: copy instead.
-            Err(_) => {}
+            Err(e) => tracing::debug!(
+                source = %src.display(), error = %e,
+                "no hard link possible, copying instead"
+            ),
         }
     }
     let source = File::open(src)?;
