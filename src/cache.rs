@@ -321,7 +321,12 @@ impl ModelCache {
                 (lock, Check::Valid(manifest)) => {
                     // The entry's last use, for LRU; failing to record it only
                     // makes it look older.
-                    let _ = lock.set_modified(SystemTime::now());
+                    if let Err(e) = lock.set_modified(SystemTime::now()) {
+                        tracing::warn!(
+                            entry = %entry_dir(&root, &digest).display(), error = %e,
+                            "could not record a cache entry's use; it looks older to eviction"
+                        );
+                    }
                     let guard = CachedModel {
                         path: entry_dir(&root, &digest).join(FILES),
                         version,
@@ -332,7 +337,12 @@ impl ModelCache {
                     if downloaded {
                         // Best effort: the model is here; a failed eviction only
                         // leaves the cache over its limit until the next one.
-                        let _ = self.evict().await;
+                        if let Err(e) = self.evict().await {
+                            tracing::warn!(
+                                cache = %root.display(), error = %e,
+                                "cache eviction failed; the cache may stay over its limit"
+                            );
+                        }
                     }
                     return Ok(guard);
                 }
@@ -404,7 +414,12 @@ impl ModelCache {
         let result = self.fill_and_publish(pinned, digest, &staging).await;
         if result.is_err() {
             let s = staging.clone();
-            let _ = blocking(move || remove_if_exists(&s)).await;
+            if let Err(e) = blocking(move || remove_if_exists(&s)).await.and_then(|r| r) {
+                tracing::warn!(
+                    dir = %staging.display(), error = %e,
+                    "could not remove a failed download's staging directory"
+                );
+            }
         }
         result
     }
@@ -440,7 +455,10 @@ impl ModelCache {
             size: manifest.total_size(),
             files: manifest.len() as u64,
         };
-        let marker = serde_json::to_vec(&marker).unwrap_or_default();
+        // A format number, a digest and two integers always serialize; were it to
+        // fail, the entry is not finished (an empty marker would look damaged).
+        let marker =
+            serde_json::to_vec(&marker).map_err(|e| Error::io(staging.join(COMPLETE), e.into()))?;
         let (root, staging, d) = (self.inner.root.clone(), staging.to_owned(), *digest);
         blocking(move || -> Result<()> {
             let io = |p: &Path| {
@@ -652,7 +670,9 @@ fn discard(root: &Path, entry: &Path) -> Result<()> {
     fs::rename(entry, &trash).map_err(|e| Error::io(entry, e))?;
     // Best effort: the entry is gone from `entries/`; a failure leaves garbage in
     // the trash, swept at the next open.
-    let _ = fs::remove_dir_all(&trash);
+    if let Err(e) = fs::remove_dir_all(&trash) {
+        warn_left(&trash, &e);
+    }
     Ok(())
 }
 
@@ -715,7 +735,11 @@ fn evict_blocking(root: &Path, max_bytes: u64) -> Result<EvictReport> {
             discard(root, &entry)?;
         }
         // Deleted while held: whoever opened it meanwhile notices and starts over.
-        let _ = fs::remove_file(&lock);
+        if let Err(e) = fs::remove_file(&lock)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            warn_left(&lock, &e);
+        }
         drop(held);
         if let Some(size) = size {
             total -= size;
@@ -727,12 +751,23 @@ fn evict_blocking(root: &Path, max_bytes: u64) -> Result<EvictReport> {
     Ok(report)
 }
 
+/// A file or directory the cache meant to remove is left behind (garbage that
+/// the next open sweeps again, never a wrong model).
+fn warn_left(path: &Path, error: &io::Error) {
+    tracing::warn!(
+        path = %path.display(), %error,
+        "could not remove a cache leftover; it is swept again at the next open"
+    );
+}
+
 /// Removes what crashed processes left: the trash, and staging directories whose
 /// entry nobody holds.
 fn sweep_leftovers(root: &Path) {
     if let Ok(items) = fs::read_dir(root.join(TRASH)) {
         for item in items.flatten() {
-            let _ = fs::remove_dir_all(item.path());
+            if let Err(e) = fs::remove_dir_all(item.path()) {
+                warn_left(&item.path(), &e);
+            }
         }
     }
     if let Ok(items) = fs::read_dir(root.join(TMP)) {
@@ -744,8 +779,10 @@ fn sweep_leftovers(root: &Path) {
             else {
                 continue;
             };
-            if let Ok(Some(_held)) = try_lock_exclusive(&lock_path(root, &d)) {
-                let _ = fs::remove_dir_all(item.path());
+            if let Ok(Some(_held)) = try_lock_exclusive(&lock_path(root, &d))
+                && let Err(e) = fs::remove_dir_all(item.path())
+            {
+                warn_left(&item.path(), &e);
             }
         }
     }

@@ -79,6 +79,22 @@ pub enum Error {
         reason: String,
     },
 
+    /// A user-supplied value exceeds one of the documented limits in
+    /// [`limits`](crate::limits): a text field, the number of entries of a map or
+    /// list, or the encoded event as a whole. Nothing was written.
+    #[error("{what} is too large: {actual} {unit}, the limit is {limit}")]
+    TooLarge {
+        /// What was rejected, e.g. `hyperparameter 'prompt'` or `event
+        /// version_registered of model 'fraud'`.
+        what: String,
+        /// The unit of `limit` and `actual`: `characters`, `entries` or `bytes`.
+        unit: &'static str,
+        /// The largest accepted size.
+        limit: u64,
+        /// The size given.
+        actual: u64,
+    },
+
     /// Concurrent writers kept winning the race for the next event of a model and
     /// the registry gave up after its bounded retries. Nothing was written by this
     /// call; it is safe to retry.

@@ -58,20 +58,32 @@ impl HashCache {
     }
 
     fn get(&self, meta: &Metadata) -> Option<Digest> {
-        fs::read_to_string(self.entry(meta))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+        let entry = self.entry(meta);
+        match fs::read_to_string(&entry) {
+            Ok(text) => text.trim().parse().ok(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                tracing::warn!(
+                    entry = %entry.display(), error = %e,
+                    "could not read a hash cache entry; the file will be hashed again"
+                );
+                None
+            }
+        }
     }
 
     fn put(&self, meta: &Metadata, digest: &Digest) {
         let target = self.entry(meta);
         let tmp = self.dir.join("tmp");
         // Best effort: a failed write only means the next registration hashes again.
-        let _ = fsutil::publish(&target, &tmp, fsutil::PublishMode::Replace, |f| {
+        if let Err(e) = fsutil::publish(&target, &tmp, fsutil::PublishMode::Replace, |f| {
             f.write_all(digest.to_string().as_bytes())
-        });
+        }) {
+            tracing::warn!(
+                entry = %target.display(), error = %e,
+                "could not write a hash cache entry; the file will be hashed again"
+            );
+        }
     }
 
     /// The cached digest and size of the file at `path` (`Ok`), or, on a miss, its

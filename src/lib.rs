@@ -324,6 +324,7 @@ pub use registry::{
     RegistryBuilder, RetryPolicy, Session, SetAlias, VerifyReport, VersionFilter, VersionOrder,
     VersionPage, WatchOptions,
 };
+pub use domain::limits;
 pub use store::LinkMode;
 
 /// The README's examples, compiled as doctests so they cannot rot.

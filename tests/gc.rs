@@ -344,8 +344,14 @@ async fn damaged_leases_are_crash_remnants_and_newer_ones_stop_the_reader() {
         .expect("put lease");
     let report = reg.gc(GcOptions::new(Duration::ZERO)).await.expect("gc");
     assert_eq!(report.deleted, [orphan]);
-    assert_eq!(report.stale_intents, 1);
-    assert_eq!(meta.list_leases().await.expect("leases"), ["gc-empty"]);
+    assert_eq!((report.stale_intents, report.leases_removed), (1, 2));
+    assert_eq!(
+        meta.list_leases().await.expect("leases"),
+        Vec::<String>::new()
+    );
+    meta.put_lease("gc-empty", Bytes::new())
+        .await
+        .expect("put lease");
     let v = tokio::time::timeout(
         Duration::from_secs(5),
         reg.acting_as(alice())
@@ -364,7 +370,7 @@ async fn damaged_leases_are_crash_remnants_and_newer_ones_stop_the_reader() {
         let digest = Digest::of(json.as_bytes());
         Bytes::from(format!("{json}\n{digest}\n"))
     };
-    // (The collection reads intents only when there is something to delete.)
+    // (The collection reads intents before marking, and again before deleting.)
     let orphan = reg
         .artifact_store()
         .put_bytes(Bytes::from_static(b"another orphan"))
@@ -437,4 +443,63 @@ async fn gc_removes_the_temp_files_of_dead_writers() {
     assert_eq!((report.temp_files, report.temp_bytes), (2, 1010));
     assert!(!dead_blob.exists() && !dead_record.exists());
     assert!(live.exists() && not_ours.exists());
+}
+
+/// A sealed lease (format 1) that expires at `expires`, announcing nothing.
+fn lease_expiring(expires: chrono::DateTime<chrono::Utc>) -> Bytes {
+    let json = format!(
+        r#"{{"format":1,"created":"2026-01-01T00:00:00Z","expires":"{}","digests":[]}}"#,
+        expires.to_rfc3339()
+    );
+    let digest = Digest::of(json.as_bytes());
+    Bytes::from(format!("{json}\n{digest}\n"))
+}
+
+/// Processes killed mid-registration or mid-collection leave their leases.
+/// A collection removes those that expired more than ten minutes ago, intents
+/// and sweeps alike, even when it has nothing to delete; it keeps live ones and
+/// those that expired just now (their writer's clock may be behind). A dry run
+/// reports them and removes nothing.
+#[tokio::test]
+async fn gc_removes_leases_long_expired_and_keeps_live_ones() {
+    let reg = Registry::in_memory();
+    let meta = reg.metadata_store().clone();
+    let now = chrono::Utc::now();
+    let long_ago = now - chrono::Duration::hours(2);
+    for (key, expires) in [
+        ("intent-dead", long_ago),
+        ("gc-dead", long_ago),
+        ("intent-live", now + chrono::Duration::hours(1)),
+        ("gc-live", now + chrono::Duration::seconds(60)),
+        ("intent-just-expired", now - chrono::Duration::seconds(30)),
+        ("gc-just-expired", now - chrono::Duration::seconds(30)),
+    ] {
+        meta.put_lease(key, lease_expiring(expires))
+            .await
+            .expect("put lease");
+    }
+    let sorted = |mut keys: Vec<String>| {
+        keys.sort();
+        keys
+    };
+    let all = sorted(meta.list_leases().await.expect("leases"));
+
+    let dry = reg
+        .gc(GcOptions::new(Duration::ZERO).dry_run(true))
+        .await
+        .expect("dry run");
+    assert_eq!((dry.leases_removed, dry.stale_intents), (2, 1));
+    assert_eq!(sorted(meta.list_leases().await.expect("leases")), all);
+
+    let report = reg.gc(GcOptions::new(Duration::ZERO)).await.expect("gc");
+    assert_eq!((report.leases_removed, report.stale_intents), (2, 1));
+    assert_eq!(
+        sorted(meta.list_leases().await.expect("leases")),
+        [
+            "gc-just-expired",
+            "gc-live",
+            "intent-just-expired",
+            "intent-live"
+        ]
+    );
 }

@@ -41,7 +41,10 @@ impl Table {
 
     /// The index of `value` in the table, adding it if it is new.
     fn intern(&mut self, value: &impl Serialize) -> u32 {
-        let bytes = serde_json::to_vec(value).unwrap_or_default();
+        // Invariant: the provenance fields are plain data with string map keys,
+        // serialized into memory: this cannot fail. Empty bytes would make every
+        // failing value share one table entry, and the chunk undecodable.
+        let bytes = serde_json::to_vec(value).expect("a provenance field always serializes");
         let next = self.index.len() as u32;
         *self.index.entry(bytes).or_insert_with_key(|bytes| {
             if next > 0 {
@@ -87,7 +90,9 @@ pub(crate) fn encode(versions: &[Arc<VersionRecord>]) -> Vec<u8> {
             },
             ..VersionRecord::clone(v)
         };
-        let _ = serde_json::to_writer(&mut rows, &stub);
+        // Invariant: as for the tables above; a version written as nothing would
+        // drop it from the checkpoint.
+        serde_json::to_writer(&mut rows, &stub).expect("a version record always serializes");
         rows.push(b']');
     }
     rows.push(b']');
@@ -168,4 +173,25 @@ pub(crate) fn decode(json: &[u8]) -> Result<Vec<Arc<VersionRecord>>, String> {
         out.push(Arc::new(v));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A value whose serialization fails: impossible for the provenance fields,
+    /// but if it happened the table must not record it as empty bytes (which
+    /// every other failing value would then share).
+    struct Unserializable;
+    impl Serialize for Unserializable {
+        fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            Err(serde::ser::Error::custom("no"))
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "always serializes")]
+    fn a_value_that_does_not_serialize_is_never_interned_as_nothing() {
+        Table::new().intern(&Unserializable);
+    }
 }

@@ -266,16 +266,19 @@ struct FormatOnly {
 impl Event {
     /// Encodes the event with its format version, sealed with its checksum (see
     /// [`format::seal`](crate::format::seal)), as stored in the log.
+    ///
+    /// This does not check the [`limits`](crate::limits) on what is written;
+    /// the registry does before it appends.
     pub fn to_bytes(&self) -> Vec<u8> {
-        // Serializing these types cannot fail: no maps with non-string keys, no
-        // non-finite floats (rejected on construction).
-        super::codec::seal(
-            serde_json::to_vec(&WireOut {
-                format: self.kind.format(),
-                event: self,
-            })
-            .unwrap_or_default(),
-        )
+        let json = serde_json::to_vec(&WireOut {
+            format: self.kind.format(),
+            event: self,
+        })
+        // Invariant: serializing an event into memory cannot fail. Every map key
+        // is a string, every type's `Serialize` is derived or infallible, and
+        // serde_json writes a non-finite float as `null` rather than failing.
+        .expect("an event always serializes to JSON");
+        super::codec::seal(json)
     }
 
     /// Decodes the record stored at position `seq` of the log of `model`.

@@ -302,8 +302,9 @@ impl Manifest {
 
     /// The canonical bytes (see the type's documentation).
     pub fn to_bytes(&self) -> Vec<u8> {
-        // Serializing plain structs of strings and integers cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
+        // Invariant: plain structs of strings and integers always serialize into
+        // memory. Empty bytes here would name every artifact by the digest of "".
+        serde_json::to_vec(self).expect("a manifest always serializes to JSON")
     }
 
     /// The digest of the canonical bytes: the artifact's identity.

@@ -6,6 +6,7 @@ pub mod codec;
 pub mod diff;
 pub mod event;
 pub mod lifecycle;
+pub mod limits;
 pub mod lineage;
 pub mod manifest;
 pub mod name;

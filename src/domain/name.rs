@@ -324,12 +324,7 @@ fn check_len(kind: &'static str, s: &str, max: usize) -> Result<()> {
 /// Checks free text (descriptions, reasons, tag values): at most `max` characters,
 /// no control characters other than newline and tab.
 pub(crate) fn check_text(what: &str, s: &str, max: usize) -> Result<()> {
-    if s.chars().count() > max {
-        return Err(Error::invalid_input(
-            what,
-            format!("must be at most {max} characters"),
-        ));
-    }
+    super::limits::text(|| what.to_owned(), s, max)?;
     if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
         return Err(Error::invalid_input(
             what,

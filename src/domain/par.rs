@@ -30,19 +30,28 @@ pub(crate) fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> 
             *slots[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
         }
     };
+    // A panic in `f` is a bug, not an outcome: it propagates to the caller, with
+    // its own payload, exactly as it would from the sequential `iter().map(f)`.
+    // Nothing is returned short: every slot is filled or the caller panics.
     std::thread::scope(|s| {
-        for _ in 1..threads {
-            s.spawn(work);
+        let workers: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
+        let mine = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+        for w in workers {
+            if let Err(panic) = w.join() {
+                std::panic::resume_unwind(panic);
+            }
         }
-        work();
+        if let Err(panic) = mine {
+            std::panic::resume_unwind(panic);
+        }
     });
     slots
         .into_iter()
         .map(|s| s.into_inner().unwrap_or_else(|p| p.into_inner()))
         .collect::<Option<Vec<R>>>()
-        // A panicking worker propagates out of `scope` before this point, so every
-        // slot is filled.
-        .unwrap_or_default()
+        // Invariant: no thread panicked (else we resumed its panic above), so
+        // every item's slot was filled.
+        .expect("every item was mapped")
 }
 
 #[cfg(test)]
@@ -58,5 +67,22 @@ mod tests {
         );
         assert!(map(&[] as &[u64], |x| *x).is_empty());
         assert_eq!(map(&[7u64], |x| x + 1), vec![8]);
+    }
+
+    /// A worker that panics takes the call down with its own message: results
+    /// are never silently missing.
+    #[test]
+    fn a_panicking_worker_propagates_its_panic() {
+        let items: Vec<u64> = (0..64).collect();
+        let caught = std::panic::catch_unwind(|| {
+            map(&items, |x| {
+                if *x == 37 {
+                    panic!("item 37 is bad");
+                }
+                *x
+            })
+        });
+        let payload = caught.expect_err("the panic reaches the caller");
+        assert_eq!(payload.downcast_ref::<&str>(), Some(&"item 37 is bad"));
     }
 }

@@ -7,19 +7,26 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::lifecycle::{Approval, Stage};
+use super::limits;
 use super::name::{Actor, MetricName, ModelName, TagKey, check_text};
 use super::reference::{Selector, VersionNumber, VersionRef};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 
 /// Free-form key/value labels on a model or a version. Keys follow [`MetricName`]'s
-/// rules; values are text of at most 4096 characters.
+/// rules; values are text of at most
+/// [`MAX_TAG_VALUE_CHARS`](super::limits::MAX_TAG_VALUE_CHARS) characters, and one
+/// event sets at most [`MAX_TAGS`](super::limits::MAX_TAGS) of them.
 pub type Tags = BTreeMap<TagKey, String>;
 
 /// Checks tag values (keys are checked by their type).
 pub(crate) fn check_tags(tags: &Tags) -> Result<()> {
     for (k, v) in tags {
-        check_text(&format!("value of tag '{k}'"), v, 4096)?;
+        check_text(
+            &format!("value of tag '{k}'"),
+            v,
+            limits::MAX_TAG_VALUE_CHARS,
+        )?;
     }
     Ok(())
 }
@@ -618,9 +625,17 @@ impl Provenance {
 }
 
 impl Provenance {
+    /// The rules and every limit (see [`limits`]): what a new version must pass.
     pub(crate) fn check(&self) -> Result<()> {
+        self.check_rules()?;
+        limits::check_provenance(self)
+    }
+
+    /// The rules that every replayed version passes too (the limits added later
+    /// are checked on write only, so older logs still open).
+    pub(crate) fn check_rules(&self) -> Result<()> {
         if let Some(code) = &self.code {
-            check_text("code commit", &code.commit, 256)?;
+            check_text("code commit", &code.commit, limits::MAX_CODE_COMMIT_CHARS)?;
             if code.commit.trim().is_empty() {
                 return Err(Error::invalid_input("code commit", "must not be empty"));
             }
@@ -629,7 +644,7 @@ impl Provenance {
             if d.name.trim().is_empty() {
                 return Err(Error::invalid_input("dataset name", "must not be empty"));
             }
-            check_text("dataset name", &d.name, 512)?;
+            check_text("dataset name", &d.name, limits::MAX_DATASET_NAME_CHARS)?;
         }
         for (k, v) in self.hyperparameters.iter() {
             if k.is_empty() {

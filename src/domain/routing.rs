@@ -397,7 +397,7 @@ pub(crate) fn check_split_set(
         }
         None => {}
     }
-    check_text("reason", reason, 64 * 1024)
+    check_text("reason", reason, super::limits::MAX_REASON_CHARS)
 }
 
 #[cfg(test)]

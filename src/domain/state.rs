@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::event::{Event, EventKind};
 use super::lifecycle::{AliasTarget, Approval, GatePolicy, Stage};
+use super::limits::{MAX_DESCRIPTION_CHARS, MAX_REASON_CHARS};
 use super::name::{Actor, AliasName, MetricName, ModelName, check_text};
 use super::record::{Deprecation, MetricSpec, Tags, VersionRecord, check_tags};
 use super::reference::{Selector, VersionNumber, VersionRef};
@@ -256,8 +257,19 @@ impl ModelState {
         Ok(state)
     }
 
-    /// Checks whether an event of this kind may be appended next. Nothing changes.
+    /// Checks whether an event of this kind may be appended next: the rules
+    /// that every event of the log obeys, and the [`limits`](super::limits) on
+    /// what is written. Nothing changes.
     pub fn check(&self, kind: &EventKind) -> Result<()> {
+        self.check_rules(kind)?;
+        super::limits::check_kind(kind)?;
+        super::limits::check_kind_size(&self.name, kind)
+    }
+
+    /// The rules of [`check`](Self::check), which replaying re-checks for
+    /// every event. The size limits added in 0.2 are not among them: a log
+    /// written before them still opens.
+    fn check_rules(&self, kind: &EventKind) -> Result<()> {
         match kind {
             EventKind::ModelCreated { .. } => {
                 Err(Error::already_exists(format!("model '{}'", self.name)))
@@ -295,9 +307,9 @@ impl ModelState {
                         "a new version starts unstaged, unapproved and not deprecated",
                     ));
                 }
-                check_text("description", &version.description, 64 * 1024)?;
+                check_text("description", &version.description, MAX_DESCRIPTION_CHARS)?;
                 check_tags(&version.tags)?;
-                version.provenance.check()
+                version.provenance.check_rules()
             }
             EventKind::MetricsAdded { version, metrics } => {
                 self.require(*version)?;
@@ -334,7 +346,7 @@ impl ModelState {
                         "is already deprecated",
                     ));
                 }
-                check_text("reason", reason, 64 * 1024)
+                check_text("reason", reason, MAX_REASON_CHARS)
             }
             EventKind::StageChanged {
                 version,
@@ -371,7 +383,7 @@ impl ModelState {
                         "a promotion archives exactly the current production version",
                     ));
                 }
-                check_text("reason", reason, 64 * 1024)
+                check_text("reason", reason, MAX_REASON_CHARS)
             }
             EventKind::RolledBack {
                 restored,
@@ -393,7 +405,7 @@ impl ModelState {
                         format!("production would go back from {current} to {previous}"),
                     ));
                 }
-                check_text("reason", reason, 64 * 1024)
+                check_text("reason", reason, MAX_REASON_CHARS)
             }
             EventKind::ApprovalRecorded {
                 version,
@@ -408,7 +420,7 @@ impl ModelState {
                         "approvals are for a target stage, not 'none'",
                     ));
                 }
-                check_text("comment", comment, 64 * 1024)
+                check_text("comment", comment, MAX_REASON_CHARS)
             }
             EventKind::AliasSet {
                 version,
@@ -418,7 +430,7 @@ impl ModelState {
             } => {
                 self.require(*version)?;
                 check_verdicts(gates)?;
-                check_text("reason", reason, 64 * 1024)
+                check_text("reason", reason, MAX_REASON_CHARS)
             }
             EventKind::AliasRemoved {
                 alias,
@@ -442,7 +454,7 @@ impl ModelState {
                     ));
                 }
                 check_verdicts(gates)?;
-                check_text("reason", reason, 64 * 1024)
+                check_text("reason", reason, MAX_REASON_CHARS)
             }
             EventKind::GatesSet { stage, gates } => {
                 if *stage == Stage::None {
@@ -471,7 +483,8 @@ impl ModelState {
     /// Checks `event` against the state and applies it.
     ///
     /// The event must be the next one (`seq` one past [`seq`](Self::seq)), for this
-    /// model, no earlier than the previous event, and pass [`check`](Self::check).
+    /// model, no earlier than the previous event, and pass [`check`](Self::check)'s
+    /// rules (not the size limits on writing, which an older log may exceed).
     pub fn apply(&mut self, event: Event) -> Result<()> {
         let record = || format!("event {} of model '{}'", event.seq, event.model);
         if event.model != self.name {
@@ -492,7 +505,7 @@ impl ModelState {
                 ),
             ));
         }
-        self.check(&event.kind)?;
+        self.check_rules(&event.kind)?;
         match event.kind {
             // `check` rejects model_created on an existing model.
             EventKind::ModelCreated { .. } => {}
@@ -805,7 +818,7 @@ fn check_model_fields(
     specs: &BTreeMap<MetricName, MetricSpec>,
     tags: &Tags,
 ) -> Result<()> {
-    check_text("description", description, 64 * 1024)?;
+    check_text("description", description, MAX_DESCRIPTION_CHARS)?;
     for (name, spec) in specs {
         spec.check(name)?;
     }
@@ -818,7 +831,7 @@ fn check_model_fields(
 /// versions each, back to back:
 ///
 /// ```text
-/// {"format":3,"seq":N,"chunks":[len,…],"state":{…,"versions":[],…}}{chunk}{chunk}…
+/// {"format":3,"seq":N,"chunks":[len,…],"versions":V,"state":{…,"versions":[],…}}{chunk}{chunk}…
 /// ```
 ///
 /// `chunks` gives each chunk's length in bytes, so the chunks are decoded
@@ -831,6 +844,9 @@ pub fn encode_checkpoint(state: &ModelState) -> Vec<u8> {
         format: u32,
         seq: u64,
         chunks: Vec<usize>,
+        /// How many versions the chunks hold: checked on load, so a checkpoint
+        /// that lost versions is not trusted.
+        versions: usize,
         state: StateRef<'a>,
     }
     let parts: Vec<&[Arc<VersionRecord>]> = state.versions.chunks(CHECKPOINT_CHUNK).collect();
@@ -841,9 +857,12 @@ pub fn encode_checkpoint(state: &ModelState) -> Vec<u8> {
         format: CHECKPOINT_FORMAT,
         seq: state.seq,
         chunks: chunks.iter().map(Vec::len).collect(),
+        versions: state.versions.len(),
         state: state.wire(&[]),
     };
-    let mut out = serde_json::to_vec(&head).unwrap_or_default();
+    // Invariant: the header is plain data (string map keys only) serialized into
+    // memory, which cannot fail; an empty header would be an unreadable checkpoint.
+    let mut out = serde_json::to_vec(&head).expect("a checkpoint header always serializes");
     out.reserve_exact(chunks.iter().map(Vec::len).sum::<usize>() + 80);
     for c in &chunks {
         out.extend_from_slice(c);
@@ -868,6 +887,9 @@ pub fn decode_checkpoint(model: &ModelName, seq: u64, bytes: &[u8]) -> Result<Mo
     struct Head {
         seq: u64,
         chunks: Vec<usize>,
+        /// Absent from checkpoints written before 0.2.
+        #[serde(default)]
+        versions: Option<usize>,
         state: ModelState,
     }
     let record = || format!("checkpoint {seq} of model '{model}'");
@@ -891,9 +913,9 @@ pub fn decode_checkpoint(model: &ModelName, seq: u64, bytes: &[u8]) -> Result<Mo
             location: None,
         });
     }
-    let (found, state) = if format < 3 {
+    let (found, state, versions) = if format < 3 {
         let c: In = serde_json::from_slice(bytes).map_err(undecodable)?;
-        (c.seq, c.state)
+        (c.seq, c.state, None)
     } else {
         let mut stream = serde_json::Deserializer::from_slice(bytes).into_iter::<Head>();
         let head = match stream.next() {
@@ -928,12 +950,82 @@ pub fn decode_checkpoint(model: &ModelName, seq: u64, bytes: &[u8]) -> Result<Mo
                 state.push_loaded(v)?;
             }
         }
-        (head.seq, state)
+        (head.seq, state, head.versions)
     };
     if found != seq || state.seq != seq || state.name != *model {
         return Err(Error::corrupt(record(), "covers another position or model"));
     }
+    if let Some(n) = versions
+        && n != state.versions.len()
+    {
+        return Err(Error::corrupt(
+            record(),
+            format!("records {n} versions, holds {}", state.versions.len()),
+        ));
+    }
+    state
+        .check_folded()
+        .map_err(|reason| Error::corrupt(record(), reason))?;
     Ok(state)
+}
+
+impl ModelState {
+    /// Checks what every fold of a log guarantees, for a state that was not
+    /// folded here (a checkpoint): a cache that breaks one is not trusted.
+    /// Dense version numbers from 1 and at most one version in production are
+    /// checked as the versions are loaded.
+    fn check_folded(&self) -> std::result::Result<(), String> {
+        // Event 1 creates the model; each version was registered by one more.
+        if self.seq == 0 || self.versions.len() as u64 > self.seq - 1 {
+            return Err(format!(
+                "{} versions cannot have been registered in {} events",
+                self.versions.len(),
+                self.seq
+            ));
+        }
+        if self.updated_at < self.created_at {
+            return Err("updated before it was created".into());
+        }
+        let n = self.versions.len() as u64;
+        let exists = |v: VersionNumber| v.get() <= n;
+        if let Some((alias, _)) = self.aliases.iter().find(|(_, t)| !exists(t.version)) {
+            return Err(format!("alias '{alias}' points at a missing version"));
+        }
+        if self.production_history.iter().any(|v| !exists(*v)) {
+            return Err("the production history names a missing version".into());
+        }
+        let labelled = self.versions.iter().filter(|v| v.semver.is_some()).count();
+        if labelled != self.by_semver.len() {
+            return Err("two versions share a semver".into());
+        }
+        Ok(())
+    }
+}
+
+impl ModelState {
+    /// Whether `event`, read from the log at this state's `seq`, is the last
+    /// event this state folded: same time, and the version it is about exists
+    /// (a registration's version is the newest). What is wrong, if not.
+    pub(crate) fn confirmed_by(&self, event: &Event) -> std::result::Result<(), String> {
+        if event.seq != self.seq || event.time != self.updated_at {
+            return Err(format!(
+                "event {} of the log is not the last one it folded",
+                self.seq
+            ));
+        }
+        let newest = self.versions.len() as u64;
+        match (&event.kind, event.kind.version()) {
+            (EventKind::VersionRegistered { .. }, Some(n)) if n.get() != newest => Err(format!(
+                "event {} registered version {n}, the newest it holds is {newest}",
+                self.seq
+            )),
+            (_, Some(n)) if n.get() > newest => Err(format!(
+                "event {} is about version {n}, which it does not hold",
+                self.seq
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The `N` of a record that starts `{"format":N,`, if it does.

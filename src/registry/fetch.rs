@@ -120,7 +120,23 @@ pub(crate) async fn fetch_into(
             linked,
         }),
         Err(e) => {
-            let _ = blocking(move || fs::remove_dir_all(&staging)).await;
+            let removed = blocking({
+                let staging = staging.clone();
+                move || fs::remove_dir_all(&staging)
+            })
+            .await;
+            let failure = match removed {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(error) = failure {
+                tracing::warn!(
+                    dir = %staging.display(), error,
+                    "could not remove a failed fetch's staging directory"
+                );
+            }
             Err(e)
         }
     }

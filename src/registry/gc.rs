@@ -73,6 +73,9 @@ const INTENT_PREFIX: &str = "intent-";
 const SWEEP_PREFIX: &str = "gc-";
 /// The lease format this build writes and reads.
 const LEASE_FORMAT: u32 = 1;
+/// A collection removes leases that expired longer ago than this: their writer
+/// is gone even if its clock runs this far behind the collector's.
+const LEASE_REMOVAL_MARGIN: Duration = Duration::from_secs(600);
 
 /// How [`Registry::gc`] runs.
 ///
@@ -152,6 +155,13 @@ pub struct GcReport {
     pub bytes_freed: u64,
     /// Intents of registrations that died (expired, or damaged by a crash), removed.
     pub stale_intents: u64,
+    /// Leases removed (with [`GcOptions::dry_run`]: that would be removed), intents
+    /// counted in `stale_intents` included: those that expired more than 10
+    /// minutes ago (their writer died, or was killed, without withdrawing them;
+    /// the margin allows for clocks that disagree), and damaged ones (what a
+    /// crash of the machine left, see `docs/design.md`).
+    #[serde(default)]
+    pub leases_removed: u64,
     /// Temp files of writers that died, removed from both stores.
     pub temp_files: u64,
     /// Their total size in bytes.
@@ -189,7 +199,10 @@ impl LeaseRecord {
     }
 
     fn to_bytes(&self) -> Bytes {
-        let json = serde_json::to_vec(self).unwrap_or_default();
+        // Invariant: a format number, two times and a set of digests always
+        // serialize into memory. An empty lease would read back as damaged, and
+        // protect nothing.
+        let json = serde_json::to_vec(self).expect("a lease always serializes");
         Bytes::from(seal(json))
     }
 
@@ -249,6 +262,37 @@ async fn read_leases(
     Ok((live, damaged))
 }
 
+/// Removes (counts, in a dry run) the intent and sweep leases that expired more
+/// than [`LEASE_REMOVAL_MARGIN`] ago, and the damaged ones: a live writer's lease
+/// always reads whole (stores replace a lease atomically), so a damaged lease was
+/// left by a crash of the machine, whatever its age.
+async fn remove_dead_leases(
+    meta: &dyn MetadataStore,
+    dry_run: bool,
+    report: &mut GcReport,
+) -> Result<()> {
+    let margin = chrono::Duration::from_std(LEASE_REMOVAL_MARGIN)
+        .expect("ten minutes is a valid chrono::Duration");
+    let dead_before = Utc::now() - margin;
+    for prefix in [INTENT_PREFIX, SWEEP_PREFIX] {
+        let (leases, damaged) = read_leases(meta, prefix).await?;
+        let expired = leases
+            .into_iter()
+            .filter(|(_, lease)| lease.expires < dead_before)
+            .map(|(key, _)| key);
+        for key in damaged.into_iter().chain(expired) {
+            if !dry_run {
+                meta.delete_lease(&key).await?;
+            }
+            report.leases_removed += 1;
+            if prefix == INTENT_PREFIX {
+                report.stale_intents += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A registration's announcement of the blobs it is about to reference.
 #[derive(Debug)]
 pub(super) struct Intent {
@@ -294,9 +338,16 @@ impl Intent {
         &self.record.digests
     }
 
-    /// Removes the intent, best effort: one left behind expires.
+    /// Removes the intent, best effort: one left behind expires, and a later
+    /// collection removes it.
     pub(super) async fn withdraw(self, meta: &dyn MetadataStore) {
-        let _ = meta.delete_lease(&self.key).await;
+        if let Err(e) = meta.delete_lease(&self.key).await {
+            tracing::warn!(
+                lease = %self.key, error = %e,
+                "could not withdraw a registration's intent lease; it protects its \
+                 blobs from gc until it expires"
+            );
+        }
     }
 
     /// Waits until every sweep that was running when the intent had just been
@@ -374,9 +425,16 @@ impl Sweep {
         Ok(())
     }
 
-    /// Removes the lease, best effort: one left behind expires.
+    /// Removes the lease, best effort: one left behind expires, and a later
+    /// collection removes it.
     async fn end(self, meta: &dyn MetadataStore) {
-        let _ = meta.delete_lease(&self.key).await;
+        if let Err(e) = meta.delete_lease(&self.key).await {
+            tracing::warn!(
+                lease = %self.key, error = %e,
+                "could not remove a collection's sweep lease; registrations that \
+                 need its blobs wait until it expires"
+            );
+        }
     }
 }
 
@@ -509,6 +567,9 @@ impl Registry {
             }
         }
 
+        // Leases left by processes that died protect nothing and would pile up.
+        remove_dead_leases(meta, options.dry_run, &mut report).await?;
+
         // 1. Mark everything the committed versions reference.
         let mut marks = Marks::default();
         report.models = self.mark(&mut marks).await?;
@@ -595,6 +656,7 @@ impl Registry {
             for key in dead {
                 meta.delete_lease(&key).await?;
                 report.stale_intents += 1;
+                report.leases_removed += 1;
             }
         }
         self.mark(marks).await?;

@@ -485,7 +485,14 @@ impl Registry {
         let state = ModelState::genesis(&event)?;
         let slot = self.slot(&model);
         let _writer = slot.writer.lock().await;
-        match self.append(&model, 1, Bytes::from(event.to_bytes())).await {
+        match self
+            .append(
+                &model,
+                1,
+                Bytes::from(crate::domain::limits::encode(&event)?),
+            )
+            .await
+        {
             Ok(()) => {
                 let mut cached = slot.write();
                 if cached.is_none() {
@@ -717,7 +724,11 @@ impl Registry {
             .await?
             .into_iter()
             // A key that is not a model name is not one of our logs.
-            .filter_map(|k| ModelName::new(k).ok())
+            .filter_map(|k| {
+                ModelName::new(&k)
+                    .inspect_err(|e| tracing::warn!(key = %k, error = %e, "skipping a log that is not a model's"))
+                    .ok()
+            })
             .collect();
         names.sort();
         Ok(names)
@@ -954,8 +965,26 @@ impl Registry {
     }
 
     /// Folds `model`'s log from its latest checkpoint (or from event 1) to its end.
+    ///
+    /// A checkpoint the log does not continue (an event after it does not apply)
+    /// is discarded and the log replayed from event 1, as for a corrupt one.
     async fn load(&self, model: &ModelName) -> Result<ModelState> {
-        let mut state = self.load_checkpoint(model).await;
+        let checkpoint = self.load_checkpoint(model).await;
+        let seq = checkpoint.as_ref().map(ModelState::seq);
+        match self.fold(model, checkpoint).await {
+            Err(e) if seq.is_some() && !matches!(e, Error::Storage { .. } | Error::Io { .. }) => {
+                tracing::warn!(
+                    model = %model, checkpoint = seq, error = %e,
+                    "the log does not continue the checkpoint: ignoring it, replaying the log"
+                );
+                self.fold(model, None).await
+            }
+            folded => folded,
+        }
+    }
+
+    /// Folds `model`'s log after `state` (from event 1 if `None`) to its end.
+    async fn fold(&self, model: &ModelName, mut state: Option<ModelState>) -> Result<ModelState> {
         loop {
             let after = state.as_ref().map_or(0, ModelState::seq);
             let batch = self
@@ -982,21 +1011,43 @@ impl Registry {
     /// The latest checkpoint of `model`, if there is one that agrees with the log.
     /// A checkpoint is only a cache: one that cannot be read, does not decode, or
     /// disagrees with the event it claims to cover is ignored and the log replayed.
+    /// Each reason to ignore one is logged as a warning.
     async fn load_checkpoint(&self, model: &ModelName) -> Option<ModelState> {
+        let ignored = |seq: Option<u64>, why: &dyn std::fmt::Display| -> Option<ModelState> {
+            tracing::warn!(
+                model = %model, checkpoint = seq, reason = %why,
+                "ignoring the checkpoint, replaying the log"
+            );
+            None
+        };
         let meta = &self.inner.metadata;
-        let cp = meta.latest_checkpoint(model.as_str()).await.ok()??;
+        let cp = match meta.latest_checkpoint(model.as_str()).await {
+            Ok(cp) => cp?,
+            Err(e) => return ignored(None, &e),
+        };
         let (name, seq) = (model.clone(), cp.seq);
-        let state = blocking(move || decode_checkpoint(&name, seq, &cp.bytes))
+        let state = match blocking(move || decode_checkpoint(&name, seq, &cp.bytes)).await {
+            Ok(Ok(state)) => state,
+            Ok(Err(e)) | Err(e) => return ignored(Some(seq), &e),
+        };
+        let covered = match meta
+            .read_after(model.as_str(), seq.saturating_sub(1), 1)
             .await
-            .ok()?
-            .ok()?;
-        let covered = meta
-            .read_after(model.as_str(), cp.seq.checked_sub(1)?, 1)
-            .await
-            .ok()?;
-        let rec = covered.first().filter(|r| r.seq == cp.seq)?;
-        let event = Event::from_bytes(model, rec.seq, &rec.bytes).ok()?;
-        (event.time == state.updated_at()).then_some(state)
+        {
+            Ok(covered) => covered,
+            Err(e) => return ignored(Some(seq), &e),
+        };
+        let Some(rec) = covered.first().filter(|r| r.seq == seq) else {
+            return ignored(Some(seq), &"the event it covers is not in the log");
+        };
+        let event = match Event::from_bytes(model, rec.seq, &rec.bytes) {
+            Ok(event) => event,
+            Err(e) => return ignored(Some(seq), &e),
+        };
+        match state.confirmed_by(&event) {
+            Ok(()) => Some(state),
+            Err(why) => ignored(Some(seq), &why),
+        }
     }
 
     /// Appends the event `make` builds from the fresh state, retrying on conflict.
@@ -1038,7 +1089,7 @@ impl Registry {
                         kind,
                     }
                 };
-                let bytes = Bytes::from(event.to_bytes());
+                let bytes = Bytes::from(crate::domain::limits::encode(&event)?);
                 match self.append(model, event.seq, bytes).await {
                     Ok(()) => {
                         let version = {
@@ -1155,12 +1206,21 @@ impl Registry {
             ))
         })
         .await;
-        if let Ok(Some((name, seq, bytes))) = encoded {
-            let _ = self
+        let stored = match encoded {
+            Ok(Some((name, seq, bytes))) => self
                 .inner
                 .metadata
                 .put_checkpoint(name.as_str(), seq, Bytes::from(bytes))
-                .await;
+                .await
+                .map_err(|e| (Some(name), Some(seq), e)),
+            Ok(None) => Ok(()),
+            Err(e) => Err((None, None, e)),
+        };
+        if let Err((model, seq, e)) = stored {
+            tracing::warn!(
+                model = model.as_ref().map(|m| m.as_str()), checkpoint = seq, error = %e,
+                "could not write a checkpoint; the next cold open replays more of the log"
+            );
         }
     }
 }

@@ -116,7 +116,7 @@ impl TempFile {
                     synced: AtomicBool::new(false),
                 }),
                 Err(e) => {
-                    let _ = remove_file(&path);
+                    remove_temp(&path);
                     Err(e)
                 }
             };
@@ -196,8 +196,20 @@ impl Drop for TempFile {
         // After a hard link (or an error) the temp name is removed here. Failing to
         // remove it leaves garbage, never wrong data.
         if self.armed {
-            let _ = remove_file(&self.path);
+            remove_temp(&self.path);
         }
+    }
+}
+
+/// Removes a temp file, best effort: one left behind is garbage (gc removes it
+/// once stale), never wrong data, so a failure is logged and not returned.
+fn remove_temp(path: &Path) {
+    match remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => tracing::warn!(
+            file = %path.display(), error = %e,
+            "could not remove a temp file; gc removes it once stale"
+        ),
+        _ => {}
     }
 }
 

@@ -350,10 +350,18 @@ impl MetadataStore for LocalMetadataStore {
             })
             .map_err(|e| root.error("put checkpoint", key, e))?;
             // Pruning is best effort: a checkpoint left behind is garbage, not an error.
-            if let Ok(all) = list_checkpoints(root, &log) {
-                for (_, old) in all.iter().skip(KEEP_CHECKPOINTS) {
-                    let _ = fsutil::remove_file(old);
+            match list_checkpoints(root, &log) {
+                Ok(all) => {
+                    for (_, old) in all.iter().skip(KEEP_CHECKPOINTS) {
+                        if let Err(e) = fsutil::remove_file(old) {
+                            tracing::warn!(
+                                checkpoint = %old.display(), error = %e,
+                                "could not prune an old checkpoint"
+                            );
+                        }
+                    }
                 }
+                Err(e) => tracing::warn!(log, error = %e, "could not list checkpoints to prune"),
             }
             Ok(())
         })
@@ -804,7 +812,10 @@ fn materialize_blocking(
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e),
             // Another filesystem, no hard links there, too many links: copy instead.
-            Err(_) => {}
+            Err(e) => tracing::debug!(
+                source = %src.display(), error = %e,
+                "no hard link possible, copying instead"
+            ),
         }
     }
     let source = File::open(src)?;
@@ -834,7 +845,12 @@ fn materialize_blocking(
     })();
     if placed.is_err() {
         // The file is ours (created above): leave nothing half-written behind.
-        let _ = fs::remove_file(dest);
+        if let Err(e) = fs::remove_file(dest) {
+            tracing::warn!(
+                file = %dest.display(), error = %e,
+                "could not remove a half-written file"
+            );
+        }
     }
     placed
 }

@@ -451,10 +451,18 @@ impl MetadataStore for ObjectMetadataStore {
             .await
             .map_err(|e| self.root.error("put checkpoint", &path, e))?;
         // Pruning is best effort: a checkpoint left behind is garbage, not an error.
-        if let Ok(all) = self.list_checkpoints(log).await {
-            for (_, old) in all.iter().skip(KEEP_CHECKPOINTS) {
-                let _ = self.root.store.delete(old).await;
+        match self.list_checkpoints(log).await {
+            Ok(all) => {
+                for (_, old) in all.iter().skip(KEEP_CHECKPOINTS) {
+                    if let Err(e) = self.root.store.delete(old).await {
+                        tracing::warn!(
+                            checkpoint = %self.root.location(old), error = %e,
+                            "could not prune an old checkpoint"
+                        );
+                    }
+                }
             }
+            Err(e) => tracing::warn!(log, error = %e, "could not list checkpoints to prune"),
         }
         Ok(())
     }
@@ -791,7 +799,9 @@ impl Upload {
             return Err(self.finished());
         };
         if let Err(e) = upload.complete().await {
-            let _ = upload.abort().await;
+            if let Err(abort) = upload.abort().await {
+                warn_abort_failed(&self.root.location(&self.path), &abort);
+            }
             return Err(self.root.error("put", &self.path, e));
         }
         Ok(())
@@ -802,7 +812,9 @@ impl Upload {
         self.parts.shutdown().await;
         if let Some(mut upload) = self.upload.take() {
             // Best effort: an upload that is never completed stays invisible anyway.
-            let _ = upload.abort().await;
+            if let Err(e) = upload.abort().await {
+                warn_abort_failed(&self.root.location(&self.path), &e);
+            }
         }
     }
 
@@ -824,11 +836,24 @@ impl Drop for Upload {
         if let Some(mut upload) = self.upload.take()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
+            let object = self.root.location(&self.path);
             runtime.spawn(async move {
-                let _ = upload.abort().await;
+                if let Err(e) = upload.abort().await {
+                    warn_abort_failed(&object, &e);
+                }
             });
         }
     }
+}
+
+/// An aborted multipart upload that could not be aborted keeps its parts (and
+/// their cost) until the bucket's lifecycle rule removes them.
+fn warn_abort_failed(object: &str, error: &object_store::Error) {
+    tracing::warn!(
+        object, error = %error,
+        "could not abort a multipart upload: its parts stay stored until the \
+         bucket's lifecycle rule for incomplete uploads removes them"
+    );
 }
 
 /// Runs `f` on the blocking pool; a panic in `f` is resumed here.
@@ -1124,7 +1149,12 @@ impl ArtifactStore for ObjectArtifactStore {
             Ok((digest, size)) => Ok(Placed::new(Materialized::Copied, digest, size)),
             Err(e) => {
                 // The file is ours (created above): leave nothing half-written behind.
-                let _ = tokio::fs::remove_file(dest).await;
+                if let Err(e) = tokio::fs::remove_file(dest).await {
+                    tracing::warn!(
+                        file = %dest.display(), error = %e,
+                        "could not remove a half-written file"
+                    );
+                }
                 Err(e)
             }
         }
