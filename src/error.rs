@@ -6,6 +6,7 @@
 //! `Error::Conflict { .. }`) and new variants can be added without breaking them.
 //! Messages name the model, version, file or store involved.
 
+use std::fmt;
 use std::path::PathBuf;
 
 use crate::digest::Digest;
@@ -14,6 +15,44 @@ use crate::domain::lifecycle::{GateVerdict, Stage};
 /// A boxed error from a lower layer (an I/O error, an object store error, …).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// What an [`Error::NotFound`] did not find.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Missing {
+    /// A model (no log under that name).
+    Model {
+        /// The model.
+        model: String,
+    },
+    /// A version: `reference` did not resolve in `model` (`fraud/7`,
+    /// `fraud@latest`, `fraud@production`, `fraud:1.4.0`, `fraud#blake3:…`).
+    Version {
+        /// The model.
+        model: String,
+        /// The reference that did not resolve.
+        reference: String,
+    },
+    /// An alias of a model.
+    Alias {
+        /// The model.
+        model: String,
+        /// The alias.
+        alias: String,
+    },
+    /// The traffic split of a model (none is set).
+    TrafficSplit {
+        /// The model.
+        model: String,
+    },
+    /// A blob in the artifact store: a file's bytes or a manifest.
+    Blob {
+        /// The blob's digest.
+        digest: Digest,
+    },
+    /// Anything else: a lineage node, a store's record.
+    Other,
+}
+
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -21,11 +60,16 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A model, version, alias, blob or record does not exist.
+    /// A model, version, alias, blob or record does not exist. Match on
+    /// `missing` to tell which (a missing model from a missing alias) without
+    /// reading the message.
     #[error("{what} not found")]
     NotFound {
-        /// What was looked for, e.g. `model 'fraud'`, `version fraud/7`, `blob blake3:…`.
+        /// What was looked for, for people: e.g. `model 'fraud'`,
+        /// `version fraud@latest`, `blob blake3:… (file 'w.bin' of fraud/3)`.
         what: String,
+        /// What was looked for, for programs.
+        missing: Missing,
     },
 
     /// Something that must be unique exists already: a model name, a semver label
@@ -278,9 +322,50 @@ impl Error {
         }
     }
 
-    /// Builds [`Error::NotFound`].
+    /// Builds [`Error::NotFound`] of something that is none of the kinds in
+    /// [`Missing`].
     pub(crate) fn not_found(what: impl Into<String>) -> Self {
-        Error::NotFound { what: what.into() }
+        Error::missing(Missing::Other, what)
+    }
+
+    /// Builds [`Error::NotFound`].
+    pub(crate) fn missing(missing: Missing, what: impl Into<String>) -> Self {
+        Error::NotFound {
+            what: what.into(),
+            missing,
+        }
+    }
+
+    /// [`Error::NotFound`] of a model.
+    pub(crate) fn model_not_found(model: impl fmt::Display) -> Self {
+        Error::missing(
+            Missing::Model {
+                model: model.to_string(),
+            },
+            format!("model '{model}'"),
+        )
+    }
+
+    /// [`Error::NotFound`] of a version: `reference` (`fraud/7`, `fraud@latest`)
+    /// did not resolve in `model`.
+    pub(crate) fn version_not_found(
+        model: impl fmt::Display,
+        reference: impl fmt::Display,
+    ) -> Self {
+        let reference = reference.to_string();
+        Error::missing(
+            Missing::Version {
+                model: model.to_string(),
+                reference: reference.clone(),
+            },
+            format!("version {reference}"),
+        )
+    }
+
+    /// [`Error::NotFound`] of a blob, `what` saying which (`manifest blob …`,
+    /// `blob … (file 'x' of fraud/3)`).
+    pub(crate) fn blob_not_found(digest: Digest, what: impl Into<String>) -> Self {
+        Error::missing(Missing::Blob { digest }, what)
     }
 
     /// Builds [`Error::AlreadyExists`].

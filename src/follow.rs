@@ -110,7 +110,7 @@ impl ModelCache {
         // The first item is the version now (or why it does not resolve).
         let first = match versions.next().await {
             Some(v) => v?,
-            None => return Err(Error::not_found(format!("version {reference}"))),
+            None => return Err(Error::version_not_found(&reference.model, &reference)),
         };
         let first = Arc::new(self.get(&first).await?);
         let (tx, rx) = watch::channel(first);

@@ -303,6 +303,7 @@ pub use semver;
 
 pub use cache::{CacheEntry, CacheOptions, CachedModel, EvictReport, ModelCache};
 pub use digest::Digest;
+pub use domain::limits;
 pub use domain::{
     Actor, AliasName, AliasTarget, Approval, ArtifactDiff, Baseline, CodeChange, CodeKey, CodeRef,
     DatasetChange, DatasetDiff, DatasetKey, DatasetRef, DatasetRole, Decision, Deprecation,
@@ -315,7 +316,7 @@ pub use domain::{
     ValueChange, VersionDiff, VersionKey, VersionNumber, VersionRecord, VersionRef, VersionSummary,
     compare_versions, flatten_hyperparameters, metric_history, metric_verdict,
 };
-pub use error::{BoxError, Error, Result};
+pub use error::{BoxError, Error, Missing, Result};
 pub use follow::Followed;
 pub use registry::{
     ArtifactSource, CheckReport, CreateModel, FetchOptions, FetchReport, GcOptions, GcReport,
@@ -324,7 +325,6 @@ pub use registry::{
     RegistryBuilder, RetryPolicy, Session, SetAlias, VerifyReport, VersionFilter, VersionOrder,
     VersionPage, WatchOptions,
 };
-pub use domain::limits;
 pub use store::LinkMode;
 
 /// The README's examples, compiled as doctests so they cannot rot.

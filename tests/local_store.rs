@@ -138,7 +138,10 @@ async fn no_temp_files_are_left_after_successful_or_failed_writes() {
     assert!(art.put_file(&wrong, &source).await.is_err());
     let failing: ByteStream = Box::pin(stream::iter(vec![
         Ok(data.clone()),
-        Err(Error::NotFound { what: "x".into() }),
+        Err(Error::NotFound {
+            what: "x".into(),
+            missing: modelreg::Missing::Other,
+        }),
     ]));
     assert!(art.put_stream(&digest, failing).await.is_err());
     assert!(

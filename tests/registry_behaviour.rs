@@ -124,6 +124,7 @@ suite! {
         ensure_model_is_race_free,
         versions_page_in_order,
         model_summaries_list_every_model,
+        not_found_says_what_is_missing,
     ],
     lifecycle: [
         transition_table_is_enforced,

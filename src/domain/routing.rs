@@ -381,19 +381,27 @@ pub(crate) fn check_split_set(
         Some(split) => {
             for r in split.routes() {
                 state.resolve(r.target.selector()).map_err(|_| {
-                    Error::not_found(format!(
-                        "route target {} of model '{}' (set the alias or register the version first)",
-                        r.target,
-                        state.name()
-                    ))
+                    Error::missing(
+                        crate::error::Missing::Version {
+                            model: state.name().to_string(),
+                            reference: format!("{}{}", state.name(), r.target),
+                        },
+                        format!(
+                            "route target {} of model '{}' (set the alias or register the version first)",
+                            r.target,
+                            state.name()
+                        ),
+                    )
                 })?;
             }
         }
         None if state.traffic_split().is_none() => {
-            return Err(Error::not_found(format!(
-                "a traffic split of model '{}' to clear",
-                state.name()
-            )));
+            return Err(Error::missing(
+                crate::error::Missing::TrafficSplit {
+                    model: state.name().to_string(),
+                },
+                format!("a traffic split of model '{}' to clear", state.name()),
+            ));
         }
         None => {}
     }

@@ -439,10 +439,13 @@ impl ModelState {
                 gates,
             } => {
                 let Some(target) = self.aliases.get(alias) else {
-                    return Err(Error::not_found(format!(
-                        "alias '{alias}' of model '{}'",
-                        self.name
-                    )));
+                    return Err(Error::missing(
+                        crate::error::Missing::Alias {
+                            model: self.name.to_string(),
+                            alias: alias.to_string(),
+                        },
+                        format!("alias '{alias}' of model '{}'", self.name),
+                    ));
                 };
                 if version.is_some_and(|v| v != target.version) {
                     return Err(Error::invalid_input(
@@ -630,7 +633,7 @@ impl ModelState {
 
     fn require(&self, n: VersionNumber) -> Result<&VersionRecord> {
         self.version(n)
-            .ok_or_else(|| Error::not_found(format!("version {}/{n}", self.name)))
+            .ok_or_else(|| Error::version_not_found(&self.name, format!("{}/{n}", self.name)))
     }
 
     /// Moves a version to `stage`, keeping the production pointer in step.
@@ -797,7 +800,7 @@ impl ModelState {
                 .find(|v| v.stage == *st)
                 .map(|v| &**v),
         };
-        found.ok_or_else(|| Error::not_found(format!("version {r}")))
+        found.ok_or_else(|| Error::version_not_found(&self.name, r))
     }
 }
 

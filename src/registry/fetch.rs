@@ -20,7 +20,7 @@ const MAX_MANIFEST_BYTES: usize = 512 << 20;
 /// Reads, verifies and decodes the manifest stored under `digest`.
 pub(crate) async fn load_manifest(store: &dyn ArtifactStore, digest: &Digest) -> Result<Manifest> {
     let mut stream = store.get(digest).await.map_err(|e| match e {
-        Error::NotFound { .. } => Error::not_found(format!("manifest blob {digest}")),
+        Error::NotFound { .. } => Error::blob_not_found(*digest, format!("manifest blob {digest}")),
         e => e,
     })?;
     let mut buf = BytesMut::new();
@@ -164,10 +164,10 @@ async fn place_all(
             .materialize(&entry.digest, &target, link)
             .await
             .map_err(|e| match e {
-                Error::NotFound { .. } => Error::not_found(format!(
-                    "blob {} (file '{}' of {what})",
-                    entry.digest, entry.path
-                )),
+                Error::NotFound { .. } => Error::blob_not_found(
+                    entry.digest,
+                    format!("blob {} (file '{}' of {what})", entry.digest, entry.path),
+                ),
                 e => e,
             })?;
         if placed.how != Materialized::Copied {

@@ -144,12 +144,18 @@ impl Registry {
                 let current = s.production().map(|p| p.number);
                 pin(s, &mut basis, current, production_changed)?;
                 let displaced = current.ok_or_else(|| {
-                    Error::not_found(format!("a production version of model '{model}' to roll back"))
+                    Error::version_not_found(&model, format!("{model}@production"))
                 })?;
                 let restored = s.rollback_target().ok_or_else(|| {
-                    Error::not_found(format!(
-                        "an earlier production version of model '{model}' (only {displaced} ever held it)"
-                    ))
+                    Error::missing(
+                        crate::error::Missing::Version {
+                            model: model.to_string(),
+                            reference: format!("{model}@production"),
+                        },
+                        format!(
+                            "an earlier production version of model '{model}' (only {displaced} ever held it)"
+                        ),
+                    )
                 })?;
                 Ok(EventKind::RolledBack {
                     restored,
@@ -216,7 +222,13 @@ impl Registry {
         let (event, _) = self
             .commit(&model, actor, |s, time| {
                 let target = s.alias(&alias).ok_or_else(|| {
-                    Error::not_found(format!("alias '{alias}' of model '{model}'"))
+                    Error::missing(
+                        crate::error::Missing::Alias {
+                            model: model.to_string(),
+                            alias: alias.to_string(),
+                        },
+                        format!("alias '{alias}' of model '{model}'"),
+                    )
                 })?;
                 let gates = match (target.protected, s.version(target.version)) {
                     (true, Some(v)) => self.run_gates(s, v, Stage::Production, actor, time)?,
@@ -374,10 +386,15 @@ impl Registry {
     ) -> Result<VersionRecord> {
         let r = reference.into_version_ref()?;
         let state = self.model_as_of(&r.model, at).await?;
-        state
-            .resolve(&r.selector)
-            .cloned()
-            .map_err(|_| Error::not_found(format!("version {r} as of {at}")))
+        state.resolve(&r.selector).cloned().map_err(|_| {
+            Error::missing(
+                crate::error::Missing::Version {
+                    model: r.model.to_string(),
+                    reference: r.to_string(),
+                },
+                format!("version {r} as of {at}"),
+            )
+        })
     }
 
     /// Runs the stored and in-process gates for moving `v` to `to`; every verdict
@@ -472,7 +489,12 @@ fn show(v: Option<VersionNumber>) -> String {
 fn fold_until(model: &ModelName, events: Vec<Event>, at: DateTime<Utc>) -> Result<ModelState> {
     let upto: Vec<Event> = events.into_iter().take_while(|e| e.time <= at).collect();
     if upto.is_empty() {
-        return Err(Error::not_found(format!("model '{model}' as of {at}")));
+        return Err(Error::missing(
+            crate::error::Missing::Model {
+                model: model.to_string(),
+            },
+            format!("model '{model}' as of {at}"),
+        ));
     }
     ModelState::replay(upto)
 }

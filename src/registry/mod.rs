@@ -805,7 +805,7 @@ impl Registry {
             }
         }
         if events.is_empty() {
-            return Err(Error::not_found(format!("model '{model}'")));
+            return Err(Error::model_not_found(&model));
         }
         Ok(events)
     }
@@ -865,7 +865,7 @@ impl Registry {
                 .await
                 .map_err(|err| match err {
                     Error::NotFound { .. } => {
-                        Error::not_found(format!("blob {} ({})", e.digest, what()))
+                        Error::blob_not_found(e.digest, format!("blob {} ({})", e.digest, what()))
                     }
                     err => err,
                 })?;
@@ -1005,7 +1005,7 @@ impl Registry {
                 break;
             }
         }
-        state.ok_or_else(|| Error::not_found(format!("model '{model}'")))
+        state.ok_or_else(|| Error::model_not_found(model))
     }
 
     /// The latest checkpoint of `model`, if there is one that agrees with the log.
@@ -1162,7 +1162,7 @@ impl Registry {
                 Ok(make(pinned_version(s, r, &mut number)?.number))
             })
             .await?;
-        record.ok_or_else(|| Error::not_found(format!("version {r}")))
+        record.ok_or_else(|| Error::version_not_found(&r.model, r))
     }
 
     /// Writes a checkpoint if event `seq` (just committed) is a multiple of
@@ -1241,7 +1241,7 @@ pub(super) fn pinned_version<'s>(
         }
         Some(n) => s
             .version(n)
-            .ok_or_else(|| Error::not_found(format!("version {}/{n}", r.model))),
+            .ok_or_else(|| Error::version_not_found(&r.model, format!("{}/{n}", r.model))),
     }
 }
 

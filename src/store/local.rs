@@ -529,7 +529,7 @@ impl LocalArtifactStore {
 
     /// The error for a blob that is not stored.
     fn not_found(&self, digest: &Digest) -> Error {
-        Error::not_found(format!("blob {digest} in {}", self.root.label))
+        Error::blob_not_found(*digest, format!("blob {digest} in {}", self.root.label))
     }
 }
 
@@ -1069,7 +1069,7 @@ impl ArtifactStore for LocalArtifactStore {
             materialize_blocking(&src, &dest, parent, mode).map_err(|e| {
                 // The blob vanishing meanwhile (deleted) is not the destination's fault.
                 if e.kind() == io::ErrorKind::NotFound && !src.exists() {
-                    Error::not_found(format!("blob {digest} in {}", root.label))
+                    Error::blob_not_found(digest, format!("blob {digest} in {}", root.label))
                 } else {
                     Error::io(&dest, e)
                 }

@@ -217,7 +217,9 @@ impl MemoryArtifactStore {
         lock(&self.blobs)
             .get(digest)
             .map(|(b, _)| b.clone())
-            .ok_or_else(|| Error::not_found(format!("blob {digest} in memory artifact store")))
+            .ok_or_else(|| {
+                Error::blob_not_found(*digest, format!("blob {digest} in memory artifact store"))
+            })
     }
 }
 

@@ -604,7 +604,7 @@ impl ObjectArtifactStore {
     }
 
     fn not_found(&self, digest: &Digest) -> Error {
-        Error::not_found(format!("blob {digest} in {}", self.root.label))
+        Error::blob_not_found(*digest, format!("blob {digest} in {}", self.root.label))
     }
 
     /// Stores one part's worth of bytes (or less) with a create-if-absent PUT, after

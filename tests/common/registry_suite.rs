@@ -2903,3 +2903,67 @@ pub async fn model_summaries_list_every_model(f: &Fixture) {
         (0, None, None, "model b")
     );
 }
+
+/// A missing model, version, alias and blob are told apart by `Missing`, with
+/// the model, reference, alias or digest in it, not only in the message.
+pub async fn not_found_says_what_is_missing(f: &Fixture) {
+    use modelreg::Missing;
+    let reg = f.registry();
+    let missing = |r: modelreg::Result<VersionRecord>| match r {
+        Err(Error::NotFound { missing, .. }) => missing,
+        other => panic!("expected NotFound, got {other:?}"),
+    };
+    assert_eq!(
+        missing(reg.resolve("ghost@latest").await),
+        Missing::Model {
+            model: "ghost".into()
+        }
+    );
+    create(&reg, "fraud").await;
+    let v = register_bytes(&reg, "fraud", "w.bin", "weights").await;
+    assert_eq!(
+        missing(reg.resolve("fraud/9").await),
+        Missing::Version {
+            model: "fraud".into(),
+            reference: "fraud/9".into()
+        }
+    );
+    assert_eq!(
+        missing(reg.resolve("fraud@champion").await),
+        Missing::Version {
+            model: "fraud".into(),
+            reference: "fraud@champion".into()
+        }
+    );
+    let me = reg.acting_as(actor("ops"));
+    match me.remove_alias("fraud", "champion", "cleanup").await {
+        Err(Error::NotFound { missing, .. }) => assert_eq!(
+            missing,
+            Missing::Alias {
+                model: "fraud".into(),
+                alias: "champion".into()
+            }
+        ),
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+    match me.clear_traffic_split("fraud", "none set").await {
+        Err(Error::NotFound { missing, .. }) => {
+            assert_eq!(
+                missing,
+                Missing::TrafficSplit {
+                    model: "fraud".into()
+                }
+            )
+        }
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+    let file = digest(b"weights");
+    reg.artifact_store().delete(&file).await.expect("delete");
+    match reg.verify(&v).await {
+        Err(Error::NotFound { missing, what }) => {
+            assert_eq!(missing, Missing::Blob { digest: file });
+            assert!(what.contains("w.bin"), "{what}");
+        }
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+}

@@ -189,7 +189,7 @@ pub async fn traffic_split_is_an_audited_event(f: &Fixture) {
     assert_err!(
         reg.acting_as(actor("ops")).set_traffic_split("fraud", split.clone(), "canary")
             .await,
-        Error::NotFound { ref what } if what.contains("@challenger")
+        Error::NotFound { ref what, .. } if what.contains("@challenger")
     );
     assert_err!(
         reg.acting_as(actor("ops"))
@@ -359,7 +359,7 @@ pub async fn route_without_split_falls_back_to_production(f: &Fixture) {
         .expect("remove alias");
     assert_err!(
         reg.route("fraud", "user-1").await,
-        Error::NotFound { ref what } if what.contains("canary")
+        Error::NotFound { ref what, .. } if what.contains("canary")
     );
 }
 

@@ -814,11 +814,12 @@ pub async fn failing_stream_publishes_nothing(store: &dyn ArtifactStore) {
         Ok(data.slice(..5000)),
         Err(Error::NotFound {
             what: "the rest".into(),
+            missing: modelreg::Missing::Other,
         }),
     ]));
     let err = store.put_stream(&digest, failing).await.unwrap_err();
     assert!(
-        matches!(&err, Error::NotFound { what } if what == "the rest"),
+        matches!(&err, Error::NotFound { what, .. } if what == "the rest"),
         "the stream's own error must come back: {err:?}"
     );
     assert_eq!(store.head(&digest).await.unwrap(), None);
