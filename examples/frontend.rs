@@ -1,8 +1,10 @@
 //! What a frontend does with the registry — the read side that a web UI, a
-//! dashboard or a command-line tool is built on: list the models, list a model's
-//! versions with their stage and metrics, compare the candidate with what is in
-//! production, and answer in JSON. The JSON is the records' own serde shapes
-//! (`VersionRecord`, `VersionDiff`), so every interface speaks the same one.
+//! dashboard or a command-line tool is built on: list the models with a summary
+//! of each, list a model's versions best first a page at a time (ordered by a
+//! metric, the next page asked for with the token the last one ended with),
+//! compare the candidate with what is in production, and answer in JSON. The
+//! JSON is the library's own serde shapes (`ModelSummary`, `Page` of
+//! `VersionRecord`, `VersionDiff`), so every interface speaks the same one.
 //!
 //! A frontend only reads: it holds a `Registry`, never a `Session`. The registry
 //! it reads is filled first by a training job, in a temporary directory.
@@ -15,6 +17,7 @@ use std::path::Path;
 
 use modelreg::{
     Actor, ArtifactSource, CreateModel, MetricSpec, NewVersion, Registry, Stage, VersionFilter,
+    VersionNumber, VersionPage,
 };
 use serde_json::json;
 
@@ -27,38 +30,64 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let registry = Registry::open_local(&dir).await?;
 
     // ----- GET /models: every model, what it is and what serves ---------------------
-    let mut models = Vec::new();
-    for name in registry.list_models().await? {
-        let m = registry.model(&name).await?;
-        models.push(json!({
-            "name": m.name(),
-            "description": m.description(),
-            "versions": m.versions().len(),
-            "production": m.production().map(|v| v.reference()),
-        }));
-    }
-    println!("GET /models\n{}\n", serde_json::to_string_pretty(&models)?);
-
-    // ----- GET /models/fraud/versions: stage and metrics of each version -------------
-    let versions = registry
-        .list_versions("fraud", &VersionFilter::new())
-        .await?;
-    println!("GET /models/fraud/versions");
-    println!("{:<9} {:<7} {:<11} metrics", "version", "semver", "stage");
-    for v in &versions {
-        let semver = v.semver.as_ref().map(ToString::to_string);
-        let metrics: Vec<String> = v.metrics.iter().map(|(k, x)| format!("{k}={x}")).collect();
+    let models = registry.model_summaries().await?;
+    println!("GET /models");
+    println!(
+        "{:<7} {:<19} {:>8} {:>7} {:>10}  updated",
+        "model", "description", "versions", "latest", "production"
+    );
+    let v = |n: Option<VersionNumber>| n.map_or("-".to_owned(), |n| format!("v{n}"));
+    for m in &models {
         println!(
-            "{:<9} {:<7} {:<11} {}",
-            v.reference().to_string(),
-            semver.as_deref().unwrap_or("-"),
-            v.stage,
-            metrics.join(" ")
+            "{:<7} {:<19} {:>8} {:>7} {:>10}  {}",
+            m.name,
+            m.description,
+            m.versions,
+            v(m.latest),
+            v(m.production),
+            m.updated_at.format("%H:%M:%S")
         );
     }
-    // The same list for programs: one record per line, in its serde shape.
-    for v in &versions {
-        println!("{}", serde_json::to_string(v)?);
+    // The same list for programs, in the summaries' serde shape.
+    let models_json = serde_json::to_string_pretty(&models)?;
+    println!("{models_json}\n");
+
+    // ----- GET /models/fraud/versions?order_by=auc&desc&limit=2: best first, paged -----
+    let best = VersionPage::new().by_metric("auc").descending().limit(2);
+    let mut pages = vec![
+        registry
+            .list_versions_page("fraud", &VersionFilter::new(), best.clone())
+            .await?,
+    ];
+    // A client asks for the next page with the token the last one ended with.
+    while let Some(token) = pages.last().and_then(|p| p.next.clone()) {
+        let page = registry
+            .list_versions_page("fraud", &VersionFilter::new(), best.clone().after(token))
+            .await?;
+        pages.push(page);
+    }
+    let mut pages_json = Vec::new();
+    for (i, page) in pages.iter().enumerate() {
+        println!(
+            "GET /models/fraud/versions?order_by=auc&desc&limit=2 (page {})",
+            i + 1
+        );
+        println!("{:<9} {:<7} {:<11} metrics", "version", "semver", "stage");
+        for v in &page.items {
+            let semver = v.semver.as_ref().map(ToString::to_string);
+            let metrics: Vec<String> = v.metrics.iter().map(|(k, x)| format!("{k}={x}")).collect();
+            println!(
+                "{:<9} {:<7} {:<11} {}",
+                v.reference().to_string(),
+                semver.as_deref().unwrap_or("-"),
+                v.stage,
+                metrics.join(" ")
+            );
+        }
+        // The page for programs: its records in their serde shape and the token.
+        let json = serde_json::to_string(page)?;
+        println!("{json}\n");
+        pages_json.push(json);
     }
 
     // ----- GET /models/fraud/compare: the candidate against production ----------------
@@ -69,21 +98,50 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .pop()
         .ok_or("no candidate in validation")?;
     let diff = registry.compare(&production, &candidate).await?;
-    println!("\n{diff}");
+    println!("{diff}");
     let diff_json = serde_json::to_string_pretty(&diff)?;
     println!("GET /models/fraud/compare\n{diff_json}");
 
     // ----- what a client of this frontend can rely on ---------------------------------
-    let models: serde_json::Value = serde_json::to_value(&models)?;
-    assert_eq!(models[0]["name"], "churn");
-    assert_eq!(models[0]["production"], serde_json::Value::Null);
-    assert_eq!(models[1]["name"], "fraud");
-    assert_eq!(models[1]["production"], "fraud/1");
-    assert_eq!(models[1]["versions"], 3);
-    let stages: Vec<Stage> = versions.iter().map(|v| v.stage).collect();
+    // Read back from the JSON printed, as a client would.
+    let models: serde_json::Value = serde_json::from_str(&models_json)?;
+    let table: Vec<_> = models
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| (&m["name"], &m["versions"], &m["latest"], &m["production"]))
+        .collect();
+    let null = serde_json::Value::Null;
     assert_eq!(
-        stages,
-        [Stage::Production, Stage::Validation, Stage::Staging]
+        table,
+        [
+            (&json!("churn"), &json!(1), &json!(1), &null),
+            (&json!("fraud"), &json!(3), &json!(3), &json!(1)),
+        ]
+    );
+    assert_eq!(models[1]["description"], "card fraud scoring");
+    // Best auc first across both pages, each version once, the last page without a token.
+    let pages: Vec<serde_json::Value> = pages_json
+        .iter()
+        .map(|p| serde_json::from_str(p))
+        .collect::<Result<_, _>>()?;
+    let pages: Vec<_> = pages
+        .iter()
+        .map(|p| {
+            let items = p["items"].as_array().into_iter().flatten().map(|v| {
+                let number = v["number"].as_u64().unwrap_or_default();
+                let auc = v["metrics"]["auc"].as_f64().unwrap_or(f64::NAN);
+                (number, auc, v["stage"].as_str().unwrap_or_default())
+            });
+            (items.collect::<Vec<_>>(), p.get("next").is_some())
+        })
+        .collect();
+    assert_eq!(
+        pages,
+        [
+            (vec![(2, 0.927, "validation"), (3, 0.915, "staging")], true),
+            (vec![(1, 0.912, "production")], false),
+        ]
     );
     let diff: serde_json::Value = serde_json::from_str(&diff_json)?;
     assert_eq!(

@@ -1,13 +1,17 @@
-//! An inference server on top of the registry: it resolves `scorer@production`
-//! through the local model cache, serves predictions over HTTP on localhost,
-//! reloads when production moves (a watch), and routes keyed requests between the
-//! champion (`@production`) and a challenger (`@challenger`) by a traffic split
-//! stored in the registry, sticky per user.
+//! An inference server on top of the registry: it keeps `scorer@production`
+//! loaded through the local model cache (`ModelCache::follow`, which swaps a new
+//! version in once its files are verified), serves predictions over HTTP on
+//! localhost, and routes keyed requests between the champion (`@production`) and a
+//! challenger (`@challenger`) by a traffic split stored in the registry, sticky per
+//! user. Routing reads nothing per request: the server holds the model's state as
+//! of its last change (`Registry::watch_model`) and routes from it
+//! (`ModelState::route`).
 //!
 //! To finish by itself it runs a scripted self-test: it starts the server, sends
 //! requests for several users, promotes a new version from a separate registry
-//! handle (as a CI job in another process would), waits for the server to reload,
-//! sends the same requests again, shows what changed, and exits.
+//! handle (as a CI job in another process would), waits until the server's health
+//! shows the new version, sends the same requests again, shows what changed, and
+//! exits.
 //!
 //! ```text
 //! cargo run --example inference_server
@@ -16,24 +20,26 @@
 //!
 //! HTTP: `GET /predict?x=<comma-separated floats>[&user=<key>]` (or an `X-User`
 //! header) answers `{"version":N,"route":"@production","score":0.73}`;
-//! `GET /health` answers `{"production":N}`.
+//! `GET /health` answers `{"production":N,"routing":N}`: the version unkeyed
+//! requests get, and the one keyed requests routed to `@production` get.
 
 #[path = "common/safetensors.rs"]
 mod safetensors;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use modelreg::{
-    Actor, ArtifactSource, CacheOptions, CachedModel, CreateModel, ModelCache, NewVersion,
-    Registered, Registry, RouteTarget, Session, SetAlias, Stage, TrafficSplit, VersionNumber,
-    VersionRecord, WatchOptions,
+    Actor, ArtifactSource, CacheOptions, CachedModel, CreateModel, Followed, ModelCache,
+    ModelState, NewVersion, Registered, Registry, RouteTarget, Session, SetAlias, Stage,
+    TrafficSplit, VersionNumber, VersionRecord, WatchOptions,
 };
 use safetensors::Logistic;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -51,17 +57,45 @@ struct Loaded {
     _files: CachedModel,
 }
 
-/// The server's state, shared by connections and the reload task.
+/// The server's state, shared by connections.
 struct Server {
-    registry: Registry,
     cache: ModelCache,
-    /// What `@production` serves; swapped in one step by the reload task.
-    production: RwLock<Option<Arc<Loaded>>>,
-    /// Versions loaded for routed requests, by number.
+    /// `scorer@production`, kept verified on disk: what unkeyed requests get.
+    production: Followed,
+    /// The model as of its last change: what keyed requests are routed by.
+    state: watch::Receiver<ModelState>,
+    /// Versions parsed into memory, by number.
     loaded: Mutex<HashMap<VersionNumber, Arc<Loaded>>>,
 }
 
 impl Server {
+    /// Follows production and the model's state, polling every 50 ms.
+    async fn start(cache: ModelCache) -> Result<Arc<Server>, BoxError> {
+        let every = WatchOptions::new().interval(Duration::from_millis(50));
+        let production = cache.follow(PRODUCTION, every).await?;
+        let mut states = cache.registry().watch_model(MODEL, every)?;
+        let (tell, state) = watch::channel(states.next().await.ok_or("no state")??);
+        tokio::spawn(async move {
+            while let Some(s) = states.next().await {
+                match s {
+                    Ok(s) => {
+                        if tell.send(s).is_err() {
+                            return; // the server is gone
+                        }
+                    }
+                    Err(e) => eprintln!("[server] watching {MODEL}: {e}"),
+                }
+            }
+        });
+        let loaded = Mutex::default();
+        Ok(Arc::new(Server {
+            cache,
+            production,
+            state,
+            loaded,
+        }))
+    }
+
     /// The version in memory, loading it through the cache on first use.
     async fn load(&self, v: &VersionRecord) -> Result<Arc<Loaded>, BoxError> {
         if let Some(l) = lock(&self.loaded).get(&v.number) {
@@ -77,54 +111,10 @@ impl Server {
         lock(&self.loaded).insert(v.number, loaded.clone());
         Ok(loaded)
     }
-
-    fn production(&self) -> Option<Arc<Loaded>> {
-        self.production
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Follows `scorer@production`: loads each new version, then swaps it in.
-fn spawn_reloader(
-    server: Arc<Server>,
-    tell: tokio::sync::watch::Sender<u64>,
-) -> Result<(), BoxError> {
-    let mut production = server
-        .registry
-        .watch(
-            PRODUCTION,
-            WatchOptions::new().interval(Duration::from_millis(50)),
-        )?
-        .boxed();
-    tokio::spawn(async move {
-        while let Some(item) = production.next().await {
-            let v = match item {
-                Ok(v) => v,
-                Err(e) => {
-                    eprintln!("[server] watch: {e}");
-                    continue;
-                }
-            };
-            match server.load(&v).await {
-                Ok(loaded) => {
-                    *server.production.write().unwrap_or_else(|p| p.into_inner()) = Some(loaded);
-                    println!(
-                        "[server] production is {}: loaded and serving",
-                        v.reference()
-                    );
-                    let _ = tell.send(v.number.get());
-                }
-                Err(e) => eprintln!("[server] could not load {}: {e}", v.reference()),
-            }
-        }
-    });
-    Ok(())
 }
 
 // ----- HTTP ---------------------------------------------------------------------------
@@ -201,7 +191,9 @@ async fn answer(
     let unavailable = |e: String| ("503 Service Unavailable", e);
     match path {
         "/health" => Ok(serde_json::json!({
-            "production": server.production().map(|l| l.number.get()),
+            "production": server.production.current().version().number.get(),
+            "routing": server.state.borrow().production().map(|v| v.number.get()),
+            "error": server.production.last_error(),
         })),
         "/predict" => {
             let x: Vec<f32> = params
@@ -211,31 +203,27 @@ async fn answer(
                 .map(|v| v.parse::<f32>())
                 .collect::<Result<_, _>>()
                 .map_err(|e| ("400 Bad Request", format!("x: {e}")))?;
-            let (loaded, route) = match params.get("user") {
-                // A keyed request follows the traffic split.
-                Some(user) => {
-                    let routed = server
-                        .registry
-                        .route(MODEL, user.as_bytes())
-                        .await
-                        .map_err(|e| unavailable(e.to_string()))?;
-                    let loaded = server
-                        .load(&routed.version)
-                        .await
-                        .map_err(|e| unavailable(e.to_string()))?;
-                    (loaded, routed.target.to_string())
-                }
-                // Otherwise whatever production is, without asking the registry.
+            let (version, route) = match params.get("user") {
+                // A keyed request follows the traffic split of the state held.
+                Some(user) => server
+                    .state
+                    .borrow()
+                    .route(user.as_bytes())
+                    .map(|r| (r.version, r.target))
+                    .map_err(|e| unavailable(e.to_string()))?,
+                // Otherwise whatever production is, as followed.
                 None => (
-                    server
-                        .production()
-                        .ok_or_else(|| unavailable("no production version yet".into()))?,
-                    RouteTarget::production().to_string(),
+                    server.production.current().version().clone(),
+                    RouteTarget::production(),
                 ),
             };
+            let loaded = server
+                .load(&version)
+                .await
+                .map_err(|e| unavailable(e.to_string()))?;
             Ok(serde_json::json!({
                 "version": loaded.number.get(),
-                "route": route,
+                "route": route.to_string(),
                 "score": loaded.model.predict(&x),
             }))
         }
@@ -271,17 +259,21 @@ async fn register(me: &Session, weight: [f32; 4], bias: f32) -> Result<Registere
     Ok(me.register(MODEL, files, NewVersion::new()).await?)
 }
 
-/// Waits (at most 20 s) until the server has loaded `v` as its production version.
-async fn serving(
-    production: &tokio::sync::watch::Receiver<u64>,
-    v: &VersionRecord,
-) -> Result<(), BoxError> {
-    let mut production = production.clone();
-    let want = v.number.get();
-    tokio::time::timeout(Duration::from_secs(20), production.wait_for(|n| *n == want))
-        .await
-        .map_err(|_| format!("the server did not load {} in time", v.reference()))??;
-    Ok(())
+/// Waits (at most 20 s) until the server's health shows `v` in production, for
+/// unkeyed and keyed requests alike, and returns that health.
+async fn serving(port: u16, v: &VersionRecord) -> Result<serde_json::Value, BoxError> {
+    let want = serde_json::json!(v.number.get());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let health = get(port, "/health").await?;
+        if health["production"] == want && health["routing"] == want {
+            return Ok(health);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("the server did not pick up {}: {health}", v.reference()).into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// One round of requests: `(user, route, version, score)` for each user, plus the
@@ -333,21 +325,13 @@ async fn main() -> Result<(), BoxError> {
     );
 
     // ----- the server -------------------------------------------------------------------
-    let registry = Registry::open_local(&dir).await?;
     let cache = ModelCache::open(
         tmp.path().join("cache"),
-        registry.clone(),
+        Registry::open_local(&dir).await?,
         CacheOptions::new().max_bytes(64 << 20),
     )
     .await?;
-    let server = Arc::new(Server {
-        registry,
-        cache,
-        production: RwLock::new(None),
-        loaded: Mutex::new(HashMap::new()),
-    });
-    let (tell, production) = tokio::sync::watch::channel(0u64);
-    spawn_reloader(server.clone(), tell)?;
+    let server = Server::start(cache).await?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
     {
@@ -359,8 +343,7 @@ async fn main() -> Result<(), BoxError> {
         });
     }
     println!("[server] listening on http://127.0.0.1:{port}");
-    serving(&production, &v1).await?;
-    let health = get(port, "/health").await?;
+    let health = serving(port, &v1).await?;
     println!("[client] GET /health -> {health}");
 
     // ----- before -----------------------------------------------------------------------
@@ -376,7 +359,8 @@ async fn main() -> Result<(), BoxError> {
     );
     ops.promote_to(&v3, Stage::Production, "better offline metrics")
         .await?;
-    serving(&production, &v3).await?;
+    let health = serving(port, &v3).await?;
+    println!("[client] GET /health -> {health}");
     let after = round(port, &users).await?;
 
     // ----- what changed ------------------------------------------------------------------
