@@ -100,6 +100,7 @@ impl Registry {
     /// assert_eq!((report.models, report.versions, report.blobs), (1, 1, 2));
     /// # Ok::<(), modelreg::Error>(()) }).unwrap();
     /// ```
+    #[tracing::instrument(name = "check", level = "info", skip_all)]
     pub async fn check(&self) -> Result<CheckReport> {
         let mut report = CheckReport::default();
         let mut hashed: BTreeSet<Digest> = BTreeSet::new();

@@ -546,6 +546,7 @@ impl Registry {
     /// assert_eq!(report.deleted, [orphan]);
     /// # Ok::<(), modelreg::Error>(()) }).unwrap();
     /// ```
+    #[tracing::instrument(name = "gc", level = "info", skip_all)]
     pub async fn gc(&self, options: GcOptions) -> Result<GcReport> {
         let meta = self.inner.metadata.as_ref();
         let artifacts = self.inner.artifacts.as_ref();

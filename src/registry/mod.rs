@@ -836,6 +836,7 @@ impl Registry {
     /// staging directory beside it and re-hashed; only when every digest matches is
     /// it renamed to `dest`. On any failure — a corrupt or missing blob, a full disk —
     /// `dest` is left as it was and no partial files remain.
+    #[tracing::instrument(name = "fetch", level = "info", skip_all)]
     pub async fn fetch(
         &self,
         reference: impl IntoVersionRef,
@@ -852,6 +853,7 @@ impl Registry {
 
     /// Re-hashes every blob of a version in the store: [`Error::Integrity`] names the
     /// first file whose bytes do not match, [`Error::NotFound`] the first missing one.
+    #[tracing::instrument(name = "verify", level = "info", skip_all)]
     pub async fn verify(&self, reference: impl IntoVersionRef) -> Result<VerifyReport> {
         let r = reference.into_version_ref()?;
         let v = self.resolve(&r).await?;
@@ -1056,6 +1058,7 @@ impl Registry {
     /// numbers and references are recomputed), checks it, and appends it at the
     /// next position with create-if-absent. Losing the race means another writer
     /// took that position: wait a little, and try again from the top.
+    #[tracing::instrument(level = "debug", skip_all, fields(model = %model))]
     async fn commit(
         &self,
         model: &ModelName,
@@ -1092,6 +1095,12 @@ impl Registry {
                 let bytes = Bytes::from(crate::domain::limits::encode(&event)?);
                 match self.append(model, event.seq, bytes).await {
                     Ok(()) => {
+                        tracing::debug!(
+                            seq = event.seq,
+                            kind = event.kind.name(),
+                            attempt,
+                            "appended"
+                        );
                         let version = {
                             let mut cached = slot.write();
                             if let Some(state) = cached.as_mut()

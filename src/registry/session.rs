@@ -80,6 +80,7 @@ impl Session {
     /// description, specs and tags are not compared with `options` or changed.
     /// Any other error (a store that cannot be read, an invalid name) is returned,
     /// never taken for "missing".
+    #[tracing::instrument(name = "ensure_model", level = "info", skip_all, fields(actor = %self.actor))]
     pub async fn ensure_model(
         &self,
         model: impl IntoModelName,
@@ -108,6 +109,7 @@ impl Session {
     /// verdict, for example; the steps taken before it stay taken (each is a
     /// complete, valid move). [`Error::InvalidTransition`] if no path leads to
     /// `to`; nothing is appended if the version is already there.
+    #[tracing::instrument(name = "promote_to", level = "info", skip_all, fields(actor = %self.actor))]
     pub async fn promote_to(
         &self,
         version: impl IntoVersionRef,
@@ -137,6 +139,7 @@ impl Session {
 
     /// Creates a model. Fails with [`Error::AlreadyExists`] if it exists, also when
     /// another writer created it a moment earlier.
+    #[tracing::instrument(name = "create_model", level = "info", skip_all, fields(actor = %self.actor))]
     pub async fn create_model(
         &self,
         model: impl IntoModelName,
@@ -161,6 +164,7 @@ impl Session {
     /// stored, so a concurrent [`gc`](Registry::gc) never deletes a blob the new
     /// version relies on (a blob such a collection deleted just before is stored
     /// again from the source).
+    #[tracing::instrument(name = "register", level = "info", skip_all, fields(actor = %self.actor))]
     pub async fn register(
         &self,
         model: impl IntoModelName,
@@ -174,6 +178,7 @@ impl Session {
 
     /// Adds metrics to a version (an evaluation after training); a metric it has
     /// already is replaced, and the old value stays in the history.
+    #[tracing::instrument(name = "add_metrics", level = "info", skip_all, fields(actor = %self.actor))]
     pub async fn add_metrics(
         &self,
         version: impl IntoVersionRef,
@@ -185,6 +190,7 @@ impl Session {
     }
 
     /// Sets and removes tags on a version.
+    #[tracing::instrument(name = "set_version_tags", level = "info", skip_all, fields(actor = %self.actor))]
     pub async fn set_version_tags(
         &self,
         version: impl IntoVersionRef,
@@ -198,6 +204,7 @@ impl Session {
 
     /// Deprecates a version: it stays resolvable by number, semver and digest, but
     /// `@latest` skips it.
+    #[tracing::instrument(name = "deprecate", level = "info", skip_all, fields(actor = %self.actor))]
     pub async fn deprecate(
         &self,
         version: impl IntoVersionRef,
@@ -207,6 +214,7 @@ impl Session {
     }
 
     /// Sets and removes tags on a model.
+    #[tracing::instrument(name = "set_model_tags", level = "info", skip_all, fields(actor = %self.actor))]
     pub async fn set_model_tags(
         &self,
         model: impl IntoModelName,
@@ -219,6 +227,7 @@ impl Session {
     }
 
     /// Adds or replaces how metrics of a model are judged.
+    #[tracing::instrument(name = "set_metric_specs", level = "info", skip_all, fields(actor = %self.actor))]
     pub async fn set_metric_specs(
         &self,
         model: impl IntoModelName,
@@ -244,6 +253,7 @@ impl Session {
     /// production version) while this runs, it fails with
     /// [`Error::ConcurrentChange`] rather than act on a state the caller did not
     /// see.
+    #[tracing::instrument(name = "transition", level = "info", skip_all, fields(actor = %self.actor))]
     pub async fn transition(
         &self,
         version: impl IntoVersionRef,
@@ -257,6 +267,7 @@ impl Session {
 
     /// Moves a version to production: [`transition`](Self::transition) to
     /// [`Stage::Production`].
+    #[tracing::instrument(name = "promote", level = "info", skip_all, fields(actor = %self.actor))]
     pub async fn promote(
         &self,
         version: impl IntoVersionRef,
@@ -267,6 +278,7 @@ impl Session {
 
     /// Records `approver`'s approval of moving a version to `stage`. The latest
     /// decision of each approver counts.
+    #[tracing::instrument(name = "approve", level = "info", skip_all, fields(actor = %self.actor))]
     pub async fn approve(
         &self,
         version: impl IntoVersionRef,
@@ -280,6 +292,7 @@ impl Session {
 
     /// Records `approver`'s rejection of moving a version to `stage`; an approvals
     /// gate refuses while it stands.
+    #[tracing::instrument(name = "reject", level = "info", skip_all, fields(actor = %self.actor))]
     pub async fn reject(
         &self,
         version: impl IntoVersionRef,
@@ -297,6 +310,7 @@ impl Session {
     ///
     /// [`Error::NotFound`] when no version is in production or none held it
     /// before; [`Error::ConcurrentChange`] if production moved while this ran.
+    #[tracing::instrument(name = "rollback", level = "info", skip_all, fields(actor = %self.actor))]
     pub async fn rollback(
         &self,
         model: impl IntoModelName,
@@ -309,6 +323,7 @@ impl Session {
     ///
     /// If the alias is protected, or is being made protected, the move must pass
     /// the model's production gates with the new target as the candidate.
+    #[tracing::instrument(name = "set_alias", level = "info", skip_all, fields(actor = %self.actor))]
     pub async fn set_alias(
         &self,
         version: impl IntoVersionRef,
@@ -322,6 +337,7 @@ impl Session {
 
     /// Removes an alias. A protected alias's removal must pass the production gates
     /// (with its current target as the candidate).
+    #[tracing::instrument(name = "remove_alias", level = "info", skip_all, fields(actor = %self.actor))]
     pub async fn remove_alias(
         &self,
         model: impl IntoModelName,
@@ -336,6 +352,7 @@ impl Session {
     /// Replaces the stored gates for moves into `stage` (an empty list removes
     /// them). Stored gates are part of the model's log, so every writer applies
     /// them.
+    #[tracing::instrument(name = "set_gates", level = "info", skip_all, fields(actor = %self.actor))]
     pub async fn set_gates(
         &self,
         model: impl IntoModelName,
@@ -353,6 +370,7 @@ impl Session {
     /// the first that does not); the split itself was validated when it was built
     /// ([`TrafficSplit::new`]). Servers see the new split on their next
     /// [`route`](Registry::route).
+    #[tracing::instrument(name = "set_traffic_split", level = "info", skip_all, fields(actor = %self.actor))]
     pub async fn set_traffic_split(
         &self,
         model: impl IntoModelName,
@@ -367,6 +385,7 @@ impl Session {
     /// Removes the traffic split of `model`, as an audited event: from then on
     /// [`route`](Registry::route) sends every key to `@production`.
     /// [`Error::NotFound`] when the model has no split.
+    #[tracing::instrument(name = "clear_traffic_split", level = "info", skip_all, fields(actor = %self.actor))]
     pub async fn clear_traffic_split(
         &self,
         model: impl IntoModelName,
