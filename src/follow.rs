@@ -59,6 +59,14 @@ impl Followed {
         Ok(Arc::clone(&self.current.borrow_and_update()))
     }
 
+    /// A receiver of the current version that many tasks can hold and await
+    /// (`changed().await`, `borrow()`), for servers that share one `Followed`
+    /// between connections and still want to act on a swap (log it, load the
+    /// new weights before the first request needs them).
+    pub fn subscribe(&self) -> watch::Receiver<Arc<CachedModel>> {
+        self.current.clone()
+    }
+
     /// The error of the last move that could not be followed (a version whose
     /// files could not be fetched or verified, a store that cannot be reached),
     /// cleared by the next successful swap. The current version stays served
