@@ -167,7 +167,11 @@ fn record_ref(v: &VersionRecord) -> Result<VersionRef> {
 struct Slot {
     /// The fold, `None` until first loaded (or after a failed apply). Only ever
     /// moves forward while `Some`.
-    state: RwLock<Option<ModelState>>,
+    ///
+    /// Shared (`Arc`) so a command can decide on a snapshot with no lock held
+    /// (its gates may take their time); folding copies it only if a snapshot
+    /// is out at that moment.
+    state: RwLock<Option<Arc<ModelState>>>,
     writer: tokio::sync::Mutex<()>,
     /// Set while a background checkpoint of this model is being written: at most
     /// one at a time.
@@ -185,7 +189,7 @@ impl Drop for CheckpointGuard {
 }
 
 impl Slot {
-    fn read(&self) -> RwLockReadGuard<'_, Option<ModelState>> {
+    fn read(&self) -> RwLockReadGuard<'_, Option<Arc<ModelState>>> {
         match self.state.read() {
             Ok(g) => g,
             Err(_) => {
@@ -196,7 +200,7 @@ impl Slot {
         }
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, Option<ModelState>> {
+    fn write(&self) -> RwLockWriteGuard<'_, Option<Arc<ModelState>>> {
         self.state.write().unwrap_or_else(|p| {
             let mut g = p.into_inner();
             *g = None;
@@ -206,7 +210,7 @@ impl Slot {
     }
 
     fn seq(&self) -> Option<u64> {
-        self.read().as_ref().map(ModelState::seq)
+        self.read().as_ref().map(|s| s.seq())
     }
 }
 
@@ -496,7 +500,7 @@ impl Registry {
             Ok(()) => {
                 let mut cached = slot.write();
                 if cached.is_none() {
-                    *cached = Some(state.clone());
+                    *cached = Some(Arc::new(state.clone()));
                 }
                 Ok(state)
             }
@@ -930,7 +934,7 @@ impl Registry {
                 let loaded = self.load(model).await?;
                 let mut cached = slot.write();
                 if cached.as_ref().is_none_or(|s| s.seq() < loaded.seq()) {
-                    *cached = Some(loaded);
+                    *cached = Some(Arc::new(loaded));
                 }
                 // Loading folded to the end of the log as it was then.
                 return Ok(());
@@ -950,7 +954,7 @@ impl Registry {
                 })
                 .collect::<Result<Vec<_>>>()?;
             let mut cached = slot.write();
-            let Some(state) = cached.as_mut() else {
+            let Some(state) = cached.as_mut().map(Arc::make_mut) else {
                 continue;
             };
             // Another task may have applied some of them meanwhile.
@@ -1074,15 +1078,17 @@ impl Registry {
                 let _writer = slot.writer.lock().await;
                 self.refresh(model, &slot).await?;
                 let event = {
-                    let cached = slot.read();
+                    // A snapshot: the command and its gates decide with no lock
+                    // held, so a slow gate stalls no reader and no fold.
+                    let snapshot = slot.read().clone();
                     // `None` only if a failed apply dropped the state: fold again.
-                    let Some(state) = cached.as_ref() else {
+                    let Some(state) = snapshot else {
                         continue;
                     };
                     // The log's order is the truth; times never go backwards in it
                     // even when writers' clocks disagree.
                     let time = Utc::now().max(state.updated_at());
-                    let kind = make(state, time)?;
+                    let kind = make(&state, time)?;
                     state.check(&kind)?;
                     Event {
                         seq: state.seq() + 1,
@@ -1103,7 +1109,7 @@ impl Registry {
                         );
                         let version = {
                             let mut cached = slot.write();
-                            if let Some(state) = cached.as_mut()
+                            if let Some(state) = cached.as_mut().map(Arc::make_mut)
                                 && state.seq() + 1 == event.seq
                                 && let Err(e) = state.apply(event.clone())
                             {
@@ -1207,7 +1213,9 @@ impl Registry {
     /// without it, so events folded meanwhile wait for the clone only.
     async fn write_checkpoint(&self, slot: Arc<Slot>) {
         let encoded = blocking(move || {
-            let snapshot = slot.read().clone()?;
+            // Copied under the lock (pointers to the shared versions): a fold
+            // meanwhile then copies nothing.
+            let snapshot = ModelState::clone(slot.read().as_deref()?);
             Some((
                 snapshot.name().clone(),
                 snapshot.seq(),
