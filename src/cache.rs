@@ -523,11 +523,7 @@ impl ModelCache {
 
 // ----- blocking helpers ------------------------------------------------------------
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::io("<blocking task>", io::Error::other(e)))
-}
+use crate::offload::offload as blocking;
 
 fn entry_dir(root: &Path, d: &Digest) -> PathBuf {
     root.join(ENTRIES).join(d.to_hex())

@@ -24,7 +24,7 @@ use blake3::hazmat::{
 use bytes::Bytes;
 
 use crate::digest::Digest;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Chunks smaller than this are hashed on the calling task; larger ones on the
 /// blocking pool, so hashing never holds an async worker for long.
@@ -58,12 +58,11 @@ pub(crate) async fn update(mut hasher: blake3::Hasher, chunk: Bytes) -> Result<b
         hasher.update(&chunk);
         return Ok(hasher);
     }
-    tokio::task::spawn_blocking(move || {
+    crate::offload::offload(move || {
         hasher.update(&chunk);
         hasher
     })
     .await
-    .map_err(|e| Error::io("<blocking task>", io::Error::other(e)))
 }
 
 /// Hashes the file at `path`, returning its digest and the number of bytes hashed.

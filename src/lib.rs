@@ -266,6 +266,7 @@ mod error;
 mod follow;
 pub(crate) mod hash_cache;
 pub(crate) mod hashing;
+mod offload;
 mod registry;
 pub mod store;
 

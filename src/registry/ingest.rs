@@ -381,14 +381,7 @@ async fn store_file(
     Ok((imported.digest, imported.size, placed))
 }
 
-/// Runs blocking work on tokio's blocking pool.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::io("<blocking task>", std::io::Error::other(e)))
-}
+pub(crate) use crate::offload::offload as blocking;
 
 /// How deep a source directory may nest.
 const MAX_DEPTH: usize = 128;

@@ -111,17 +111,11 @@ where
     F: FnOnce(&Root) -> Result<T> + Send + 'static,
 {
     let shared = Arc::clone(root);
-    match tokio::task::spawn_blocking(move || f(&shared)).await {
-        Ok(result) => result,
-        Err(e) => Err(join_error(root, operation, key, e)),
-    }
+    crate::offload::offload_or(move || f(&shared), |e| cancelled(root, operation, key, e)).await?
 }
 
-fn join_error(root: &Root, operation: &'static str, key: &str, e: tokio::task::JoinError) -> Error {
-    match e.try_into_panic() {
-        Ok(payload) => std::panic::resume_unwind(payload),
-        Err(e) => Error::storage(root.label.clone(), operation, key, e),
-    }
+fn cancelled(root: &Root, operation: &'static str, key: &str, e: tokio::task::JoinError) -> Error {
+    Error::storage(root.label.clone(), operation, key, e)
 }
 
 /// Whether an error means "no such file": missing, or a path component that is a
@@ -734,13 +728,15 @@ fn read_chunks(root: Arc<Root>, key: String, file: File) -> ByteStream {
             let Some(file) = state else {
                 return Ok(None);
             };
-            let (file, read) = tokio::task::spawn_blocking(move || {
-                let mut buf = Vec::with_capacity(READ_CHUNK);
-                let read = (&file).take(READ_CHUNK as u64).read_to_end(&mut buf);
-                (file, read.map(|_| buf))
-            })
-            .await
-            .map_err(|e| join_error(&root, "get", &key, e))?;
+            let (file, read) = crate::offload::offload_or(
+                move || {
+                    let mut buf = Vec::with_capacity(READ_CHUNK);
+                    let read = (&file).take(READ_CHUNK as u64).read_to_end(&mut buf);
+                    (file, read.map(|_| buf))
+                },
+                |e| cancelled(&root, "get", &key, e),
+            )
+            .await?;
             let buf = read.map_err(|e| root.error("get", key, e))?;
             if buf.is_empty() {
                 return Ok(None);

@@ -242,18 +242,16 @@ impl ArtifactStore for MemoryArtifactStore {
 
     async fn put_file(&self, digest: &Digest, path: &Path) -> Result<()> {
         let owned = path.to_owned();
-        let bytes = tokio::task::spawn_blocking(move || std::fs::read(&owned))
-            .await
-            .map_err(|e| Error::io(path, std::io::Error::other(e)))?
+        let bytes = crate::offload::offload(move || std::fs::read(&owned))
+            .await?
             .map_err(|e| Error::io(path, e))?;
         self.publish(digest, Bytes::from(bytes))
     }
 
     async fn import_file(&self, path: &Path, _mode: LinkMode) -> Result<Imported> {
         let owned = path.to_owned();
-        let bytes = tokio::task::spawn_blocking(move || std::fs::read(&owned))
-            .await
-            .map_err(|e| Error::io(path, std::io::Error::other(e)))?
+        let bytes = crate::offload::offload(move || std::fs::read(&owned))
+            .await?
             .map_err(|e| Error::io(path, e))?;
         // What is hashed is what is stored: the bytes read, once.
         let digest = Digest::of(&bytes);
@@ -297,9 +295,8 @@ impl ArtifactStore for MemoryArtifactStore {
         let bytes = self.bytes_of(digest)?;
         let (written, size) = (Digest::of(&bytes), bytes.len() as u64);
         let owned = dest.to_owned();
-        tokio::task::spawn_blocking(move || super::fsutil::write_new_file(&owned, &bytes))
-            .await
-            .map_err(|e| Error::io(dest, std::io::Error::other(e)))?
+        crate::offload::offload(move || super::fsutil::write_new_file(&owned, &bytes))
+            .await?
             .map_err(|e| Error::io(dest, e))?;
         Ok(Placed::new(Materialized::Copied, written, size))
     }

@@ -375,9 +375,7 @@ pub trait ArtifactStoreExt: ArtifactStore {
             Digest::of(&bytes)
         } else {
             let b = bytes.clone();
-            tokio::task::spawn_blocking(move || Digest::of(&b))
-                .await
-                .map_err(|e| Error::io("<blocking task>", std::io::Error::other(e)))?
+            crate::offload::offload(move || Digest::of(&b)).await?
         };
         let one: ByteStream = Box::pin(stream::once(async move { Ok(bytes) }));
         self.put_stream(&digest, one).await?;

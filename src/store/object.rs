@@ -863,13 +863,7 @@ async fn blocking<T: Send + 'static>(
     key: &Path,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(value) => Ok(value),
-        Err(e) => match e.try_into_panic() {
-            Ok(payload) => std::panic::resume_unwind(payload),
-            Err(e) => Err(root.error(operation, key, e.into())),
-        },
-    }
+    crate::offload::offload_or(f, |e| root.error(operation, key, e.into())).await
 }
 
 /// Reads up to `n` bytes of `file` from where it stands, hashing them.
