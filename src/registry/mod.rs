@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
@@ -176,6 +176,9 @@ struct Slot {
     /// Set while a background checkpoint of this model is being written: at most
     /// one at a time.
     checkpointing: AtomicBool,
+    /// When the slot was last handed out (a tick of `Inner::ticks`), for
+    /// evicting the least recently used.
+    last_used: AtomicU64,
 }
 
 /// Clears [`Slot::checkpointing`] when the background checkpoint ends, however
@@ -218,6 +221,10 @@ struct Inner {
     metadata: Arc<dyn MetadataStore>,
     artifacts: Arc<dyn ArtifactStore>,
     models: Mutex<HashMap<ModelName, Arc<Slot>>>,
+    /// How many models' folded states are kept (`RegistryBuilder::max_cached_models`).
+    max_models: usize,
+    /// A clock for `Slot::last_used`.
+    ticks: AtomicU64,
     retry: RetryPolicy,
     checkpoint_every: u64,
     /// States with at least this many versions are checkpointed in the background.
@@ -226,6 +233,28 @@ struct Inner {
     hash_cache: Option<HashCache>,
     /// Verified manifests by digest (immutable, so never stale).
     manifests: manifests::Manifests,
+}
+
+/// How many models' folded states a registry keeps by default.
+const MAX_CACHED_MODELS: usize = 1024;
+
+/// Drops the least recently used slots that nobody holds (only the map does:
+/// no command, query or background checkpoint is using them) until a quarter
+/// of `max` is free, so eviction runs once per `max / 4` new models, not on
+/// every one. A slot in use is never dropped: two slots for one model would
+/// let two writers of this process race for one log position.
+fn evict(models: &mut HashMap<ModelName, Arc<Slot>>, max: usize) {
+    let target = max - max / 4;
+    let mut idle: Vec<(u64, ModelName)> = models
+        .iter()
+        .filter(|(_, slot)| Arc::strong_count(slot) == 1)
+        .map(|(name, slot)| (slot.last_used.load(Ordering::Relaxed), name.clone()))
+        .collect();
+    idle.sort_unstable();
+    let excess = models.len().saturating_sub(target);
+    for (_, name) in idle.into_iter().take(excess) {
+        models.remove(&name);
+    }
 }
 
 /// States with at least this many versions are checkpointed by a background task
@@ -292,6 +321,7 @@ pub struct RegistryBuilder {
     background_checkpoint_from: Option<usize>,
     gates: InProcessGates,
     hash_cache: Option<PathBuf>,
+    max_models: Option<usize>,
 }
 
 impl fmt::Debug for RegistryBuilder {
@@ -303,6 +333,7 @@ impl fmt::Debug for RegistryBuilder {
             .field("checkpoint_every", &self.checkpoint_every)
             .field("gates", &self.gates)
             .field("hash_cache", &self.hash_cache)
+            .field("max_models", &self.max_models)
             .finish()
     }
 }
@@ -366,6 +397,15 @@ impl RegistryBuilder {
         self
     }
 
+    /// How many models' folded states the registry keeps in memory (default
+    /// 1,024, at least 1). Beyond that the least recently used state that no
+    /// command or query is using is dropped; the next read of that model folds
+    /// it again from its latest checkpoint.
+    pub fn max_cached_models(mut self, n: usize) -> Self {
+        self.max_models = Some(n);
+        self
+    }
+
     /// Builds the registry.
     pub fn build(self) -> Result<Registry> {
         let missing =
@@ -375,6 +415,8 @@ impl RegistryBuilder {
                 metadata: self.metadata.ok_or_else(|| missing("metadata"))?,
                 artifacts: self.artifacts.ok_or_else(|| missing("artifact"))?,
                 models: Mutex::new(HashMap::new()),
+                max_models: self.max_models.unwrap_or(MAX_CACHED_MODELS).max(1),
+                ticks: AtomicU64::new(0),
                 retry: self.retry,
                 checkpoint_every: self.checkpoint_every.unwrap_or(1000),
                 background_checkpoint_from: self
@@ -444,6 +486,8 @@ impl Registry {
                 metadata: Arc::new(MemoryMetadataStore::new()),
                 artifacts: Arc::new(MemoryArtifactStore::new()),
                 models: Mutex::new(HashMap::new()),
+                max_models: MAX_CACHED_MODELS,
+                ticks: AtomicU64::new(0),
                 retry: RetryPolicy::default(),
                 checkpoint_every: 1000,
                 background_checkpoint_from: BACKGROUND_CHECKPOINT_FROM,
@@ -899,10 +943,14 @@ impl Registry {
     // ----- machinery ------------------------------------------------------------
 
     fn slot(&self, model: &ModelName) -> Arc<Slot> {
-        lock(&self.inner.models)
-            .entry(model.clone())
-            .or_default()
-            .clone()
+        let mut models = lock(&self.inner.models);
+        let slot = models.entry(model.clone()).or_default().clone();
+        let tick = self.inner.ticks.fetch_add(1, Ordering::Relaxed);
+        slot.last_used.store(tick, Ordering::Relaxed);
+        if models.len() > self.inner.max_models {
+            evict(&mut models, self.inner.max_models);
+        }
+        slot
     }
 
     /// Brings the cached state of `model` up to date and runs `f` on it.
@@ -1293,5 +1341,67 @@ fn registered(
             approvals: BTreeMap::new(),
             reached: BTreeSet::new(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod state_cache {
+    use super::*;
+    use crate::{ArtifactSource, CreateModel, NewVersion};
+
+    #[tokio::test]
+    async fn idle_states_are_evicted_beyond_the_bound_and_fold_again() {
+        let registry = Registry::builder()
+            .metadata(Arc::new(MemoryMetadataStore::new()))
+            .artifacts(Arc::new(MemoryArtifactStore::new()))
+            .max_cached_models(4)
+            .build()
+            .expect("registry");
+        let me = registry.acting_as(Actor::new("ci").expect("actor"));
+        for i in 0..10 {
+            let model = format!("m{i}");
+            me.create_model(&*model, CreateModel::new())
+                .await
+                .expect("create");
+            me.register(
+                &*model,
+                ArtifactSource::bytes("w", format!("{i}")).expect("path"),
+                NewVersion::new(),
+            )
+            .await
+            .expect("register");
+            assert!(
+                lock(&registry.inner.models).len() <= 4,
+                "bounded after m{i}"
+            );
+        }
+        // The most recently used stay; an evicted one folds again, unchanged.
+        assert!(lock(&registry.inner.models).contains_key(&ModelName::new("m9").expect("name")));
+        assert!(!lock(&registry.inner.models).contains_key(&ModelName::new("m0").expect("name")));
+        let v = registry
+            .resolve("m0@latest")
+            .await
+            .expect("resolve evicted model");
+        assert_eq!(v.number.get(), 1);
+        assert!(lock(&registry.inner.models).len() <= 4);
+    }
+
+    #[test]
+    fn a_slot_in_use_is_never_evicted() {
+        let mut models: HashMap<ModelName, Arc<Slot>> = HashMap::new();
+        let held = Arc::new(Slot::default());
+        models.insert(ModelName::new("held").expect("name"), Arc::clone(&held));
+        for i in 0..7 {
+            let slot = Slot::default();
+            slot.last_used.store(i + 1, Ordering::Relaxed);
+            models.insert(
+                ModelName::new(format!("m{i}")).expect("name"),
+                Arc::new(slot),
+            );
+        }
+        evict(&mut models, 4);
+        assert_eq!(models.len(), 3);
+        assert!(models.contains_key(&ModelName::new("held").expect("name")));
+        assert!(models.contains_key(&ModelName::new("m6").expect("name")));
     }
 }
