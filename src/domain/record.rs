@@ -360,7 +360,21 @@ macro_rules! hyper_from {
         }
     )*};
 }
-hyper_from!(bool => Bool, i64 => Int, i32 => Int as i64, u32 => Int as i64, f64 => Float, f32 => Float as f64, String => String);
+hyper_from!(bool => Bool, i64 => Int, i32 => Int as i64, u32 => Int as i64, u16 => Int as i64, u8 => Int as i64, f64 => Float, f32 => Float as f64, String => String);
+
+/// A count (`usize`, `u64`) is an integer when it fits `i64`, else a float, as
+/// a JSON number that large reads back.
+impl From<u64> for HyperValue {
+    fn from(x: u64) -> Self {
+        i64::try_from(x).map_or(HyperValue::Float(x as f64), HyperValue::Int)
+    }
+}
+
+impl From<usize> for HyperValue {
+    fn from(x: usize) -> Self {
+        HyperValue::from(x as u64)
+    }
+}
 
 impl From<&str> for HyperValue {
     fn from(s: &str) -> Self {
@@ -827,5 +841,19 @@ mod tests {
         let json = serde_json::to_string(&h).unwrap();
         assert_eq!(json, r#"{"epochs":3,"lr":3.0}"#);
         assert_eq!(serde_json::from_str::<Hyperparameters>(&json).unwrap(), h);
+    }
+}
+
+#[cfg(test)]
+mod hyper_from_counts {
+    use super::HyperValue;
+
+    #[test]
+    fn counts_are_integers_until_they_do_not_fit() {
+        assert_eq!(HyperValue::from(12usize), HyperValue::Int(12));
+        assert_eq!(
+            HyperValue::from(u64::MAX),
+            HyperValue::Float(u64::MAX as f64)
+        );
     }
 }

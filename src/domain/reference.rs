@@ -52,8 +52,9 @@ impl VersionNumber {
 }
 
 impl fmt::Display for VersionNumber {
+    /// Honours width and alignment (`{:>5}`), as integers do.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
+        fmt::Display::fmt(&self.0, f)
     }
 }
 
@@ -143,15 +144,17 @@ impl VersionRef {
 }
 
 impl fmt::Display for VersionRef {
+    /// Honours width and alignment (`{:<12}`), so references line up in tables.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.selector {
-            Selector::Number(n) => write!(f, "{}/{n}", self.model),
-            Selector::Semver(v) => write!(f, "{}:{v}", self.model),
-            Selector::Latest => write!(f, "{}@latest", self.model),
-            Selector::Alias(a) => write!(f, "{}@{a}", self.model),
-            Selector::Stage(st) => write!(f, "{}@{st}", self.model),
-            Selector::Digest(d) => write!(f, "{}#{d}", self.model),
-        }
+        let text = match &self.selector {
+            Selector::Number(n) => format!("{}/{n}", self.model),
+            Selector::Semver(v) => format!("{}:{v}", self.model),
+            Selector::Latest => format!("{}@latest", self.model),
+            Selector::Alias(a) => format!("{}@{a}", self.model),
+            Selector::Stage(st) => format!("{}@{st}", self.model),
+            Selector::Digest(d) => format!("{}#{d}", self.model),
+        };
+        f.pad(&text)
     }
 }
 
@@ -274,5 +277,20 @@ mod tests {
         fn parser_never_panics(s in "\\PC{0,40}") {
             let _ = s.parse::<VersionRef>();
         }
+    }
+}
+
+#[cfg(test)]
+mod display_width {
+    use super::*;
+
+    #[test]
+    fn references_and_numbers_honour_width() {
+        let r: VersionRef = "fraud/7".parse().expect("reference");
+        assert_eq!(format!("[{r:<9}]"), "[fraud/7  ]");
+        assert_eq!(
+            format!("[{:>3}]", VersionNumber::new(7).expect("number")),
+            "[  7]"
+        );
     }
 }
