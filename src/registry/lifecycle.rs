@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::options::{HistoryFilter, SetAlias};
-use super::{IntoModelName, IntoVersionRef, Registry, pinned_version};
+use super::{IntoModelName, IntoVersionRef, READ_BATCH, Registry, pinned_version};
 use crate::domain::{
     Actor, AliasName, Decision, Event, EventKind, Gate, GateSpec, GateVerdict, ModelName,
     ModelState, Stage, Transition, VersionNumber, VersionRecord,
@@ -348,13 +348,43 @@ impl Registry {
 
     /// The model as it was at time `at`: the fold of every event up to and
     /// including `at`. [`Error::NotFound`] if the model did not exist yet.
+    ///
+    /// At or after the model's last change this is the current state (no read
+    /// beyond the usual check for new events); before it, the log is read from
+    /// its start up to `at` only, not to its end.
     pub async fn model_as_of(
         &self,
         model: impl IntoModelName,
         at: DateTime<Utc>,
     ) -> Result<ModelState> {
         let model = model.into_model_name()?;
-        fold_until(&model, self.events(&model).await?, at)
+        let current = self
+            .read(&model, |s| (s.updated_at() <= at).then(|| s.clone()))
+            .await?;
+        if let Some(state) = current {
+            return Ok(state);
+        }
+        let mut events = Vec::new();
+        loop {
+            let batch = self
+                .inner
+                .metadata
+                .read_after(model.as_str(), events.len() as u64, READ_BATCH)
+                .await?;
+            let done = batch.len() < READ_BATCH;
+            for rec in batch {
+                let event = Event::from_bytes(&model, rec.seq, &rec.bytes)
+                    .map_err(self.record_at(&model, rec.seq))?;
+                // Times never go backwards in a log: nothing after this is due.
+                if event.time > at {
+                    return fold_until(&model, events, at);
+                }
+                events.push(event);
+            }
+            if done {
+                return fold_until(&model, events, at);
+            }
+        }
     }
 
     /// Resolves a reference as it resolved at time `at`: which version was in
