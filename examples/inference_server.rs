@@ -30,7 +30,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
 use modelreg::{
     Actor, ArtifactSource, CacheOptions, CachedModel, CreateModel, Followed, ModelCache,
     ModelState, NewVersion, Registered, Registry, RouteTarget, Session, SetAlias, Stage,
@@ -39,7 +38,6 @@ use modelreg::{
 use safetensors::Logistic;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -63,7 +61,7 @@ struct Server {
     /// `scorer@production`, kept verified on disk: what unkeyed requests get.
     production: Followed,
     /// The model as of its last change: what keyed requests are routed by.
-    state: watch::Receiver<ModelState>,
+    state: Followed<ModelState>,
     /// Versions parsed into memory, by number.
     loaded: Mutex<HashMap<VersionNumber, Arc<Loaded>>>,
 }
@@ -73,20 +71,7 @@ impl Server {
     async fn start(cache: ModelCache) -> Result<Arc<Server>, BoxError> {
         let every = WatchOptions::new().interval(Duration::from_millis(50));
         let production = cache.follow(PRODUCTION, every).await?;
-        let mut states = cache.registry().watch_model(MODEL, every)?;
-        let (tell, state) = watch::channel(states.next().await.ok_or("no state")??);
-        tokio::spawn(async move {
-            while let Some(s) = states.next().await {
-                match s {
-                    Ok(s) => {
-                        if tell.send(s).is_err() {
-                            return; // the server is gone
-                        }
-                    }
-                    Err(e) => eprintln!("[server] watching {MODEL}: {e}"),
-                }
-            }
-        });
+        let state = cache.registry().follow_model(MODEL, every).await?;
         let loaded = Mutex::default();
         Ok(Arc::new(Server {
             cache,
@@ -192,7 +177,7 @@ async fn answer(
     match path {
         "/health" => Ok(serde_json::json!({
             "production": server.production.current().version().number.get(),
-            "routing": server.state.borrow().production().map(|v| v.number.get()),
+            "routing": server.state.current().production().map(|v| v.number.get()),
             "error": server.production.last_error(),
         })),
         "/predict" => {
@@ -207,7 +192,7 @@ async fn answer(
                 // A keyed request follows the traffic split of the state held.
                 Some(user) => server
                     .state
-                    .borrow()
+                    .current()
                     .route(user.as_bytes())
                     .map(|r| (r.version, r.target))
                     .map_err(|e| unavailable(e.to_string()))?,

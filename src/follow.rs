@@ -1,4 +1,5 @@
-//! [`ModelCache::follow`]: a reference kept loaded, swapped when it moves.
+//! [`ModelCache::follow`]: a reference kept loaded, swapped when it moves;
+//! [`Registry::follow_model`]: a model's state kept current.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -8,13 +9,18 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::cache::{CachedModel, ModelCache};
+use crate::domain::ModelState;
 use crate::error::{Error, Result};
-use crate::registry::{IntoVersionRef, WatchOptions};
+use crate::registry::{IntoModelName, IntoVersionRef, Registry, WatchOptions};
 
-/// A reference kept loaded from a [`ModelCache`]: [`current`](Self::current) is
-/// always the verified files of the version the reference resolved to last, and
-/// [`changed`](Self::changed) waits until that changes. Made by
-/// [`ModelCache::follow`].
+/// Something kept current in the background: [`current`](Self::current) is the
+/// latest value, [`changed`](Self::changed) waits for the next one.
+///
+/// `Followed<CachedModel>` (the default) is a reference kept loaded from a
+/// [`ModelCache`]: the verified files of the version the reference resolved to
+/// last. Made by [`ModelCache::follow`]. `Followed<ModelState>` is a model's
+/// state as of its last change, for routing without a read per request
+/// ([`ModelState::route`]). Made by [`Registry::follow_model`].
 ///
 /// A background task watches the reference ([`Registry::watch`](crate::Registry::watch))
 /// and, when it moves, downloads and verifies the new version *before* swapping
@@ -24,35 +30,33 @@ use crate::registry::{IntoVersionRef, WatchOptions};
 /// [`CachedModel`] handed out holds its entry "in use" for as long as any clone
 /// of the `Arc` lives, so a request that is still using the old files keeps them
 /// on disk after the swap. Dropping the `Followed` stops the task.
-pub struct Followed {
-    current: watch::Receiver<Arc<CachedModel>>,
+pub struct Followed<T = CachedModel> {
+    current: watch::Receiver<Arc<T>>,
     last_error: Arc<Mutex<Option<Error>>>,
     task: JoinHandle<()>,
 }
 
-impl fmt::Debug for Followed {
+impl<T> fmt::Debug for Followed<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Followed")
-            .field("current", &self.current.borrow().version().reference())
-            .finish_non_exhaustive()
+        f.debug_struct("Followed").finish_non_exhaustive()
     }
 }
 
-impl Drop for Followed {
+impl<T> Drop for Followed<T> {
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
-impl Followed {
-    /// The files of the current version (cheap: an `Arc` clone).
-    pub fn current(&self) -> Arc<CachedModel> {
+impl<T> Followed<T> {
+    /// The current value (cheap: an `Arc` clone).
+    pub fn current(&self) -> Arc<T> {
         Arc::clone(&self.current.borrow())
     }
 
     /// Waits until another version has been swapped in since the last call (or
     /// since `follow`), and returns it. Cancel-safe: use it in a `select!`.
-    pub async fn changed(&mut self) -> Result<Arc<CachedModel>> {
+    pub async fn changed(&mut self) -> Result<Arc<T>> {
         self.current.changed().await.map_err(|_| {
             Error::invalid_input("followed reference", "the background task stopped")
         })?;
@@ -63,11 +67,11 @@ impl Followed {
     /// (`changed().await`, `borrow()`), for servers that share one `Followed`
     /// between connections and still want to act on a swap (log it, load the
     /// new weights before the first request needs them).
-    pub fn subscribe(&self) -> watch::Receiver<Arc<CachedModel>> {
+    pub fn subscribe(&self) -> watch::Receiver<Arc<T>> {
         self.current.clone()
     }
 
-    /// The error of the last move that could not be followed (a version whose
+    /// The error of the last change that could not be followed (a version whose
     /// files could not be fetched or verified, a store that cannot be reached),
     /// cleared by the next successful swap. The current version stays served
     /// meanwhile.
@@ -140,6 +144,71 @@ impl ModelCache {
                         }
                     }
                     Err(e) => *slot = Some(e),
+                }
+            }
+        });
+        Ok(Followed {
+            current: rx,
+            last_error,
+            task,
+        })
+    }
+}
+
+impl Registry {
+    /// Keeps `model`'s state current: its state now (waiting for it), then the
+    /// state after each change by any process — registrations, moves, aliases,
+    /// traffic splits. A router routes from [`Followed::current`] with
+    /// [`ModelState::route`], which reads nothing. Built on
+    /// [`watch_model`](Self::watch_model); polls every
+    /// [`WatchOptions::interval`]. Needs a tokio runtime.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+    /// use std::time::Duration;
+    /// use modelreg::*;
+    /// let registry = Registry::in_memory();
+    /// let me = registry.acting_as(Actor::new("ops")?);
+    /// me.create_model("fraud", CreateModel::new()).await?;
+    /// for alias in ["a", "b"] {
+    ///     let v = me.register("fraud", ArtifactSource::bytes("m.bin", alias)?, NewVersion::new()).await?;
+    ///     me.set_alias(&v, alias, SetAlias::new()).await?;
+    /// }
+    /// let mut fraud = registry.follow_model("fraud", WatchOptions::new().interval(Duration::from_millis(10))).await?;
+    /// assert!(fraud.current().traffic_split().is_none());
+    /// me.set_traffic_split("fraud", TrafficSplit::new([("@a", 50), ("@b", 50)])?, "a/b").await?;
+    /// let state = fraud.changed().await?;
+    /// assert!(state.route(b"user-42")?.from_split);
+    /// # Ok::<(), modelreg::Error>(()) }).unwrap();
+    /// ```
+    pub async fn follow_model(
+        &self,
+        model: impl IntoModelName,
+        options: WatchOptions,
+    ) -> Result<Followed<ModelState>> {
+        let mut states = self.watch_model(model, options)?;
+        let first = match states.next().await {
+            Some(state) => Arc::new(state?),
+            None => return Err(Error::not_found("the model's first state")),
+        };
+        let (tx, rx) = watch::channel(first);
+        let last_error = Arc::new(Mutex::new(None));
+        let errors = Arc::clone(&last_error);
+        let task = tokio::spawn(async move {
+            while let Some(item) = states.next().await {
+                let mut slot = errors.lock().unwrap_or_else(|p| p.into_inner());
+                match item {
+                    Ok(state) => {
+                        *slot = None;
+                        drop(slot);
+                        if tx.send(Arc::new(state)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "following a model: the state could not be read; the last one stays current");
+                        *slot = Some(e);
+                    }
                 }
             }
         });
