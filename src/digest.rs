@@ -14,15 +14,17 @@ use crate::error::{Error, Result};
 /// - serialized with serde as that string.
 ///
 /// ```
+/// # fn main() -> modelreg::Result<()> {
 /// use modelreg::Digest;
 /// let d = Digest::of(b"hello");
 /// assert_eq!(d.to_string(), "blake3:ea8f163db38682925e4491c5e58d4bb3506ef8c14eb78a86e908c5624a67200f");
-/// assert_eq!(d.to_string().parse::<Digest>().unwrap(), d);
+/// assert_eq!(d.to_string().parse::<Digest>()?, d);
 ///
 /// // Rejected: another algorithm, wrong length, not hex.
 /// assert!("sha256:ea8f163db38682925e4491c5e58d4bb3506ef8c14eb78a86e908c5624a67200f".parse::<Digest>().is_err());
 /// assert!("blake3:ea8f".parse::<Digest>().is_err());
 /// assert!("blake3:zz8f163db38682925e4491c5e58d4bb3506ef8c14eb78a86e908c5624a67200f".parse::<Digest>().is_err());
+/// # Ok(()) }
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Digest([u8; 32]);

@@ -99,14 +99,15 @@ pub enum Selector {
 /// | `fraud#blake3:<64 hex>` | the version whose artifact has that digest |
 ///
 /// ```
+/// # fn main() -> modelreg::Result<()> {
 /// use modelreg::{VersionRef, Selector};
-/// let r: VersionRef = "fraud/7".parse().unwrap();
+/// let r: VersionRef = "fraud/7".parse()?;
 /// assert_eq!(r.model.as_str(), "fraud");
 /// assert!(matches!(r.selector, Selector::Number(n) if n.get() == 7));
 /// assert_eq!(r.to_string(), "fraud/7");
 ///
 /// for ok in ["fraud:1.4.0-rc.1", "fraud@latest", "fraud@champion", "fraud@production"] {
-///     assert_eq!(ok.parse::<VersionRef>().unwrap().to_string(), ok);
+///     assert_eq!(ok.parse::<VersionRef>()?.to_string(), ok);
 /// }
 ///
 /// // Errors say what is wrong and where.
@@ -116,6 +117,7 @@ pub enum Selector {
 /// assert!("Fraud/1".parse::<VersionRef>().is_err()); // bad model name
 /// assert!("fraud/0".parse::<VersionRef>().is_err());
 /// assert!("fraud:1.4".parse::<VersionRef>().is_err());
+/// # Ok(()) }
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub struct VersionRef {

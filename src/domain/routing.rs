@@ -19,14 +19,16 @@ use crate::error::{Error, Result};
 /// routed, so a route to `@champion` follows the alias when it moves.
 ///
 /// ```
+/// # fn main() -> modelreg::Result<()> {
 /// use modelreg::RouteTarget;
 /// for ok in ["@champion", "@production", "@latest", "/7", ":1.4.0"] {
-///     assert_eq!(ok.parse::<RouteTarget>().unwrap().to_string(), ok);
+///     assert_eq!(ok.parse::<RouteTarget>()?.to_string(), ok);
 /// }
 /// // A full reference names a model; a route target never does.
 /// assert!("fraud@champion".parse::<RouteTarget>().is_err());
 /// assert!("champion".parse::<RouteTarget>().is_err());
 /// assert!("/0".parse::<RouteTarget>().is_err());
+/// # Ok(()) }
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub struct RouteTarget(Selector);
