@@ -194,7 +194,7 @@ async fn answer(
                     .state
                     .current()
                     .route(user.as_bytes())
-                    .map(|r| (r.version, r.target))
+                    .map(|r| (VersionRecord::clone(&r.version), r.target))
                     .map_err(|e| unavailable(e.to_string()))?,
                 // Otherwise whatever production is, as followed.
                 None => (

@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -343,8 +344,9 @@ impl fmt::Display for TrafficSplit {
 pub struct Routed {
     /// The route taken (`@production` when the model has no split).
     pub target: RouteTarget,
-    /// The version the target resolved to.
-    pub version: VersionRecord,
+    /// The version the target resolved to, shared with the state it was
+    /// routed from (routing copies no record).
+    pub version: Arc<VersionRecord>,
     /// Whether a traffic split chose the route; `false` means the model has none and
     /// the request fell back to `@production`.
     pub from_split: bool,
@@ -362,7 +364,9 @@ impl ModelState {
             Some(split) => (split.pick(self.name(), key).target.clone(), true),
             None => (RouteTarget::production(), false),
         };
-        let version = self.resolve(target.selector())?.clone();
+        let number = self.resolve(target.selector())?.number;
+        // Numbers are dense from 1: version n is at index n - 1.
+        let version = Arc::clone(&self.versions()[(number.get() - 1) as usize]);
         Ok(Routed {
             target,
             version,
