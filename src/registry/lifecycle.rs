@@ -343,7 +343,11 @@ impl Registry {
             }
         }
         let next = (end > 0).then_some(end + 1);
-        Ok(crate::Page { items, next })
+        Ok(crate::Page {
+            items,
+            next,
+            total: None,
+        })
     }
 
     /// The model as it was at time `at`: the fold of every event up to and

@@ -102,6 +102,10 @@ pub struct Page<T, N = String> {
     /// Where the next page starts; `None` on the last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<N>,
+    /// How many items the whole listing has across its pages, when known
+    /// without reading them all (versions: yes; the audit trail: no).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
 }
 
 /// A version's place in an order: its metric value (if ordering by one) and
@@ -219,7 +223,11 @@ impl Registry {
         let next = (start + items.len() < matching.len())
             .then(|| items.last().map(|v| Key::of(v, order).token()))
             .flatten();
-        Ok(Page { items, next })
+        Ok(Page {
+            items,
+            next,
+            total: Some(matching.len() as u64),
+        })
     }
 
     /// A summary of every model (name, description, tags, version count,

@@ -2833,6 +2833,7 @@ pub async fn versions_page_in_order(f: &Fixture) {
         .await
         .expect("page 1");
     assert_eq!(numbers(&p1), [5, 2, 4, 1]);
+    assert_eq!(p1.total, Some(6));
     // A new best version arrives between the pages.
     me.register(
         "m",
