@@ -1,0 +1,514 @@
+//! The command surface: the implementations behind `Session`'s writes
+//! (`create_model`, `register`, …) and the queries (`resolve`, `list_versions`,
+//! `events`, `manifest`, `fetch`, `verify`, …), each built on the engine's
+//! `read` and `commit`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+use crate::domain::{
+    Actor, Event, EventKind, Manifest, MetricName, MetricSpec, ModelName, ModelState, Stage,
+    TagKey, Tags, VersionRecord, VersionRef,
+};
+use crate::error::{Error, Result};
+use crate::store::MetadataStore;
+
+use super::engine::READ_BATCH;
+use super::ingest::blocking;
+use super::{
+    ArtifactSource, CreateModel, FetchOptions, FetchReport, IntoMetrics, IntoModelName,
+    IntoVersionRef, NewVersion, RegisterReport, Registered, Registry, VerifyReport, VersionFilter,
+    fetch, gc, ingest, lock,
+};
+
+impl Registry {
+    // ----- commands -------------------------------------------------------------
+
+    /// The implementation of [`Session::create_model`](super::Session::create_model).
+    pub(crate) async fn create_model(
+        &self,
+        model: impl IntoModelName,
+        options: CreateModel,
+        actor: &Actor,
+    ) -> Result<ModelState> {
+        let model = model.into_model_name()?;
+        options.error.check()?;
+        let event = Event {
+            seq: 1,
+            model: model.clone(),
+            time: Utc::now(),
+            actor: actor.clone(),
+            kind: EventKind::ModelCreated {
+                description: options.description,
+                metric_specs: options.metric_specs,
+                tags: options.tags,
+            },
+        };
+        let state = ModelState::genesis(&event)?;
+        let slot = self.slot(&model);
+        let _writer = slot.writer.lock().await;
+        match self
+            .append(
+                &model,
+                1,
+                Bytes::from(crate::domain::limits::encode(&event)?),
+            )
+            .await
+        {
+            Ok(()) => {
+                let mut cached = slot.write();
+                if cached.is_none() {
+                    *cached = Some(Arc::new(state.clone()));
+                }
+                Ok(state)
+            }
+            Err(Error::AlreadyExists { .. }) => {
+                Err(Error::already_exists(format!("model '{model}'")))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The implementation of [`Session::register`](super::Session::register).
+    pub(crate) async fn register(
+        &self,
+        model: impl IntoModelName,
+        source: ArtifactSource,
+        version: NewVersion,
+        actor: &Actor,
+    ) -> Result<Registered> {
+        let started = std::time::Instant::now();
+        let model = model.into_model_name()?;
+        let mut version = version;
+        version.error.check()?;
+        self.resolve_parents(&mut version).await?;
+        if version.capture_environment || version.capture_code.is_some() {
+            version = blocking(move || crate::capture::fill_in(version)).await?;
+        }
+        // Before anything clones it: validation is depth-bounded, cloning is not.
+        version.provenance.check()?;
+        // Parents must exist, and none may descend from the new version.
+        self.check_lineage(&model, &version.provenance.parents)
+            .await?;
+        // Check everything that can be checked before moving any bytes.
+        let placeholder = crate::digest::Digest::of(b"");
+        self.read(&model, |s| {
+            s.check(&registered(
+                s,
+                &version,
+                actor,
+                placeholder,
+                0,
+                0,
+                Utc::now(),
+            ))
+        })
+        .await??;
+
+        let artifacts = self.inner.artifacts.as_ref();
+        let meta = self.inner.metadata.as_ref();
+        // Announce the blobs to garbage collectors before relying on them (gc.rs).
+        let (manifest, digest, stats, mut intent) = match ingest::Planned::of(&source).await? {
+            // In-memory files: every digest is known before anything is stored, so
+            // the intent is written while the blobs are. What makes them safe is
+            // the check after both (`secure_blobs`), not the order of the two.
+            Some(planned) => {
+                let needed = planned.digests();
+                let (stored, announced) =
+                    futures::join!(planned.store(artifacts), gc::Intent::announce(meta, needed));
+                match (stored, announced) {
+                    (Ok((manifest, digest, stats)), Ok(intent)) => {
+                        (manifest, digest, stats, intent)
+                    }
+                    (Err(e), Ok(intent)) => {
+                        intent.withdraw(meta).await;
+                        return Err(e);
+                    }
+                    (Err(e), Err(_)) | (Ok(_), Err(e)) => return Err(e),
+                }
+            }
+            None => {
+                let (manifest, digest, stats) = ingest::ingest(
+                    artifacts,
+                    source.clone(),
+                    self.inner.hash_cache.as_ref(),
+                    version.link,
+                )
+                .await?;
+                let needed = std::iter::once(digest)
+                    .chain(manifest.entries().iter().map(|e| e.digest))
+                    .collect();
+                let intent = gc::Intent::announce(meta, needed).await?;
+                (manifest, digest, stats, intent)
+            }
+        };
+        let committed = async {
+            self.secure_blobs(&mut intent, &source, &manifest, digest)
+                .await?;
+            let (size, files) = (manifest.total_size(), manifest.len() as u64);
+            let (_, record) = self
+                .commit(&model, actor, |s, time| {
+                    Ok(registered(s, &version, actor, digest, size, files, time))
+                })
+                .await?;
+            record.ok_or_else(|| {
+                Error::not_found(format!("the version just registered in model '{model}'"))
+            })
+        }
+        .await;
+        intent.withdraw(meta).await;
+        let version = committed?;
+        Ok(Registered {
+            report: RegisterReport {
+                files: version.files,
+                bytes: version.size,
+                files_stored: stats.files_stored,
+                bytes_stored: stats.bytes_stored,
+                files_present: stats.files_present,
+                bytes_present: stats.bytes_present,
+                files_linked: stats.files_linked,
+                files_copied: stats.files_copied,
+                hash_cache_hits: stats.hash_cache_hits,
+                elapsed: started.elapsed(),
+            },
+            version,
+        })
+    }
+
+    /// Resolves the parents given as references ([`NewVersion::parent`]) to
+    /// numbered parents in the provenance.
+    pub(super) async fn resolve_parents(&self, version: &mut NewVersion) -> Result<()> {
+        for (r, relation) in std::mem::take(&mut version.parents) {
+            let parent = self.resolve(&r).await?;
+            version.provenance.parents.push(crate::domain::ParentRef {
+                model: r.model.clone(),
+                version: parent.number,
+                relation,
+            });
+        }
+        Ok(())
+    }
+
+    /// The implementation of [`Session::add_metrics`](super::Session::add_metrics).
+    pub(crate) async fn add_metrics(
+        &self,
+        version: impl IntoVersionRef,
+        metrics: impl IntoMetrics,
+        actor: &Actor,
+    ) -> Result<VersionRecord> {
+        let r = version.into_version_ref()?;
+        let metrics = metrics.into_metrics()?;
+        self.commit_on_version(&r, actor, |number| EventKind::MetricsAdded {
+            version: number,
+            metrics: metrics.clone(),
+        })
+        .await
+    }
+
+    /// The implementation of [`Session::set_version_tags`](super::Session::set_version_tags).
+    pub(crate) async fn set_version_tags(
+        &self,
+        version: impl IntoVersionRef,
+        set: Tags,
+        remove: Vec<TagKey>,
+        actor: &Actor,
+    ) -> Result<VersionRecord> {
+        let r = version.into_version_ref()?;
+        self.commit_on_version(&r, actor, |number| EventKind::TagsSet {
+            version: Some(number),
+            set: set.clone(),
+            removed: remove.clone(),
+        })
+        .await
+    }
+
+    /// The implementation of [`Session::deprecate`](super::Session::deprecate).
+    pub(crate) async fn deprecate(
+        &self,
+        version: impl IntoVersionRef,
+        reason: impl Into<String>,
+        actor: &Actor,
+    ) -> Result<VersionRecord> {
+        let r = version.into_version_ref()?;
+        let reason = reason.into();
+        self.commit_on_version(&r, actor, |number| EventKind::VersionDeprecated {
+            version: number,
+            reason: reason.clone(),
+        })
+        .await
+    }
+
+    /// The implementation of [`Session::set_model_tags`](super::Session::set_model_tags).
+    pub(crate) async fn set_model_tags(
+        &self,
+        model: impl IntoModelName,
+        set: Tags,
+        remove: Vec<TagKey>,
+        actor: &Actor,
+    ) -> Result<ModelState> {
+        let model = model.into_model_name()?;
+        self.commit(&model, actor, |_, _| {
+            Ok(EventKind::TagsSet {
+                version: None,
+                set: set.clone(),
+                removed: remove.clone(),
+            })
+        })
+        .await?;
+        self.model(&model).await
+    }
+
+    /// The implementation of [`Session::set_metric_specs`](super::Session::set_metric_specs).
+    pub(crate) async fn set_metric_specs(
+        &self,
+        model: impl IntoModelName,
+        specs: BTreeMap<MetricName, MetricSpec>,
+        actor: &Actor,
+    ) -> Result<ModelState> {
+        let model = model.into_model_name()?;
+        self.commit(&model, actor, |_, _| {
+            Ok(EventKind::MetricSpecsSet {
+                specs: specs.clone(),
+            })
+        })
+        .await?;
+        self.model(&model).await
+    }
+
+    // ----- queries --------------------------------------------------------------
+
+    /// The names of all models, sorted.
+    pub async fn list_models(&self) -> Result<Vec<ModelName>> {
+        let mut names: Vec<ModelName> = self
+            .inner
+            .metadata
+            .list_logs()
+            .await?
+            .into_iter()
+            // A key that is not a model name is not one of our logs.
+            .filter_map(|k| {
+                ModelName::new(&k)
+                    .inspect_err(|e| tracing::warn!(key = %k, error = %e, "skipping a log that is not a model's"))
+                    .ok()
+            })
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// The current state of a model: description, specs, tags and every version.
+    pub async fn model(&self, model: impl IntoModelName) -> Result<ModelState> {
+        let model = model.into_model_name()?;
+        self.read(&model, ModelState::clone).await
+    }
+
+    /// Resolves a reference to its version.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use modelreg::{Actor, ArtifactSource, CreateModel, NewVersion, Registry};
+    /// let registry = Registry::in_memory();
+    /// let alice = Actor::new("alice")?;
+    /// registry.acting_as(alice.clone()).create_model("fraud", CreateModel::new()).await?;
+    /// let v1 = registry
+    ///     .acting_as(alice).register("fraud", ArtifactSource::bytes("model.bin", "weights")?, NewVersion::new())
+    ///     .await?;
+    /// assert_eq!(registry.resolve("fraud@latest").await?.number, v1.number);
+    /// assert_eq!(registry.resolve(format!("fraud#{}", v1.artifact)).await?.number, v1.number);
+    /// assert!(registry.resolve("fraud/2").await.is_err());
+    /// # Ok::<(), modelreg::Error>(()) }).unwrap();
+    /// ```
+    pub async fn resolve(&self, reference: impl IntoVersionRef) -> Result<VersionRecord> {
+        let r = reference.into_version_ref()?;
+        self.read(&r.model, |s| s.resolve(&r.selector).cloned())
+            .await?
+    }
+
+    /// The versions of a model that match `filter`, oldest first.
+    ///
+    /// The records are shared with the registry's cached state, so listing
+    /// copies a pointer per version, not the version: listing 100,000 versions
+    /// takes about a millisecond.
+    pub async fn list_versions(
+        &self,
+        model: impl IntoModelName,
+        filter: &VersionFilter,
+    ) -> Result<Vec<Arc<VersionRecord>>> {
+        let model = model.into_model_name()?;
+        filter.error.check()?;
+        self.read(&model, |s| {
+            s.versions()
+                .iter()
+                .filter(|v| filter.matches(v))
+                .cloned()
+                .collect()
+        })
+        .await
+    }
+
+    /// Every event of a model, oldest first: the raw log. See
+    /// [`history`](Self::history) for the filtered audit trail.
+    pub async fn events(&self, model: impl IntoModelName) -> Result<Vec<Event>> {
+        let model = model.into_model_name()?;
+        let mut events = Vec::new();
+        loop {
+            let batch = self
+                .inner
+                .metadata
+                .read_after(model.as_str(), events.len() as u64, READ_BATCH)
+                .await?;
+            let done = batch.len() < READ_BATCH;
+            for rec in batch {
+                let at = self.record_at(&model, rec.seq);
+                events.push(Event::from_bytes(&model, rec.seq, &rec.bytes).map_err(at)?);
+            }
+            if done {
+                break;
+            }
+        }
+        if events.is_empty() {
+            return Err(Error::model_not_found(&model));
+        }
+        Ok(events)
+    }
+
+    /// The manifest of a version's artifact: read and verified the first time,
+    /// then kept (a manifest is immutable: its digest is its name).
+    pub async fn manifest(&self, reference: impl IntoVersionRef) -> Result<Manifest> {
+        let v = self.resolve(reference).await?;
+        Ok(Manifest::clone(
+            &*self.verified_manifest(&v.artifact).await?,
+        ))
+    }
+
+    /// The verified manifest stored under `digest`, kept after the first read.
+    pub(crate) async fn verified_manifest(
+        &self,
+        digest: &crate::digest::Digest,
+    ) -> Result<Arc<Manifest>> {
+        self.inner
+            .manifests
+            .get(self.inner.artifacts.as_ref(), digest)
+            .await
+    }
+
+    /// Writes a version's files into `dest`, verified.
+    ///
+    /// `dest` must not exist or be an empty directory. Files are written into a
+    /// staging directory beside it and re-hashed; only when every digest matches is
+    /// it renamed to `dest`. On any failure — a corrupt or missing blob, a full disk —
+    /// `dest` is left as it was and no partial files remain.
+    #[tracing::instrument(name = "fetch", level = "info", skip_all)]
+    pub async fn fetch(
+        &self,
+        reference: impl IntoVersionRef,
+        dest: impl AsRef<Path>,
+        options: FetchOptions,
+    ) -> Result<FetchReport> {
+        let r = reference.into_version_ref()?;
+        let v = self.resolve(&r).await?;
+        let what = format!("{}/{}", r.model, v.number);
+        let store = self.inner.artifacts.as_ref();
+        let manifest = self.verified_manifest(&v.artifact).await?;
+        fetch::fetch_into(store, &manifest, dest.as_ref(), options.link, &what).await
+    }
+
+    /// Re-hashes every blob of a version in the store: [`Error::Integrity`] names the
+    /// first file whose bytes do not match, [`Error::NotFound`] the first missing one.
+    #[tracing::instrument(name = "verify", level = "info", skip_all)]
+    pub async fn verify(&self, reference: impl IntoVersionRef) -> Result<VerifyReport> {
+        let r = reference.into_version_ref()?;
+        let v = self.resolve(&r).await?;
+        let store = self.inner.artifacts.as_ref();
+        let manifest = fetch::load_manifest(store, &v.artifact).await?;
+        let mut report = VerifyReport { files: 0, bytes: 0 };
+        for e in manifest.entries() {
+            let what = || format!("file '{}' of {}/{}", e.path, r.model, v.number);
+            let (actual, size) = store
+                .hash_stored(&e.digest)
+                .await
+                .map_err(|err| match err {
+                    Error::NotFound { .. } => {
+                        Error::blob_not_found(e.digest, format!("blob {} ({})", e.digest, what()))
+                    }
+                    err => err,
+                })?;
+            if actual != e.digest || size != e.size {
+                return Err(Error::Integrity {
+                    what: what(),
+                    expected: e.digest,
+                    actual,
+                    location: Some(store.location(&e.digest)),
+                });
+            }
+            report.files += 1;
+            report.bytes += size;
+        }
+        Ok(report)
+    }
+
+    /// Drops the cached state of every model, so the next read folds from the
+    /// stores again (from the latest checkpoint). Reads pick up other writers'
+    /// events without this; it is for tests and for shedding memory.
+    pub fn clear_cache(&self) {
+        lock(&self.inner.models).clear();
+    }
+}
+
+/// Resolves `r` on a command's first attempt and by the same number on retries,
+/// so a retry acts on the version the caller meant even if `@latest` or an alias
+/// moved meanwhile.
+pub(super) fn pinned_version<'s>(
+    s: &'s ModelState,
+    r: &VersionRef,
+    number: &mut Option<crate::domain::VersionNumber>,
+) -> Result<&'s VersionRecord> {
+    match *number {
+        None => {
+            let v = s.resolve(&r.selector)?;
+            *number = Some(v.number);
+            Ok(v)
+        }
+        Some(n) => s
+            .version(n)
+            .ok_or_else(|| Error::version_not_found(&r.model, format!("{}/{n}", r.model))),
+    }
+}
+
+/// The `version_registered` event for `v` as the next version of `s`.
+fn registered(
+    s: &ModelState,
+    v: &NewVersion,
+    actor: &Actor,
+    artifact: crate::digest::Digest,
+    size: u64,
+    files: u64,
+    time: DateTime<Utc>,
+) -> EventKind {
+    EventKind::VersionRegistered {
+        version: Box::new(VersionRecord {
+            // The fold fills it in: the log is the model's.
+            model: ModelName::unset(),
+            number: s.next_version_number(),
+            semver: v.semver.clone(),
+            artifact,
+            size,
+            files,
+            created_at: time,
+            created_by: actor.clone(),
+            description: v.description.clone(),
+            tags: v.tags.clone(),
+            provenance: v.provenance.clone(),
+            metrics: v.metrics.clone(),
+            deprecated: None,
+            stage: Stage::None,
+            stage_since: None,
+            approvals: BTreeMap::new(),
+            reached: BTreeSet::new(),
+        }),
+    }
+}

@@ -1,0 +1,522 @@
+//! The engine under every command: per-model slots holding the cached fold,
+//! reading and refreshing it from the log (`read`, `refresh`, `load`,
+//! `load_checkpoint`), committing events (`commit`, `append`), checkpoints
+//! (`maybe_checkpoint`, `write_checkpoint`) and eviction of idle slots.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+use crate::domain::state::{decode_checkpoint, encode_checkpoint};
+use crate::domain::{Actor, Event, EventKind, ModelName, ModelState, VersionRecord, VersionRef};
+use crate::error::{Error, Result};
+use crate::store::MetadataStore;
+
+use super::ingest::blocking;
+use super::{Registry, lock, pinned_version};
+
+/// How many log records are read per store call while folding.
+pub(super) const READ_BATCH: usize = 1024;
+
+/// One model's cached fold and the lock of this process's writers to it.
+///
+/// Nothing holds `state` across an await: readers fold the log's new records
+/// without it and apply them under it (records are immutable, so a record read by
+/// anyone is the record), so a read future that is kept half-polled blocks nobody.
+/// `writer` is held across a commit's append, so this process's writers never
+/// race each other for one log position.
+#[derive(Default)]
+pub(super) struct Slot {
+    /// The fold, `None` until first loaded (or after a failed apply). Only ever
+    /// moves forward while `Some`.
+    ///
+    /// Shared (`Arc`) so a command can decide on a snapshot with no lock held
+    /// (its gates may take their time); folding copies it only if a snapshot
+    /// is out at that moment.
+    state: RwLock<Option<Arc<ModelState>>>,
+    pub(super) writer: tokio::sync::Mutex<()>,
+    /// Set while a background checkpoint of this model is being written: at most
+    /// one at a time.
+    pub(super) checkpointing: AtomicBool,
+    /// When the slot was last handed out (a tick of `Inner::ticks`), for
+    /// evicting the least recently used.
+    last_used: AtomicU64,
+}
+
+/// Clears [`Slot::checkpointing`] when the background checkpoint ends, however
+/// it ends (a runtime shutting down drops the task).
+struct CheckpointGuard(Arc<Slot>);
+
+impl Drop for CheckpointGuard {
+    fn drop(&mut self) {
+        self.0.checkpointing.store(false, Ordering::Release);
+    }
+}
+
+impl Slot {
+    fn read(&self) -> RwLockReadGuard<'_, Option<Arc<ModelState>>> {
+        match self.state.read() {
+            Ok(g) => g,
+            Err(_) => {
+                // A panic while the state was written: drop it, the log is the truth.
+                drop(self.write());
+                self.state.read().unwrap_or_else(|p| p.into_inner())
+            }
+        }
+    }
+
+    pub(super) fn write(&self) -> RwLockWriteGuard<'_, Option<Arc<ModelState>>> {
+        self.state.write().unwrap_or_else(|p| {
+            let mut g = p.into_inner();
+            *g = None;
+            self.state.clear_poison();
+            g
+        })
+    }
+
+    fn seq(&self) -> Option<u64> {
+        self.read().as_ref().map(|s| s.seq())
+    }
+}
+
+/// Drops the least recently used slots that nobody holds (only the map does:
+/// no command, query or background checkpoint is using them) until a quarter
+/// of `max` is free, so eviction runs once per `max / 4` new models, not on
+/// every one. A slot in use is never dropped: two slots for one model would
+/// let two writers of this process race for one log position.
+fn evict(models: &mut HashMap<ModelName, Arc<Slot>>, max: usize) {
+    let target = max - max / 4;
+    let mut idle: Vec<(u64, ModelName)> = models
+        .iter()
+        .filter(|(_, slot)| Arc::strong_count(slot) == 1)
+        .map(|(name, slot)| (slot.last_used.load(Ordering::Relaxed), name.clone()))
+        .collect();
+    idle.sort_unstable();
+    let excess = models.len().saturating_sub(target);
+    for (_, name) in idle.into_iter().take(excess) {
+        models.remove(&name);
+    }
+}
+
+impl Registry {
+    pub(super) fn slot(&self, model: &ModelName) -> Arc<Slot> {
+        let mut models = lock(&self.inner.models);
+        let slot = models.entry(model.clone()).or_default().clone();
+        let tick = self.inner.ticks.fetch_add(1, Ordering::Relaxed);
+        slot.last_used.store(tick, Ordering::Relaxed);
+        if models.len() > self.inner.max_models {
+            evict(&mut models, self.inner.max_models);
+        }
+        slot
+    }
+
+    /// Brings the cached state of `model` up to date and runs `f` on it.
+    ///
+    /// `f` sees every event whose append returned before this call began, in this
+    /// process or any other (and maybe later ones).
+    pub(super) async fn read<R>(
+        &self,
+        model: &ModelName,
+        f: impl FnOnce(&ModelState) -> R,
+    ) -> Result<R> {
+        let slot = self.slot(model);
+        loop {
+            self.refresh(model, &slot).await?;
+            // `None` only if a failed apply dropped the state meanwhile: fold again.
+            if let Some(state) = slot.read().as_ref() {
+                return Ok(f(state));
+            }
+        }
+    }
+
+    /// Folds the events `model`'s cached state has not seen; loads from the latest
+    /// checkpoint first if nothing is cached. [`Error::NotFound`] if the model has
+    /// no log.
+    ///
+    /// No lock is held while the store is read. When nothing is new this costs one
+    /// [`probe`](MetadataStore::probe) where the store answers it (a `stat` on the
+    /// local store), else one `read_after` that finds nothing.
+    pub(super) async fn refresh(&self, model: &ModelName, slot: &Slot) -> Result<()> {
+        let meta = &self.inner.metadata;
+        loop {
+            let Some(seq) = slot.seq() else {
+                let loaded = self.load(model).await?;
+                let mut cached = slot.write();
+                if cached.as_ref().is_none_or(|s| s.seq() < loaded.seq()) {
+                    *cached = Some(Arc::new(loaded));
+                }
+                // Loading folded to the end of the log as it was then.
+                return Ok(());
+            };
+            if let Some(next) = meta.probe(model.as_str(), seq + 1)
+                && !next?
+            {
+                return Ok(());
+            }
+            let batch = meta.read_after(model.as_str(), seq, READ_BATCH).await?;
+            let done = batch.len() < READ_BATCH;
+            let events = batch
+                .into_iter()
+                .map(|rec| {
+                    Event::from_bytes(model, rec.seq, &rec.bytes)
+                        .map_err(self.record_at(model, rec.seq))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let mut cached = slot.write();
+            let Some(state) = cached.as_mut().map(Arc::make_mut) else {
+                continue;
+            };
+            // Another task may have applied some of them meanwhile.
+            for event in events {
+                if event.seq > state.seq() {
+                    let seq = event.seq;
+                    state.apply(event).map_err(self.record_at(model, seq))?;
+                }
+            }
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Folds `model`'s log from its latest checkpoint (or from event 1) to its end.
+    ///
+    /// A checkpoint the log does not continue (an event after it does not apply)
+    /// is discarded and the log replayed from event 1, as for a corrupt one.
+    pub(super) async fn load(&self, model: &ModelName) -> Result<ModelState> {
+        let checkpoint = self.load_checkpoint(model).await;
+        let seq = checkpoint.as_ref().map(ModelState::seq);
+        match self.fold(model, checkpoint).await {
+            Err(e) if seq.is_some() && !matches!(e, Error::Storage { .. } | Error::Io { .. }) => {
+                tracing::warn!(
+                    model = %model, checkpoint = seq, error = %e,
+                    "the log does not continue the checkpoint: ignoring it, replaying the log"
+                );
+                self.fold(model, None).await
+            }
+            folded => folded,
+        }
+    }
+
+    /// Folds `model`'s log after `state` (from event 1 if `None`) to its end.
+    pub(super) async fn fold(
+        &self,
+        model: &ModelName,
+        mut state: Option<ModelState>,
+    ) -> Result<ModelState> {
+        loop {
+            let after = state.as_ref().map_or(0, ModelState::seq);
+            let batch = self
+                .inner
+                .metadata
+                .read_after(model.as_str(), after, READ_BATCH)
+                .await?;
+            let done = batch.len() < READ_BATCH;
+            for rec in batch {
+                let at = self.record_at(model, rec.seq);
+                let event = Event::from_bytes(model, rec.seq, &rec.bytes).map_err(&at)?;
+                match &mut state {
+                    Some(state) => state.apply(event).map_err(at)?,
+                    None => state = Some(ModelState::genesis(&event).map_err(at)?),
+                }
+            }
+            if done {
+                break;
+            }
+        }
+        state.ok_or_else(|| Error::model_not_found(model))
+    }
+
+    /// The latest checkpoint of `model`, if there is one that agrees with the log.
+    /// A checkpoint is only a cache: one that cannot be read, does not decode, or
+    /// disagrees with the event it claims to cover is ignored and the log replayed.
+    /// Each reason to ignore one is logged as a warning.
+    pub(super) async fn load_checkpoint(&self, model: &ModelName) -> Option<ModelState> {
+        let ignored = |seq: Option<u64>, why: &dyn std::fmt::Display| -> Option<ModelState> {
+            tracing::warn!(
+                model = %model, checkpoint = seq, reason = %why,
+                "ignoring the checkpoint, replaying the log"
+            );
+            None
+        };
+        let meta = &self.inner.metadata;
+        let cp = match meta.latest_checkpoint(model.as_str()).await {
+            Ok(cp) => cp?,
+            Err(e) => return ignored(None, &e),
+        };
+        let (name, seq) = (model.clone(), cp.seq);
+        let state = match blocking(move || decode_checkpoint(&name, seq, &cp.bytes)).await {
+            Ok(Ok(state)) => state,
+            Ok(Err(e)) | Err(e) => return ignored(Some(seq), &e),
+        };
+        let covered = match meta
+            .read_after(model.as_str(), seq.saturating_sub(1), 1)
+            .await
+        {
+            Ok(covered) => covered,
+            Err(e) => return ignored(Some(seq), &e),
+        };
+        let Some(rec) = covered.first().filter(|r| r.seq == seq) else {
+            return ignored(Some(seq), &"the event it covers is not in the log");
+        };
+        let event = match Event::from_bytes(model, rec.seq, &rec.bytes) {
+            Ok(event) => event,
+            Err(e) => return ignored(Some(seq), &e),
+        };
+        match state.confirmed_by(&event) {
+            Ok(()) => Some(state),
+            Err(why) => ignored(Some(seq), &why),
+        }
+    }
+
+    /// Appends the event `make` builds from the fresh state, retrying on conflict.
+    ///
+    /// Each attempt folds the log up to date, builds the event from that state (so
+    /// numbers and references are recomputed), checks it, and appends it at the
+    /// next position with create-if-absent. Losing the race means another writer
+    /// took that position: wait a little, and try again from the top.
+    #[tracing::instrument(level = "debug", skip_all, fields(model = %model))]
+    pub(super) async fn commit(
+        &self,
+        model: &ModelName,
+        actor: &Actor,
+        mut make: impl FnMut(&ModelState, DateTime<Utc>) -> Result<EventKind>,
+    ) -> Result<(Event, Option<VersionRecord>)> {
+        let slot = self.slot(model);
+        let policy = self.inner.retry;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            {
+                let _writer = slot.writer.lock().await;
+                self.refresh(model, &slot).await?;
+                let event = {
+                    // A snapshot: the command and its gates decide with no lock
+                    // held, so a slow gate stalls no reader and no fold.
+                    let snapshot = slot.read().clone();
+                    // `None` only if a failed apply dropped the state: fold again.
+                    let Some(state) = snapshot else {
+                        continue;
+                    };
+                    // The log's order is the truth; times never go backwards in it
+                    // even when writers' clocks disagree.
+                    let time = Utc::now().max(state.updated_at());
+                    let kind = make(&state, time)?;
+                    state.check(&kind)?;
+                    Event {
+                        seq: state.seq() + 1,
+                        model: model.clone(),
+                        time,
+                        actor: actor.clone(),
+                        kind,
+                    }
+                };
+                let bytes = Bytes::from(crate::domain::limits::encode(&event)?);
+                match self.append(model, event.seq, bytes).await {
+                    Ok(()) => {
+                        tracing::debug!(
+                            seq = event.seq,
+                            kind = event.kind.name(),
+                            attempt,
+                            "appended"
+                        );
+                        let version = {
+                            let mut cached = slot.write();
+                            if let Some(state) = cached.as_mut().map(Arc::make_mut)
+                                && state.seq() + 1 == event.seq
+                                && let Err(e) = state.apply(event.clone())
+                            {
+                                // Cannot happen after `check`; refold from the log if
+                                // it does.
+                                *cached = None;
+                                return Err(e);
+                            }
+                            // A reader may have folded the event from the log first;
+                            // a state dropped meanwhile is folded again on next read.
+                            event
+                                .kind
+                                .version()
+                                .and_then(|n| cached.as_ref()?.version(n).cloned())
+                        };
+                        self.maybe_checkpoint(&slot, event.seq).await;
+                        return Ok((event, version));
+                    }
+                    Err(Error::AlreadyExists { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if attempt >= policy.max_attempts {
+                return Err(Error::Conflict {
+                    model: model.to_string(),
+                    attempts: attempt,
+                });
+            }
+            tokio::time::sleep(policy.delay(attempt)).await;
+        }
+    }
+
+    /// Appends record `seq`, telling our own write from another writer's.
+    ///
+    /// A store may retry a conditional write whose first attempt landed (an
+    /// object store retrying a PUT after a timeout or a 5xx), and then report our
+    /// own record as taken. Reading the record back tells: the same bytes (which
+    /// carry this writer's time to the nanosecond and its checksum) mean it is
+    /// ours, and the append succeeded.
+    pub(super) async fn append(&self, model: &ModelName, seq: u64, bytes: Bytes) -> Result<()> {
+        let meta = &self.inner.metadata;
+        match meta.append(model.as_str(), seq, bytes.clone()).await {
+            Err(Error::AlreadyExists { what }) => {
+                let stored = meta.read_after(model.as_str(), seq - 1, 1).await?;
+                match stored.first() {
+                    Some(r) if r.seq == seq && r.bytes == bytes => Ok(()),
+                    _ => Err(Error::AlreadyExists { what }),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Commits an event about the version `r` resolved to on the first attempt
+    /// (retries act on that same version even if `@latest` or an alias moved).
+    pub(super) async fn commit_on_version(
+        &self,
+        r: &VersionRef,
+        actor: &Actor,
+        make: impl Fn(crate::domain::VersionNumber) -> EventKind,
+    ) -> Result<VersionRecord> {
+        let mut number = None;
+        let (_, record) = self
+            .commit(&r.model, actor, |s, _| {
+                Ok(make(pinned_version(s, r, &mut number)?.number))
+            })
+            .await?;
+        record.ok_or_else(|| Error::version_not_found(&r.model, r))
+    }
+
+    /// Writes a checkpoint if event `seq` (just committed) is a multiple of
+    /// `checkpoint_every`: before returning for a small state, in a background
+    /// task for a large one (at most one per model at a time; skipped while one
+    /// runs), so the command's latency does not grow with the model.
+    pub(super) async fn maybe_checkpoint(&self, slot: &Arc<Slot>, seq: u64) {
+        let every = self.inner.checkpoint_every;
+        if every == 0 || !seq.is_multiple_of(every) {
+            return;
+        }
+        let versions = slot.read().as_ref().map_or(0, |s| s.versions().len());
+        if versions < self.inner.background_checkpoint_from {
+            self.write_checkpoint(Arc::clone(slot)).await;
+            return;
+        }
+        if slot.checkpointing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let guard = CheckpointGuard(Arc::clone(slot));
+        let this = self.clone();
+        tokio::spawn(async move {
+            this.write_checkpoint(Arc::clone(&guard.0)).await;
+            drop(guard);
+        });
+    }
+
+    /// Writes a checkpoint of the slot's current state. Best effort: the events
+    /// are committed; a missing checkpoint only makes the next cold open replay
+    /// more of the log.
+    ///
+    /// On the blocking pool, the state is cloned under its read lock and encoded
+    /// without it, so events folded meanwhile wait for the clone only.
+    pub(super) async fn write_checkpoint(&self, slot: Arc<Slot>) {
+        let encoded = blocking(move || {
+            // Copied under the lock (pointers to the shared versions): a fold
+            // meanwhile then copies nothing.
+            let snapshot = ModelState::clone(slot.read().as_deref()?);
+            Some((
+                snapshot.name().clone(),
+                snapshot.seq(),
+                encode_checkpoint(&snapshot),
+            ))
+        })
+        .await;
+        let stored = match encoded {
+            Ok(Some((name, seq, bytes))) => self
+                .inner
+                .metadata
+                .put_checkpoint(name.as_str(), seq, Bytes::from(bytes))
+                .await
+                .map_err(|e| (Some(name), Some(seq), e)),
+            Ok(None) => Ok(()),
+            Err(e) => Err((None, None, e)),
+        };
+        if let Err((model, seq, e)) = stored {
+            tracing::warn!(
+                model = model.as_ref().map(|m| m.as_str()), checkpoint = seq, error = %e,
+                "could not write a checkpoint; the next cold open replays more of the log"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod state_cache {
+    use super::*;
+    use crate::store::{MemoryArtifactStore, MemoryMetadataStore};
+    use crate::{ArtifactSource, CreateModel, NewVersion};
+
+    #[tokio::test]
+    async fn idle_states_are_evicted_beyond_the_bound_and_fold_again() {
+        let registry = Registry::builder()
+            .metadata(Arc::new(MemoryMetadataStore::new()))
+            .artifacts(Arc::new(MemoryArtifactStore::new()))
+            .max_cached_models(4)
+            .build()
+            .expect("registry");
+        let me = registry.acting_as(Actor::new("ci").expect("actor"));
+        for i in 0..10 {
+            let model = format!("m{i}");
+            me.create_model(&*model, CreateModel::new())
+                .await
+                .expect("create");
+            me.register(
+                &*model,
+                ArtifactSource::bytes("w", format!("{i}")).expect("path"),
+                NewVersion::new(),
+            )
+            .await
+            .expect("register");
+            assert!(
+                lock(&registry.inner.models).len() <= 4,
+                "bounded after m{i}"
+            );
+        }
+        // The most recently used stay; an evicted one folds again, unchanged.
+        assert!(lock(&registry.inner.models).contains_key(&ModelName::new("m9").expect("name")));
+        assert!(!lock(&registry.inner.models).contains_key(&ModelName::new("m0").expect("name")));
+        let v = registry
+            .resolve("m0@latest")
+            .await
+            .expect("resolve evicted model");
+        assert_eq!(v.number.get(), 1);
+        assert!(lock(&registry.inner.models).len() <= 4);
+    }
+
+    #[test]
+    fn a_slot_in_use_is_never_evicted() {
+        let mut models: HashMap<ModelName, Arc<Slot>> = HashMap::new();
+        let held = Arc::new(Slot::default());
+        models.insert(ModelName::new("held").expect("name"), Arc::clone(&held));
+        for i in 0..7 {
+            let slot = Slot::default();
+            slot.last_used.store(i + 1, Ordering::Relaxed);
+            models.insert(
+                ModelName::new(format!("m{i}")).expect("name"),
+                Arc::new(slot),
+            );
+        }
+        evict(&mut models, 4);
+        assert_eq!(models.len(), 3);
+        assert!(models.contains_key(&ModelName::new("held").expect("name")));
+        assert!(models.contains_key(&ModelName::new("m6").expect("name")));
+    }
+}
