@@ -54,7 +54,7 @@ use crate::error::{Error, Result};
 use crate::hashing::hash_file;
 use crate::registry::{FetchOptions, IntoVersionRef, Registry};
 use crate::store::LinkMode;
-use crate::store::fsutil::{ensure_dir, sync_dir, write_new_file};
+use crate::store::fsutil::{ensure_dir, publish_dir, write_new_file};
 
 /// The layout version: the directory below the cache root that holds everything.
 const LAYOUT: &str = "v1";
@@ -470,11 +470,9 @@ impl ModelCache {
             // Written last: an entry without it was never finished.
             let c = staging.join(COMPLETE);
             write_new_file(&c, &marker).map_err(io(&c))?;
-            sync_dir(&staging).map_err(io(&staging))?;
+            // `files/` was published durably by the fetch; the rest is synced here.
             let entry = entry_dir(&root, &d);
-            fs::rename(&staging, &entry).map_err(io(&entry))?;
-            let entries = root.join(ENTRIES);
-            sync_dir(&entries).map_err(io(&entries))
+            publish_dir(&staging, &entry, false).map_err(io(&entry))
         })
         .await?
     }

@@ -225,31 +225,10 @@ fn prepare_staging(dest: &Path) -> Result<PathBuf> {
     }
 }
 
-/// Syncs every directory below `staging`, then renames it to `dest` and syncs the
-/// parent, so a crash after return cannot leave `dest` with missing entries.
+/// Renames the verified `staging` directory to `dest`, durably (every directory
+/// below it synced first, so a crash after return cannot leave `dest` with
+/// missing entries). `dest` was checked empty when staging began; if that
+/// changed, removing it fails.
 fn publish_dir(staging: &Path, dest: &Path) -> Result<()> {
-    sync_tree(staging)?;
-    if dest.is_dir() {
-        // Checked empty when staging began; remove_dir refuses if that changed.
-        fs::remove_dir(dest).map_err(|e| Error::io(dest, e))?;
-    }
-    fs::rename(staging, dest).map_err(|e| Error::io(dest, e))?;
-    if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
-        crate::store::fsutil::sync_dir(parent).map_err(|e| Error::io(parent, e))?;
-    }
-    Ok(())
-}
-
-fn sync_tree(dir: &Path) -> Result<()> {
-    for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-        let entry = entry.map_err(|e| Error::io(dir, e))?;
-        if entry
-            .file_type()
-            .map_err(|e| Error::io(entry.path(), e))?
-            .is_dir()
-        {
-            sync_tree(&entry.path())?;
-        }
-    }
-    crate::store::fsutil::sync_dir(dir).map_err(|e| Error::io(dir, e))
+    crate::store::fsutil::publish_dir(staging, dest, true).map_err(|e| Error::io(dest, e))
 }

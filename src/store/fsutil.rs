@@ -2,8 +2,11 @@
 //!
 //! [`publish`] is the one place that turns bytes into a visible file: write to a temp
 //! file, `sync_all`, then rename (replace) or hard link (create-only) into place,
-//! then fsync the directory. No call site repeats those steps. All functions block:
-//! call them from a blocking thread.
+//! then fsync the directory. [`publish_dir`] does the same for a staged directory
+//! (a fetch, a cache entry), and [`sync_new_file`] for a file written in place (an
+//! object store's download). No call site repeats those steps; callers check
+//! digests, these functions only make what was checked visible and durable. All
+//! functions block: call them from a blocking thread.
 //!
 //! # The mutation seam
 //!
@@ -425,6 +428,51 @@ fn known_durable(dir: &Path) -> bool {
     }
     durable_dirs().remove(dir);
     false
+}
+
+/// Makes a file just written at `path` durable: its data, then its name (by
+/// syncing its directory). For files written in place rather than published,
+/// such as a blob an object store downloads straight to its destination.
+pub(crate) fn sync_new_file(file: &File, path: &Path) -> io::Result<()> {
+    sync_file(file, path)?;
+    sync_dir(parent_or_dot(path))
+}
+
+/// Publishes the directory `staging`, whose files are complete and synced, as
+/// `target`: syncs `staging` (or, with `whole_tree`, every directory below it
+/// too), renames it to `target`, then syncs `target`'s parent. A reader sees no
+/// `target` or all of it, and after a crash a published `target` has every entry.
+/// `target` must not exist, or be an empty directory (which is replaced; removing
+/// it fails if it is not empty). `staging` must be on `target`'s filesystem.
+pub(crate) fn publish_dir(staging: &Path, target: &Path, whole_tree: bool) -> io::Result<()> {
+    if whole_tree {
+        sync_tree(staging)?;
+    } else {
+        sync_dir(staging)?;
+    }
+    if target.is_dir() {
+        fs::remove_dir(target)?;
+    }
+    rename(staging, target)?;
+    sync_dir(parent_or_dot(target))
+}
+
+/// Syncs `dir` and every directory below it, deepest first.
+fn sync_tree(dir: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            sync_tree(&entry.path())?;
+        }
+    }
+    sync_dir(dir)
+}
+
+/// The directory holding `path` (`.` for a bare name).
+fn parent_or_dot(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 /// Writes `bytes` to the new file `path` (which must not exist) and syncs it.

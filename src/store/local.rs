@@ -52,6 +52,7 @@ use futures::StreamExt;
 use futures::stream::{self, BoxStream};
 
 use super::fsutil::{self, PublishMode, Published, TempFile};
+use super::pipe::pipe;
 use super::layout::{
     BLOBS_DIR, CHECKPOINT_EXT, CHECKPOINT_READ_ATTEMPTS, CHECKPOINTS, KEEP_CHECKPOINTS, LEASES_DIR,
     LOGS_DIR, RECORD_EXT, RECORDS, blob_key, is_shard_name, metadata_key, parse_blob_name,
@@ -711,14 +712,6 @@ fn set_read_only(file: &File) -> io::Result<()> {
     file.set_permissions(fs::Permissions::from_mode(0o444))
 }
 
-/// A message from the task pulling a stream to the thread writing it.
-enum WriteMsg {
-    Chunk(Bytes),
-    /// The stream ended normally. If the channel closes without it, the stream
-    /// failed or the put was cancelled, and nothing is published.
-    End,
-}
-
 /// Streams an open blob in chunks of [`READ_CHUNK`], each read on the blocking pool.
 fn read_chunks(root: Arc<Root>, key: String, file: File) -> ByteStream {
     Box::pin(stream::try_unfold(Some(file), move |state| {
@@ -871,7 +864,7 @@ impl ArtifactStore for LocalArtifactStore {
         .await
     }
 
-    async fn put_stream(&self, digest: &Digest, mut data: ByteStream) -> Result<()> {
+    async fn put_stream(&self, digest: &Digest, data: ByteStream) -> Result<()> {
         let digest = *digest;
         let key = blob_key(&digest);
         // Content addressed: a stored blob already has these bytes.
@@ -882,37 +875,23 @@ impl ArtifactStore for LocalArtifactStore {
         {
             return Ok(());
         }
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<WriteMsg>(WRITE_QUEUE);
-        let writer = run(&self.root, "put", &key, move |root| {
-            let write_err = |e| root.error("put", blob_key(&digest), e);
-            let mut tmp = TempFile::create(&root.tmp()).map_err(write_err)?;
-            let mut hasher = blake3::Hasher::new();
-            loop {
-                match rx.blocking_recv() {
-                    Some(WriteMsg::Chunk(chunk)) => {
-                        hasher.update(&chunk);
-                        tmp.file().write_all(&chunk).map_err(write_err)?;
-                    }
-                    Some(WriteMsg::End) => break,
-                    // The stream failed or the put was cancelled: drop the temp file.
-                    None => return Err(write_err(io::Error::other("stream ended early"))),
+        let (fed, written) = pipe(data, WRITE_QUEUE, |mut chunks| {
+            run(&self.root, "put", &key, move |root| {
+                let write_err = |e| root.error("put", blob_key(&digest), e);
+                let mut tmp = TempFile::create(&root.tmp()).map_err(write_err)?;
+                let mut hasher = blake3::Hasher::new();
+                // An error means the stream failed or the put was cancelled: the
+                // temp file is dropped.
+                while let Some(chunk) = chunks.next_chunk().map_err(write_err)? {
+                    hasher.update(&chunk);
+                    tmp.file().write_all(&chunk).map_err(write_err)?;
                 }
-            }
-            finish_blob(root, tmp, &digest, hasher.finalize().into(), || {
-                format!("stream put as {digest}")
+                finish_blob(root, tmp, &digest, hasher.finalize().into(), || {
+                    format!("stream put as {digest}")
+                })
             })
-        });
-        let feed = async move {
-            while let Some(chunk) = data.next().await {
-                if tx.send(WriteMsg::Chunk(chunk?)).await.is_err() {
-                    // The writer failed; its error is the one returned.
-                    return Ok(());
-                }
-            }
-            let _ = tx.send(WriteMsg::End).await;
-            Ok(())
-        };
-        let (fed, written): (Result<()>, Result<()>) = futures::join!(feed, writer);
+        })
+        .await;
         // A stream error explains a writer that saw the stream end early.
         fed.and(written)
     }

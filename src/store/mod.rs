@@ -34,6 +34,7 @@ pub(crate) mod layout;
 pub mod local;
 pub mod memory;
 pub mod object;
+pub(crate) mod pipe;
 #[cfg(test)]
 pub(crate) mod power_loss;
 

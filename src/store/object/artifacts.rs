@@ -17,7 +17,7 @@ use object_store::{
     GetOptions, GetResultPayload, ObjectStore, ObjectStoreExt, PutMode, PutPayload,
 };
 
-use super::download::{finish_new_file, write_stream};
+use super::download::write_stream;
 use super::multipart::{PartReader, STREAM_PART_SIZE, Upload, part_size};
 use super::{Root, blocking, join};
 use crate::digest::Digest;
@@ -397,7 +397,7 @@ impl ArtifactStore for ObjectArtifactStore {
                 let target = dest.to_owned();
                 blocking(&self.root, "materialize", &path, move || {
                     let written = hashing::copy_hashing(&src, &file, &file)?;
-                    finish_new_file(&file, &target)?;
+                    crate::store::fsutil::sync_new_file(&file, &target)?;
                     Ok(written)
                 })
                 .await?
