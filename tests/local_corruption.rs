@@ -6,7 +6,9 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use modelreg::store::{LocalArtifactStore, LocalMetadataStore};
 use modelreg::{Actor, ArtifactSource, CreateModel, Error, Metrics, NewVersion, Registry};
 
 fn record_file(root: &Path, model: &str, seq: u64) -> PathBuf {
@@ -150,4 +152,71 @@ async fn a_damaged_checkpoint_is_ignored_and_the_log_replayed() {
         .expect("a bad checkpoint must not stop the fold");
     assert_eq!(state, expected);
     assert_eq!(state.versions().len(), 3);
+}
+
+/// `model_as_of` a time after the latest checkpoint folds from that checkpoint,
+/// not from event 1: with event 1 damaged it still answers (and equals the
+/// answer from before the damage), while a time before the checkpoint has to
+/// replay the log and reports the damage.
+#[tokio::test]
+async fn time_travel_after_a_checkpoint_starts_from_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("reg");
+    let reg = checkpointing_every_10(&root);
+    let me = reg.acting_as(Actor::new("ci").expect("actor"));
+    me.create_model("fraud", CreateModel::new())
+        .await
+        .expect("create");
+    let register = |i: u32| {
+        let me = me.clone();
+        async move {
+            me.register(
+                "fraud",
+                ArtifactSource::bytes("m.bin", format!("w{i}")).expect("source"),
+                NewVersion::new(),
+            )
+            .await
+            .expect("register")
+        }
+    };
+    // Events 1..=13; the checkpoint covers event 10.
+    for i in 0..12 {
+        register(i).await;
+    }
+    let early = reg.events("fraud").await.expect("events")[4].time;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let t = chrono::Utc::now();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    register(12).await;
+    register(13).await;
+    let before_damage = reg.model_as_of("fraud", t).await.expect("as of");
+    assert_eq!(before_damage.seq(), 13);
+    assert_eq!(before_damage.versions().len(), 12);
+
+    damage(&record_file(&root, "fraud", 1), |b| b[0] ^= 0xff);
+    for registry in [reg.clone(), checkpointing_every_10(&root)] {
+        assert_eq!(
+            registry.model_as_of("fraud", t).await.expect("as of"),
+            before_damage
+        );
+        match registry.model_as_of("fraud", early).await {
+            Err(Error::Corrupt { .. }) => {}
+            other => panic!("a time before the checkpoint must replay event 1: {other:?}"),
+        }
+    }
+}
+
+/// A registry at `root` that checkpoints every 10 events (and, reading, expects
+/// checkpoints that often).
+fn checkpointing_every_10(root: &Path) -> Registry {
+    Registry::builder()
+        .metadata(Arc::new(
+            LocalMetadataStore::open(root.join("metadata")).expect("metadata"),
+        ))
+        .artifacts(Arc::new(
+            LocalArtifactStore::open(root.join("artifacts")).expect("artifacts"),
+        ))
+        .checkpoint_every(10)
+        .build()
+        .expect("build")
 }

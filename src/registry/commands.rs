@@ -17,7 +17,6 @@ use crate::domain::{
 use crate::error::{Error, Result};
 use crate::store::MetadataStore;
 
-use super::engine::READ_BATCH;
 use super::ingest::blocking;
 use super::{
     ArtifactSource, CreateModel, FetchOptions, FetchReport, IntoMetrics, IntoModelName,
@@ -355,21 +354,11 @@ impl Registry {
     pub async fn events(&self, model: impl IntoModelName) -> Result<Vec<Event>> {
         let model = model.into_model_name()?;
         let mut events = Vec::new();
-        loop {
-            let batch = self
-                .inner
-                .metadata
-                .read_after(model.as_str(), events.len() as u64, READ_BATCH)
-                .await?;
-            let done = batch.len() < READ_BATCH;
-            for rec in batch {
-                let at = self.record_at(&model, rec.seq);
-                events.push(Event::from_bytes(&model, rec.seq, &rec.bytes).map_err(at)?);
-            }
-            if done {
-                break;
-            }
-        }
+        self.read_log(&model, 0, |event| {
+            events.push(event);
+            Ok(true)
+        })
+        .await?;
         if events.is_empty() {
             return Err(Error::model_not_found(&model));
         }

@@ -207,8 +207,31 @@ impl Registry {
         model: &ModelName,
         mut state: Option<ModelState>,
     ) -> Result<ModelState> {
+        let after = state.as_ref().map_or(0, ModelState::seq);
+        self.read_log(model, after, |event| {
+            let at = self.record_at(model, event.seq);
+            match &mut state {
+                Some(state) => state.apply(event).map_err(at)?,
+                None => state = Some(ModelState::genesis(&event).map_err(at)?),
+            }
+            Ok(true)
+        })
+        .await?;
+        state.ok_or_else(|| Error::model_not_found(model))
+    }
+
+    /// Reads `model`'s events after the event numbered `after`, oldest first, in
+    /// batches of [`READ_BATCH`], handing each to `visit` until it returns
+    /// `false` (nothing more is read) or the log ends. The one loop that reads a
+    /// log forward: folding, [`events`](Registry::events) and
+    /// [`model_as_of`](Registry::model_as_of) all go through it.
+    pub(super) async fn read_log(
+        &self,
+        model: &ModelName,
+        mut after: u64,
+        mut visit: impl FnMut(Event) -> Result<bool>,
+    ) -> Result<()> {
         loop {
-            let after = state.as_ref().map_or(0, ModelState::seq);
             let batch = self
                 .inner
                 .metadata
@@ -216,18 +239,17 @@ impl Registry {
                 .await?;
             let done = batch.len() < READ_BATCH;
             for rec in batch {
-                let at = self.record_at(model, rec.seq);
-                let event = Event::from_bytes(model, rec.seq, &rec.bytes).map_err(&at)?;
-                match &mut state {
-                    Some(state) => state.apply(event).map_err(at)?,
-                    None => state = Some(ModelState::genesis(&event).map_err(at)?),
+                after = rec.seq;
+                let event = Event::from_bytes(model, rec.seq, &rec.bytes)
+                    .map_err(self.record_at(model, rec.seq))?;
+                if !visit(event)? {
+                    return Ok(());
                 }
             }
             if done {
-                break;
+                return Ok(());
             }
         }
-        state.ok_or_else(|| Error::model_not_found(model))
     }
 
     /// The latest checkpoint of `model`, if there is one that agrees with the log.

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::options::{HistoryFilter, SetAlias};
-use super::{IntoModelName, IntoVersionRef, READ_BATCH, Registry, pinned_version};
+use super::{IntoModelName, IntoVersionRef, Registry, pinned_version};
 use crate::domain::{
     Actor, AliasName, Decision, Event, EventKind, Gate, GateSpec, GateVerdict, ModelName,
     ModelState, Stage, Transition, VersionNumber, VersionRecord,
@@ -354,41 +354,80 @@ impl Registry {
     /// including `at`. [`Error::NotFound`] if the model did not exist yet.
     ///
     /// At or after the model's last change this is the current state (no read
-    /// beyond the usual check for new events); before it, the log is read from
-    /// its start up to `at` only, not to its end.
+    /// beyond the usual check for new events). Before it, the fold starts from
+    /// the model's latest checkpoint when that checkpoint is older than `at`
+    /// (one read instead of one per event on an object store), else from the
+    /// log's start; either way the log is read up to `at` only, not to its end.
     pub async fn model_as_of(
         &self,
         model: impl IntoModelName,
         at: DateTime<Utc>,
     ) -> Result<ModelState> {
         let model = model.into_model_name()?;
-        let current = self
-            .read(&model, |s| (s.updated_at() <= at).then(|| s.clone()))
+        let every = self.inner.checkpoint_every;
+        let (current, known_before) = self
+            .read(&model, |s| {
+                let current = (s.updated_at() <= at).then(|| s.clone());
+                // At least this many events precede `at`: one registration each.
+                let registered = s.versions().iter().filter(|v| v.created_at <= at).count();
+                (current, registered as u64)
+            })
             .await?;
         if let Some(state) = current {
             return Ok(state);
         }
-        let mut events = Vec::new();
-        loop {
-            let batch = self
-                .inner
-                .metadata
-                .read_after(model.as_str(), events.len() as u64, READ_BATCH)
-                .await?;
-            let done = batch.len() < READ_BATCH;
-            for rec in batch {
-                let event = Event::from_bytes(&model, rec.seq, &rec.bytes)
-                    .map_err(self.record_at(&model, rec.seq))?;
-                // Times never go backwards in a log: nothing after this is due.
-                if event.time > at {
-                    return fold_until(&model, events, at);
+        // A checkpoint can only help when a replay would read at least one
+        // checkpoint interval; otherwise reading it costs more than it saves.
+        if every > 0
+            && known_before >= every
+            && let Some(base) = self.load_checkpoint(&model).await
+            && base.updated_at() <= at
+        {
+            let seq = base.seq();
+            match self.fold_until(&model, Some(base), at).await {
+                Err(e) if !matches!(e, Error::Storage { .. } | Error::Io { .. }) => {
+                    tracing::warn!(
+                        model = %model, checkpoint = seq, error = %e,
+                        "the log does not continue the checkpoint: ignoring it, replaying the log"
+                    );
                 }
-                events.push(event);
-            }
-            if done {
-                return fold_until(&model, events, at);
+                folded => return folded,
             }
         }
+        self.fold_until(&model, None, at).await
+    }
+
+    /// Folds `model`'s events after `state` (from event 1 if `None`) up to and
+    /// including time `at`, reading no further than the first event after it
+    /// (times never go backwards in a log).
+    async fn fold_until(
+        &self,
+        model: &ModelName,
+        mut state: Option<ModelState>,
+        at: DateTime<Utc>,
+    ) -> Result<ModelState> {
+        let after = state.as_ref().map_or(0, ModelState::seq);
+        self.read_log(model, after, |event| {
+            if event.time > at {
+                return Ok(false);
+            }
+            let seq = event.seq;
+            match &mut state {
+                Some(state) => state.apply(event),
+                None => ModelState::genesis(&event).map(|s| state = Some(s)),
+            }
+            .map_err(self.record_at(model, seq))?;
+            Ok(true)
+        })
+        .await?;
+        state.ok_or_else(|| {
+            Error::missing(
+                crate::error::Missing::Model {
+                    model: model.to_string(),
+                },
+                format!("model '{model}' as of {at}"),
+            )
+        })
     }
 
     /// Resolves a reference as it resolved at time `at`: which version was in
@@ -403,7 +442,7 @@ impl Registry {
     /// for weights in ["v1", "v2"] {
     ///     let v = me.register("fraud", ArtifactSource::bytes("m.bin", weights)?, NewVersion::new()).await?;
     ///     for stage in [Stage::Staging, Stage::Validation, Stage::Production] {
-    ///         me.transition(format!("fraud/{}", v.number), stage, "").await?;
+    ///         me.transition(&v, stage, "").await?;
     ///     }
     /// }
     /// let history = registry.history("fraud", &HistoryFilter::new().kind("stage_changed")).await?;
@@ -517,18 +556,4 @@ fn production_changed(then: Option<VersionNumber>, now: Option<VersionNumber>) -
 
 fn show(v: Option<VersionNumber>) -> String {
     v.map_or_else(|| "none".into(), |n| n.to_string())
-}
-
-/// Folds the events up to and including time `at`.
-fn fold_until(model: &ModelName, events: Vec<Event>, at: DateTime<Utc>) -> Result<ModelState> {
-    let upto: Vec<Event> = events.into_iter().take_while(|e| e.time <= at).collect();
-    if upto.is_empty() {
-        return Err(Error::missing(
-            crate::error::Missing::Model {
-                model: model.to_string(),
-            },
-            format!("model '{model}' as of {at}"),
-        ));
-    }
-    ModelState::replay(upto)
 }

@@ -400,7 +400,7 @@ async fn check_image(
             .register("m", source, NewVersion::new())
             .await
             .map_err(|e| format!("register after the cut: {e}"))?;
-        reg.verify(format!("m/{}", v.number))
+        reg.verify(&v)
             .await
             .map_err(|e| format!("verify after the cut: {e}"))?;
     }

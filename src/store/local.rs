@@ -52,12 +52,12 @@ use futures::StreamExt;
 use futures::stream::{self, BoxStream};
 
 use super::fsutil::{self, PublishMode, Published, TempFile};
-use super::pipe::pipe;
 use super::layout::{
     BLOBS_DIR, CHECKPOINT_EXT, CHECKPOINT_READ_ATTEMPTS, CHECKPOINTS, KEEP_CHECKPOINTS, LEASES_DIR,
     LOGS_DIR, RECORD_EXT, RECORDS, blob_key, is_shard_name, metadata_key, parse_blob_name,
     parse_seq_file_name, seq_file_name,
 };
+use super::pipe::pipe;
 use super::{
     ArtifactStore, BlobMeta, ByteStream, Checkpoint, Imported, LinkMode, LogRecord, Materialized,
     MetadataItem, MetadataStore, Placed, TempSweep, check_lease_key, check_log_key, check_seq,
