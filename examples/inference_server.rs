@@ -1,11 +1,11 @@
-//! An inference server on top of the registry: it keeps `scorer@production`
-//! loaded through the local model cache (`ModelCache::follow`, which swaps a new
-//! version in once its files are verified), serves predictions over HTTP on
-//! localhost, and routes keyed requests between the champion (`@production`) and a
-//! challenger (`@challenger`) by a traffic split stored in the registry, sticky per
-//! user. Routing reads nothing per request: the server holds the model's state as
-//! of its last change (`Registry::watch_model`) and routes from it
-//! (`ModelState::route`).
+//! An inference server on top of the registry: it keeps the `scorer` model ready
+//! to serve through the local model cache (`ModelCache::serve`: production and
+//! every target of the traffic split fetched, verified and parsed into memory,
+//! swapped in only once loaded), serves predictions over HTTP on localhost, and
+//! routes keyed requests between the champion (`@production`) and a challenger
+//! (`@challenger`) by the traffic split stored in the registry, sticky per
+//! user. A request reads nothing and loads nothing: it is answered from what
+//! `serve` holds.
 //!
 //! To finish by itself it runs a scripted self-test: it starts the server, sends
 //! requests for several users, promotes a new version from a separate registry
@@ -20,20 +20,21 @@
 //!
 //! HTTP: `GET /predict?x=<comma-separated floats>[&user=<key>]` (or an `X-User`
 //! header) answers `{"version":N,"route":"@production","score":0.73}`;
-//! `GET /health` answers `{"production":N,"routing":N}`: the version unkeyed
-//! requests get, and the one keyed requests routed to `@production` get.
+//! `GET /health` answers `{"production":N,"loaded":[N,…],"error":null}`: the
+//! version unkeyed requests get, the versions held in memory, and why the last
+//! change could not be loaded, if it could not.
 
 #[path = "common/safetensors.rs"]
 mod safetensors;
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use modelreg::{
-    Actor, ArtifactSource, CacheOptions, CachedModel, CreateModel, Followed, ModelCache,
-    ModelState, NewVersion, Registered, Registry, RouteTarget, Session, SetAlias, Stage,
-    TrafficSplit, VersionNumber, VersionRecord, WatchOptions,
+    Actor, ArtifactSource, CacheOptions, CreateModel, Followed, ModelCache, NewVersion, Registered,
+    Registry, RouteTarget, Serving, Session, SetAlias, Stage, TrafficSplit, VersionRecord,
+    WatchOptions,
 };
 use safetensors::Logistic;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -42,64 +43,22 @@ use tokio::net::{TcpListener, TcpStream};
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const MODEL: &str = "scorer";
-/// What the server serves when a request names no user.
-const PRODUCTION: &str = "scorer@production";
 /// The features every self-test request sends.
 const X: [f32; 4] = [0.5, -1.0, 2.0, 0.1];
 
-/// A version loaded into memory, with its cache entry held in use.
-struct Loaded {
-    number: VersionNumber,
-    model: Logistic,
-    /// Keeps the files from being evicted while the server uses this version.
-    _files: CachedModel,
-}
+/// What connections share: `scorer` with every version a request can be routed
+/// to parsed into memory, kept current by polling every 50 ms.
+type Server = Followed<Serving<Logistic>>;
 
-/// The server's state, shared by connections.
-struct Server {
-    cache: ModelCache,
-    /// `scorer@production`, kept verified on disk: what unkeyed requests get.
-    production: Followed,
-    /// The model as of its last change: what keyed requests are routed by.
-    state: Followed<ModelState>,
-    /// Versions parsed into memory, by number.
-    loaded: Mutex<HashMap<VersionNumber, Arc<Loaded>>>,
-}
-
-impl Server {
-    /// Follows production and the model's state, polling every 50 ms.
-    async fn start(cache: ModelCache) -> Result<Arc<Server>, BoxError> {
-        let every = WatchOptions::new().interval(Duration::from_millis(50));
-        let production = cache.follow(PRODUCTION, every).await?;
-        let state = cache.registry().follow_model(MODEL, every).await?;
-        let loaded = Mutex::default();
-        Ok(Arc::new(Server {
-            cache,
-            production,
-            state,
-            loaded,
-        }))
-    }
-
-    /// The version in memory, loading it through the cache on first use.
-    async fn load(&self, v: &VersionRecord) -> Result<Arc<Loaded>, BoxError> {
-        if let Some(l) = lock(&self.loaded).get(&v.number) {
-            return Ok(l.clone());
-        }
-        let files = self.cache.get(v).await?;
-        let bytes = tokio::fs::read(files.path().join("model.safetensors")).await?;
-        let loaded = Arc::new(Loaded {
-            number: v.number,
-            model: Logistic::from_safetensors(&bytes)?,
-            _files: files,
-        });
-        lock(&self.loaded).insert(v.number, loaded.clone());
-        Ok(loaded)
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+async fn start(cache: &ModelCache) -> Result<Arc<Server>, BoxError> {
+    let every = WatchOptions::new().interval(Duration::from_millis(50));
+    let server = cache
+        .serve(MODEL, every, |files| {
+            let bytes = std::fs::read(files.path().join("model.safetensors"))?;
+            Ok(Logistic::from_safetensors(&bytes)?)
+        })
+        .await?;
+    Ok(Arc::new(server))
 }
 
 // ----- HTTP ---------------------------------------------------------------------------
@@ -173,12 +132,13 @@ async fn answer(
     path: &str,
     params: &BTreeMap<String, String>,
 ) -> Result<serde_json::Value, (&'static str, String)> {
-    let unavailable = |e: String| ("503 Service Unavailable", e);
+    let unavailable = |e: modelreg::Error| ("503 Service Unavailable", e.to_string());
+    let now = server.current();
     match path {
         "/health" => Ok(serde_json::json!({
-            "production": server.production.current().version().number.get(),
-            "routing": server.state.current().production().map(|v| v.number.get()),
-            "error": server.production.last_error(),
+            "production": now.production().ok().map(|m| m.version().number.get()),
+            "loaded": now.loaded().map(|m| m.version().number.get()).collect::<Vec<_>>(),
+            "error": server.last_error(),
         })),
         "/predict" => {
             let x: Vec<f32> = params
@@ -188,28 +148,22 @@ async fn answer(
                 .map(|v| v.parse::<f32>())
                 .collect::<Result<_, _>>()
                 .map_err(|e| ("400 Bad Request", format!("x: {e}")))?;
-            let (version, route) = match params.get("user") {
-                // A keyed request follows the traffic split of the state held.
-                Some(user) => server
-                    .state
-                    .current()
-                    .route(user.as_bytes())
-                    .map(|r| (VersionRecord::clone(&r.version), r.target))
-                    .map_err(|e| unavailable(e.to_string()))?,
-                // Otherwise whatever production is, as followed.
+            let (model, route) = match params.get("user") {
+                // A keyed request follows the traffic split.
+                Some(user) => {
+                    let served = now.route(user.as_bytes()).map_err(unavailable)?;
+                    (served.model, served.target)
+                }
+                // Otherwise whatever production is.
                 None => (
-                    server.production.current().version().clone(),
+                    now.production().map_err(unavailable)?,
                     RouteTarget::production(),
                 ),
             };
-            let loaded = server
-                .load(&version)
-                .await
-                .map_err(|e| unavailable(e.to_string()))?;
             Ok(serde_json::json!({
-                "version": loaded.number.get(),
+                "version": model.version().number.get(),
                 "route": route.to_string(),
-                "score": loaded.model.predict(&x),
+                "score": model.predict(&x),
             }))
         }
         _ => Err(("404 Not Found", format!("no route for {path}"))),
@@ -244,14 +198,14 @@ async fn register(me: &Session, weight: [f32; 4], bias: f32) -> Result<Registere
     Ok(me.register(MODEL, files, NewVersion::new()).await?)
 }
 
-/// Waits (at most 20 s) until the server's health shows `v` in production, for
-/// unkeyed and keyed requests alike, and returns that health.
+/// Waits (at most 20 s) until the server's health shows `v` in production, and
+/// returns that health.
 async fn serving(port: u16, v: &VersionRecord) -> Result<serde_json::Value, BoxError> {
     let want = serde_json::json!(v.number.get());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let health = get(port, "/health").await?;
-        if health["production"] == want && health["routing"] == want {
+        if health["production"] == want {
             return Ok(health);
         }
         if tokio::time::Instant::now() > deadline {
@@ -316,7 +270,7 @@ async fn main() -> Result<(), BoxError> {
         CacheOptions::new().max_bytes(64 << 20),
     )
     .await?;
-    let server = Server::start(cache).await?;
+    let server = start(&cache).await?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
     {
@@ -383,7 +337,7 @@ async fn main() -> Result<(), BoxError> {
         v1.reference(),
         v3.reference()
     );
-    let cached = server.cache.entries().await?;
+    let cached = cache.entries().await?;
     println!(
         "cache: {} entries, {} bytes (versions in use are held, never evicted)",
         cached.len(),

@@ -275,6 +275,17 @@ pub enum Error {
         source: BoxError,
     },
 
+    /// A loader given to [`ModelCache::serve`](crate::ModelCache::serve) failed
+    /// on a version's files (its own error, e.g. weights that do not parse).
+    #[error("loading {version} failed: {source}")]
+    Load {
+        /// The version whose files were being loaded, e.g. `fraud/7`.
+        version: String,
+        /// The loader's error.
+        #[source]
+        source: BoxError,
+    },
+
     /// Reading a source file or writing a destination file outside any store failed.
     #[error("I/O error on {}: {source}", path.display())]
     Io {

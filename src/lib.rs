@@ -52,8 +52,9 @@
 //!
 //! One grammar for references (number, semver, alias, stage, latest, digest);
 //! every fetched file is re-hashed on the way and the destination appears only
-//! when all match. A server keeps the current version loaded through the
-//! verified [`ModelCache`], and routes requests between variants by a key.
+//! when all match. A server keeps every version it may answer with loaded
+//! through the verified [`ModelCache`] ([`ModelCache::serve`] with its own
+//! loader), and routes requests between variants by a key.
 //!
 //! ```
 //! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
@@ -83,6 +84,15 @@
 //! me.set_traffic_split("fraud", split, "canary").await?;
 //! let routed = registry.route("fraud", "user-42").await?;
 //! assert_eq!(registry.route("fraud", "user-42").await?.version, routed.version);
+//!
+//! // A server: both variants parsed by its loader and kept current; a request
+//! // reads nothing and loads nothing.
+//! let serving = cache.serve("fraud", WatchOptions::new(), |files| {
+//!     Ok(std::fs::read(files.path().join("model.bin"))?)
+//! }).await?;
+//! let served = serving.current().route(b"user-42")?;
+//! assert_eq!(served.model.version().number, routed.version.number);
+//! assert_eq!(served.model.as_slice(), format!("v{}", routed.version.number).as_bytes());
 //! # Ok::<(), modelreg::Error>(()) }).unwrap();
 //! ```
 //!
@@ -318,7 +328,7 @@ pub use domain::{
     compare_versions, flatten_hyperparameters, metric_history, metric_verdict,
 };
 pub use error::{BoxError, Error, Missing, Result};
-pub use follow::Followed;
+pub use follow::{Followed, Loaded, Served, Serving};
 pub use registry::{
     ArtifactSource, CheckReport, CreateModel, FetchOptions, FetchReport, GcOptions, GcReport,
     HistoryFilter, IntoLineageStart, IntoMetrics, IntoModelName, IntoSemver, IntoSemverReq,

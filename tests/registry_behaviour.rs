@@ -166,5 +166,8 @@ suite! {
         watch_and_route_agree_after_an_alias_move,
         abandoned_watch_poll_blocks_no_writer,
         watch_model_sees_every_change_including_splits,
+        follow_swaps_files_and_states_on_change,
+        serve_loads_every_routed_version_once,
+        serve_reports_a_loader_error_at_start,
     ],
 }

@@ -464,3 +464,215 @@ async fn next_state(
         .expect("stream goes on")
         .expect("state")
 }
+
+// ----- following and serving -------------------------------------------------------
+
+/// Waits until `check` accepts the followed value, within the wait; returns it.
+async fn until<T>(
+    followed: &mut modelreg::Followed<T>,
+    what: &str,
+    check: impl Fn(&T) -> bool,
+) -> std::sync::Arc<T> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let now = followed.current();
+        if check(&now) {
+            return now;
+        }
+        match tokio::time::timeout_at(deadline, followed.changed()).await {
+            Ok(changed) => {
+                changed.expect("the follow goes on");
+            }
+            Err(_) => panic!("{what}: not reached within the wait"),
+        }
+    }
+}
+
+/// `ModelCache::follow` hands out the verified files of what the reference
+/// resolves to now, then swaps to each version another writer moves it to;
+/// `follow_model` keeps the state current, traffic splits included.
+pub async fn follow_swaps_files_and_states_on_change(f: &Fixture) {
+    let reg = f.registry();
+    model_with_versions(&reg, "fol", 2).await;
+    to_production(&reg, "fol", 1).await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cache = modelreg::ModelCache::open(tmp.path(), reg.clone(), Default::default())
+        .await
+        .expect("cache");
+    let mut files = cache
+        .follow("fol@production", fast())
+        .await
+        .expect("follow");
+    let mut state = reg.follow_model("fol", fast()).await.expect("follow model");
+    let now = files.current();
+    assert_eq!(now.version().number.get(), 1);
+    assert_eq!(
+        std::fs::read(now.path().join("m.bin")).expect("file"),
+        b"v1"
+    );
+    assert!(state.current().traffic_split().is_none());
+
+    let other = f.fresh().await;
+    to_production(&other, "fol", 2).await;
+    let swapped = until(&mut files, "production files at 2", |m| {
+        m.version().number.get() == 2
+    })
+    .await;
+    assert_eq!(
+        std::fs::read(swapped.path().join("m.bin")).expect("file"),
+        b"v2"
+    );
+    // The old files stay usable while held.
+    assert_eq!(
+        std::fs::read(now.path().join("m.bin")).expect("file"),
+        b"v1"
+    );
+    assert!(files.last_error().is_none());
+
+    alias(&other, "fol", "old", 1).await;
+    let split = TrafficSplit::new([("@production", 50), ("@old", 50)]).expect("split");
+    other
+        .acting_as(actor("ops"))
+        .set_traffic_split("fol", split.clone(), "a/b")
+        .await
+        .expect("split");
+    let held = until(&mut state, "the split", |s| s.traffic_split().is_some()).await;
+    assert_eq!(held.traffic_split(), Some(&split));
+    assert_eq!(held.production().expect("production").number.get(), 2);
+}
+
+/// `ModelCache::serve` loads production and every split target once each,
+/// routes keys to the loaded versions as `route` does, swaps only once a new
+/// version is loaded, keeps serving the last good set when a loader fails
+/// (reporting `Error::Load`), and drops versions no longer routed to.
+pub async fn serve_loads_every_routed_version_once(f: &Fixture) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let reg = f.registry();
+    model_with_versions(&reg, "srv", 3).await;
+    to_production(&reg, "srv", 1).await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cache = modelreg::ModelCache::open(tmp.path(), reg.clone(), Default::default())
+        .await
+        .expect("cache");
+    let loads = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&loads);
+    let mut serving = cache
+        .serve("srv", fast(), move |files| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let text = std::fs::read_to_string(files.path().join("m.bin"))?;
+            if text == "v3" {
+                return Err("v3 does not parse".into());
+            }
+            Ok(text)
+        })
+        .await
+        .expect("serve");
+    let now = serving.current();
+    assert_eq!(now.production().expect("production").as_str(), "v1");
+    assert_eq!(now.route(b"anyone").expect("route").model.as_str(), "v1");
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+
+    // A split between production and @b (version 2): both loaded, v1 not again.
+    let other = f.fresh().await;
+    alias(&other, "srv", "b", 2).await;
+    let split = TrafficSplit::new([("@production", 50), ("@b", 50)]).expect("split");
+    other
+        .acting_as(actor("ops"))
+        .set_traffic_split("srv", split, "a/b")
+        .await
+        .expect("split");
+    let split_in = until(&mut serving, "the split", |s| {
+        s.state().traffic_split().is_some()
+    })
+    .await;
+    assert_eq!(loads.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        split_in
+            .loaded()
+            .map(|l| l.version().number.get())
+            .collect::<Vec<_>>(),
+        [1, 2]
+    );
+    for i in 0..40 {
+        let key = format!("user-{i}");
+        let served = split_in.route(key.as_bytes()).expect("route");
+        let asked = reg.route("srv", key.as_str()).await.expect("route");
+        assert_eq!(served.model.version().number, asked.version.number, "{key}");
+        assert_eq!(served.target, asked.target);
+        assert_eq!(served.model.as_str(), format!("v{}", asked.version.number));
+    }
+
+    // Production moves to a version the loader refuses: the last good set stays.
+    to_production(&other, "srv", 3).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let error = loop {
+        if let Some(e) = serving.last_error() {
+            break e;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no load error reported"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert!(
+        error.contains("srv/3") && error.contains("v3 does not parse"),
+        "{error}"
+    );
+    assert_eq!(
+        serving.current().production().expect("production").as_str(),
+        "v1"
+    );
+
+    // Production rolls back to 1 and the split is cleared: serving recovers,
+    // and only version 1 is still loaded.
+    other
+        .acting_as(actor("ops"))
+        .clear_traffic_split("srv", "done")
+        .await
+        .expect("clear");
+    other
+        .acting_as(actor("ops"))
+        .rollback("srv", "v3 does not load")
+        .await
+        .expect("rollback");
+    let recovered = until(&mut serving, "rolled back and unsplit", |s| {
+        s.state().traffic_split().is_none()
+            && s.state().production().map(|v| v.number.get()) == Some(1)
+    })
+    .await;
+    assert!(serving.last_error().is_none());
+    assert_eq!(
+        recovered
+            .loaded()
+            .map(|l| l.version().number.get())
+            .collect::<Vec<_>>(),
+        [1]
+    );
+    assert_eq!(recovered.production().expect("production").as_str(), "v1");
+}
+
+/// A loader that fails on the version serving starts with fails `serve` with
+/// `Error::Load` naming the version.
+pub async fn serve_reports_a_loader_error_at_start(f: &Fixture) {
+    let reg = f.registry();
+    model_with_versions(&reg, "bad", 1).await;
+    to_production(&reg, "bad", 1).await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cache = modelreg::ModelCache::open(tmp.path(), reg.clone(), Default::default())
+        .await
+        .expect("cache");
+    let got = cache
+        .serve("bad", fast(), |_| -> Result<(), modelreg::BoxError> {
+            Err("corrupt weights".into())
+        })
+        .await;
+    match got {
+        Err(Error::Load { version, source }) => {
+            assert_eq!(version, "bad/1");
+            assert_eq!(source.to_string(), "corrupt weights");
+        }
+        other => panic!("expected Error::Load, got {other:?}"),
+    }
+}
