@@ -138,7 +138,7 @@ async fn answer(
         "/health" => Ok(serde_json::json!({
             "production": now.production().ok().map(|m| m.version().number.get()),
             "loaded": now.loaded().map(|m| m.version().number.get()).collect::<Vec<_>>(),
-            "error": server.last_error(),
+            "error": server.last_error().map(|e| e.to_string()),
         })),
         "/predict" => {
             let x: Vec<f32> = params

@@ -38,7 +38,7 @@ use crate::registry::{IntoModelName, IntoVersionRef, Registry, WatchOptions};
 /// on disk after the swap. Dropping the `Followed` stops the task.
 pub struct Followed<T = CachedModel> {
     current: watch::Receiver<Arc<T>>,
-    last_error: Arc<Mutex<Option<Error>>>,
+    last_error: Arc<Mutex<Option<Arc<Error>>>>,
     task: JoinHandle<()>,
 }
 
@@ -79,7 +79,7 @@ impl<T: Send + Sync + 'static> Followed<T> {
                             followed = %what, error = %e,
                             "could not follow a change; the current value stays"
                         );
-                        *slot = Some(e);
+                        *slot = Some(Arc::new(e));
                     }
                 }
             }
@@ -116,15 +116,15 @@ impl<T> Followed<T> {
     }
 
     /// The error of the last change that could not be followed (a version whose
-    /// files could not be fetched or verified, a store that cannot be reached),
-    /// cleared by the next successful swap. The current version stays served
-    /// meanwhile.
-    pub fn last_error(&self) -> Option<String> {
+    /// files could not be fetched or verified, a loader that failed
+    /// ([`Error::Load`]), a store that cannot be reached), cleared by the next
+    /// successful swap. The current value stays served meanwhile. Typed, so a
+    /// server can tell an integrity failure from an unreachable store.
+    pub fn last_error(&self) -> Option<Arc<Error>> {
         self.last_error
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map(ToString::to_string)
+            .clone()
     }
 }
 

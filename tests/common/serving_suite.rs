@@ -616,10 +616,13 @@ pub async fn serve_loads_every_routed_version_once(f: &Fixture) {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
-    assert!(
-        error.contains("srv/3") && error.contains("v3 does not parse"),
-        "{error}"
-    );
+    match &*error {
+        Error::Load { version, source } => {
+            assert_eq!(version, "srv/3");
+            assert_eq!(source.to_string(), "v3 does not parse");
+        }
+        other => panic!("expected Error::Load, got {other:?}"),
+    }
     assert_eq!(
         serving.current().production().expect("production").as_str(),
         "v1"
