@@ -183,32 +183,49 @@ impl Registry {
     }
 
     /// Folds `model`'s log from its latest checkpoint (or from event 1) to its end.
+    pub(super) async fn load(&self, model: &ModelName) -> Result<ModelState> {
+        let checkpoint = self.load_checkpoint(model).await;
+        self.fold_from(model, checkpoint, None).await
+    }
+
+    /// Folds `model`'s log after `checkpoint` (from event 1 if `None`) to its
+    /// end, or only up to and including time `until`.
     ///
     /// A checkpoint the log does not continue (an event after it does not apply)
     /// is discarded and the log replayed from event 1, as for a corrupt one.
-    pub(super) async fn load(&self, model: &ModelName) -> Result<ModelState> {
-        let checkpoint = self.load_checkpoint(model).await;
+    pub(super) async fn fold_from(
+        &self,
+        model: &ModelName,
+        checkpoint: Option<ModelState>,
+        until: Option<DateTime<Utc>>,
+    ) -> Result<ModelState> {
         let seq = checkpoint.as_ref().map(ModelState::seq);
-        match self.fold(model, checkpoint).await {
+        match self.fold(model, checkpoint, until).await {
             Err(e) if seq.is_some() && !matches!(e, Error::Storage { .. } | Error::Io { .. }) => {
                 tracing::warn!(
                     model = %model, checkpoint = seq, error = %e,
                     "the log does not continue the checkpoint: ignoring it, replaying the log"
                 );
-                self.fold(model, None).await
+                self.fold(model, None, until).await
             }
             folded => folded,
         }
     }
 
-    /// Folds `model`'s log after `state` (from event 1 if `None`) to its end.
-    pub(super) async fn fold(
+    /// Folds `model`'s log after `state` (from event 1 if `None`) to its end,
+    /// or only up to and including time `until`: the read stops at the first
+    /// event after it (times never go backwards in a log).
+    async fn fold(
         &self,
         model: &ModelName,
         mut state: Option<ModelState>,
+        until: Option<DateTime<Utc>>,
     ) -> Result<ModelState> {
         let after = state.as_ref().map_or(0, ModelState::seq);
         self.read_log(model, after, |event| {
+            if until.is_some_and(|t| event.time > t) {
+                return Ok(false);
+            }
             let at = self.record_at(model, event.seq);
             match &mut state {
                 Some(state) => state.apply(event).map_err(at)?,

@@ -6,10 +6,10 @@ use chrono::{DateTime, Utc};
 use super::options::{HistoryFilter, SetAlias};
 use super::{IntoModelName, IntoVersionRef, Registry, pinned_version};
 use crate::domain::{
-    Actor, AliasName, Decision, Event, EventKind, Gate, GateSpec, GateVerdict, ModelName,
-    ModelState, Stage, Transition, VersionNumber, VersionRecord,
+    Actor, AliasName, Decision, Event, EventKind, Gate, GateSpec, GateVerdict, ModelState, Stage,
+    Transition, VersionNumber, VersionRecord,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, Missing, Result};
 
 impl Registry {
     /// The implementation of [`Session::transition`](super::Session::transition).
@@ -378,56 +378,26 @@ impl Registry {
         }
         // A checkpoint can only help when a replay would read at least one
         // checkpoint interval; otherwise reading it costs more than it saves.
-        if every > 0
-            && known_before >= every
-            && let Some(base) = self.load_checkpoint(&model).await
-            && base.updated_at() <= at
-        {
-            let seq = base.seq();
-            match self.fold_until(&model, Some(base), at).await {
-                Err(e) if !matches!(e, Error::Storage { .. } | Error::Io { .. }) => {
-                    tracing::warn!(
-                        model = %model, checkpoint = seq, error = %e,
-                        "the log does not continue the checkpoint: ignoring it, replaying the log"
-                    );
-                }
-                folded => return folded,
-            }
-        }
-        self.fold_until(&model, None, at).await
-    }
-
-    /// Folds `model`'s events after `state` (from event 1 if `None`) up to and
-    /// including time `at`, reading no further than the first event after it
-    /// (times never go backwards in a log).
-    async fn fold_until(
-        &self,
-        model: &ModelName,
-        mut state: Option<ModelState>,
-        at: DateTime<Utc>,
-    ) -> Result<ModelState> {
-        let after = state.as_ref().map_or(0, ModelState::seq);
-        self.read_log(model, after, |event| {
-            if event.time > at {
-                return Ok(false);
-            }
-            let seq = event.seq;
-            match &mut state {
-                Some(state) => state.apply(event),
-                None => ModelState::genesis(&event).map(|s| state = Some(s)),
-            }
-            .map_err(self.record_at(model, seq))?;
-            Ok(true)
-        })
-        .await?;
-        state.ok_or_else(|| {
-            Error::missing(
-                crate::error::Missing::Model {
-                    model: model.to_string(),
-                },
-                format!("model '{model}' as of {at}"),
-            )
-        })
+        let checkpoint = if every > 0 && known_before >= every {
+            let latest = self.load_checkpoint(&model).await;
+            latest.filter(|base| base.updated_at() <= at)
+        } else {
+            None
+        };
+        self.fold_from(&model, checkpoint, Some(at))
+            .await
+            .map_err(|e| match e {
+                Error::NotFound {
+                    missing: Missing::Model { .. },
+                    ..
+                } => Error::missing(
+                    Missing::Model {
+                        model: model.to_string(),
+                    },
+                    format!("model '{model}' as of {at}"),
+                ),
+                e => e,
+            })
     }
 
     /// Resolves a reference as it resolved at time `at`: which version was in
