@@ -6,9 +6,10 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use modelreg::store::{LocalArtifactStore, LocalMetadataStore};
+mod common;
+
+use common::targets::open_with_checkpoints;
 use modelreg::{Actor, ArtifactSource, CreateModel, Error, Metrics, NewVersion, Registry};
 
 fn record_file(root: &Path, model: &str, seq: u64) -> PathBuf {
@@ -162,7 +163,7 @@ async fn a_damaged_checkpoint_is_ignored_and_the_log_replayed() {
 async fn time_travel_after_a_checkpoint_starts_from_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("reg");
-    let reg = checkpointing_every_10(&root);
+    let reg = open_with_checkpoints(root.to_str().expect("utf-8 path"), 10);
     let me = reg.acting_as(Actor::new("ci").expect("actor"));
     me.create_model("fraud", CreateModel::new())
         .await
@@ -194,7 +195,10 @@ async fn time_travel_after_a_checkpoint_starts_from_it() {
     assert_eq!(before_damage.versions().len(), 12);
 
     damage(&record_file(&root, "fraud", 1), |b| b[0] ^= 0xff);
-    for registry in [reg.clone(), checkpointing_every_10(&root)] {
+    for registry in [
+        reg.clone(),
+        open_with_checkpoints(root.to_str().expect("utf-8 path"), 10),
+    ] {
         assert_eq!(
             registry.model_as_of("fraud", t).await.expect("as of"),
             before_damage
@@ -204,19 +208,4 @@ async fn time_travel_after_a_checkpoint_starts_from_it() {
             other => panic!("a time before the checkpoint must replay event 1: {other:?}"),
         }
     }
-}
-
-/// A registry at `root` that checkpoints every 10 events (and, reading, expects
-/// checkpoints that often).
-fn checkpointing_every_10(root: &Path) -> Registry {
-    Registry::builder()
-        .metadata(Arc::new(
-            LocalMetadataStore::open(root.join("metadata")).expect("metadata"),
-        ))
-        .artifacts(Arc::new(
-            LocalArtifactStore::open(root.join("artifacts")).expect("artifacts"),
-        ))
-        .checkpoint_every(10)
-        .build()
-        .expect("build")
 }

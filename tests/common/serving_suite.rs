@@ -488,6 +488,16 @@ async fn until<T>(
     }
 }
 
+/// A model cache over `reg` in a fresh temporary directory (kept while the
+/// returned guard lives).
+async fn cache_over(reg: &Registry) -> (tempfile::TempDir, modelreg::ModelCache) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cache = modelreg::ModelCache::open(tmp.path(), reg.clone(), Default::default())
+        .await
+        .expect("cache");
+    (tmp, cache)
+}
+
 /// `ModelCache::follow` hands out the verified files of what the reference
 /// resolves to now, then swaps to each version another writer moves it to;
 /// `follow_model` keeps the state current, traffic splits included.
@@ -495,10 +505,7 @@ pub async fn follow_swaps_files_and_states_on_change(f: &Fixture) {
     let reg = f.registry();
     model_with_versions(&reg, "fol", 2).await;
     to_production(&reg, "fol", 1).await;
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let cache = modelreg::ModelCache::open(tmp.path(), reg.clone(), Default::default())
-        .await
-        .expect("cache");
+    let (_tmp, cache) = cache_over(&reg).await;
     let mut files = cache
         .follow("fol@production", fast())
         .await
@@ -546,21 +553,23 @@ pub async fn follow_swaps_files_and_states_on_change(f: &Fixture) {
 /// version is loaded, keeps serving the last good set when a loader fails
 /// (reporting `Error::Load`), and drops versions no longer routed to.
 pub async fn serve_loads_every_routed_version_once(f: &Fixture) {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
     let reg = f.registry();
     model_with_versions(&reg, "srv", 3).await;
     to_production(&reg, "srv", 1).await;
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let cache = modelreg::ModelCache::open(tmp.path(), reg.clone(), Default::default())
-        .await
-        .expect("cache");
-    let loads = Arc::new(AtomicUsize::new(0));
+    let (_tmp, cache) = cache_over(&reg).await;
+    // How many times each file content was loaded.
+    let loads: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
     let counter = Arc::clone(&loads);
+    let loaded = move || loads.lock().expect("counts").clone();
     let mut serving = cache
         .serve("srv", fast(), move |files| {
-            counter.fetch_add(1, Ordering::SeqCst);
             let text = std::fs::read_to_string(files.path().join("m.bin"))?;
+            *counter
+                .lock()
+                .expect("counts")
+                .entry(text.clone())
+                .or_default() += 1;
             if text == "v3" {
                 return Err("v3 does not parse".into());
             }
@@ -571,7 +580,7 @@ pub async fn serve_loads_every_routed_version_once(f: &Fixture) {
     let now = serving.current();
     assert_eq!(now.production().expect("production").as_str(), "v1");
     assert_eq!(now.route(b"anyone").expect("route").model.as_str(), "v1");
-    assert_eq!(loads.load(Ordering::SeqCst), 1);
+    assert_eq!(loaded(), BTreeMap::from([("v1".to_owned(), 1)]));
 
     // A split between production and @b (version 2): both loaded, v1 not again.
     let other = f.fresh().await;
@@ -586,7 +595,10 @@ pub async fn serve_loads_every_routed_version_once(f: &Fixture) {
         s.state().traffic_split().is_some()
     })
     .await;
-    assert_eq!(loads.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        loaded(),
+        BTreeMap::from([("v1".to_owned(), 1), ("v2".to_owned(), 1)])
+    );
     assert_eq!(
         split_in
             .loaded()
@@ -654,6 +666,11 @@ pub async fn serve_loads_every_routed_version_once(f: &Fixture) {
         [1]
     );
     assert_eq!(recovered.production().expect("production").as_str(), "v1");
+    // Versions 1 and 2 were loaded once each, whatever changed meanwhile; the
+    // refused version 3 was tried again on each change that still routed to it.
+    let counts = loaded();
+    assert_eq!((counts["v1"], counts["v2"]), (1, 1));
+    assert!(counts["v3"] >= 1);
 }
 
 /// A loader that fails on the version serving starts with fails `serve` with
@@ -662,10 +679,7 @@ pub async fn serve_reports_a_loader_error_at_start(f: &Fixture) {
     let reg = f.registry();
     model_with_versions(&reg, "bad", 1).await;
     to_production(&reg, "bad", 1).await;
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let cache = modelreg::ModelCache::open(tmp.path(), reg.clone(), Default::default())
-        .await
-        .expect("cache");
+    let (_tmp, cache) = cache_over(&reg).await;
     let got = cache
         .serve("bad", fast(), |_| -> Result<(), modelreg::BoxError> {
             Err("corrupt weights".into())
