@@ -277,6 +277,7 @@ mod follow;
 pub(crate) mod hash_cache;
 pub(crate) mod hashing;
 mod offload;
+mod progress;
 mod registry;
 pub mod store;
 
@@ -329,6 +330,7 @@ pub use domain::{
 };
 pub use error::{BoxError, Error, Missing, Result};
 pub use follow::{Followed, Loaded, Served, Serving};
+pub use progress::{Progress, ProgressEvent};
 pub use registry::{
     ArtifactSource, CheckReport, CreateModel, FetchOptions, FetchReport, GcOptions, GcReport,
     HistoryFilter, IntoLineageStart, IntoMetrics, IntoModelName, IntoSemver, IntoSemverReq,

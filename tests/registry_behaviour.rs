@@ -125,6 +125,7 @@ suite! {
         versions_page_in_order,
         model_summaries_list_every_model,
         not_found_says_what_is_missing,
+        register_reports_progress_for_every_file,
     ],
     lifecycle: [
         transition_table_is_enforced,

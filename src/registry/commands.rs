@@ -117,8 +117,9 @@ impl Registry {
             // the check after both (`secure_blobs`), not the order of the two.
             Some(planned) => {
                 let needed = planned.digests();
+                let stored = planned.store(artifacts, version.progress.as_ref());
                 let (stored, announced) =
-                    futures::join!(planned.store(artifacts), gc::Intent::announce(meta, needed));
+                    futures::join!(stored, gc::Intent::announce(meta, needed));
                 match (stored, announced) {
                     (Ok((manifest, digest, stats)), Ok(intent)) => {
                         (manifest, digest, stats, intent)
@@ -136,6 +137,7 @@ impl Registry {
                     source.clone(),
                     self.inner.hash_cache.as_ref(),
                     version.link,
+                    version.progress.as_ref(),
                 )
                 .await?;
                 let needed = std::iter::once(digest)

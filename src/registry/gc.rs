@@ -485,6 +485,8 @@ impl Registry {
                     source.clone(),
                     self.inner.hash_cache.as_ref(),
                     LinkMode::Copy,
+                    // The caller's progress saw these files once already.
+                    None,
                 )
                 .await?;
                 if again_digest != digest {

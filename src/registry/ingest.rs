@@ -1,6 +1,6 @@
 //! Turning files into stored blobs and a manifest.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -11,6 +11,7 @@ use crate::digest::Digest;
 use crate::domain::{Manifest, ManifestEntry, RelPath, VersionRecord};
 use crate::error::{Error, Result};
 use crate::hash_cache::HashCache;
+use crate::progress::{Progress, ProgressExt};
 use crate::store::{ArtifactStore, ArtifactStoreExt, LinkMode, Materialized};
 
 /// Where a new version's files come from.
@@ -94,16 +95,18 @@ const CONCURRENCY: usize = 4;
 /// the manifest rejects leaves nothing behind. Bytes already stored are not stored
 /// again. Local files are taken in as `link` allows (see [`LinkMode`]). Nothing
 /// here touches metadata: a failure while storing leaves at most unreferenced
-/// blobs.
+/// blobs. `progress` hears of the files (not the manifest) as
+/// [`NewVersion::progress`](crate::NewVersion::progress) says.
 pub(crate) async fn ingest(
     store: &dyn ArtifactStore,
     source: ArtifactSource,
     cache: Option<&HashCache>,
     link: LinkMode,
+    progress: Option<&Progress>,
 ) -> Result<(Manifest, Digest, IngestStats)> {
     let mut stats = IngestStats::default();
     let manifest = match source {
-        ArtifactSource::Bytes(files) => return Planned::new(&files)?.store(store).await,
+        ArtifactSource::Bytes(files) => return Planned::new(&files)?.store(store, progress).await,
         ArtifactSource::File(path) => {
             let name = path
                 .file_name()
@@ -115,8 +118,8 @@ pub(crate) async fn ingest(
             let rel = RelPath::new(name)?;
             let abs = path.clone();
             let meta = blocking(move || fs::metadata(&abs)).await?;
-            match meta {
-                Ok(m) if m.is_file() => {}
+            let size = match meta {
+                Ok(m) if m.is_file() => m.len(),
                 Ok(_) => {
                     return Err(Error::invalid_path(
                         path.display().to_string(),
@@ -124,19 +127,17 @@ pub(crate) async fn ingest(
                     ));
                 }
                 Err(e) => return Err(Error::io(&path, e)),
-            }
-            store_files(
-                store,
-                vec![SourceFile { rel, abs: path }],
-                cache,
-                link,
-                &mut stats,
-            )
-            .await?
+            };
+            let file = SourceFile {
+                rel,
+                abs: path,
+                size,
+            };
+            store_files(store, vec![file], cache, link, progress, &mut stats).await?
         }
         ArtifactSource::Dir(dir) => {
             let files = blocking(move || walk(&dir)).await??;
-            store_files(store, files, cache, link, &mut stats).await?
+            store_files(store, files, cache, link, progress, &mut stats).await?
         }
     };
     let digest = store.put_bytes(Bytes::from(manifest.to_bytes())).await?;
@@ -263,10 +264,22 @@ impl Planned {
     /// their durable writes overlap. A manifest stored without its files is as
     /// harmless as a file stored without its manifest: only the version's event,
     /// appended after both, makes either reachable.
+    ///
+    /// `progress` hears of every file once its blob is stored or found stored: a
+    /// blob that several paths share reports each of them.
     pub(crate) async fn store(
         self,
         store: &dyn ArtifactStore,
+        progress: Option<&Progress>,
     ) -> Result<(Manifest, Digest, IngestStats)> {
+        progress.started(self.manifest.len() as u64, self.manifest.total_size());
+        let mut paths_of: HashMap<Digest, Vec<&ManifestEntry>> = HashMap::new();
+        if progress.is_some() {
+            for e in self.manifest.entries() {
+                paths_of.entry(e.digest).or_default().push(e);
+            }
+        }
+        let paths_of = &paths_of;
         // The manifest is blob 0; it is not one of the version's files.
         let placed: Vec<(u64, Placed)> = futures::stream::iter(self.blobs.into_iter().enumerate())
             .map(|(i, (digest, bytes))| async move {
@@ -280,6 +293,11 @@ impl Planned {
                     store.put_stream(&digest, one).await?;
                     Placed::Stored(None)
                 };
+                if i > 0 {
+                    for e in paths_of.get(&digest).into_iter().flatten() {
+                        progress.file(e.path.as_str(), e.size);
+                    }
+                }
                 Ok::<_, Error>((i, size, placed))
             })
             .buffer_unordered(CONCURRENCY)
@@ -302,9 +320,15 @@ impl Planned {
     }
 }
 
+/// A local file to store.
 struct SourceFile {
+    /// Its path in the version.
     rel: RelPath,
+    /// Where it is read from.
     abs: PathBuf,
+    /// Its size when it was listed, for progress: the manifest has the size of
+    /// what was stored.
+    size: u64,
 }
 
 /// Checks the files' paths, then stores each file the store lacks, a few at a
@@ -314,14 +338,17 @@ async fn store_files(
     files: Vec<SourceFile>,
     cache: Option<&HashCache>,
     link: LinkMode,
+    progress: Option<&Progress>,
     stats: &mut IngestStats,
 ) -> Result<Manifest> {
     let mut paths: Vec<&RelPath> = files.iter().map(|f| &f.rel).collect();
     paths.sort();
     Manifest::check_paths(&paths)?;
+    progress.started(files.len() as u64, files.iter().map(|f| f.size).sum());
     let stored: Vec<(ManifestEntry, Placed)> = futures::stream::iter(files)
         .map(|f| async move {
             let (digest, size, placed) = store_file(store, &f.abs, cache, link).await?;
+            progress.file(f.rel.as_str(), size);
             let entry = ManifestEntry {
                 path: f.rel,
                 size,
@@ -471,6 +498,7 @@ fn walk_dir(
             out.push(SourceFile {
                 rel: RelPath::new(rel)?,
                 abs: target,
+                size: meta.len(),
             });
         } else {
             return Err(Error::invalid_path(

@@ -17,6 +17,7 @@ use crate::domain::{
     Metrics, Provenance, Relation, Stage, TagKey, Tags, VersionNumber, VersionRecord, VersionRef,
 };
 use crate::error::{Error, Result};
+use crate::progress::Progress;
 use crate::store::LinkMode;
 
 use super::IntoVersionRef;
@@ -233,6 +234,8 @@ pub struct NewVersion {
     pub(crate) capture_environment: bool,
     /// Capture the code commit from the git working tree at this directory.
     pub(crate) capture_code: Option<PathBuf>,
+    /// Told of the files as they are stored.
+    pub(crate) progress: Option<Progress>,
     pub(crate) error: Deferred,
 }
 
@@ -257,6 +260,19 @@ impl NewVersion {
     /// filesystem's timestamp granularity could go unnoticed.
     pub fn link(mut self, mode: LinkMode) -> Self {
         self.link = mode;
+        self
+    }
+
+    /// Reports the registration's progress to `progress`: one
+    /// [`ProgressEvent::Started`](crate::ProgressEvent::Started) with the number
+    /// and total size of the version's files once they are known (a directory
+    /// walked, in-memory files hashed), then one
+    /// [`ProgressEvent::File`](crate::ProgressEvent::File) per file as it is
+    /// stored, found already stored, or known from the hash cache. On success
+    /// their sizes add up to the total (unless a file changed size while it was
+    /// being registered: the version, and its event, hold the size stored).
+    pub fn progress(mut self, progress: Progress) -> Self {
+        self.progress = Some(progress);
         self
     }
 

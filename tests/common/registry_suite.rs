@@ -16,8 +16,9 @@ use modelreg::store::{ArtifactStoreExt, LinkMode};
 use modelreg::{
     Actor, ArtifactSource, CreateModel, Digest, Error, EventKind, FetchOptions, FetchReport,
     GcOptions, GcReport, HyperValue, ManifestEntry, MetricName, MetricSpec, Metrics, ModelName,
-    ModelState, NewVersion, ParentRef, Provenance, Registry, RelPath, Relation, SetAlias, Tags,
-    VerifyReport, VersionFilter, VersionNumber, VersionRecord, VersionRef,
+    ModelState, NewVersion, ParentRef, Progress, ProgressEvent, Provenance, Registry, RelPath,
+    Relation, SetAlias, Tags, VerifyReport, VersionFilter, VersionNumber, VersionRecord,
+    VersionRef,
 };
 
 use super::backends::Fixture;
@@ -2967,4 +2968,153 @@ pub async fn not_found_says_what_is_missing(f: &Fixture) {
         }
         other => panic!("expected NotFound, got {other:?}"),
     }
+}
+
+// ----- progress --------------------------------------------------------------------
+
+/// Where a [`Progress`] callback leaves its events.
+type Events = std::sync::Arc<std::sync::Mutex<Vec<ProgressEvent>>>;
+
+/// A callback that records every event, and where it records them.
+pub fn recorder() -> (Progress, Events) {
+    let events = Events::default();
+    let progress = Progress::new({
+        let events = events.clone();
+        move |e| events.lock().expect("events lock").push(e.clone())
+    });
+    (progress, events)
+}
+
+/// Takes the events recorded so far.
+pub fn take(events: &Events) -> Vec<ProgressEvent> {
+    std::mem::take(&mut *events.lock().expect("events lock"))
+}
+
+/// Asserts that `events` are one `Started` for exactly the files `expected`
+/// (`path → size`), first, then one `File` for each of them, once, with its size.
+pub fn assert_progress(events: &[ProgressEvent], expected: &BTreeMap<String, u64>, what: &str) {
+    let total: u64 = expected.values().sum();
+    match events.first() {
+        Some(ProgressEvent::Started { files, bytes }) => assert_eq!(
+            (*files, *bytes),
+            (expected.len() as u64, total),
+            "{what}: Started"
+        ),
+        other => panic!("{what}: the first event is {other:?}, not Started"),
+    }
+    let mut seen = BTreeMap::new();
+    for e in &events[1..] {
+        match e {
+            ProgressEvent::File { path, bytes } => {
+                let before = seen.insert(path.clone(), *bytes);
+                assert!(before.is_none(), "{what}: '{path}' reported twice");
+            }
+            other => panic!("{what}: {other:?} after Started"),
+        }
+    }
+    assert_eq!(&seen, expected, "{what}: the files reported");
+    assert_eq!(
+        seen.values().sum::<u64>(),
+        total,
+        "{what}: the bytes reported"
+    );
+}
+
+/// The files the progress tests register: sizes on either side of the in-memory
+/// hashing threshold (64 KiB), an empty file, nested directories, and one
+/// content twice (stored once, reported for both paths).
+fn progress_files() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("config.json", br#"{"layers":2}"#.to_vec()),
+        ("weights/layer0.bin", pattern(100_000, 1)),
+        ("weights/deep/layer1.bin", pattern(3_333, 2)),
+        ("weights/again/layer0.bin", pattern(100_000, 1)),
+        ("empty", Vec::new()),
+    ]
+}
+
+/// `path → size` of `files`, with `prefix` before each path.
+fn sizes(files: &[(&str, Vec<u8>)], prefix: &str) -> BTreeMap<String, u64> {
+    files
+        .iter()
+        .map(|(p, b)| (format!("{prefix}{p}"), b.len() as u64))
+        .collect()
+}
+
+/// Registering reports every file once, after one `Started` with their count
+/// and total, whatever the source and whether the bytes are stored new, found
+/// stored (also a second path with the same content) or known from the hash
+/// cache.
+pub async fn register_reports_progress_for_every_file(f: &Fixture) {
+    let reg = f.registry();
+    let me = reg.acting_as(actor("ci"));
+    create(&reg, "m").await;
+    let files = progress_files();
+    let src = f.scratch().join("src");
+    write_tree(&src, &as_refs(&files));
+    let expected = sizes(&files, "");
+    let (progress, events) = recorder();
+
+    let first = me
+        .register(
+            "m",
+            ArtifactSource::dir(&src),
+            NewVersion::new().progress(progress.clone()),
+        )
+        .await
+        .expect("register");
+    assert_eq!(first.report.files, 5);
+    assert_progress(&take(&events), &expected, "a new directory");
+
+    // Everything stored already (and on a local store, known to the hash cache).
+    let second = me
+        .register(
+            "m",
+            ArtifactSource::dir(&src),
+            NewVersion::new().progress(progress.clone()),
+        )
+        .await
+        .expect("register again");
+    assert_eq!(second.report.files_stored, 0);
+    assert_progress(&take(&events), &expected, "the same directory again");
+
+    // In memory, under other paths: hashed before anything is stored.
+    let in_memory =
+        ArtifactSource::files(files.iter().map(|(p, b)| (format!("mem/{p}"), b.clone())))
+            .expect("paths");
+    me.register("m", in_memory, NewVersion::new().progress(progress.clone()))
+        .await
+        .expect("register bytes");
+    assert_progress(&take(&events), &sizes(&files, "mem/"), "in-memory files");
+    let new_in_memory =
+        ArtifactSource::files([("x.bin", pattern(70_000, 9)), ("y.bin", b"y".to_vec())])
+            .expect("paths");
+    let third = me
+        .register(
+            "m",
+            new_in_memory,
+            NewVersion::new().progress(progress.clone()),
+        )
+        .await
+        .expect("register new bytes");
+    assert_eq!(third.report.files_stored, 2);
+    let expected_new = BTreeMap::from([("x.bin".to_owned(), 70_000), ("y.bin".to_owned(), 1)]);
+    assert_progress(&take(&events), &expected_new, "new in-memory files");
+
+    // One file.
+    me.register(
+        "m",
+        ArtifactSource::file(src.join("weights/deep/layer1.bin")),
+        NewVersion::new().progress(progress),
+    )
+    .await
+    .expect("register one file");
+    let one = BTreeMap::from([("layer1.bin".to_owned(), 3_333)]);
+    assert_progress(&take(&events), &one, "one file");
+
+    // Without a callback nothing is reported, and nothing else changes.
+    me.register("m", ArtifactSource::dir(&src), NewVersion::new())
+        .await
+        .expect("register without progress");
+    assert!(take(&events).is_empty());
 }
