@@ -49,6 +49,7 @@ use crate::domain::{
     TagKey, Tags, TrafficSplit, VersionRecord,
 };
 use crate::error::{Error, Result};
+use crate::progress::Progress;
 use crate::registry::{
     ArtifactSource, CreateModel, FetchOptions, FetchReport, HistoryFilter, IntoMetrics,
     IntoModelName, IntoVersionRef, NewVersion, Registered, SetAlias, VerifyReport, VersionFilter,
@@ -214,6 +215,17 @@ impl Registry {
     /// See [`crate::Registry::verify`].
     pub fn verify(&self, reference: impl IntoVersionRef) -> Result<VerifyReport> {
         self.rt.block_on(self.inner.verify(reference))
+    }
+
+    /// See [`crate::Registry::verify_with_progress`]. The callback runs on the
+    /// facade's runtime threads, not necessarily the caller's.
+    pub fn verify_with_progress(
+        &self,
+        reference: impl IntoVersionRef,
+        progress: Progress,
+    ) -> Result<VerifyReport> {
+        self.rt
+            .block_on(self.inner.verify_with_progress(reference, progress))
     }
 
     /// See [`crate::Registry::check`].

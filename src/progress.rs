@@ -18,6 +18,11 @@ use std::sync::Arc;
 ///   new version, once each, whether its bytes were stored new, found already
 ///   stored (also a file repeating another of the same version) or known from
 ///   the hash cache. The manifest is not a file.
+/// - [`Registry::fetch`](crate::Registry::fetch) with
+///   [`FetchOptions::progress`](crate::FetchOptions::progress): every file of
+///   the version, once placed and verified.
+/// - [`Registry::verify_with_progress`](crate::Registry::verify_with_progress):
+///   every file of the version, once its blob is re-hashed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ProgressEvent {
@@ -50,8 +55,8 @@ pub enum ProgressEvent {
 /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
 /// use std::sync::Arc;
 /// use std::sync::atomic::{AtomicU64, Ordering};
-/// use modelreg::{Actor, ArtifactSource, CreateModel, NewVersion, Progress, ProgressEvent,
-///                Registry};
+/// use modelreg::{Actor, ArtifactSource, CreateModel, FetchOptions, NewVersion, Progress,
+///                ProgressEvent, Registry};
 ///
 /// let (total, done) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
 /// let progress = Progress::new({
@@ -69,8 +74,14 @@ pub enum ProgressEvent {
 /// let me = registry.acting_as(Actor::new("alice")?);
 /// me.create_model("fraud", CreateModel::new()).await?;
 /// let files = ArtifactSource::files([("model.bin", "weights"), ("config.json", "{}")])?;
-/// me.register("fraud", files, NewVersion::new().progress(progress)).await?;
+/// me.register("fraud", files, NewVersion::new().progress(progress.clone())).await?;
 /// assert_eq!((total.load(Ordering::Relaxed), done.load(Ordering::Relaxed)), (9, 9));
+///
+/// // The same callback on a fetch: it starts again from the new total.
+/// done.store(0, Ordering::Relaxed);
+/// # let tmp = tempfile::tempdir().unwrap();
+/// registry.fetch("fraud/1", tmp.path().join("out"), FetchOptions::new().progress(progress)).await?;
+/// assert_eq!(done.load(Ordering::Relaxed), 9);
 /// # Ok::<(), modelreg::Error>(()) }).unwrap();
 /// ```
 #[derive(Clone)]

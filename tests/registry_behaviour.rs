@@ -126,6 +126,7 @@ suite! {
         model_summaries_list_every_model,
         not_found_says_what_is_missing,
         register_reports_progress_for_every_file,
+        fetch_and_verify_report_progress_for_every_file,
     ],
     lifecycle: [
         transition_table_is_enforced,

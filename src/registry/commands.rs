@@ -15,6 +15,7 @@ use crate::domain::{
     TagKey, Tags, VersionRecord, VersionRef,
 };
 use crate::error::{Error, Result};
+use crate::progress::{Progress, ProgressExt};
 use crate::store::MetadataStore;
 
 use super::ingest::blocking;
@@ -405,17 +406,73 @@ impl Registry {
         let what = format!("{}/{}", r.model, v.number);
         let store = self.inner.artifacts.as_ref();
         let manifest = self.verified_manifest(&v.artifact).await?;
-        fetch::fetch_into(store, &manifest, dest.as_ref(), options.link, &what).await
+        let progress = options.progress.as_ref();
+        fetch::fetch_into(
+            store,
+            &manifest,
+            dest.as_ref(),
+            options.link,
+            &what,
+            progress,
+        )
+        .await
     }
 
     /// Re-hashes every blob of a version in the store: [`Error::Integrity`] names the
     /// first file whose bytes do not match, [`Error::NotFound`] the first missing one.
     #[tracing::instrument(name = "verify", level = "info", skip_all)]
     pub async fn verify(&self, reference: impl IntoVersionRef) -> Result<VerifyReport> {
+        self.verify_files(reference, None).await
+    }
+
+    /// [`verify`](Registry::verify), reporting to `progress`: one
+    /// [`ProgressEvent::Started`](crate::ProgressEvent::Started) with the
+    /// version's number of files and total size (from its manifest), then one
+    /// [`ProgressEvent::File`](crate::ProgressEvent::File) per file whose blob
+    /// was re-hashed and matched, in manifest order. On success their sizes add
+    /// up to the total; a failure stops the events at the file that failed.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use std::sync::{Arc, Mutex};
+    /// use modelreg::*;
+    /// let registry = Registry::in_memory();
+    /// let me = registry.acting_as(Actor::new("alice")?);
+    /// me.create_model("fraud", CreateModel::new()).await?;
+    /// let files = ArtifactSource::files([("a.bin", "aaaa"), ("b.bin", "bb")])?;
+    /// me.register("fraud", files, NewVersion::new()).await?;
+    ///
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let progress = Progress::new({
+    ///     let seen = Arc::clone(&seen);
+    ///     move |e| seen.lock().unwrap().push(e.clone())
+    /// });
+    /// let report = registry.verify_with_progress("fraud/1", progress).await?;
+    /// assert_eq!((report.files, report.bytes), (2, 6));
+    /// assert_eq!(seen.lock().unwrap().len(), 3); // Started, then a.bin and b.bin
+    /// # Ok::<(), modelreg::Error>(()) }).unwrap();
+    /// ```
+    #[tracing::instrument(name = "verify", level = "info", skip_all)]
+    pub async fn verify_with_progress(
+        &self,
+        reference: impl IntoVersionRef,
+        progress: Progress,
+    ) -> Result<VerifyReport> {
+        self.verify_files(reference, Some(&progress)).await
+    }
+
+    /// The implementation of [`verify`](Registry::verify) and
+    /// [`verify_with_progress`](Registry::verify_with_progress).
+    async fn verify_files(
+        &self,
+        reference: impl IntoVersionRef,
+        progress: Option<&Progress>,
+    ) -> Result<VerifyReport> {
         let r = reference.into_version_ref()?;
         let v = self.resolve(&r).await?;
         let store = self.inner.artifacts.as_ref();
         let manifest = fetch::load_manifest(store, &v.artifact).await?;
+        progress.started(manifest.len() as u64, manifest.total_size());
         let mut report = VerifyReport { files: 0, bytes: 0 };
         for e in manifest.entries() {
             let what = || format!("file '{}' of {}/{}", e.path, r.model, v.number);
@@ -438,6 +495,7 @@ impl Registry {
             }
             report.files += 1;
             report.bytes += size;
+            progress.file(e.path.as_str(), size);
         }
         Ok(report)
     }

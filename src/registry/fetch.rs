@@ -12,6 +12,7 @@ use super::ingest::blocking;
 use crate::digest::Digest;
 use crate::domain::Manifest;
 use crate::error::{Error, Result};
+use crate::progress::{Progress, ProgressExt};
 use crate::store::{ArtifactStore, LinkMode, Materialized};
 
 /// The largest manifest the registry reads (a million files fit well below it).
@@ -88,20 +89,23 @@ pub struct VerifyReport {
 /// file matches its manifest entry is the staging directory renamed to `dest`.
 /// On any failure the staging directory is removed, so `dest` either holds the whole
 /// verified artifact or is left as it was. `dest` must not exist, or be an empty
-/// directory. `what` names the version in error messages.
+/// directory. `what` names the version in error messages; `progress` hears of
+/// each file once it is verified.
 pub(crate) async fn fetch_into(
     store: &dyn ArtifactStore,
     manifest: &Manifest,
     dest: &Path,
     link: LinkMode,
     what: &str,
+    progress: Option<&Progress>,
 ) -> Result<FetchReport> {
     let dest = dest.to_owned();
     let staging = {
         let dest = dest.clone();
         blocking(move || prepare_staging(&dest)).await??
     };
-    let placed = place_all(store, manifest, &staging, link, what).await;
+    progress.started(manifest.len() as u64, manifest.total_size());
+    let placed = place_all(store, manifest, &staging, link, what, progress).await;
     let finished = match placed {
         Ok(linked) => {
             let (staging, dest) = (staging.clone(), dest.clone());
@@ -148,6 +152,7 @@ async fn place_all(
     staging: &Path,
     link: LinkMode,
     what: &str,
+    progress: Option<&Progress>,
 ) -> Result<u64> {
     let mut linked = 0;
     for entry in manifest.entries() {
@@ -182,6 +187,7 @@ async fn place_all(
                 location: Some(store.location(&entry.digest)),
             });
         }
+        progress.file(entry.path.as_str(), entry.size);
     }
     Ok(linked)
 }

@@ -520,9 +520,10 @@ impl VersionFilter {
 }
 
 /// How [`Registry::fetch`](crate::Registry::fetch) writes files.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct FetchOptions {
     pub(crate) link: LinkMode,
+    pub(crate) progress: Option<Progress>,
 }
 
 impl FetchOptions {
@@ -535,6 +536,16 @@ impl FetchOptions {
     /// copying. See [`LinkMode`] for what hard links imply.
     pub fn link(mut self, mode: LinkMode) -> Self {
         self.link = mode;
+        self
+    }
+
+    /// Reports the fetch's progress to `progress`: one
+    /// [`ProgressEvent::Started`](crate::ProgressEvent::Started) with the
+    /// version's number of files and total size (from its manifest), then one
+    /// [`ProgressEvent::File`](crate::ProgressEvent::File) per file once it is
+    /// placed and verified. On success their sizes add up to the total.
+    pub fn progress(mut self, progress: Progress) -> Self {
+        self.progress = Some(progress);
         self
     }
 }

@@ -3118,3 +3118,73 @@ pub async fn register_reports_progress_for_every_file(f: &Fixture) {
         .expect("register without progress");
     assert!(take(&events).is_empty());
 }
+
+/// Fetching reports every file of the version once it is placed and verified,
+/// and verifying every file once re-hashed, each after one `Started`.
+pub async fn fetch_and_verify_report_progress_for_every_file(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "m").await;
+    let files = progress_files();
+    let src = f.scratch().join("src");
+    write_tree(&src, &as_refs(&files));
+    let v = reg
+        .acting_as(actor("ci"))
+        .register("m", ArtifactSource::dir(&src), NewVersion::new())
+        .await
+        .expect("register");
+    let expected = sizes(&files, "");
+    let (progress, events) = recorder();
+
+    let dest = f.scratch().join("out");
+    let report = reg
+        .fetch(&v, &dest, FetchOptions::new().progress(progress.clone()))
+        .await
+        .expect("fetch");
+    assert_eq!((report.files, report.bytes), (5, v.size));
+    assert_progress(&take(&events), &expected, "fetch");
+    assert_eq!(read_tree(&dest), tree(&as_refs(&files)));
+
+    let report = reg
+        .verify_with_progress(&v, progress.clone())
+        .await
+        .expect("verify");
+    assert_eq!(
+        report,
+        VerifyReport {
+            files: 5,
+            bytes: v.size
+        }
+    );
+    assert_progress(&take(&events), &expected, "verify");
+
+    // A damaged blob stops the events at the file that fails: the files before
+    // it in the manifest's order were reported, and none after.
+    f.corrupt_blob(&digest(&pattern(3_333, 2)), b"rot");
+    assert_err!(
+        reg.verify_with_progress(&v, progress.clone()).await,
+        Error::Integrity { .. }
+    );
+    let failed = take(&events);
+    assert!(matches!(failed[0], ProgressEvent::Started { files: 5, .. }));
+    let reported: Vec<&str> = failed[1..]
+        .iter()
+        .filter_map(|e| match e {
+            ProgressEvent::File { path, .. } => Some(path.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        reported,
+        ["config.json", "empty", "weights/again/layer0.bin"]
+    );
+    assert_err!(
+        reg.fetch(
+            &v,
+            f.scratch().join("out2"),
+            FetchOptions::new().progress(progress)
+        )
+        .await,
+        Error::Integrity { .. }
+    );
+    assert_eq!(take(&events).len(), 1 + reported.len());
+}
