@@ -233,6 +233,12 @@ impl Registry {
         self.rt.block_on(self.inner.check())
     }
 
+    /// See [`crate::Registry::check_with_progress`]. The callback runs on the
+    /// facade's runtime threads, not necessarily the caller's.
+    pub fn check_with_progress(&self, progress: Progress) -> Result<crate::CheckReport> {
+        self.rt.block_on(self.inner.check_with_progress(progress))
+    }
+
     /// See [`crate::Registry::gc`].
     pub fn gc(&self, options: crate::GcOptions) -> Result<crate::GcReport> {
         self.rt.block_on(self.inner.gc(options))

@@ -23,6 +23,8 @@ use std::sync::Arc;
 ///   the version, once placed and verified.
 /// - [`Registry::verify_with_progress`](crate::Registry::verify_with_progress):
 ///   every file of the version, once its blob is re-hashed.
+/// - [`Registry::check_with_progress`](crate::Registry::check_with_progress):
+///   every distinct blob, manifests included; see there.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ProgressEvent {

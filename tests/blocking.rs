@@ -6,8 +6,8 @@ use std::time::Duration;
 use modelreg::blocking::{ModelCache, Registry};
 use modelreg::{
     Actor, ArtifactSource, CacheOptions, CreateModel, Error, FetchOptions, HistoryFilter,
-    MetricSpec, Metrics, NewVersion, SetAlias, Stage, Tags, TrafficSplit, VersionFilter,
-    WatchOptions,
+    MetricSpec, Metrics, NewVersion, Progress, ProgressEvent, SetAlias, Stage, Tags, TrafficSplit,
+    VersionFilter, WatchOptions,
 };
 
 fn me() -> Actor {
@@ -243,4 +243,54 @@ fn the_facade_covers_every_async_registry_method() {
     let missing: Vec<_> = asyncs.difference(&blocking).collect();
     assert!(asyncs.len() > 30, "found only {asyncs:?}");
     assert!(missing.is_empty(), "no blocking twin for {missing:?}");
+}
+
+/// Progress callbacks work through the facade: registering, fetching, verifying
+/// and checking each report a `Started` and their files' bytes.
+#[test]
+fn progress_is_reported_through_the_facade() {
+    use std::sync::{Arc, Mutex};
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let reg = Registry::open_local(tmp.path().join("registry")).expect("open");
+    reg.acting_as(me())
+        .create_model("fraud", CreateModel::new())
+        .expect("create");
+    // (files announced, bytes announced, files done, bytes done)
+    let counts = Arc::new(Mutex::new((0, 0, 0, 0)));
+    let progress = Progress::new({
+        let counts = Arc::clone(&counts);
+        move |e| {
+            let mut c = counts.lock().expect("lock");
+            match e {
+                ProgressEvent::Started { files, bytes } => *c = (*files, *bytes, 0, 0),
+                ProgressEvent::File { bytes, .. } => {
+                    c.2 += 1;
+                    c.3 += bytes;
+                }
+                _ => {}
+            }
+        }
+    });
+    let counted = || *counts.lock().expect("lock");
+    let files = ArtifactSource::files([("a.bin", "aaaa"), ("b/c.bin", "cc")]).expect("paths");
+    reg.acting_as(me())
+        .register("fraud", files, NewVersion::new().progress(progress.clone()))
+        .expect("register");
+    assert_eq!(counted(), (2, 6, 2, 6));
+    let out = tmp.path().join("out");
+    reg.fetch(
+        "fraud/1",
+        &out,
+        FetchOptions::new().progress(progress.clone()),
+    )
+    .expect("fetch");
+    assert_eq!(counted(), (2, 6, 2, 6));
+    reg.verify_with_progress("fraud/1", progress.clone())
+        .expect("verify");
+    assert_eq!(counted(), (2, 6, 2, 6));
+    let report = reg.check_with_progress(progress).expect("check");
+    assert_eq!(
+        counted(),
+        (report.blobs, report.bytes, report.blobs, report.bytes)
+    );
 }

@@ -127,6 +127,7 @@ suite! {
         not_found_says_what_is_missing,
         register_reports_progress_for_every_file,
         fetch_and_verify_report_progress_for_every_file,
+        check_reports_progress_for_every_blob,
     ],
     lifecycle: [
         transition_table_is_enforced,

@@ -1,14 +1,16 @@
 //! `Registry::check`: a read-only audit of everything the registry holds.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::{Registry, fetch};
 use crate::digest::Digest;
 use crate::domain::state::decode_checkpoint;
-use crate::domain::{Event, ModelName, ModelState};
+use crate::domain::{Event, ModelName, ModelState, RelPath, VersionNumber};
 use crate::error::{Error, Result};
+use crate::progress::{Progress, ProgressExt};
 use crate::store::MetadataItem;
 
 /// One problem [`Registry::check`] found.
@@ -102,8 +104,63 @@ impl Registry {
     /// ```
     #[tracing::instrument(name = "check", level = "info", skip_all)]
     pub async fn check(&self) -> Result<CheckReport> {
+        self.check_all(None).await
+    }
+
+    /// [`check`](Registry::check), reporting to `progress`.
+    ///
+    /// The check works in two passes: it first reads every log and every
+    /// version's manifest (each manifest is hashed as it is read), which tells it
+    /// every blob and its size, then re-hashes the files' blobs. So the events
+    /// mean:
+    ///
+    /// - [`ProgressEvent::Started`](crate::ProgressEvent::Started), after the
+    ///   first pass: `files` is the number of distinct blobs, manifests included,
+    ///   and `bytes` their total size as the manifests give it (manifests by
+    ///   their length). Until then, which may take a while on a registry of many
+    ///   models, nothing is reported.
+    /// - [`ProgressEvent::File`](crate::ProgressEvent::File), once per distinct
+    ///   blob: first every manifest that was read (`path` is `"<model>/<n>
+    ///   manifest"`, naming the first version that has it), then each file's
+    ///   blob once re-hashed (`"<model>/<n> file '<path>'"`, the first version
+    ///   and path that name it). A blob that is missing or damaged is reported
+    ///   too, with its expected size, so the sizes add up to `Started`'s `bytes`.
+    ///   A manifest that cannot be read is not a blob to hash and has no event.
+    ///
+    /// So the number of `File` events is [`CheckReport::blobs`], and on a sound
+    /// registry their bytes add up to [`CheckReport::bytes`].
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use std::sync::{Arc, Mutex};
+    /// use modelreg::*;
+    /// let registry = Registry::in_memory();
+    /// let me = registry.acting_as(Actor::new("alice")?);
+    /// me.create_model("fraud", CreateModel::new()).await?;
+    /// me.register("fraud", ArtifactSource::bytes("m.bin", "w")?, NewVersion::new()).await?;
+    ///
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let progress = Progress::new({
+    ///     let seen = Arc::clone(&seen);
+    ///     move |e| seen.lock().unwrap().push(e.clone())
+    /// });
+    /// let report = registry.check_with_progress(progress).await?;
+    /// let seen = seen.lock().unwrap();
+    /// assert_eq!(seen[0], ProgressEvent::Started { files: report.blobs, bytes: report.bytes });
+    /// assert!(matches!(&seen[1], ProgressEvent::File { path, .. } if path == "fraud/1 manifest"));
+    /// assert!(matches!(&seen[2], ProgressEvent::File { path, bytes: 1 } if path == "fraud/1 file 'm.bin'"));
+    /// # Ok::<(), modelreg::Error>(()) }).unwrap();
+    /// ```
+    #[tracing::instrument(name = "check", level = "info", skip_all)]
+    pub async fn check_with_progress(&self, progress: Progress) -> Result<CheckReport> {
+        self.check_all(Some(&progress)).await
+    }
+
+    /// The implementation of [`check`](Registry::check) and
+    /// [`check_with_progress`](Registry::check_with_progress).
+    async fn check_all(&self, progress: Option<&Progress>) -> Result<CheckReport> {
         let mut report = CheckReport::default();
-        let mut hashed: BTreeSet<Digest> = BTreeSet::new();
+        let mut blobs = Blobs::default();
         for model in self.list_models().await? {
             report.models += 1;
             let Some(state) = self.check_log(&model, &mut report).await else {
@@ -111,17 +168,44 @@ impl Registry {
             };
             for v in state.versions() {
                 report.versions += 1;
-                self.check_artifact(
-                    &model,
-                    v.number.get(),
-                    &v.artifact,
-                    &mut hashed,
-                    &mut report,
-                )
-                .await;
+                self.check_manifest(&model, v.number, &v.artifact, &mut blobs, &mut report)
+                    .await;
             }
         }
-        report.blobs = hashed.len() as u64;
+        let Blobs {
+            seen,
+            manifests,
+            files,
+        } = blobs;
+        report.blobs = seen.len() as u64;
+        let total = manifests.iter().map(|(_, size)| size).sum::<u64>()
+            + files.iter().map(|f| f.size).sum::<u64>();
+        progress.started(report.blobs, total);
+        for (version, size) in &manifests {
+            progress.file(&format!("{version} manifest"), *size);
+        }
+        let store = self.inner.artifacts.as_ref();
+        for f in files {
+            let name = format!("{} file '{}'", f.version, f.path);
+            let subject = format!("{name} ({})", f.digest);
+            let checked = store.hash_stored(&f.digest).await;
+            let location = Some(store.location(&f.digest));
+            match checked {
+                Ok((actual, size)) if actual == f.digest && size == f.size => report.bytes += size,
+                Ok((actual, _)) => report.problem(
+                    subject,
+                    location,
+                    Error::Integrity {
+                        what: "blob".into(),
+                        expected: f.digest,
+                        actual,
+                        location: Some(store.location(&f.digest)),
+                    },
+                ),
+                Err(err) => report.problem(subject, location, err),
+            }
+            progress.file(&name, f.size);
+        }
         Ok(report)
     }
 
@@ -200,13 +284,14 @@ impl Registry {
         states
     }
 
-    /// Checks a version's manifest and every blob it names, each distinct blob once.
-    async fn check_artifact(
+    /// Reads and checks a version's manifest and adds it, and the blobs it names,
+    /// to `blobs` (each distinct blob once).
+    async fn check_manifest(
         &self,
         model: &ModelName,
-        number: u64,
+        number: VersionNumber,
         artifact: &Digest,
-        hashed: &mut BTreeSet<Digest>,
+        blobs: &mut Blobs,
         report: &mut CheckReport,
     ) {
         let store = self.inner.artifacts.as_ref();
@@ -221,30 +306,43 @@ impl Registry {
                 return;
             }
         };
-        if hashed.insert(*artifact) {
-            report.bytes += manifest.to_bytes().len() as u64;
+        let version: Arc<str> = format!("{model}/{number}").into();
+        if blobs.seen.insert(*artifact) {
+            let size = manifest.to_bytes().len() as u64;
+            report.bytes += size;
+            blobs.manifests.push((Arc::clone(&version), size));
         }
         for e in manifest.entries() {
-            if !hashed.insert(e.digest) {
-                continue;
-            }
-            let subject = format!("{model}/{number} file '{}' ({})", e.path, e.digest);
-            let checked = store.hash_stored(&e.digest).await;
-            let location = Some(store.location(&e.digest));
-            match checked {
-                Ok((actual, size)) if actual == e.digest && size == e.size => report.bytes += size,
-                Ok((actual, _)) => report.problem(
-                    subject,
-                    location,
-                    Error::Integrity {
-                        what: "blob".into(),
-                        expected: e.digest,
-                        actual,
-                        location: Some(store.location(&e.digest)),
-                    },
-                ),
-                Err(err) => report.problem(subject, location, err),
+            if blobs.seen.insert(e.digest) {
+                blobs.files.push(FileBlob {
+                    version: Arc::clone(&version),
+                    path: e.path.clone(),
+                    digest: e.digest,
+                    size: e.size,
+                });
             }
         }
     }
+}
+
+/// What a check's first pass found to hash: each distinct blob once, with the
+/// first version (and path) that names it.
+#[derive(Default)]
+struct Blobs {
+    /// Every blob taken: manifests read and files' blobs.
+    seen: BTreeSet<Digest>,
+    /// The manifests read (and hashed as they were): version and length.
+    manifests: Vec<(Arc<str>, u64)>,
+    /// The files' blobs, to re-hash.
+    files: Vec<FileBlob>,
+}
+
+/// A file's blob to re-hash.
+struct FileBlob {
+    /// `model/number`.
+    version: Arc<str>,
+    path: RelPath,
+    digest: Digest,
+    /// The size its manifest gives.
+    size: u64,
 }

@@ -3188,3 +3188,70 @@ pub async fn fetch_and_verify_report_progress_for_every_file(f: &Fixture) {
     );
     assert_eq!(take(&events).len(), 1 + reported.len());
 }
+
+/// Checking reports every distinct blob once (manifests first), after one
+/// `Started` whose totals are the report's on a sound registry; a damaged blob
+/// is still reported with its expected size, so the events add up to `Started`.
+pub async fn check_reports_progress_for_every_blob(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "m").await;
+    create(&reg, "n").await;
+    let files = progress_files();
+    let src = f.scratch().join("src");
+    write_tree(&src, &as_refs(&files));
+    let me = reg.acting_as(actor("ci"));
+    for model in ["m", "n"] {
+        me.register(model, ArtifactSource::dir(&src), NewVersion::new())
+            .await
+            .expect("register");
+    }
+    let other = ArtifactSource::bytes("w.bin", "other").expect("path");
+    me.register("n", other, NewVersion::new())
+        .await
+        .expect("register");
+    let (progress, events) = recorder();
+    let report = reg
+        .check_with_progress(progress.clone())
+        .await
+        .expect("check");
+    assert!(report.is_ok(), "{:#?}", report.problems);
+    // Two manifests (m/1 and n/1 are the same one), four distinct file blobs
+    // (one content is in two files), then n/2's manifest and file.
+    assert_eq!(report.blobs, 2 + 4 + 1);
+    let mut expected = BTreeMap::new();
+    let m1 = reg.manifest("m/1").await.expect("manifest");
+    let n2 = reg.manifest("n/2").await.expect("manifest");
+    expected.insert("m/1 manifest".to_owned(), m1.to_bytes().len() as u64);
+    expected.insert("n/2 manifest".to_owned(), n2.to_bytes().len() as u64);
+    for (path, size) in sizes(&files, "") {
+        // The first path in the manifest's order names the shared blob.
+        if path != "weights/layer0.bin" {
+            expected.insert(format!("m/1 file '{path}'"), size);
+        }
+    }
+    expected.insert("n/2 file 'w.bin'".to_owned(), 5);
+    let events = take(&events);
+    assert_progress(&events, &expected, "check");
+    assert_eq!(
+        events[0],
+        ProgressEvent::Started {
+            files: report.blobs,
+            bytes: report.bytes
+        }
+    );
+    // Manifests are read in the first pass, so they come first.
+    for e in &events[1..3] {
+        assert!(
+            matches!(e, ProgressEvent::File { path, .. } if path.ends_with(" manifest")),
+            "{e:?}"
+        );
+    }
+
+    f.corrupt_blob(&digest(b"other"), b"rotten!");
+    let (progress, events) = recorder();
+    let damaged = reg.check_with_progress(progress).await.expect("check");
+    assert_eq!(damaged.problems.len(), 1, "{:#?}", damaged.problems);
+    assert_eq!(damaged.blobs, report.blobs);
+    assert_eq!(damaged.bytes, report.bytes - 5);
+    assert_progress(&take(&events), &expected, "check with a damaged blob");
+}
