@@ -394,6 +394,13 @@ impl Registry {
     /// staging directory beside it and re-hashed; only when every digest matches is
     /// it renamed to `dest`. On any failure — a corrupt or missing blob, a full disk —
     /// `dest` is left as it was and no partial files remain.
+    ///
+    /// Dropping the returned future (cancelling the fetch, on Ctrl-C say) removes
+    /// the staging directory before the drop returns (or, dropped while the
+    /// directory was being created, as soon as it is). `dest` is left as it was,
+    /// unless the drop came while the verified directory was being renamed, in
+    /// which case `dest` may still appear, whole. Progress is reported to
+    /// [`FetchOptions::progress`].
     #[tracing::instrument(name = "fetch", level = "info", skip_all)]
     pub async fn fetch(
         &self,

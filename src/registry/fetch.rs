@@ -87,8 +87,9 @@ pub struct VerifyReport {
 /// Files are placed in a staging directory beside `dest`; the store hashes each one
 /// from what it wrote there ([`Placed`](crate::store::Placed)), and only when every
 /// file matches its manifest entry is the staging directory renamed to `dest`.
-/// On any failure the staging directory is removed, so `dest` either holds the whole
-/// verified artifact or is left as it was. `dest` must not exist, or be an empty
+/// On any failure, and if the future is dropped before it finishes, the staging
+/// directory is removed ([`Staging`]), so `dest` either holds the whole verified
+/// artifact or is left as it was. `dest` must not exist, or be an empty
 /// directory. `what` names the version in error messages; `progress` hears of
 /// each file once it is verified.
 pub(crate) async fn fetch_into(
@@ -100,49 +101,100 @@ pub(crate) async fn fetch_into(
     progress: Option<&Progress>,
 ) -> Result<FetchReport> {
     let dest = dest.to_owned();
+    // The guard is made where the directory is: a fetch dropped while the
+    // blocking pool creates it still removes it (the guard is the task's output,
+    // dropped with it).
     let staging = {
         let dest = dest.clone();
         blocking(move || prepare_staging(&dest)).await??
     };
     progress.started(manifest.len() as u64, manifest.total_size());
-    let placed = place_all(store, manifest, &staging, link, what, progress).await;
-    let finished = match placed {
+    match place_all(store, manifest, staging.path(), link, what, progress).await {
         Ok(linked) => {
-            let (staging, dest) = (staging.clone(), dest.clone());
-            blocking(move || publish_dir(&staging, &dest))
-                .await
-                .and_then(|r| r)
-                .map(|()| linked)
-        }
-        Err(e) => Err(e),
-    };
-    match finished {
-        Ok(linked) => Ok(FetchReport {
-            path: dest,
-            files: manifest.len() as u64,
-            bytes: manifest.total_size(),
-            linked,
-        }),
-        Err(e) => {
-            let removed = blocking({
-                let staging = staging.clone();
-                move || fs::remove_dir_all(&staging)
-            })
-            .await;
-            let failure = match removed {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => None,
-                Ok(Err(e)) => Some(e.to_string()),
-                Err(e) => Some(e.to_string()),
+            // Publishing and removing after a failed publish run in one task, so a
+            // fetch dropped meanwhile cannot remove the directory mid-rename.
+            let published = {
+                let dest = dest.clone();
+                blocking(move || {
+                    publish_dir(staging.path(), &dest)?;
+                    staging.published();
+                    Ok::<_, Error>(())
+                })
             };
-            if let Some(error) = failure {
-                tracing::warn!(
-                    dir = %staging.display(), error,
-                    "could not remove a failed fetch's staging directory"
-                );
-            }
+            published.await??;
+            Ok(FetchReport {
+                path: dest,
+                files: manifest.len() as u64,
+                bytes: manifest.total_size(),
+                linked,
+            })
+        }
+        Err(e) => {
+            // Removed on the blocking pool, not by the guard's drop on this worker.
+            // Should the pool not run it (the runtime is shutting down), the
+            // closure is dropped, and the guard with it.
+            let _ = blocking(move || drop(staging)).await;
             Err(e)
         }
+    }
+}
+
+/// A fetch's staging directory, removed when dropped unless it was published.
+///
+/// Dropping it removes the directory where it is dropped, synchronously: on the
+/// blocking pool after a failure, but on an async worker when the fetch's future
+/// is dropped (cancelled), since a drop cannot wait for the pool and the caller
+/// must find no staging directory once the future is gone. Cancellation is rare,
+/// and a staging directory holds one version's files.
+struct Staging {
+    path: PathBuf,
+    published: bool,
+}
+
+impl Staging {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The directory was renamed to its destination: nothing to remove.
+    fn published(mut self) {
+        self.published = true;
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.published {
+            remove_staging(&self.path);
+        }
+    }
+}
+
+/// Removes a staging directory that will not be published, with a warning if it
+/// cannot.
+///
+/// It is first renamed out of the way: a fetch dropped while the blocking pool
+/// places a file leaves that work running, and a file it creates through the old
+/// name after `remove_dir_all` listed the directory would make the removal fail.
+/// Through a name that no longer exists, creating fails instead. (Nothing below
+/// creates the staging directory itself again: see [`create_parents`].)
+fn remove_staging(staging: &Path) {
+    let mut doomed = staging.as_os_str().to_owned();
+    doomed.push("-removing");
+    let doomed = PathBuf::from(doomed);
+    let target = match fs::rename(staging, &doomed) {
+        Ok(()) => doomed,
+        // Published after all, or already removed.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+        Err(_) => staging.to_owned(),
+    };
+    match fs::remove_dir_all(&target) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(
+            dir = %target.display(), error = %e,
+            "could not remove a failed or cancelled fetch's staging directory"
+        ),
     }
 }
 
@@ -160,10 +212,9 @@ async fn place_all(
         // directory is ours and new, so every target stays inside it.
         let mut target = staging.to_path_buf();
         target.extend(entry.path.segments());
-        if let Some(parent) = target.parent() {
-            let parent = parent.to_owned();
-            blocking(move || fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e)))
-                .await??;
+        if entry.path.segments().nth(1).is_some() {
+            let (staging, segments) = (staging.to_owned(), entry.path.clone());
+            blocking(move || create_parents(&staging, segments.segments())).await??;
         }
         let placed = store
             .materialize(&entry.digest, &target, link)
@@ -192,8 +243,29 @@ async fn place_all(
     Ok(linked)
 }
 
+/// Creates the directories that hold the file at `segments` below `staging`, but
+/// never `staging` itself: once a cancelled fetch has moved it away to remove it
+/// ([`remove_staging`]), placing a file still under way must fail, not make it
+/// again.
+fn create_parents<'a>(staging: &Path, segments: impl Iterator<Item = &'a str>) -> Result<()> {
+    let mut segments = segments.peekable();
+    let mut dir = staging.to_path_buf();
+    while let Some(segment) = segments.next() {
+        if segments.peek().is_none() {
+            break;
+        }
+        dir.push(segment);
+        match fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io(&dir, e)),
+        }
+    }
+    Ok(())
+}
+
 /// Checks `dest` and creates a fresh staging directory beside it.
-fn prepare_staging(dest: &Path) -> Result<PathBuf> {
+fn prepare_staging(dest: &Path) -> Result<Staging> {
     match fs::read_dir(dest) {
         Ok(mut entries) => {
             if entries.next().is_some() {
@@ -224,7 +296,12 @@ fn prepare_staging(dest: &Path) -> Result<PathBuf> {
     loop {
         let staging = parent.join(format!(".{name}.modelreg-{:016x}", fastrand::u64(..)));
         match fs::create_dir(&staging) {
-            Ok(()) => return Ok(staging),
+            Ok(()) => {
+                return Ok(Staging {
+                    path: staging,
+                    published: false,
+                });
+            }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(Error::io(&staging, e)),
         }

@@ -3255,3 +3255,64 @@ pub async fn check_reports_progress_for_every_blob(f: &Fixture) {
     assert_eq!(damaged.bytes, report.bytes - 5);
     assert_progress(&take(&events), &expected, "check with a damaged blob");
 }
+
+/// A fetch whose future is dropped part-way (Ctrl-C in a command-line tool)
+/// leaves neither the destination nor a staging directory behind, even though
+/// the file being placed when it was dropped is still being written on the
+/// blocking pool.
+pub async fn dropped_fetch_leaves_nothing_behind(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "big").await;
+    // Several files, large enough that the fetch is still placing one when it
+    // is dropped.
+    let files: Vec<(String, Vec<u8>)> = (0..8u8)
+        .map(|i| (format!("shard-{i}.bin"), pattern(4 << 20, i)))
+        .collect();
+    reg.acting_as(actor("ci"))
+        .register(
+            "big",
+            ArtifactSource::files(files).expect("paths"),
+            NewVersion::new(),
+        )
+        .await
+        .expect("register");
+
+    let parent = f.scratch().join("downloads");
+    let dest = parent.join("big-v1");
+    let (first_file, placed_one) = tokio::sync::oneshot::channel();
+    let first_file = std::sync::Mutex::new(Some(first_file));
+    let progress = Progress::new(move |e| {
+        if matches!(e, ProgressEvent::File { .. })
+            && let Some(tx) = first_file.lock().expect("lock").take()
+        {
+            let _ = tx.send(());
+        }
+    });
+    let fetch = reg.fetch("big/1", &dest, FetchOptions::new().progress(progress));
+    tokio::select! {
+        done = fetch => panic!("the fetch finished before it was dropped: {done:?}"),
+        _ = placed_one => {}
+    }
+    // The fetch's future is gone.
+    assert!(!dest.exists(), "{} exists", dest.display());
+    assert_eq!(
+        entries(&parent),
+        Vec::<String>::new(),
+        "left in {}",
+        parent.display()
+    );
+    // Nor does the file that was being placed appear later.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        entries(&parent),
+        Vec::<String>::new(),
+        "left in {}",
+        parent.display()
+    );
+
+    // A fetch into the same destination afterwards works.
+    reg.fetch("big/1", &dest, FetchOptions::new())
+        .await
+        .expect("fetch again");
+    assert_eq!(entries(&parent), ["big-v1"]);
+}
