@@ -35,7 +35,12 @@ Exit codes:
 /// Registers, fetches, verifies, promotes and rolls back model versions on a
 /// local directory or object storage, with every change in the audit trail.
 #[derive(Debug, Parser)]
-#[command(name = "modelreg", version, after_long_help = AFTER_HELP)]
+#[command(
+    name = "modelreg",
+    version,
+    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 conflict, 5 refused, 6 integrity, 130 interrupted (--help says more).",
+    after_long_help = AFTER_HELP
+)]
 pub struct Cli {
     /// The registry: a local directory or a URL (file://, s3://, gs://, az://).
     #[arg(long, global = true, env = "MODELREG_REGISTRY", value_name = "DIR|URL")]
@@ -88,7 +93,7 @@ pub enum Command {
     Check,
     /// Deletes blobs no version references (older than --grace).
     Gc(GcArgs),
-    /// Prints a shell completion script: `modelreg completions bash > /etc/bash_completion.d/modelreg`.
+    /// Prints a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(CompletionsArgs),
 }
 

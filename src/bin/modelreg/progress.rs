@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use modelreg::{Progress, ProgressEvent};
 
 /// A bar (bytes done of the total, rate, time left) or a spinner.
-pub struct Bar(ProgressBar);
+pub struct Bar(ProgressBar, bool);
 
 fn visible(quiet: bool) -> bool {
     !quiet && std::io::stderr().is_terminal()
@@ -18,9 +18,10 @@ impl Bar {
     /// A byte-counting bar labelled `what`; its length comes with the first event.
     pub fn new(quiet: bool, what: &'static str) -> Self {
         if !visible(quiet) {
-            return Bar(ProgressBar::hidden());
+            return Bar(ProgressBar::hidden(), false);
         }
-        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+        // Hidden until the library says how much there is: an empty bar would draw full.
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
         let style = ProgressStyle::with_template(
             "{msg:12} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
         )
@@ -28,27 +29,30 @@ impl Bar {
         .progress_chars("=> ");
         bar.set_style(style);
         bar.set_message(what);
-        Bar(bar)
+        Bar(bar, true)
     }
 
     /// A spinner labelled `what`, for work whose size is not known ahead.
     pub fn spinner(quiet: bool, what: &'static str) -> Self {
         if !visible(quiet) {
-            return Bar(ProgressBar::hidden());
+            return Bar(ProgressBar::hidden(), false);
         }
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
         bar.set_message(what);
         bar.enable_steady_tick(Duration::from_millis(120));
-        Bar(bar)
+        Bar(bar, false)
     }
 
     /// The callback to hand the library.
     pub fn progress(&self) -> Progress {
-        let bar = self.0.clone();
+        let (bar, visible) = (self.0.clone(), self.1);
         Progress::new(move |e| match e {
             ProgressEvent::Started { bytes, .. } => {
                 bar.set_length(*bytes);
                 bar.reset_eta();
+                if visible {
+                    bar.set_draw_target(ProgressDrawTarget::stderr());
+                }
             }
             ProgressEvent::File { bytes, .. } => bar.inc(*bytes),
             _ => {}

@@ -728,10 +728,7 @@ fn show_version(v: &VersionRecord) -> Out {
                 .collect::<Vec<_>>()
                 .join(", "),
         )
-        .add(
-            "environment",
-            output::pairs(p.environment.flatten().iter()),
-        )
+        .add("environment", output::pairs(p.environment.flatten().iter()))
         .add(
             "reached",
             v.reached
