@@ -879,6 +879,19 @@ fn event_detail(e: &Event) -> String {
     if let Some(s) = field("stage") {
         parts.push(s);
     }
+    if let Some(d) = field("decision") {
+        parts.push(d);
+    }
+    // Maps the event carries (metrics added, tags set): their entries.
+    for k in ["metrics", "set"] {
+        if let Some(map) = v
+            .get(k)
+            .and_then(|m| m.as_object())
+            .filter(|m| !m.is_empty())
+        {
+            parts.push(output::pairs(map.iter().map(|(k, x)| (k, plain(x)))));
+        }
+    }
     for k in ["reason", "comment"] {
         if let Some(r) = field(k).filter(|r| !r.is_empty()) {
             parts.push(format!("({r})"));
@@ -1230,14 +1243,14 @@ async fn check(ctx: &Ctx) -> Out {
             println!("problem: {}: {}{at}", p.subject, p.detail);
         }
         ctx.note(format!(
-            "checked {} models, {} events, {} checkpoints, {} versions, {} blobs ({}): {} problem(s)",
-            report.models,
-            report.events,
-            report.checkpoints,
-            report.versions,
-            report.blobs,
+            "checked {}, {}, {}, {}, {} ({}): {}",
+            output::count(report.models, "model"),
+            output::count(report.events, "event"),
+            output::count(report.checkpoints, "checkpoint"),
+            output::count(report.versions, "version"),
+            output::count(report.blobs, "blob"),
             output::bytes(report.bytes),
-            report.problems.len()
+            output::count(report.problems.len() as u64, "problem")
         ));
     }
     if report.is_ok() {
