@@ -88,8 +88,16 @@ impl Root {
             path,
         };
         for dir in [data_dir, TMP_DIR] {
-            fsutil::ensure_dir(&root.path.join(dir))
-                .map_err(|e| root.error("open", dir.to_owned(), e))?;
+            let path = root.path.join(dir);
+            // A tree that exists is only read here. Its names are made durable by
+            // the first write, whose `ensure_dir`/`create_dirs` walk up to a
+            // directory this process knows durable and sync every level below
+            // it before anything is acknowledged; so a reader (`modelreg
+            // version show`, a server's cold start) pays no directory fsyncs.
+            if path.is_dir() {
+                continue;
+            }
+            fsutil::ensure_dir(&path).map_err(|e| root.error("open", dir.to_owned(), e))?;
         }
         Ok(Arc::new(root))
     }

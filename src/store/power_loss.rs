@@ -689,6 +689,48 @@ mod tests {
     }
 
     #[test]
+    fn a_store_opened_over_an_unsynced_tree_makes_it_durable_before_its_first_ack() {
+        let dir = tempfile::tempdir().unwrap();
+        let recorder = Recorder::start(dir.path());
+        // Another process made the tree and died before syncing any of its names;
+        // opening it only reads (no fsync), so the first append must sync them.
+        let root = dir.path().join("metadata");
+        for d in [
+            &root,
+            &root.join("logs"),
+            &root.join("logs/v1"),
+            &root.join("tmp"),
+        ] {
+            fsutil::create_dir(d).unwrap();
+        }
+        let store = crate::store::LocalMetadataStore::open(&root).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(crate::store::MetadataStore::append(
+            &store,
+            "m",
+            1,
+            bytes::Bytes::from_static(b"acknowledged"),
+        ))
+        .unwrap();
+        let path = [
+            "metadata",
+            "logs",
+            "v1",
+            "m",
+            "records",
+            "00000000000000000001.rec",
+        ];
+        let images = all_images(&recorder);
+        assert!(!images.is_empty());
+        for image in &images {
+            assert_eq!(file(image, &path), Some(&b"acknowledged"[..]), "{image:?}");
+        }
+    }
+
+    #[test]
     fn a_name_whose_directory_was_not_synced_may_vanish() {
         let dir = tempfile::tempdir().unwrap();
         let recorder = Recorder::start(dir.path());
