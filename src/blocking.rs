@@ -244,6 +244,17 @@ impl Registry {
         self.rt.block_on(self.inner.gc(options))
     }
 
+    /// [`Registry::gc_with_progress`](crate::Registry::gc_with_progress): `gc`,
+    /// reporting its mark phase to `progress`.
+    pub fn gc_with_progress(
+        &self,
+        options: crate::GcOptions,
+        progress: crate::Progress,
+    ) -> Result<crate::GcReport> {
+        self.rt
+            .block_on(self.inner.gc_with_progress(options, progress))
+    }
+
     // ----- lineage and comparison --------------------------------------------------
 
     /// See [`crate::Registry::lineage`].

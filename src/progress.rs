@@ -25,6 +25,8 @@ use std::sync::Arc;
 ///   every file of the version, once its blob is re-hashed.
 /// - [`Registry::check_with_progress`](crate::Registry::check_with_progress):
 ///   every distinct blob, manifests included; see there.
+/// - [`Registry::gc_with_progress`](crate::Registry::gc_with_progress): every
+///   distinct version manifest read while marking, with `bytes: 0`; see there.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ProgressEvent {

@@ -128,6 +128,7 @@ suite! {
         register_reports_progress_for_every_file,
         fetch_and_verify_report_progress_for_every_file,
         check_reports_progress_for_every_blob,
+        gc_reports_progress_for_every_manifest,
         dropped_fetch_leaves_nothing_behind,
     ],
     lifecycle: [

@@ -3192,6 +3192,34 @@ pub async fn fetch_and_verify_report_progress_for_every_file(f: &Fixture) {
 /// Checking reports every distinct blob once (manifests first), after one
 /// `Started` whose totals are the report's on a sound registry; a damaged blob
 /// is still reported with its expected size, so the events add up to `Started`.
+/// `gc_with_progress` reports its mark phase: one `File` per distinct version
+/// manifest, named after the first version that has it, with no bytes.
+pub async fn gc_reports_progress_for_every_manifest(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "m").await;
+    create(&reg, "n").await;
+    let me = reg.acting_as(actor("ci"));
+    for (model, bytes) in [("m", "same"), ("n", "same"), ("n", "other")] {
+        let source = ArtifactSource::bytes("w.bin", bytes).expect("path");
+        me.register(model, source, NewVersion::new())
+            .await
+            .expect("register");
+    }
+    let (progress, events) = recorder();
+    let report = reg
+        .gc_with_progress(GcOptions::new(Duration::from_secs(3600)), progress)
+        .await
+        .expect("gc");
+    // Two manifests and two file blobs, all referenced.
+    assert_eq!((report.referenced, report.manifests), (4, 2));
+    // m/1 and n/1 share one manifest.
+    let expected = BTreeMap::from([
+        ("m/1 manifest".to_owned(), 0),
+        ("n/2 manifest".to_owned(), 0),
+    ]);
+    assert_progress(&take(&events), &expected, "gc");
+}
+
 pub async fn check_reports_progress_for_every_blob(f: &Fixture) {
     let reg = f.registry();
     create(&reg, "m").await;

@@ -1262,19 +1262,20 @@ async fn check(ctx: &Ctx) -> Out {
 
 async fn gc(ctx: &Ctx, a: GcArgs) -> Out {
     let grace = parse::age("--grace", &a.grace)?;
-    let spinner = Bar::spinner(
+    let bar = Bar::files(
         ctx.quiet,
         if a.dry_run {
-            "collecting (dry run)"
+            "marking (dry run)"
         } else {
-            "collecting"
+            "marking"
         },
+        "manifests",
     );
     let report = ctx
         .registry
-        .gc(GcOptions::new(grace).dry_run(a.dry_run))
+        .gc_with_progress(GcOptions::new(grace).dry_run(a.dry_run), bar.progress())
         .await;
-    spinner.finish();
+    bar.finish();
     let report = report?;
     if ctx.json {
         return Ok(output::json(&report)?);
