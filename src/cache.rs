@@ -628,7 +628,7 @@ fn check_entry(root: &Path, d: &Digest, verify: bool) -> Result<Check> {
             _ => return invalid(format!("file '{}' is missing", e.path)),
         }
         if verify {
-            match hash_file(&p) {
+            match hash_file(&p, None) {
                 Ok((actual, _)) if actual == e.digest => {}
                 Ok((actual, _)) => {
                     return invalid(format!(

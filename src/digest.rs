@@ -62,7 +62,7 @@ impl Digest {
     /// ```
     pub fn of_file(path: impl AsRef<std::path::Path>) -> Result<(Self, u64)> {
         let path = path.as_ref();
-        crate::hashing::hash_file(path).map_err(|e| Error::io(path, e))
+        crate::hashing::hash_file(path, None).map_err(|e| Error::io(path, e))
     }
 
     /// Wraps 32 raw digest bytes.

@@ -117,7 +117,7 @@ impl HashCache {
             Ok(hit) => return Ok(hit),
             Err(before) => before,
         };
-        let (digest, size) = hash_file(path)?;
+        let (digest, size) = hash_file(path, None)?;
         self.remember(path, &before, &digest, size);
         Ok((digest, size))
     }

@@ -3,6 +3,9 @@
 //! on an async worker. [`update`] is async and moves large chunks to the blocking
 //! pool itself.
 //!
+//! Each takes an optional [`Meter`], counted as bytes are hashed (never for a
+//! file as a whole), for the progress of long operations.
+//!
 //! Files are read through small reused buffers, never memory-mapped whole: mapped
 //! file pages count in a process's resident set, so hashing a 4 GiB file by one
 //! `mmap` would make a 4 GiB peak RSS. Each core reads and hashes windows of the
@@ -25,6 +28,7 @@ use bytes::Bytes;
 
 use crate::digest::Digest;
 use crate::error::Result;
+use crate::progress::{Meter, MeterExt};
 
 /// Chunks smaller than this are hashed on the calling task; larger ones on the
 /// blocking pool, so hashing never holds an async worker for long.
@@ -42,24 +46,46 @@ const COPY_WINDOW: u64 = 32 << 20;
 /// Files up to this size are hashed with one read on the calling thread.
 const SMALL_FILE: u64 = 1 << 20;
 
-/// Feeds `chunk` to `hasher`, on the blocking pool if the chunk is large.
-/// Hashes a blob's stream, returning its digest and length.
-pub(crate) async fn hash_stream(mut stream: crate::store::ByteStream) -> Result<(Digest, u64)> {
+/// Hashes a blob's stream, returning its digest and length; `meter` counts the
+/// bytes hashed.
+pub(crate) async fn hash_stream(
+    mut stream: crate::store::ByteStream,
+    meter: Option<Meter>,
+) -> Result<(Digest, u64)> {
     use futures::StreamExt;
     let mut hasher = blake3::Hasher::new();
     while let Some(chunk) = stream.next().await {
-        hasher = update(hasher, chunk?).await?;
+        hasher = update(hasher, chunk?, meter.as_ref()).await?;
     }
     Ok((hasher.finalize().into(), hasher.count()))
 }
 
-pub(crate) async fn update(mut hasher: blake3::Hasher, chunk: Bytes) -> Result<blake3::Hasher> {
+/// Feeds `chunk` to `hasher`, on the blocking pool if the chunk is large;
+/// `meter` counts it as it is hashed, a [`WINDOW`] at a time (a stream can
+/// come as one chunk of a whole blob).
+pub(crate) async fn update(
+    mut hasher: blake3::Hasher,
+    chunk: Bytes,
+    meter: Option<&Meter>,
+) -> Result<blake3::Hasher> {
     if chunk.len() < INLINE_HASH_BYTES {
         hasher.update(&chunk);
+        meter.add(chunk.len() as u64);
         return Ok(hasher);
     }
+    let meter = meter.cloned();
     crate::offload::offload(move || {
-        hasher.update(&chunk);
+        match &meter {
+            None => {
+                hasher.update(&chunk);
+            }
+            Some(meter) => {
+                for window in chunk.chunks(WINDOW) {
+                    hasher.update(window);
+                    meter.add(window.len() as u64);
+                }
+            }
+        }
         hasher
     })
     .await
@@ -67,8 +93,8 @@ pub(crate) async fn update(mut hasher: blake3::Hasher, chunk: Bytes) -> Result<b
 
 /// Hashes the file at `path`, returning its digest and the number of bytes hashed.
 /// See [`hash_open_file`].
-pub(crate) fn hash_file(path: &Path) -> io::Result<(Digest, u64)> {
-    hash_open_file(&File::open(path)?)
+pub(crate) fn hash_file(path: &Path, meter: Option<&Meter>) -> io::Result<(Digest, u64)> {
+    hash_open_file(&File::open(path)?, meter)
 }
 
 /// Hashes `file` from offset 0 to its end, returning the digest and the number of
@@ -83,26 +109,27 @@ pub(crate) fn hash_file(path: &Path) -> io::Result<(Digest, u64)> {
 /// of some mix of old and new bytes, and callers that care compare the file's
 /// metadata before and after (or hash a private copy). A file that grows or
 /// shrinks meanwhile is hashed again, front to end, so the count is always of the
-/// bytes the digest covers.
-pub(crate) fn hash_open_file(file: &File) -> io::Result<(Digest, u64)> {
+/// bytes the digest covers (`meter` then counts both passes).
+pub(crate) fn hash_open_file(file: &File, meter: Option<&Meter>) -> io::Result<(Digest, u64)> {
     let len = file.metadata()?.len();
     if len <= SMALL_FILE {
         let mut bytes = Vec::new();
         let mut reader = file;
         reader.read_to_end(&mut bytes)?;
+        meter.add(bytes.len() as u64);
         return Ok((Digest::of(&bytes), bytes.len() as u64));
     }
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    if let Some(digest) = hash_windows(file, len, WINDOW, threads)?
+    if let Some(digest) = hash_windows(file, len, WINDOW, threads, meter)?
         && file.metadata()?.len() == len
     {
         return Ok((digest, len));
     }
-    hash_to_end(file)
+    hash_to_end(file, meter)
 }
 
 /// Hashes `file` front to end on the calling thread, as long as reads return bytes.
-fn hash_to_end(file: &File) -> io::Result<(Digest, u64)> {
+fn hash_to_end(file: &File, meter: Option<&Meter>) -> io::Result<(Digest, u64)> {
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0; WINDOW];
     loop {
@@ -111,6 +138,7 @@ fn hash_to_end(file: &File) -> io::Result<(Digest, u64)> {
             return Ok((hasher.finalize().into(), hasher.count()));
         }
         hasher.update(&buf[..n]);
+        meter.add(n as u64);
     }
 }
 
@@ -122,7 +150,8 @@ const MAX_AHEAD: u64 = 256;
 /// Hashes the first `len` bytes of `file` in windows of `window` bytes on
 /// `threads` threads (the caller's included); `None` if the file ended before
 /// `len`, or if `len` fits in one window (nothing to share out). `window` is a
-/// power of two no smaller than a BLAKE3 chunk.
+/// power of two no smaller than a BLAKE3 chunk. `meter` counts each window once
+/// it is hashed.
 ///
 /// BLAKE3 is a tree: a window that starts at a multiple of its own (power-of-two)
 /// size is a whole subtree, whose chaining value can be computed alone
@@ -137,6 +166,7 @@ fn hash_windows(
     len: u64,
     window: usize,
     threads: usize,
+    meter: Option<&Meter>,
 ) -> io::Result<Option<Digest>> {
     debug_assert!(window.is_power_of_two() && window >= blake3::CHUNK_LEN);
     let windows = len.div_ceil(window as u64);
@@ -172,6 +202,7 @@ fn hash_windows(
                         .update(&buf[..want])
                         .finalize_non_root();
                     lock().finish(k, cv, windows);
+                    meter.add(want as u64);
                 }
                 // The file ended early: it changed, and the caller starts over.
                 Ok(_) => s.stop = true,
@@ -280,8 +311,14 @@ fn fill_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
 /// The copy runs in the kernel (`copy_file_range`, through `io::copy`) on one
 /// thread, [`COPY_WINDOW`] at a time; the hasher reads back each finished window
 /// of the destination on the others. The digest is therefore of the destination's
-/// bytes, whatever the source does meanwhile. `dest` is not synced.
-pub(crate) fn copy_hashing(src: &File, dest: &File, dest_read: &File) -> io::Result<(Digest, u64)> {
+/// bytes, whatever the source does meanwhile. `dest` is not synced. `meter` counts
+/// the bytes hashed, which trail the copy.
+pub(crate) fn copy_hashing(
+    src: &File,
+    dest: &File,
+    dest_read: &File,
+    meter: Option<&Meter>,
+) -> io::Result<(Digest, u64)> {
     let (progress_tx, progress_rx) = mpsc::channel::<u64>();
     std::thread::scope(|scope| {
         let copier = scope.spawn(move || -> io::Result<u64> {
@@ -307,6 +344,7 @@ pub(crate) fn copy_hashing(src: &File, dest: &File, dest_read: &File) -> io::Res
                     Ok(n) if n == want => {
                         hasher.update_rayon(&buf[..n]);
                         hashed += n as u64;
+                        meter.add(n as u64);
                     }
                     Ok(_) => {
                         failed = Some(io::Error::other("copy destination is shorter than copied"));
@@ -366,7 +404,7 @@ mod tests {
             let data = data(size);
             let p = dir.path().join(format!("f{size}"));
             std::fs::write(&p, &data).unwrap();
-            let (d, n) = hash_file(&p).unwrap();
+            let (d, n) = hash_file(&p, None).unwrap();
             assert_eq!(n, size as u64);
             assert_eq!(d, Digest::of(&data), "size {size}");
         }
@@ -387,7 +425,7 @@ mod tests {
             for tail in [0, 1, 700, blake3::CHUNK_LEN] {
                 let len = (windows - 1) * W + if tail == 0 { W } else { tail };
                 for threads in 1..=3 {
-                    let got = hash_windows(&file, len as u64, W, threads).unwrap();
+                    let got = hash_windows(&file, len as u64, W, threads, None).unwrap();
                     assert_eq!(
                         got,
                         Some(Digest::of(&all[..len])),
@@ -397,7 +435,7 @@ mod tests {
             }
         }
         // One window is nothing to share out: the caller hashes it plainly.
-        assert_eq!(hash_windows(&file, W as u64, W, 2).unwrap(), None);
+        assert_eq!(hash_windows(&file, W as u64, W, 2, None).unwrap(), None);
     }
 
     /// A file shorter than the length the windows were planned for (it shrank
@@ -411,9 +449,9 @@ mod tests {
         let all = data(3 * W);
         std::fs::write(&p, &all).unwrap();
         let file = File::open(&p).unwrap();
-        assert_eq!(hash_windows(&file, 4 * W as u64, W, 2).unwrap(), None);
+        assert_eq!(hash_windows(&file, 4 * W as u64, W, 2, None).unwrap(), None);
         assert_eq!(
-            hash_to_end(&file).unwrap(),
+            hash_to_end(&file, None).unwrap(),
             (Digest::of(&all), all.len() as u64)
         );
     }
@@ -431,6 +469,7 @@ mod tests {
                 &File::open(&src).unwrap(),
                 &dest,
                 &File::open(&dst).unwrap(),
+                None,
             )
             .unwrap();
             assert_eq!((d, n), (Digest::of(&data), size as u64), "size {size}");

@@ -246,7 +246,8 @@ fn the_facade_covers_every_async_registry_method() {
 }
 
 /// Progress callbacks work through the facade: registering, fetching, verifying
-/// and checking each report a `Started` and their files' bytes.
+/// and checking each report a `Started`, their files' bytes as `Bytes` deltas
+/// and as `File` sizes.
 #[test]
 fn progress_is_reported_through_the_facade() {
     use std::sync::{Arc, Mutex};
@@ -255,14 +256,15 @@ fn progress_is_reported_through_the_facade() {
     reg.acting_as(me())
         .create_model("fraud", CreateModel::new())
         .expect("create");
-    // (files announced, bytes announced, files done, bytes done)
-    let counts = Arc::new(Mutex::new((0, 0, 0, 0)));
+    // (files announced, bytes announced, files done, bytes done, bytes counted)
+    let counts = Arc::new(Mutex::new((0, 0, 0, 0, 0)));
     let progress = Progress::new({
         let counts = Arc::clone(&counts);
         move |e| {
             let mut c = counts.lock().expect("lock");
             match e {
-                ProgressEvent::Started { files, bytes } => *c = (*files, *bytes, 0, 0),
+                ProgressEvent::Started { files, bytes } => *c = (*files, *bytes, 0, 0, 0),
+                ProgressEvent::Bytes { bytes } => c.4 += bytes,
                 ProgressEvent::File { bytes, .. } => {
                     c.2 += 1;
                     c.3 += bytes;
@@ -276,7 +278,7 @@ fn progress_is_reported_through_the_facade() {
     reg.acting_as(me())
         .register("fraud", files, NewVersion::new().progress(progress.clone()))
         .expect("register");
-    assert_eq!(counted(), (2, 6, 2, 6));
+    assert_eq!(counted(), (2, 6, 2, 6, 6));
     let out = tmp.path().join("out");
     reg.fetch(
         "fraud/1",
@@ -284,13 +286,19 @@ fn progress_is_reported_through_the_facade() {
         FetchOptions::new().progress(progress.clone()),
     )
     .expect("fetch");
-    assert_eq!(counted(), (2, 6, 2, 6));
+    assert_eq!(counted(), (2, 6, 2, 6, 6));
     reg.verify_with_progress("fraud/1", progress.clone())
         .expect("verify");
-    assert_eq!(counted(), (2, 6, 2, 6));
+    assert_eq!(counted(), (2, 6, 2, 6, 6));
     let report = reg.check_with_progress(progress).expect("check");
     assert_eq!(
         counted(),
-        (report.blobs, report.bytes, report.blobs, report.bytes)
+        (
+            report.blobs,
+            report.bytes,
+            report.blobs,
+            report.bytes,
+            report.bytes
+        )
     );
 }

@@ -129,6 +129,7 @@ suite! {
         fetch_and_verify_report_progress_for_every_file,
         check_reports_progress_for_every_blob,
         gc_reports_progress_for_every_manifest,
+        a_large_file_reports_bytes_while_it_moves,
         dropped_fetch_leaves_nothing_behind,
     ],
     lifecycle: [

@@ -10,7 +10,7 @@ use crate::digest::Digest;
 use crate::domain::state::decode_checkpoint;
 use crate::domain::{Event, ModelName, ModelState, RelPath, VersionNumber};
 use crate::error::{Error, Result};
-use crate::progress::{Progress, ProgressExt};
+use crate::progress::{FileProgress, Progress, ProgressExt};
 use crate::store::MetadataItem;
 
 /// One problem [`Registry::check`] found.
@@ -126,9 +126,13 @@ impl Registry {
     ///   and path that name it). A blob that is missing or damaged is reported
     ///   too, with its expected size, so the sizes add up to `Started`'s `bytes`.
     ///   A manifest that cannot be read is not a blob to hash and has no event.
+    /// - [`ProgressEvent::Bytes`](crate::ProgressEvent::Bytes) while a blob is
+    ///   re-hashed, and before each `File` the rest of its size (a manifest's
+    ///   whole length, read in the first pass), so the deltas add up to
+    ///   `Started`'s `bytes` too, damaged blobs included.
     ///
     /// So the number of `File` events is [`CheckReport::blobs`], and on a sound
-    /// registry their bytes add up to [`CheckReport::bytes`].
+    /// registry their bytes, like the deltas, add up to [`CheckReport::bytes`].
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -147,8 +151,9 @@ impl Registry {
     /// let report = registry.check_with_progress(progress).await?;
     /// let seen = seen.lock().unwrap();
     /// assert_eq!(seen[0], ProgressEvent::Started { files: report.blobs, bytes: report.bytes });
-    /// assert!(matches!(&seen[1], ProgressEvent::File { path, .. } if path == "fraud/1 manifest"));
-    /// assert!(matches!(&seen[2], ProgressEvent::File { path, bytes: 1 } if path == "fraud/1 file 'm.bin'"));
+    /// let files: Vec<_> = seen.iter().filter(|e| matches!(e, ProgressEvent::File { .. })).collect();
+    /// assert!(matches!(files[0], ProgressEvent::File { path, .. } if path == "fraud/1 manifest"));
+    /// assert!(matches!(files[1], ProgressEvent::File { path, bytes: 1 } if path == "fraud/1 file 'm.bin'"));
     /// # Ok::<(), modelreg::Error>(()) }).unwrap();
     /// ```
     #[tracing::instrument(name = "check", level = "info", skip_all)]
@@ -188,7 +193,8 @@ impl Registry {
         for f in files {
             let name = format!("{} file '{}'", f.version, f.path);
             let subject = format!("{name} ({})", f.digest);
-            let checked = store.hash_stored(&f.digest).await;
+            let file = FileProgress::new(progress, f.size);
+            let checked = file.track(store.hash_stored(&f.digest)).await;
             let location = Some(store.location(&f.digest));
             match checked {
                 Ok((actual, size)) if actual == f.digest && size == f.size => report.bytes += size,
@@ -204,7 +210,7 @@ impl Registry {
                 ),
                 Err(err) => report.problem(subject, location, err),
             }
-            progress.file(&name, f.size);
+            file.done(&name, f.size);
         }
         Ok(report)
     }

@@ -15,7 +15,7 @@ use crate::domain::{
     TagKey, Tags, VersionRecord, VersionRef,
 };
 use crate::error::{Error, Result};
-use crate::progress::{Progress, ProgressExt};
+use crate::progress::{FileProgress, Progress, ProgressExt};
 use crate::store::MetadataStore;
 
 use super::ingest::blocking;
@@ -434,10 +434,12 @@ impl Registry {
 
     /// [`verify`](Registry::verify), reporting to `progress`: one
     /// [`ProgressEvent::Started`](crate::ProgressEvent::Started) with the
-    /// version's number of files and total size (from its manifest), then one
-    /// [`ProgressEvent::File`](crate::ProgressEvent::File) per file whose blob
-    /// was re-hashed and matched, in manifest order. On success their sizes add
-    /// up to the total; a failure stops the events at the file that failed.
+    /// version's number of files and total size (from its manifest), then
+    /// [`ProgressEvent::Bytes`](crate::ProgressEvent::Bytes) as each blob is
+    /// re-hashed and one [`ProgressEvent::File`](crate::ProgressEvent::File) per
+    /// file whose blob matched, in manifest order. On success the deltas, and
+    /// the files' sizes, add up to the total; a failure stops the events at the
+    /// file that failed.
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -456,7 +458,8 @@ impl Registry {
     /// });
     /// let report = registry.verify_with_progress("fraud/1", progress).await?;
     /// assert_eq!((report.files, report.bytes), (2, 6));
-    /// assert_eq!(seen.lock().unwrap().len(), 3); // Started, then a.bin and b.bin
+    /// // Started, then for a.bin and b.bin each its bytes and its File.
+    /// assert_eq!(seen.lock().unwrap().len(), 5);
     /// # Ok::<(), modelreg::Error>(()) }).unwrap();
     /// ```
     #[tracing::instrument(name = "verify", level = "info", skip_all)]
@@ -483,8 +486,9 @@ impl Registry {
         let mut report = VerifyReport { files: 0, bytes: 0 };
         for e in manifest.entries() {
             let what = || format!("file '{}' of {}/{}", e.path, r.model, v.number);
-            let (actual, size) = store
-                .hash_stored(&e.digest)
+            let file = FileProgress::new(progress, e.size);
+            let (actual, size) = file
+                .track(store.hash_stored(&e.digest))
                 .await
                 .map_err(|err| match err {
                     Error::NotFound { .. } => {
@@ -502,7 +506,7 @@ impl Registry {
             }
             report.files += 1;
             report.bytes += size;
-            progress.file(e.path.as_str(), size);
+            file.done(e.path.as_str(), size);
         }
         Ok(report)
     }

@@ -12,7 +12,7 @@ use super::ingest::blocking;
 use crate::digest::Digest;
 use crate::domain::Manifest;
 use crate::error::{Error, Result};
-use crate::progress::{Progress, ProgressExt};
+use crate::progress::{FileProgress, Progress, ProgressExt};
 use crate::store::{ArtifactStore, LinkMode, Materialized};
 
 /// The largest manifest the registry reads (a million files fit well below it).
@@ -216,8 +216,9 @@ async fn place_all(
             let (staging, segments) = (staging.to_owned(), entry.path.clone());
             blocking(move || create_parents(&staging, segments.segments())).await??;
         }
-        let placed = store
-            .materialize(&entry.digest, &target, link)
+        let file = FileProgress::new(progress, entry.size);
+        let placed = file
+            .track(store.materialize(&entry.digest, &target, link))
             .await
             .map_err(|e| match e {
                 Error::NotFound { .. } => Error::blob_not_found(
@@ -238,7 +239,7 @@ async fn place_all(
                 location: Some(store.location(&entry.digest)),
             });
         }
-        progress.file(entry.path.as_str(), entry.size);
+        file.done(entry.path.as_str(), entry.size);
     }
     Ok(linked)
 }

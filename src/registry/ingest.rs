@@ -11,7 +11,7 @@ use crate::digest::Digest;
 use crate::domain::{Manifest, ManifestEntry, RelPath, VersionRecord};
 use crate::error::{Error, Result};
 use crate::hash_cache::HashCache;
-use crate::progress::{Progress, ProgressExt};
+use crate::progress::{FileProgress, Progress, ProgressExt};
 use crate::store::{ArtifactStore, ArtifactStoreExt, LinkMode, Materialized};
 
 /// Where a new version's files come from.
@@ -266,7 +266,8 @@ impl Planned {
     /// appended after both, makes either reachable.
     ///
     /// `progress` hears of every file once its blob is stored or found stored: a
-    /// blob that several paths share reports each of them.
+    /// blob that several paths share reports each of them (the bytes the store
+    /// counted while storing it go to the first).
     pub(crate) async fn store(
         self,
         store: &dyn ArtifactStore,
@@ -284,17 +285,27 @@ impl Planned {
         let placed: Vec<(u64, Placed)> = futures::stream::iter(self.blobs.into_iter().enumerate())
             .map(|(i, (digest, bytes))| async move {
                 let size = bytes.len() as u64;
-                let placed = if store.contains(&digest).await? {
-                    Placed::Present
-                } else {
-                    // The store checks the bytes against the digest as it writes.
-                    let one: crate::store::ByteStream =
-                        Box::pin(futures::stream::once(async move { Ok(bytes) }));
-                    store.put_stream(&digest, one).await?;
-                    Placed::Stored(None)
+                // Blob 0, the manifest, is no file.
+                let paths = match paths_of.get(&digest) {
+                    Some(paths) if i > 0 => paths.as_slice(),
+                    _ => &[],
                 };
-                if i > 0 {
-                    for e in paths_of.get(&digest).into_iter().flatten() {
+                let file = FileProgress::new(progress.filter(|_| !paths.is_empty()), size);
+                let placed = file
+                    .track(async {
+                        if store.contains(&digest).await? {
+                            return Ok::<_, Error>(Placed::Present);
+                        }
+                        // The store checks the bytes against the digest as it writes.
+                        let one: crate::store::ByteStream =
+                            Box::pin(futures::stream::once(async move { Ok(bytes) }));
+                        store.put_stream(&digest, one).await?;
+                        Ok(Placed::Stored(None))
+                    })
+                    .await?;
+                if let Some((first, others)) = paths.split_first() {
+                    file.done(first.path.as_str(), first.size);
+                    for e in others {
                         progress.file(e.path.as_str(), e.size);
                     }
                 }
@@ -347,8 +358,9 @@ async fn store_files(
     progress.started(files.len() as u64, files.iter().map(|f| f.size).sum());
     let stored: Vec<(ManifestEntry, Placed)> = futures::stream::iter(files)
         .map(|f| async move {
-            let (digest, size, placed) = store_file(store, &f.abs, cache, link).await?;
-            progress.file(f.rel.as_str(), size);
+            let file = FileProgress::new(progress, f.size);
+            let (digest, size, placed) = file.track(store_file(store, &f.abs, cache, link)).await?;
+            file.done(f.rel.as_str(), size);
             let entry = ManifestEntry {
                 path: f.rel,
                 size,

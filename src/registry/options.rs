@@ -266,11 +266,14 @@ impl NewVersion {
     /// Reports the registration's progress to `progress`: one
     /// [`ProgressEvent::Started`](crate::ProgressEvent::Started) with the number
     /// and total size of the version's files once they are known (a directory
-    /// walked, in-memory files hashed), then one
+    /// walked, in-memory files hashed), then
+    /// [`ProgressEvent::Bytes`](crate::ProgressEvent::Bytes) as the files'
+    /// bytes are read, hashed and stored, and one
     /// [`ProgressEvent::File`](crate::ProgressEvent::File) per file as it is
     /// stored, found already stored, or known from the hash cache. On success
-    /// their sizes add up to the total (unless a file changed size while it was
-    /// being registered: the version, and its event, hold the size stored).
+    /// the deltas, and the files' sizes, add up to the total (unless a file
+    /// changed size while it was being registered: the version, and its event,
+    /// hold the size stored).
     pub fn progress(mut self, progress: Progress) -> Self {
         self.progress = Some(progress);
         self
@@ -541,9 +544,12 @@ impl FetchOptions {
 
     /// Reports the fetch's progress to `progress`: one
     /// [`ProgressEvent::Started`](crate::ProgressEvent::Started) with the
-    /// version's number of files and total size (from its manifest), then one
+    /// version's number of files and total size (from its manifest), then
+    /// [`ProgressEvent::Bytes`](crate::ProgressEvent::Bytes) as files are
+    /// written and hashed, and one
     /// [`ProgressEvent::File`](crate::ProgressEvent::File) per file once it is
-    /// placed and verified. On success their sizes add up to the total.
+    /// placed and verified. On success the deltas, and the files' sizes, add up
+    /// to the total.
     pub fn progress(mut self, progress: Progress) -> Self {
         self.progress = Some(progress);
         self

@@ -65,6 +65,7 @@ use super::{
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::hashing;
+use crate::progress::{self, Meter, MeterExt};
 
 /// Temp files, relative to either root.
 const TMP_DIR: &str = "tmp";
@@ -632,8 +633,14 @@ fn check_unchanged(path: &Path, file: &File, before: &fs::Metadata) -> Result<()
     Ok(())
 }
 
-/// Stores the file at `source` under the digest of its bytes, as `mode` allows.
-fn import_blocking(root: &Root, source: &Path, mode: LinkMode) -> Result<Imported> {
+/// Stores the file at `source` under the digest of its bytes, as `mode` allows;
+/// `meter` counts the bytes hashed.
+fn import_blocking(
+    root: &Root,
+    source: &Path,
+    mode: LinkMode,
+    meter: Option<&Meter>,
+) -> Result<Imported> {
     let src_err = |e| Error::io(source, e);
     let src = File::open(source).map_err(src_err)?;
     let before = src.metadata().map_err(src_err)?;
@@ -644,7 +651,7 @@ fn import_blocking(root: &Root, source: &Path, mode: LinkMode) -> Result<Importe
         ));
     }
     if mode == LinkMode::HardLink
-        && let Some(imported) = import_by_hard_link(root, source)?
+        && let Some(imported) = import_by_hard_link(root, source, meter)?
     {
         return Ok(imported);
     }
@@ -654,7 +661,7 @@ fn import_blocking(root: &Root, source: &Path, mode: LinkMode) -> Result<Importe
         let mut tmp = TempFile::create(&root.tmp()).map_err(tmp_err)?;
         if reflink_copy::reflink_file(&src, tmp.file()).is_ok() {
             // The clone is private to the store: what is hashed is what is published.
-            let (digest, size) = hashing::hash_file(tmp.path()).map_err(tmp_err)?;
+            let (digest, size) = hashing::hash_file(tmp.path(), meter).map_err(tmp_err)?;
             check_unchanged(source, &src, &before)?;
             let placed = publish_blob(root, tmp, &digest, Materialized::Reflinked)?;
             return Ok(Imported::new(digest, size, placed));
@@ -665,7 +672,8 @@ fn import_blocking(root: &Root, source: &Path, mode: LinkMode) -> Result<Importe
     let reader = File::open(tmp.path()).map_err(tmp_err)?;
     // The digest is of the copy, so the blob matches it whatever the source does;
     // the check after it keeps a source rewritten meanwhile from becoming a version.
-    let (digest, size) = hashing::copy_hashing(&src, tmp.file(), &reader).map_err(tmp_err)?;
+    let (digest, size) =
+        hashing::copy_hashing(&src, tmp.file(), &reader, meter).map_err(tmp_err)?;
     check_unchanged(source, &src, &before)?;
     if size != before.len() {
         return Err(Error::SourceChanged {
@@ -684,7 +692,11 @@ fn import_blocking(root: &Root, source: &Path, mode: LinkMode) -> Result<Importe
 /// not be on disk yet) runs on its own thread while the file is hashed, so a
 /// freshly written source costs the longer of the two, not their sum; it
 /// finishes before the blob's name is made, as for any blob.
-fn import_by_hard_link(root: &Root, source: &Path) -> Result<Option<Imported>> {
+fn import_by_hard_link(
+    root: &Root,
+    source: &Path,
+    meter: Option<&Meter>,
+) -> Result<Option<Imported>> {
     let Ok(mut tmp) = TempFile::hard_link_of(&root.tmp(), source) else {
         return Ok(None);
     };
@@ -699,7 +711,7 @@ fn import_by_hard_link(root: &Root, source: &Path) -> Result<Option<Imported>> {
         .map_err(|e| root.error("put", key(), e))?;
     let (synced, hashed) = std::thread::scope(|scope| {
         let syncing = scope.spawn(|| tmp.sync());
-        let hashed = hashing::hash_open_file(tmp.file_ref());
+        let hashed = hashing::hash_open_file(tmp.file_ref(), meter);
         let synced = syncing
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -784,12 +796,13 @@ fn list_shard(root: &Root, top: &Path, top_name: &str) -> Vec<Result<Digest>> {
 /// what is at `dest` (while copying, for a copy), and makes it durable: its
 /// bytes, then its name (a sync of `dest_dir`, its directory). It writes only
 /// outside the store (the destination), so it does not go through the [`fsutil`]
-/// mutation seam.
+/// mutation seam. `meter` counts the bytes hashed.
 fn materialize_blocking(
     src: &Path,
     dest: &Path,
     dest_dir: &Path,
     mode: LinkMode,
+    meter: Option<&Meter>,
 ) -> io::Result<Placed> {
     if mode == LinkMode::HardLink {
         match fs::hard_link(src, dest) {
@@ -798,7 +811,7 @@ fn materialize_blocking(
                 // name needs a sync, and it runs while the link is hashed.
                 let (synced, hashed) = std::thread::scope(|scope| {
                     let syncing = scope.spawn(|| fsutil::sync_dir(dest_dir));
-                    let hashed = hashing::hash_file(dest);
+                    let hashed = hashing::hash_file(dest, meter);
                     let synced = syncing
                         .join()
                         .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -826,7 +839,7 @@ fn materialize_blocking(
             if reflink_copy::reflink_file(&source, &target).is_ok() {
                 target.sync_all()?;
                 fsutil::sync_dir(dest_dir)?;
-                let (digest, size) = hashing::hash_open_file(&target)?;
+                let (digest, size) = hashing::hash_open_file(&target, meter)?;
                 return Ok(Placed::new(Materialized::Reflinked, digest, size));
             }
             // A failed reflink leaves the destination's content unspecified.
@@ -835,7 +848,7 @@ fn materialize_blocking(
             (&source).seek(SeekFrom::Start(0))?;
         }
         // `io::copy` between two files is `copy_file_range` on Linux: in-kernel.
-        let (digest, size) = hashing::copy_hashing(&source, &target, &target)?;
+        let (digest, size) = hashing::copy_hashing(&source, &target, &target, meter)?;
         target.sync_all()?;
         fsutil::sync_dir(dest_dir)?;
         Ok(Placed::new(Materialized::Copied, digest, size))
@@ -883,6 +896,7 @@ impl ArtifactStore for LocalArtifactStore {
         {
             return Ok(());
         }
+        let meter = progress::meter();
         let (fed, written) = pipe(data, WRITE_QUEUE, |mut chunks| {
             run(&self.root, "put", &key, move |root| {
                 let write_err = |e| root.error("put", blob_key(&digest), e);
@@ -891,8 +905,13 @@ impl ArtifactStore for LocalArtifactStore {
                 // An error means the stream failed or the put was cancelled: the
                 // temp file is dropped.
                 while let Some(chunk) = chunks.next_chunk().map_err(write_err)? {
-                    hasher.update(&chunk);
-                    tmp.file().write_all(&chunk).map_err(write_err)?;
+                    // A slice at a time, so the meter hears of one large chunk
+                    // (an in-memory file) as it goes.
+                    for slice in chunk.chunks(READ_CHUNK) {
+                        hasher.update(slice);
+                        tmp.file().write_all(slice).map_err(write_err)?;
+                        meter.as_ref().add(slice.len() as u64);
+                    }
                 }
                 finish_blob(root, tmp, &digest, hasher.finalize().into(), || {
                     format!("stream put as {digest}")
@@ -907,6 +926,7 @@ impl ArtifactStore for LocalArtifactStore {
     async fn put_file(&self, digest: &Digest, path: &Path) -> Result<()> {
         let digest = *digest;
         let source = path.to_owned();
+        let meter = progress::meter();
         run(&self.root, "put", &blob_key(&digest), move |root| {
             if blob_exists(root, "put", &digest)? {
                 return Ok(());
@@ -917,7 +937,7 @@ impl ArtifactStore for LocalArtifactStore {
             let reader = File::open(tmp.path()).map_err(|e| root.error("put", key(), e))?;
             // Hash the copy, not the source: what is published is what was checked,
             // even if the source changes meanwhile.
-            let (actual, _) = hashing::copy_hashing(&src, tmp.file(), &reader)
+            let (actual, _) = hashing::copy_hashing(&src, tmp.file(), &reader, meter.as_ref())
                 .map_err(|e| root.error("put", key(), e))?;
             finish_blob(root, tmp, &digest, actual, || {
                 format!("file {} put as {digest}", source.display())
@@ -929,8 +949,9 @@ impl ArtifactStore for LocalArtifactStore {
     async fn import_file(&self, path: &Path, mode: LinkMode) -> Result<Imported> {
         let source = path.to_owned();
         let key = format!("{TMP_DIR} (import of {})", path.display());
+        let meter = progress::meter();
         run(&self.root, "put", &key, move |root| {
-            import_blocking(root, &source, mode)
+            import_blocking(root, &source, mode, meter.as_ref())
         })
         .await
     }
@@ -949,9 +970,11 @@ impl ArtifactStore for LocalArtifactStore {
     async fn hash_stored(&self, digest: &Digest) -> Result<(Digest, u64)> {
         let digest = *digest;
         let not_found = self.not_found(&digest);
+        let meter = progress::meter();
         run(&self.root, "hash", &blob_key(&digest), move |root| {
             let file = open_blob(root, "hash", &digest)?.ok_or(not_found)?;
-            hashing::hash_open_file(&file).map_err(|e| root.error("hash", blob_key(&digest), e))
+            hashing::hash_open_file(&file, meter.as_ref())
+                .map_err(|e| root.error("hash", blob_key(&digest), e))
         })
         .await
     }
@@ -1039,6 +1062,7 @@ impl ArtifactStore for LocalArtifactStore {
         let digest = *digest;
         let dest = dest.to_owned();
         let not_found = self.not_found(&digest);
+        let meter = progress::meter();
         run(&self.root, "materialize", &blob_key(&digest), move |root| {
             let src = blob_path(root, &digest);
             if !blob_exists(root, "materialize", &digest)? {
@@ -1049,7 +1073,7 @@ impl ArtifactStore for LocalArtifactStore {
                 .parent()
                 .filter(|p| !p.as_os_str().is_empty())
                 .unwrap_or(Path::new("."));
-            materialize_blocking(&src, &dest, parent, mode).map_err(|e| {
+            materialize_blocking(&src, &dest, parent, mode, meter.as_ref()).map_err(|e| {
                 // The blob vanishing meanwhile (deleted) is not the destination's fault.
                 if e.kind() == io::ErrorKind::NotFound && !src.exists() {
                     Error::blob_not_found(digest, format!("blob {digest} in {}", root.label))
@@ -1089,7 +1113,8 @@ mod tests {
         let recorder = Recorder::start(dir.path());
         let _skip = SkipSyncs::below(dir.path());
         let store = LocalArtifactStore::open(dir.path().join("store")).expect("open");
-        let imported = import_blocking(&store.root, &source, LinkMode::HardLink).expect("import");
+        let imported =
+            import_blocking(&store.root, &source, LinkMode::HardLink, None).expect("import");
         assert_eq!(imported.placed, Some(Materialized::HardLinked));
         assert_eq!(imported.digest, Digest::of(&bytes));
         let key = format!("store/{}", blob_key(&imported.digest));

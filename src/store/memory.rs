@@ -4,6 +4,8 @@
 //! dropped. Clones share the same data.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{self, Read, Write};
 use std::ops::Range;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,6 +23,11 @@ use super::{
 };
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::progress::{self, Meter, MeterExt};
+
+/// How much of a file is read, or of a blob written, at a time, so that a meter
+/// hears of a large one as it goes.
+const SLICE: usize = 1 << 20;
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it: every
 /// critical section below leaves the maps consistent before it can panic.
@@ -250,7 +257,8 @@ impl ArtifactStore for MemoryArtifactStore {
 
     async fn import_file(&self, path: &Path, _mode: LinkMode) -> Result<Imported> {
         let owned = path.to_owned();
-        let bytes = crate::offload::offload(move || std::fs::read(&owned))
+        let meter = progress::meter();
+        let bytes = crate::offload::offload(move || read_counting(&owned, meter.as_ref()))
             .await?
             .map_err(|e| Error::io(path, e))?;
         // What is hashed is what is stored: the bytes read, once.
@@ -293,11 +301,13 @@ impl ArtifactStore for MemoryArtifactStore {
 
     async fn materialize(&self, digest: &Digest, dest: &Path, _mode: LinkMode) -> Result<Placed> {
         let bytes = self.bytes_of(digest)?;
-        let (written, size) = (Digest::of(&bytes), bytes.len() as u64);
+        let size = bytes.len() as u64;
         let owned = dest.to_owned();
-        crate::offload::offload(move || super::fsutil::write_new_file(&owned, &bytes))
-            .await?
-            .map_err(|e| Error::io(dest, e))?;
+        let meter = progress::meter();
+        let written =
+            crate::offload::offload(move || write_hashing(&owned, &bytes, meter.as_ref()))
+                .await?
+                .map_err(|e| Error::io(dest, e))?;
         Ok(Placed::new(Materialized::Copied, written, size))
     }
 
@@ -305,4 +315,32 @@ impl ArtifactStore for MemoryArtifactStore {
     fn location(&self, digest: &Digest) -> String {
         format!("memory:{}", blob_key(digest))
     }
+}
+
+/// Reads the file at `path` whole, [`SLICE`] at a time, counting each on `meter`.
+fn read_counting(path: &Path, meter: Option<&Meter>) -> io::Result<Vec<u8>> {
+    let mut file = File::open(path)?;
+    let expected = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut bytes = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
+    loop {
+        let n = (&mut file).take(SLICE as u64).read_to_end(&mut bytes)?;
+        if n == 0 {
+            return Ok(bytes);
+        }
+        meter.add(n as u64);
+    }
+}
+
+/// Writes `bytes` to the new file `dest` (which must not exist) and syncs it,
+/// hashing what it writes, [`SLICE`] at a time, each counted on `meter`.
+fn write_hashing(dest: &Path, bytes: &[u8], meter: Option<&Meter>) -> io::Result<Digest> {
+    let mut file = super::fsutil::create_new(dest)?;
+    let mut hasher = blake3::Hasher::new();
+    for slice in bytes.chunks(SLICE) {
+        hasher.update(slice);
+        file.write_all(slice)?;
+        meter.add(slice.len() as u64);
+    }
+    super::fsutil::sync_file(&file, dest)?;
+    Ok(hasher.finalize().into())
 }

@@ -296,6 +296,14 @@ impl Imported {
 /// - [`location`](Self::location) names where a blob is or would be stored,
 ///   distinct for distinct digests, without touching the store;
 /// - memory stays bounded whatever the blob size, except in the memory store.
+///
+/// Progress: for an operation that reports [`Progress`](crate::Progress), the
+/// registry runs each file's store call with a byte counter set for the task,
+/// which the built-in stores feed as they read, write or hash (this trait has
+/// no parameter for it). A store of your own reports nothing, and each of its
+/// files counts whole when it is done, so a progress bar moves per file rather
+/// than within one; the default [`hash_stored`](Self::hash_stored) counts as it
+/// hashes.
 #[async_trait]
 pub trait ArtifactStore: Send + Sync + fmt::Debug + 'static {
     /// Size and age of a blob, or `None` if it is not stored.
@@ -330,7 +338,7 @@ pub trait ArtifactStore: Send + Sync + fmt::Debug + 'static {
     /// The default hashes the [`get`](Self::get) stream as it arrives; the local
     /// store hashes its file on every core, like [`Digest::of_file`].
     async fn hash_stored(&self, digest: &Digest) -> Result<(Digest, u64)> {
-        crate::hashing::hash_stream(self.get(digest).await?).await
+        crate::hashing::hash_stream(self.get(digest).await?, crate::progress::meter()).await
     }
 
     /// Deletes a blob. Deleting a missing blob is not an error.

@@ -2991,7 +2991,10 @@ pub fn take(events: &Events) -> Vec<ProgressEvent> {
 }
 
 /// Asserts that `events` are one `Started` for exactly the files `expected`
-/// (`path → size`), first, then one `File` for each of them, once, with its size.
+/// (`path → size`), first, then one `File` for each of them, once, with its size,
+/// and `Bytes` deltas that add up to the same total, counted before the `File`
+/// of the file they belong to (so at every `File`, the deltas so far are at
+/// least the sizes of the files done).
 pub fn assert_progress(events: &[ProgressEvent], expected: &BTreeMap<String, u64>, what: &str) {
     let total: u64 = expected.values().sum();
     match events.first() {
@@ -3003,11 +3006,21 @@ pub fn assert_progress(events: &[ProgressEvent], expected: &BTreeMap<String, u64
         other => panic!("{what}: the first event is {other:?}, not Started"),
     }
     let mut seen = BTreeMap::new();
+    let (mut deltas, mut done) = (0, 0);
     for e in &events[1..] {
         match e {
+            ProgressEvent::Bytes { bytes } => {
+                assert!(*bytes > 0, "{what}: an empty delta");
+                deltas += bytes;
+            }
             ProgressEvent::File { path, bytes } => {
                 let before = seen.insert(path.clone(), *bytes);
                 assert!(before.is_none(), "{what}: '{path}' reported twice");
+                done += bytes;
+                assert!(
+                    deltas >= done,
+                    "{what}: '{path}' done with {done} bytes of files, {deltas} counted"
+                );
             }
             other => panic!("{what}: {other:?} after Started"),
         }
@@ -3018,6 +3031,18 @@ pub fn assert_progress(events: &[ProgressEvent], expected: &BTreeMap<String, u64
         total,
         "{what}: the bytes reported"
     );
+    assert_eq!(deltas, total, "{what}: the Bytes deltas");
+}
+
+/// The `File` events among `events`, as `(path, bytes)`.
+fn files_of(events: &[ProgressEvent]) -> Vec<(&str, u64)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            ProgressEvent::File { path, bytes } => Some((path.as_str(), *bytes)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The files the progress tests register: sizes on either side of the in-memory
@@ -3166,13 +3191,7 @@ pub async fn fetch_and_verify_report_progress_for_every_file(f: &Fixture) {
     );
     let failed = take(&events);
     assert!(matches!(failed[0], ProgressEvent::Started { files: 5, .. }));
-    let reported: Vec<&str> = failed[1..]
-        .iter()
-        .filter_map(|e| match e {
-            ProgressEvent::File { path, .. } => Some(path.as_str()),
-            _ => None,
-        })
-        .collect();
+    let reported: Vec<&str> = files_of(&failed).into_iter().map(|(p, _)| p).collect();
     assert_eq!(
         reported,
         ["config.json", "empty", "weights/again/layer0.bin"]
@@ -3186,7 +3205,7 @@ pub async fn fetch_and_verify_report_progress_for_every_file(f: &Fixture) {
         .await,
         Error::Integrity { .. }
     );
-    assert_eq!(take(&events).len(), 1 + reported.len());
+    assert_eq!(files_of(&take(&events)).len(), reported.len());
 }
 
 /// Checking reports every distinct blob once (manifests first), after one
@@ -3268,11 +3287,8 @@ pub async fn check_reports_progress_for_every_blob(f: &Fixture) {
         }
     );
     // Manifests are read in the first pass, so they come first.
-    for e in &events[1..3] {
-        assert!(
-            matches!(e, ProgressEvent::File { path, .. } if path.ends_with(" manifest")),
-            "{e:?}"
-        );
+    for (path, _) in &files_of(&events)[..2] {
+        assert!(path.ends_with(" manifest"), "{path}");
     }
 
     f.corrupt_blob(&digest(b"other"), b"rotten!");
@@ -3282,6 +3298,105 @@ pub async fn check_reports_progress_for_every_blob(f: &Fixture) {
     assert_eq!(damaged.blobs, report.blobs);
     assert_eq!(damaged.bytes, report.bytes - 5);
     assert_progress(&take(&events), &expected, "check with a damaged blob");
+}
+
+/// Asserts that the events of one operation on one large file `path` of `size`
+/// bytes, alone in flight when it is worked on, add up as [`assert_progress`]
+/// says (`others` are the other files or blobs reported, with their sizes) and
+/// that the file's bytes came as several deltas while it was worked on, each
+/// at least a MiB but the last.
+fn assert_streamed(
+    events: &[ProgressEvent],
+    path: &str,
+    size: u64,
+    others: &BTreeMap<String, u64>,
+    what: &str,
+) {
+    let mut expected = others.clone();
+    expected.insert(path.to_owned(), size);
+    assert_progress(events, &expected, what);
+    // The deltas between the previous `File` (or `Started`) and the large file's.
+    let end = events
+        .iter()
+        .position(|e| matches!(e, ProgressEvent::File { path: p, .. } if p == path))
+        .expect("the large file is reported");
+    let start = events[..end]
+        .iter()
+        .rposition(|e| !matches!(e, ProgressEvent::Bytes { .. }))
+        .expect("Started comes first");
+    let deltas: Vec<u64> = events[start + 1..end]
+        .iter()
+        .filter_map(|e| match e {
+            ProgressEvent::Bytes { bytes } => Some(*bytes),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        deltas.len() >= 4,
+        "{what}: {} deltas for {size} bytes: {deltas:?}",
+        deltas.len()
+    );
+    assert_eq!(deltas.iter().sum::<u64>(), size, "{what}: {deltas:?}");
+    let (_, steps) = deltas.split_last().expect("deltas");
+    assert!(
+        steps.iter().all(|d| *d >= 1 << 20),
+        "{what}: a delta under a MiB before the last: {deltas:?}"
+    );
+}
+
+/// One large file (the common shape of a model: a single `model.safetensors`)
+/// moves a progress bar while it is worked on: registering it from a directory,
+/// fetching, verifying and checking it each report several `Bytes` deltas
+/// before its `File`, not one jump at the end.
+pub async fn a_large_file_reports_bytes_while_it_moves(f: &Fixture) {
+    const MIB: usize = 1 << 20;
+    let reg = f.registry();
+    create(&reg, "big").await;
+    let src = f.scratch().join("src");
+    // Past several upload parts (5 MiB) and hashing windows (2 MiB), with a tail.
+    let bytes = pattern(24 * MIB + 5, 7);
+    let size = bytes.len() as u64;
+    write_tree(&src, &[("model.safetensors", &bytes)]);
+    let none = BTreeMap::new();
+    let (progress, events) = recorder();
+
+    let v = reg
+        .acting_as(actor("ci"))
+        .register(
+            "big",
+            ArtifactSource::dir(&src),
+            NewVersion::new().progress(progress.clone()),
+        )
+        .await
+        .expect("register");
+    assert_streamed(&take(&events), "model.safetensors", size, &none, "register");
+
+    let dest = f.scratch().join("out");
+    reg.fetch(&v, &dest, FetchOptions::new().progress(progress.clone()))
+        .await
+        .expect("fetch");
+    assert_streamed(&take(&events), "model.safetensors", size, &none, "fetch");
+    assert!(std::fs::read(dest.join("model.safetensors")).expect("fetched") == bytes);
+
+    reg.verify_with_progress(&v, progress.clone())
+        .await
+        .expect("verify");
+    assert_streamed(&take(&events), "model.safetensors", size, &none, "verify");
+
+    let report = reg.check_with_progress(progress).await.expect("check");
+    assert!(report.is_ok(), "{:#?}", report.problems);
+    let manifest = reg.manifest("big/1").await.expect("manifest");
+    let manifests = BTreeMap::from([(
+        "big/1 manifest".to_owned(),
+        manifest.to_bytes().len() as u64,
+    )]);
+    assert_streamed(
+        &take(&events),
+        "big/1 file 'model.safetensors'",
+        size,
+        &manifests,
+        "check",
+    );
 }
 
 /// A fetch whose future is dropped part-way (Ctrl-C in a command-line tool)

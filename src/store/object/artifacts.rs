@@ -23,6 +23,7 @@ use super::{Root, blocking, join};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::hashing;
+use crate::progress;
 use crate::store::layout::{BLOBS_DIR, parse_blob_name};
 use crate::store::{ArtifactStore, BlobMeta, ByteStream, Imported, LinkMode, Materialized, Placed};
 
@@ -251,12 +252,17 @@ impl ArtifactStore for ObjectArtifactStore {
 
     async fn import_file(&self, path: &FsPath, _mode: LinkMode) -> Result<Imported> {
         // Blobs are keyed by digest: hash first, then upload what is missing.
+        // Progress counts both passes; a blob found stored skips the second.
+        let meter = progress::meter();
+        if let Some(meter) = &meter {
+            meter.passes(2);
+        }
         let source = path.to_owned();
         let key = self.root.dir(BLOBS_DIR);
         let (digest, size, before) = blocking(&self.root, "put", &key, move || {
             let file = File::open(&source)?;
             let before = file.metadata()?;
-            let (digest, size) = hashing::hash_open_file(&file)?;
+            let (digest, size) = hashing::hash_open_file(&file, meter.as_ref())?;
             Ok::<_, io::Error>((digest, size, before))
         })
         .await?
@@ -381,6 +387,7 @@ impl ArtifactStore for ObjectArtifactStore {
             Err(e) => return Err(self.root.error("materialize", &path, e)),
         };
         let target = dest.to_owned();
+        let meter = progress::meter();
         let created = blocking(&self.root, "materialize", &path, move || {
             OpenOptions::new()
                 .read(true)
@@ -396,7 +403,7 @@ impl ArtifactStore for ObjectArtifactStore {
             GetResultPayload::File(src, _) => {
                 let target = dest.to_owned();
                 blocking(&self.root, "materialize", &path, move || {
-                    let written = hashing::copy_hashing(&src, &file, &file)?;
+                    let written = hashing::copy_hashing(&src, &file, &file, meter.as_ref())?;
                     crate::store::fsutil::sync_new_file(&file, &target)?;
                     Ok(written)
                 })
@@ -404,7 +411,7 @@ impl ArtifactStore for ObjectArtifactStore {
                 .map_err(|e| Error::io(dest, e))
             }
             GetResultPayload::Stream(stream) => {
-                write_stream(&self.root, &path, stream, file, dest).await
+                write_stream(&self.root, &path, stream, file, dest, meter).await
             }
         };
         match placed {

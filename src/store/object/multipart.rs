@@ -13,6 +13,7 @@ use super::Root;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::hashing;
+use crate::progress::{self, Meter, MeterExt};
 use crate::store::ByteStream;
 
 /// The smallest multipart part S3 accepts (except the last), and our smallest part.
@@ -75,7 +76,8 @@ impl PartReader {
                     Some(chunk) => {
                         let chunk = chunk?;
                         let hasher = std::mem::take(&mut self.hasher);
-                        self.hasher = hashing::update(hasher, chunk.clone()).await?;
+                        // Not counted here: the upload counts parts as they land.
+                        self.hasher = hashing::update(hasher, chunk.clone(), None).await?;
                         chunk
                     }
                     None => {
@@ -115,8 +117,12 @@ pub(super) struct Upload {
     /// `None` once completed or aborted.
     upload: Option<Box<dyn MultipartUpload>>,
     /// Parts in flight, each its own task so that they progress while the next part
-    /// is read. Dropping the set cancels them.
-    parts: JoinSet<object_store::Result<()>>,
+    /// is read, each giving its length back once it is stored. Dropping the set
+    /// cancels them.
+    parts: JoinSet<object_store::Result<u64>>,
+    /// Counts the bytes of each part stored (the task's meter when the upload
+    /// started: the part tasks do not see it).
+    meter: Option<Meter>,
 }
 
 impl Upload {
@@ -131,6 +137,7 @@ impl Upload {
             path,
             upload: Some(upload),
             parts: JoinSet::new(),
+            meter: progress::meter(),
         })
     }
 
@@ -142,14 +149,20 @@ impl Upload {
         let Some(upload) = self.upload.as_mut() else {
             return Err(self.finished());
         };
-        self.parts.spawn(upload.put_part(payload));
+        let len = payload.content_length() as u64;
+        let part = upload.put_part(payload);
+        self.parts.spawn(async move { part.await.map(|()| len) });
         Ok(())
     }
 
-    /// Waits for one part in flight and reports its failure.
+    /// Waits for one part in flight, counts it, and reports its failure.
     async fn join_one(&mut self) -> Result<()> {
         match self.parts.join_next().await {
-            None | Some(Ok(Ok(()))) => Ok(()),
+            None => Ok(()),
+            Some(Ok(Ok(len))) => {
+                self.meter.as_ref().add(len);
+                Ok(())
+            }
             Some(Ok(Err(e))) => Err(self.root.error("put", &self.path, e)),
             Some(Err(join)) => match join.try_into_panic() {
                 Ok(payload) => std::panic::resume_unwind(payload),
