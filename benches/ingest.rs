@@ -6,7 +6,12 @@
 //! cargo bench --bench ingest                                        # 256 MiB, 5 pairs
 //! MODELREG_BENCH_MIB=1024 MODELREG_BENCH_PAIRS=7 cargo bench --bench ingest
 //! MODELREG_BENCH_RSS_MIB=4096 MODELREG_BENCH_PAIRS=0 cargo bench --bench ingest  # peak RSS only
+//! MODELREG_BENCH_PROGRESS=1 cargo bench --bench ingest   # with a progress callback
 //! ```
+//!
+//! With `MODELREG_BENCH_PROGRESS=1`, every register, fetch and verify runs with a
+//! `Progress` callback that adds each `Bytes` delta to an atomic, as a progress
+//! bar does; compare its ratios with a run without to see what progress costs.
 //!
 //! Baselines, at equal durability (our stores fsync every blob):
 //! - register, re-register, fetch: `std::fs::copy` (copy_file_range, like `cp`) of the
@@ -35,11 +40,13 @@ mod support;
 use std::fs::{self, File};
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use modelreg::store::LinkMode;
 use modelreg::{
-    Actor, ArtifactSource, CreateModel, Digest, FetchOptions, NewVersion, Registry, VersionRecord,
+    Actor, ArtifactSource, CreateModel, Digest, FetchOptions, NewVersion, Progress, ProgressEvent,
+    Registry, VersionRecord,
 };
 use support::{Series, benchmarking, env_num, scratch_source};
 
@@ -75,19 +82,57 @@ fn actor() -> Actor {
     Actor::new("bench").expect("actor")
 }
 
+/// `Bytes` events and bytes the callback of `MODELREG_BENCH_PROGRESS=1` heard.
+static EVENTS: AtomicU64 = AtomicU64::new(0);
+static BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// A callback that counts bytes as a progress bar would, if
+/// `MODELREG_BENCH_PROGRESS=1`.
+fn progress() -> Option<Progress> {
+    (env_num("MODELREG_BENCH_PROGRESS", 0) == 1).then(|| {
+        Progress::new(|e| {
+            if let ProgressEvent::Bytes { bytes } = e {
+                EVENTS.fetch_add(1, Ordering::Relaxed);
+                BYTES.fetch_add(*bytes, Ordering::Relaxed);
+            }
+        })
+    })
+}
+
 fn register(
     rt: &tokio::runtime::Runtime,
     reg: &Registry,
     src: &Path,
     link: LinkMode,
 ) -> VersionRecord {
-    rt.block_on(reg.acting_as(actor()).register(
-        "bench",
-        ArtifactSource::file(src),
-        NewVersion::new().link(link),
-    ))
+    let mut version = NewVersion::new().link(link);
+    if let Some(p) = progress() {
+        version = version.progress(p);
+    }
+    rt.block_on(
+        reg.acting_as(actor())
+            .register("bench", ArtifactSource::file(src), version),
+    )
     .expect("register")
     .version
+}
+
+/// Fetch options with `link`, and the bench's progress callback if any.
+fn fetch_options(link: LinkMode) -> FetchOptions {
+    let options = FetchOptions::new().link(link);
+    match progress() {
+        Some(p) => options.progress(p),
+        None => options,
+    }
+}
+
+/// Verifies `bench/1`, with the bench's progress callback if any.
+fn verify(rt: &tokio::runtime::Runtime, reg: &Registry) {
+    match progress() {
+        Some(p) => rt.block_on(reg.verify_with_progress("bench/1", p)),
+        None => rt.block_on(reg.verify("bench/1")),
+    }
+    .expect("verify");
 }
 
 /// Times `ours` between two runs of `baseline`.
@@ -174,7 +219,12 @@ fn timings(mib: u64, pairs: u64) {
     fs::read(&linked_src).expect("warm the page cache");
     // The hash cache records only files whose times are over two seconds old.
     std::thread::sleep(Duration::from_millis(2100));
-    println!("file {mib} MiB, {pairs} pairs, page cache warm, fsync included");
+    let with = if progress().is_some() {
+        "with a progress callback"
+    } else {
+        "no progress callback"
+    };
+    println!("file {mib} MiB, {pairs} pairs, page cache warm, fsync included, {with}");
 
     let copy = || copy_and_sync(&src, &tmp.path().join("copy"));
     let hash = || raw_blake3(&src);
@@ -198,7 +248,7 @@ fn timings(mib: u64, pairs: u64) {
         let out = tmp.path().join(format!("out{i}"));
         pair(&mut s_fetch, copy, || {
             timed(|| {
-                rt.block_on(reg.fetch("bench/1", &out, FetchOptions::new()))
+                rt.block_on(reg.fetch("bench/1", &out, fetch_options(LinkMode::Copy)))
                     .map(drop)
                     .expect("fetch")
             })
@@ -208,11 +258,7 @@ fn timings(mib: u64, pairs: u64) {
                 std::hint::black_box(Digest::of_file(&src).expect("hash"));
             })
         });
-        pair(&mut s_verify, hash, || {
-            timed(|| {
-                rt.block_on(reg.verify("bench/1")).expect("verify");
-            })
-        });
+        pair(&mut s_verify, hash, || timed(|| verify(&rt, &reg)));
         fs::remove_dir_all(&out).ok();
         fs::remove_dir_all(&root).ok();
 
@@ -225,13 +271,9 @@ fn timings(mib: u64, pairs: u64) {
         });
         s_link_fetch.pair(copy, linked_hash, || {
             timed(|| {
-                rt.block_on(reg.fetch(
-                    "bench/1",
-                    &out,
-                    FetchOptions::new().link(LinkMode::HardLink),
-                ))
-                .map(drop)
-                .expect("fetch")
+                rt.block_on(reg.fetch("bench/1", &out, fetch_options(LinkMode::HardLink)))
+                    .map(drop)
+                    .expect("fetch")
             })
         });
         fs::remove_dir_all(&out).ok();
@@ -254,6 +296,13 @@ fn timings(mib: u64, pairs: u64) {
     println!("(baseline of hash and verify: raw BLAKE3 update_mmap_rayon of the file)");
     s_hash.report();
     s_verify.report();
+    let events = EVENTS.load(Ordering::Relaxed);
+    if events > 0 {
+        println!(
+            "progress: {events} Bytes events for {:.0} MiB counted",
+            BYTES.load(Ordering::Relaxed) as f64 / (1 << 20) as f64
+        );
+    }
 }
 
 /// Runs each operation in a child process on a fresh `mib` MiB file and prints its
