@@ -72,7 +72,10 @@ impl Bar {
                     bar.set_draw_target(ProgressDrawTarget::stderr());
                 }
             }
-            (ProgressEvent::File { bytes, .. }, Unit::Bytes) => bar.inc(*bytes),
+            // A bytes bar counts the deltas as bytes move, so one large file
+            // moves it too; the `File` sizes add up to the same total and are
+            // not counted again.
+            (ProgressEvent::Bytes { bytes }, Unit::Bytes) => bar.inc(*bytes),
             (ProgressEvent::File { .. }, Unit::Files(_)) => bar.inc(1),
             _ => {}
         })
