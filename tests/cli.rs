@@ -700,6 +700,21 @@ fn hostile_input_is_one_line_and_writes_nothing() {
             .unwrap(),
     );
     r.fails(3, "no such directory");
+    // Nor does a write that needs an existing model.
+    let r = Run::of(
+        bin()
+            .env("MODELREG_ACTOR", "alice")
+            .args([
+                "--registry",
+                empty.to_str().unwrap(),
+                "stage",
+                "rollback",
+                "fraud",
+            ])
+            .output()
+            .unwrap(),
+    );
+    r.fails(3, "no such directory");
     assert!(!empty.exists());
 }
 

@@ -67,26 +67,18 @@ fn default_actor() -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
-/// Whether the command may create the registry (it writes).
-fn writes(command: &Command) -> bool {
-    match command {
-        Command::Model(m) => matches!(m, ModelCmd::Create { .. } | ModelCmd::Tag { .. }),
-        Command::Version(v) => !matches!(
-            v,
-            VersionCmd::List(_)
-                | VersionCmd::Show { .. }
-                | VersionCmd::Fetch { .. }
-                | VersionCmd::Verify { .. }
-                | VersionCmd::Diff { .. }
-        ),
-        Command::Stage(_) | Command::Alias(AliasCmd::Set { .. } | AliasCmd::Rm { .. }) => true,
-        Command::Split(SplitCmd::Set { .. } | SplitCmd::Clear { .. }) => true,
-        _ => false,
-    }
+/// Whether the command may create a local registry that does not exist yet:
+/// only the two that start one. Any other command on a missing directory is
+/// "not found", and leaves nothing behind.
+fn creates(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Model(ModelCmd::Create { .. }) | Command::Version(VersionCmd::Register(_))
+    )
 }
 
-/// Opens the registry at `location`: a URL, or a local directory (which only a
-/// command that writes may create).
+/// Opens the registry at `location`: a URL, or a local directory (which only
+/// `model create` and `version register` may create).
 async fn open(location: Option<&str>, create: bool) -> Result<Registry, Failure> {
     let Some(location) = location.filter(|l| !l.trim().is_empty()) else {
         return Err(Failure::Usage(
@@ -119,7 +111,7 @@ pub async fn run(cli: Cli) -> Out {
         clap_complete::generate(c.shell, &mut cmd, "modelreg", &mut std::io::stdout());
         return Ok(());
     }
-    let registry = open(cli.registry.as_deref(), writes(&cli.command)).await?;
+    let registry = open(cli.registry.as_deref(), creates(&cli.command)).await?;
     let ctx = Ctx {
         json: cli.json,
         quiet: cli.quiet,
