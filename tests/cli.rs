@@ -989,3 +989,55 @@ fn count_files(dir: &Path) -> usize {
         })
         .sum()
 }
+
+/// On a terminal (a pty from util-linux `script`, in Debian's essential
+/// `bsdutils`) a register of one 24 MiB file draws a bar that moves through
+/// intermediate byte counts; through a pipe, stderr carries no bar at all.
+#[test]
+fn a_terminal_gets_a_moving_progress_bar_and_a_pipe_gets_none() {
+    let cli = Cli::local();
+    let src = cli.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let data: Vec<u8> = (0..24u32 << 20).map(|i| (i % 251) as u8).collect();
+    std::fs::write(src.join("weights.bin"), data).unwrap();
+    let command = format!(
+        "'{}' version register m '{}' --no-env",
+        env!("CARGO_BIN_EXE_modelreg"),
+        src.display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("MODELREG_REGISTRY", &cli.registry)
+        .env("MODELREG_ACTOR", "alice")
+        .stdin(Stdio::null())
+        .output()
+        .expect("util-linux `script` runs the binary on a pty");
+    let screen = String::from_utf8_lossy(&out.stdout).replace('\r', "\n");
+    assert!(out.status.success(), "{screen}");
+    let mut shown: Vec<&str> = screen
+        .split('\n')
+        .filter(|l| l.contains("registering"))
+        .filter_map(|l| {
+            // `… [=====>   ] 10.00 MiB/24.00 MiB 85 MiB/s eta 0s`: the bytes done.
+            let end = l.find(" MiB/24.00 MiB")?;
+            l[..end].split_whitespace().last()
+        })
+        .collect();
+    shown.sort();
+    shown.dedup();
+    assert!(
+        shown.len() >= 3 && shown.contains(&"24.00"),
+        "the bar did not move through the file: {shown:?}\n{screen}"
+    );
+    // The same on a pipe: the reference on stdout, one message, no bar.
+    let piped = cli.run(&[
+        "version",
+        "register",
+        "m",
+        src.to_str().unwrap(),
+        "--no-env",
+    ]);
+    assert_eq!((piped.code, piped.stdout.as_str()), (0, "m/2\n"));
+    assert!(!piped.stderr.contains("registering"), "{}", piped.stderr);
+    assert_eq!(piped.stderr.lines().count(), 1, "{}", piped.stderr);
+}
