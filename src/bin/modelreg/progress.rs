@@ -40,7 +40,7 @@ impl Bar {
             quiet,
             what,
             Unit::Files(unit),
-            "{msg:12} [{bar:30}] {pos}/{len} {prefix} eta {eta}",
+            "{msg:12} [{bar:30}] {pos}/{len} {prefix} {rate} eta {eta}",
         )
     }
 
@@ -49,6 +49,12 @@ impl Bar {
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
         let style = ProgressStyle::with_template(template)
             .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .with_key(
+                "rate",
+                |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.0}/s", state.per_sec());
+                },
+            )
             .progress_chars("=> ");
         bar.set_style(style);
         bar.set_message(what);
