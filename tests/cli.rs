@@ -811,6 +811,77 @@ SEQ  TIME                  ACTOR              EVENT          DETAIL
     ] {
         assert!(shown.contains(line), "{line:?} not in:\n{shown}");
     }
+    // Production, a split, routing, the model, a diff and a file listing.
+    assert_eq!(cli.run(&["stage", "promote", "fraud/1"]).code, 0);
+    let split = cli.run(&[
+        "split",
+        "set",
+        "fraud",
+        "@production=90",
+        "/2=10",
+        "--salt",
+        "s1",
+    ]);
+    assert_eq!(split.code, 0, "{}", split.stderr);
+    assert_eq!(
+        cli.run(&["split", "show", "fraud"]).stdout,
+        "\
+TARGET       WEIGHT  SHARE  VERSION
+@production  90      90.0%  1
+/2           10      10.0%  2
+"
+    );
+    assert_eq!(
+        cli.run(&["route", "fraud", "user-1"]).stdout,
+        "fraud/2\t/2 (traffic split)\n"
+    );
+    assert_eq!(
+        normalize(&cli.run(&["model", "show", "fraud"]).stdout),
+        "\
+model:         fraud
+created:       YYYY-MM-DD hh:mm:ssZ by alice@example.com
+updated:       YYYY-MM-DD hh:mm:ssZ
+versions:      2
+production:    1
+aliases:       champion=2
+in staging:    2
+in production: 1
+traffic split: @production=90, /2=10
+"
+    );
+    assert_eq!(
+        cli.run(&["version", "diff", "fraud/1", "fraud/2"]).stdout,
+        "\
+a: fraud/1  blake3:6f0d0f6b0c79d2d5fa7a3c32fd0e42c61b655a2916d112220f8a1e0a4e93948a
+b: fraud/2 (2.0.0)  blake3:a7c20b2a9c226498094da5b677753fe96bc843b69b0ea0b6a7449246a4f0c490
+verdict: inconclusive (0 improved, 0 regressed, 0 unchanged, 1 other)
+
+  metric    a     b  change  relative  verdict  goal
+  auc     0.9  0.95   +0.05     +5.6%  changed  -
+
+files: 1 unchanged, 2 changed, 0 added, 0 removed; b shares 4 B of its 2.0 KiB with a, 0.2%
+     file              a        b
+  ~  config.json    10 B     10 B
+  ~  weights.bin  1000 B  2.0 KiB
+"
+    );
+    assert_eq!(
+        normalize(&cli.run(&["version", "show", "fraud/1", "--files"]).stdout),
+        "\
+version:  fraud/1
+stage:    production since YYYY-MM-DD hh:mm:ssZ
+created:  YYYY-MM-DD hh:mm:ssZ by alice@example.com
+artifact: blake3:6f0d0f6b0c79d2d5fa7a3c32fd0e42c61b655a2916d112220f8a1e0a4e93948a
+size:     1014 B in 3 files
+metrics:  auc=0.9
+reached:  staging, validation, production
+
+PATH                 SIZE    DIGEST
+config.json          10 B    blake3:cef77336ecbdef469f389269b8327f8b2c6357763a3e4a1f18515dea612b4754
+tokenizer/vocab.txt  4 B     blake3:41153ec5e22e7e1d208eec929ef45dcd31fd71283799b0615bb8753491715e5b
+weights.bin          1000 B  blake3:2ef9db18179dbd2d06aed9a7749032b5a6fdf2234779a70be5be94690b45067d
+"
+    );
 }
 
 // ----- actor, help, completions, Ctrl-C --------------------------------------------
