@@ -946,15 +946,31 @@ fn help_documents_exit_codes_and_completions_are_generated() {
     }
 }
 
-#[test]
-fn ctrl_c_during_a_fetch_leaves_nothing() {
-    let cli = Cli::local();
+/// `big/`: 48 files of 4 MiB, long enough to copy that a Ctrl-C lands mid-way.
+fn big_source(cli: &Cli) -> PathBuf {
     let src = cli.path("big");
     std::fs::create_dir_all(&src).unwrap();
     for i in 0..48u8 {
         let data: Vec<u8> = (0..4 << 20).map(|j: u32| (j as u8) ^ i).collect();
         std::fs::write(src.join(format!("shard-{i:02}.bin")), data).unwrap();
     }
+    src
+}
+
+/// Sends SIGINT (a Ctrl-C) to `child` and waits for it.
+fn interrupt(child: std::process::Child) -> Run {
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    Run::of(child.wait_with_output().unwrap())
+}
+
+#[test]
+fn ctrl_c_during_a_fetch_leaves_nothing() {
+    let cli = Cli::local();
+    let src = big_source(&cli);
     let r = cli.run(&[
         "version",
         "register",
@@ -979,12 +995,7 @@ fn ctrl_c_during_a_fetch_leaves_nothing() {
         assert!(started.elapsed().as_secs() < 30, "the fetch never started");
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
-    let sent = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let r = Run::of(child.wait_with_output().unwrap());
+    let r = interrupt(child);
     if r.code == 0 {
         // The fetch won the race: then it must be whole.
         assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 48);
@@ -998,12 +1009,7 @@ fn ctrl_c_during_a_fetch_leaves_nothing() {
 #[test]
 fn ctrl_c_during_a_register_registers_nothing_and_says_so() {
     let cli = Cli::local();
-    let src = cli.path("big");
-    std::fs::create_dir_all(&src).unwrap();
-    for i in 0..48u8 {
-        let data: Vec<u8> = (0..4 << 20).map(|j: u32| (j as u8) ^ i).collect();
-        std::fs::write(src.join(format!("shard-{i:02}.bin")), data).unwrap();
-    }
+    let src = big_source(&cli);
     cli.run(&["model", "create", "big"]);
     let child = bin()
         .env("MODELREG_REGISTRY", &cli.registry)
@@ -1029,12 +1035,7 @@ fn ctrl_c_during_a_register_registers_nothing_and_says_so() {
         );
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
-    let sent = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let r = Run::of(child.wait_with_output().unwrap());
+    let r = interrupt(child);
     let versions = cli.json(&["version", "list", "big"])["total"]
         .as_u64()
         .unwrap();
