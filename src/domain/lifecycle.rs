@@ -165,6 +165,8 @@ pub enum Decision {
     Reject,
 }
 
+super::record::snake_names!(Decision { Approve => "approve", Reject => "reject" });
+
 /// The latest decision of one approver on one (version, target stage).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Approval {

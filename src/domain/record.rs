@@ -181,6 +181,30 @@ pub enum Goal {
     Minimize,
 }
 
+/// The serialized (snake_case) names, for text: `as_str` and `Display`.
+macro_rules! snake_names {
+    ($ty:ident { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            /// The name it serializes to.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name),+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            /// The name it serializes to.
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+    };
+}
+pub(crate) use snake_names;
+
+snake_names!(Goal { Maximize => "maximize", Minimize => "minimize" });
+
 /// How a model's metric is judged: its goal and how much worse a value may be
 /// before it counts as a regression.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -501,6 +525,14 @@ pub enum DatasetRole {
     Other,
 }
 
+snake_names!(DatasetRole {
+    Train => "train",
+    Validation => "validation",
+    Eval => "eval",
+    Test => "test",
+    Other => "other",
+});
+
 /// A dataset version a model version was built or evaluated with.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DatasetRef {
@@ -566,6 +598,14 @@ pub enum Relation {
     /// Any other derivation.
     DerivedFrom,
 }
+
+snake_names!(Relation {
+    FineTunedFrom => "fine_tuned_from",
+    DistilledFrom => "distilled_from",
+    QuantizedFrom => "quantized_from",
+    RetrainedFrom => "retrained_from",
+    DerivedFrom => "derived_from",
+});
 
 /// A parent version in another (or the same) model.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -759,6 +799,32 @@ pub struct Deprecation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_names_are_the_serialized_names() {
+        use crate::domain::lifecycle::Decision;
+        fn same<T: Serialize + std::fmt::Display>(v: T) {
+            assert_eq!(serde_json::to_value(&v).unwrap(), v.to_string());
+        }
+        [Goal::Maximize, Goal::Minimize].into_iter().for_each(same);
+        [Decision::Approve, Decision::Reject]
+            .into_iter()
+            .for_each(same);
+        use DatasetRole as R;
+        [R::Train, R::Validation, R::Eval, R::Test, R::Other]
+            .into_iter()
+            .for_each(same);
+        use Relation as L;
+        [
+            L::FineTunedFrom,
+            L::DistilledFrom,
+            L::QuantizedFrom,
+            L::RetrainedFrom,
+            L::DerivedFrom,
+        ]
+        .into_iter()
+        .for_each(same);
+    }
 
     #[test]
     fn metrics_stay_sorted_unique_and_read_like_a_map() {

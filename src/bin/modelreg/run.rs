@@ -247,13 +247,7 @@ fn show_model(state: &ModelState) -> Out {
         .add("tags", output::pairs(state.tags().iter()))
         .add(
             "metric goals",
-            output::pairs(state.metric_specs().iter().map(|(k, s)| {
-                let goal = serde_json::to_value(s.goal)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default();
-                (k, goal)
-            })),
+            output::pairs(state.metric_specs().iter().map(|(k, s)| (k, s.goal))),
         )
         .add(
             "aliases",
@@ -699,15 +693,9 @@ fn show_version(v: &VersionRecord) -> Out {
             "datasets",
             p.datasets
                 .iter()
-                .map(|d| {
-                    let role = serde_json::to_value(d.role)
-                        .ok()
-                        .and_then(|r| r.as_str().map(str::to_owned))
-                        .unwrap_or_default();
-                    match &d.version {
-                        Some(ver) => format!("{role}:{}@{ver}", d.name),
-                        None => format!("{role}:{}", d.name),
-                    }
+                .map(|d| match &d.version {
+                    Some(ver) => format!("{}:{}@{ver}", d.role, d.name),
+                    None => format!("{}:{}", d.role, d.name),
                 })
                 .collect::<Vec<_>>()
                 .join(", "),
@@ -716,7 +704,7 @@ fn show_version(v: &VersionRecord) -> Out {
             "parents",
             p.parents
                 .iter()
-                .map(|pr| format!("{}/{} ({})", pr.model, pr.version, relation(&pr.relation)))
+                .map(|pr| format!("{}/{} ({})", pr.model, pr.version, pr.relation))
                 .collect::<Vec<_>>()
                 .join(", "),
         )
@@ -733,13 +721,7 @@ fn show_version(v: &VersionRecord) -> Out {
         f.add(
             format!("approvals {stage}"),
             by.iter()
-                .map(|(who, a)| {
-                    let d = serde_json::to_value(a.decision)
-                        .ok()
-                        .and_then(|d| d.as_str().map(str::to_owned))
-                        .unwrap_or_default();
-                    format!("{who} {d}")
-                })
+                .map(|(who, a)| format!("{who} {}", a.decision))
                 .collect::<Vec<_>>()
                 .join(", "),
         );
@@ -751,13 +733,6 @@ fn show_version(v: &VersionRecord) -> Out {
         );
     }
     Ok(f.print()?)
-}
-
-fn relation(r: &modelreg::Relation) -> String {
-    serde_json::to_value(r)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
 }
 
 fn print_diff(d: &modelreg::VersionDiff) -> Out {
@@ -1127,21 +1102,8 @@ fn tree(g: &LineageSubgraph) -> String {
     ) {
         let node = &g.nodes()[i];
         let how = match how {
-            Some(LineageEdgeKind::Parent { relation: r }) => format!(" ({})", relation(&r)),
-            Some(LineageEdgeKind::Dataset { role }) => format!(
-                " ({} data)",
-                serde_json::to_value(role)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default()
-            ),
-            Some(LineageEdgeKind::Code { dirty }) => {
-                if dirty {
-                    " (code, dirty)".into()
-                } else {
-                    " (code)".into()
-                }
-            }
+            Some(kind @ LineageEdgeKind::Dataset { .. }) => format!(" ({kind} data)"),
+            Some(kind) => format!(" ({kind})"),
             None => String::new(),
         };
         let again = !seen.insert(i);

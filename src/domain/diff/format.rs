@@ -4,7 +4,6 @@
 use std::fmt::{self, Write as _};
 
 use super::{MapDiff, MetricVerdict, OverallVerdict, VersionDiff, VersionSummary};
-use crate::domain::lineage::role_name;
 use crate::domain::record::{CodeRef, DatasetRef, Goal, HyperValue};
 
 impl fmt::Display for MetricVerdict {
@@ -227,7 +226,7 @@ impl VersionDiff {
                 t.row(vec![
                     "~".into(),
                     c.a.name.clone(),
-                    role_name(c.a.role).into(),
+                    c.a.role.as_str().into(),
                     dataset_label(&c.a),
                     dataset_label(&c.b),
                 ]);
@@ -236,7 +235,7 @@ impl VersionDiff {
                 t.row(vec![
                     "+".into(),
                     d.name.clone(),
-                    role_name(d.role).into(),
+                    d.role.as_str().into(),
                     "-".into(),
                     dataset_label(d),
                 ]);
@@ -245,7 +244,7 @@ impl VersionDiff {
                 t.row(vec![
                     "-".into(),
                     d.name.clone(),
-                    role_name(d.role).into(),
+                    d.role.as_str().into(),
                     dataset_label(d),
                     "-".into(),
                 ]);

@@ -235,32 +235,12 @@ impl fmt::Display for LineageEdgeKind {
     /// `fine_tuned_from`, `train`, `code` or `code (dirty)`: the serialized names.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = match self {
-            LineageEdgeKind::Parent { relation } => relation_name(*relation),
-            LineageEdgeKind::Dataset { role } => role_name(*role),
+            LineageEdgeKind::Parent { relation } => relation.as_str(),
+            LineageEdgeKind::Dataset { role } => role.as_str(),
             LineageEdgeKind::Code { dirty: false } => "code",
             LineageEdgeKind::Code { dirty: true } => "code (dirty)",
         };
         f.pad(s)
-    }
-}
-
-fn relation_name(r: Relation) -> &'static str {
-    match r {
-        Relation::FineTunedFrom => "fine_tuned_from",
-        Relation::DistilledFrom => "distilled_from",
-        Relation::QuantizedFrom => "quantized_from",
-        Relation::RetrainedFrom => "retrained_from",
-        Relation::DerivedFrom => "derived_from",
-    }
-}
-
-pub(crate) fn role_name(r: DatasetRole) -> &'static str {
-    match r {
-        DatasetRole::Train => "train",
-        DatasetRole::Validation => "validation",
-        DatasetRole::Eval => "eval",
-        DatasetRole::Test => "test",
-        DatasetRole::Other => "other",
     }
 }
 
