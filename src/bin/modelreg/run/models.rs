@@ -1,0 +1,142 @@
+//! `modelreg model …`.
+
+use super::*;
+
+pub(super) async fn model(ctx: &Ctx, cmd: ModelCmd) -> Out {
+    match cmd {
+        ModelCmd::List => {
+            let models = ctx.registry.model_summaries().await?;
+            if ctx.json {
+                return Ok(output::json(&models)?);
+            }
+            let mut t = Table::new(&[
+                "MODEL",
+                "VERSIONS",
+                "PRODUCTION",
+                "LATEST",
+                "ALIASES",
+                "UPDATED",
+            ]);
+            for m in &models {
+                t.row(vec![
+                    m.name.to_string(),
+                    m.versions.to_string(),
+                    m.production.map(|v| v.to_string()).unwrap_or_default(),
+                    m.latest.map(|v| v.to_string()).unwrap_or_default(),
+                    output::pairs(m.aliases.iter()),
+                    output::time(m.updated_at),
+                ]);
+            }
+            t.print()?;
+            Ok(())
+        }
+        ModelCmd::Show { model } => {
+            let state = ctx.registry.model(model.as_str()).await?;
+            if ctx.json {
+                return Ok(output::json(&state)?);
+            }
+            show_model(&state)
+        }
+        ModelCmd::Create {
+            model,
+            description,
+            tags,
+            metric_goals,
+            exist_ok,
+        } => {
+            let mut options = CreateModel::new();
+            if let Some(d) = description {
+                options = options.description(d);
+            }
+            for (k, v) in parse::tags(&tags)? {
+                options = options.tag(k.as_str(), v);
+            }
+            for g in &metric_goals {
+                let (name, spec) = parse::metric_goal(g)?;
+                options = options.metric(name, spec);
+            }
+            let session = ctx.session()?;
+            let state = if exist_ok {
+                session.ensure_model(model.as_str(), options).await?
+            } else {
+                session.create_model(model.as_str(), options).await?
+            };
+            if ctx.json {
+                return Ok(output::json(&state)?);
+            }
+            ctx.note(format!("model {} (by {})", state.name(), session.actor()));
+            Ok(())
+        }
+        ModelCmd::Tag { model, set, remove } => {
+            let state = ctx
+                .session()?
+                .set_model_tags(
+                    model.as_str(),
+                    parse::tags(&set)?,
+                    parse::tag_keys(&remove)?,
+                )
+                .await?;
+            if ctx.json {
+                return Ok(output::json(&state)?);
+            }
+            ctx.note(format!(
+                "tags of {}: {}",
+                state.name(),
+                output::pairs(state.tags().iter())
+            ));
+            Ok(())
+        }
+    }
+}
+
+fn show_model(state: &ModelState) -> Out {
+    let mut f = Fields::default();
+    f.add("model", state.name().to_string())
+        .add("description", state.description())
+        .add(
+            "created",
+            format!(
+                "{} by {}",
+                output::time(state.created_at()),
+                state.created_by()
+            ),
+        )
+        .add("updated", output::time(state.updated_at()))
+        .add("versions", state.versions().len().to_string())
+        .add(
+            "production",
+            state
+                .production()
+                .map(|v| v.number.to_string())
+                .unwrap_or_else(|| "none".into()),
+        )
+        .add("tags", output::pairs(state.tags().iter()))
+        .add(
+            "metric goals",
+            output::pairs(state.metric_specs().iter().map(|(k, s)| (k, s.goal))),
+        )
+        .add(
+            "aliases",
+            output::pairs(state.aliases().iter().map(|(a, t)| (a, t.version))),
+        );
+    for stage in [Stage::Staging, Stage::Validation, Stage::Production] {
+        let in_stage: Vec<String> = state
+            .versions()
+            .iter()
+            .filter(|v| v.stage == stage)
+            .map(|v| v.number.to_string())
+            .collect();
+        f.add(format!("in {stage}"), in_stage.join(", "));
+    }
+    if let Some(split) = state.traffic_split() {
+        f.add(
+            "traffic split",
+            output::pairs(split.routes().iter().map(|r| (&r.target, r.weight))),
+        );
+    }
+    let gates = state.gates();
+    if !gates.is_empty() {
+        f.add("gates", serde_json::to_string(gates).unwrap_or_default());
+    }
+    Ok(f.print()?)
+}
