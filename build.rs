@@ -5,7 +5,10 @@
 //!
 //! - `modelreg_s3`: `MODELREG_TEST_S3_URL` is set (not empty) and the `aws` feature
 //!   is on;
-//! - `modelreg_azure`: `MODELREG_TEST_AZURE_URL` is set and the `azure` feature is on.
+//! - `modelreg_azure`: `MODELREG_TEST_AZURE_URL` is set and the `azure` feature is on;
+//! - `modelreg_pyclients`: `MODELREG_TEST_PYTHON` is set (a Python with the real
+//!   `huggingface_hub` and `mlflow` clients, installed by `.ci/run`) and the
+//!   `serve` feature is on.
 //!
 //! The server tests carry `#[cfg_attr(not(modelreg_s3), ignore = "…")]`; see
 //! `tests/common/servers.rs` for the variables and for the test that fails in CI
@@ -15,12 +18,18 @@ fn main() {
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rustc-check-cfg=cfg(modelreg_s3)");
     println!("cargo::rustc-check-cfg=cfg(modelreg_azure)");
+    println!("cargo::rustc-check-cfg=cfg(modelreg_pyclients)");
     for (var, feature, cfg) in [
         ("MODELREG_TEST_S3_URL", "CARGO_FEATURE_AWS", "modelreg_s3"),
         (
             "MODELREG_TEST_AZURE_URL",
             "CARGO_FEATURE_AZURE",
             "modelreg_azure",
+        ),
+        (
+            "MODELREG_TEST_PYTHON",
+            "CARGO_FEATURE_SERVE",
+            "modelreg_pyclients",
         ),
     ] {
         println!("cargo::rerun-if-env-changed={var}");

@@ -279,6 +279,8 @@ pub(crate) mod hashing;
 mod offload;
 mod progress;
 mod registry;
+#[cfg(feature = "serve")]
+pub mod server;
 pub mod store;
 
 /// The on-disk and on-the-wire formats, for tools that read a registry's stored

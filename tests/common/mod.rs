@@ -35,6 +35,8 @@ pub fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
 pub mod backends;
 pub mod children;
 pub mod faulty_store;
+#[cfg(feature = "serve")]
+pub mod http;
 pub mod lifecycle_suite;
 pub mod registry_suite;
 pub mod servers;

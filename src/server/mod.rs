@@ -1,0 +1,259 @@
+//! `modelreg serve`: one HTTP server over a [`Registry`], reachable from every
+//! language (feature `serve`).
+//!
+//! What it serves, all from the same process and the same registry:
+//! - a REST JSON API under `/api/v1/` for frontends and scripts;
+//! - the Hugging Face Hub download path, so `HF_ENDPOINT=http://host:port`
+//!   makes `huggingface_hub.snapshot_download("fraud", revision="production")`
+//!   fetch a version;
+//! - a subset of the MLflow model-registry API under `/api/2.0/mlflow/`, so
+//!   `MlflowClient` and `models:/name@alias` URIs work (tracking — runs,
+//!   experiments — is not served).
+//!
+//! The server adds no storage and no rule: every request goes through the
+//! same [`Registry`] calls, validation and gates as an in-process caller.
+//! Several servers may run over the same bucket.
+//!
+//! Access is by bearer token ([`Tokens`], [`Role`]). Without tokens the
+//! server is read-only, and `modelreg serve` then listens on loopback only.
+//!
+//! ```no_run
+//! # async fn run() -> modelreg::Result<()> {
+//! use modelreg::Registry;
+//! use modelreg::server::{Server, ServerOptions, Tokens};
+//!
+//! let registry = Registry::open_local("./registry").await?;
+//! let tokens = Tokens::parse("ci@example.com:writer:0123456789abcdef0123")?;
+//! let server = Server::new(registry, ServerOptions::new().tokens(tokens));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await
+//!     .map_err(|e| modelreg::Error::io("127.0.0.1:8080", e))?;
+//! server.serve(listener, std::future::pending()).await
+//!     .map_err(|e| modelreg::Error::io("127.0.0.1:8080", e))?;
+//! # Ok(()) }
+//! ```
+
+mod auth;
+mod error;
+mod files;
+mod hf;
+mod mlflow;
+mod rest;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Request};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use tokio::sync::Semaphore;
+
+pub use auth::{Caller, Role, Tokens};
+pub use error::{ApiError, ApiResult};
+
+use crate::Registry;
+
+/// How a [`Server`] behaves: tokens and limits.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    tokens: Tokens,
+    max_json_bytes: usize,
+    max_upload_bytes: u64,
+    uploads: usize,
+    request_timeout: Duration,
+    staging: Option<PathBuf>,
+    verify_downloads: bool,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            tokens: Tokens::none(),
+            max_json_bytes: 1 << 20,
+            max_upload_bytes: 1 << 40,
+            uploads: 4,
+            request_timeout: Duration::from_secs(60),
+            staging: None,
+            verify_downloads: true,
+        }
+    }
+}
+
+impl ServerOptions {
+    /// No tokens (read-only), 1 MiB JSON bodies, 1 TiB uploads, 4 uploads at
+    /// once, 60 s for requests other than transfers, downloads verified.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Who may do what. Without tokens every write is refused.
+    pub fn tokens(mut self, tokens: Tokens) -> Self {
+        self.tokens = tokens;
+        self
+    }
+
+    /// The largest JSON request body accepted (413 beyond it).
+    pub fn max_json_bytes(mut self, bytes: usize) -> Self {
+        self.max_json_bytes = bytes;
+        self
+    }
+
+    /// The largest upload accepted, all files of one request together (413
+    /// beyond it; what was received is discarded).
+    pub fn max_upload_bytes(mut self, bytes: u64) -> Self {
+        self.max_upload_bytes = bytes;
+        self
+    }
+
+    /// How many uploads may stream at once; more wait their turn.
+    pub fn concurrent_uploads(mut self, n: usize) -> Self {
+        self.uploads = n.max(1);
+        self
+    }
+
+    /// The time limit of requests other than file transfers (uploads and
+    /// downloads run as long as bytes flow).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Where uploads are staged before they are registered (default: the
+    /// system's temporary directory). On the registry's filesystem, a local
+    /// registry links staged files instead of copying them.
+    pub fn staging_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.staging = Some(dir.into());
+        self
+    }
+
+    /// Whether whole-file downloads are hashed as they stream (default on): a
+    /// blob that no longer matches its digest is cut off before its last
+    /// byte instead of being handed out.
+    pub fn verify_downloads(mut self, verify: bool) -> Self {
+        self.verify_downloads = verify;
+        self
+    }
+}
+
+/// What every handler shares.
+pub(crate) type State = Arc<Shared>;
+
+pub(crate) struct Shared {
+    pub(crate) registry: Registry,
+    pub(crate) tokens: Tokens,
+    pub(crate) options: ServerOptions,
+    pub(crate) uploads: Semaphore,
+}
+
+impl Shared {
+    /// Whether writes are refused because no token is configured.
+    pub(crate) fn read_only(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// Where uploads are staged.
+    pub(crate) fn staging_dir(&self) -> PathBuf {
+        self.options
+            .staging
+            .clone()
+            .unwrap_or_else(std::env::temp_dir)
+    }
+}
+
+/// The HTTP server: the routes of every API over one registry.
+pub struct Server {
+    state: State,
+}
+
+impl Server {
+    /// A server over `registry`.
+    pub fn new(registry: Registry, options: ServerOptions) -> Self {
+        let uploads = Semaphore::new(options.uploads);
+        Server {
+            state: Arc::new(Shared {
+                registry,
+                tokens: options.tokens.clone(),
+                options,
+                uploads,
+            }),
+        }
+    }
+
+    /// Whether the server refuses every write (no token configured).
+    pub fn read_only(&self) -> bool {
+        self.state.read_only()
+    }
+
+    /// Every route, ready to be served or nested into a larger application.
+    pub fn router(&self) -> Router {
+        let state = self.state.clone();
+        Router::new()
+            .merge(rest::routes(&state))
+            .merge(hf::routes(&state))
+            .merge(mlflow::routes(&state))
+            .fallback(unknown_route)
+            .layer(middleware::from_fn_with_state(
+                state.clone(),
+                require_reader,
+            ))
+            .layer(DefaultBodyLimit::max(state.options.max_json_bytes))
+            .with_state(state)
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then stops accepting
+    /// connections and waits for the requests in flight. An upload that has
+    /// not finished when the process exits leaves nothing behind: a version
+    /// appears only once all of its files are stored.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
+
+/// Every route needs at least the reader role; writes check more in their
+/// handlers.
+async fn require_reader(
+    axum::extract::State(state): axum::extract::State<State>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let caller = match Caller::from_request_parts(&mut parts, &state).await {
+        Ok(caller) => caller,
+        Err(e) => return dialect_error(parts.uri.path(), e),
+    };
+    if let Err(e) = caller.require(Role::Reader, false) {
+        return dialect_error(parts.uri.path(), e);
+    }
+    next.run(Request::from_parts(parts, body)).await
+}
+
+/// An error in the shape the client of `path`'s API expects.
+fn dialect_error(path: &str, e: ApiError) -> Response {
+    if mlflow::owns(path) {
+        mlflow::error_response(e)
+    } else if hf::owns(path) {
+        hf::error_response(e, None)
+    } else {
+        e.into_response()
+    }
+}
+
+async fn unknown_route(request: Request) -> Response {
+    let path = request.uri().path().to_owned();
+    dialect_error(
+        &path,
+        ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no route for {} {path}", request.method()),
+        ),
+    )
+}
