@@ -18,22 +18,22 @@
 //! server is read-only, and `modelreg serve` then listens on loopback only.
 //!
 //! ```no_run
-//! # async fn run() -> modelreg::Result<()> {
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use modelreg::Registry;
 //! use modelreg::server::{Server, ServerOptions, Tokens};
 //!
 //! let registry = Registry::open_local("./registry").await?;
 //! let tokens = Tokens::parse("ci@example.com:writer:0123456789abcdef0123")?;
 //! let server = Server::new(registry, ServerOptions::new().tokens(tokens));
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await
-//!     .map_err(|e| modelreg::Error::io("127.0.0.1:8080", e))?;
-//! server.serve(listener, std::future::pending()).await
-//!     .map_err(|e| modelreg::Error::io("127.0.0.1:8080", e))?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! // Until Ctrl-C; requests in flight finish first.
+//! server.serve(listener, async { tokio::signal::ctrl_c().await.unwrap_or(()) }).await?;
 //! # Ok(()) }
 //! ```
 
 mod auth;
 mod error;
+mod extract;
 mod files;
 mod hf;
 mod mlflow;

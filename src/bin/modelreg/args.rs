@@ -95,6 +95,9 @@ pub enum Command {
     Gc(GcArgs),
     /// Prints a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(CompletionsArgs),
+    /// Serves the registry over HTTP: REST JSON, Hugging Face downloads, the MLflow registry API.
+    #[cfg(feature = "serve")]
+    Serve(ServeArgs),
 }
 
 /// `modelreg model …`
@@ -453,6 +456,47 @@ pub struct WatchArgs {
     /// Stop after this many lines (for scripts) [default: never].
     #[arg(long)]
     pub count: Option<usize>,
+}
+
+/// `modelreg serve …`
+#[cfg(feature = "serve")]
+#[derive(Debug, Args)]
+#[command(after_long_help = "\
+Routes:
+  /api/v1/...                   REST JSON (models, versions, files, history, lineage, compare, splits)
+  /api/models/NAME/...          Hugging Face Hub downloads: HF_ENDPOINT=http://HOST:PORT
+  /NAME/resolve/REV/PATH          (huggingface_hub, hf-hub; REV = production, an alias, 7, 1.4.0, a commit id)
+  /api/2.0/mlflow/...           MLflow model registry: MlflowClient(tracking_uri=\"http://HOST:PORT\")
+
+Access:
+  Bearer tokens, each with a role: reader, writer (register, tag, transition, alias, split,
+  rollback), approver (also approve and reject), admin (everything). Give them as
+  MODELREG_SERVE_TOKENS=\"identity:role:token,...\" or --tokens-file FILE (JSON:
+  {\"tokens\":[{\"identity\":..,\"role\":..,\"token\":..}],\"anonymous_read\":false}).
+  The audit trail records the token's identity as the actor.
+  Without tokens the server is read-only and listens on loopback addresses only.
+
+Stops on Ctrl-C or SIGTERM: new connections are refused and requests in flight finish
+(at most --shutdown-grace); an upload cut short registers nothing.")]
+pub struct ServeArgs {
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR:PORT")]
+    pub listen: String,
+    /// A JSON file of tokens (see below).
+    #[arg(long, env = "MODELREG_SERVE_TOKENS_FILE", value_name = "FILE")]
+    pub tokens_file: Option<std::path::PathBuf>,
+    /// Let requests without a token read (they never write).
+    #[arg(long)]
+    pub anonymous_read: bool,
+    /// The largest upload accepted, in bytes.
+    #[arg(long, default_value_t = 1 << 40, value_name = "BYTES")]
+    pub max_upload_bytes: u64,
+    /// Where uploads are staged [default: inside a local registry, else the system temp dir].
+    #[arg(long, value_name = "DIR")]
+    pub staging_dir: Option<std::path::PathBuf>,
+    /// How long requests in flight may take to finish after Ctrl-C, in seconds.
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    pub shutdown_grace: f64,
 }
 
 /// `modelreg gc …`

@@ -20,6 +20,8 @@ pub enum Failure {
     Interrupted(String),
     /// Writing the output failed (a closed pipe is not reported).
     Output(std::io::Error),
+    /// Something outside the registry failed (the server's socket).
+    Other(String),
 }
 
 /// The documented exit codes (`modelreg --help`, README "Command line").
@@ -65,7 +67,7 @@ impl Failure {
             Failure::Usage(_) => Kind::Usage,
             Failure::Problems(_) => Kind::Integrity,
             Failure::Interrupted(_) => Kind::Interrupted,
-            Failure::Output(_) => Kind::Error,
+            Failure::Output(_) | Failure::Other(_) => Kind::Error,
         }
     }
 
@@ -132,7 +134,7 @@ impl fmt::Display for Failure {
                 }
                 Ok(())
             }
-            Failure::Usage(m) | Failure::Interrupted(m) => f.write_str(m),
+            Failure::Usage(m) | Failure::Interrupted(m) | Failure::Other(m) => f.write_str(m),
             Failure::Problems(n) => write!(f, "check found {n} problem(s)"),
             Failure::Output(e) => write!(f, "writing the output failed: {e}"),
         }

@@ -6,6 +6,8 @@ mod audit;
 mod lifecycle;
 mod maintenance;
 mod models;
+#[cfg(feature = "serve")]
+mod serve;
 mod versions;
 
 use audit::{history, lineage, watch};
@@ -144,6 +146,8 @@ pub async fn run(cli: Cli) -> Out {
         Command::Watch(a) => watch(&ctx, a).await,
         Command::Check => check(&ctx).await,
         Command::Gc(a) => gc(&ctx, a).await,
+        #[cfg(feature = "serve")]
+        Command::Serve(a) => serve::serve(ctx, a, cli.registry.as_deref()).await,
         Command::Completions(_) => unreachable!("handled above"),
     }
 }
