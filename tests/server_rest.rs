@@ -747,3 +747,135 @@ async fn the_lifecycle_runs_through_rest_with_gates_and_token_identities() {
     assert_eq!(churn.len(), 1);
     assert_eq!(churn[0].actor.as_str(), "root@example.com");
 }
+
+/// Reads a server-sent-events response from `stream` until `want` events have
+/// arrived (or `secs` pass); returns `(id, event, data)` of each.
+fn read_sse(
+    stream: &mut std::net::TcpStream,
+    want: usize,
+    secs: u64,
+) -> Vec<(u64, String, String)> {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .expect("timeout");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let mut raw = String::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let events = parse_sse(&raw);
+        if events.len() >= want || std::time::Instant::now() > deadline {
+            return events;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => return parse_sse(&raw),
+            Ok(n) => raw.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(_) => {}
+        }
+    }
+}
+
+/// The complete events in a (chunked) SSE body read so far.
+fn parse_sse(raw: &str) -> Vec<(u64, String, String)> {
+    let mut out = Vec::new();
+    let (mut id, mut event, mut data) = (None, None, None);
+    for line in raw.lines() {
+        if let Some(v) = line
+            .strip_prefix("id: ")
+            .or_else(|| line.strip_prefix("id:"))
+        {
+            id = v.trim().parse().ok();
+        } else if let Some(v) = line
+            .strip_prefix("event: ")
+            .or_else(|| line.strip_prefix("event:"))
+        {
+            event = Some(v.trim().to_owned());
+        } else if let Some(v) = line
+            .strip_prefix("data: ")
+            .or_else(|| line.strip_prefix("data:"))
+        {
+            data = Some(v.to_owned());
+        }
+        if let (Some(i), Some(e), Some(d)) = (id, &event, &data) {
+            out.push((i, e.clone(), d.clone()));
+            (id, event, data) = (None, None, None);
+        }
+    }
+    out
+}
+
+fn open_sse(s: &Running, path: &str, extra: &str) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(s.addr).expect("connect");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {READER}\r\nAccept: text/event-stream\r\n{extra}\r\n"
+    )
+    .expect("request");
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_send_new_events_and_replay_after_last_event_id() {
+    let (_dir, registry) = seeded().await;
+    let seq = registry.model("fraud").await.expect("model").seq();
+    let s = start(
+        registry.clone(),
+        ServerOptions::new()
+            .tokens(tokens())
+            .poll_interval(std::time::Duration::from_millis(20)),
+    );
+    let addr = s.addr;
+    // A reconnecting client: everything after event 2, at once.
+    let replayed = tokio::task::spawn_blocking(move || {
+        let mut stream = open_sse(&s, "/api/v1/models/fraud/events", "Last-Event-ID: 2\r\n");
+        let events = read_sse(&mut stream, (seq - 2) as usize, 20);
+        (s, events)
+    })
+    .await
+    .expect("replay");
+    let (s, events) = replayed;
+    let ids: Vec<u64> = events.iter().map(|e| e.0).collect();
+    assert_eq!(ids, (3..=seq).collect::<Vec<_>>());
+    assert_eq!(events[0].1, "version_registered", "{events:?}");
+    let data: serde_json::Value = serde_json::from_str(&events[0].2).expect("JSON data");
+    assert_eq!(data["seq"], 3);
+
+    // A new client sees only what happens next.
+    let live = tokio::task::spawn_blocking(move || {
+        let mut stream = open_sse(&s, "/api/v1/models/fraud/events", "");
+        // Nothing old arrives (the poll interval is 20 ms).
+        let none = read_sse(&mut stream, 1, 1);
+        (s, stream, none)
+    });
+    let (s, mut stream, none) = live.await.expect("live");
+    assert!(none.is_empty(), "old events were sent: {none:?}");
+    registry
+        .acting_as(Actor::new("bob").expect("actor"))
+        .transition("fraud/2", Stage::Validation, "next")
+        .await
+        .expect("transition");
+    let events = tokio::task::spawn_blocking(move || read_sse(&mut stream, 1, 20))
+        .await
+        .expect("read");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].0, seq + 1);
+    assert_eq!(events[0].1, "stage_changed");
+    let data: serde_json::Value = serde_json::from_str(&events[0].2).expect("JSON");
+    assert_eq!(data["actor"], "bob");
+    let unknown = tokio::task::spawn_blocking(move || {
+        let auth = bearer(READER);
+        let r = request(
+            addr,
+            "GET",
+            "/api/v1/models/nope/events",
+            &[("Authorization", auth.as_str())],
+            b"",
+        );
+        drop(s);
+        r
+    })
+    .await
+    .expect("request");
+    assert_eq!(unknown.status, 404);
+}

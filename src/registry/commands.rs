@@ -352,6 +352,46 @@ impl Registry {
         .await
     }
 
+    /// At most `limit` events of a model after the event numbered `after`
+    /// (0: from the first), oldest first: how a follower catches up from
+    /// where it left off without reading the log from its start. An empty list
+    /// means nothing newer (the model must exist).
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use modelreg::*;
+    /// let registry = Registry::in_memory();
+    /// let me = registry.acting_as(Actor::new("alice")?);
+    /// me.create_model("fraud", CreateModel::new()).await?;
+    /// me.register("fraud", ArtifactSource::bytes("m.bin", "v1")?, NewVersion::new()).await?;
+    /// let newer = registry.events_after("fraud", 1, 100).await?;
+    /// assert_eq!(newer.iter().map(|e| e.seq).collect::<Vec<_>>(), [2]);
+    /// assert!(registry.events_after("fraud", 2, 100).await?.is_empty());
+    /// assert!(registry.events_after("nope", 0, 100).await.is_err());
+    /// # Ok::<(), modelreg::Error>(()) }).unwrap();
+    /// ```
+    pub async fn events_after(
+        &self,
+        model: impl IntoModelName,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        let model = model.into_model_name()?;
+        let mut events = Vec::new();
+        if limit > 0 {
+            self.read_log(&model, after, |event| {
+                events.push(event);
+                Ok(events.len() < limit)
+            })
+            .await?;
+        }
+        if events.is_empty() {
+            // Tell "nothing newer" from "no such model".
+            self.model(model).await?;
+        }
+        Ok(events)
+    }
+
     /// Every event of a model, oldest first: the raw log. See
     /// [`history`](Self::history) for the filtered audit trail.
     pub async fn events(&self, model: impl IntoModelName) -> Result<Vec<Event>> {

@@ -33,6 +33,7 @@
 
 mod auth;
 mod error;
+mod events;
 mod extract;
 mod files;
 mod hf;
@@ -65,6 +66,7 @@ pub struct ServerOptions {
     request_timeout: Duration,
     staging: Option<PathBuf>,
     verify_downloads: bool,
+    poll_interval: Duration,
 }
 
 impl Default for ServerOptions {
@@ -77,6 +79,7 @@ impl Default for ServerOptions {
             request_timeout: Duration::from_secs(60),
             staging: None,
             verify_downloads: true,
+            poll_interval: Duration::from_secs(1),
         }
     }
 }
@@ -125,6 +128,13 @@ impl ServerOptions {
     /// registry links staged files instead of copying them.
     pub fn staging_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.staging = Some(dir.into());
+        self
+    }
+
+    /// How often event streams (and webhooks) look for new events (default
+    /// 1 s): one read of each followed log's tail per interval.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval.max(Duration::from_millis(10));
         self
     }
 
@@ -191,6 +201,10 @@ impl Server {
         let state = self.state.clone();
         Router::new()
             .merge(rest::routes(&state))
+            .route(
+                "/api/v1/models/{model}/events",
+                axum::routing::get(events::stream),
+            )
             .merge(hf::routes(&state))
             .merge(mlflow::routes(&state))
             .fallback(unknown_route)

@@ -1,0 +1,125 @@
+//! Change notifications for every language: a server-sent-events stream of a
+//! model's events (`GET /api/v1/models/{model}/events`), what
+//! [`Registry::watch_model`](crate::Registry::watch_model) gives Rust callers.
+//!
+//! Each event is sent as `id: <seq>`, `event: <kind>` (`version_registered`,
+//! `stage_changed`, …) and `data: <the Event's JSON>`. A client that
+//! reconnects with `Last-Event-ID` (browsers' `EventSource` do) or `?after=N`
+//! gets every event after that one first, so none is missed; without either
+//! the stream starts at the next event. A failed read is sent as an `error`
+//! event and polling goes on.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State as AxumState;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures::stream::{BoxStream, Stream, StreamExt};
+use serde::Deserialize;
+
+use super::State;
+use super::error::{ApiError, ApiResult};
+use super::extract::{Path, Query};
+use crate::{Event, ModelName, Registry, WatchOptions};
+
+/// How many events one catch-up read takes.
+const BATCH: usize = 1000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StreamQuery {
+    /// Start after this event (as `Last-Event-ID` does).
+    after: Option<u64>,
+}
+
+/// `GET /api/v1/models/{model}/events` (see the module documentation).
+pub(crate) async fn stream(
+    AxumState(s): AxumState<State>,
+    Path(model): Path<String>,
+    Query(q): Query<StreamQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    let model = ModelName::new(&model)?;
+    let last_id = match headers.get("last-event-id") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| ApiError::bad_request("Last-Event-ID must be an event number"))?,
+        ),
+    };
+    let current = s.registry.model(model.clone()).await?.seq();
+    let after = last_id.or(q.after).unwrap_or(current);
+    let changes = s.registry.watch_model(
+        model.clone(),
+        WatchOptions::new().interval(s.options.poll_interval),
+    )?;
+    let follow = Follow {
+        registry: s.registry.clone(),
+        model,
+        after,
+        pending: VecDeque::new(),
+        changes,
+    };
+    let events = futures::stream::unfold(follow, |mut f| async move {
+        let item = f.next().await;
+        Some((Ok(item), f))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// A cursor over a model's log that waits for changes when it has caught up.
+struct Follow {
+    registry: Registry,
+    model: ModelName,
+    after: u64,
+    pending: VecDeque<Event>,
+    changes: BoxStream<'static, crate::Result<crate::ModelState>>,
+}
+
+impl Follow {
+    /// The next SSE event: a log event, or an `error` event.
+    async fn next(&mut self) -> SseEvent {
+        loop {
+            if let Some(e) = self.pending.pop_front() {
+                self.after = e.seq;
+                return to_sse(&e);
+            }
+            match self
+                .registry
+                .events_after(self.model.clone(), self.after, BATCH)
+                .await
+            {
+                Ok(batch) if !batch.is_empty() => {
+                    self.pending.extend(batch);
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => return SseEvent::default().event("error").data(e.to_string()),
+            }
+            // Caught up: wait until the watched state moves past the cursor.
+            loop {
+                match self.changes.next().await {
+                    Some(Ok(state)) if state.seq() > self.after => break,
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        return SseEvent::default().event("error").data(e.to_string());
+                    }
+                    // The watch never ends on its own; treat an end as a change.
+                    None => break,
+                }
+            }
+        }
+    }
+}
+
+fn to_sse(e: &Event) -> SseEvent {
+    let data = serde_json::to_string(e).unwrap_or_else(|_| "{}".to_owned());
+    SseEvent::default()
+        .id(e.seq.to_string())
+        .event(e.kind.name())
+        .data(data)
+}
