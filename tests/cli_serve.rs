@@ -113,6 +113,18 @@ fn it_serves_with_tokens_and_stops_on_sigterm() {
     assert_eq!(ok.status, 200);
     assert_eq!(ok.json()[0]["name"], "fraud");
 
+    // An open event stream must not hold the shutdown up.
+    let mut sse = std::net::TcpStream::connect(addr).expect("connect");
+    std::io::Write::write_all(
+        &mut sse,
+        b"GET /api/v1/models/fraud/events HTTP/1.1\r\nHost: x\r\n\
+          Authorization: Bearer reader-token-0123456789\r\n\r\n",
+    )
+    .expect("request");
+    let mut head = [0u8; 12];
+    std::io::Read::read_exact(&mut sse, &mut head).expect("the stream's status line");
+    assert_eq!(&head, b"HTTP/1.1 200");
+
     let pid = child.id().to_string();
     let killed = Command::new("kill")
         .args(["-TERM", &pid])
@@ -133,4 +145,9 @@ fn it_serves_with_tokens_and_stops_on_sigterm() {
     assert_eq!(status.code(), Some(0));
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(rest.iter().any(|l| l.contains("stopping")), "{rest:?}");
+    assert!(
+        !rest.iter().any(|l| l.contains("abandoned")),
+        "the event stream held the shutdown up: {rest:?}"
+    );
+    drop(sse);
 }

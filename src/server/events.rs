@@ -64,9 +64,14 @@ pub(crate) async fn stream(
         pending: VecDeque::new(),
         changes,
     };
+    let mut stopping = s.stopping.subscribe();
     let events = futures::stream::unfold(follow, |mut f| async move {
         let item = f.next().await;
         Some((Ok(item), f))
+    })
+    // Ends when the server shuts down, so it does not hold the shutdown up.
+    .take_until(async move {
+        let _ = stopping.wait_for(|stop| *stop).await;
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

@@ -155,6 +155,9 @@ pub(crate) struct Shared {
     pub(crate) tokens: Tokens,
     pub(crate) options: ServerOptions,
     pub(crate) uploads: Semaphore,
+    /// Set when the server starts shutting down: endless responses (event
+    /// streams) end so the graceful shutdown can finish.
+    pub(crate) stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl Shared {
@@ -187,6 +190,7 @@ impl Server {
                 tokens: options.tokens.clone(),
                 options,
                 uploads,
+                stopping: tokio::sync::watch::Sender::new(false),
             }),
         }
     }
@@ -225,8 +229,12 @@ impl Server {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let state = self.state.clone();
         axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                state.stopping.send_replace(true);
+            })
             .await
     }
 }

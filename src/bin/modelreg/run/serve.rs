@@ -64,24 +64,25 @@ pub(super) async fn serve(ctx: Ctx, a: ServeArgs, location: Option<&str>) -> Out
             "  Hugging Face: HF_ENDPOINT=http://{bound}   MLflow: MlflowClient(tracking_uri=\"http://{bound}\")   REST: http://{bound}/api/v1/models"
         );
     }
+    let grace = Duration::from_secs_f64(a.shutdown_grace.max(0.0));
+    let quiet = ctx.quiet;
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         shutdown_signal().await;
+        if !quiet {
+            eprintln!("modelreg serve: stopping; waiting up to {grace:?} for requests in flight");
+        }
         let _ = stopped_tx.send(());
     };
-    let grace = Duration::from_secs_f64(a.shutdown_grace.max(0.0));
     let serving = server.serve(listener, shutdown);
     tokio::pin!(serving);
     tokio::select! {
         r = &mut serving => r.map_err(|e| Failure::Other(format!("serving on {bound} failed: {e}")))?,
         _ = async {
             let _ = stopped_rx.await;
-            if !ctx.quiet {
-                eprintln!("modelreg serve: stopping; waiting up to {grace:?} for requests in flight");
-            }
             tokio::time::sleep(grace).await;
         } => {
-            if !ctx.quiet {
+            if !quiet {
                 eprintln!("modelreg serve: requests still in flight after {grace:?} were abandoned");
             }
         }
