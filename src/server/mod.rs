@@ -39,6 +39,7 @@ mod files;
 mod hf;
 mod mlflow;
 mod rest;
+mod webhooks;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -53,6 +54,7 @@ use tokio::sync::Semaphore;
 
 pub use auth::{Caller, Role, Tokens};
 pub use error::{ApiError, ApiResult};
+pub use webhooks::{Webhook, webhook_signature};
 
 use crate::Registry;
 
@@ -67,6 +69,7 @@ pub struct ServerOptions {
     staging: Option<PathBuf>,
     verify_downloads: bool,
     poll_interval: Duration,
+    webhooks: Vec<Webhook>,
 }
 
 impl Default for ServerOptions {
@@ -80,6 +83,7 @@ impl Default for ServerOptions {
             staging: None,
             verify_downloads: true,
             poll_interval: Duration::from_secs(1),
+            webhooks: Vec::new(),
         }
     }
 }
@@ -138,6 +142,16 @@ impl ServerOptions {
         self
     }
 
+    /// Webhooks to call on new events (see [`Webhook`]); each is checked
+    /// here. They run while [`Server::serve`] does.
+    pub fn webhooks(mut self, hooks: Vec<Webhook>) -> crate::Result<Self> {
+        for h in &hooks {
+            h.check()?;
+        }
+        self.webhooks = hooks;
+        Ok(self)
+    }
+
     /// Whether whole-file downloads are hashed as they stream (default on): a
     /// blob that no longer matches its digest is cut off before its last
     /// byte instead of being handed out.
@@ -158,6 +172,8 @@ pub(crate) struct Shared {
     /// Set when the server starts shutting down: endless responses (event
     /// streams) end so the graceful shutdown can finish.
     pub(crate) stopping: tokio::sync::watch::Sender<bool>,
+    /// The webhooks, once [`Server::serve`] started them.
+    pub(crate) hooks: std::sync::OnceLock<Arc<webhooks::Hooks>>,
 }
 
 impl Shared {
@@ -191,6 +207,7 @@ impl Server {
                 options,
                 uploads,
                 stopping: tokio::sync::watch::Sender::new(false),
+                hooks: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -209,6 +226,7 @@ impl Server {
                 "/api/v1/models/{model}/events",
                 axum::routing::get(events::stream),
             )
+            .route("/api/v1/webhooks", axum::routing::get(webhook_status))
             .merge(hf::routes(&state))
             .merge(mlflow::routes(&state))
             .fallback(unknown_route)
@@ -230,6 +248,14 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let state = self.state.clone();
+        state.hooks.get_or_init(|| {
+            webhooks::Hooks::start(
+                state.registry.clone(),
+                state.options.webhooks.clone(),
+                state.options.poll_interval,
+                state.stopping.subscribe(),
+            )
+        });
         axum::serve(listener, self.router())
             .with_graceful_shutdown(async move {
                 shutdown.await;
@@ -237,6 +263,18 @@ impl Server {
             })
             .await
     }
+}
+
+/// `GET /api/v1/webhooks` (admin): each hook (never its secret) with its
+/// counts and its latest deliveries and failures.
+async fn webhook_status(
+    axum::extract::State(state): axum::extract::State<State>,
+    caller: Caller,
+) -> ApiResult<axum::Json<Vec<serde_json::Value>>> {
+    caller.require(Role::Admin, false)?;
+    Ok(axum::Json(
+        state.hooks.get().map(|h| h.status()).unwrap_or_default(),
+    ))
 }
 
 /// Every route needs at least the reader role; writes check more in their

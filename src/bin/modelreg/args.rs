@@ -476,6 +476,10 @@ Access:
   The audit trail records the token's identity as the actor.
   Without tokens the server is read-only and listens on loopback addresses only.
 
+Webhooks (--webhooks FILE): each new event of the chosen kinds and models is POSTed as JSON,
+signed with X-Modelreg-Signature-256: sha256=HMAC(secret, body), retried with backoff;
+GET /api/v1/webhooks (admin) shows each delivery and failure.
+
 Stops on Ctrl-C or SIGTERM: new connections are refused and requests in flight finish
 (at most --shutdown-grace); an upload cut short registers nothing.")]
 pub struct ServeArgs {
@@ -488,6 +492,9 @@ pub struct ServeArgs {
     /// Let requests without a token read (they never write).
     #[arg(long)]
     pub anonymous_read: bool,
+    /// A JSON file of webhooks: [{"url","secret","events":[kinds],"models":[names]}].
+    #[arg(long, env = "MODELREG_SERVE_WEBHOOKS_FILE", value_name = "FILE")]
+    pub webhooks: Option<std::path::PathBuf>,
     /// The largest upload accepted, in bytes.
     #[arg(long, default_value_t = 1 << 40, value_name = "BYTES")]
     pub max_upload_bytes: u64,

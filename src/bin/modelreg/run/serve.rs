@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use modelreg::server::{Server, ServerOptions, Tokens};
+use modelreg::server::{Server, ServerOptions, Tokens, Webhook};
 
 use super::*;
 use crate::args::ServeArgs;
@@ -36,6 +36,13 @@ pub(super) async fn serve(ctx: Ctx, a: ServeArgs, location: Option<&str>) -> Out
     let mut options = ServerOptions::new()
         .tokens(tokens)
         .max_upload_bytes(a.max_upload_bytes);
+    if let Some(file) = &a.webhooks {
+        let text = std::fs::read(file)
+            .map_err(|e| Failure::Usage(format!("--webhooks {}: {e}", file.display())))?;
+        let hooks: Vec<Webhook> = serde_json::from_slice(&text)
+            .map_err(|e| Failure::Usage(format!("--webhooks {}: {e}", file.display())))?;
+        options = options.webhooks(hooks)?;
+    }
     // Staged uploads on the registry's own filesystem are linked into the store
     // rather than copied.
     let staging = a.staging_dir.clone().or_else(|| {
