@@ -879,3 +879,70 @@ async fn event_streams_send_new_events_and_replay_after_last_event_id() {
     .expect("request");
     assert_eq!(unknown.status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_request_times_out_and_hostile_headers_are_refused() {
+    let (_dir, registry) = seeded().await;
+    let before = registry.model("fraud").await.expect("model").seq();
+    let s = start(
+        registry.clone(),
+        ServerOptions::new()
+            .tokens(tokens())
+            .request_timeout(std::time::Duration::from_millis(300)),
+    );
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        // Announces 40 bytes of JSON, sends 5, then stalls.
+        let mut c = std::net::TcpStream::connect(s.addr).expect("connect");
+        write!(
+            c,
+            "POST /api/v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {WRITER}\r\n\
+             Content-Type: application/json\r\nContent-Length: 40\r\n\r\n{{\"nam"
+        )
+        .expect("write");
+        c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .expect("timeout");
+        let mut answer = vec![0u8; 512];
+        let n = c
+            .read(&mut answer)
+            .expect("an answer before the client gives up");
+        let text = String::from_utf8_lossy(&answer[..n]);
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+        assert!(text.contains("\"timeout\""), "{text}");
+
+        // A header block far beyond any real client's is refused.
+        let huge = "a".repeat(1 << 20);
+        let r = request(
+            s.addr,
+            "GET",
+            "/api/v1/models",
+            &[("X-Huge", huge.as_str())],
+            b"",
+        );
+        assert!((400..500).contains(&r.status), "{}", r.status);
+        // A control character in a header is refused by the HTTP parser; a
+        // token that is not ASCII text is a 401.
+        let r = request(
+            s.addr,
+            "GET",
+            "/api/v1/models",
+            &[("Authorization", "Bearer \u{1}")],
+            b"",
+        );
+        assert_eq!(r.status, 400);
+        let r = request(
+            s.addr,
+            "GET",
+            "/api/v1/models",
+            &[("Authorization", "Bearer é-token-0123456789")],
+            b"",
+        );
+        assert_eq!(r.status, 401);
+        // And the server still answers.
+        let r = get(&s, "/api/v1/models", Some(READER));
+        assert_eq!(r.status, 200);
+    })
+    .await
+    .expect("requests");
+    assert_eq!(registry.model("fraud").await.expect("model").seq(), before);
+}

@@ -16,8 +16,8 @@ pub struct ApiError {
     /// The HTTP status.
     pub status: StatusCode,
     /// A stable name for programs: `not_found`, `conflict`, `refused`,
-    /// `invalid_input`, `unauthorized`, `forbidden`, `too_large`, `integrity`,
-    /// `unavailable`, `internal`.
+    /// `invalid_input`, `unauthorized`, `forbidden`, `too_large`, `timeout`,
+    /// `integrity`, `unavailable`, `internal`.
     pub kind: &'static str,
     /// What went wrong, in one line.
     pub message: String,

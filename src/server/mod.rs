@@ -230,6 +230,7 @@ impl Server {
             .merge(hf::routes(&state))
             .merge(mlflow::routes(&state))
             .fallback(unknown_route)
+            .layer(middleware::from_fn_with_state(state.clone(), time_limit))
             .layer(middleware::from_fn_with_state(
                 state.clone(),
                 require_reader,
@@ -275,6 +276,43 @@ async fn webhook_status(
     Ok(axum::Json(
         state.hooks.get().map(|h| h.status()).unwrap_or_default(),
     ))
+}
+
+/// Requests other than file uploads must be answered within
+/// `request_timeout` (a slow or stalled client cannot hold a task and its
+/// memory for ever); an upload runs as long as its bytes flow. Responses
+/// stream after this: a download's body is not limited.
+async fn time_limit(
+    axum::extract::State(state): axum::extract::State<State>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let upload = request
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("multipart/") || t.starts_with("application/octet-stream"))
+        || (request.method() == axum::http::Method::PUT
+            && request
+                .uri()
+                .path()
+                .starts_with("/api/2.0/mlflow-artifacts/"));
+    if upload {
+        return next.run(request).await;
+    }
+    let path = request.uri().path().to_owned();
+    let limit = state.options.request_timeout;
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => dialect_error(
+            &path,
+            ApiError::new(
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                format!("the request was not complete within {limit:?}"),
+            ),
+        ),
+    }
 }
 
 /// Every route needs at least the reader role; writes check more in their
