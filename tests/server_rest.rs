@@ -946,3 +946,92 @@ async fn a_stalled_request_times_out_and_hostile_headers_are_refused() {
     .expect("requests");
     assert_eq!(registry.model("fraud").await.expect("model").seq(), before);
 }
+
+/// Two servers over one registry location, as behind a load balancer: what is
+/// uploaded through one is read, downloaded and promoted through the other.
+async fn two_servers_share_one_registry(
+    open: impl Fn() -> futures::future::BoxFuture<'static, Registry>,
+) {
+    let a = start(open().await, ServerOptions::new().tokens(tokens()));
+    let b = start(open().await, ServerOptions::new().tokens(tokens()));
+    let weights = payload(2 << 20, 9);
+    let w2 = weights.clone();
+    tokio::task::spawn_blocking(move || {
+        let (ct, body) = multipart(&[
+            ("metadata", None, br#"{"metrics":{"auc":0.9}}"#),
+            ("file", Some("model.bin"), &w2),
+        ]);
+        let auth = bearer(WRITER);
+        let r = request(
+            a.addr,
+            "POST",
+            "/api/v1/models/shared/versions",
+            &[
+                ("Authorization", auth.as_str()),
+                ("Content-Type", ct.as_str()),
+            ],
+            &body,
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        let got = get(
+            &b,
+            "/api/v1/models/shared/versions/1/files/model.bin",
+            Some(READER),
+        );
+        assert_eq!(got.status, 200);
+        assert!(got.complete);
+        assert_eq!(got.body, w2);
+        let r = send(
+            &b,
+            "POST",
+            "/api/v1/models/shared/versions/1/promote",
+            Some(WRITER),
+            r#"{"to":"production"}"#,
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        // The first server sees the promotion made through the second.
+        let v = get(
+            &a,
+            "/api/v1/models/shared/versions/production",
+            Some(READER),
+        )
+        .json();
+        assert_eq!(v["number"], 1);
+        let history = get(&a, "/api/v1/models/shared/history", Some(READER)).json();
+        let actors: Vec<&str> = history["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .filter_map(|e| e["actor"].as_str())
+            .collect();
+        assert!(actors.iter().all(|a| *a == "wes@example.com"), "{actors:?}");
+    })
+    .await
+    .expect("requests");
+    let _ = weights;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_over_one_local_registry() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("reg");
+    two_servers_share_one_registry(move || {
+        let path = path.clone();
+        Box::pin(async move { Registry::open_local(path).await.expect("open") })
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(modelreg_s3),
+    ignore = "needs MODELREG_TEST_S3_URL and the aws feature (tests/common/servers.rs)"
+)]
+async fn two_servers_over_one_s3_registry() {
+    let url = common::servers::Server::S3.unique_url();
+    two_servers_share_one_registry(move || {
+        let url = url.clone();
+        Box::pin(async move { Registry::open_url(&url).await.expect("open") })
+    })
+    .await;
+}
