@@ -1035,3 +1035,26 @@ async fn two_servers_over_one_s3_registry() {
     })
     .await;
 }
+
+/// In CI the real Hugging Face and MLflow clients must be there: their tests
+/// are ignored without them, which must not pass unnoticed.
+#[test]
+fn python_clients_configured_in_ci() {
+    if !common::servers::in_ci() {
+        return;
+    }
+    assert!(
+        cfg!(modelreg_pyclients),
+        "CI is set but MODELREG_TEST_PYTHON was not set when the tests were built, so the \
+         huggingface_hub and mlflow client tests are ignored; .ci/run installs them"
+    );
+    let out = std::process::Command::new(common::http::python())
+        .args(["-c", "import huggingface_hub, mlflow; print('ok')"])
+        .output()
+        .expect("run the clients' python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
