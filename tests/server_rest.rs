@@ -1058,3 +1058,57 @@ fn python_clients_configured_in_ci() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_cut_off_mid_body_registers_nothing_and_leaves_nothing() {
+    let (dir, registry) = seeded().await;
+    let staging = dir.path().join("staging");
+    let s = start(
+        registry.clone(),
+        ServerOptions::new().tokens(tokens()).staging_dir(&staging),
+    );
+    let staging2 = staging.clone();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let big = payload(8 << 20, 3);
+        let (ct, body) = multipart(&[("file", Some("model.bin"), &big)]);
+        let mut c = std::net::TcpStream::connect(s.addr).expect("connect");
+        write!(
+            c,
+            "POST /api/v1/models/fraud/versions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {WRITER}\r\n\
+             Content-Type: {ct}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .expect("head");
+        c.write_all(&body[..body.len() / 2]).expect("half the body");
+        c.flush().expect("flush");
+        // The file is being staged...
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::read_dir(&staging2).map(|d| d.count()).unwrap_or(0) == 0 {
+            assert!(std::time::Instant::now() < deadline, "nothing was staged");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // ...when the client goes away.
+        drop(c);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::read_dir(&staging2).map(|d| d.count()).unwrap_or(0) > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the abandoned upload's staging directory is still there"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        drop(s);
+    })
+    .await
+    .expect("requests");
+    assert_eq!(
+        registry
+            .model("fraud")
+            .await
+            .expect("model")
+            .versions()
+            .len(),
+        2
+    );
+}

@@ -39,6 +39,7 @@ mod files;
 mod hf;
 mod mlflow;
 mod rest;
+mod staging;
 mod webhooks;
 
 use std::future::Future;
@@ -249,6 +250,13 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let state = self.state.clone();
+        let removed = staging::sweep_abandoned(&state.staging_dir());
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                "removed the staging directories of uploads whose server died"
+            );
+        }
         state.hooks.get_or_init(|| {
             webhooks::Hooks::start(
                 state.registry.clone(),

@@ -741,7 +741,8 @@ async fn register(
         .await
         .map_err(|_| ApiError::internal("the server is shutting down"))?;
     let dir = s.staging_dir().join(format!(
-        "modelreg-upload-{}-{:016x}",
+        "{}{}-{:016x}",
+        super::staging::PREFIX,
         std::process::id(),
         fastrand::u64(..)
     ));

@@ -1,0 +1,61 @@
+//! Staging directories of uploads: `<staging>/modelreg-upload-<pid>-<random>/`.
+//!
+//! An upload's directory is removed by a drop guard whatever ends the request
+//! (success, refusal, a client that went away). Only a process that dies
+//! mid-upload leaves one behind; the next server to start over the same
+//! staging directory removes those whose process is gone.
+
+use std::path::Path;
+
+/// The prefix of every upload's staging directory.
+pub(crate) const PREFIX: &str = "modelreg-upload-";
+
+/// Removes the upload directories in `dir` whose server process no longer
+/// runs on this machine; returns how many it removed.
+pub(crate) fn sweep_abandoned(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id()
+            && !Path::new(&format!("/proc/{pid}")).exists()
+            && std::fs::remove_dir_all(entry.path()).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_directories_of_dead_processes_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = dir.path().join(format!("{PREFIX}4294967294-ab12"));
+        let mine = dir
+            .path()
+            .join(format!("{PREFIX}{}-cd34", std::process::id()));
+        let other = dir.path().join("something-else");
+        for d in [&dead, &mine, &other] {
+            std::fs::create_dir_all(d.join("sub")).unwrap();
+            std::fs::write(d.join("sub/f.bin"), b"x").unwrap();
+        }
+        assert_eq!(sweep_abandoned(dir.path()), 1);
+        assert!(!dead.exists());
+        assert!(mine.exists() && other.exists());
+        assert_eq!(sweep_abandoned(&dir.path().join("missing")), 0);
+    }
+}
