@@ -8,7 +8,9 @@
 //! - `modelreg_azure`: `MODELREG_TEST_AZURE_URL` is set and the `azure` feature is on;
 //! - `modelreg_pyclients`: `MODELREG_TEST_PYTHON` is set (a Python with the real
 //!   `huggingface_hub` and `mlflow` clients, installed by `.ci/run`) and the
-//!   `serve` feature is on.
+//!   `serve` feature is on;
+//! - `modelreg_hfhub`: `MODELREG_TEST_HF_HUB_CLIENT` names a build of
+//!   `.ci/hf-hub-client` (the Rust `hf-hub` crate) and the `serve` feature is on.
 //!
 //! The server tests carry `#[cfg_attr(not(modelreg_s3), ignore = "…")]`; see
 //! `tests/common/servers.rs` for the variables and for the test that fails in CI
@@ -19,6 +21,7 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(modelreg_s3)");
     println!("cargo::rustc-check-cfg=cfg(modelreg_azure)");
     println!("cargo::rustc-check-cfg=cfg(modelreg_pyclients)");
+    println!("cargo::rustc-check-cfg=cfg(modelreg_hfhub)");
     for (var, feature, cfg) in [
         ("MODELREG_TEST_S3_URL", "CARGO_FEATURE_AWS", "modelreg_s3"),
         (
@@ -30,6 +33,11 @@ fn main() {
             "MODELREG_TEST_PYTHON",
             "CARGO_FEATURE_SERVE",
             "modelreg_pyclients",
+        ),
+        (
+            "MODELREG_TEST_HF_HUB_CLIENT",
+            "CARGO_FEATURE_SERVE",
+            "modelreg_hfhub",
         ),
     ] {
         println!("cargo::rerun-if-env-changed={var}");
