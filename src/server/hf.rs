@@ -142,11 +142,14 @@ fn header_text(text: &str) -> String {
         .collect()
 }
 
-/// A failed Hub request: the error and the `X-Error-Code` it is answered with.
+/// A failed Hub request: the error, the `X-Error-Code` it is answered with,
+/// and the commit when the revision was found (the clients remember that a
+/// file is absent from a commit by the `X-Repo-Commit` of its 404).
 #[derive(Debug)]
 struct HfError {
     error: ApiError,
     code: Option<&'static str>,
+    commit: Option<String>,
 }
 
 impl HfError {
@@ -159,7 +162,14 @@ impl HfError {
         HfError {
             error: ApiError::new(status, kind, message),
             code: Some(code),
+            commit: None,
         }
+    }
+
+    /// The error, answered with `X-Repo-Commit: commit`.
+    fn at(mut self, commit: &str) -> Self {
+        self.commit = Some(commit.to_owned());
+        self
     }
 
     /// A library error from looking up a model or a version: which of the
@@ -179,19 +189,28 @@ impl HfError {
         HfError {
             error: e.into(),
             code,
+            commit: None,
         }
     }
 }
 
 impl From<ApiError> for HfError {
     fn from(error: ApiError) -> Self {
-        HfError { error, code: None }
+        HfError {
+            error,
+            code: None,
+            commit: None,
+        }
     }
 }
 
 impl IntoResponse for HfError {
     fn into_response(self) -> Response {
-        error_response(self.error, self.code)
+        let mut response = error_response(self.error, self.code);
+        if let Some(commit) = self.commit.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            response.headers_mut().insert("x-repo-commit", commit);
+        }
+        response
     }
 }
 
@@ -653,6 +672,7 @@ async fn tree(
             ),
             ENTRY_NOT_FOUND,
         )
+        .at(&r.commit)
     };
     if let Some(d) = dir_str
         && manifest.get(d).is_some()
@@ -732,7 +752,8 @@ async fn resolve_file(
                 r.model, r.version.number, r.commit
             ),
             ENTRY_NOT_FOUND,
-        ));
+        )
+        .at(&r.commit));
     };
     let etag = linked_etag(entry);
     let mut extra = HeaderMap::new();
