@@ -456,8 +456,9 @@ async fn missing_things_raise_the_clients_own_exceptions() {
 
 const LISTINGS: &str = r#"
 import json
-from huggingface_hub import HfApi, RepoFile, RepoFolder
+from huggingface_hub import HfApi, RepoFile, RepoFolder, get_hf_file_metadata, hf_hub_url
 api = HfApi()
+meta = get_hf_file_metadata(hf_hub_url("fraud", "sub/tokenizer.json", revision="production"))
 info = api.model_info("fraud", revision="production", files_metadata=True)
 many = list(api.list_repo_tree("many", recursive=True))
 sub = list(api.list_repo_tree("fraud", path_in_repo="sub", revision="champion"))
@@ -467,6 +468,8 @@ print("RESULT " + json.dumps({
     "files": [f.path for f in many if isinstance(f, RepoFile)],
     "folders": [f.path for f in many if isinstance(f, RepoFolder)],
     "sub": [f.path for f in sub],
+    "head": {"location": meta.location, "commit": meta.commit_hash, "etag": meta.etag,
+             "size": meta.size},
 }))
 "#;
 
@@ -517,6 +520,24 @@ async fn model_info_and_paginated_trees_through_the_client() {
     assert_eq!(files, expected);
     assert_eq!(got["folders"], serde_json::json!(["shards"]));
     assert_eq!(got["sub"], serde_json::json!(["sub/tokenizer.json"]));
+
+    // What hf_hub_download reads from a HEAD by a named revision: the commit,
+    // and the commit's URL as the place to GET from.
+    let head = &got["head"];
+    assert_eq!(head["commit"], s.commit2.as_str());
+    assert_eq!(
+        head["location"],
+        format!(
+            "{}/fraud/resolve/{}/sub/tokenizer.json",
+            server.url(),
+            s.commit2
+        )
+    );
+    assert_eq!(head["size"], s.v2["sub/tokenizer.json"].len());
+    assert!(
+        head["etag"].as_str().is_some_and(|e| e.len() == 64),
+        "{head}"
+    );
 }
 
 // ----- plain HTTP --------------------------------------------------------------
@@ -539,6 +560,12 @@ async fn head_and_get_carry_the_hub_headers_and_agree() {
         );
         assert_eq!(header(&head, "x-linked-etag"), etag);
         assert_eq!(header(&head, "x-linked-size"), bytes.len().to_string());
+        // A named revision points at the same file by commit, where the
+        // client then downloads from.
+        assert_eq!(
+            header(&head, "location"),
+            format!("{}/fraud/resolve/{}/{name}", server.url(), s.commit2)
+        );
         assert_eq!(header(&head, "content-length"), bytes.len().to_string());
         assert!(
             !head.headers.iter().any(|(k, _)| k.starts_with("x-xet")),
@@ -560,6 +587,15 @@ async fn head_and_get_carry_the_hub_headers_and_agree() {
         &[],
     );
     assert_eq!(header(&head, "x-repo-commit"), s.commit1);
+    // By commit, the URL is already pinned.
+    let by_commit = raw_request(
+        server.addr,
+        "HEAD",
+        &format!("/fraud/resolve/{}/config.json", s.commit1),
+        &[],
+    );
+    assert_eq!(by_commit.status, 200);
+    assert_eq!(by_commit.header("location"), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -46,6 +46,15 @@
 //!   same way from the paths and digests below it. The clients only store
 //!   these ids, and verify files by `lfs.oid` whenever it is present.
 //!
+//! # Downloads
+//! `resolve` serves through the shared download path (`ETag`,
+//! `If-None-Match`, one `Range`, whole files verified as they stream) with
+//! `X-Repo-Commit`, `X-Linked-Etag` and `X-Linked-Size`. Asked by a named
+//! revision, it also sends `Location:` the same file by commit id:
+//! `huggingface_hub` downloads from the `HEAD`'s `Location`, so its `GET`
+//! fetches the bytes the `HEAD` described even if `production` moves in
+//! between.
+//!
 //! # Limits
 //! - Read-only: nothing here writes, uploads go through the REST API.
 //! - No Xet: no `X-Xet-*` headers and no `xetHash`, so clients download over
@@ -62,7 +71,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery};
-use axum::http::header::{HOST, LINK};
+use axum::http::header::{HOST, LINK, LOCATION};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -147,7 +156,9 @@ fn header_text(text: &str) -> String {
 /// file is absent from a commit by the `X-Repo-Commit` of its 404).
 #[derive(Debug)]
 struct HfError {
-    error: ApiError,
+    // Boxed: handlers return `Result<_, HfError>` everywhere, and the error
+    // is the rare path.
+    error: Box<ApiError>,
     code: Option<&'static str>,
     commit: Option<String>,
 }
@@ -160,7 +171,7 @@ impl HfError {
             "not_found"
         };
         HfError {
-            error: ApiError::new(status, kind, message),
+            error: Box::new(ApiError::new(status, kind, message)),
             code: Some(code),
             commit: None,
         }
@@ -187,7 +198,7 @@ impl HfError {
             _ => None,
         };
         HfError {
-            error: e.into(),
+            error: Box::new(e.into()),
             code,
             commit: None,
         }
@@ -197,7 +208,7 @@ impl HfError {
 impl From<ApiError> for HfError {
     fn from(error: ApiError) -> Self {
         HfError {
-            error,
+            error: Box::new(error),
             code: None,
             commit: None,
         }
@@ -206,7 +217,7 @@ impl From<ApiError> for HfError {
 
 impl IntoResponse for HfError {
     fn into_response(self) -> Response {
-        let mut response = error_response(self.error, self.code);
+        let mut response = error_response(*self.error, self.code);
         if let Some(commit) = self.commit.and_then(|c| HeaderValue::from_str(&c).ok()) {
             response.headers_mut().insert("x-repo-commit", commit);
         }
@@ -694,9 +705,8 @@ async fn tree(
     let mut response = axum::Json(page).into_response();
     if end < nodes.len() {
         let mut path = format!("/api/models/{}/tree/{}", r.model, r.commit);
-        for segment in dir_str.into_iter().flat_map(|d| d.split('/')) {
-            path.push('/');
-            path.extend(utf8_percent_encode(segment, SEGMENT));
+        if let Some(d) = &dir {
+            path.push_str(&encoded(d));
         }
         let next = format!(
             "{}{path}?recursive={}&limit={}&cursor={end}",
@@ -709,6 +719,16 @@ async fn tree(
         }
     }
     Ok(response)
+}
+
+/// `/` and each segment of `path`, percent-encoded, for a URL.
+fn encoded(path: &RelPath) -> String {
+    let mut out = String::new();
+    for segment in path.segments() {
+        out.push('/');
+        out.extend(utf8_percent_encode(segment, SEGMENT));
+    }
+    out
 }
 
 /// `http://host:port` as the client reached this server (`https` behind a
@@ -758,11 +778,28 @@ async fn resolve_file(
     let etag = linked_etag(entry);
     let mut extra = HeaderMap::new();
     let value = |text: &str| {
-        HeaderValue::from_str(text).map_err(|_| ApiError::internal("a header value is not valid"))
+        HeaderValue::from_str(text)
+            .map_err(|_| HfError::from(ApiError::internal("a header value is not valid")))
     };
     extra.insert("x-repo-commit", value(&r.commit)?);
     extra.insert("x-linked-etag", value(&format!("\"{etag}\""))?);
     extra.insert("x-linked-size", HeaderValue::from(entry.size));
+    // A named revision can move between a client's HEAD and its GET, and a
+    // promotion in between would hand out the new version's bytes under the
+    // ETag and commit the HEAD announced (the client checks only the size).
+    // huggingface_hub downloads from the HEAD's `Location` when it has one,
+    // so naming the commit's URL there pins the GET to the bytes the HEAD
+    // described, without the round trip of a redirect.
+    let origin = origin(&headers);
+    if rev != r.commit && !origin.is_empty() {
+        let pinned = format!(
+            "{origin}/{}/resolve/{}{}",
+            r.model,
+            r.commit,
+            encoded(&path)
+        );
+        extra.insert(LOCATION, value(&pinned)?);
+    }
     Ok(files::serve(&state, &method, &headers, entry, &etag, extra).await?)
 }
 
