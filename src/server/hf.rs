@@ -14,7 +14,7 @@
 //!
 //! # Revisions
 //! A revision names one version of the model, parsed as a
-//! [`VersionRef`](crate::VersionRef) so the library's rules apply:
+//! [`VersionRef`] so the library's rules apply:
 //! - 40 lowercase hex digits: a *commit id*, see below;
 //! - `main` (what clients ask for when given no revision): the alias `main` if
 //!   the model has one, otherwise the newest version that is not deprecated
@@ -27,7 +27,9 @@
 //! RevisionNotFound`, an unknown model `RepoNotFound`, an unknown file
 //! `EntryNotFound`; the clients turn these codes into their exception types.
 //! The body is the Hub's `{"error": message}`, and `X-Error-Message` repeats
-//! the message (a `HEAD` has no body).
+//! the message (a `HEAD` has no body). A file path that breaks [`RelPath`]'s
+//! rules (`..`, absolute, NUL, backslash; percent-encoded or not) is `400`
+//! with `EntryNotFound`, before anything is read.
 //!
 //! # Commit ids, object ids and ETags
 //! - The commit of a version is the first 40 hex digits of its manifest
@@ -56,12 +58,17 @@
 //! between.
 //!
 //! # Limits
-//! - Read-only: nothing here writes, uploads go through the REST API.
+//! - Read-only: nothing here writes (no uploads, no commits).
 //! - No Xet: no `X-Xet-*` headers and no `xetHash`, so clients download over
 //!   plain HTTP.
+//! - Until manifests record SHA-256, `lfs.oid` and the `ETag` are BLAKE3 hex:
+//!   `HfApi.verify_repo_checksums` then reports every file as a mismatch, and
+//!   a `local_dir` file found without the client's metadata is downloaded
+//!   again rather than trusted.
 //! - `lfs.pointerSize` is fixed at 134 bytes (the size of a pointer to a file
 //!   of 9 decimal digits); no client reads it.
-//! - Tree pages hold at most 1,000 entries (`?limit=` asks for fewer) and are
+//! - Tree pages hold at most 1,000 entries (`?limit=`, this server's own
+//!   parameter, asks for fewer) and are
 //!   chained by `Link: <…>; rel="next"`; the next page's URL names the
 //!   commit, so a listing does not change under its reader if `production`
 //!   moves. `expand` is accepted and ignored (no `lastCommit`).
