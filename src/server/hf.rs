@@ -999,6 +999,28 @@ mod tests {
     }
 
     #[test]
+    fn routes_sit_beside_the_other_apis() {
+        // axum panics when a route conflicts with one already inserted; these
+        // are the shapes of the REST and MLflow routes merged beside ours.
+        let server = super::super::Server::new(
+            crate::Registry::in_memory(),
+            super::super::ServerOptions::new(),
+        );
+        let other = || async { "" };
+        let _: Router<State> = Router::new()
+            .route("/api/v1/models", get(other))
+            .route("/api/v1/models/{name}", get(other))
+            .route(
+                "/api/v1/models/{name}/versions/{version}/files/{*path}",
+                get(other),
+            )
+            .route("/api/2.0/mlflow/registered-models/get", get(other))
+            .route("/api/2.0/mlflow-artifacts/artifacts/{*path}", get(other))
+            .route("/api/3.0/mlflow/server-info", get(other))
+            .merge(routes(&server.state));
+    }
+
+    #[test]
     fn owned_paths() {
         assert!(owns("/api/models/fraud/revision/main"));
         assert!(owns("/fraud/resolve/main/config.json"));
