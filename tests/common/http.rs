@@ -133,11 +133,12 @@ pub struct Reply {
 }
 
 impl Reply {
-    /// The first value of header `name` (lower case).
+    /// The first value of header `name` (any case).
     pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
         self.headers
             .iter()
-            .find(|(k, _)| k == name)
+            .find(|(k, _)| *k == name)
             .map(|(_, v)| v.as_str())
     }
 
@@ -156,6 +157,14 @@ impl Reply {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
+}
+
+/// What [`raw_request`] answers.
+pub type RawResponse = Reply;
+
+/// [`request`] without a body.
+pub fn raw_request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+    request(addr, method, path, headers, b"")
 }
 
 /// Sends one HTTP/1.1 request (`Connection: close`) and reads the whole answer.
