@@ -25,7 +25,11 @@ use super::State;
 use super::error::{ApiError, ApiResult};
 use crate::{Actor, Error, Result};
 
-/// What a token allows (see the [module documentation](self)).
+/// What a token allows. Roles are ordered, each allowing what the ones
+/// before it allow: readers read; writers also create models, upload versions
+/// and change metrics, tags, aliases, splits and stages (gates still run);
+/// approvers also approve and reject; admins may do everything (the MLflow
+/// API's deletions, the webhook status).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
