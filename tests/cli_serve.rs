@@ -29,7 +29,11 @@ fn registry() -> tempfile::TempDir {
         .arg(&src)
         .output()
         .expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     dir
 }
 
@@ -66,7 +70,11 @@ fn without_tokens_it_refuses_to_listen_beyond_loopback() {
         .env("MODELREG_SERVE_TOKENS", "alice:owner:0123456789abcdef")
         .output()
         .expect("run");
-    assert_eq!(out.status.code(), Some(2), "an unknown role is a usage error");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unknown role is a usage error"
+    );
 }
 
 #[test]
@@ -116,7 +124,10 @@ fn it_serves_with_tokens_and_stops_on_sigterm() {
         if let Some(status) = child.try_wait().expect("wait") {
             break status;
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "still running after SIGTERM");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "still running after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(status.code(), Some(0));
