@@ -37,6 +37,7 @@ mod extract;
 mod files;
 mod hf;
 mod mlflow;
+mod openapi;
 mod rest;
 
 use std::future::Future;
