@@ -60,10 +60,9 @@ trail and lineage.
 
 The same server also answers two compatible APIs that this document does not \
 describe; their upstream projects document them:
-- `/api/models/`, `/api/resolve-cache/` and `/{model}/resolve/{revision}/{path}`: \
-the Hugging Face Hub download path (`HF_ENDPOINT=http://host:port` for \
-`huggingface_hub`);
-- `/api/2.0/mlflow/` and `/ajax-api/2.0/mlflow/`: the MLflow model registry \
+- `/api/models/` and `/{model}/resolve/{revision}/{path}`: the Hugging Face \
+Hub download path (`HF_ENDPOINT=http://host:port` for `huggingface_hub`);
+- `/api/2.0/mlflow/` and `/api/3.0/mlflow/`: the MLflow model registry \
 (registered models, model versions, aliases, artifact downloads). MLflow \
 tracking (experiments, runs) is out of scope.
 
@@ -606,6 +605,25 @@ fn unlink(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The prefixes the description names are those the other two APIs own.
+    #[test]
+    fn the_description_names_the_other_apis_prefixes() {
+        let paths: Vec<&str> = DESCRIPTION
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|p| p.starts_with('/'))
+            .collect();
+        assert_eq!(paths.len(), 4, "{paths:?}");
+        for p in paths {
+            let example = p.replace(['{', '}'], "") + "x";
+            assert!(
+                super::super::hf::owns(&example) || super::super::mlflow::owns(&example),
+                "{p} is neither the Hugging Face API's nor MLflow's"
+            );
+        }
+    }
 
     #[test]
     fn descriptions_lose_doctests_and_link_targets() {
