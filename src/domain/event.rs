@@ -29,6 +29,12 @@ pub const EVENT_FORMAT: u32 = 2;
 /// Serialized (see [`Event::to_bytes`]) as
 /// `{"format":1,"seq":3,"model":"fraud","time":"2026-…Z","actor":"alice","event":{"type":"metrics_added",…}}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+// The log's records add `format` (`to_bytes`); the JSON of an `Event` has none.
+#[cfg_attr(
+    feature = "serve",
+    derive(utoipa::ToSchema),
+    schema(description = "One change to a model, with who made it and when.")
+)]
 pub struct Event {
     /// Position in the model's log: 1 for `model_created`, then 2, 3, …
     pub seq: u64,
@@ -47,6 +53,7 @@ pub struct Event {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 pub enum EventKind {
     /// The model was created. Always event 1.
     ModelCreated {
@@ -58,6 +65,7 @@ pub enum EventKind {
         metric_specs: BTreeMap<MetricName, MetricSpec>,
         /// Its labels.
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        #[cfg_attr(feature = "serve", schema(value_type = BTreeMap<TagKey, String>))]
         tags: Tags,
     },
     /// A version was registered.
@@ -80,6 +88,7 @@ pub enum EventKind {
         version: Option<VersionNumber>,
         /// Tags added or replaced.
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        #[cfg_attr(feature = "serve", schema(value_type = BTreeMap<TagKey, String>))]
         set: Tags,
         /// Tags removed.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]

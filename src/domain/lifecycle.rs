@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
     Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
 )]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 pub enum Stage {
     /// Just registered.
     #[default]
@@ -158,6 +159,7 @@ impl FromStr for Stage {
 /// An approver's decision on moving a version to a stage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 pub enum Decision {
     /// In favour.
     Approve,
@@ -169,6 +171,7 @@ super::record::snake_names!(Decision { Approve => "approve", Reject => "reject" 
 
 /// The latest decision of one approver on one (version, target stage).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 pub struct Approval {
     /// Approve or reject.
     pub decision: Decision,
@@ -195,6 +198,7 @@ pub struct AliasTarget {
 
 /// One gate's verdict on a transition, as recorded in the event.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 pub struct GateVerdict {
     /// The gate's name, e.g. `approvals(2)`.
     pub gate: String,
@@ -253,6 +257,7 @@ pub trait Gate: Send + Sync + fmt::Debug + 'static {
 /// What [`GateSpec::MetricsNoWorse`] compares against.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 pub enum Baseline {
     /// The version in production.
     Production,
@@ -264,6 +269,7 @@ pub enum Baseline {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "gate", rename_all = "snake_case")]
 #[non_exhaustive]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 pub enum GateSpec {
     /// No metric of the candidate is worse than the baseline's beyond the metric's
     /// tolerance, judged by the model's metric specs (goal and tolerance). Every

@@ -174,6 +174,7 @@ impl From<Metrics> for BTreeMap<MetricName, f64> {
 /// Whether higher or lower values of a metric are better.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 pub enum Goal {
     /// Higher is better (accuracy, AUC).
     Maximize,
@@ -208,6 +209,7 @@ snake_names!(Goal { Maximize => "maximize", Minimize => "minimize" });
 /// How a model's metric is judged: its goal and how much worse a value may be
 /// before it counts as a regression.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 pub struct MetricSpec {
     /// Higher or lower is better.
     pub goal: Goal,
@@ -421,6 +423,7 @@ pub type Hyperparameters = BTreeMap<String, HyperValue>;
 /// process can detect about itself.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 pub struct Environment {
     /// Framework → version, e.g. `torch → 2.4.1`, `candle → 0.8`.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -497,6 +500,7 @@ impl Environment {
 
 /// The source code a version was trained from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 pub struct CodeRef {
     /// Repository URL or name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -512,6 +516,7 @@ pub struct CodeRef {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 pub enum DatasetRole {
     /// Training data.
     Train,
@@ -535,6 +540,7 @@ snake_names!(DatasetRole {
 
 /// A dataset version a model version was built or evaluated with.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 pub struct DatasetRef {
     /// The dataset's name.
     pub name: String,
@@ -586,6 +592,7 @@ impl DatasetRef {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 pub enum Relation {
     /// Further trained from the parent's weights.
     FineTunedFrom,
@@ -609,6 +616,7 @@ snake_names!(Relation {
 
 /// A parent version in another (or the same) model.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 pub struct ParentRef {
     /// The parent's model.
     pub model: ModelName,
@@ -640,6 +648,7 @@ pub struct ParentRef {
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 pub struct Provenance {
     /// The code it was trained with.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -652,6 +661,7 @@ pub struct Provenance {
     pub parents: Vec<ParentRef>,
     /// Its hyperparameters (shared, see above).
     #[serde(skip_serializing_if = "is_empty_shared")]
+    #[cfg_attr(feature = "serve", schema(value_type = BTreeMap<String, HyperValue>))]
     pub hyperparameters: Arc<Hyperparameters>,
     /// Where it was trained (shared, see above).
     pub environment: Arc<Environment>,
@@ -715,6 +725,7 @@ impl Provenance {
 
 /// One registered version of a model, as stored in its `version_registered` event.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 pub struct VersionRecord {
     /// The model it is a version of. Not stored in the log's records (each log
     /// is one model's): the fold fills it in.
@@ -727,6 +738,7 @@ pub struct VersionRecord {
     pub number: VersionNumber,
     /// Its semver label, unique within the model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "serve", schema(value_type = Option<String>))]
     pub semver: Option<semver::Version>,
     /// The digest of its artifact's manifest.
     pub artifact: Digest,
@@ -743,6 +755,7 @@ pub struct VersionRecord {
     pub description: String,
     /// Its labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "serve", schema(value_type = BTreeMap<TagKey, String>))]
     pub tags: Tags,
     /// Where it came from.
     #[serde(default)]
@@ -787,6 +800,7 @@ fn is_default<T: Default + PartialEq>(t: &T) -> bool {
 
 /// Why and when a version was deprecated.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 pub struct Deprecation {
     /// When.
     pub at: DateTime<Utc>,

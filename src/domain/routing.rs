@@ -113,6 +113,7 @@ impl<'de> Deserialize<'de> for RouteTarget {
 
 /// One route of a [`TrafficSplit`]: a target and its weight.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 pub struct Route {
     /// Where the traffic goes.
     pub target: RouteTarget,

@@ -14,6 +14,7 @@ use super::state::ModelState;
 /// without reading each model's versions.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 pub struct ModelSummary {
     /// The model.
     pub name: ModelName,
@@ -22,6 +23,7 @@ pub struct ModelSummary {
     pub description: String,
     /// Its tags.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "serve", schema(value_type = BTreeMap<crate::TagKey, String>))]
     pub tags: Tags,
     /// How many versions it has (deprecated ones included).
     pub versions: u64,

@@ -558,6 +558,7 @@ impl From<Registered> for VersionRecord {
 /// `hash_cache_hits` how many unchanged local files were not read at all.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 pub struct RegisterReport {
     /// Files in the version.
     pub files: u64,
@@ -579,8 +580,10 @@ pub struct RegisterReport {
     /// Local files whose digest came from the hash cache (unchanged since they
     /// were last registered): not read.
     pub hash_cache_hits: u64,
-    /// How long the registration took, hashing and storing included.
+    /// How long the registration took, hashing and storing included (in JSON:
+    /// milliseconds, with a fraction).
     #[serde(with = "duration_ms")]
+    #[cfg_attr(feature = "serve", schema(value_type = f64))]
     pub elapsed: std::time::Duration,
 }
 

@@ -96,6 +96,7 @@ impl VersionPage {
 /// [`VersionPage::after`] (versions), an event number for
 /// [`Registry::history_page`] (the audit trail).
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 pub struct Page<T, N = String> {
     /// The items, in the requested order.
     pub items: Vec<T>,

@@ -5,8 +5,8 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 
+use super::openapi::{ErrorBody, ErrorDetail};
 use crate::Error;
 
 /// A failed request: the status, a stable machine-readable kind and a message
@@ -108,17 +108,13 @@ fn one_line(text: &str) -> String {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        #[derive(Serialize)]
-        struct Body<'a> {
-            kind: &'a str,
-            status: u16,
-            message: &'a str,
-        }
-        let body = serde_json::json!({ "error": Body {
-            kind: self.kind,
-            status: self.status.as_u16(),
-            message: &self.message,
-        }});
+        let body = ErrorBody {
+            error: ErrorDetail {
+                kind: self.kind,
+                status: self.status.as_u16(),
+                message: &self.message,
+            },
+        };
         (self.status, Json(body)).into_response()
     }
 }

@@ -2,7 +2,9 @@
 //! language (feature `serve`).
 //!
 //! What it serves, all from the same process and the same registry:
-//! - a REST JSON API under `/api/v1/` for frontends and scripts;
+//! - a REST JSON API under `/api/v1/` for frontends and scripts, described
+//!   by the OpenAPI 3.1 document at `/openapi.json` (committed as
+//!   `docs/openapi.json`);
 //! - the Hugging Face Hub download path, so `HF_ENDPOINT=http://host:port`
 //!   makes `huggingface_hub.snapshot_download("fraud", revision="production")`
 //!   fetch a version;
@@ -38,6 +40,7 @@ mod extract;
 mod files;
 mod hf;
 mod mlflow;
+mod openapi;
 mod rest;
 mod staging;
 mod webhooks;

@@ -7,74 +7,196 @@
 //! (`1.4.0`), or an alias or stage name (`production`, `champion`, `latest`).
 //!
 //! Writes take the actor from the caller's token, never from the body.
+//!
+//! Each handler's `#[utoipa::path]` annotation is its route: [`Routes::add`]
+//! takes the method and path from it, and the same annotations make the
+//! OpenAPI document served at `GET /openapi.json` (see [`super::openapi`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart};
+use axum::handler::Handler;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{MethodFilter, MethodRouter};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
+use utoipa::openapi::path::HttpMethod;
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::State;
 use super::auth::{Caller, Role};
 use super::error::{ApiError, ApiResult};
 use super::extract::{Body, Path, Query};
 use super::files;
+use super::openapi::{
+    self, BadRequest, BearerScheme, Binary, CommonResponses, Conflict, DESCRIPTION, ErrorBody,
+    Forbidden, NotFound, PayloadTooLarge, RangeNotSatisfiable, ServerError, Unauthorized,
+    Unavailable, Unprocessable, UnsupportedMediaType,
+};
 use crate::{
-    Actor, ArtifactSource, CodeRef, CreateModel, DatasetRef, Environment, HistoryFilter, LinkMode,
-    NewVersion, RelPath, Relation, SetAlias, Stage, TagKey, TrafficSplit, VersionFilter,
-    VersionNumber, VersionPage, VersionRef,
+    Actor, AliasName, ArtifactSource, CodeRef, CreateModel, DatasetRef, Environment, Event,
+    HistoryFilter, LineageSubgraph, LinkMode, Manifest, MetricName, MetricPoint, Metrics,
+    ModelName, ModelSummary, NewVersion, Page, RelPath, Relation, RouteTarget, SetAlias, Stage,
+    TagKey, TrafficSplit, VersionDiff, VersionFilter, VersionNumber, VersionPage, VersionRecord,
+    VersionRef,
 };
 
-/// Every REST route.
+/// The REST API's routes and their OpenAPI document, built from the same
+/// annotations: every route is added by [`Routes::add`], which takes its method
+/// and path from the handler's `#[utoipa::path]`, and every annotated handler is
+/// listed in [`ApiDoc`] (a unit test compares the two lists).
 pub(crate) fn routes(_state: &State) -> Router<State> {
-    let v = "/api/v1/models/{model}/versions/{version}";
-    Router::new()
-        .route("/api/v1/models", get(list_models).post(create_model))
-        .route("/api/v1/models/{model}", get(show_model))
-        .route("/api/v1/models/{model}/tags", post(model_tags))
-        .route(
-            "/api/v1/models/{model}/versions",
-            get(list_versions)
-                .post(register)
-                // Uploads are bounded by `max_upload_bytes`, counted as they stream.
-                .layer(DefaultBodyLimit::disable()),
-        )
-        .route(v, get(show_version))
-        .route(&format!("{v}/files"), get(manifest))
-        .route(
-            &format!("{v}/files/{{*path}}"),
-            get(download).head(download),
-        )
-        .route(&format!("{v}/metrics"), post(add_metrics))
-        .route(&format!("{v}/tags"), post(version_tags))
-        .route(&format!("{v}/deprecate"), post(deprecate))
-        .route(&format!("{v}/transition"), post(transition))
-        .route(&format!("{v}/promote"), post(promote))
-        .route(&format!("{v}/approve"), post(approve))
-        .route(&format!("{v}/reject"), post(reject))
-        .route("/api/v1/models/{model}/rollback", post(rollback))
-        .route(
-            "/api/v1/models/{model}/aliases/{alias}",
-            put(set_alias).delete(remove_alias),
-        )
-        .route(
-            "/api/v1/models/{model}/split",
-            get(show_split).put(set_split).delete(clear_split),
-        )
-        .route("/api/v1/models/{model}/route", get(route))
-        .route("/api/v1/models/{model}/history", get(history))
-        .route("/api/v1/models/{model}/compare", get(compare))
-        .route(
-            "/api/v1/models/{model}/metrics/{metric}",
-            get(metric_history),
-        )
-        .route("/api/v1/resolve", get(resolve))
-        .route("/api/v1/lineage", get(lineage))
+    Routes::all().router
+}
+
+/// The REST API's OpenAPI document (see [`super::openapi`]).
+pub(crate) fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "modelreg", description = DESCRIPTION),
+    paths(
+        list_models, create_model, show_model, model_tags,
+        list_versions, register, show_version, manifest, download,
+        add_metrics, version_tags, deprecate,
+        transition, promote, approve, reject, rollback,
+        set_alias, remove_alias,
+        show_split, set_split, clear_split, route,
+        history, compare, metric_history, resolve, lineage,
+        openapi_document,
+    ),
+    components(
+        schemas(ErrorBody),
+        responses(
+            BadRequest, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge,
+            UnsupportedMediaType, Unprocessable, RangeNotSatisfiable, ServerError, Unavailable,
+        ),
+    ),
+    modifiers(&BearerScheme, &CommonResponses),
+    security((), ("bearer" = ["reader"])),
+    tags(
+        (name = "models", description = "Models: their summaries, tags and metric directions."),
+        (name = "versions", description = "Versions: listing, records, uploads, metrics, tags, deprecation."),
+        (name = "files", description = "A version's manifest and its files."),
+        (name = "lifecycle", description = "Stages, gates, approvals and rollback."),
+        (name = "aliases", description = "Movable names for versions."),
+        (name = "traffic", description = "Traffic splits and the route a request key takes."),
+        (name = "audit", description = "The model's event log."),
+        (name = "analysis", description = "Comparisons, metric history and lineage."),
+        (name = "meta", description = "This document."),
+    ),
+)]
+struct ApiDoc;
+
+/// The router and the operations it answers, built together.
+struct Routes {
+    router: Router<State>,
+    /// `(METHOD, path)` as the document writes them.
+    operations: Vec<(String, String)>,
+}
+
+impl Routes {
+    fn all() -> Routes {
+        Routes {
+            router: Router::new(),
+            operations: Vec::new(),
+        }
+        .add(__path_list_models, list_models)
+        .add(__path_create_model, create_model)
+        .add(__path_show_model, show_model)
+        .add(__path_model_tags, model_tags)
+        .add(__path_list_versions, list_versions)
+        // Uploads are bounded by `max_upload_bytes`, counted as they stream.
+        .add_with(__path_register, register, |m| {
+            m.layer(DefaultBodyLimit::disable())
+        })
+        .add(__path_show_version, show_version)
+        .add(__path_manifest, manifest)
+        .add(__path_download, download)
+        .add(__path_add_metrics, add_metrics)
+        .add(__path_version_tags, version_tags)
+        .add(__path_deprecate, deprecate)
+        .add(__path_transition, transition)
+        .add(__path_promote, promote)
+        .add(__path_approve, approve)
+        .add(__path_reject, reject)
+        .add(__path_rollback, rollback)
+        .add(__path_set_alias, set_alias)
+        .add(__path_remove_alias, remove_alias)
+        .add(__path_show_split, show_split)
+        .add(__path_set_split, set_split)
+        .add(__path_clear_split, clear_split)
+        .add(__path_route, route)
+        .add(__path_history, history)
+        .add(__path_compare, compare)
+        .add(__path_metric_history, metric_history)
+        .add(__path_resolve, resolve)
+        .add(__path_lineage, lineage)
+        .add(__path_openapi_document, openapi_document)
+    }
+
+    /// Adds `handler` at the method(s) and path of its annotation (`_doc`, the
+    /// type `#[utoipa::path]` generates for it).
+    fn add<P: utoipa::Path, H: Handler<T, State>, T: 'static>(self, doc: P, handler: H) -> Self {
+        self.add_with(doc, handler, |m| m)
+    }
+
+    /// [`add`](Self::add), with `wrap` applied to the handler's method router
+    /// (a layer of its own).
+    fn add_with<P: utoipa::Path, H: Handler<T, State>, T: 'static>(
+        mut self,
+        _doc: P,
+        handler: H,
+        wrap: impl FnOnce(MethodRouter<State>) -> MethodRouter<State>,
+    ) -> Self {
+        let path = P::path();
+        let methods = P::methods();
+        let Some(filter) = methods.iter().map(method_filter).reduce(MethodFilter::or) else {
+            return self;
+        };
+        for m in &methods {
+            self.operations
+                .push((method_name(m).to_owned(), path.clone()));
+        }
+        // A `{path}` parameter is a file's path: it takes the rest of the URL,
+        // slashes included (clients may also send them as `%2F`).
+        let route = path.replace("{path}", "{*path}");
+        self.router = self
+            .router
+            .route(&route, wrap(axum::routing::on(filter, handler)));
+        self
+    }
+}
+
+fn method_filter(m: &HttpMethod) -> MethodFilter {
+    match m {
+        HttpMethod::Get => MethodFilter::GET,
+        HttpMethod::Post => MethodFilter::POST,
+        HttpMethod::Put => MethodFilter::PUT,
+        HttpMethod::Delete => MethodFilter::DELETE,
+        HttpMethod::Options => MethodFilter::OPTIONS,
+        HttpMethod::Head => MethodFilter::HEAD,
+        HttpMethod::Patch => MethodFilter::PATCH,
+        HttpMethod::Trace => MethodFilter::TRACE,
+    }
+}
+
+fn method_name(m: &HttpMethod) -> &'static str {
+    match m {
+        HttpMethod::Get => "GET",
+        HttpMethod::Post => "POST",
+        HttpMethod::Put => "PUT",
+        HttpMethod::Delete => "DELETE",
+        HttpMethod::Options => "OPTIONS",
+        HttpMethod::Head => "HEAD",
+        HttpMethod::Patch => "PATCH",
+        HttpMethod::Trace => "TRACE",
+    }
 }
 
 /// The reference of version `selector` of `model`: a number, a semver label, or
@@ -90,27 +212,111 @@ pub(crate) fn version_ref(model: &str, selector: &str) -> ApiResult<VersionRef> 
     Ok(text.parse::<VersionRef>()?)
 }
 
+// ----- what paths name -------------------------------------------------------------
+
+/// A model named in the path.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct ModelAt {
+    /// The model's name.
+    #[param(value_type = ModelName)]
+    model: String,
+}
+
+/// A version named in the path.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct VersionAt {
+    /// The model's name.
+    #[param(value_type = ModelName)]
+    model: String,
+    /// The version: a number (`7`), a semver label (`1.4.0`), or an alias or
+    /// stage name (`champion`, `production`, `latest`).
+    version: String,
+}
+
+/// A file of a version named in the path.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct FileAt {
+    /// The model's name.
+    #[param(value_type = ModelName)]
+    model: String,
+    /// The version: a number (`7`), a semver label (`1.4.0`), or an alias or
+    /// stage name (`champion`, `production`, `latest`).
+    version: String,
+    /// The file's path inside the artifact (`weights/model.bin`); its `/` may
+    /// be sent as is or as `%2F`.
+    #[param(value_type = RelPath)]
+    path: String,
+}
+
+/// An alias of a model named in the path.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct AliasAt {
+    /// The model's name.
+    #[param(value_type = ModelName)]
+    model: String,
+    /// The alias.
+    #[param(value_type = AliasName)]
+    alias: String,
+}
+
+/// A metric of a model named in the path.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct MetricAt {
+    /// The model's name.
+    #[param(value_type = ModelName)]
+    model: String,
+    /// The metric's name (`/` sent as `%2F`).
+    #[param(value_type = MetricName)]
+    metric: String,
+}
+
 // ----- reads ---------------------------------------------------------------------
 
+/// Every model, with its summary.
+#[utoipa::path(
+    get,
+    path = "/api/v1/models",
+    tag = "models",
+    responses((status = 200, description = "The models' summaries.", body = Vec<ModelSummary>)),
+)]
 async fn list_models(
     axum::extract::State(s): axum::extract::State<State>,
-) -> ApiResult<Json<Vec<crate::ModelSummary>>> {
+) -> ApiResult<Json<Vec<ModelSummary>>> {
     Ok(Json(s.registry.model_summaries().await?))
 }
 
 /// A model: its summary, its metric directions and its traffic split.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct ModelView {
     #[serde(flatten)]
-    summary: crate::ModelSummary,
+    summary: ModelSummary,
+    /// Each metric's goal and tolerance, as the gates and comparisons read them.
     metric_specs: BTreeMap<crate::MetricName, crate::MetricSpec>,
+    /// The model's traffic split, if it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     traffic_split: Option<TrafficSplit>,
 }
 
+/// A model: its summary, metric specs and traffic split.
+#[utoipa::path(
+    get,
+    path = "/api/v1/models/{model}",
+    tag = "models",
+    params(ModelAt),
+    responses(
+        (status = 200, description = "The model.", body = ModelView),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn show_model(
     axum::extract::State(s): axum::extract::State<State>,
-    Path(model): Path<String>,
+    Path(ModelAt { model }): Path<ModelAt>,
 ) -> ApiResult<Json<ModelView>> {
     let state = s.registry.model(model.as_str()).await?;
     Ok(Json(ModelView {
@@ -120,29 +326,48 @@ async fn show_model(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct VersionsQuery {
+    /// At most this many versions (default 100, at most 1,000).
     limit: Option<usize>,
+    /// The previous page's `next` token.
     after: Option<String>,
-    /// A metric to order by (default: the version number).
+    /// A metric to order by (default: the version number); versions without it
+    /// come last.
     order_by: Option<String>,
+    /// Newest (or highest) first.
     #[serde(default)]
     descending: bool,
+    /// Only versions in this stage.
     stage: Option<Stage>,
-    /// `key` or `key=value`.
+    /// Only versions with this tag: `key` or `key=value`.
     tag: Option<String>,
-    /// A semver requirement such as `^1.2`.
+    /// Only versions whose semver label matches this requirement, such as `^1.2`.
     semver: Option<String>,
+    /// Leave deprecated versions out.
     #[serde(default)]
     exclude_deprecated: bool,
 }
 
+/// A model's versions, a page at a time, filtered and ordered.
+#[utoipa::path(
+    get,
+    path = "/api/v1/models/{model}/versions",
+    tag = "versions",
+    params(ModelAt, VersionsQuery),
+    responses(
+        (status = 200, description = "One page; `next` is absent on the last.", body = Page<VersionRecord, String>),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn list_versions(
     axum::extract::State(s): axum::extract::State<State>,
-    Path(model): Path<String>,
+    Path(ModelAt { model }): Path<ModelAt>,
     Query(q): Query<VersionsQuery>,
-) -> ApiResult<Json<crate::Page<std::sync::Arc<crate::VersionRecord>>>> {
+) -> ApiResult<Json<Page<std::sync::Arc<VersionRecord>>>> {
     let mut filter = VersionFilter::new();
     if let Some(stage) = q.stage {
         filter = filter.stage(stage);
@@ -176,44 +401,119 @@ async fn list_versions(
     ))
 }
 
+/// A version's record.
+#[utoipa::path(
+    get,
+    path = "/api/v1/models/{model}/versions/{version}",
+    tag = "versions",
+    params(VersionAt),
+    responses(
+        (status = 200, description = "The version.", body = VersionRecord),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn show_version(
     axum::extract::State(s): axum::extract::State<State>,
-    Path((model, version)): Path<(String, String)>,
-) -> ApiResult<Json<crate::VersionRecord>> {
+    Path(VersionAt { model, version }): Path<VersionAt>,
+) -> ApiResult<Json<VersionRecord>> {
     Ok(Json(
         s.registry.resolve(version_ref(&model, &version)?).await?,
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ResolveQuery {
-    /// A full reference: `fraud/7`, `fraud:1.4.0`, `fraud@production`.
+    /// A full reference: `fraud/7`, `fraud:1.4.0`, `fraud@production`,
+    /// `fraud#blake3:<hex>`.
     #[serde(rename = "ref")]
     reference: String,
 }
 
+/// The version a full reference resolves to.
+#[utoipa::path(
+    get,
+    path = "/api/v1/resolve",
+    tag = "versions",
+    params(ResolveQuery),
+    responses(
+        (status = 200, description = "The version.", body = VersionRecord),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn resolve(
     axum::extract::State(s): axum::extract::State<State>,
     Query(q): Query<ResolveQuery>,
-) -> ApiResult<Json<crate::VersionRecord>> {
+) -> ApiResult<Json<VersionRecord>> {
     Ok(Json(s.registry.resolve(q.reference.as_str()).await?))
 }
 
+/// A version's manifest: its files with their sizes and digests.
+#[utoipa::path(
+    get,
+    path = "/api/v1/models/{model}/versions/{version}/files",
+    tag = "files",
+    params(VersionAt),
+    responses(
+        (status = 200, description = "The manifest.", body = Manifest),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn manifest(
     axum::extract::State(s): axum::extract::State<State>,
-    Path((model, version)): Path<(String, String)>,
-) -> ApiResult<Json<crate::Manifest>> {
+    Path(VersionAt { model, version }): Path<VersionAt>,
+) -> ApiResult<Json<Manifest>> {
     Ok(Json(
         s.registry.manifest(version_ref(&model, &version)?).await?,
     ))
 }
 
+/// One file of a version.
+///
+/// `HEAD` answers the same headers (as for every `GET`); `Range` (a single
+/// range) and `If-None-Match` are honoured. A whole
+/// file is hashed as it streams; if its bytes no longer match the digest, the
+/// connection is cut before the last byte, so a client never holds a complete
+/// corrupt file.
+#[utoipa::path(
+    get,
+    path = "/api/v1/models/{model}/versions/{version}/files/{path}",
+    tag = "files",
+    params(
+        FileAt,
+        ("Range" = Option<String>, Header, nullable = false, description = "One byte range, `bytes=0-1023` or `bytes=-512`; several ranges are answered with the whole file."),
+        ("If-None-Match" = Option<String>, Header, nullable = false, description = "The `ETag` of a copy the client holds."),
+    ),
+    responses(
+        (status = 200, description = "The whole file.", content_type = "application/octet-stream", body = inline(Binary),
+            headers(
+                ("ETag" = String, description = "The file's digest, `\"blake3-<hex>\"`."),
+                ("Accept-Ranges" = String, description = "`bytes`."),
+            )),
+        (status = 206, description = "The requested range.", content_type = "application/octet-stream", body = inline(Binary),
+            headers(
+                ("Content-Range" = String, description = "`bytes <first>-<last>/<size>`."),
+                ("ETag" = String, description = "The file's digest, `\"blake3-<hex>\"`."),
+            )),
+        (status = 304, description = "`If-None-Match` names this file's `ETag`."),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 416, response = RangeNotSatisfiable),
+    ),
+)]
 async fn download(
     axum::extract::State(s): axum::extract::State<State>,
     method: Method,
     headers: HeaderMap,
-    Path((model, version, path)): Path<(String, String, String)>,
+    Path(FileAt {
+        model,
+        version,
+        path,
+    }): Path<FileAt>,
 ) -> ApiResult<Response> {
     let path = RelPath::new(path)?;
     let manifest = s.registry.manifest(version_ref(&model, &version)?).await?;
@@ -224,24 +524,43 @@ async fn download(
     files::serve(&s, &method, &headers, entry, &etag, HeaderMap::new()).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct HistoryQuery {
+    /// At most this many events (default 100, 1 to 1,000).
     limit: Option<usize>,
     /// Events before this sequence number (the previous page's `next`).
     before: Option<u64>,
+    /// Only events of this type (`stage_changed`, `alias_set`, …).
     kind: Option<String>,
+    /// Only events by this actor.
     actor: Option<String>,
+    /// Only events about this version number.
     version: Option<u64>,
+    /// Only events at or after this time (RFC 3339).
     since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only events before this time (RFC 3339).
     until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+/// A model's audit trail, newest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/api/v1/models/{model}/history",
+    tag = "audit",
+    params(ModelAt, HistoryQuery),
+    responses(
+        (status = 200, description = "One page of events; `next` is the `before` of the next page, absent on the last.", body = Page<Event, u64>),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn history(
     axum::extract::State(s): axum::extract::State<State>,
-    Path(model): Path<String>,
+    Path(ModelAt { model }): Path<ModelAt>,
     Query(q): Query<HistoryQuery>,
-) -> ApiResult<Json<crate::Page<crate::Event, u64>>> {
+) -> ApiResult<Json<Page<Event, u64>>> {
     let mut filter = HistoryFilter::new();
     if let Some(kind) = q.kind {
         filter = filter.kind(kind);
@@ -266,8 +585,9 @@ async fn history(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct CompareQuery {
     /// The candidate's selector (or a full reference to another model's version).
     candidate: String,
@@ -275,11 +595,24 @@ struct CompareQuery {
     baseline: Option<String>,
 }
 
+/// Compares a candidate version with a baseline: metrics (with verdicts from
+/// the model's metric specs), hyperparameters, environment, datasets, code.
+#[utoipa::path(
+    get,
+    path = "/api/v1/models/{model}/compare",
+    tag = "analysis",
+    params(ModelAt, CompareQuery),
+    responses(
+        (status = 200, description = "The difference; `a` is the baseline, `b` the candidate.", body = VersionDiff),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn compare(
     axum::extract::State(s): axum::extract::State<State>,
-    Path(model): Path<String>,
+    Path(ModelAt { model }): Path<ModelAt>,
     Query(q): Query<CompareQuery>,
-) -> ApiResult<Json<crate::VersionDiff>> {
+) -> ApiResult<Json<VersionDiff>> {
     let side = |sel: &str| {
         if sel.contains(['/', '@', ':']) {
             Ok(sel.parse::<VersionRef>()?)
@@ -292,10 +625,22 @@ async fn compare(
     Ok(Json(s.registry.compare(baseline, candidate).await?))
 }
 
+/// One metric's value across a model's versions, in version order.
+#[utoipa::path(
+    get,
+    path = "/api/v1/models/{model}/metrics/{metric}",
+    tag = "analysis",
+    params(MetricAt),
+    responses(
+        (status = 200, description = "A point per version that has the metric.", body = Vec<MetricPoint>),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn metric_history(
     axum::extract::State(s): axum::extract::State<State>,
-    Path((model, metric)): Path<(String, String)>,
-) -> ApiResult<Json<Vec<crate::MetricPoint>>> {
+    Path(MetricAt { model, metric }): Path<MetricAt>,
+) -> ApiResult<Json<Vec<MetricPoint>>> {
     Ok(Json(
         s.registry
             .metric_history(model.as_str(), &metric, &VersionFilter::new())
@@ -303,9 +648,21 @@ async fn metric_history(
     ))
 }
 
+/// A model's traffic split.
+#[utoipa::path(
+    get,
+    path = "/api/v1/models/{model}/split",
+    tag = "traffic",
+    params(ModelAt),
+    responses(
+        (status = 200, description = "The split.", body = TrafficSplit),
+        (status = 400, response = BadRequest),
+        (status = 404, description = "No such model, or it has no split.", body = ErrorBody),
+    ),
+)]
 async fn show_split(
     axum::extract::State(s): axum::extract::State<State>,
-    Path(model): Path<String>,
+    Path(ModelAt { model }): Path<ModelAt>,
 ) -> ApiResult<Json<TrafficSplit>> {
     s.registry
         .traffic_split(model.as_str())
@@ -314,41 +671,78 @@ async fn show_split(
         .ok_or_else(|| ApiError::not_found(format!("model '{model}' has no traffic split")))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct RouteQuery {
+    /// What should stick to one variant: a user id, a session id.
     key: String,
 }
 
-async fn route(
-    axum::extract::State(s): axum::extract::State<State>,
-    Path(model): Path<String>,
-    Query(q): Query<RouteQuery>,
-) -> ApiResult<Json<serde_json::Value>> {
-    let routed = s.registry.route(model.as_str(), q.key.as_bytes()).await?;
-    Ok(Json(serde_json::json!({
-        "model": model,
-        "key": q.key,
-        "target": routed.target.to_string(),
-        "from_split": routed.from_split,
-        "version": &*routed.version,
-    })))
+/// Where a request key was routed.
+#[derive(Serialize, ToSchema)]
+struct Routed {
+    /// The model.
+    #[schema(value_type = ModelName)]
+    model: String,
+    /// The key, as sent.
+    key: String,
+    /// The route taken (`@production` when the model has no split).
+    target: RouteTarget,
+    /// Whether the traffic split chose the route (`false`: the model has none).
+    from_split: bool,
+    /// The version the target resolved to.
+    version: std::sync::Arc<VersionRecord>,
 }
 
-#[derive(Deserialize)]
+/// The version a request key is routed to: through the model's traffic split,
+/// or `@production` without one.
+#[utoipa::path(
+    get,
+    path = "/api/v1/models/{model}/route",
+    tag = "traffic",
+    params(ModelAt, RouteQuery),
+    responses(
+        (status = 200, description = "The route taken and its version.", body = Routed),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+    ),
+)]
+async fn route(
+    axum::extract::State(s): axum::extract::State<State>,
+    Path(ModelAt { model }): Path<ModelAt>,
+    Query(q): Query<RouteQuery>,
+) -> ApiResult<Json<Routed>> {
+    let routed = s.registry.route(model.as_str(), q.key.as_bytes()).await?;
+    Ok(Json(Routed {
+        model,
+        key: q.key,
+        target: routed.target,
+        from_split: routed.from_split,
+        version: routed.version,
+    }))
+}
+
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct LineageQuery {
     /// A version reference (`fraud/3`, `fraud@production`) or, downstream, a
     /// dataset (`dataset:name@version`).
     of: String,
+    /// Towards inputs (`upstream`, default) or dependents (`downstream`).
     #[serde(default)]
+    #[param(inline)]
     direction: Direction,
+    /// How many edges away at most (default: all).
     depth: Option<usize>,
+    /// `json` (default), `dot` (Graphviz) or `mermaid`.
     #[serde(default)]
+    #[param(inline)]
     format: GraphFormat,
 }
 
-#[derive(Deserialize, Default, Clone, Copy)]
+#[derive(Deserialize, ToSchema, Default, Clone, Copy)]
 #[serde(rename_all = "snake_case")]
 enum Direction {
     #[default]
@@ -356,7 +750,7 @@ enum Direction {
     Downstream,
 }
 
-#[derive(Deserialize, Default, Clone, Copy)]
+#[derive(Deserialize, ToSchema, Default, Clone, Copy)]
 #[serde(rename_all = "snake_case")]
 enum GraphFormat {
     #[default]
@@ -365,6 +759,24 @@ enum GraphFormat {
     Mermaid,
 }
 
+/// The lineage of a version (its parents, datasets and code, transitively) or
+/// what depends on a version or dataset.
+#[utoipa::path(
+    get,
+    path = "/api/v1/lineage",
+    tag = "analysis",
+    params(LineageQuery),
+    responses(
+        (status = 200, description = "The subgraph reached, origin first, in the requested format.",
+            content(
+                (LineageSubgraph = "application/json"),
+                (String = "text/vnd.graphviz"),
+                (String = "text/plain"),
+            )),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn lineage(
     axum::extract::State(s): axum::extract::State<State>,
     Query(q): Query<LineageQuery>,
@@ -394,6 +806,17 @@ async fn lineage(
     })
 }
 
+/// This document: the REST API in OpenAPI 3.1.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "meta",
+    responses((status = 200, description = "The OpenAPI document.", content_type = "application/json", body = Object)),
+)]
+async fn openapi_document() -> Response {
+    openapi::respond()
+}
+
 // ----- writes --------------------------------------------------------------------
 
 /// The session of a caller allowed `role`.
@@ -402,21 +825,40 @@ fn session(s: &State, caller: &Caller, role: Role) -> ApiResult<crate::Session> 
     Ok(s.registry.acting_as(actor))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewModel {
+    /// The new model's name.
+    #[schema(value_type = ModelName)]
     name: String,
+    /// What the model is for.
     #[serde(default)]
     description: String,
+    /// Tags, by key.
     #[serde(default)]
+    #[schema(value_type = BTreeMap<MetricName, String>)]
     tags: BTreeMap<String, String>,
 }
 
+/// Creates a model (writer).
+#[utoipa::path(
+    post,
+    path = "/api/v1/models",
+    tag = "models",
+    request_body = NewModel,
+    security(("bearer" = ["writer"])),
+    responses(
+        (status = 201, description = "Created.", body = ModelSummary),
+        (status = 400, response = BadRequest),
+        (status = 403, response = Forbidden),
+        (status = 409, response = Conflict),
+    ),
+)]
 async fn create_model(
     axum::extract::State(s): axum::extract::State<State>,
     caller: Caller,
     Body(m): Body<NewModel>,
-) -> ApiResult<(StatusCode, Json<crate::ModelSummary>)> {
+) -> ApiResult<(StatusCode, Json<ModelSummary>)> {
     let session = session(&s, &caller, Role::Writer)?;
     let mut options = CreateModel::new().description(m.description);
     for (k, v) in &m.tags {
@@ -426,21 +868,41 @@ async fn create_model(
     Ok((StatusCode::CREATED, Json(state.summary())))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TagChange {
+    /// Tags to set (added or replaced), by key.
     #[serde(default)]
+    #[schema(value_type = BTreeMap<MetricName, String>)]
     set: BTreeMap<TagKey, String>,
+    /// Tag keys to remove.
     #[serde(default)]
+    #[schema(value_type = Vec<MetricName>)]
     remove: Vec<TagKey>,
 }
 
+/// Sets and removes a model's tags (writer).
+#[utoipa::path(
+    post,
+    path = "/api/v1/models/{model}/tags",
+    tag = "models",
+    params(ModelAt),
+    request_body = TagChange,
+    security(("bearer" = ["writer"])),
+    responses(
+        (status = 200, description = "The model after the change.", body = ModelSummary),
+        (status = 400, response = BadRequest),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    ),
+)]
 async fn model_tags(
     axum::extract::State(s): axum::extract::State<State>,
     caller: Caller,
-    Path(model): Path<String>,
+    Path(ModelAt { model }): Path<ModelAt>,
     Body(t): Body<TagChange>,
-) -> ApiResult<Json<crate::ModelSummary>> {
+) -> ApiResult<Json<ModelSummary>> {
     let session = session(&s, &caller, Role::Writer)?;
     let state = session
         .set_model_tags(model.as_str(), t.set, t.remove)
@@ -448,140 +910,296 @@ async fn model_tags(
     Ok(Json(state.summary()))
 }
 
+/// Sets and removes a version's tags (writer).
+#[utoipa::path(
+    post,
+    path = "/api/v1/models/{model}/versions/{version}/tags",
+    tag = "versions",
+    params(VersionAt),
+    request_body = TagChange,
+    security(("bearer" = ["writer"])),
+    responses(
+        (status = 200, description = "The version after the change.", body = VersionRecord),
+        (status = 400, response = BadRequest),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    ),
+)]
 async fn version_tags(
     axum::extract::State(s): axum::extract::State<State>,
     caller: Caller,
-    Path((model, version)): Path<(String, String)>,
+    Path(VersionAt { model, version }): Path<VersionAt>,
     Body(t): Body<TagChange>,
-) -> ApiResult<Json<crate::VersionRecord>> {
+) -> ApiResult<Json<VersionRecord>> {
     let session = session(&s, &caller, Role::Writer)?;
     let r = version_ref(&model, &version)?;
     Ok(Json(session.set_version_tags(r, t.set, t.remove).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct MetricsBody {
+    /// Values by metric name (finite numbers); a metric already set is
+    /// replaced, its earlier value stays in the history.
+    #[schema(value_type = Metrics)]
     metrics: BTreeMap<String, f64>,
 }
 
+/// Adds metrics to a version (writer).
+#[utoipa::path(
+    post,
+    path = "/api/v1/models/{model}/versions/{version}/metrics",
+    tag = "versions",
+    params(VersionAt),
+    request_body = MetricsBody,
+    security(("bearer" = ["writer"])),
+    responses(
+        (status = 200, description = "The version after the change.", body = VersionRecord),
+        (status = 400, response = BadRequest),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    ),
+)]
 async fn add_metrics(
     axum::extract::State(s): axum::extract::State<State>,
     caller: Caller,
-    Path((model, version)): Path<(String, String)>,
+    Path(VersionAt { model, version }): Path<VersionAt>,
     Body(m): Body<MetricsBody>,
-) -> ApiResult<Json<crate::VersionRecord>> {
+) -> ApiResult<Json<VersionRecord>> {
     let session = session(&s, &caller, Role::Writer)?;
     let r = version_ref(&model, &version)?;
     Ok(Json(session.add_metrics(r, m.metrics).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct Reason {
+    /// Why, for the audit trail.
     #[serde(default)]
     reason: String,
 }
 
+/// Deprecates a version (writer): `@latest` skips it; pinned references still
+/// resolve it.
+#[utoipa::path(
+    post,
+    path = "/api/v1/models/{model}/versions/{version}/deprecate",
+    tag = "versions",
+    params(VersionAt),
+    request_body = Reason,
+    security(("bearer" = ["writer"])),
+    responses(
+        (status = 200, description = "The version after the change.", body = VersionRecord),
+        (status = 400, response = BadRequest),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    ),
+)]
 async fn deprecate(
     axum::extract::State(s): axum::extract::State<State>,
     caller: Caller,
-    Path((model, version)): Path<(String, String)>,
+    Path(VersionAt { model, version }): Path<VersionAt>,
     Body(b): Body<Reason>,
-) -> ApiResult<Json<crate::VersionRecord>> {
+) -> ApiResult<Json<VersionRecord>> {
     let session = session(&s, &caller, Role::Writer)?;
     let r = version_ref(&model, &version)?;
     Ok(Json(session.deprecate(r, b.reason).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TransitionBody {
+    /// The stage to move to.
     to: Stage,
+    /// Why, for the audit trail.
     #[serde(default)]
     reason: String,
 }
 
+/// Moves a version to another stage (writer); the target stage's gates run.
+#[utoipa::path(
+    post,
+    path = "/api/v1/models/{model}/versions/{version}/transition",
+    tag = "lifecycle",
+    params(VersionAt),
+    request_body = TransitionBody,
+    security(("bearer" = ["writer"])),
+    responses(
+        (status = 200, description = "The `stage_changed` event, with the gates' verdicts.", body = Event),
+        (status = 400, response = BadRequest),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    ),
+)]
 async fn transition(
     axum::extract::State(s): axum::extract::State<State>,
     caller: Caller,
-    Path((model, version)): Path<(String, String)>,
+    Path(VersionAt { model, version }): Path<VersionAt>,
     Body(b): Body<TransitionBody>,
-) -> ApiResult<Json<crate::Event>> {
+) -> ApiResult<Json<Event>> {
     let session = session(&s, &caller, Role::Writer)?;
     let r = version_ref(&model, &version)?;
     Ok(Json(session.transition(r, b.to, b.reason).await?))
 }
 
-/// Moves the version along the lifecycle to `to`, through every stage on the
-/// way (each move's gates run, as for [`Session::promote_to`](crate::Session::promote_to)).
+/// Moves a version along the lifecycle to `to`, through every stage on the
+/// way (writer); each move's gates run.
+#[utoipa::path(
+    post,
+    path = "/api/v1/models/{model}/versions/{version}/promote",
+    tag = "lifecycle",
+    params(VersionAt),
+    request_body = TransitionBody,
+    security(("bearer" = ["writer"])),
+    responses(
+        (status = 200, description = "One `stage_changed` event per move.", body = Vec<Event>),
+        (status = 400, response = BadRequest),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    ),
+)]
 async fn promote(
     axum::extract::State(s): axum::extract::State<State>,
     caller: Caller,
-    Path((model, version)): Path<(String, String)>,
+    Path(VersionAt { model, version }): Path<VersionAt>,
     Body(b): Body<TransitionBody>,
-) -> ApiResult<Json<Vec<crate::Event>>> {
+) -> ApiResult<Json<Vec<Event>>> {
     let session = session(&s, &caller, Role::Writer)?;
     let r = version_ref(&model, &version)?;
     Ok(Json(session.promote_to(r, b.to, b.reason).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Decision {
+struct StageDecision {
+    /// The stage the decision is about.
     stage: Stage,
+    /// A comment for the audit trail.
     #[serde(default)]
     comment: String,
 }
 
+/// Approves a version for a stage (approver).
+#[utoipa::path(
+    post,
+    path = "/api/v1/models/{model}/versions/{version}/approve",
+    tag = "lifecycle",
+    params(VersionAt),
+    request_body = StageDecision,
+    security(("bearer" = ["approver"])),
+    responses(
+        (status = 200, description = "The `approval_recorded` event.", body = Event),
+        (status = 400, response = BadRequest),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    ),
+)]
 async fn approve(
     axum::extract::State(s): axum::extract::State<State>,
     caller: Caller,
-    Path((model, version)): Path<(String, String)>,
-    Body(b): Body<Decision>,
-) -> ApiResult<Json<crate::Event>> {
+    Path(VersionAt { model, version }): Path<VersionAt>,
+    Body(b): Body<StageDecision>,
+) -> ApiResult<Json<Event>> {
     let session = session(&s, &caller, Role::Approver)?;
     let r = version_ref(&model, &version)?;
     Ok(Json(session.approve(r, b.stage, b.comment).await?))
 }
 
+/// Rejects a version for a stage (approver).
+#[utoipa::path(
+    post,
+    path = "/api/v1/models/{model}/versions/{version}/reject",
+    tag = "lifecycle",
+    params(VersionAt),
+    request_body = StageDecision,
+    security(("bearer" = ["approver"])),
+    responses(
+        (status = 200, description = "The `approval_recorded` event.", body = Event),
+        (status = 400, response = BadRequest),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    ),
+)]
 async fn reject(
     axum::extract::State(s): axum::extract::State<State>,
     caller: Caller,
-    Path((model, version)): Path<(String, String)>,
-    Body(b): Body<Decision>,
-) -> ApiResult<Json<crate::Event>> {
+    Path(VersionAt { model, version }): Path<VersionAt>,
+    Body(b): Body<StageDecision>,
+) -> ApiResult<Json<Event>> {
     let session = session(&s, &caller, Role::Approver)?;
     let r = version_ref(&model, &version)?;
     Ok(Json(session.reject(r, b.stage, b.comment).await?))
 }
 
+/// Puts the previous production version back into production (writer).
+#[utoipa::path(
+    post,
+    path = "/api/v1/models/{model}/rollback",
+    tag = "lifecycle",
+    params(ModelAt),
+    request_body = Reason,
+    security(("bearer" = ["writer"])),
+    responses(
+        (status = 200, description = "The `rolled_back` event.", body = Event),
+        (status = 400, response = BadRequest),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    ),
+)]
 async fn rollback(
     axum::extract::State(s): axum::extract::State<State>,
     caller: Caller,
-    Path(model): Path<String>,
+    Path(ModelAt { model }): Path<ModelAt>,
     Body(b): Body<Reason>,
-) -> ApiResult<Json<crate::Event>> {
+) -> ApiResult<Json<Event>> {
     let session = session(&s, &caller, Role::Writer)?;
     Ok(Json(session.rollback(model.as_str(), b.reason).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AliasBody {
     /// The version's selector within the model.
     version: String,
+    /// Why, for the audit trail.
     #[serde(default)]
     reason: String,
+    /// Whether moving or removing the alias later must pass the gates of
+    /// production (default: unchanged, or unprotected for a new alias).
     protected: Option<bool>,
 }
 
+/// Points an alias at a version (writer).
+#[utoipa::path(
+    put,
+    path = "/api/v1/models/{model}/aliases/{alias}",
+    tag = "aliases",
+    params(AliasAt),
+    request_body = AliasBody,
+    security(("bearer" = ["writer"])),
+    responses(
+        (status = 200, description = "The `alias_set` event.", body = Event),
+        (status = 400, response = BadRequest),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    ),
+)]
 async fn set_alias(
     axum::extract::State(s): axum::extract::State<State>,
     caller: Caller,
-    Path((model, alias)): Path<(String, String)>,
+    Path(AliasAt { model, alias }): Path<AliasAt>,
     Body(b): Body<AliasBody>,
-) -> ApiResult<Json<crate::Event>> {
+) -> ApiResult<Json<Event>> {
     let session = session(&s, &caller, Role::Writer)?;
     let mut options = SetAlias::new().reason(b.reason);
     if let Some(p) = b.protected {
@@ -591,12 +1209,27 @@ async fn set_alias(
     Ok(Json(session.set_alias(r, &alias, options).await?))
 }
 
+/// Removes an alias (writer).
+#[utoipa::path(
+    delete,
+    path = "/api/v1/models/{model}/aliases/{alias}",
+    tag = "aliases",
+    params(AliasAt, Reason),
+    security(("bearer" = ["writer"])),
+    responses(
+        (status = 200, description = "The `alias_removed` event.", body = Event),
+        (status = 400, response = BadRequest),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    ),
+)]
 async fn remove_alias(
     axum::extract::State(s): axum::extract::State<State>,
     caller: Caller,
-    Path((model, alias)): Path<(String, String)>,
+    Path(AliasAt { model, alias }): Path<AliasAt>,
     Query(b): Query<Reason>,
-) -> ApiResult<Json<crate::Event>> {
+) -> ApiResult<Json<Event>> {
     let session = session(&s, &caller, Role::Writer)?;
     Ok(Json(
         session
@@ -605,20 +1238,38 @@ async fn remove_alias(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SplitBody {
+    /// The new split.
     split: TrafficSplit,
+    /// Why, for the audit trail.
     #[serde(default)]
     reason: String,
 }
 
+/// Sets a model's traffic split (writer).
+#[utoipa::path(
+    put,
+    path = "/api/v1/models/{model}/split",
+    tag = "traffic",
+    params(ModelAt),
+    request_body = SplitBody,
+    security(("bearer" = ["writer"])),
+    responses(
+        (status = 200, description = "The `traffic_split_set` event.", body = Event),
+        (status = 400, response = BadRequest),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    ),
+)]
 async fn set_split(
     axum::extract::State(s): axum::extract::State<State>,
     caller: Caller,
-    Path(model): Path<String>,
+    Path(ModelAt { model }): Path<ModelAt>,
     Body(b): Body<SplitBody>,
-) -> ApiResult<Json<crate::Event>> {
+) -> ApiResult<Json<Event>> {
     let session = session(&s, &caller, Role::Writer)?;
     Ok(Json(
         session
@@ -627,12 +1278,27 @@ async fn set_split(
     ))
 }
 
+/// Removes a model's traffic split (writer): requests go to `@production` again.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/models/{model}/split",
+    tag = "traffic",
+    params(ModelAt, Reason),
+    security(("bearer" = ["writer"])),
+    responses(
+        (status = 200, description = "The `traffic_split_set` event, without a split.", body = Event),
+        (status = 400, response = BadRequest),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    ),
+)]
 async fn clear_split(
     axum::extract::State(s): axum::extract::State<State>,
     caller: Caller,
-    Path(model): Path<String>,
+    Path(ModelAt { model }): Path<ModelAt>,
     Query(b): Query<Reason>,
-) -> ApiResult<Json<crate::Event>> {
+) -> ApiResult<Json<Event>> {
     let session = session(&s, &caller, Role::Writer)?;
     Ok(Json(
         session
@@ -644,31 +1310,43 @@ async fn clear_split(
 // ----- register by upload --------------------------------------------------------
 
 /// The `metadata` part of an upload: what `NewVersion` takes, as JSON.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct VersionMetadata {
+    /// A semver label, unique within the model (`1.4.0`).
     semver: Option<String>,
+    /// What changed.
     #[serde(default)]
     description: String,
+    /// Tags, by key.
     #[serde(default)]
+    #[schema(value_type = BTreeMap<MetricName, String>)]
     tags: BTreeMap<String, String>,
+    /// Metric values, by name.
     #[serde(default)]
+    #[schema(value_type = Metrics)]
     metrics: BTreeMap<String, f64>,
+    /// Hyperparameters, by name.
     #[serde(default)]
     params: BTreeMap<String, crate::HyperValue>,
+    /// The datasets the version was trained and evaluated on.
     #[serde(default)]
     datasets: Vec<DatasetRef>,
+    /// The code it was trained with.
     code: Option<CodeRef>,
+    /// The versions it derives from; they must exist.
     #[serde(default)]
     parents: Vec<ParentBody>,
+    /// The software and hardware it was trained on.
     environment: Option<Environment>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ParentBody {
     /// A full reference such as `fraud/3`.
     version: String,
+    /// How the new version derives from it.
     relation: Relation,
 }
 
@@ -701,6 +1379,20 @@ impl VersionMetadata {
     }
 }
 
+/// The parts of an upload. The handler reads them one by one as they stream
+/// (see [`register`]); this type only describes them.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct UploadForm {
+    /// The version's metadata, a JSON text (optional; at most one part, with
+    /// no file name).
+    metadata: Option<VersionMetadata>,
+    /// The files: one part each, under any field name, whose file name is the
+    /// file's path in the artifact (`weights/model.bin`).
+    #[schema(value_type = Vec<Binary>)]
+    file: Vec<()>,
+}
+
 /// A staging directory removed when dropped, so an upload that fails or is
 /// abandoned (the client disconnects, the server shuts down) leaves nothing.
 struct Staging(PathBuf);
@@ -712,23 +1404,41 @@ impl Drop for Staging {
 }
 
 /// What a registration by upload answers: the version and what was stored.
-#[derive(Serialize)]
-struct RegisteredBody {
-    version: crate::VersionRecord,
+#[derive(Serialize, ToSchema)]
+struct Registered {
+    /// The new version.
+    version: VersionRecord,
+    /// What was stored: files and bytes new and already present.
     report: crate::RegisterReport,
 }
 
-/// `POST /api/v1/models/{model}/versions` with `multipart/form-data`: one
-/// optional `metadata` part (JSON, see [`VersionMetadata`]) and one part per
+/// Registers a new version from uploaded files (writer).
+///
+/// `multipart/form-data`: one optional `metadata` part (JSON) and one part per
 /// file whose file name is its path inside the artifact. Each file streams to
 /// a staging directory on disk (never whole in memory), then the version is
 /// registered from it; the model is created if it does not exist.
+#[utoipa::path(
+    post,
+    path = "/api/v1/models/{model}/versions",
+    tag = "versions",
+    params(ModelAt),
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    security(("bearer" = ["writer"])),
+    responses(
+        (status = 201, description = "Registered.", body = Registered),
+        (status = 400, response = BadRequest),
+        (status = 403, response = Forbidden),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+    ),
+)]
 async fn register(
     axum::extract::State(s): axum::extract::State<State>,
     caller: Caller,
-    Path(model): Path<String>,
+    Path(ModelAt { model }): Path<ModelAt>,
     request: axum::extract::Request,
-) -> ApiResult<(StatusCode, Json<RegisteredBody>)> {
+) -> ApiResult<(StatusCode, Json<Registered>)> {
     // The role is checked before the body is looked at.
     let session = session(&s, &caller, Role::Writer)?;
     let mut form = Multipart::from_request(request, &s)
@@ -815,7 +1525,7 @@ async fn register(
     drop(staging);
     Ok((
         StatusCode::CREATED,
-        Json(RegisteredBody {
+        Json(Registered {
             version: registered.version,
             report: registered.report,
         }),
@@ -830,4 +1540,45 @@ fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
         "invalid_input"
     };
     ApiError::new(status, kind, e.body_text())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// The router is built only through `Routes::add`, so what it answers is
+    /// `Routes::operations` (and `HEAD` wherever there is a `GET`); the
+    /// document lists the handlers named in `ApiDoc`. A handler routed but not
+    /// listed there, or listed but not routed, fails here.
+    #[test]
+    fn the_router_answers_exactly_the_documented_operations() {
+        let routed: BTreeSet<(String, String)> = Routes::all().operations.into_iter().collect();
+        let doc = document();
+        let mut documented = BTreeSet::new();
+        for (path, item) in &doc.paths.paths {
+            for (method, op) in [
+                ("GET", &item.get),
+                ("PUT", &item.put),
+                ("POST", &item.post),
+                ("DELETE", &item.delete),
+                ("OPTIONS", &item.options),
+                ("HEAD", &item.head),
+                ("PATCH", &item.patch),
+                ("TRACE", &item.trace),
+            ] {
+                if op.is_some() {
+                    documented.insert((method.to_owned(), path.clone()));
+                }
+            }
+        }
+        let undocumented: Vec<_> = routed.difference(&documented).collect();
+        let unrouted: Vec<_> = documented.difference(&routed).collect();
+        assert!(
+            undocumented.is_empty() && unrouted.is_empty(),
+            "routed but not in ApiDoc's paths: {undocumented:?}; in ApiDoc but not routed: \
+             {unrouted:?}"
+        );
+    }
 }

@@ -39,6 +39,8 @@ pub mod faulty_store;
 pub mod http;
 pub mod lifecycle_suite;
 pub mod registry_suite;
+#[cfg(feature = "serve")]
+pub mod rest;
 pub mod servers;
 pub mod serving_suite;
 pub mod targets;

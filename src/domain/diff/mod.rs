@@ -22,6 +22,7 @@ mod format;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 pub enum MetricVerdict {
     /// Better by more than the tolerance, by the metric's goal.
     Improved,
@@ -90,6 +91,7 @@ pub fn metric_verdict(a: f64, b: f64, spec: Option<&MetricSpec>) -> MetricVerdic
 
 /// One metric in both versions.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 pub struct MetricDiff {
     /// The metric.
     pub name: MetricName,
@@ -112,6 +114,7 @@ pub struct MetricDiff {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 pub enum OverallVerdict {
     /// At least one metric improved and none regressed.
     Improved,
@@ -167,6 +170,7 @@ impl OverallVerdict {
 
 /// A key whose value differs: `{"key":…,"a":…,"b":…}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 pub struct ValueChange<T> {
     /// The key (dotted for nested values, e.g. `optimizer.lr`).
     pub key: String,
@@ -178,6 +182,7 @@ pub struct ValueChange<T> {
 
 /// A key only one version has: `{"key":…,"value":…}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 pub struct KeyedValue<T> {
     /// The key.
     pub key: String,
@@ -188,6 +193,7 @@ pub struct KeyedValue<T> {
 /// The differences between two key → value maps, each list sorted by key. Keys
 /// with equal values are not listed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 pub struct MapDiff<T> {
     /// Keys in both with different values.
     pub changed: Vec<ValueChange<T>>,
@@ -290,6 +296,7 @@ pub fn flatten_hyperparameters(h: &Hyperparameters) -> BTreeMap<String, HyperVal
 
 /// A dataset both versions used in the same role, at different versions or digests.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 pub struct DatasetChange {
     /// The dataset as version a used it.
     pub a: DatasetRef,
@@ -300,6 +307,7 @@ pub struct DatasetChange {
 /// How the datasets differ. Datasets are matched by name and role; a match whose
 /// version label or digest differs is changed (a different URI alone is not).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 pub struct DatasetDiff {
     /// Same name and role, different version or digest.
     pub changed: Vec<DatasetChange>,
@@ -358,6 +366,7 @@ impl DatasetDiff {
 
 /// The code of a and b, when it differs (commit, repository or dirtiness).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 pub struct CodeChange {
     /// Version a's code.
     pub a: Option<CodeRef>,
@@ -367,6 +376,7 @@ pub struct CodeChange {
 
 /// A file at the same path in both artifacts, with different contents.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 pub struct FileChange {
     /// Its path.
     pub path: RelPath,
@@ -382,6 +392,7 @@ pub struct FileChange {
 
 /// How two artifacts' files differ, by path and digest.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 pub struct ArtifactDiff {
     /// Paths only in b.
     pub added: Vec<ManifestEntry>,
@@ -463,6 +474,7 @@ impl ArtifactDiff {
 
 /// Which version one side of a comparison is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 pub struct VersionSummary {
     /// Its model.
     pub model: ModelName,
@@ -470,6 +482,7 @@ pub struct VersionSummary {
     pub number: VersionNumber,
     /// Its semver label.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "serve", schema(value_type = Option<String>))]
     pub semver: Option<semver::Version>,
     /// The digest of its artifact's manifest.
     pub artifact: Digest,
@@ -535,6 +548,7 @@ impl VersionSummary {
 /// any regression asks [`OverallVerdict::has_regression`], which is true for
 /// `mixed` too.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 pub struct VersionDiff {
     /// The baseline.
     pub a: VersionSummary,
@@ -651,6 +665,7 @@ fn diff_metrics(
 
 /// One value of a metric over a model's versions.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 pub struct MetricPoint {
     /// The version.
     pub version: VersionNumber,

@@ -29,6 +29,7 @@ use render::{render_dot, render_mermaid};
 /// assert_eq!(k.to_ref().to_string(), "fraud/7");
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 pub struct VersionKey {
     /// The model.
     pub model: ModelName,
@@ -73,6 +74,7 @@ impl From<&ParentRef> for VersionKey {
 /// assert_eq!(DatasetKey::new("clicks").version("v3").to_string(), "clicks@v3");
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 pub struct DatasetKey {
     /// The dataset's name.
     pub name: String,
@@ -135,6 +137,7 @@ impl fmt::Display for DatasetKey {
 /// The identity of a code commit: repository (if recorded) and commit id. Whether
 /// the working tree was dirty is a property of the edge.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 pub struct CodeKey {
     /// Repository URL or name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -170,6 +173,7 @@ impl fmt::Display for CodeKey {
 /// `{"type":"code","commit":"9f2c1e7"}`.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 pub enum LineageNode {
     /// A model version.
     Version(VersionKey),
@@ -213,6 +217,7 @@ impl From<CodeKey> for LineageNode {
 /// `{"type":"dataset","role":"train"}`, `{"type":"code","dirty":false}`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 pub enum LineageEdgeKind {
     /// The input is a parent version.
     Parent {
@@ -756,6 +761,7 @@ impl LineageGraph {
 
 /// A node a lineage query reached.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 pub struct ReachedNode {
     /// The node.
     #[serde(flatten)]
@@ -791,6 +797,7 @@ impl ReachedNode {
 
 /// An edge of a [`LineageSubgraph`], between two of its nodes by index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 pub struct SubgraphEdge {
     /// Index of the input node in [`LineageSubgraph::nodes`].
     pub from: usize,
@@ -807,6 +814,7 @@ pub struct SubgraphEdge {
 /// Serialized as `{"nodes":[{"type":"version","model":…,"version":…,"depth":0,
 /// "record":{…}},…],"edges":[{"from":1,"to":0,"kind":{"type":"parent",…}},…]}`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 pub struct LineageSubgraph {
     nodes: Vec<ReachedNode>,
     edges: Vec<SubgraphEdge>,
