@@ -25,7 +25,8 @@ use super::State;
 use super::error::{ApiError, ApiResult};
 use crate::{Actor, Error, Result};
 
-/// What a token allows (see the [module documentation](self)).
+/// What a token allows. Roles are ordered, each allowing what the ones
+/// before it allow: reader < writer < approver < admin.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {

@@ -23,7 +23,7 @@ pub struct ApiError {
     pub message: String,
     /// The library error, when there was one (its [`Missing`](crate::Missing)
     /// tells the dialects which kind of thing was absent).
-    pub source: Option<Error>,
+    pub source: Option<Box<Error>>,
 }
 
 /// `Result` of a handler.
@@ -92,7 +92,7 @@ impl From<Error> for ApiError {
             status,
             kind,
             message: one_line(&e.to_string()),
-            source: Some(e),
+            source: Some(Box::new(e)),
         }
     }
 }
