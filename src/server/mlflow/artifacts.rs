@@ -333,7 +333,7 @@ enum Piece {
 /// byte is read; beyond `max_upload_bytes` the upload is refused (413) and
 /// nothing is staged.
 pub(super) async fn upload(call: Call) -> MlResult {
-    call.session(Role::Writer)?;
+    call.caller.require(Role::Writer, call.state.read_only())?;
     let rel = upload_path(&request_path(&call)?)?;
     let state = call.state.clone();
     let limit = state.options.max_upload_bytes;
