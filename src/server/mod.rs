@@ -10,7 +10,11 @@
 //!   fetch a version;
 //! - a subset of the MLflow model-registry API under `/api/2.0/mlflow/`, so
 //!   `MlflowClient` and `models:/name@alias` URIs work (tracking — runs,
-//!   experiments — is not served).
+//!   experiments — is not served). Versions are registered from files
+//!   uploaded to `/api/2.0/mlflow-artifacts/artifacts/…` and are `READY` at
+//!   once; deleting a version deprecates it, and models are never deleted or
+//!   renamed (`docs/design.md`, "HTTP server: MLflow registry API", has the
+//!   whole mapping).
 //!
 //! The server adds no storage and no rule: every request goes through the
 //! same [`Registry`] calls, validation and gates as an in-process caller.
