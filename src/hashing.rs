@@ -95,6 +95,19 @@ pub(crate) async fn hash_stream(
     Ok((digest, size))
 }
 
+/// [`hash_stream`], with the SHA-256 of the same bytes.
+pub(crate) async fn hash_stream_with_sha256(
+    stream: crate::store::ByteStream,
+    meter: Option<Meter>,
+) -> Result<Hashed> {
+    let (digest, sha, size) = hash_stream_as::<sha2::Sha256>(stream, meter).await?;
+    Ok(Hashed {
+        digest,
+        sha256: sha.into(),
+        size,
+    })
+}
+
 async fn hash_stream_as<S: Sequential + 'static>(
     mut stream: crate::store::ByteStream,
     meter: Option<Meter>,
@@ -780,6 +793,30 @@ pub(crate) mod tests {
             };
             assert_eq!(got, want, "size {size}, with SHA-256");
             assert_eq!(std::fs::read(&dst).unwrap(), data, "size {size}");
+        }
+    }
+
+    /// A stream in chunks that straddle the inline limit and the window.
+    #[test]
+    fn hash_stream_with_sha256_matches_for_any_chunking() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let all = data(2 * WINDOW + INLINE_HASH_BYTES + 3);
+        for chunk in [1000, INLINE_HASH_BYTES, WINDOW + 1, all.len()] {
+            let chunks: Vec<Result<Bytes>> = all
+                .chunks(chunk)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect();
+            let stream: crate::store::ByteStream = Box::pin(futures::stream::iter(chunks));
+            let got = rt.block_on(hash_stream_with_sha256(stream, None)).unwrap();
+            let want = Hashed {
+                digest: Digest::of(&all),
+                sha256: sha256(&all),
+                size: all.len() as u64,
+            };
+            assert_eq!(got, want, "chunks of {chunk}");
         }
     }
 }
