@@ -269,9 +269,9 @@ const MAX_AHEAD: u64 = 256;
 /// takes the next window; the other threads go on reading and hashing
 /// meanwhile. So the bytes are read once, no window is buffered twice, memory
 /// stays one buffer per thread, and `S` is fed without a gap as long as a
-/// window's read and BLAKE3 take less time than its SHA-256 (they do, by about
-/// three times with SHA-NI): the pass takes about one core's SHA-256 of the
-/// file. With `S = ()` nobody waits.
+/// window's read and BLAKE3 take less time than its SHA-256 (about half of it
+/// here, with SHA-NI and AVX-512): the pass takes about one core's SHA-256 of
+/// the file. With `S = ()` nobody waits.
 fn hash_windows<S: Sequential>(
     file: &File,
     len: u64,
