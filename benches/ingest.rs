@@ -16,16 +16,24 @@
 //! Baselines, at equal durability (our stores fsync every blob):
 //! - register, re-register, fetch: `std::fs::copy` (copy_file_range, like `cp`) of the
 //!   same file + fsync of the copy;
-//! - hash: raw `blake3::Hasher::update_mmap_rayon` of the same file.
+//! - hash: raw `blake3::Hasher::update_mmap_rayon` of the same file;
+//! - the SHA-256 every registration records beside BLAKE3: raw `sha2::Sha256`
+//!   over the same file, read in 2 MiB buffers on one thread (SHA-256 is
+//!   sequential). A registration hashes its file once with both, so one SHA-256
+//!   pass is its floor on a machine where SHA-256 is slower than BLAKE3 on all
+//!   cores: `register/s` and `reg-link/s` report ours against it, `floor-sha`
+//!   that raw SHA-256 against `cp` + fsync, and `sha/b3` raw SHA-256 against raw
+//!   BLAKE3.
 //!
 //! "link" rows register with `NewVersion::link(LinkMode::HardLink)` (the source
 //! becomes read-only and shares its inode with the store) and fetch with
 //! `FetchOptions::link(LinkMode::HardLink)`; fetch always re-hashes what it placed.
-//! Each link pair runs copy, raw hash, ours, raw hash, copy, and reports ours
-//! against the copy (the target), ours against the raw hash of the linked file
-//! (`*/h`: the overhead above one hash pass, which is the floor of both rows),
-//! and that raw hash against the copy (`floor-*`: the best ratio the row could
-//! reach in the same run).
+//! Each link pair runs copy, raw BLAKE3, raw SHA-256, ours, raw SHA-256, raw
+//! BLAKE3, copy, and reports ours against the copy (the target), ours against
+//! the raw BLAKE3 of the linked file (`*/h`: the overhead above one BLAKE3
+//! pass, the floor of `fetch-link`) and against its raw SHA-256 (`reg-link/s`:
+//! the floor of `reg-link`, which hashes with both), and each raw hash against
+//! the copy (`floor-*`: the best ratio the row could reach in the same run).
 //! The page cache is warm (the source is read once before timing). These VMs are
 //! noisy (writing 1 GiB into the page cache takes ~0.25 s or 1–2.6 s, seemingly
 //! at random), so each pair runs baseline, ours, baseline and
@@ -63,6 +71,26 @@ fn raw_blake3(src: &Path) -> Duration {
     let t = Instant::now();
     let mut h = blake3::Hasher::new();
     h.update_mmap_rayon(src).expect("hash");
+    std::hint::black_box(h.finalize());
+    t.elapsed()
+}
+
+/// SHA-256 of the file as `sha256sum` computes it: sequential reads into one
+/// buffer, each fed to one hasher (SHA-NI where the CPU has it).
+fn raw_sha256(src: &Path) -> Duration {
+    use sha2::Digest as _;
+    use std::io::Read;
+    let t = Instant::now();
+    let mut h = sha2::Sha256::new();
+    let mut file = File::open(src).expect("open");
+    let mut buf = vec![0u8; 2 << 20];
+    loop {
+        let n = file.read(&mut buf).expect("read");
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
     std::hint::black_box(h.finalize());
     t.elapsed()
 }
@@ -143,41 +171,65 @@ fn pair(series: &mut Series, baseline: impl Fn() -> Duration, ours: impl FnOnce(
     series.pair(before, ours, after);
 }
 
+/// Times `ours` between two runs of each baseline, nested (`a`, `b`, ours, `b`,
+/// `a`), and reports it against each.
+fn pair2(
+    (series_a, a): (&mut Series, impl Fn() -> Duration),
+    (series_b, b): (&mut Series, impl Fn() -> Duration),
+    ours: impl FnOnce() -> Duration,
+) {
+    let (a_before, b_before) = (a(), b());
+    let ours = ours();
+    let (b_after, a_after) = (b(), a());
+    series_a.pair(a_before, ours, a_after);
+    series_b.pair(b_before, ours, b_after);
+}
+
 /// The series of one link row: `ours` against `cp` + fsync, `ours` against the
-/// raw hash of the file (the floor: a link row is one hash pass plus a few
-/// fsyncs), and that raw hash against `cp` + fsync (the best ratio the row could
-/// reach in this run).
+/// raw BLAKE3 and the raw SHA-256 of the file (a link row is one hash pass plus
+/// a few fsyncs, so the slower of the hashes it does is its floor), and each raw
+/// hash against `cp` + fsync (the best ratio the row could reach in this run).
 struct LinkRow {
     vs_copy: Series,
     vs_hash: Series,
+    vs_sha: Series,
     floor: Series,
+    floor_sha: Series,
 }
 
 impl LinkRow {
-    fn new(name: &'static str, vs_hash: &'static str, floor: &'static str) -> Self {
+    fn new(name: &'static str, vs_hash: &'static str, vs_sha: &'static str) -> Self {
         LinkRow {
             vs_copy: Series::new(name),
             vs_hash: Series::new(vs_hash),
-            floor: Series::new(floor),
+            vs_sha: Series::new(vs_sha),
+            floor: Series::new("floor-b3"),
+            floor_sha: Series::new("floor-sha"),
         }
     }
 
-    /// Times copy, hash, ours, hash, copy.
+    /// Times copy, hash, sha, ours, sha, hash, copy.
     fn pair(
         &mut self,
         copy: impl Fn() -> Duration,
         hash: impl Fn() -> Duration,
+        sha: impl Fn() -> Duration,
         ours: impl FnOnce() -> Duration,
     ) {
         let copy_before = copy();
         let hash_before = hash();
+        let sha_before = sha();
         let ours = ours();
+        let sha_after = sha();
         let hash_after = hash();
         let copy_after = copy();
         self.vs_copy.pair(copy_before, ours, copy_after);
         self.vs_hash.pair(hash_before, ours, hash_after);
+        self.vs_sha.pair(sha_before, ours, sha_after);
         self.floor
             .pair(copy_before, (hash_before + hash_after) / 2, copy_after);
+        self.floor_sha
+            .pair(copy_before, (sha_before + sha_after) / 2, copy_after);
     }
 }
 
@@ -228,18 +280,21 @@ fn timings(mib: u64, pairs: u64) {
 
     let copy = || copy_and_sync(&src, &tmp.path().join("copy"));
     let hash = || raw_blake3(&src);
+    let sha = || raw_sha256(&src);
     let mut s_register = Series::new("register");
+    let mut s_register_sha = Series::new("register/s");
     let mut s_reregister = Series::new("re-reg");
     let mut s_fetch = Series::new("fetch");
-    let mut s_link_register = LinkRow::new("reg-link", "reg-link/h", "floor-reg");
-    let mut s_link_fetch = LinkRow::new("fetch-link", "fetch-lk/h", "floor-fet");
+    let mut s_link_register = LinkRow::new("reg-link", "reg-link/h", "reg-link/s");
+    let mut s_link_fetch = LinkRow::new("fetch-link", "fetch-lk/h", "fetch-lk/s");
     let mut s_hash = Series::new("hash");
+    let mut s_sha = Series::new("sha/b3");
     let mut s_verify = Series::new("verify");
     for i in 0..pairs {
         // Fresh registries per pair, so every first register stores new bytes.
         let root = tmp.path().join(format!("reg{i}"));
         let reg = registry(&rt, &root);
-        pair(&mut s_register, copy, || {
+        pair2((&mut s_register, copy), (&mut s_register_sha, sha), || {
             timed(|| drop(register(&rt, &reg, &src, LinkMode::Copy)))
         });
         pair(&mut s_reregister, copy, || {
@@ -259,6 +314,7 @@ fn timings(mib: u64, pairs: u64) {
             })
         });
         pair(&mut s_verify, hash, || timed(|| verify(&rt, &reg)));
+        pair(&mut s_sha, hash, sha);
         fs::remove_dir_all(&out).ok();
         fs::remove_dir_all(&root).ok();
 
@@ -266,10 +322,11 @@ fn timings(mib: u64, pairs: u64) {
         let reg = registry(&rt, &root);
         // The hash baseline of the link rows reads the file they link.
         let linked_hash = || raw_blake3(&linked_src);
-        s_link_register.pair(copy, linked_hash, || {
+        let linked_sha = || raw_sha256(&linked_src);
+        s_link_register.pair(copy, linked_hash, linked_sha, || {
             timed(|| drop(register(&rt, &reg, &linked_src, LinkMode::HardLink)))
         });
-        s_link_fetch.pair(copy, linked_hash, || {
+        s_link_fetch.pair(copy, linked_hash, linked_sha, || {
             timed(|| {
                 rt.block_on(reg.fetch("bench/1", &out, fetch_options(LinkMode::HardLink)))
                     .map(drop)
@@ -286,16 +343,26 @@ fn timings(mib: u64, pairs: u64) {
     s_link_register.vs_copy.report();
     s_link_fetch.vs_copy.report();
     println!(
-        "(link rows against their floor, raw BLAKE3 update_mmap_rayon of the linked file; \
-         floor-*: that raw hash against cp + fsync, the best ratio a link row could reach)"
+        "(*/h: against raw BLAKE3 update_mmap_rayon of the same file; \
+         */s: against raw SHA-256 of it, sequential 2 MiB reads)"
     );
+    s_register_sha.report();
     s_link_register.vs_hash.report();
+    s_link_register.vs_sha.report();
     s_link_fetch.vs_hash.report();
+    s_link_fetch.vs_sha.report();
+    println!(
+        "(floor-*: the raw hash against cp + fsync, the best ratio a link row could reach; \
+         from the reg-link pairs, then the fetch-link pairs)"
+    );
     s_link_register.floor.report();
+    s_link_register.floor_sha.report();
     s_link_fetch.floor.report();
-    println!("(baseline of hash and verify: raw BLAKE3 update_mmap_rayon of the file)");
+    s_link_fetch.floor_sha.report();
+    println!("(baseline of hash, verify and sha/b3: raw BLAKE3 update_mmap_rayon of the file)");
     s_hash.report();
     s_verify.report();
+    s_sha.report();
     let events = EVENTS.load(Ordering::Relaxed);
     if events > 0 {
         println!(

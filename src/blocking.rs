@@ -197,6 +197,17 @@ impl Registry {
         self.rt.block_on(self.inner.events(model))
     }
 
+    /// See [`crate::Registry::events_after`].
+    pub fn events_after(
+        &self,
+        model: impl IntoModelName,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        self.rt
+            .block_on(self.inner.events_after(model, after, limit))
+    }
+
     /// See [`crate::Registry::manifest`].
     pub fn manifest(&self, reference: impl IntoVersionRef) -> Result<Manifest> {
         self.rt.block_on(self.inner.manifest(reference))

@@ -1,7 +1,8 @@
-//! Hashing with BLAKE3. [`hash_file`], [`hash_open_file`] and [`copy_hashing`]
-//! block: call them from a blocking thread (`tokio::task::spawn_blocking`), never
-//! on an async worker. [`update`] is async and moves large chunks to the blocking
-//! pool itself.
+//! Hashing with BLAKE3, and at ingest SHA-256 in the same pass. [`hash_file`],
+//! [`hash_open_file`], [`copy_hashing`] and their `_with_sha256` variants block:
+//! call them from a blocking thread (`tokio::task::spawn_blocking`), never on an
+//! async worker. [`update`] and [`hash_stream`] are async and move large chunks
+//! to the blocking pool themselves.
 //!
 //! Each takes an optional [`Meter`], counted as bytes are hashed (never for a
 //! file as a whole), for the progress of long operations.
@@ -12,6 +13,13 @@
 //! file on its own and the windows' BLAKE3 subtrees are merged in order
 //! ([`hash_open_file`]), which measured faster than a whole-file
 //! `update_mmap_rayon` here (docs/performance.md).
+//!
+//! Ingest also records each file's SHA-256 ([`Sha256`]) from the same read of its
+//! bytes: the `_with_sha256` variants feed every window, in file order, to one
+//! SHA-256 state as well (a [`Sequential`] hash). SHA-256 is a chain, not a tree,
+//! so it cannot be split over cores as BLAKE3 is; [`hash_windows`] and
+//! [`copy_hashing_with_sha256`] say how it rides along. Fetch, verify and puts of
+//! known digests use the BLAKE3-only functions, which pay nothing for it.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -26,7 +34,7 @@ use blake3::hazmat::{
 
 use bytes::Bytes;
 
-use crate::digest::Digest;
+use crate::digest::{Digest, Sha256};
 use crate::error::Result;
 use crate::progress::{Meter, MeterExt};
 
@@ -46,47 +54,113 @@ const COPY_WINDOW: u64 = 32 << 20;
 /// Files up to this size are hashed with one read on the calling thread.
 const SMALL_FILE: u64 = 1 << 20;
 
+/// What ingest learns from one read of a file's bytes: their BLAKE3 digest (the
+/// blob's key), their SHA-256, and how many there were.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Hashed {
+    pub(crate) digest: Digest,
+    pub(crate) sha256: Sha256,
+    pub(crate) size: u64,
+}
+
+/// A hash that must see the bytes in order, fed beside BLAKE3 by the functions
+/// of this module: SHA-256 at ingest, or nothing (`()`) everywhere else. Generic
+/// rather than a flag, so the BLAKE3-only paths compile without any of it.
+pub(crate) trait Sequential: Default + Send {
+    /// Whether there is anything to feed (`false` for `()`).
+    const ACTIVE: bool;
+    /// Feeds the next bytes.
+    fn update(&mut self, bytes: &[u8]);
+}
+
+impl Sequential for () {
+    const ACTIVE: bool = false;
+    fn update(&mut self, _: &[u8]) {}
+}
+
+impl Sequential for sha2::Sha256 {
+    const ACTIVE: bool = true;
+    fn update(&mut self, bytes: &[u8]) {
+        sha2::Digest::update(self, bytes);
+    }
+}
+
 /// Hashes a blob's stream, returning its digest and length; `meter` counts the
 /// bytes hashed.
 pub(crate) async fn hash_stream(
-    mut stream: crate::store::ByteStream,
+    stream: crate::store::ByteStream,
     meter: Option<Meter>,
 ) -> Result<(Digest, u64)> {
+    let (digest, (), size) = hash_stream_as(stream, meter).await?;
+    Ok((digest, size))
+}
+
+/// [`hash_stream`], with the SHA-256 of the same bytes.
+pub(crate) async fn hash_stream_with_sha256(
+    stream: crate::store::ByteStream,
+    meter: Option<Meter>,
+) -> Result<Hashed> {
+    let (digest, sha, size) = hash_stream_as::<sha2::Sha256>(stream, meter).await?;
+    Ok(Hashed {
+        digest,
+        sha256: sha.into(),
+        size,
+    })
+}
+
+async fn hash_stream_as<S: Sequential + 'static>(
+    mut stream: crate::store::ByteStream,
+    meter: Option<Meter>,
+) -> Result<(Digest, S, u64)> {
     use futures::StreamExt;
-    let mut hasher = blake3::Hasher::new();
+    let mut hashers = (blake3::Hasher::new(), S::default());
     while let Some(chunk) = stream.next().await {
-        hasher = update(hasher, chunk?, meter.as_ref()).await?;
+        hashers = update_as(hashers, chunk?, meter.as_ref()).await?;
     }
-    Ok((hasher.finalize().into(), hasher.count()))
+    let (hasher, seq) = hashers;
+    Ok((hasher.finalize().into(), seq, hasher.count()))
 }
 
 /// Feeds `chunk` to `hasher`, on the blocking pool if the chunk is large;
 /// `meter` counts it as it is hashed, a [`WINDOW`] at a time (a stream can
 /// come as one chunk of a whole blob).
 pub(crate) async fn update(
-    mut hasher: blake3::Hasher,
+    hasher: blake3::Hasher,
     chunk: Bytes,
     meter: Option<&Meter>,
 ) -> Result<blake3::Hasher> {
+    Ok(update_as((hasher, ()), chunk, meter).await?.0)
+}
+
+/// [`update`] for BLAKE3 and a [`Sequential`] hash together.
+async fn update_as<S: Sequential + 'static>(
+    (mut hasher, mut seq): (blake3::Hasher, S),
+    chunk: Bytes,
+    meter: Option<&Meter>,
+) -> Result<(blake3::Hasher, S)> {
     if chunk.len() < INLINE_HASH_BYTES {
         hasher.update(&chunk);
+        seq.update(&chunk);
         meter.add(chunk.len() as u64);
-        return Ok(hasher);
+        return Ok((hasher, seq));
     }
     let meter = meter.cloned();
     crate::offload::offload(move || {
         match &meter {
-            None => {
+            None if !S::ACTIVE => {
                 hasher.update(&chunk);
             }
-            Some(meter) => {
+            _ => {
+                // A window at a time, so the bytes are still in the cache when
+                // the second hash reads them.
                 for window in chunk.chunks(WINDOW) {
                     hasher.update(window);
-                    meter.add(window.len() as u64);
+                    seq.update(window);
+                    meter.as_ref().add(window.len() as u64);
                 }
             }
         }
-        hasher
+        (hasher, seq)
     })
     .await
 }
@@ -95,6 +169,11 @@ pub(crate) async fn update(
 /// See [`hash_open_file`].
 pub(crate) fn hash_file(path: &Path, meter: Option<&Meter>) -> io::Result<(Digest, u64)> {
     hash_open_file(&File::open(path)?, meter)
+}
+
+/// [`hash_file`], with the SHA-256 of the same bytes.
+pub(crate) fn hash_file_with_sha256(path: &Path, meter: Option<&Meter>) -> io::Result<Hashed> {
+    hash_open_file_with_sha256(&File::open(path)?, meter)
 }
 
 /// Hashes `file` from offset 0 to its end, returning the digest and the number of
@@ -111,33 +190,55 @@ pub(crate) fn hash_file(path: &Path, meter: Option<&Meter>) -> io::Result<(Diges
 /// shrinks meanwhile is hashed again, front to end, so the count is always of the
 /// bytes the digest covers (`meter` then counts both passes).
 pub(crate) fn hash_open_file(file: &File, meter: Option<&Meter>) -> io::Result<(Digest, u64)> {
+    let (digest, (), size) = hash_open_as(file, meter)?;
+    Ok((digest, size))
+}
+
+/// [`hash_open_file`], with the SHA-256 of the same bytes, from the same reads:
+/// each window also goes through one SHA-256 state, in file order (see
+/// [`hash_windows`]). Its speed is then bounded by one core's SHA-256, which
+/// with SHA-NI is slower than BLAKE3 over all cores (docs/performance.md).
+pub(crate) fn hash_open_file_with_sha256(file: &File, meter: Option<&Meter>) -> io::Result<Hashed> {
+    let (digest, sha, size) = hash_open_as::<sha2::Sha256>(file, meter)?;
+    Ok(Hashed {
+        digest,
+        sha256: sha.into(),
+        size,
+    })
+}
+
+fn hash_open_as<S: Sequential>(file: &File, meter: Option<&Meter>) -> io::Result<(Digest, S, u64)> {
     let len = file.metadata()?.len();
     if len <= SMALL_FILE {
         let mut bytes = Vec::new();
         let mut reader = file;
         reader.read_to_end(&mut bytes)?;
+        let mut seq = S::default();
+        seq.update(&bytes);
         meter.add(bytes.len() as u64);
-        return Ok((Digest::of(&bytes), bytes.len() as u64));
+        return Ok((Digest::of(&bytes), seq, bytes.len() as u64));
     }
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    if let Some(digest) = hash_windows(file, len, WINDOW, threads, meter)?
+    if let Some((digest, seq)) = hash_windows(file, len, WINDOW, threads, meter)?
         && file.metadata()?.len() == len
     {
-        return Ok((digest, len));
+        return Ok((digest, seq, len));
     }
     hash_to_end(file, meter)
 }
 
 /// Hashes `file` front to end on the calling thread, as long as reads return bytes.
-fn hash_to_end(file: &File, meter: Option<&Meter>) -> io::Result<(Digest, u64)> {
+fn hash_to_end<S: Sequential>(file: &File, meter: Option<&Meter>) -> io::Result<(Digest, S, u64)> {
     let mut hasher = blake3::Hasher::new();
+    let mut seq = S::default();
     let mut buf = vec![0; WINDOW];
     loop {
         let n = fill_at(file, &mut buf, hasher.count())?;
         if n == 0 {
-            return Ok((hasher.finalize().into(), hasher.count()));
+            return Ok((hasher.finalize().into(), seq, hasher.count()));
         }
         hasher.update(&buf[..n]);
+        seq.update(&buf[..n]);
         meter.add(n as u64);
     }
 }
@@ -148,10 +249,10 @@ fn hash_to_end(file: &File, meter: Option<&Meter>) -> io::Result<(Digest, u64)> 
 const MAX_AHEAD: u64 = 256;
 
 /// Hashes the first `len` bytes of `file` in windows of `window` bytes on
-/// `threads` threads (the caller's included); `None` if the file ended before
-/// `len`, or if `len` fits in one window (nothing to share out). `window` is a
-/// power of two no smaller than a BLAKE3 chunk. `meter` counts each window once
-/// it is hashed.
+/// `threads` threads (the caller's included), with BLAKE3 and the
+/// [`Sequential`] hash `S`; `None` if the file ended before `len`, or if `len`
+/// fits in one window (nothing to share out). `window` is a power of two no
+/// smaller than a BLAKE3 chunk. `meter` counts each window once it is hashed.
 ///
 /// BLAKE3 is a tree: a window that starts at a multiple of its own (power-of-two)
 /// size is a whole subtree, whose chaining value can be computed alone
@@ -161,22 +262,39 @@ const MAX_AHEAD: u64 = 256;
 /// finished windows are merged in file order by whichever thread finishes the
 /// window that was holding the merge up. The root is the last merge, done
 /// once every window is in.
-fn hash_windows(
+///
+/// `S` (SHA-256) is a chain: its one state takes the windows in file order. A
+/// thread that has hashed its window with BLAKE3 waits, holding its buffer,
+/// until the window before it has been fed to `S`, feeds its own, and only then
+/// takes the next window; the other threads go on reading and hashing
+/// meanwhile. So the bytes are read once, no window is buffered twice, memory
+/// stays one buffer per thread, and `S` is fed without a gap as long as a
+/// window's read and BLAKE3 take less time than its SHA-256 (about half of it
+/// here, with SHA-NI and AVX-512): the pass takes about one core's SHA-256 of
+/// the file. With `S = ()` nobody waits.
+fn hash_windows<S: Sequential>(
     file: &File,
     len: u64,
     window: usize,
     threads: usize,
     meter: Option<&Meter>,
-) -> io::Result<Option<Digest>> {
+) -> io::Result<Option<(Digest, S)>> {
     debug_assert!(window.is_power_of_two() && window >= blake3::CHUNK_LEN);
     let windows = len.div_ceil(window as u64);
     if windows < 2 {
         return Ok(None);
     }
     let state = Mutex::new(Windows::default());
+    // Only the thread whose turn it is (`Windows::fed`) touches it.
+    let seq = Mutex::new(S::default());
     let progress = Condvar::new();
     let lock = || state.lock().unwrap_or_else(PoisonError::into_inner);
     let work = || -> io::Result<()> {
+        // A thread that panics stops the others: they may be waiting for its turn.
+        let _stop = StopOnPanic {
+            state: &state,
+            progress: &progress,
+        };
         let mut buf = vec![0; window];
         loop {
             let k = {
@@ -201,13 +319,32 @@ fn hash_windows(
                         .set_input_offset(offset)
                         .update(&buf[..want])
                         .finalize_non_root();
-                    lock().finish(k, cv, windows);
+                    if S::ACTIVE {
+                        let mut s = lock();
+                        while s.fed < k && !s.stop {
+                            s = progress.wait(s).unwrap_or_else(PoisonError::into_inner);
+                        }
+                        if s.stop {
+                            return Ok(());
+                        }
+                        drop(s);
+                        seq.lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .update(&buf[..want]);
+                        let mut s = lock();
+                        s.fed += 1;
+                        s.finish(k, cv, windows);
+                    } else {
+                        lock().finish(k, cv, windows);
+                    }
                     meter.add(want as u64);
                 }
                 // The file ended early: it changed, and the caller starts over.
                 Ok(_) => s.stop = true,
                 Err(e) => {
                     s.stop = true;
+                    drop(s);
+                    progress.notify_all();
                     return Err(e);
                 }
             }
@@ -228,7 +365,27 @@ fn hash_windows(
         result
     })?;
     let s = state.into_inner().unwrap_or_else(PoisonError::into_inner);
-    Ok(s.root.filter(|_| !s.stop).map(Digest::from))
+    let seq = seq.into_inner().unwrap_or_else(PoisonError::into_inner);
+    Ok(s.root.filter(|_| !s.stop).map(|root| (root.into(), seq)))
+}
+
+/// Stops the workers of [`hash_windows`] if the thread holding it panics, so
+/// that none waits forever for a window that thread held.
+struct StopOnPanic<'a> {
+    state: &'a Mutex<Windows>,
+    progress: &'a Condvar,
+}
+
+impl Drop for StopOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .stop = true;
+            self.progress.notify_all();
+        }
+    }
 }
 
 /// The shared state of [`hash_windows`].
@@ -238,6 +395,8 @@ struct Windows {
     next: u64,
     /// How many windows, from the first, are merged into `tree`.
     merged: u64,
+    /// How many windows, from the first, the [`Sequential`] hash has been fed.
+    fed: u64,
     /// Chaining values of finished windows that wait for an earlier one.
     waiting: BTreeMap<u64, ChainingValue>,
     /// The merged windows, as BLAKE3 keeps its chunks: a stack of whole
@@ -319,7 +478,42 @@ pub(crate) fn copy_hashing(
     dest_read: &File,
     meter: Option<&Meter>,
 ) -> io::Result<(Digest, u64)> {
+    let (digest, (), size) = copy_hashing_as(src, dest, dest_read, meter)?;
+    Ok((digest, size))
+}
+
+/// [`copy_hashing`], with the SHA-256 of the same bytes: each window read back
+/// from `dest` is hashed with BLAKE3 and then handed, in order, to a thread
+/// that feeds it to SHA-256, so the copy, the read-back with BLAKE3 and
+/// SHA-256 overlap, with at most [`SEQ_BUFFERS`] windows in memory.
+pub(crate) fn copy_hashing_with_sha256(
+    src: &File,
+    dest: &File,
+    dest_read: &File,
+    meter: Option<&Meter>,
+) -> io::Result<Hashed> {
+    let (digest, sha, size) = copy_hashing_as::<sha2::Sha256>(src, dest, dest_read, meter)?;
+    Ok(Hashed {
+        digest,
+        sha256: sha.into(),
+        size,
+    })
+}
+
+/// Window buffers of [`copy_hashing_with_sha256`]: one being read back and
+/// hashed with BLAKE3, one queued for SHA-256, one being hashed with SHA-256.
+const SEQ_BUFFERS: usize = 3;
+
+fn copy_hashing_as<S: Sequential>(
+    src: &File,
+    dest: &File,
+    dest_read: &File,
+    meter: Option<&Meter>,
+) -> io::Result<(Digest, S, u64)> {
     let (progress_tx, progress_rx) = mpsc::channel::<u64>();
+    // Windows in file order to the thread that feeds `S`, and their buffers back.
+    let (to_seq, seq_windows) = mpsc::sync_channel::<(Vec<u8>, usize)>(1);
+    let (seq_done, done_windows) = mpsc::channel::<Vec<u8>>();
     std::thread::scope(|scope| {
         let copier = scope.spawn(move || -> io::Result<u64> {
             let mut total = 0;
@@ -333,59 +527,99 @@ pub(crate) fn copy_hashing(
                 }
             }
         });
+        let sequential = S::ACTIVE.then(|| {
+            scope.spawn(move || {
+                let mut seq = S::default();
+                for (buf, n) in seq_windows {
+                    seq.update(&buf[..n]);
+                    // The reader stops taking buffers back only when it is done.
+                    let _ = seq_done.send(buf);
+                }
+                seq
+            })
+        });
         let mut hasher = blake3::Hasher::new();
-        let mut buf = vec![0; WINDOW];
+        // Buffers free for the next window; with `S = ()` the one buffer comes
+        // straight back here.
+        let mut spare: Vec<Vec<u8>> = Vec::new();
+        let mut allocated = 0;
         let mut hashed = 0u64;
         let mut failed = None;
-        while let Ok(copied) = progress_rx.recv() {
+        'copied: while let Ok(copied) = progress_rx.recv() {
             while hashed < copied {
+                let buf = match spare.pop().or_else(|| done_windows.try_recv().ok()) {
+                    Some(buf) => Some(buf),
+                    None if allocated < SEQ_BUFFERS => {
+                        allocated += 1;
+                        Some(vec![0; WINDOW])
+                    }
+                    // All are with the SHA-256 thread: wait for one.
+                    None => done_windows.recv().ok(),
+                };
+                let Some(mut buf) = buf else {
+                    failed = Some(io::Error::other("the SHA-256 thread stopped"));
+                    break 'copied;
+                };
                 let want = usize::try_from(copied - hashed).map_or(WINDOW, |n| n.min(WINDOW));
                 match fill_at(dest_read, &mut buf[..want], hashed) {
                     Ok(n) if n == want => {
                         hasher.update_rayon(&buf[..n]);
                         hashed += n as u64;
                         meter.add(n as u64);
+                        if !S::ACTIVE {
+                            spare.push(buf);
+                        } else if to_seq.send((buf, n)).is_err() {
+                            failed = Some(io::Error::other("the SHA-256 thread stopped"));
+                            break 'copied;
+                        }
                     }
                     Ok(_) => {
                         failed = Some(io::Error::other("copy destination is shorter than copied"));
-                        break;
+                        break 'copied;
                     }
                     Err(e) => {
                         failed = Some(e);
-                        break;
+                        break 'copied;
                     }
                 }
             }
-            if failed.is_some() {
-                break;
-            }
         }
         // Dropping the receiver makes the copier's next send fail harmlessly; the
-        // copy still has to finish before the scope ends.
+        // copy still has to finish before the scope ends. Dropping the sender
+        // ends the SHA-256 thread's input.
         drop(progress_rx);
+        drop(to_seq);
         let copied = copier
             .join()
             .map_err(|_| io::Error::other("copy thread panicked"))??;
+        let seq = match sequential {
+            Some(thread) => thread
+                .join()
+                .map_err(|_| io::Error::other("the SHA-256 thread panicked"))?,
+            None => S::default(),
+        };
         if let Some(e) = failed {
             return Err(e);
         }
         if hashed != copied {
             return Err(io::Error::other("copy and hash disagree on the length"));
         }
-        Ok((hasher.finalize().into(), hashed))
+        Ok((hasher.finalize().into(), seq, hashed))
     })
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// Sizes around the small-file cut-off, the window and the copy window.
-    const SIZES: [usize; 9] = [
+    /// Sizes around the small-file cut-off, the window and the copy window; the
+    /// ingest tests register files of these sizes on every path.
+    pub(crate) const SIZES: [usize; 10] = [
         0,
         1,
         1024,
         16 * 1024 + 1,
+        SMALL_FILE as usize - 1,
         SMALL_FILE as usize,
         SMALL_FILE as usize + 1,
         2 * WINDOW + 7,
@@ -393,8 +627,32 @@ mod tests {
         COPY_WINDOW as usize + 3 * WINDOW + 5,
     ];
 
-    fn data(size: usize) -> Vec<u8> {
+    pub(crate) fn data(size: usize) -> Vec<u8> {
         (0..size).map(|i| (i % 251) as u8).collect()
+    }
+
+    /// SHA-256 by the `sha2` crate directly, in one call: what the windows and
+    /// the copy must add up to.
+    fn sha256(bytes: &[u8]) -> Sha256 {
+        use sha2::Digest as _;
+        Sha256::from_bytes(sha2::Sha256::digest(bytes).into())
+    }
+
+    #[test]
+    fn with_sha256_matches_both_plain_hashes_for_small_and_large_files() {
+        let dir = tempfile::tempdir().unwrap();
+        for size in SIZES {
+            let data = data(size);
+            let p = dir.path().join(format!("f{size}"));
+            std::fs::write(&p, &data).unwrap();
+            let got = hash_file_with_sha256(&p, None).unwrap();
+            let want = Hashed {
+                digest: Digest::of(&data),
+                sha256: sha256(&data),
+                size: size as u64,
+            };
+            assert_eq!(got, want, "size {size}");
+        }
     }
 
     #[test]
@@ -425,17 +683,51 @@ mod tests {
             for tail in [0, 1, 700, blake3::CHUNK_LEN] {
                 let len = (windows - 1) * W + if tail == 0 { W } else { tail };
                 for threads in 1..=3 {
-                    let got = hash_windows(&file, len as u64, W, threads, None).unwrap();
+                    let got = hash_windows::<()>(&file, len as u64, W, threads, None).unwrap();
                     assert_eq!(
-                        got,
+                        got.map(|(d, ())| d),
                         Some(Digest::of(&all[..len])),
                         "{len} bytes on {threads} threads"
+                    );
+                    // With SHA-256 fed window by window, in turn.
+                    let got = hash_windows::<sha2::Sha256>(&file, len as u64, W, threads, None)
+                        .unwrap()
+                        .map(|(d, s)| (d, Sha256::from(s)));
+                    assert_eq!(
+                        got,
+                        Some((Digest::of(&all[..len]), sha256(&all[..len]))),
+                        "{len} bytes on {threads} threads, with SHA-256"
                     );
                 }
             }
         }
         // One window is nothing to share out: the caller hashes it plainly.
-        assert_eq!(hash_windows(&file, W as u64, W, 2, None).unwrap(), None);
+        assert!(
+            hash_windows::<()>(&file, W as u64, W, 2, None)
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    /// Many more windows than threads, on more threads than this machine has
+    /// cores, so that threads wait for their turn to feed SHA-256 while others
+    /// go on: the order of the windows fed must still be the file's.
+    #[test]
+    fn sha256_takes_the_windows_in_file_order_whatever_the_threads_do() {
+        // Windows large enough that a thread which did not wait for its turn
+        // would often feed SHA-256 before the thread holding the window before.
+        const W: usize = 64 << 10;
+        let dir = tempfile::tempdir().unwrap();
+        let all: Vec<u8> = (0..100 * W + 17).map(|i| (i * 7 % 253) as u8).collect();
+        let p = dir.path().join("f");
+        std::fs::write(&p, &all).unwrap();
+        let file = File::open(&p).unwrap();
+        for threads in [2, 5, 8] {
+            let (d, s) = hash_windows::<sha2::Sha256>(&file, all.len() as u64, W, threads, None)
+                .unwrap()
+                .unwrap();
+            assert_eq!((d, Sha256::from(s)), (Digest::of(&all), sha256(&all)));
+        }
     }
 
     /// A file shorter than the length the windows were planned for (it shrank
@@ -449,10 +741,20 @@ mod tests {
         let all = data(3 * W);
         std::fs::write(&p, &all).unwrap();
         let file = File::open(&p).unwrap();
-        assert_eq!(hash_windows(&file, 4 * W as u64, W, 2, None).unwrap(), None);
+        assert!(
+            hash_windows::<()>(&file, 4 * W as u64, W, 2, None)
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            hash_windows::<sha2::Sha256>(&file, 4 * W as u64, W, 2, None)
+                .unwrap()
+                .is_none()
+        );
+        let (d, s, n) = hash_to_end::<sha2::Sha256>(&file, None).unwrap();
         assert_eq!(
-            hash_to_end(&file, None).unwrap(),
-            (Digest::of(&all), all.len() as u64)
+            (d, Sha256::from(s), n),
+            (Digest::of(&all), sha256(&all), all.len() as u64)
         );
     }
 
@@ -474,6 +776,47 @@ mod tests {
             .unwrap();
             assert_eq!((d, n), (Digest::of(&data), size as u64), "size {size}");
             assert_eq!(std::fs::read(&dst).unwrap(), data, "size {size}");
+
+            let dst = dir.path().join(format!("e{size}"));
+            let dest = File::create_new(&dst).unwrap();
+            let got = copy_hashing_with_sha256(
+                &File::open(&src).unwrap(),
+                &dest,
+                &File::open(&dst).unwrap(),
+                None,
+            )
+            .unwrap();
+            let want = Hashed {
+                digest: Digest::of(&data),
+                sha256: sha256(&data),
+                size: size as u64,
+            };
+            assert_eq!(got, want, "size {size}, with SHA-256");
+            assert_eq!(std::fs::read(&dst).unwrap(), data, "size {size}");
+        }
+    }
+
+    /// A stream in chunks that straddle the inline limit and the window.
+    #[test]
+    fn hash_stream_with_sha256_matches_for_any_chunking() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let all = data(2 * WINDOW + INLINE_HASH_BYTES + 3);
+        for chunk in [1000, INLINE_HASH_BYTES, WINDOW + 1, all.len()] {
+            let chunks: Vec<Result<Bytes>> = all
+                .chunks(chunk)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect();
+            let stream: crate::store::ByteStream = Box::pin(futures::stream::iter(chunks));
+            let got = rt.block_on(hash_stream_with_sha256(stream, None)).unwrap();
+            let want = Hashed {
+                digest: Digest::of(&all),
+                sha256: sha256(&all),
+                size: all.len() as u64,
+            };
+            assert_eq!(got, want, "chunks of {chunk}");
         }
     }
 }

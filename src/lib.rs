@@ -316,7 +316,7 @@ pub use chrono;
 pub use semver;
 
 pub use cache::{CacheEntry, CacheOptions, CachedModel, EvictReport, ModelCache};
-pub use digest::Digest;
+pub use digest::{Digest, Sha256};
 pub use domain::limits;
 pub use domain::{
     Actor, AliasName, AliasTarget, Approval, ArtifactDiff, Baseline, CodeChange, CodeKey, CodeRef,

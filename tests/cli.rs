@@ -852,8 +852,8 @@ traffic split: @production=90, /2=10
     assert_eq!(
         cli.run(&["version", "diff", "fraud/1", "fraud/2"]).stdout,
         "\
-a: fraud/1  blake3:6f0d0f6b0c79d2d5fa7a3c32fd0e42c61b655a2916d112220f8a1e0a4e93948a
-b: fraud/2 (2.0.0)  blake3:a7c20b2a9c226498094da5b677753fe96bc843b69b0ea0b6a7449246a4f0c490
+a: fraud/1  blake3:091119cbf5693e7c2a9d743f57d6b9d96644ea8739129e885cc6a104229b5603
+b: fraud/2 (2.0.0)  blake3:8d0b4e25ef64926c9cd56d1c535a2a940f549644d6dd2091baf86f93bd0ed300
 verdict: inconclusive (0 improved, 0 regressed, 0 unchanged, 1 other)
 
   metric    a     b  change  relative  verdict  goal
@@ -871,7 +871,7 @@ files: 1 unchanged, 2 changed, 0 added, 0 removed; b shares 4 B of its 2.0 KiB w
 version:  fraud/1
 stage:    production since YYYY-MM-DD hh:mm:ssZ
 created:  YYYY-MM-DD hh:mm:ssZ by alice@example.com
-artifact: blake3:6f0d0f6b0c79d2d5fa7a3c32fd0e42c61b655a2916d112220f8a1e0a4e93948a
+artifact: blake3:091119cbf5693e7c2a9d743f57d6b9d96644ea8739129e885cc6a104229b5603
 size:     1014 B in 3 files
 metrics:  auc=0.9
 reached:  staging, validation, production

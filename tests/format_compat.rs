@@ -570,6 +570,11 @@ async fn the_0_1_artifacts_fetch_verified_and_check_finds_nothing() -> modelreg:
         .map(|(p, s, d)| (p.as_str(), *s, d.as_str()))
         .collect();
     assert_eq!(entries, MANIFEST_1);
+    // Written before SHA-256 was recorded: no entry has one, and the manifest
+    // still re-encodes to the bytes its digest names.
+    let v1 = reg.resolve("fraud/1").await?;
+    assert_eq!(manifest.digest(), v1.artifact);
+    assert!(manifest.entries().iter().all(|e| e.sha256.is_none()));
 
     let report = reg.check().await?;
     assert!(report.is_ok(), "{:?}", report.problems);

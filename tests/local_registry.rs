@@ -169,6 +169,85 @@ async fn unstorable_file_names_are_rejected() {
     assert_eq!(event_count(&reg, "fraud").await, 1);
 }
 
+// ----- the hash cache ----------------------------------------------------------------
+
+/// The files of every hash cache entry below `cache` (not its temp directory).
+fn cache_entries(cache: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for shard in std::fs::read_dir(cache).expect("read cache") {
+        let shard = shard.expect("entry").path();
+        if shard.file_name().is_some_and(|n| n == "tmp") || !shard.is_dir() {
+            continue;
+        }
+        for entry in std::fs::read_dir(&shard).expect("read shard") {
+            out.push(entry.expect("entry").path());
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A file registered again unchanged is not read (its hashes come from the hash
+/// cache), and the version records the same, correct SHA-256 as the first one.
+/// An entry written before SHA-256 was recorded (the digest alone) is a miss:
+/// the file is read and hashed again, and its entry replaced. Costs ~2.5 s (waits
+/// for the hash cache's settle time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_cache_hits_record_the_same_sha256() {
+    use common::registry_suite::{entry_sha256s, expected_sha256s, pattern};
+    let tmp = TempDir::new().expect("temp dir");
+    let dir = tmp.path().join("registry");
+    let reg = open(&dir).await;
+    create(&reg, "fraud").await;
+    // One file hashed in one read, one in windows.
+    let (small, large) = (pattern(5_000, 1), pattern((5 << 20) + 3, 2));
+    let files: [(&str, &[u8]); 2] = [("config.bin", &small), ("weights.bin", &large)];
+    let src = tmp.path().join("src");
+    write_tree(&src, &files);
+    // Old enough for the hash cache to record them.
+    std::thread::sleep(std::time::Duration::from_millis(2200));
+    let register = || async {
+        reg.acting_as(actor("ci"))
+            .register("fraud", ArtifactSource::dir(&src), NewVersion::new())
+            .await
+            .expect("register")
+    };
+
+    let first = register().await;
+    assert_eq!(first.report.hash_cache_hits, 0);
+    let second = register().await;
+    assert_eq!(second.report.hash_cache_hits, 2, "{:?}", second.report);
+    assert_eq!(second.artifact, first.artifact);
+    for v in [&first, &second] {
+        let m = reg
+            .manifest(format!("fraud/{}", v.number).as_str())
+            .await
+            .expect("manifest");
+        assert_eq!(entry_sha256s(m.entries()), expected_sha256s(&files));
+    }
+
+    // Entries as a build before SHA-256 wrote them: the digest's text alone.
+    let cache = dir.join("cache/hashes");
+    let entries = cache_entries(&cache);
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    for entry in &entries {
+        let text = std::fs::read_to_string(entry).expect("read entry");
+        let digest = text.lines().next().expect("a first line").to_owned();
+        assert!(digest.starts_with("blake3:"), "{text}");
+        std::fs::write(entry, digest).expect("write old entry");
+    }
+    let third = register().await;
+    assert_eq!(third.report.hash_cache_hits, 0, "{:?}", third.report);
+    assert_eq!(third.artifact, first.artifact);
+    let fourth = register().await;
+    assert_eq!(fourth.report.hash_cache_hits, 2, "{:?}", fourth.report);
+    assert_eq!(fourth.artifact, first.artifact);
+    for entry in &entries {
+        let text = std::fs::read_to_string(entry).expect("read entry");
+        assert_eq!(text.lines().count(), 2, "{text}");
+    }
+}
+
 // ----- the directory on disk ---------------------------------------------------------
 
 /// Blobs live at `artifacts/blobs/v1/blake3/<2 hex>/<2 hex>/<hex>`, read-only, and

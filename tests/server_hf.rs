@@ -559,6 +559,13 @@ async fn head_and_get_carry_the_hub_headers_and_agree() {
             "ETag {etag:?} is a quoted 64-hex name"
         );
         assert_eq!(header(&head, "x-linked-etag"), etag);
+        // The SHA-256 recorded at ingest, what the Hub clients expect.
+        use sha2::Digest as _;
+        let sha: String = sha2::Sha256::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(hex, sha, "{name}: the ETag is the file's SHA-256");
         assert_eq!(header(&head, "x-linked-size"), bytes.len().to_string());
         // A named revision points at the same file by commit, where the
         // client then downloads from.

@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::digest::Digest;
+use crate::digest::{Digest, Sha256};
 use crate::error::{Error, Result};
 
 /// A safe, relative, `/`-separated path of a file inside an artifact.
@@ -113,6 +113,14 @@ pub struct ManifestEntry {
     pub size: u64,
     /// The BLAKE3 digest of its bytes: the key of its blob.
     pub digest: Digest,
+    /// The SHA-256 of the same bytes, for formats that name files by it (see
+    /// [`Sha256`]). Every registration records it, hashed in the same read as
+    /// `digest`; `None` in versions registered before it was (0.1, early 0.2),
+    /// whose readers compute it themselves if they need it. It is not checked
+    /// on fetch or verify, which re-hash with BLAKE3 only, and a manifest does
+    /// not prove it: it is as trustworthy as the registry that wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<Sha256>,
 }
 
 /// The files of one artifact: entries sorted by path.
@@ -125,13 +133,19 @@ pub struct ManifestEntry {
 /// - at most [`Manifest::MAX_ENTRIES`] entries.
 ///
 /// Its canonical bytes ([`to_bytes`](Self::to_bytes)) are compact JSON
-/// `{"format":1,"files":[{"path":…,"size":…,"digest":"blake3:…"},…]}`; their digest
+/// `{"format":1,"files":[{"path":…,"size":…,"digest":"blake3:…","sha256":"…"},…]}`,
+/// with `sha256` omitted where an entry has none; their digest
 /// ([`digest`](Self::digest)) identifies the artifact. Decoding accepts only canonical
 /// bytes, so one artifact has exactly one identity.
 ///
 /// ```
-/// use modelreg::{Digest, Manifest, ManifestEntry, RelPath};
-/// let entry = |p: &str| ManifestEntry { path: RelPath::new(p).unwrap(), size: 1, digest: Digest::of(p.as_bytes()) };
+/// use modelreg::{Digest, Manifest, ManifestEntry, RelPath, Sha256};
+/// let entry = |p: &str| ManifestEntry {
+///     path: RelPath::new(p).unwrap(),
+///     size: 1,
+///     digest: Digest::of(p.as_bytes()),
+///     sha256: Some(Sha256::of(p.as_bytes())),
+/// };
 /// let m = Manifest::new(vec![entry("b.bin"), entry("a.json")]).unwrap();
 /// assert_eq!(m.entries()[0].path.as_str(), "a.json"); // sorted
 /// assert_eq!(Manifest::from_bytes(&m.to_bytes()).unwrap(), m);
@@ -202,6 +216,10 @@ struct RawEntry {
     path: String,
     size: u64,
     digest: Digest,
+    // Absent in manifests written before it was recorded. An explicit `null`
+    // decodes too, and is then rejected as not canonical.
+    #[serde(default)]
+    sha256: Option<Sha256>,
 }
 
 impl Manifest {
@@ -340,6 +358,7 @@ impl Manifest {
                     path: RelPath::new(e.path)?,
                     size: e.size,
                     digest: e.digest,
+                    sha256: e.sha256,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -361,6 +380,7 @@ mod tests {
             path: RelPath::new(p).unwrap(),
             size: p.len() as u64,
             digest: Digest::of(p.as_bytes()),
+            sha256: Some(Sha256::of(p.as_bytes())),
         }
     }
 
@@ -405,11 +425,73 @@ mod tests {
             path: RelPath::new("model.bin").unwrap(),
             size: 5,
             digest: Digest::of(b"hello"),
+            sha256: None,
         }])
         .unwrap();
         assert_eq!(
             String::from_utf8(m.to_bytes()).unwrap(),
             r#"{"format":1,"files":[{"path":"model.bin","size":5,"digest":"blake3:ea8f163db38682925e4491c5e58d4bb3506ef8c14eb78a86e908c5624a67200f"}]}"#
         );
+    }
+
+    /// Pinned like `digest_is_stable`: an entry with its SHA-256 has it after
+    /// `digest`, as 64 lowercase hex digits.
+    #[test]
+    fn digest_with_sha256_is_stable() {
+        let m = Manifest::new(vec![ManifestEntry {
+            path: RelPath::new("model.bin").unwrap(),
+            size: 5,
+            digest: Digest::of(b"hello"),
+            sha256: Some(Sha256::of(b"hello")),
+        }])
+        .unwrap();
+        let text = r#"{"format":1,"files":[{"path":"model.bin","size":5,"digest":"blake3:ea8f163db38682925e4491c5e58d4bb3506ef8c14eb78a86e908c5624a67200f","sha256":"2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"}]}"#;
+        assert_eq!(String::from_utf8(m.to_bytes()).unwrap(), text);
+        assert_eq!(
+            m.digest().to_string(),
+            "blake3:a1330db83eef53b8d145b0879dfeb7fd3755171f3e7de119f936362416bbe088"
+        );
+        assert_eq!(Manifest::from_bytes(text.as_bytes()).unwrap(), m);
+    }
+
+    /// A manifest written before SHA-256 was recorded (no `sha256` anywhere)
+    /// decodes with `None` and keeps its bytes, hence its digest; one entry may
+    /// have it and another not.
+    #[test]
+    fn a_manifest_without_sha256_decodes_and_keeps_its_digest() {
+        let old = br#"{"format":1,"files":[{"path":"model.bin","size":5,"digest":"blake3:ea8f163db38682925e4491c5e58d4bb3506ef8c14eb78a86e908c5624a67200f"}]}"#;
+        let m = Manifest::from_bytes(old).unwrap();
+        assert_eq!(m.entries()[0].sha256, None);
+        assert_eq!(m.to_bytes(), old);
+        assert_eq!(m.digest(), Digest::of(old));
+
+        let mut no_sha = entry("b");
+        no_sha.sha256 = None;
+        let mixed = Manifest::new(vec![entry("a"), no_sha]).unwrap();
+        assert_eq!(Manifest::from_bytes(&mixed.to_bytes()).unwrap(), mixed);
+    }
+
+    /// Only the canonical spelling of `sha256` decodes: a `null`, upper-case
+    /// hex, a prefix or the field before `digest` would give one artifact a
+    /// second identity.
+    #[test]
+    fn non_canonical_sha256_is_rejected() {
+        let good = Manifest::new(vec![entry("a")]).unwrap();
+        let text = String::from_utf8(good.to_bytes()).unwrap();
+        let hex = good.entries()[0].sha256.unwrap().to_hex();
+        let sha_field = format!(r#","sha256":"{hex}""#);
+        for hostile in [
+            text.replace(&sha_field, r#","sha256":null"#),
+            text.replace(&hex, &hex.to_ascii_uppercase()),
+            text.replace(&sha_field, &format!(r#","sha256":"sha256:{hex}""#)),
+            text.replace(&sha_field, "")
+                .replace(r#""digest""#, &format!(r#""sha256":"{hex}","digest""#)),
+        ] {
+            assert_ne!(hostile, text);
+            let err = Manifest::from_bytes(hostile.as_bytes()).unwrap_err();
+            assert!(matches!(err, Error::Corrupt { .. }), "{hostile}: {err:?}");
+        }
+        let short = text.replace(&hex, &hex[..62]);
+        assert!(Manifest::from_bytes(short.as_bytes()).is_err());
     }
 }

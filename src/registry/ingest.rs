@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
-use crate::digest::Digest;
+use crate::digest::{Digest, Sha256};
 use crate::domain::{Manifest, ManifestEntry, RelPath, VersionRecord};
 use crate::error::{Error, Result};
 use crate::hash_cache::HashCache;
+use crate::hashing::Hashed;
 use crate::progress::{FileProgress, Progress, ProgressExt};
 use crate::store::{ArtifactStore, ArtifactStoreExt, LinkMode, Materialized};
 
@@ -234,6 +235,7 @@ impl Planned {
                 path: path.clone(),
                 size: bytes.len() as u64,
                 digest,
+                sha256: Some(Sha256::of(bytes)),
             });
             if seen.insert(digest) {
                 blobs.push((digest, bytes.clone()));
@@ -359,12 +361,13 @@ async fn store_files(
     let stored: Vec<(ManifestEntry, Placed)> = futures::stream::iter(files)
         .map(|f| async move {
             let file = FileProgress::new(progress, f.size);
-            let (digest, size, placed) = file.track(store_file(store, &f.abs, cache, link)).await?;
-            file.done(f.rel.as_str(), size);
+            let (hashed, placed) = file.track(store_file(store, &f.abs, cache, link)).await?;
+            file.done(f.rel.as_str(), hashed.size);
             let entry = ManifestEntry {
                 path: f.rel,
-                size,
-                digest,
+                size: hashed.size,
+                digest: hashed.digest,
+                sha256: Some(hashed.sha256),
             };
             Ok::<_, Error>((entry, placed))
         })
@@ -379,19 +382,23 @@ async fn store_files(
     Manifest::new(entries)
 }
 
-/// Stores one local file, returning the digest and size of what the store holds.
+/// Stores one local file, returning the digest, SHA-256 and size of what the
+/// store holds.
 ///
 /// An unchanged file the hash cache knows, whose blob is stored, costs a `stat`, a
 /// cache read and a `head`. Anything else goes to
 /// [`ArtifactStore::import_file`], which hashes what it stores: so a stale cache
 /// entry can at worst skip storing bytes that are already stored under that digest,
 /// never put wrong bytes under a digest, and the manifest names what was stored.
+/// The SHA-256 comes from the same place as the digest: the cache entry, or the
+/// store's read of the bytes it stored (see [`stored_sha256`] for a store that
+/// does not compute it).
 async fn store_file(
     store: &dyn ArtifactStore,
     abs: &Path,
     cache: Option<&HashCache>,
     link: LinkMode,
-) -> Result<(Digest, u64, Placed)> {
+) -> Result<(Hashed, Placed)> {
     let mut before = None;
     if let Some(cache) = cache {
         let (c, p) = (cache.clone(), abs.to_owned());
@@ -399,25 +406,50 @@ async fn store_file(
             .await?
             .map_err(|e| Error::io(abs, e))?
         {
-            Ok((digest, size)) => {
-                if store.contains(&digest).await? {
-                    return Ok((digest, size, Placed::CacheHit));
+            Ok(hashed) => {
+                if store.contains(&hashed.digest).await? {
+                    return Ok((hashed, Placed::CacheHit));
                 }
             }
             Err(meta) => before = Some(meta),
         }
     }
     let imported = store.import_file(abs, link).await?;
+    let hashed = Hashed {
+        digest: imported.digest,
+        sha256: match imported.sha256 {
+            Some(sha256) => sha256,
+            None => stored_sha256(store, &imported.digest).await?,
+        },
+        size: imported.size,
+    };
     if let (Some(cache), Some(before)) = (cache, before) {
         let (c, p) = (cache.clone(), abs.to_owned());
-        let (digest, size) = (imported.digest, imported.size);
-        blocking(move || c.remember(&p, &before, &digest, size)).await?;
+        blocking(move || c.remember(&p, &before, &hashed)).await?;
     }
     let placed = match imported.placed {
         None => Placed::Present,
         how => Placed::Stored(how),
     };
-    Ok((imported.digest, imported.size, placed))
+    Ok((hashed, placed))
+}
+
+/// The SHA-256 of the blob `digest`, read back from `store`: for a store whose
+/// [`import_file`](ArtifactStore::import_file) does not report it (the built-in
+/// stores all do). The blob is hashed with BLAKE3 in the same read, so the
+/// SHA-256 is known to be of the bytes stored under `digest`; anything else is
+/// [`Error::Integrity`]. Not counted as progress: the import counted the file.
+async fn stored_sha256(store: &dyn ArtifactStore, digest: &Digest) -> Result<Sha256> {
+    let read = crate::hashing::hash_stream_with_sha256(store.get(digest).await?, None).await?;
+    if read.digest != *digest {
+        return Err(Error::Integrity {
+            what: format!("blob {digest} read back for its SHA-256"),
+            expected: *digest,
+            actual: read.digest,
+            location: Some(store.location(digest)),
+        });
+    }
+    Ok(read.sha256)
 }
 
 pub(crate) use crate::offload::offload as blocking;
@@ -604,5 +636,223 @@ mod duration_ms {
     ) -> std::result::Result<Duration, D::Error> {
         let ms = f64::deserialize(d)?;
         Duration::try_from_secs_f64(ms / 1000.0).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ops::Range;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use futures::stream::BoxStream;
+
+    use super::*;
+    use crate::hashing::tests::SIZES;
+    use crate::store::{
+        BlobMeta, ByteStream, Imported, MemoryArtifactStore, MemoryMetadataStore,
+        ObjectArtifactStore, Placed as PlacedBlob, TempSweep,
+    };
+    use crate::{Actor, CreateModel, NewVersion, Registry};
+
+    /// `size` bytes of a pattern that `seed` shifts, so each seed's files are new
+    /// blobs.
+    fn bytes(size: usize, seed: usize) -> Vec<u8> {
+        (0..size).map(|i| ((i + seed) % 251) as u8).collect()
+    }
+
+    /// SHA-256 by the `sha2` crate in one call, not by the windows under test.
+    fn sha256(bytes: &[u8]) -> Sha256 {
+        use sha2::Digest as _;
+        Sha256::from_bytes(sha2::Sha256::digest(bytes).into())
+    }
+
+    /// A registry with the model `m`.
+    async fn with_model(reg: Registry) -> Registry {
+        reg.acting_as(Actor::new("ci").unwrap())
+            .create_model("m", CreateModel::new())
+            .await
+            .unwrap();
+        reg
+    }
+
+    /// Registers `source` as a version of `m` and checks its manifest against
+    /// `files`: every path, with the size and the SHA-256 of its bytes.
+    async fn check(
+        reg: &Registry,
+        source: ArtifactSource,
+        link: LinkMode,
+        files: &[(String, Vec<u8>)],
+        what: &str,
+    ) {
+        let v = reg
+            .acting_as(Actor::new("ci").unwrap())
+            .register("m", source, NewVersion::new().link(link))
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let manifest = reg
+            .manifest(format!("m/{}", v.number).as_str())
+            .await
+            .unwrap();
+        let got: Vec<_> = manifest
+            .entries()
+            .iter()
+            .map(|e| (e.path.as_str(), e.size, e.sha256))
+            .collect();
+        let mut want: Vec<_> = files
+            .iter()
+            .map(|(p, b)| (p.as_str(), b.len() as u64, Some(sha256(b))))
+            .collect();
+        want.sort();
+        assert_eq!(got, want, "{what}");
+    }
+
+    /// Every ingest path records each file's SHA-256, for files of every size
+    /// around the hashing cut-offs (one read, 2 MiB windows, 32 MiB copy
+    /// windows): a directory, single files and in-memory files, on a local
+    /// registry in every link mode (reflink falls back to a copy where the
+    /// filesystem has none), on memory stores and on object storage.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_ingest_path_records_each_files_sha256() {
+        let dir = tempfile::tempdir().unwrap();
+        let object = Registry::builder()
+            .metadata(Arc::new(MemoryMetadataStore::new()))
+            .artifacts(Arc::new(ObjectArtifactStore::new(
+                Arc::new(object_store::memory::InMemory::new()),
+                object_store::path::Path::from("artifacts"),
+            )))
+            .build()
+            .unwrap();
+        let all_modes = [LinkMode::Copy, LinkMode::Reflink, LinkMode::HardLink];
+        let registries = [
+            (
+                "local",
+                Registry::open_local(dir.path().join("local"))
+                    .await
+                    .unwrap(),
+                &all_modes[..],
+            ),
+            ("memory", Registry::in_memory(), &all_modes[..1]),
+            ("object", object, &all_modes[..1]),
+        ];
+        for (name, reg, modes) in registries {
+            let reg = with_model(reg).await;
+            for (seed, &mode) in modes.iter().enumerate() {
+                let files: Vec<(String, Vec<u8>)> = SIZES
+                    .iter()
+                    .map(|&n| (format!("f{n:08}"), bytes(n, seed)))
+                    .collect();
+                let src = dir.path().join(format!("{name}-{mode:?}"));
+                fs::create_dir_all(&src).unwrap();
+                for (p, b) in &files {
+                    fs::write(src.join(p), b).unwrap();
+                }
+                let what = format!("{name} {mode:?}");
+                check(&reg, ArtifactSource::dir(&src), mode, &files, &what).await;
+                // Single files, whose blobs are stored now: the store finds them
+                // present after hashing.
+                for (p, b) in [&files[0], &files[7], &files[files.len() - 1]] {
+                    let one = [(p.clone(), b.clone())];
+                    let source = ArtifactSource::file(src.join(p));
+                    check(&reg, source, mode, &one, &format!("{what} file {p}")).await;
+                }
+            }
+            let files: Vec<(String, Vec<u8>)> = SIZES
+                .iter()
+                .map(|&n| (format!("mem/f{n:08}"), bytes(n, 7)))
+                .collect();
+            let in_memory = files
+                .iter()
+                .map(|(p, b)| (RelPath::new(p.clone()).unwrap(), Bytes::from(b.clone())))
+                .collect();
+            let source = ArtifactSource::Bytes(in_memory);
+            let what = format!("{name} in memory");
+            check(&reg, source, LinkMode::Copy, &files, &what).await;
+            let one = [("prompt.txt".to_owned(), b"You are helpful.".to_vec())];
+            let source = ArtifactSource::bytes("prompt.txt", &b"You are helpful."[..]).unwrap();
+            check(&reg, source, LinkMode::Copy, &one, &what).await;
+        }
+    }
+
+    /// A store of someone else's that does not report the SHA-256 of what it
+    /// imported (here: the memory store with it dropped).
+    #[derive(Debug)]
+    struct WithoutSha256(MemoryArtifactStore);
+
+    #[async_trait]
+    impl ArtifactStore for WithoutSha256 {
+        async fn head(&self, digest: &Digest) -> Result<Option<BlobMeta>> {
+            self.0.head(digest).await
+        }
+        async fn put_stream(&self, digest: &Digest, data: ByteStream) -> Result<()> {
+            self.0.put_stream(digest, data).await
+        }
+        async fn put_file(&self, digest: &Digest, path: &Path) -> Result<()> {
+            self.0.put_file(digest, path).await
+        }
+        async fn import_file(&self, path: &Path, mode: LinkMode) -> Result<Imported> {
+            let imported = self.0.import_file(path, mode).await?;
+            assert!(imported.sha256.is_some(), "the memory store reports it");
+            Ok(Imported::new(
+                imported.digest,
+                imported.size,
+                imported.placed,
+            ))
+        }
+        async fn get(&self, digest: &Digest) -> Result<ByteStream> {
+            self.0.get(digest).await
+        }
+        async fn get_range(&self, digest: &Digest, range: Range<u64>) -> Result<Bytes> {
+            self.0.get_range(digest, range).await
+        }
+        async fn delete(&self, digest: &Digest) -> Result<()> {
+            self.0.delete(digest).await
+        }
+        async fn list(&self) -> Result<BoxStream<'static, Result<Digest>>> {
+            self.0.list().await
+        }
+        async fn remove_stale_temp_files(&self, older_than: Duration) -> Result<TempSweep> {
+            self.0.remove_stale_temp_files(older_than).await
+        }
+        async fn materialize(
+            &self,
+            digest: &Digest,
+            dest: &Path,
+            mode: LinkMode,
+        ) -> Result<PlacedBlob> {
+            self.0.materialize(digest, dest, mode).await
+        }
+        fn location(&self, digest: &Digest) -> String {
+            self.0.location(digest)
+        }
+    }
+
+    /// A store that does not report the SHA-256 still gets it into the
+    /// manifest: the registry reads the stored blob back for it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_that_does_not_report_sha256_still_gets_it_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::builder()
+            .metadata(Arc::new(MemoryMetadataStore::new()))
+            .artifacts(Arc::new(WithoutSha256(MemoryArtifactStore::new())))
+            .build()
+            .unwrap();
+        let reg = with_model(reg).await;
+        let files: Vec<(String, Vec<u8>)> = [0, 5, (4 << 20) + 7]
+            .iter()
+            .map(|&n| (format!("f{n}"), bytes(n, 3)))
+            .collect();
+        for (p, b) in &files {
+            fs::write(dir.path().join(p), b).unwrap();
+        }
+        check(
+            &reg,
+            ArtifactSource::dir(dir.path()),
+            LinkMode::Copy,
+            &files,
+            "dir",
+        )
+        .await;
     }
 }

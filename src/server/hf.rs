@@ -40,8 +40,9 @@
 //!   a commit names the newest of them.
 //! - Every file is presented as an LFS file, so clients identify its bytes by
 //!   the `lfs.oid` and the `ETag`: both are [`linked_etag`], the SHA-256 the
-//!   Hub uses (until it is recorded, the file's BLAKE3 digest in hex). The
-//!   `ETag` is also the clients' cache file name, hence plain hex.
+//!   Hub uses, recorded at ingest (for versions registered before SHA-256
+//!   was recorded, the file's BLAKE3 digest in hex). The `ETag` is also the
+//!   clients' cache file name, hence plain hex.
 //! - A tree entry's git `oid` would be the git blob SHA-1 of the file, which
 //!   would mean re-reading every file. It is instead the first 40 hex digits
 //!   of the file's BLAKE3 digest ([`blob_oid`]); a directory's is derived the
@@ -61,10 +62,10 @@
 //! - Read-only: nothing here writes (no uploads, no commits).
 //! - No Xet: no `X-Xet-*` headers and no `xetHash`, so clients download over
 //!   plain HTTP.
-//! - Until manifests record SHA-256, `lfs.oid` and the `ETag` are BLAKE3 hex:
-//!   `HfApi.verify_repo_checksums` then reports every file as a mismatch, and
-//!   a `local_dir` file found without the client's metadata is downloaded
-//!   again rather than trusted.
+//! - Versions registered before manifests recorded SHA-256 answer BLAKE3 hex
+//!   as `lfs.oid` and `ETag`: for them `HfApi.verify_repo_checksums` reports
+//!   every file as a mismatch, and a `local_dir` file found without the
+//!   client's metadata is downloaded again rather than trusted.
 //! - `lfs.pointerSize` is fixed at 134 bytes (the size of a pointer to a file
 //!   of 9 decimal digits); no client reads it.
 //! - Tree pages hold at most 1,000 entries (`?limit=`, this server's own
@@ -235,10 +236,15 @@ impl IntoResponse for HfError {
 type HfResult<T> = Result<T, HfError>;
 
 /// The SHA-256 of a file's bytes in hex, as the Hub clients expect it in
-/// `lfs.oid`, `ETag` and `X-Linked-Etag` (and as their cache's file name).
+/// `lfs.oid`, `ETag` and `X-Linked-Etag` (and as their cache's file name),
+/// recorded at ingest. A version registered before SHA-256 was recorded
+/// answers with its BLAKE3 hex instead: still a stable, filesystem-safe name,
+/// but one the client's own SHA-256 checks do not match.
 fn linked_etag(entry: &ManifestEntry) -> String {
-    // TODO(sha256): becomes `entry.sha256.map(|s| s.to_hex())`, with the BLAKE3 hex below as the fallback for versions registered before SHA-256 was recorded.
-    entry.digest.to_hex()
+    match entry.sha256 {
+        Some(sha) => sha.to_hex(),
+        None => entry.digest.to_hex(),
+    }
 }
 
 /// A file's git object id in tree listings: the first 40 hex digits of its
@@ -874,6 +880,7 @@ mod tests {
             path: RelPath::new(path).expect("a path"),
             size: path.len() as u64,
             digest: Digest::of(path.as_bytes()),
+            sha256: None,
         }
     }
 

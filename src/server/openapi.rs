@@ -485,7 +485,18 @@ hand_written!(
         )
         .required("size")
         .property("digest", reference::<Digest>())
-        .required("digest"),
+        .required("digest")
+        .property(
+            "sha256",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[0-9a-f]{64}$"))
+                .description(Some(
+                    "The SHA-256 of the same bytes in lowercase hex, recorded at ingest. \
+                     Absent in versions registered before it was recorded.",
+                )),
+        )
+        .additional_properties(Some(AdditionalProperties::FreeForm(false))),
     |schemas| {
         with::<RelPath>(schemas);
         with::<Digest>(schemas);

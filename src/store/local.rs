@@ -661,10 +661,10 @@ fn import_blocking(
         let mut tmp = TempFile::create(&root.tmp()).map_err(tmp_err)?;
         if reflink_copy::reflink_file(&src, tmp.file()).is_ok() {
             // The clone is private to the store: what is hashed is what is published.
-            let (digest, size) = hashing::hash_file(tmp.path(), meter).map_err(tmp_err)?;
+            let hashed = hashing::hash_file_with_sha256(tmp.path(), meter).map_err(tmp_err)?;
             check_unchanged(source, &src, &before)?;
-            let placed = publish_blob(root, tmp, &digest, Materialized::Reflinked)?;
-            return Ok(Imported::new(digest, size, placed));
+            let placed = publish_blob(root, tmp, &hashed.digest, Materialized::Reflinked)?;
+            return Ok(imported(hashed, placed));
         }
         // Not supported here: copy into a fresh temp file instead.
     }
@@ -672,16 +672,21 @@ fn import_blocking(
     let reader = File::open(tmp.path()).map_err(tmp_err)?;
     // The digest is of the copy, so the blob matches it whatever the source does;
     // the check after it keeps a source rewritten meanwhile from becoming a version.
-    let (digest, size) =
-        hashing::copy_hashing(&src, tmp.file(), &reader, meter).map_err(tmp_err)?;
+    let hashed =
+        hashing::copy_hashing_with_sha256(&src, tmp.file(), &reader, meter).map_err(tmp_err)?;
     check_unchanged(source, &src, &before)?;
-    if size != before.len() {
+    if hashed.size != before.len() {
         return Err(Error::SourceChanged {
             path: source.to_owned(),
         });
     }
-    let placed = publish_blob(root, tmp, &digest, Materialized::Copied)?;
-    Ok(Imported::new(digest, size, placed))
+    let placed = publish_blob(root, tmp, &hashed.digest, Materialized::Copied)?;
+    Ok(imported(hashed, placed))
+}
+
+/// What an import that hashed `hashed` and placed it as `placed` returns.
+fn imported(hashed: hashing::Hashed, placed: Option<Materialized>) -> Imported {
+    Imported::new(hashed.digest, hashed.size, placed).with_sha256(hashed.sha256)
 }
 
 /// Imports `source` by hard link after making it read-only; `None` where that
@@ -711,19 +716,19 @@ fn import_by_hard_link(
         .map_err(|e| root.error("put", key(), e))?;
     let (synced, hashed) = std::thread::scope(|scope| {
         let syncing = scope.spawn(|| tmp.sync());
-        let hashed = hashing::hash_open_file(tmp.file_ref(), meter);
+        let hashed = hashing::hash_open_file_with_sha256(tmp.file_ref(), meter);
         let synced = syncing
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         (synced, hashed)
     });
-    let (digest, size) = synced
+    let hashed = synced
         .and(hashed)
         .map_err(|e| root.error("put", key(), e))?;
     // A writer that had the file open before it became read-only may still write.
     check_unchanged(source, tmp.file(), &linked)?;
-    let placed = publish_blob(root, tmp, &digest, Materialized::HardLinked)?;
-    Ok(Some(Imported::new(digest, size, placed)))
+    let placed = publish_blob(root, tmp, &hashed.digest, Materialized::HardLinked)?;
+    Ok(Some(imported(hashed, placed)))
 }
 
 /// Makes a blob file read-only for everyone (`0o444`), before it becomes visible.

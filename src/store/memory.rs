@@ -21,7 +21,7 @@ use super::{
     ArtifactStore, BlobMeta, ByteStream, Checkpoint, Imported, LinkMode, LogRecord, Materialized,
     MetadataItem, MetadataStore, Placed, check_lease_key, check_log_key, check_seq,
 };
-use crate::digest::Digest;
+use crate::digest::{Digest, Sha256};
 use crate::error::{Error, Result};
 use crate::progress::{self, Meter, MeterExt};
 
@@ -262,15 +262,21 @@ impl ArtifactStore for MemoryArtifactStore {
             .await?
             .map_err(|e| Error::io(path, e))?;
         // What is hashed is what is stored: the bytes read, once.
-        let digest = Digest::of(&bytes);
+        let bytes = Bytes::from(bytes);
+        let (digest, sha256) = if bytes.len() <= 64 << 10 {
+            (Digest::of(&bytes), Sha256::of(&bytes))
+        } else {
+            let b = bytes.clone();
+            crate::offload::offload(move || (Digest::of(&b), Sha256::of(&b))).await?
+        };
         let size = bytes.len() as u64;
         let placed = if self.head(&digest).await?.is_some() {
             None
         } else {
-            self.publish(&digest, Bytes::from(bytes))?;
+            self.publish(&digest, bytes)?;
             Some(Materialized::Copied)
         };
-        Ok(Imported::new(digest, size, placed))
+        Ok(Imported::new(digest, size, placed).with_sha256(sha256))
     }
 
     async fn get(&self, digest: &Digest) -> Result<ByteStream> {

@@ -26,7 +26,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::stream::{self, BoxStream};
 
-use crate::digest::Digest;
+use crate::digest::{Digest, Sha256};
 use crate::error::{Error, Result};
 
 pub(crate) mod fsutil;
@@ -255,6 +255,10 @@ impl Placed {
 pub struct Imported {
     /// The digest of the bytes stored (the file's digest, if it did not change).
     pub digest: Digest,
+    /// The SHA-256 of the same bytes, if the store computed it from the same
+    /// read as `digest` (every built-in store does). `None` makes the registry
+    /// read the stored blob once more to compute it.
+    pub sha256: Option<Sha256>,
     /// Their length.
     pub size: u64,
     /// How the bytes entered the store, or `None` if it had them already.
@@ -262,12 +266,21 @@ pub struct Imported {
 }
 
 impl Imported {
-    /// An import of `size` bytes hashing to `digest`.
+    /// An import of `size` bytes hashing to `digest`, without their SHA-256.
     pub fn new(digest: Digest, size: u64, placed: Option<Materialized>) -> Self {
         Imported {
             digest,
+            sha256: None,
             size,
             placed,
+        }
+    }
+
+    /// The same import, with the SHA-256 of the bytes stored.
+    pub fn with_sha256(self, sha256: Sha256) -> Self {
+        Imported {
+            sha256: Some(sha256),
+            ..self
         }
     }
 }
@@ -282,7 +295,8 @@ impl Imported {
 ///   whole blob or none, and it is durable when it returns (for persistent stores);
 /// - [`import_file`](Self::import_file) stores a file whose digest the caller does
 ///   not know: the digest it returns is that of the bytes it published, computed from
-///   them (never trusted from elsewhere). If the source changed while it was read, it
+///   them (never trusted from elsewhere), and so is the SHA-256 it may return with
+///   it (from the same read, so that the file is read once). If the source changed while it was read, it
 ///   fails with [`Error::SourceChanged`] (detection is by the file's size, times and
 ///   inode, see the implementations). With [`LinkMode::HardLink`] the store may share
 ///   the source's inode and make it read-only; see [`LinkMode`];
@@ -321,7 +335,10 @@ pub trait ArtifactStore: Send + Sync + fmt::Debug + 'static {
     ///
     /// Stores that need the digest before they write (object storage keys blobs by
     /// it) hash the file first and then [`put_file`](Self::put_file) it; the local
-    /// store copies and hashes in one pass.
+    /// store copies and hashes in one pass. The built-in stores compute the
+    /// SHA-256 of the bytes in the pass that computes their digest
+    /// ([`Imported::with_sha256`]); a store that does not leaves the registry to
+    /// read the stored blob again for it.
     async fn import_file(&self, path: &Path, mode: LinkMode) -> Result<Imported>;
 
     /// Reads a blob as a stream of chunks.

@@ -17,7 +17,7 @@ use modelreg::{
     Actor, ArtifactSource, CreateModel, Digest, Error, EventKind, FetchOptions, FetchReport,
     GcOptions, GcReport, HyperValue, ManifestEntry, MetricName, MetricSpec, Metrics, ModelName,
     ModelState, NewVersion, ParentRef, Progress, ProgressEvent, Provenance, Registry, RelPath,
-    Relation, SetAlias, Tags, VerifyReport, VersionFilter, VersionNumber, VersionRecord,
+    Relation, SetAlias, Sha256, Tags, VerifyReport, VersionFilter, VersionNumber, VersionRecord,
     VersionRef,
 };
 
@@ -51,6 +51,32 @@ pub fn tags(pairs: &[(&str, &str)]) -> Tags {
 /// The BLAKE3 digest of `bytes`, computed independently of the crate's own helper.
 pub fn digest(bytes: &[u8]) -> Digest {
     Digest::from(blake3::hash(bytes))
+}
+
+/// The SHA-256 of `bytes`, computed by the `sha2` crate in one call, independently
+/// of the registry's windowed hashing.
+pub fn sha256(bytes: &[u8]) -> Sha256 {
+    use sha2::Digest as _;
+    Sha256::from_bytes(sha2::Sha256::digest(bytes).into())
+}
+
+/// Each entry's path and recorded SHA-256.
+pub fn entry_sha256s(entries: &[ManifestEntry]) -> Vec<(String, Option<Sha256>)> {
+    entries
+        .iter()
+        .map(|e| (e.path.as_str().to_owned(), e.sha256))
+        .collect()
+}
+
+/// What [`entry_sha256s`] must give for `files`: every path with the SHA-256 of
+/// its bytes, sorted by path.
+pub fn expected_sha256s(files: &[(&str, &[u8])]) -> Vec<(String, Option<Sha256>)> {
+    let mut v: Vec<_> = files
+        .iter()
+        .map(|(p, b)| ((*p).to_owned(), Some(sha256(b))))
+        .collect();
+    v.sort();
+    v
 }
 
 /// Creates `model`, by alice.
@@ -492,6 +518,10 @@ pub async fn register_from_dir_file_and_bytes(f: &Fixture) {
         entry_triples(m1.entries()),
         expected_entries(&as_refs(&files))
     );
+    assert_eq!(
+        entry_sha256s(m1.entries()),
+        expected_sha256s(&as_refs(&files))
+    );
     assert_eq!(m1.digest(), v1.artifact);
 
     let export = f.scratch().join("export");
@@ -508,6 +538,10 @@ pub async fn register_from_dir_file_and_bytes(f: &Fixture) {
     assert_eq!(
         entry_triples(m2.entries()),
         expected_entries(&[("model.onnx", &onnx)])
+    );
+    assert_eq!(
+        entry_sha256s(m2.entries()),
+        expected_sha256s(&[("model.onnx", &onnx)])
     );
 
     let prompt: &[u8] = b"You are a helpful assistant.";
@@ -526,10 +560,30 @@ pub async fn register_from_dir_file_and_bytes(f: &Fixture) {
         entry_triples(m3.entries()),
         expected_entries(&[("prompt.txt", prompt), ("cfg/params.json", params)])
     );
+    assert_eq!(
+        entry_sha256s(m3.entries()),
+        expected_sha256s(&[("prompt.txt", prompt), ("cfg/params.json", params)])
+    );
+    // One in-memory file.
+    let v4 = reg
+        .acting_as(actor("ci"))
+        .register(
+            "fraud",
+            ArtifactSource::bytes("prompt.txt", prompt.to_vec()).expect("valid path"),
+            NewVersion::new(),
+        )
+        .await
+        .expect("register one in-memory file");
+    let m4 = reg.manifest("fraud/4").await.expect("manifest");
+    assert_eq!(m4.digest(), v4.artifact);
+    assert_eq!(
+        entry_sha256s(m4.entries()),
+        expected_sha256s(&[("prompt.txt", prompt)])
+    );
 
     assert_eq!(
         listed(&reg, "fraud", VersionFilter::new()).await,
-        vec![1, 2, 3]
+        vec![1, 2, 3, 4]
     );
     assert_eq!(reg.resolve("fraud/2").await.expect("resolve"), v2.version);
 }
@@ -1064,15 +1118,17 @@ pub async fn parents_must_exist(f: &Fixture) {
 
 /// File sizes at the boundaries the code has; each comment names the boundary.
 pub const INTERESTING_SIZES: &[usize] = &[
-    0,               // the empty file
-    1,               // one byte
-    1024,            // exactly one BLAKE3 chunk
-    1025,            // one byte into the second BLAKE3 chunk
-    16 * 1024 + 1,   // past the size below which BLAKE3 reads a file instead of mapping it
-    64 * 1024 - 1,   // largest chunk fetch and verify hash on the calling task
-    64 * 1024,       // smallest chunk they hash on the blocking pool
-    1024 * 1024 + 1, // local blobs are read in 1 MiB chunks: one full, one of a byte
-    2 * 1024 * 1024, // an exact multiple of the read chunk: the stream must still end
+    0,                   // the empty file
+    1,                   // one byte
+    1024,                // exactly one BLAKE3 chunk
+    1025,                // one byte into the second BLAKE3 chunk
+    16 * 1024 + 1,       // past the size below which BLAKE3 reads a file instead of mapping it
+    64 * 1024 - 1,       // largest chunk fetch and verify hash on the calling task
+    64 * 1024,           // smallest chunk they hash on the blocking pool
+    1024 * 1024,         // the largest file hashed in one read (src/hashing.rs SMALL_FILE)
+    1024 * 1024 + 1,     // read in 1 MiB chunks, one full, one of a byte; hashed in windows
+    2 * 1024 * 1024,     // an exact multiple of the read chunk: the stream must still end
+    4 * 1024 * 1024 + 7, // three 2 MiB hashing windows, the last of 7 bytes
 ];
 
 /// Files of every interesting size, registered from a directory (uploaded from
@@ -1114,6 +1170,15 @@ pub async fn interesting_sizes_round_trip(f: &Fixture) {
     for v in [&from_dir, &from_memory] {
         assert_eq!((v.files, v.size), (INTERESTING_SIZES.len() as u64, total));
         let r = format!("sizes/{}", v.number);
+        let manifest = reg.manifest(r.as_str()).await.expect("manifest");
+        for e in manifest.entries() {
+            let name = e.path.as_str().trim_start_matches("mem/");
+            let (_, bytes) = files
+                .iter()
+                .find(|(p, _)| p == name)
+                .expect("a registered file");
+            assert_eq!(e.sha256, Some(sha256(bytes)), "{r}: {}", e.path);
+        }
         assert_eq!(
             reg.verify(r.as_str()).await.expect("verify"),
             VerifyReport {

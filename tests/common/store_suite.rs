@@ -1049,6 +1049,12 @@ pub async fn blob_locations_are_distinct_stable_and_pure(store: &dyn ArtifactSto
     assert_eq!(store.location(&da), la);
 }
 
+/// The SHA-256 of `bytes` by the `sha2` crate in one call.
+fn sha256_of(bytes: &[u8]) -> modelreg::Sha256 {
+    use sha2::Digest as _;
+    modelreg::Sha256::from_bytes(sha2::Sha256::digest(bytes).into())
+}
+
 pub async fn import_file_in_every_mode_stores_what_it_hashed(store: &dyn ArtifactStore) {
     let dir = tempfile::tempdir().unwrap();
     // Sizes: empty, one BLAKE3 chunk and a byte, and past the hashing window (2 MiB).
@@ -1069,6 +1075,9 @@ pub async fn import_file_in_every_mode_stores_what_it_hashed(store: &dyn Artifac
                 (digest, size as u64),
                 "{size} {mode:?}"
             );
+            // Every built-in store computes the SHA-256 in the same read.
+            let sha256 = Some(sha256_of(&data));
+            assert_eq!(imported.sha256, sha256, "{size} {mode:?}");
             let allowed = match mode {
                 LinkMode::Reflink => [Materialized::Reflinked, Materialized::Copied],
                 LinkMode::HardLink => [Materialized::HardLinked, Materialized::Copied],
@@ -1085,8 +1094,8 @@ pub async fn import_file_in_every_mode_stores_what_it_hashed(store: &dyn Artifac
             // Importing it again stores nothing new.
             let again = store.import_file(&path, mode).await.unwrap();
             assert_eq!(
-                (again.digest, again.placed),
-                (digest, None),
+                (again.digest, again.sha256, again.placed),
+                (digest, sha256, None),
                 "{size} {mode:?}"
             );
         }

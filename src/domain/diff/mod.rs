@@ -911,6 +911,7 @@ mod tests {
             path: RelPath::new(path).unwrap(),
             size: content.len() as u64,
             digest: Digest::of(content),
+            sha256: Some(crate::Sha256::of(content)),
         }
     }
 

@@ -454,6 +454,7 @@ mod tests {
             path: RelPath::new(path).unwrap(),
             size,
             digest: Digest::of(path.as_bytes()),
+            sha256: None,
         }
     }
 

@@ -259,14 +259,19 @@ impl ArtifactStore for ObjectArtifactStore {
         }
         let source = path.to_owned();
         let key = self.root.dir(BLOBS_DIR);
-        let (digest, size, before) = blocking(&self.root, "put", &key, move || {
+        let (hashed, before) = blocking(&self.root, "put", &key, move || {
             let file = File::open(&source)?;
             let before = file.metadata()?;
-            let (digest, size) = hashing::hash_open_file(&file, meter.as_ref())?;
-            Ok::<_, io::Error>((digest, size, before))
+            let hashed = hashing::hash_open_file_with_sha256(&file, meter.as_ref())?;
+            Ok::<_, io::Error>((hashed, before))
         })
         .await?
         .map_err(|e| Error::io(path, e))?;
+        let hashing::Hashed {
+            digest,
+            sha256,
+            size,
+        } = hashed;
         let changed = || Error::SourceChanged {
             path: path.to_owned(),
         };
@@ -274,10 +279,14 @@ impl ArtifactStore for ObjectArtifactStore {
             return Err(changed());
         }
         if self.exists(&digest).await? {
-            return Ok(Imported::new(digest, size, None));
+            return Ok(Imported::new(digest, size, None).with_sha256(sha256));
         }
+        // The upload checks BLAKE3 only: bytes that still hash to `digest` are the
+        // bytes `sha256` was computed from.
         match self.put_file(&digest, path).await {
-            Ok(()) => Ok(Imported::new(digest, size, Some(Materialized::Copied))),
+            Ok(()) => {
+                Ok(Imported::new(digest, size, Some(Materialized::Copied)).with_sha256(sha256))
+            }
             // The upload hashes what it sends: a mismatch means the file changed.
             Err(Error::Integrity { .. }) => Err(changed()),
             Err(e) => Err(e),
