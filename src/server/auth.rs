@@ -90,8 +90,8 @@ impl FromStr for Role {
 ///
 /// ```
 /// use modelreg::server::{Role, Tokens};
-/// let t = Tokens::parse("ci@example.com:writer:s3cret-token-1, alice:approver:s3cret-token-2").unwrap();
-/// assert_eq!(t.lookup("s3cret-token-2").map(|(who, role)| (who.as_str(), role)), Some(("alice", Role::Approver)));
+/// let t = Tokens::parse("ci@example.com:writer:s3cret-token-0001-ci, alice:approver:s3cret-token-0002-al").unwrap();
+/// assert_eq!(t.lookup("s3cret-token-0002-al").map(|(who, role)| (who.as_str(), role)), Some(("alice", Role::Approver)));
 /// assert!(t.lookup("nope").is_none());
 /// assert!(Tokens::parse("alice:owner:x").is_err()); // unknown role
 /// assert!(Tokens::parse("alice:reader:short").is_err()); // tokens have at least 16 characters
