@@ -11,8 +11,13 @@ use std::path::Path;
 pub(crate) const PREFIX: &str = "modelreg-upload-";
 
 /// Removes the upload directories in `dir` whose server process no longer
-/// runs on this machine; returns how many it removed.
+/// runs on this machine; returns how many it removed. Where `/proc` cannot
+/// say whether a process runs (macOS), nothing is removed: another live
+/// server's upload must never look abandoned.
 pub(crate) fn sweep_abandoned(dir: &Path) -> usize {
+    if !Path::new("/proc/self").exists() {
+        return 0;
+    }
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
