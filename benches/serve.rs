@@ -127,8 +127,39 @@ impl Drop for Running {
     }
 }
 
-/// Runs `serve(listener, stopped)` on a fresh 127.0.0.1 port.
-fn spawn_server<F, Fut>(serve: F) -> Running
+/// CPU time so far of this process's threads named `name` (from
+/// `/proc/self/task/*/schedstat`, in nanoseconds; the time of threads that
+/// have exited is lost, so compare only runtimes whose threads stay).
+fn cpu_time(name: &str) -> Duration {
+    let mut total = 0u64;
+    for task in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() != name {
+            continue;
+        }
+        total += std::fs::read_to_string(task.path().join("schedstat"))
+            .ok()
+            .and_then(|t| t.split_whitespace().next().and_then(|n| n.parse().ok()))
+            .unwrap_or(0);
+    }
+    Duration::from_nanos(total)
+}
+
+/// The CPU time of this thread so far.
+fn own_cpu_time() -> Duration {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|t| t.split_whitespace().next().and_then(|n| n.parse().ok()))
+        .map_or(Duration::ZERO, Duration::from_nanos)
+}
+
+/// Runs `serve(listener, stopped)` on a fresh 127.0.0.1 port, on threads
+/// named `name` (at most 15 bytes, see [`cpu_time`]).
+fn spawn_server<F, Fut>(name: &'static str, serve: F) -> Running
 where
     F: FnOnce(tokio::net::TcpListener, tokio::sync::oneshot::Receiver<()>) -> Fut + Send + 'static,
     Fut: Future<Output = ()>,
@@ -138,6 +169,7 @@ where
     let thread = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
+            .thread_name(name)
             .enable_all()
             .build()
             .expect("server runtime");
@@ -159,8 +191,8 @@ where
 }
 
 /// `Server` over `registry` with `options`.
-fn start_modelreg(registry: Registry, options: ServerOptions) -> Running {
-    spawn_server(move |listener, stop| async move {
+fn start_modelreg(name: &'static str, registry: Registry, options: ServerOptions) -> Running {
+    spawn_server(name, move |listener, stop| async move {
         Server::new(registry, options)
             .serve(listener, async {
                 let _ = stop.await;
@@ -173,7 +205,7 @@ fn start_modelreg(registry: Registry, options: ServerOptions) -> Running {
 /// The smallest axum server answering `body` as JSON on the resolve route.
 fn start_constant(body: bytes::Bytes) -> Running {
     use axum::http::header::CONTENT_TYPE;
-    spawn_server(move |listener, stop| async move {
+    spawn_server("srv-constant", move |listener, stop| async move {
         let app = axum::Router::new().route(
             "/api/v1/models/{model}/versions/{version}",
             axum::routing::get(move || {
@@ -409,8 +441,13 @@ fn download_part() {
         std::fs::metadata(&blob).expect("the blob file").len(),
         mib << 20
     );
-    let verified = start_modelreg(registry.clone(), ServerOptions::new().tokens(tokens()));
+    let verified = start_modelreg(
+        "srv-verified",
+        registry.clone(),
+        ServerOptions::new().tokens(tokens()),
+    );
     let unverified = start_modelreg(
+        "srv-unverified",
         registry,
         ServerOptions::new()
             .tokens(tokens())
@@ -533,6 +570,10 @@ struct Load {
     window: Duration,
     /// Latencies of the requests inside the window, sorted.
     latencies: Vec<Duration>,
+    /// CPU time of the server's threads during the window.
+    server_cpu: Duration,
+    /// CPU time of the load generator's thread during the window.
+    client_cpu: Duration,
 }
 
 impl Load {
@@ -550,12 +591,19 @@ impl Load {
         self.window.div_f64(self.requests as f64)
     }
 
+    /// Server CPU time per request.
+    fn server_cpu(&self) -> Duration {
+        self.server_cpu.div_f64(self.requests as f64)
+    }
+
     fn line(&self, name: &str) -> String {
         format!(
-            "{name:<9} {:>8.0} req/s  p50 {:>9}  p99 {:>9}  ({} requests)",
+            "{name:<9} {:>8.0} req/s  p50 {:>9}  p99 {:>9}  server CPU {:>8}/req, client {:>8}/req  ({} requests)",
             self.per_second(),
             human(self.quantile(0.5)),
             human(self.quantile(0.99)),
+            human(self.server_cpu()),
+            human(self.client_cpu.div_f64(self.requests as f64)),
             self.requests
         )
     }
@@ -564,8 +612,10 @@ impl Load {
 /// `connections` keep-alive connections to `addr` (loopback only), each
 /// sending `GET target` and reading the whole answer before the next, for
 /// `warmup` + `window`; counts the requests started and finished inside the
-/// window. Runs on one thread.
+/// window, and the CPU time the threads named `server` and this thread spent
+/// in it. Runs on this thread.
 fn load(
+    server: &'static str,
     addr: SocketAddr,
     target: &str,
     connections: usize,
@@ -613,6 +663,11 @@ fn load(
                 latencies
             }));
         }
+        tokio::time::sleep_until(from.into()).await;
+        let (server_from, client_from) = (cpu_time(server), own_cpu_time());
+        tokio::time::sleep_until(until.into()).await;
+        let (server_cpu, client_cpu) =
+            (cpu_time(server) - server_from, own_cpu_time() - client_from);
         let mut latencies = Vec::new();
         for t in tasks {
             latencies.extend(t.await.expect("connection task"));
@@ -622,6 +677,8 @@ fn load(
             requests: latencies.len() as u64,
             window,
             latencies,
+            server_cpu,
+            client_cpu,
         }
     })
 }
@@ -764,7 +821,11 @@ fn resolve_part() {
         t.elapsed().as_secs_f64()
     );
     let target = "/api/v1/models/fraud/versions/production";
-    let ours = start_modelreg(registry.clone(), ServerOptions::new().tokens(tokens()));
+    let ours = start_modelreg(
+        "srv-resolve",
+        registry.clone(),
+        ServerOptions::new().tokens(tokens()),
+    );
     // The constant baseline answers exactly the bytes ours does.
     let mut all = Vec::new();
     let mut s = TcpStream::connect(ours.addr).expect("connect");
@@ -792,17 +853,35 @@ fn resolve_part() {
     let (rate_before, one_before) =
         resolve_rate(&registry, connections, window.min(Duration::from_secs(2)));
     let mut series = Series::new("s/req ratio");
+    let mut cpu = Series::new("server CPU");
     let mut consts = Vec::new();
     let mut ourses = Vec::new();
-    let base = || load(constant.addr, target, connections, warmup, window);
+    let base = || {
+        load(
+            "srv-constant",
+            constant.addr,
+            target,
+            connections,
+            warmup,
+            window,
+        )
+    };
     let mut before = base();
     println!("{}", before.line("constant"));
     for _ in 0..rounds {
-        let l = load(ours.addr, target, connections, warmup, window);
+        let l = load(
+            "srv-resolve",
+            ours.addr,
+            target,
+            connections,
+            warmup,
+            window,
+        );
         println!("{}", l.line("resolve"));
         let after = base();
         println!("{}", after.line("constant"));
         series.pair(before.per_request(), l.per_request(), after.per_request());
+        cpu.pair(before.server_cpu(), l.server_cpu(), after.server_cpu());
         consts.push(before);
         ourses.push(l);
         before = after;
@@ -847,6 +926,7 @@ fn resolve_part() {
         human(one_after)
     );
     series.summary();
+    cpu.summary();
 }
 
 // ----- 3. peak RSS of `modelreg serve` with a big upload and download ---------------
