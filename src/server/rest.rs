@@ -179,9 +179,11 @@ async fn list_versions(
 async fn show_version(
     axum::extract::State(s): axum::extract::State<State>,
     Path((model, version)): Path<(String, String)>,
-) -> ApiResult<Json<crate::VersionRecord>> {
+) -> ApiResult<Json<std::sync::Arc<crate::VersionRecord>>> {
     Ok(Json(
-        s.registry.resolve(version_ref(&model, &version)?).await?,
+        s.registry
+            .resolve_shared(version_ref(&model, &version)?)
+            .await?,
     ))
 }
 
@@ -196,8 +198,8 @@ struct ResolveQuery {
 async fn resolve(
     axum::extract::State(s): axum::extract::State<State>,
     Query(q): Query<ResolveQuery>,
-) -> ApiResult<Json<crate::VersionRecord>> {
-    Ok(Json(s.registry.resolve(q.reference.as_str()).await?))
+) -> ApiResult<Json<std::sync::Arc<crate::VersionRecord>>> {
+    Ok(Json(s.registry.resolve_shared(q.reference.as_str()).await?))
 }
 
 async fn manifest(
