@@ -977,8 +977,13 @@ impl ServeProcess {
             .and_then(|rest| rest.split([',', ' ']).next())
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("no address in {first:?}"));
-        // Keep draining its stderr so it never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        // Keep draining its stderr so it never blocks on a full pipe; echo it,
+        // as it only speaks on trouble.
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                eprintln!("  (server) {line}");
+            }
+        });
         ServeProcess { child, addr }
     }
 
@@ -1087,7 +1092,15 @@ fn upload(addr: SocketAddr, model: &str, file: &Path, buf: &mut [u8]) -> String 
         if n == 0 {
             break;
         }
-        s.write_all(&buf[..n]).expect("send the upload");
+        if let Err(e) = s.write_all(&buf[..n]) {
+            // The server stopped reading: say what it answered, if anything.
+            let mut answer = Vec::new();
+            let _ = s.read_to_end(&mut answer);
+            panic!(
+                "the server stopped the upload after {sent} bytes ({e}); it answered {:?}",
+                String::from_utf8_lossy(&answer)
+            );
+        }
         sent += n as u64;
     }
     assert_eq!(sent, size);
@@ -1115,9 +1128,11 @@ fn rss_part() {
     let src = tmp.path().join("big.bin");
     let t = Instant::now();
     write_source(&src, mib);
+    let written = t.elapsed();
     println!(
-        "source written and synced in {:.1} s",
-        t.elapsed().as_secs_f64()
+        "source written and synced in {:.1} s ({}; what the disk takes now)",
+        written.as_secs_f64(),
+        mib_per_s(mib, written)
     );
     let mut buf = vec![0u8; READ_BUF];
     read_loop(&src, &mut buf);
