@@ -416,9 +416,11 @@ async fn list_versions(
 async fn show_version(
     axum::extract::State(s): axum::extract::State<State>,
     Path(VersionAt { model, version }): Path<VersionAt>,
-) -> ApiResult<Json<VersionRecord>> {
+) -> ApiResult<Json<std::sync::Arc<VersionRecord>>> {
     Ok(Json(
-        s.registry.resolve(version_ref(&model, &version)?).await?,
+        s.registry
+            .resolve_shared(version_ref(&model, &version)?)
+            .await?,
     ))
 }
 
@@ -447,8 +449,8 @@ struct ResolveQuery {
 async fn resolve(
     axum::extract::State(s): axum::extract::State<State>,
     Query(q): Query<ResolveQuery>,
-) -> ApiResult<Json<VersionRecord>> {
-    Ok(Json(s.registry.resolve(q.reference.as_str()).await?))
+) -> ApiResult<Json<std::sync::Arc<VersionRecord>>> {
+    Ok(Json(s.registry.resolve_shared(q.reference.as_str()).await?))
 }
 
 /// A version's manifest: its files with their sizes and digests.
