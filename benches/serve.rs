@@ -3,9 +3,13 @@
 //!
 //! - **download**: `GET …/files/model.bin` of a 1 GiB version file over loopback,
 //!   read by a raw HTTP/1.1 client into a sink, with download verification on
-//!   (the default) and off, vs `cat BLOB > /dev/null` (a process) and a plain
-//!   read loop in this process over the same blob file. Page cache warm; each
-//!   server download sits between two samples of each baseline. Target ≤ 1.3×.
+//!   (the default) and off, vs `cat BLOB > /dev/null` (a process), a plain
+//!   read loop in this process over the same blob file, and two plain static
+//!   file servers over the same loopback: axum with `tower_http`'s `ServeFile`,
+//!   and a raw thread writing an HTTP head and the file (read/write loop, or
+//!   `sendfile`). Page cache warm; each server download sits between two
+//!   samples of each baseline. Target ≤ 1.3× (the issue allows `cat` or a plain
+//!   static file server; `cat` never touches a socket, see docs/performance.md).
 //! - **resolve**: `GET /api/v1/models/fraud/versions/production` on a model of
 //!   1,000 versions (~1 KiB records, the metadata bench's shape), driven by a
 //!   loopback load generator of 64 keep-alive HTTP/1.1 connections, one request
@@ -353,6 +357,23 @@ fn start_raw_file_server(path: &Path) -> SocketAddr {
     addr
 }
 
+/// A plain static file server: axum with `tower_http::services::ServeFile`
+/// (what an axum application serves a file with) at `/static`, on a two-worker
+/// runtime like ours.
+fn start_static_server(path: &Path) -> Running {
+    let path = path.to_owned();
+    spawn_server("srv-static", move |listener, stop| async move {
+        let app = axum::Router::new()
+            .route_service("/static", tower_http::services::ServeFile::new(path));
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stop.await;
+            })
+            .await
+            .expect("serve");
+    })
+}
+
 /// One thread hashing `path` with BLAKE3 in 1 MiB chunks, as a verified
 /// download does.
 fn hash_loop(path: &Path) -> Duration {
@@ -454,6 +475,7 @@ fn download_part() {
             .verify_downloads(false),
     );
     let raw = start_raw_file_server(&blob);
+    let plain = start_static_server(&blob);
     let target = "/api/v1/models/big/versions/1/files/model.bin";
     let mut buf = vec![0u8; READ_BUF];
     let mut get = |addr, target: &str| {
@@ -471,14 +493,16 @@ fn download_part() {
             get(raw, "/rw"),
             get(raw, "/sendfile"),
             hash_loop(&blob),
+            get(plain.addr, "/static"),
         ]
     };
-    const NAMES: [&str; 5] = [
+    const NAMES: [&str; 6] = [
         "cat > /dev/null",
         "read loop",
         "raw TCP, read/write",
         "raw TCP, sendfile",
         "BLAKE3, one thread",
+        "static (ServeFile)",
     ];
     // Warm the page cache, the servers and the client.
     baselines(&mut get);
@@ -491,8 +515,10 @@ fn download_part() {
     let mut off_read = Series::new("off/read");
     let mut on_tcp = Series::new("on/raw TCP");
     let mut off_tcp = Series::new("off/raw TCP");
+    let mut on_static = Series::new("on/static");
+    let mut off_static = Series::new("off/static");
     let mut rw_cat = Series::new("rawTCP/cat");
-    let mut base: Vec<[Duration; 5]> = vec![baselines(&mut get)];
+    let mut base: Vec<[Duration; 6]> = vec![baselines(&mut get)];
     let (mut ons, mut offs) = (vec![], vec![]);
     for i in 0..reps {
         // Alternate which server goes first.
@@ -511,6 +537,8 @@ fn download_part() {
         off_read.pair(before[1], off, after[1]);
         on_tcp.pair(before[2], on, after[2]);
         off_tcp.pair(before[2], off, after[2]);
+        on_static.pair(before[5], on, after[5]);
+        off_static.pair(before[5], off, after[5]);
         rw_cat.pair(before[0], before[2], after[0]);
         ons.push(on);
         offs.push(off);
@@ -529,6 +557,8 @@ fn download_part() {
         &mut off_read,
         &mut on_tcp,
         &mut off_tcp,
+        &mut on_static,
+        &mut off_static,
         &mut rw_cat,
     ] {
         s.summary();

@@ -14,7 +14,7 @@ use axum::http::header::{
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt, stream};
+use futures::{StreamExt, stream};
 
 use super::State;
 use super::error::{ApiError, ApiResult};
@@ -104,48 +104,74 @@ pub(crate) async fn serve(
     respond(status, headers, body)
 }
 
+/// How many chunks (of the store's size, 1 MiB for a local store) a verified
+/// download reads and hashes ahead of what the connection has sent.
+const AHEAD: usize = 2;
+
 /// Passes `stream` through, hashing it; the last chunk is held back until the
 /// digest and length are checked, and replaced by an error if they differ.
+///
+/// The store is read and hashed by a task of its own, [`AHEAD`] chunks in
+/// front of the connection, so the hash of one chunk overlaps the socket
+/// write of the one before on another worker thread instead of following it.
+/// When the client goes away the body (and with it the receiver) is dropped;
+/// the reader's next send fails and it stops, dropping the store's stream.
 fn verified(
-    stream: crate::store::ByteStream,
+    mut stream: crate::store::ByteStream,
     digest: Digest,
     size: u64,
     path: String,
 ) -> impl futures::Stream<Item = Result<Bytes, Error>> + Send {
-    let state = (stream, blake3::Hasher::new(), None::<Bytes>, false);
-    stream::unfold(state, move |(mut s, mut hasher, mut held, done)| {
-        let path = path.clone();
-        async move {
-            if done {
-                return None;
-            }
-            loop {
-                match s.next().await {
-                    Some(Ok(chunk)) => {
-                        hasher.update(&chunk);
-                        if let Some(prev) = held.replace(chunk) {
-                            return Some((Ok(prev), (s, hasher, held, false)));
-                        }
-                    }
-                    Some(Err(e)) => return Some((Err(e), (s, hasher, None, true))),
-                    None => {
-                        let actual = Digest::from(hasher.finalize());
-                        if actual != digest || hasher.count() != size {
-                            let e = Error::Integrity {
-                                what: format!("file '{path}' while serving it"),
-                                expected: digest,
-                                actual,
-                                location: None,
-                            };
-                            return Some((Err(e), (s, hasher, None, true)));
-                        }
-                        return held.map(|last| (Ok(last), (s, hasher, None, true)));
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, Error>>(AHEAD);
+    tokio::spawn(async move {
+        let mut hasher = blake3::Hasher::new();
+        let mut held = None::<Bytes>;
+        loop {
+            let next = tokio::select! {
+                biased;
+                () = tx.closed() => return,
+                next = stream.next() => next,
+            };
+            match next {
+                Some(Ok(chunk)) => {
+                    hasher.update(&chunk);
+                    if let Some(prev) = held.replace(chunk)
+                        && tx.send(Ok(prev)).await.is_err()
+                    {
+                        return;
                     }
                 }
+                Some(Err(e)) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+                None => break,
             }
         }
-    })
-    .into_stream()
+        let actual = Digest::from(hasher.finalize());
+        let last = if actual != digest || hasher.count() != size {
+            Err(Error::Integrity {
+                what: format!("file '{path}' while serving it"),
+                expected: digest,
+                actual,
+                location: None,
+            })
+        } else {
+            match held {
+                Some(last) => Ok(last),
+                None => return,
+            }
+        };
+        let _ = tx.send(last).await;
+    });
+    receiver_stream(rx)
+}
+
+/// The items of `rx` as a stream, ending when every sender is gone.
+fn receiver_stream<T: Send + 'static>(
+    rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> + Send {
+    stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|t| (t, rx)) })
 }
 
 /// `span` cut into store reads of at most [`RANGE_CHUNK`] bytes.
