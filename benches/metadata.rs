@@ -47,42 +47,15 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use modelreg::{
-    Actor, ArtifactSource, CreateModel, Event, EventKind, MetricSpec, Metrics, NewVersion,
-    Provenance, Registry, SetAlias, Stage, VersionFilter, VersionNumber,
+    Actor, ArtifactSource, CreateModel, Event, EventKind, MetricSpec, Registry, SetAlias, Stage,
+    VersionFilter, VersionNumber,
 };
-use support::{Series, benchmarking, env_num};
+use support::{Series, benchmarking, env_num, new_version};
 
 const MODEL: &str = "fraud";
 
 fn actor() -> Actor {
     Actor::new("trainer@example.com").expect("actor")
-}
-
-/// A realistic new version: description, tags, metrics, code and data provenance.
-fn new_version(i: u64) -> NewVersion {
-    let provenance: Provenance = serde_json::from_value(serde_json::json!({
-        "code": {"repository": "https://git.example.com/ml/fraud", "commit": format!("{i:040x}"), "dirty": false},
-        "datasets": [
-            {"name": "transactions", "version": format!("2026-03-{:02}", i % 28 + 1), "role": "train"},
-            {"name": "transactions-holdout", "version": "2026-03-01", "role": "eval"}
-        ],
-        "hyperparameters": {"lr": 0.0003, "epochs": 12, "batch_size": 256, "optimizer": "adamw"},
-        "environment": {"frameworks": {"torch": "2.4.1"}, "runtimes": {"python": "3.11.7"},
-                        "os": "linux (Debian GNU/Linux 12)", "arch": "x86_64", "cuda": "12.4"}
-    }))
-    .expect("provenance");
-    NewVersion::new()
-        .description(format!("nightly retrain {i}"))
-        .tag("team", "risk")
-        .tag("cohort", format!("c{}", i % 10))
-        .metrics(
-            Metrics::new()
-                .with("auc", 0.9 + (i % 97) as f64 / 10_000.0)
-                .and_then(|m| m.with("eval/loss", 0.2 + (i % 89) as f64 / 10_000.0))
-                .and_then(|m| m.with("f1", 0.8 + (i % 83) as f64 / 10_000.0))
-                .expect("metrics"),
-        )
-        .provenance(provenance)
 }
 
 fn source(i: u64) -> ArtifactSource {

@@ -59,10 +59,8 @@ use std::time::{Duration, Instant};
 
 use modelreg::server::{Server, ServerOptions, Tokens};
 use modelreg::store::LinkMode;
-use modelreg::{
-    Actor, ArtifactSource, CreateModel, Metrics, NewVersion, Provenance, Registry, Stage,
-};
-use support::{Series, benchmarking, env_num, human, write_source};
+use modelreg::{Actor, ArtifactSource, CreateModel, NewVersion, Registry, Stage};
+use support::{Series, benchmarking, env_num, human, new_version, write_source};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The writer token of every server here.
@@ -566,33 +564,6 @@ fn download_part() {
 }
 
 // ----- 2. resolve under load -----------------------------------------------------
-
-/// A record of ~1 KiB, as in the metadata bench.
-fn new_version(i: u64) -> NewVersion {
-    let provenance: Provenance = serde_json::from_value(serde_json::json!({
-        "code": {"repository": "https://git.example.com/ml/fraud", "commit": format!("{i:040x}"), "dirty": false},
-        "datasets": [
-            {"name": "transactions", "version": format!("2026-03-{:02}", i % 28 + 1), "role": "train"},
-            {"name": "transactions-holdout", "version": "2026-03-01", "role": "eval"}
-        ],
-        "hyperparameters": {"lr": 0.0003, "epochs": 12, "batch_size": 256, "optimizer": "adamw"},
-        "environment": {"frameworks": {"torch": "2.4.1"}, "runtimes": {"python": "3.11.7"},
-                        "os": "linux (Debian GNU/Linux 12)", "arch": "x86_64", "cuda": "12.4"}
-    }))
-    .expect("provenance");
-    NewVersion::new()
-        .description(format!("nightly retrain {i}"))
-        .tag("team", "risk")
-        .tag("cohort", format!("c{}", i % 10))
-        .metrics(
-            Metrics::new()
-                .with("auc", 0.9 + (i % 97) as f64 / 10_000.0)
-                .and_then(|m| m.with("eval/loss", 0.2 + (i % 89) as f64 / 10_000.0))
-                .and_then(|m| m.with("f1", 0.8 + (i % 83) as f64 / 10_000.0))
-                .expect("metrics"),
-        )
-        .provenance(provenance)
-}
 
 /// What one load run saw.
 struct Load {

@@ -152,3 +152,31 @@ impl Series {
         );
     }
 }
+
+/// A realistic new version (a record of ~1 KiB): description, tags, metrics,
+/// code and data provenance, varying with `i`.
+pub fn new_version(i: u64) -> modelreg::NewVersion {
+    let provenance: modelreg::Provenance = serde_json::from_value(serde_json::json!({
+        "code": {"repository": "https://git.example.com/ml/fraud", "commit": format!("{i:040x}"), "dirty": false},
+        "datasets": [
+            {"name": "transactions", "version": format!("2026-03-{:02}", i % 28 + 1), "role": "train"},
+            {"name": "transactions-holdout", "version": "2026-03-01", "role": "eval"}
+        ],
+        "hyperparameters": {"lr": 0.0003, "epochs": 12, "batch_size": 256, "optimizer": "adamw"},
+        "environment": {"frameworks": {"torch": "2.4.1"}, "runtimes": {"python": "3.11.7"},
+                        "os": "linux (Debian GNU/Linux 12)", "arch": "x86_64", "cuda": "12.4"}
+    }))
+    .expect("provenance");
+    modelreg::NewVersion::new()
+        .description(format!("nightly retrain {i}"))
+        .tag("team", "risk")
+        .tag("cohort", format!("c{}", i % 10))
+        .metrics(
+            modelreg::Metrics::new()
+                .with("auc", 0.9 + (i % 97) as f64 / 10_000.0)
+                .and_then(|m| m.with("eval/loss", 0.2 + (i % 89) as f64 / 10_000.0))
+                .and_then(|m| m.with("f1", 0.8 + (i % 83) as f64 / 10_000.0))
+                .expect("metrics"),
+        )
+        .provenance(provenance)
+}
