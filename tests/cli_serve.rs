@@ -151,3 +151,35 @@ fn it_serves_with_tokens_and_stops_on_sigterm() {
     );
     drop(sse);
 }
+
+#[test]
+fn with_json_it_says_where_it_listens_on_stdout() {
+    let dir = registry();
+    let mut child = bin()
+        .arg("--registry")
+        .arg(dir.path().join("reg"))
+        .args(["--json", "serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = lines.next().expect("a startup line").expect("text");
+    let ready: serde_json::Value = serde_json::from_str(&first).expect("a JSON line");
+    assert_eq!(ready["read_only"], true, "{ready}");
+    let url = ready["listening"].as_str().expect("listening");
+    let addr = url
+        .strip_prefix("http://")
+        .expect("an http URL")
+        .parse()
+        .expect("an address with the port it picked");
+    assert_eq!(ready["openapi"], format!("{url}/openapi.json"));
+    assert_eq!(ready["hf_endpoint"], url);
+    let spec = request(addr, "GET", "/openapi.json", &[], b"");
+    assert_eq!(spec.status, 200);
+    let models = request(addr, "GET", "/api/v1/models", &[], b"");
+    assert_eq!(models.status, 200, "read-only still reads from loopback");
+    assert_eq!(models.json()[0]["name"], "fraud");
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+}

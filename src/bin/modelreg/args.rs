@@ -46,7 +46,8 @@ pub struct Cli {
     #[arg(long, global = true, env = "MODELREG_REGISTRY", value_name = "DIR|URL")]
     pub registry: Option<String>,
 
-    /// Who acts, as written to the audit trail [default: git user.email, else the OS user].
+    /// Who acts, as written to the audit trail [default: git user.email, else the OS user;
+    /// `serve` records each token's identity instead].
     #[arg(long, global = true, env = "MODELREG_ACTOR")]
     pub actor: Option<String>,
 
@@ -463,30 +464,41 @@ pub struct WatchArgs {
 #[derive(Debug, Args)]
 #[command(after_long_help = "\
 Routes:
-  /api/v1/...                   REST JSON (models, versions, files, history, lineage, compare, splits)
-  /api/models/NAME/...          Hugging Face Hub downloads: HF_ENDPOINT=http://HOST:PORT
-  /NAME/resolve/REV/PATH          (huggingface_hub, hf-hub; REV = production, an alias, 7, 1.4.0, a commit id)
-  /api/2.0/mlflow/...           MLflow model registry: MlflowClient(tracking_uri=\"http://HOST:PORT\")
+  /api/v1/...               REST JSON: models, versions, files, history, lineage,
+                            compare, splits; described by /openapi.json
+  /api/v1/models/NAME/events
+                            server-sent events of a model's history
+  /api/models/NAME/...,     Hugging Face Hub downloads (huggingface_hub, hf-hub):
+  /NAME/resolve/REV/PATH    HF_ENDPOINT=http://HOST:PORT; REV is production, an
+                            alias, 7, 1.4.0 or a commit id
+  /api/2.0/mlflow/...       MLflow model registry:
+                            MlflowClient(tracking_uri=\"http://HOST:PORT\")
+
+With --json, the first line on stdout says where it listens, as JSON:
+  {\"listening\":\"http://127.0.0.1:8080\",\"read_only\":true,...}
+(--listen 127.0.0.1:0 picks a free port; read it from that line).
 
 Access:
-  Bearer tokens, each with a role: reader, writer (register, tag, transition, alias, split,
-  rollback), approver (also approve and reject), admin (everything). Give them as
-  MODELREG_SERVE_TOKENS=\"identity:role:token,...\" or --tokens-file FILE (JSON:
-  {\"tokens\":[{\"identity\":..,\"role\":..,\"token\":..}],\"anonymous_read\":false}).
+  Bearer tokens, each with a role: reader; writer (register, tag, transition,
+  alias, split, rollback); approver (also approve and reject); admin
+  (everything). Give them as MODELREG_SERVE_TOKENS=\"identity:role:token,...\"
+  or --tokens-file FILE, JSON: {\"tokens\":[{\"identity\":..,\"role\":..,
+  \"token\":..}],\"anonymous_read\":false}. Tokens are at least 16 characters.
   The audit trail records the token's identity as the actor.
-  Without tokens the server is read-only and listens on loopback addresses only.
+  Without tokens the server is read-only and listens on loopback only.
 
-Webhooks (--webhooks FILE): each new event of the chosen kinds and models is POSTed as JSON,
-signed with X-Modelreg-Signature-256: sha256=HMAC(secret, body), retried with backoff;
-GET /api/v1/webhooks (admin) shows each delivery and failure.
+Webhooks (--webhooks FILE): each new event of the chosen kinds and models is
+POSTed as JSON, signed with X-Modelreg-Signature-256: sha256=HMAC(secret, body)
+and retried with backoff; GET /api/v1/webhooks (admin) shows each delivery and
+failure.
 
-Stops on Ctrl-C or SIGTERM: new connections are refused and requests in flight finish
-(at most --shutdown-grace); an upload cut short registers nothing.")]
+Stops on Ctrl-C or SIGTERM: new connections are refused and requests in flight
+finish (at most --shutdown-grace); an upload cut short registers nothing.")]
 pub struct ServeArgs {
     /// The address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR:PORT")]
     pub listen: String,
-    /// A JSON file of tokens (see below).
+    /// A JSON file of tokens (see --help).
     #[arg(long, env = "MODELREG_SERVE_TOKENS_FILE", value_name = "FILE")]
     pub tokens_file: Option<std::path::PathBuf>,
     /// Let requests without a token read (they never write).

@@ -60,6 +60,23 @@ pub(super) async fn serve(ctx: Ctx, a: ServeArgs, location: Option<&str>) -> Out
     let bound = listener
         .local_addr()
         .map_err(|e| Failure::Other(format!("cannot listen on {addr}: {e}")))?;
+    if ctx.json {
+        // One line a script can wait for (and read the port from, for `:0`).
+        let url = format!("http://{bound}");
+        let line = serde_json::json!({
+            "listening": url,
+            "read_only": server.read_only(),
+            "rest": format!("{url}/api/v1"),
+            "openapi": format!("{url}/openapi.json"),
+            "hf_endpoint": url,
+            "mlflow_tracking_uri": url,
+        });
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{line}")
+            .and_then(|()| out.flush())
+            .map_err(|e| Failure::Other(format!("cannot write to stdout: {e}")))?;
+    }
     if !ctx.quiet {
         let access = if server.read_only() {
             "read-only (no tokens configured; loopback only)"
