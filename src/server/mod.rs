@@ -75,6 +75,7 @@ pub struct ServerOptions {
     uploads: usize,
     request_timeout: Duration,
     staging: Option<PathBuf>,
+    staged_upload_max_age: Duration,
     verify_downloads: bool,
     poll_interval: Duration,
     webhooks: Vec<Webhook>,
@@ -89,6 +90,7 @@ impl Default for ServerOptions {
             uploads: 4,
             request_timeout: Duration::from_secs(60),
             staging: None,
+            staged_upload_max_age: Duration::from_secs(24 * 3600),
             verify_downloads: true,
             poll_interval: Duration::from_secs(1),
             webhooks: Vec::new(),
@@ -143,6 +145,17 @@ impl ServerOptions {
         self
     }
 
+    /// How long an MLflow upload (`PUT /api/2.0/mlflow-artifacts/artifacts/…`)
+    /// may stay staged without a version registered from it (default 24 h).
+    /// Files not modified for that long are removed at startup and by a sweep
+    /// every quarter of it (at most hourly); a registration removes its
+    /// source's staged files at once, and the sweep never touches a source a
+    /// registration is reading.
+    pub fn staged_upload_max_age(mut self, age: Duration) -> Self {
+        self.staged_upload_max_age = age;
+        self
+    }
+
     /// How often event streams (and webhooks) look for new events (default
     /// 1 s): one read of each followed log's tail per interval.
     pub fn poll_interval(mut self, interval: Duration) -> Self {
@@ -182,6 +195,8 @@ pub(crate) struct Shared {
     pub(crate) stopping: tokio::sync::watch::Sender<bool>,
     /// The webhooks, once [`Server::serve`] started them.
     pub(crate) hooks: std::sync::OnceLock<Arc<webhooks::Hooks>>,
+    /// Who may change the staged MLflow uploads when.
+    pub(crate) staged: mlflow::StagedUploads,
 }
 
 impl Shared {
@@ -216,6 +231,7 @@ impl Server {
                 uploads,
                 stopping: tokio::sync::watch::Sender::new(false),
                 hooks: std::sync::OnceLock::new(),
+                staged: mlflow::StagedUploads::default(),
             }),
         }
     }
@@ -264,6 +280,7 @@ impl Server {
                 "removed the staging directories of uploads whose server died"
             );
         }
+        tokio::spawn(mlflow::sweep_periodically(state.clone()));
         state.hooks.get_or_init(|| {
             webhooks::Hooks::start(
                 state.registry.clone(),

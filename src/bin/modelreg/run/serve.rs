@@ -35,7 +35,11 @@ pub(super) async fn serve(ctx: Ctx, a: ServeArgs, location: Option<&str>) -> Out
     }
     let mut options = ServerOptions::new()
         .tokens(tokens)
-        .max_upload_bytes(a.max_upload_bytes);
+        .max_upload_bytes(a.max_upload_bytes)
+        .staged_upload_max_age(parse::age(
+            "--staged-upload-max-age",
+            &a.staged_upload_max_age,
+        )?);
     if let Some(file) = &a.webhooks {
         let text = std::fs::read(file)
             .map_err(|e| Failure::Usage(format!("--webhooks {}: {e}", file.display())))?;
