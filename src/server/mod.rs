@@ -75,6 +75,7 @@ pub struct ServerOptions {
     uploads: usize,
     request_timeout: Duration,
     staging: Option<PathBuf>,
+    state: Option<PathBuf>,
     staged_upload_max_age: Duration,
     verify_downloads: bool,
     poll_interval: Duration,
@@ -90,6 +91,7 @@ impl Default for ServerOptions {
             uploads: 4,
             request_timeout: Duration::from_secs(60),
             staging: None,
+            state: None,
             staged_upload_max_age: Duration::from_secs(24 * 3600),
             verify_downloads: true,
             poll_interval: Duration::from_secs(1),
@@ -145,6 +147,18 @@ impl ServerOptions {
         self
     }
 
+    /// Where the server keeps what it must remember across restarts: each
+    /// webhook's position in every model's log (`webhook-cursors/`), so that
+    /// events made while it is down are delivered when it starts again.
+    /// Default: the [staging directory](Self::staging_dir) if one is set;
+    /// without either, positions live in memory only and a restarted server
+    /// delivers from then on (the system's temporary directory is not used:
+    /// other servers share it, and it may be emptied at boot).
+    pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.state = Some(dir.into());
+        self
+    }
+
     /// How long an MLflow upload (`PUT /api/2.0/mlflow-artifacts/artifacts/…`)
     /// may stay staged without a version registered from it (default 24 h).
     /// Files not modified for that long are removed at startup and by a sweep
@@ -164,7 +178,9 @@ impl ServerOptions {
     }
 
     /// Webhooks to call on new events (see [`Webhook`]); each is checked
-    /// here. They run while [`Server::serve`] does.
+    /// here. They run while [`Server::serve`] does, and resume after a
+    /// restart from the positions saved in the [state
+    /// directory](Self::state_dir).
     pub fn webhooks(mut self, hooks: Vec<Webhook>) -> crate::Result<Self> {
         for h in &hooks {
             h.check()?;
@@ -203,6 +219,14 @@ impl Shared {
     /// Whether writes are refused because no token is configured.
     pub(crate) fn read_only(&self) -> bool {
         self.tokens.is_empty()
+    }
+
+    /// Where the server's own state is kept, if anywhere.
+    pub(crate) fn state_dir(&self) -> Option<PathBuf> {
+        self.options
+            .state
+            .clone()
+            .or_else(|| self.options.staging.clone())
     }
 
     /// Where uploads are staged.
@@ -286,6 +310,7 @@ impl Server {
                 state.registry.clone(),
                 state.options.webhooks.clone(),
                 state.options.poll_interval,
+                state.state_dir(),
                 state.stopping.subscribe(),
             )
         });
