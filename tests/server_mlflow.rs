@@ -134,17 +134,29 @@ fn call(s: &Running, method: &str, target: &str, token: Option<&str>, body: &str
 }
 
 fn put_file(s: &Running, path: &str, token: &str, bytes: &[u8]) -> (u16, Value) {
+    let (status, body) = artifact_request(s, "PUT", path, token, bytes);
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// A request to `/api/2.0/mlflow-artifacts/artifacts/{path}`: status and body.
+fn artifact_request(
+    s: &Running,
+    method: &str,
+    path: &str,
+    token: &str,
+    bytes: &[u8],
+) -> (u16, Vec<u8>) {
     let auth = format!("Bearer {token}");
     let target = format!("/api/2.0/mlflow-artifacts/artifacts/{path}");
     let (status, _, body) = raw_request(
         s.addr,
-        "PUT",
+        method,
         &target,
         &[("Authorization", &auth)],
         bytes,
         None,
     );
-    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    (status, body)
 }
 
 /// Every file below `dir`, as relative paths.
@@ -345,9 +357,9 @@ fn client_flow(registry: Registry, dir: &Path) {
         let v2 = registry.resolve("m/2").await.expect("v2");
         assert!(v2.deprecated.is_some());
         assert_eq!(v2.files, 5);
-        // Registering changed no staged byte, and left nothing half-written.
-        let staged = staging.join("mlflow-artifacts/uploads/x/model.bin");
-        assert_eq!(std::fs::read(&staged).expect("staged"), payload(3 << 20, 7));
+        // Each registration consumed its upload (the downloads above came
+        // from the versions), and nothing half-written or half-removed stays.
+        assert!(files_below(&staging.join("mlflow-artifacts")).is_empty());
         assert!(files_below(&staging.join("mlflow-artifacts.tmp")).is_empty());
     });
 }
@@ -363,17 +375,6 @@ fn mlflow_client_registers_aliases_searches_and_downloads() {
         .block_on(Registry::open_local(dir.path().join("registry")))
         .expect("open");
     client_flow(registry, dir.path());
-    // On the registry's filesystem the staged files were hard-linked into the
-    // store: read-only from then on (LinkMode::HardLink).
-    use std::os::unix::fs::PermissionsExt;
-    let staged = dir
-        .path()
-        .join("staging/mlflow-artifacts/uploads/x/model.bin");
-    let mode = std::fs::metadata(staged)
-        .expect("staged")
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o222, 0, "mode {mode:o}");
 }
 
 #[test]
@@ -950,6 +951,211 @@ fn malformed_requests_unknown_endpoints_and_versions_as_strings() {
     );
     assert_eq!((status, body.as_slice()), (200, b"weights".as_slice()));
     assert!(headers.iter().any(|(k, _)| k == "etag"), "{headers:?}");
+}
+
+/// GETs a file of the artifact API: status and body.
+fn get_artifact(s: &Running, path: &str) -> (u16, Vec<u8>) {
+    artifact_request(s, "GET", path, READER, b"")
+}
+
+#[test]
+fn registering_consumes_the_staged_upload() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let staging = dir.path().join("staging");
+    // A local registry on the staging directory's filesystem: the staged
+    // files are hard-linked into the store, so removing them must leave the
+    // blobs whole.
+    let registry = runtime()
+        .block_on(Registry::open_local(dir.path().join("registry")))
+        .expect("open");
+    let server = http::start(
+        registry.clone(),
+        ServerOptions::new().tokens(tokens()).staging_dir(&staging),
+    );
+    let weights = payload(1 << 20, 3);
+    for (path, bytes) in [
+        ("up/c/MLmodel", b"flavors: {}".as_slice()),
+        ("up/c/w/model.bin", &weights),
+        ("up/other/keep.bin", b"not registered"),
+        ("single/model.bin", b"one file"),
+    ] {
+        assert_eq!(put_file(&server, path, WRITER, bytes).0, 200, "{path}");
+    }
+    let api = "/api/2.0/mlflow/model-versions/create";
+    for (source, n) in [
+        ("mlflow-artifacts:/up/c", "1"),
+        ("mlflow-artifacts:/single/model.bin", "2"),
+    ] {
+        let body = format!(r#"{{"name":"m","source":"{source}"}}"#);
+        call(
+            &server,
+            "POST",
+            "/api/2.0/mlflow/registered-models/create",
+            Some(WRITER),
+            r#"{"name":"m"}"#,
+        );
+        let (status, json) = call(&server, "POST", api, Some(WRITER), &body);
+        assert_eq!(status, 200, "{source}: {json}");
+        assert_eq!(json["model_version"]["version"], n);
+        assert_eq!(
+            json["model_version"]["source"], source,
+            "the source is still reported"
+        );
+    }
+    // Only the registered sources are gone (with the directories they
+    // emptied); the other upload and the staging area's own directories stay.
+    assert_eq!(
+        files_below(&staging.join("mlflow-artifacts")),
+        ["up/other/keep.bin"]
+    );
+    assert!(!staging.join("mlflow-artifacts/up/c").exists());
+    assert!(!staging.join("mlflow-artifacts/single").exists());
+    let tmp: Vec<_> = std::fs::read_dir(staging.join("mlflow-artifacts.tmp"))
+        .expect("the temp dir")
+        .collect();
+    assert!(tmp.is_empty(), "{tmp:?}");
+    assert_eq!(get_artifact(&server, "up/c/w/model.bin").0, 404);
+
+    // The versions still read byte for byte, verified as they stream.
+    assert_eq!(
+        get_artifact(&server, "models/m/1/w/model.bin"),
+        (200, weights.clone())
+    );
+    assert_eq!(
+        get_artifact(&server, "models/m/1/MLmodel"),
+        (200, b"flavors: {}".to_vec())
+    );
+    assert_eq!(
+        get_artifact(&server, "models/m/2/model.bin"),
+        (200, b"one file".to_vec())
+    );
+    runtime().block_on(async {
+        for v in ["m/1", "m/2"] {
+            registry.verify(v).await.expect("every blob intact");
+        }
+    });
+
+    // A second registration from a consumed source says why it cannot.
+    let (status, json) = call(
+        &server,
+        "POST",
+        api,
+        Some(WRITER),
+        r#"{"name":"m","source":"mlflow-artifacts:/up/c"}"#,
+    );
+    assert_eq!(
+        (status, json["error_code"].as_str()),
+        (400, Some("INVALID_PARAMETER_VALUE"))
+    );
+    let message = json["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("removed once a version is registered"),
+        "{message}"
+    );
+}
+
+/// Writes `path` with its modification time `age` in the past.
+fn write_aged(path: &Path, bytes: &[u8], age: std::time::Duration) {
+    std::fs::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
+    std::fs::write(path, bytes).expect("write");
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now() - age))
+        .expect("set the modification time");
+}
+
+/// Waits up to 20 s for `done`.
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn stale_uploads_and_crash_leftovers_are_swept_at_startup() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let staging = dir.path().join("staging");
+    let staged = staging.join("mlflow-artifacts");
+    let tmp = staging.join("mlflow-artifacts.tmp");
+    let two_days = std::time::Duration::from_secs(2 * 24 * 3600);
+    // What an earlier server left: uploads nobody registered, a temp file of
+    // an upload a crash cut off, a consumed source it did not get to delete.
+    write_aged(&staged.join("old/x/model.bin"), b"old weights", two_days);
+    write_aged(&staged.join("old/MLmodel"), b"old", two_days);
+    write_aged(&staged.join("mixed/stale.bin"), b"old", two_days);
+    write_aged(
+        &staged.join("mixed/recent.bin"),
+        b"recent",
+        std::time::Duration::from_secs(3600),
+    );
+    write_aged(
+        &tmp.join(".tmp-4294967294-00000000000000ab"),
+        b"half",
+        two_days,
+    );
+    write_aged(
+        &tmp.join("consumed-4294967294-00000000000000cd/model.bin"),
+        b"gone",
+        std::time::Duration::ZERO,
+    );
+
+    let server = http::start(
+        Registry::in_memory(),
+        ServerOptions::new().tokens(tokens()).staging_dir(&staging),
+    );
+    assert_eq!(put_file(&server, "new/model.bin", WRITER, b"fresh").0, 200);
+    eventually("the startup sweep removes the stale uploads", || {
+        files_below(&staged) == ["mixed/recent.bin", "new/model.bin"]
+    });
+    assert!(
+        !staged.join("old").exists(),
+        "the directories they emptied go too"
+    );
+    eventually("the crash leftovers go too", || {
+        std::fs::read_dir(&tmp).map_or(0, |d| d.count()) == 0
+    });
+    assert_eq!(
+        get_artifact(&server, "new/model.bin"),
+        (200, b"fresh".to_vec())
+    );
+    assert_eq!(get_artifact(&server, "old/MLmodel").0, 404);
+}
+
+#[test]
+fn uploads_nobody_registers_expire_while_the_server_runs() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let staging = dir.path().join("staging");
+    let server = http::start(
+        Registry::in_memory(),
+        ServerOptions::new()
+            .tokens(tokens())
+            .staging_dir(&staging)
+            .staged_upload_max_age(std::time::Duration::from_secs(2)),
+    );
+    assert_eq!(put_file(&server, "up/model.bin", WRITER, b"bytes").0, 200);
+    assert_eq!(
+        get_artifact(&server, "up/model.bin"),
+        (200, b"bytes".to_vec())
+    );
+    eventually("a periodic sweep removes the upload once stale", || {
+        !staging.join("mlflow-artifacts/up").exists()
+    });
+    assert_eq!(get_artifact(&server, "up/model.bin").0, 404);
+    let (status, json) = call(
+        &server,
+        "POST",
+        "/api/2.0/mlflow/model-versions/create",
+        Some(WRITER),
+        r#"{"name":"m","source":"mlflow-artifacts:/up"}"#,
+    );
+    assert_eq!(
+        (status, json["error_code"].as_str()),
+        (400, Some("INVALID_PARAMETER_VALUE")),
+        "{json}"
+    );
 }
 
 fn url_encode(text: &str) -> String {

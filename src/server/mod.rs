@@ -75,6 +75,8 @@ pub struct ServerOptions {
     uploads: usize,
     request_timeout: Duration,
     staging: Option<PathBuf>,
+    state: Option<PathBuf>,
+    staged_upload_max_age: Duration,
     verify_downloads: bool,
     poll_interval: Duration,
     webhooks: Vec<Webhook>,
@@ -89,6 +91,8 @@ impl Default for ServerOptions {
             uploads: 4,
             request_timeout: Duration::from_secs(60),
             staging: None,
+            state: None,
+            staged_upload_max_age: Duration::from_secs(24 * 3600),
             verify_downloads: true,
             poll_interval: Duration::from_secs(1),
             webhooks: Vec::new(),
@@ -143,6 +147,29 @@ impl ServerOptions {
         self
     }
 
+    /// Where the server keeps what it must remember across restarts: each
+    /// webhook's position in every model's log (`webhook-cursors/`), so that
+    /// events made while it is down are delivered when it starts again.
+    /// Default: the [staging directory](Self::staging_dir) if one is set;
+    /// without either, positions live in memory only and a restarted server
+    /// delivers from then on (the system's temporary directory is not used:
+    /// other servers share it, and it may be emptied at boot).
+    pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.state = Some(dir.into());
+        self
+    }
+
+    /// How long an MLflow upload (`PUT /api/2.0/mlflow-artifacts/artifacts/…`)
+    /// may stay staged without a version registered from it (default 24 h).
+    /// Files not modified for that long are removed at startup and by a sweep
+    /// every quarter of it (at most hourly); a registration removes its
+    /// source's staged files at once, and the sweep never touches a source a
+    /// registration is reading.
+    pub fn staged_upload_max_age(mut self, age: Duration) -> Self {
+        self.staged_upload_max_age = age;
+        self
+    }
+
     /// How often event streams (and webhooks) look for new events (default
     /// 1 s): one read of each followed log's tail per interval.
     pub fn poll_interval(mut self, interval: Duration) -> Self {
@@ -151,7 +178,9 @@ impl ServerOptions {
     }
 
     /// Webhooks to call on new events (see [`Webhook`]); each is checked
-    /// here. They run while [`Server::serve`] does.
+    /// here. They run while [`Server::serve`] does, and resume after a
+    /// restart from the positions saved in the [state
+    /// directory](Self::state_dir).
     pub fn webhooks(mut self, hooks: Vec<Webhook>) -> crate::Result<Self> {
         for h in &hooks {
             h.check()?;
@@ -182,12 +211,22 @@ pub(crate) struct Shared {
     pub(crate) stopping: tokio::sync::watch::Sender<bool>,
     /// The webhooks, once [`Server::serve`] started them.
     pub(crate) hooks: std::sync::OnceLock<Arc<webhooks::Hooks>>,
+    /// Who may change the staged MLflow uploads when.
+    pub(crate) staged: mlflow::StagedUploads,
 }
 
 impl Shared {
     /// Whether writes are refused because no token is configured.
     pub(crate) fn read_only(&self) -> bool {
         self.tokens.is_empty()
+    }
+
+    /// Where the server's own state is kept, if anywhere.
+    pub(crate) fn state_dir(&self) -> Option<PathBuf> {
+        self.options
+            .state
+            .clone()
+            .or_else(|| self.options.staging.clone())
     }
 
     /// Where uploads are staged.
@@ -216,6 +255,7 @@ impl Server {
                 uploads,
                 stopping: tokio::sync::watch::Sender::new(false),
                 hooks: std::sync::OnceLock::new(),
+                staged: mlflow::StagedUploads::default(),
             }),
         }
     }
@@ -264,11 +304,13 @@ impl Server {
                 "removed the staging directories of uploads whose server died"
             );
         }
+        tokio::spawn(mlflow::sweep_periodically(state.clone()));
         state.hooks.get_or_init(|| {
             webhooks::Hooks::start(
                 state.registry.clone(),
                 state.options.webhooks.clone(),
                 state.options.poll_interval,
+                state.state_dir(),
                 state.stopping.subscribe(),
             )
         });

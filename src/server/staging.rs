@@ -32,14 +32,20 @@ pub(crate) fn sweep_abandoned(dir: &Path) -> usize {
         else {
             continue;
         };
-        if pid != std::process::id()
-            && !Path::new(&format!("/proc/{pid}")).exists()
-            && std::fs::remove_dir_all(entry.path()).is_ok()
-        {
+        if process_gone(pid) && std::fs::remove_dir_all(entry.path()).is_ok() {
             removed += 1;
         }
     }
     removed
+}
+
+/// Whether the process `pid` is known to have ended on this machine: never
+/// this process, and never where `/proc` cannot say (macOS), so that another
+/// live server's files are never taken for abandoned.
+pub(crate) fn process_gone(pid: u32) -> bool {
+    pid != std::process::id()
+        && Path::new("/proc/self").exists()
+        && !Path::new(&format!("/proc/{pid}")).exists()
 }
 
 #[cfg(test)]

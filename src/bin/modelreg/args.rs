@@ -490,7 +490,18 @@ Access:
 Webhooks (--webhooks FILE): each new event of the chosen kinds and models is
 POSTed as JSON, signed with X-Modelreg-Signature-256: sha256=HMAC(secret, body)
 and retried with backoff; GET /api/v1/webhooks (admin) shows each delivery and
-failure.
+failure. Each hook's position in every model's log is saved in the state
+directory (--state-dir; by default the staging directory: --staging-dir, or
+serve-staging/ inside a local registry), so events made while the server is
+down are delivered when it starts again. A delivery cut off by a stop is sent
+again: receivers dedupe on X-Modelreg-Delivery (model:seq). Over a remote
+registry without --state-dir or --staging-dir, positions are kept in memory
+only and a restarted server delivers from then on.
+
+MLflow uploads (PUT /api/2.0/mlflow-artifacts/artifacts/PATH) stay in the
+staging directory until a version is registered from them, which removes them;
+uploads nobody registers are removed once unmodified for
+--staged-upload-max-age (at startup and by a periodic sweep).
 
 Stops on Ctrl-C or SIGTERM: new connections are refused and requests in flight
 finish (at most --shutdown-grace); an upload cut short registers nothing.")]
@@ -513,6 +524,12 @@ pub struct ServeArgs {
     /// Where uploads are staged [default: inside a local registry, else the system temp dir].
     #[arg(long, value_name = "DIR")]
     pub staging_dir: Option<std::path::PathBuf>,
+    /// Where the server keeps state across restarts (webhook positions) [default: the staging dir, unless that is the system temp dir].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<std::path::PathBuf>,
+    /// How long an MLflow upload may stay staged without a version registered from it: 90m, 24h, 7d.
+    #[arg(long, default_value = "24h", value_name = "AGE")]
+    pub staged_upload_max_age: String,
     /// How long requests in flight may take to finish after Ctrl-C, in seconds.
     #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
     pub shutdown_grace: f64,

@@ -4,7 +4,6 @@
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
@@ -17,12 +16,13 @@ use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
+use super::staged::{self, Claim};
 use super::{ARTIFACTS, Call, MlError, MlResult, invalid};
 use crate::server::State;
 use crate::server::auth::Role;
 use crate::server::error::ApiError;
 use crate::server::files;
-use crate::store::fsutil::{self, PublishMode, TempFile};
+use crate::store::fsutil::TempFile;
 use crate::{ArtifactSource, ManifestEntry, ModelName, RelPath, VersionNumber, VersionRef};
 
 /// The first path segment under which registered versions are read
@@ -30,14 +30,11 @@ use crate::{ArtifactSource, ManifestEntry, ModelName, RelPath, VersionNumber, Ve
 pub(super) const MODELS: &str = "models";
 
 /// Where uploads are staged, below the server's staging directory.
-const STAGED: &str = "mlflow-artifacts";
+pub(super) const STAGED: &str = "mlflow-artifacts";
 
 /// Where uploads stream before they are renamed into place (beside
 /// [`STAGED`], so a listing never shows a half-received file).
-const STAGED_TMP: &str = "mlflow-artifacts.tmp";
-
-/// Temp files older than this were left by a process that died mid-upload.
-const STALE_TEMP: Duration = Duration::from_secs(24 * 3600);
+pub(super) const STAGED_TMP: &str = "mlflow-artifacts.tmp";
 
 fn staged_root(state: &State) -> PathBuf {
     state.staging_dir().join(STAGED)
@@ -73,8 +70,12 @@ fn upload_path(text: &str) -> MlResult<RelPath> {
 
 /// Where the files a `model-versions/create` names were staged: `source` is
 /// `mlflow-artifacts:/<path>` or `mlflow-artifacts://<host>/<path>` naming
-/// an uploaded directory or file.
-pub(super) async fn staged_source(state: &State, source: &str) -> MlResult<ArtifactSource> {
+/// an uploaded directory or file. The [`Claim`] keeps the sweep away from
+/// them until it is dropped, or consumed once the version is registered.
+pub(super) async fn staged_source(
+    state: &State,
+    source: &str,
+) -> MlResult<(ArtifactSource, Claim)> {
     let only = || {
         invalid(format!(
             "source {source:?} is not accepted: only mlflow-artifacts:/<path> sources naming \
@@ -98,18 +99,38 @@ pub(super) async fn staged_source(state: &State, source: &str) -> MlResult<Artif
              uploaded directory instead"
         )));
     }
-    let full = staged_root(state).join(rel.as_str());
-    match tokio::fs::symlink_metadata(&full).await {
-        Ok(m) if m.is_dir() => Ok(ArtifactSource::dir(full)),
-        Ok(m) if m.is_file() => Ok(ArtifactSource::file(full)),
-        Ok(_) => Err(only()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(invalid(format!(
-            "source {source:?} names nothing uploaded: PUT its files to \
-             {ARTIFACTS}/{rel}/<file> first"
-        ))),
-        Err(e) => {
-            Err(ApiError::internal(format!("cannot read the staged upload '{rel}': {e}")).into())
+    let root = staged_root(state);
+    let full = root.join(rel.as_str());
+    let claimed = {
+        let state = state.clone();
+        let rel = rel.as_str().to_owned();
+        tokio::task::spawn_blocking(move || state.staged.claim(&root, &rel))
+            .await
+            .map_err(|e| ApiError::internal(format!("reading the staged uploads failed: {e}")))?
+    };
+    let meta = match claimed {
+        Ok(Some(meta)) => meta,
+        Ok(None) => {
+            return Err(invalid(format!(
+                "source {source:?} names nothing uploaded: PUT its files to \
+                 {ARTIFACTS}/{rel}/<file> first (staged files are removed once a version \
+                 is registered from them, and after {:?} unregistered)",
+                state.options.staged_upload_max_age
+            )));
         }
+        Err(e) => {
+            return Err(
+                ApiError::internal(format!("cannot read the staged upload '{rel}': {e}")).into(),
+            );
+        }
+    };
+    let claim = Claim::new(state, rel.as_str().to_owned());
+    if meta.is_dir() {
+        Ok((ArtifactSource::dir(full), claim))
+    } else if meta.is_file() {
+        Ok((ArtifactSource::file(full), claim))
+    } else {
+        Err(only())
     }
 }
 
@@ -144,29 +165,10 @@ async fn list_staged(state: &State, rel: Option<&RelPath>) -> MlResult<Vec<Value
         None => root,
     };
     let listed = tokio::task::spawn_blocking(move || -> io::Result<Vec<Value>> {
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-                ) =>
-            {
-                return Ok(Vec::new());
-            }
-            Err(e) => return Err(e),
-        };
         let mut out = Vec::new();
-        for entry in entries {
-            let entry = entry?;
+        for (entry, meta) in staged::entries(&dir)? {
             let Ok(name) = entry.file_name().into_string() else {
                 continue;
-            };
-            let meta = match entry.metadata() {
-                Ok(meta) => meta,
-                // Replaced or removed while listed.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
             };
             if meta.is_dir() {
                 out.push(json!({ "path": name, "is_dir": true }));
@@ -354,7 +356,8 @@ pub(super) async fn upload(call: Call) -> MlResult {
     let target = root.join(STAGED).join(rel.as_str());
     let tmp_dir = root.join(STAGED_TMP);
     let (tx, rx) = mpsc::channel::<Piece>(8);
-    let writer = tokio::task::spawn_blocking(move || write_staged(rx, &tmp_dir, &target));
+    let shared = state.clone();
+    let writer = tokio::task::spawn_blocking(move || write_staged(rx, &shared, &tmp_dir, &target));
     let mut body = call.body.into_data_stream();
     let mut received = 0u64;
     let mut refused = None;
@@ -425,18 +428,19 @@ fn upload_too_large(limit: u64) -> MlError {
 /// Writes the pieces to a temp file in `tmp_dir` and, on [`Piece::Done`],
 /// publishes it at `target` (synced, renamed, directory synced). Returns
 /// whether it published; if the channel closes first, the temp file is
-/// removed and nothing appears.
-fn write_staged(mut rx: mpsc::Receiver<Piece>, tmp_dir: &Path, target: &Path) -> io::Result<bool> {
-    // Temp files of uploads cut off by a crash; a failure here only leaves them.
-    if let Err(e) = fsutil::remove_stale_temps(tmp_dir, STALE_TEMP) {
-        tracing::warn!(dir = %tmp_dir.display(), error = %e, "could not sweep stale upload temp files");
-    }
+/// removed and nothing appears. (Temp files a crash cut off are the sweep's.)
+fn write_staged(
+    mut rx: mpsc::Receiver<Piece>,
+    state: &State,
+    tmp_dir: &Path,
+    target: &Path,
+) -> io::Result<bool> {
     let mut tmp = TempFile::create(tmp_dir)?;
     while let Some(piece) = rx.blocking_recv() {
         match piece {
             Piece::Data(bytes) => tmp.file().write_all(&bytes)?,
             Piece::Done => {
-                tmp.publish(target, PublishMode::Replace)?;
+                state.staged.publish(tmp, target)?;
                 return Ok(true);
             }
         }

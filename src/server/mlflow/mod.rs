@@ -77,12 +77,15 @@
 //! staged), synced and renamed into place when complete; at most
 //! `concurrent_uploads` stream at once. Paths go through
 //! [`RelPath`](crate::RelPath): `..`, absolute paths and empty segments are
-//! 400. Staged files stay until an operator removes them (MLflow clients
-//! may register one upload several times); registering links them into a
-//! local registry's store by hard link where it can ([`LinkMode::HardLink`]:
-//! the staged file becomes read-only and is the blob — safe because the
-//! server only ever replaces a staged file by renaming a new one over it,
-//! never writes into it).
+//! 400. Registering links them into a local registry's store by hard link
+//! where it can ([`LinkMode::HardLink`]: the staged file becomes read-only
+//! and is the blob — safe because the server only ever replaces a staged
+//! file by renaming a new one over it, never writes into it), and then
+//! removes the source's staged files: the version holds them, and is read
+//! back under `models/` (below). So one upload registers one version; a
+//! second `create` from the same source is `INVALID_PARAMETER_VALUE`.
+//! Uploads nobody registers are removed once unmodified for
+//! `staged_upload_max_age` (24 h), at startup and by a periodic sweep.
 //!
 //! Registered versions are read under the reserved prefix `models/`:
 //! `get-download-uri` answers `mlflow-artifacts:/models/<model>/<n>`, and
@@ -117,6 +120,9 @@
 mod artifacts;
 mod models;
 mod search;
+mod staged;
+
+pub(crate) use staged::{StagedUploads, sweep_periodically};
 
 use axum::body::Body;
 use axum::extract::{FromRequest, FromRequestParts, Request};

@@ -486,7 +486,7 @@ pub(super) async fn create_version(mut call: Call) -> MlResult {
     let p = call.params().await?;
     let name = model_name(&p)?;
     let source_text = p.text("source")?;
-    let source = artifacts::staged_source(&call.state, source_text).await?;
+    let (source, claim) = artifacts::staged_source(&call.state, source_text).await?;
     let mut new = NewVersion::new()
         .link(LinkMode::HardLink)
         .tag(SOURCE_TAG, source_text);
@@ -497,6 +497,8 @@ pub(super) async fn create_version(mut call: Call) -> MlResult {
         new = new.tag(k.as_str(), v);
     }
     let registered = me.register(&name, source, new).await?;
+    // The version holds the files now; the upload has served its purpose.
+    claim.consumed().await;
     let m = me.model(&name).await?;
     one_version(&m, registered.number)
 }

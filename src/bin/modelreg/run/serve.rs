@@ -35,12 +35,18 @@ pub(super) async fn serve(ctx: Ctx, a: ServeArgs, location: Option<&str>) -> Out
     }
     let mut options = ServerOptions::new()
         .tokens(tokens)
-        .max_upload_bytes(a.max_upload_bytes);
+        .max_upload_bytes(a.max_upload_bytes)
+        .staged_upload_max_age(parse::age(
+            "--staged-upload-max-age",
+            &a.staged_upload_max_age,
+        )?);
+    let mut hooked = false;
     if let Some(file) = &a.webhooks {
         let text = std::fs::read(file)
             .map_err(|e| Failure::Usage(format!("--webhooks {}: {e}", file.display())))?;
         let hooks: Vec<Webhook> = serde_json::from_slice(&text)
             .map_err(|e| Failure::Usage(format!("--webhooks {}: {e}", file.display())))?;
+        hooked = !hooks.is_empty();
         options = options.webhooks(hooks)?;
     }
     // Staged uploads on the registry's own filesystem are linked into the store
@@ -50,8 +56,14 @@ pub(super) async fn serve(ctx: Ctx, a: ServeArgs, location: Option<&str>) -> Out
             .filter(|l| !l.contains("://"))
             .map(|dir| std::path::Path::new(dir).join("serve-staging"))
     });
+    // The state follows the staging directory unless told otherwise (the
+    // library's default too); never the shared system temp dir.
+    let stateless = a.state_dir.is_none() && staging.is_none();
     if let Some(dir) = staging {
         options = options.staging_dir(dir);
+    }
+    if let Some(dir) = &a.state_dir {
+        options = options.state_dir(dir);
     }
     let server = Server::new(ctx.registry, options);
     let listener = tokio::net::TcpListener::bind(addr)
@@ -87,6 +99,12 @@ pub(super) async fn serve(ctx: Ctx, a: ServeArgs, location: Option<&str>) -> Out
         eprintln!(
             "  Hugging Face: HF_ENDPOINT=http://{bound}   MLflow: MlflowClient(tracking_uri=\"http://{bound}\")   REST: http://{bound}/api/v1/models"
         );
+        if hooked && stateless {
+            eprintln!(
+                "  webhooks: positions kept in memory only (no --state-dir or --staging-dir): \
+                 events made while the server is down will not be delivered"
+            );
+        }
     }
     let grace = Duration::from_secs_f64(a.shutdown_grace.max(0.0));
     let quiet = ctx.quiet;
