@@ -1161,3 +1161,84 @@ fn uploads_nobody_registers_expire_while_the_server_runs() {
 fn url_encode(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
+
+/// Registering a version imports its files into the store, which for a large
+/// model on object storage outlasts any fixed request limit. Only reading the
+/// client's JSON is timed: a registration slower than `request_timeout`
+/// completes and answers 200, instead of a 408 that makes the client retry a
+/// registration that may already be recorded.
+#[test]
+fn a_registration_slower_than_the_request_limit_completes() {
+    use common::faulty_store::{Faults, FaultyStore};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let faults = Faults::new();
+    let inner: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let (metadata, artifacts) = modelreg::store::object::stores_in(
+        FaultyStore::wrap(inner, Arc::clone(&faults)),
+        &object_store::path::Path::from("reg"),
+    );
+    let registry = Registry::builder()
+        .metadata(Arc::new(metadata))
+        .artifacts(Arc::new(artifacts))
+        .build()
+        .expect("a registry");
+    let limit = Duration::from_millis(100);
+    let server = http::start(
+        registry.clone(),
+        ServerOptions::new()
+            .tokens(tokens())
+            .staging_dir(dir.path().join("staging"))
+            .request_timeout(limit),
+    );
+    // Large enough to go up in parts, each held back longer than the limit.
+    let weights = payload(11 << 20, 9);
+    assert_eq!(put_file(&server, "slow/model.bin", WRITER, &weights).0, 200);
+    let (status, _) = call(
+        &server,
+        "POST",
+        "/api/2.0/mlflow/registered-models/create",
+        Some(WRITER),
+        r#"{"name":"slow"}"#,
+    );
+    assert_eq!(status, 200);
+    faults.delay_parts(3 * limit);
+    let started = std::time::Instant::now();
+    let (status, json) = call(
+        &server,
+        "POST",
+        "/api/2.0/mlflow/model-versions/create",
+        Some(WRITER),
+        r#"{"name":"slow","source":"mlflow-artifacts:/slow/model.bin"}"#,
+    );
+    let took = started.elapsed();
+    assert_eq!(status, 200, "{json}");
+    assert!(
+        took > limit,
+        "the registration was not slow ({took:?}): the test proves nothing"
+    );
+    assert_eq!(json["model_version"]["version"], "1");
+    faults.heal();
+    assert_eq!(
+        get_artifact(&server, "models/slow/1/model.bin"),
+        (200, weights)
+    );
+    // A client that stalls before its JSON is complete is still cut off.
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(server.addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        s,
+        "POST /api/2.0/mlflow/model-versions/create HTTP/1.1\r\nHost: x\r\n\
+         Authorization: Bearer {WRITER}\r\nContent-Type: application/json\r\n\
+         Content-Length: 100\r\n\r\n{{\"name\":"
+    )
+    .expect("send a partial body");
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head)
+        .expect("an answer while the body is incomplete");
+    assert_eq!(&head, b"HTTP/1.1 408", "a stalled body is timed");
+}

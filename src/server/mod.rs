@@ -335,6 +335,34 @@ async fn webhook_status(
     ))
 }
 
+/// A request body of at most `max` bytes, whole.
+async fn read_body(body: axum::body::Body, max: usize) -> ApiResult<bytes::Bytes> {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut out = bytes::BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                "invalid_input",
+                format!("the request body could not be read: {e}"),
+            )
+        })?;
+        if out.len() + chunk.len() > max {
+            return Err(ApiError::new(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the request body is larger than {max} bytes"),
+            ));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.freeze())
+}
+
+/// The MLflow call that registers a version from staged files.
+const MLFLOW_CREATE_VERSION: &str = "/api/2.0/mlflow/model-versions/create";
+
 /// Requests other than file uploads must be answered within
 /// `request_timeout` (a slow or stalled client cannot hold a task and its
 /// memory for ever); an upload runs as long as its bytes flow. Responses
@@ -359,16 +387,35 @@ async fn time_limit(
     }
     let path = request.uri().path().to_owned();
     let limit = state.options.request_timeout;
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => dialect_error(
-            &path,
+    let timed_out = |path: &str| {
+        dialect_error(
+            path,
             ApiError::new(
                 axum::http::StatusCode::REQUEST_TIMEOUT,
                 "timeout",
                 format!("the request was not complete within {limit:?}"),
             ),
-        ),
+        )
+    };
+    if request.method() == axum::http::Method::POST && path == MLFLOW_CREATE_VERSION {
+        // Registering imports every staged file into the store, which for a
+        // model of many GB on object storage takes longer than any fixed limit;
+        // cutting it off would make the client retry a registration that may
+        // already be recorded. Only the client's part, its JSON body, is timed.
+        let (parts, body) = request.into_parts();
+        let read = read_body(body, state.options.max_json_bytes);
+        return match tokio::time::timeout(limit, read).await {
+            Err(_) => timed_out(&path),
+            Ok(Err(e)) => dialect_error(&path, e),
+            Ok(Ok(bytes)) => {
+                next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                    .await
+            }
+        };
+    }
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => timed_out(&path),
     }
 }
 
