@@ -285,12 +285,9 @@ impl Server {
 /// counts and its latest deliveries and failures.
 async fn webhook_status(
     axum::extract::State(state): axum::extract::State<State>,
-    caller: Caller,
-) -> ApiResult<axum::Json<Vec<serde_json::Value>>> {
-    caller.require(Role::Admin, false)?;
-    Ok(axum::Json(
-        state.hooks.get().map(|h| h.status()).unwrap_or_default(),
-    ))
+    _: auth::Admin,
+) -> axum::Json<Vec<serde_json::Value>> {
+    axum::Json(state.hooks.get().map(|h| h.status()).unwrap_or_default())
 }
 
 /// Requests other than file uploads must be answered within

@@ -96,6 +96,9 @@ impl utoipa::Modify for BearerScheme {
 /// The responses that do not depend on the handler, added to every operation
 /// that lacks them:
 /// - 401 on every route: the reader check runs before any handler;
+/// - 403 on every operation that names its own security, which is the role
+///   above reader it needs (reads inherit the document's): the role
+///   extractor refuses a lesser role, and a read-only server everyone;
 /// - 400, 413, 415 and 422 on every JSON request body: the body extractor's
 ///   rejections (malformed, too large, not JSON, wrong shape);
 /// - 500 and 503 on every route that reads the registry (all but `meta`): a
@@ -133,6 +136,9 @@ impl utoipa::Modify for CommonResponses {
                         .or_insert_with(|| Ref::from_response_name(name).into());
                 };
                 add("401", "Unauthorized");
+                if op.security.is_some() {
+                    add("403", "Forbidden");
+                }
                 if json_body {
                     add("400", "BadRequest");
                     add("413", "PayloadTooLarge");

@@ -6,7 +6,10 @@
 //! addressed inside its model by a selector: a number (`7`), a semver label
 //! (`1.4.0`), or an alias or stage name (`production`, `champion`, `latest`).
 //!
-//! Writes take the actor from the caller's token, never from the body.
+//! Writes take the actor from the caller's token, never from the body. Each
+//! write handler lists its role ([`Writer`], [`Approver`]) as its first
+//! argument, so a caller without it is refused before the path, query or body
+//! is read.
 //!
 //! Each handler's `#[utoipa::path]` annotation is its route: [`Routes::add`]
 //! takes the method and path from it, and the same annotations make the
@@ -27,7 +30,7 @@ use utoipa::openapi::path::HttpMethod;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::State;
-use super::auth::{Caller, Role};
+use super::auth::{Approver, Writer};
 use super::error::{ApiError, ApiResult};
 use super::extract::{Body, Path, Query};
 use super::files;
@@ -235,6 +238,13 @@ struct VersionAt {
     version: String,
 }
 
+impl VersionAt {
+    /// The version the path names.
+    fn reference(&self) -> ApiResult<VersionRef> {
+        version_ref(&self.model, &self.version)
+    }
+}
+
 /// A file of a version named in the path.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
@@ -415,13 +425,9 @@ async fn list_versions(
 )]
 async fn show_version(
     axum::extract::State(s): axum::extract::State<State>,
-    Path(VersionAt { model, version }): Path<VersionAt>,
+    Path(at): Path<VersionAt>,
 ) -> ApiResult<Json<std::sync::Arc<VersionRecord>>> {
-    Ok(Json(
-        s.registry
-            .resolve_shared(version_ref(&model, &version)?)
-            .await?,
-    ))
+    Ok(Json(s.registry.resolve_shared(at.reference()?).await?))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -467,11 +473,9 @@ async fn resolve(
 )]
 async fn manifest(
     axum::extract::State(s): axum::extract::State<State>,
-    Path(VersionAt { model, version }): Path<VersionAt>,
+    Path(at): Path<VersionAt>,
 ) -> ApiResult<Json<Manifest>> {
-    Ok(Json(
-        s.registry.manifest(version_ref(&model, &version)?).await?,
-    ))
+    Ok(Json(s.registry.manifest(at.reference()?).await?))
 }
 
 /// One file of a version.
@@ -821,12 +825,6 @@ async fn openapi_document() -> Response {
 
 // ----- writes --------------------------------------------------------------------
 
-/// The session of a caller allowed `role`.
-fn session(s: &State, caller: &Caller, role: Role) -> ApiResult<crate::Session> {
-    let actor = caller.require(role, s.read_only())?;
-    Ok(s.registry.acting_as(actor))
-}
-
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewModel {
@@ -852,21 +850,18 @@ struct NewModel {
     responses(
         (status = 201, description = "Created.", body = ModelSummary),
         (status = 400, response = BadRequest),
-        (status = 403, response = Forbidden),
         (status = 409, response = Conflict),
     ),
 )]
 async fn create_model(
-    axum::extract::State(s): axum::extract::State<State>,
-    caller: Caller,
+    Writer(me): Writer,
     Body(m): Body<NewModel>,
 ) -> ApiResult<(StatusCode, Json<ModelSummary>)> {
-    let session = session(&s, &caller, Role::Writer)?;
     let mut options = CreateModel::new().description(m.description);
     for (k, v) in &m.tags {
         options = options.tag(k, v.clone());
     }
-    let state = session.create_model(m.name.as_str(), options).await?;
+    let state = me.create_model(m.name.as_str(), options).await?;
     Ok((StatusCode::CREATED, Json(state.summary())))
 }
 
@@ -894,21 +889,16 @@ struct TagChange {
     responses(
         (status = 200, description = "The model after the change.", body = ModelSummary),
         (status = 400, response = BadRequest),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
     ),
 )]
 async fn model_tags(
-    axum::extract::State(s): axum::extract::State<State>,
-    caller: Caller,
+    Writer(me): Writer,
     Path(ModelAt { model }): Path<ModelAt>,
     Body(t): Body<TagChange>,
 ) -> ApiResult<Json<ModelSummary>> {
-    let session = session(&s, &caller, Role::Writer)?;
-    let state = session
-        .set_model_tags(model.as_str(), t.set, t.remove)
-        .await?;
+    let state = me.set_model_tags(model.as_str(), t.set, t.remove).await?;
     Ok(Json(state.summary()))
 }
 
@@ -923,20 +913,19 @@ async fn model_tags(
     responses(
         (status = 200, description = "The version after the change.", body = VersionRecord),
         (status = 400, response = BadRequest),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
     ),
 )]
 async fn version_tags(
-    axum::extract::State(s): axum::extract::State<State>,
-    caller: Caller,
-    Path(VersionAt { model, version }): Path<VersionAt>,
+    Writer(me): Writer,
+    Path(at): Path<VersionAt>,
     Body(t): Body<TagChange>,
 ) -> ApiResult<Json<VersionRecord>> {
-    let session = session(&s, &caller, Role::Writer)?;
-    let r = version_ref(&model, &version)?;
-    Ok(Json(session.set_version_tags(r, t.set, t.remove).await?))
+    Ok(Json(
+        me.set_version_tags(at.reference()?, t.set, t.remove)
+            .await?,
+    ))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -959,20 +948,16 @@ struct MetricsBody {
     responses(
         (status = 200, description = "The version after the change.", body = VersionRecord),
         (status = 400, response = BadRequest),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
     ),
 )]
 async fn add_metrics(
-    axum::extract::State(s): axum::extract::State<State>,
-    caller: Caller,
-    Path(VersionAt { model, version }): Path<VersionAt>,
+    Writer(me): Writer,
+    Path(at): Path<VersionAt>,
     Body(m): Body<MetricsBody>,
 ) -> ApiResult<Json<VersionRecord>> {
-    let session = session(&s, &caller, Role::Writer)?;
-    let r = version_ref(&model, &version)?;
-    Ok(Json(session.add_metrics(r, m.metrics).await?))
+    Ok(Json(me.add_metrics(at.reference()?, m.metrics).await?))
 }
 
 #[derive(Deserialize, ToSchema, IntoParams)]
@@ -996,20 +981,16 @@ struct Reason {
     responses(
         (status = 200, description = "The version after the change.", body = VersionRecord),
         (status = 400, response = BadRequest),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
     ),
 )]
 async fn deprecate(
-    axum::extract::State(s): axum::extract::State<State>,
-    caller: Caller,
-    Path(VersionAt { model, version }): Path<VersionAt>,
+    Writer(me): Writer,
+    Path(at): Path<VersionAt>,
     Body(b): Body<Reason>,
 ) -> ApiResult<Json<VersionRecord>> {
-    let session = session(&s, &caller, Role::Writer)?;
-    let r = version_ref(&model, &version)?;
-    Ok(Json(session.deprecate(r, b.reason).await?))
+    Ok(Json(me.deprecate(at.reference()?, b.reason).await?))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -1033,20 +1014,16 @@ struct TransitionBody {
     responses(
         (status = 200, description = "The `stage_changed` event, with the gates' verdicts.", body = Event),
         (status = 400, response = BadRequest),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
     ),
 )]
 async fn transition(
-    axum::extract::State(s): axum::extract::State<State>,
-    caller: Caller,
-    Path(VersionAt { model, version }): Path<VersionAt>,
+    Writer(me): Writer,
+    Path(at): Path<VersionAt>,
     Body(b): Body<TransitionBody>,
 ) -> ApiResult<Json<Event>> {
-    let session = session(&s, &caller, Role::Writer)?;
-    let r = version_ref(&model, &version)?;
-    Ok(Json(session.transition(r, b.to, b.reason).await?))
+    Ok(Json(me.transition(at.reference()?, b.to, b.reason).await?))
 }
 
 /// Moves a version along the lifecycle to `to`, through every stage on the
@@ -1061,20 +1038,16 @@ async fn transition(
     responses(
         (status = 200, description = "One `stage_changed` event per move.", body = Vec<Event>),
         (status = 400, response = BadRequest),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
     ),
 )]
 async fn promote(
-    axum::extract::State(s): axum::extract::State<State>,
-    caller: Caller,
-    Path(VersionAt { model, version }): Path<VersionAt>,
+    Writer(me): Writer,
+    Path(at): Path<VersionAt>,
     Body(b): Body<TransitionBody>,
 ) -> ApiResult<Json<Vec<Event>>> {
-    let session = session(&s, &caller, Role::Writer)?;
-    let r = version_ref(&model, &version)?;
-    Ok(Json(session.promote_to(r, b.to, b.reason).await?))
+    Ok(Json(me.promote_to(at.reference()?, b.to, b.reason).await?))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -1098,20 +1071,16 @@ struct StageDecision {
     responses(
         (status = 200, description = "The `approval_recorded` event.", body = Event),
         (status = 400, response = BadRequest),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
     ),
 )]
 async fn approve(
-    axum::extract::State(s): axum::extract::State<State>,
-    caller: Caller,
-    Path(VersionAt { model, version }): Path<VersionAt>,
+    Approver(me): Approver,
+    Path(at): Path<VersionAt>,
     Body(b): Body<StageDecision>,
 ) -> ApiResult<Json<Event>> {
-    let session = session(&s, &caller, Role::Approver)?;
-    let r = version_ref(&model, &version)?;
-    Ok(Json(session.approve(r, b.stage, b.comment).await?))
+    Ok(Json(me.approve(at.reference()?, b.stage, b.comment).await?))
 }
 
 /// Rejects a version for a stage (approver).
@@ -1125,20 +1094,16 @@ async fn approve(
     responses(
         (status = 200, description = "The `approval_recorded` event.", body = Event),
         (status = 400, response = BadRequest),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
     ),
 )]
 async fn reject(
-    axum::extract::State(s): axum::extract::State<State>,
-    caller: Caller,
-    Path(VersionAt { model, version }): Path<VersionAt>,
+    Approver(me): Approver,
+    Path(at): Path<VersionAt>,
     Body(b): Body<StageDecision>,
 ) -> ApiResult<Json<Event>> {
-    let session = session(&s, &caller, Role::Approver)?;
-    let r = version_ref(&model, &version)?;
-    Ok(Json(session.reject(r, b.stage, b.comment).await?))
+    Ok(Json(me.reject(at.reference()?, b.stage, b.comment).await?))
 }
 
 /// Puts the previous production version back into production (writer).
@@ -1152,19 +1117,16 @@ async fn reject(
     responses(
         (status = 200, description = "The `rolled_back` event.", body = Event),
         (status = 400, response = BadRequest),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
     ),
 )]
 async fn rollback(
-    axum::extract::State(s): axum::extract::State<State>,
-    caller: Caller,
+    Writer(me): Writer,
     Path(ModelAt { model }): Path<ModelAt>,
     Body(b): Body<Reason>,
 ) -> ApiResult<Json<Event>> {
-    let session = session(&s, &caller, Role::Writer)?;
-    Ok(Json(session.rollback(model.as_str(), b.reason).await?))
+    Ok(Json(me.rollback(model.as_str(), b.reason).await?))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -1191,24 +1153,21 @@ struct AliasBody {
     responses(
         (status = 200, description = "The `alias_set` event.", body = Event),
         (status = 400, response = BadRequest),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
     ),
 )]
 async fn set_alias(
-    axum::extract::State(s): axum::extract::State<State>,
-    caller: Caller,
+    Writer(me): Writer,
     Path(AliasAt { model, alias }): Path<AliasAt>,
     Body(b): Body<AliasBody>,
 ) -> ApiResult<Json<Event>> {
-    let session = session(&s, &caller, Role::Writer)?;
     let mut options = SetAlias::new().reason(b.reason);
     if let Some(p) = b.protected {
         options = options.protected(p);
     }
     let r = version_ref(&model, &b.version)?;
-    Ok(Json(session.set_alias(r, &alias, options).await?))
+    Ok(Json(me.set_alias(r, &alias, options).await?))
 }
 
 /// Removes an alias (writer).
@@ -1221,22 +1180,17 @@ async fn set_alias(
     responses(
         (status = 200, description = "The `alias_removed` event.", body = Event),
         (status = 400, response = BadRequest),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
     ),
 )]
 async fn remove_alias(
-    axum::extract::State(s): axum::extract::State<State>,
-    caller: Caller,
+    Writer(me): Writer,
     Path(AliasAt { model, alias }): Path<AliasAt>,
     Query(b): Query<Reason>,
 ) -> ApiResult<Json<Event>> {
-    let session = session(&s, &caller, Role::Writer)?;
     Ok(Json(
-        session
-            .remove_alias(model.as_str(), &alias, b.reason)
-            .await?,
+        me.remove_alias(model.as_str(), &alias, b.reason).await?,
     ))
 }
 
@@ -1261,21 +1215,17 @@ struct SplitBody {
     responses(
         (status = 200, description = "The `traffic_split_set` event.", body = Event),
         (status = 400, response = BadRequest),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
     ),
 )]
 async fn set_split(
-    axum::extract::State(s): axum::extract::State<State>,
-    caller: Caller,
+    Writer(me): Writer,
     Path(ModelAt { model }): Path<ModelAt>,
     Body(b): Body<SplitBody>,
 ) -> ApiResult<Json<Event>> {
-    let session = session(&s, &caller, Role::Writer)?;
     Ok(Json(
-        session
-            .set_traffic_split(model.as_str(), b.split, b.reason)
+        me.set_traffic_split(model.as_str(), b.split, b.reason)
             .await?,
     ))
 }
@@ -1290,22 +1240,17 @@ async fn set_split(
     responses(
         (status = 200, description = "The `traffic_split_set` event, without a split.", body = Event),
         (status = 400, response = BadRequest),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
     ),
 )]
 async fn clear_split(
-    axum::extract::State(s): axum::extract::State<State>,
-    caller: Caller,
+    Writer(me): Writer,
     Path(ModelAt { model }): Path<ModelAt>,
     Query(b): Query<Reason>,
 ) -> ApiResult<Json<Event>> {
-    let session = session(&s, &caller, Role::Writer)?;
     Ok(Json(
-        session
-            .clear_traffic_split(model.as_str(), b.reason)
-            .await?,
+        me.clear_traffic_split(model.as_str(), b.reason).await?,
     ))
 }
 
@@ -1430,19 +1375,16 @@ struct Registered {
     responses(
         (status = 201, description = "Registered.", body = Registered),
         (status = 400, response = BadRequest),
-        (status = 403, response = Forbidden),
         (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
     ),
 )]
 async fn register(
     axum::extract::State(s): axum::extract::State<State>,
-    caller: Caller,
+    Writer(me): Writer,
     Path(ModelAt { model }): Path<ModelAt>,
     request: axum::extract::Request,
 ) -> ApiResult<(StatusCode, Json<Registered>)> {
-    // The role is checked before the body is looked at.
-    let session = session(&s, &caller, Role::Writer)?;
     let mut form = Multipart::from_request(request, &s)
         .await
         .map_err(|r| ApiError::bad_request(r.body_text()))?;
@@ -1514,10 +1456,8 @@ async fn register(
     if files == 0 {
         return Err(ApiError::bad_request("the upload has no files"));
     }
-    session
-        .ensure_model(model.clone(), CreateModel::new())
-        .await?;
-    let registered = session
+    me.ensure_model(model.clone(), CreateModel::new()).await?;
+    let registered = me
         .register(
             model,
             ArtifactSource::dir(staging.0.clone()),

@@ -13,6 +13,28 @@ pub const WRITER: &str = "writer-token-0123456789";
 pub const APPROVER: &str = "approver-token-012345678";
 pub const ADMIN: &str = "admin-token-0123456789ab";
 
+/// Each role with its token, lowest first.
+pub const ROLES: [(&str, &str); 4] = [
+    ("reader", READER),
+    ("writer", WRITER),
+    ("approver", APPROVER),
+    ("admin", ADMIN),
+];
+
+/// The token of `role`.
+pub fn token_of(role: &str) -> &'static str {
+    ROLES
+        .iter()
+        .find(|(r, _)| *r == role)
+        .map(|(_, t)| *t)
+        .unwrap_or_else(|| panic!("no role {role:?}"))
+}
+
+/// The roles below `role`, with their tokens.
+pub fn roles_below(role: &str) -> impl Iterator<Item = (&'static str, &'static str)> {
+    ROLES.into_iter().take_while(move |(r, _)| *r != role)
+}
+
 pub fn tokens() -> Tokens {
     Tokens::parse(&format!(
         "rita@example.com:reader:{READER} wes@example.com:writer:{WRITER} \
