@@ -4,8 +4,8 @@ mod common;
 
 use common::http::{Running, multipart, request, start};
 use common::rest::{
-    ADMIN, APPROVER, READER, WRITER, bearer, get, payload, roles_below, seeded, send, server,
-    token_of, tokens, write_routes,
+    ADMIN, APPROVER, READER, WRITER, bearer, get, payload, role_routes, roles_below, seeded, send,
+    server, token_of, tokens,
 };
 use modelreg::server::ServerOptions;
 use modelreg::{Actor, Registry, Stage};
@@ -14,13 +14,13 @@ use modelreg::{Actor, Registry, Stage};
 type Part<'a> = (&'a str, Option<&'a str>, &'a [u8]);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_write_route_refuses_callers_without_its_role_and_changes_nothing() {
+async fn every_route_beyond_reading_refuses_callers_without_its_role_and_changes_nothing() {
     let (_dir, registry) = seeded().await;
     let before = registry.model("fraud").await.expect("model").seq();
     let s = server(registry.clone());
     let read_only = start(registry.clone(), ServerOptions::new());
     tokio::task::spawn_blocking(move || {
-        for (method, path, body, needs) in write_routes() {
+        for (method, path, body, needs) in role_routes() {
             let r = send(&s, method, path, None, &body);
             assert_eq!(
                 r.status,
@@ -98,7 +98,7 @@ async fn a_role_too_low_is_refused_before_the_body_is_read() {
             let headers = [("Authorization", auth.as_str()), ("Content-Type", ct)];
             request(s.addr, method, &target, &headers, body.as_bytes())
         };
-        for (method, path, _, needs) in write_routes() {
+        for (method, path, _, needs) in role_routes() {
             for (role, token) in roles_below(needs) {
                 for m in malformed {
                     let r = send_as(token, method, path, m);

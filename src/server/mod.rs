@@ -230,11 +230,6 @@ impl Server {
         let state = self.state.clone();
         Router::new()
             .merge(rest::routes(&state))
-            .route(
-                "/api/v1/models/{model}/events",
-                axum::routing::get(events::stream),
-            )
-            .route("/api/v1/webhooks", axum::routing::get(webhook_status))
             .merge(hf::routes(&state))
             .merge(mlflow::routes(&state))
             .fallback(unknown_route)
@@ -279,15 +274,6 @@ impl Server {
             })
             .await
     }
-}
-
-/// `GET /api/v1/webhooks` (admin): each hook (never its secret) with its
-/// counts and its latest deliveries and failures.
-async fn webhook_status(
-    axum::extract::State(state): axum::extract::State<State>,
-    _: auth::Admin,
-) -> axum::Json<Vec<serde_json::Value>> {
-    axum::Json(state.hooks.get().map(|h| h.status()).unwrap_or_default())
 }
 
 /// Requests other than file uploads must be answered within

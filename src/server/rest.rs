@@ -33,12 +33,12 @@ use super::State;
 use super::auth::{Approver, Writer};
 use super::error::{ApiError, ApiResult};
 use super::extract::{Body, Path, Query};
-use super::files;
 use super::openapi::{
     self, BadRequest, BearerScheme, Binary, CommonResponses, Conflict, DESCRIPTION, ErrorBody,
     Forbidden, NotFound, PayloadTooLarge, RangeNotSatisfiable, ServerError, Unauthorized,
     Unavailable, Unprocessable, UnsupportedMediaType,
 };
+use super::{events, files, webhooks};
 use crate::{
     Actor, AliasName, ArtifactSource, CodeRef, CreateModel, DatasetRef, Environment, Event,
     HistoryFilter, LineageSubgraph, LinkMode, Manifest, MetricName, MetricPoint, Metrics,
@@ -71,6 +71,7 @@ pub(crate) fn document() -> utoipa::openapi::OpenApi {
         set_alias, remove_alias,
         show_split, set_split, clear_split, route,
         history, compare, metric_history, resolve, lineage,
+        events::stream, webhooks::status,
         openapi_document,
     ),
     components(
@@ -91,6 +92,8 @@ pub(crate) fn document() -> utoipa::openapi::OpenApi {
         (name = "traffic", description = "Traffic splits and the route a request key takes."),
         (name = "audit", description = "The model's event log."),
         (name = "analysis", description = "Comparisons, metric history and lineage."),
+        (name = "events", description = "A model's events as they happen (server-sent events)."),
+        (name = "webhooks", description = "The webhooks the server calls on new events, and their deliveries."),
         (name = "meta", description = "This document."),
     ),
 )]
@@ -140,6 +143,8 @@ impl Routes {
         .add(__path_metric_history, metric_history)
         .add(__path_resolve, resolve)
         .add(__path_lineage, lineage)
+        .add(events::__path_stream, events::stream)
+        .add(webhooks::__path_status, webhooks::status)
         .add(__path_openapi_document, openapi_document)
     }
 
@@ -220,10 +225,10 @@ pub(crate) fn version_ref(model: &str, selector: &str) -> ApiResult<VersionRef> 
 /// A model named in the path.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
-struct ModelAt {
+pub(crate) struct ModelAt {
     /// The model's name.
     #[param(value_type = ModelName)]
-    model: String,
+    pub(crate) model: String,
 }
 
 /// A version named in the path.
