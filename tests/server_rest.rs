@@ -835,11 +835,10 @@ async fn two_servers_share_one_registry(
     let a = start(open().await, ServerOptions::new().tokens(tokens()));
     let b = start(open().await, ServerOptions::new().tokens(tokens()));
     let weights = payload(2 << 20, 9);
-    let w2 = weights.clone();
     tokio::task::spawn_blocking(move || {
         let (ct, body) = multipart(&[
             ("metadata", None, br#"{"metrics":{"auc":0.9}}"#),
-            ("file", Some("model.bin"), &w2),
+            ("file", Some("model.bin"), &weights),
         ]);
         let auth = bearer(WRITER);
         let r = request(
@@ -860,7 +859,7 @@ async fn two_servers_share_one_registry(
         );
         assert_eq!(got.status, 200);
         assert!(got.complete);
-        assert_eq!(got.body, w2);
+        assert_eq!(got.body, weights);
         let r = send(
             &b,
             "POST",
@@ -888,7 +887,6 @@ async fn two_servers_share_one_registry(
     })
     .await
     .expect("requests");
-    let _ = weights;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -47,6 +47,7 @@ mod mlflow;
 mod openapi;
 mod rest;
 mod staging;
+mod upload;
 mod webhooks;
 
 use std::future::Future;
