@@ -1225,6 +1225,20 @@ fn a_registration_slower_than_the_request_limit_completes() {
         get_artifact(&server, "models/slow/1/model.bin"),
         (200, weights)
     );
+    // The role is still checked before the body is read, and the size after.
+    let huge = format!(
+        r#"{{"name":"slow","description":"{}"}}"#,
+        "x".repeat(2 << 20)
+    );
+    let api = "/api/2.0/mlflow/model-versions/create";
+    let (status, json) = call(&server, "POST", api, Some(READER), &huge);
+    assert_eq!(
+        (status, &json["error_code"]),
+        (403, &Value::from("PERMISSION_DENIED")),
+        "{json}"
+    );
+    let (status, _) = call(&server, "POST", api, Some(WRITER), &huge);
+    assert_eq!(status, 413);
     // A client that stalls before its JSON is complete is still cut off.
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(server.addr).expect("connect");

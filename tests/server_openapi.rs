@@ -1,7 +1,8 @@
 //! The REST API's OpenAPI document (`GET /openapi.json`) against the server:
 //! every documented operation is routed and nothing else is answered at its
-//! path, every documented write is in the role test's table, real responses
-//! match their schemas, and the committed copy `docs/openapi.json` is what the
+//! path, every operation that needs more than reading is in the role test's
+//! table, real responses match their schemas (an event stream's head only: its
+//! body does not end), and the committed copy `docs/openapi.json` is what the
 //! code generates (`MODELREG_BLESS=1` rewrites it).
 
 mod common;
@@ -9,8 +10,8 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::http::{Reply, Running, multipart, request, start};
-use common::rest::{APPROVER, READER, WRITER, bearer, seeded, server, write_routes};
-use modelreg::server::ServerOptions;
+use common::rest::{ADMIN, READER, WRITER, bearer, role_routes, seeded, server, token_of};
+use modelreg::server::{ServerOptions, Webhook};
 use modelreg::{
     Actor, ArtifactSource, CodeRef, DatasetRef, DatasetRole, Environment, NewVersion, Registry,
     Relation, Stage, TrafficSplit,
@@ -32,6 +33,60 @@ fn fetch(s: &Running, method: &str, path: &str, token: &str, body: Option<&Value
         headers.push(("Content-Type", "application/json"));
     }
     request(s.addr, method, path, &headers, text.as_bytes())
+}
+
+/// Whether `op` answers an event stream, whose body never ends.
+fn is_stream(op: &Value) -> bool {
+    op["responses"]["200"]["content"]
+        .get("text/event-stream")
+        .is_some()
+}
+
+/// [`fetch`] of a `GET` whose success is an event stream: of a 200 only the
+/// head is read (the body is left empty and incomplete), any other answer is
+/// read whole.
+fn fetch_stream(s: &Running, path: &str, token: &str) -> Reply {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(s.addr).expect("connect to the server");
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .expect("a timeout");
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )
+    .expect("send the request");
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") && conn.read(&mut byte).expect("read the head") == 1 {
+        raw.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&raw).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {head:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = Vec::new();
+    if status != 200 {
+        conn.read_to_end(&mut body).expect("read the body");
+    }
+    Reply {
+        status,
+        headers,
+        complete: status != 200,
+        body,
+    }
+}
+
+/// The least role `op` needs: the one its own security names, else reader
+/// (the document's default).
+fn role_of(op: &Value) -> &str {
+    op["security"][0]["bearer"][0].as_str().unwrap_or("reader")
 }
 
 /// The document a server over an empty registry serves, as text.
@@ -266,19 +321,23 @@ async fn every_documented_operation_is_routed_and_no_other_method_is() {
         for (method, template, op) in &ops {
             let path = fill(template, dummy) + &required_query(op, dummy);
             let body = (method != "GET").then(|| serde_json::json!({}));
-            // A reader reaches every handler: reads answer, writes refuse the
-            // role or the dummy body.
-            let r = fetch(&s, method, &path, READER, body.as_ref());
+            // A reader reaches every handler: reads answer, the others refuse
+            // the role.
+            let r = if is_stream(op) {
+                fetch_stream(&s, &path, READER)
+            } else {
+                fetch(&s, method, &path, READER, body.as_ref())
+            };
             assert_ne!(
                 r.status, 405,
                 "{method} {path}: the router has no such method"
             );
-            let message = r.json()["error"]["message"].as_str().map(str::to_owned);
+            let unrouted = r.status == 404
+                && r.json()["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("no route for"));
             assert!(
-                !(r.status == 404
-                    && message
-                        .as_deref()
-                        .is_some_and(|m| m.starts_with("no route for"))),
+                !unrouted,
                 "{method} {path} is documented but not routed: {}",
                 r.text()
             );
@@ -316,20 +375,24 @@ async fn every_documented_operation_is_routed_and_no_other_method_is() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_documented_write_is_in_the_role_table_with_its_role() {
+async fn every_operation_beyond_reading_is_in_the_role_table_with_its_role() {
     let doc: Value = serde_json::from_str(&served_text().await).expect("valid JSON");
-    let table = write_routes();
+    let table = role_routes();
     for (method, template, op) in operations(&doc) {
-        if method == "GET" || method == "HEAD" {
+        let role = role_of(op);
+        if role == "reader" {
+            assert_eq!(
+                method, "GET",
+                "{method} {template} needs only the reader role: a write names its role"
+            );
             continue;
         }
-        let role = op["security"][0]["bearer"][0].as_str().unwrap_or("none");
         let entry = table
             .iter()
             .find(|(m, p, _, _)| *m == method && matches_template(&template, p));
         let Some((_, path, _, needs)) = entry else {
             panic!(
-                "{method} {template} is documented but not in write_routes() \
+                "{method} {template} is documented but not in role_routes() \
                  (tests/common/rest.rs): add it, with a body that succeeds for the role it \
                  needs, so the role test covers it"
             );
@@ -345,7 +408,7 @@ async fn every_documented_write_is_in_the_role_table_with_its_role() {
             .any(|(m, t, _)| m == method && matches_template(t, path));
         assert!(
             documented,
-            "write_routes() has {method} {path}, the document does not"
+            "role_routes() has {method} {path}, the document does not"
         );
     }
 }
@@ -480,9 +543,23 @@ async fn every_read_answers_json_its_schema_describes() {
             if method != "GET" {
                 continue;
             }
-            reads += 1;
             let path = fill(&template, real) + &required_query(op, real);
-            let r = fetch(&s, "GET", &path, READER, None);
+            let token = token_of(role_of(op));
+            if is_stream(op) {
+                // Its body does not end: the head must be the documented stream.
+                let r = fetch_stream(&s, &path, token);
+                assert_eq!(r.status, 200, "GET {path}: {}", r.text());
+                assert!(
+                    r.header("content-type")
+                        .is_some_and(|t| t.starts_with("text/event-stream")),
+                    "GET {path}: {:?}",
+                    r.header("content-type")
+                );
+                check_reply(&doc, &format!("GET {path}"), op, &r);
+                continue;
+            }
+            reads += 1;
+            let r = fetch(&s, "GET", &path, token, None);
             assert_eq!(r.status, 200, "GET {path}: {}", r.text());
             check_reply(&doc, &format!("GET {path}"), op, &r);
             checked += usize::from(response_schema(&doc, op, 200).is_some());
@@ -536,7 +613,7 @@ async fn every_read_answers_json_its_schema_describes() {
 async fn every_write_answers_what_its_schema_describes() {
     let doc: Value = serde_json::from_str(&served_text().await).expect("valid JSON");
     let mut succeeded = Vec::new();
-    for (method, path, body, needs) in write_routes() {
+    for (method, path, body, needs) in role_routes() {
         let (template, op) = operations(&doc)
             .into_iter()
             .find(|(m, t, _)| *m == method && matches_template(t, path))
@@ -556,11 +633,7 @@ async fn every_write_answers_what_its_schema_describes() {
         // Each on a registry of its own, as the table's bodies assume.
         let (_dir, registry) = rich().await;
         let s = server(registry);
-        let token = if needs == "approver" {
-            APPROVER
-        } else {
-            WRITER
-        };
+        let token = token_of(needs);
         let doc2 = doc.clone();
         let ok = tokio::task::spawn_blocking(move || {
             let r = fetch(&s, method, path, token, body.as_ref());
@@ -575,7 +648,7 @@ async fn every_write_answers_what_its_schema_describes() {
     }
     // The upload's empty body in the table is refused; every other write
     // succeeded and its answer was checked.
-    assert_eq!(succeeded.len(), write_routes().len() - 1, "{succeeded:#?}");
+    assert_eq!(succeeded.len(), role_routes().len() - 1, "{succeeded:#?}");
 
     // An upload with metadata.
     let (_dir, registry) = rich().await;
@@ -619,6 +692,68 @@ async fn every_write_answers_what_its_schema_describes() {
         );
         assert_eq!(r.status, 201, "{}", r.text());
         check_reply(&doc, "an upload", &op, &r);
+    })
+    .await
+    .expect("requests");
+}
+
+/// The webhook status with deliveries in it, against its schema: one hook
+/// whose receiver takes them (a status, no error) and one whose URL nobody
+/// listens on (an error, no status).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_status_answers_what_its_schema_describes() {
+    let doc: Value = serde_json::from_str(&served_text().await).expect("valid JSON");
+    let (_dir, registry) = seeded().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let taken = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let receiver = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(|| async { axum::http::StatusCode::NO_CONTENT }),
+    );
+    tokio::spawn(async move { axum::serve(listener, receiver).await });
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("http://{}/hook", l.local_addr().expect("addr"))
+    };
+    let hooks: Vec<Webhook> = serde_json::from_value(serde_json::json!([
+        {"url": taken, "secret": "a-long-shared-secret-42",
+         "events": ["stage_changed"], "models": ["fraud"]},
+        {"url": dead, "secret": "a-long-shared-secret-42", "max_attempts": 1},
+    ]))
+    .expect("hooks");
+    let options = ServerOptions::new()
+        .tokens(common::rest::tokens())
+        .poll_interval(std::time::Duration::from_millis(20))
+        .webhooks(hooks)
+        .expect("valid hooks");
+    let s = start(registry.clone(), options);
+    // Events from before the follower's first look are not delivered.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    registry
+        .acting_as(Actor::new("seed").expect("actor"))
+        .transition("fraud/2", Stage::Validation, "next")
+        .await
+        .expect("transition");
+    let op = doc["paths"]["/api/v1/webhooks"]["get"].clone();
+    tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let r = fetch(&s, "GET", "/api/v1/webhooks", ADMIN, None);
+            check_reply(&doc, "the webhook status", &op, &r);
+            let v = r.json();
+            if v[0]["delivered"] == 1 && v[1]["failed"] == 1 {
+                assert_eq!(v[0]["recent"][0]["status"], 204, "{v}");
+                assert!(v[1]["recent"][0]["error"].is_string(), "{v}");
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "deliveries did not settle: {v}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     })
     .await
     .expect("requests");

@@ -4,8 +4,8 @@ mod common;
 
 use common::http::{Running, multipart, request, start};
 use common::rest::{
-    ADMIN, APPROVER, READER, WRITER, bearer, get, payload, seeded, send, server, tokens,
-    write_routes,
+    ADMIN, APPROVER, READER, WRITER, bearer, get, payload, role_routes, roles_below, seeded, send,
+    server, token_of, tokens,
 };
 use modelreg::server::ServerOptions;
 use modelreg::{Actor, Registry, Stage};
@@ -14,13 +14,13 @@ use modelreg::{Actor, Registry, Stage};
 type Part<'a> = (&'a str, Option<&'a str>, &'a [u8]);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_write_route_refuses_callers_without_its_role_and_changes_nothing() {
+async fn every_route_beyond_reading_refuses_callers_without_its_role_and_changes_nothing() {
     let (_dir, registry) = seeded().await;
     let before = registry.model("fraud").await.expect("model").seq();
     let s = server(registry.clone());
     let read_only = start(registry.clone(), ServerOptions::new());
     tokio::task::spawn_blocking(move || {
-        for (method, path, body, needs) in write_routes() {
+        for (method, path, body, needs) in role_routes() {
             let r = send(&s, method, path, None, &body);
             assert_eq!(
                 r.status,
@@ -29,12 +29,10 @@ async fn every_write_route_refuses_callers_without_its_role_and_changes_nothing(
                 r.text()
             );
             assert_eq!(r.json()["error"]["kind"], "unauthorized");
-            let r = send(&s, method, path, Some(READER), &body);
-            assert_eq!(r.status, 403, "{method} {path} as reader: {}", r.text());
-            assert_eq!(r.json()["error"]["kind"], "forbidden");
-            if needs == "approver" {
-                let r = send(&s, method, path, Some(WRITER), &body);
-                assert_eq!(r.status, 403, "{method} {path} as writer: {}", r.text());
+            for (role, token) in roles_below(needs) {
+                let r = send(&s, method, path, Some(token), &body);
+                assert_eq!(r.status, 403, "{method} {path} as {role}: {}", r.text());
+                assert_eq!(r.json()["error"]["kind"], "forbidden");
             }
             let r = send(&s, method, path, Some("not-a-configured-token-1234"), &body);
             assert_eq!(r.status, 401, "{method} {path} with a bad token");
@@ -46,12 +44,94 @@ async fn every_write_route_refuses_callers_without_its_role_and_changes_nothing(
     })
     .await
     .expect("requests");
+    assert_nothing_changed(&registry, before).await;
+}
+
+/// The seeded registry, served with the test tokens and `options`, staging
+/// uploads in the returned directory.
+async fn seeded_with_staging(
+    options: ServerOptions,
+) -> (tempfile::TempDir, Registry, std::path::PathBuf, Running) {
+    let (dir, registry) = seeded().await;
+    let staging = dir.path().join("staging");
+    let s = start(
+        registry.clone(),
+        options.tokens(tokens()).staging_dir(&staging),
+    );
+    (dir, registry, staging, s)
+}
+
+/// Refused requests left the seeded model at event `before` and created no
+/// other model.
+async fn assert_nothing_changed(registry: &Registry, before: u64) {
     assert_eq!(
         registry.model("fraud").await.expect("model").seq(),
         before,
         "a refused request changed the model"
     );
     assert_eq!(registry.list_models().await.expect("models").len(), 1);
+}
+
+/// The role is checked before the request's query and body are looked at: a
+/// caller without the route's role gets 403 whatever they send (JSON that does
+/// not parse, of the wrong shape, too large, not JSON, a broken multipart
+/// body, an unknown query parameter), never the 400/413/415/422 the body
+/// would earn, and nothing is staged or changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_too_low_is_refused_before_the_body_is_read() {
+    let (_dir, registry, staging, s) =
+        seeded_with_staging(ServerOptions::new().max_json_bytes(1024)).await;
+    let before = registry.model("fraud").await.expect("model").seq();
+    tokio::task::spawn_blocking(move || {
+        let too_large = format!(r#"{{"reason":"{}"}}"#, "x".repeat(4096));
+        let malformed: [(&str, &str); 6] = [
+            ("application/json", "{"),
+            ("application/json", r#"{"no_such_field":1}"#),
+            ("application/json", too_large.as_str()),
+            ("application/json", "[1,2,3]"),
+            ("text/plain", "hello"),
+            ("multipart/form-data; boundary=b", "--b\r\nbroken"),
+        ];
+        let send_as = |token: &str, method: &str, path: &str, (ct, body): (&str, &str)| {
+            let auth = bearer(token);
+            let target = format!("{path}?no_such_parameter=1");
+            let headers = [("Authorization", auth.as_str()), ("Content-Type", ct)];
+            request(s.addr, method, &target, &headers, body.as_bytes())
+        };
+        for (method, path, _, needs) in role_routes() {
+            for (role, token) in roles_below(needs) {
+                for m in malformed {
+                    let r = send_as(token, method, path, m);
+                    assert_eq!(
+                        r.status,
+                        403,
+                        "{method} {path} as {role} with {m:?}: {}",
+                        r.text()
+                    );
+                    assert_eq!(r.json()["error"]["kind"], "forbidden");
+                }
+            }
+            // With the role, the same requests are refused for what they are,
+            // so the 403s above were not the route refusing anyway.
+            if method != "GET" {
+                let r = send_as(token_of(needs), method, path, malformed[0]);
+                assert!(
+                    r.status != 403 && (400..500).contains(&r.status),
+                    "{method} {path} as {needs} with a malformed request: {} {}",
+                    r.status,
+                    r.text()
+                );
+            }
+        }
+    })
+    .await
+    .expect("requests");
+    assert_nothing_changed(&registry, before).await;
+    assert_eq!(
+        std::fs::read_dir(&staging).map(|d| d.count()).unwrap_or(0),
+        0,
+        "a refused upload left files in staging"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,12 +344,7 @@ async fn a_corrupt_blob_is_cut_off_before_its_last_byte() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_registers_a_version_as_the_tokens_identity() {
-    let (dir, registry) = seeded().await;
-    let staging = dir.path().join("staging");
-    let s = start(
-        registry.clone(),
-        ServerOptions::new().tokens(tokens()).staging_dir(&staging),
-    );
+    let (_dir, registry, staging, s) = seeded_with_staging(ServerOptions::new()).await;
     let big = payload(5 << 20, 7);
     let big2 = big.clone();
     let reply = tokio::task::spawn_blocking(move || {
@@ -333,15 +408,8 @@ async fn an_upload_registers_a_version_as_the_tokens_identity() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_uploads_are_refused_and_register_nothing() {
-    let (dir, registry) = seeded().await;
-    let staging = dir.path().join("staging");
-    let s = start(
-        registry.clone(),
-        ServerOptions::new()
-            .tokens(tokens())
-            .staging_dir(&staging)
-            .max_upload_bytes(1 << 20),
-    );
+    let (dir, registry, staging, s) =
+        seeded_with_staging(ServerOptions::new().max_upload_bytes(1 << 20)).await;
     tokio::task::spawn_blocking(move || {
         let auth = bearer(WRITER);
         let post = |parts: &[Part]| {
@@ -767,11 +835,10 @@ async fn two_servers_share_one_registry(
     let a = start(open().await, ServerOptions::new().tokens(tokens()));
     let b = start(open().await, ServerOptions::new().tokens(tokens()));
     let weights = payload(2 << 20, 9);
-    let w2 = weights.clone();
     tokio::task::spawn_blocking(move || {
         let (ct, body) = multipart(&[
             ("metadata", None, br#"{"metrics":{"auc":0.9}}"#),
-            ("file", Some("model.bin"), &w2),
+            ("file", Some("model.bin"), &weights),
         ]);
         let auth = bearer(WRITER);
         let r = request(
@@ -792,7 +859,7 @@ async fn two_servers_share_one_registry(
         );
         assert_eq!(got.status, 200);
         assert!(got.complete);
-        assert_eq!(got.body, w2);
+        assert_eq!(got.body, weights);
         let r = send(
             &b,
             "POST",
@@ -820,7 +887,6 @@ async fn two_servers_share_one_registry(
     })
     .await
     .expect("requests");
-    let _ = weights;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -874,12 +940,7 @@ fn python_clients_configured_in_ci() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_cut_off_mid_body_registers_nothing_and_leaves_nothing() {
-    let (dir, registry) = seeded().await;
-    let staging = dir.path().join("staging");
-    let s = start(
-        registry.clone(),
-        ServerOptions::new().tokens(tokens()).staging_dir(&staging),
-    );
+    let (_dir, registry, staging, s) = seeded_with_staging(ServerOptions::new()).await;
     let staging2 = staging.clone();
     tokio::task::spawn_blocking(move || {
         use std::io::Write;

@@ -23,7 +23,7 @@ use serde::Deserialize;
 
 use super::State;
 use super::error::{ApiError, ApiResult};
-use crate::{Actor, Error, Result};
+use crate::{Actor, Error, Result, Session};
 
 /// What a token allows. Roles are ordered, each allowing what the ones
 /// before it allow: readers read; writers also create models, upload versions
@@ -301,5 +301,55 @@ impl FromRequestParts<State> for Caller {
                 role: tokens.anonymous_read.then_some(Role::Reader),
             }),
         }
+    }
+}
+
+/// The identity of the caller of `parts`, if their role is at least `role`
+/// (see [`Caller::require`]).
+async fn identity(parts: &mut Parts, state: &State, role: Role) -> ApiResult<Actor> {
+    let caller = Caller::from_request_parts(parts, state).await?;
+    caller.require(role, state.read_only())
+}
+
+/// One extractor per role a write may need, each yielding the registry acting
+/// as the caller's identity.
+///
+/// They are taken from the request's parts, and axum runs those in argument
+/// order and the body extractor last: a handler that lists its role first
+/// refuses a caller without it (401, 403, or 403 on a read-only server) before
+/// its path, query or body is looked at, so a reader's malformed body is a
+/// 403, never a 400, and nothing of it is read.
+macro_rules! role_extractors {
+    ($($(#[$doc:meta])* $name:ident => $role:expr;)+) => {$(
+        $(#[$doc])*
+        pub(crate) struct $name(pub(crate) Session);
+
+        impl FromRequestParts<State> for $name {
+            type Rejection = ApiError;
+
+            async fn from_request_parts(parts: &mut Parts, state: &State) -> ApiResult<Self> {
+                let actor = identity(parts, state, $role).await?;
+                Ok($name(state.registry.acting_as(actor)))
+            }
+        }
+    )+};
+}
+
+role_extractors! {
+    /// A caller with at least the writer role.
+    Writer => Role::Writer;
+    /// A caller with at least the approver role.
+    Approver => Role::Approver;
+}
+
+/// A caller with the admin role, checked as [`Writer`] is. It yields no
+/// session: the admin routes it guards (the webhook status) change nothing.
+pub(crate) struct Admin;
+
+impl FromRequestParts<State> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &State) -> ApiResult<Self> {
+        identity(parts, state, Role::Admin).await.map(|_| Admin)
     }
 }

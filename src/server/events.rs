@@ -1,13 +1,8 @@
 //! Change notifications for every language: a server-sent-events stream of a
 //! model's events (`GET /api/v1/models/{model}/events`), what
 //! [`Registry::watch_model`](crate::Registry::watch_model) gives Rust callers.
-//!
-//! Each event is sent as `id: <seq>`, `event: <kind>` (`version_registered`,
-//! `stage_changed`, …) and `data: <the Event's JSON>`. A client that
-//! reconnects with `Last-Event-ID` (browsers' `EventSource` do) or `?after=N`
-//! gets every event after that one first, so none is missed; without either
-//! the stream starts at the next event. A failed read is sent as an `error`
-//! event and polling goes on.
+//! [`stream`] says what is sent; its annotation documents it in the OpenAPI
+//! document.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -18,26 +13,54 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::stream::{BoxStream, Stream, StreamExt};
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::State;
 use super::error::{ApiError, ApiResult};
 use super::extract::{Path, Query};
+use super::openapi::{BadRequest, EventStream, NotFound};
+use super::rest::ModelAt;
 use crate::{Event, ModelName, Registry, WatchOptions};
 
 /// How many events one catch-up read takes.
 const BATCH: usize = 1000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct StreamQuery {
-    /// Start after this event (as `Last-Event-ID` does).
+    /// Start after this event number (as `Last-Event-ID` does, which wins);
+    /// without either, the stream starts at the next event.
     after: Option<u64>,
 }
 
-/// `GET /api/v1/models/{model}/events` (see the module documentation).
+/// A model's events as they are appended, as server-sent events.
+///
+/// Each event is sent as `id: <seq>`, `event: <kind>` (`version_registered`,
+/// `stage_changed`, …) and `data: <the Event's JSON>`; a failed read is sent
+/// as an `error` event and the stream goes on. The stream does not end (a
+/// comment every 15 s keeps it open) until the client leaves or the server
+/// shuts down. A client that reconnects with `Last-Event-ID` (browsers'
+/// `EventSource` do) or `?after=N` first gets every event after that one, so none is missed.
+#[utoipa::path(
+    get,
+    path = "/api/v1/models/{model}/events",
+    operation_id = "model_events",
+    tag = "events",
+    params(
+        ModelAt,
+        StreamQuery,
+        ("Last-Event-ID" = Option<u64>, Header, nullable = false, description = "The `id` of the last event the client received: the stream starts after it."),
+    ),
+    responses(
+        (status = 200, description = "The stream of events.", content_type = "text/event-stream", body = inline(EventStream)),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+    ),
+)]
 pub(crate) async fn stream(
     AxumState(s): AxumState<State>,
-    Path(model): Path<String>,
+    Path(ModelAt { model }): Path<ModelAt>,
     Query(q): Query<StreamQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {

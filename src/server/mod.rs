@@ -47,6 +47,7 @@ mod mlflow;
 mod openapi;
 mod rest;
 mod staging;
+mod upload;
 mod webhooks;
 
 use std::future::Future;
@@ -270,11 +271,6 @@ impl Server {
         let state = self.state.clone();
         Router::new()
             .merge(rest::routes(&state))
-            .route(
-                "/api/v1/models/{model}/events",
-                axum::routing::get(events::stream),
-            )
-            .route("/api/v1/webhooks", axum::routing::get(webhook_status))
             .merge(hf::routes(&state))
             .merge(mlflow::routes(&state))
             .fallback(unknown_route)
@@ -321,18 +317,6 @@ impl Server {
             })
             .await
     }
-}
-
-/// `GET /api/v1/webhooks` (admin): each hook (never its secret) with its
-/// counts and its latest deliveries and failures.
-async fn webhook_status(
-    axum::extract::State(state): axum::extract::State<State>,
-    caller: Caller,
-) -> ApiResult<axum::Json<Vec<serde_json::Value>>> {
-    caller.require(Role::Admin, false)?;
-    Ok(axum::Json(
-        state.hooks.get().map(|h| h.status()).unwrap_or_default(),
-    ))
 }
 
 /// A request body of at most `max` bytes, whole.
@@ -402,7 +386,12 @@ async fn time_limit(
         // model of many GB on object storage takes longer than any fixed limit;
         // cutting it off would make the client retry a registration that may
         // already be recorded. Only the client's part, its JSON body, is timed.
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
+        // The role first, as every write does: nothing of a caller's body is
+        // read without it.
+        if let Err(e) = auth::Writer::from_request_parts(&mut parts, &state).await {
+            return dialect_error(&path, e);
+        }
         let read = read_body(body, state.options.max_json_bytes);
         return match tokio::time::timeout(limit, read).await {
             Err(_) => timed_out(&path),

@@ -1,8 +1,9 @@
 //! The REST API's OpenAPI 3.1 document, served at `GET /openapi.json`.
 //!
 //! It is generated from the code: the operations from the handlers'
-//! `#[utoipa::path]` annotations in `rest.rs` (the same annotations the router
-//! takes each route's method and path from), the bodies from the request types
+//! `#[utoipa::path]` annotations in `rest.rs`, `events.rs` and `webhooks.rs`
+//! (the same annotations the router takes each route's method and path from,
+//! in `rest::Routes`), the bodies from the request types
 //! there and from the library's records, whose `ToSchema` is derived next to
 //! their serde derives (behind this feature). Types whose JSON is written by
 //! hand — names and digests sent as strings, [`Metrics`], [`TrafficSplit`],
@@ -56,7 +57,8 @@ pub(crate) fn respond() -> Response {
 pub(crate) const DESCRIPTION: &str = "\
 The REST JSON API of a modelreg registry server (`modelreg serve`): models, \
 versions and their files, the lifecycle, aliases, traffic splits, the audit \
-trail and lineage.
+trail and lineage, a model's events as server-sent events, and the webhooks' \
+deliveries.
 
 The same server also answers two compatible APIs that this document does not \
 describe; their upstream projects document them:
@@ -96,11 +98,19 @@ impl utoipa::Modify for BearerScheme {
 /// The responses that do not depend on the handler, added to every operation
 /// that lacks them:
 /// - 401 on every route: the reader check runs before any handler;
+/// - 403 on every operation that names its own security, which is the role
+///   above reader it needs (reads inherit the document's): the role
+///   extractor refuses a lesser role, and a read-only server everyone;
 /// - 400, 413, 415 and 422 on every JSON request body: the body extractor's
 ///   rejections (malformed, too large, not JSON, wrong shape);
-/// - 500 and 503 on every route that reads the registry (all but `meta`): a
-///   stored record that fails its check, a storage failure.
+/// - 500 and 503 on every route that reads the registry (all but those tagged
+///   [`REGISTRY_UNREAD`]): a stored record that fails its check, a storage
+///   failure.
 pub(crate) struct CommonResponses;
+
+/// The tags of operations that answer without reading the registry: this
+/// document, and the webhooks' records (kept in memory).
+const REGISTRY_UNREAD: [&str; 2] = ["meta", "webhooks"];
 
 impl utoipa::Modify for CommonResponses {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
@@ -122,10 +132,10 @@ impl utoipa::Modify for CommonResponses {
                     .request_body
                     .as_ref()
                     .is_some_and(|b| b.content.contains_key("application/json"));
-                let meta = op
+                let reads_registry = !op
                     .tags
                     .as_ref()
-                    .is_some_and(|t| t.iter().any(|t| t == "meta"));
+                    .is_some_and(|t| t.iter().any(|t| REGISTRY_UNREAD.contains(&t.as_str())));
                 let mut add = |status: &str, name: &str| {
                     op.responses
                         .responses
@@ -133,13 +143,16 @@ impl utoipa::Modify for CommonResponses {
                         .or_insert_with(|| Ref::from_response_name(name).into());
                 };
                 add("401", "Unauthorized");
+                if op.security.is_some() {
+                    add("403", "Forbidden");
+                }
                 if json_body {
                     add("400", "BadRequest");
                     add("413", "PayloadTooLarge");
                     add("415", "UnsupportedMediaType");
                     add("422", "Unprocessable");
                 }
-                if !meta {
+                if reads_registry {
                     add("500", "ServerError");
                     add("503", "Unavailable");
                 }
@@ -148,19 +161,37 @@ impl utoipa::Modify for CommonResponses {
     }
 }
 
-/// The bytes of a file (no JSON).
-pub(crate) struct Binary;
+/// Schemas of bodies that are not JSON: a string of a media type, with a
+/// description (`None`: the response's own says it all).
+macro_rules! raw_bodies {
+    ($($(#[$doc:meta])* $name:ident => $media_type:literal, $description:expr;)+) => {$(
+        $(#[$doc])*
+        pub(crate) struct $name;
 
-impl PartialSchema for Binary {
-    fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .content_media_type("application/octet-stream")
-            .into()
-    }
+        impl PartialSchema for $name {
+            fn schema() -> RefOr<Schema> {
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .content_media_type($media_type)
+                    .description($description)
+                    .into()
+            }
+        }
+
+        impl ToSchema for $name {}
+    )+};
 }
 
-impl ToSchema for Binary {}
+raw_bodies! {
+    /// The bytes of a file.
+    Binary => "application/octet-stream", None::<&str>;
+    /// A server-sent-events body (each event's `data` is JSON, the whole is not).
+    EventStream => "text/event-stream", Some(
+        "Events separated by blank lines, each `id: <seq>`, `event: <kind>` and \
+         `data: <the Event as JSON, see the Event schema>`; an `event: error` carries \
+         a message as its data. Lines starting with `:` keep the connection open.",
+    );
+}
 
 // ----- the error body ------------------------------------------------------------
 

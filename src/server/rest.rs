@@ -6,40 +6,40 @@
 //! addressed inside its model by a selector: a number (`7`), a semver label
 //! (`1.4.0`), or an alias or stage name (`production`, `champion`, `latest`).
 //!
-//! Writes take the actor from the caller's token, never from the body.
+//! Writes take the actor from the caller's token, never from the body. Each
+//! write handler lists its role ([`Writer`], [`Approver`]) as its first
+//! argument, so a caller without it is refused before the path, query or body
+//! is read.
 //!
 //! Each handler's `#[utoipa::path]` annotation is its route: [`Routes::add`]
 //! takes the method and path from it, and the same annotations make the
 //! OpenAPI document served at `GET /openapi.json` (see [`super::openapi`]).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
-use axum::extract::{DefaultBodyLimit, FromRequest, Multipart};
+use axum::extract::DefaultBodyLimit;
 use axum::handler::Handler;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
 use utoipa::openapi::path::HttpMethod;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::State;
-use super::auth::{Caller, Role};
+use super::auth::{Approver, Writer};
 use super::error::{ApiError, ApiResult};
 use super::extract::{Body, Path, Query};
-use super::files;
 use super::openapi::{
     self, BadRequest, BearerScheme, Binary, CommonResponses, Conflict, DESCRIPTION, ErrorBody,
     Forbidden, NotFound, PayloadTooLarge, RangeNotSatisfiable, ServerError, Unauthorized,
     Unavailable, Unprocessable, UnsupportedMediaType,
 };
+use super::{events, files, upload, webhooks};
 use crate::{
-    Actor, AliasName, ArtifactSource, CodeRef, CreateModel, DatasetRef, Environment, Event,
-    HistoryFilter, LineageSubgraph, LinkMode, Manifest, MetricName, MetricPoint, Metrics,
-    ModelName, ModelSummary, NewVersion, Page, RelPath, Relation, RouteTarget, SetAlias, Stage,
+    Actor, AliasName, CreateModel, Event, HistoryFilter, LineageSubgraph, Manifest, MetricName,
+    MetricPoint, Metrics, ModelName, ModelSummary, Page, RelPath, RouteTarget, SetAlias, Stage,
     TagKey, TrafficSplit, VersionDiff, VersionFilter, VersionNumber, VersionPage, VersionRecord,
     VersionRef,
 };
@@ -62,12 +62,13 @@ pub(crate) fn document() -> utoipa::openapi::OpenApi {
     info(title = "modelreg", description = DESCRIPTION),
     paths(
         list_models, create_model, show_model, model_tags,
-        list_versions, register, show_version, manifest, download,
+        list_versions, upload::register, show_version, manifest, download,
         add_metrics, version_tags, deprecate,
         transition, promote, approve, reject, rollback,
         set_alias, remove_alias,
         show_split, set_split, clear_split, route,
         history, compare, metric_history, resolve, lineage,
+        events::stream, webhooks::status,
         openapi_document,
     ),
     components(
@@ -88,6 +89,8 @@ pub(crate) fn document() -> utoipa::openapi::OpenApi {
         (name = "traffic", description = "Traffic splits and the route a request key takes."),
         (name = "audit", description = "The model's event log."),
         (name = "analysis", description = "Comparisons, metric history and lineage."),
+        (name = "events", description = "A model's events as they happen (server-sent events)."),
+        (name = "webhooks", description = "The webhooks the server calls on new events, and their deliveries."),
         (name = "meta", description = "This document."),
     ),
 )]
@@ -112,7 +115,7 @@ impl Routes {
         .add(__path_model_tags, model_tags)
         .add(__path_list_versions, list_versions)
         // Uploads are bounded by `max_upload_bytes`, counted as they stream.
-        .add_with(__path_register, register, |m| {
+        .add_with(upload::__path_register, upload::register, |m| {
             m.layer(DefaultBodyLimit::disable())
         })
         .add(__path_show_version, show_version)
@@ -137,6 +140,8 @@ impl Routes {
         .add(__path_metric_history, metric_history)
         .add(__path_resolve, resolve)
         .add(__path_lineage, lineage)
+        .add(events::__path_stream, events::stream)
+        .add(webhooks::__path_status, webhooks::status)
         .add(__path_openapi_document, openapi_document)
     }
 
@@ -217,10 +222,10 @@ pub(crate) fn version_ref(model: &str, selector: &str) -> ApiResult<VersionRef> 
 /// A model named in the path.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
-struct ModelAt {
+pub(crate) struct ModelAt {
     /// The model's name.
     #[param(value_type = ModelName)]
-    model: String,
+    pub(crate) model: String,
 }
 
 /// A version named in the path.
@@ -233,6 +238,13 @@ struct VersionAt {
     /// The version: a number (`7`), a semver label (`1.4.0`), or an alias or
     /// stage name (`champion`, `production`, `latest`).
     version: String,
+}
+
+impl VersionAt {
+    /// The version the path names.
+    fn reference(&self) -> ApiResult<VersionRef> {
+        version_ref(&self.model, &self.version)
+    }
 }
 
 /// A file of a version named in the path.
@@ -415,13 +427,9 @@ async fn list_versions(
 )]
 async fn show_version(
     axum::extract::State(s): axum::extract::State<State>,
-    Path(VersionAt { model, version }): Path<VersionAt>,
+    Path(at): Path<VersionAt>,
 ) -> ApiResult<Json<std::sync::Arc<VersionRecord>>> {
-    Ok(Json(
-        s.registry
-            .resolve_shared(version_ref(&model, &version)?)
-            .await?,
-    ))
+    Ok(Json(s.registry.resolve_shared(at.reference()?).await?))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -467,11 +475,9 @@ async fn resolve(
 )]
 async fn manifest(
     axum::extract::State(s): axum::extract::State<State>,
-    Path(VersionAt { model, version }): Path<VersionAt>,
+    Path(at): Path<VersionAt>,
 ) -> ApiResult<Json<Manifest>> {
-    Ok(Json(
-        s.registry.manifest(version_ref(&model, &version)?).await?,
-    ))
+    Ok(Json(s.registry.manifest(at.reference()?).await?))
 }
 
 /// One file of a version.
@@ -821,12 +827,6 @@ async fn openapi_document() -> Response {
 
 // ----- writes --------------------------------------------------------------------
 
-/// The session of a caller allowed `role`.
-fn session(s: &State, caller: &Caller, role: Role) -> ApiResult<crate::Session> {
-    let actor = caller.require(role, s.read_only())?;
-    Ok(s.registry.acting_as(actor))
-}
-
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewModel {
@@ -852,21 +852,18 @@ struct NewModel {
     responses(
         (status = 201, description = "Created.", body = ModelSummary),
         (status = 400, response = BadRequest),
-        (status = 403, response = Forbidden),
         (status = 409, response = Conflict),
     ),
 )]
 async fn create_model(
-    axum::extract::State(s): axum::extract::State<State>,
-    caller: Caller,
+    Writer(me): Writer,
     Body(m): Body<NewModel>,
 ) -> ApiResult<(StatusCode, Json<ModelSummary>)> {
-    let session = session(&s, &caller, Role::Writer)?;
     let mut options = CreateModel::new().description(m.description);
     for (k, v) in &m.tags {
         options = options.tag(k, v.clone());
     }
-    let state = session.create_model(m.name.as_str(), options).await?;
+    let state = me.create_model(m.name.as_str(), options).await?;
     Ok((StatusCode::CREATED, Json(state.summary())))
 }
 
@@ -894,21 +891,16 @@ struct TagChange {
     responses(
         (status = 200, description = "The model after the change.", body = ModelSummary),
         (status = 400, response = BadRequest),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
     ),
 )]
 async fn model_tags(
-    axum::extract::State(s): axum::extract::State<State>,
-    caller: Caller,
+    Writer(me): Writer,
     Path(ModelAt { model }): Path<ModelAt>,
     Body(t): Body<TagChange>,
 ) -> ApiResult<Json<ModelSummary>> {
-    let session = session(&s, &caller, Role::Writer)?;
-    let state = session
-        .set_model_tags(model.as_str(), t.set, t.remove)
-        .await?;
+    let state = me.set_model_tags(model.as_str(), t.set, t.remove).await?;
     Ok(Json(state.summary()))
 }
 
@@ -923,20 +915,19 @@ async fn model_tags(
     responses(
         (status = 200, description = "The version after the change.", body = VersionRecord),
         (status = 400, response = BadRequest),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
     ),
 )]
 async fn version_tags(
-    axum::extract::State(s): axum::extract::State<State>,
-    caller: Caller,
-    Path(VersionAt { model, version }): Path<VersionAt>,
+    Writer(me): Writer,
+    Path(at): Path<VersionAt>,
     Body(t): Body<TagChange>,
 ) -> ApiResult<Json<VersionRecord>> {
-    let session = session(&s, &caller, Role::Writer)?;
-    let r = version_ref(&model, &version)?;
-    Ok(Json(session.set_version_tags(r, t.set, t.remove).await?))
+    Ok(Json(
+        me.set_version_tags(at.reference()?, t.set, t.remove)
+            .await?,
+    ))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -959,20 +950,16 @@ struct MetricsBody {
     responses(
         (status = 200, description = "The version after the change.", body = VersionRecord),
         (status = 400, response = BadRequest),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
     ),
 )]
 async fn add_metrics(
-    axum::extract::State(s): axum::extract::State<State>,
-    caller: Caller,
-    Path(VersionAt { model, version }): Path<VersionAt>,
+    Writer(me): Writer,
+    Path(at): Path<VersionAt>,
     Body(m): Body<MetricsBody>,
 ) -> ApiResult<Json<VersionRecord>> {
-    let session = session(&s, &caller, Role::Writer)?;
-    let r = version_ref(&model, &version)?;
-    Ok(Json(session.add_metrics(r, m.metrics).await?))
+    Ok(Json(me.add_metrics(at.reference()?, m.metrics).await?))
 }
 
 #[derive(Deserialize, ToSchema, IntoParams)]
@@ -996,20 +983,16 @@ struct Reason {
     responses(
         (status = 200, description = "The version after the change.", body = VersionRecord),
         (status = 400, response = BadRequest),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
     ),
 )]
 async fn deprecate(
-    axum::extract::State(s): axum::extract::State<State>,
-    caller: Caller,
-    Path(VersionAt { model, version }): Path<VersionAt>,
+    Writer(me): Writer,
+    Path(at): Path<VersionAt>,
     Body(b): Body<Reason>,
 ) -> ApiResult<Json<VersionRecord>> {
-    let session = session(&s, &caller, Role::Writer)?;
-    let r = version_ref(&model, &version)?;
-    Ok(Json(session.deprecate(r, b.reason).await?))
+    Ok(Json(me.deprecate(at.reference()?, b.reason).await?))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -1033,20 +1016,16 @@ struct TransitionBody {
     responses(
         (status = 200, description = "The `stage_changed` event, with the gates' verdicts.", body = Event),
         (status = 400, response = BadRequest),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
     ),
 )]
 async fn transition(
-    axum::extract::State(s): axum::extract::State<State>,
-    caller: Caller,
-    Path(VersionAt { model, version }): Path<VersionAt>,
+    Writer(me): Writer,
+    Path(at): Path<VersionAt>,
     Body(b): Body<TransitionBody>,
 ) -> ApiResult<Json<Event>> {
-    let session = session(&s, &caller, Role::Writer)?;
-    let r = version_ref(&model, &version)?;
-    Ok(Json(session.transition(r, b.to, b.reason).await?))
+    Ok(Json(me.transition(at.reference()?, b.to, b.reason).await?))
 }
 
 /// Moves a version along the lifecycle to `to`, through every stage on the
@@ -1061,20 +1040,16 @@ async fn transition(
     responses(
         (status = 200, description = "One `stage_changed` event per move.", body = Vec<Event>),
         (status = 400, response = BadRequest),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
     ),
 )]
 async fn promote(
-    axum::extract::State(s): axum::extract::State<State>,
-    caller: Caller,
-    Path(VersionAt { model, version }): Path<VersionAt>,
+    Writer(me): Writer,
+    Path(at): Path<VersionAt>,
     Body(b): Body<TransitionBody>,
 ) -> ApiResult<Json<Vec<Event>>> {
-    let session = session(&s, &caller, Role::Writer)?;
-    let r = version_ref(&model, &version)?;
-    Ok(Json(session.promote_to(r, b.to, b.reason).await?))
+    Ok(Json(me.promote_to(at.reference()?, b.to, b.reason).await?))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -1098,20 +1073,16 @@ struct StageDecision {
     responses(
         (status = 200, description = "The `approval_recorded` event.", body = Event),
         (status = 400, response = BadRequest),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
     ),
 )]
 async fn approve(
-    axum::extract::State(s): axum::extract::State<State>,
-    caller: Caller,
-    Path(VersionAt { model, version }): Path<VersionAt>,
+    Approver(me): Approver,
+    Path(at): Path<VersionAt>,
     Body(b): Body<StageDecision>,
 ) -> ApiResult<Json<Event>> {
-    let session = session(&s, &caller, Role::Approver)?;
-    let r = version_ref(&model, &version)?;
-    Ok(Json(session.approve(r, b.stage, b.comment).await?))
+    Ok(Json(me.approve(at.reference()?, b.stage, b.comment).await?))
 }
 
 /// Rejects a version for a stage (approver).
@@ -1125,20 +1096,16 @@ async fn approve(
     responses(
         (status = 200, description = "The `approval_recorded` event.", body = Event),
         (status = 400, response = BadRequest),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
     ),
 )]
 async fn reject(
-    axum::extract::State(s): axum::extract::State<State>,
-    caller: Caller,
-    Path(VersionAt { model, version }): Path<VersionAt>,
+    Approver(me): Approver,
+    Path(at): Path<VersionAt>,
     Body(b): Body<StageDecision>,
 ) -> ApiResult<Json<Event>> {
-    let session = session(&s, &caller, Role::Approver)?;
-    let r = version_ref(&model, &version)?;
-    Ok(Json(session.reject(r, b.stage, b.comment).await?))
+    Ok(Json(me.reject(at.reference()?, b.stage, b.comment).await?))
 }
 
 /// Puts the previous production version back into production (writer).
@@ -1152,19 +1119,16 @@ async fn reject(
     responses(
         (status = 200, description = "The `rolled_back` event.", body = Event),
         (status = 400, response = BadRequest),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
     ),
 )]
 async fn rollback(
-    axum::extract::State(s): axum::extract::State<State>,
-    caller: Caller,
+    Writer(me): Writer,
     Path(ModelAt { model }): Path<ModelAt>,
     Body(b): Body<Reason>,
 ) -> ApiResult<Json<Event>> {
-    let session = session(&s, &caller, Role::Writer)?;
-    Ok(Json(session.rollback(model.as_str(), b.reason).await?))
+    Ok(Json(me.rollback(model.as_str(), b.reason).await?))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -1191,24 +1155,21 @@ struct AliasBody {
     responses(
         (status = 200, description = "The `alias_set` event.", body = Event),
         (status = 400, response = BadRequest),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
     ),
 )]
 async fn set_alias(
-    axum::extract::State(s): axum::extract::State<State>,
-    caller: Caller,
+    Writer(me): Writer,
     Path(AliasAt { model, alias }): Path<AliasAt>,
     Body(b): Body<AliasBody>,
 ) -> ApiResult<Json<Event>> {
-    let session = session(&s, &caller, Role::Writer)?;
     let mut options = SetAlias::new().reason(b.reason);
     if let Some(p) = b.protected {
         options = options.protected(p);
     }
     let r = version_ref(&model, &b.version)?;
-    Ok(Json(session.set_alias(r, &alias, options).await?))
+    Ok(Json(me.set_alias(r, &alias, options).await?))
 }
 
 /// Removes an alias (writer).
@@ -1221,22 +1182,17 @@ async fn set_alias(
     responses(
         (status = 200, description = "The `alias_removed` event.", body = Event),
         (status = 400, response = BadRequest),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
     ),
 )]
 async fn remove_alias(
-    axum::extract::State(s): axum::extract::State<State>,
-    caller: Caller,
+    Writer(me): Writer,
     Path(AliasAt { model, alias }): Path<AliasAt>,
     Query(b): Query<Reason>,
 ) -> ApiResult<Json<Event>> {
-    let session = session(&s, &caller, Role::Writer)?;
     Ok(Json(
-        session
-            .remove_alias(model.as_str(), &alias, b.reason)
-            .await?,
+        me.remove_alias(model.as_str(), &alias, b.reason).await?,
     ))
 }
 
@@ -1261,21 +1217,17 @@ struct SplitBody {
     responses(
         (status = 200, description = "The `traffic_split_set` event.", body = Event),
         (status = 400, response = BadRequest),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
     ),
 )]
 async fn set_split(
-    axum::extract::State(s): axum::extract::State<State>,
-    caller: Caller,
+    Writer(me): Writer,
     Path(ModelAt { model }): Path<ModelAt>,
     Body(b): Body<SplitBody>,
 ) -> ApiResult<Json<Event>> {
-    let session = session(&s, &caller, Role::Writer)?;
     Ok(Json(
-        session
-            .set_traffic_split(model.as_str(), b.split, b.reason)
+        me.set_traffic_split(model.as_str(), b.split, b.reason)
             .await?,
     ))
 }
@@ -1290,258 +1242,18 @@ async fn set_split(
     responses(
         (status = 200, description = "The `traffic_split_set` event, without a split.", body = Event),
         (status = 400, response = BadRequest),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
     ),
 )]
 async fn clear_split(
-    axum::extract::State(s): axum::extract::State<State>,
-    caller: Caller,
+    Writer(me): Writer,
     Path(ModelAt { model }): Path<ModelAt>,
     Query(b): Query<Reason>,
 ) -> ApiResult<Json<Event>> {
-    let session = session(&s, &caller, Role::Writer)?;
     Ok(Json(
-        session
-            .clear_traffic_split(model.as_str(), b.reason)
-            .await?,
+        me.clear_traffic_split(model.as_str(), b.reason).await?,
     ))
-}
-
-// ----- register by upload --------------------------------------------------------
-
-/// The `metadata` part of an upload: what `NewVersion` takes, as JSON.
-#[derive(Deserialize, Default, ToSchema)]
-#[serde(deny_unknown_fields)]
-struct VersionMetadata {
-    /// A semver label, unique within the model (`1.4.0`).
-    semver: Option<String>,
-    /// What changed.
-    #[serde(default)]
-    description: String,
-    /// Tags, by key.
-    #[serde(default)]
-    #[schema(value_type = BTreeMap<MetricName, String>)]
-    tags: BTreeMap<String, String>,
-    /// Metric values, by name.
-    #[serde(default)]
-    #[schema(value_type = Metrics)]
-    metrics: BTreeMap<String, f64>,
-    /// Hyperparameters, by name.
-    #[serde(default)]
-    params: BTreeMap<String, crate::HyperValue>,
-    /// The datasets the version was trained and evaluated on.
-    #[serde(default)]
-    datasets: Vec<DatasetRef>,
-    /// The code it was trained with.
-    code: Option<CodeRef>,
-    /// The versions it derives from; they must exist.
-    #[serde(default)]
-    parents: Vec<ParentBody>,
-    /// The software and hardware it was trained on.
-    environment: Option<Environment>,
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-struct ParentBody {
-    /// A full reference such as `fraud/3`.
-    version: String,
-    /// How the new version derives from it.
-    relation: Relation,
-}
-
-impl VersionMetadata {
-    fn into_new_version(self) -> NewVersion {
-        let mut v = NewVersion::new()
-            .link(LinkMode::HardLink)
-            .description(self.description)
-            .metrics(self.metrics)
-            .params(self.params);
-        if let Some(semver) = self.semver {
-            v = v.semver(semver.as_str());
-        }
-        for (k, value) in &self.tags {
-            v = v.tag(k, value.clone());
-        }
-        for d in self.datasets {
-            v = v.dataset(d);
-        }
-        if let Some(code) = self.code {
-            v = v.code(code);
-        }
-        for p in self.parents {
-            v = v.parent(p.version.as_str(), p.relation);
-        }
-        if let Some(env) = self.environment {
-            v = v.environment(env);
-        }
-        v
-    }
-}
-
-/// The parts of an upload. The handler reads them one by one as they stream
-/// (see [`register`]); this type only describes them.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-struct UploadForm {
-    /// The version's metadata, a JSON text (optional; at most one part, with
-    /// no file name).
-    metadata: Option<VersionMetadata>,
-    /// The files: one part each, under any field name, whose file name is the
-    /// file's path in the artifact (`weights/model.bin`).
-    #[schema(value_type = Vec<Binary>)]
-    file: Vec<()>,
-}
-
-/// A staging directory removed when dropped, so an upload that fails or is
-/// abandoned (the client disconnects, the server shuts down) leaves nothing.
-struct Staging(PathBuf);
-
-impl Drop for Staging {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// What a registration by upload answers: the version and what was stored.
-#[derive(Serialize, ToSchema)]
-struct Registered {
-    /// The new version.
-    version: VersionRecord,
-    /// What was stored: files and bytes new and already present.
-    report: crate::RegisterReport,
-}
-
-/// Registers a new version from uploaded files (writer).
-///
-/// `multipart/form-data`: one optional `metadata` part (JSON) and one part per
-/// file whose file name is its path inside the artifact. Each file streams to
-/// a staging directory on disk (never whole in memory), then the version is
-/// registered from it; the model is created if it does not exist.
-#[utoipa::path(
-    post,
-    path = "/api/v1/models/{model}/versions",
-    tag = "versions",
-    params(ModelAt),
-    request_body(content = UploadForm, content_type = "multipart/form-data"),
-    security(("bearer" = ["writer"])),
-    responses(
-        (status = 201, description = "Registered.", body = Registered),
-        (status = 400, response = BadRequest),
-        (status = 403, response = Forbidden),
-        (status = 409, response = Conflict),
-        (status = 413, response = PayloadTooLarge),
-    ),
-)]
-async fn register(
-    axum::extract::State(s): axum::extract::State<State>,
-    caller: Caller,
-    Path(ModelAt { model }): Path<ModelAt>,
-    request: axum::extract::Request,
-) -> ApiResult<(StatusCode, Json<Registered>)> {
-    // The role is checked before the body is looked at.
-    let session = session(&s, &caller, Role::Writer)?;
-    let mut form = Multipart::from_request(request, &s)
-        .await
-        .map_err(|r| ApiError::bad_request(r.body_text()))?;
-    let model = crate::ModelName::new(&model)?;
-    let _permit = s
-        .uploads
-        .acquire()
-        .await
-        .map_err(|_| ApiError::internal("the server is shutting down"))?;
-    let dir = s.staging_dir().join(format!(
-        "{}{}-{:016x}",
-        super::staging::PREFIX,
-        std::process::id(),
-        fastrand::u64(..)
-    ));
-    tokio::fs::create_dir_all(&dir)
-        .await
-        .map_err(|e| ApiError::internal(format!("cannot create a staging directory: {e}")))?;
-    let staging = Staging(dir);
-    let mut metadata = VersionMetadata::default();
-    let mut total = 0u64;
-    let mut files = 0usize;
-    let limit = s.options.max_upload_bytes;
-    while let Some(mut field) = form.next_field().await.map_err(multipart_error)? {
-        if field.name() == Some("metadata") && field.file_name().is_none() {
-            let text = field.text().await.map_err(multipart_error)?;
-            metadata = serde_json::from_str(&text)
-                .map_err(|e| ApiError::bad_request(format!("metadata: {e}")))?;
-            continue;
-        }
-        let Some(name) = field.file_name().map(str::to_owned) else {
-            return Err(ApiError::bad_request(
-                "every part but 'metadata' must be a file with a file name (its path in the artifact)",
-            ));
-        };
-        let path = RelPath::new(name)?;
-        let dest = path
-            .segments()
-            .fold(staging.0.clone(), |p, segment| p.join(segment));
-        if let Some(parent) = dest.parent() {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .map_err(|e| ApiError::bad_request(format!("file '{path}': {e}")))?;
-        }
-        let mut out = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&dest)
-            .await
-            .map_err(|e| ApiError::bad_request(format!("file '{path}': {e}")))?;
-        while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-            total += chunk.len() as u64;
-            if total > limit {
-                return Err(ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "too_large",
-                    format!("the upload exceeds this server's limit of {limit} bytes"),
-                ));
-            }
-            out.write_all(&chunk)
-                .await
-                .map_err(|e| ApiError::internal(format!("staging '{path}': {e}")))?;
-        }
-        out.flush()
-            .await
-            .map_err(|e| ApiError::internal(format!("staging '{path}': {e}")))?;
-        files += 1;
-    }
-    if files == 0 {
-        return Err(ApiError::bad_request("the upload has no files"));
-    }
-    session
-        .ensure_model(model.clone(), CreateModel::new())
-        .await?;
-    let registered = session
-        .register(
-            model,
-            ArtifactSource::dir(staging.0.clone()),
-            metadata.into_new_version(),
-        )
-        .await?;
-    drop(staging);
-    Ok((
-        StatusCode::CREATED,
-        Json(Registered {
-            version: registered.version,
-            report: registered.report,
-        }),
-    ))
-}
-
-fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
-    let status = e.status();
-    let kind = if status == StatusCode::PAYLOAD_TOO_LARGE {
-        "too_large"
-    } else {
-        "invalid_input"
-    };
-    ApiError::new(status, kind, e.body_text())
 }
 
 #[cfg(test)]

@@ -42,12 +42,17 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use axum::Json;
+use axum::extract::State as AxumState;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use tokio::sync::mpsc;
+use utoipa::ToSchema;
 
+use super::State;
+use super::auth::Admin;
 use crate::store::fsutil::{self, PublishMode};
 use crate::{Error, Event, ModelName, Registry, Result};
 
@@ -305,12 +310,14 @@ pub fn webhook_signature(secret: &[u8], body: &[u8]) -> String {
 }
 
 /// What happened to one delivery.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub(crate) struct Delivery {
+    /// `<model>:<seq>`, as sent in `X-Modelreg-Delivery`.
     delivery: String,
+    /// The event's kind, as sent in `X-Modelreg-Event`.
     kind: &'static str,
-    /// `pending`, `delivered` or `failed`.
-    outcome: &'static str,
+    outcome: Outcome,
+    /// How many times it was sent so far.
     attempts: u32,
     /// The receiver's last HTTP status, if it answered.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -318,19 +325,58 @@ pub(crate) struct Delivery {
     /// Why the last attempt failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// When this outcome was recorded.
     at: DateTime<Utc>,
 }
 
+/// Where a delivery stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Outcome {
+    /// An attempt failed; another will follow after the backoff.
+    Pending,
+    /// The receiver answered 2xx.
+    Delivered,
+    /// Every attempt failed, or the hook's queue was full.
+    Failed,
+}
+
 /// A hook's record, as `GET /api/v1/webhooks` shows it.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, ToSchema)]
 pub(crate) struct HookStatus {
+    /// Where the hook sends (its secret is never shown).
     url: String,
+    /// The event kinds it sends; empty: every kind.
     events: Vec<String>,
+    /// The models whose events it sends; empty: every model.
     models: Vec<ModelName>,
+    /// Deliveries the receiver took, since the server started.
     delivered: u64,
+    /// Deliveries given up, since the server started.
     failed: u64,
-    /// The newest deliveries last.
+    /// The latest deliveries (at most 100), oldest first.
+    #[schema(value_type = Vec<Delivery>)]
     recent: VecDeque<Delivery>,
+}
+
+/// Every webhook with its counts and latest deliveries (admin).
+///
+/// A hook's secret is never shown. The records live in this server's memory:
+/// they start empty when it starts, and another server over the same
+/// registry keeps its own.
+#[utoipa::path(
+    get,
+    path = "/api/v1/webhooks",
+    operation_id = "webhook_status",
+    tag = "webhooks",
+    security(("bearer" = ["admin"])),
+    responses((status = 200, description = "One record per configured hook, in configuration order.", body = Vec<HookStatus>)),
+)]
+pub(crate) async fn status(
+    AxumState(state): AxumState<State>,
+    _: Admin,
+) -> Json<Vec<serde_json::Value>> {
+    Json(state.hooks.get().map(|h| h.status()).unwrap_or_default())
 }
 
 /// The running hooks: their queues and records.
@@ -423,7 +469,7 @@ impl Hooks {
                     Delivery {
                         delivery: delivery_id(event),
                         kind: event.kind.name(),
-                        outcome: "failed",
+                        outcome: Outcome::Failed,
                         attempts: 0,
                         status: None,
                         error: Some(format!("dropped: more than {QUEUE} deliveries waiting")),
@@ -639,7 +685,7 @@ async fn deliver_all(
                 .await;
             let (status, error) = match sent {
                 Ok(r) if r.status().is_success() => {
-                    break ("delivered", Some(r.status().as_u16()), None);
+                    break (Outcome::Delivered, Some(r.status().as_u16()), None);
                 }
                 Ok(r) => (
                     Some(r.status().as_u16()),
@@ -648,7 +694,7 @@ async fn deliver_all(
                 Err(e) => (None, format!("sending failed: {e}")),
             };
             if attempt >= hook.max_attempts {
-                break ("failed", status, Some(error));
+                break (Outcome::Failed, status, Some(error));
             }
             {
                 let mut r = lock(&record);
@@ -657,7 +703,7 @@ async fn deliver_all(
                     Delivery {
                         delivery: id.clone(),
                         kind: event.kind.name(),
-                        outcome: "pending",
+                        outcome: Outcome::Pending,
                         attempts: attempt,
                         status,
                         error: Some(error),
@@ -672,14 +718,14 @@ async fn deliver_all(
                 _ = stopping.wait_for(|stop| *stop) => return,
             }
         };
-        if outcome == "failed" {
+        if outcome == Outcome::Failed {
             tracing::warn!(url = %hook.url, delivery = %id, error = ?error, "webhook delivery failed");
         }
         // Done with, either way: saved before it is reported.
         saved.advance(&event.model, event.seq);
         saved.write().await;
         let mut r = lock(&record);
-        if outcome == "delivered" {
+        if outcome == Outcome::Delivered {
             r.delivered += 1;
         } else {
             r.failed += 1;

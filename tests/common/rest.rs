@@ -1,5 +1,5 @@
 //! What the REST tests share: the tokens of each role, a seeded registry, and
-//! the table of every write route with the role it needs.
+//! the table of every route that needs more than reading, with its role.
 
 use modelreg::server::{ServerOptions, Tokens};
 use modelreg::{
@@ -12,6 +12,28 @@ pub const READER: &str = "reader-token-0123456789";
 pub const WRITER: &str = "writer-token-0123456789";
 pub const APPROVER: &str = "approver-token-012345678";
 pub const ADMIN: &str = "admin-token-0123456789ab";
+
+/// Each role with its token, lowest first.
+pub const ROLES: [(&str, &str); 4] = [
+    ("reader", READER),
+    ("writer", WRITER),
+    ("approver", APPROVER),
+    ("admin", ADMIN),
+];
+
+/// The token of `role`.
+pub fn token_of(role: &str) -> &'static str {
+    ROLES
+        .iter()
+        .find(|(r, _)| *r == role)
+        .map(|(_, t)| *t)
+        .unwrap_or_else(|| panic!("no role {role:?}"))
+}
+
+/// The roles below `role`, with their tokens.
+pub fn roles_below(role: &str) -> impl Iterator<Item = (&'static str, &'static str)> {
+    ROLES.into_iter().take_while(move |(r, _)| *r != role)
+}
 
 pub fn tokens() -> Tokens {
     Tokens::parse(&format!(
@@ -96,10 +118,11 @@ pub fn send(s: &Running, method: &str, path: &str, token: Option<&str>, body: &s
     request(s.addr, method, path, &headers, body.as_bytes())
 }
 
-/// Every write route with a body that would succeed for the right role, and
-/// the least role it needs. `tests/server_openapi.rs` checks that every write
-/// the OpenAPI document lists is here, with the role the document names.
-pub fn write_routes() -> Vec<(&'static str, &'static str, String, &'static str)> {
+/// Every route that needs more than the reader role (every write, and the
+/// webhook status) with a body that would succeed for the right role, and the
+/// least role it needs. `tests/server_openapi.rs` checks that every operation
+/// the OpenAPI document gives a role is here, with that role.
+pub fn role_routes() -> Vec<(&'static str, &'static str, String, &'static str)> {
     let v = "/api/v1/models/fraud/versions/2";
     vec![
         (
@@ -192,6 +215,7 @@ pub fn write_routes() -> Vec<(&'static str, &'static str, String, &'static str)>
             String::new(),
             "writer",
         ),
+        ("GET", "/api/v1/webhooks", String::new(), "admin"),
     ]
 }
 
