@@ -17,8 +17,13 @@
 //!   (default 1000) of them, so the window crosses one checkpoint. `register=`
 //!   is the same with an artifact already stored (a quarter as many): only the
 //!   event is written, so it measures the metadata path alone.
-//! - resolve: `resolve("name@production")` on a warm registry vs a `HashMap`
-//!   lookup and clone of the same record; batches of 1000 calls per sample.
+//! - resolve: `resolve("name@production")` and `resolve("name@champion")` on a
+//!   warm registry vs a `HashMap` lookup and clone of the same record; batches
+//!   of 1000 calls per sample. `, window` rows use a registry built with
+//!   `max_staleness(1 s)`, whose warm queries read no store.
+//! - route: `route(name, key)` with a 90/10 split over `@champion` and
+//!   `@latest`, 1000 distinct keys per sample, vs `ModelState::route` on a state
+//!   held in hand (the pure function it wraps).
 //! - cold open: a new `Registry` over the directory, first `resolve` (latest
 //!   checkpoint + the tail of the log) vs reading the checkpoint file's bytes.
 //!   `cold open, new process` is the same in a child process that has done
@@ -43,6 +48,7 @@ use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -237,6 +243,24 @@ fn latest_checkpoint_file(root: &Path) -> PathBuf {
         .expect("a checkpoint")
 }
 
+/// A registry over `root` whose queries answer from memory for a second after
+/// the state was last found current ([`RegistryBuilder::max_staleness`]).
+///
+/// [`RegistryBuilder::max_staleness`]: modelreg::RegistryBuilder::max_staleness
+async fn windowed_registry(root: &Path) -> Registry {
+    let (metadata, artifacts) = (root.join("metadata"), root.join("artifacts"));
+    Registry::builder()
+        .metadata(Arc::new(
+            modelreg::store::LocalMetadataStore::open(metadata).expect("metadata"),
+        ))
+        .artifacts(Arc::new(
+            modelreg::store::LocalArtifactStore::open(artifacts).expect("artifacts"),
+        ))
+        .max_staleness(Duration::from_secs(1))
+        .build()
+        .expect("registry")
+}
+
 /// Times `iters` calls of `f` and returns the time per call.
 fn per_call(iters: u32, mut f: impl FnMut()) -> Duration {
     let t = Instant::now();
@@ -325,26 +349,75 @@ fn run_size(rt: &tokio::runtime::Runtime, n: u64, scratch: &Path) {
     ]
     .into();
     let batch = 1000;
-    let raw_lookup = || {
+    let raw_lookup = |key: &'static str| {
         per_call(batch, || {
-            std::hint::black_box(map.get(std::hint::black_box("production")).cloned());
+            std::hint::black_box(map.get(std::hint::black_box(key)).cloned());
         })
     };
-    let reference = format!("{MODEL}@production");
-    let mut resolve = Series::new("resolve");
-    for _ in 0..pairs.max(9) {
-        let before = raw_lookup();
-        let ours = rt.block_on(async {
-            let t = Instant::now();
-            for _ in 0..batch {
-                std::hint::black_box(reg.resolve(reference.as_str()).await.expect("resolve"));
-            }
-            t.elapsed() / batch
-        });
-        let after = raw_lookup();
-        resolve.pair(before, ours, after);
+    // The same directory with queries answered from memory within a window
+    // (`max_staleness`), as an inference server resolving per request would.
+    let windowed = rt.block_on(windowed_registry(&root));
+    // A split for the route rows (one more event on this run's copy).
+    let split = modelreg::TrafficSplit::new([("@champion", 90), ("@latest", 10)]).expect("split");
+    rt.block_on(
+        reg.acting_as(actor())
+            .set_traffic_split(MODEL, split, "bench"),
+    )
+    .expect("split");
+    // Warm: the windowed registry's first query is its cold open.
+    rt.block_on(windowed.resolve(format!("{MODEL}@latest")))
+        .expect("warm");
+    for (row, registry, alias) in [
+        ("resolve", &reg, "production"),
+        ("resolve @alias", &reg, "champion"),
+        ("resolve @alias, window", &windowed, "champion"),
+    ] {
+        let reference = format!("{MODEL}@{alias}");
+        let mut series = Series::new(row);
+        for _ in 0..pairs.max(9) {
+            let before = raw_lookup(alias);
+            let ours = rt.block_on(async {
+                let t = Instant::now();
+                for _ in 0..batch {
+                    std::hint::black_box(
+                        registry.resolve(reference.as_str()).await.expect("resolve"),
+                    );
+                }
+                t.elapsed() / batch
+            });
+            let after = raw_lookup(alias);
+            series.pair(before, ours, after);
+        }
+        series.summary();
     }
-    resolve.summary();
+
+    // Route: against `ModelState::route` on a state held in hand (the pure
+    // function `route` wraps: hash the key, pick the route, resolve its target).
+    let held = rt.block_on(reg.model(MODEL)).expect("model");
+    let keys: Vec<String> = (0..batch).map(|i| format!("user-{i}")).collect();
+    let raw_route = || {
+        let t = Instant::now();
+        for key in &keys {
+            std::hint::black_box(held.route(key.as_bytes()).expect("route"));
+        }
+        t.elapsed() / batch
+    };
+    for (row, registry) in [("route", &reg), ("route, window", &windowed)] {
+        let mut series = Series::new(row);
+        for _ in 0..pairs.max(9) {
+            let before = raw_route();
+            let ours = rt.block_on(async {
+                let t = Instant::now();
+                for key in &keys {
+                    std::hint::black_box(registry.route(MODEL, key).await.expect("route"));
+                }
+                t.elapsed() / batch
+            });
+            let after = raw_route();
+            series.pair(before, ours, after);
+        }
+        series.summary();
+    }
 
     // List and filter.
     let filter = VersionFilter::new().tag_value("cohort", "c3");

@@ -200,6 +200,12 @@ impl From<TrafficSplit> for SplitWire {
 /// every user of every split: it is part of the format.
 const ROUTING_CONTEXT: &str = "modelreg traffic split v1";
 
+/// A hasher in [`ROUTING_CONTEXT`]'s key-derivation mode, made once: deriving
+/// the context key is a BLAKE3 compression of its own, a third of a route's
+/// hashing, and a clone of the hasher starts from the same state.
+static ROUTING_HASHER: std::sync::LazyLock<blake3::Hasher> =
+    std::sync::LazyLock::new(|| blake3::Hasher::new_derive_key(ROUTING_CONTEXT));
+
 impl TrafficSplit {
     /// The most routes a split may have.
     pub const MAX_ROUTES: usize = 32;
@@ -297,7 +303,7 @@ impl TrafficSplit {
     /// salt ‖ key` (lengths as 8-byte little-endian integers); the bucket is
     /// `(h × total) >> 64`, which maps the 64-bit hash onto the buckets evenly.
     pub fn bucket(&self, model: &ModelName, key: &[u8]) -> u64 {
-        let mut hasher = blake3::Hasher::new_derive_key(ROUTING_CONTEXT);
+        let mut hasher = ROUTING_HASHER.clone();
         for part in [model.as_str().as_bytes(), self.salt.as_bytes()] {
             hasher.update(&(part.len() as u64).to_le_bytes());
             hasher.update(part);

@@ -44,6 +44,11 @@ pub(super) struct Slot {
     /// When the slot was last handed out (a tick of `Inner::ticks`), for
     /// evicting the least recently used.
     last_used: AtomicU64,
+    /// When `state` was last known to hold the whole log: the time (nanoseconds
+    /// since `Inner::epoch`, plus one; 0 = never) at which a refresh that found
+    /// nothing newer *began*. Only kept when the registry allows stale reads
+    /// ([`RegistryBuilder::max_staleness`](super::RegistryBuilder::max_staleness)).
+    confirmed_at: AtomicU64,
 }
 
 /// Clears [`Slot::checkpointing`] when the background checkpoint ends, however
@@ -116,19 +121,51 @@ impl Registry {
     /// Brings the cached state of `model` up to date and runs `f` on it.
     ///
     /// `f` sees every event whose append returned before this call began, in this
-    /// process or any other (and maybe later ones).
+    /// process or any other (and maybe later ones) — or, on a registry built with
+    /// a [`max_staleness`](super::RegistryBuilder::max_staleness) window, every
+    /// event this registry appended and every other event appended before the
+    /// state was last confirmed current, at most that window ago.
     pub(super) async fn read<R>(
         &self,
         model: &ModelName,
         f: impl FnOnce(&ModelState) -> R,
     ) -> Result<R> {
         let slot = self.slot(model);
+        if self.recently_confirmed(&slot)
+            && let Some(state) = slot.read().as_ref()
+        {
+            return Ok(f(state));
+        }
         loop {
             self.refresh(model, &slot).await?;
             // `None` only if a failed apply dropped the state meanwhile: fold again.
             if let Some(state) = slot.read().as_ref() {
                 return Ok(f(state));
             }
+        }
+    }
+
+    /// Nanoseconds since the registry's epoch, plus one (0 means "never").
+    fn now_stamp(&self) -> u64 {
+        u64::try_from(self.inner.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX - 1) + 1
+    }
+
+    /// Whether reads may skip the store: the registry allows stale reads and a
+    /// refresh that began less than the window ago found the slot's state current.
+    fn recently_confirmed(&self, slot: &Slot) -> bool {
+        let window = self.inner.max_staleness;
+        if window == 0 {
+            return false;
+        }
+        let at = slot.confirmed_at.load(Ordering::Acquire);
+        at != 0 && self.now_stamp().saturating_sub(at) < window
+    }
+
+    /// Records that the state held the whole log when a refresh began at `began`
+    /// (from [`now_stamp`](Self::now_stamp)); never moves the stamp backwards.
+    fn confirm(&self, slot: &Slot, began: Option<u64>) {
+        if let Some(began) = began {
+            slot.confirmed_at.fetch_max(began, Ordering::AcqRel);
         }
     }
 
@@ -139,8 +176,15 @@ impl Registry {
     /// No lock is held while the store is read. When nothing is new this costs one
     /// [`probe`](MetadataStore::probe) where the store answers it (a `stat` on the
     /// local store), else one `read_after` that finds nothing.
+    ///
+    /// Always asks the store, whatever the registry's staleness window; when the
+    /// registry has one, a refresh that reaches the end of the log stamps the
+    /// slot with the time it began (what [`read`](Self::read) checks).
     pub(super) async fn refresh(&self, model: &ModelName, slot: &Slot) -> Result<()> {
         let meta = &self.inner.metadata;
+        // Taken before the store is asked: whatever was appended before it is
+        // in what the store answers.
+        let began = (self.inner.max_staleness != 0).then(|| self.now_stamp());
         loop {
             let Some(seq) = slot.seq() else {
                 let loaded = self.load(model).await?;
@@ -149,11 +193,13 @@ impl Registry {
                     *cached = Some(Arc::new(loaded));
                 }
                 // Loading folded to the end of the log as it was then.
+                self.confirm(slot, began);
                 return Ok(());
             };
             if let Some(next) = meta.probe(model.as_str(), seq + 1)
                 && !next?
             {
+                self.confirm(slot, began);
                 return Ok(());
             }
             let batch = meta.read_after(model.as_str(), seq, READ_BATCH).await?;
@@ -177,6 +223,7 @@ impl Registry {
                 }
             }
             if done {
+                self.confirm(slot, began);
                 return Ok(());
             }
         }

@@ -7,6 +7,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use crate::domain::{Gate, ModelName, Stage, VersionRecord, VersionRef};
 use crate::error::{Error, Result};
@@ -168,6 +169,11 @@ struct Inner {
     hash_cache: Option<HashCache>,
     /// Verified manifests by digest (immutable, so never stale).
     manifests: manifests::Manifests,
+    /// How long a query may answer from a cached state without asking the
+    /// store, in nanoseconds (`RegistryBuilder::max_staleness`; 0 = never).
+    max_staleness: u64,
+    /// The origin of `Slot::confirmed_at`.
+    epoch: Instant,
 }
 
 /// How many models' folded states a registry keeps by default.
@@ -197,9 +203,14 @@ type InProcessGates = HashMap<(ModelName, Stage), Vec<Arc<dyn Gate>>>;
 /// any other process or machine — and never goes back to an older state. A query
 /// on a model nothing was appended to since the last one costs one
 /// [`probe`](MetadataStore::probe) of the store: a `stat` on the local store
-/// (a warm `resolve` takes a few microseconds), one GET on object storage. No
-/// lock is held while the store is read, so a slow or stalled store call blocks
-/// only its own caller.
+/// (a warm `resolve` takes about two microseconds), one GET on object storage.
+/// No lock is held while the store is read, so a slow or stalled store call
+/// blocks only its own caller.
+///
+/// A registry built with [`RegistryBuilder::max_staleness`] trades part of this
+/// for speed, by choice: its queries may answer from memory for up to that
+/// window, so another process's change is seen at most the window late (this
+/// registry's own changes at once, and commands always read the log first).
 #[derive(Clone)]
 pub struct Registry {
     inner: Arc<Inner>,
@@ -238,6 +249,7 @@ pub struct RegistryBuilder {
     gates: InProcessGates,
     hash_cache: Option<PathBuf>,
     max_models: Option<usize>,
+    max_staleness: Duration,
 }
 
 impl fmt::Debug for RegistryBuilder {
@@ -250,6 +262,7 @@ impl fmt::Debug for RegistryBuilder {
             .field("gates", &self.gates)
             .field("hash_cache", &self.hash_cache)
             .field("max_models", &self.max_models)
+            .field("max_staleness", &self.max_staleness)
             .finish()
     }
 }
@@ -322,6 +335,50 @@ impl RegistryBuilder {
         self
     }
 
+    /// Lets queries answer from the cached state for up to `window` after it
+    /// was last found current, without asking the store (default
+    /// [`Duration::ZERO`]: every query asks it). Opt-in, because it weakens
+    /// what a query sees.
+    ///
+    /// - **Default (zero):** a query sees every event whose append returned
+    ///   before it began, in any process. On the local store that costs one
+    ///   `stat` per query (~1 µs, most of a warm [`resolve`](Registry::resolve)),
+    ///   on object storage one GET.
+    /// - **With a window:** a query still sees every change made through this
+    ///   registry (and its clones) at once, and never a state older than one it
+    ///   already returned; a change made by another process, machine or
+    ///   `Registry` instance is seen at most `window` after its append
+    ///   returned. Within the window a query reads nothing: a warm
+    ///   [`resolve`](Registry::resolve) or [`route`](Registry::route) is a lookup
+    ///   in memory (well under a microsecond), and the first query after the
+    ///   window asks the store again. Commands (register, promote, set an
+    ///   alias, …) always fold the log first, whatever the window, so they
+    ///   never decide on a stale state.
+    ///
+    /// For inference servers that resolve or route per request and would poll
+    /// anyway (a [`watch`](Registry::watch) every second sees changes no
+    /// sooner). Watches on such a registry poll through the same reads, so
+    /// they too may see a change up to the window late. Windows shorter than a
+    /// microsecond are treated as zero.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use modelreg::Registry;
+    /// use modelreg::store::{MemoryArtifactStore, MemoryMetadataStore};
+    /// let registry = Registry::builder()
+    ///     .metadata(Arc::new(MemoryMetadataStore::new()))
+    ///     .artifacts(Arc::new(MemoryArtifactStore::new()))
+    ///     .max_staleness(Duration::from_millis(100))
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = registry;
+    /// ```
+    pub fn max_staleness(mut self, window: Duration) -> Self {
+        self.max_staleness = window;
+        self
+    }
+
     /// Builds the registry.
     pub fn build(self) -> Result<Registry> {
         let missing =
@@ -341,9 +398,20 @@ impl RegistryBuilder {
                 gates: self.gates,
                 hash_cache: self.hash_cache.map(HashCache::new),
                 manifests: Default::default(),
+                max_staleness: staleness_nanos(self.max_staleness),
+                epoch: Instant::now(),
             }),
         })
     }
+}
+
+/// A staleness window in whole microseconds' worth of nanoseconds: shorter
+/// than a microsecond is zero (the store is asked on every query).
+fn staleness_nanos(window: Duration) -> u64 {
+    if window < Duration::from_micros(1) {
+        return 0;
+    }
+    u64::try_from(window.as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -410,6 +478,8 @@ impl Registry {
                 gates: HashMap::new(),
                 hash_cache: None,
                 manifests: Default::default(),
+                max_staleness: 0,
+                epoch: Instant::now(),
             }),
         }
     }

@@ -293,11 +293,15 @@ impl Registry {
     /// then resolved (a route to `@champion` follows the alias). Without a split,
     /// every key goes to `@production` and [`Routed::from_split`] is `false`.
     ///
-    /// Each call folds the log's tail first, like every query (one small read when
-    /// nothing changed). A server routing at a high rate can instead hold the
-    /// latest [`ModelState`](crate::ModelState) from
+    /// The split is part of the model's cached state, so routing reads it from
+    /// memory; what is asked of the store is only whether that state is still
+    /// current, as for every query: one probe per call by default, nothing
+    /// within the window of a registry built with
+    /// [`max_staleness`](super::RegistryBuilder::max_staleness) (then a warm
+    /// call is a lookup and one hash of the key, well under a microsecond). A
+    /// server can also hold the latest [`ModelState`](crate::ModelState) from
     /// [`watch_model`](Self::watch_model) and call
-    /// [`ModelState::route`](crate::ModelState::route), which does no I/O.
+    /// [`ModelState::route`](crate::ModelState::route), the same function.
     ///
     /// [`Error::NotFound`] when the chosen target does not resolve.
     ///

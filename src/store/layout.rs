@@ -32,7 +32,7 @@ pub(crate) const RECORD_EXT: &str = ".rec";
 /// File name suffix of a checkpoint.
 pub(crate) const CHECKPOINT_EXT: &str = ".ckpt";
 /// Digits of a sequence number in a file name: enough for `u64::MAX`.
-const SEQ_DIGITS: usize = 20;
+pub(crate) const SEQ_DIGITS: usize = 20;
 /// How many checkpoints of a log are kept after a new one is written. More than one,
 /// so that a reader that has just listed the newest can still open it.
 pub(crate) const KEEP_CHECKPOINTS: usize = 2;
@@ -42,7 +42,21 @@ pub(crate) const CHECKPOINT_READ_ATTEMPTS: usize = 8;
 
 /// `000…0seq<ext>`.
 pub(crate) fn seq_file_name(seq: u64, ext: &str) -> String {
-    format!("{seq:0width$}{ext}", width = SEQ_DIGITS)
+    let mut name = String::with_capacity(SEQ_DIGITS + ext.len());
+    name.push_str(seq_digits(&mut [0; SEQ_DIGITS], seq));
+    name.push_str(ext);
+    name
+}
+
+/// `seq` zero-padded to [`SEQ_DIGITS`], written into `buf` (no allocation:
+/// the local store's probe builds a record's path on every warm query).
+pub(crate) fn seq_digits(buf: &mut [u8; SEQ_DIGITS], mut seq: u64) -> &str {
+    for b in buf.iter_mut().rev() {
+        *b = b'0' + (seq % 10) as u8;
+        seq /= 10;
+    }
+    // ASCII digits only.
+    std::str::from_utf8(buf).unwrap_or_default()
 }
 
 /// The sequence number in a file name made by [`seq_file_name`], if it is one.
@@ -93,6 +107,15 @@ mod tests {
     #[test]
     fn sequence_file_names_round_trip_and_sort_as_numbers() {
         assert_eq!(seq_file_name(1, RECORD_EXT), "00000000000000000001.rec");
+        assert_eq!(seq_file_name(0, ""), "00000000000000000000");
+        assert_eq!(
+            seq_file_name(u64::MAX, CHECKPOINT_EXT),
+            format!("{}{CHECKPOINT_EXT}", u64::MAX)
+        );
+        assert_eq!(
+            seq_file_name(1_234_567, RECORD_EXT),
+            format!("{:020}{RECORD_EXT}", 1_234_567)
+        );
         assert_eq!(
             seq_file_name(u64::MAX, CHECKPOINT_EXT),
             "18446744073709551615.ckpt"

@@ -54,8 +54,8 @@ use futures::stream::{self, BoxStream};
 use super::fsutil::{self, PublishMode, Published, TempFile};
 use super::layout::{
     BLOBS_DIR, CHECKPOINT_EXT, CHECKPOINT_READ_ATTEMPTS, CHECKPOINTS, KEEP_CHECKPOINTS, LEASES_DIR,
-    LOGS_DIR, RECORD_EXT, RECORDS, blob_key, is_shard_name, metadata_key, parse_blob_name,
-    parse_seq_file_name, seq_file_name,
+    LOGS_DIR, RECORD_EXT, RECORDS, SEQ_DIGITS, blob_key, is_shard_name, metadata_key,
+    parse_blob_name, parse_seq_file_name, seq_digits, seq_file_name,
 };
 use super::pipe::pipe;
 use super::{
@@ -216,10 +216,25 @@ fn log_dir(root: &Root, log: &str) -> PathBuf {
     root.path.join(LOGS_DIR).join(log)
 }
 
+/// Built in one allocation: the probe of every warm query makes one.
 fn record_path(root: &Root, log: &str, seq: u64) -> PathBuf {
-    log_dir(root, log)
-        .join(RECORDS)
-        .join(seq_file_name(seq, RECORD_EXT))
+    let mut digits = [0; SEQ_DIGITS];
+    let name = seq_digits(&mut digits, seq);
+    let len = root.path.as_os_str().len()
+        + LOGS_DIR.len()
+        + log.len()
+        + RECORDS.len()
+        + name.len()
+        + RECORD_EXT.len()
+        + 4;
+    let mut path = PathBuf::with_capacity(len);
+    path.push(&root.path);
+    path.push(LOGS_DIR);
+    path.push(log);
+    path.push(RECORDS);
+    path.push(name);
+    path.as_mut_os_string().push(RECORD_EXT);
+    path
 }
 
 fn checkpoint_dir(root: &Root, log: &str) -> PathBuf {
