@@ -10,7 +10,10 @@
 //!   `huggingface_hub` and `mlflow` clients, installed by `.ci/run`) and the
 //!   `serve` feature is on;
 //! - `modelreg_hfhub`: `MODELREG_TEST_HF_HUB_CLIENT` names a build of
-//!   `.ci/hf-hub-client` (the Rust `hf-hub` crate) and the `serve` feature is on.
+//!   `.ci/hf-hub-client` (the Rust `hf-hub` crate) and the `serve` feature is on;
+//! - `modelreg_chromium`: `MODELREG_TEST_CHROMIUM` names a Chromium binary (Debian's
+//!   `chromium`, installed by `.ci/run`) that loads the web UI's pages headless, and
+//!   the `serve` feature is on.
 //!
 //! The server tests carry `#[cfg_attr(not(modelreg_s3), ignore = "…")]`; see
 //! `tests/common/servers.rs` for the variables and for the test that fails in CI
@@ -22,6 +25,7 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(modelreg_azure)");
     println!("cargo::rustc-check-cfg=cfg(modelreg_pyclients)");
     println!("cargo::rustc-check-cfg=cfg(modelreg_hfhub)");
+    println!("cargo::rustc-check-cfg=cfg(modelreg_chromium)");
     for (var, feature, cfg) in [
         ("MODELREG_TEST_S3_URL", "CARGO_FEATURE_AWS", "modelreg_s3"),
         (
@@ -38,6 +42,11 @@ fn main() {
             "MODELREG_TEST_HF_HUB_CLIENT",
             "CARGO_FEATURE_SERVE",
             "modelreg_hfhub",
+        ),
+        (
+            "MODELREG_TEST_CHROMIUM",
+            "CARGO_FEATURE_SERVE",
+            "modelreg_chromium",
         ),
     ] {
         println!("cargo::rerun-if-env-changed={var}");

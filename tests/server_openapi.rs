@@ -1042,3 +1042,17 @@ fn the_pattern_matcher_reads_the_documents_patterns() {
         "eval/loss@0.5"
     ));
 }
+
+/// The web UI's pages (`/`, `/ui/…`) are HTML for people, not part of the REST
+/// API: the document describes none of them, so the checks above cover the
+/// whole API and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_ui_is_not_in_the_document() {
+    let doc: Value = serde_json::from_str(&served_text().await).expect("valid JSON");
+    for (_, path, _) in operations(&doc) {
+        assert!(
+            path != "/" && path != "/ui" && !path.starts_with("/ui/"),
+            "{path}: the UI's routes are not REST operations"
+        );
+    }
+}

@@ -434,6 +434,7 @@ pub struct VersionFilter {
     exclude_deprecated: bool,
     stage: Option<Stage>,
     reached: Option<Stage>,
+    metrics: Vec<(MetricName, Option<f64>, Option<f64>)>,
     pub(crate) error: Deferred,
 }
 
@@ -499,9 +500,32 @@ impl VersionFilter {
         self
     }
 
+    /// Versions that have metric `name` with a value of at least `min` and at
+    /// most `max` (either bound may be left open; both open: versions that have
+    /// the metric). An invalid name is reported by the query.
+    ///
+    /// ```
+    /// # fn main() -> modelreg::Result<()> {
+    /// use modelreg::VersionFilter;
+    /// let good = VersionFilter::new().metric("auc", Some(0.9), None);
+    /// let has_loss = VersionFilter::new().metric("eval/loss", None, None);
+    /// # let _ = (good, has_loss); Ok(()) }
+    /// ```
+    pub fn metric(mut self, name: &str, min: Option<f64>, max: Option<f64>) -> Self {
+        if let Some(name) = self.error.keep(MetricName::new(name)) {
+            self.metrics.push((name, min, max));
+        }
+        self
+    }
+
     /// Whether `v` matches.
     pub fn matches(&self, v: &VersionRecord) -> bool {
-        self.tags
+        self.metrics.iter().all(|(name, min, max)| {
+            v.metrics
+                .get(name.as_str())
+                .is_some_and(|x| min.is_none_or(|m| x >= m) && max.is_none_or(|m| x <= m))
+        }) && self
+            .tags
             .iter()
             .all(|(k, want)| match (v.tags.get(k), want) {
                 (Some(have), Some(want)) => have == want,

@@ -247,4 +247,11 @@ impl Registry {
         }
         Ok(out)
     }
+
+    /// The summary of one model (see [`model_summaries`](Self::model_summaries)),
+    /// without copying its versions as [`model`](Self::model) does.
+    pub async fn model_summary(&self, model: impl IntoModelName) -> Result<ModelSummary> {
+        let model = model.into_model_name()?;
+        self.read(&model, |s| s.summary()).await
+    }
 }

@@ -296,12 +296,49 @@ impl FromRequestParts<State> for Caller {
                 }),
                 None => Err(ApiError::unauthorized("the bearer token is not valid")),
             },
-            None => Ok(Caller {
-                identity: None,
-                role: tokens.anonymous_read.then_some(Role::Reader),
-            }),
+            None => {
+                // The web UI's session cookie (see `super::ui`): reads only, as
+                // a reader whatever the token's role, so that no request a
+                // browser is tricked into sending can change anything.
+                let session = super::ui::cookie_allowed(&parts.method)
+                    .then(|| session_token(parts))
+                    .flatten()
+                    .and_then(|token| tokens.lookup(&token).map(|(who, _)| who.clone()));
+                Ok(match session {
+                    Some(who) => Caller {
+                        identity: Some(who),
+                        role: Some(Role::Reader),
+                    },
+                    None => Caller {
+                        identity: None,
+                        role: tokens.anonymous_read.then_some(Role::Reader),
+                    },
+                })
+            }
         }
     }
+}
+
+/// The name of the web UI's session cookie, which holds a token.
+pub(crate) const SESSION_COOKIE: &str = "modelreg_session";
+
+/// The token in the request's session cookie, if it has one.
+pub(crate) fn session_token(parts: &Parts) -> Option<String> {
+    parts
+        .headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .and_then(|(_, value)| {
+            percent_encoding::percent_decode_str(value)
+                .decode_utf8()
+                .ok()
+                .map(|t| t.into_owned())
+        })
+        .filter(|t| !t.is_empty())
 }
 
 /// The identity of the caller of `parts`, if their role is at least `role`

@@ -8,6 +8,8 @@
 //! - the Hugging Face Hub download path, so `HF_ENDPOINT=http://host:port`
 //!   makes `huggingface_hub.snapshot_download("fraud", revision="production")`
 //!   fetch a version;
+//! - a web UI for people under `/ui/` (server-rendered HTML, no script;
+//!   `/` leads there), signed in to with a token through a form;
 //! - a subset of the MLflow model-registry API under `/api/2.0/mlflow/`, so
 //!   `MlflowClient` and `models:/name@alias` URIs work (tracking — runs,
 //!   experiments — is not served). Versions are registered from files
@@ -47,6 +49,7 @@ mod mlflow;
 mod openapi;
 mod rest;
 mod staging;
+mod ui;
 mod upload;
 mod webhooks;
 
@@ -273,6 +276,7 @@ impl Server {
             .merge(rest::routes(&state))
             .merge(hf::routes(&state))
             .merge(mlflow::routes(&state))
+            .merge(ui::routes(&state))
             .fallback(unknown_route)
             .layer(middleware::from_fn_with_state(state.clone(), time_limit))
             .layer(middleware::from_fn_with_state(
@@ -416,6 +420,9 @@ async fn require_reader(
     next: Next,
 ) -> Response {
     let (mut parts, body) = request.into_parts();
+    if ui::public(parts.uri.path()) {
+        return next.run(Request::from_parts(parts, body)).await;
+    }
     let caller = match Caller::from_request_parts(&mut parts, &state).await {
         Ok(caller) => caller,
         Err(e) => return dialect_error(parts.uri.path(), e),
@@ -432,6 +439,8 @@ fn dialect_error(path: &str, e: ApiError) -> Response {
         mlflow::error_response(e)
     } else if hf::owns(path) {
         hf::error_response(e, None)
+    } else if ui::owns(path) {
+        ui::error_response(e)
     } else {
         e.into_response()
     }

@@ -464,6 +464,8 @@ pub struct WatchArgs {
 #[derive(Debug, Args)]
 #[command(after_long_help = "\
 Routes:
+  /ui/                      the web UI for people (/ leads there): models,
+                            versions, metric charts, comparisons, history
   /api/v1/...               REST JSON: models, versions, files, history, lineage,
                             compare, splits; described by /openapi.json
   /api/v1/models/NAME/events
@@ -486,6 +488,8 @@ Access:
   \"token\":..}],\"anonymous_read\":false}. Tokens are at least 16 characters.
   The audit trail records the token's identity as the actor.
   Without tokens the server is read-only and listens on loopback only.
+  In a browser, sign in at /ui/login with a token: it is kept in an HttpOnly
+  cookie that lets the browser read (pages, file downloads) and never write.
 
 Webhooks (--webhooks FILE): each new event of the chosen kinds and models is
 POSTed as JSON, signed with X-Modelreg-Signature-256: sha256=HMAC(secret, body)

@@ -31,7 +31,7 @@ impl fmt::Display for VersionSummary {
 
 /// A number with up to 6 significant digits, trailing zeros trimmed; scientific
 /// outside `[1e-4, 1e9)`.
-pub(super) fn num(x: f64) -> String {
+pub(crate) fn num(x: f64) -> String {
     if x == 0.0 {
         return "0".into();
     }
@@ -48,7 +48,7 @@ pub(super) fn num(x: f64) -> String {
     }
 }
 
-pub(super) fn signed(x: f64) -> String {
+pub(crate) fn signed(x: f64) -> String {
     if x > 0.0 {
         format!("+{}", num(x))
     } else {
@@ -56,7 +56,7 @@ pub(super) fn signed(x: f64) -> String {
     }
 }
 
-pub(super) fn bytes(n: u64) -> String {
+pub(crate) fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
     if n < 1024 {
         return format!("{n} B");
@@ -70,7 +70,7 @@ pub(super) fn bytes(n: u64) -> String {
     format!("{v:.1} {}", UNITS[unit])
 }
 
-fn hyper(v: &HyperValue) -> String {
+pub(crate) fn hyper(v: &HyperValue) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
 

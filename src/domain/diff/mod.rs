@@ -14,7 +14,7 @@ use super::record::{
 use super::reference::VersionNumber;
 use crate::digest::Digest;
 
-mod format;
+pub(crate) mod format;
 
 // ----- metrics ---------------------------------------------------------------------
 

@@ -82,6 +82,7 @@ pub(super) async fn serve(ctx: Ctx, a: ServeArgs, location: Option<&str>) -> Out
             "openapi": format!("{url}/openapi.json"),
             "hf_endpoint": url,
             "mlflow_tracking_uri": url,
+            "ui": format!("{url}/ui/"),
         });
         use std::io::Write as _;
         let mut out = std::io::stdout().lock();
@@ -96,6 +97,7 @@ pub(super) async fn serve(ctx: Ctx, a: ServeArgs, location: Option<&str>) -> Out
             "tokens required for writes"
         };
         eprintln!("modelreg serve: listening on http://{bound}, {access}");
+        eprintln!("  Web UI: http://{bound}/ui/");
         eprintln!(
             "  Hugging Face: HF_ENDPOINT=http://{bound}   MLflow: MlflowClient(tracking_uri=\"http://{bound}\")   REST: http://{bound}/api/v1/models"
         );

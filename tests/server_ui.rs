@@ -1,0 +1,523 @@
+//! The web UI (`/ui/`) over a real socket: each page and what matters on it,
+//! filters and paging, escaping of hostile text, sign-in, and (with
+//! `MODELREG_TEST_CHROMIUM`, set by `.ci/run`) the pages in headless Chromium.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::http::{Reply, Running, request, start};
+use common::rest::{READER, WRITER, get, payload, server};
+use modelreg::server::ServerOptions;
+use modelreg::{
+    Actor, ArtifactSource, CreateModel, DatasetRef, DatasetRole, MetricSpec, NewVersion, Registry,
+    SetAlias, Stage, Tags,
+};
+
+/// Text the pages must show as text, never as markup.
+const SCRIPT: &str = "<script>alert(1)</script>";
+const IMG: &str = "\"><img src=x onerror=alert(1)>";
+
+/// A local registry: `fraud` (description, tags, actors, reasons and a
+/// dataset carrying the payloads) with v1 in production, v2 better in
+/// staging, v3 worse; `many` with 120 versions; `empty` with none.
+async fn seeded() -> (tempfile::TempDir, Registry) {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let registry = Registry::open_local(dir.path().join("reg"))
+        .await
+        .expect("open");
+    let ci = registry.acting_as(Actor::new("ci@example.com").expect("actor"));
+    let mut model_tags = Tags::new();
+    model_tags.insert("team".parse().expect("key"), "risk".to_owned());
+    model_tags.insert("note".parse().expect("key"), SCRIPT.to_owned());
+    let mut create = CreateModel::new()
+        .description(format!("Card fraud {IMG}"))
+        .metric("auc", MetricSpec::maximize().with_tolerance(0.005))
+        .metric("eval/loss", MetricSpec::minimize());
+    for (k, v) in &model_tags {
+        create = create.tag(k.as_str(), v.clone());
+    }
+    ci.create_model("fraud", create).await.expect("create");
+    for (i, (auc, loss)) in [(0.90, 0.30), (0.93, 0.28), (0.85, 0.35)]
+        .into_iter()
+        .enumerate()
+    {
+        let files = ArtifactSource::files([
+            ("model.bin", payload(64 << 10, i as u8)),
+            (
+                "config.json",
+                format!(r#"{{"layers":{}}}"#, i + 2).into_bytes(),
+            ),
+        ])
+        .expect("files");
+        let v = NewVersion::new()
+            .semver(format!("1.{i}.0").as_str())
+            .metric("auc", auc)
+            .metric("eval/loss", loss)
+            .metric("f1@0.5", 0.7 + i as f64 / 100.0)
+            .param("lr", 0.001 * (i + 1) as f64)
+            .param("optimizer", format!("adam {SCRIPT}"))
+            .code_commit(format!("{:040x}", i + 1))
+            .dataset(
+                DatasetRef::new(format!("cards {IMG}"), DatasetRole::Train)
+                    .version(format!("2026-0{}", i + 1)),
+            )
+            .tag("run", format!("r{i} {SCRIPT}"))
+            .description(format!("candidate {i} {IMG}"));
+        ci.register("fraud", files, v).await.expect("register");
+    }
+    let hostile = registry.acting_as(Actor::new(SCRIPT).expect("any actor text"));
+    hostile
+        .promote_to("fraud/1", Stage::Production, format!("ship it {IMG}"))
+        .await
+        .expect("promote");
+    ci.transition("fraud/2", Stage::Staging, "try")
+        .await
+        .expect("stage");
+    ci.set_alias("fraud/1", "champion", SetAlias::new())
+        .await
+        .expect("alias");
+    ci.create_model(
+        "many",
+        CreateModel::new().metric("acc", MetricSpec::maximize()),
+    )
+    .await
+    .expect("create");
+    for i in 0..120u32 {
+        let files = ArtifactSource::bytes("m.bin", i.to_le_bytes().to_vec()).expect("bytes");
+        let v = NewVersion::new()
+            .metric("acc", 0.5 + f64::from(i % 10) / 100.0)
+            .tag("parity", if i % 2 == 0 { "even" } else { "odd" });
+        ci.register("many", files, v).await.expect("register");
+    }
+    ci.create_model("empty", CreateModel::new())
+        .await
+        .expect("create");
+    (dir, registry)
+}
+
+/// A page as the reader sees it; panics unless it is 200 HTML.
+fn page(s: &Running, path: &str) -> String {
+    let r = get(s, path, Some(READER));
+    assert_eq!(r.status, 200, "{path}: {}", r.text());
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/html; charset=utf-8"),
+        "{path}"
+    );
+    let html = r.text();
+    assert_escaped(path, &html);
+    html
+}
+
+/// The payloads never appear as markup.
+fn assert_escaped(path: &str, html: &str) {
+    for raw in ["<script", "<img", "onerror=alert(1)>"] {
+        assert!(!html.contains(raw), "{path} has raw {raw:?}:\n{html}");
+    }
+}
+
+/// How many rows the first table body of `html` has.
+fn rows(html: &str) -> usize {
+    let body = html
+        .split_once("<tbody>")
+        .and_then(|(_, rest)| rest.split_once("</tbody>"))
+        .map(|(b, _)| b)
+        .unwrap_or_default();
+    body.matches("<tr").count()
+}
+
+/// The `href` of the link whose `rel` is `next`, unescaped.
+fn next_link(html: &str) -> Option<String> {
+    let (_, rest) = html.split_once("rel=\"next\" href=\"")?;
+    Some(rest.split_once('"')?.0.replace("&amp;", "&"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_models_page_lists_each_model_with_production_and_searches_name_and_tag() {
+    let (_dir, registry) = seeded().await;
+    let s = server(registry);
+    tokio::task::spawn_blocking(move || {
+        let html = page(&s, "/ui/");
+        for name in ["fraud", "many", "empty"] {
+            assert!(
+                html.contains(&format!("href=\"/ui/models/{name}\"")),
+                "{name}"
+            );
+        }
+        assert!(html.contains("href=\"/ui/models/fraud/versions/1\">v1</a>"));
+        assert!(html.contains("champion"));
+        // The payloads are shown, as text.
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(html.contains("&quot;&gt;&lt;img src=x onerror=alert(1)&gt;"));
+        let found = page(&s, "/ui/?q=team%3Drisk");
+        assert!(found.contains("/ui/models/fraud\"") && !found.contains("/ui/models/many\""));
+        let found = page(&s, "/ui/?q=man");
+        assert!(found.contains("/ui/models/many\"") && !found.contains("/ui/models/fraud\""));
+        assert!(page(&s, "/ui/?q=nothing-like-it").contains("No model matches."));
+        // `/` leads to the UI.
+        let r = get(&s, "/", Some(READER));
+        assert!(matches!(r.status, 303 | 307 | 308), "{}", r.status);
+        assert_eq!(r.header("location"), Some("/ui/"));
+    })
+    .await
+    .expect("requests");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_model_page_charts_goal_metrics_and_filters_sorts_and_pages_versions() {
+    let (_dir, registry) = seeded().await;
+    let s = server(registry);
+    tokio::task::spawn_blocking(move || {
+        let html = page(&s, "/ui/models/fraud");
+        assert_eq!(html.matches("<svg").count(), 2, "one chart per goal metric");
+        assert!(html.contains("production v1 = 0.9"), "production marked");
+        assert!(html.contains("auc ↑") && html.contains("eval/loss ↓"));
+        assert_eq!(rows(&html), 3);
+        let staging = page(&s, "/ui/models/fraud?stage=staging");
+        assert_eq!(rows(&staging), 1);
+        assert!(staging.contains("href=\"/ui/models/fraud/versions/2\""));
+        let good = page(&s, "/ui/models/fraud?metric=auc&min=0.9");
+        assert_eq!(rows(&good), 2, "auc ≥ 0.9: v1 and v2");
+        let sorted = page(&s, "/ui/models/fraud?sort=auc&order=desc");
+        let table = sorted.split_once("<tbody>").expect("a table").1;
+        let order: Vec<usize> = ["v2<", "v1<", "v3<"]
+            .iter()
+            .map(|v| table.find(v).expect("each version"))
+            .collect();
+        assert!(order.is_sorted(), "best auc first");
+        let odd = page(&s, "/ui/models/many?tag=parity%3Dodd");
+        assert!(odd.contains("60 versions match"));
+        // 120 versions, 50 a page: three pages, none repeated, none skipped.
+        let mut seen = std::collections::BTreeSet::new();
+        let mut path = "/ui/models/many".to_owned();
+        let mut pages = 0;
+        loop {
+            let html = page(&s, &path);
+            pages += 1;
+            for chunk in html.split("href=\"/ui/models/many/versions/").skip(1) {
+                let n: u64 = chunk
+                    .split('"')
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .expect("n");
+                if chunk.contains("</a></td>") {
+                    seen.insert(n);
+                }
+            }
+            match next_link(&html) {
+                Some(next) => path = next,
+                None => break,
+            }
+        }
+        assert_eq!(pages, 3);
+        assert_eq!(seen.len(), 120);
+        assert!(get(&s, "/ui/models/fraud?stage=bogus", Some(READER)).status == 400);
+    })
+    .await
+    .expect("requests");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_version_page_compares_with_production_and_shows_a_regression_as_one() {
+    let (_dir, registry) = seeded().await;
+    let s = server(registry);
+    tokio::task::spawn_blocking(move || {
+        let worse = page(&s, "/ui/models/fraud/versions/3");
+        assert!(worse.contains("▼ regressed"), "{worse}");
+        assert!(worse.contains("class=\"verdict bad\""));
+        assert!(worse.contains("<strong>worse</strong>"));
+        assert!(!worse.contains("▲ improved"));
+        let better = page(&s, "/ui/models/fraud/versions/2");
+        assert!(better.contains("▲ improved") && better.contains("<strong>better</strong>"));
+        // Provenance, hyperparameter differences, files with download links.
+        assert!(better.contains("0000000000000000000000000000000000000002"));
+        assert!(better.contains("Hyperparameters") && better.contains("lr"));
+        let link = "/api/v1/models/fraud/versions/2/files/config.json";
+        assert!(better.contains(&format!("href=\"{link}\"")));
+        let file = get(&s, link, Some(READER));
+        assert_eq!(file.status, 200);
+        assert_eq!(file.body, br#"{"layers":3}"#);
+        // Against a version picked; production itself has nothing to compare by default.
+        let picked = page(&s, "/ui/models/fraud/versions/3?against=2");
+        assert!(picked.contains("Against <a href=\"/ui/models/fraud/versions/2\">v2</a>"));
+        assert!(page(&s, "/ui/models/fraud/versions/production").contains("pick another version"));
+        assert!(page(&s, "/ui/models/fraud/versions/1.2.0").contains("v3"));
+    })
+    .await
+    .expect("requests");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_history_page_filters_and_pages_the_audit_trail() {
+    let (_dir, registry) = seeded().await;
+    let s = server(registry);
+    tokio::task::spawn_blocking(move || {
+        let html = page(&s, "/ui/models/fraud/history");
+        assert!(html.contains("stage changed") && html.contains("alias set"));
+        assert!(
+            html.contains("ship it &quot;&gt;&lt;img"),
+            "reasons shown as text"
+        );
+        let moves = page(&s, "/ui/models/fraud/history?kind=stage_changed");
+        assert!(rows(&moves) >= 2);
+        assert_eq!(
+            rows(&moves),
+            moves.matches("<span class=\"kind\">stage changed").count()
+        );
+        let by = page(
+            &s,
+            "/ui/models/fraud/history?actor=%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+        );
+        assert_eq!(rows(&by), 3, "the hostile actor's three moves: {by}");
+        assert!(
+            !by.contains("<span class=\"kind\">alias set"),
+            "only that actor's events"
+        );
+        let v2 = page(&s, "/ui/models/fraud/history?version=2");
+        assert_eq!(rows(&v2), 2, "registered, staged: {v2}");
+        let first = page(&s, "/ui/models/many/history");
+        assert_eq!(rows(&first), 50);
+        let older = page(&s, &next_link(&first).expect("an older page"));
+        assert_eq!(rows(&older), 50);
+        assert!(older.contains("← Newest"));
+        assert_eq!(
+            get(&s, "/ui/models/fraud/history?kind=nope", Some(READER)).status,
+            400
+        );
+    })
+    .await
+    .expect("requests");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_models_and_versions_are_404_pages() {
+    let (_dir, registry) = seeded().await;
+    let s = server(registry);
+    tokio::task::spawn_blocking(move || {
+        for path in [
+            "/ui/models/nope",
+            "/ui/models/nope/history",
+            "/ui/models/fraud/versions/99",
+            "/ui/models/empty/versions/latest",
+        ] {
+            let r = get(&s, path, Some(READER));
+            assert_eq!(r.status, 404, "{path}");
+            assert!(
+                r.header("content-type")
+                    .is_some_and(|t| t.starts_with("text/html"))
+            );
+            assert!(r.text().contains("Not Found"), "{path}");
+        }
+        let r = get(&s, "/ui/models/Bad%20Name", Some(READER));
+        assert_eq!(r.status, 400);
+    })
+    .await
+    .expect("requests");
+}
+
+fn cookie_of(r: &Reply) -> String {
+    let set = r.header("set-cookie").expect("a cookie");
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    set.split(';').next().expect("name=value").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_signs_in_with_a_token_and_its_cookie_only_reads() {
+    let (_dir, registry) = seeded().await;
+    let before = registry.model("fraud").await.expect("model").seq();
+    let s = server(registry.clone());
+    tokio::task::spawn_blocking(move || {
+        // Without credentials: the sign-in form, as a 401; the form and the
+        // stylesheet themselves are open.
+        let r = get(&s, "/ui/models/fraud", None);
+        assert_eq!(r.status, 401);
+        assert!(r.text().contains("name=\"token\""));
+        assert_eq!(get(&s, "/ui/login", None).status, 200);
+        assert_eq!(get(&s, "/ui/assets/style.css", None).status, 200);
+        let form = [("Content-Type", "application/x-www-form-urlencoded")];
+        let bad = request(
+            s.addr,
+            "POST",
+            "/ui/login",
+            &form,
+            b"token=not-a-valid-token-at-all",
+        );
+        assert_eq!(bad.status, 401);
+        assert!(bad.header("set-cookie").is_none());
+        let body = format!("token={WRITER}");
+        let ok = request(s.addr, "POST", "/ui/login", &form, body.as_bytes());
+        assert_eq!(ok.status, 303, "{}", ok.text());
+        let cookie = cookie_of(&ok);
+        let with = [("Cookie", cookie.as_str())];
+        let r = request(s.addr, "GET", "/ui/models/fraud", &with, b"");
+        assert_eq!(r.status, 200);
+        assert!(r.text().contains("wes@example.com"), "who is signed in");
+        let csp = r.header("content-security-policy").expect("a CSP");
+        assert!(csp.contains("default-src 'none'") && !csp.contains("script-src"));
+        let file = request(
+            s.addr,
+            "GET",
+            "/api/v1/models/fraud/versions/1/files/config.json",
+            &with,
+            b"",
+        );
+        assert_eq!(file.status, 200, "downloads linked from the pages work");
+        // The writer's cookie writes nothing: writes need the bearer header.
+        let mut headers = with.to_vec();
+        headers.push(("Content-Type", "application/json"));
+        let w = request(
+            s.addr,
+            "POST",
+            "/api/v1/models/fraud/versions/2/transition",
+            &headers,
+            br#"{"to":"validation","reason":"csrf"}"#,
+        );
+        assert_eq!(w.status, 401, "{}", w.text());
+        let out = request(s.addr, "POST", "/ui/logout", &with, b"");
+        assert!(
+            out.header("set-cookie")
+                .is_some_and(|c| c.contains("Max-Age=0"))
+        );
+    })
+    .await
+    .expect("requests");
+    assert_eq!(registry.model("fraud").await.expect("model").seq(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_tokens_shows_its_pages_to_anyone() {
+    let (_dir, registry) = seeded().await;
+    let s = start(registry, ServerOptions::new());
+    tokio::task::spawn_blocking(move || {
+        let r = get(&s, "/ui/models/fraud", None);
+        assert_eq!(r.status, 200);
+        assert!(r.text().contains("read-only server"));
+        let login = get(&s, "/ui/login", None);
+        assert_eq!(login.status, 303, "nothing to sign in to");
+    })
+    .await
+    .expect("requests");
+}
+
+/// Where screenshots go: `<target>/ui-screenshots/` (the test binary is in
+/// `<target>/debug/deps/`).
+fn screenshot_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary");
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"));
+    target.join("ui-screenshots")
+}
+
+/// Runs headless Chromium on `url` with `args`; its stdout.
+fn chromium(args: &[&str], url: &str) -> String {
+    let bin = std::env::var("MODELREG_TEST_CHROMIUM").expect("MODELREG_TEST_CHROMIUM");
+    let out = std::process::Command::new(&bin)
+        .args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+        ])
+        .args([
+            "--no-first-run",
+            "--disable-extensions",
+            "--virtual-time-budget=3000",
+        ])
+        .args(args)
+        .arg(url)
+        .output()
+        .unwrap_or_else(|e| panic!("run {bin}: {e}"));
+    assert!(
+        out.status.success(),
+        "{bin} failed on {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every page in a real browser: the DOM it builds has what matters and no
+/// payload as markup, and a screenshot of each lands in `target/ui-screenshots/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(modelreg_chromium),
+    ignore = "needs MODELREG_TEST_CHROMIUM (a chromium binary) at build time; .ci/run sets it"
+)]
+async fn every_page_renders_in_headless_chromium() {
+    let (_dir, registry) = seeded().await;
+    // A read-only server: a browser on the command line sends no token.
+    let s = start(registry, ServerOptions::new());
+    let dir = screenshot_dir();
+    std::fs::create_dir_all(&dir).expect("the screenshot directory");
+    tokio::task::spawn_blocking(move || {
+        let pages: [(&str, &str, &[&str]); 5] = [
+            ("models", "/ui/", &["fraud", "many", "champion"]),
+            (
+                "model",
+                "/ui/models/fraud",
+                &["Goal metrics across versions", "production v1 = 0.9"],
+            ),
+            (
+                "model-many",
+                "/ui/models/many?sort=acc",
+                &["120 versions match", "Next page"],
+            ),
+            (
+                "version",
+                "/ui/models/fraud/versions/3",
+                &["▼ regressed", "Provenance", "config.json"],
+            ),
+            (
+                "history",
+                "/ui/models/fraud/history",
+                &["stage changed", "alias set"],
+            ),
+        ];
+        for (name, path, wanted) in pages {
+            let url = format!("{}{path}", s.url());
+            let dom = chromium(&["--dump-dom"], &url);
+            assert_escaped(path, &dom);
+            for w in wanted {
+                assert!(
+                    dom.contains(w),
+                    "{path}: the browser's DOM lacks {w:?}:\n{dom}"
+                );
+            }
+            assert!(!dom.contains("<script"), "no script in {path}");
+            let shot = dir.join(format!("{name}.png"));
+            let _ = std::fs::remove_file(&shot);
+            chromium(
+                &[
+                    "--window-size=1280,900",
+                    &format!("--screenshot={}", shot.display()),
+                ],
+                &url,
+            );
+            let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+            assert!(size > 10_000, "{}: {size} bytes", shot.display());
+        }
+    })
+    .await
+    .expect("pages");
+}
+
+/// In CI the browser must be there: its test is ignored without it, which
+/// must not pass unnoticed.
+#[test]
+fn chromium_configured_in_ci() {
+    if !common::servers::in_ci() {
+        return;
+    }
+    if !cfg!(modelreg_chromium) {
+        panic!(
+            "CI is set but MODELREG_TEST_CHROMIUM was not set when the tests were built, so the \
+             headless browser test is ignored; .ci/run installs chromium and sets it"
+        );
+    }
+}
