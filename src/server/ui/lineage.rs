@@ -18,6 +18,7 @@ use axum::extract::State as S;
 use maud::{Markup, html};
 use serde::Deserialize;
 
+use super::version::At;
 use super::{P, Q, UiResult, Viewer, href, model_href, ok, shell, stage_badge, time, version_href};
 use crate::server::State;
 use crate::server::error::ApiError;
@@ -46,12 +47,6 @@ impl Depth {
     fn get(&self) -> usize {
         self.depth.unwrap_or(DEFAULT_DEPTH).clamp(1, MAX_DEPTH)
     }
-}
-
-#[derive(Deserialize)]
-pub(super) struct At {
-    model: String,
-    version: String,
 }
 
 /// A dataset, as the version page links to it.

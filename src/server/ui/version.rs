@@ -26,10 +26,11 @@ pub(super) struct Against {
     against: String,
 }
 
+/// A version in the path: `/ui/models/{model}/versions/{version}…`.
 #[derive(Deserialize)]
 pub(super) struct At {
-    model: String,
-    version: String,
+    pub(super) model: String,
+    pub(super) version: String,
 }
 
 pub(super) async fn page(
