@@ -18,6 +18,16 @@
 //!   constant JSON body of the same size (what HTTP itself costs here), and
 //!   `registry.resolve` in process. Rounds alternate baseline and ours. Target
 //!   ≥ 20,000 requests/s.
+//! - **pages**: each web UI page, `GET` over loopback one at a time (a new
+//!   connection each, the body read to its end), on the metadata bench's
+//!   fixture (`support/fixture.rs`) at 1,000 and 100,000 versions: models,
+//!   model, its second page, a filtered and metric-sorted view, the newest
+//!   version compared with the one before (the fixture's production version
+//!   was appended raw and has no manifest to compare), history, the newest version's lineage,
+//!   the impact of the dataset every version but five was trained with, and
+//!   the model as of a time after its last checkpoint and before it. Baseline:
+//!   the REST JSON `GET` of the same version, before and after each page
+//!   sample. Target: every page under 100 ms.
 //! - **rss**: the `modelreg` binary (`modelreg serve`, a separate process) takes
 //!   a multipart upload of a 4 GiB file streamed from disk by the client, then
 //!   serves it back; its peak resident set (`VmHWM` of `/proc/<pid>/status`)
@@ -30,10 +40,13 @@
 //! ```text
 //! cargo bench --features serve,cli --bench serve
 //! MODELREG_BENCH_ONLY=resolve cargo bench --features serve,cli --bench serve
+//! MODELREG_BENCH_ONLY=pages cargo bench --features serve,cli --bench serve
 //! MODELREG_BENCH_BIG_GIB=1 MODELREG_BENCH_DIR=/work cargo bench --features serve,cli --bench serve
 //! ```
 //!
-//! Settings (environment): `MODELREG_BENCH_ONLY` (any of `download,resolve,rss`),
+//! Settings (environment): `MODELREG_BENCH_ONLY` (any of
+//! `download,resolve,pages,rss`), `MODELREG_BENCH_PAGE_SIZES` (`1000,100000`),
+//! `MODELREG_BENCH_PAGE_REPS` (7),
 //! `MODELREG_BENCH_DIR` (scratch files; default the current directory),
 //! `MODELREG_BENCH_MIB` (download size, 1024), `MODELREG_BENCH_REPS` (download
 //! repetitions, 7), `MODELREG_BENCH_VERSIONS` (1000),
@@ -60,6 +73,7 @@ use std::time::{Duration, Instant};
 use modelreg::server::{Server, ServerOptions, Tokens};
 use modelreg::store::LinkMode;
 use modelreg::{Actor, ArtifactSource, CreateModel, NewVersion, Registry, Stage};
+use support::fixture::{MODEL, fixture, link_tree};
 use support::{Series, benchmarking, env_num, human, new_version, write_source};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -84,6 +98,9 @@ fn main() {
     }
     if wanted("resolve") {
         resolve_part();
+    }
+    if wanted("pages") {
+        pages_part();
     }
     if wanted("rss") {
         rss_part();
@@ -928,6 +945,98 @@ fn resolve_part() {
     );
     series.summary();
     cpu.summary();
+}
+
+// ----- 4. web UI pages at 1,000 and 100,000 versions ---------------------------
+
+/// One `GET` of `target` (a new connection, the whole body read).
+fn get_page(addr: SocketAddr, target: &str, buf: &mut [u8]) -> Duration {
+    let t = Instant::now();
+    download(addr, target, buf);
+    t.elapsed()
+}
+
+fn pages_part() {
+    let sizes: Vec<u64> = std::env::var("MODELREG_BENCH_PAGE_SIZES")
+        .unwrap_or_else(|_| {
+            if benchmarking() {
+                "1000,100000".into()
+            } else {
+                "1000".into()
+            }
+        })
+        .split(',')
+        .filter_map(|x| x.trim().parse().ok())
+        .collect();
+    let reps = if benchmarking() {
+        env_num("MODELREG_BENCH_PAGE_REPS", 7) as usize
+    } else {
+        1
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut buf = vec![0u8; READ_BUF];
+    for n in sizes {
+        let scratch = scratch();
+        let root = scratch.path().join("reg");
+        link_tree(&fixture(&rt, n), &root);
+        let registry = rt
+            .block_on(Registry::open_local(&root))
+            .expect("open the fixture");
+        // Times to travel to: after the checkpoint (event n) and long before it.
+        let created = |v: u64| {
+            rt.block_on(registry.resolve(format!("{MODEL}/{v}").as_str()))
+                .expect("a version")
+                .created_at
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+                .replace('+', "%2B")
+        };
+        let (recent, early) = (created(n - 2), created(n / 4));
+        let server = start_modelreg("srv-pages", registry, ServerOptions::new().tokens(tokens()));
+        let m = format!("/ui/models/{MODEL}");
+        let first = get_page(server.addr, &m, &mut buf);
+        println!(
+            "pages at {n} versions (first model page, cold: {})",
+            human(first)
+        );
+        let rows: Vec<(&'static str, String)> = vec![
+            ("models", "/ui/".to_owned()),
+            ("model", m.clone()),
+            ("model p2", format!("{m}?after={}", n - 49)),
+            (
+                "filtered",
+                format!("{m}?stage=none&tag=cohort%3Dc3&sort=auc&order=desc"),
+            ),
+            // Against n-1: the fixture's raw-appended versions (production
+            // among them) have no manifest blob to compare.
+            ("version", format!("{m}/versions/{n}?against={}", n - 1)),
+            ("history", format!("{m}/history")),
+            ("lineage", format!("{m}/versions/{n}/lineage")),
+            (
+                "dataset",
+                "/ui/lineage/dataset?name=transactions&version=2026-03-02".to_owned(),
+            ),
+            ("as of new", format!("{m}?at={recent}")),
+            ("as of old", format!("{m}?at={early}")),
+        ];
+        let baseline = format!("/api/v1/models/{MODEL}/versions/{n}");
+        for (name, target) in &rows {
+            // One warm-up, then baseline, page, baseline.
+            get_page(server.addr, target, &mut buf);
+            let mut series = Series::new(name);
+            for _ in 0..reps {
+                let before = get_page(server.addr, &baseline, &mut buf);
+                let ours = get_page(server.addr, target, &mut buf);
+                let after = get_page(server.addr, &baseline, &mut buf);
+                series.pair(before, ours, after);
+            }
+            series.summary();
+        }
+        drop(server);
+    }
 }
 
 // ----- 3. peak RSS of `modelreg serve` with a big upload and download ---------------

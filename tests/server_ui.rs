@@ -11,7 +11,7 @@ use common::rest::{READER, WRITER, get, payload, server};
 use modelreg::server::ServerOptions;
 use modelreg::{
     Actor, ArtifactSource, CreateModel, DatasetRef, DatasetRole, MetricSpec, NewVersion, Registry,
-    SetAlias, Stage, Tags,
+    Relation, SetAlias, Stage, Tags,
 };
 
 /// Text the pages must show as text, never as markup.
@@ -20,7 +20,9 @@ const IMG: &str = "\"><img src=x onerror=alert(1)>";
 
 /// A local registry: `fraud` (description, tags, actors, reasons and a
 /// dataset carrying the payloads) with v1 in production, v2 better in
-/// staging, v3 worse; `many` with 120 versions; `empty` with none.
+/// staging, v3 worse; `student` v1 distilled from fraud v2 (and evaluated on
+/// fraud's payload dataset), v2 fine-tuned from it; `many` with 120
+/// versions; `empty` with none.
 async fn seeded() -> (tempfile::TempDir, Registry) {
     let dir = tempfile::tempdir().expect("a temp dir");
     let registry = Registry::open_local(dir.path().join("reg"))
@@ -77,6 +79,27 @@ async fn seeded() -> (tempfile::TempDir, Registry) {
     ci.set_alias("fraud/1", "champion", SetAlias::new())
         .await
         .expect("alias");
+    ci.create_model("student", CreateModel::new())
+        .await
+        .expect("create");
+    let distilled = NewVersion::new()
+        .parent("fraud/2", Relation::DistilledFrom)
+        .dataset(DatasetRef::new(format!("cards {IMG}"), DatasetRole::Eval).version("2026-02"));
+    ci.register(
+        "student",
+        ArtifactSource::bytes("s.bin", "s1").expect("bytes"),
+        distilled,
+    )
+    .await
+    .expect("register");
+    let tuned = NewVersion::new().parent("student/1", Relation::FineTunedFrom);
+    ci.register(
+        "student",
+        ArtifactSource::bytes("s.bin", "s2").expect("bytes"),
+        tuned,
+    )
+    .await
+    .expect("register");
     ci.create_model(
         "many",
         CreateModel::new().metric("acc", MetricSpec::maximize()),
@@ -316,6 +339,159 @@ async fn unknown_models_and_versions_are_404_pages() {
     .expect("requests");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lineage_page_draws_each_parent_and_child_and_links_them() {
+    let (_dir, registry) = seeded().await;
+    let s = server(registry);
+    tokio::task::spawn_blocking(move || {
+        let version = page(&s, "/ui/models/fraud/versions/2");
+        assert!(version.contains("href=\"/ui/models/fraud/versions/2/lineage\""));
+        let html = page(&s, "/ui/models/fraud/versions/2/lineage");
+        assert_eq!(html.matches("<svg").count(), 1, "one picture");
+        // Its child, its grandchild (two edges away) and its own dataset, each a
+        // node linking to its page; edges say how.
+        for (node, link) in [
+            ("student v1", "/ui/models/student/versions/1"),
+            ("student v2", "/ui/models/student/versions/2"),
+            ("fraud v2", "/ui/models/fraud/versions/2"),
+        ] {
+            assert!(
+                html.contains(&format!("<a href=\"{link}\">")),
+                "{node}: {html}"
+            );
+            assert!(html.contains(&format!(">{node}</text>")), "{node} drawn");
+        }
+        assert!(
+            html.contains(">distilled_from</text>") && html.contains(">fine_tuned_from</text>")
+        );
+        assert!(html.contains(">train</text>"));
+        // The dataset node, its name (a payload) as text, links to its impact.
+        assert!(html.contains("cards &quot;&gt;&lt;img src=x onerror=alert(1)&gt;"));
+        assert!(html.contains("href=\"/ui/lineage/dataset?name=cards+%22%3E%3Cimg"));
+        // Upstream: the child's page shows its parent and grandparent.
+        let child = page(&s, "/ui/models/student/versions/2/lineage");
+        assert!(child.contains(">student v1</text>") && child.contains(">fraud v2</text>"));
+        // Depth 1: the grandparent is beyond, and the page says so.
+        let near = page(&s, "/ui/models/student/versions/2/lineage?depth=1");
+        assert!(!near.contains(">fraud v2</text>"), "{near}");
+        assert!(near.contains("More lineage lies beyond 1 edge"));
+        assert_eq!(
+            get(&s, "/ui/models/fraud/versions/99/lineage", Some(READER)).status,
+            404
+        );
+    })
+    .await
+    .expect("requests");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dataset_page_lists_every_affected_version_and_production() {
+    let (_dir, registry) = seeded().await;
+    let s = server(registry);
+    tokio::task::spawn_blocking(move || {
+        let version = page(&s, "/ui/models/fraud/versions/2");
+        let link = version
+            .split("href=\"/ui/lineage/dataset?")
+            .nth(1)
+            .and_then(|rest| rest.split_once('"'))
+            .map(|(q, _)| format!("/ui/lineage/dataset?{}", q.replace("&amp;", "&")))
+            .expect("the dataset list links to what it affects");
+        let html = page(&s, &link);
+        // cards@2026-02 trained fraud v2 and evaluated student v1; student v2
+        // descends from both.
+        assert!(html.contains("3 versions</strong> in 2 models"), "{html}");
+        for v in [
+            "/ui/models/fraud/versions/2\"",
+            "/ui/models/student/versions/1\"",
+            "/ui/models/student/versions/2\"",
+        ] {
+            assert!(html.contains(v), "{v}");
+        }
+        assert!(!html.contains("/ui/models/fraud/versions/1\""), "v1 used another version");
+        assert!(html.contains("none is in production"));
+        // The other versions of the dataset are a click away.
+        assert!(html.contains("2026-01") && html.contains("2026-03"));
+        // Version 2026-01 trained the production version.
+        let prod = page(
+            &s,
+            "/ui/lineage/dataset?name=cards+%22%3E%3Cimg+src%3Dx+onerror%3Dalert%281%29%3E&version=2026-01",
+        );
+        assert!(prod.contains("1 in production"), "{prod}");
+        let r = get(&s, "/ui/lineage/dataset?name=nothing", Some(READER));
+        assert_eq!(r.status, 404);
+        let r = get(&s, "/ui/lineage/dataset?name=x&digest=nope", Some(READER));
+        assert_eq!(r.status, 400);
+    })
+    .await
+    .expect("requests");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_travel_shows_the_old_production_after_a_later_promotion() {
+    let (_dir, registry) = seeded().await;
+    let before = registry.model("fraud").await.expect("model").updated_at();
+    let me = registry.acting_as(Actor::new("ops@example.com").expect("actor"));
+    me.promote_to("fraud/2", Stage::Production, "better auc")
+        .await
+        .expect("promote");
+    let s = server(registry);
+    tokio::task::spawn_blocking(move || {
+        let now = page(&s, "/ui/models/fraud");
+        assert!(
+            now.contains("a class=\"badge stage-production\" href=\"/ui/models/fraud/versions/2\"")
+        );
+        assert!(!now.contains("past view"));
+        let at = before.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+        let path = format!("/ui/models/fraud?at={}", at.replace('+', "%2B"));
+        let then = page(&s, &path);
+        assert!(then.contains("A past view"), "{then}");
+        assert!(
+            then.contains(
+                "a class=\"badge stage-production\" href=\"/ui/models/fraud/versions/1\""
+            ),
+            "production then: v1"
+        );
+        assert!(then.contains("href=\"/ui/models/fraud\">← Back to now"));
+        // v2 was in staging then; the table shows its stage as of then.
+        let row = then
+            .split("versions/2\">v2</a></td>")
+            .nth(1)
+            .expect("v2's row");
+        assert!(
+            row.split("</tr>")
+                .next()
+                .is_some_and(|r| r.contains("staging")),
+            "{row}"
+        );
+        // Filters and sorting keep the time; a form time without a zone is UTC.
+        assert!(then.contains("name=\"at\""));
+        // A second after `before`, as `datetime-local` sends it (no zone).
+        let form_time = (before + chrono::Duration::seconds(1))
+            .format("%Y-%m-%dT%H:%M:%S")
+            .to_string();
+        let early = get(&s, "/ui/models/fraud?at=2000-01-01T00:00", Some(READER));
+        assert_eq!(early.status, 404, "the model did not exist yet");
+        assert_eq!(
+            get(
+                &s,
+                &format!("/ui/models/fraud?at={form_time}"),
+                Some(READER)
+            )
+            .status,
+            200
+        );
+        assert_eq!(
+            get(&s, "/ui/models/fraud?at=yesterday", Some(READER)).status,
+            400
+        );
+        // The audit trail links each event to the model as of it.
+        let history = page(&s, "/ui/models/fraud/history");
+        assert!(history.contains("href=\"/ui/models/fraud?at="));
+    })
+    .await
+    .expect("requests");
+}
+
 fn cookie_of(r: &Reply) -> String {
     let set = r.header("set-cookie").expect("a cookie");
     assert!(
@@ -451,17 +627,30 @@ fn chromium(args: &[&str], url: &str) -> String {
 )]
 async fn every_page_renders_in_headless_chromium() {
     let (_dir, registry) = seeded().await;
+    // A later promotion, so that the past view differs from now.
+    let before = registry.model("fraud").await.expect("model").updated_at();
+    let ops = registry.acting_as(Actor::new("ops@example.com").expect("actor"));
+    ops.promote_to("fraud/2", Stage::Production, "better auc")
+        .await
+        .expect("promote");
+    let past = format!(
+        "/ui/models/fraud?at={}",
+        before
+            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+            .replace('+', "%2B")
+    );
     // A read-only server: a browser on the command line sends no token.
     let s = start(registry, ServerOptions::new());
     let dir = screenshot_dir();
     std::fs::create_dir_all(&dir).expect("the screenshot directory");
     tokio::task::spawn_blocking(move || {
-        let pages: [(&str, &str, &[&str]); 5] = [
+        let dataset = "/ui/lineage/dataset?name=cards+%22%3E%3Cimg+src%3Dx+onerror%3Dalert%281%29%3E&version=2026-02";
+        let pages: [(&str, &str, &[&str]); 8] = [
             ("models", "/ui/", &["fraud", "many", "champion"]),
             (
                 "model",
                 "/ui/models/fraud",
-                &["Goal metrics across versions", "production v1 = 0.9"],
+                &["Goal metrics across versions", "production v2 = 0.93"],
             ),
             (
                 "model-many",
@@ -477,6 +666,21 @@ async fn every_page_renders_in_headless_chromium() {
                 "history",
                 "/ui/models/fraud/history",
                 &["stage changed", "alias set"],
+            ),
+            (
+                "lineage",
+                "/ui/models/student/versions/1/lineage",
+                &["distilled_from", "fine_tuned_from", "fraud v2", "student v2"],
+            ),
+            (
+                "dataset",
+                dataset,
+                &["What it affects", "3 versions", "student v2"],
+            ),
+            (
+                "model-past",
+                &past,
+                &["A past view", "Back to now", "production v1 = 0.9"],
             ),
         ];
         for (name, path, wanted) in pages {

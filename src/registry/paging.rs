@@ -155,6 +155,59 @@ impl Key {
 }
 
 impl VersionPage {
+    /// This page of `matching`: what [`Registry::list_versions_page`] does
+    /// once it has the versions that match its filter, for versions from
+    /// elsewhere, such as the [`ModelState`](crate::ModelState) that
+    /// [`Registry::model_as_of`] returns. `matching` may be in any order; the
+    /// page and its token are the same as the registry's for the same set.
+    ///
+    /// ```
+    /// # use modelreg::*;
+    /// # use std::sync::Arc;
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let registry = Registry::in_memory();
+    /// let ci = registry.acting_as(Actor::new("ci")?);
+    /// ci.create_model("fraud", CreateModel::new()).await?;
+    /// for auc in [0.91, 0.95, 0.93] {
+    ///     ci.register("fraud", ArtifactSource::bytes("m.bin", auc.to_string())?,
+    ///                 NewVersion::new().metric("auc", auc)).await?;
+    /// }
+    /// let state = registry.model("fraud").await?;
+    /// let all: Vec<Arc<VersionRecord>> = state.versions().to_vec();
+    /// let best = VersionPage::new().by_metric("auc").descending().limit(1).apply(all)?;
+    /// assert_eq!(best.items[0].number.get(), 2);
+    /// assert_eq!(best.total, Some(3));
+    /// # Ok::<(), modelreg::Error>(()) }).unwrap();
+    /// ```
+    pub fn apply(&self, mut matching: Vec<Arc<VersionRecord>>) -> Result<Page<Arc<VersionRecord>>> {
+        self.error.check()?;
+        let after = self.after.as_deref().map(Key::parse).transpose()?;
+        let order = &self.order;
+        let cmp = |a: &Key, b: &Key| self.compare(a, b);
+        matching.sort_by(|a, b| cmp(&Key::of(a, order), &Key::of(b, order)));
+        let start = match after {
+            None => 0,
+            Some(k) => matching
+                .iter()
+                .position(|v| cmp(&Key::of(v, order), &k) == Ordering::Greater)
+                .unwrap_or(matching.len()),
+        };
+        let items: Vec<_> = matching
+            .iter()
+            .skip(start)
+            .take(self.limit)
+            .cloned()
+            .collect();
+        let next = (start + items.len() < matching.len())
+            .then(|| items.last().map(|v| Key::of(v, order).token()))
+            .flatten();
+        Ok(Page {
+            items,
+            next,
+            total: Some(matching.len() as u64),
+        })
+    }
+
     /// The page's order: by value in the requested direction (versions without
     /// the value last, whatever the direction), ties and the rest by number in
     /// the requested direction.
@@ -203,32 +256,8 @@ impl Registry {
         page: VersionPage,
     ) -> Result<Page<Arc<VersionRecord>>> {
         page.error.check()?;
-        let after = page.after.as_deref().map(Key::parse).transpose()?;
-        let mut matching = self.list_versions(model, filter).await?;
-        let order = &page.order;
-        let cmp = |a: &Key, b: &Key| page.compare(a, b);
-        matching.sort_by(|a, b| cmp(&Key::of(a, order), &Key::of(b, order)));
-        let start = match after {
-            None => 0,
-            Some(k) => matching
-                .iter()
-                .position(|v| cmp(&Key::of(v, order), &k) == Ordering::Greater)
-                .unwrap_or(matching.len()),
-        };
-        let items: Vec<_> = matching
-            .iter()
-            .skip(start)
-            .take(page.limit)
-            .cloned()
-            .collect();
-        let next = (start + items.len() < matching.len())
-            .then(|| items.last().map(|v| Key::of(v, order).token()))
-            .flatten();
-        Ok(Page {
-            items,
-            next,
-            total: Some(matching.len() as u64),
-        })
+        let matching = self.list_versions(model, filter).await?;
+        page.apply(matching)
     }
 
     /// A summary of every model (name, description, tags, version count,

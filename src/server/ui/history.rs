@@ -123,7 +123,7 @@ pub(super) async fn page(
                     @for e in &page.items {
                         tr {
                             td.num { (e.seq) }
-                            td { (super::time(e.time)) }
+                            td { a href=(as_of(name, e)) title="The model as it was right after this change" { (super::time(e.time)) } }
                             td { (e.actor) }
                             td { span.kind { (e.kind.name().replace('_', " ")) } }
                             td { (details(name, e)) }
@@ -148,6 +148,12 @@ pub(super) async fn page(
         ],
         body,
     ))
+}
+
+/// The model page as of `e`'s time (to the nanosecond, so the event is in).
+fn as_of(model: &str, e: &Event) -> String {
+    let t = e.time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+    href(&model_href(model), &[("at", &t)])
 }
 
 fn v(model: &str, n: VersionNumber) -> Markup {

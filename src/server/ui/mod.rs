@@ -6,6 +6,10 @@
 //!   registry's paged listing, and a trend chart of each goal metric;
 //! - `/ui/models/{model}/versions/{version}`: a version's record, provenance,
 //!   files and its comparison with production (or a version picked);
+//! - `/ui/models/{model}?at=…`: the same as the model was at a past time;
+//! - `/ui/models/{model}/versions/{version}/lineage`: what a version was built
+//!   from and what was built from it, drawn as SVG;
+//! - `/ui/lineage/dataset?name=…`: every version a dataset affects;
 //! - `/ui/models/{model}/history`: the audit trail, paged and filtered;
 //! - `/ui/login`: a form that trades a token for a session cookie.
 //!
@@ -25,6 +29,7 @@
 
 mod chart;
 mod history;
+mod lineage;
 mod model;
 mod models;
 mod version;
@@ -61,6 +66,11 @@ pub(crate) fn routes(_state: &State) -> Router<State> {
         .route("/ui/models/{model}", get(model::page))
         .route("/ui/models/{model}/history", get(history::page))
         .route("/ui/models/{model}/versions/{version}", get(version::page))
+        .route(
+            "/ui/models/{model}/versions/{version}/lineage",
+            get(lineage::version_page),
+        )
+        .route("/ui/lineage/dataset", get(lineage::dataset_page))
         .layer(axum::middleware::map_response(secure_headers))
 }
 

@@ -1,7 +1,8 @@
 //! `/ui/models/{model}`: a model's versions, a page at a time, and the trend
-//! of each goal metric.
+//! of each goal metric; with `?at=`, the same page as the model was then.
 
 use axum::extract::State as S;
+use chrono::{DateTime, NaiveDateTime, Utc};
 use maud::html;
 use serde::Deserialize;
 
@@ -11,7 +12,7 @@ use super::{
 };
 use crate::server::State;
 use crate::server::error::ApiError;
-use crate::{Goal, MetricName, ModelName, Stage, VersionFilter, VersionPage};
+use crate::{Goal, MetricName, ModelName, Stage, VersionFilter, VersionPage, metric_history};
 
 /// What the versions table shows: filters, order and page.
 #[derive(Deserialize, Default)]
@@ -38,6 +39,10 @@ pub(super) struct Listing {
     /// The page token of the previous page's last version.
     #[serde(default)]
     after: String,
+    /// Time travel: the model as it was at this time (RFC 3339, or a
+    /// `datetime-local` value read as UTC); empty for now.
+    #[serde(default)]
+    at: String,
 }
 
 impl Listing {
@@ -55,6 +60,7 @@ impl Listing {
             ("max", self.max.clone()),
             ("sort", self.sort.clone()),
             ("order", self.order.clone()),
+            ("at", self.at.clone()),
         ];
         for (k, v) in changes {
             match pairs.iter_mut().find(|(name, _)| name == k) {
@@ -101,6 +107,38 @@ impl Listing {
         }
         Ok(f)
     }
+
+    /// The time asked for, if any.
+    fn at(&self) -> Result<Option<DateTime<Utc>>, ApiError> {
+        parse_time(&self.at)
+    }
+}
+
+/// A time as a link or a form gives it: RFC 3339 (`2026-03-01T12:30:00Z`), or
+/// what `<input type="datetime-local">` sends (`2026-03-01T12:30`, seconds
+/// optional), read as UTC since the pages show UTC.
+pub(super) fn parse_time(s: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(Some(t.with_timezone(&Utc)));
+    }
+    [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+    ]
+    .iter()
+    .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
+    .map(|t| Some(t.and_utc()))
+    .ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "{s:?} is not a time: use 2026-03-01T12:30 (UTC) or RFC 3339"
+        ))
+    })
 }
 
 pub(super) async fn page(
@@ -110,10 +148,18 @@ pub(super) async fn page(
     Q(listing): Q<Listing>,
 ) -> UiResult {
     let model = ModelName::new(&model)?;
-    let state = s.registry.model(&model).await?;
+    let at = listing.at()?;
+    // One copy of the state (shared records, so 100,000 versions are as many
+    // reference counts): the table, the charts and the facts all come from it,
+    // now or as it was at `at`.
+    let state = match at {
+        None => s.registry.model(&model).await?,
+        Some(t) => s.registry.model_as_of(&model, t).await?,
+    };
     let specs = state.metric_specs().clone();
     let production = state.production().map(|v| v.number);
     let filter = listing.filter()?;
+    filter.error.check()?;
     let mut order = VersionPage::new().limit(PAGE_SIZE);
     if !listing.sort.is_empty() {
         order = order.by_metric(&listing.sort);
@@ -124,10 +170,13 @@ pub(super) async fn page(
     if !listing.after.is_empty() {
         order = order.after(listing.after.clone());
     }
-    let page = s
-        .registry
-        .list_versions_page(&model, &filter, order)
-        .await?;
+    let matching: Vec<_> = state
+        .versions()
+        .iter()
+        .filter(|v| filter.matches(v))
+        .cloned()
+        .collect();
+    let page = order.apply(matching)?;
     // The columns: the model's goal metrics, else those on this page.
     let columns: Vec<MetricName> = if specs.is_empty() {
         let mut seen: Vec<MetricName> = Vec::new();
@@ -144,10 +193,11 @@ pub(super) async fn page(
     };
     let mut charts = Vec::new();
     for (metric, spec) in &specs {
-        let points = s
-            .registry
-            .metric_history(&model, metric.as_str(), &VersionFilter::new())
-            .await?;
+        let points = metric_history(
+            state.versions().iter().map(|v| &**v),
+            metric.as_str(),
+            |_| true,
+        );
         charts.push(chart::trend(
             model.as_str(),
             metric.as_str(),
@@ -179,8 +229,19 @@ pub(super) async fn page(
         }
     };
     let total = page.total.unwrap_or(page.items.len() as u64);
+    let now_href = listing.href(name, &[("at", ""), ("after", "")]);
     let body = html! {
-        h1 { (name) }
+        h1 { (name) @if at.is_some() { " " span.badge.past { "past view" } } }
+        @if let Some(t) = at {
+            div.past-banner role="status" {
+                p {
+                    strong { "A past view: " (name) " as it was at " (time(t)) "." }
+                    " Production, aliases, stages and the versions below are as they were then (the last change before it: event #"
+                    (state.seq()) ", " (time(state.updated_at())) "). Links open the versions' pages as they are now."
+                }
+                p { a.now href=(now_href) { "← Back to now" } }
+            }
+        }
         @if !state.description().is_empty() { p.lead { (state.description()) } }
         (tags(state.tags()))
         dl.facts {
@@ -200,7 +261,20 @@ pub(super) async fn page(
             div { dt { "Versions" } dd { (state.versions().len()) } }
             div { dt { "Last change" } dd { (time(state.updated_at())) } }
         }
-        p { a href={ (model_href(name)) "/history" } { "History (" (state.seq()) " changes)" } }
+        div.travel {
+            @if at.is_some() {
+                a href={ (model_href(name)) "/history?before=" (state.seq() + 1) } { "History up to then (" (state.seq()) " changes)" }
+            } @else {
+                a href={ (model_href(name)) "/history" } { "History (" (state.seq()) " changes)" }
+            }
+            form.inline-form method="get" action=(model_href(name)) {
+                label for="at" { "View as it was at (UTC)" }
+                input #at type="datetime-local" name="at" step="1" required
+                    value=(at.unwrap_or(state.updated_at()).format("%Y-%m-%dT%H:%M:%S"));
+                button type="submit" { "Go" }
+                @if at.is_some() { a href=(now_href) { "Now" } }
+            }
+        }
         @if !charts.is_empty() {
             section aria-labelledby="trend" {
                 h2 #trend { "Goal metrics across versions" }
@@ -251,6 +325,7 @@ pub(super) async fn page(
                         option value="asc" selected[!listing.descending()] { "ascending" }
                     }
                 }
+                @if !listing.at.is_empty() { input type="hidden" name="at" value=(listing.at); }
                 datalist #metric-names { @for m in &columns { option value=(m) {} } }
                 button type="submit" { "Apply" }
                 a.reset href=(model_href(name)) { "Reset" }

@@ -5,6 +5,7 @@ use axum::extract::State as S;
 use maud::{Markup, html};
 use serde::Deserialize;
 
+use super::lineage::{dataset_href, lineage_href};
 use super::{
     P, Q, UiResult, Viewer, model_href, num, ok, segment, shell, stage_badge, tags, time,
     version_href,
@@ -13,8 +14,8 @@ use crate::domain::diff::format::{bytes, hyper, signed};
 use crate::server::State;
 use crate::server::rest::version_ref;
 use crate::{
-    Goal, MapDiff, MetricVerdict, ModelName, OverallVerdict, VersionDiff, VersionRecord,
-    flatten_hyperparameters,
+    DatasetKey, Goal, MapDiff, MetricVerdict, ModelName, OverallVerdict, VersionDiff,
+    VersionRecord, flatten_hyperparameters,
 };
 
 #[derive(Deserialize)]
@@ -25,10 +26,11 @@ pub(super) struct Against {
     against: String,
 }
 
+/// A version in the path: `/ui/models/{model}/versions/{version}…`.
 #[derive(Deserialize)]
 pub(super) struct At {
-    model: String,
-    version: String,
+    pub(super) model: String,
+    pub(super) version: String,
 }
 
 pub(super) async fn page(
@@ -76,6 +78,7 @@ pub(super) async fn page(
             @if let Some(sv) = &v.semver { " " span.semver { (sv) } } }
         @if !v.description.is_empty() { p.lead { (v.description) } }
         (tags(&v.tags))
+        p.actions { a href=(lineage_href(name, v.number)) { "Lineage: what it was built from, what was built from it →" } }
         (record(&v, &state_aliases))
         section aria-labelledby="compare" {
             h2 #compare { "Comparison" }
@@ -211,11 +214,13 @@ fn provenance(v: &VersionRecord) -> Markup {
             @if p.datasets.is_empty() { p.muted { "None recorded." } }
             @else {
                 table.data {
-                    thead { tr { th scope="col" { "Role" } th scope="col" { "Name" } th scope="col" { "Version" } th scope="col" { "Digest" } th scope="col" { "URI" } } }
+                    thead { tr { th scope="col" { "Role" } th scope="col" { "Name" } th scope="col" { "Version" } th scope="col" { "Digest" } th scope="col" { "URI" } th scope="col" { "Impact" } } }
                     tbody { @for d in &p.datasets { tr {
-                        td { (d.role) } td { (d.name) } td { @if let Some(x) = &d.version { (x) } }
+                        td { (d.role) }
+                        td { (d.name) } td { @if let Some(x) = &d.version { (x) } }
                         td { @if let Some(x) = &d.digest { code.digest { (x) } } }
                         td { @if let Some(x) = &d.uri { code { (x) } } }
+                        td { a href=(dataset_href(&DatasetKey::from(d))) { "what it affects →" } }
                     } } }
                 }
             }

@@ -1,0 +1,160 @@
+//! The metadata fixture: a model `fraud` with N versions of ~1 KiB records,
+//! built once and cached under `<target>/bench-fixtures/` (see
+//! benches/metadata.rs for its shape). Shared by the metadata and serve
+//! benches.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use futures::StreamExt;
+use modelreg::{
+    Actor, ArtifactSource, CreateModel, Event, EventKind, MetricSpec, Registry, SetAlias, Stage,
+    VersionNumber,
+};
+
+use super::new_version;
+
+pub const MODEL: &str = "fraud";
+
+pub fn actor() -> Actor {
+    Actor::new("trainer@example.com").expect("actor")
+}
+
+pub fn source(i: u64) -> ArtifactSource {
+    ArtifactSource::bytes("model.bin", format!("weights of version {i}")).expect("source")
+}
+
+/// `<target>/bench-fixtures`: the bench binary is `<target>/release/deps/metadata-…`.
+pub fn fixtures_root() -> PathBuf {
+    if let Ok(dir) = std::env::var("MODELREG_BENCH_FIXTURES") {
+        return dir.into();
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    exe.ancestors()
+        .nth(3)
+        .expect("target dir")
+        .join("bench-fixtures")
+}
+
+/// The cached registry directory with `n` versions of `MODEL`, built if missing.
+pub fn fixture(rt: &tokio::runtime::Runtime, n: u64) -> PathBuf {
+    assert!(
+        n >= 1000 && n.is_multiple_of(1000),
+        "versions: a multiple of 1000"
+    );
+    let dir = fixtures_root().join(format!(
+        "metadata-{n}-ckpt{}",
+        modelreg::format::CHECKPOINT_FORMAT
+    ));
+    if dir.join("complete").exists() {
+        return dir;
+    }
+    let _ = fs::remove_dir_all(&dir);
+    let t = Instant::now();
+    rt.block_on(build_fixture(&dir, n));
+    File::create(dir.join("complete")).expect("mark fixture complete");
+    println!("built fixture of {n} versions in {:.1?}", t.elapsed());
+    dir
+}
+
+/// Event 1 creates the model, version 1 is registered through the registry; the
+/// events of versions 2..=n-5 are appended raw (each a copy of version 1's record
+/// with its own number, time and digest); then through the registry: version n/2
+/// goes to production (3 events), gets alias `champion` (event n, which writes the
+/// checkpoint), and versions n-4..=n are registered (events n+1..=n+5).
+pub async fn build_fixture(dir: &Path, n: u64) {
+    let reg = Registry::open_local(dir).await.expect("open");
+    let me = actor();
+    reg.acting_as(me.clone())
+        .create_model(
+            MODEL,
+            CreateModel::new().metric("auc", MetricSpec::maximize()),
+        )
+        .await
+        .expect("create");
+    let template = reg
+        .acting_as(me.clone())
+        .register(MODEL, source(1), new_version(1))
+        .await
+        .expect("register 1")
+        .version;
+    let store = reg.metadata_store().clone();
+    let model = template_model();
+    let start = template.created_at;
+    let cohort = modelreg::TagKey::new("cohort").expect("tag key");
+    futures::stream::iter(2..=n - 5)
+        .map(|number| {
+            let mut v = template.clone();
+            v.number = VersionNumber::new(number).expect("number");
+            v.created_at = start + chrono::Duration::milliseconds(number as i64);
+            v.artifact = modelreg::Digest::of(&number.to_le_bytes());
+            v.description = format!("nightly retrain {number}");
+            v.tags.insert(cohort.clone(), format!("c{}", number % 10));
+            let event = Event {
+                seq: number + 1,
+                model: model.clone(),
+                time: v.created_at,
+                actor: me.clone(),
+                kind: EventKind::VersionRegistered {
+                    version: Box::new(v),
+                },
+            };
+            let store = store.clone();
+            async move {
+                store
+                    .append(MODEL, event.seq, event.to_bytes().into())
+                    .await
+            }
+        })
+        .buffer_unordered(8)
+        .for_each(|r| async move { r.expect("raw append") })
+        .await;
+    let prod = format!("{MODEL}/{}", n / 2);
+    for stage in [Stage::Staging, Stage::Validation, Stage::Production] {
+        reg.acting_as(me.clone())
+            .transition(prod.as_str(), stage, "nightly promotion")
+            .await
+            .expect("transition");
+    }
+    reg.acting_as(me.clone())
+        .set_alias(prod.as_str(), "champion", SetAlias::new())
+        .await
+        .expect("alias");
+    for i in n - 4..=n {
+        reg.acting_as(me.clone())
+            .register(MODEL, source(i), new_version(i))
+            .await
+            .expect("register");
+    }
+    let state = reg.model(MODEL).await.expect("model");
+    assert_eq!(state.versions().len() as u64, n);
+    assert_eq!(state.seq(), n + 5);
+    // A large model's checkpoint is written in the background: wait for it.
+    while store
+        .latest_checkpoint(MODEL)
+        .await
+        .expect("read checkpoint")
+        .is_none_or(|c| c.seq < n)
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+pub fn template_model() -> modelreg::ModelName {
+    modelreg::ModelName::new(MODEL).expect("model name")
+}
+
+/// Hard-links every file of `from` into the new tree `to`.
+pub fn link_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("mkdir");
+    for entry in fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            link_tree(&entry.path(), &target);
+        } else {
+            fs::hard_link(entry.path(), &target).expect("hard link");
+        }
+    }
+}
