@@ -145,6 +145,17 @@ impl Registry {
         }
     }
 
+    /// Runs `f` on the cached state of `model` as it is, without asking the
+    /// store; `None` if nothing is cached. The answer may be behind the log:
+    /// only for decisions that are taken again on a fresh state.
+    pub(super) fn cached<R>(
+        &self,
+        model: &ModelName,
+        f: impl FnOnce(&ModelState) -> R,
+    ) -> Option<R> {
+        self.slot(model).read().as_ref().map(|s| f(s))
+    }
+
     /// Nanoseconds since the registry's epoch, plus one (0 means "never").
     fn now_stamp(&self) -> u64 {
         u64::try_from(self.inner.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX - 1) + 1
