@@ -555,69 +555,6 @@ impl Registry {
     }
 }
 
-#[cfg(test)]
-mod state_cache {
-    use super::*;
-    use crate::store::{MemoryArtifactStore, MemoryMetadataStore};
-    use crate::{ArtifactSource, CreateModel, NewVersion};
-
-    #[tokio::test]
-    async fn idle_states_are_evicted_beyond_the_bound_and_fold_again() {
-        let registry = Registry::builder()
-            .metadata(Arc::new(MemoryMetadataStore::new()))
-            .artifacts(Arc::new(MemoryArtifactStore::new()))
-            .max_cached_models(4)
-            .build()
-            .expect("registry");
-        let me = registry.acting_as(Actor::new("ci").expect("actor"));
-        for i in 0..10 {
-            let model = format!("m{i}");
-            me.create_model(&*model, CreateModel::new())
-                .await
-                .expect("create");
-            me.register(
-                &*model,
-                ArtifactSource::bytes("w", format!("{i}")).expect("path"),
-                NewVersion::new(),
-            )
-            .await
-            .expect("register");
-            assert!(
-                lock(&registry.inner.models).len() <= 4,
-                "bounded after m{i}"
-            );
-        }
-        // The most recently used stay; an evicted one folds again, unchanged.
-        assert!(lock(&registry.inner.models).contains_key(&ModelName::new("m9").expect("name")));
-        assert!(!lock(&registry.inner.models).contains_key(&ModelName::new("m0").expect("name")));
-        let v = registry
-            .resolve("m0@latest")
-            .await
-            .expect("resolve evicted model");
-        assert_eq!(v.number.get(), 1);
-        assert!(lock(&registry.inner.models).len() <= 4);
-    }
-
-    #[test]
-    fn a_slot_in_use_is_never_evicted() {
-        let mut models: HashMap<ModelName, Arc<Slot>> = HashMap::new();
-        let held = Arc::new(Slot::default());
-        models.insert(ModelName::new("held").expect("name"), Arc::clone(&held));
-        for i in 0..7 {
-            let slot = Slot::default();
-            slot.last_used.store(i + 1, Ordering::Relaxed);
-            models.insert(
-                ModelName::new(format!("m{i}")).expect("name"),
-                Arc::new(slot),
-            );
-        }
-        evict(&mut models, 4);
-        assert_eq!(models.len(), 3);
-        assert!(models.contains_key(&ModelName::new("held").expect("name")));
-        assert!(models.contains_key(&ModelName::new("m6").expect("name")));
-    }
-}
-
 /// Reads a log backwards from an event, a batch per [`next`](Self::next):
 /// the newest events of a long log without reading the rest.
 pub(super) struct LogBack<'a> {
@@ -685,5 +622,68 @@ impl<'a> LogBack<'a> {
                     .map_err(self.registry.record_at(model, rec.seq))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod state_cache {
+    use super::*;
+    use crate::store::{MemoryArtifactStore, MemoryMetadataStore};
+    use crate::{ArtifactSource, CreateModel, NewVersion};
+
+    #[tokio::test]
+    async fn idle_states_are_evicted_beyond_the_bound_and_fold_again() {
+        let registry = Registry::builder()
+            .metadata(Arc::new(MemoryMetadataStore::new()))
+            .artifacts(Arc::new(MemoryArtifactStore::new()))
+            .max_cached_models(4)
+            .build()
+            .expect("registry");
+        let me = registry.acting_as(Actor::new("ci").expect("actor"));
+        for i in 0..10 {
+            let model = format!("m{i}");
+            me.create_model(&*model, CreateModel::new())
+                .await
+                .expect("create");
+            me.register(
+                &*model,
+                ArtifactSource::bytes("w", format!("{i}")).expect("path"),
+                NewVersion::new(),
+            )
+            .await
+            .expect("register");
+            assert!(
+                lock(&registry.inner.models).len() <= 4,
+                "bounded after m{i}"
+            );
+        }
+        // The most recently used stay; an evicted one folds again, unchanged.
+        assert!(lock(&registry.inner.models).contains_key(&ModelName::new("m9").expect("name")));
+        assert!(!lock(&registry.inner.models).contains_key(&ModelName::new("m0").expect("name")));
+        let v = registry
+            .resolve("m0@latest")
+            .await
+            .expect("resolve evicted model");
+        assert_eq!(v.number.get(), 1);
+        assert!(lock(&registry.inner.models).len() <= 4);
+    }
+
+    #[test]
+    fn a_slot_in_use_is_never_evicted() {
+        let mut models: HashMap<ModelName, Arc<Slot>> = HashMap::new();
+        let held = Arc::new(Slot::default());
+        models.insert(ModelName::new("held").expect("name"), Arc::clone(&held));
+        for i in 0..7 {
+            let slot = Slot::default();
+            slot.last_used.store(i + 1, Ordering::Relaxed);
+            models.insert(
+                ModelName::new(format!("m{i}")).expect("name"),
+                Arc::new(slot),
+            );
+        }
+        evict(&mut models, 4);
+        assert_eq!(models.len(), 3);
+        assert!(models.contains_key(&ModelName::new("held").expect("name")));
+        assert!(models.contains_key(&ModelName::new("m6").expect("name")));
     }
 }
