@@ -293,7 +293,8 @@ impl Registry {
     ///
     /// Sees every event appended before the call began, as other queries do.
     /// Reads the log backwards from its end in batches (the first the size of
-    /// the page, then doubling up to 1,024 records), so showing the latest
+    /// the page, then what is still missing, doubled for every batch read, up
+    /// to 1,024 records), so showing the latest
     /// events of a long log reads about as many records as it shows, not the
     /// whole log; a filter that matches rarely reads more, at most to the
     /// point it rules out.
