@@ -34,6 +34,15 @@
 //!   value (one in ten), vs a clone / filter-and-clone of a `Vec` of the same
 //!   shared records (`Arc<VersionRecord>`, what `list_versions` returns).
 //!
+//! - history: the newest 100 events (`history_page(name, &filter, None, 100)`,
+//!   what the CLI's `history` and the server's `/history` call) with no filter
+//!   and with a kind filter, and `history` with a `since` that 100 events pass,
+//!   vs reading the newest 100 record files raw (`fs::read` of each by name, no
+//!   decoding), one call per sample.
+//!
+//! `MODELREG_BENCH_ROWS=history,resolve` runs only the named groups (`cold`,
+//! `resolve`, `route`, `list`, `history`, `register`); all by default.
+//!
 //! Fixtures (built by `support/fixture.rs`: a model with N versions: a metric spec, rich records of ~1 KiB, one
 //! version in production, an alias, a checkpoint 5 events before the end) are
 //! built once and cached under `<target>/bench-fixtures/` (100,000 versions take
@@ -51,7 +60,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use modelreg::{Registry, VersionFilter};
+use modelreg::{HistoryFilter, Registry, VersionFilter};
 use support::fixture::{MODEL, actor, fixture, fixtures_root, link_tree, source};
 use support::{Series, benchmarking, env_num, new_version};
 
@@ -114,6 +123,13 @@ async fn windowed_registry(root: &Path) -> Registry {
         .expect("registry")
 }
 
+/// Whether the row group `group` is to run (`MODELREG_BENCH_ROWS`, default all).
+fn wants(group: &str) -> bool {
+    std::env::var("MODELREG_BENCH_ROWS")
+        .map(|rows| rows.split(',').any(|r| r.trim() == group))
+        .unwrap_or(true)
+}
+
 /// Times `iters` calls of `f` and returns the time per call.
 fn per_call(iters: u32, mut f: impl FnMut()) -> Duration {
     let t = Instant::now();
@@ -158,7 +174,7 @@ fn run_size(rt: &tokio::runtime::Runtime, n: u64, scratch: &Path) {
         t.elapsed()
     };
     let mut cold = Series::new("cold open");
-    for _ in 0..pairs {
+    for _ in 0..if wants("cold") { pairs } else { 0 } {
         let before = raw_read();
         let t = Instant::now();
         let reg = rt.block_on(Registry::open_local(&root)).expect("open");
@@ -170,16 +186,20 @@ fn run_size(rt: &tokio::runtime::Runtime, n: u64, scratch: &Path) {
         let after = raw_read();
         cold.pair(before, ours, after);
     }
-    cold.summary();
+    if wants("cold") {
+        cold.summary();
+    }
 
     let mut fresh = Series::new("cold open, new process");
-    for _ in 0..pairs {
+    for _ in 0..if wants("cold") { pairs } else { 0 } {
         let before = in_child(CHILD_READ, &ckpt);
         let ours = in_child(CHILD_OPEN, &root);
         let after = in_child(CHILD_READ, &ckpt);
         fresh.pair(before, ours, after);
     }
-    fresh.summary();
+    if wants("cold") {
+        fresh.summary();
+    }
 
     let reg = rt.block_on(Registry::open_local(&root)).expect("open");
     let all = rt
@@ -225,6 +245,9 @@ fn run_size(rt: &tokio::runtime::Runtime, n: u64, scratch: &Path) {
         ("resolve @alias", &reg, "champion"),
         ("resolve @alias, window", &windowed, "champion"),
     ] {
+        if !wants("resolve") {
+            break;
+        }
         let reference = format!("{MODEL}@{alias}");
         let mut series = Series::new(row);
         for _ in 0..pairs.max(9) {
@@ -256,6 +279,9 @@ fn run_size(rt: &tokio::runtime::Runtime, n: u64, scratch: &Path) {
         t.elapsed() / batch
     };
     for (row, registry) in [("route", &reg), ("route, window", &windowed)] {
+        if !wants("route") {
+            break;
+        }
         let mut series = Series::new(row);
         for _ in 0..pairs.max(9) {
             let before = raw_route();
@@ -292,7 +318,7 @@ fn run_size(rt: &tokio::runtime::Runtime, n: u64, scratch: &Path) {
         );
         t.elapsed()
     };
-    for _ in 0..pairs {
+    for _ in 0..if wants("list") { pairs } else { 0 } {
         let before = raw_clone();
         let t = Instant::now();
         let got = rt
@@ -315,8 +341,19 @@ fn run_size(rt: &tokio::runtime::Runtime, n: u64, scratch: &Path) {
         let after = raw_filter();
         filtered.pair(before, ours, after);
     }
-    list.summary();
-    filtered.summary();
+    if wants("list") {
+        list.summary();
+        filtered.summary();
+    }
+
+    if wants("history") {
+        history_rows(rt, &reg, &root, pairs);
+    }
+    if !wants("register") {
+        drop(reg);
+        fs::remove_dir_all(&root).ok();
+        return;
+    }
 
     // Register: one raw append before and after each registration.
     let record = vec![b'x'; last_record_size(&root)];
@@ -371,6 +408,75 @@ fn run_size(rt: &tokio::runtime::Runtime, n: u64, scratch: &Path) {
     drop(reg);
     fs::remove_dir_all(&raw_dir).ok();
     fs::remove_dir_all(&root).ok();
+}
+
+/// The history rows: the newest 100 events, against reading their record files.
+fn history_rows(rt: &tokio::runtime::Runtime, reg: &Registry, root: &Path, pairs: u64) {
+    let newest = rt.block_on(reg.model(MODEL)).expect("model").seq();
+    let records = root.join(format!("metadata/logs/v1/{MODEL}/records"));
+    let last: Vec<PathBuf> = (newest - 99..=newest)
+        .rev()
+        .map(|seq| records.join(format!("{seq:020}.rec")))
+        .collect();
+    let raw_read = || {
+        let t = Instant::now();
+        for path in &last {
+            std::hint::black_box(fs::read(path).expect("read record"));
+        }
+        t.elapsed()
+    };
+    let oldest_shown = rt
+        .block_on(reg.history_page(MODEL, &HistoryFilter::new(), None, 100))
+        .expect("history")
+        .items
+        .last()
+        .expect("an event")
+        .time;
+    let rows = [
+        ("history last 100", HistoryFilter::new(), true),
+        (
+            "history last 100, kind",
+            HistoryFilter::new().kind("version_registered"),
+            true,
+        ),
+        // `history` (no limit) with a `since` the newest 100 events pass: it
+        // stops at the first older event instead of reading the whole log.
+        (
+            "history since",
+            HistoryFilter::new().since(oldest_shown),
+            false,
+        ),
+    ];
+    // What `history` cost when it read the whole log forward (0.2 before the
+    // tail read): `events`, one sample.
+    let t = Instant::now();
+    let all = rt.block_on(reg.events(MODEL)).expect("events");
+    println!(
+        "(whole log read forward, as `history` did before it read from the tail: {} events in {:.1?})",
+        all.len(),
+        t.elapsed()
+    );
+    drop(all);
+    for (row, filter, paged) in rows {
+        let mut series = Series::new(row);
+        for _ in 0..pairs.max(9) {
+            let before = raw_read();
+            let t = Instant::now();
+            let got = if paged {
+                rt.block_on(reg.history_page(MODEL, &filter, None, 100))
+                    .expect("history")
+                    .items
+            } else {
+                rt.block_on(reg.history(MODEL, &filter)).expect("history")
+            };
+            let ours = t.elapsed();
+            assert!(got.len() >= 95, "{row}: {}", got.len());
+            std::hint::black_box(got);
+            let after = raw_read();
+            series.pair(before, ours, after);
+        }
+        series.summary();
+    }
 }
 
 /// Child modes: the parent sets one of these to a path and the child prints

@@ -23,7 +23,22 @@
 //!
 //! The page cache is warm for the source. Each pair runs baseline, ours, baseline;
 //! the report gives the median, min and max of ours / mean(baselines).
+//!
+//! Requests per operation (first, before the large file): every request the
+//! registry sends goes through `FaultyStore` (`tests/common/faulty_store.rs`,
+//! counting only), and the bench prints them per operation and kind — register
+//! a small version (one 1 KiB in-memory file, a ~1 KiB record), resolve on a
+//! warm registry, resolve on a new `Registry` (cold), one stage transition, a
+//! promotion to production (three), and the newest 100 events
+//! (`history_page`, limit 100) — on a model of `MODELREG_BENCH_HISTORY_VERSIONS`
+//! versions (default 10,000; most appended raw through `MetadataStore::append`,
+//! then a registration that writes the checkpoint), checkpointing every 100
+//! events as registries opened by URL do. `MODELREG_BENCH_ROWS=requests` runs
+//! only this part; `MODELREG_BENCH_VERBOSE=1` also prints each request.
 
+#[path = "../tests/common/faulty_store.rs"]
+#[allow(dead_code)]
+mod faulty_store;
 mod support;
 
 use std::fs::File;
@@ -91,6 +106,186 @@ async fn raw_get(store: &Arc<dyn ObjectStore>, key: &Path, dest: &FsPath) -> Dur
     t.elapsed()
 }
 
+/// Counts of the requests logged since `faults` was last cleared, by kind.
+fn counted(faults: &faulty_store::Faults) -> String {
+    let log = faults.log();
+    let mut kinds: Vec<(&str, usize)> = Vec::new();
+    for r in &log {
+        match kinds.iter_mut().find(|(k, _)| *k == r.op) {
+            Some((_, n)) => *n += 1,
+            None => kinds.push((r.op, 1)),
+        }
+    }
+    kinds.sort();
+    let by_kind: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    format!("{:>4}  ({})", log.len(), by_kind.join(", "))
+}
+
+/// Runs `op` and prints how many requests it made, and how long it took.
+fn count<T>(
+    rt: &tokio::runtime::Runtime,
+    faults: &faulty_store::Faults,
+    name: &str,
+    op: impl std::future::Future<Output = T>,
+) -> T {
+    faults.clear_log();
+    let t = Instant::now();
+    let out = rt.block_on(op);
+    let took = t.elapsed();
+    println!("{name:<34} {}  {took:.1?}", counted(faults));
+    if std::env::var_os("MODELREG_BENCH_VERBOSE").is_some() {
+        for r in faults.log() {
+            println!("    {} {}", r.op, r.path);
+        }
+    }
+    out
+}
+
+/// The request counts per operation (see the module docs).
+fn request_counts(rt: &tokio::runtime::Runtime, store: &Arc<dyn ObjectStore>, prefix: &Path) {
+    use modelreg::{Event, EventKind, HistoryFilter, Stage, VersionNumber};
+    let n = env_num("MODELREG_BENCH_HISTORY_VERSIONS", 10_000).max(200);
+    let faults = faulty_store::Faults::new();
+    let counting = faulty_store::FaultyStore::wrap(Arc::clone(store), Arc::clone(&faults));
+    let root = prefix.clone().join("requests");
+    let open = || {
+        let (metadata, artifacts) = stores_in(Arc::clone(&counting), &root);
+        Registry::builder()
+            .metadata(Arc::new(metadata))
+            .artifacts(Arc::new(artifacts))
+            .checkpoint_every(100)
+            .build()
+            .expect("registry")
+    };
+    let reg = open();
+    let me = reg.acting_as(Actor::new("bench").expect("actor"));
+    let small = |i: u64| ArtifactSource::bytes("model.bin", format!("{i:01024}")).expect("source");
+    count(
+        rt,
+        &faults,
+        "create model",
+        me.create_model("fraud", CreateModel::new()),
+    )
+    .expect("create");
+    let template = rt
+        .block_on(me.register("fraud", small(1), support::new_version(1)))
+        .expect("register")
+        .version;
+    // Versions 2..=n-2 as raw events (seq = number + 1), then one registration
+    // at seq n, which writes the checkpoint.
+    let t = Instant::now();
+    let model = template.model.clone();
+    let metadata = reg.metadata_store().clone();
+    rt.block_on(
+        futures::stream::iter(2..=n - 2)
+            .map(|number| {
+                let mut v = template.clone();
+                v.number = VersionNumber::new(number).expect("number");
+                v.artifact = modelreg::Digest::of(&number.to_le_bytes());
+                let event = Event {
+                    seq: number + 1,
+                    model: model.clone(),
+                    time: template.created_at,
+                    actor: Actor::new("bench").expect("actor"),
+                    kind: EventKind::VersionRegistered {
+                        version: Box::new(v),
+                    },
+                };
+                let metadata = metadata.clone();
+                async move {
+                    metadata
+                        .append("fraud", event.seq, event.to_bytes().into())
+                        .await
+                }
+            })
+            .buffer_unordered(16)
+            .for_each(|r| async move { r.expect("raw append") }),
+    );
+    rt.block_on(me.register("fraud", small(n - 1), support::new_version(n - 1)))
+        .expect("register");
+    while rt
+        .block_on(metadata.latest_checkpoint("fraud"))
+        .expect("checkpoint")
+        .is_none_or(|c| c.seq < n)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!(
+        "(fixture: {} versions, checkpoint at event {n}, built in {:.1?})",
+        n - 1,
+        t.elapsed()
+    );
+    println!("{:<34} {:>4}  (by kind)  time", "operation", "requests");
+    let mut version = n;
+    for _ in 0..3 {
+        count(
+            rt,
+            &faults,
+            "register small version",
+            me.register("fraud", small(version), support::new_version(version)),
+        )
+        .expect("register");
+        version += 1;
+    }
+    count(
+        rt,
+        &faults,
+        "register, bytes already stored",
+        me.register("fraud", small(n), support::new_version(version)),
+    )
+    .expect("register");
+    for _ in 0..2 {
+        count(rt, &faults, "resolve, warm", reg.resolve("fraud@latest")).expect("resolve");
+    }
+    let cold = open();
+    count(
+        rt,
+        &faults,
+        "resolve, cold (new Registry)",
+        cold.resolve("fraud@latest"),
+    )
+    .expect("resolve");
+    let v = format!("fraud/{}", n / 2);
+    count(
+        rt,
+        &faults,
+        "transition (one event)",
+        me.transition(v.as_str(), Stage::Staging, "bench"),
+    )
+    .expect("transition");
+    let w = format!("fraud/{}", n / 2 + 1);
+    count(
+        rt,
+        &faults,
+        "promote_to production (3 events)",
+        me.promote_to(w.as_str(), Stage::Production, "bench"),
+    )
+    .expect("promote");
+    let filter = HistoryFilter::new();
+    let page = count(
+        rt,
+        &faults,
+        "history, newest 100",
+        reg.history_page("fraud", &filter, None, 100),
+    )
+    .expect("history");
+    assert_eq!(page.items.len(), 100);
+    let page = count(
+        rt,
+        &faults,
+        "history, newest 100, cold",
+        open().history_page("fraud", &filter, None, 100),
+    )
+    .expect("history");
+    assert_eq!(page.items.len(), 100);
+    rt.block_on(async {
+        let keys = store.list(Some(&root)).map(|m| m.map(|m| m.location));
+        let deleted: Vec<_> = store.delete_stream(keys.boxed()).collect().await;
+        deleted.into_iter().collect::<Result<Vec<_>, _>>()
+    })
+    .expect("clean up");
+}
+
 fn main() {
     if !benchmarking() {
         return;
@@ -125,6 +320,11 @@ fn main() {
          source in the page cache, fetches fsynced",
         part_size(size) >> 20
     );
+
+    request_counts(&rt, &store, &prefix);
+    if std::env::var("MODELREG_BENCH_ROWS").is_ok_and(|r| r == "requests") {
+        return;
+    }
 
     let actor = Actor::new("bench").expect("actor");
     let mut register = Series::new("register");

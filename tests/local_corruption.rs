@@ -209,3 +209,56 @@ async fn time_travel_after_a_checkpoint_starts_from_it() {
         }
     }
 }
+
+/// A record missing from the middle of a log (records are never deleted, also
+/// not after a checkpoint covers them) makes the history an error naming it,
+/// never a silently shorter audit trail — also for a registry whose state came
+/// from a checkpoint after the gap.
+#[tokio::test]
+async fn a_record_missing_from_the_log_is_corrupt_in_the_history() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("reg");
+    let reg = registry_with_metric(&root).await;
+    let me = reg.acting_as(Actor::new("ci").expect("actor"));
+    for i in 0..20 {
+        me.register(
+            "fraud",
+            ArtifactSource::bytes("m.bin", format!("w{i}")).expect("source"),
+            NewVersion::new(),
+        )
+        .await
+        .expect("register");
+    }
+    let gone = record_file(&root, "fraud", 3);
+    fs::remove_file(&gone).expect("remove record");
+    // The cached state is past the gap: only the history reads the log there.
+    for filter in [
+        modelreg::HistoryFilter::new(),
+        modelreg::HistoryFilter::new().kind("model_created"),
+    ] {
+        let r = reg.history("fraud", &filter).await;
+        match r {
+            Err(Error::Corrupt {
+                record, location, ..
+            }) => {
+                assert_eq!(record, "event 3 of model 'fraud'");
+                let file = gone.display().to_string();
+                assert_eq!(location.as_deref(), Some(file.as_str()), "names the file");
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+    // A page whose reads stay after the gap is whole.
+    let page = reg
+        .history_page("fraud", &modelreg::HistoryFilter::new(), None, 2)
+        .await
+        .expect("the newest two are there");
+    assert_eq!(
+        page.items.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [22, 21]
+    );
+    assert!(matches!(
+        reg.history_page("fraud", &modelreg::HistoryFilter::new(), Some(5), 2).await,
+        Err(Error::Corrupt { record, .. }) if record == "event 3 of model 'fraud'"
+    ));
+}

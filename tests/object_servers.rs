@@ -17,13 +17,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::faulty_store::{Faults, FaultyStore};
-use common::registry_suite::{actor, blobs, create, read_tree, version_count};
+use common::registry_suite::{actor, blobs, create, key, read_tree, version_count};
 use common::servers::{Server, unique_name};
 use common::store_suite::pattern;
 use futures::{TryStreamExt, stream};
 use modelreg::store::object::{STREAM_PART_SIZE, object_store_from_url, part_size, stores_in};
 use modelreg::store::{ArtifactStore, ByteStream, LinkMode, ObjectArtifactStore};
-use modelreg::{ArtifactSource, Digest, Error, FetchOptions, NewVersion, Registry, Tags};
+use modelreg::{
+    ArtifactSource, Digest, Error, FetchOptions, HistoryFilter, NewVersion, Registry, Stage, Tags,
+};
 use object_store::ObjectStore;
 use object_store::memory::InMemory;
 use object_store::path::Path;
@@ -199,6 +201,7 @@ scenarios! {
         a_cancelled_upload_publishes_nothing,
         stored_content_is_not_uploaded_again,
         opening_a_long_history_reads_a_checkpoint_and_the_tail,
+        common_operations_make_the_expected_requests,
         part_boundaries_round_trip,
     ],
 }
@@ -588,6 +591,73 @@ async fn opening_a_long_history_reads_a_checkpoint_and_the_tail(base: Base) {
     faults.clear_log();
     cold.model("long").await.expect("model");
     assert_eq!(faults.log().len(), 1, "{:?}", faults.log());
+}
+
+/// The requests of the common operations on a warm registry, pinned: a
+/// registration of a small in-memory file reads the log once (the commit's
+/// fold; its early check uses the cached state), a query once, a command once
+/// before its PUT, and the newest 100 events of a 250-event log are one fold
+/// GET plus one read of 100 records (GET, LIST, 99 GETs) — never the whole log.
+async fn common_operations_make_the_expected_requests(base: Base) {
+    let faults = Faults::new();
+    let reg = base.faulty(&faults, 100);
+    create(&reg, "ops").await;
+    let ci = reg.acting_as(actor("ci"));
+    for i in 0..249u64 {
+        ci.set_model_tags("ops", [(key("step"), i.to_string())].into(), vec![])
+            .await
+            .expect("tag");
+    }
+    let count = |op: &str| faults.ops(op).len();
+    let log_gets = || {
+        faults
+            .log()
+            .iter()
+            .filter(|r| r.op == "get" && r.path.contains("/records/"))
+            .count()
+    };
+
+    faults.clear_log();
+    let v = ci
+        .register(
+            "ops",
+            ArtifactSource::bytes("m.bin", "weights").expect("source"),
+            NewVersion::new(),
+        )
+        .await
+        .expect("register");
+    let log = faults.log();
+    // The fold before the commit, nothing else of the log.
+    assert_eq!(log_gets(), 1, "{log:?}");
+    // Blob and manifest: HEAD before the PUT, HEAD again once the intent is
+    // written; PUTs of the intent, the blob, the manifest and the event; the
+    // listing of the sweeps; the intent's removal.
+    assert_eq!(
+        (count("head"), count("put"), count("list"), count("delete")),
+        (4, 4, 1, 1),
+        "{log:?}"
+    );
+    assert_eq!(log.len(), 11, "{log:?}");
+
+    faults.clear_log();
+    reg.resolve("ops@latest").await.expect("resolve");
+    assert_eq!(faults.log().len(), 1, "{:?}", faults.log());
+
+    faults.clear_log();
+    ci.transition(&v, Stage::Staging, "try")
+        .await
+        .expect("transition");
+    assert_eq!((count("get"), count("put")), (1, 1), "{:?}", faults.log());
+
+    faults.clear_log();
+    let page = reg
+        .history_page("ops", &HistoryFilter::new(), None, 100)
+        .await
+        .expect("history");
+    assert_eq!(page.items.len(), 100);
+    let log = faults.log();
+    assert_eq!((log_gets(), count("list")), (101, 1), "{log:?}");
+    assert_eq!(log.len(), 102, "{log:?}");
 }
 
 /// Files and streams on each side of a part boundary go up in the expected number

@@ -160,6 +160,7 @@ suite! {
         lifecycle_events_are_format_2,
         promote_to_walks_the_path_and_stops_at_a_refusing_gate,
         history_pages_cover_the_trail_newest_first,
+        history_tail_agrees_with_a_full_read,
     ],
     // tests/common/serving_suite.rs
     serving: [

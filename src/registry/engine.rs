@@ -145,6 +145,17 @@ impl Registry {
         }
     }
 
+    /// Runs `f` on the cached state of `model` as it is, without asking the
+    /// store; `None` if nothing is cached. The answer may be behind the log:
+    /// only for decisions that are taken again on a fresh state.
+    pub(super) fn cached<R>(
+        &self,
+        model: &ModelName,
+        f: impl FnOnce(&ModelState) -> R,
+    ) -> Option<R> {
+        self.slot(model).read().as_ref().map(|s| f(s))
+    }
+
     /// Nanoseconds since the registry's epoch, plus one (0 means "never").
     fn now_stamp(&self) -> u64 {
         u64::try_from(self.inner.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX - 1) + 1
@@ -541,6 +552,76 @@ impl Registry {
                 "could not write a checkpoint; the next cold open replays more of the log"
             );
         }
+    }
+}
+
+/// Reads a log backwards from an event, a batch per [`next`](Self::next):
+/// the newest events of a long log without reading the rest.
+pub(super) struct LogBack<'a> {
+    registry: &'a Registry,
+    model: &'a ModelName,
+    /// The newest event not read yet; 0 once event 1 has been read.
+    end: u64,
+    /// Batches read so far.
+    reads: u32,
+}
+
+impl<'a> LogBack<'a> {
+    /// A reader of `model`'s events `end`, `end - 1`, … 1. Every record up to
+    /// `end` must exist: `end` is at most a folded state's `seq`, and records
+    /// are never deleted, also not once a checkpoint covers them.
+    pub(super) fn new(registry: &'a Registry, model: &'a ModelName, end: u64) -> Self {
+        LogBack {
+            registry,
+            model,
+            end,
+            reads: 0,
+        }
+    }
+
+    /// The next batch, newest first; empty once event 1 has been read.
+    ///
+    /// The caller says how many more events it `wants`; a batch is that many
+    /// (at least 16), doubled for each batch already read, at most
+    /// [`READ_BATCH`]: a caller that wants the newest few reads about as many,
+    /// and one whose filter matches rarely reaches the log's start in a few
+    /// store calls plus one per [`READ_BATCH`] records. A record missing below
+    /// `end` is [`Error::Corrupt`] naming it, never a silently shorter history.
+    pub(super) async fn next(&mut self, wants: usize) -> Result<Vec<Event>> {
+        let (model, end) = (self.model, self.end);
+        if end == 0 {
+            return Ok(Vec::new());
+        }
+        let batch = wants
+            .max(16)
+            .checked_shl(self.reads.min(16))
+            .unwrap_or(usize::MAX)
+            .min(READ_BATCH) as u64;
+        self.reads += 1;
+        let start = end.saturating_sub(batch);
+        let records = self
+            .registry
+            .inner
+            .metadata
+            .read_after(model.as_str(), start, (end - start) as usize)
+            .await?;
+        // `read_after` returns consecutive records from `start + 1`.
+        if records.len() as u64 != end - start || records.last().map(|r| r.seq) != Some(end) {
+            let missing = start + 1 + records.len() as u64;
+            return Err(self.registry.record_at(model, missing)(Error::corrupt(
+                format!("event {missing} of model '{model}'"),
+                format!("missing from the log, which has events up to {end}"),
+            )));
+        }
+        self.end = start;
+        records
+            .into_iter()
+            .rev()
+            .map(|rec| {
+                Event::from_bytes(model, rec.seq, &rec.bytes)
+                    .map_err(self.registry.record_at(model, rec.seq))
+            })
+            .collect()
     }
 }
 

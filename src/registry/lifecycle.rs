@@ -3,11 +3,12 @@
 
 use chrono::{DateTime, Utc};
 
+use super::engine::LogBack;
 use super::options::{HistoryFilter, SetAlias};
 use super::{IntoModelName, IntoVersionRef, Registry, pinned_version};
 use crate::domain::{
-    Actor, AliasName, Decision, Event, EventKind, Gate, GateSpec, GateVerdict, ModelState, Stage,
-    Transition, VersionNumber, VersionRecord,
+    Actor, AliasName, Decision, Event, EventKind, Gate, GateSpec, GateVerdict, ModelName,
+    ModelState, Stage, Transition, VersionNumber, VersionRecord,
 };
 use crate::error::{Error, Missing, Result};
 
@@ -266,27 +267,37 @@ impl Registry {
     }
 
     /// The audit trail: the model's events that match `filter`, newest first.
-    /// Reads the whole log; a frontend showing the latest events reads only
-    /// what it shows with [`history_page`](Self::history_page).
+    ///
+    /// Reads the log backwards from its end and stops where no older event can
+    /// match (before [`since`](HistoryFilter::since), or at the registration
+    /// of the [`version`](HistoryFilter::version) asked about), else at the
+    /// log's start; a frontend showing the latest events reads only what it
+    /// shows with [`history_page`](Self::history_page).
     pub async fn history(
         &self,
         model: impl IntoModelName,
         filter: &HistoryFilter,
     ) -> Result<Vec<Event>> {
-        let mut events = self.events(model).await?;
-        events.retain(|e| filter.matches(e));
-        events.reverse();
-        Ok(events)
+        let model = model.into_model_name()?;
+        let page = self.history_back(&model, filter, None, None).await?;
+        Ok(page.items)
     }
 
     /// One page of the audit trail, newest first: at most `limit` events that
     /// match `filter`, older than the event numbered `before` (from the newest
     /// when `None`). [`Page::next`](crate::Page::next) is the `before` of the
-    /// next page, `None` once the log's first event is on a page.
+    /// next page, `None` once no older event can match: the log's first event
+    /// is on a page, or the filter rules out everything older (an event before
+    /// its [`since`](HistoryFilter::since), the registration of its
+    /// [`version`](HistoryFilter::version)).
     ///
-    /// Reads the log backwards from its end in batches, so showing the latest
-    /// events of a long log reads about as many records as it shows (a filter
-    /// that matches rarely reads more), not the whole log.
+    /// Sees every event appended before the call began, as other queries do.
+    /// Reads the log backwards from its end in batches (the first the size of
+    /// the page, then what is still missing, doubled for every batch read, up
+    /// to 1,024 records), so showing the latest
+    /// events of a long log reads about as many records as it shows, not the
+    /// whole log; a filter that matches rarely reads more, at most to the
+    /// point it rules out.
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -313,36 +324,50 @@ impl Registry {
         limit: usize,
     ) -> Result<crate::Page<Event, u64>> {
         let model = model.into_model_name()?;
-        let limit = limit.max(1);
-        let newest = self.read(&model, ModelState::seq).await?;
-        // The newest event not yet looked at.
-        let mut end = before.map_or(newest, |b| b.saturating_sub(1).min(newest));
+        self.history_back(&model, filter, before, Some(limit.max(1)))
+            .await
+    }
+
+    /// [`history_page`](Self::history_page), or with no `limit` the whole
+    /// [`history`](Self::history): the log read backwards from its newest
+    /// event (or the one before `before`) until `limit` events match or no
+    /// older one can.
+    async fn history_back(
+        &self,
+        model: &ModelName,
+        filter: &HistoryFilter,
+        before: Option<u64>,
+        limit: Option<usize>,
+    ) -> Result<crate::Page<Event, u64>> {
+        let newest = self.read(model, ModelState::seq).await?;
+        // The newest event to look at.
+        let end = before.map_or(newest, |b| b.saturating_sub(1).min(newest));
+        let limit = limit.unwrap_or(usize::MAX);
         let mut items = Vec::new();
-        while end > 0 && items.len() < limit {
-            let batch = (limit - items.len()).clamp(16, 1024) as u64;
-            let start = end.saturating_sub(batch);
-            let records = self
-                .inner
-                .metadata
-                .read_after(model.as_str(), start, (end - start) as usize)
-                .await?;
-            if records.is_empty() {
-                break;
-            }
-            let upto = end;
-            for rec in records.iter().rev().filter(|r| r.seq <= upto) {
-                end = rec.seq - 1;
-                let event = Event::from_bytes(&model, rec.seq, &rec.bytes)
-                    .map_err(self.record_at(&model, rec.seq))?;
+        let mut ruled_out = false;
+        // The newest event not looked at yet.
+        let mut unread = end;
+        let mut log = LogBack::new(self, model, end);
+        'read: while !ruled_out && items.len() < limit && unread > 0 {
+            // Without a limit, start small and double: a `since` of the last
+            // hour then reads about what it returns.
+            let wants = if limit == usize::MAX {
+                64
+            } else {
+                limit - items.len()
+            };
+            for event in log.next(wants).await? {
+                unread = event.seq - 1;
+                ruled_out = filter.rules_out_older(&event);
                 if filter.matches(&event) {
                     items.push(event);
-                    if items.len() == limit {
-                        break;
-                    }
+                }
+                if ruled_out || items.len() == limit {
+                    break 'read;
                 }
             }
         }
-        let next = (end > 0).then_some(end + 1);
+        let next = (!ruled_out && unread > 0).then_some(unread + 1);
         Ok(crate::Page {
             items,
             next,

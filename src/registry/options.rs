@@ -684,6 +684,18 @@ impl HistoryFilter {
             && (self.kinds.is_empty() || self.kinds.iter().any(|k| k == e.kind.name()))
             && self.version.is_none_or(|v| involves(&e.kind, v))
     }
+
+    /// Whether no event older than `e` in the same log can match, so a reader
+    /// going backwards may stop at `e`: times never go backwards in a log (the
+    /// fold refuses a log where they do), so an event before `since` is
+    /// followed by older ones only; and a version's registration is the first
+    /// event that involves it (every other event names a version that exists).
+    pub(crate) fn rules_out_older(&self, e: &Event) -> bool {
+        self.since.is_some_and(|t| e.time < t)
+            || self.version.is_some_and(|v| {
+                matches!(&e.kind, EventKind::VersionRegistered { version } if version.number == v)
+            })
+    }
 }
 
 fn involves(kind: &EventKind, v: VersionNumber) -> bool {
