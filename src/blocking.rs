@@ -350,6 +350,11 @@ impl Registry {
         self.rt.block_on(self.inner.model_summaries())
     }
 
+    /// See [`crate::Registry::model_summary`].
+    pub fn model_summary(&self, model: impl IntoModelName) -> Result<crate::ModelSummary> {
+        self.rt.block_on(self.inner.model_summary(model))
+    }
+
     /// See [`crate::Registry::watch_model`]: a blocking iterator of the model's
     /// states, the current one first.
     pub fn watch_model<M: IntoModelName>(
