@@ -185,29 +185,29 @@ impl FromRequestParts<State> for Viewer {
     }
 }
 
-/// Query parameters whose rejection is an HTML 400 page.
+/// [`Query`](super::extract::Query) parameters whose rejection (the API's
+/// error) is rendered as an HTML page.
 pub(crate) struct Q<T>(T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Q<T> {
     type Rejection = UiError;
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, UiError> {
-        axum::extract::Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|axum::extract::Query(v)| Q(v))
-            .map_err(|r| UiError(ApiError::bad_request(r.body_text())))
+        let super::extract::Query(v) =
+            super::extract::Query::<T>::from_request_parts(parts, state).await?;
+        Ok(Q(v))
     }
 }
 
-/// Path parameters whose rejection is an HTML 400 page.
+/// [`Path`](super::extract::Path) parameters whose rejection is rendered as
+/// an HTML page.
 pub(crate) struct P<T>(T);
 
 impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for P<T> {
     type Rejection = UiError;
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, UiError> {
-        axum::extract::Path::<T>::from_request_parts(parts, state)
-            .await
-            .map(|axum::extract::Path(v)| P(v))
-            .map_err(|r| UiError(ApiError::bad_request(r.body_text())))
+        let super::extract::Path(v) =
+            super::extract::Path::<T>::from_request_parts(parts, state).await?;
+        Ok(P(v))
     }
 }
 
