@@ -572,13 +572,19 @@ async fn a_browser_signs_in_with_a_token_and_its_cookie_only_reads() {
     let before = registry.model("fraud").await.expect("model").seq();
     let s = server(registry.clone());
     tokio::task::spawn_blocking(move || {
-        // Without credentials: the sign-in form, as a 401; the form and the
-        // stylesheet themselves are open.
+        // Without credentials: the sign-in form, as a 401; the form, the
+        // stylesheet and the icon themselves are open.
         let r = get(&s, "/ui/models/fraud", None);
         assert_eq!(r.status, 401);
         assert!(r.text().contains("name=\"token\""));
         assert_eq!(get(&s, "/ui/login", None).status, 200);
         assert_eq!(get(&s, "/ui/assets/style.css", None).status, 200);
+        let icon = get(&s, "/ui/assets/favicon.svg", None);
+        assert_eq!(icon.status, 200);
+        assert_eq!(icon.header("content-type"), Some("image/svg+xml"));
+        let ico = get(&s, "/favicon.ico", None);
+        assert!(matches!(ico.status, 303 | 307 | 308), "{}", ico.status);
+        assert_eq!(ico.header("location"), Some("/ui/assets/favicon.svg"));
         let form = [("Content-Type", "application/x-www-form-urlencoded")];
         let bad = request(
             s.addr,
