@@ -229,6 +229,10 @@ async fn the_model_page_charts_goal_metrics_and_filters_sorts_and_pages_versions
         assert_eq!(html.matches("<svg").count(), 2, "one chart per goal metric");
         assert!(html.contains("production v1 = 0.9"), "production marked");
         assert!(html.contains("auc ↑") && html.contains("eval/loss ↓"));
+        assert!(
+            html.contains("by ci@example.com (alias_set)"),
+            "the last change names who made it and what it was"
+        );
         assert_eq!(rows(&html), 3);
         let staging = page(&s, "/ui/models/fraud?stage=staging");
         assert_eq!(rows(&staging), 1);
