@@ -257,4 +257,3 @@ mod checkpoint_windows {
         assert!(prunable_checkpoints::<()>(&[]).is_empty());
     }
 }
-

@@ -53,9 +53,9 @@ use futures::stream::{self, BoxStream};
 
 use super::fsutil::{self, PublishMode, Published, TempFile};
 use super::layout::{
-    BLOBS_DIR, CHECKPOINT_EXT, CHECKPOINT_READ_ATTEMPTS, CHECKPOINTS, LEASES_DIR,
-    LOGS_DIR, RECORD_EXT, RECORDS, SEQ_DIGITS, blob_key, is_shard_name, metadata_key,
-    parse_blob_name, parse_seq_file_name, prunable_checkpoints, seq_digits, seq_file_name,
+    BLOBS_DIR, CHECKPOINT_EXT, CHECKPOINT_READ_ATTEMPTS, CHECKPOINTS, LEASES_DIR, LOGS_DIR,
+    RECORD_EXT, RECORDS, SEQ_DIGITS, blob_key, is_shard_name, metadata_key, parse_blob_name,
+    parse_seq_file_name, prunable_checkpoints, seq_digits, seq_file_name,
 };
 use super::pipe::pipe;
 use super::{
@@ -421,11 +421,7 @@ impl MetadataStore for LocalMetadataStore {
         })
         .await
     }
-    async fn checkpoint_at_or_before(
-        &self,
-        log: &str,
-        at_most: u64,
-    ) -> Result<Option<Checkpoint>> {
+    async fn checkpoint_at_or_before(&self, log: &str, at_most: u64) -> Result<Option<Checkpoint>> {
         check_log_key(log)?;
         let log = log.to_owned();
         run(&self.root, "read checkpoint", &log.clone(), move |root| {

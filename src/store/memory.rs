@@ -135,11 +135,7 @@ impl MetadataStore for MemoryMetadataStore {
         Ok(())
     }
 
-    async fn checkpoint_at_or_before(
-        &self,
-        log: &str,
-        at_most: u64,
-    ) -> Result<Option<Checkpoint>> {
+    async fn checkpoint_at_or_before(&self, log: &str, at_most: u64) -> Result<Option<Checkpoint>> {
         check_log_key(log)?;
         let logs = lock(&self.inner);
         Ok(logs

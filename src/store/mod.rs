@@ -129,11 +129,7 @@ pub trait MetadataStore: Send + Sync + fmt::Debug + 'static {
     /// all of them); any answer with `seq <= at_most` is correct, a nearer one
     /// is only faster. The default keeps the old contract: the latest
     /// checkpoint if it is old enough, else `None` (a fold from record 1).
-    async fn checkpoint_at_or_before(
-        &self,
-        log: &str,
-        at_most: u64,
-    ) -> Result<Option<Checkpoint>> {
+    async fn checkpoint_at_or_before(&self, log: &str, at_most: u64) -> Result<Option<Checkpoint>> {
         Ok(self
             .latest_checkpoint(log)
             .await?

@@ -428,20 +428,36 @@ pub async fn checkpoints_return_highest_seq(store: &dyn MetadataStore) {
 /// layout) plus one interval before any point, whatever the store pruned. The
 /// latest is still the latest.
 pub async fn checkpoints_at_or_before_are_kept_per_window(store: &dyn MetadataStore) {
-    assert_eq!(store.checkpoint_at_or_before("fraud", 5).await.unwrap(), None);
+    assert_eq!(
+        store.checkpoint_at_or_before("fraud", 5).await.unwrap(),
+        None
+    );
     let bytes = |seq: u64| Bytes::from(format!("checkpoint {seq}"));
     for seq in (10..=1000).step_by(10) {
-        store.put_checkpoint("fraud", seq, bytes(seq)).await.unwrap();
+        store
+            .put_checkpoint("fraud", seq, bytes(seq))
+            .await
+            .unwrap();
     }
     assert_eq!(
-        store.latest_checkpoint("fraud").await.unwrap().map(|c| c.seq),
+        store
+            .latest_checkpoint("fraud")
+            .await
+            .unwrap()
+            .map(|c| c.seq),
         Some(1000)
     );
     for at_most in [1000, 5000] {
-        let cp = store.checkpoint_at_or_before("fraud", at_most).await.unwrap();
+        let cp = store
+            .checkpoint_at_or_before("fraud", at_most)
+            .await
+            .unwrap();
         assert_eq!(cp.map(|c| c.seq), Some(1000), "at most {at_most}");
     }
-    assert_eq!(store.checkpoint_at_or_before("fraud", 9).await.unwrap(), None);
+    assert_eq!(
+        store.checkpoint_at_or_before("fraud", 9).await.unwrap(),
+        None
+    );
     for at_most in (10..1000).step_by(7) {
         let cp = store
             .checkpoint_at_or_before("fraud", at_most)

@@ -13,8 +13,8 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload};
 use super::{Root, name_in};
 use crate::error::{Error, Result};
 use crate::store::layout::{
-    CHECKPOINT_EXT, CHECKPOINT_READ_ATTEMPTS, CHECKPOINTS, LEASES_DIR, LOGS_DIR,
-    RECORD_EXT, RECORDS, parse_seq_file_name, prunable_checkpoints, seq_file_name,
+    CHECKPOINT_EXT, CHECKPOINT_READ_ATTEMPTS, CHECKPOINTS, LEASES_DIR, LOGS_DIR, RECORD_EXT,
+    RECORDS, parse_seq_file_name, prunable_checkpoints, seq_file_name,
 };
 use crate::store::{
     Checkpoint, LogRecord, MetadataItem, MetadataStore, check_lease_key, check_log_key, check_seq,
@@ -304,11 +304,7 @@ impl MetadataStore for ObjectMetadataStore {
             },
         ))
     }
-    async fn checkpoint_at_or_before(
-        &self,
-        log: &str,
-        at_most: u64,
-    ) -> Result<Option<Checkpoint>> {
+    async fn checkpoint_at_or_before(&self, log: &str, at_most: u64) -> Result<Option<Checkpoint>> {
         check_log_key(log)?;
         // One pruned between the listing and the read leaves an older one, as
         // good for a fold (only longer to fold from).
