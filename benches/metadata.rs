@@ -49,7 +49,8 @@
 //! `resolve`, `route`, `list`, `history`, `register`, `contend`); all by default.
 //!
 //! Fixtures (built by `support/fixture.rs`: a model with N versions: a metric spec, rich records of ~1 KiB, one
-//! version in production, an alias, a checkpoint 5 events before the end) are
+//! version in production, an alias, a checkpoint 5 events before the end and
+//! older ones as a registry keeps them, one per window of the log) are
 //! built once and cached under `<target>/bench-fixtures/` (100,000 versions take
 //! about a minute: most events are appended through the public `MetadataStore`
 //! trait, 8 at a time, the last ones through `Registry`). Each run works on a

@@ -25,7 +25,9 @@
 //!   version compared with the one before (the fixture's production version
 //!   was appended raw and has no manifest to compare), history, the newest version's lineage,
 //!   the impact of the dataset every version but five was trained with, and
-//!   the model as of a time after its last checkpoint and before it. Baseline:
+//!   the model as of a time after its last checkpoint and before it (at version
+//!   n/4, and the worst case: just before a kept checkpoint, as far as the
+//!   fixture's kept checkpoints allow from the one before it). Baseline:
 //!   the REST JSON `GET` of the same version, before and after each page
 //!   sample. Target: every page under 100 ms.
 //! - **rss**: the `modelreg` binary (`modelreg serve`, a separate process) takes
@@ -995,6 +997,39 @@ fn pages_part() {
                 .replace('+', "%2B")
         };
         let (recent, early) = (created(n - 2), created(n / 4));
+        // The worst case: just before a kept checkpoint, as far as can be from
+        // the kept one before it (the fold reads the records between them).
+        let worst_gap = {
+            let dir = root.join(format!("metadata/logs/v1/{MODEL}/checkpoints"));
+            let mut kept: Vec<u64> = std::fs::read_dir(&dir)
+                .expect("checkpoints")
+                .filter_map(|e| {
+                    e.ok()?
+                        .file_name()
+                        .to_str()?
+                        .strip_suffix(".ckpt")?
+                        .parse()
+                        .ok()
+                })
+                .collect();
+            kept.sort_unstable();
+            println!("checkpoints kept at {n} versions: {kept:?}");
+            // Before the first, the fold starts at the log's start.
+            kept.insert(0, 0);
+            kept.windows(2)
+                .map(|p| (p[1] - p[0], p[0], p[1]))
+                .max()
+                .expect("a checkpoint")
+        };
+        // Event `seq` registers version `seq - 1`: the version before the newer one.
+        let worst = created(worst_gap.2 - 2);
+        println!(
+            "as of worst: version {} (event {}), the nearest older checkpoint at event {} (0: none): {} events to fold",
+            worst_gap.2 - 2,
+            worst_gap.2 - 1,
+            worst_gap.1,
+            worst_gap.2 - 1 - worst_gap.1
+        );
         let server = start_modelreg("srv-pages", registry, ServerOptions::new().tokens(tokens()));
         let m = format!("/ui/models/{MODEL}");
         let first = get_page(server.addr, &m, &mut buf);
@@ -1021,11 +1056,14 @@ fn pages_part() {
             ),
             ("as of new", format!("{m}?at={recent}")),
             ("as of old", format!("{m}?at={early}")),
+            ("as of worst", format!("{m}?at={worst}")),
         ];
         let baseline = format!("/api/v1/models/{MODEL}/versions/{n}");
         for (name, target) in &rows {
-            // One warm-up, then baseline, page, baseline.
-            get_page(server.addr, target, &mut buf);
+            // One warm-up (reported: the first view, before any cache), then
+            // baseline, page, baseline.
+            let first = get_page(server.addr, target, &mut buf);
+            println!("{name}: first view {}", human(first));
             let mut series = Series::new(name);
             for _ in 0..reps {
                 let before = get_page(server.addr, &baseline, &mut buf);

@@ -269,7 +269,7 @@ impl Registry {
     // ----- lineage and comparison --------------------------------------------------
 
     /// See [`crate::Registry::lineage`].
-    pub fn lineage(&self) -> Result<crate::LineageGraph> {
+    pub fn lineage(&self) -> Result<std::sync::Arc<crate::LineageGraph>> {
         self.rt.block_on(self.inner.lineage())
     }
 

@@ -43,8 +43,9 @@ pub fn fixture(rt: &tokio::runtime::Runtime, n: u64) -> PathBuf {
         n >= 1000 && n.is_multiple_of(1000),
         "versions: a multiple of 1000"
     );
+    // `-windows`: older checkpoints are kept (one per window of the log).
     let dir = fixtures_root().join(format!(
-        "metadata-{n}-ckpt{}",
+        "metadata-{n}-ckpt{}-windows",
         modelreg::format::CHECKPOINT_FORMAT
     ));
     if dir.join("complete").exists() {
@@ -60,7 +61,9 @@ pub fn fixture(rt: &tokio::runtime::Runtime, n: u64) -> PathBuf {
 
 /// Event 1 creates the model, version 1 is registered through the registry; the
 /// events of versions 2..=n-5 are appended raw (each a copy of version 1's record
-/// with its own number, time and digest); then through the registry: version n/2
+/// with its own number, time and digest), with a checkpoint put at every
+/// multiple of 1,000 events as a registry would (the store prunes them to one
+/// per window of the log, as it does a registry's); then through the registry: version n/2
 /// goes to production (3 events), gets alias `champion` (event n, which writes the
 /// checkpoint), and versions n-4..=n are registered (events n+1..=n+5).
 pub async fn build_fixture(dir: &Path, n: u64) {
@@ -83,33 +86,56 @@ pub async fn build_fixture(dir: &Path, n: u64) {
     let model = template_model();
     let start = template.created_at;
     let cohort = modelreg::TagKey::new("cohort").expect("tag key");
-    futures::stream::iter(2..=n - 5)
-        .map(|number| {
-            let mut v = template.clone();
-            v.number = VersionNumber::new(number).expect("number");
-            v.created_at = start + chrono::Duration::milliseconds(number as i64);
-            v.artifact = modelreg::Digest::of(&number.to_le_bytes());
-            v.description = format!("nightly retrain {number}");
-            v.tags.insert(cohort.clone(), format!("c{}", number % 10));
-            let event = Event {
-                seq: number + 1,
-                model: model.clone(),
-                time: v.created_at,
-                actor: me.clone(),
-                kind: EventKind::VersionRegistered {
-                    version: Box::new(v),
-                },
-            };
+    // The raw events are folded here as well, and a checkpoint is put every
+    // 1,000 events as a registry would (the store prunes them as it does for
+    // a registry's), so time travel finds the checkpoints it would have.
+    let mut state = reg.model(MODEL).await.expect("model after version 1");
+    let last = n - 5;
+    let mut number = 2;
+    while number <= last {
+        let chunk_end = ((number + 1) / 1000 + 1) * 1000 - 1; // event 1000·k is version 1000·k - 1
+        let chunk: Vec<Event> = (number..=chunk_end.min(last))
+            .map(|number| {
+                let mut v = template.clone();
+                v.number = VersionNumber::new(number).expect("number");
+                v.created_at = start + chrono::Duration::milliseconds(number as i64);
+                v.artifact = modelreg::Digest::of(&number.to_le_bytes());
+                v.description = format!("nightly retrain {number}");
+                v.tags.insert(cohort.clone(), format!("c{}", number % 10));
+                Event {
+                    seq: number + 1,
+                    model: model.clone(),
+                    time: v.created_at,
+                    actor: me.clone(),
+                    kind: EventKind::VersionRegistered {
+                        version: Box::new(v),
+                    },
+                }
+            })
+            .collect();
+        number = chunk_end.min(last) + 1;
+        futures::stream::iter(chunk.iter().map(|event| {
             let store = store.clone();
-            async move {
-                store
-                    .append(MODEL, event.seq, event.to_bytes().into())
-                    .await
-            }
-        })
+            let bytes = event.to_bytes();
+            async move { store.append(MODEL, event.seq, bytes.into()).await }
+        }))
         .buffer_unordered(8)
         .for_each(|r| async move { r.expect("raw append") })
         .await;
+        for event in chunk {
+            state.apply(event).expect("fold a raw event");
+        }
+        if state.seq().is_multiple_of(1000) {
+            store
+                .put_checkpoint(
+                    MODEL,
+                    state.seq(),
+                    modelreg::format::encode_checkpoint(&state).into(),
+                )
+                .await
+                .expect("put checkpoint");
+        }
+    }
     let prod = format!("{MODEL}/{}", n / 2);
     for stage in [Stage::Staging, Stage::Validation, Stage::Production] {
         reg.acting_as(me.clone())

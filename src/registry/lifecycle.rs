@@ -1,11 +1,13 @@
 //! Lifecycle commands: stage transitions through gates, approvals, rollback,
 //! aliases, stored gates, the audit trail and time travel.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 
 use super::engine::LogBack;
 use super::options::{HistoryFilter, SetAlias};
-use super::{IntoModelName, IntoVersionRef, Registry, pinned_version};
+use super::{IntoModelName, IntoVersionRef, Registry, blocking, pinned_version};
 use crate::domain::{
     Actor, AliasName, Decision, Event, EventKind, Gate, GateSpec, GateVerdict, ModelName,
     ModelState, Stage, Transition, VersionNumber, VersionRecord,
@@ -379,10 +381,21 @@ impl Registry {
     /// including `at`. [`Error::NotFound`] if the model did not exist yet.
     ///
     /// At or after the model's last change this is the current state (no read
-    /// beyond the usual check for new events). Before it, the fold starts from
-    /// the model's latest checkpoint when that checkpoint is older than `at`
-    /// (one read instead of one per event on an object store), else from the
-    /// log's start; either way the log is read up to `at` only, not to its end.
+    /// beyond the usual check for new events). Before it, a binary search over
+    /// the log finds the last event at or before `at` (one record read per
+    /// step), and the fold starts from the newest checkpoint the store kept
+    /// that covers no later event
+    /// ([`MetadataStore::checkpoint_at_or_before`](crate::store::MetadataStore::checkpoint_at_or_before):
+    /// the local and object stores keep one per window of the log's history),
+    /// else from the log's start; either way the log is read up to `at` only,
+    /// not to its end. So its cost is a checkpoint's decode plus the events
+    /// between that checkpoint and `at`, not the whole log before `at`.
+    ///
+    /// The last few states folded this way are kept (a past state never
+    /// changes; its records are shared with the current state where equal,
+    /// by a background task after the call): asking again for a time with
+    /// the same last event costs the search and a copy of pointers, and a
+    /// time a little later folds on from the kept state.
     pub async fn model_as_of(
         &self,
         model: impl IntoModelName,
@@ -390,39 +403,73 @@ impl Registry {
     ) -> Result<ModelState> {
         let model = model.into_model_name()?;
         let every = self.inner.checkpoint_every;
-        let (current, known_before) = self
-            .read(&model, |s| {
-                let current = (s.updated_at() <= at).then(|| s.clone());
-                // At least this many events precede `at`: one registration each.
-                let registered = s.versions().iter().filter(|v| v.created_at <= at).count();
-                (current, registered as u64)
-            })
-            .await?;
-        if let Some(state) = current {
-            return Ok(state);
+        let live = self.snapshot(&model).await?;
+        if live.updated_at() <= at {
+            return Ok(ModelState::clone(&live));
         }
-        // A checkpoint can only help when a replay would read at least one
-        // checkpoint interval; otherwise reading it costs more than it saves.
-        let checkpoint = if every > 0 && known_before >= every {
-            let latest = self.load_checkpoint(&model).await;
-            latest.filter(|base| base.updated_at() <= at)
-        } else {
-            None
+        let not_yet = || {
+            Error::missing(
+                Missing::Model {
+                    model: model.to_string(),
+                },
+                format!("model '{model}' as of {at}"),
+            )
         };
-        self.fold_from(&model, checkpoint, Some(at))
+        // Event `seq` is later than `at` (the state's last change is).
+        let last = self.last_event_at_or_before(&model, live.seq(), at).await?;
+        if last == 0 {
+            return Err(not_yet());
+        }
+        // A state folded before, as near as a kept checkpoint is sure to be.
+        let cached = self
+            .inner
+            .as_of
+            .nearest(&model, last)
+            .filter(|c| last - c.seq() <= last / 8 + every);
+        if let Some(c) = &cached
+            && c.seq() == last
+        {
+            return Ok(ModelState::clone(c));
+        }
+        let base = match cached {
+            Some(c) => Some(ModelState::clone(&c)),
+            // A checkpoint can only help when a replay would read at least one
+            // checkpoint interval; otherwise reading it costs more than it saves.
+            None if every > 0 && last >= every => self
+                .load_checkpoint_at_or_before(&model, last)
+                .await
+                .filter(|base| base.updated_at() <= at),
+            None => None,
+        };
+        let folded = self
+            .fold_from(&model, base, Some(at))
             .await
             .map_err(|e| match e {
                 Error::NotFound {
                     missing: Missing::Model { .. },
                     ..
-                } => Error::missing(
-                    Missing::Model {
-                        model: model.to_string(),
-                    },
-                    format!("model '{model}' as of {at}"),
-                ),
+                } => not_yet(),
                 e => e,
+            })?;
+        // Kept with its records shared with the live state where they are
+        // equal (most of them), so it costs pointers, not a copy of the model.
+        // Comparing the records takes longer than the fold (~5 µs each), so a
+        // background task does it after this call returns; a state decoded
+        // from a checkpoint shares no record with the live one until then.
+        let kept = folded.clone();
+        let this = self.clone();
+        tokio::spawn(async move {
+            let shared = blocking(move || {
+                let mut kept = kept;
+                kept.share_records_with(&live);
+                Arc::new(kept)
             })
+            .await;
+            if let Ok(shared) = shared {
+                this.inner.as_of.put(shared);
+            }
+        });
+        Ok(folded)
     }
 
     /// Resolves a reference as it resolved at time `at`: which version was in

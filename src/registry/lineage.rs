@@ -3,8 +3,9 @@
 //! the diff are pure domain code ([`crate::domain::lineage`], [`crate::domain::diff`]).
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 
-use super::{IntoModelName, IntoVersionRef, Registry, VersionFilter};
+use super::{IntoModelName, IntoVersionRef, Registry, VersionFilter, blocking, lock};
 use crate::domain::{
     CodeKey, DatasetKey, LineageGraph, LineageNode, LineagePath, LineageSubgraph, MetricName,
     MetricPoint, ModelName, ModelState, ParentRef, VersionDiff, VersionKey, VersionNumber,
@@ -83,6 +84,40 @@ impl IntoLineageStart for CodeKey {
     }
 }
 
+/// Which states a lineage graph was built from: each model and the last event
+/// of its log that the graph includes, by name.
+type LineageKey = Vec<(ModelName, u64)>;
+
+/// The lineage graph [`Registry::lineage`] built last, and the states it was
+/// built from.
+///
+/// A derived index, so it lives in the registry (which knows stores and
+/// states) and not in the domain graph: the key is a position in each model's
+/// log, and a log only grows, so a graph whose key matches the models' current
+/// positions is exactly the graph a new build would give. One graph is kept:
+/// its records are the states' own (shared), so it costs the graph's nodes and
+/// indexes, not a copy of the versions.
+#[derive(Default)]
+pub(super) struct LineageCache {
+    built: Mutex<Option<(LineageKey, Arc<LineageGraph>)>>,
+}
+
+impl LineageCache {
+    /// The cached graph, if it was built from exactly these states.
+    fn get(&self, key: &LineageKey) -> Option<Arc<LineageGraph>> {
+        match &*lock(&self.built) {
+            Some((k, graph)) if k == key => Some(Arc::clone(graph)),
+            _ => None,
+        }
+    }
+
+    /// Keeps `graph`, built from `key`. Two builds that race both hold a
+    /// correct graph for their own key; the later put is kept.
+    fn put(&self, key: LineageKey, graph: Arc<LineageGraph>) {
+        *lock(&self.built) = Some((key, graph));
+    }
+}
+
 impl Registry {
     /// The lineage graph of every version of every model: each model's state is
     /// brought up to date and its versions added to one [`LineageGraph`].
@@ -90,6 +125,13 @@ impl Registry {
     /// The models are read one after another, not as one snapshot: a version
     /// registered meanwhile in a model already read is missing, and a parent
     /// registered meanwhile may appear only as a parent (a node without a record).
+    ///
+    /// The graph is derived from the models' states, so the registry keeps the
+    /// last one it built with the position in each model's log it was built
+    /// from: when no model changed since (no event appended, no model created),
+    /// asking again costs the usual check for new events of each model and
+    /// returns the same graph, shared; any change builds it anew (off the async
+    /// workers).
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -105,23 +147,32 @@ impl Registry {
     /// assert_eq!(affected.versions().count(), 1);
     /// # Ok::<(), modelreg::Error>(()) }).unwrap();
     /// ```
-    pub async fn lineage(&self) -> Result<LineageGraph> {
-        let mut graph = LineageGraph::new();
+    pub async fn lineage(&self) -> Result<Arc<LineageGraph>> {
+        let mut states = Vec::new();
         for model in self.list_models().await? {
-            let added = self
-                .read(&model, |s| {
-                    s.versions()
-                        .iter()
-                        .try_for_each(|v| graph.add_version(model.clone(), v.clone()))
-                })
-                .await;
-            match added {
-                Ok(r) => r?,
+            match self.snapshot(&model).await {
+                Ok(state) => states.push(state),
                 // Listed but without a first event: not a model (yet).
                 Err(Error::NotFound { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
+        let key: LineageKey = states.iter().map(|s| (s.name().clone(), s.seq())).collect();
+        if let Some(graph) = self.inner.lineage.get(&key) {
+            return Ok(graph);
+        }
+        let graph = blocking(move || -> Result<LineageGraph> {
+            let mut graph = LineageGraph::new();
+            for s in &states {
+                for v in s.versions() {
+                    graph.add_version(s.name().clone(), Arc::clone(v))?;
+                }
+            }
+            Ok(graph)
+        })
+        .await??;
+        let graph = Arc::new(graph);
+        self.inner.lineage.put(key, Arc::clone(&graph));
         Ok(graph)
     }
 

@@ -17,6 +17,7 @@ use crate::store::{
     MemoryMetadataStore, MetadataStore,
 };
 
+mod as_of;
 #[cfg(test)]
 mod background_checkpoint;
 mod check;
@@ -175,6 +176,10 @@ struct Inner {
     max_staleness: u64,
     /// The origin of `Slot::confirmed_at`.
     epoch: Instant,
+    /// The lineage graph last built, keyed by the states it was built from.
+    lineage: lineage::LineageCache,
+    /// The past states `model_as_of` folded last.
+    as_of: as_of::AsOfCache,
 }
 
 /// How many models' folded states a registry keeps by default.
@@ -401,6 +406,8 @@ impl RegistryBuilder {
                 manifests: Default::default(),
                 max_staleness: staleness_nanos(self.max_staleness),
                 epoch: Instant::now(),
+                lineage: Default::default(),
+                as_of: Default::default(),
             }),
         })
     }
@@ -481,6 +488,8 @@ impl Registry {
                 manifests: Default::default(),
                 max_staleness: 0,
                 epoch: Instant::now(),
+                lineage: Default::default(),
+                as_of: Default::default(),
             }),
         }
     }

@@ -33,9 +33,13 @@ pub(crate) const RECORD_EXT: &str = ".rec";
 pub(crate) const CHECKPOINT_EXT: &str = ".ckpt";
 /// Digits of a sequence number in a file name: enough for `u64::MAX`.
 pub(crate) const SEQ_DIGITS: usize = 20;
-/// How many checkpoints of a log are kept after a new one is written. More than one,
-/// so that a reader that has just listed the newest can still open it.
+/// How many of a log's newest checkpoints are always kept after a new one is
+/// written. More than one, so that a reader that has just listed the newest can
+/// still open it.
 pub(crate) const KEEP_CHECKPOINTS: usize = 2;
+/// Into how many windows of equal length (in records) a log's history is cut
+/// for the older checkpoints kept (see [`prunable_checkpoints`]).
+pub(crate) const CHECKPOINT_WINDOWS: u64 = 16;
 /// How often `latest_checkpoint` lists again when the checkpoints it listed were
 /// pruned before it could read them.
 pub(crate) const CHECKPOINT_READ_ATTEMPTS: usize = 8;
@@ -165,5 +169,91 @@ mod tests {
         assert!(is_shard_name("0f"));
         assert!(!is_shard_name("0F"));
         assert!(!is_shard_name("0"));
+    }
+}
+
+/// Which of a log's checkpoints to delete after a new one was written, from
+/// the listing of them all (`(seq, where)`, newest first): all but the
+/// [`KEEP_CHECKPOINTS`] newest, and the first one of each window of history.
+///
+/// The history `1..=newest` is cut into windows of `w` records, `w` the
+/// smallest power of two with at most [`CHECKPOINT_WINDOWS`] windows below
+/// `newest`; in each window the checkpoint with the lowest number stays. So a
+/// log keeps at most `CHECKPOINT_WINDOWS + 1 + KEEP_CHECKPOINTS` checkpoints,
+/// and a fold as of any point after the first checkpoint starts at most about
+/// two windows before it (`newest / 8` records), not from record 1: what
+/// `checkpoint_at_or_before` serves time travel from.
+///
+/// The rule never needs a deleted checkpoint back: when `w` doubles, each new
+/// window is two old ones, and its first checkpoint is the first of the lower
+/// old window that has one, which was kept. A listing that misses some
+/// checkpoints (a concurrent writer) only keeps more.
+pub(crate) fn prunable_checkpoints<T>(newest_first: &[(u64, T)]) -> Vec<&(u64, T)> {
+    let Some(newest) = newest_first.iter().map(|(seq, _)| *seq).max() else {
+        return Vec::new();
+    };
+    let w = newest
+        .div_ceil(CHECKPOINT_WINDOWS)
+        .max(1)
+        .checked_next_power_of_two()
+        .unwrap_or(1 << 63);
+    let mut first: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
+    for (seq, _) in newest_first {
+        let f = first.entry(seq / w).or_insert(*seq);
+        *f = (*f).min(*seq);
+    }
+    newest_first
+        .iter()
+        .skip(KEEP_CHECKPOINTS)
+        .filter(|(seq, _)| first.get(&(seq / w)) != Some(seq))
+        .collect()
+}
+
+#[cfg(test)]
+mod checkpoint_windows {
+    use super::*;
+
+    /// Writes checkpoints `every, 2·every, …` up to `upto`, pruning as a store
+    /// does after each, and returns what is left (ascending).
+    fn write(every: u64, upto: u64) -> Vec<u64> {
+        let mut kept: Vec<(u64, ())> = Vec::new();
+        let mut seq = every;
+        while seq <= upto {
+            kept.insert(0, (seq, ()));
+            let gone: Vec<u64> = prunable_checkpoints(&kept).iter().map(|c| c.0).collect();
+            kept.retain(|c| !gone.contains(&c.0));
+            seq += every;
+        }
+        let mut v: Vec<u64> = kept.into_iter().map(|c| c.0).collect();
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn the_newest_and_one_per_window_are_kept_and_bounded() {
+        for (every, upto) in [(1, 1), (1, 5), (100, 10_000), (1000, 100_000), (7, 99_999)] {
+            let kept = write(every, upto);
+            let newest = upto - upto % every;
+            assert_eq!(kept.last(), Some(&newest), "{every}/{upto}");
+            assert!(
+                kept.len() as u64 <= CHECKPOINT_WINDOWS + 1 + KEEP_CHECKPOINTS as u64,
+                "{every}/{upto}: {kept:?}"
+            );
+            // Every point after the first checkpoint has one at most a window
+            // (under `newest / 8 + 2`) plus one interval before it.
+            let first = kept[0];
+            assert_eq!(first, every, "the oldest stays: {kept:?}");
+            let gap = kept.windows(2).map(|p| p[1] - p[0]).max().unwrap_or(0);
+            assert!(
+                gap <= newest / 8 + 2 + every,
+                "{every}/{upto}: gap {gap} in {kept:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_short_history_keeps_everything() {
+        assert_eq!(write(1, 5), [1, 2, 3, 4, 5]);
+        assert!(prunable_checkpoints::<()>(&[]).is_empty());
     }
 }

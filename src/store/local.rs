@@ -53,9 +53,9 @@ use futures::stream::{self, BoxStream};
 
 use super::fsutil::{self, PublishMode, Published, TempFile};
 use super::layout::{
-    BLOBS_DIR, CHECKPOINT_EXT, CHECKPOINT_READ_ATTEMPTS, CHECKPOINTS, KEEP_CHECKPOINTS, LEASES_DIR,
-    LOGS_DIR, RECORD_EXT, RECORDS, SEQ_DIGITS, blob_key, is_shard_name, metadata_key,
-    parse_blob_name, parse_seq_file_name, seq_digits, seq_file_name,
+    BLOBS_DIR, CHECKPOINT_EXT, CHECKPOINT_READ_ATTEMPTS, CHECKPOINTS, LEASES_DIR, LOGS_DIR,
+    RECORD_EXT, RECORDS, SEQ_DIGITS, blob_key, is_shard_name, metadata_key, parse_blob_name,
+    parse_seq_file_name, prunable_checkpoints, seq_digits, seq_file_name,
 };
 use super::pipe::pipe;
 use super::{
@@ -371,7 +371,7 @@ impl MetadataStore for LocalMetadataStore {
             // Pruning is best effort: a checkpoint left behind is garbage, not an error.
             match list_checkpoints(root, &log) {
                 Ok(all) => {
-                    for (_, old) in all.iter().skip(KEEP_CHECKPOINTS) {
+                    for (_, old) in prunable_checkpoints(&all) {
                         if let Err(e) = fsutil::remove_file(old) {
                             tracing::warn!(
                                 checkpoint = %old.display(), error = %e,
@@ -421,6 +421,32 @@ impl MetadataStore for LocalMetadataStore {
         })
         .await
     }
+    async fn checkpoint_at_or_before(&self, log: &str, at_most: u64) -> Result<Option<Checkpoint>> {
+        check_log_key(log)?;
+        let log = log.to_owned();
+        run(&self.root, "read checkpoint", &log.clone(), move |root| {
+            // One pruned between the listing and the read leaves an older one,
+            // as good for a fold (only longer to fold from).
+            for (seq, path) in list_checkpoints(root, &log)? {
+                if seq > at_most {
+                    continue;
+                }
+                match fs::read(&path) {
+                    Ok(bytes) => {
+                        return Ok(Some(Checkpoint {
+                            seq,
+                            bytes: Bytes::from(bytes),
+                        }));
+                    }
+                    Err(e) if is_missing(&e) => continue,
+                    Err(e) => return Err(root.error("read checkpoint", relative(root, &path), e)),
+                }
+            }
+            Ok(None)
+        })
+        .await
+    }
+
     async fn put_lease(&self, key: &str, bytes: Bytes) -> Result<()> {
         check_lease_key(key)?;
         let rel = format!("{LEASES_DIR}/{key}");

@@ -135,6 +135,19 @@ impl MetadataStore for MemoryMetadataStore {
         Ok(())
     }
 
+    async fn checkpoint_at_or_before(&self, log: &str, at_most: u64) -> Result<Option<Checkpoint>> {
+        check_log_key(log)?;
+        let logs = lock(&self.inner);
+        Ok(logs
+            .checkpoints
+            .get(log)
+            .and_then(|c| c.range(..=at_most).next_back())
+            .map(|(seq, bytes)| Checkpoint {
+                seq: *seq,
+                bytes: bytes.clone(),
+            }))
+    }
+
     async fn latest_checkpoint(&self, log: &str) -> Result<Option<Checkpoint>> {
         check_log_key(log)?;
         let logs = lock(&self.inner);

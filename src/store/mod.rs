@@ -88,7 +88,9 @@ pub enum MetadataItem {
 ///   order, stopping at the first missing number or after `limit` records;
 /// - checkpoints are opaque caches: [`put_checkpoint`](Self::put_checkpoint) may
 ///   overwrite, and [`latest_checkpoint`](Self::latest_checkpoint) returns the one
-///   with the highest `seq` (or `None`). Listing order is never relied on;
+///   with the highest `seq` (or `None`);
+///   [`checkpoint_at_or_before`](Self::checkpoint_at_or_before) one with
+///   `seq` at most the given number (or `None`). Listing order is never relied on;
 /// - leases are small named records beside the logs, with the same key rules as
 ///   logs: [`put_lease`](Self::put_lease) creates or replaces one, whole and
 ///   visible to every reader when it returns. It need not survive a crash of the
@@ -117,6 +119,22 @@ pub trait MetadataStore: Send + Sync + fmt::Debug + 'static {
 
     /// The checkpoint of `log` with the highest `seq`, if any.
     async fn latest_checkpoint(&self, log: &str) -> Result<Option<Checkpoint>>;
+
+    /// The checkpoint of `log` with the highest `seq` at most `at_most`, among
+    /// those the store kept, if any: where time travel to a point before the
+    /// latest checkpoint starts folding.
+    ///
+    /// Which older checkpoints a store keeps is its choice (the local and
+    /// object stores keep one per window of the log's history, the memory store
+    /// all of them); any answer with `seq <= at_most` is correct, a nearer one
+    /// is only faster. The default keeps the old contract: the latest
+    /// checkpoint if it is old enough, else `None` (a fold from record 1).
+    async fn checkpoint_at_or_before(&self, log: &str, at_most: u64) -> Result<Option<Checkpoint>> {
+        Ok(self
+            .latest_checkpoint(log)
+            .await?
+            .filter(|c| c.seq <= at_most))
+    }
 
     /// Creates or replaces the lease `key`.
     async fn put_lease(&self, key: &str, bytes: Bytes) -> Result<()>;
@@ -471,6 +489,13 @@ macro_rules! forward_metadata_store {
             }
             async fn latest_checkpoint(&self, log: &str) -> Result<Option<Checkpoint>> {
                 (**self).latest_checkpoint(log).await
+            }
+            async fn checkpoint_at_or_before(
+                &self,
+                log: &str,
+                at_most: u64,
+            ) -> Result<Option<Checkpoint>> {
+                (**self).checkpoint_at_or_before(log, at_most).await
             }
             async fn put_lease(&self, key: &str, bytes: Bytes) -> Result<()> {
                 (**self).put_lease(key, bytes).await

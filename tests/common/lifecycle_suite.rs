@@ -2549,6 +2549,76 @@ pub async fn time_travel_resolves_as_of(f: &Fixture) {
     );
 }
 
+/// Time travel to any point folds from the nearest checkpoint the store kept
+/// at or before it, not only the latest, and answers exactly the fold of every
+/// event up to that point: checked at every event's time and between events,
+/// on a model of 70 events checkpointed every 3 (so the store has pruned some
+/// and kept one per window), by the registry that wrote it and by a cold one.
+/// A kept checkpoint that is damaged is ignored, never trusted.
+pub async fn time_travel_from_older_checkpoints_is_the_full_fold(f: &Fixture) {
+    let reg = f.registry_with(|b| b.checkpoint_every(3));
+    let who = actor("alice");
+    create(&reg, "far").await; // 1
+    for i in 1..=40u64 {
+        register_bytes(&reg, "far", "m.bin", format!("w{i}")).await;
+        if i % 8 == 0 {
+            bring_to(&reg, "far", i, Stage::Production).await;
+        }
+        if i % 6 == 0 {
+            reg.acting_as(who.clone())
+                .set_alias(format!("far/{}", i - 1), "champion", SetAlias::new())
+                .await
+                .expect("alias");
+        }
+    }
+    let events = reg.events("far").await.expect("events");
+    let n = events.len() as u64;
+    assert_eq!(n, 1 + 40 + 5 * 3 + 6);
+    let store = reg.metadata_store().clone();
+    // An older checkpoint was kept, and not from before the middle's window.
+    let older = store
+        .checkpoint_at_or_before("far", n / 2)
+        .await
+        .expect("read")
+        .expect("a checkpoint before the middle was kept");
+    assert!(older.seq <= n / 2 && n / 2 - older.seq <= n / 8 + 2 + 3);
+
+    let mut instants: Vec<DateTime<Utc>> = events.iter().map(|e| e.time).collect();
+    for w in events.windows(2) {
+        instants.push(w[0].time + (w[1].time - w[0].time) / 2);
+    }
+    let check = |registry: Registry, instants: Vec<DateTime<Utc>>| {
+        let events = events.clone();
+        async move {
+            for t in instants {
+                let upto = events.iter().take_while(|e| e.time <= t).count();
+                let state = registry.model_as_of("far", t).await.expect("model as of");
+                assert_eq!(
+                    state,
+                    ModelState::replay(events[..upto].to_vec()).expect("replay"),
+                    "as of {t} (event {upto})"
+                );
+            }
+        }
+    };
+    check(reg.clone(), instants.clone()).await;
+    let cold = f.registry_with(|b| b.checkpoint_every(3));
+    check(cold, instants.clone()).await;
+
+    // Damage the kept checkpoint before the middle: it is ignored (the fold
+    // starts from an older one or from event 1), the answer is the same.
+    store
+        .put_checkpoint("far", older.seq, "not a checkpoint".into())
+        .await
+        .expect("overwrite");
+    let near: Vec<DateTime<Utc>> = events
+        [older.seq as usize - 1..(older.seq as usize + 3).min(events.len())]
+        .iter()
+        .map(|e| e.time)
+        .collect();
+    check(f.registry_with(|b| b.checkpoint_every(3)), near).await;
+}
+
 // ----- concurrency -----------------------------------------------------------------
 
 /// How many rounds [`concurrent_promotions_never_make_two_productions`] runs on

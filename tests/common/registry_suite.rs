@@ -1949,6 +1949,88 @@ pub async fn register_lineage(reg: &Registry) {
     .await;
 }
 
+/// The lineage graph is kept while no model changes: asking again hands back
+/// the same graph. Any change shows at once, whoever makes it: a new version
+/// with a new dataset (this registry), a stage change (its record in the graph
+/// is the new one), a new model, and a version another registry registers.
+pub async fn lineage_graph_is_kept_until_a_model_changes(f: &Fixture) {
+    let reg = f.registry();
+    register_lineage(&reg).await;
+    let first = reg.lineage().await.expect("lineage");
+    assert_eq!(first.len(), 10);
+    let again = reg.lineage().await.expect("lineage");
+    assert!(
+        std::sync::Arc::ptr_eq(&first, &again),
+        "nothing changed: the same graph"
+    );
+
+    let fresh_data = DatasetRef::new("fresh", DatasetRole::Train).version("v1");
+    let v = reg
+        .acting_as(actor("alice"))
+        .register(
+            "solo",
+            ArtifactSource::bytes("m.bin", "solo 2").expect("source"),
+            NewVersion::new().dataset(fresh_data.clone()),
+        )
+        .await
+        .expect("register")
+        .version;
+    let fresh = LineageNode::Dataset(DatasetKey::from(&fresh_data));
+    let graph = reg.lineage().await.expect("lineage");
+    assert!(!first.contains(&fresh));
+    assert!(graph.contains(&fresh), "the new dataset is in the graph");
+    assert_eq!(
+        reached(&graph.downstream(&fresh, None).expect("downstream")),
+        [("solo/2".to_owned(), 1)]
+    );
+
+    reg.acting_as(actor("alice"))
+        .transition("solo/2", modelreg::Stage::Staging, "try")
+        .await
+        .expect("transition");
+    let staged = reg.lineage().await.expect("lineage");
+    assert_eq!(
+        staged
+            .record(&vkey("solo", v.number.get()))
+            .map(|r| r.stage),
+        Some(modelreg::Stage::Staging),
+        "the record in the graph is the current one"
+    );
+
+    create(&reg, "late").await;
+    register_with(
+        &reg,
+        "late",
+        "m.bin",
+        "late",
+        NewVersion::new().parent("solo/2", Relation::FineTunedFrom),
+    )
+    .await;
+    let with_late = reg.lineage().await.expect("lineage");
+    assert!(with_late.record(&vkey("late", 1)).is_some());
+
+    // Another process's registration is seen by this registry's next ask.
+    let other = f.fresh().await;
+    register_with(
+        &other,
+        "late",
+        "m.bin",
+        "late 2",
+        NewVersion::new().dataset(fresh_data.clone()),
+    )
+    .await;
+    let seen = reg.lineage().await.expect("lineage");
+    assert!(!std::sync::Arc::ptr_eq(&with_late, &seen));
+    assert_eq!(
+        reached(&seen.downstream(&fresh, None).expect("downstream")),
+        [
+            ("late/1".to_owned(), 2),
+            ("late/2".to_owned(), 1),
+            ("solo/2".to_owned(), 1),
+        ]
+    );
+}
+
 /// Lineage spans models: downstream of a dataset finds every version built on it
 /// directly or through parents in other models (each with its record), upstream
 /// finds parents, their datasets and code, depths limit both, and a path joins

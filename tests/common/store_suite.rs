@@ -83,6 +83,7 @@ macro_rules! metadata_suite {
                     unusual_but_valid_log_keys_work,
                     list_logs_returns_exactly_logs_with_records,
                     checkpoints_return_highest_seq,
+                    checkpoints_at_or_before_are_kept_per_window,
                     checkpoint_of_same_seq_is_replaced,
                     leases_are_replaced_listed_and_deleted,
                     invalid_lease_keys_are_rejected,
@@ -421,6 +422,63 @@ pub async fn checkpoints_return_highest_seq(store: &dyn MetadataStore) {
     assert_eq!(store.read_after("fraud", 0, 10).await.unwrap(), vec![]);
 }
 
+/// `checkpoint_at_or_before` finds a checkpoint no newer than asked, with the
+/// bytes put for it, and one near enough: after 100 checkpoints every 10
+/// records, one within a window of the history (`newest / 8`, see the stores'
+/// layout) plus one interval before any point, whatever the store pruned. The
+/// latest is still the latest.
+pub async fn checkpoints_at_or_before_are_kept_per_window(store: &dyn MetadataStore) {
+    assert_eq!(
+        store.checkpoint_at_or_before("fraud", 5).await.unwrap(),
+        None
+    );
+    let bytes = |seq: u64| Bytes::from(format!("checkpoint {seq}"));
+    for seq in (10..=1000).step_by(10) {
+        store
+            .put_checkpoint("fraud", seq, bytes(seq))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store
+            .latest_checkpoint("fraud")
+            .await
+            .unwrap()
+            .map(|c| c.seq),
+        Some(1000)
+    );
+    for at_most in [1000, 5000] {
+        let cp = store
+            .checkpoint_at_or_before("fraud", at_most)
+            .await
+            .unwrap();
+        assert_eq!(cp.map(|c| c.seq), Some(1000), "at most {at_most}");
+    }
+    assert_eq!(
+        store.checkpoint_at_or_before("fraud", 9).await.unwrap(),
+        None
+    );
+    for at_most in (10..1000).step_by(7) {
+        let cp = store
+            .checkpoint_at_or_before("fraud", at_most)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("a checkpoint at or before {at_most}"));
+        assert!(cp.seq <= at_most, "{} for at most {at_most}", cp.seq);
+        assert!(
+            at_most - cp.seq <= 1000 / 8 + 2 + 10,
+            "{} is too far below {at_most}",
+            cp.seq
+        );
+        assert_eq!(cp.bytes, bytes(cp.seq));
+    }
+    // Checkpoints belong to their log.
+    assert_eq!(
+        store.checkpoint_at_or_before("other", 1000).await.unwrap(),
+        None
+    );
+}
+
 /// A store that answers `probe` answers exactly what `read_after` would: every
 /// appended record exists, nothing else does (not checkpoints, not other logs).
 pub async fn probe_agrees_with_read_after(store: &dyn MetadataStore) {
@@ -576,6 +634,10 @@ pub enum MetaOp {
     LatestCheckpoint {
         log: usize,
     },
+    CheckpointAtOrBefore {
+        log: usize,
+        at_most: u64,
+    },
 }
 
 const MODEL_LOGS: [&str; 3] = ["a", "b", "model-c"];
@@ -590,7 +652,9 @@ fn meta_op() -> impl Strategy<Value = MetaOp> {
         1 => Just(MetaOp::ListLogs),
         1 => (log.clone(), 0..10u64, vec(any::<u8>(), 0..8))
             .prop_map(|(log, seq, bytes)| MetaOp::PutCheckpoint { log, seq, bytes }),
-        1 => log.prop_map(|log| MetaOp::LatestCheckpoint { log }),
+        1 => log.clone().prop_map(|log| MetaOp::LatestCheckpoint { log }),
+        1 => (log, 0..11u64)
+            .prop_map(|(log, at_most)| MetaOp::CheckpointAtOrBefore { log, at_most }),
     ]
 }
 
@@ -688,6 +752,20 @@ async fn apply_meta_ops(store: &dyn MetadataStore, ops: &[MetaOp]) -> Result<(),
                             bytes: bytes.clone(),
                         });
                 let actual = store.latest_checkpoint(log).await;
+                prop_assert_eq!(actual.ok(), Some(expected), "step {}: {:?}", step, op);
+            }
+            MetaOp::CheckpointAtOrBefore { log, at_most } => {
+                // Below 17 checkpoints every store keeps them all (one per
+                // window of a record): the model is exact.
+                let log = MODEL_LOGS[log];
+                let expected = checkpoints
+                    .get(log)
+                    .and_then(|c| c.range(..=at_most).next_back())
+                    .map(|(seq, bytes)| Checkpoint {
+                        seq: *seq,
+                        bytes: bytes.clone(),
+                    });
+                let actual = store.checkpoint_at_or_before(log, at_most).await;
                 prop_assert_eq!(actual.ok(), Some(expected), "step {}: {:?}", step, op);
             }
         }

@@ -562,6 +562,24 @@ impl ModelState {
         &self.versions
     }
 
+    /// Makes each version record that equals `other`'s record of the same
+    /// number point at `other`'s, so the two states share it; returns how many
+    /// it shares. The state is unchanged (equal before and after): this only
+    /// saves memory, for a state decoded or folded apart from a live one that
+    /// holds mostly the same records (an older state of the same model).
+    pub(crate) fn share_records_with(&mut self, other: &ModelState) -> usize {
+        let mut shared = 0;
+        for (mine, theirs) in self.versions.iter_mut().zip(&other.versions) {
+            if Arc::ptr_eq(mine, theirs) {
+                shared += 1;
+            } else if **mine == **theirs {
+                *mine = Arc::clone(theirs);
+                shared += 1;
+            }
+        }
+        shared
+    }
+
     /// A version by number.
     pub fn version(&self, n: VersionNumber) -> Option<&VersionRecord> {
         self.versions.get((n.get() - 1) as usize).map(|v| &**v)

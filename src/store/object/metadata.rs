@@ -13,8 +13,8 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload};
 use super::{Root, name_in};
 use crate::error::{Error, Result};
 use crate::store::layout::{
-    CHECKPOINT_EXT, CHECKPOINT_READ_ATTEMPTS, CHECKPOINTS, KEEP_CHECKPOINTS, LEASES_DIR, LOGS_DIR,
-    RECORD_EXT, RECORDS, parse_seq_file_name, seq_file_name,
+    CHECKPOINT_EXT, CHECKPOINT_READ_ATTEMPTS, CHECKPOINTS, LEASES_DIR, LOGS_DIR, RECORD_EXT,
+    RECORDS, parse_seq_file_name, prunable_checkpoints, seq_file_name,
 };
 use crate::store::{
     Checkpoint, LogRecord, MetadataItem, MetadataStore, check_lease_key, check_log_key, check_seq,
@@ -265,7 +265,7 @@ impl MetadataStore for ObjectMetadataStore {
         // Pruning is best effort: a checkpoint left behind is garbage, not an error.
         match self.list_checkpoints(log).await {
             Ok(all) => {
-                for (_, old) in all.iter().skip(KEEP_CHECKPOINTS) {
+                for (_, old) in prunable_checkpoints(&all) {
                     if let Err(e) = self.root.store.delete(old).await {
                         tracing::warn!(
                             checkpoint = %self.root.location(old), error = %e,
@@ -304,6 +304,21 @@ impl MetadataStore for ObjectMetadataStore {
             },
         ))
     }
+    async fn checkpoint_at_or_before(&self, log: &str, at_most: u64) -> Result<Option<Checkpoint>> {
+        check_log_key(log)?;
+        // One pruned between the listing and the read leaves an older one, as
+        // good for a fold (only longer to fold from).
+        for (seq, path) in self.list_checkpoints(log).await? {
+            if seq > at_most {
+                continue;
+            }
+            if let Some(bytes) = self.root.get_optional("read checkpoint", &path).await? {
+                return Ok(Some(Checkpoint { seq, bytes }));
+            }
+        }
+        Ok(None)
+    }
+
     async fn put_lease(&self, key: &str, bytes: Bytes) -> Result<()> {
         check_lease_key(key)?;
         let path = self.lease_path(key);
