@@ -46,7 +46,7 @@ use futures::stream::BoxStream;
 use crate::cache::{CacheEntry, CacheOptions, CachedModel, EvictReport};
 use crate::domain::{
     Actor, Event, GateSpec, Manifest, MetricName, MetricSpec, ModelName, ModelState, Routed, Stage,
-    TagKey, Tags, TrafficSplit, VersionRecord,
+    TagKey, Tags, TrafficSplit, TransitionCheck, VersionRecord,
 };
 use crate::error::{Error, Result};
 use crate::progress::Progress;
@@ -559,6 +559,15 @@ impl Session {
         reason: impl Into<String>,
     ) -> Result<Event> {
         self.rt.block_on(self.inner.transition(version, to, reason))
+    }
+
+    /// See [`crate::Session::check_transition`].
+    pub fn check_transition(
+        &self,
+        version: impl IntoVersionRef,
+        to: Stage,
+    ) -> Result<TransitionCheck> {
+        self.rt.block_on(self.inner.check_transition(version, to))
     }
 
     /// See [`crate::Session::promote`].
