@@ -266,13 +266,13 @@ pub(crate) fn same_origin(headers: &axum::http::HeaderMap) -> Result<(), ApiErro
             "refused a cross-site request: {why}"
         )))
     };
-    if let Some(site) = headers.get("sec-fetch-site") {
-        if site.as_bytes() != b"same-origin" {
-            return refuse(format!(
-                "Sec-Fetch-Site is {:?}",
-                String::from_utf8_lossy(site.as_bytes())
-            ));
-        }
+    if let Some(site) = headers.get("sec-fetch-site")
+        && site.as_bytes() != b"same-origin"
+    {
+        return refuse(format!(
+            "Sec-Fetch-Site is {:?}",
+            String::from_utf8_lossy(site.as_bytes())
+        ));
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = String::from_utf8_lossy(origin.as_bytes());
