@@ -571,6 +571,8 @@ with sync_playwright() as p:
     writer = browser.new_context(viewport={"width": 1366, "height": 768})
     page = writer.new_page()
     sign_in(page, os.environ["WRITER"])
+    page.goto(base + "/ui/models/fraud/versions/2")
+    shot(page, "version-forms")
     review_move(page, "validation", "offline eval passed")
     page.get_by_role("button", name="Confirm: move v2 to validation").click()
     seen["validated"] = page.locator(".notice").inner_text()
@@ -594,6 +596,7 @@ with sync_playwright() as p:
     apage.get_by_label("For the move to").select_option("production")
     apage.get_by_label("Comment (recorded)").fill("checked the eval report")
     apage.get_by_role("button", name="Review approval…").click()
+    shot(apage, "confirm-approval")
     apage.get_by_role("button", name="Confirm: approve v2 for production").focus()
     apage.keyboard.press("Enter")
     apage.wait_for_url("**/versions/2?done=*")
@@ -605,6 +608,14 @@ with sync_playwright() as p:
     page.wait_for_url("**/versions/2?done=*")
     seen["promoted"] = page.locator("main").inner_text()
     shot(page, "promoted")
+
+    # A split, previewed only.
+    page.goto(base + "/ui/models/fraud")
+    page.get_by_label("Routes: target=weight").fill("@production=90, /1=10")
+    page.get_by_label("Reason (recorded)").nth(1).fill("canary")
+    page.get_by_role("button", name="Review the split…").click()
+    seen["split"] = page.locator("main").inner_text()
+    shot(page, "confirm-split")
 
     page.goto(base + "/ui/models/fraud")
     seen["model_before_rollback"] = page.locator("main").inner_text()
@@ -684,7 +695,11 @@ async fn a_promotion_a_refusal_and_a_rollback_clicked_in_headless_chromium() {
         text("rolled_back").contains("rolled back by wes@example.com"),
         "{seen}"
     );
+    assert!(text("split").contains("90.0 %"), "{seen}");
     for name in [
+        "version-forms",
+        "confirm-approval",
+        "confirm-split",
         "confirm-refusing",
         "refused",
         "confirm-promotion",
