@@ -329,7 +329,7 @@ async fn rollback_alias_and_split_go_through_their_confirmation_pages() {
             "an event that does not exist shows no notice"
         );
 
-        // A protected alias names the production gates that will run.
+        // A protected alias shows the production gates that will run, judged now.
         let protect = [
             ("action", "alias"),
             ("version", "2"),
@@ -341,6 +341,10 @@ async fn rollback_alias_and_split_go_through_their_confirmation_pages() {
         assert!(
             html.contains("<code>approvals(1)</code>") && html.contains("no → yes"),
             "{html}"
+        );
+        assert!(
+            html.contains("✔ passes") && html.contains("approved by ada@example.com"),
+            "the production gates' verdicts now, v2 as the candidate: {html}"
         );
 
         // A split: its shares and what each target serves now.

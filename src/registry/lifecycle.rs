@@ -109,6 +109,20 @@ impl Registry {
         })
     }
 
+    /// The implementation of [`Session::check_gates`](super::Session::check_gates).
+    pub(crate) async fn check_gates(
+        &self,
+        version: impl IntoVersionRef,
+        stage: Stage,
+        requester: &Actor,
+    ) -> Result<Vec<GateVerdict>> {
+        let r = version.into_version_ref()?;
+        let s = self.model(&r.model).await?;
+        let v = s.resolve(&r.selector)?;
+        let at = Utc::now().max(s.updated_at());
+        Ok(self.gate_verdicts(&s, v, stage, requester, at))
+    }
+
     /// The implementation of [`Session::promote`](super::Session::promote).
     pub(crate) async fn promote(
         &self,

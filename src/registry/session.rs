@@ -7,8 +7,8 @@ use std::ops::Deref;
 use super::options::{CreateModel, IntoMetrics, NewVersion, SetAlias};
 use super::{ArtifactSource, IntoModelName, IntoVersionRef, Registered, Registry};
 use crate::domain::{
-    Actor, Event, GateSpec, MetricName, MetricSpec, ModelState, Stage, TagKey, Tags, TrafficSplit,
-    TransitionCheck, VersionRecord,
+    Actor, Event, GateSpec, GateVerdict, MetricName, MetricSpec, ModelState, Stage, TagKey, Tags,
+    TrafficSplit, TransitionCheck, VersionRecord,
 };
 use crate::error::{Error, Result};
 
@@ -301,6 +301,22 @@ impl Session {
         self.registry
             .check_transition(version, to, &self.actor)
             .await
+    }
+
+    /// Every gate's verdict on a version as the candidate for `stage`, as this
+    /// session would get them now, recording nothing: what
+    /// [`set_alias`](Self::set_alias) and [`remove_alias`](Self::remove_alias)
+    /// of a protected alias run (with `stage` production), for a confirmation
+    /// step. Unlike [`check_transition`](Self::check_transition) it does not
+    /// ask whether the transition table allows a move to `stage`: a protected
+    /// alias may point at a version in any stage.
+    #[tracing::instrument(name = "check_gates", level = "debug", skip_all, fields(actor = %self.actor))]
+    pub async fn check_gates(
+        &self,
+        version: impl IntoVersionRef,
+        stage: Stage,
+    ) -> Result<Vec<GateVerdict>> {
+        self.registry.check_gates(version, stage, &self.actor).await
     }
 
     /// Moves a version to production: [`transition`](Self::transition) to

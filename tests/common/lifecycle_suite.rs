@@ -1488,8 +1488,10 @@ pub async fn in_process_gates_run_and_refuse(f: &Fixture) {
 /// `check_transition` judges a move as the transition would (every gate's
 /// verdict, passing or refusing, stored gates then in-process ones, and the
 /// production version a promotion archives) and records nothing; the
-/// transition asked for next gets the same verdicts.
-pub async fn check_transition_judges_without_recording(f: &Fixture) {
+/// transition asked for next gets the same verdicts. `check_gates` judges a
+/// version for a stage whatever its own stage, as a protected alias's move
+/// does, and records nothing either.
+pub async fn check_transition_and_check_gates_judge_without_recording(f: &Fixture) {
     let gate = ScriptedGate::passing("scripted", "looks fine");
     let model = ModelName::new("checked").expect("valid");
     let reg = f.registry_with(|b| b.gate(model.clone(), Stage::Production, gate.clone()));
@@ -1583,6 +1585,51 @@ pub async fn check_transition_judges_without_recording(f: &Fixture) {
         (Stage::Archived, Stage::Staging, None, 0)
     );
     assert!(check.passes());
+
+    // `check_gates` judges any version for a stage, as a protected alias's move
+    // runs the production gates whatever the version's stage: v1 is archived.
+    let before = snapshot(&reg, "checked").await;
+    assert_eq!(
+        bob.check_gates("checked/1", Stage::Production)
+            .await
+            .expect("gates"),
+        [
+            verdict("approvals(1)", false, "0 of 1 approvals"),
+            verdict("scripted", true, "looks fine"),
+        ]
+    );
+    gate.set(Err("not now".into()));
+    let refused_alias = bob
+        .set_alias(
+            "checked/1",
+            "guarded",
+            modelreg::SetAlias::new().protected(true),
+        )
+        .await;
+    let Err(Error::GateRejected { failed, .. }) = refused_alias else {
+        panic!("{refused_alias:?}")
+    };
+    assert_eq!(
+        failed,
+        bob.check_gates("checked/1", Stage::Production)
+            .await
+            .expect("gates")
+            .into_iter()
+            .filter(|g| !g.passed)
+            .collect::<Vec<_>>(),
+        "what the alias's move was refused with"
+    );
+    assert_eq!(
+        bob.check_gates("checked/2", Stage::Staging)
+            .await
+            .expect("no staging gates"),
+        []
+    );
+    assert_err!(
+        bob.check_gates("checked/9", Stage::Production).await,
+        Error::NotFound { .. }
+    );
+    assert_eq!(snapshot(&reg, "checked").await, before);
 
     // What the transition would refuse before its gates, the check refuses too.
     let before = snapshot(&reg, "checked").await;

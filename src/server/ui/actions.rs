@@ -33,8 +33,8 @@ use crate::server::auth::{self, Caller, Role};
 use crate::server::error::ApiError;
 use crate::server::rest::version_ref;
 use crate::{
-    AliasName, Error, Event, EventKind, Gate, GateVerdict, HistoryFilter, ModelName, ModelState,
-    Session, SetAlias, Stage, TrafficSplit, VersionRecord,
+    AliasName, Error, Event, EventKind, GateVerdict, HistoryFilter, ModelName, ModelState, Session,
+    SetAlias, Stage, TrafficSplit, VersionRecord,
 };
 
 /// The longest reason or comment taken from a form (the audit trail is for
@@ -457,13 +457,11 @@ async fn confirmation(
             let current = state.alias(alias);
             let was = current.is_some_and(|c| c.protected);
             let will = protected.unwrap_or(was);
-            let gates: Vec<String> = state
-                .gates()
-                .get(&Stage::Production)
-                .into_iter()
-                .flatten()
-                .map(Gate::name)
-                .collect();
+            let gates = if was || will {
+                Some(me.check_gates(v.reference(), Stage::Production).await?)
+            } else {
+                None
+            };
             let what = html! {
                 dl.facts {
                     div.wide { dt { "The alias" } dd {
@@ -475,16 +473,12 @@ async fn confirmation(
                         (if was { "yes" } else { "no" }) " → " (if will { "yes" } else { "no" })
                     } }
                 }
-                @if was || will {
-                    section aria-labelledby="gates" {
-                        h2 #gates { "Gates that will run" }
-                        p { "A protected alias moves only past the model's production gates, with v" (v.number) " as the candidate:" }
-                        @if gates.is_empty() { p.muted { "No stored production gates (gates this server adds in-process still run)." } }
-                        @else { ul { @for g in &gates { li { code { (g) } } } } }
-                        p.muted { "Their verdicts are recorded with the change; a refusal is shown here." }
-                    }
-                } @else {
-                    p.note { "The alias is not protected: no gate runs." }
+                @match &gates {
+                    Some(g) => {
+                        p { "A protected alias moves only past the model's production gates, with v" (v.number) " as the candidate." }
+                        (gates_table("Production gates, with this version as the candidate", Stage::Production, g, true))
+                    },
+                    None => p.note { "The alias is not protected: no gate runs." },
                 }
             };
             (
