@@ -364,6 +364,25 @@ async fn rollback_alias_and_split_go_through_their_confirmation_pages() {
             assert!(html.contains(want), "{want:?} in\n{html}");
         }
         assert_eq!(wes.confirm(&split).status, 303);
+        // Removing an alias the split routes to warns about it; the page offers
+        // a removal form for each alias on the version.
+        let page = wes.get("/ui/models/fraud/versions/2").text();
+        assert!(
+            page.contains("Remove <span class=\"alias\">challenger</span>"),
+            "{page}"
+        );
+        let unalias = [
+            ("action", "unalias"),
+            ("alias", "challenger"),
+            ("reason", "done"),
+        ];
+        let html = wes.post(&unalias).text();
+        assert!(html.contains("challenger</span>: v2 → removed."), "{html}");
+        assert!(
+            html.contains("The traffic split routes to @challenger"),
+            "{html}"
+        );
+        assert!(html.contains("Confirm: remove challenger"));
         let bad = wes.post(&[
             ("action", "split"),
             ("split", "@champion=ninety"),

@@ -118,6 +118,8 @@ enum Action {
         alias: AliasName,
         protected: Option<bool>,
     },
+    /// An alias removed.
+    Unalias { alias: AliasName },
     /// A new traffic split; `None` removes it.
     Split { split: Option<TrafficSplit> },
 }
@@ -157,12 +159,15 @@ impl Action {
                     }
                 },
             },
+            "unalias" => Action::Unalias {
+                alias: AliasName::new(f.alias.trim())?,
+            },
             "split" => Action::Split {
                 split: parse_split(&f.split)?,
             },
             other => {
                 return Err(ApiError::bad_request(format!(
-                    "{other:?} is not an action: use move, approve, reject, rollback, alias or split"
+                    "{other:?} is not an action: use move, approve, reject, rollback, alias, unalias or split"
                 )));
             }
         })
@@ -330,6 +335,7 @@ async fn perform(
             }
             me.set_alias(at(version)?, alias.as_str(), options).await
         }
+        Action::Unalias { alias } => me.remove_alias(model, alias.as_str(), reason).await,
         Action::Split { split: Some(split) } => {
             me.set_traffic_split(model, split.clone(), reason).await
         }
@@ -484,6 +490,47 @@ async fn confirmation(
             (
                 format!("Point {alias} of {name} at v{}", v.number),
                 format!("Confirm: point {alias} at v{}", v.number),
+                what,
+            )
+        }
+        Action::Unalias { alias } => {
+            let current = state.alias(alias).ok_or_else(|| {
+                ApiError::not_found(format!("model '{name}' has no alias '{alias}'"))
+            })?;
+            let routed = state.traffic_split().is_some_and(|sp| {
+                sp.routes()
+                    .iter()
+                    .any(|r| r.target.to_string() == format!("@{alias}"))
+            });
+            let gates = if current.protected {
+                Some(
+                    me.check_gates(format!("{name}/{}", current.version), Stage::Production)
+                        .await?,
+                )
+            } else {
+                None
+            };
+            let what = html! {
+                dl.facts {
+                    div.wide { dt { "The alias" } dd {
+                        span.alias { (alias) } ": v" (current.version) " → removed. "
+                        "References to " code { (name) "@" (alias) } " stop resolving."
+                    } }
+                }
+                @if routed {
+                    p.verdict.bad { "The traffic split routes to @" (alias) ": those requests fail until the split changes." }
+                }
+                @match &gates {
+                    Some(g) => {
+                        p { "The alias is protected: removing it passes the model's production gates, with v" (current.version) " as the candidate." }
+                        (gates_table("Production gates, with its version as the candidate", Stage::Production, g, true))
+                    },
+                    None => p.note { "The alias is not protected: no gate runs." },
+                }
+            };
+            (
+                format!("Remove {alias} of {name}"),
+                format!("Confirm: remove {alias}"),
                 what,
             )
         }
@@ -655,7 +702,12 @@ fn hint(viewer: &Viewer, what: &str) -> Markup {
 
 /// The action forms of the version page: move to another stage, approve or
 /// reject for a stage, point an alias at it.
-pub(super) fn version_forms(viewer: &Viewer, model: &str, v: &VersionRecord) -> Markup {
+pub(super) fn version_forms(
+    viewer: &Viewer,
+    model: &str,
+    v: &VersionRecord,
+    aliases: &[AliasName],
+) -> Markup {
     let writer = viewer.may(Role::Writer);
     let approver = viewer.may(Role::Approver);
     let targets = v.stage.allowed_targets();
@@ -743,6 +795,19 @@ pub(super) fn version_forms(viewer: &Viewer, model: &str, v: &VersionRecord) -> 
                                 input #alias-reason name="reason" required maxlength=(MAX_REASON) placeholder="why it points here";
                             }
                             button type="submit" { "Review the alias…" }
+                        }
+                        @for (i, a) in aliases.iter().enumerate() {
+                            form.action method="post" action=(action) {
+                                h3 { "Remove " span.alias { (a) } }
+                                input type="hidden" name="csrf" value=(csrf);
+                                input type="hidden" name="action" value="unalias";
+                                input type="hidden" name="alias" value=(a);
+                                div.field {
+                                    label for={ "unalias-reason-" (i) } { "Reason (recorded)" }
+                                    input id={ "unalias-reason-" (i) } name="reason" required maxlength=(MAX_REASON) placeholder="why it goes";
+                                }
+                                button.danger type="submit" { "Review the removal…" }
+                            }
                         }
                     }
                 }

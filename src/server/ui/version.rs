@@ -85,7 +85,7 @@ pub(super) async fn page(
         (tags(&v.tags))
         p.actions { a href=(lineage_href(name, v.number)) { "Lineage: what it was built from, what was built from it →" } }
         (record(&v, &state_aliases))
-        (actions::version_forms(&viewer, name, &v))
+        (actions::version_forms(&viewer, name, &v, &state_aliases))
         section aria-labelledby="compare" {
             h2 #compare { "Comparison" }
             form.filters method="get" action=(version_href(name, v.number)) {
