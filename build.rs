@@ -13,7 +13,10 @@
 //!   `.ci/hf-hub-client` (the Rust `hf-hub` crate) and the `serve` feature is on;
 //! - `modelreg_chromium`: `MODELREG_TEST_CHROMIUM` names a Chromium binary (Debian's
 //!   `chromium`, installed by `.ci/run`) that loads the web UI's pages headless, and
-//!   the `serve` feature is on.
+//!   the `serve` feature is on;
+//! - `modelreg_axe`: `MODELREG_TEST_AXE` names axe-core's `axe.min.js` (the npm
+//!   package `axe-core`, installed by `.ci/run`), which the web UI's browser
+//!   check runs in every page, and the `serve` feature is on.
 //!
 //! The server tests carry `#[cfg_attr(not(modelreg_s3), ignore = "…")]`; see
 //! `tests/common/servers.rs` for the variables and for the test that fails in CI
@@ -26,6 +29,7 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(modelreg_pyclients)");
     println!("cargo::rustc-check-cfg=cfg(modelreg_hfhub)");
     println!("cargo::rustc-check-cfg=cfg(modelreg_chromium)");
+    println!("cargo::rustc-check-cfg=cfg(modelreg_axe)");
     for (var, feature, cfg) in [
         ("MODELREG_TEST_S3_URL", "CARGO_FEATURE_AWS", "modelreg_s3"),
         (
@@ -48,6 +52,7 @@ fn main() {
             "CARGO_FEATURE_SERVE",
             "modelreg_chromium",
         ),
+        ("MODELREG_TEST_AXE", "CARGO_FEATURE_SERVE", "modelreg_axe"),
     ] {
         println!("cargo::rerun-if-env-changed={var}");
         let configured = std::env::var_os(var).is_some_and(|v| !v.is_empty());

@@ -40,8 +40,13 @@
 //!   vs reading the newest 100 record files raw (`fs::read` of each by name, no
 //!   decoding), one call per sample.
 //!
+//! - contend: 8 tasks of one registry move aliases of the model at once (25
+//!   moves each per sample), the time per move, vs the raw durable append.
+//!   This process's writers of one model take turns at the log rather than
+//!   hold a lock across the append; the row shows what their racing costs.
+//!
 //! `MODELREG_BENCH_ROWS=history,resolve` runs only the named groups (`cold`,
-//! `resolve`, `route`, `list`, `history`, `register`); all by default.
+//! `resolve`, `route`, `list`, `history`, `register`, `contend`); all by default.
 //!
 //! Fixtures (built by `support/fixture.rs`: a model with N versions: a metric spec, rich records of ~1 KiB, one
 //! version in production, an alias, a checkpoint 5 events before the end) are
@@ -349,7 +354,7 @@ fn run_size(rt: &tokio::runtime::Runtime, n: u64, scratch: &Path) {
     if wants("history") {
         history_rows(rt, &reg, &root, pairs);
     }
-    if !wants("register") {
+    if !wants("register") && !wants("contend") {
         drop(reg);
         fs::remove_dir_all(&root).ok();
         return;
@@ -363,6 +368,7 @@ fn run_size(rt: &tokio::runtime::Runtime, n: u64, scratch: &Path) {
     let mut register = Series::new("register");
     let mut seq = 0;
     let mut slowest = (Duration::ZERO, 0);
+    let registrations = if wants("register") { registrations } else { 0 };
     for i in 0..registrations {
         seq += 1;
         let before = raw_append(&raw_dir, seq, &record);
@@ -378,13 +384,15 @@ fn run_size(rt: &tokio::runtime::Runtime, n: u64, scratch: &Path) {
         let after = raw_append(&raw_dir, seq, &record);
         register.pair(before, ours, after);
     }
-    println!(
-        "(register: record {} bytes; slowest was version {} at {:.2?}; a checkpoint is written when the log reaches a multiple of 1000 events)",
-        record.len(),
-        slowest.1,
-        slowest.0
-    );
-    register.summary();
+    if registrations > 0 {
+        println!(
+            "(register: record {} bytes; slowest was version {} at {:.2?}; a checkpoint is written when the log reaches a multiple of 1000 events)",
+            record.len(),
+            slowest.1,
+            slowest.0
+        );
+        register.summary();
+    }
 
     // The same, with an artifact the store already has: only the event is written,
     // so this is the metadata path alone.
@@ -401,13 +409,66 @@ fn run_size(rt: &tokio::runtime::Runtime, n: u64, scratch: &Path) {
         let after = raw_append(&raw_dir, seq, &record);
         dedup.pair(before, ours, after);
     }
-    println!(
-        "(register=: the artifact's blob and manifest are stored already: one durable write, the event)"
-    );
-    dedup.summary();
+    if registrations > 0 {
+        println!(
+            "(register=: the artifact's blob and manifest are stored already: one durable write, the event)"
+        );
+        dedup.summary();
+    }
+    if wants("contend") {
+        contend_rows(rt, &reg, &raw_dir, &record, &mut seq, pairs);
+    }
     drop(reg);
     fs::remove_dir_all(&raw_dir).ok();
     fs::remove_dir_all(&root).ok();
+}
+
+/// The contend row: 8 tasks moving aliases at once, per move, against the raw
+/// durable append.
+fn contend_rows(
+    rt: &tokio::runtime::Runtime,
+    reg: &Registry,
+    raw_dir: &Path,
+    record: &[u8],
+    seq: &mut u64,
+    pairs: u64,
+) {
+    const TASKS: u64 = 8;
+    const EACH: u64 = 25;
+    let mut contend = Series::new("contend x8");
+    for round in 0..pairs {
+        *seq += 1;
+        let before = raw_append(raw_dir, *seq, record);
+        let t = Instant::now();
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..TASKS)
+                .map(|task| {
+                    let mover = reg.acting_as(actor());
+                    tokio::spawn(async move {
+                        for i in 0..EACH {
+                            mover
+                                .set_alias(
+                                    format!("{MODEL}/{}", 1 + (round + i) % 50),
+                                    format!("task-{task}").as_str(),
+                                    modelreg::SetAlias::new(),
+                                )
+                                .await
+                                .expect("set alias");
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.expect("task");
+            }
+        });
+        let ours = t.elapsed() / (TASKS * EACH) as u32;
+        *seq += 1;
+        let after = raw_append(raw_dir, *seq, record);
+        contend.pair(before, ours, after);
+    }
+    println!("(contend x8: {TASKS} tasks x {EACH} alias moves per sample, time per move)");
+    contend.summary();
 }
 
 /// The history rows: the newest 100 events, against reading their record files.

@@ -155,6 +155,7 @@ suite! {
         history_is_newest_first_and_filters,
         time_travel_resolves_as_of,
         concurrent_promotions_never_make_two_productions,
+        abandoned_command_blocks_no_writer,
         racing_commands_have_one_winner,
         gates_judge_the_state_the_event_follows,
         lifecycle_state_survives_checkpoints,

@@ -50,7 +50,6 @@ impl Registry {
         };
         let state = ModelState::genesis(&event)?;
         let slot = self.slot(&model);
-        let _writer = slot.writer.lock().await;
         match self
             .append(
                 &model,

@@ -16,18 +16,21 @@ use crate::error::{Error, Result};
 use crate::store::MetadataStore;
 
 use super::ingest::blocking;
+use super::turn::Turn;
 use super::{Registry, lock, pinned_version};
 
 /// How many log records are read per store call while folding.
 pub(super) const READ_BATCH: usize = 1024;
 
-/// One model's cached fold and the lock of this process's writers to it.
+/// One model's cached fold.
 ///
 /// Nothing holds `state` across an await: readers fold the log's new records
 /// without it and apply them under it (records are immutable, so a record read by
 /// anyone is the record), so a read future that is kept half-polled blocks nobody.
-/// `writer` is held across a commit's append, so this process's writers never
-/// race each other for one log position.
+/// Writers hold no lock across a store call either: they take turns at the
+/// log's next position ([`Turn`]), but a turn is waited for only about as long
+/// as turns usually take, so a command stalled on the store or kept half-polled
+/// delays other writers once, briefly, and blocks none.
 #[derive(Default)]
 pub(super) struct Slot {
     /// The fold, `None` until first loaded (or after a failed apply). Only ever
@@ -37,7 +40,10 @@ pub(super) struct Slot {
     /// (its gates may take their time); folding copies it only if a snapshot
     /// is out at that moment.
     state: RwLock<Option<Arc<ModelState>>>,
-    pub(super) writer: tokio::sync::Mutex<()>,
+    /// This process's writers take turns at the log's next position; a turn
+    /// is waited for only briefly (see [`Turn`]), so no writer is stalled by
+    /// another's store call for long.
+    turn: Turn,
     /// Set while a background checkpoint of this model is being written: at most
     /// one at a time.
     pub(super) checkpointing: AtomicBool,
@@ -387,8 +393,11 @@ impl Registry {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            {
-                let _writer = slot.writer.lock().await;
+            let appended = {
+                // Not a lock: a turn held by a stalled or abandoned command is
+                // waited for briefly, then taken (the append is create-if-absent,
+                // so going ahead is safe; the loser retries).
+                let _turn = slot.turn.take().await;
                 self.refresh(model, &slot).await?;
                 let event = {
                     // A snapshot: the command and its gates decide with no lock
@@ -438,12 +447,17 @@ impl Registry {
                                 .version()
                                 .and_then(|n| cached.as_ref()?.version(n).cloned())
                         };
-                        self.maybe_checkpoint(&slot, event.seq).await;
-                        return Ok((event, version));
+                        Some((event, version))
                     }
-                    Err(Error::AlreadyExists { .. }) => {}
+                    Err(Error::AlreadyExists { .. }) => None,
                     Err(e) => return Err(e),
                 }
+            };
+            if let Some((event, version)) = appended {
+                // After the turn: a checkpoint written inline (small models)
+                // delays this command only.
+                self.maybe_checkpoint(&slot, event.seq).await;
+                return Ok((event, version));
             }
             if attempt >= policy.max_attempts {
                 return Err(Error::Conflict {

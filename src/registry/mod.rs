@@ -32,6 +32,7 @@ mod paging;
 mod power_loss;
 mod serving;
 mod session;
+mod turn;
 mod url;
 
 pub use check::{CheckReport, Problem};

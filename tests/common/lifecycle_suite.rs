@@ -2722,24 +2722,43 @@ pub async fn time_travel_resolves_as_of(f: &Fixture) {
 /// fresh registries, and then on a [`racing_pair`].
 pub const RACE_ROUNDS: u64 = 10;
 
-/// A metadata store whose first two appends wait for each other (for at most ten
-/// seconds) before going through; later ones go straight through. Two registries
-/// over one of these that each make one command have both read the log before
-/// either appends: their race is certain, not up to the scheduler.
-#[derive(Debug)]
-pub struct RendezvousAppends {
+/// What [`HookedAppends`] runs before an append: given how many appends came
+/// before this one (0 for the first), a future the append waits for.
+pub type AppendHook = Box<dyn Fn(usize) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
+
+/// A metadata store that runs a hook before each append goes through, so a test
+/// can hold an append at a chosen point (two racers meeting, a stalled write);
+/// everything else goes straight to `inner`.
+pub struct HookedAppends {
     inner: Arc<dyn MetadataStore>,
-    barrier: tokio::sync::Barrier,
     arrivals: AtomicUsize,
+    hook: AppendHook,
+}
+
+impl HookedAppends {
+    /// Wraps `inner`, running `hook` before every append.
+    pub fn new(inner: Arc<dyn MetadataStore>, hook: AppendHook) -> Arc<Self> {
+        Arc::new(HookedAppends {
+            inner,
+            arrivals: AtomicUsize::new(0),
+            hook,
+        })
+    }
+}
+
+impl std::fmt::Debug for HookedAppends {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HookedAppends")
+            .field("inner", &self.inner)
+            .field("arrivals", &self.arrivals)
+            .finish_non_exhaustive()
+    }
 }
 
 #[async_trait::async_trait]
-impl MetadataStore for RendezvousAppends {
+impl MetadataStore for HookedAppends {
     async fn append(&self, log: &str, seq: u64, record: bytes::Bytes) -> modelreg::Result<()> {
-        if self.arrivals.fetch_add(1, Ordering::SeqCst) < 2 {
-            // A racer that fails before appending must not hang the other.
-            let _ = tokio::time::timeout(Duration::from_secs(10), self.barrier.wait()).await;
-        }
+        (self.hook)(self.arrivals.fetch_add(1, Ordering::SeqCst)).await;
         self.inner.append(log, seq, record).await
     }
     async fn read_after(
@@ -2781,23 +2800,112 @@ impl MetadataStore for RendezvousAppends {
     }
 }
 
+/// A registry over `reg`'s artifact store and `meta`, sharing no cache with
+/// `reg`.
+fn registry_over(reg: &Registry, meta: Arc<dyn MetadataStore>) -> Registry {
+    Registry::builder()
+        .metadata(meta)
+        .artifacts(reg.artifact_store().clone())
+        .build()
+        .expect("builder with both stores")
+}
+
 /// Two registries over `reg`'s stores that share no cache, whose first two
-/// appends meet (see [`RendezvousAppends`]): one command on each is a certain
-/// race.
+/// appends wait for each other (for at most ten seconds) before going through:
+/// each has read the log before either appends, so one command on each is a
+/// certain race, not up to the scheduler.
 pub fn racing_pair(reg: &Registry) -> [Registry; 2] {
-    let store = Arc::new(RendezvousAppends {
-        inner: reg.metadata_store().clone(),
-        barrier: tokio::sync::Barrier::new(2),
-        arrivals: AtomicUsize::new(0),
-    });
-    let build = || {
-        Registry::builder()
-            .metadata(store.clone())
-            .artifacts(reg.artifact_store().clone())
-            .build()
-            .expect("builder with both stores")
-    };
-    [build(), build()]
+    let barrier = Arc::new(tokio::sync::Barrier::new(2));
+    let store = HookedAppends::new(
+        reg.metadata_store().clone(),
+        Box::new(move |n| {
+            let barrier = barrier.clone();
+            Box::pin(async move {
+                if n < 2 {
+                    // A racer that fails before appending must not hang the other.
+                    let _ = tokio::time::timeout(Duration::from_secs(10), barrier.wait()).await;
+                }
+            })
+        }),
+    );
+    [registry_over(reg, store.clone()), registry_over(reg, store)]
+}
+
+/// A command whose append is stalled in the store (a hung S3 PUT), and whose
+/// future is then kept without being polled, blocks no other writer or reader
+/// of the model in the same registry; once the store answers, the stalled
+/// command loses its log position to the writer that went ahead, retries on
+/// the fresh state and lands after it.
+pub async fn abandoned_command_blocks_no_writer(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "stall").await;
+    register_bytes(&reg, "stall", "m.bin", "one").await;
+    register_bytes(&reg, "stall", "m.bin", "two").await;
+    let count = event_count(&reg, "stall").await;
+
+    let entered = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let (e, r) = (entered.clone(), release.clone());
+    let store = HookedAppends::new(
+        reg.metadata_store().clone(),
+        Box::new(move |n| {
+            let (e, r) = (e.clone(), r.clone());
+            Box::pin(async move {
+                if n == 0 {
+                    e.notify_one();
+                    drop(r.acquire().await.expect("semaphore open"));
+                }
+            })
+        }),
+    );
+    let one = registry_over(&reg, store);
+    let session = one.acting_as(actor("stalled"));
+    let mut stalled = Box::pin(session.transition("stall/1", Stage::Staging, "stalled"));
+    tokio::time::timeout(Duration::from_secs(10), async {
+        tokio::select! {
+            r = &mut stalled => panic!("the stalled append went through: {r:?}"),
+            () = entered.notified() => {}
+        }
+    })
+    .await
+    .expect("the first command reached its append");
+
+    // `stalled` is kept, half-polled, holding whatever it holds.
+    let went_ahead = tokio::time::timeout(
+        Duration::from_secs(10),
+        one.acting_as(actor("ahead"))
+            .transition("stall/2", Stage::Staging, "went ahead"),
+    )
+    .await
+    .expect("a writer was blocked by a stalled, half-polled command")
+    .expect("transition");
+    assert_eq!(went_ahead.seq, count as u64 + 1);
+    let state = tokio::time::timeout(Duration::from_secs(10), one.model("stall"))
+        .await
+        .expect("a reader was blocked by a stalled, half-polled command")
+        .expect("model");
+    assert_eq!(state.seq(), count as u64 + 1);
+    assert_eq!(stage_of(&one, "stall", 1).await, Stage::None);
+
+    release.add_permits(1);
+    let late = tokio::time::timeout(Duration::from_secs(10), stalled)
+        .await
+        .expect("the released command finished")
+        .expect("the released command retried and landed");
+    assert_eq!(late.seq, count as u64 + 2, "it lost its first position");
+    assert_eq!(stage_of(&reg, "stall", 1).await, Stage::Staging);
+    assert_eq!(stage_of(&reg, "stall", 2).await, Stage::Staging);
+    assert_eq!(event_count(&reg, "stall").await, count + 2);
+    let trail = reg
+        .history("stall", &HistoryFilter::default())
+        .await
+        .expect("history");
+    let movers: Vec<_> = trail[..2].iter().map(|e| e.actor.to_string()).collect();
+    assert_eq!(
+        movers,
+        ["stalled", "ahead"],
+        "newest first: the stalled one landed last"
+    );
 }
 
 /// Runs `a` and `b` at once, each on its own task, and returns both results.

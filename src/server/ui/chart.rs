@@ -108,7 +108,9 @@ pub(super) fn trend(
                 strong { (metric) } " (" (direction) ") across " (points.len()) " versions"
                 @if let Some(p) = prod { " · production v" (p.version) " = " (num(p.value)) }
             }
-            svg viewBox={ "0 0 " (W) " " (H) } role="img" aria-label=(label) {
+            // A group, not an image: its points are links, and an image's
+            // content is hidden from assistive technology.
+            svg viewBox={ "0 0 " (W) " " (H) } role="group" aria-label=(label) {
                 @for t in ticks {
                     line.grid x1=(LEFT) x2={ (W - RIGHT) } y1=(format!("{:.1}", y(t))) y2=(format!("{:.1}", y(t))) {}
                     text.tick x={ (LEFT - 6.0) } y=(format!("{:.1}", y(t) + 4.0)) text-anchor="end" { (num(t)) }
@@ -120,7 +122,7 @@ pub(super) fn trend(
                 polyline.trend points=(line) {}
                 @if drawn.len() <= 60 {
                     @for p in &drawn {
-                        a href=(version_href(model, p.version)) {
+                        a href=(version_href(model, p.version)) aria-label={ "v" (p.version) ": " (num(p.value)) } {
                             circle.pt cx=(format!("{:.1}", x(p.version))) cy=(format!("{:.1}", y(p.value))) r="3.5" {
                                 title { "v" (p.version) ": " (num(p.value)) }
                             }
@@ -128,7 +130,7 @@ pub(super) fn trend(
                     }
                 }
                 @if let Some(p) = prod {
-                    a href=(version_href(model, p.version)) {
+                    a href=(version_href(model, p.version)) aria-label={ "production v" (p.version) ": " (num(p.value)) } {
                         circle.prod cx=(format!("{:.1}", x(p.version))) cy=(format!("{:.1}", y(p.value))) r="6" {
                             title { "production v" (p.version) ": " (num(p.value)) }
                         }

@@ -435,7 +435,8 @@ impl Picture {
         };
         html! {
             figure.lineage {
-                svg viewBox={ "0 0 " (width) " " (height) } width=(width) role="img" aria-label=(label) {
+                // A group, not an image: its nodes are links.
+                svg viewBox={ "0 0 " (width) " " (height) } width=(width) role="group" aria-label=(label) {
                     defs {
                         marker #arrow viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse" {
                             path d="M 0 0 L 10 5 L 0 10 z" {}

@@ -66,6 +66,10 @@ use crate::{Actor, Stage};
 /// The stylesheet, embedded in the binary.
 const STYLE: &str = include_str!("style.css");
 
+/// The tab icon, embedded in the binary (without one, every browser asks for
+/// `/favicon.ico` and logs the 404).
+const FAVICON: &str = include_str!("favicon.svg");
+
 /// Versions and events per page.
 const PAGE_SIZE: usize = 50;
 
@@ -76,6 +80,11 @@ pub(crate) fn routes(_state: &State) -> Router<State> {
         .route("/ui", get(|| async { Redirect::to("/ui/") }))
         .route("/ui/", get(models::page))
         .route("/ui/assets/style.css", get(style))
+        .route("/ui/assets/favicon.svg", get(favicon))
+        .route(
+            "/favicon.ico",
+            get(|| async { Redirect::to("/ui/assets/favicon.svg") }),
+        )
         .route("/ui/login", get(login_form).post(login))
         .route("/ui/logout", post(logout))
         .route("/ui/models/{model}", get(model::page))
@@ -102,13 +111,20 @@ fn is_actions(path: &str) -> bool {
 
 /// Whether `path` is the UI's: its errors are HTML pages.
 pub(crate) fn owns(path: &str) -> bool {
-    path == "/" || path == "/ui" || path.starts_with("/ui/")
+    path == "/" || path == "/ui" || path.starts_with("/ui/") || path == "/favicon.ico"
 }
 
-/// The UI's routes that anyone may reach: the sign-in form and the
-/// stylesheet (neither shows registry data).
+/// The UI's routes that anyone may reach: the sign-in form, the stylesheet
+/// and the icon (none shows registry data).
 pub(crate) fn public(path: &str) -> bool {
-    matches!(path, "/ui/login" | "/ui/logout" | "/ui/assets/style.css")
+    matches!(
+        path,
+        "/ui/login"
+            | "/ui/logout"
+            | "/ui/assets/style.css"
+            | "/ui/assets/favicon.svg"
+            | "/favicon.ico"
+    )
 }
 
 /// No script, styles only from this server, no framing, no sniffing, and no
@@ -142,6 +158,17 @@ async fn style() -> Response {
             (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
         STYLE,
+    )
+        .into_response()
+}
+
+async fn favicon() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        FAVICON,
     )
         .into_response()
 }
@@ -332,6 +359,7 @@ fn shell(
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · modelreg" }
                 link rel="stylesheet" href="/ui/assets/style.css";
+                link rel="icon" type="image/svg+xml" href="/ui/assets/favicon.svg";
             }
             body {
                 a.skip href="#main" { "Skip to content" }

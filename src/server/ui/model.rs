@@ -12,7 +12,9 @@ use super::{
 };
 use crate::server::State;
 use crate::server::error::ApiError;
-use crate::{Goal, MetricName, ModelName, Stage, VersionFilter, VersionPage, metric_history};
+use crate::{
+    Goal, HistoryFilter, MetricName, ModelName, Stage, VersionFilter, VersionPage, metric_history,
+};
 
 /// What the versions table shows: filters, order and page.
 #[derive(Deserialize, Default)]
@@ -158,6 +160,15 @@ pub(super) async fn page(
         None => s.registry.model(&model).await?,
         Some(t) => s.registry.model_as_of(&model, t).await?,
     };
+    // Who made the last change the page shows (now, or before `at`): that one
+    // event, read backwards from its position.
+    let last_change = s
+        .registry
+        .history_page(&model, &HistoryFilter::new(), Some(state.seq() + 1), 1)
+        .await?
+        .items
+        .into_iter()
+        .next();
     let specs = state.metric_specs().clone();
     let production = state.production().map(|v| v.number);
     let filter = listing.filter()?;
@@ -263,7 +274,10 @@ pub(super) async fn page(
                 @if state.aliases().is_empty() { span.muted { "none" } }
             } }
             div { dt { "Versions" } dd { (state.versions().len()) } }
-            div { dt { "Last change" } dd { (time(state.updated_at())) } }
+            div { dt { "Last change" } dd {
+                (time(state.updated_at()))
+                @if let Some(e) = &last_change { " by " (e.actor) " (" (e.kind.name()) ")" }
+            } }
         }
         div.travel {
             @if at.is_some() {

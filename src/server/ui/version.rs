@@ -171,7 +171,7 @@ fn metrics(v: &VersionRecord, comparison: &Result<VersionDiff, String>) -> Marku
             h2 #metrics { "Metrics" }
             @if v.metrics.is_empty() { p.muted { "None recorded." } }
             @else {
-                table.data.narrow {
+                table.data.narrow tabindex="0" {
                     thead { tr { th scope="col" { "Metric" } th scope="col" .num { "Value" } th scope="col" { "Goal" } } }
                     tbody {
                         @for (m, x) in v.metrics.iter() {
@@ -234,12 +234,12 @@ fn provenance(v: &VersionRecord) -> Markup {
                 div {
                     h3 { "Hyperparameters" }
                     @if hyper_params.is_empty() { p.muted { "None recorded." } }
-                    @else { table.data.narrow { tbody { @for (k, x) in &hyper_params { tr { th scope="row" { (k) } td { code { (hyper(x)) } } } } } } }
+                    @else { table.data.narrow tabindex="0" { tbody { @for (k, x) in &hyper_params { tr { th scope="row" { (k) } td { code { (hyper(x)) } } } } } } }
                 }
                 div {
                     h3 { "Environment" }
                     @if env.is_empty() { p.muted { "Not recorded." } }
-                    @else { table.data.narrow { tbody { @for (k, x) in &env { tr { th scope="row" { (k) } td { (x) } } } } } }
+                    @else { table.data.narrow tabindex="0" { tbody { @for (k, x) in &env { tr { th scope="row" { (k) } td { (x) } } } } } }
                 }
             }
         }
@@ -280,7 +280,7 @@ fn map_diff<T>(title: &str, d: &MapDiff<T>, show: impl Fn(&T) -> String) -> Mark
     html! {
         @if !(d.changed.is_empty() && d.added.is_empty() && d.removed.is_empty()) {
             h3 { (title) }
-            table.data.narrow {
+            table.data.narrow tabindex="0" {
                 thead { tr { th scope="col" { "Key" } th scope="col" { "Other" } th scope="col" { "This" } } }
                 tbody {
                     @for c in &d.changed { tr.changed { th scope="row" { (c.key) } td { code { (show(&c.a)) } } td { code { (show(&c.b)) } } } }
@@ -298,7 +298,7 @@ fn diff_view(model: &str, d: &VersionDiff) -> Markup {
     html! {
         p class={ "verdict " (class) } { "Against " (other) ": " strong { (words) } }
         @if !d.metrics.is_empty() {
-            table.data {
+            table.data tabindex="0" {
                 caption { "Metrics: v" (d.a.number) " (other) → v" (d.b.number) " (this)" }
                 thead { tr {
                     th scope="col" { "Metric" } th scope="col" .num { "v" (d.a.number) }
