@@ -27,7 +27,10 @@
 //!   the impact of the dataset every version but five was trained with, and
 //!   the model as of a time after its last checkpoint and before it (at version
 //!   n/4, and the worst case: just before a kept checkpoint, as far as the
-//!   fixture's kept checkpoints allow from the one before it). Baseline:
+//!   fixture's kept checkpoints allow from the one before it), and the
+//!   confirmation pages of two actions (`POST …/actions` without `confirm`,
+//!   signed in: moving the newest version to staging with its gates judged,
+//!   and a rollback), which change nothing. Baseline:
 //!   the REST JSON `GET` of the same version, before and after each page
 //!   sample. Target: every page under 100 ms.
 //! - **rss**: the `modelreg` binary (`modelreg serve`, a separate process) takes
@@ -958,6 +961,46 @@ fn get_page(addr: SocketAddr, target: &str, buf: &mut [u8]) -> Duration {
     t.elapsed()
 }
 
+/// The web UI's CSRF token of a session of [`TOKEN`], as the server derives it
+/// (`src/server/ui/mod.rs`, `csrf_token`).
+fn csrf() -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(TOKEN.as_bytes()).expect("any key");
+    mac.update(b"modelreg web UI form token v1");
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// One action form posted as a signed-in browser would, without `confirm`
+/// (a new connection, the whole confirmation page read): must be 200.
+fn post_page(addr: SocketAddr, target: &str, form: &str, buf: &mut [u8]) -> Duration {
+    let t = Instant::now();
+    let mut s = TcpStream::connect(addr).expect("connect");
+    write!(
+        s,
+        "POST {target} HTTP/1.1\r\nHost: {addr}\r\nCookie: modelreg_session={TOKEN}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{form}",
+        form.len()
+    )
+    .expect("send the form");
+    let (status, length, early) = read_head(&mut s);
+    assert_eq!(status, 200, "POST {target} {form}");
+    let mut got = early.len() as u64;
+    loop {
+        let n = s.read(buf).expect("read the body");
+        if n == 0 {
+            break;
+        }
+        got += n as u64;
+    }
+    assert_eq!(Some(got), length, "POST {target}: the body was cut short");
+    t.elapsed()
+}
+
 fn pages_part() {
     let sizes: Vec<u64> = std::env::var("MODELREG_BENCH_PAGE_SIZES")
         .unwrap_or_else(|_| {
@@ -1059,15 +1102,35 @@ fn pages_part() {
             ("as of worst", format!("{m}?at={worst}")),
         ];
         let baseline = format!("/api/v1/models/{MODEL}/versions/{n}");
-        for (name, target) in &rows {
+        let csrf = csrf();
+        let actions = format!("{m}/actions");
+        let forms: Vec<(&'static str, String)> = vec![
+            (
+                "confirm move",
+                format!("csrf={csrf}&action=move&version={n}&to=staging&reason=bench"),
+            ),
+            (
+                "confirm rollback",
+                format!("csrf={csrf}&action=rollback&reason=bench"),
+            ),
+        ];
+        let pages = rows.iter().map(|(name, target)| (*name, target, None));
+        let posts = forms
+            .iter()
+            .map(|(name, form)| (*name, &actions, Some(form)));
+        for (name, target, form) in pages.chain(posts) {
+            let fetch = |buf: &mut [u8]| match form {
+                None => get_page(server.addr, target, buf),
+                Some(f) => post_page(server.addr, target, f, buf),
+            };
             // One warm-up (reported: the first view, before any cache), then
             // baseline, page, baseline.
-            let first = get_page(server.addr, target, &mut buf);
+            let first = fetch(&mut buf);
             println!("{name}: first view {}", human(first));
             let mut series = Series::new(name);
             for _ in 0..reps {
                 let before = get_page(server.addr, &baseline, &mut buf);
-                let ours = get_page(server.addr, target, &mut buf);
+                let ours = fetch(&mut buf);
                 let after = get_page(server.addr, &baseline, &mut buf);
                 series.pair(before, ours, after);
             }

@@ -45,8 +45,8 @@ use futures::stream::BoxStream;
 
 use crate::cache::{CacheEntry, CacheOptions, CachedModel, EvictReport};
 use crate::domain::{
-    Actor, Event, GateSpec, Manifest, MetricName, MetricSpec, ModelName, ModelState, Routed, Stage,
-    TagKey, Tags, TrafficSplit, VersionRecord,
+    Actor, Event, GateSpec, GateVerdict, Manifest, MetricName, MetricSpec, ModelName, ModelState,
+    Routed, Stage, TagKey, Tags, TrafficSplit, TransitionCheck, VersionRecord,
 };
 use crate::error::{Error, Result};
 use crate::progress::Progress;
@@ -559,6 +559,24 @@ impl Session {
         reason: impl Into<String>,
     ) -> Result<Event> {
         self.rt.block_on(self.inner.transition(version, to, reason))
+    }
+
+    /// See [`crate::Session::check_transition`].
+    pub fn check_transition(
+        &self,
+        version: impl IntoVersionRef,
+        to: Stage,
+    ) -> Result<TransitionCheck> {
+        self.rt.block_on(self.inner.check_transition(version, to))
+    }
+
+    /// See [`crate::Session::check_gates`].
+    pub fn check_gates(
+        &self,
+        version: impl IntoVersionRef,
+        stage: Stage,
+    ) -> Result<Vec<GateVerdict>> {
+        self.rt.block_on(self.inner.check_gates(version, stage))
     }
 
     /// See [`crate::Session::promote`].

@@ -327,8 +327,9 @@ pub use domain::{
     MetricName, MetricPoint, MetricSpec, MetricVerdict, Metrics, ModelName, ModelState,
     ModelSummary, OverallVerdict, ParentRef, Provenance, ReachedNode, RelPath, Relation, Route,
     RouteTarget, Routed, Selector, Stage, SubgraphEdge, TagKey, Tags, TrafficSplit, Transition,
-    ValueChange, VersionDiff, VersionKey, VersionNumber, VersionRecord, VersionRef, VersionSummary,
-    compare_versions, flatten_hyperparameters, metric_history, metric_verdict,
+    TransitionCheck, ValueChange, VersionDiff, VersionKey, VersionNumber, VersionRecord,
+    VersionRef, VersionSummary, compare_versions, flatten_hyperparameters, metric_history,
+    metric_verdict,
 };
 pub use error::{BoxError, Error, Missing, Result};
 pub use follow::{Followed, Loaded, Served, Serving};

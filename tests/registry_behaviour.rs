@@ -145,6 +145,7 @@ suite! {
         every_failed_gate_is_reported,
         stored_gates_apply_to_every_registry,
         in_process_gates_run_and_refuse,
+        check_transition_and_check_gates_judge_without_recording,
         invalid_gate_specs_are_rejected,
         in_process_min_time_in_stage_beyond_range_refuses,
         approvals_are_events,

@@ -208,6 +208,43 @@ pub struct GateVerdict {
     pub reason: String,
 }
 
+/// What a stage transition would do if it were asked for now, judged without
+/// recording anything: the answer of
+/// [`Session::check_transition`](crate::Session::check_transition), for a
+/// confirmation step that shows people what will happen before it does.
+///
+/// The verdicts are those the transition would get on the state the check read;
+/// the transition itself decides again on the state it follows, so a change in
+/// between (an approval, a rejection, another promotion) can change them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TransitionCheck {
+    /// The version that would move.
+    pub version: super::reference::VersionNumber,
+    /// Its stage now.
+    pub from: Stage,
+    /// The stage it would move to.
+    pub to: Stage,
+    /// Every gate that would run for the move, in the order they run (stored
+    /// gates, then in-process ones), each with its verdict now.
+    pub gates: Vec<GateVerdict>,
+    /// The version in production now, which a move to production would archive
+    /// in the same event; `None` for other moves or when none is there.
+    pub archives: Option<super::reference::VersionNumber>,
+}
+
+impl TransitionCheck {
+    /// Whether every gate passes, so the transition would be applied.
+    pub fn passes(&self) -> bool {
+        self.gates.iter().all(|g| g.passed)
+    }
+
+    /// The verdicts of the gates that would refuse.
+    pub fn failed(&self) -> impl Iterator<Item = &GateVerdict> {
+        self.gates.iter().filter(|g| !g.passed)
+    }
+}
+
 /// A requested move of one version, as gates see it.
 #[derive(Clone, Copy, Debug)]
 pub struct Transition<'a> {

@@ -25,7 +25,7 @@ pub use diff::{
 pub use event::{Event, EventKind};
 pub use lifecycle::{
     AliasTarget, Approval, Baseline, Decision, Gate, GatePolicy, GateSpec, GateVerdict, Stage,
-    Transition,
+    Transition, TransitionCheck,
 };
 pub use lineage::{
     CodeKey, DatasetKey, LineageEdgeKind, LineageGraph, LineageNode, LineagePath, LineageStep,

@@ -10,7 +10,7 @@ use super::options::{HistoryFilter, SetAlias};
 use super::{IntoModelName, IntoVersionRef, Registry, blocking, pinned_version};
 use crate::domain::{
     Actor, AliasName, Decision, Event, EventKind, Gate, GateSpec, GateVerdict, ModelName,
-    ModelState, Stage, Transition, VersionNumber, VersionRecord,
+    ModelState, Stage, Transition, TransitionCheck, VersionNumber, VersionRecord,
 };
 use crate::error::{Error, Missing, Result};
 
@@ -71,6 +71,58 @@ impl Registry {
             })
             .await?;
         Ok(event)
+    }
+
+    /// The implementation of
+    /// [`Session::check_transition`](super::Session::check_transition): the
+    /// checks of [`transition`](Self::transition) on a snapshot of the state,
+    /// without appending anything.
+    pub(crate) async fn check_transition(
+        &self,
+        version: impl IntoVersionRef,
+        to: Stage,
+        requester: &Actor,
+    ) -> Result<TransitionCheck> {
+        let r = version.into_version_ref()?;
+        // A copy of the state: gates (user code among them) run with no lock held.
+        let s = self.model(&r.model).await?;
+        let v = s.resolve(&r.selector)?;
+        let from = v.stage;
+        if !from.can_move_to(to) {
+            return Err(Error::InvalidTransition {
+                model: s.name().to_string(),
+                version: v.number.get(),
+                from,
+                to,
+                allowed: from.allowed_targets().to_vec(),
+            });
+        }
+        // The time the transition would carry if it were committed now.
+        let at = Utc::now().max(s.updated_at());
+        Ok(TransitionCheck {
+            version: v.number,
+            from,
+            to,
+            gates: self.gate_verdicts(&s, v, to, requester, at),
+            archives: match to {
+                Stage::Production => s.production().map(|p| p.number),
+                _ => None,
+            },
+        })
+    }
+
+    /// The implementation of [`Session::check_gates`](super::Session::check_gates).
+    pub(crate) async fn check_gates(
+        &self,
+        version: impl IntoVersionRef,
+        stage: Stage,
+        requester: &Actor,
+    ) -> Result<Vec<GateVerdict>> {
+        let r = version.into_version_ref()?;
+        let s = self.model(&r.model).await?;
+        let v = s.resolve(&r.selector)?;
+        let at = Utc::now().max(s.updated_at());
+        Ok(self.gate_verdicts(&s, v, stage, requester, at))
     }
 
     /// The implementation of [`Session::promote`](super::Session::promote).
@@ -522,6 +574,30 @@ impl Registry {
         requester: &Actor,
         at: DateTime<Utc>,
     ) -> Result<Vec<GateVerdict>> {
+        let verdicts = self.gate_verdicts(s, v, to, requester, at);
+        let failed: Vec<GateVerdict> = verdicts.iter().filter(|v| !v.passed).cloned().collect();
+        if failed.is_empty() {
+            Ok(verdicts)
+        } else {
+            Err(Error::GateRejected {
+                model: s.name().to_string(),
+                version: v.number.get(),
+                to,
+                failed,
+            })
+        }
+    }
+
+    /// Every gate's verdict on moving `v` to `to`: the model's stored gates for
+    /// `to`, then this registry's in-process ones, in that order.
+    fn gate_verdicts(
+        &self,
+        s: &ModelState,
+        v: &VersionRecord,
+        to: Stage,
+        requester: &Actor,
+        at: DateTime<Utc>,
+    ) -> Vec<GateVerdict> {
         let t = Transition {
             candidate: v,
             from: v.stage,
@@ -539,7 +615,7 @@ impl Registry {
             .into_iter()
             .flatten()
             .map(|g| g.as_ref());
-        let verdicts: Vec<GateVerdict> = stored
+        stored
             .chain(local)
             .map(|g| {
                 let (passed, reason) = match g.check(&t) {
@@ -552,18 +628,7 @@ impl Registry {
                     reason,
                 }
             })
-            .collect();
-        let failed: Vec<GateVerdict> = verdicts.iter().filter(|v| !v.passed).cloned().collect();
-        if failed.is_empty() {
-            Ok(verdicts)
-        } else {
-            Err(Error::GateRejected {
-                model: s.name().to_string(),
-                version: v.number.get(),
-                to,
-                failed,
-            })
-        }
+            .collect()
     }
 }
 

@@ -7,8 +7,8 @@ use std::ops::Deref;
 use super::options::{CreateModel, IntoMetrics, NewVersion, SetAlias};
 use super::{ArtifactSource, IntoModelName, IntoVersionRef, Registered, Registry};
 use crate::domain::{
-    Actor, Event, GateSpec, MetricName, MetricSpec, ModelState, Stage, TagKey, Tags, TrafficSplit,
-    VersionRecord,
+    Actor, Event, GateSpec, GateVerdict, MetricName, MetricSpec, ModelState, Stage, TagKey, Tags,
+    TrafficSplit, TransitionCheck, VersionRecord,
 };
 use crate::error::{Error, Result};
 
@@ -263,6 +263,60 @@ impl Session {
         self.registry
             .transition(version, to, &self.actor, reason)
             .await
+    }
+
+    /// What [`transition`](Self::transition) of a version to `to` would do if
+    /// this session asked for it now, without recording anything: the move,
+    /// every gate's verdict (passed or not, with its reason), and the production
+    /// version a promotion would archive. For a confirmation step before the
+    /// real command, which decides again on the state it follows.
+    ///
+    /// Fails as the transition would for a missing model or version and for a
+    /// move the [transition table](Stage::allowed_targets) does not allow
+    /// ([`Error::InvalidTransition`]); a refusing gate is not an error here but
+    /// a verdict with `passed: false`.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+    /// use std::collections::BTreeSet;
+    /// use modelreg::{Actor, ArtifactSource, CreateModel, GateSpec, NewVersion, Registry, Stage};
+    /// let registry = Registry::in_memory();
+    /// let alice = registry.acting_as(Actor::new("alice")?);
+    /// alice.create_model("fraud", CreateModel::new()).await?;
+    /// alice.set_gates("fraud", Stage::Production, vec![GateSpec::Approvals { required: 1, from: BTreeSet::new() }]).await?;
+    /// alice.register("fraud", ArtifactSource::bytes("m.bin", "w")?, NewVersion::new()).await?;
+    /// alice.promote_to("fraud/1", Stage::Validation, "").await?;
+    /// let check = alice.check_transition("fraud/1", Stage::Production).await?;
+    /// assert!(!check.passes());
+    /// assert_eq!(check.gates[0].gate, "approvals(1)");
+    /// assert_eq!(alice.history("fraud", &Default::default()).await?.len(), 5, "nothing recorded");
+    /// # Ok::<(), modelreg::Error>(()) }).unwrap();
+    /// ```
+    #[tracing::instrument(name = "check_transition", level = "debug", skip_all, fields(actor = %self.actor))]
+    pub async fn check_transition(
+        &self,
+        version: impl IntoVersionRef,
+        to: Stage,
+    ) -> Result<TransitionCheck> {
+        self.registry
+            .check_transition(version, to, &self.actor)
+            .await
+    }
+
+    /// Every gate's verdict on a version as the candidate for `stage`, as this
+    /// session would get them now, recording nothing: what
+    /// [`set_alias`](Self::set_alias) and [`remove_alias`](Self::remove_alias)
+    /// of a protected alias run (with `stage` production), for a confirmation
+    /// step. Unlike [`check_transition`](Self::check_transition) it does not
+    /// ask whether the transition table allows a move to `stage`: a protected
+    /// alias may point at a version in any stage.
+    #[tracing::instrument(name = "check_gates", level = "debug", skip_all, fields(actor = %self.actor))]
+    pub async fn check_gates(
+        &self,
+        version: impl IntoVersionRef,
+        stage: Stage,
+    ) -> Result<Vec<GateVerdict>> {
+        self.registry.check_gates(version, stage, &self.actor).await
     }
 
     /// Moves a version to production: [`transition`](Self::transition) to

@@ -219,7 +219,8 @@ impl Tokens {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Whether `a` and `b` are equal, in a time that depends only on their lengths.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
@@ -297,11 +298,13 @@ impl FromRequestParts<State> for Caller {
                 None => Err(ApiError::unauthorized("the bearer token is not valid")),
             },
             None => {
-                // The web UI's session cookie (see `super::ui`): reads only, as
-                // a reader whatever the token's role, so that no request a
-                // browser is tricked into sending can change anything.
-                let session = super::ui::cookie_allowed(&parts.method)
-                    .then(|| session_token(parts))
+                // The web UI's session cookie (see `super::ui`): as a reader
+                // whatever the token's role, on reads and on the UI's own action
+                // route only, so that no API request a browser is tricked into
+                // sending can change anything. The action route checks the
+                // form's CSRF token and the token's role itself.
+                let session = super::ui::cookie_allowed(&parts.method, parts.uri.path())
+                    .then(|| session_token(&parts.headers))
                     .flatten()
                     .and_then(|token| tokens.lookup(&token).map(|(who, _)| who.clone()));
                 Ok(match session {
@@ -323,9 +326,8 @@ impl FromRequestParts<State> for Caller {
 pub(crate) const SESSION_COOKIE: &str = "modelreg_session";
 
 /// The token in the request's session cookie, if it has one.
-pub(crate) fn session_token(parts: &Parts) -> Option<String> {
-    parts
-        .headers
+pub(crate) fn session_token(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
         .get_all(axum::http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())

@@ -1485,6 +1485,173 @@ pub async fn in_process_gates_run_and_refuse(f: &Fixture) {
     assert_eq!(gate.seen().len(), 2);
 }
 
+/// `check_transition` judges a move as the transition would (every gate's
+/// verdict, passing or refusing, stored gates then in-process ones, and the
+/// production version a promotion archives) and records nothing; the
+/// transition asked for next gets the same verdicts. `check_gates` judges a
+/// version for a stage whatever its own stage, as a protected alias's move
+/// does, and records nothing either.
+pub async fn check_transition_and_check_gates_judge_without_recording(f: &Fixture) {
+    let gate = ScriptedGate::passing("scripted", "looks fine");
+    let model = ModelName::new("checked").expect("valid");
+    let reg = f.registry_with(|b| b.gate(model.clone(), Stage::Production, gate.clone()));
+    create(&reg, "checked").await;
+    register_bytes(&reg, "checked", "m.bin", "w1").await;
+    register_bytes(&reg, "checked", "m.bin", "w2").await;
+    bring_to(&reg, "checked", 1, Stage::Production).await;
+    bring_to(&reg, "checked", 2, Stage::Validation).await;
+    reg.acting_as(actor("alice"))
+        .set_gates(
+            "checked",
+            Stage::Production,
+            vec![GateSpec::Approvals {
+                required: 1,
+                from: BTreeSet::new(),
+            }],
+        )
+        .await
+        .expect("gates");
+    gate.seen.lock().expect("not poisoned").clear();
+    let bob = reg.acting_as(actor("bob"));
+
+    let before = snapshot(&reg, "checked").await;
+    let check = bob
+        .check_transition("checked/2", Stage::Production)
+        .await
+        .expect("check");
+    assert_eq!(
+        (check.version, check.from, check.to, check.archives),
+        (num(2), Stage::Validation, Stage::Production, Some(num(1)))
+    );
+    assert_eq!(
+        check.gates,
+        [
+            verdict("approvals(1)", false, "0 of 1 approvals"),
+            verdict("scripted", true, "looks fine"),
+        ]
+    );
+    assert!(!check.passes());
+    assert_eq!(
+        check.failed().cloned().collect::<Vec<_>>(),
+        [verdict("approvals(1)", false, "0 of 1 approvals")]
+    );
+    assert_eq!(snapshot(&reg, "checked").await, before, "nothing recorded");
+    let seen = gate.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(
+        (
+            seen[0].candidate,
+            seen[0].from,
+            seen[0].to,
+            &seen[0].requester,
+            seen[0].production
+        ),
+        (
+            2,
+            Stage::Validation,
+            Stage::Production,
+            &actor("bob"),
+            Some(1)
+        ),
+        "the gate is shown the move as the transition would show it"
+    );
+    assert!(seen[0].at >= before.1.updated_at());
+
+    // The approval turns the verdict; the transition then gets what the check said.
+    reg.acting_as(actor("carol"))
+        .approve("checked/2", Stage::Production, "ok")
+        .await
+        .expect("approve");
+    let check = bob
+        .check_transition("checked@validation", Stage::Production)
+        .await
+        .expect("check");
+    assert!(check.passes(), "{check:?}");
+    let e = bob.promote("checked/2", "go").await.expect("promote");
+    match &e.kind {
+        EventKind::StageChanged {
+            gates, archived, ..
+        } => assert_eq!((gates, *archived), (&check.gates, check.archives)),
+        other => panic!("{other:?}"),
+    }
+
+    // A move that is not to production archives nothing and runs no production gate.
+    let check = bob
+        .check_transition("checked/1", Stage::Staging)
+        .await
+        .expect("check");
+    assert_eq!(
+        (check.from, check.to, check.archives, check.gates.len()),
+        (Stage::Archived, Stage::Staging, None, 0)
+    );
+    assert!(check.passes());
+
+    // `check_gates` judges any version for a stage, as a protected alias's move
+    // runs the production gates whatever the version's stage: v1 is archived.
+    let before = snapshot(&reg, "checked").await;
+    assert_eq!(
+        bob.check_gates("checked/1", Stage::Production)
+            .await
+            .expect("gates"),
+        [
+            verdict("approvals(1)", false, "0 of 1 approvals"),
+            verdict("scripted", true, "looks fine"),
+        ]
+    );
+    gate.set(Err("not now".into()));
+    let refused_alias = bob
+        .set_alias(
+            "checked/1",
+            "guarded",
+            modelreg::SetAlias::new().protected(true),
+        )
+        .await;
+    let Err(Error::GateRejected { failed, .. }) = refused_alias else {
+        panic!("{refused_alias:?}")
+    };
+    assert_eq!(
+        failed,
+        bob.check_gates("checked/1", Stage::Production)
+            .await
+            .expect("gates")
+            .into_iter()
+            .filter(|g| !g.passed)
+            .collect::<Vec<_>>(),
+        "what the alias's move was refused with"
+    );
+    assert_eq!(
+        bob.check_gates("checked/2", Stage::Staging)
+            .await
+            .expect("no staging gates"),
+        []
+    );
+    assert_err!(
+        bob.check_gates("checked/9", Stage::Production).await,
+        Error::NotFound { .. }
+    );
+    assert_eq!(snapshot(&reg, "checked").await, before);
+
+    // What the transition would refuse before its gates, the check refuses too.
+    let before = snapshot(&reg, "checked").await;
+    assert_err!(
+        bob.check_transition("checked/2", Stage::Staging).await,
+        Error::InvalidTransition {
+            from: Stage::Production,
+            to: Stage::Staging,
+            ..
+        }
+    );
+    assert_err!(
+        bob.check_transition("checked/9", Stage::Staging).await,
+        Error::NotFound { .. }
+    );
+    assert_err!(
+        bob.check_transition("nothing-here/1", Stage::Staging).await,
+        Error::NotFound { .. }
+    );
+    assert_eq!(snapshot(&reg, "checked").await, before);
+}
+
 /// A built-in gate attached in-process skips the checks `set_gates` makes, so it
 /// must itself refuse a time in stage too long to represent, rather than wrap it
 /// round to a negative time that always passes (`u64::MAX`) or panic in the date

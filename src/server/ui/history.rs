@@ -165,7 +165,7 @@ fn reason(text: &str) -> Markup {
 }
 
 /// What an event did, in words, every value escaped.
-fn details(model: &str, e: &Event) -> Markup {
+pub(super) fn details(model: &str, e: &Event) -> Markup {
     match &e.kind {
         EventKind::ModelCreated { description, .. } => html! { (description) },
         EventKind::VersionRegistered { version } => html! {

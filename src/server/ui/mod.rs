@@ -11,7 +11,9 @@
 //!   from and what was built from it, drawn as SVG;
 //! - `/ui/lineage/dataset?name=…`: every version a dataset affects;
 //! - `/ui/models/{model}/history`: the audit trail, paged and filtered;
-//! - `/ui/login`: a form that trades a token for a session cookie.
+//! - `/ui/login`: a form that trades a token for a session cookie;
+//! - `POST /ui/models/{model}/actions`: a change asked for in a form, shown on a
+//!   confirmation page first, then made (see **Actions** below).
 //!
 //! Pages are [`maud`] templates, which escape every value they interpolate
 //! (model names are checked by the library, but tags, descriptions, metric
@@ -21,12 +23,25 @@
 //!
 //! **Browsers and tokens.** A browser cannot send a bearer header on a link,
 //! so `POST /ui/login` takes a token from a form and sets it as an `HttpOnly`,
-//! `SameSite=Strict` cookie. The cookie is honoured only on `GET` and `HEAD`
-//! and only with the reader role, whatever the token's own role: it opens the
-//! pages and the file downloads they link to, and never authorizes a change,
-//! so a page elsewhere cannot make a signed-in browser write (no CSRF). On a
-//! server without tokens, or with anonymous reading, no sign-in is needed.
+//! `SameSite=Strict` cookie. Everywhere but one route the cookie is honoured
+//! only on `GET` and `HEAD` and only with the reader role, whatever the
+//! token's own role: it opens the pages and the file downloads they link to,
+//! and the REST API never takes it for a change. On a server without tokens,
+//! or with anonymous reading, no sign-in is needed.
+//!
+//! **Actions.** The one route where the cookie may change something is
+//! `POST /ui/models/{model}/actions` ([`actions`]): promote, approve or reject,
+//! set an alias, roll back, change the traffic split, each first shown on a
+//! confirmation page with the gates it will meet. There the token's own role
+//! counts, and only after three checks against cross-site requests: the
+//! cookie is `SameSite=Strict`; a browser's `Origin` must be this server and
+//! its `Sec-Fetch-Site`, when sent, `same-origin`; and the form must carry the
+//! session's CSRF token, an HMAC-SHA256 of a fixed label keyed by the session's
+//! token ([`csrf_token`]), which a page elsewhere cannot read or compute. The
+//! sign-in and sign-out forms get the `Origin` check too (they have no session
+//! to derive a token from).
 
+mod actions;
 mod chart;
 mod history;
 mod lineage;
@@ -44,7 +59,7 @@ use maud::{DOCTYPE, Markup, html};
 use serde::de::DeserializeOwned;
 
 use super::State;
-use super::auth::{self, Caller};
+use super::auth::{self, Caller, Role};
 use super::error::ApiError;
 use crate::{Actor, Stage};
 
@@ -74,6 +89,7 @@ pub(crate) fn routes(_state: &State) -> Router<State> {
         .route("/ui/logout", post(logout))
         .route("/ui/models/{model}", get(model::page))
         .route("/ui/models/{model}/history", get(history::page))
+        .route(ACTIONS_ROUTE, post(actions::act))
         .route("/ui/models/{model}/versions/{version}", get(version::page))
         .route(
             "/ui/models/{model}/versions/{version}/lineage",
@@ -81,6 +97,16 @@ pub(crate) fn routes(_state: &State) -> Router<State> {
         )
         .route("/ui/lineage/dataset", get(lineage::dataset_page))
         .layer(axum::middleware::map_response(secure_headers))
+}
+
+/// The route of every change made from the UI.
+const ACTIONS_ROUTE: &str = "/ui/models/{model}/actions";
+
+/// Whether `path` is the UI's action route (`/ui/models/{model}/actions`).
+fn is_actions(path: &str) -> bool {
+    path.strip_prefix("/ui/models/")
+        .and_then(|rest| rest.strip_suffix("/actions"))
+        .is_some_and(|model| !model.is_empty() && !model.contains('/'))
 }
 
 /// Whether `path` is the UI's: its errors are HTML pages.
@@ -191,12 +217,29 @@ fn ok(page: Markup) -> UiResult {
     Ok(html_response(StatusCode::OK, page))
 }
 
-/// Who is looking, for the page header.
+/// Who is looking, for the page header and the action forms.
 pub(crate) struct Viewer {
     identity: Option<Actor>,
-    /// Signed in through the session cookie (so a "Sign out" applies).
-    session: bool,
+    /// The role of the token the page was asked with: for a session, the
+    /// token's own role (what its actions may do), not the reader role the
+    /// cookie reads with.
+    role: Option<Role>,
+    /// The CSRF token of the session, when signed in through the session
+    /// cookie (so a "Sign out" applies, and action forms can be posted).
+    csrf: Option<String>,
     read_only: bool,
+}
+
+impl Viewer {
+    /// The CSRF token for a form of an action that needs `role`, if this
+    /// viewer may post one: signed in through a session whose token has the
+    /// role, on a server that takes changes.
+    fn may(&self, role: Role) -> Option<&str> {
+        if self.read_only || self.role.is_none_or(|have| have < role) {
+            return None;
+        }
+        self.csrf.as_deref()
+    }
 }
 
 impl FromRequestParts<State> for Viewer {
@@ -204,12 +247,74 @@ impl FromRequestParts<State> for Viewer {
 
     async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Self, UiError> {
         let caller = Caller::from_request_parts(parts, state).await?;
+        // The cookie counts only when no bearer header was sent (which wins).
+        let session = (caller.identity.is_some()
+            && !parts.headers.contains_key(header::AUTHORIZATION))
+        .then(|| auth::session_token(&parts.headers))
+        .flatten()
+        .and_then(|token| {
+            let (_, role) = state.tokens.lookup(&token)?;
+            Some((role, csrf_token(&token)))
+        });
         Ok(Viewer {
-            session: caller.identity.is_some() && auth::session_token(parts).is_some(),
             identity: caller.identity,
+            role: session.as_ref().map(|(role, _)| *role).or(caller.role),
+            csrf: session.map(|(_, csrf)| csrf),
             read_only: state.read_only(),
         })
     }
+}
+
+/// The CSRF token of a session whose cookie holds `token`: the hex
+/// HMAC-SHA256 of a fixed label keyed by the token. Only the token's holder
+/// and the server can compute it; it reveals nothing of the token, changes
+/// with it, and needs no state on the server, so every server over the same
+/// tokens accepts every other's forms.
+pub(crate) fn csrf_token(token: &str) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(token.as_bytes())
+        .expect("HMAC takes a key of any length");
+    mac.update(b"modelreg web UI form token v1");
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Refuses (403) a request a browser sent from another site: an `Origin`
+/// that is not this server (the `Host` it was sent to), or a
+/// `Sec-Fetch-Site` other than `same-origin`. A request with neither header
+/// did not come from a modern browser's cross-site form; the CSRF token
+/// still guards it.
+pub(crate) fn same_origin(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let refuse = |why: String| {
+        Err(ApiError::forbidden(format!(
+            "refused a cross-site request: {why}"
+        )))
+    };
+    if let Some(site) = headers.get("sec-fetch-site")
+        && site.as_bytes() != b"same-origin"
+    {
+        return refuse(format!(
+            "Sec-Fetch-Site is {:?}",
+            String::from_utf8_lossy(site.as_bytes())
+        ));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = String::from_utf8_lossy(origin.as_bytes());
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default();
+        let authority = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"));
+        if host.is_empty() || authority != Some(host) {
+            return refuse(format!("Origin {origin:?} is not this server ({host:?})"));
+        }
+    }
+    Ok(())
 }
 
 /// [`Query`](super::extract::Query) parameters whose rejection (the API's
@@ -273,8 +378,8 @@ fn shell(
                             @if v.read_only {
                                 span.mode title="Started without tokens: every change is refused" { "read-only server" }
                             } @else if let Some(id) = &v.identity {
-                                span { "Signed in as " strong { (id) } " (read)" }
-                                @if v.session {
+                                span { "Signed in as " strong { (id) } " (" (v.role.map_or("read", Role::as_str)) ")" }
+                                @if v.csrf.is_some() {
                                     form.inline method="post" action="/ui/logout" {
                                         button.link type="submit" { "Sign out" }
                                     }
@@ -311,8 +416,9 @@ fn login_page(status: StatusCode, note: Option<&str>, error: Option<&str>) -> Re
             button type="submit" { "Sign in" }
         }
         p.muted {
-            "Any token the server accepts (see " code { "modelreg serve --help" } "). "
-            "In the browser it grants reading only, kept in an HttpOnly cookie; changes go through the API or the CLI."
+            "Any token the server accepts (see " code { "modelreg serve --help" } "), kept in an HttpOnly cookie. "
+            "A reader token opens the pages; a writer or approver token also offers the changes its role allows, "
+            "each shown on a confirmation page before it is made."
         }
     };
     html_response(status, shell("Sign in", None, &[], body))
@@ -324,10 +430,14 @@ const SESSION_COOKIE: &str = auth::SESSION_COOKIE;
 /// Checks the form's token and sets it as the session cookie.
 async fn login(
     axum::extract::State(s): axum::extract::State<State>,
+    headers: axum::http::HeaderMap,
     body: bytes::Bytes,
 ) -> Response {
     if s.read_only() {
         return Redirect::to("/ui/").into_response();
+    }
+    if let Err(e) = same_origin(&headers) {
+        return error_response(e);
     }
     let token = url::form_urlencoded::parse(&body)
         .find(|(k, _)| k == "token")
@@ -350,7 +460,10 @@ async fn login(
     response
 }
 
-async fn logout() -> Response {
+async fn logout(headers: axum::http::HeaderMap) -> Response {
+    if let Err(e) = same_origin(&headers) {
+        return error_response(e);
+    }
     let mut response = Redirect::to("/ui/login").into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
@@ -417,7 +530,8 @@ fn num(x: f64) -> String {
     crate::domain::diff::format::num(x)
 }
 
-/// The HTTP method of a request the session cookie may authorize.
-pub(crate) fn cookie_allowed(method: &Method) -> bool {
-    method == Method::GET || method == Method::HEAD
+/// Whether the session cookie may identify a request: reads anywhere, and
+/// the UI's action route (which checks the CSRF token and the role itself).
+pub(crate) fn cookie_allowed(method: &Method, path: &str) -> bool {
+    method == Method::GET || method == Method::HEAD || (method == Method::POST && is_actions(path))
 }

@@ -45,6 +45,8 @@ pub(super) struct Listing {
     /// `datetime-local` value read as UTC); empty for now.
     #[serde(default)]
     at: String,
+    /// The event a change made from this page's forms appended.
+    done: Option<u64>,
 }
 
 impl Listing {
@@ -241,7 +243,9 @@ pub(super) async fn page(
     };
     let total = page.total.unwrap_or(page.items.len() as u64);
     let now_href = listing.href(name, &[("at", ""), ("after", "")]);
+    let notice = super::actions::done_notice(&s, &model, listing.done).await?;
     let body = html! {
+        (notice)
         h1 { (name) @if at.is_some() { " " span.badge.past { "past view" } } }
         @if let Some(t) = at {
             div.past-banner role="status" {
@@ -289,6 +293,7 @@ pub(super) async fn page(
                 @if at.is_some() { a href=(now_href) { "Now" } }
             }
         }
+        @if at.is_none() { (super::actions::model_forms(&viewer, name, &state)) }
         @if !charts.is_empty() {
             section aria-labelledby="trend" {
                 h2 #trend { "Goal metrics across versions" }

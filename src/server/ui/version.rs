@@ -5,6 +5,7 @@ use axum::extract::State as S;
 use maud::{Markup, html};
 use serde::Deserialize;
 
+use super::actions;
 use super::lineage::{dataset_href, lineage_href};
 use super::{
     P, Q, UiResult, Viewer, model_href, num, ok, segment, shell, stage_badge, tags, time,
@@ -24,6 +25,8 @@ pub(super) struct Against {
     /// `production` when absent.
     #[serde(default)]
     against: String,
+    /// The event a change made from this page's forms appended.
+    done: Option<u64>,
 }
 
 /// A version in the path: `/ui/models/{model}/versions/{version}…`.
@@ -73,13 +76,16 @@ pub(super) async fn page(
         Err(e) => return Err(e.into()),
     };
     let title = format!("{name} v{}", v.number);
+    let notice = actions::done_notice(&s, &model, q.done).await?;
     let body = html! {
+        (notice)
         h1 { (name) " " span.v { "v" (v.number) } " " (stage_badge(v.stage))
             @if let Some(sv) = &v.semver { " " span.semver { (sv) } } }
         @if !v.description.is_empty() { p.lead { (v.description) } }
         (tags(&v.tags))
         p.actions { a href=(lineage_href(name, v.number)) { "Lineage: what it was built from, what was built from it →" } }
         (record(&v, &state_aliases))
+        (actions::version_forms(&viewer, name, &v, &state_aliases))
         section aria-labelledby="compare" {
             h2 #compare { "Comparison" }
             form.filters method="get" action=(version_href(name, v.number)) {
