@@ -9,6 +9,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::domain::scan::ScanLimits;
 use crate::domain::{Gate, ModelName, Stage, VersionRecord, VersionRef};
 use crate::error::{Error, Result};
 use crate::hash_cache::HashCache;
@@ -30,6 +31,7 @@ mod options;
 mod paging;
 #[cfg(test)]
 mod power_loss;
+mod scan;
 mod serving;
 mod session;
 mod url;
@@ -45,7 +47,7 @@ pub use options::{
 pub use options::{IntoMetrics, IntoSemver, IntoSemverReq};
 pub use paging::{Page, VersionOrder, VersionPage};
 pub use serving::WatchOptions;
-pub use session::Session;
+pub use session::{Override, Session};
 
 use ingest::blocking;
 
@@ -174,6 +176,8 @@ struct Inner {
     max_staleness: u64,
     /// The origin of `Slot::confirmed_at`.
     epoch: Instant,
+    /// The budgets of format scans (`RegistryBuilder::scan_limits`).
+    scan_limits: ScanLimits,
 }
 
 /// How many models' folded states a registry keeps by default.
@@ -250,6 +254,7 @@ pub struct RegistryBuilder {
     hash_cache: Option<PathBuf>,
     max_models: Option<usize>,
     max_staleness: Duration,
+    scan_limits: ScanLimits,
 }
 
 impl fmt::Debug for RegistryBuilder {
@@ -263,6 +268,7 @@ impl fmt::Debug for RegistryBuilder {
             .field("hash_cache", &self.hash_cache)
             .field("max_models", &self.max_models)
             .field("max_staleness", &self.max_staleness)
+            .field("scan_limits", &self.scan_limits)
             .finish()
     }
 }
@@ -379,6 +385,14 @@ impl RegistryBuilder {
         self
     }
 
+    /// The budgets of [format scans](Session::scan_formats) (default:
+    /// [`ScanLimits::default`]). A file that needs more is refused, never
+    /// scanned in part.
+    pub fn scan_limits(mut self, limits: ScanLimits) -> Self {
+        self.scan_limits = limits;
+        self
+    }
+
     /// Builds the registry.
     pub fn build(self) -> Result<Registry> {
         let missing =
@@ -400,6 +414,7 @@ impl RegistryBuilder {
                 manifests: Default::default(),
                 max_staleness: staleness_nanos(self.max_staleness),
                 epoch: Instant::now(),
+                scan_limits: ScanLimits::default(),
             }),
         })
     }
@@ -480,6 +495,7 @@ impl Registry {
                 manifests: Default::default(),
                 max_staleness: 0,
                 epoch: Instant::now(),
+                scan_limits: ScanLimits::default(),
             }),
         }
     }
