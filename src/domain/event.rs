@@ -415,12 +415,12 @@ mod tests {
         let json = json_of(&sample());
         // Each altered record is resealed, so the check under test is reached
         // rather than the checksum.
-        let future = json.replace("\"format\":1", "\"format\":3");
+        let future = json.replace("\"format\":1", "\"format\":4");
         assert!(matches!(
             Event::from_bytes(&model, 2, &sealed(&future)),
             Err(Error::UnsupportedFormat {
-                found: 3,
-                supported: 2,
+                found: 4,
+                supported: 3,
                 ..
             })
         ));

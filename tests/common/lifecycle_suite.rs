@@ -3087,9 +3087,9 @@ pub async fn lifecycle_state_survives_checkpoints(f: &Fixture) {
 
 /// Events of the kinds a format-1 build knows are still written as format 1, so
 /// such a build can read a log that uses no lifecycle; lifecycle events are
-/// format 2, also after a model's first lifecycle event.
+/// format 2, also after a model's first lifecycle event, and format scans 3.
 pub async fn lifecycle_events_are_format_2(f: &Fixture) {
-    assert_eq!(modelreg::format::EVENT_FORMAT, 2);
+    assert_eq!(modelreg::format::EVENT_FORMAT, 3);
     let reg = f.registry();
     audited(&reg).await;
     let alice = actor("alice");
@@ -3103,6 +3103,10 @@ pub async fn lifecycle_events_are_format_2(f: &Fixture) {
         .deprecate("audited/4", "never mind")
         .await
         .expect("deprecate");
+    reg.acting_as(alice.clone())
+        .scan_formats("audited/4")
+        .await
+        .expect("scan");
     let records = reg
         .metadata_store()
         .read_after("audited", 0, 100)
@@ -3119,6 +3123,7 @@ pub async fn lifecycle_events_are_format_2(f: &Fixture) {
         ("alias_removed", 2),
         ("rolled_back", 2),
         ("gates_set", 2),
+        ("formats_scanned", 3),
     ]);
     let mut seen = BTreeSet::new();
     for rec in &records {

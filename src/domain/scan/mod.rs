@@ -339,8 +339,9 @@ impl fmt::Display for FileVerdict {
 
 /// Extensions whose files are loaded with pickle: each must parse as one.
 const PICKLE_EXTENSIONS: &[&str] = &["bin", "pt", "pth", "pkl", "pickle", "ckpt", "joblib"];
-/// How much of a file that is not named as a pickle is read first to see
-/// whether it is one anyway.
+/// How much of a file is read first to walk its pickles (or see whether it
+/// is one at all); more is read, 16 times as much each time, only while a
+/// pickle goes on past what was read.
 const SNIFF_BYTES: u64 = 64 * 1024;
 /// The largest safetensors header (the format's own limit is 100 MB).
 const MAX_SAFETENSORS_HEADER: u64 = 100_000_000;
@@ -557,16 +558,16 @@ enum Stream {
 /// `pickle.load` called repeatedly (or `torch.load` on a legacy file) would
 /// read them.
 fn pickles(src: &Src<'_>, limits: &ScanLimits, mode: Mode) -> Result<Stream, Need> {
+    // Pickles are usually small beside the file (a legacy torch file is a few
+    // KiB of pickles, then the tensors): read a prefix, and more only when a
+    // pickle goes on past it.
     let want = src.len.min(limits.max_pickle_bytes);
-    let mut have = match mode {
-        Mode::Strict => want,
-        Mode::Sniff => want.min(SNIFF_BYTES),
-    };
+    let mut have = want.min(SNIFF_BYTES);
     loop {
         let data = src.get(0, have)?;
         match stream(data, 0, src.len, mode, limits) {
             Walked::Done(s) => return Ok(s),
-            Walked::NeedMore if have < want => have = want,
+            Walked::NeedMore if have < want => have = want.min(have.saturating_mul(16)),
             Walked::NeedMore => {
                 return Ok(Stream::Pickle(Some(Refusal::Budget {
                     what: "bytes of pickle data".into(),

@@ -245,11 +245,18 @@ impl Walker<'_> {
 
     fn memo_index(&self, at: usize, index: u64) -> Step<u32> {
         if index >= u64::from(self.limits.max_memo) {
-            return Err(Fail::Policy(Refusal::MemoIndex {
+            let r = Refusal::MemoIndex {
                 index,
                 offset: self.offset(at),
                 reason: format!("beyond the limit of {}", self.limits.max_memo),
-            }));
+            };
+            // Text that starts with `r` or `j` reads as a memo opcode with a
+            // huge index; in a file not named as a pickle that means "not a
+            // pickle" (an unpickler fails on it before running anything).
+            return Err(match self.mode {
+                Mode::Strict => Fail::Policy(r),
+                Mode::Sniff => Fail::Structure(r),
+            });
         }
         Ok(index as u32)
     }

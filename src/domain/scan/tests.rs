@@ -242,6 +242,34 @@ fn every_pickle_of_a_file_is_walked() {
 }
 
 #[test]
+fn a_large_legacy_file_is_read_only_as_far_as_its_pickles() {
+    let mut f = LEGACY_TORCH_MAGIC.to_vec();
+    f.extend(b"\x80\x02M\xe9\x03.\x80\x02}q\x00.");
+    f.extend(state_dict());
+    f.extend(b"\x80\x02]q\x00X\x01\x00\x00\x000q\x01a.");
+    f.extend(vec![0u8; 8 << 20]);
+    let mut s = Scanner::new("old.pt", f.len() as u64, limits());
+    let mut read = 0;
+    let v = loop {
+        match s.step() {
+            ScanStep::Need(r) => {
+                read += r.end - r.start;
+                s.supply(
+                    r.start,
+                    Bytes::copy_from_slice(&f[r.start as usize..r.end as usize]),
+                );
+            }
+            ScanStep::Done(v) => break v,
+        }
+    };
+    assert!(v.passed(), "{v}");
+    assert!(read <= SNIFF_BYTES + 8, "read {read} bytes of {}", f.len());
+    // A pickle that goes on past the first read is read further.
+    let long = [b"\x80\x02]".to_vec(), b"Na".repeat(100_000), b".".to_vec()].concat();
+    assert_eq!(passes("long.pkl", &long), FileFormat::Pickle);
+}
+
+#[test]
 fn a_legacy_torch_file_is_five_pickles_and_raw_storages() {
     let mut f = LEGACY_TORCH_MAGIC.to_vec();
     f.extend(b"\x80\x02M\xe9\x03."); // protocol version 1001
@@ -258,6 +286,8 @@ fn text_and_binary_data_are_data_and_named_formats_are_checked() {
     for (path, bytes) in [
         ("config.json", &br#"{"a": 1}"#[..]),
         ("vocab.txt", b"cat\ndog\nfish\n"),
+        ("notes.txt", b"really long lines of text"),
+        ("notes.md", b"just some notes"),
         ("model.py", b"import os\nos.system('x')\n"),
         ("img.png", b"\x89PNG\r\n\x1a\n\x00\x00"),
         ("arr.npy", b"\x93NUMPY\x01\x00v\x00{'descr': '<f4'}"),
