@@ -739,6 +739,18 @@ fn check_model_fields(
     check_tags(tags)
 }
 
+/// The reason of an immutability override: given, and within the reason limit.
+fn check_override(reason: Option<&str>) -> Result<()> {
+    match reason {
+        None => Ok(()),
+        Some(r) if r.trim().is_empty() => Err(Error::invalid_input(
+            "immutability override",
+            "a reason is required",
+        )),
+        Some(r) => check_text("override reason", r, MAX_REASON_CHARS),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
@@ -897,17 +909,5 @@ mod tests {
                 &bad[..200]
             );
         }
-    }
-}
-
-/// The reason of an immutability override: given, and within the reason limit.
-fn check_override(reason: Option<&str>) -> Result<()> {
-    match reason {
-        None => Ok(()),
-        Some(r) if r.trim().is_empty() => Err(Error::invalid_input(
-            "immutability override",
-            "a reason is required",
-        )),
-        Some(r) => check_text("override reason", r, MAX_REASON_CHARS),
     }
 }
