@@ -101,6 +101,7 @@ fn record(m: u64, i: u64, models: &[ModelName]) -> VersionRecord {
         stage_since: None,
         approvals: Default::default(),
         reached: Default::default(),
+        scan: None,
     }
 }
 

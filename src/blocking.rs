@@ -522,6 +522,19 @@ impl Session {
             .block_on(self.inner.set_version_tags(version, set, remove))
     }
 
+    /// See [`crate::Session::override_immutable`].
+    pub fn override_immutable(&self, reason: impl Into<String>) -> Override<'_> {
+        Override {
+            session: self,
+            reason: reason.into(),
+        }
+    }
+
+    /// See [`crate::Session::scan_formats`].
+    pub fn scan_formats(&self, version: impl IntoVersionRef) -> Result<crate::FormatScan> {
+        self.rt.block_on(self.inner.scan_formats(version))
+    }
+
     /// See [`crate::Session::deprecate`].
     pub fn deprecate(
         &self,
@@ -740,5 +753,38 @@ impl ModelCache {
     /// See [`crate::ModelCache::usage`].
     pub fn usage(&self) -> Result<u64> {
         self.rt.block_on(self.inner.usage())
+    }
+}
+
+/// The blocking twin of [`crate::Override`]: made by
+/// [`Session::override_immutable`].
+#[derive(Clone, Debug)]
+pub struct Override<'a> {
+    session: &'a Session,
+    reason: String,
+}
+
+impl Override<'_> {
+    /// See [`crate::Override::add_metrics`].
+    pub fn add_metrics(
+        &self,
+        version: impl IntoVersionRef,
+        metrics: impl IntoMetrics,
+    ) -> Result<VersionRecord> {
+        let o = self.session.inner.override_immutable(self.reason.as_str());
+        self.session.rt.block_on(o.add_metrics(version, metrics))
+    }
+
+    /// See [`crate::Override::set_version_tags`].
+    pub fn set_version_tags(
+        &self,
+        version: impl IntoVersionRef,
+        set: Tags,
+        remove: Vec<TagKey>,
+    ) -> Result<VersionRecord> {
+        let o = self.session.inner.override_immutable(self.reason.as_str());
+        self.session
+            .rt
+            .block_on(o.set_version_tags(version, set, remove))
     }
 }

@@ -188,6 +188,24 @@ pub enum Error {
         failed: Vec<GateVerdict>,
     },
 
+    /// The version is in production, where its tags and metrics are fixed: what
+    /// was approved is what the record says. Nothing was written. Change it
+    /// through [`Session::override_immutable`](crate::Session::override_immutable),
+    /// which records who did and why.
+    #[error(
+        "{model}/{version} is in {stage}: its {what} cannot be changed without an explicit override (override_immutable with a reason)"
+    )]
+    Immutable {
+        /// The model.
+        model: String,
+        /// The version number.
+        version: u64,
+        /// Its stage.
+        stage: Stage,
+        /// What the command would have changed: `tags` or `metrics`.
+        what: &'static str,
+    },
+
     /// What a command was based on changed while it ran (another writer promoted,
     /// moved the same version, rolled back or moved the alias first). Nothing was
     /// written; re-read the state and decide again.

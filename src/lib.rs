@@ -318,11 +318,12 @@ pub use semver;
 pub use cache::{CacheEntry, CacheOptions, CachedModel, EvictReport, ModelCache};
 pub use digest::{Digest, Sha256};
 pub use domain::limits;
+pub use domain::scan;
 pub use domain::{
     Actor, AliasName, AliasTarget, Approval, ArtifactDiff, Baseline, CodeChange, CodeKey, CodeRef,
     DatasetChange, DatasetDiff, DatasetKey, DatasetRef, DatasetRole, Decision, Deprecation,
-    Environment, Event, EventKind, FileChange, Gate, GatePolicy, GateSpec, GateVerdict, Goal,
-    HyperValue, Hyperparameters, KeyedValue, LineageEdgeKind, LineageGraph, LineageNode,
+    Environment, Event, EventKind, FileChange, FormatScan, Gate, GatePolicy, GateSpec, GateVerdict,
+    Goal, HyperValue, Hyperparameters, KeyedValue, LineageEdgeKind, LineageGraph, LineageNode,
     LineagePath, LineageStep, LineageSubgraph, Manifest, ManifestEntry, MapDiff, MetricDiff,
     MetricName, MetricPoint, MetricSpec, MetricVerdict, Metrics, ModelName, ModelState,
     ModelSummary, OverallVerdict, ParentRef, Provenance, ReachedNode, RelPath, Relation, Route,
@@ -337,9 +338,9 @@ pub use progress::{Progress, ProgressEvent};
 pub use registry::{
     ArtifactSource, CheckReport, CreateModel, FetchOptions, FetchReport, GcOptions, GcReport,
     HistoryFilter, IntoLineageStart, IntoMetrics, IntoModelName, IntoSemver, IntoSemverReq,
-    IntoVersionRef, LineageStart, NewVersion, Page, Problem, RegisterReport, Registered, Registry,
-    RegistryBuilder, RetryPolicy, Session, SetAlias, VerifyReport, VersionFilter, VersionOrder,
-    VersionPage, WatchOptions,
+    IntoVersionRef, LineageStart, NewVersion, Override, Page, Problem, RegisterReport, Registered,
+    Registry, RegistryBuilder, RetryPolicy, Session, SetAlias, VerifyReport, VersionFilter,
+    VersionOrder, VersionPage, WatchOptions,
 };
 pub use store::LinkMode;
 

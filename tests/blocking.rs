@@ -302,3 +302,32 @@ fn progress_is_reported_through_the_facade() {
         )
     );
 }
+
+/// The trust commands through the facade: a production version's tags are
+/// fixed unless overridden, and a scan is recorded.
+#[test]
+fn overrides_and_scans_without_async() {
+    let reg = Registry::in_memory().expect("runtime");
+    let me = reg.acting_as(me());
+    me.create_model("fraud", CreateModel::new())
+        .expect("create");
+    register(&reg, "fraud", "weights");
+    to_production(&reg, 1);
+    let tags = Tags::from([(modelreg::TagKey::new("team").expect("key"), "risk".into())]);
+    assert!(matches!(
+        me.set_version_tags("fraud/1", tags.clone(), vec![]),
+        Err(Error::Immutable { version: 1, .. })
+    ));
+    let v = me
+        .override_immutable("forgot the team")
+        .set_version_tags("fraud/1", tags.clone(), vec![])
+        .expect("override");
+    assert_eq!(v.tags, tags);
+    me.override_immutable("late eval")
+        .add_metrics("fraud/1", Metrics::new().with("auc", 0.9).expect("finite"))
+        .expect("override metrics");
+    // `model.bin` is named as a pickle; its bytes are not one.
+    let scan = me.scan_formats("fraud/1").expect("scan");
+    assert_eq!(scan.refused().count(), 1);
+    assert_eq!(reg.resolve("fraud/1").expect("v1").scan, Some(scan));
+}

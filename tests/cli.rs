@@ -537,6 +537,31 @@ fn exit_codes_say_what_went_wrong() {
     assert_eq!(approved.code, 0, "{}", approved.stderr);
     let promoted = cli.run(&["stage", "promote", "fraud/1"]);
     assert_eq!(promoted.code, 0, "{}", promoted.stderr);
+    // …and by a production version's fixed tags and metrics.
+    cli.run(&["version", "tag", "fraud/1", "team=x"])
+        .fails(5, "fraud/1 is in production: its tags cannot be changed");
+    cli.run(&["version", "metrics", "fraud@production", "f1=0.1"])
+        .fails(
+            5,
+            "its metrics cannot be changed without an explicit override",
+        );
+    let overridden = cli.json(&[
+        "version",
+        "tag",
+        "fraud/1",
+        "team=x",
+        "--override",
+        "missed at promotion",
+    ]);
+    assert_eq!(overridden["tags"]["team"], "x");
+    // A scan: `weights.bin` is named as a pickle but its bytes are none.
+    let scan = cli.json(&["version", "scan", "fraud/1"]);
+    assert_eq!(scan["data_files"], 2, "{scan}");
+    assert_eq!(scan["files"][0]["path"], "weights.bin", "{scan}");
+    assert_eq!(
+        scan["files"][0]["refused"]["kind"], "unknown_opcode",
+        "{scan}"
+    );
     // 6: integrity. Flip a byte of the weights' blob in the store.
     let digest =
         cli.json(&["version", "show", "fraud/1", "--files"])["manifest"]["files"][2]["digest"]

@@ -112,6 +112,7 @@ fn record(n: u64, i: &Inputs) -> VersionRecord {
         stage_since: None,
         approvals: Default::default(),
         reached: Default::default(),
+        scan: None,
     }
 }
 

@@ -165,6 +165,8 @@ suite! {
         promote_to_walks_the_path_and_stops_at_a_refusing_gate,
         history_pages_cover_the_trail_newest_first,
         history_tail_agrees_with_a_full_read,
+        format_policy_gate_decides_from_recorded_scans,
+        production_versions_are_immutable_except_by_override,
     ],
     // tests/common/serving_suite.rs
     serving: [

@@ -986,3 +986,55 @@ async fn an_upload_cut_off_mid_body_registers_nothing_and_leaves_nothing() {
         2
     );
 }
+
+/// Tags and metrics of the production version are fixed: the REST calls that
+/// edit them answer 409 `immutable` with the library's message and change
+/// nothing; the version in staging is still editable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editing_the_production_version_is_409_immutable() {
+    let (_dir, registry) = seeded().await;
+    let before = registry.model("fraud").await.expect("model").seq();
+    let s = server(registry.clone());
+    tokio::task::spawn_blocking(move || {
+        let w = Some(WRITER);
+        for (path, body, what) in [
+            (
+                "/api/v1/models/fraud/versions/1/tags",
+                r#"{"set":{"team":"x"}}"#,
+                "tags",
+            ),
+            (
+                "/api/v1/models/fraud/versions/production/metrics",
+                r#"{"metrics":{"auc":0.5}}"#,
+                "metrics",
+            ),
+        ] {
+            let r = send(&s, "POST", path, w, body);
+            assert_eq!(r.status, 409, "{path}: {}", r.text());
+            let e = r.json();
+            assert_eq!(e["error"]["kind"], "immutable", "{path}");
+            assert_eq!(
+                e["error"]["message"],
+                format!(
+                    "fraud/1 is in production: its {what} cannot be changed without an explicit override (override_immutable with a reason)"
+                ),
+                "{path}"
+            );
+        }
+        let r = send(
+            &s,
+            "POST",
+            "/api/v1/models/fraud/versions/2/tags",
+            w,
+            r#"{"set":{"team":"x"}}"#,
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    })
+    .await
+    .expect("requests");
+    assert_eq!(
+        registry.model("fraud").await.expect("model").seq(),
+        before + 1,
+        "only the staging version's tags changed"
+    );
+}

@@ -17,12 +17,13 @@ use crate::error::{Error, Result};
 ///
 /// - 1: model, version, metrics, tags, metric specs, deprecation events;
 /// - 2: adds the lifecycle events (stage changes, rollback, approvals, aliases,
-///   gates) and traffic splits.
+///   gates) and traffic splits;
+/// - 3: adds format scans (`formats_scanned`).
 ///
 /// Each event is written with the lowest format that has its kind
 /// ([`EventKind::format`]), so a log that uses no lifecycle event stays readable by
 /// builds that only know format 1.
-pub const EVENT_FORMAT: u32 = 2;
+pub const EVENT_FORMAT: u32 = 3;
 
 /// One change to a model, with who made it and when.
 ///
@@ -79,6 +80,10 @@ pub enum EventKind {
         version: VersionNumber,
         /// The new values.
         metrics: Metrics,
+        /// Why the version's immutability was overridden, when it was in
+        /// production (see [`Session::override_immutable`](crate::Session::override_immutable)).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        overridden: Option<String>,
     },
     /// Tags of a version, or of the model itself when `version` is absent, were set
     /// or removed.
@@ -93,6 +98,10 @@ pub enum EventKind {
         /// Tags removed.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         removed: Vec<TagKey>,
+        /// Why the version's immutability was overridden, when it was in
+        /// production (see [`Session::override_immutable`](crate::Session::override_immutable)).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        overridden: Option<String>,
     },
     /// The model's metric specs were added or replaced.
     MetricSpecsSet {
@@ -197,6 +206,21 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "String::is_empty")]
         reason: String,
     },
+    /// The [format scanner](crate::scan) read a version's files; its verdicts.
+    /// The version's [`scan`](VersionRecord::scan) is this one from now on.
+    FormatsScanned {
+        /// The version.
+        version: VersionNumber,
+        /// The scanner's version.
+        scanner: u32,
+        /// The verdict on every file that is not plain data, and on every
+        /// file refused, in path order.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        files: Vec<crate::scan::FileVerdict>,
+        /// How many other files are plain data that passed.
+        #[serde(default)]
+        data_files: u64,
+    },
 }
 
 impl EventKind {
@@ -216,6 +240,7 @@ impl EventKind {
             EventKind::AliasRemoved { .. } => "alias_removed",
             EventKind::GatesSet { .. } => "gates_set",
             EventKind::TrafficSplitSet { .. } => "traffic_split_set",
+            EventKind::FormatsScanned { .. } => "formats_scanned",
         }
     }
 
@@ -228,6 +253,7 @@ impl EventKind {
             | EventKind::TagsSet { .. }
             | EventKind::MetricSpecsSet { .. }
             | EventKind::VersionDeprecated { .. } => 1,
+            EventKind::FormatsScanned { .. } => 3,
             _ => 2,
         }
     }
@@ -240,7 +266,8 @@ impl EventKind {
             | EventKind::VersionDeprecated { version, .. }
             | EventKind::StageChanged { version, .. }
             | EventKind::ApprovalRecorded { version, .. }
-            | EventKind::AliasSet { version, .. } => Some(*version),
+            | EventKind::AliasSet { version, .. }
+            | EventKind::FormatsScanned { version, .. } => Some(*version),
             EventKind::RolledBack { restored, .. } => Some(*restored),
             EventKind::TagsSet { version, .. } | EventKind::AliasRemoved { version, .. } => {
                 *version
@@ -349,6 +376,7 @@ mod tests {
             kind: EventKind::MetricsAdded {
                 version: VersionNumber::FIRST,
                 metrics: Metrics::new().with("auc", 0.5).unwrap(),
+                overridden: None,
             },
         }
     }
@@ -387,12 +415,12 @@ mod tests {
         let json = json_of(&sample());
         // Each altered record is resealed, so the check under test is reached
         // rather than the checksum.
-        let future = json.replace("\"format\":1", "\"format\":3");
+        let future = json.replace("\"format\":1", "\"format\":4");
         assert!(matches!(
             Event::from_bytes(&model, 2, &sealed(&future)),
             Err(Error::UnsupportedFormat {
-                found: 3,
-                supported: 2,
+                found: 4,
+                supported: 3,
                 ..
             })
         ));

@@ -337,6 +337,19 @@ pub enum GateSpec {
         /// Seconds.
         seconds: u64,
     },
+    /// The candidate's files were [scanned](crate::Session::scan_formats) by
+    /// this build's scanner version, no file was refused (a pickle naming a
+    /// global outside the allowlist, a malformed file, a hostile archive), and
+    /// every file is of one of `formats` (default: every format, so pickles
+    /// pass when their scan does). Refuses a candidate never scanned, or
+    /// scanned by an older scanner: the verdict is read from the log, never
+    /// computed here.
+    FormatPolicy {
+        /// The formats allowed (default: all); e.g. `[safetensors, gguf, onnx,
+        /// data]` admits no pickle at all.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        formats: Vec<crate::scan::FileFormat>,
+    },
 }
 
 impl GateSpec {
@@ -364,6 +377,15 @@ impl Gate for GateSpec {
             GateSpec::Approvals { required, .. } => format!("approvals({required})"),
             GateSpec::ProvenanceComplete => "provenance_complete".into(),
             GateSpec::MinTimeInStage { seconds } => format!("min_time_in_stage({seconds}s)"),
+            GateSpec::FormatPolicy { formats } if formats.is_empty() => "format_policy".into(),
+            GateSpec::FormatPolicy { formats } => format!(
+                "format_policy({})",
+                formats
+                    .iter()
+                    .map(|f| f.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
         }
     }
 
@@ -383,6 +405,7 @@ impl Gate for GateSpec {
                     (Some(_), true) => Err("no dataset recorded".into()),
                 }
             }
+            GateSpec::FormatPolicy { formats } => format_policy(t.candidate, formats),
             GateSpec::MinTimeInStage { seconds } => {
                 let since = t.candidate.stage_since.unwrap_or(t.candidate.created_at);
                 let spent = t.at - since;
@@ -405,6 +428,61 @@ impl Gate for GateSpec {
             }
         }
     }
+}
+
+fn format_policy(
+    v: &VersionRecord,
+    formats: &[crate::scan::FileFormat],
+) -> std::result::Result<String, String> {
+    use crate::scan::{FileFormat, SCANNER_VERSION};
+    let Some(scan) = &v.scan else {
+        return Err(format!(
+            "v{} has no format scan recorded (scan_formats first)",
+            v.number
+        ));
+    };
+    if scan.scanner != SCANNER_VERSION {
+        return Err(format!(
+            "v{} was scanned by scanner version {}, this build's is {SCANNER_VERSION}: scan it again",
+            v.number, scan.scanner
+        ));
+    }
+    let allowed = |f: FileFormat| formats.is_empty() || formats.contains(&f);
+    let mut failures: Vec<String> = scan.refused().map(|f| f.to_string()).collect();
+    failures.extend(
+        scan.files
+            .iter()
+            .filter(|f| f.passed() && !allowed(f.format))
+            .map(|f| format!("{} is {}, not an allowed format", f.path, f.format)),
+    );
+    if scan.data_files > 0 && !allowed(FileFormat::Data) {
+        failures.push(format!(
+            "{} plain data file(s), not an allowed format",
+            scan.data_files
+        ));
+    }
+    if !failures.is_empty() {
+        return Err(failures.join("; "));
+    }
+    let mut counts: BTreeMap<FileFormat, u64> = BTreeMap::new();
+    for f in &scan.files {
+        *counts.entry(f.format).or_default() += 1;
+    }
+    if scan.data_files > 0 {
+        counts.insert(FileFormat::Data, scan.data_files);
+    }
+    let summary: Vec<String> = counts.iter().map(|(f, n)| format!("{n} {f}")).collect();
+    Ok(format!(
+        "scanned by {} at {} (scanner {}): {}",
+        scan.by,
+        scan.at.format("%Y-%m-%dT%H:%M:%SZ"),
+        scan.scanner,
+        if summary.is_empty() {
+            "no files".into()
+        } else {
+            summary.join(", ")
+        }
+    ))
 }
 
 fn metrics_no_worse(

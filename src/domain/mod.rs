@@ -14,6 +14,7 @@ pub(crate) mod par;
 pub mod record;
 pub mod reference;
 pub mod routing;
+pub mod scan;
 pub mod state;
 pub mod summary;
 
@@ -34,8 +35,8 @@ pub use lineage::{
 pub use manifest::{Manifest, ManifestEntry, RelPath};
 pub use name::{Actor, AliasName, MetricName, ModelName, TagKey};
 pub use record::{
-    CodeRef, DatasetRef, DatasetRole, Deprecation, Environment, Goal, HyperValue, Hyperparameters,
-    MetricSpec, Metrics, ParentRef, Provenance, Relation, Tags, VersionRecord,
+    CodeRef, DatasetRef, DatasetRole, Deprecation, Environment, FormatScan, Goal, HyperValue,
+    Hyperparameters, MetricSpec, Metrics, ParentRef, Provenance, Relation, Tags, VersionRecord,
 };
 pub use reference::{Selector, VersionNumber, VersionRef};
 pub use routing::{Route, RouteTarget, Routed, TrafficSplit};

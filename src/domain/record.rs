@@ -779,6 +779,38 @@ pub struct VersionRecord {
     /// Every stage the version has been in, besides `none` (it may have left them).
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub reached: BTreeSet<Stage>,
+    /// The latest format scan of its files (absent: never scanned), from a
+    /// [`formats_scanned`](crate::EventKind::FormatsScanned) event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan: Option<FormatScan>,
+}
+
+/// The verdict of the [format scanner](crate::scan) on every file of a
+/// version, as recorded in its log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
+pub struct FormatScan {
+    /// The scanner's version ([`SCANNER_VERSION`](crate::scan::SCANNER_VERSION)
+    /// of the build that scanned).
+    pub scanner: u32,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who asked for it.
+    pub by: Actor,
+    /// The verdict on every file that is not plain data, and on every file
+    /// refused, in path order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<crate::scan::FileVerdict>,
+    /// How many other files are plain data that passed.
+    #[serde(default)]
+    pub data_files: u64,
+}
+
+impl FormatScan {
+    /// The files refused.
+    pub fn refused(&self) -> impl Iterator<Item = &crate::scan::FileVerdict> {
+        self.files.iter().filter(|f| !f.passed())
+    }
 }
 
 impl VersionRecord {

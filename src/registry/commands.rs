@@ -201,37 +201,76 @@ impl Registry {
         Ok(())
     }
 
-    /// The implementation of [`Session::add_metrics`](super::Session::add_metrics).
+    /// The implementation of [`Session::add_metrics`](super::Session::add_metrics)
+    /// and of [`Override::add_metrics`](super::Override::add_metrics)
+    /// (`overridden`: the override's reason).
     pub(crate) async fn add_metrics(
         &self,
         version: impl IntoVersionRef,
         metrics: impl IntoMetrics,
         actor: &Actor,
+        overridden: Option<&str>,
     ) -> Result<VersionRecord> {
         let r = version.into_version_ref()?;
         let metrics = metrics.into_metrics()?;
-        self.commit_on_version(&r, actor, |number| EventKind::MetricsAdded {
-            version: number,
-            metrics: metrics.clone(),
+        self.commit_on_mutable_version(&r, actor, "metrics", overridden, |number| {
+            EventKind::MetricsAdded {
+                version: number,
+                metrics: metrics.clone(),
+                overridden: overridden.map(str::to_owned),
+            }
         })
         .await
     }
 
-    /// The implementation of [`Session::set_version_tags`](super::Session::set_version_tags).
+    /// The implementation of [`Session::set_version_tags`](super::Session::set_version_tags)
+    /// and of [`Override::set_version_tags`](super::Override::set_version_tags).
     pub(crate) async fn set_version_tags(
         &self,
         version: impl IntoVersionRef,
         set: Tags,
         remove: Vec<TagKey>,
         actor: &Actor,
+        overridden: Option<&str>,
     ) -> Result<VersionRecord> {
         let r = version.into_version_ref()?;
-        self.commit_on_version(&r, actor, |number| EventKind::TagsSet {
+        self.commit_on_mutable_version(&r, actor, "tags", overridden, |number| EventKind::TagsSet {
             version: Some(number),
             set: set.clone(),
             removed: remove.clone(),
+            overridden: overridden.map(str::to_owned),
         })
         .await
+    }
+
+    /// Appends the event `make` builds for the version `r` names, unless the
+    /// version is in production ([`Error::Immutable`], naming `what`), where
+    /// only an override (`overridden`: its reason) may change it. Decided on the
+    /// state each attempt folds, so a promotion that lands first is seen.
+    async fn commit_on_mutable_version(
+        &self,
+        r: &VersionRef,
+        actor: &Actor,
+        what: &'static str,
+        overridden: Option<&str>,
+        make: impl Fn(crate::domain::VersionNumber) -> EventKind,
+    ) -> Result<VersionRecord> {
+        let mut number = None;
+        let (_, record) = self
+            .commit(&r.model, actor, |s, _| {
+                let v = pinned_version(s, r, &mut number)?;
+                if v.stage == Stage::Production && overridden.is_none() {
+                    return Err(Error::Immutable {
+                        model: s.name().to_string(),
+                        version: v.number.get(),
+                        stage: v.stage,
+                        what,
+                    });
+                }
+                Ok(make(v.number))
+            })
+            .await?;
+        record.ok_or_else(|| Error::version_not_found(&r.model, r))
     }
 
     /// The implementation of [`Session::deprecate`](super::Session::deprecate).
@@ -264,6 +303,7 @@ impl Registry {
                 version: None,
                 set: set.clone(),
                 removed: remove.clone(),
+                overridden: None,
             })
         })
         .await?;
@@ -634,6 +674,7 @@ fn registered(
             stage_since: None,
             approvals: BTreeMap::new(),
             reached: BTreeSet::new(),
+            scan: None,
         }),
     }
 }

@@ -9,6 +9,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::domain::scan::ScanLimits;
 use crate::domain::{Gate, ModelName, Stage, VersionRecord, VersionRef};
 use crate::error::{Error, Result};
 use crate::hash_cache::HashCache;
@@ -31,6 +32,7 @@ mod options;
 mod paging;
 #[cfg(test)]
 mod power_loss;
+mod scan;
 mod serving;
 mod session;
 mod turn;
@@ -47,7 +49,7 @@ pub use options::{
 pub use options::{IntoMetrics, IntoSemver, IntoSemverReq};
 pub use paging::{Page, VersionOrder, VersionPage};
 pub use serving::WatchOptions;
-pub use session::Session;
+pub use session::{Override, Session};
 
 use ingest::blocking;
 
@@ -180,6 +182,8 @@ struct Inner {
     lineage: lineage::LineageCache,
     /// The past states `model_as_of` folded last.
     as_of: as_of::AsOfCache,
+    /// The budgets of format scans (`RegistryBuilder::scan_limits`).
+    scan_limits: ScanLimits,
 }
 
 /// How many models' folded states a registry keeps by default.
@@ -256,6 +260,7 @@ pub struct RegistryBuilder {
     hash_cache: Option<PathBuf>,
     max_models: Option<usize>,
     max_staleness: Duration,
+    scan_limits: ScanLimits,
 }
 
 impl fmt::Debug for RegistryBuilder {
@@ -269,6 +274,7 @@ impl fmt::Debug for RegistryBuilder {
             .field("hash_cache", &self.hash_cache)
             .field("max_models", &self.max_models)
             .field("max_staleness", &self.max_staleness)
+            .field("scan_limits", &self.scan_limits)
             .finish()
     }
 }
@@ -385,6 +391,14 @@ impl RegistryBuilder {
         self
     }
 
+    /// The budgets of [format scans](Session::scan_formats) (default:
+    /// [`ScanLimits::default`]). A file that needs more is refused, never
+    /// scanned in part.
+    pub fn scan_limits(mut self, limits: ScanLimits) -> Self {
+        self.scan_limits = limits;
+        self
+    }
+
     /// Builds the registry.
     pub fn build(self) -> Result<Registry> {
         let missing =
@@ -408,6 +422,7 @@ impl RegistryBuilder {
                 epoch: Instant::now(),
                 lineage: Default::default(),
                 as_of: Default::default(),
+                scan_limits: ScanLimits::default(),
             }),
         })
     }
@@ -490,6 +505,7 @@ impl Registry {
                 epoch: Instant::now(),
                 lineage: Default::default(),
                 as_of: Default::default(),
+                scan_limits: ScanLimits::default(),
             }),
         }
     }

@@ -7,8 +7,8 @@ use std::ops::Deref;
 use super::options::{CreateModel, IntoMetrics, NewVersion, SetAlias};
 use super::{ArtifactSource, IntoModelName, IntoVersionRef, Registered, Registry};
 use crate::domain::{
-    Actor, Event, GateSpec, GateVerdict, MetricName, MetricSpec, ModelState, Stage, TagKey, Tags,
-    TrafficSplit, TransitionCheck, VersionRecord,
+    Actor, Event, FormatScan, GateSpec, GateVerdict, MetricName, MetricSpec, ModelState, Stage,
+    TagKey, Tags, TrafficSplit, TransitionCheck, VersionRecord,
 };
 use crate::error::{Error, Result};
 
@@ -178,6 +178,9 @@ impl Session {
 
     /// Adds metrics to a version (an evaluation after training); a metric it has
     /// already is replaced, and the old value stays in the history.
+    ///
+    /// A version in production is immutable: [`Error::Immutable`], unless
+    /// through [`override_immutable`](Self::override_immutable).
     #[tracing::instrument(name = "add_metrics", level = "info", skip_all, fields(actor = %self.actor))]
     pub async fn add_metrics(
         &self,
@@ -185,11 +188,14 @@ impl Session {
         metrics: impl IntoMetrics,
     ) -> Result<VersionRecord> {
         self.registry
-            .add_metrics(version, metrics, &self.actor)
+            .add_metrics(version, metrics, &self.actor, None)
             .await
     }
 
     /// Sets and removes tags on a version.
+    ///
+    /// A version in production is immutable: [`Error::Immutable`], unless
+    /// through [`override_immutable`](Self::override_immutable).
     #[tracing::instrument(name = "set_version_tags", level = "info", skip_all, fields(actor = %self.actor))]
     pub async fn set_version_tags(
         &self,
@@ -198,8 +204,71 @@ impl Session {
         remove: Vec<TagKey>,
     ) -> Result<VersionRecord> {
         self.registry
-            .set_version_tags(version, set, remove, &self.actor)
+            .set_version_tags(version, set, remove, &self.actor, None)
             .await
+    }
+
+    /// Changes what a version in production normally keeps fixed (its tags and
+    /// metrics), on the record: the event the override appends names this
+    /// session's actor and carries `reason`. An empty reason is
+    /// [`Error::InvalidInput`].
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+    /// use modelreg::*;
+    /// let registry = Registry::in_memory();
+    /// let me = registry.acting_as(Actor::new("alice")?);
+    /// me.create_model("fraud", CreateModel::new()).await?;
+    /// let v = me.register("fraud", ArtifactSource::bytes("m.onnx", "w")?, NewVersion::new()).await?;
+    /// me.promote_to(&*v, Stage::Production, "").await?;
+    /// let typo = Tags::from([(TagKey::new("team")?, "fruad".into())]);
+    /// assert!(matches!(me.set_version_tags(&*v, typo, vec![]).await, Err(Error::Immutable { .. })));
+    /// let fixed = Tags::from([(TagKey::new("team")?, "fraud".into())]);
+    /// me.override_immutable("the team tag was never set").set_version_tags(&*v, fixed, vec![]).await?;
+    /// let trail = registry.history("fraud", &HistoryFilter::new().kind("tags_set")).await?;
+    /// assert!(matches!(&trail[0].kind, EventKind::TagsSet { overridden: Some(why), .. } if why == "the team tag was never set"));
+    /// # Ok::<(), modelreg::Error>(()) }).unwrap();
+    /// ```
+    pub fn override_immutable(&self, reason: impl Into<String>) -> Override<'_> {
+        Override {
+            session: self,
+            reason: reason.into(),
+        }
+    }
+
+    /// Scans every file of a version with the [format scanner](crate::scan) and
+    /// records the verdicts in the log (a `formats_scanned` event), where the
+    /// [`FormatPolicy`](GateSpec::FormatPolicy) gate reads them. Returns the
+    /// recorded scan; a refused file is a verdict in it, not an error.
+    ///
+    /// Reads only the byte ranges the scanner asks for from the artifact
+    /// store: a few headers for safetensors and data files, a ZIP archive's
+    /// directory and pickle members, a pickle file up to its budget. The
+    /// ranges are not hashed (a range cannot be checked against a whole
+    /// file's digest): the scan trusts the store as far as reads by range do;
+    /// [`verify`](Registry::verify) re-hashes whole files.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+    /// use modelreg::*;
+    /// use modelreg::scan::FileFormat;
+    /// let registry = Registry::in_memory();
+    /// let me = registry.acting_as(Actor::new("alice")?);
+    /// me.create_model("fraud", CreateModel::new()).await?;
+    /// let files = ArtifactSource::files([
+    ///     ("model.pkl", &b"cos\nsystem\n(S'echo pwned'\ntR."[..]),
+    ///     ("config.json", &b"{}"[..]),
+    /// ])?;
+    /// let v = me.register("fraud", files, NewVersion::new()).await?;
+    /// let scan = me.scan_formats(&*v).await?;
+    /// assert_eq!(scan.data_files, 1);
+    /// let refused: Vec<_> = scan.refused().map(|f| f.to_string()).collect();
+    /// assert_eq!(refused, ["model.pkl (pickle): global os.system at byte 0 is not on the allowlist"]);
+    /// # Ok::<(), modelreg::Error>(()) }).unwrap();
+    /// ```
+    #[tracing::instrument(name = "scan_formats", level = "info", skip_all, fields(actor = %self.actor))]
+    pub async fn scan_formats(&self, version: impl IntoVersionRef) -> Result<FormatScan> {
+        self.registry.scan_formats(version, &self.actor).await
     }
 
     /// Deprecates a version: it stays resolvable by number, semver and digest, but
@@ -447,6 +516,57 @@ impl Session {
     ) -> Result<Event> {
         self.registry
             .clear_traffic_split(model, &self.actor, reason)
+            .await
+    }
+}
+
+/// A [`Session`] changing what a version in production keeps fixed, with a
+/// reason that goes into the log: made by
+/// [`Session::override_immutable`]. Each command appends one event, as the
+/// session's command of the same name does, with `overridden` set to the
+/// reason.
+#[derive(Clone, Debug)]
+pub struct Override<'a> {
+    session: &'a Session,
+    reason: String,
+}
+
+impl Override<'_> {
+    /// Why the override is made.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// [`Session::add_metrics`], on a version in production too.
+    #[tracing::instrument(name = "override_add_metrics", level = "info", skip_all, fields(actor = %self.session.actor))]
+    pub async fn add_metrics(
+        &self,
+        version: impl IntoVersionRef,
+        metrics: impl IntoMetrics,
+    ) -> Result<VersionRecord> {
+        self.session
+            .registry
+            .add_metrics(version, metrics, &self.session.actor, Some(&self.reason))
+            .await
+    }
+
+    /// [`Session::set_version_tags`], on a version in production too.
+    #[tracing::instrument(name = "override_set_version_tags", level = "info", skip_all, fields(actor = %self.session.actor))]
+    pub async fn set_version_tags(
+        &self,
+        version: impl IntoVersionRef,
+        set: Tags,
+        remove: Vec<TagKey>,
+    ) -> Result<VersionRecord> {
+        self.session
+            .registry
+            .set_version_tags(
+                version,
+                set,
+                remove,
+                &self.session.actor,
+                Some(&self.reason),
+            )
             .await
     }
 }

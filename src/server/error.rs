@@ -77,6 +77,8 @@ impl From<Error> for ApiError {
             Error::GateRejected { .. } | Error::InvalidTransition { .. } => {
                 (StatusCode::CONFLICT, "refused")
             }
+            // The version is in production: its record is fixed.
+            Error::Immutable { .. } => (StatusCode::CONFLICT, "immutable"),
             Error::InvalidName { .. }
             | Error::InvalidReference { .. }
             | Error::InvalidPath { .. }

@@ -3432,9 +3432,9 @@ pub async fn lifecycle_state_survives_checkpoints(f: &Fixture) {
 
 /// Events of the kinds a format-1 build knows are still written as format 1, so
 /// such a build can read a log that uses no lifecycle; lifecycle events are
-/// format 2, also after a model's first lifecycle event.
+/// format 2, also after a model's first lifecycle event, and format scans 3.
 pub async fn lifecycle_events_are_format_2(f: &Fixture) {
-    assert_eq!(modelreg::format::EVENT_FORMAT, 2);
+    assert_eq!(modelreg::format::EVENT_FORMAT, 3);
     let reg = f.registry();
     audited(&reg).await;
     let alice = actor("alice");
@@ -3448,6 +3448,10 @@ pub async fn lifecycle_events_are_format_2(f: &Fixture) {
         .deprecate("audited/4", "never mind")
         .await
         .expect("deprecate");
+    reg.acting_as(alice.clone())
+        .scan_formats("audited/4")
+        .await
+        .expect("scan");
     let records = reg
         .metadata_store()
         .read_after("audited", 0, 100)
@@ -3464,6 +3468,7 @@ pub async fn lifecycle_events_are_format_2(f: &Fixture) {
         ("alias_removed", 2),
         ("rolled_back", 2),
         ("gates_set", 2),
+        ("formats_scanned", 3),
     ]);
     let mut seen = BTreeSet::new();
     for rec in &records {
@@ -3789,4 +3794,314 @@ pub async fn history_tail_agrees_with_a_full_read(f: &Fixture) {
         nothing.next, None,
         "a filter matching nothing reads to the start"
     );
+}
+
+// ----- format policy and immutability -----------------------------------------
+
+/// A torch state dict `{"weight": tensor}` pickled at protocol 2, as the
+/// legacy `torch.save` body and `data.pkl` in its archives hold it.
+fn state_dict_pickle() -> Vec<u8> {
+    let s = |text: &str| {
+        let mut b = vec![b'X'];
+        b.extend_from_slice(&(text.len() as u32).to_le_bytes());
+        b.extend_from_slice(text.as_bytes());
+        b
+    };
+    let mut p = b"\x80\x02ccollections\nOrderedDict\nq\x00)Rq\x01".to_vec();
+    p.extend(s("weight"));
+    p.extend(b"ctorch._utils\n_rebuild_tensor_v2\n((");
+    p.extend(s("storage"));
+    p.extend(b"ctorch\nFloatStorage\n");
+    p.extend(s("0"));
+    p.extend(s("cpu"));
+    p.extend(b"K\x04tQK\x00K\x02K\x02\x86K\x02K\x01\x86\x89h\x00)RtRs.");
+    p
+}
+
+const OS_SYSTEM: &[u8] = b"cos\nsystem\n(S'echo pwned'\ntR.";
+
+/// The `format_policy` gate decides from the scan recorded in the log: a
+/// version never scanned is refused, a scanned one passes or fails on its
+/// recorded verdicts (each refused file with its reason), a format outside the
+/// gate's list fails, and the passing verdict is recorded in the event.
+pub async fn format_policy_gate_decides_from_recorded_scans(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "fmt").await;
+    let alice = reg.acting_as(actor("alice"));
+    alice
+        .set_gates(
+            "fmt",
+            Stage::Staging,
+            vec![GateSpec::FormatPolicy { formats: vec![] }],
+        )
+        .await
+        .expect("gates");
+    let register = |files: Vec<(&'static str, Vec<u8>)>| {
+        let reg = reg.clone();
+        async move {
+            reg.acting_as(actor("ci"))
+                .register(
+                    "fmt",
+                    ArtifactSource::files(files).expect("paths"),
+                    NewVersion::new(),
+                )
+                .await
+                .expect("register")
+                .version
+        }
+    };
+    let mut st = 13u64.to_le_bytes().to_vec();
+    st.extend_from_slice(br#"{"w": "x"}   "#);
+    let v1 = register(vec![
+        ("model.safetensors", st.clone()),
+        ("config.json", br#"{"hidden": 8}"#.to_vec()),
+        ("tokenizer.json", b"{}".to_vec()),
+    ])
+    .await;
+
+    // Never scanned: refused, nothing written.
+    let before = snapshot(&reg, "fmt").await;
+    let result = alice.transition(&v1, Stage::Staging, "").await;
+    assert_eq!(
+        refused(result, "fmt", 1, Stage::Staging),
+        [verdict(
+            "format_policy",
+            false,
+            "v1 has no format scan recorded (scan_formats first)"
+        )]
+    );
+    assert_eq!(snapshot(&reg, "fmt").await, before);
+
+    let scan = reg
+        .acting_as(actor("scanner"))
+        .scan_formats(&v1)
+        .await
+        .expect("scan");
+    assert_eq!(scan.scanner, modelreg::scan::SCANNER_VERSION);
+    assert_eq!(scan.by.as_str(), "scanner");
+    assert_eq!(scan.data_files, 2);
+    assert_eq!(
+        scan.files
+            .iter()
+            .map(|f| (f.path.as_str(), f.format, f.passed()))
+            .collect::<Vec<_>>(),
+        [(
+            "model.safetensors",
+            modelreg::scan::FileFormat::Safetensors,
+            true
+        )]
+    );
+    assert_eq!(
+        reg.resolve("fmt/1").await.expect("v1").scan,
+        Some(scan.clone())
+    );
+    let e = alice
+        .transition(&v1, Stage::Staging, "")
+        .await
+        .expect("a scanned clean version passes");
+    let EventKind::StageChanged { gates, .. } = &e.kind else {
+        panic!("{e:?}")
+    };
+    assert_eq!(gates.len(), 1);
+    assert_eq!(gates[0].gate, "format_policy");
+    assert!(gates[0].passed);
+    assert!(
+        gates[0].reason.starts_with("scanned by scanner at ")
+            && gates[0]
+                .reason
+                .ends_with("(scanner 1): 1 safetensors, 2 data"),
+        "{}",
+        gates[0].reason
+    );
+    // The scan is an audited event of its own.
+    let trail = reg
+        .history("fmt", &HistoryFilter::new().kind("formats_scanned"))
+        .await
+        .expect("history");
+    assert_eq!(trail.len(), 1);
+    assert_eq!(trail[0].actor.as_str(), "scanner");
+
+    // A pickle calling os.system beside a clean state dict: refused, with the
+    // file and the reason.
+    let v2 = register(vec![
+        ("weights.pt", state_dict_pickle()),
+        ("extra/model.pkl", OS_SYSTEM.to_vec()),
+    ])
+    .await;
+    let scan = alice.scan_formats(&v2).await.expect("scan");
+    assert_eq!(scan.refused().count(), 1);
+    let before = snapshot(&reg, "fmt").await;
+    let result = alice.transition(&v2, Stage::Staging, "").await;
+    assert_eq!(
+        refused(result, "fmt", 2, Stage::Staging),
+        [verdict(
+            "format_policy",
+            false,
+            "extra/model.pkl (pickle): global os.system at byte 0 is not on the allowlist"
+        )]
+    );
+    assert_eq!(snapshot(&reg, "fmt").await, before);
+
+    // A clean pickle passes the default policy, and fails one without pickles.
+    let v3 = register(vec![("weights.pt", state_dict_pickle())]).await;
+    alice.scan_formats(&v3).await.expect("scan");
+    alice
+        .transition(&v3, Stage::Staging, "")
+        .await
+        .expect("allowlisted globals only");
+    use modelreg::scan::FileFormat::{Data, Gguf, Onnx, Safetensors};
+    alice
+        .set_gates(
+            "fmt",
+            Stage::Validation,
+            vec![GateSpec::FormatPolicy {
+                formats: vec![Safetensors, Gguf, Onnx, Data],
+            }],
+        )
+        .await
+        .expect("gates");
+    let result = alice.transition(&v3, Stage::Validation, "").await;
+    assert_eq!(
+        refused(result, "fmt", 3, Stage::Validation),
+        [verdict(
+            "format_policy(safetensors,gguf,onnx,data)",
+            false,
+            "weights.pt is pickle, not an allowed format"
+        )]
+    );
+    alice
+        .transition(&v1, Stage::Validation, "")
+        .await
+        .expect("safetensors and data only");
+
+    // The spec round-trips through the log: a fresh registry applies it.
+    let gates = f
+        .fresh()
+        .await
+        .model("fmt")
+        .await
+        .expect("model")
+        .gates()
+        .clone();
+    assert_eq!(
+        gates[&Stage::Validation],
+        [GateSpec::FormatPolicy {
+            formats: vec![Safetensors, Gguf, Onnx, Data]
+        }]
+    );
+}
+
+/// Tags and metrics of a version in production are fixed: editing them is
+/// `Error::Immutable` and changes nothing; an override with a reason changes
+/// them and the event records who and why. Other stages stay editable.
+pub async fn production_versions_are_immutable_except_by_override(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "imm").await;
+    register_bytes(&reg, "imm", "m.onnx", "one").await;
+    register_bytes(&reg, "imm", "m.onnx", "two").await;
+    bring_to(&reg, "imm", 1, Stage::Production).await;
+    bring_to(&reg, "imm", 2, Stage::Validation).await;
+    let alice = reg.acting_as(actor("alice"));
+    let tags =
+        |v: &str| modelreg::Tags::from([(modelreg::TagKey::new("team").expect("key"), v.into())]);
+
+    let before = snapshot(&reg, "imm").await;
+    let e = assert_err!(
+        alice.set_version_tags("imm/1", tags("x"), vec![]).await,
+        Error::Immutable { .. }
+    );
+    assert!(
+        matches!(&e, Error::Immutable { model, version: 1, stage: Stage::Production, what: "tags" } if model == "imm"),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.to_string(),
+        "imm/1 is in production: its tags cannot be changed without an explicit override (override_immutable with a reason)"
+    );
+    let e = assert_err!(
+        alice
+            .add_metrics("imm@production", metrics(&[("auc", 0.5)]))
+            .await,
+        Error::Immutable { .. }
+    );
+    assert!(
+        matches!(
+            e,
+            Error::Immutable {
+                what: "metrics",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let e = assert_err!(
+        alice
+            .set_version_tags(
+                "imm/1",
+                modelreg::Tags::new(),
+                vec![modelreg::TagKey::new("team").expect("key")]
+            )
+            .await,
+        Error::Immutable { .. }
+    );
+    assert!(matches!(e, Error::Immutable { what: "tags", .. }));
+    assert_eq!(snapshot(&reg, "imm").await, before);
+
+    // Not in production: editable as before.
+    alice
+        .set_version_tags("imm/2", tags("y"), vec![])
+        .await
+        .expect("validation is editable");
+
+    // An override needs a reason.
+    assert_err!(
+        alice
+            .override_immutable("  ")
+            .set_version_tags("imm/1", tags("x"), vec![])
+            .await,
+        Error::InvalidInput { .. }
+    );
+    let o = alice.override_immutable("the team tag was missing at promotion");
+    let v = o
+        .set_version_tags("imm/1", tags("fraud"), vec![])
+        .await
+        .expect("override tags");
+    assert_eq!(v.tags, tags("fraud"));
+    let v = o
+        .add_metrics("imm/1", metrics(&[("auc", 0.93)]))
+        .await
+        .expect("override metrics");
+    assert_eq!(v.metrics.get("auc"), Some(0.93));
+    let trail = reg
+        .history("imm", &HistoryFilter::new().version(num(1)))
+        .await
+        .expect("history");
+    assert!(
+        matches!(&trail[0].kind, EventKind::MetricsAdded { overridden: Some(why), .. } if why == "the team tag was missing at promotion"),
+        "{:?}",
+        trail[0]
+    );
+    assert!(matches!(
+        &trail[1].kind,
+        EventKind::TagsSet {
+            overridden: Some(_),
+            ..
+        }
+    ));
+    assert_eq!(
+        (trail[0].actor.as_str(), trail[1].actor.as_str()),
+        ("alice", "alice")
+    );
+    // The state another registry folds from the log is the same.
+    assert_eq!(
+        f.fresh().await.resolve("imm/1").await.expect("v1").tags,
+        tags("fraud")
+    );
+
+    // Archived out of production, the version is editable again.
+    bring_to(&reg, "imm", 2, Stage::Production).await;
+    alice
+        .set_version_tags("imm/1", tags("archived"), vec![])
+        .await
+        .expect("archived is editable");
 }

@@ -171,6 +171,12 @@ pub enum VersionCmd {
         /// The version.
         reference: String,
     },
+    /// Scans a version's files for formats and pickles that could run code, and
+    /// records the verdicts (what the format_policy gate reads).
+    Scan {
+        /// The version.
+        reference: String,
+    },
     /// Sets and removes a version's tags.
     Tag {
         /// The version.
@@ -181,6 +187,9 @@ pub enum VersionCmd {
         /// A tag to remove (repeatable).
         #[arg(long = "rm", value_name = "KEY")]
         remove: Vec<String>,
+        /// Change a version in production anyway, recording this reason.
+        #[arg(long = "override", value_name = "REASON")]
+        override_reason: Option<String>,
     },
     /// Adds metrics to a version (an evaluation after training); old values stay in the history.
     Metrics {
@@ -189,6 +198,9 @@ pub enum VersionCmd {
         /// Metrics, NAME=VALUE.
         #[arg(value_name = "NAME=VALUE", required = true)]
         metrics: Vec<String>,
+        /// Change a version in production anyway, recording this reason.
+        #[arg(long = "override", value_name = "REASON")]
+        override_reason: Option<String>,
     },
     /// Marks a version deprecated (it stays readable; listings can hide it).
     Deprecate {

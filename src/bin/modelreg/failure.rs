@@ -36,7 +36,8 @@ pub enum Kind {
     NotFound,
     /// 4: it exists already, or another writer won the race.
     Conflict,
-    /// 5: a gate, an approval or the transition table refused the move.
+    /// 5: a gate, an approval or the transition table refused the move, or the
+    /// version is in production, where its tags and metrics are fixed.
     Refused,
     /// 6: bytes or records do not match their digests.
     Integrity,
@@ -108,7 +109,9 @@ fn kind_of(e: &Error) -> Kind {
         Error::AlreadyExists { .. } | Error::Conflict { .. } | Error::ConcurrentChange { .. } => {
             Kind::Conflict
         }
-        Error::GateRejected { .. } | Error::InvalidTransition { .. } => Kind::Refused,
+        Error::GateRejected { .. } | Error::InvalidTransition { .. } | Error::Immutable { .. } => {
+            Kind::Refused
+        }
         Error::Integrity { .. } | Error::Corrupt { .. } => Kind::Integrity,
         Error::InvalidName { .. }
         | Error::InvalidReference { .. }

@@ -10,7 +10,7 @@ use super::event::{Event, EventKind};
 use super::lifecycle::{AliasTarget, Approval, GatePolicy, Stage};
 use super::limits::{MAX_DESCRIPTION_CHARS, MAX_REASON_CHARS};
 use super::name::{Actor, AliasName, MetricName, ModelName, check_text};
-use super::record::{Deprecation, MetricSpec, Tags, VersionRecord, check_tags};
+use super::record::{Deprecation, FormatScan, MetricSpec, Tags, VersionRecord, check_tags};
 use super::reference::{Selector, VersionNumber, VersionRef};
 use super::routing::{TrafficSplit, check_split_set};
 use crate::digest::Digest;
@@ -161,18 +161,24 @@ impl ModelState {
                     || version.stage_since.is_some()
                     || !version.approvals.is_empty()
                     || !version.reached.is_empty()
+                    || version.scan.is_some()
                 {
                     return Err(Error::invalid_input(
                         format!("version {} of model '{}'", version.number, self.name),
-                        "a new version starts unstaged, unapproved and not deprecated",
+                        "a new version starts unstaged, unapproved, unscanned and not deprecated",
                     ));
                 }
                 check_text("description", &version.description, MAX_DESCRIPTION_CHARS)?;
                 check_tags(&version.tags)?;
                 version.provenance.check_rules()
             }
-            EventKind::MetricsAdded { version, metrics } => {
+            EventKind::MetricsAdded {
+                version,
+                metrics,
+                overridden,
+            } => {
                 self.require(*version)?;
+                check_override(overridden.as_deref())?;
                 if metrics.is_empty() {
                     return Err(Error::invalid_input("metrics", "no metrics given"));
                 }
@@ -182,7 +188,9 @@ impl ModelState {
                 version,
                 set,
                 removed,
+                overridden,
             } => {
+                check_override(overridden.as_deref())?;
                 if let Some(v) = version {
                     self.require(*v)?;
                 }
@@ -331,6 +339,32 @@ impl ModelState {
             EventKind::TrafficSplitSet { split, reason } => {
                 check_split_set(self, split.as_ref(), reason)
             }
+            EventKind::FormatsScanned {
+                version,
+                files,
+                data_files,
+                ..
+            } => {
+                let v = self.require(*version)?;
+                let what = || format!("format scan of {}/{version}", self.name);
+                if (files.len() as u64).checked_add(*data_files) != Some(v.files) {
+                    return Err(Error::invalid_input(
+                        what(),
+                        format!(
+                            "{} verdicts and {data_files} data files for a version of {} files",
+                            files.len(),
+                            v.files
+                        ),
+                    ));
+                }
+                if files.windows(2).any(|w| w[0].path >= w[1].path) {
+                    return Err(Error::invalid_input(
+                        what(),
+                        "the verdicts are not in path order, one per file",
+                    ));
+                }
+                Ok(())
+            }
         }
     }
 
@@ -381,13 +415,16 @@ impl ModelState {
                 self.index(&version);
                 self.versions.push(Arc::new(version));
             }
-            EventKind::MetricsAdded { version, metrics } => {
+            EventKind::MetricsAdded {
+                version, metrics, ..
+            } => {
                 self.version_mut(version).metrics.merge(&metrics);
             }
             EventKind::TagsSet {
                 version,
                 set,
                 removed,
+                ..
             } => {
                 let tags = match version {
                     Some(v) => &mut self.version_mut(v).tags,
@@ -477,6 +514,20 @@ impl ModelState {
                 }
             }
             EventKind::TrafficSplitSet { split, .. } => self.traffic_split = split,
+            EventKind::FormatsScanned {
+                version,
+                scanner,
+                files,
+                data_files,
+            } => {
+                self.version_mut(version).scan = Some(FormatScan {
+                    scanner,
+                    at: event.time,
+                    by: event.actor,
+                    files,
+                    data_files,
+                });
+            }
         }
         self.seq = event.seq;
         self.updated_at = event.time;
@@ -706,6 +757,18 @@ fn check_model_fields(
     check_tags(tags)
 }
 
+/// The reason of an immutability override: given, and within the reason limit.
+fn check_override(reason: Option<&str>) -> Result<()> {
+    match reason {
+        None => Ok(()),
+        Some(r) if r.trim().is_empty() => Err(Error::invalid_input(
+            "immutability override",
+            "a reason is required",
+        )),
+        Some(r) => check_text("override reason", r, MAX_REASON_CHARS),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
@@ -770,6 +833,7 @@ mod tests {
                 stage_since: None,
                 approvals: BTreeMap::new(),
                 reached: BTreeSet::new(),
+                scan: None,
             };
             events.push(event(
                 i + 1,

@@ -173,18 +173,25 @@ pub(super) fn details(model: &str, e: &Event) -> Markup {
             @if let Some(s) = &version.semver { " (" (s) ")" }
             @for (k, x) in version.metrics.iter() { " " span.kv { (k) "=" (num(x)) } }
         },
-        EventKind::MetricsAdded { version, metrics } => html! {
+        EventKind::MetricsAdded {
+            version,
+            metrics,
+            overridden,
+        } => html! {
             (v(model, *version))
             @for (k, x) in metrics.iter() { " " span.kv { (k) "=" (num(x)) } }
+            (overridden_note(overridden.as_deref()))
         },
         EventKind::TagsSet {
             version,
             set,
             removed,
+            overridden,
         } => html! {
             @if let Some(n) = version { (v(model, *n)) " " } @else { "model " }
             @for (k, x) in set { span.kv { (k) "=" (x) } " " }
             @for k in removed { span.kv { "−" (k) } " " }
+            (overridden_note(overridden.as_deref()))
         },
         EventKind::MetricSpecsSet { specs } => html! {
             @for (k, s) in specs { span.kv { (k) ": " (s.goal) } " " }
@@ -236,5 +243,22 @@ pub(super) fn details(model: &str, e: &Event) -> Markup {
             @if let Some(sp) = split { (serde_json::to_string(sp).unwrap_or_default()) } @else { "cleared" }
             (reason(r))
         },
+        EventKind::FormatsScanned {
+            version,
+            files,
+            data_files,
+            ..
+        } => html! {
+            (v(model, *version)) " "
+            @for f in files {
+                span class={ "verdict " (if f.passed() { "good" } else { "bad" }) } title=(f.to_string()) { (f.path) " " (f.format) } " "
+            }
+            @if *data_files > 0 { (data_files) " data file(s)" }
+        },
     }
+}
+
+/// The note on an event that overrode a production version's immutability.
+fn overridden_note(why: Option<&str>) -> Markup {
+    html! { @if let Some(w) = why { " " strong { "override" } (reason(w)) } }
 }

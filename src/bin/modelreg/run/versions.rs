@@ -87,28 +87,72 @@ pub(super) async fn version(ctx: &Ctx, cmd: VersionCmd) -> Out {
             ));
             Ok(())
         }
+        VersionCmd::Scan { reference } => {
+            let scan = ctx.session()?.scan_formats(reference.as_str()).await?;
+            if ctx.json {
+                return Ok(output::json(&scan)?);
+            }
+            for f in &scan.files {
+                println!(
+                    "{}",
+                    if f.passed() {
+                        format!("ok       {f}")
+                    } else {
+                        format!("REFUSED  {f}")
+                    }
+                );
+            }
+            ctx.note(format!(
+                "{reference}: {} scanned, {} refused, {} plain data",
+                output::count(scan.files.len() as u64 + scan.data_files, "file"),
+                scan.refused().count(),
+                scan.data_files
+            ));
+            Ok(())
+        }
         VersionCmd::Tag {
             reference,
             set,
             remove,
+            override_reason,
         } => {
-            let v = ctx
-                .session()?
-                .set_version_tags(
-                    reference.as_str(),
-                    parse::tags(&set)?,
-                    parse::tag_keys(&remove)?,
-                )
-                .await?;
+            let session = ctx.session()?;
+            let (set, remove) = (parse::tags(&set)?, parse::tag_keys(&remove)?);
+            let v = match override_reason {
+                Some(why) => {
+                    session
+                        .override_immutable(why)
+                        .set_version_tags(reference.as_str(), set, remove)
+                        .await?
+                }
+                None => {
+                    session
+                        .set_version_tags(reference.as_str(), set, remove)
+                        .await?
+                }
+            };
             print_version_change(ctx, &v, "tags")
         }
-        VersionCmd::Metrics { reference, metrics } => {
+        VersionCmd::Metrics {
+            reference,
+            metrics,
+            override_reason,
+        } => {
             let mut m = modelreg::Metrics::new();
             for input in &metrics {
                 let (name, value) = parse::metric(input)?;
                 m.insert(MetricName::new(name)?, value)?;
             }
-            let v = ctx.session()?.add_metrics(reference.as_str(), m).await?;
+            let session = ctx.session()?;
+            let v = match override_reason {
+                Some(why) => {
+                    session
+                        .override_immutable(why)
+                        .add_metrics(reference.as_str(), m)
+                        .await?
+                }
+                None => session.add_metrics(reference.as_str(), m).await?,
+            };
             print_version_change(ctx, &v, "metrics")
         }
         VersionCmd::Deprecate { reference, reason } => {
