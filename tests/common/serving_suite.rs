@@ -112,6 +112,7 @@ pub async fn watch_follows_promotions_and_rollbacks(f: &Fixture) {
     // Metrics, tags and alias changes leave production where it is.
     writer
         .acting_as(actor("eval"))
+        .override_immutable("late evaluation of the production version")
         .add_metrics(
             "fraud/2",
             modelreg::Metrics::new().with("auc", 0.5).expect("finite"),
