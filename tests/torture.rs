@@ -129,7 +129,10 @@ async fn torture_child() {
                 | Error::GateRejected { .. }
                 | Error::ConcurrentChange { .. }
                 | Error::NotFound { .. }
-                | Error::Conflict { .. }),
+                | Error::Conflict { .. }
+                // Metrics for a version another child has just promoted: a
+                // production version's metrics change only by override.
+                | Error::Immutable { .. }),
             ) => {
                 println!("REFUSED {e}");
                 tolerated += 1
