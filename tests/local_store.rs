@@ -288,23 +288,25 @@ async fn a_reopened_store_sees_everything_written_before() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn checkpoints_are_pruned_to_the_newest_two() {
+async fn checkpoints_are_pruned_to_the_newest_two_and_one_per_window() {
     let (_dir, meta) = metadata_store();
-    for seq in 1..=5 {
+    for seq in 1..=40 {
         meta.put_checkpoint("fraud", seq, format!("c{seq}").into())
             .await
             .unwrap();
     }
     let dir = meta.root().join("logs/v1/fraud/checkpoints");
-    let mut names: Vec<String> = fs::read_dir(dir)
+    let mut kept: Vec<u64> = fs::read_dir(dir)
         .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.trim_end_matches(".ckpt").parse().unwrap()
+        })
         .collect();
-    names.sort();
-    assert_eq!(
-        names,
-        ["00000000000000000004.ckpt", "00000000000000000005.ckpt"]
-    );
+    kept.sort_unstable();
+    // The newest two, and the first of each window of 4 (40 records in at
+    // most 16 windows, rounded up to a power of two) for time travel.
+    assert_eq!(kept, [1, 4, 8, 12, 16, 20, 24, 28, 32, 36, 39, 40]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
