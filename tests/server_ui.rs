@@ -13,7 +13,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::http::{Reply, Running, request, start};
+use common::http::{Reply, Running, request, screenshot_dir, start};
 use common::rest::{READER, WRITER, get, payload, server};
 use modelreg::server::ServerOptions;
 use modelreg::{
@@ -652,18 +652,6 @@ async fn a_server_without_tokens_shows_its_pages_to_anyone() {
     })
     .await
     .expect("requests");
-}
-
-/// Where screenshots go: `<target>/ui-screenshots/` (the test binary is in
-/// `<target>/debug/deps/`).
-fn screenshot_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary");
-    let target = exe
-        .ancestors()
-        .nth(3)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target"));
-    target.join("ui-screenshots")
 }
 
 /// What the browser check needs from the environment: the browser, and

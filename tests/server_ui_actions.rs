@@ -11,9 +11,7 @@
 
 mod common;
 
-use std::path::PathBuf;
-
-use common::http::{Reply, Running, request};
+use common::http::{Reply, Running, request, screenshot_dir};
 use common::rest::{ADMIN, APPROVER, READER, WRITER, bearer, seeded, server};
 use modelreg::{EventKind, HistoryFilter, Registry, Stage};
 
@@ -550,18 +548,6 @@ fn csrf_of(token: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// Where screenshots go: `<target>/ui-screenshots/` (the test binary is in
-/// `<target>/debug/deps/`).
-fn screenshot_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary");
-    let target = exe
-        .ancestors()
-        .nth(3)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target"));
-    target.join("ui-screenshots")
 }
 
 /// Playwright driving the system Chromium: sign in as the writer, move v2 to

@@ -47,15 +47,7 @@ impl Registry {
                     }
                 })?;
                 let from = v.stage;
-                if !from.can_move_to(to) {
-                    return Err(Error::InvalidTransition {
-                        model: s.name().to_string(),
-                        version: v.number.get(),
-                        from,
-                        to,
-                        allowed: from.allowed_targets().to_vec(),
-                    });
-                }
+                allowed_move(s, v, to)?;
                 let gates = self.run_gates(s, v, to, actor, time)?;
                 Ok(EventKind::StageChanged {
                     version: v.number,
@@ -88,15 +80,7 @@ impl Registry {
         let s = self.model(&r.model).await?;
         let v = s.resolve(&r.selector)?;
         let from = v.stage;
-        if !from.can_move_to(to) {
-            return Err(Error::InvalidTransition {
-                model: s.name().to_string(),
-                version: v.number.get(),
-                from,
-                to,
-                allowed: from.allowed_targets().to_vec(),
-            });
-        }
+        allowed_move(&s, v, to)?;
         // The time the transition would carry if it were committed now.
         let at = Utc::now().max(s.updated_at());
         Ok(TransitionCheck {
@@ -663,4 +647,20 @@ fn production_changed(then: Option<VersionNumber>, now: Option<VersionNumber>) -
 
 fn show(v: Option<VersionNumber>) -> String {
     v.map_or_else(|| "none".into(), |n| n.to_string())
+}
+
+/// Refuses with [`Error::InvalidTransition`] a move of `v` (a version of `s`)
+/// to `to` that the stage table does not allow.
+fn allowed_move(s: &ModelState, v: &VersionRecord, to: Stage) -> Result<()> {
+    let from = v.stage;
+    if from.can_move_to(to) {
+        return Ok(());
+    }
+    Err(Error::InvalidTransition {
+        model: s.name().to_string(),
+        version: v.number.get(),
+        from,
+        to,
+        allowed: from.allowed_targets().to_vec(),
+    })
 }

@@ -301,3 +301,15 @@ pub fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
     body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
+
+/// Where screenshots go: `<target>/ui-screenshots/` (the test binary is in
+/// `<target>/debug/deps/`).
+pub fn screenshot_dir() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary");
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("target"));
+    target.join("ui-screenshots")
+}
