@@ -669,6 +669,12 @@ async fn a_server_without_tokens_shows_its_pages_to_anyone() {
         let r = get(&s, "/ui/models/fraud", None);
         assert_eq!(r.status, 200);
         assert!(r.text().contains("read-only server"));
+        assert!(
+            !r.text().contains("id=\"actions\""),
+            "no actions section where nothing can change"
+        );
+        let version = get(&s, "/ui/models/fraud/versions/2", None).text();
+        assert!(!version.contains("id=\"actions\""), "{version}");
         let login = get(&s, "/ui/login", None);
         assert_eq!(login.status, 303, "nothing to sign in to");
     })

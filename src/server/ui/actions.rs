@@ -805,6 +805,10 @@ pub(super) fn version_forms(
     v: &VersionRecord,
     aliases: &[AliasName],
 ) -> Markup {
+    // A read-only server changes nothing: no section, not an empty one.
+    if viewer.read_only {
+        return html! {};
+    }
     let writer = viewer.may(Role::Writer);
     let approver = viewer.may(Role::Approver);
     let targets = v.stage.allowed_targets();
@@ -917,6 +921,9 @@ pub(super) fn version_forms(
 
 /// The action forms of the model page: roll back, change the traffic split.
 pub(super) fn model_forms(viewer: &Viewer, model: &str, state: &ModelState) -> Markup {
+    if viewer.read_only {
+        return html! {};
+    }
     let Some(csrf) = viewer.may(Role::Writer) else {
         return html! {
             section aria-labelledby="actions" {
