@@ -14,12 +14,15 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::http::{Reply, Running, request, screenshot_dir, start};
-use common::rest::{READER, WRITER, get, payload, server};
+use common::rest::{ADMIN, APPROVER, READER, WRITER, get, payload, server};
 use modelreg::server::ServerOptions;
 use modelreg::{
-    Actor, ArtifactSource, CreateModel, DatasetRef, DatasetRole, MetricSpec, NewVersion, Registry,
-    Relation, SetAlias, Stage, Tags,
+    Actor, ArtifactSource, CreateModel, DatasetRef, DatasetRole, GateSpec, MetricSpec, NewVersion,
+    Registry, Relation, SetAlias, Stage, Tags,
 };
+
+/// A dataset name longer than a lineage node is wide, with wide letters.
+const LONG_DATASET: &str = "Customer-Transactions-With-Chargebacks-WWW-Full-Export";
 
 /// Text the pages must show as text, never as markup.
 const SCRIPT: &str = "<script>alert(1)</script>";
@@ -125,7 +128,9 @@ async fn seeded(backend: Backend) -> (Option<tempfile::TempDir>, Registry) {
     )
     .await
     .expect("register");
-    let tuned = NewVersion::new().parent("student/1", Relation::FineTunedFrom);
+    let tuned = NewVersion::new()
+        .parent("student/1", Relation::FineTunedFrom)
+        .dataset(DatasetRef::new(LONG_DATASET, DatasetRole::Train).version("2026-03"));
     ci.register(
         "student",
         ArtifactSource::bytes("s.bin", "s2").expect("bytes"),
@@ -406,6 +411,23 @@ async fn the_lineage_page_draws_each_parent_and_child_and_links_them(registry: R
         let near = page(&s, "/ui/models/student/versions/2/lineage?depth=1");
         assert!(!near.contains(">fraud v2</text>"), "{near}");
         assert!(near.contains("More lineage lies beyond 1 edge"));
+        // A long dataset name: cut with an ellipsis in its node, whole in the
+        // node's title (its accessible name) and in the table of edges.
+        assert!(
+            child.contains(&format!("<title>{LONG_DATASET}@2026-03</title>")),
+            "{child}"
+        );
+        let drawn = child
+            .split("url(#node-text)\">Customer-")
+            .nth(1)
+            .and_then(|rest| rest.split_once("</text>"))
+            .map(|(text, _)| format!("Customer-{text}"))
+            .expect("the dataset's node");
+        assert!(
+            drawn.ends_with('…') && LONG_DATASET.starts_with(drawn.trim_end_matches('…')),
+            "{drawn}"
+        );
+        assert!(!child.contains(&format!(">{LONG_DATASET}</text>")));
         assert_eq!(
             get(&s, "/ui/models/fraud/versions/99/lineage", Some(READER)).status,
             404
@@ -647,6 +669,12 @@ async fn a_server_without_tokens_shows_its_pages_to_anyone() {
         let r = get(&s, "/ui/models/fraud", None);
         assert_eq!(r.status, 200);
         assert!(r.text().contains("read-only server"));
+        assert!(
+            !r.text().contains("id=\"actions\""),
+            "no actions section where nothing can change"
+        );
+        let version = get(&s, "/ui/models/fraud/versions/2", None).text();
+        assert!(!version.contains("id=\"actions\""), "{version}");
         let login = get(&s, "/ui/login", None);
         assert_eq!(login.status, 303, "nothing to sign in to");
     })
@@ -670,8 +698,22 @@ fn browser_page(name: &str, url: String, status: u16, wanted: &[&str]) -> serde_
     serde_json::json!({ "name": name, "url": url, "status": status, "wanted": wanted })
 }
 
+/// `page` seen signed in on `s` with `token`, reached from its URL by `steps`
+/// (see `tests/ui/browser_check.py`).
+fn signed_in(
+    mut page: serde_json::Value,
+    s: &Running,
+    token: &str,
+    steps: serde_json::Value,
+) -> serde_json::Value {
+    page["sign_in"] = serde_json::json!({ "url": format!("{}/ui/login", s.url()), "token": token });
+    page["steps"] = steps;
+    page
+}
+
 /// Every page in a real browser (`tests/ui/browser_check.py`, Playwright on
-/// the system Chromium): the HTML the server sends parses without an error
+/// the system Chromium), read-only and signed in (the action forms, an
+/// action's confirmation page and a refusal): the HTML the server sends parses without an error
 /// and has no duplicate id; the DOM has what matters and no payload as
 /// markup; axe-core finds no serious or critical violation; Tab reaches every
 /// link and control in order with a visible focus; nothing scrolls sideways
@@ -691,6 +733,17 @@ async fn every_page_passes_the_browser_checks() {
     ops.promote_to("fraud/2", Stage::Production, "better auc")
         .await
         .expect("promote");
+    // A gate on staging, so that moving v3 there is refused with a verdict.
+    ops.set_gates(
+        "fraud",
+        Stage::Staging,
+        vec![GateSpec::Approvals {
+            required: 1,
+            from: Default::default(),
+        }],
+    )
+    .await
+    .expect("gates");
     let past = format!(
         "/ui/models/fraud?at={}",
         before
@@ -755,6 +808,12 @@ async fn every_page_passes_the_browser_checks() {
             ],
         ),
         browser_page(
+            "lineage-upstream",
+            u("/ui/models/student/versions/2/lineage"),
+            200,
+            &[LONG_DATASET, "fraud v2"],
+        ),
+        browser_page(
             "dataset",
             u(dataset),
             200,
@@ -774,6 +833,130 @@ async fn every_page_passes_the_browser_checks() {
             &["Access token"],
         ),
     ];
+    let v = |path: &str| format!("{}{path}", signed.url());
+    let none = serde_json::json!([]);
+    let review_move = serde_json::json!([
+        { "select": "#move-to", "value": "staging" },
+        { "fill": "#move-reason", "value": format!("try it {SCRIPT}") },
+        { "click": "Review the move…" },
+    ]);
+    let mut refuse = review_move.clone();
+    refuse
+        .as_array_mut()
+        .expect("steps")
+        .push(serde_json::json!({ "click": "Confirm: move v3 to staging" }));
+    let pages = pages
+        .into_iter()
+        .chain([
+            signed_in(
+                browser_page(
+                    "version-forms",
+                    v("/ui/models/fraud/versions/1"),
+                    200,
+                    &[
+                        "Move to another stage",
+                        "Approve or reject",
+                        "Point an alias here",
+                        "Review the removal…",
+                    ],
+                ),
+                &signed,
+                ADMIN,
+                none.clone(),
+            ),
+            signed_in(
+                browser_page(
+                    "model-forms",
+                    v("/ui/models/fraud"),
+                    200,
+                    &["Roll back production", "Traffic split"],
+                ),
+                &signed,
+                WRITER,
+                none,
+            ),
+            signed_in(
+                browser_page(
+                    "confirm-move",
+                    v("/ui/models/fraud/versions/3"),
+                    200,
+                    &[
+                        "Nothing has changed yet",
+                        "What confirming does:",
+                        "v3 moves from no stage to staging.",
+                        "✘ refuses",
+                        "0 of 1 approvals",
+                    ],
+                ),
+                &signed,
+                WRITER,
+                review_move,
+            ),
+            signed_in(
+                browser_page(
+                    "refused",
+                    v("/ui/models/fraud/versions/3"),
+                    409,
+                    &[
+                        "Refused: ",
+                        "Verdicts of the refusing gates",
+                        "0 of 1 approvals",
+                    ],
+                ),
+                &signed,
+                WRITER,
+                refuse,
+            ),
+            signed_in(
+                browser_page(
+                    "confirm-approval",
+                    v("/ui/models/fraud/versions/3"),
+                    200,
+                    &[
+                        "Confirm: approve v3 for staging",
+                        "v3 does not move",
+                        "it stays without a stage until someone moves it to staging",
+                    ],
+                ),
+                &signed,
+                APPROVER,
+                serde_json::json!([
+                    { "select": "#decide-stage", "value": "staging" },
+                    { "fill": "#decide-comment", "value": "looked at it" },
+                    { "click": "Review approval…" },
+                ]),
+            ),
+            signed_in(
+                browser_page(
+                    "confirm-split",
+                    v("/ui/models/fraud"),
+                    200,
+                    &["The new split", "90.0 %"],
+                ),
+                &signed,
+                WRITER,
+                serde_json::json!([
+                    { "fill": "#split-routes", "value": "@production=90, @champion=10" },
+                    { "fill": "#split-reason", "value": "canary" },
+                    { "click": "Review the split…" },
+                ]),
+            ),
+            signed_in(
+                browser_page(
+                    "confirm-rollback",
+                    v("/ui/models/fraud"),
+                    200,
+                    &["Confirm: roll back from v2 to v1"],
+                ),
+                &signed,
+                WRITER,
+                serde_json::json!([
+                    { "fill": "#rollback-reason", "value": "latency" },
+                    { "click": "Review the rollback…" },
+                ]),
+            ),
+        ])
+        .collect::<Vec<_>>();
     let plan = serde_json::json!({
         "chromium": chromium,
         "axe": axe,
@@ -798,7 +981,15 @@ async fn every_page_passes_the_browser_checks() {
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
-        for name in ["models", "model", "version", "lineage"] {
+        for name in [
+            "models",
+            "model",
+            "version",
+            "lineage",
+            "version-forms",
+            "confirm-move",
+            "refused",
+        ] {
             let shot = dir.join(format!("{name}.png"));
             let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
             assert!(size > 10_000, "{}: {size} bytes", shot.display());

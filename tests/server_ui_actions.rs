@@ -168,6 +168,8 @@ async fn a_writer_moves_a_version_through_confirmation_pages_and_a_gate_refuses_
             "v1, unchanged by this move.",
             "No gates are set for validation",
             "Confirm: move v2 to validation",
+            "What confirming does: </strong>v2 moves from staging to validation. Its files, \
+             metrics and aliases stay as they are. No gate runs.",
         ] {
             assert!(html.contains(want), "{want:?} in\n{html}");
         }
@@ -197,6 +199,9 @@ async fn a_writer_moves_a_version_through_confirmation_pages_and_a_gate_refuses_
             "✘ refuses",
             "0 of 1 approvals",
             "1 of 1 gates refuse now",
+            "v2 moves from validation to production, and v1 leaves production for archived in \
+             the same event.",
+            "The gates run again when you confirm: if one refuses then, nothing changes.",
         ] {
             assert!(html.contains(want), "{want:?} in\n{html}");
         }
@@ -205,9 +210,17 @@ async fn a_writer_moves_a_version_through_confirmation_pages_and_a_gate_refuses_
         let refused = wes.post(&confirmed);
         assert_eq!(refused.status, 409, "as the REST API answers GateRejected");
         let html = refused.text();
-        assert!(html.contains("Refused: </strong>"), "{html}");
+        assert!(
+            html.contains("Refused: </strong>a gate refused the change. Nothing changed."),
+            "{html}"
+        );
         assert!(html.contains("Verdicts of the refusing gates"), "{html}");
-        assert!(html.contains("0 of 1 approvals"));
+        assert_eq!(
+            html.matches("0 of 1 approvals").count(),
+            1,
+            "the verdict is shown once: {html}"
+        );
+        assert_eq!(html.matches("<code>approvals(1)</code>").count(), 1);
         assert_eq!(rt.block_on(seq(&reg)), start + 1, "nothing recorded");
 
         // An approver approves with a comment, then the promotion passes.
@@ -226,6 +239,38 @@ async fn a_writer_moves_a_version_through_confirmation_pages_and_a_gate_refuses_
             "{html}"
         );
         assert!(html.contains("Confirm: approve v2 for production"));
+        // What approving does, and that it does not move the version.
+        assert!(
+            html.contains(
+                "Your approval of v2 for production is recorded in the audit trail, and replaces \
+                 any earlier decision of yours on it. <strong>v2 does not move</strong>: it stays \
+                 in validation until someone moves it to production. When that move is asked \
+                 for, the approvals gate counts your approval"
+            ),
+            "{html}"
+        );
+        let mut reject = approve;
+        reject[0] = ("action", "reject");
+        let html = ada.post(&reject).text();
+        assert!(
+            html.contains("Your rejection of v2 for production")
+                && html.contains("While it stands, the approvals gate refuses that move"),
+            "{html}"
+        );
+        let html = ada
+            .post(&[
+                ("action", "approve"),
+                ("version", "2"),
+                ("stage", "staging"),
+                ("reason", "fine"),
+            ])
+            .text();
+        assert!(
+            html.contains(
+                "No approvals gate is set for staging, so no gate counts the decision now."
+            ),
+            "{html}"
+        );
         let done = ada.confirm(&approve);
         assert_eq!(done.status, 303, "{}", done.text());
         let html = wes.post(&move_to("production", "better auc")).text();
@@ -288,6 +333,10 @@ async fn rollback_alias_and_split_go_through_their_confirmation_pages() {
                 && html.contains("v1, the version that held it before.")
         );
         assert!(html.contains("Confirm: roll back from v2 to v1"));
+        assert!(
+            html.contains("Production returns to v1 and v2 is archived, in one event. No gate runs."),
+            "{html}"
+        );
         let done = wes.confirm(&rollback);
         assert_eq!(done.status, 303);
         let location = done.header("location").expect("location");
@@ -320,6 +369,13 @@ async fn rollback_alias_and_split_go_through_their_confirmation_pages() {
             "{html}"
         );
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(
+            html.contains(
+                "<code>fraud@challenger</code> resolves to v2 (a new alias). No version changes \
+                 stage. No gate runs."
+            ),
+            "{html}"
+        );
         assert_eq!(wes.confirm(&alias).status, 303);
         let page = wes.get("/ui/models/fraud/versions/2?done=999").text();
         assert!(
@@ -341,6 +397,11 @@ async fn rollback_alias_and_split_go_through_their_confirmation_pages() {
             "{html}"
         );
         assert!(
+            html.contains("<code>fraud@champion</code> resolves to v2 instead of v1.")
+                && html.contains("The gates run again when you confirm"),
+            "{html}"
+        );
+        assert!(
             html.contains("✔ passes") && html.contains("approved by ada@example.com"),
             "the production gates' verdicts now, v2 as the candidate: {html}"
         );
@@ -358,6 +419,8 @@ async fn rollback_alias_and_split_go_through_their_confirmation_pages() {
             "<td>v1</td>",
             "<td>v2</td>",
             "Confirm: set the split",
+            "sends each request to a target by the weights below",
+            "No version changes stage, and no gate runs.",
         ] {
             assert!(html.contains(want), "{want:?} in\n{html}");
         }
@@ -381,6 +444,12 @@ async fn rollback_alias_and_split_go_through_their_confirmation_pages() {
             "{html}"
         );
         assert!(html.contains("Confirm: remove challenger"));
+        assert!(
+            html.contains(
+                "<code>fraud@challenger</code> stops resolving; v2 itself is unchanged. No gate runs."
+            ),
+            "{html}"
+        );
         let bad = wes.post(&[
             ("action", "split"),
             ("split", "@champion=ninety"),

@@ -4,7 +4,12 @@ Usage: python browser_check.py PLAN.json
 
 The plan (written by the Rust test) names the server, the browser, axe-core's
 `axe.min.js`, the screenshot directory and the pages, each with the texts its
-rendered DOM must contain. For every page this script, driving the system
+rendered DOM must contain. A page may be seen signed in (`sign_in`: the
+sign-in page's URL and a token, entered in the form as a person would) and
+may be reached by `steps` from its URL: fields filled or chosen (by CSS
+selector) and buttons clicked (by accessible name), so that the page checked
+is the answer to the last click, a form's POST (an action's confirmation
+page, or its refusal). For every page this script, driving the system
 Chromium through Playwright:
 
 1. parses the HTML the server sent with html5lib (a conforming HTML5 parser)
@@ -17,7 +22,9 @@ Chromium through Playwright:
    document order, each with a visible focus style, inside the viewport;
 5. at a laptop viewport and a narrow one, the page must not scroll
    sideways: anything wider than the screen sits in a scroll container;
-6. saves a full-page screenshot at each viewport.
+6. the text of each lineage node fits inside its box, as the browser
+   measures it;
+7. saves a full-page screenshot at each viewport.
 
 axe runs at both viewports: a table that scrolls on a narrow screen must be
 reachable by keyboard there.
@@ -95,6 +102,22 @@ OVERFLOW_JS = """() => {
 }"""
 
 
+NODE_TEXT_JS = """() => {
+  const out = [];
+  for (const g of document.querySelectorAll('svg g.node')) {
+    const box = g.querySelector('rect').getBBox();
+    for (const t of g.querySelectorAll('text')) {
+      const x = t.x.baseVal.length ? t.x.baseVal[0].value : 0;
+      const right = x + t.getComputedTextLength();
+      if (right > box.x + box.width) {
+        out.push(`"${t.textContent}" ends at ${right.toFixed(1)}, its box at ${box.x + box.width}`);
+      }
+    }
+  }
+  return out;
+}"""
+
+
 def html_errors(raw):
     """html5lib's parse errors and the duplicate ids of `raw`."""
     parser = html5lib.HTMLParser(tree=html5lib.getTreeBuilder("etree"), strict=False)
@@ -162,18 +185,45 @@ def keyboard(page):
     return problems, len(expected)
 
 
+def sign_in(page, how):
+    """Signs in through the sign-in form, as a person would."""
+    page.goto(how["url"])
+    page.get_by_label("Access token").fill(how["token"])
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+
+
+def follow(page, path, steps):
+    """Loads `path` and takes `steps`: the response of the last navigation."""
+    response = page.goto(path, wait_until="load")
+    for step in steps:
+        if "fill" in step:
+            page.locator(step["fill"]).fill(step["value"])
+        elif "select" in step:
+            page.locator(step["select"]).select_option(step["value"])
+        else:
+            with page.expect_navigation(wait_until="load") as nav:
+                page.get_by_role("button", name=step["click"], exact=True).click()
+            response = nav.value
+    return response
+
+
 def check_page(browser, plan, spec):
     shots = plan["shots"]
     name, path = spec["name"], spec["url"]
+    steps = spec.get("steps", [])
     failures, notes = [], []
     context = browser.new_context(viewport=LAPTOP, bypass_csp=False)
     page = context.new_page()
+    if "sign_in" in spec:
+        sign_in(page, spec["sign_in"])
     console = []
     page.on("console", lambda m: console.append(f"{m.type}: {m.text}") if m.type == "error" else None)
-    response = page.goto(path, wait_until="load")
+    response = follow(page, path, steps)
     status = response.status if response else None
     if status != spec["status"]:
-        return [f"GET {path}: {status}, expected {spec['status']}"], notes
+        how = f"after {' → '.join(s['click'] for s in steps if 'click' in s)} " if steps else ""
+        return [f"{how}GET {path}: {status}, expected {spec['status']}"], notes
     failures += html_errors(response.text())
 
     dom = page.content()
@@ -185,6 +235,7 @@ def check_page(browser, plan, spec):
             failures.append(f"the DOM has raw {raw!r}")
     if page.locator("script").count():
         failures.append("the DOM has a <script>")
+    failures += [f"lineage node text overflows: {x}" for x in page.evaluate(NODE_TEXT_JS)]
 
     problems, count = keyboard(page)
     failures += problems

@@ -33,8 +33,8 @@ use crate::server::auth::{self, Caller, Role};
 use crate::server::error::ApiError;
 use crate::server::rest::version_ref;
 use crate::{
-    AliasName, Error, Event, EventKind, GateVerdict, HistoryFilter, ModelName, ModelState, Session,
-    SetAlias, Stage, TrafficSplit, VersionRecord,
+    AliasName, Error, Event, EventKind, GateSpec, GateVerdict, HistoryFilter, ModelName,
+    ModelState, Session, SetAlias, Stage, TrafficSplit, VersionRecord,
 };
 
 /// The longest reason or comment taken from a form (the audit trail is for
@@ -368,11 +368,28 @@ async fn confirmation(
         let r = version_ref(name, v)?;
         Ok((*state.resolve(&r.selector)?).clone())
     };
-    let (title, confirm, what) = match action {
+    // A gate refusal shows the verdicts it was refused with, once: the
+    // preview's table of the verdicts now would repeat them.
+    let refused = refusal.and_then(refused_gates);
+    let gates_now = |caption: &str, stage: Stage, gates: &[GateVerdict], warn: bool| {
+        if refused.is_some() {
+            html! {}
+        } else {
+            gates_table(caption, stage, gates, warn)
+        }
+    };
+    let (title, confirm, effect, what) = match action {
         Action::Move { version, to } => {
             let v = resolve(version)?;
             let check = me.check_transition(v.reference(), *to).await?;
             let production = state.production().map(|p| p.number);
+            let effect = html! {
+                "v" (v.number) " moves from " (stage_words(check.from)) " to " (check.to)
+                @if let Some(p) = check.archives { ", and v" (p) " leaves production for archived in the same event" }
+                ". Its files, metrics and aliases stay as they are. "
+                @if check.gates.is_empty() { "No gate runs." }
+                @else { "The gates run again when you confirm: if one refuses then, nothing changes." }
+            };
             let what = html! {
                 dl.facts {
                     div.wide { dt { "The move" } dd {
@@ -388,11 +405,12 @@ async fn confirmation(
                     } }
                     div.wide { dt { "Recorded as" } dd { (me.actor()) ", with the reason below" } }
                 }
-                (gates_table(&format!("Gates for {to}"), *to, &check.gates, true))
+                (gates_now(&format!("Gates for {to}"), *to, &check.gates, true))
             };
             (
                 format!("Move {name} v{} to {to}", v.number),
                 format!("Confirm: move v{} to {to}", v.number),
+                effect,
                 what,
             )
         }
@@ -405,12 +423,28 @@ async fn confirmation(
             let word = if *approve { "approve" } else { "reject" };
             let check = me.check_transition(v.reference(), *stage).await;
             let decisions = v.approvals.get(stage);
+            let counted = state
+                .gates()
+                .get(stage)
+                .is_some_and(|g| g.iter().any(|g| matches!(g, GateSpec::Approvals { .. })));
+            let effect = html! {
+                "Your " (if *approve { "approval" } else { "rejection" }) " of v" (v.number) " for " (stage)
+                " is recorded in the audit trail, and replaces any earlier decision of yours on it. "
+                strong { "v" (v.number) " does not move" } ": it stays " (in_stage(v.stage)) " until someone moves it to " (stage) ". "
+                @if !counted {
+                    "No approvals gate is set for " (stage) ", so no gate counts the decision now."
+                } @else if *approve {
+                    "When that move is asked for, the approvals gate counts your approval (unless you ask for the move yourself)."
+                } @else {
+                    "While it stands, the approvals gate refuses that move (unless you ask for the move yourself)."
+                }
+            };
             let what = html! {
                 dl.facts {
                     div.wide { dt { "The decision" } dd {
                         (me.actor()) " records " strong { (word) } " for moving " (name) " v" (v.number)
                         " (now " (stage_badge(v.stage)) ") to " (stage_badge(*stage))
-                        ". It replaces any earlier decision of theirs on this; nothing moves yet."
+                        "."
                     } }
                     div.wide { dt { "Decisions so far" } dd {
                         @match decisions {
@@ -424,19 +458,26 @@ async fn confirmation(
                     } }
                 }
                 @match &check {
-                    Ok(c) => (gates_table(&format!("Gates for {stage}, before this decision"), *stage, &c.gates, false)),
+                    Ok(c) => (gates_now(&format!("Gates for {stage}, before this decision"), *stage, &c.gates, false)),
                     Err(e) => p.muted { "The move itself is not possible now (" (e) "); the decision is recorded anyway." },
                 }
             };
             (
                 format!("{} {name} v{} for {stage}", capitalized(word), v.number),
                 format!("Confirm: {word} v{} for {stage}", v.number),
+                effect,
                 what,
             )
         }
         Action::Rollback => {
             let current = state.production().map(|p| p.number);
             let target = state.rollback_target();
+            let effect = html! {
+                @match (current, target) {
+                    (Some(c), Some(t)) => { "Production returns to v" (t) " and v" (c) " is archived, in one event. No gate runs." },
+                    _ => { "Nothing: there is no earlier production version to return to, so confirming is refused." },
+                }
+            };
             let what = html! {
                 dl.facts {
                     div.wide { dt { "Production now" } dd {
@@ -452,7 +493,7 @@ async fn confirmation(
                 (Some(c), Some(t)) => format!("Confirm: roll back from v{c} to v{t}"),
                 _ => "Confirm: roll back".to_owned(),
             };
-            (format!("Roll back {name}"), label, what)
+            (format!("Roll back {name}"), label, effect, what)
         }
         Action::Alias {
             version,
@@ -468,6 +509,13 @@ async fn confirmation(
             } else {
                 None
             };
+            let effect = html! {
+                code { (name) "@" (alias) } " resolves to v" (v.number)
+                @match current { Some(c) if c.version == v.number => { ", as it does now" }, Some(c) => { " instead of v" (c.version) }, None => { " (a new alias)" } }
+                ". No version changes stage. "
+                @if gates.is_some() { "The gates run again when you confirm: if one refuses then, nothing changes." }
+                @else { "No gate runs." }
+            };
             let what = html! {
                 dl.facts {
                     div.wide { dt { "The alias" } dd {
@@ -482,7 +530,7 @@ async fn confirmation(
                 @match &gates {
                     Some(g) => {
                         p { "A protected alias moves only past the model's production gates, with v" (v.number) " as the candidate." }
-                        (gates_table("Production gates, with this version as the candidate", Stage::Production, g, true))
+                        (gates_now("Production gates, with this version as the candidate", Stage::Production, g, true))
                     },
                     None => p.note { "The alias is not protected: no gate runs." },
                 }
@@ -490,6 +538,7 @@ async fn confirmation(
             (
                 format!("Point {alias} of {name} at v{}", v.number),
                 format!("Confirm: point {alias} at v{}", v.number),
+                effect,
                 what,
             )
         }
@@ -510,6 +559,11 @@ async fn confirmation(
             } else {
                 None
             };
+            let effect = html! {
+                code { (name) "@" (alias) } " stops resolving; v" (current.version) " itself is unchanged. "
+                @if gates.is_some() { "The gates run again when you confirm: if one refuses then, nothing changes." }
+                @else { "No gate runs." }
+            };
             let what = html! {
                 dl.facts {
                     div.wide { dt { "The alias" } dd {
@@ -523,7 +577,7 @@ async fn confirmation(
                 @match &gates {
                     Some(g) => {
                         p { "The alias is protected: removing it passes the model's production gates, with v" (current.version) " as the candidate." }
-                        (gates_table("Production gates, with its version as the candidate", Stage::Production, g, true))
+                        (gates_now("Production gates, with its version as the candidate", Stage::Production, g, true))
                     },
                     None => p.note { "The alias is not protected: no gate runs." },
                 }
@@ -531,6 +585,7 @@ async fn confirmation(
             (
                 format!("Remove {alias} of {name}"),
                 format!("Confirm: remove {alias}"),
+                effect,
                 what,
             )
         }
@@ -552,6 +607,14 @@ async fn confirmation(
                 }
             }
             let production = state.production().map(|p| p.number);
+            let effect = html! {
+                @if split.is_some() {
+                    "Serving that routes through the split sends each request to a target by the weights below (one key, one target, while this split holds). "
+                } @else {
+                    "Serving that routes through the split sends every request to production. "
+                }
+                "No version changes stage, and no gate runs."
+            };
             let what = html! {
                 dl.facts {
                     div.wide { dt { "Split now" } dd {
@@ -577,7 +640,12 @@ async fn confirmation(
             } else {
                 "Confirm: remove the split"
             };
-            (format!("Traffic split of {name}"), label.to_owned(), what)
+            (
+                format!("Traffic split of {name}"),
+                label.to_owned(),
+                effect,
+                what,
+            )
         }
     };
     let back = match action {
@@ -592,14 +660,18 @@ async fn confirmation(
         h1 { (title) }
         @if let Some(e) = refusal {
             div.refusal role="alert" {
-                p.error { strong { "Refused: " } (e.message) }
-                @if let Some(failed) = refused_gates(e) {
-                    (gates_table("Verdicts of the refusing gates", Stage::None, failed, false))
+                @match refused {
+                    Some(failed) => {
+                        p.error { strong { "Refused: " } (refusal_summary(failed.len())) " Nothing changed." }
+                        (gates_table("Verdicts of the refusing gates", Stage::None, failed, false))
+                    },
+                    None => p.error { strong { "Refused: " } (e.message) },
                 }
             }
         } @else {
             p.lead { "Nothing has changed yet. Check what will happen, then confirm." }
         }
+        p.effect { strong { "What confirming does: " } (effect) }
         (what)
         form.confirm method="post" action=(actions_href(name)) {
             (fields.hidden())
@@ -616,6 +688,31 @@ async fn confirmation(
         &[(name.to_owned(), model_href(name))],
         body,
     ))
+}
+
+/// The refusal of `failed` gates, in words (the table after it has each verdict).
+fn refusal_summary(failed: usize) -> String {
+    if failed == 1 {
+        "a gate refused the change.".to_owned()
+    } else {
+        format!("{failed} gates refused the change.")
+    }
+}
+
+/// A stage as the object of "from": `none` reads as no stage.
+fn stage_words(stage: Stage) -> String {
+    match stage {
+        Stage::None => "no stage".to_owned(),
+        s => s.to_string(),
+    }
+}
+
+/// Where a version of `stage` stays: `in staging`, or `without a stage`.
+fn in_stage(stage: Stage) -> String {
+    match stage {
+        Stage::None => "without a stage".to_owned(),
+        s => format!("in {s}"),
+    }
 }
 
 fn capitalized(word: &str) -> String {
@@ -708,6 +805,10 @@ pub(super) fn version_forms(
     v: &VersionRecord,
     aliases: &[AliasName],
 ) -> Markup {
+    // A read-only server changes nothing: no section, not an empty one.
+    if viewer.read_only {
+        return html! {};
+    }
     let writer = viewer.may(Role::Writer);
     let approver = viewer.may(Role::Approver);
     let targets = v.stage.allowed_targets();
@@ -820,6 +921,9 @@ pub(super) fn version_forms(
 
 /// The action forms of the model page: roll back, change the traffic split.
 pub(super) fn model_forms(viewer: &Viewer, model: &str, state: &ModelState) -> Markup {
+    if viewer.read_only {
+        return html! {};
+    }
     let Some(csrf) = viewer.may(Role::Writer) else {
         return html! {
             section aria-labelledby="actions" {

@@ -441,6 +441,12 @@ impl Picture {
                         marker #arrow viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse" {
                             path d="M 0 0 L 10 5 L 0 10 z" {}
                         }
+                        // In each node's own coordinates: text never draws
+                        // past its box, whatever the font (the clipping by
+                        // estimated width below puts the ellipsis in view).
+                        clipPath #node-text clipPathUnits="userSpaceOnUse" {
+                            rect x="4" y="0" width=(NODE_W - 8.0) height=(NODE_H) {}
+                        }
                     }
                     @for (e, (_, _, kind)) in self.edges.iter().enumerate() {
                         @let (d, (lx, ly)) = edge(e);
@@ -464,6 +470,12 @@ const NODE_H: f64 = 44.0;
 const COL_W: f64 = 310.0;
 const ROW_H: f64 = 62.0;
 const PAD: f64 = 12.0;
+/// Where a node's text starts, and the room it has up to the box's edge.
+const TEXT_X: f64 = 10.0;
+const TEXT_ROOM: f64 = NODE_W - 2.0 * TEXT_X;
+/// The font sizes of a node's two lines, as in `style.css`.
+const FIRST_PX: f64 = 13.0;
+const SECOND_PX: f64 = 11.0;
 
 fn node_svg(n: &Node, x: f64, y: f64) -> Markup {
     let (kind, first, second) = match &n.node {
@@ -497,8 +509,8 @@ fn node_svg(n: &Node, x: f64, y: f64) -> Markup {
     let inner = html! {
         title { (label(&n.node)) }
         rect width=(NODE_W) height=(NODE_H) rx="6" {}
-        text.first x="10" y="18" { (clip(&first, 24)) }
-        text.second x="10" y="35" { (clip(&second, 30)) }
+        text.first x=(TEXT_X) y="18" clip-path="url(#node-text)" { (clip(&first, TEXT_ROOM / FIRST_PX)) }
+        text.second x=(TEXT_X) y="35" clip-path="url(#node-text)" { (clip(&second, TEXT_ROOM / SECOND_PX)) }
     };
     html! {
         g class=(class) transform=(format!("translate({x:.1},{y:.1})")) {
@@ -510,14 +522,39 @@ fn node_svg(n: &Node, x: f64, y: f64) -> Markup {
     }
 }
 
-/// At most `max` characters, an ellipsis marking a cut.
-fn clip(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_owned()
-    } else {
-        let mut out: String = s.chars().take(max - 1).collect();
-        out.push('…');
-        out
+/// `s` cut to fit `room` ems, an ellipsis marking a cut; the full text is in
+/// the node's `<title>`, its accessible name.
+fn clip(s: &str, room: f64) -> String {
+    if s.chars().map(em_width).sum::<f64>() <= room {
+        return s.to_owned();
+    }
+    let mut out = String::new();
+    let mut used = em_width('…');
+    for c in s.chars() {
+        used += em_width(c);
+        if used > room {
+            break;
+        }
+        out.push(c);
+    }
+    out.push('…');
+    out
+}
+
+/// A generous guess at the width of `c` in ems: about the bold glyphs of
+/// DejaVu Sans, the widest of the fonts `style.css` names (the browser's own
+/// measure is not available to the server; a guess too small is still cut
+/// off at the box by the `node-text` clip path, without its ellipsis).
+fn em_width(c: char) -> f64 {
+    match c {
+        'i' | 'j' | 'l' | 'I' | 'J' | '!' | '.' | ',' | ':' | ';' | '\'' | '|' | '`' | ' ' => 0.4,
+        'f' | 't' | 'r' | '(' | ')' | '[' | ']' | '{' | '}' | '-' | '/' | '"' => 0.55,
+        'm' | 'w' | 'M' | 'W' | '@' | '%' | '…' => 1.1,
+        'A'..='Z' => 0.85,
+        c if c.is_ascii() => 0.72,
+        // Wide scripts (CJK, Hangul, emoji…) take a full em or more.
+        c if u32::from(c) >= 0x1100 => 1.2,
+        _ => 0.8,
     }
 }
 
@@ -718,8 +755,20 @@ mod tests {
     }
 
     #[test]
-    fn long_labels_are_clipped() {
-        assert_eq!(clip("abcdef", 4), "abc…");
-        assert_eq!(clip("abc", 4), "abc");
+    fn long_labels_are_clipped_to_the_room_of_a_node() {
+        assert_eq!(clip("abc", 4.0), "abc");
+        let room = TEXT_ROOM / FIRST_PX;
+        for long in [
+            "customer-transactions-full-export-2026",
+            &"W".repeat(40),
+            &"数据集".repeat(10),
+            &"i".repeat(80),
+        ] {
+            let cut = clip(long, room);
+            assert!(cut.ends_with('…') && cut.chars().count() > 1, "{cut}");
+            assert!(long.starts_with(cut.trim_end_matches('…')), "{cut}");
+            let width: f64 = cut.chars().map(em_width).sum();
+            assert!(width <= room, "{cut}: {width} ems in {room}");
+        }
     }
 }
