@@ -34,18 +34,24 @@ fn options() -> OciOptions {
 fn oci_registry_configured_in_ci() {
     if common::servers::in_ci() {
         assert!(
-            cfg!(modelreg_oci),
+            compiled_in(),
             "CI must run the OCI tests: MODELREG_TEST_OCI_REGISTRY was not set when the tests \
              were built (`.ci/run` starts docker-registry and sets it)"
         );
     }
 }
 
+/// Whether this build runs the registry tests (`build.rs` saw the variable and
+/// the feature).
+fn compiled_in() -> bool {
+    cfg!(modelreg_oci)
+}
+
 /// The registry's `host:port`. Panics when it is not configured: only tests
 /// ignored without it call this.
 fn registry_host() -> String {
     match std::env::var("MODELREG_TEST_OCI_REGISTRY") {
-        Ok(h) if !h.is_empty() && cfg!(modelreg_oci) => h,
+        Ok(h) if !h.is_empty() && compiled_in() => h,
         _ => panic!(
             "the OCI tests need MODELREG_TEST_OCI_REGISTRY (host:port of a plain-HTTP registry) \
              when they are built, and the `oci` feature; `bash .ci/run` starts one"

@@ -144,15 +144,14 @@ impl OciClient {
     }
 
     /// Uploads a blob from a stream, chunk by chunk (PATCH requests of the
-    /// client's chunk size), unless the repository has it. The registry checks
-    /// the bytes against `digest`.
+    /// client's chunk size). The registry checks the bytes against `digest`.
     pub async fn push_stream<S>(&self, digest: &str, stream: S) -> Result<()>
     where
         S: Stream<Item = Result<Bytes>> + Send + 'static,
     {
-        if self.blob_exists(digest).await? {
-            return Ok(());
-        }
+        self.client
+            .store_auth_if_needed(self.reference.resolve_registry(), &self.auth)
+            .await;
         let stream = stream.map_err(|e| OciDistributionError::GenericError(Some(e.to_string())));
         self.client
             .push_blob_stream(&self.reference, stream, digest, None)

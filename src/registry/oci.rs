@@ -48,7 +48,7 @@ impl Registry {
     /// Errors: [`Error::NotFound`] for the version, [`Error::InvalidInput`]
     /// for a reference that does not parse (or names a digest other than the
     /// manifest's), [`Error::Oci`] for the registry.
-    #[tracing::instrument(name = "push_oci", level = "info", skip_all, fields(reference))]
+    #[tracing::instrument(name = "push_oci", level = "info", skip_all)]
     pub async fn push_oci(
         &self,
         version: impl IntoVersionRef,
