@@ -30,6 +30,7 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(modelreg_hfhub)");
     println!("cargo::rustc-check-cfg=cfg(modelreg_chromium)");
     println!("cargo::rustc-check-cfg=cfg(modelreg_axe)");
+    println!("cargo::rustc-check-cfg=cfg(modelreg_oci)");
     for (var, feature, cfg) in [
         ("MODELREG_TEST_S3_URL", "CARGO_FEATURE_AWS", "modelreg_s3"),
         (
@@ -53,6 +54,11 @@ fn main() {
             "modelreg_chromium",
         ),
         ("MODELREG_TEST_AXE", "CARGO_FEATURE_SERVE", "modelreg_axe"),
+        (
+            "MODELREG_TEST_OCI_REGISTRY",
+            "CARGO_FEATURE_OCI",
+            "modelreg_oci",
+        ),
     ] {
         println!("cargo::rerun-if-env-changed={var}");
         let configured = std::env::var_os(var).is_some_and(|v| !v.is_empty());

@@ -228,6 +228,31 @@ impl Registry {
         self.rt.block_on(self.inner.verify(reference))
     }
 
+    /// See [`crate::Registry::push_oci`].
+    #[cfg(feature = "oci")]
+    pub fn push_oci(
+        &self,
+        version: impl IntoVersionRef,
+        reference: &str,
+        options: &crate::oci::OciOptions,
+        referrers: Vec<crate::oci::Referrer>,
+    ) -> Result<crate::oci::PushReport> {
+        self.rt
+            .block_on(self.inner.push_oci(version, reference, options, referrers))
+    }
+
+    /// See [`crate::Registry::attach_oci_referrer`].
+    #[cfg(feature = "oci")]
+    pub fn attach_oci_referrer(
+        &self,
+        subject: &str,
+        referrer: crate::oci::Referrer,
+        options: &crate::oci::OciOptions,
+    ) -> Result<crate::oci::AttachReport> {
+        self.rt
+            .block_on(self.inner.attach_oci_referrer(subject, referrer, options))
+    }
+
     /// See [`crate::Registry::verify_with_progress`]. The callback runs on the
     /// facade's runtime threads, not necessarily the caller's.
     pub fn verify_with_progress(
@@ -500,6 +525,19 @@ impl Session {
     ) -> Result<Registered> {
         self.rt
             .block_on(self.inner.register(model, source, version))
+    }
+
+    /// See [`crate::Session::pull_oci`].
+    #[cfg(feature = "oci")]
+    pub fn pull_oci(
+        &self,
+        reference: &str,
+        model: impl IntoModelName,
+        options: &crate::oci::OciOptions,
+        version: NewVersion,
+    ) -> Result<crate::oci::PullReport> {
+        self.rt
+            .block_on(self.inner.pull_oci(reference, model, options, version))
     }
 
     /// See [`crate::Session::add_metrics`].

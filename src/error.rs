@@ -53,6 +53,45 @@ pub enum Missing {
     Other,
 }
 
+/// What an [`Error::Oci`] is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OciProblem {
+    /// The registry could not be reached: connection refused, name resolution,
+    /// TLS, a timeout.
+    Unreachable,
+    /// The reference names no manifest in the registry.
+    NotFound,
+    /// The registry answered with an error: denied, unauthorized, a manifest or
+    /// blob it does not accept.
+    Refused,
+    /// The artifact is not a CNCF ModelPack model (its artifact type or config
+    /// media type says otherwise), or its manifest or config does not decode.
+    NotModelPack,
+    /// A downloaded blob's SHA-256 or size differs from its descriptor's.
+    DigestMismatch,
+}
+
+impl OciProblem {
+    /// A short name: `unreachable`, `not found`, `refused`, `not a ModelPack
+    /// artifact`, `digest mismatch`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OciProblem::Unreachable => "unreachable",
+            OciProblem::NotFound => "not found",
+            OciProblem::Refused => "refused",
+            OciProblem::NotModelPack => "not a ModelPack artifact",
+            OciProblem::DigestMismatch => "digest mismatch",
+        }
+    }
+}
+
+impl fmt::Display for OciProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -302,6 +341,23 @@ pub enum Error {
         /// The loader's error.
         #[source]
         source: BoxError,
+    },
+
+    /// Pushing to or pulling from an OCI registry failed (the `oci` feature): the
+    /// registry could not be reached or refused, the artifact is not a CNCF
+    /// ModelPack model, or a downloaded blob is not what its descriptor says.
+    /// A failed pull registered nothing; a failed push may leave blobs in the
+    /// OCI registry, never a manifest that points at missing ones.
+    #[error("OCI {operation} {reference} failed ({problem}): {detail}")]
+    Oci {
+        /// The OCI reference, e.g. `registry.example.com/models/fraud:v3`.
+        reference: String,
+        /// What was being done: `push`, `pull`, `attach referrer`.
+        operation: &'static str,
+        /// What went wrong, for programs.
+        problem: OciProblem,
+        /// What went wrong, for people (the registry's answer, the blob, the path).
+        detail: String,
     },
 
     /// Reading a source file or writing a destination file outside any store failed.

@@ -276,6 +276,8 @@ mod error;
 mod follow;
 pub(crate) mod hash_cache;
 pub(crate) mod hashing;
+#[cfg(feature = "oci")]
+pub mod oci;
 mod offload;
 mod progress;
 mod registry;
@@ -332,7 +334,7 @@ pub use domain::{
     VersionRef, VersionSummary, compare_versions, flatten_hyperparameters, metric_history,
     metric_verdict,
 };
-pub use error::{BoxError, Error, Missing, Result};
+pub use error::{BoxError, Error, Missing, OciProblem, Result};
 pub use follow::{Followed, Loaded, Served, Serving};
 pub use progress::{Progress, ProgressEvent};
 pub use registry::{

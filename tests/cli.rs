@@ -1138,3 +1138,66 @@ fn a_terminal_gets_a_moving_progress_bar_and_a_pipe_gets_none() {
     assert!(!piped.stderr.contains("registering"), "{}", piped.stderr);
     assert_eq!(piped.stderr.lines().count(), 1, "{}", piped.stderr);
 }
+
+/// `version push` and `version pull` against the real OCI registry of
+/// tests/oci.rs: the digest on stdout, `--json` reports, a pulled version whose
+/// files are the pushed ones, and the exit codes of an unreachable registry (7)
+/// and a tag that does not exist (3).
+#[cfg(feature = "oci")]
+#[test]
+#[cfg_attr(not(modelreg_oci), ignore = "needs MODELREG_TEST_OCI_REGISTRY")]
+fn version_push_and_pull_through_an_oci_registry() {
+    let cli = one_version();
+    let host = std::env::var("MODELREG_TEST_OCI_REGISTRY").unwrap();
+    let reference = format!("{host}/modelreg-cli/{}:v1", common::servers::unique_name());
+    let r = cli.run(&["version", "push", "fraud", "1", &reference, "--plain-http"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let digest = r.stdout.trim().to_owned();
+    assert!(digest.starts_with("sha256:"), "{digest}");
+    let pushed = cli.json(&[
+        "version",
+        "push",
+        "fraud",
+        "@latest",
+        &reference,
+        "--plain-http",
+    ]);
+    assert_eq!(pushed["digest"], digest.as_str());
+    assert_eq!(pushed["layers"], 3);
+    assert_eq!(pushed["layers_present"], 3);
+
+    let other = Cli::local();
+    let pulled = other.json(&["version", "pull", &reference, "copy", "--plain-http"]);
+    assert_eq!(pulled["digest"], digest.as_str());
+    assert_eq!(pulled["version"]["model"], "copy");
+    assert_eq!(pulled["version"]["tags"]["oci.source"], reference.as_str());
+    let src = cli.json(&["version", "show", "fraud/1"]);
+    assert_eq!(pulled["version"]["artifact"], src["artifact"]);
+    let r = other.run(&["version", "pull", &reference, "copy", "--plain-http"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout.trim(), "copy/2");
+
+    other
+        .run(&[
+            "version",
+            "pull",
+            "127.0.0.1:9/modelreg/fraud:v1",
+            "copy",
+            "--plain-http",
+        ])
+        .fails(7, "unreachable");
+    let missing = reference.replace(":v1", ":missing");
+    other
+        .run(&["version", "pull", &missing, "copy", "--plain-http"])
+        .fails(3, "not found");
+    let e = other.run(&[
+        "--json",
+        "version",
+        "pull",
+        &missing,
+        "copy",
+        "--plain-http",
+    ]);
+    assert_eq!(e.code, 3);
+    assert!(e.stderr.contains("\"kind\":\"not_found\""), "{}", e.stderr);
+}

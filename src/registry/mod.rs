@@ -28,6 +28,8 @@ mod ingest;
 mod lifecycle;
 mod lineage;
 mod manifests;
+#[cfg(feature = "oci")]
+mod oci;
 mod options;
 mod paging;
 #[cfg(test)]

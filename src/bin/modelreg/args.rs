@@ -27,7 +27,9 @@ Exit codes:
   3    not found: model, version, alias, traffic split or blob
   4    conflict: already exists, or lost a race with another writer (safe to retry)
   5    refused: a gate or approval refused the move, or the stage move is not allowed
-  6    integrity: a blob or record does not match its digest (`check` found problems)
+  6    integrity: a blob or record does not match its digest (`check` found problems),
+       or a layer pulled from an OCI registry does not match its SHA-256
+  7    remote: an OCI registry is unreachable or refused, or the artifact is not ModelPack
   130  interrupted (Ctrl-C); what was kept is printed";
 
 /// modelreg: a content-addressed model registry, from the shell.
@@ -38,7 +40,7 @@ Exit codes:
 #[command(
     name = "modelreg",
     version,
-    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 conflict, 5 refused, 6 integrity, 130 interrupted (--help says more).",
+    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 conflict, 5 refused, 6 integrity, 7 remote, 130 interrupted (--help says more).",
     after_long_help = AFTER_HELP
 )]
 pub struct Cli {
@@ -70,7 +72,7 @@ pub enum Command {
     /// Models: list, show, create, tag.
     #[command(subcommand)]
     Model(ModelCmd),
-    /// Versions: register, list, show, fetch, verify, tag, metrics, deprecate, diff.
+    /// Versions: register, list, show, fetch, verify, tag, metrics, deprecate, diff (and push, pull with `oci`).
     #[command(subcommand)]
     Version(VersionCmd),
     /// The lifecycle: transition, promote, approve, reject, rollback.
@@ -216,6 +218,30 @@ pub enum VersionCmd {
         a: String,
         /// The candidate, e.g. MODEL@latest.
         b: String,
+    },
+    /// Pushes a version to an OCI registry as a CNCF ModelPack artifact (one layer per file).
+    #[cfg(feature = "oci")]
+    Push {
+        /// The model.
+        model: String,
+        /// The version: a number (3), or @ALIAS|STAGE|latest, :SEMVER, #blake3:…
+        version: String,
+        /// Where to push: REGISTRY/REPOSITORY:TAG, e.g. registry.example.com/models/fraud:v3.
+        reference: String,
+        /// Speak plain HTTP to the registry (a local or test registry), not HTTPS.
+        #[arg(long)]
+        plain_http: bool,
+    },
+    /// Pulls a ModelPack artifact from an OCI registry and registers it as MODEL's next version.
+    #[cfg(feature = "oci")]
+    Pull {
+        /// What to pull: REGISTRY/REPOSITORY:TAG or REGISTRY/REPOSITORY@sha256:…
+        reference: String,
+        /// The model (created if it does not exist).
+        model: String,
+        /// Speak plain HTTP to the registry (a local or test registry), not HTTPS.
+        #[arg(long)]
+        plain_http: bool,
     },
 }
 

@@ -41,6 +41,9 @@ pub enum Kind {
     Refused,
     /// 6: bytes or records do not match their digests.
     Integrity,
+    /// 7: an OCI registry is unreachable or refused, or what it holds is not a
+    /// ModelPack artifact.
+    Remote,
     /// 130: Ctrl-C.
     Interrupted,
 }
@@ -55,6 +58,7 @@ impl Kind {
             Kind::Conflict => 4,
             Kind::Refused => 5,
             Kind::Integrity => 6,
+            Kind::Remote => 7,
             Kind::Interrupted => 130,
         }
     }
@@ -113,6 +117,11 @@ fn kind_of(e: &Error) -> Kind {
             Kind::Refused
         }
         Error::Integrity { .. } | Error::Corrupt { .. } => Kind::Integrity,
+        Error::Oci { problem, .. } => match problem {
+            modelreg::OciProblem::DigestMismatch => Kind::Integrity,
+            modelreg::OciProblem::NotFound => Kind::NotFound,
+            _ => Kind::Remote,
+        },
         Error::InvalidName { .. }
         | Error::InvalidReference { .. }
         | Error::InvalidPath { .. }

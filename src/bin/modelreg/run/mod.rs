@@ -90,7 +90,19 @@ fn creates(command: &Command) -> bool {
     matches!(
         command,
         Command::Model(ModelCmd::Create { .. }) | Command::Version(VersionCmd::Register(_))
-    )
+    ) || pulls(command)
+}
+
+/// Whether the command pulls a version from an OCI registry (which, like
+/// `version register`, may start a registry).
+#[cfg(feature = "oci")]
+fn pulls(command: &Command) -> bool {
+    matches!(command, Command::Version(VersionCmd::Pull { .. }))
+}
+
+#[cfg(not(feature = "oci"))]
+fn pulls(_: &Command) -> bool {
+    false
 }
 
 /// Opens the registry at `location`: a URL, or a local directory (which only

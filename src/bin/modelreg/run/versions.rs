@@ -159,6 +159,19 @@ pub(super) async fn version(ctx: &Ctx, cmd: VersionCmd) -> Out {
             let v = ctx.session()?.deprecate(reference.as_str(), reason).await?;
             print_version_change(ctx, &v, "deprecated")
         }
+        #[cfg(feature = "oci")]
+        VersionCmd::Push {
+            model,
+            version,
+            reference,
+            plain_http,
+        } => push(ctx, &model, &version, &reference, plain_http).await,
+        #[cfg(feature = "oci")]
+        VersionCmd::Pull {
+            reference,
+            model,
+            plain_http,
+        } => pull(ctx, &reference, &model, plain_http).await,
         VersionCmd::Diff { a, b } => {
             let diff = ctx.registry.compare(a.as_str(), b.as_str()).await?;
             if ctx.json {
@@ -167,6 +180,61 @@ pub(super) async fn version(ctx: &Ctx, cmd: VersionCmd) -> Out {
             print_diff(&diff)
         }
     }
+}
+
+/// `MODEL` and `VERSION` as one reference: `3` → `MODEL/3`, `@production`,
+/// `:1.4.0` or `#blake3:…` appended as written, any other word an alias or
+/// stage (`MODEL@WORD`).
+#[cfg(feature = "oci")]
+fn version_of(model: &str, version: &str) -> String {
+    if version.bytes().all(|b| b.is_ascii_digit()) && !version.is_empty() {
+        format!("{model}/{version}")
+    } else if version.starts_with(['@', ':', '#', '/']) {
+        format!("{model}{version}")
+    } else {
+        format!("{model}@{version}")
+    }
+}
+
+#[cfg(feature = "oci")]
+async fn push(ctx: &Ctx, model: &str, version: &str, reference: &str, plain_http: bool) -> Out {
+    let options = modelreg::oci::OciOptions::new().plain_http(plain_http);
+    let version = version_of(model, version);
+    let report = ctx
+        .registry
+        .push_oci(version.as_str(), reference, &options, Vec::new())
+        .await?;
+    if ctx.json {
+        return Ok(output::json(&report)?);
+    }
+    ctx.note(format!(
+        "pushed {version} to {reference}: {}, {} ({} already there)",
+        output::count(report.layers, "layer"),
+        output::bytes(report.bytes),
+        report.layers_present
+    ));
+    println!("{}", report.digest);
+    Ok(())
+}
+
+#[cfg(feature = "oci")]
+async fn pull(ctx: &Ctx, reference: &str, model: &str, plain_http: bool) -> Out {
+    let options = modelreg::oci::OciOptions::new().plain_http(plain_http);
+    let report = ctx
+        .session()?
+        .pull_oci(reference, model, &options, NewVersion::new())
+        .await?;
+    if ctx.json {
+        return Ok(output::json(&report)?);
+    }
+    ctx.note(format!(
+        "pulled {reference} ({}): {}, {}",
+        report.digest,
+        output::count(report.files, "file"),
+        output::bytes(report.bytes)
+    ));
+    println!("{}/{}", report.version.model, report.version.number);
+    Ok(())
 }
 
 fn link_mode(link: Link) -> LinkMode {
