@@ -32,6 +32,7 @@ mod options;
 mod paging;
 #[cfg(test)]
 mod power_loss;
+mod retention;
 mod scan;
 mod serving;
 mod session;
@@ -48,6 +49,7 @@ pub use options::{
 };
 pub use options::{IntoMetrics, IntoSemver, IntoSemverReq};
 pub use paging::{Page, VersionOrder, VersionPage};
+pub use retention::{ProtectedVersion, RetentionReport};
 pub use serving::WatchOptions;
 pub use session::{Override, Session};
 

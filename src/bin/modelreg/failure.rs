@@ -36,11 +36,14 @@ pub enum Kind {
     NotFound,
     /// 4: it exists already, or another writer won the race.
     Conflict,
-    /// 5: a gate, an approval or the transition table refused the move, or the
-    /// version is in production, where its tags and metrics are fixed.
+    /// 5: a gate, an approval or the transition table refused the move, the
+    /// version is in production, where its tags and metrics are fixed, or it is
+    /// protected from purging.
     Refused,
     /// 6: bytes or records do not match their digests.
     Integrity,
+    /// 7: the version's files were purged.
+    Purged,
     /// 130: Ctrl-C.
     Interrupted,
 }
@@ -55,6 +58,7 @@ impl Kind {
             Kind::Conflict => 4,
             Kind::Refused => 5,
             Kind::Integrity => 6,
+            Kind::Purged => 7,
             Kind::Interrupted => 130,
         }
     }
@@ -109,9 +113,11 @@ fn kind_of(e: &Error) -> Kind {
         Error::AlreadyExists { .. } | Error::Conflict { .. } | Error::ConcurrentChange { .. } => {
             Kind::Conflict
         }
-        Error::GateRejected { .. } | Error::InvalidTransition { .. } | Error::Immutable { .. } => {
-            Kind::Refused
-        }
+        Error::GateRejected { .. }
+        | Error::InvalidTransition { .. }
+        | Error::Immutable { .. }
+        | Error::Protected { .. } => Kind::Refused,
+        Error::Purged { .. } => Kind::Purged,
         Error::Integrity { .. } | Error::Corrupt { .. } => Kind::Integrity,
         Error::InvalidName { .. }
         | Error::InvalidReference { .. }
