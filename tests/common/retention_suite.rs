@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use modelreg::retention::KEEP_TAG;
+use modelreg::store::MetadataStore;
 use modelreg::{
     AliasName, ArtifactSource, Error, EventKind, FetchOptions, HistoryFilter, NewVersion,
     Protection, Registry, RetentionPolicy, SetAlias, Stage, TrafficSplit, VersionRecord,
@@ -143,6 +144,28 @@ pub async fn purge_keeps_the_record_and_refuses_the_files(f: &Fixture) {
             .get(),
         1
     );
+
+    // Purges are format 4; the events around them keep their own format, so a
+    // log without a purge stays readable by older builds.
+    let records = reg
+        .metadata_store()
+        .read_after("fraud", 0, 100)
+        .await
+        .expect("read log");
+    let mut purges = 0;
+    for rec in &records {
+        let line = rec
+            .bytes
+            .split(|b| *b == b'\n')
+            .next()
+            .expect("a JSON line");
+        let json: serde_json::Value = serde_json::from_slice(line).expect("json record");
+        let kind = json["event"]["type"].as_str().expect("a type");
+        let expected = if kind == "version_purged" { 4 } else { 1 };
+        purges += usize::from(kind == "version_purged");
+        assert_eq!(json["format"].as_u64(), Some(expected), "{kind}");
+    }
+    assert_eq!(purges, 2);
 }
 
 /// Every protection refuses a purge with `Error::Protected` naming it, and
