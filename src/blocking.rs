@@ -573,6 +573,26 @@ impl Session {
         self.rt.block_on(self.inner.scan_formats(version))
     }
 
+    /// See [`crate::Session::purge_version`].
+    pub fn purge_version(
+        &self,
+        version: impl IntoVersionRef,
+        reason: impl Into<String>,
+    ) -> Result<VersionRecord> {
+        self.rt.block_on(self.inner.purge_version(version, reason))
+    }
+
+    /// See [`crate::Session::apply_retention`].
+    pub fn apply_retention(
+        &self,
+        model: impl IntoModelName,
+        policy: &crate::RetentionPolicy,
+        dry_run: bool,
+    ) -> Result<crate::RetentionReport> {
+        self.rt
+            .block_on(self.inner.apply_retention(model, policy, dry_run))
+    }
+
     /// See [`crate::Session::deprecate`].
     pub fn deprecate(
         &self,

@@ -298,6 +298,9 @@ impl ModelCache {
     pub async fn get(&self, reference: impl IntoVersionRef) -> Result<CachedModel> {
         let r = reference.into_version_ref()?;
         let version = self.inner.registry.resolve(&r).await?;
+        // A purged version is refused even when its files are in this cache:
+        // purged means no longer served, wherever the bytes are.
+        crate::domain::state::not_purged(&version)?;
         let digest = version.artifact;
         // Fetch by digest, so an alias moving meanwhile cannot change the bytes.
         let pinned = VersionRef {

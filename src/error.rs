@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use crate::digest::Digest;
 use crate::domain::lifecycle::{GateVerdict, Stage};
+use crate::domain::retention::Protection;
 
 /// A boxed error from a lower layer (an I/O error, an object store error, …).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -243,6 +244,42 @@ pub enum Error {
         stage: Stage,
         /// What the command would have changed: `tags` or `metrics`.
         what: &'static str,
+    },
+
+    /// The version's artifact was purged (see [`retention`](crate::retention)):
+    /// its record and history remain, its files are no longer kept. Fetching,
+    /// verifying, scanning or reading the manifest of a purged version fails
+    /// with this, never with a missing blob.
+    #[error(
+        "{model}/{version} was purged at {at} by {by} ({reason}): its files are no longer kept; its record and history remain"
+    )]
+    Purged {
+        /// The model.
+        model: String,
+        /// The version number.
+        version: u64,
+        /// When it was purged.
+        at: chrono::DateTime<chrono::Utc>,
+        /// Who purged it.
+        by: String,
+        /// Why.
+        reason: String,
+    },
+
+    /// A purge was refused: the version is protected (in a stage, behind an
+    /// alias or a traffic split, the rollback target, or tagged `keep`; see
+    /// [`retention`](crate::retention)). Nothing was written.
+    #[error(
+        "{model}/{version} is protected and was not purged: {}",
+        crate::domain::retention::list_protections(protections)
+    )]
+    Protected {
+        /// The model.
+        model: String,
+        /// The version number.
+        version: u64,
+        /// Every protection that holds.
+        protections: Vec<Protection>,
     },
 
     /// What a command was based on changed while it ran (another writer promoted,

@@ -320,6 +320,7 @@ pub use semver;
 pub use cache::{CacheEntry, CacheOptions, CachedModel, EvictReport, ModelCache};
 pub use digest::{Digest, Sha256};
 pub use domain::limits;
+pub use domain::retention;
 pub use domain::scan;
 pub use domain::{
     Actor, AliasName, AliasTarget, Approval, ArtifactDiff, Baseline, CodeChange, CodeKey, CodeRef,
@@ -328,11 +329,11 @@ pub use domain::{
     Goal, HyperValue, Hyperparameters, KeyedValue, LineageEdgeKind, LineageGraph, LineageNode,
     LineagePath, LineageStep, LineageSubgraph, Manifest, ManifestEntry, MapDiff, MetricDiff,
     MetricName, MetricPoint, MetricSpec, MetricVerdict, Metrics, ModelName, ModelState,
-    ModelSummary, OverallVerdict, ParentRef, Provenance, ReachedNode, RelPath, Relation, Route,
-    RouteTarget, Routed, Selector, Stage, SubgraphEdge, TagKey, Tags, TrafficSplit, Transition,
-    TransitionCheck, ValueChange, VersionDiff, VersionKey, VersionNumber, VersionRecord,
-    VersionRef, VersionSummary, compare_versions, flatten_hyperparameters, metric_history,
-    metric_verdict,
+    ModelSummary, OverallVerdict, ParentRef, Protection, Provenance, Purge, ReachedNode, RelPath,
+    Relation, RetentionPlan, RetentionPolicy, Route, RouteTarget, Routed, Selector, Stage,
+    SubgraphEdge, TagKey, Tags, TrafficSplit, Transition, TransitionCheck, ValueChange,
+    VersionDiff, VersionKey, VersionNumber, VersionRecord, VersionRef, VersionSummary,
+    compare_versions, flatten_hyperparameters, metric_history, metric_verdict,
 };
 pub use error::{BoxError, Error, Missing, OciProblem, Result};
 pub use follow::{Followed, Loaded, Served, Serving};
@@ -340,9 +341,9 @@ pub use progress::{Progress, ProgressEvent};
 pub use registry::{
     ArtifactSource, CheckReport, CreateModel, FetchOptions, FetchReport, GcOptions, GcReport,
     HistoryFilter, IntoLineageStart, IntoMetrics, IntoModelName, IntoSemver, IntoSemverReq,
-    IntoVersionRef, LineageStart, NewVersion, Override, Page, Problem, RegisterReport, Registered,
-    Registry, RegistryBuilder, RetryPolicy, Session, SetAlias, VerifyReport, VersionFilter,
-    VersionOrder, VersionPage, WatchOptions,
+    IntoVersionRef, LineageStart, NewVersion, Override, Page, Problem, ProtectedVersion,
+    RegisterReport, Registered, Registry, RegistryBuilder, RetentionReport, RetryPolicy, Session,
+    SetAlias, VerifyReport, VersionFilter, VersionOrder, VersionPage, WatchOptions,
 };
 pub use store::LinkMode;
 

@@ -331,3 +331,35 @@ fn overrides_and_scans_without_async() {
     assert_eq!(scan.refused().count(), 1);
     assert_eq!(reg.resolve("fraud/1").expect("v1").scan, Some(scan));
 }
+
+/// Purging by hand and by policy through the facade: the purged version's
+/// record stays, fetching it is `Error::Purged`, and gc frees its bytes.
+#[test]
+fn purge_and_retention_without_async() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let reg = Registry::open_local(tmp.path().join("registry")).expect("open");
+    let me = reg.acting_as(me());
+    me.create_model("fraud", CreateModel::new())
+        .expect("create");
+    for content in ["one", "two", "three", "four"] {
+        register(&reg, "fraud", content);
+    }
+    let v = me.purge_version("fraud/1", "superseded").expect("purge");
+    assert_eq!(v.purged.expect("purged").reason, "superseded");
+    assert!(matches!(
+        reg.fetch("fraud/1", tmp.path().join("out"), FetchOptions::new()),
+        Err(Error::Purged { version: 1, .. })
+    ));
+    let policy = modelreg::RetentionPolicy::new().keep_last(2);
+    let plan = me.apply_retention("fraud", &policy, true).expect("dry run");
+    assert_eq!(plan.purged.len(), 1, "{plan:?}");
+    assert!(reg.resolve("fraud/2").expect("v2").purged.is_none());
+    let done = me.apply_retention("fraud", &policy, false).expect("apply");
+    assert_eq!(done.purged, plan.purged);
+    assert!(reg.resolve("fraud/2").expect("v2").purged.is_some());
+    let gc = reg
+        .gc(modelreg::GcOptions::new(Duration::ZERO))
+        .expect("gc");
+    // The files and the manifests of versions 1 and 2.
+    assert_eq!(gc.deleted.len(), 4, "{gc:?}");
+}

@@ -1201,3 +1201,97 @@ fn version_push_and_pull_through_an_oci_registry() {
     assert_eq!(e.code, 3);
     assert!(e.stderr.contains("\"kind\":\"not_found\""), "{}", e.stderr);
 }
+
+/// `version purge` and `model retain`: a dry run by default that writes
+/// nothing, `--apply` that purges with one event each, protected versions kept
+/// and named, a purged version's fetch failing with exit 8, and `gc` then
+/// freeing the bytes.
+#[test]
+fn purge_and_retain_from_the_shell() {
+    let cli = Cli::local();
+    for seed in 1..=5u8 {
+        let src = cli.artifact(&format!("src{seed}"), 4000, seed);
+        let r = cli.run(&["version", "register", "fraud", &src, "--no-env"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    let r = cli.run(&["stage", "promote", "fraud/1", "--reason", "first"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+
+    // By hand: a reason is required; a protected version is refused (exit 5).
+    let r = cli.run(&["version", "purge", "fraud/2"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    cli.run(&["version", "purge", "fraud/1", "--reason", "tidy"])
+        .fails(5, "protected");
+    let v = cli.json(&["version", "purge", "fraud/2", "--reason", "diverged"]);
+    assert_eq!(v["number"], 2);
+    assert_eq!(v["purged"]["reason"], "diverged");
+    assert_eq!(v["purged"]["by"], "alice@example.com");
+    cli.run(&["version", "fetch", "fraud/2", "out"])
+        .fails(8, "purged");
+    assert!(!cli.path("out").exists());
+    let shown = cli.run(&["version", "show", "fraud/2"]);
+    assert!(shown.stdout.contains("purged"), "{}", shown.stdout);
+
+    // By policy: a dry run unless --apply; the limits are required.
+    cli.run(&["model", "retain", "fraud"])
+        .fails(2, "--keep-last");
+    let events = cli.events("fraud");
+    let dry = cli.json(&["model", "retain", "fraud", "--keep-last", "2"]);
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["purged"], serde_json::json!([3]));
+    assert_eq!(dry["protected"][0]["version"], 1);
+    assert_eq!(dry["protected"][0]["protections"][0]["kind"], "stage");
+    assert_eq!(cli.events("fraud"), events, "a dry run writes nothing");
+    let table = cli.run(&["model", "retain", "fraud", "--keep-last", "2"]);
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    assert!(table.stdout.contains("would purge"), "{}", table.stdout);
+    assert!(
+        table.stdout.contains("kept: it is in production"),
+        "{}",
+        table.stdout
+    );
+    assert!(table.stderr.contains("--apply"), "{}", table.stderr);
+    let done = cli.json(&[
+        "model",
+        "retain",
+        "fraud",
+        "--keep-last",
+        "2",
+        "--older-than",
+        "0s",
+        "--apply",
+    ]);
+    assert_eq!(done["dry_run"], false);
+    assert_eq!(done["purged"], serde_json::json!([3]));
+    assert_eq!(cli.events("fraud"), events + 1);
+    let young = cli.json(&[
+        "model",
+        "retain",
+        "fraud",
+        "--keep-last",
+        "0",
+        "--older-than",
+        "30d",
+    ]);
+    assert_eq!(young["purged"], serde_json::json!([]));
+
+    // gc frees what only versions 2 and 3 used: two manifests and two weights
+    // files (their config.json differ too); vocab.txt is shared and stays.
+    let gc = cli.json(&["gc", "--grace", "0s"]);
+    assert_eq!(gc["deleted"].as_array().unwrap().len(), 6, "{gc}");
+    assert!(gc["bytes_freed"].as_u64().unwrap() > 8000);
+    let r = cli.run(&["check"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = cli.run(&["version", "fetch", "fraud/4", "out4"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+
+    let help = Run::of(bin().args(["model", "retain", "--help"]).output().unwrap());
+    for needle in ["--keep-last", "--older-than", "--apply", "dry run", "keep"] {
+        assert!(
+            help.stdout.contains(needle),
+            "retain --help lacks {needle:?}"
+        );
+    }
+    let help = Run::of(bin().arg("--help").output().unwrap());
+    assert!(help.stdout.contains("8    purged"), "{}", help.stdout);
+}

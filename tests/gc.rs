@@ -503,3 +503,147 @@ async fn gc_removes_leases_long_expired_and_keeps_live_ones() {
         ]
     );
 }
+
+/// Memory stores holding model `fraud` whose version 1 — [`SHARED`] and a file
+/// of its own — has been purged, so its blobs are garbage now; and a pause
+/// point. The shared blob plays the orphan of the tests above, made so by a
+/// purge rather than by a failed registration.
+async fn stores_with_purged_version()
+-> (MemoryMetadataStore, MemoryArtifactStore, Digest, Arc<Pause>) {
+    let meta = MemoryMetadataStore::new();
+    let blobs = MemoryArtifactStore::new();
+    let reg = registry(Arc::new(meta.clone()), Arc::new(blobs.clone()));
+    let me = reg.acting_as(alice());
+    me.create_model("fraud", CreateModel::new())
+        .await
+        .expect("create");
+    let source = ArtifactSource::files([("shared.bin", SHARED), ("own.bin", "purged bytes")])
+        .expect("valid paths");
+    me.register("fraud", source, NewVersion::new())
+        .await
+        .expect("register v1");
+    me.purge_version("fraud/1", "superseded")
+        .await
+        .expect("purge v1");
+    let shared = Digest::of(SHARED.as_bytes());
+    assert!(blobs.head(&shared).await.expect("head").is_some());
+    (meta, blobs, shared, Arc::new(Pause::default()))
+}
+
+/// A blob a purged version and a live one share is never deleted, while a blob
+/// only the purged version used is, after the grace period.
+#[tokio::test]
+async fn a_blob_shared_with_a_live_version_survives_a_purge() {
+    let (meta, blobs, shared, _) = stores_with_purged_version().await;
+    let reg = registry(Arc::new(meta), Arc::new(blobs.clone()));
+    reg.acting_as(alice())
+        .register("fraud", source_sharing(SHARED), NewVersion::new())
+        .await
+        .expect("register v2");
+    let own = Digest::of(b"purged bytes");
+    let young = reg
+        .gc(GcOptions::new(Duration::from_secs(3600)))
+        .await
+        .expect("gc");
+    assert_eq!(
+        (young.deleted.len(), young.young),
+        (0, 2),
+        "v1's file and manifest are young"
+    );
+    assert!(blobs.head(&own).await.expect("head").is_some());
+    let swept = reg.gc(GcOptions::new(Duration::ZERO)).await.expect("gc");
+    assert_eq!(swept.deleted.len(), 2, "v1's own file and its manifest");
+    assert!(swept.deleted.contains(&own));
+    assert!(!swept.deleted.contains(&shared));
+    assert!(blobs.head(&shared).await.expect("head").is_some());
+    assert_eq!(reg.verify("fraud/2").await.expect("whole").files, 2);
+}
+
+/// The collector is about to delete the blob only a purged version used when a
+/// registration relies on the same bytes: the registration waits for the sweep,
+/// finds the blob gone and stores it again before committing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_reusing_a_purged_blob_while_it_is_deleted_stores_it_again() {
+    let (meta, blobs, shared, pause) = stores_with_purged_version().await;
+    let collecting = registry(
+        Arc::new(meta.clone()),
+        Arc::new(PausingDeletes {
+            inner: blobs.clone(),
+            target: shared,
+            pause: pause.clone(),
+        }),
+    );
+    let registering = registry(Arc::new(meta), Arc::new(blobs.clone()));
+    let gc = tokio::spawn(async move { collecting.gc(GcOptions::new(Duration::ZERO)).await });
+    pause.reached.notified().await;
+    let reg = registering.clone();
+    let register = tokio::spawn(async move {
+        reg.acting_as(alice())
+            .register("fraud", source_sharing(SHARED), NewVersion::new())
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !register.is_finished(),
+        "the registration must wait for the sweep that may delete its blob"
+    );
+    pause.release.notify_one();
+    let report = gc.await.expect("gc task").expect("gc");
+    assert!(report.deleted.contains(&shared));
+    let v = register.await.expect("register task").expect("register");
+    assert_eq!(v.number.get(), 2);
+    assert!(blobs.head(&shared).await.expect("head").is_some());
+    assert_eq!(
+        registering
+            .verify("fraud/2")
+            .await
+            .expect("every blob is there")
+            .files,
+        2
+    );
+}
+
+/// A registration reusing the purged version's blob has announced it (and
+/// stopped there) when the collection runs: the collection spares it, and the
+/// new version commits whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_spares_a_purged_blob_a_registration_in_flight_reuses() {
+    let (meta, blobs, shared, pause) = stores_with_purged_version().await;
+    let registering = registry(
+        Arc::new(PausingIntents {
+            inner: meta.clone(),
+            pause: pause.clone(),
+        }),
+        Arc::new(blobs.clone()),
+    );
+    let collecting = registry(Arc::new(meta.clone()), Arc::new(blobs.clone()));
+    let reg = registering.clone();
+    let register = tokio::spawn(async move {
+        reg.acting_as(alice())
+            .register("fraud", source_sharing(SHARED), NewVersion::new())
+            .await
+    });
+    pause.reached.notified().await;
+    let report = collecting
+        .gc(GcOptions::new(Duration::ZERO))
+        .await
+        .expect("gc");
+    assert!(!report.deleted.contains(&shared), "announced: spared");
+    assert!(report.deleted.contains(&Digest::of(b"purged bytes")));
+    assert!(report.in_flight >= 1);
+    pause.release.notify_one();
+    let v = register.await.expect("register task").expect("register");
+    assert_eq!(
+        registering
+            .verify(format!("fraud/{}", v.number))
+            .await
+            .expect("every blob of the version is there")
+            .files,
+        2
+    );
+    let after = collecting
+        .gc(GcOptions::new(Duration::ZERO))
+        .await
+        .expect("gc");
+    assert_eq!(after.deleted, []);
+}

@@ -542,3 +542,90 @@ async fn a_hard_linked_source_written_in_place_is_never_served() {
     .expect("link-mode test step");
     assert!(std::fs::read(dest.join("linked.bin")).expect("link-mode test step") == changed);
 }
+
+/// Bytes allocated on disk below `dir` (blocks, as `du` counts them).
+fn disk_usage(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read dir") {
+            let entry = entry.expect("entry");
+            let meta = entry.metadata().expect("metadata");
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                total += meta.blocks() * 512;
+            }
+        }
+    }
+    total
+}
+
+/// Retention frees the disk: ten variants of a checkpoint (weights of their
+/// own, tokenizer and config shared) registered in a local directory, the five
+/// oldest purged by policy, then gc: the store shrinks by the five variants'
+/// weights and keeps everything else. `MODELREG_RETENTION_MIB` sets the
+/// weights' size (default 4 MiB); the measured sizes are printed
+/// (`--nocapture`) and recorded in docs/performance.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purging_half_the_variants_then_gc_halves_the_store() {
+    let mib: usize = common::env_num("MODELREG_RETENTION_MIB", 4);
+    let tmp = TempDir::new().expect("temp dir");
+    let dir = tmp.path().join("registry");
+    let reg = open(&dir).await;
+    create(&reg, "llm").await;
+    let tokenizer: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let weights_size = mib << 20;
+    for variant in 0..10u8 {
+        let src = tmp.path().join(format!("variant-{variant}"));
+        std::fs::create_dir_all(&src).expect("mkdir");
+        let mut weights = vec![0u8; weights_size];
+        fastrand::Rng::with_seed(u64::from(variant)).fill(&mut weights);
+        std::fs::write(src.join("model.safetensors"), &weights).expect("write");
+        std::fs::write(src.join("tokenizer.json"), &tokenizer).expect("write");
+        std::fs::write(src.join("config.json"), b"{\"layers\":32}").expect("write");
+        register_dir(&reg, "llm", &src).await.expect("register");
+        std::fs::remove_dir_all(&src).expect("remove source");
+    }
+    let registered = disk_usage(&dir);
+    let report = reg
+        .acting_as(actor("retainer"))
+        .apply_retention("llm", &modelreg::RetentionPolicy::new().keep_last(5), false)
+        .await
+        .expect("retention");
+    assert_eq!(report.purged.len(), 5);
+    let purged = disk_usage(&dir);
+    let gc = reg
+        .gc(modelreg::GcOptions::new(std::time::Duration::ZERO))
+        .await
+        .expect("gc");
+    let collected = disk_usage(&dir);
+    println!(
+        "retention: 10 variants of {mib} MiB weights + 1 MiB shared tokenizer: \
+         {registered} bytes on disk; 5 purged: {purged}; after gc: {collected} \
+         ({} blobs deleted, {} bytes freed by gc's count)",
+        gc.deleted.len(),
+        gc.bytes_freed
+    );
+    // Five weights files and five manifests.
+    assert_eq!(gc.deleted.len(), 10, "{gc:?}");
+    let five_weights = 5 * weights_size as u64;
+    assert!(gc.bytes_freed >= five_weights && gc.bytes_freed < five_weights + 64 * 1024);
+    assert!(
+        registered - collected >= five_weights,
+        "on disk: {registered} → {collected}"
+    );
+    // What is left: five weights, one tokenizer, one config, metadata.
+    let floor = 5 * weights_size as u64 + (1 << 20);
+    assert!(
+        collected >= floor && collected < floor + 2 * 1024 * 1024,
+        "{collected} bytes left for {floor} bytes of kept files"
+    );
+    for n in 6..=10 {
+        reg.verify(format!("llm/{n}"))
+            .await
+            .expect("kept versions are whole");
+    }
+    assert!(reg.check().await.expect("check").is_ok());
+}

@@ -1,16 +1,17 @@
 //! The registry behaviour suites (`tests/common/registry_suite.rs`,
-//! `tests/common/lifecycle_suite.rs` and `tests/common/serving_suite.rs`),
+//! `tests/common/lifecycle_suite.rs`, `tests/common/serving_suite.rs` and
+//! `tests/common/retention_suite.rs`),
 //! instantiated once per backend: every behaviour holds on every store.
 //!
-//! Lifecycle and serving tests are in `lifecycle` and `serving` modules under
-//! each backend's, so `cargo test --test registry_behaviour lifecycle` runs just
-//! them.
+//! Lifecycle, serving and retention tests are in `lifecycle`, `serving` and
+//! `retention` modules under each backend's, so `cargo test --test
+//! registry_behaviour lifecycle` runs just them.
 
 #[macro_use]
 mod common;
 
 use common::backends::Fixture;
-use common::{lifecycle_suite, registry_suite, serving_suite};
+use common::{lifecycle_suite, registry_suite, retention_suite, serving_suite};
 
 /// Instantiates every suite function listed as a test in a module named after the
 /// backend (lifecycle and serving ones in submodules), whose fixture comes from
@@ -21,7 +22,8 @@ macro_rules! suite_for_backend {
         $attrs:tt $backend:ident,
         registry: [$($test:ident),* $(,)?],
         lifecycle: [$($life:ident),* $(,)?],
-        serving: [$($serving:ident),* $(,)?]
+        serving: [$($serving:ident),* $(,)?],
+        retention: [$($retention:ident),* $(,)?]
     ) => {
         mod $backend {
             $( backend_test!($attrs $test, super::Fixture::$backend, super::registry_suite::$test); )*
@@ -40,6 +42,15 @@ macro_rules! suite_for_backend {
                         $attrs $serving,
                         super::super::Fixture::$backend,
                         super::super::serving_suite::$serving
+                    );
+                )*
+            }
+            mod retention {
+                $(
+                    backend_test!(
+                        $attrs $retention,
+                        super::super::Fixture::$backend,
+                        super::super::retention_suite::$retention
                     );
                 )*
             }
@@ -65,9 +76,10 @@ macro_rules! suite {
         backends: [$($(#[$attr:meta])* $backend:ident),* $(,)?],
         registry: $registry:tt,
         lifecycle: $lifecycle:tt,
-        serving: $serving:tt $(,)?
+        serving: $serving:tt,
+        retention: $retention:tt $(,)?
     ) => {
-        $( suite_for_backend!([$(#[$attr])*] $backend, registry: $registry, lifecycle: $lifecycle, serving: $serving); )*
+        $( suite_for_backend!([$(#[$attr])*] $backend, registry: $registry, lifecycle: $lifecycle, serving: $serving, retention: $retention); )*
     };
 }
 
@@ -182,5 +194,13 @@ suite! {
         follow_swaps_files_and_states_on_change,
         serve_loads_every_routed_version_once,
         serve_reports_a_loader_error_at_start,
+    ],
+    // tests/common/retention_suite.rs
+    retention: [
+        purge_keeps_the_record_and_refuses_the_files,
+        protected_versions_are_never_purged,
+        purged_versions_cannot_come_back_into_use,
+        retention_policy_purges_only_what_it_picks,
+        gc_reclaims_what_only_purged_versions_used,
     ],
 }

@@ -1038,3 +1038,49 @@ async fn editing_the_production_version_is_409_immutable() {
         "only the staging version's tags changed"
     );
 }
+
+/// A purged version's files and manifest are `410 Gone` with kind `purged`;
+/// its record still reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purged_version_is_gone_but_its_record_stays() {
+    let (_dir, registry) = seeded().await;
+    let me = registry.acting_as(Actor::new("admin").expect("actor"));
+    me.transition("fraud/2", Stage::Archived, "retire")
+        .await
+        .expect("archive");
+    me.purge_version("fraud/2", "superseded")
+        .await
+        .expect("purge");
+    let s = server(registry);
+    tokio::task::spawn_blocking(move || {
+        let auth = bearer(READER);
+        let a = ("Authorization", auth.as_str());
+        for path in [
+            "/api/v1/models/fraud/versions/2/files/model.bin",
+            "/api/v1/models/fraud/versions/2/files",
+        ] {
+            let r = request(s.addr, "GET", path, &[a], b"");
+            assert_eq!(r.status, 410, "{path}: {}", r.text());
+            assert_eq!(r.json()["error"]["kind"], "purged", "{path}");
+            assert!(
+                r.json()["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("superseded")),
+                "{path}"
+            );
+        }
+        let record = request(s.addr, "GET", "/api/v1/models/fraud/versions/2", &[a], b"");
+        assert_eq!(record.status, 200, "{}", record.text());
+        assert_eq!(record.json()["purged"]["reason"], "superseded");
+        let live = request(
+            s.addr,
+            "GET",
+            "/api/v1/models/fraud/versions/1/files/model.bin",
+            &[a],
+            b"",
+        );
+        assert_eq!(live.status, 200);
+    })
+    .await
+    .expect("requests");
+}

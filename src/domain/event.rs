@@ -18,12 +18,13 @@ use crate::error::{Error, Result};
 /// - 1: model, version, metrics, tags, metric specs, deprecation events;
 /// - 2: adds the lifecycle events (stage changes, rollback, approvals, aliases,
 ///   gates) and traffic splits;
-/// - 3: adds format scans (`formats_scanned`).
+/// - 3: adds format scans (`formats_scanned`);
+/// - 4: adds purges of a version's artifact (`version_purged`).
 ///
 /// Each event is written with the lowest format that has its kind
 /// ([`EventKind::format`]), so a log that uses no lifecycle event stays readable by
 /// builds that only know format 1.
-pub const EVENT_FORMAT: u32 = 3;
+pub const EVENT_FORMAT: u32 = 4;
 
 /// One change to a model, with who made it and when.
 ///
@@ -221,6 +222,16 @@ pub enum EventKind {
         #[serde(default)]
         data_files: u64,
     },
+    /// A version's artifact was purged: its record and history stay, its files
+    /// are no longer kept (garbage collection reclaims the blobs no other version
+    /// uses) and fetching it fails with [`Error::Purged`](crate::Error::Purged).
+    /// The version's [`purged`](VersionRecord::purged) is set from now on.
+    VersionPurged {
+        /// The version.
+        version: VersionNumber,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl EventKind {
@@ -241,6 +252,7 @@ impl EventKind {
             EventKind::GatesSet { .. } => "gates_set",
             EventKind::TrafficSplitSet { .. } => "traffic_split_set",
             EventKind::FormatsScanned { .. } => "formats_scanned",
+            EventKind::VersionPurged { .. } => "version_purged",
         }
     }
 
@@ -254,6 +266,7 @@ impl EventKind {
             | EventKind::MetricSpecsSet { .. }
             | EventKind::VersionDeprecated { .. } => 1,
             EventKind::FormatsScanned { .. } => 3,
+            EventKind::VersionPurged { .. } => 4,
             _ => 2,
         }
     }
@@ -267,7 +280,8 @@ impl EventKind {
             | EventKind::StageChanged { version, .. }
             | EventKind::ApprovalRecorded { version, .. }
             | EventKind::AliasSet { version, .. }
-            | EventKind::FormatsScanned { version, .. } => Some(*version),
+            | EventKind::FormatsScanned { version, .. }
+            | EventKind::VersionPurged { version, .. } => Some(*version),
             EventKind::RolledBack { restored, .. } => Some(*restored),
             EventKind::TagsSet { version, .. } | EventKind::AliasRemoved { version, .. } => {
                 *version
@@ -415,12 +429,12 @@ mod tests {
         let json = json_of(&sample());
         // Each altered record is resealed, so the check under test is reached
         // rather than the checksum.
-        let future = json.replace("\"format\":1", "\"format\":4");
+        let future = json.replace("\"format\":1", "\"format\":5");
         assert!(matches!(
             Event::from_bytes(&model, 2, &sealed(&future)),
             Err(Error::UnsupportedFormat {
-                found: 4,
-                supported: 3,
+                found: 5,
+                supported: 4,
                 ..
             })
         ));

@@ -13,6 +13,7 @@ pub mod name;
 pub(crate) mod par;
 pub mod record;
 pub mod reference;
+pub mod retention;
 pub mod routing;
 pub mod scan;
 pub mod state;
@@ -39,6 +40,7 @@ pub use record::{
     Hyperparameters, MetricSpec, Metrics, ParentRef, Provenance, Relation, Tags, VersionRecord,
 };
 pub use reference::{Selector, VersionNumber, VersionRef};
+pub use retention::{Protection, Purge, RetentionPlan, RetentionPolicy};
 pub use routing::{Route, RouteTarget, Routed, TrafficSplit};
 pub use state::ModelState;
 pub use summary::ModelSummary;

@@ -783,6 +783,11 @@ pub struct VersionRecord {
     /// [`formats_scanned`](crate::EventKind::FormatsScanned) event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scan: Option<FormatScan>,
+    /// Set when the version's artifact was purged (see
+    /// [`retention`](crate::retention)): the record stays, its files are
+    /// no longer kept, and fetching it is [`Error::Purged`](crate::Error::Purged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purged: Option<super::retention::Purge>,
 }
 
 /// The verdict of the [format scanner](crate::scan) on every file of a

@@ -393,7 +393,7 @@ pub(crate) fn check_split_set(
     match split {
         Some(split) => {
             for r in split.routes() {
-                state.resolve(r.target.selector()).map_err(|_| {
+                let target = state.resolve(r.target.selector()).map_err(|_| {
                     Error::missing(
                         crate::error::Missing::Version {
                             model: state.name().to_string(),
@@ -406,6 +406,7 @@ pub(crate) fn check_split_set(
                         ),
                     )
                 })?;
+                super::state::not_purged(target)?;
             }
         }
         None if state.traffic_split().is_none() => {

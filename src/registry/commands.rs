@@ -475,8 +475,10 @@ impl Registry {
 
     /// The manifest of a version's artifact: read and verified the first time,
     /// then kept (a manifest is immutable: its digest is its name).
+    /// [`Error::Purged`] for a version whose artifact was purged.
     pub async fn manifest(&self, reference: impl IntoVersionRef) -> Result<Manifest> {
         let v = self.resolve_shared(reference).await?;
+        super::retention::live(&v)?;
         Ok(Manifest::clone(
             &*self.verified_manifest(&v.artifact).await?,
         ))
@@ -493,7 +495,8 @@ impl Registry {
             .await
     }
 
-    /// Writes a version's files into `dest`, verified.
+    /// Writes a version's files into `dest`, verified. [`Error::Purged`] for a
+    /// version whose artifact was purged.
     ///
     /// `dest` must not exist or be an empty directory. Files are written into a
     /// staging directory beside it and re-hashed; only when every digest matches is
@@ -515,6 +518,7 @@ impl Registry {
     ) -> Result<FetchReport> {
         let r = reference.into_version_ref()?;
         let v = self.resolve(&r).await?;
+        super::retention::live(&v)?;
         let what = format!("{}/{}", r.model, v.number);
         let store = self.inner.artifacts.as_ref();
         let manifest = self.verified_manifest(&v.artifact).await?;
@@ -585,6 +589,7 @@ impl Registry {
     ) -> Result<VerifyReport> {
         let r = reference.into_version_ref()?;
         let v = self.resolve(&r).await?;
+        super::retention::live(&v)?;
         let store = self.inner.artifacts.as_ref();
         let manifest = fetch::load_manifest(store, &v.artifact).await?;
         progress.started(manifest.len() as u64, manifest.total_size());
@@ -675,6 +680,7 @@ fn registered(
             approvals: BTreeMap::new(),
             reached: BTreeSet::new(),
             scan: None,
+            purged: None,
         }),
     }
 }

@@ -531,8 +531,10 @@ impl Registry {
     /// seconds.
     ///
     /// References are every version of every model, whatever its stage (archived
-    /// and deprecated versions stay fetchable), through its manifest; checkpoints
-    /// hold nothing else. If any reference cannot be read — a model's log or a
+    /// and deprecated versions stay fetchable), through its manifest, except the
+    /// versions whose artifacts were [purged](crate::Session::purge_version): a
+    /// blob only purged versions used is deleted (their manifests too), one a
+    /// kept version shares stays. Checkpoints hold nothing else. If any reference cannot be read — a model's log or a
     /// manifest that is missing, corrupt or unreadable, a blob listing that fails —
     /// the collection stops with that error before deleting anything: a blob is only
     /// deleted when every reference is known. Run [`check`](Self::check) to find
@@ -738,8 +740,13 @@ impl Registry {
         for model in &models {
             let versions: Vec<(u64, Digest)> = self
                 .read(model, |s| {
+                    // A purged version references nothing: what only it used
+                    // goes. Purges are never undone, so a version unmarked here
+                    // cannot reference its blobs again; a new version that
+                    // reuses them is protected by its intent (module docs).
                     s.versions()
                         .iter()
+                        .filter(|v| v.purged.is_none())
                         .map(|v| (v.number.get(), v.artifact))
                         .collect()
                 })

@@ -260,6 +260,8 @@ impl Registry {
         let (va, mut specs) = self.read(&ra.model, |s| side(&ra, s)).await??;
         let (vb, specs_b) = self.read(&rb.model, |s| side(&rb, s)).await??;
         specs.extend(specs_b);
+        super::retention::live(&va)?;
+        super::retention::live(&vb)?;
         let ma = self.verified_manifest(&va.artifact).await?;
         let mb = self.verified_manifest(&vb.artifact).await?;
         Ok(compare_versions(

@@ -34,6 +34,7 @@ mod options;
 mod paging;
 #[cfg(test)]
 mod power_loss;
+mod retention;
 mod scan;
 mod serving;
 mod session;
@@ -50,6 +51,7 @@ pub use options::{
 };
 pub use options::{IntoMetrics, IntoSemver, IntoSemverReq};
 pub use paging::{Page, VersionOrder, VersionPage};
+pub use retention::{ProtectedVersion, RetentionReport};
 pub use serving::WatchOptions;
 pub use session::{Override, Session};
 

@@ -28,6 +28,7 @@ impl Registry {
     ) -> Result<FormatScan> {
         let r = version.into_version_ref()?;
         let v = self.resolve(&r).await?;
+        super::retention::live(&v)?;
         let manifest = self.verified_manifest(&v.artifact).await?;
         let store = Arc::clone(&self.inner.artifacts);
         let limits = self.inner.scan_limits.clone();

@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use std::ops::Deref;
 
 use super::options::{CreateModel, IntoMetrics, NewVersion, SetAlias};
+use super::retention::RetentionReport;
 use super::{ArtifactSource, IntoModelName, IntoVersionRef, Registered, Registry};
 use crate::domain::{
-    Actor, Event, FormatScan, GateSpec, GateVerdict, MetricName, MetricSpec, ModelState, Stage,
-    TagKey, Tags, TrafficSplit, TransitionCheck, VersionRecord,
+    Actor, Event, FormatScan, GateSpec, GateVerdict, MetricName, MetricSpec, ModelState,
+    RetentionPolicy, Stage, TagKey, Tags, TrafficSplit, TransitionCheck, VersionRecord,
 };
 use crate::error::{Error, Result};
 
@@ -280,6 +281,89 @@ impl Session {
         reason: impl Into<String>,
     ) -> Result<VersionRecord> {
         self.registry.deprecate(version, reason, &self.actor).await
+    }
+
+    /// Purges a version's artifact: appends a `version_purged` event recording
+    /// this session's actor, the time and `reason` (required). The version's
+    /// record and history stay; its files are no longer kept: fetching,
+    /// verifying or reading the manifest of it fails with [`Error::Purged`],
+    /// `@latest` skips it, and the next [`gc`](Registry::gc) deletes the blobs
+    /// no other version uses (after the grace period).
+    ///
+    /// A protected version is refused with [`Error::Protected`], naming every
+    /// protection: one in staging, validation or production, behind an alias or
+    /// the traffic split, the rollback target, or tagged
+    /// [`keep`](crate::retention::KEEP_TAG) (see
+    /// [`retention`](crate::retention)). Purging a version twice is
+    /// [`Error::InvalidInput`].
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+    /// use modelreg::*;
+    /// let registry = Registry::in_memory();
+    /// let me = registry.acting_as(Actor::new("alice")?);
+    /// me.create_model("fraud", CreateModel::new()).await?;
+    /// let v1 = me.register("fraud", ArtifactSource::bytes("m.bin", "epoch 1")?, NewVersion::new()).await?;
+    /// me.register("fraud", ArtifactSource::bytes("m.bin", "epoch 2")?, NewVersion::new()).await?;
+    /// me.promote_to("fraud/2", Stage::Production, "").await?;
+    /// assert!(matches!(me.purge_version("fraud/2", "too big").await, Err(Error::Protected { .. })));
+    /// let purged = me.purge_version(&*v1, "superseded by epoch 2").await?;
+    /// assert_eq!(purged.purged.unwrap().reason, "superseded by epoch 2");
+    /// let dest = std::env::temp_dir().join(format!("purged-doc-{}", std::process::id()));
+    /// assert!(matches!(registry.fetch("fraud/1", &dest, FetchOptions::new()).await, Err(Error::Purged { version: 1, .. })));
+    /// # Ok::<(), modelreg::Error>(()) }).unwrap();
+    /// ```
+    #[tracing::instrument(name = "purge_version", level = "info", skip_all, fields(actor = %self.actor))]
+    pub async fn purge_version(
+        &self,
+        version: impl IntoVersionRef,
+        reason: impl Into<String>,
+    ) -> Result<VersionRecord> {
+        self.registry
+            .purge_version(version, reason, &self.actor)
+            .await
+    }
+
+    /// Purges, in `model`, every version `policy` picks (see
+    /// [`RetentionPolicy`]): those outside the newest `keep_last` and older than
+    /// `older_than`, never a protected one (the report lists those it kept, and
+    /// why) nor one purged already. Each purge is its own audited event, with
+    /// the policy as its reason ([`RetentionPolicy::describe`]) and decided on
+    /// the state it follows, so a version protected meanwhile is kept.
+    ///
+    /// With `dry_run`, nothing is written: the report says what would go. A
+    /// policy with no limit set is [`Error::InvalidInput`]. Space is freed by
+    /// the next [`gc`](Registry::gc).
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+    /// use modelreg::*;
+    /// let registry = Registry::in_memory();
+    /// let me = registry.acting_as(Actor::new("trainer")?);
+    /// me.create_model("fraud", CreateModel::new()).await?;
+    /// for epoch in 1..=5 {
+    ///     me.register("fraud", ArtifactSource::bytes("m.bin", format!("epoch {epoch}"))?, NewVersion::new()).await?;
+    /// }
+    /// me.set_alias("fraud/1", "baseline", SetAlias::new()).await?;
+    /// let policy = RetentionPolicy::new().keep_last(2);
+    /// let plan = me.apply_retention("fraud", &policy, true).await?;
+    /// assert_eq!(plan.purged.iter().map(|n| n.get()).collect::<Vec<_>>(), [2, 3]);
+    /// assert_eq!(plan.protected[0].version.get(), 1, "the alias keeps it");
+    /// let done = me.apply_retention("fraud", &policy, false).await?;
+    /// assert_eq!(done.purged, plan.purged);
+    /// assert!(registry.resolve("fraud/2").await?.purged.is_some());
+    /// # Ok::<(), modelreg::Error>(()) }).unwrap();
+    /// ```
+    #[tracing::instrument(name = "apply_retention", level = "info", skip_all, fields(actor = %self.actor))]
+    pub async fn apply_retention(
+        &self,
+        model: impl IntoModelName,
+        policy: &RetentionPolicy,
+        dry_run: bool,
+    ) -> Result<RetentionReport> {
+        self.registry
+            .apply_retention(model, policy, dry_run, &self.actor)
+            .await
     }
 
     /// Sets and removes tags on a model.

@@ -79,6 +79,10 @@ impl From<Error> for ApiError {
             }
             // The version is in production: its record is fixed.
             Error::Immutable { .. } => (StatusCode::CONFLICT, "immutable"),
+            // The version exists, its files were purged on purpose: gone.
+            Error::Purged { .. } => (StatusCode::GONE, "purged"),
+            // A purge refused: the version is in use.
+            Error::Protected { .. } => (StatusCode::CONFLICT, "protected"),
             Error::InvalidName { .. }
             | Error::InvalidReference { .. }
             | Error::InvalidPath { .. }

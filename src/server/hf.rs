@@ -402,6 +402,7 @@ async fn resolve(state: &State, repo: &str, rev: &str) -> HfResult<Resolved> {
 
 /// The manifest of a resolved version.
 async fn manifest(state: &State, r: &Resolved) -> HfResult<Arc<Manifest>> {
+    crate::domain::state::not_purged(&r.version).map_err(|e| HfError::from(ApiError::from(e)))?;
     state
         .registry
         .verified_manifest(&r.version.artifact)

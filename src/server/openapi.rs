@@ -253,6 +253,7 @@ error_responses! {
     Conflict => "The change conflicts with the registry's state: it exists already, or was \
         changed concurrently (`conflict`), or a gate or the lifecycle refused it (`refused`, \
         with the gates' reasons).",
+    Gone => "The version's files were purged: its record and history remain (`purged`).",
     PayloadTooLarge => "The body is larger than the server accepts (`too_large`).",
     UnsupportedMediaType => "The body is not `application/json` (`invalid_input`).",
     Unprocessable => "The body is JSON of the wrong shape: a missing or unknown field, a \

@@ -33,7 +33,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{Body, Path, Query};
 use super::openapi::{
     self, BadRequest, BearerScheme, Binary, CommonResponses, Conflict, DESCRIPTION, ErrorBody,
-    Forbidden, NotFound, PayloadTooLarge, RangeNotSatisfiable, ServerError, Unauthorized,
+    Forbidden, Gone, NotFound, PayloadTooLarge, RangeNotSatisfiable, ServerError, Unauthorized,
     Unavailable, Unprocessable, UnsupportedMediaType,
 };
 use super::{events, files, upload, webhooks};
@@ -74,7 +74,7 @@ pub(crate) fn document() -> utoipa::openapi::OpenApi {
     components(
         schemas(ErrorBody),
         responses(
-            BadRequest, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge,
+            BadRequest, Unauthorized, Forbidden, NotFound, Gone, Conflict, PayloadTooLarge,
             UnsupportedMediaType, Unprocessable, RangeNotSatisfiable, ServerError, Unavailable,
         ),
     ),
@@ -471,6 +471,7 @@ async fn resolve(
         (status = 200, description = "The manifest.", body = Manifest),
         (status = 400, response = BadRequest),
         (status = 404, response = NotFound),
+        (status = 410, response = Gone),
     ),
 )]
 async fn manifest(
@@ -510,6 +511,7 @@ async fn manifest(
         (status = 304, description = "`If-None-Match` names this file's `ETag`."),
         (status = 400, response = BadRequest),
         (status = 404, response = NotFound),
+        (status = 410, response = Gone),
         (status = 416, response = RangeNotSatisfiable),
     ),
 )]

@@ -41,6 +41,7 @@ pub mod lifecycle_suite;
 pub mod registry_suite;
 #[cfg(feature = "serve")]
 pub mod rest;
+pub mod retention_suite;
 pub mod servers;
 pub mod serving_suite;
 pub mod targets;

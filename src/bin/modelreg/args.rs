@@ -26,10 +26,12 @@ Exit codes:
   2    usage: unknown flag, bad name, reference, metric, path or URL
   3    not found: model, version, alias, traffic split or blob
   4    conflict: already exists, or lost a race with another writer (safe to retry)
-  5    refused: a gate or approval refused the move, or the stage move is not allowed
+  5    refused: a gate or approval refused the move, the stage move is not allowed,
+       or the version is protected from purging (stage, alias, split, rollback, `keep` tag)
   6    integrity: a blob or record does not match its digest (`check` found problems),
        or a layer pulled from an OCI registry does not match its SHA-256
   7    remote: an OCI registry is unreachable or refused, or the artifact is not ModelPack
+  8    purged: the version's files were purged (its record and history remain)
   130  interrupted (Ctrl-C); what was kept is printed";
 
 /// modelreg: a content-addressed model registry, from the shell.
@@ -40,7 +42,7 @@ Exit codes:
 #[command(
     name = "modelreg",
     version,
-    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 conflict, 5 refused, 6 integrity, 7 remote, 130 interrupted (--help says more).",
+    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 conflict, 5 refused, 6 integrity, 7 remote, 8 purged, 130 interrupted (--help says more).",
     after_long_help = AFTER_HELP
 )]
 pub struct Cli {
@@ -69,10 +71,10 @@ pub struct Cli {
 /// The resources and the commands that stand alone.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Models: list, show, create, tag.
+    /// Models: list, show, create, tag, retain.
     #[command(subcommand)]
     Model(ModelCmd),
-    /// Versions: register, list, show, fetch, verify, tag, metrics, deprecate, diff (and push, pull with `oci`).
+    /// Versions: register, list, show, fetch, verify, tag, metrics, deprecate, purge, diff (and push, pull with `oci`).
     #[command(subcommand)]
     Version(VersionCmd),
     /// The lifecycle: transition, promote, approve, reject, rollback.
@@ -130,6 +132,14 @@ pub enum ModelCmd {
         #[arg(long)]
         exist_ok: bool,
     },
+    /// Purges the artifacts of old versions by policy (a dry run unless --apply).
+    ///
+    /// Picks the versions outside the newest --keep-last and registered longer
+    /// than --older-than ago (both must hold when both are given), never a
+    /// protected one: in staging, validation or production, behind an alias or
+    /// the traffic split, the rollback target, or tagged `keep`. Records stay;
+    /// run `modelreg gc` afterwards to free the space.
+    Retain(RetainArgs),
     /// Sets and removes a model's tags.
     Tag {
         /// The model's name.
@@ -212,6 +222,19 @@ pub enum VersionCmd {
         #[arg(long, short, default_value = "")]
         reason: String,
     },
+    /// Purges a version's files: its record and history stay, fetching it then
+    /// fails (exit 8), and `modelreg gc` frees the blobs no other version uses.
+    ///
+    /// Refused (exit 5) for a protected version: in staging, validation or
+    /// production, behind an alias or the traffic split, the rollback target,
+    /// or tagged `keep`.
+    Purge {
+        /// The version.
+        reference: String,
+        /// Why (required; written to the audit trail).
+        #[arg(long, short)]
+        reason: String,
+    },
     /// What changes from A to B: metrics (with verdicts by the model's goals), parameters, data, code, environment, files.
     Diff {
         /// The baseline, e.g. MODEL@production.
@@ -243,6 +266,22 @@ pub enum VersionCmd {
         #[arg(long)]
         plain_http: bool,
     },
+}
+
+/// `modelreg model retain …`
+#[derive(Debug, Args)]
+pub struct RetainArgs {
+    /// The model.
+    pub model: String,
+    /// Keep the newest N versions (whatever their state).
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<usize>,
+    /// Purge only versions registered longer ago than this: 12h, 30d, 2w.
+    #[arg(long, value_name = "AGE")]
+    pub older_than: Option<String>,
+    /// Purge for real (each purge is an audited event); without it nothing is written.
+    #[arg(long)]
+    pub apply: bool,
 }
 
 /// `modelreg version register …`

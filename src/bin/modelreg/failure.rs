@@ -36,14 +36,17 @@ pub enum Kind {
     NotFound,
     /// 4: it exists already, or another writer won the race.
     Conflict,
-    /// 5: a gate, an approval or the transition table refused the move, or the
-    /// version is in production, where its tags and metrics are fixed.
+    /// 5: a gate, an approval or the transition table refused the move, the
+    /// version is in production, where its tags and metrics are fixed, or it is
+    /// protected from purging.
     Refused,
     /// 6: bytes or records do not match their digests.
     Integrity,
     /// 7: an OCI registry is unreachable or refused, or what it holds is not a
     /// ModelPack artifact.
     Remote,
+    /// 8: the version's files were purged.
+    Purged,
     /// 130: Ctrl-C.
     Interrupted,
 }
@@ -59,6 +62,7 @@ impl Kind {
             Kind::Refused => 5,
             Kind::Integrity => 6,
             Kind::Remote => 7,
+            Kind::Purged => 8,
             Kind::Interrupted => 130,
         }
     }
@@ -113,9 +117,11 @@ fn kind_of(e: &Error) -> Kind {
         Error::AlreadyExists { .. } | Error::Conflict { .. } | Error::ConcurrentChange { .. } => {
             Kind::Conflict
         }
-        Error::GateRejected { .. } | Error::InvalidTransition { .. } | Error::Immutable { .. } => {
-            Kind::Refused
-        }
+        Error::GateRejected { .. }
+        | Error::InvalidTransition { .. }
+        | Error::Immutable { .. }
+        | Error::Protected { .. } => Kind::Refused,
+        Error::Purged { .. } => Kind::Purged,
         Error::Integrity { .. } | Error::Corrupt { .. } => Kind::Integrity,
         Error::Oci { problem, .. } => match problem {
             modelreg::OciProblem::DigestMismatch => Kind::Integrity,

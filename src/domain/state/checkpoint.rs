@@ -20,8 +20,12 @@ use crate::error::{Error, Result};
 /// The checkpoint format version written by this build. Format 2 added the
 /// lifecycle (stages, aliases, approvals, gates) and the traffic split; format 3
 /// stores the versions in separately decodable chunks after a small header, so a
-/// large checkpoint decodes on every core. Format 1 and 2 checkpoints still load.
-pub const CHECKPOINT_FORMAT: u32 = 3;
+/// large checkpoint decodes on every core. Format 4 is format 3 with purged
+/// versions in it (their `purged` field): it is written only for a state that
+/// has one, so an older build stops at it rather than take a purged version for
+/// a live one, and reads every other checkpoint as before. Format 1, 2 and 3
+/// checkpoints still load.
+pub const CHECKPOINT_FORMAT: u32 = 4;
 
 /// Versions per chunk of a format 3 checkpoint: small enough that the chunks of
 /// a large model spread evenly over the cores, large enough that a chunk's
@@ -194,7 +198,11 @@ pub fn encode_checkpoint(state: &ModelState) -> Vec<u8> {
         .map(|c| crate::domain::chunk::encode(c))
         .collect();
     let head = Head {
-        format: CHECKPOINT_FORMAT,
+        format: if state.versions.iter().any(|v| v.purged.is_some()) {
+            4
+        } else {
+            3
+        },
         seq: state.seq,
         chunks: chunks.iter().map(Vec::len).collect(),
         versions: state.versions.len(),
@@ -210,8 +218,8 @@ pub fn encode_checkpoint(state: &ModelState) -> Vec<u8> {
     crate::domain::codec::seal(out)
 }
 
-/// Decodes a checkpoint stored for position `seq` of `model`'s log (format 1, 2
-/// or 3). A format 3 checkpoint's chunks of versions are decoded in parallel on
+/// Decodes a checkpoint stored for position `seq` of `model`'s log (format 1, 2,
+/// 3 or 4). A format 3 or 4 checkpoint's chunks of versions are decoded in parallel on
 /// up to [`std::thread::available_parallelism`] threads.
 pub fn decode_checkpoint(model: &ModelName, seq: u64, bytes: &[u8]) -> Result<ModelState> {
     #[derive(Deserialize)]

@@ -12,6 +12,7 @@ use super::limits::{MAX_DESCRIPTION_CHARS, MAX_REASON_CHARS};
 use super::name::{Actor, AliasName, MetricName, ModelName, check_text};
 use super::record::{Deprecation, FormatScan, MetricSpec, Tags, VersionRecord, check_tags};
 use super::reference::{Selector, VersionNumber, VersionRef};
+use super::retention::Purge;
 use super::routing::{TrafficSplit, check_split_set};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -162,10 +163,11 @@ impl ModelState {
                     || !version.approvals.is_empty()
                     || !version.reached.is_empty()
                     || version.scan.is_some()
+                    || version.purged.is_some()
                 {
                     return Err(Error::invalid_input(
                         format!("version {} of model '{}'", version.number, self.name),
-                        "a new version starts unstaged, unapproved, unscanned and not deprecated",
+                        "a new version starts unstaged, unapproved, unscanned, not deprecated and not purged",
                     ));
                 }
                 check_text("description", &version.description, MAX_DESCRIPTION_CHARS)?;
@@ -240,6 +242,9 @@ impl ModelState {
                         allowed: from.allowed_targets().to_vec(),
                     });
                 }
+                if matches!(to, Stage::Staging | Stage::Validation | Stage::Production) {
+                    not_purged(v)?;
+                }
                 check_verdicts(gates)?;
                 let expected = match to {
                     Stage::Production => self.production.filter(|p| p != version),
@@ -273,6 +278,7 @@ impl ModelState {
                         format!("production would go back from {current} to {previous}"),
                     ));
                 }
+                not_purged(self.require(*restored)?)?;
                 check_text("reason", reason, MAX_REASON_CHARS)
             }
             EventKind::ApprovalRecorded {
@@ -296,7 +302,7 @@ impl ModelState {
                 gates,
                 ..
             } => {
-                self.require(*version)?;
+                not_purged(self.require(*version)?)?;
                 check_verdicts(gates)?;
                 check_text("reason", reason, MAX_REASON_CHARS)
             }
@@ -364,6 +370,30 @@ impl ModelState {
                     ));
                 }
                 Ok(())
+            }
+            EventKind::VersionPurged { version, reason } => {
+                let v = self.require(*version)?;
+                if v.purged.is_some() {
+                    return Err(Error::invalid_input(
+                        format!("purge of {}/{version}", self.name),
+                        "the version is purged already",
+                    ));
+                }
+                let protections = self.protections(*version);
+                if !protections.is_empty() {
+                    return Err(Error::Protected {
+                        model: self.name.to_string(),
+                        version: version.get(),
+                        protections,
+                    });
+                }
+                if reason.trim().is_empty() {
+                    return Err(Error::invalid_input(
+                        format!("purge of {}/{version}", self.name),
+                        "a reason is required",
+                    ));
+                }
+                check_text("reason", reason, MAX_REASON_CHARS)
             }
         }
     }
@@ -528,6 +558,13 @@ impl ModelState {
                     data_files,
                 });
             }
+            EventKind::VersionPurged { version, reason } => {
+                self.version_mut(version).purged = Some(Purge {
+                    at: event.time,
+                    by: event.actor,
+                    reason,
+                });
+            }
         }
         self.seq = event.seq;
         self.updated_at = event.time;
@@ -690,12 +727,12 @@ impl ModelState {
             .flatten()
     }
 
-    /// The newest version that is not deprecated.
+    /// The newest version that is neither deprecated nor purged.
     pub fn latest(&self) -> Option<&VersionRecord> {
         self.versions
             .iter()
             .rev()
-            .find(|v| v.deprecated.is_none())
+            .find(|v| v.deprecated.is_none() && v.purged.is_none())
             .map(|v| &**v)
     }
 
@@ -730,6 +767,21 @@ impl ModelState {
                 .map(|v| &**v),
         };
         found.ok_or_else(|| Error::version_not_found(&self.name, r))
+    }
+}
+
+/// [`Error::Purged`] if `v`'s artifact was purged: what needs its files (a stage
+/// that serves or tries it, an alias, a route, a rollback) cannot point at it.
+pub(crate) fn not_purged(v: &VersionRecord) -> Result<()> {
+    match &v.purged {
+        None => Ok(()),
+        Some(p) => Err(Error::Purged {
+            model: v.model.to_string(),
+            version: v.number.get(),
+            at: p.at,
+            by: p.by.to_string(),
+            reason: p.reason.clone(),
+        }),
     }
 }
 
@@ -834,6 +886,7 @@ mod tests {
                 approvals: BTreeMap::new(),
                 reached: BTreeSet::new(),
                 scan: None,
+                purged: None,
             };
             events.push(event(
                 i + 1,
@@ -870,6 +923,84 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_state_with_a_purged_version_checkpoints_as_format_4() {
+        let mut s = state(5);
+        assert_eq!(peek_format(&encode_checkpoint(&s)), Some(3));
+        s.apply(event(
+            s.seq() + 1,
+            EventKind::VersionPurged {
+                version: VersionNumber::new(2).unwrap(),
+                reason: "old".into(),
+            },
+        ))
+        .unwrap();
+        let purged = s.version(VersionNumber::new(2).unwrap()).unwrap();
+        assert_eq!(purged.purged.as_ref().unwrap().reason, "old");
+        let bytes = encode_checkpoint(&s);
+        assert_eq!(peek_format(&bytes), Some(4));
+        assert_eq!(decode_checkpoint(&model(), s.seq(), &bytes).unwrap(), s);
+        // `@latest` skips it only when it is the newest; the newest is 5.
+        assert_eq!(s.latest().unwrap().number.get(), 5);
+        // Purging twice, or a version that does not exist, does not fold.
+        for n in [2, 9] {
+            assert!(
+                s.clone()
+                    .apply(event(
+                        s.seq() + 1,
+                        EventKind::VersionPurged {
+                            version: VersionNumber::new(n).unwrap(),
+                            reason: "again".into(),
+                        },
+                    ))
+                    .is_err()
+            );
+        }
+    }
+
+    #[test]
+    fn retention_picks_outside_keep_last_and_older_than() {
+        use crate::domain::retention::RetentionPolicy;
+        use std::time::Duration;
+        let s = state(6);
+        // Every version of `state` was created at 1_800_000_000.
+        let created = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let nums = |p: RetentionPolicy, now| -> Vec<u64> {
+            s.retention(&p, now)
+                .unwrap()
+                .purge
+                .iter()
+                .map(|n| n.get())
+                .collect()
+        };
+        let later = created + chrono::Duration::days(10);
+        assert_eq!(nums(RetentionPolicy::new().keep_last(4), later), [1, 2]);
+        assert_eq!(
+            nums(RetentionPolicy::new().keep_last(0), later),
+            [1, 2, 3, 4, 5, 6]
+        );
+        assert_eq!(nums(RetentionPolicy::new().keep_last(10), later), [0u64; 0]);
+        let week = Duration::from_secs(7 * 86_400);
+        assert_eq!(
+            nums(RetentionPolicy::new().older_than(week), later).len(),
+            6
+        );
+        assert_eq!(
+            nums(RetentionPolicy::new().older_than(week), created).len(),
+            0
+        );
+        assert_eq!(
+            nums(RetentionPolicy::new().keep_last(5).older_than(week), later),
+            [1]
+        );
+        // An age past the calendar's range picks nothing, and does not panic.
+        assert_eq!(
+            nums(RetentionPolicy::new().older_than(Duration::MAX), later).len(),
+            0
+        );
+        assert!(s.retention(&RetentionPolicy::new(), later).is_err());
+    }
+
     /// A format-2 checkpoint of `state(10)`, as the format-2 writer (the
     /// `encode_checkpoint` of commit 4965da4^) wrote it: captured bytes, not
     /// today's serializer, so a reader that changes their meaning fails here.
@@ -903,10 +1034,10 @@ mod tests {
             .to_vec();
         let text = String::from_utf8(json).unwrap();
         let sealed = |t: String| super::super::codec::seal(t.into_bytes());
-        let newer = sealed(text.replacen(r#"{"format":3,"#, r#"{"format":4,"#, 1));
+        let newer = sealed(text.replacen(r#"{"format":3,"#, r#"{"format":5,"#, 1));
         assert!(matches!(
             decode_checkpoint(&model(), seq, &newer),
-            Err(Error::UnsupportedFormat { found: 4, .. })
+            Err(Error::UnsupportedFormat { found: 5, .. })
         ));
         for bad in [
             // A chunk length that runs past the end, or leaves bytes over.

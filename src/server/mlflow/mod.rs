@@ -265,7 +265,11 @@ pub(crate) fn error_response(e: ApiError) -> Response {
     let code = match (e.source.as_deref(), e.kind) {
         (Some(Error::AlreadyExists { .. }), _) => "RESOURCE_ALREADY_EXISTS",
         (Some(Error::InvalidTransition { .. }), _) => "INVALID_STATE_TRANSITION",
-        (Some(Error::GateRejected { .. } | Error::Immutable { .. }), _) => "INVALID_STATE",
+        (
+            Some(Error::GateRejected { .. } | Error::Immutable { .. } | Error::Protected { .. }),
+            _,
+        ) => "INVALID_STATE",
+        (_, "purged") => "RESOURCE_DOES_NOT_EXIST",
         (_, NO_ENDPOINT) => "ENDPOINT_NOT_FOUND",
         (_, "not_found") => "RESOURCE_DOES_NOT_EXIST",
         (_, "conflict") => "RESOURCE_CONFLICT",

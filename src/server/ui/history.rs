@@ -11,7 +11,7 @@ use crate::server::error::ApiError;
 use crate::{Actor, Event, EventKind, HistoryFilter, ModelName, VersionNumber};
 
 /// Every kind of event, as [`EventKind::name`] spells it.
-const KINDS: [&str; 13] = [
+const KINDS: [&str; 14] = [
     "model_created",
     "version_registered",
     "metrics_added",
@@ -25,6 +25,7 @@ const KINDS: [&str; 13] = [
     "alias_removed",
     "gates_set",
     "traffic_split_set",
+    "version_purged",
 ];
 
 #[derive(Deserialize, Default)]
@@ -255,6 +256,9 @@ pub(super) fn details(model: &str, e: &Event) -> Markup {
             }
             @if *data_files > 0 { (data_files) " data file(s)" }
         },
+        EventKind::VersionPurged { version, reason: r } => {
+            html! { (v(model, *version)) " artifact purged" (reason(r)) }
+        }
     }
 }
 

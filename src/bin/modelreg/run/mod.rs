@@ -26,8 +26,8 @@ use modelreg::chrono::Utc;
 use modelreg::{
     Actor, ArtifactSource, CreateModel, Error, Event, FetchOptions, GcOptions, HistoryFilter,
     LineageEdgeKind, LineageSubgraph, LinkMode, MetricName, ModelState, NewVersion, Registry,
-    Session, SetAlias, Stage, TrafficSplit, VersionFilter, VersionPage, VersionRecord,
-    WatchOptions,
+    RetentionPolicy, Session, SetAlias, Stage, TrafficSplit, VersionFilter, VersionPage,
+    VersionRecord, WatchOptions,
 };
 use serde_json::json;
 

@@ -67,6 +67,7 @@ pub(super) async fn model(ctx: &Ctx, cmd: ModelCmd) -> Out {
             ctx.note(format!("model {} (by {})", state.name(), session.actor()));
             Ok(())
         }
+        ModelCmd::Retain(a) => retain(ctx, a).await,
         ModelCmd::Tag { model, set, remove } => {
             let state = ctx
                 .session()?
@@ -87,6 +88,57 @@ pub(super) async fn model(ctx: &Ctx, cmd: ModelCmd) -> Out {
             Ok(())
         }
     }
+}
+
+async fn retain(ctx: &Ctx, a: RetainArgs) -> Out {
+    let mut policy = RetentionPolicy::new();
+    if let Some(n) = a.keep_last {
+        policy = policy.keep_last(n);
+    }
+    if let Some(age) = &a.older_than {
+        policy = policy.older_than(parse::age("--older-than", age)?);
+    }
+    if policy.keep_last.is_none() && policy.older_than.is_none() {
+        return Err(Failure::Usage(
+            "give --keep-last, --older-than or both: which versions to keep".into(),
+        ));
+    }
+    let report = ctx
+        .session()?
+        .apply_retention(a.model.as_str(), &policy, !a.apply)
+        .await?;
+    if ctx.json {
+        return Ok(output::json(&report)?);
+    }
+    let verb = if report.dry_run {
+        "would purge"
+    } else {
+        "purged"
+    };
+    let mut t = Table::new(&["VERSION", "ACTION"]);
+    for n in &report.purged {
+        t.row(vec![n.to_string(), verb.to_owned()]);
+    }
+    for p in &report.protected {
+        let why: Vec<String> = p.protections.iter().map(ToString::to_string).collect();
+        t.row(vec![
+            p.version.to_string(),
+            format!("kept: {}", why.join("; ")),
+        ]);
+    }
+    t.print()?;
+    ctx.note(format!(
+        "{verb} {} of {} ({} of files){}",
+        output::count(report.purged.len() as u64, "version"),
+        report.model,
+        output::bytes(report.bytes),
+        if report.dry_run {
+            "; nothing written: add --apply to purge, then `modelreg gc` to free the space"
+        } else {
+            "; run `modelreg gc` to free the space"
+        }
+    ));
+    Ok(())
 }
 
 fn show_model(state: &ModelState) -> Out {

@@ -172,6 +172,13 @@ pub(super) async fn version(ctx: &Ctx, cmd: VersionCmd) -> Out {
             model,
             plain_http,
         } => pull(ctx, &reference, &model, plain_http).await,
+        VersionCmd::Purge { reference, reason } => {
+            let v = ctx
+                .session()?
+                .purge_version(reference.as_str(), reason)
+                .await?;
+            print_version_change(ctx, &v, "purged")
+        }
         VersionCmd::Diff { a, b } => {
             let diff = ctx.registry.compare(a.as_str(), b.as_str()).await?;
             if ctx.json {
@@ -252,6 +259,18 @@ fn print_version_change(ctx: &Ctx, v: &VersionRecord, what: &str) -> Out {
     let detail = match what {
         "tags" => output::pairs(v.tags.iter()),
         "metrics" => output::pairs(v.metrics.iter().map(|(k, x)| (k, output::float(x)))),
+        "purged" => v
+            .purged
+            .as_ref()
+            .map(|p| {
+                format!(
+                    "by {}: {} ({} of files; `modelreg gc` frees what no other version uses)",
+                    p.by,
+                    p.reason,
+                    output::bytes(v.size)
+                )
+            })
+            .unwrap_or_default(),
         _ => v
             .deprecated
             .as_ref()
@@ -435,6 +454,9 @@ async fn list(ctx: &Ctx, a: ListArgs) -> Out {
         if v.deprecated.is_some() {
             stage.push_str(" (deprecated)");
         }
+        if v.purged.is_some() {
+            stage.push_str(" (purged)");
+        }
         t.row(vec![
             v.number.to_string(),
             v.semver.as_ref().map(|s| s.to_string()).unwrap_or_default(),
@@ -558,6 +580,12 @@ fn show_version(v: &VersionRecord) -> Out {
         f.add(
             "deprecated",
             format!("{} by {}: {}", output::time(d.at), d.by, d.reason),
+        );
+    }
+    if let Some(p) = &v.purged {
+        f.add(
+            "purged",
+            format!("{} by {}: {}", output::time(p.at), p.by, p.reason),
         );
     }
     Ok(f.print()?)
