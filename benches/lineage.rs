@@ -102,6 +102,7 @@ fn record(m: u64, i: u64, models: &[ModelName]) -> VersionRecord {
         approvals: Default::default(),
         reached: Default::default(),
         scan: None,
+        signatures: Vec::new(),
     }
 }
 

@@ -319,6 +319,7 @@ pub use cache::{CacheEntry, CacheOptions, CachedModel, EvictReport, ModelCache};
 pub use digest::{Digest, Sha256};
 pub use domain::limits;
 pub use domain::scan;
+pub use domain::signing;
 pub use domain::{
     Actor, AliasName, AliasTarget, Approval, ArtifactDiff, Baseline, CodeChange, CodeKey, CodeRef,
     DatasetChange, DatasetDiff, DatasetKey, DatasetRef, DatasetRole, Decision, Deprecation,
@@ -329,18 +330,18 @@ pub use domain::{
     ModelSummary, OverallVerdict, ParentRef, Provenance, ReachedNode, RelPath, Relation, Route,
     RouteTarget, Routed, Selector, Stage, SubgraphEdge, TagKey, Tags, TrafficSplit, Transition,
     TransitionCheck, ValueChange, VersionDiff, VersionKey, VersionNumber, VersionRecord,
-    VersionRef, VersionSummary, compare_versions, flatten_hyperparameters, metric_history,
-    metric_verdict,
+    VersionRef, VersionSignature, VersionSummary, compare_versions, flatten_hyperparameters,
+    metric_history, metric_verdict,
 };
-pub use error::{BoxError, Error, Missing, Result};
+pub use error::{BoxError, Error, Missing, Result, SignatureFailure};
 pub use follow::{Followed, Loaded, Served, Serving};
 pub use progress::{Progress, ProgressEvent};
 pub use registry::{
     ArtifactSource, CheckReport, CreateModel, FetchOptions, FetchReport, GcOptions, GcReport,
     HistoryFilter, IntoLineageStart, IntoMetrics, IntoModelName, IntoSemver, IntoSemverReq,
     IntoVersionRef, LineageStart, NewVersion, Override, Page, Problem, RegisterReport, Registered,
-    Registry, RegistryBuilder, RetryPolicy, Session, SetAlias, VerifyReport, VersionFilter,
-    VersionOrder, VersionPage, WatchOptions,
+    Registry, RegistryBuilder, RetryPolicy, Session, SetAlias, SignatureBundle, SignatureCheck,
+    SignatureReport, VerifyReport, VersionFilter, VersionOrder, VersionPage, WatchOptions,
 };
 pub use store::LinkMode;
 

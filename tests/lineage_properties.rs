@@ -113,6 +113,7 @@ fn record(n: u64, i: &Inputs) -> VersionRecord {
         approvals: Default::default(),
         reached: Default::default(),
         scan: None,
+        signatures: Vec::new(),
     }
 }
 

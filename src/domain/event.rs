@@ -18,12 +18,13 @@ use crate::error::{Error, Result};
 /// - 1: model, version, metrics, tags, metric specs, deprecation events;
 /// - 2: adds the lifecycle events (stage changes, rollback, approvals, aliases,
 ///   gates) and traffic splits;
-/// - 3: adds format scans (`formats_scanned`).
+/// - 3: adds format scans (`formats_scanned`);
+/// - 4: adds signatures (`signature_added`).
 ///
 /// Each event is written with the lowest format that has its kind
 /// ([`EventKind::format`]), so a log that uses no lifecycle event stays readable by
 /// builds that only know format 1.
-pub const EVENT_FORMAT: u32 = 3;
+pub const EVENT_FORMAT: u32 = 4;
 
 /// One change to a model, with who made it and when.
 ///
@@ -221,6 +222,24 @@ pub enum EventKind {
         #[serde(default)]
         data_files: u64,
     },
+    /// A signature of a version's files was added: an OMS v1.0 bundle, verified
+    /// against the files and `public_key` before the event was written.
+    SignatureAdded {
+        /// The version.
+        version: VersionNumber,
+        /// The signing key's id, the SHA-256 of `public_key`.
+        key: crate::signing::KeyId,
+        /// The signing key's public key, SPKI PEM.
+        public_key: String,
+        /// Which digest of each file the bundle lists.
+        hash: crate::signing::FileHash,
+        /// The bundle's blob in the artifact store.
+        #[cfg_attr(feature = "serve", schema(value_type = String))]
+        bundle: crate::digest::Digest,
+        /// Why.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        reason: String,
+    },
 }
 
 impl EventKind {
@@ -241,6 +260,7 @@ impl EventKind {
             EventKind::GatesSet { .. } => "gates_set",
             EventKind::TrafficSplitSet { .. } => "traffic_split_set",
             EventKind::FormatsScanned { .. } => "formats_scanned",
+            EventKind::SignatureAdded { .. } => "signature_added",
         }
     }
 
@@ -254,6 +274,7 @@ impl EventKind {
             | EventKind::MetricSpecsSet { .. }
             | EventKind::VersionDeprecated { .. } => 1,
             EventKind::FormatsScanned { .. } => 3,
+            EventKind::SignatureAdded { .. } => 4,
             _ => 2,
         }
     }
@@ -267,7 +288,8 @@ impl EventKind {
             | EventKind::StageChanged { version, .. }
             | EventKind::ApprovalRecorded { version, .. }
             | EventKind::AliasSet { version, .. }
-            | EventKind::FormatsScanned { version, .. } => Some(*version),
+            | EventKind::FormatsScanned { version, .. }
+            | EventKind::SignatureAdded { version, .. } => Some(*version),
             EventKind::RolledBack { restored, .. } => Some(*restored),
             EventKind::TagsSet { version, .. } | EventKind::AliasRemoved { version, .. } => {
                 *version
@@ -415,12 +437,12 @@ mod tests {
         let json = json_of(&sample());
         // Each altered record is resealed, so the check under test is reached
         // rather than the checksum.
-        let future = json.replace("\"format\":1", "\"format\":4");
+        let future = json.replace("\"format\":1", "\"format\":5");
         assert!(matches!(
             Event::from_bytes(&model, 2, &sealed(&future)),
             Err(Error::UnsupportedFormat {
-                found: 4,
-                supported: 3,
+                found: 5,
+                supported: 4,
                 ..
             })
         ));

@@ -15,6 +15,7 @@ pub mod record;
 pub mod reference;
 pub mod routing;
 pub mod scan;
+pub mod signing;
 pub mod state;
 pub mod summary;
 
@@ -37,6 +38,7 @@ pub use name::{Actor, AliasName, MetricName, ModelName, TagKey};
 pub use record::{
     CodeRef, DatasetRef, DatasetRole, Deprecation, Environment, FormatScan, Goal, HyperValue,
     Hyperparameters, MetricSpec, Metrics, ParentRef, Provenance, Relation, Tags, VersionRecord,
+    VersionSignature,
 };
 pub use reference::{Selector, VersionNumber, VersionRef};
 pub use routing::{Route, RouteTarget, Routed, TrafficSplit};

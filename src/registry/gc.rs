@@ -531,12 +531,13 @@ impl Registry {
     /// seconds.
     ///
     /// References are every version of every model, whatever its stage (archived
-    /// and deprecated versions stay fetchable), through its manifest; checkpoints
-    /// hold nothing else. If any reference cannot be read — a model's log or a
-    /// manifest that is missing, corrupt or unreadable, a blob listing that fails —
-    /// the collection stops with that error before deleting anything: a blob is only
-    /// deleted when every reference is known. Run [`check`](Self::check) to find
-    /// what is broken.
+    /// and deprecated versions stay fetchable), through its manifest, and the
+    /// signature bundles recorded for it; checkpoints hold nothing else. If any
+    /// reference cannot be read — a model's log or a manifest that is missing,
+    /// corrupt or unreadable, a blob listing that fails — the collection stops
+    /// with that error before deleting anything: a blob is only deleted when
+    /// every reference is known. Run [`check`](Self::check) to find what is
+    /// broken.
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -736,14 +737,23 @@ impl Registry {
         // Every version's manifest, first the list (from the states), then the reads.
         let mut todo = Vec::new();
         for model in &models {
-            let versions: Vec<(u64, Digest)> = self
+            let (versions, bundles): (Vec<(u64, Digest)>, Vec<Digest>) = self
                 .read(model, |s| {
-                    s.versions()
-                        .iter()
-                        .map(|v| (v.number.get(), v.artifact))
-                        .collect()
+                    let versions = s.versions();
+                    (
+                        versions
+                            .iter()
+                            .map(|v| (v.number.get(), v.artifact))
+                            .collect(),
+                        // Signature bundles, referenced by the log alone.
+                        versions
+                            .iter()
+                            .flat_map(|v| v.signatures.iter().map(|s| s.bundle))
+                            .collect(),
+                    )
                 })
                 .await?;
+            marks.referenced.extend(bundles);
             for (number, artifact) in versions {
                 if marks.manifests.insert(artifact) {
                     todo.push((model, number, artifact));

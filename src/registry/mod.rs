@@ -35,6 +35,7 @@ mod power_loss;
 mod scan;
 mod serving;
 mod session;
+mod signing;
 mod turn;
 mod url;
 
@@ -50,6 +51,7 @@ pub use options::{IntoMetrics, IntoSemver, IntoSemverReq};
 pub use paging::{Page, VersionOrder, VersionPage};
 pub use serving::WatchOptions;
 pub use session::{Override, Session};
+pub use signing::{SignatureBundle, SignatureCheck, SignatureReport};
 
 use ingest::blocking;
 

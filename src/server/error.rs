@@ -79,6 +79,9 @@ impl From<Error> for ApiError {
             }
             // The version is in production: its record is fixed.
             Error::Immutable { .. } => (StatusCode::CONFLICT, "immutable"),
+            // A bundle that does not verify, or a policy not met: the request's
+            // content is understood and refused.
+            Error::Signature { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "signature"),
             Error::InvalidName { .. }
             | Error::InvalidReference { .. }
             | Error::InvalidPath { .. }

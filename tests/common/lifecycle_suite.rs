@@ -4108,3 +4108,13 @@ pub async fn production_versions_are_immutable_except_by_override(f: &Fixture) {
         .await
         .expect("archived is editable");
 }
+
+// The signed-version tests live in their own file and run in this suite
+// (`tests/registry_behaviour.rs` lists them with the lifecycle tests).
+#[allow(unused_imports)]
+pub use super::signing_suite::{
+    external_bundles_attach_only_when_they_match,
+    fetch_with_a_trust_policy_hands_out_only_signed_versions,
+    model_cache_with_a_trust_policy_hands_out_only_signed_versions,
+    signed_gate_counts_distinct_accepted_keys, signing_records_audited_signatures_that_verify,
+};

@@ -41,6 +41,8 @@ pub enum Kind {
     Refused,
     /// 6: bytes or records do not match their digests.
     Integrity,
+    /// 7: a signature bundle does not verify, or too few trusted keys signed.
+    Signature,
     /// 130: Ctrl-C.
     Interrupted,
 }
@@ -55,6 +57,7 @@ impl Kind {
             Kind::Conflict => 4,
             Kind::Refused => 5,
             Kind::Integrity => 6,
+            Kind::Signature => 7,
             Kind::Interrupted => 130,
         }
     }
@@ -113,6 +116,7 @@ fn kind_of(e: &Error) -> Kind {
             Kind::Refused
         }
         Error::Integrity { .. } | Error::Corrupt { .. } => Kind::Integrity,
+        Error::Signature { .. } => Kind::Signature,
         Error::InvalidName { .. }
         | Error::InvalidReference { .. }
         | Error::InvalidPath { .. }

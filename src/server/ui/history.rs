@@ -255,6 +255,15 @@ pub(super) fn details(model: &str, e: &Event) -> Markup {
             }
             @if *data_files > 0 { (data_files) " data file(s)" }
         },
+        EventKind::SignatureAdded {
+            version,
+            key,
+            hash,
+            reason: r,
+            ..
+        } => html! {
+            (v(model, *version)) " signed by key " code title=(key) { (key.short()) } " (" (hash) ")" (reason(r))
+        },
     }
 }
 
