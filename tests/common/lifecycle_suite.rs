@@ -3432,9 +3432,10 @@ pub async fn lifecycle_state_survives_checkpoints(f: &Fixture) {
 
 /// Events of the kinds a format-1 build knows are still written as format 1, so
 /// such a build can read a log that uses no lifecycle; lifecycle events are
-/// format 2, also after a model's first lifecycle event, and format scans 3.
+/// format 2, also after a model's first lifecycle event, format scans 3 and
+/// signatures 4.
 pub async fn lifecycle_events_are_format_2(f: &Fixture) {
-    assert_eq!(modelreg::format::EVENT_FORMAT, 3);
+    assert_eq!(modelreg::format::EVENT_FORMAT, 4);
     let reg = f.registry();
     audited(&reg).await;
     let alice = actor("alice");
