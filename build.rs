@@ -9,6 +9,9 @@
 //! - `modelreg_pyclients`: `MODELREG_TEST_PYTHON` is set (a Python with the real
 //!   `huggingface_hub` and `mlflow` clients, installed by `.ci/run`) and the
 //!   `serve` feature is on;
+//! - `modelreg_model_signing`: `MODELREG_TEST_PYTHON` is set (the same Python,
+//!   which `.ci/run` also gives the real `model-signing` package); no feature
+//!   needed;
 //! - `modelreg_hfhub`: `MODELREG_TEST_HF_HUB_CLIENT` names a build of
 //!   `.ci/hf-hub-client` (the Rust `hf-hub` crate) and the `serve` feature is on;
 //! - `modelreg_chromium`: `MODELREG_TEST_CHROMIUM` names a Chromium binary (Debian's
@@ -31,6 +34,7 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(modelreg_chromium)");
     println!("cargo::rustc-check-cfg=cfg(modelreg_axe)");
     println!("cargo::rustc-check-cfg=cfg(modelreg_oci)");
+    println!("cargo::rustc-check-cfg=cfg(modelreg_model_signing)");
     for (var, feature, cfg) in [
         ("MODELREG_TEST_S3_URL", "CARGO_FEATURE_AWS", "modelreg_s3"),
         (
@@ -59,10 +63,12 @@ fn main() {
             "CARGO_FEATURE_OCI",
             "modelreg_oci",
         ),
+        // Any feature set will do: the interop test needs only the library.
+        ("MODELREG_TEST_PYTHON", "", "modelreg_model_signing"),
     ] {
         println!("cargo::rerun-if-env-changed={var}");
         let configured = std::env::var_os(var).is_some_and(|v| !v.is_empty());
-        if configured && std::env::var_os(feature).is_some() {
+        if configured && (feature.is_empty() || std::env::var_os(feature).is_some()) {
             println!("cargo::rustc-cfg={cfg}");
         }
     }

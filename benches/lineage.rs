@@ -103,6 +103,7 @@ fn record(m: u64, i: u64, models: &[ModelName]) -> VersionRecord {
         reached: Default::default(),
         scan: None,
         purged: None,
+        signatures: Vec::new(),
     }
 }
 

@@ -223,6 +223,39 @@ impl Registry {
         self.rt.block_on(self.inner.fetch(reference, dest, options))
     }
 
+    /// See [`crate::Registry::signatures`].
+    pub fn signatures(&self, version: impl IntoVersionRef) -> Result<Vec<crate::VersionSignature>> {
+        self.rt.block_on(self.inner.signatures(version))
+    }
+
+    /// See [`crate::Registry::signature_bundle`].
+    pub fn signature_bundle(
+        &self,
+        version: impl IntoVersionRef,
+        bundle: crate::Digest,
+    ) -> Result<bytes::Bytes> {
+        self.rt
+            .block_on(self.inner.signature_bundle(version, bundle))
+    }
+
+    /// See [`crate::Registry::signature_bundles`].
+    pub fn signature_bundles(
+        &self,
+        version: impl IntoVersionRef,
+    ) -> Result<Vec<crate::SignatureBundle>> {
+        self.rt.block_on(self.inner.signature_bundles(version))
+    }
+
+    /// See [`crate::Registry::verify_signatures`].
+    pub fn verify_signatures(
+        &self,
+        version: impl IntoVersionRef,
+        policy: &crate::signing::TrustPolicy,
+    ) -> Result<crate::SignatureReport> {
+        self.rt
+            .block_on(self.inner.verify_signatures(version, policy))
+    }
+
     /// See [`crate::Registry::verify`].
     pub fn verify(&self, reference: impl IntoVersionRef) -> Result<VerifyReport> {
         self.rt.block_on(self.inner.verify(reference))
@@ -591,6 +624,29 @@ impl Session {
     ) -> Result<crate::RetentionReport> {
         self.rt
             .block_on(self.inner.apply_retention(model, policy, dry_run))
+    }
+
+    /// See [`crate::Session::sign_version`].
+    pub fn sign_version(
+        &self,
+        version: impl IntoVersionRef,
+        key: &crate::signing::SigningKey,
+        reason: impl Into<String>,
+    ) -> Result<crate::VersionSignature> {
+        self.rt
+            .block_on(self.inner.sign_version(version, key, reason))
+    }
+
+    /// See [`crate::Session::add_signature`].
+    pub fn add_signature(
+        &self,
+        version: impl IntoVersionRef,
+        bundle: impl Into<bytes::Bytes>,
+        key: &crate::signing::PublicKey,
+        reason: impl Into<String>,
+    ) -> Result<crate::VersionSignature> {
+        self.rt
+            .block_on(self.inner.add_signature(version, bundle, key, reason))
     }
 
     /// See [`crate::Session::deprecate`].

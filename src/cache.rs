@@ -80,11 +80,12 @@ const MAX_BUSY: u32 = 100;
 /// let opts = CacheOptions::new().max_bytes(20 << 30).verify_on_open(true);
 /// # let _ = opts;
 /// ```
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct CacheOptions {
     max_bytes: u64,
     verify_on_open: bool,
     link: LinkMode,
+    trust: Option<crate::signing::TrustPolicy>,
 }
 
 impl Default for CacheOptions {
@@ -93,6 +94,7 @@ impl Default for CacheOptions {
             max_bytes: u64::MAX,
             verify_on_open: false,
             link: LinkMode::Copy,
+            trust: None,
         }
     }
 }
@@ -125,6 +127,16 @@ impl CacheOptions {
     /// store's read-only blob files and use no extra space.
     pub fn link(mut self, mode: LinkMode) -> Self {
         self.link = mode;
+        self
+    }
+
+    /// Hands out only versions that enough keys `policy` trusts have signed:
+    /// every [`ModelCache::get`] verifies the version's signatures again (see
+    /// [`Registry::verify_signatures`]) before it downloads or hands out
+    /// anything, cached or not, and fails with
+    /// [`Error::Signature`](crate::Error::Signature) when the policy is not met.
+    pub fn trust(mut self, policy: crate::signing::TrustPolicy) -> Self {
+        self.trust = Some(policy);
         self
     }
 }
@@ -301,6 +313,13 @@ impl ModelCache {
         // A purged version is refused even when its files are in this cache:
         // purged means no longer served, wherever the bytes are.
         crate::domain::state::not_purged(&version)?;
+        if let Some(policy) = &self.inner.options.trust {
+            self.inner
+                .registry
+                .verify_signatures(version.reference(), policy)
+                .await?
+                .into_result()?;
+        }
         let digest = version.artifact;
         // Fetch by digest, so an alias moving meanwhile cannot change the bytes.
         let pinned = VersionRef {

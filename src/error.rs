@@ -93,6 +93,27 @@ impl fmt::Display for OciProblem {
     }
 }
 
+/// Why an [`Error::Signature`] refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SignatureFailure {
+    /// The bundle is not valid JSON of a Sigstore bundle, or its statement is
+    /// inconsistent (bad base64, a subject digest that is not the resources').
+    Malformed,
+    /// A well-formed bundle of a kind this build does not verify: keyless
+    /// (certificate) bundles, sharded serialization, other predicates.
+    Unsupported,
+    /// The statement lists other files, or other digests, than the version's.
+    FilesMismatch,
+    /// The bundle names a key that is not among those given.
+    UnknownKey,
+    /// The envelope's signature does not verify with the key.
+    BadSignature,
+    /// Fewer distinct trusted keys signed the version than the trust policy
+    /// requires.
+    PolicyNotMet,
+}
+
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -280,6 +301,19 @@ pub enum Error {
         version: u64,
         /// Every protection that holds.
         protections: Vec<Protection>,
+    },
+
+    /// A signature bundle did not verify, or a version's signatures do not meet
+    /// the caller's [`TrustPolicy`](crate::signing::TrustPolicy). Match on
+    /// `failure` to tell why. Nothing was recorded, written or handed out.
+    #[error("{what}: {reason}")]
+    Signature {
+        /// What was checked, e.g. `signature bundle` or `signatures of fraud/3`.
+        what: String,
+        /// Why it failed, for programs.
+        failure: SignatureFailure,
+        /// Why it failed, for people.
+        reason: String,
     },
 
     /// What a command was based on changed while it ran (another writer promoted,

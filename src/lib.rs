@@ -322,6 +322,7 @@ pub use digest::{Digest, Sha256};
 pub use domain::limits;
 pub use domain::retention;
 pub use domain::scan;
+pub use domain::signing;
 pub use domain::{
     Actor, AliasName, AliasTarget, Approval, ArtifactDiff, Baseline, CodeChange, CodeKey, CodeRef,
     DatasetChange, DatasetDiff, DatasetKey, DatasetRef, DatasetRole, Decision, Deprecation,
@@ -332,10 +333,10 @@ pub use domain::{
     ModelSummary, OverallVerdict, ParentRef, Protection, Provenance, Purge, ReachedNode, RelPath,
     Relation, RetentionPlan, RetentionPolicy, Route, RouteTarget, Routed, Selector, Stage,
     SubgraphEdge, TagKey, Tags, TrafficSplit, Transition, TransitionCheck, ValueChange,
-    VersionDiff, VersionKey, VersionNumber, VersionRecord, VersionRef, VersionSummary,
-    compare_versions, flatten_hyperparameters, metric_history, metric_verdict,
+    VersionDiff, VersionKey, VersionNumber, VersionRecord, VersionRef, VersionSignature,
+    VersionSummary, compare_versions, flatten_hyperparameters, metric_history, metric_verdict,
 };
-pub use error::{BoxError, Error, Missing, OciProblem, Result};
+pub use error::{BoxError, Error, Missing, OciProblem, Result, SignatureFailure};
 pub use follow::{Followed, Loaded, Served, Serving};
 pub use progress::{Progress, ProgressEvent};
 pub use registry::{
@@ -343,7 +344,8 @@ pub use registry::{
     HistoryFilter, IntoLineageStart, IntoMetrics, IntoModelName, IntoSemver, IntoSemverReq,
     IntoVersionRef, LineageStart, NewVersion, Override, Page, Problem, ProtectedVersion,
     RegisterReport, Registered, Registry, RegistryBuilder, RetentionReport, RetryPolicy, Session,
-    SetAlias, VerifyReport, VersionFilter, VersionOrder, VersionPage, WatchOptions,
+    SetAlias, SignatureBundle, SignatureCheck, SignatureReport, VerifyReport, VersionFilter,
+    VersionOrder, VersionPage, WatchOptions,
 };
 pub use store::LinkMode;
 

@@ -363,3 +363,66 @@ fn purge_and_retention_without_async() {
     // The files and the manifests of versions 1 and 2.
     assert_eq!(gc.deleted.len(), 4, "{gc:?}");
 }
+
+/// Signing through the facade: sign, attach, list, read bundles, verify against
+/// a policy, and a fetch and a cache that require a trusted signature.
+#[test]
+fn signatures_without_async() {
+    use modelreg::signing::{SigningKey, TrustPolicy};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let reg = Registry::in_memory().expect("runtime");
+    let me = reg.acting_as(me());
+    me.create_model("fraud", CreateModel::new())
+        .expect("create");
+    register(&reg, "fraud", "weights");
+    let (trainer, approver) = (SigningKey::generate(), SigningKey::generate());
+    let policy = TrustPolicy::new()
+        .key(trainer.public_key())
+        .key(approver.public_key())
+        .min(2);
+    let fetch = |dest: &str| {
+        reg.fetch(
+            "fraud/1",
+            tmp.path().join(dest),
+            FetchOptions::new().trust(policy.clone()),
+        )
+    };
+    assert!(matches!(fetch("a"), Err(Error::Signature { .. })));
+    let s = me
+        .sign_version("fraud/1", &trainer, "trained")
+        .expect("sign");
+    // Made elsewhere (here: by the library's pure function) and attached.
+    let manifest = reg.manifest("fraud/1").expect("manifest");
+    let bundle = modelreg::signing::sign_manifest(
+        &manifest,
+        "fraud",
+        modelreg::signing::FileHash::Blake3,
+        &approver,
+    )
+    .expect("sign");
+    let a = me
+        .add_signature("fraud/1", bundle.clone(), approver.public_key(), "approved")
+        .expect("attach");
+    assert_eq!(
+        reg.signatures("fraud/1").expect("list"),
+        [s.clone(), a.clone()]
+    );
+    assert_eq!(
+        reg.signature_bundle("fraud/1", a.bundle).expect("bundle"),
+        bundle
+    );
+    assert_eq!(reg.signature_bundles("fraud/1").expect("bundles").len(), 2);
+    assert!(
+        reg.verify_signatures("fraud/1", &policy)
+            .expect("verify")
+            .passes()
+    );
+    fetch("b").expect("signed by both");
+    let cache = ModelCache::open(
+        tmp.path().join("cache"),
+        &reg,
+        CacheOptions::new().trust(policy.clone()),
+    )
+    .expect("cache");
+    cache.get("fraud/1").expect("cached");
+}

@@ -1295,3 +1295,107 @@ fn purge_and_retain_from_the_shell() {
     let help = Run::of(bin().arg("--help").output().unwrap());
     assert!(help.stdout.contains("8    purged"), "{}", help.stdout);
 }
+
+/// `version sign`, `attach`, `signatures` and `verify --key`: signatures are
+/// recorded with the actor, listed and exported, counted against the keys
+/// given, and a policy not met exits 9 after printing what was found.
+#[test]
+fn signing_and_verifying_from_the_command_line() {
+    use modelreg::signing::SigningKey;
+    let cli = one_version();
+    let (trainer, outsider) = (SigningKey::generate(), SigningKey::generate());
+    for (name, key) in [("trainer", &trainer), ("outsider", &outsider)] {
+        std::fs::write(cli.path(&format!("{name}.pem")), key.to_pem()).unwrap();
+        std::fs::write(
+            cli.path(&format!("{name}.pub.pem")),
+            key.public_key().to_pem(),
+        )
+        .unwrap();
+    }
+    // Unsigned: a policy of one key is not met.
+    cli.run(&["version", "verify", "fraud/1", "--key", "trainer.pub.pem"])
+        .fails(9, "0 trusted key(s) signed, 1 required");
+    let before = cli.events("fraud");
+    let signed = cli.json(&[
+        "version",
+        "sign",
+        "fraud/1",
+        "--key",
+        "trainer.pem",
+        "--reason",
+        "trained",
+    ]);
+    assert_eq!(signed["key"], trainer.id().as_str());
+    assert_eq!(signed["by"], "alice@example.com");
+    assert_eq!(signed["reason"], "trained");
+    assert_eq!(cli.events("fraud"), before + 1);
+
+    // Listed, and exported as files model_signing reads.
+    let list = cli.json(&["version", "signatures", "fraud/1", "--export", "sigs"]);
+    assert_eq!(list.as_array().map(Vec::len), Some(1));
+    let exported = cli.path(&format!("sigs/{}.sig.json", trainer.id()));
+    let bundle = std::fs::read(&exported).unwrap();
+    assert!(
+        String::from_utf8_lossy(&bundle).contains("application/vnd.dev.sigstore.bundle.v0.3+json")
+    );
+    let table = cli.run(&["version", "signatures", "fraud/1"]);
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    assert!(
+        table.stdout.contains(trainer.id().short()),
+        "{}",
+        table.stdout
+    );
+
+    // Verified by file or by key id; two keys required but one signed: 7.
+    let ok = cli.json(&["version", "verify", "fraud/1", "--key", "trainer.pub.pem"]);
+    assert_eq!(ok["signatures"]["trusted"][0], trainer.id().as_str());
+    assert_eq!(ok["files"]["files"], 3);
+    cli.run(&[
+        "version",
+        "verify",
+        "fraud/1",
+        "--key",
+        trainer.id().as_str(),
+    ]);
+    let r = cli.run(&[
+        "version",
+        "verify",
+        "fraud/1",
+        "--key",
+        "trainer.pub.pem",
+        "--key",
+        "outsider.pub.pem",
+        "--min",
+        "2",
+    ]);
+    assert_eq!(r.code, 9, "{}", r.stderr);
+    assert!(r.stdout.contains("valid, trusted"), "{}", r.stdout);
+    // A bundle attached with the wrong key: 7, nothing recorded; with its key:
+    // the same bundle again is a conflict (4).
+    let before = cli.events("fraud");
+    let exported = exported.display().to_string();
+    cli.run(&[
+        "version",
+        "attach",
+        "fraud/1",
+        &exported,
+        "--key",
+        "outsider.pub.pem",
+    ])
+    .fails(9, "not among the keys given");
+    cli.run(&[
+        "version",
+        "attach",
+        "fraud/1",
+        &exported,
+        "--key",
+        "trainer.pub.pem",
+    ])
+    .fails(4, "already exists");
+    assert_eq!(cli.events("fraud"), before);
+    // Not a key: usage.
+    cli.run(&["version", "verify", "fraud/1", "--key", "nope"])
+        .fails(2, "neither a readable PEM file nor a key id");
+    cli.run(&["version", "sign", "fraud/1", "--key", "trainer.pub.pem"])
+        .fails(2, "private key");
+}

@@ -114,6 +114,7 @@ fn record(n: u64, i: &Inputs) -> VersionRecord {
         reached: Default::default(),
         scan: None,
         purged: None,
+        signatures: Vec::new(),
     }
 }
 

@@ -179,6 +179,12 @@ suite! {
         history_tail_agrees_with_a_full_read,
         format_policy_gate_decides_from_recorded_scans,
         production_versions_are_immutable_except_by_override,
+        // tests/common/signing_suite.rs
+        signing_records_audited_signatures_that_verify,
+        external_bundles_attach_only_when_they_match,
+        signed_gate_counts_distinct_accepted_keys,
+        fetch_with_a_trust_policy_hands_out_only_signed_versions,
+        model_cache_with_a_trust_policy_hands_out_only_signed_versions,
     ],
     // tests/common/serving_suite.rs
     serving: [

@@ -484,7 +484,28 @@ async fn rich() -> (tempfile::TempDir, Registry) {
     me.set_traffic_split("fraud", split, "a/b")
         .await
         .expect("split");
+    let signature = me
+        .sign_version("fraud/3", &test_key(), "evaluated")
+        .await
+        .expect("sign");
+    let _ = SIGNATURE_BUNDLE.set(signature.bundle.to_string());
     (dir, registry)
+}
+
+/// The digest of the signature bundle of `fraud/3` in a [`rich`] registry: the
+/// same in every one (same files, same key, deterministic ECDSA).
+static SIGNATURE_BUNDLE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// A fixed P-256 key for tests only (`openssl genpkey`).
+fn test_key() -> modelreg::signing::SigningKey {
+    modelreg::signing::SigningKey::from_pem(
+        "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgMMXLSzptwBr5K4ZP
+mAEnMZE6oZkNANVa6871NHYz/RShRANCAAQ2aKIiZTM0Y9J8zXC7gZ7yeVtKOrZc
+kEkT0+QybyFNi6tQBCJ4E0ZbHS4f02CeVxHrGhKCsrQg9n2q+CCrpyEf
+-----END PRIVATE KEY-----",
+    )
+    .expect("test key")
 }
 
 /// Real values for the parameters of the GET operations over [`rich`].
@@ -499,6 +520,7 @@ fn real(name: &str) -> String {
         "candidate" => "3",
         "key" => "user-42",
         "of" => "fraud/3",
+        "bundle" => SIGNATURE_BUNDLE.get().expect("rich() signed fraud/3"),
         other => panic!("no real value for parameter {other:?}: add one"),
     }
     .to_owned()
@@ -564,8 +586,9 @@ async fn every_read_answers_json_its_schema_describes() {
             check_reply(&doc, &format!("GET {path}"), op, &r);
             checked += usize::from(response_schema(&doc, op, 200).is_some());
         }
-        // All but the download, whose body is the file, answer JSON.
-        assert_eq!(checked, reads - 1, "reads with a JSON schema");
+        // All but the download, whose body is the file, and the signature
+        // bundle (Sigstore JSON under its own media type) answer JSON.
+        assert_eq!(checked, reads - 2, "reads with a JSON schema");
         // The other shapes of the same records.
         let history_op = &doc["paths"]["/api/v1/models/{model}/history"]["get"];
         let r = fetch(

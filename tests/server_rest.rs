@@ -1084,3 +1084,57 @@ async fn a_purged_version_is_gone_but_its_record_stays() {
     .await
     .expect("requests");
 }
+
+/// A version's signatures are listed as their records' JSON, and each bundle
+/// is served as the bytes signed, with the Sigstore bundle media type.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signatures_are_listed_and_their_bundles_served() {
+    let (_dir, registry) = seeded().await;
+    let key = modelreg::signing::SigningKey::generate();
+    let sig = registry
+        .acting_as(Actor::new("evaluator").expect("actor"))
+        .sign_version("fraud/2", &key, "evaluated")
+        .await
+        .expect("sign");
+    let manifest = registry.manifest("fraud/2").await.expect("manifest");
+    let s = server(registry);
+    tokio::task::spawn_blocking(move || {
+        let t = Some(READER);
+        let list = get(&s, "/api/v1/models/fraud/versions/2/signatures", t);
+        assert_eq!(list.status, 200, "{}", list.text());
+        let list = list.json();
+        assert_eq!(list.as_array().map(Vec::len), Some(1));
+        assert_eq!(list[0]["key"], key.id().as_str());
+        assert_eq!(list[0]["by"], "evaluator");
+        assert_eq!(list[0]["reason"], "evaluated");
+        assert_eq!(list[0]["hash"], "sha256");
+        assert_eq!(list[0]["bundle"], sig.bundle.to_string());
+        assert_eq!(
+            get(&s, "/api/v1/models/fraud/versions/1/signatures", t).json(),
+            serde_json::json!([])
+        );
+        let bundle = get(
+            &s,
+            &format!("/api/v1/models/fraud/versions/2/signatures/{}", sig.bundle),
+            t,
+        );
+        assert_eq!(bundle.status, 200);
+        assert_eq!(
+            bundle.header("content-type"),
+            Some("application/vnd.dev.sigstore.bundle.v0.3+json")
+        );
+        modelreg::signing::verify_bundle(&bundle.body, &manifest, &[key.public_key().clone()])
+            .expect("the served bundle verifies");
+        // Another version's path does not serve it; a malformed digest is a 400.
+        let other = get(
+            &s,
+            &format!("/api/v1/models/fraud/versions/1/signatures/{}", sig.bundle),
+            t,
+        );
+        assert_eq!(other.status, 404, "{}", other.text());
+        let bad = get(&s, "/api/v1/models/fraud/versions/2/signatures/nope", t);
+        assert_eq!(bad.status, 400, "{}", bad.text());
+    })
+    .await
+    .expect("client");
+}

@@ -19,12 +19,13 @@ use crate::error::{Error, Result};
 /// - 2: adds the lifecycle events (stage changes, rollback, approvals, aliases,
 ///   gates) and traffic splits;
 /// - 3: adds format scans (`formats_scanned`);
-/// - 4: adds purges of a version's artifact (`version_purged`).
+/// - 4: adds purges of a version's artifact (`version_purged`);
+/// - 5: adds signatures (`signature_added`).
 ///
 /// Each event is written with the lowest format that has its kind
 /// ([`EventKind::format`]), so a log that uses no lifecycle event stays readable by
 /// builds that only know format 1.
-pub const EVENT_FORMAT: u32 = 4;
+pub const EVENT_FORMAT: u32 = 5;
 
 /// One change to a model, with who made it and when.
 ///
@@ -232,6 +233,24 @@ pub enum EventKind {
         /// Why.
         reason: String,
     },
+    /// A signature of a version's files was added: an OMS v1.0 bundle, verified
+    /// against the files and `public_key` before the event was written.
+    SignatureAdded {
+        /// The version.
+        version: VersionNumber,
+        /// The signing key's id, the SHA-256 of `public_key`.
+        key: crate::signing::KeyId,
+        /// The signing key's public key, SPKI PEM.
+        public_key: String,
+        /// Which digest of each file the bundle lists.
+        hash: crate::signing::FileHash,
+        /// The bundle's blob in the artifact store.
+        #[cfg_attr(feature = "serve", schema(value_type = String))]
+        bundle: crate::digest::Digest,
+        /// Why.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        reason: String,
+    },
 }
 
 impl EventKind {
@@ -253,6 +272,7 @@ impl EventKind {
             EventKind::TrafficSplitSet { .. } => "traffic_split_set",
             EventKind::FormatsScanned { .. } => "formats_scanned",
             EventKind::VersionPurged { .. } => "version_purged",
+            EventKind::SignatureAdded { .. } => "signature_added",
         }
     }
 
@@ -267,6 +287,7 @@ impl EventKind {
             | EventKind::VersionDeprecated { .. } => 1,
             EventKind::FormatsScanned { .. } => 3,
             EventKind::VersionPurged { .. } => 4,
+            EventKind::SignatureAdded { .. } => 5,
             _ => 2,
         }
     }
@@ -282,6 +303,7 @@ impl EventKind {
             | EventKind::AliasSet { version, .. }
             | EventKind::FormatsScanned { version, .. }
             | EventKind::VersionPurged { version, .. } => Some(*version),
+            EventKind::SignatureAdded { version, .. } => Some(*version),
             EventKind::RolledBack { restored, .. } => Some(*restored),
             EventKind::TagsSet { version, .. } | EventKind::AliasRemoved { version, .. } => {
                 *version

@@ -350,6 +350,18 @@ pub enum GateSpec {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         formats: Vec<crate::scan::FileFormat>,
     },
+    /// At least `min` distinct keys of `by` (default: any key) have signed the
+    /// candidate's files (see [`Session::sign_version`](crate::Session::sign_version)
+    /// and [`Session::add_signature`](crate::Session::add_signature)). Each
+    /// signature was verified against the files and its key when it was
+    /// recorded; the verdict is read from the log, never computed here.
+    Signed {
+        /// The key ids that count (default: every key).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        by: Vec<crate::signing::KeyId>,
+        /// How many distinct keys.
+        min: usize,
+    },
 }
 
 impl GateSpec {
@@ -359,6 +371,16 @@ impl GateSpec {
                 "approvals gate",
                 "required must be at least 1",
             )),
+            GateSpec::Signed { min: 0, .. } => Err(Error::invalid_input(
+                "signed gate",
+                "min must be at least 1",
+            )),
+            GateSpec::Signed { by, min } if !by.is_empty() && *min > by.len() => {
+                Err(Error::invalid_input(
+                    "signed gate",
+                    format!("min {min} is more than the {} keys listed", by.len()),
+                ))
+            }
             GateSpec::MinTimeInStage { seconds } if *seconds > i64::MAX as u64 / 1000 => {
                 Err(Error::invalid_input("min_time_in_stage gate", "too long"))
             }
@@ -377,6 +399,7 @@ impl Gate for GateSpec {
             GateSpec::Approvals { required, .. } => format!("approvals({required})"),
             GateSpec::ProvenanceComplete => "provenance_complete".into(),
             GateSpec::MinTimeInStage { seconds } => format!("min_time_in_stage({seconds}s)"),
+            GateSpec::Signed { min, .. } => format!("signed({min})"),
             GateSpec::FormatPolicy { formats } if formats.is_empty() => "format_policy".into(),
             GateSpec::FormatPolicy { formats } => format!(
                 "format_policy({})",
@@ -406,6 +429,7 @@ impl Gate for GateSpec {
                 }
             }
             GateSpec::FormatPolicy { formats } => format_policy(t.candidate, formats),
+            GateSpec::Signed { by, min } => signed(t.candidate, by, *min),
             GateSpec::MinTimeInStage { seconds } => {
                 let since = t.candidate.stage_since.unwrap_or(t.candidate.created_at);
                 let spent = t.at - since;
@@ -427,6 +451,42 @@ impl Gate for GateSpec {
                 }
             }
         }
+    }
+}
+
+fn signed(
+    v: &VersionRecord,
+    by: &[crate::signing::KeyId],
+    min: usize,
+) -> std::result::Result<String, String> {
+    let mut keys: Vec<&crate::signing::KeyId> = v
+        .signatures
+        .iter()
+        .map(|s| &s.key)
+        .filter(|k| by.is_empty() || by.contains(k))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let names: Vec<&str> = keys.iter().map(|k| k.short()).collect();
+    if keys.len() >= min.max(1) {
+        Ok(format!(
+            "signed by {} key(s): {}",
+            keys.len(),
+            names.join(", ")
+        ))
+    } else if keys.is_empty() {
+        Err(format!(
+            "v{} has {} signature(s), none by a key the gate accepts ({} required)",
+            v.number,
+            v.signatures.len(),
+            min
+        ))
+    } else {
+        Err(format!(
+            "signed by {} accepted key(s) ({}), {min} required",
+            keys.len(),
+            names.join(", ")
+        ))
     }
 }
 

@@ -16,6 +16,7 @@ pub mod reference;
 pub mod retention;
 pub mod routing;
 pub mod scan;
+pub mod signing;
 pub mod state;
 pub mod summary;
 
@@ -38,6 +39,7 @@ pub use name::{Actor, AliasName, MetricName, ModelName, TagKey};
 pub use record::{
     CodeRef, DatasetRef, DatasetRole, Deprecation, Environment, FormatScan, Goal, HyperValue,
     Hyperparameters, MetricSpec, Metrics, ParentRef, Provenance, Relation, Tags, VersionRecord,
+    VersionSignature,
 };
 pub use reference::{Selector, VersionNumber, VersionRef};
 pub use retention::{Protection, Purge, RetentionPlan, RetentionPolicy};

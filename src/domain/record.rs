@@ -788,6 +788,36 @@ pub struct VersionRecord {
     /// no longer kept, and fetching it is [`Error::Purged`](crate::Error::Purged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purged: Option<super::retention::Purge>,
+    /// The signatures of its files, in the order they were added, from
+    /// [`signature_added`](crate::EventKind::SignatureAdded) events. Each was
+    /// verified against the version's files and its public key when it was
+    /// added.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<VersionSignature>,
+}
+
+/// A signature of a version's files, as recorded in its log: an OMS v1.0
+/// bundle (stored in the artifact store under `bundle`) made with the key
+/// `key`, verified when it was added.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
+pub struct VersionSignature {
+    /// The signing key's id (the SHA-256 of `public_key`).
+    pub key: crate::signing::KeyId,
+    /// The signing key's public key, SPKI PEM.
+    pub public_key: String,
+    /// Which digest of each file the bundle lists.
+    pub hash: crate::signing::FileHash,
+    /// The bundle's BLAKE3 digest: its blob in the artifact store.
+    #[cfg_attr(feature = "serve", schema(value_type = String))]
+    pub bundle: crate::digest::Digest,
+    /// When it was added.
+    pub at: DateTime<Utc>,
+    /// Who added it (signed, or attached a bundle made elsewhere).
+    pub by: Actor,
+    /// Why (`trained`, `evaluated`, `approved for production`, …).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
 }
 
 /// The verdict of the [format scanner](crate::scan) on every file of a

@@ -522,6 +522,11 @@ impl Registry {
         let what = format!("{}/{}", r.model, v.number);
         let store = self.inner.artifacts.as_ref();
         let manifest = self.verified_manifest(&v.artifact).await?;
+        if let Some(policy) = &options.trust {
+            self.check_signatures(&v, Arc::clone(&manifest), policy)
+                .await?
+                .into_result()?;
+        }
         let progress = options.progress.as_ref();
         fetch::fetch_into(
             store,
@@ -681,6 +686,7 @@ fn registered(
             reached: BTreeSet::new(),
             scan: None,
             purged: None,
+            signatures: Vec::new(),
         }),
     }
 }

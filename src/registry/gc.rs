@@ -531,14 +531,16 @@ impl Registry {
     /// seconds.
     ///
     /// References are every version of every model, whatever its stage (archived
-    /// and deprecated versions stay fetchable), through its manifest, except the
-    /// versions whose artifacts were [purged](crate::Session::purge_version): a
-    /// blob only purged versions used is deleted (their manifests too), one a
-    /// kept version shares stays. Checkpoints hold nothing else. If any reference cannot be read — a model's log or a
-    /// manifest that is missing, corrupt or unreadable, a blob listing that fails —
-    /// the collection stops with that error before deleting anything: a blob is only
-    /// deleted when every reference is known. Run [`check`](Self::check) to find
-    /// what is broken.
+    /// and deprecated versions stay fetchable), through its manifest, and the
+    /// signature bundles recorded for it, except the artifacts of versions that
+    /// were [purged](crate::Session::purge_version): a blob only purged versions
+    /// used is deleted (their manifests too), one a kept version shares stays (a
+    /// purged version's signature bundles stay, as its record does).
+    /// Checkpoints hold nothing else. If any reference cannot be read — a
+    /// model's log or a manifest that is missing, corrupt or unreadable, a blob
+    /// listing that fails — the collection stops with that error before
+    /// deleting anything: a blob is only deleted when every reference is known.
+    /// Run [`check`](Self::check) to find what is broken.
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -738,19 +740,29 @@ impl Registry {
         // Every version's manifest, first the list (from the states), then the reads.
         let mut todo = Vec::new();
         for model in &models {
-            let versions: Vec<(u64, Digest)> = self
+            let (versions, bundles): (Vec<(u64, Digest)>, Vec<Digest>) = self
                 .read(model, |s| {
-                    // A purged version references nothing: what only it used
-                    // goes. Purges are never undone, so a version unmarked here
-                    // cannot reference its blobs again; a new version that
-                    // reuses them is protected by its intent (module docs).
-                    s.versions()
-                        .iter()
-                        .filter(|v| v.purged.is_none())
-                        .map(|v| (v.number.get(), v.artifact))
-                        .collect()
+                    let versions = s.versions();
+                    (
+                        // A purged version references nothing: what only it used
+                        // goes. Purges are never undone, so a version unmarked here
+                        // cannot reference its blobs again; a new version that
+                        // reuses them is protected by its intent (module docs).
+                        versions
+                            .iter()
+                            .filter(|v| v.purged.is_none())
+                            .map(|v| (v.number.get(), v.artifact))
+                            .collect(),
+                        // Signature bundles, referenced by the log alone (a purged
+                        // version's too: its record and history stay).
+                        versions
+                            .iter()
+                            .flat_map(|v| v.signatures.iter().map(|s| s.bundle))
+                            .collect(),
+                    )
                 })
                 .await?;
+            marks.referenced.extend(bundles);
             for (number, artifact) in versions {
                 if marks.manifests.insert(artifact) {
                     todo.push((model, number, artifact));

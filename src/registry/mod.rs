@@ -38,6 +38,7 @@ mod retention;
 mod scan;
 mod serving;
 mod session;
+mod signing;
 mod turn;
 mod url;
 
@@ -54,6 +55,7 @@ pub use paging::{Page, VersionOrder, VersionPage};
 pub use retention::{ProtectedVersion, RetentionReport};
 pub use serving::WatchOptions;
 pub use session::{Override, Session};
+pub use signing::{SignatureBundle, SignatureCheck, SignatureReport};
 
 use ingest::blocking;
 

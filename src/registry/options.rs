@@ -551,6 +551,7 @@ impl VersionFilter {
 pub struct FetchOptions {
     pub(crate) link: LinkMode,
     pub(crate) progress: Option<Progress>,
+    pub(crate) trust: Option<crate::signing::TrustPolicy>,
 }
 
 impl FetchOptions {
@@ -576,6 +577,17 @@ impl FetchOptions {
     /// to the total.
     pub fn progress(mut self, progress: Progress) -> Self {
         self.progress = Some(progress);
+        self
+    }
+
+    /// Fetches only a version that enough keys `policy` trusts have signed:
+    /// before anything is written, every signature is verified again against
+    /// the version's files ([`Registry::verify_signatures`](crate::Registry::verify_signatures));
+    /// when the policy is not met the fetch fails with
+    /// [`Error::Signature`](crate::Error::Signature) and `dest` is left as it
+    /// was. The files are then written and re-hashed as always.
+    pub fn trust(mut self, policy: crate::signing::TrustPolicy) -> Self {
+        self.trust = Some(policy);
         self
     }
 }

@@ -272,6 +272,65 @@ impl Session {
         self.registry.scan_formats(version, &self.actor).await
     }
 
+    /// Signs every file of a version with `key`: an OpenSSF Model Signing v1.0
+    /// bundle listing each file's SHA-256 (what `model_signing verify key`
+    /// checks), stored content-addressed in the artifact store and recorded
+    /// in the log (a `signature_added` event naming this session's actor, the
+    /// key's id, its public key and `reason`). Several keys may sign one
+    /// version (trainer, evaluator, approver); the
+    /// [`Signed`](GateSpec::Signed) gate and
+    /// [`verify_signatures`](Registry::verify_signatures) count them.
+    ///
+    /// A version registered before SHA-256 digests were recorded is
+    /// [`Error::InvalidInput`]; the same key signing the same files twice
+    /// makes the same bundle: [`Error::AlreadyExists`].
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+    /// use modelreg::*;
+    /// use modelreg::signing::{SigningKey, TrustPolicy};
+    /// let registry = Registry::in_memory();
+    /// let me = registry.acting_as(Actor::new("trainer")?);
+    /// me.create_model("fraud", CreateModel::new()).await?;
+    /// let v = me.register("fraud", ArtifactSource::bytes("m.onnx", "w")?, NewVersion::new()).await?;
+    /// let key = SigningKey::generate(); // in practice: SigningKey::from_pem(&secret)?
+    /// let sig = me.sign_version(&*v, &key, "trained").await?;
+    /// assert_eq!(&sig.key, key.id());
+    /// let policy = TrustPolicy::new().key(key.public_key());
+    /// assert!(registry.verify_signatures("fraud/1", &policy).await?.passes());
+    /// # Ok::<(), modelreg::Error>(()) }).unwrap();
+    /// ```
+    #[tracing::instrument(name = "sign_version", level = "info", skip_all, fields(actor = %self.actor))]
+    pub async fn sign_version(
+        &self,
+        version: impl IntoVersionRef,
+        key: &crate::signing::SigningKey,
+        reason: impl Into<String>,
+    ) -> Result<crate::VersionSignature> {
+        self.registry
+            .sign_version(version, key, &reason.into(), &self.actor)
+            .await
+    }
+
+    /// Attaches a signature made elsewhere (by `model_signing sign key` on a
+    /// checkout of the files, by another registry): the bundle is verified
+    /// first — signed by `key`, listing exactly the version's files with their
+    /// digests — then stored and recorded as [`sign_version`](Self::sign_version)
+    /// records its own. A bundle that does not verify is [`Error::Signature`]
+    /// and nothing is recorded.
+    #[tracing::instrument(name = "add_signature", level = "info", skip_all, fields(actor = %self.actor))]
+    pub async fn add_signature(
+        &self,
+        version: impl IntoVersionRef,
+        bundle: impl Into<bytes::Bytes>,
+        key: &crate::signing::PublicKey,
+        reason: impl Into<String>,
+    ) -> Result<crate::VersionSignature> {
+        self.registry
+            .add_signature(version, bundle.into(), key, &reason.into(), &self.actor)
+            .await
+    }
+
     /// Deprecates a version: it stays resolvable by number, semver and digest, but
     /// `@latest` skips it.
     #[tracing::instrument(name = "deprecate", level = "info", skip_all, fields(actor = %self.actor))]

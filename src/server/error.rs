@@ -83,6 +83,9 @@ impl From<Error> for ApiError {
             Error::Purged { .. } => (StatusCode::GONE, "purged"),
             // A purge refused: the version is in use.
             Error::Protected { .. } => (StatusCode::CONFLICT, "protected"),
+            // A bundle that does not verify, or a policy not met: the request's
+            // content is understood and refused.
+            Error::Signature { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "signature"),
             Error::InvalidName { .. }
             | Error::InvalidReference { .. }
             | Error::InvalidPath { .. }

@@ -63,6 +63,7 @@ pub(crate) fn document() -> utoipa::openapi::OpenApi {
     paths(
         list_models, create_model, show_model, model_tags,
         list_versions, upload::register, show_version, manifest, download,
+        signatures, signature_bundle,
         add_metrics, version_tags, deprecate,
         transition, promote, approve, reject, rollback,
         set_alias, remove_alias,
@@ -83,7 +84,7 @@ pub(crate) fn document() -> utoipa::openapi::OpenApi {
     tags(
         (name = "models", description = "Models: their summaries, tags and metric directions."),
         (name = "versions", description = "Versions: listing, records, uploads, metrics, tags, deprecation."),
-        (name = "files", description = "A version's manifest and its files."),
+        (name = "files", description = "A version's manifest, its files and their signatures."),
         (name = "lifecycle", description = "Stages, gates, approvals and rollback."),
         (name = "aliases", description = "Movable names for versions."),
         (name = "traffic", description = "Traffic splits and the route a request key takes."),
@@ -121,6 +122,8 @@ impl Routes {
         .add(__path_show_version, show_version)
         .add(__path_manifest, manifest)
         .add(__path_download, download)
+        .add(__path_signatures, signatures)
+        .add(__path_signature_bundle, signature_bundle)
         .add(__path_add_metrics, add_metrics)
         .add(__path_version_tags, version_tags)
         .add(__path_deprecate, deprecate)
@@ -532,6 +535,76 @@ async fn download(
         .ok_or_else(|| ApiError::not_found(format!("{model}@{version} has no file '{path}'")))?;
     let etag = entry.digest.to_string().replace(':', "-");
     files::serve(&s, &method, &headers, entry, &etag, HeaderMap::new()).await
+}
+
+/// A version's signatures: OpenSSF Model Signing v1.0 bundles of its files,
+/// each verified against the files and its public key when it was added.
+#[utoipa::path(
+    get,
+    path = "/api/v1/models/{model}/versions/{version}/signatures",
+    tag = "files",
+    params(VersionAt),
+    responses(
+        (status = 200, description = "The signatures, in the order they were added.", body = Vec<crate::VersionSignature>),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+    ),
+)]
+async fn signatures(
+    axum::extract::State(s): axum::extract::State<State>,
+    Path(at): Path<VersionAt>,
+) -> ApiResult<Json<Vec<crate::VersionSignature>>> {
+    Ok(Json(s.registry.signatures(at.reference()?).await?))
+}
+
+/// A signature of a version named in the path.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct SignatureAt {
+    /// The model's name.
+    #[param(value_type = ModelName)]
+    model: String,
+    /// The version: a number (`7`), a semver label (`1.4.0`), or an alias or
+    /// stage name (`champion`, `production`, `latest`).
+    version: String,
+    /// The bundle's digest, `blake3:<hex>`, as the signature records it.
+    bundle: String,
+}
+
+/// One signature's bundle, as signed: a Sigstore bundle (JSON) that
+/// `model_signing verify key` checks against a checkout of the files.
+#[utoipa::path(
+    get,
+    path = "/api/v1/models/{model}/versions/{version}/signatures/{bundle}",
+    tag = "files",
+    params(SignatureAt),
+    responses(
+        (status = 200, description = "The bundle's bytes.", content_type = "application/vnd.dev.sigstore.bundle.v0.3+json", body = inline(Binary)),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+    ),
+)]
+async fn signature_bundle(
+    axum::extract::State(s): axum::extract::State<State>,
+    Path(SignatureAt {
+        model,
+        version,
+        bundle,
+    }): Path<SignatureAt>,
+) -> ApiResult<Response> {
+    let digest: crate::Digest = bundle.parse()?;
+    let bytes = s
+        .registry
+        .signature_bundle(version_ref(&model, &version)?, digest)
+        .await?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::signing::BUNDLE_MEDIA_TYPE,
+        )],
+        bytes,
+    )
+        .into_response())
 }
 
 #[derive(Deserialize, IntoParams)]

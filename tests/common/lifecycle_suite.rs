@@ -3432,10 +3432,10 @@ pub async fn lifecycle_state_survives_checkpoints(f: &Fixture) {
 
 /// Events of the kinds a format-1 build knows are still written as format 1, so
 /// such a build can read a log that uses no lifecycle; lifecycle events are
-/// format 2, also after a model's first lifecycle event, and format scans 3
-/// (purges, 4, are checked in `retention_suite.rs`).
+/// format 2, also after a model's first lifecycle event, format scans 3 and
+/// signatures 5 (purges, 4, are checked in `retention_suite.rs`).
 pub async fn lifecycle_events_are_format_2(f: &Fixture) {
-    assert_eq!(modelreg::format::EVENT_FORMAT, 4);
+    assert_eq!(modelreg::format::EVENT_FORMAT, 5);
     let reg = f.registry();
     audited(&reg).await;
     let alice = actor("alice");
@@ -4109,3 +4109,13 @@ pub async fn production_versions_are_immutable_except_by_override(f: &Fixture) {
         .await
         .expect("archived is editable");
 }
+
+// The signed-version tests live in their own file and run in this suite
+// (`tests/registry_behaviour.rs` lists them with the lifecycle tests).
+#[allow(unused_imports)]
+pub use super::signing_suite::{
+    external_bundles_attach_only_when_they_match,
+    fetch_with_a_trust_policy_hands_out_only_signed_versions,
+    model_cache_with_a_trust_policy_hands_out_only_signed_versions,
+    signed_gate_counts_distinct_accepted_keys, signing_records_audited_signatures_that_verify,
+};

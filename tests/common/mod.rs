@@ -44,6 +44,7 @@ pub mod rest;
 pub mod retention_suite;
 pub mod servers;
 pub mod serving_suite;
+pub mod signing_suite;
 pub mod targets;
 // Its helpers fail by panicking on `unwrap`, as `tests/store_conformance.rs` allows
 // for its whole crate; here the allowance must be on the module.

@@ -32,6 +32,7 @@ Exit codes:
        or a layer pulled from an OCI registry does not match its SHA-256
   7    remote: an OCI registry is unreachable or refused, or the artifact is not ModelPack
   8    purged: the version's files were purged (its record and history remain)
+  9    signature: a signature bundle does not verify, or too few trusted keys signed
   130  interrupted (Ctrl-C); what was kept is printed";
 
 /// modelreg: a content-addressed model registry, from the shell.
@@ -42,7 +43,7 @@ Exit codes:
 #[command(
     name = "modelreg",
     version,
-    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 conflict, 5 refused, 6 integrity, 7 remote, 8 purged, 130 interrupted (--help says more).",
+    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 conflict, 5 refused, 6 integrity, 7 remote, 8 purged, 9 signature, 130 interrupted (--help says more).",
     after_long_help = AFTER_HELP
 )]
 pub struct Cli {
@@ -178,10 +179,49 @@ pub enum VersionCmd {
         #[arg(long, value_enum, default_value_t = Link::Copy)]
         link: Link,
     },
-    /// Re-hashes every blob of a version in the store.
+    /// Re-hashes every blob of a version in the store; with --key, also checks its signatures.
     Verify {
         /// The version.
         reference: String,
+        /// A trusted public key: a PEM file, or a key id (64 hex digits); repeatable.
+        /// The version must carry valid signatures by at least --min of them (exit code 9 if not).
+        #[arg(long = "key", value_name = "PEM|KEY_ID")]
+        keys: Vec<String>,
+        /// How many distinct trusted keys must have signed.
+        #[arg(long, default_value_t = 1, requires = "keys")]
+        min: usize,
+    },
+    /// Signs a version's files with an ECDSA P-256 key (OpenSSF Model Signing v1.0 bundle, SHA-256).
+    Sign {
+        /// The version.
+        reference: String,
+        /// The private key, PEM (PKCS#8 or SEC1, unencrypted).
+        #[arg(long, value_name = "PEM")]
+        key: PathBuf,
+        /// Why (trained, evaluated, approved, …), recorded with the signature.
+        #[arg(long, short, default_value = "")]
+        reason: String,
+    },
+    /// Attaches a signature bundle made elsewhere (`model_signing sign key …`), after verifying it.
+    Attach {
+        /// The version.
+        reference: String,
+        /// The bundle (Sigstore bundle JSON).
+        bundle: PathBuf,
+        /// The signer's public key, PEM.
+        #[arg(long, value_name = "PEM")]
+        key: PathBuf,
+        /// Why, recorded with the signature.
+        #[arg(long, short, default_value = "")]
+        reason: String,
+    },
+    /// A version's signatures: key, who added it, when, why.
+    Signatures {
+        /// The version.
+        reference: String,
+        /// Write the bundle of each signature into DIR as KEY_ID.sig.json.
+        #[arg(long, value_name = "DIR")]
+        export: Option<PathBuf>,
     },
     /// Scans a version's files for formats and pickles that could run code, and
     /// records the verdicts (what the format_policy gate reads).

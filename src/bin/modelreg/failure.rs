@@ -47,6 +47,8 @@ pub enum Kind {
     Remote,
     /// 8: the version's files were purged.
     Purged,
+    /// 9: a signature bundle does not verify, or too few trusted keys signed.
+    Signature,
     /// 130: Ctrl-C.
     Interrupted,
 }
@@ -63,6 +65,7 @@ impl Kind {
             Kind::Integrity => 6,
             Kind::Remote => 7,
             Kind::Purged => 8,
+            Kind::Signature => 9,
             Kind::Interrupted => 130,
         }
     }
@@ -128,6 +131,7 @@ fn kind_of(e: &Error) -> Kind {
             modelreg::OciProblem::NotFound => Kind::NotFound,
             _ => Kind::Remote,
         },
+        Error::Signature { .. } => Kind::Signature,
         Error::InvalidName { .. }
         | Error::InvalidReference { .. }
         | Error::InvalidPath { .. }

@@ -584,7 +584,7 @@ pub struct VersionDiff {
 /// #     number: VersionNumber::new(n).unwrap(), semver: None, artifact: Digest::of(b""), size: 0,
 /// #     files: 0, created_at: chrono::DateTime::UNIX_EPOCH, created_by: Actor::new("ci").unwrap(),
 /// #     description: String::new(), tags: Tags::new(), provenance: Provenance::default(),
-/// #     metrics: Metrics::new().with("auc", auc).unwrap(), deprecated: None, stage: Default::default(), stage_since: None, approvals: Default::default(), reached: Default::default(), scan: None, purged: None };
+/// #     metrics: Metrics::new().with("auc", auc).unwrap(), deprecated: None, stage: Default::default(), stage_since: None, approvals: Default::default(), reached: Default::default(), scan: None, purged: None, signatures: Vec::new() };
 /// use std::collections::BTreeMap;
 /// let fraud = ModelName::new("fraud")?;
 /// let specs = BTreeMap::from([(MetricName::new("auc")?, MetricSpec::maximize())]);
@@ -727,6 +727,7 @@ mod tests {
             reached: Default::default(),
             scan: None,
             purged: None,
+            signatures: Vec::new(),
         }
     }
 

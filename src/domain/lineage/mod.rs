@@ -296,7 +296,7 @@ struct NodeData {
 /// #     files: 0, created_at: chrono::DateTime::UNIX_EPOCH, created_by: Actor::new("ci").unwrap(),
 /// #     description: String::new(), tags: Tags::new(),
 /// #     provenance: Provenance { parents, datasets, ..Provenance::default() },
-/// #     metrics: Metrics::new(), deprecated: None, stage: Default::default(), stage_since: None, approvals: Default::default(), reached: Default::default(), scan: None, purged: None };
+/// #     metrics: Metrics::new(), deprecated: None, stage: Default::default(), stage_since: None, approvals: Default::default(), reached: Default::default(), scan: None, purged: None, signatures: Vec::new() };
 /// let clicks = DatasetRef::new("clicks", DatasetRole::Train).version("v3");
 /// let base = ModelName::new("base")?;
 /// let fraud = ModelName::new("fraud")?;
@@ -892,7 +892,7 @@ impl LineageSubgraph {
     /// #     files: 0, created_at: chrono::DateTime::UNIX_EPOCH, created_by: Actor::new("ci").unwrap(),
     /// #     description: String::new(), tags: Tags::new(), provenance: Provenance {
     /// #         datasets: vec![DatasetRef::new("say \"hi\"", DatasetRole::Train)], ..Provenance::default() },
-    /// #     metrics: Metrics::new(), deprecated: None, stage: Default::default(), stage_since: None, approvals: Default::default(), reached: Default::default(), scan: None, purged: None };
+    /// #     metrics: Metrics::new(), deprecated: None, stage: Default::default(), stage_since: None, approvals: Default::default(), reached: Default::default(), scan: None, purged: None, signatures: Vec::new() };
     /// let mut graph = LineageGraph::new();
     /// graph.add_version(ModelName::new("chat")?, record)?; // trained on `say "hi"`
     /// let key = VersionKey::new(ModelName::new("chat")?, VersionNumber::FIRST);
@@ -984,6 +984,7 @@ mod tests {
             reached: Default::default(),
             scan: None,
             purged: None,
+            signatures: Vec::new(),
         }
     }
 

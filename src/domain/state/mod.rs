@@ -10,7 +10,9 @@ use super::event::{Event, EventKind};
 use super::lifecycle::{AliasTarget, Approval, GatePolicy, Stage};
 use super::limits::{MAX_DESCRIPTION_CHARS, MAX_REASON_CHARS};
 use super::name::{Actor, AliasName, MetricName, ModelName, check_text};
-use super::record::{Deprecation, FormatScan, MetricSpec, Tags, VersionRecord, check_tags};
+use super::record::{
+    Deprecation, FormatScan, MetricSpec, Tags, VersionRecord, VersionSignature, check_tags,
+};
 use super::reference::{Selector, VersionNumber, VersionRef};
 use super::retention::Purge;
 use super::routing::{TrafficSplit, check_split_set};
@@ -164,10 +166,11 @@ impl ModelState {
                     || !version.reached.is_empty()
                     || version.scan.is_some()
                     || version.purged.is_some()
+                    || !version.signatures.is_empty()
                 {
                     return Err(Error::invalid_input(
                         format!("version {} of model '{}'", version.number, self.name),
-                        "a new version starts unstaged, unapproved, unscanned, not deprecated and not purged",
+                        "a new version starts unstaged, unapproved, unscanned, unsigned, not deprecated and not purged",
                     ));
                 }
                 check_text("description", &version.description, MAX_DESCRIPTION_CHARS)?;
@@ -395,6 +398,31 @@ impl ModelState {
                 }
                 check_text("reason", reason, MAX_REASON_CHARS)
             }
+            EventKind::SignatureAdded {
+                version,
+                key,
+                public_key,
+                bundle,
+                reason,
+                ..
+            } => {
+                let v = self.require(*version)?;
+                let what = || format!("signature of {}/{version}", self.name);
+                let public = crate::signing::PublicKey::from_pem(public_key)?;
+                if public.id() != key {
+                    return Err(Error::invalid_input(
+                        what(),
+                        format!("key id {key} is not the SHA-256 of the public key given"),
+                    ));
+                }
+                if v.signatures.iter().any(|s| s.bundle == *bundle) {
+                    return Err(Error::already_exists(format!(
+                        "signature {bundle} of {}/{version}",
+                        self.name
+                    )));
+                }
+                check_text("reason", reason, MAX_REASON_CHARS)
+            }
         }
     }
 
@@ -560,6 +588,24 @@ impl ModelState {
             }
             EventKind::VersionPurged { version, reason } => {
                 self.version_mut(version).purged = Some(Purge {
+                    at: event.time,
+                    by: event.actor,
+                    reason,
+                });
+            }
+            EventKind::SignatureAdded {
+                version,
+                key,
+                public_key,
+                hash,
+                bundle,
+                reason,
+            } => {
+                self.version_mut(version).signatures.push(VersionSignature {
+                    key,
+                    public_key,
+                    hash,
+                    bundle,
                     at: event.time,
                     by: event.actor,
                     reason,
@@ -887,6 +933,7 @@ mod tests {
                 reached: BTreeSet::new(),
                 scan: None,
                 purged: None,
+                signatures: Vec::new(),
             };
             events.push(event(
                 i + 1,

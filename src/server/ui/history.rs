@@ -259,6 +259,15 @@ pub(super) fn details(model: &str, e: &Event) -> Markup {
         EventKind::VersionPurged { version, reason: r } => {
             html! { (v(model, *version)) " artifact purged" (reason(r)) }
         }
+        EventKind::SignatureAdded {
+            version,
+            key,
+            hash,
+            reason: r,
+            ..
+        } => html! {
+            (v(model, *version)) " signed by key " code title=(key) { (key.short()) } " (" (hash) ")" (reason(r))
+        },
     }
 }
 

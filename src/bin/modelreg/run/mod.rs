@@ -8,6 +8,7 @@ mod maintenance;
 mod models;
 #[cfg(feature = "serve")]
 mod serve;
+mod signing;
 mod versions;
 
 use audit::{history, lineage, watch};

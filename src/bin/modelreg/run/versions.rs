@@ -69,7 +69,26 @@ pub(super) async fn version(ctx: &Ctx, cmd: VersionCmd) -> Out {
             ));
             Ok(())
         }
-        VersionCmd::Verify { reference } => {
+        VersionCmd::Verify {
+            reference,
+            keys,
+            min,
+        } if !keys.is_empty() => super::signing::verify(ctx, &reference, &keys, min).await,
+        VersionCmd::Sign {
+            reference,
+            key,
+            reason,
+        } => super::signing::sign(ctx, &reference, &key, reason).await,
+        VersionCmd::Attach {
+            reference,
+            bundle,
+            key,
+            reason,
+        } => super::signing::attach(ctx, &reference, &bundle, &key, reason).await,
+        VersionCmd::Signatures { reference, export } => {
+            super::signing::signatures(ctx, &reference, export.as_deref()).await
+        }
+        VersionCmd::Verify { reference, .. } => {
             let bar = Bar::new(ctx.quiet, "verifying");
             let report = ctx
                 .registry
