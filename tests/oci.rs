@@ -695,3 +695,81 @@ async fn an_unreachable_registry_and_a_bad_reference_are_typed_errors() {
         Error::NotFound { .. }
     );
 }
+
+/// A signed version is pushed with its OMS bundles as referrers: each bundle's
+/// bytes, its artifact type and its key id reach the OCI registry, where any
+/// referrers client finds them.
+#[tokio::test]
+#[cfg_attr(not(modelreg_oci), ignore = "needs MODELREG_TEST_OCI_REGISTRY")]
+async fn a_signed_version_is_pushed_with_its_signatures_as_referrers() {
+    let source = Registry::in_memory();
+    source_version(&source).await;
+    let key = modelreg::signing::SigningKey::generate();
+    let sig = source
+        .acting_as(me())
+        .sign_version("fraud/1", &key, "evaluated")
+        .await
+        .expect("sign");
+    let reference = format!("{}:signed", repository());
+    let pushed = source
+        .push_oci("fraud/1", &reference, &options(), Vec::new())
+        .await
+        .expect("push");
+    assert_eq!(pushed.referrers.len(), 1, "{pushed:?}");
+
+    let (client, r) = raw_client(&reference);
+    let subject = oci_client::Reference::with_digest(
+        r.registry().to_owned(),
+        r.repository().to_owned(),
+        pushed.digest.clone(),
+    );
+    let index = client
+        .pull_referrers(&subject, None)
+        .await
+        .expect("referrers");
+    assert_eq!(index.manifests.len(), 1);
+    assert_eq!(
+        index.manifests[0].artifact_type.as_deref(),
+        Some(modelreg::signing::BUNDLE_MEDIA_TYPE)
+    );
+    let at = oci_client::Reference::with_digest(
+        r.registry().to_owned(),
+        r.repository().to_owned(),
+        index.manifests[0].digest.clone(),
+    );
+    let (raw, _) = client
+        .pull_manifest_raw(
+            &at,
+            &oci_client::secrets::RegistryAuth::Anonymous,
+            &["application/vnd.oci.image.manifest.v1+json"],
+        )
+        .await
+        .expect("referrer manifest");
+    let m: serde_json::Value = serde_json::from_slice(&raw).expect("json");
+    assert_eq!(
+        m["annotations"][modelreg::oci::SIGNATURE_KEY_ANNOTATION],
+        key.id().as_str()
+    );
+    assert_eq!(
+        m["annotations"][modelreg::oci::SIGNATURE_REASON_ANNOTATION],
+        "evaluated"
+    );
+    let mut blob = Vec::new();
+    client
+        .pull_blob(
+            &r,
+            m["layers"][0]["digest"].as_str().expect("digest"),
+            &mut blob,
+        )
+        .await
+        .expect("blob");
+    let stored = source
+        .signature_bundle("fraud/1", sig.bundle)
+        .await
+        .expect("bundle");
+    assert_eq!(blob, stored);
+    // What the registry holds verifies against the version's files.
+    let manifest = source.manifest("fraud/1").await.expect("manifest");
+    modelreg::signing::verify_bundle(&blob, &manifest, &[key.public_key().clone()])
+        .expect("the pushed bundle verifies");
+}

@@ -19,7 +19,10 @@ use crate::oci::client::OciClient;
 use crate::oci::modelpack::{
     self, Descriptor, INDEX_MEDIA_TYPE, LayerFile, MANIFEST_MEDIA_TYPE, oci_digest,
 };
-use crate::oci::{AttachReport, OciOptions, PullReport, PushReport, Referrer, attach};
+use crate::oci::{
+    AttachReport, OciOptions, PullReport, PushReport, Referrer, SIGNATURE_BY_ANNOTATION,
+    SIGNATURE_KEY_ANNOTATION, SIGNATURE_REASON_ANNOTATION, attach,
+};
 
 /// The manifest media types a pull accepts from the registry, so that an
 /// index or a Docker image is reported for what it is (not ModelPack) rather
@@ -33,8 +36,12 @@ const PULL_ACCEPT: &[&str] = &[
 
 impl Registry {
     /// Pushes a version to an OCI registry as a CNCF ModelPack artifact, under
-    /// `reference` (`registry/repository:tag`), then attaches `referrers` to it
-    /// (see [`attach_oci_referrer`](Self::attach_oci_referrer)).
+    /// `reference` (`registry/repository:tag`), then attaches the version's
+    /// recorded signatures (each OMS bundle as a referrer of artifact type
+    /// [`BUNDLE_MEDIA_TYPE`](crate::signing::BUNDLE_MEDIA_TYPE), annotated with
+    /// its key id, signer and reason) and `referrers` to it (see
+    /// [`attach_oci_referrer`](Self::attach_oci_referrer)), so `cosign`-style
+    /// tools and `model_signing` users find the signatures beside the model.
     ///
     /// Each file becomes one raw layer, streamed from the artifact store in
     /// chunks (never whole in memory) and named by the SHA-256 recorded at
@@ -112,8 +119,18 @@ impl Registry {
             artifact_type: Some(modelpack::MODEL_ARTIFACT_TYPE.to_owned()),
             annotations: Default::default(),
         };
-        let mut attached = Vec::with_capacity(referrers.len());
-        for r in &referrers {
+        let mut all = Vec::with_capacity(record.signatures.len() + referrers.len());
+        for b in self.signature_bundles(record.reference()).await? {
+            all.push(
+                Referrer::new(b.media_type, b.bytes)
+                    .annotation(SIGNATURE_KEY_ANNOTATION, b.signature.key.as_str())
+                    .annotation(SIGNATURE_BY_ANNOTATION, b.signature.by.as_str())
+                    .annotation(SIGNATURE_REASON_ANNOTATION, b.signature.reason),
+            );
+        }
+        all.extend(referrers);
+        let mut attached = Vec::with_capacity(all.len());
+        for r in &all {
             attached.push(attach(&client, &subject, r).await?);
         }
         Ok(PushReport {
