@@ -98,6 +98,14 @@ impl OciOptions {
     }
 }
 
+/// The annotation on a pushed signature's referrer naming its key id (the
+/// SHA-256 of the public key, the OMS key hint).
+pub const SIGNATURE_KEY_ANNOTATION: &str = "dev.modelreg.signature.key";
+/// The annotation naming who added the signature, as the log records it.
+pub const SIGNATURE_BY_ANNOTATION: &str = "dev.modelreg.signature.by";
+/// The annotation carrying why the signature was added (may be empty).
+pub const SIGNATURE_REASON_ANNOTATION: &str = "dev.modelreg.signature.reason";
+
 /// A blob to attach to a manifest as an OCI referrer: a signature bundle, an
 /// SBOM, an evaluation report.
 ///
@@ -107,14 +115,6 @@ impl OciOptions {
 ///     .annotation("dev.modelreg.signer", "ci@example.com");
 /// # let _ = r;
 /// ```
-/// The annotation on a pushed signature's referrer naming its key id (the
-/// SHA-256 of the public key, the OMS key hint).
-pub const SIGNATURE_KEY_ANNOTATION: &str = "dev.modelreg.signature.key";
-/// The annotation naming who added the signature, as the log records it.
-pub const SIGNATURE_BY_ANNOTATION: &str = "dev.modelreg.signature.by";
-/// The annotation carrying why the signature was added (may be empty).
-pub const SIGNATURE_REASON_ANNOTATION: &str = "dev.modelreg.signature.reason";
-
 #[derive(Clone, Debug)]
 pub struct Referrer {
     pub(crate) artifact_type: String,
