@@ -368,32 +368,10 @@ async fn referrers_are_attached_through_the_tag_schema_and_discoverable() {
     assert_eq!(listed, want);
 
     // The referrer's manifest names the subject and carries the bytes.
-    let at = oci_client::Reference::with_digest(
-        r.registry().to_owned(),
-        r.repository().to_owned(),
-        pushed.referrers[0].digest.clone(),
-    );
-    let (raw, _) = client
-        .pull_manifest_raw(
-            &at,
-            &oci_client::secrets::RegistryAuth::Anonymous,
-            &["application/vnd.oci.image.manifest.v1+json"],
-        )
-        .await
-        .expect("referrer manifest");
-    let m: serde_json::Value = serde_json::from_slice(&raw).expect("json");
+    let (m, blob) = referrer_at(&client, &r, &pushed.referrers[0].digest).await;
     assert_eq!(m["subject"]["digest"], pushed.digest.as_str());
     assert_eq!(m["artifactType"], SIGSTORE);
     assert_eq!(m["annotations"]["dev.modelreg.signer"], "ci");
-    let mut blob = Vec::new();
-    client
-        .pull_blob(
-            &r,
-            m["layers"][0]["digest"].as_str().expect("digest"),
-            &mut blob,
-        )
-        .await
-        .expect("blob");
     assert_eq!(blob, bundle);
     // The fallback tag itself holds an image index.
     let (raw, _) = client
@@ -410,6 +388,39 @@ async fn referrers_are_attached_through_the_tag_schema_and_discoverable() {
         .expect("index");
     let idx: serde_json::Value = serde_json::from_slice(&raw).expect("json");
     assert_eq!(idx["manifests"].as_array().map(Vec::len), Some(2));
+}
+
+/// The referrer manifest at `digest` in `r`'s repository, and the bytes of
+/// its one layer.
+async fn referrer_at(
+    client: &oci_client::Client,
+    r: &oci_client::Reference,
+    digest: &str,
+) -> (serde_json::Value, Vec<u8>) {
+    let at = oci_client::Reference::with_digest(
+        r.registry().to_owned(),
+        r.repository().to_owned(),
+        digest.to_owned(),
+    );
+    let (raw, _) = client
+        .pull_manifest_raw(
+            &at,
+            &oci_client::secrets::RegistryAuth::Anonymous,
+            &["application/vnd.oci.image.manifest.v1+json"],
+        )
+        .await
+        .expect("referrer manifest");
+    let m: serde_json::Value = serde_json::from_slice(&raw).expect("json");
+    let mut blob = Vec::new();
+    client
+        .pull_blob(
+            r,
+            m["layers"][0]["digest"].as_str().expect("digest"),
+            &mut blob,
+        )
+        .await
+        .expect("blob");
+    (m, blob)
 }
 
 /// The `oras` Python SDK pulls what modelreg pushed: every file, byte for byte,
@@ -732,20 +743,8 @@ async fn a_signed_version_is_pushed_with_its_signatures_as_referrers() {
         index.manifests[0].artifact_type.as_deref(),
         Some(modelreg::signing::BUNDLE_MEDIA_TYPE)
     );
-    let at = oci_client::Reference::with_digest(
-        r.registry().to_owned(),
-        r.repository().to_owned(),
-        index.manifests[0].digest.clone(),
-    );
-    let (raw, _) = client
-        .pull_manifest_raw(
-            &at,
-            &oci_client::secrets::RegistryAuth::Anonymous,
-            &["application/vnd.oci.image.manifest.v1+json"],
-        )
-        .await
-        .expect("referrer manifest");
-    let m: serde_json::Value = serde_json::from_slice(&raw).expect("json");
+    let (m, blob) = referrer_at(&client, &r, &index.manifests[0].digest).await;
+    assert_eq!(m["subject"]["digest"], pushed.digest.as_str());
     assert_eq!(
         m["annotations"][modelreg::oci::SIGNATURE_KEY_ANNOTATION],
         key.id().as_str()
@@ -754,15 +753,6 @@ async fn a_signed_version_is_pushed_with_its_signatures_as_referrers() {
         m["annotations"][modelreg::oci::SIGNATURE_REASON_ANNOTATION],
         "evaluated"
     );
-    let mut blob = Vec::new();
-    client
-        .pull_blob(
-            &r,
-            m["layers"][0]["digest"].as_str().expect("digest"),
-            &mut blob,
-        )
-        .await
-        .expect("blob");
     let stored = source
         .signature_bundle("fraud/1", sig.bundle)
         .await
