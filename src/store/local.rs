@@ -286,11 +286,14 @@ impl RecordsDirs {
     /// The handle on `log`'s `records/` directory, opened on first use; `None`
     /// if the directory cannot be opened (not made yet) or the table is full.
     fn get(&self, root: &Root, log: &str) -> Option<Arc<OwnedFd>> {
-        if let Some(dir) = self.open.read().ok()?.get(log) {
-            return Some(Arc::clone(dir));
-        }
-        if self.open.read().ok()?.len() >= Self::MAX {
-            return None;
+        {
+            let open = self.open.read().ok()?;
+            if let Some(dir) = open.get(log) {
+                return Some(Arc::clone(dir));
+            }
+            if open.len() >= Self::MAX {
+                return None;
+            }
         }
         let path = log_dir(root, log).join(RECORDS);
         let dir = rustix::fs::open(&path, Self::FLAGS, rustix::fs::Mode::empty()).ok()?;
