@@ -77,7 +77,10 @@ use std::time::{Duration, Instant};
 
 use modelreg::server::{Server, ServerOptions, Tokens};
 use modelreg::store::LinkMode;
-use modelreg::{Actor, ArtifactSource, CreateModel, NewVersion, Registry, Stage};
+use modelreg::{
+    Actor, ArtifactSource, CreateModel, DatasetRef, DatasetRole, NewVersion, Registry, Relation,
+    Stage,
+};
 use support::fixture::{MODEL, fixture, link_tree};
 use support::{Series, benchmarking, env_num, human, new_version, write_source};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1073,7 +1076,11 @@ fn pages_part() {
             worst_gap.1,
             worst_gap.2 - 1 - worst_gap.1
         );
-        let server = start_modelreg("srv-pages", registry, ServerOptions::new().tokens(tokens()));
+        let server = start_modelreg(
+            "srv-pages",
+            registry.clone(),
+            ServerOptions::new().tokens(tokens()),
+        );
         let m = format!("/ui/models/{MODEL}");
         let first = get_page(server.addr, &m, &mut buf);
         println!(
@@ -1135,6 +1142,37 @@ fn pages_part() {
                 series.pair(before, ours, after);
             }
             series.summary();
+        }
+        // After a registration the lineage pages see a graph brought up to date,
+        // not built anew: the first view of each after one new version.
+        let me = registry.acting_as(Actor::new("bench").expect("actor"));
+        let dataset = DatasetRef::new("transactions", DatasetRole::Train).version("2026-03-02");
+        let v = rt
+            .block_on(
+                me.register(
+                    MODEL,
+                    ArtifactSource::bytes("model.bin", "after").expect("source"),
+                    NewVersion::new()
+                        .dataset(dataset)
+                        .parent(format!("{MODEL}/{n}"), Relation::FineTunedFrom),
+                ),
+            )
+            .expect("register")
+            .number;
+        for (name, target) in [
+            (
+                "lineage after a registration",
+                format!("{m}/versions/{v}/lineage"),
+            ),
+            (
+                "dataset after it",
+                "/ui/lineage/dataset?name=transactions&version=2026-03-02".to_owned(),
+            ),
+        ] {
+            println!(
+                "{name}: first view {}",
+                human(get_page(server.addr, &target, &mut buf))
+            );
         }
         drop(server);
     }

@@ -2,8 +2,10 @@
 //! records, metric specs and manifests from the stores; the graph, the queries and
 //! the diff are pure domain code ([`crate::domain::lineage`], [`crate::domain::diff`]).
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
 
 use super::{IntoModelName, IntoVersionRef, Registry, VersionFilter, blocking, lock};
 use crate::domain::{
@@ -84,38 +86,133 @@ impl IntoLineageStart for CodeKey {
     }
 }
 
-/// Which states a lineage graph was built from: each model and the last event
-/// of its log that the graph includes, by name.
-type LineageKey = Vec<(ModelName, u64)>;
-
-/// The lineage graph [`Registry::lineage`] built last, and the states it was
-/// built from.
+/// The lineage graph [`Registry::lineage`] built last, and the model states it
+/// was built from.
 ///
 /// A derived index, so it lives in the registry (which knows stores and
-/// states) and not in the domain graph: the key is a position in each model's
-/// log, and a log only grows, so a graph whose key matches the models' current
-/// positions is exactly the graph a new build would give. One graph is kept:
-/// its records are the states' own (shared), so it costs the graph's nodes and
-/// indexes, not a copy of the versions.
+/// states) and not in the domain graph. A model's log only grows, so a graph
+/// built from states at the same positions in each log is exactly the graph a
+/// new build would give; when some models moved on, the graph is brought up to
+/// date from the difference (see [`update`]) instead of built anew. One graph
+/// is kept: its records are the states' own (shared), so it costs the graph's
+/// nodes and indexes and the kept states' version lists, not a copy of the
+/// versions.
 #[derive(Default)]
 pub(super) struct LineageCache {
-    built: Mutex<Option<(LineageKey, Arc<LineageGraph>)>>,
+    built: Mutex<Option<Built>>,
+    /// The build running now, if one is: callers that need a graph meanwhile
+    /// wait for its end instead of starting another. Nothing is locked while
+    /// they wait (a waiter holds only a receiver), so a caller that gives up,
+    /// or a future that is kept but never polled again, holds up nobody; the
+    /// build runs on the blocking pool whether its starter waits or not.
+    building: Mutex<Option<watch::Receiver<bool>>>,
+}
+
+/// A graph and the states it was built from, in the order they were listed.
+struct Built {
+    states: Vec<Arc<ModelState>>,
+    graph: Arc<LineageGraph>,
+}
+
+impl Built {
+    /// Whether the graph includes everything of `states`: each of their models
+    /// at the same position in its log or further on. A graph newer than the
+    /// states a caller read is as good an answer as one built from them.
+    fn covers(&self, states: &[Arc<ModelState>]) -> bool {
+        let kept: HashMap<&ModelName, u64> =
+            self.states.iter().map(|s| (s.name(), s.seq())).collect();
+        states
+            .iter()
+            .all(|s| kept.get(s.name()).is_some_and(|seq| *seq >= s.seq()))
+    }
 }
 
 impl LineageCache {
-    /// The cached graph, if it was built from exactly these states.
-    fn get(&self, key: &LineageKey) -> Option<Arc<LineageGraph>> {
+    /// The cached graph, if it covers these states.
+    fn get(&self, states: &[Arc<ModelState>]) -> Option<Arc<LineageGraph>> {
         match &*lock(&self.built) {
-            Some((k, graph)) if k == key => Some(Arc::clone(graph)),
+            Some(b) if b.covers(states) => Some(Arc::clone(&b.graph)),
             _ => None,
         }
     }
 
-    /// Keeps `graph`, built from `key`. Two builds that race both hold a
-    /// correct graph for their own key; the later put is kept.
-    fn put(&self, key: LineageKey, graph: Arc<LineageGraph>) {
-        *lock(&self.built) = Some((key, graph));
+    /// What was cached, taken out to be brought up to date.
+    fn take(&self) -> Option<Built> {
+        lock(&self.built).take()
     }
+
+    /// Keeps `graph`, built from `states`.
+    fn put(&self, states: Vec<Arc<ModelState>>, graph: Arc<LineageGraph>) {
+        *lock(&self.built) = Some(Built { states, graph });
+    }
+}
+
+/// The lineage graph of `states`, built from scratch.
+fn build(states: &[Arc<ModelState>]) -> Result<LineageGraph> {
+    let mut graph = LineageGraph::new();
+    for s in states {
+        for v in s.versions() {
+            graph.add_version(s.name().clone(), Arc::clone(v))?;
+        }
+    }
+    Ok(graph)
+}
+
+/// Brings `old`'s graph up to date with `states` (for a model the kept state
+/// is further on, it stays: a graph is never taken back), returning the graph
+/// and the states it now holds; `None` when only a new build can (a model of
+/// the graph is no longer listed, a record's lineage changed).
+///
+/// For each model that moved on, its new versions are added and each older
+/// version whose record is no longer the same `Arc` as in the kept state (a
+/// tag, a metric, a stage changed it) has its record replaced when it differs.
+/// Comparing pointers first keeps this to a walk over the moved models'
+/// version lists; models that did not move cost nothing. The graph is changed
+/// in place when nobody else holds it (a page still rendering it), copied
+/// otherwise; when `None` is returned, whatever was changed is dropped.
+fn update(
+    old: Built,
+    states: Vec<Arc<ModelState>>,
+) -> Option<(Vec<Arc<ModelState>>, Arc<LineageGraph>)> {
+    let mut before: HashMap<ModelName, Arc<ModelState>> = old
+        .states
+        .into_iter()
+        .map(|s| (s.name().clone(), s))
+        .collect();
+    let mut shared = old.graph;
+    let graph = Arc::make_mut(&mut shared);
+    let mut now = Vec::with_capacity(states.len());
+    for s in states {
+        let name = s.name().clone();
+        let kept = match before.remove(&name) {
+            Some(o) if o.seq() >= s.seq() => {
+                now.push(o);
+                continue;
+            }
+            Some(o) => o,
+            None => {
+                for v in s.versions() {
+                    graph.add_version(name.clone(), Arc::clone(v)).ok()?;
+                }
+                now.push(s);
+                continue;
+            }
+        };
+        let (old_versions, new_versions) = (kept.versions(), s.versions());
+        if old_versions.len() > new_versions.len() {
+            return None;
+        }
+        for (a, b) in old_versions.iter().zip(new_versions) {
+            if !Arc::ptr_eq(a, b) && a != b {
+                graph.replace_record(&name, Arc::clone(b)).ok()?;
+            }
+        }
+        for v in &new_versions[old_versions.len()..] {
+            graph.add_version(name.clone(), Arc::clone(v)).ok()?;
+        }
+        now.push(s);
+    }
+    before.is_empty().then_some((now, shared))
 }
 
 impl Registry {
@@ -127,11 +224,15 @@ impl Registry {
     /// registered meanwhile may appear only as a parent (a node without a record).
     ///
     /// The graph is derived from the models' states, so the registry keeps the
-    /// last one it built with the position in each model's log it was built
-    /// from: when no model changed since (no event appended, no model created),
-    /// asking again costs the usual check for new events of each model and
-    /// returns the same graph, shared; any change builds it anew (off the async
-    /// workers).
+    /// last one it built with the states it was built from: when no model
+    /// changed since (no event appended, no model created), asking again costs
+    /// the usual check for new events of each model and returns the same graph,
+    /// shared. After a change the kept graph is brought up to date (off the
+    /// async workers): the versions registered since are added and the records
+    /// that changed are replaced, so the cost follows the models that moved,
+    /// not the size of the registry. Nodes are listed in the order they were
+    /// first seen, so a graph brought up to date may list them in another
+    /// order than a new build; the nodes, edges and records are the same.
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -148,6 +249,59 @@ impl Registry {
     /// # Ok::<(), modelreg::Error>(()) }).unwrap();
     /// ```
     pub async fn lineage(&self) -> Result<Arc<LineageGraph>> {
+        let states = self.model_states().await?;
+        let cache = &self.inner.lineage;
+        loop {
+            if let Some(graph) = cache.get(&states) {
+                return Ok(graph);
+            }
+            let (done, kept) = {
+                let mut building = lock(&cache.building);
+                if let Some(running) = &*building {
+                    (Err(running.clone()), None)
+                } else {
+                    let (done, running) = watch::channel(false);
+                    *building = Some(running);
+                    (Ok(done), cache.take())
+                }
+            };
+            let done = match done {
+                Ok(done) => done,
+                // Someone else's build: wait for its end (a build that failed
+                // drops its sender, which ends the wait too), then look again.
+                Err(mut running) => {
+                    if running.wait_for(|finished| *finished).await.is_err() {
+                        // Its sender is gone without a word (the build panicked):
+                        // forget it, so the next caller builds.
+                        let mut building = lock(&cache.building);
+                        if building.as_ref().is_some_and(|r| r.same_channel(&running)) {
+                            *building = None;
+                        }
+                    }
+                    continue;
+                }
+            };
+            let inner = Arc::clone(&self.inner);
+            return blocking(move || -> Result<_> {
+                let built = match kept.and_then(|old| update(old, states.clone())) {
+                    Some(updated) => Ok(updated),
+                    None => build(&states).map(|graph| (states, Arc::new(graph))),
+                };
+                let cache = &inner.lineage;
+                let graph = built.map(|(states, graph)| {
+                    cache.put(states, Arc::clone(&graph));
+                    graph
+                });
+                *lock(&cache.building) = None;
+                let _ = done.send(true);
+                graph
+            })
+            .await?;
+        }
+    }
+
+    /// The state of every model, brought up to date, in the order listed.
+    async fn model_states(&self) -> Result<Vec<Arc<ModelState>>> {
         let mut states = Vec::new();
         for model in self.list_models().await? {
             match self.snapshot(&model).await {
@@ -157,23 +311,7 @@ impl Registry {
                 Err(e) => return Err(e),
             }
         }
-        let key: LineageKey = states.iter().map(|s| (s.name().clone(), s.seq())).collect();
-        if let Some(graph) = self.inner.lineage.get(&key) {
-            return Ok(graph);
-        }
-        let graph = blocking(move || -> Result<LineageGraph> {
-            let mut graph = LineageGraph::new();
-            for s in &states {
-                for v in s.versions() {
-                    graph.add_version(s.name().clone(), Arc::clone(v))?;
-                }
-            }
-            Ok(graph)
-        })
-        .await??;
-        let graph = Arc::new(graph);
-        self.inner.lineage.put(key, Arc::clone(&graph));
-        Ok(graph)
+        Ok(states)
     }
 
     /// Everything the version `reference` resolves to was built from, transitively,
@@ -385,5 +523,137 @@ impl Registry {
             }
         }
         Ok(graph)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::{
+        Actor, ArtifactSource, CreateModel, DatasetRef, DatasetRole, NewVersion, Relation,
+    };
+
+    /// What a graph says, whatever the order of its nodes: each node, each
+    /// edge, and each version's record.
+    fn facts(g: &LineageGraph) -> (BTreeSet<String>, BTreeSet<String>, Vec<String>) {
+        let nodes = g.nodes().map(|n| n.to_string()).collect();
+        let edges = g
+            .edges()
+            .map(|(a, b, kind)| format!("{a} -> {b} {kind:?}"))
+            .collect();
+        let mut records: Vec<String> = g
+            .nodes()
+            .filter_map(|n| match n {
+                LineageNode::Version(k) => Some(format!("{k}: {:?}", g.record(k))),
+                _ => None,
+            })
+            .collect();
+        records.sort();
+        (nodes, edges, records)
+    }
+
+    /// A graph brought up to date after each kind of change says what a new
+    /// build from the same states says, and a graph nobody else holds is
+    /// changed in place.
+    #[tokio::test]
+    async fn a_graph_brought_up_to_date_equals_a_new_build() {
+        let registry = Registry::in_memory();
+        let me = registry.acting_as(Actor::new("ci").unwrap());
+        let clicks = DatasetRef::new("clicks", DatasetRole::Train).version("v3");
+        let register = |model: &'static str, i: u32, v: NewVersion| {
+            let me = me.clone();
+            async move {
+                let source = ArtifactSource::bytes("m.bin", format!("{model}{i}")).unwrap();
+                me.register(model, source, v).await.unwrap()
+            }
+        };
+        let agrees = |registry: Registry| async move {
+            let graph = registry.lineage().await.unwrap();
+            let mut states = Vec::new();
+            for m in registry.list_models().await.unwrap() {
+                states.push(registry.snapshot(&m).await.unwrap());
+            }
+            assert_eq!(facts(&graph), facts(&build(&states).unwrap()));
+            graph
+        };
+        me.create_model("base", CreateModel::new()).await.unwrap();
+        register("base", 1, NewVersion::new().dataset(clicks.clone())).await;
+        let first = agrees(registry.clone()).await;
+        let first_ptr = Arc::as_ptr(&first);
+        drop(first);
+
+        // New versions in a model, with a parent in it.
+        register(
+            "base",
+            2,
+            NewVersion::new().parent("base/1", Relation::FineTunedFrom),
+        )
+        .await;
+        let g = agrees(registry.clone()).await;
+        assert_eq!(Arc::as_ptr(&g), first_ptr, "changed in place, not copied");
+        drop(g);
+        // A new model listed before the others, built on one of them.
+        me.create_model("alpha", CreateModel::new()).await.unwrap();
+        register(
+            "alpha",
+            1,
+            NewVersion::new().parent("base/2", Relation::DistilledFrom),
+        )
+        .await;
+        agrees(registry.clone()).await;
+        // A record changed (tags) and a stage moved: records replaced.
+        let team = [(MetricName::new("team").unwrap(), "risk".to_owned())];
+        me.set_version_tags("base/1", team.into_iter().collect(), vec![])
+            .await
+            .unwrap();
+        let held = agrees(registry.clone()).await;
+        assert_eq!(
+            held.record(&VersionKey::new(
+                ModelName::new("base").unwrap(),
+                VersionNumber::FIRST
+            ))
+            .unwrap()
+            .tags
+            .get(&MetricName::new("team").unwrap())
+            .map(String::as_str),
+            Some("risk")
+        );
+        // A graph still held elsewhere is copied, never changed under its holder.
+        register("alpha", 2, NewVersion::new().dataset(clicks)).await;
+        let now = agrees(registry.clone()).await;
+        assert!(!Arc::ptr_eq(&held, &now));
+        assert_eq!(
+            held.nodes().filter(|n| n.to_string() == "alpha/2").count(),
+            0
+        );
+        // Nothing changed: the same graph.
+        assert!(Arc::ptr_eq(&now, &registry.lineage().await.unwrap()));
+    }
+
+    /// A call polled once and then kept, never polled again, neither holds up
+    /// nor loses the build it started, nor does a call waiting for it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_abandoned_call_holds_up_no_other() {
+        let registry = Registry::in_memory();
+        let me = registry.acting_as(Actor::new("ci").unwrap());
+        me.create_model("base", CreateModel::new()).await.unwrap();
+        for i in 0..3 {
+            let source = ArtifactSource::bytes("m.bin", format!("w{i}")).unwrap();
+            me.register("base", source, NewVersion::new())
+                .await
+                .unwrap();
+        }
+        let mut starter = Box::pin(registry.lineage());
+        let mut waiter = Box::pin(registry.lineage());
+        assert!(futures::poll!(starter.as_mut()).is_pending());
+        let _ = futures::poll!(waiter.as_mut());
+        let graph = tokio::time::timeout(std::time::Duration::from_secs(20), registry.lineage())
+            .await
+            .expect("not held up by the kept calls")
+            .unwrap();
+        assert_eq!(graph.nodes().count(), 3);
+        drop((starter, waiter));
     }
 }

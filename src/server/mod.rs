@@ -288,7 +288,9 @@ impl Server {
     }
 
     /// Serves on `listener` until `shutdown` completes, then stops accepting
-    /// connections and waits for the requests in flight. An upload that has
+    /// connections and waits for the requests in flight. At the start it
+    /// builds the registry's [lineage graph](Registry::lineage) in the
+    /// background, for the web UI's lineage pages. An upload that has
     /// not finished when the process exits leaves nothing behind: a version
     /// appears only once all of its files are stored.
     pub async fn serve(
@@ -305,6 +307,15 @@ impl Server {
             );
         }
         tokio::spawn(mlflow::sweep_periodically(state.clone()));
+        // The lineage and dataset pages need the whole lineage graph: build it
+        // now, in the background, so that their first view finds it (later
+        // changes bring it up to date instead of building it anew).
+        let registry = state.registry.clone();
+        tokio::spawn(async move {
+            if let Err(e) = registry.lineage().await {
+                tracing::debug!(error = %e, "the lineage graph could not be built ahead");
+            }
+        });
         state.hooks.get_or_init(|| {
             webhooks::Hooks::start(
                 state.registry.clone(),

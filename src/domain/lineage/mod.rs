@@ -378,6 +378,41 @@ impl LineageGraph {
         Ok(())
     }
 
+    /// Replaces the record of version `record.number` of `model`, added before,
+    /// by a newer record of the same version (its tags, metrics or stage
+    /// changed): the graph's edges stay as they are, so the new record must
+    /// name the same parents, datasets and code.
+    ///
+    /// [`Error::NotFound`] if the version was not added (known only as a parent
+    /// or not at all), [`Error::InvalidInput`] if the record's lineage differs
+    /// from the one the version was added with.
+    pub fn replace_record(
+        &mut self,
+        model: &ModelName,
+        record: impl Into<Arc<VersionRecord>>,
+    ) -> Result<()> {
+        let record: Arc<VersionRecord> = record.into();
+        let key = VersionKey::new(model.clone(), record.number);
+        let Some(old) = self
+            .versions
+            .get(&key)
+            .and_then(|id| self.nodes[*id].record.as_mut())
+        else {
+            return Err(Error::not_found(format!(
+                "version {key} in the lineage graph"
+            )));
+        };
+        let (a, b) = (&old.provenance, &record.provenance);
+        if a.parents != b.parents || a.datasets != b.datasets || a.code != b.code {
+            return Err(Error::invalid_input(
+                format!("record of {key}"),
+                "its parents, datasets or code differ from the version's in the graph",
+            ));
+        }
+        *old = record;
+        Ok(())
+    }
+
     /// The number of nodes (versions, datasets and commits).
     pub fn len(&self) -> usize {
         self.nodes.len()
@@ -957,7 +992,7 @@ pub struct LineageStep {
 mod tests {
     use super::render::{dot_escape, mermaid_escape};
     use super::*;
-    use crate::domain::{Actor, Metrics, Provenance, Tags};
+    use crate::domain::{Actor, MetricName, Metrics, Provenance, Tags};
 
     fn key(m: &str, n: u64) -> VersionKey {
         VersionKey::new(ModelName::new(m).unwrap(), VersionNumber::new(n).unwrap())
@@ -1051,6 +1086,40 @@ mod tests {
 
     fn names(s: &LineageSubgraph) -> Vec<String> {
         s.nodes().iter().map(|n| n.node.to_string()).collect()
+    }
+
+    #[test]
+    fn a_record_is_replaced_only_by_one_with_the_same_lineage() {
+        let mut g = sample();
+        let fraud = ModelName::new("fraud").unwrap();
+        let k = key("fraud", 1);
+        let mut newer = (**g.record(&k).unwrap()).clone();
+        newer
+            .tags
+            .insert(MetricName::new("team").unwrap(), "risk".into());
+        g.replace_record(&fraud, newer.clone()).unwrap();
+        assert_eq!(
+            g.record(&k)
+                .unwrap()
+                .tags
+                .get(&MetricName::new("team").unwrap())
+                .map(String::as_str),
+            Some("risk")
+        );
+        let edges = g.edges().count();
+
+        let mut moved = newer.clone();
+        moved.provenance.parents.clear();
+        let err = g.replace_record(&fraud, moved).unwrap_err();
+        assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
+        assert_eq!(g.record(&k).unwrap().provenance, newer.provenance);
+        assert_eq!(g.edges().count(), edges);
+
+        let unknown = record(9, Provenance::default());
+        assert!(matches!(
+            g.replace_record(&fraud, unknown),
+            Err(Error::NotFound { .. })
+        ));
     }
 
     #[test]
