@@ -489,6 +489,14 @@ async fn rich() -> (tempfile::TempDir, Registry) {
         .await
         .expect("sign");
     let _ = SIGNATURE_BUNDLE.set(signature.bundle.to_string());
+    // A version nothing protects, for the purge in the role table.
+    me.register(
+        "fraud",
+        ArtifactSource::bytes("model.bin", "an experiment").expect("source"),
+        NewVersion::new(),
+    )
+    .await
+    .expect("register 4");
     (dir, registry)
 }
 

@@ -1085,6 +1085,129 @@ async fn a_purged_version_is_gone_but_its_record_stays() {
     .expect("requests");
 }
 
+/// An admin purges a version and applies a retention policy over REST: the
+/// registry's rules answer (a protected version is 409 `protected` naming why,
+/// a dry run writes nothing), and a purged version's files are 410 after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_purges_versions_and_applies_retention() {
+    let (_dir, registry) = seeded().await;
+    let ci = registry.acting_as(Actor::new("seed").expect("actor"));
+    for i in 3..=5u8 {
+        let files = modelreg::ArtifactSource::bytes("model.bin", payload(1024, i)).expect("source");
+        ci.register("fraud", files, modelreg::NewVersion::new())
+            .await
+            .expect("register");
+    }
+    let s = server(registry.clone());
+    let events_before = registry.model("fraud").await.expect("model").seq();
+    tokio::task::spawn_blocking(move || {
+        let purge = |v: u32, body: &str| {
+            send(
+                &s,
+                "POST",
+                &format!("/api/v1/models/fraud/versions/{v}/purge"),
+                Some(ADMIN),
+                body,
+            )
+        };
+        // Protected: production (v1), staging (v2).
+        let r = purge(1, r#"{"reason":"x"}"#);
+        assert_eq!(r.status, 409, "{}", r.text());
+        assert_eq!(r.json()["error"]["kind"], "protected");
+        assert!(r.text().contains("production"), "{}", r.text());
+        let r = purge(3, r#"{"reason":"too big"}"#);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["purged"]["reason"], "too big");
+        assert_eq!(
+            r.json()["purged"]["by"],
+            "root@example.com",
+            "the token's identity"
+        );
+        let r = get(
+            &s,
+            "/api/v1/models/fraud/versions/3/files/model.bin",
+            Some(READER),
+        );
+        assert_eq!(r.status, 410, "{}", r.text());
+        let again = purge(3, r#"{"reason":"again"}"#);
+        assert_eq!(again.status, 400, "{}", again.text());
+        assert!(again.text().contains("purged already"), "{}", again.text());
+
+        let retain = |body: &str| {
+            send(
+                &s,
+                "POST",
+                "/api/v1/models/fraud/retention",
+                Some(ADMIN),
+                body,
+            )
+        };
+        let dry = retain(r#"{"keep_last":1}"#);
+        assert_eq!(dry.status, 200, "{}", dry.text());
+        let d = dry.json();
+        assert_eq!(d["dry_run"], true);
+        assert_eq!(d["purged"], serde_json::json!([4]));
+        let kept: Vec<_> = d["protected"]
+            .as_array()
+            .expect("protected")
+            .iter()
+            .map(|p| p["version"].clone())
+            .collect();
+        assert_eq!(kept, [serde_json::json!(1), serde_json::json!(2)]);
+        assert_eq!(d["protected"][0]["protections"][0]["kind"], "stage");
+        assert_eq!(
+            get(
+                &s,
+                "/api/v1/models/fraud/versions/4/files/model.bin",
+                Some(READER)
+            )
+            .status,
+            200
+        );
+
+        let done = retain(r#"{"keep_last":1,"apply":true}"#);
+        assert_eq!(done.status, 200, "{}", done.text());
+        assert_eq!(done.json()["dry_run"], false);
+        assert_eq!(done.json()["purged"], serde_json::json!([4]));
+        assert_eq!(
+            get(
+                &s,
+                "/api/v1/models/fraud/versions/4/files/model.bin",
+                Some(READER)
+            )
+            .status,
+            410
+        );
+        assert_eq!(
+            get(
+                &s,
+                "/api/v1/models/fraud/versions/5/files/model.bin",
+                Some(READER)
+            )
+            .status,
+            200
+        );
+
+        // No limit, an unknown field, a negative age: 4xx, nothing written.
+        for body in ["{}", r#"{"keep":1}"#, r#"{"older_than_seconds":-1}"#] {
+            let r = retain(body);
+            assert!(
+                (400..500).contains(&r.status) && r.status != 403,
+                "{body}: {} {}",
+                r.status,
+                r.text()
+            );
+        }
+    })
+    .await
+    .expect("requests");
+    // Two purges, one event each; the refusals and the dry run wrote nothing.
+    assert_eq!(
+        registry.model("fraud").await.expect("model").seq(),
+        events_before + 2
+    );
+}
+
 /// A version's signatures are listed as their records' JSON, and each bundle
 /// is served as the bytes signed, with the Sigstore bundle media type.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -50,6 +50,7 @@ pub struct Purge {
 
 /// What keeps a version from being purged (see the [module](self) docs).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Protection {

@@ -598,8 +598,12 @@ impl Registry {
         let meta = self.inner.metadata.as_ref();
         let artifacts = self.inner.artifacts.as_ref();
         let started = Utc::now();
-        let cutoff =
-            started - chrono::Duration::from_std(options.grace).unwrap_or(chrono::TimeDelta::MAX);
+        // A grace period reaching back before the calendar's start leaves no
+        // blob old enough (and must not overflow the subtraction).
+        let cutoff = chrono::Duration::from_std(options.grace)
+            .ok()
+            .and_then(|grace| started.checked_sub_signed(grace))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
         let mut report = GcReport {
             dry_run: options.dry_run,
             ..GcReport::default()

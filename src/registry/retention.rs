@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 /// What [`Session::apply_retention`](super::Session::apply_retention) purged, or
 /// with `dry_run` would purge, in one model.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct RetentionReport {
     /// The model.
@@ -34,6 +35,7 @@ pub struct RetentionReport {
 
 /// A version a retention policy would have purged, and why it stays.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct ProtectedVersion {
     /// The version.

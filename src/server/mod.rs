@@ -48,6 +48,7 @@ mod hf;
 mod mlflow;
 mod openapi;
 mod rest;
+mod retention;
 mod staging;
 mod ui;
 mod upload;

@@ -36,7 +36,7 @@ use super::openapi::{
     Forbidden, Gone, NotFound, PayloadTooLarge, RangeNotSatisfiable, ServerError, Unauthorized,
     Unavailable, Unprocessable, UnsupportedMediaType,
 };
-use super::{events, files, upload, webhooks};
+use super::{events, files, retention, upload, webhooks};
 use crate::{
     Actor, AliasName, CreateModel, Event, HistoryFilter, LineageSubgraph, Manifest, MetricName,
     MetricPoint, Metrics, ModelName, ModelSummary, Page, RelPath, RouteTarget, SetAlias, Stage,
@@ -65,6 +65,7 @@ pub(crate) fn document() -> utoipa::openapi::OpenApi {
         list_versions, upload::register, show_version, manifest, download,
         signatures, signature_bundle,
         add_metrics, version_tags, deprecate,
+        retention::purge, retention::retention,
         transition, promote, approve, reject, rollback,
         set_alias, remove_alias,
         show_split, set_split, clear_split, route,
@@ -83,7 +84,7 @@ pub(crate) fn document() -> utoipa::openapi::OpenApi {
     security((), ("bearer" = ["reader"])),
     tags(
         (name = "models", description = "Models: their summaries, tags and metric directions."),
-        (name = "versions", description = "Versions: listing, records, uploads, metrics, tags, deprecation."),
+        (name = "versions", description = "Versions: listing, records, uploads, metrics, tags, deprecation, purging and retention."),
         (name = "files", description = "A version's manifest, its files and their signatures."),
         (name = "lifecycle", description = "Stages, gates, approvals and rollback."),
         (name = "aliases", description = "Movable names for versions."),
@@ -127,6 +128,8 @@ impl Routes {
         .add(__path_add_metrics, add_metrics)
         .add(__path_version_tags, version_tags)
         .add(__path_deprecate, deprecate)
+        .add(retention::__path_purge, retention::purge)
+        .add(retention::__path_retention, retention::retention)
         .add(__path_transition, transition)
         .add(__path_promote, promote)
         .add(__path_approve, approve)
@@ -234,7 +237,7 @@ pub(crate) struct ModelAt {
 /// A version named in the path.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
-struct VersionAt {
+pub(crate) struct VersionAt {
     /// The model's name.
     #[param(value_type = ModelName)]
     model: String,
@@ -245,7 +248,7 @@ struct VersionAt {
 
 impl VersionAt {
     /// The version the path names.
-    fn reference(&self) -> ApiResult<VersionRef> {
+    pub(crate) fn reference(&self) -> ApiResult<VersionRef> {
         version_ref(&self.model, &self.version)
     }
 }
@@ -1040,10 +1043,10 @@ async fn add_metrics(
 #[derive(Deserialize, ToSchema, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-struct Reason {
+pub(crate) struct Reason {
     /// Why, for the audit trail.
     #[serde(default)]
-    reason: String,
+    pub(crate) reason: String,
 }
 
 /// Deprecates a version (writer): `@latest` skips it; pinned references still

@@ -2565,6 +2565,12 @@ pub async fn gc_deletes_only_old_unreferenced_blobs(f: &Fixture) {
     assert_eq!(before.len(), 5);
     assert!(before.contains(&v1.artifact) && before.contains(&v2.artifact));
 
+    // A grace period longer than the calendar reaches back: nothing is old
+    // enough, and nothing panics.
+    for grace in [Duration::MAX, Duration::from_secs(400_000 * 365 * 86_400)] {
+        let forever = collect(&reg, grace).await;
+        assert_eq!((forever.young, forever.deleted.len()), (1, 0), "{grace:?}");
+    }
     // Younger than an hour: kept.
     let young = collect(&reg, Duration::from_secs(3600)).await;
     assert_eq!(

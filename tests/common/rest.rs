@@ -215,6 +215,21 @@ pub fn role_routes() -> Vec<(&'static str, &'static str, String, &'static str)> 
             String::new(),
             "writer",
         ),
+        // Version 4: not protected where it exists (the OpenAPI test's
+        // registry); a 404 where it does not, which a caller with the role
+        // sees only after the role check.
+        (
+            "POST",
+            "/api/v1/models/fraud/versions/4/purge",
+            r#"{"reason":"x"}"#.into(),
+            "admin",
+        ),
+        (
+            "POST",
+            "/api/v1/models/fraud/retention",
+            r#"{"keep_last":1}"#.into(),
+            "admin",
+        ),
         ("GET", "/api/v1/webhooks", String::new(), "admin"),
     ]
 }
