@@ -146,12 +146,13 @@ pub enum Format {
 ///   16 MiB (the `fastcdc` crate's ranges).
 ///
 /// The default — 1 MiB tensor blocks, content-defined chunks of
-/// 64 KiB / 256 KiB / 1 MiB (min / average / max) — is chosen by the
+/// 16 KiB / 64 KiB / 256 KiB (min / average / max) — is chosen by the
 /// measurements in `docs/performance.md` ("Chunk-level deduplication"): on
-/// the fine-tune scenarios the store stays within 1.0× of the ideal at tensor
-/// granularity at every block size tried, so the block is as large as keeps
-/// the chunk index small; the content-defined average trades the opaque
-/// scenarios' savings against the number of chunks.
+/// the fine-tune scenarios the store is at the ideal at tensor granularity
+/// (or below it, for appended rows) at every block size tried, so tensor
+/// blocks are as large as keep the chunk index and the reads few; for opaque
+/// files a smaller average keeps more of a scattered rewrite shared (a chunk
+/// costs its whole size when any byte of it changes), as Xet's 64 KiB does.
 ///
 /// ```
 /// use modelreg::store::chunking::ChunkParams;
@@ -174,9 +175,9 @@ impl Default for ChunkParams {
     fn default() -> Self {
         ChunkParams {
             tensor_block: 1 << 20,
-            cdc_min: 64 << 10,
-            cdc_avg: 256 << 10,
-            cdc_max: 1 << 20,
+            cdc_min: 16 << 10,
+            cdc_avg: 64 << 10,
+            cdc_max: 256 << 10,
         }
     }
 }
