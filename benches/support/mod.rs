@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod dedup_scenarios;
 pub mod fixture;
 
 use std::fs::File;

@@ -29,6 +29,7 @@ use futures::stream::{self, BoxStream};
 use crate::digest::{Digest, Sha256};
 use crate::error::{Error, Result};
 
+pub mod chunking;
 pub(crate) mod fsutil;
 pub(crate) mod layout;
 pub mod local;
