@@ -1008,7 +1008,32 @@ fn import_blocking(
         && let Some((options, index)) = packing
         && before.len() >= options.min_file_size
     {
-        let stored = put_packed(root, index, options, source, &src, None, meter)?;
+        // Hash first (every core, page cache warm for the chunker after it):
+        // a file the store has, whole or packed, costs no chunking and leaves
+        // no unused pack behind.
+        let (digest, _) = hashing::hash_open_file(&src, None).map_err(src_err)?;
+        if stored(root, "put", &digest)? {
+            // Small files are hashed from the file's offset: rewind.
+            (&src).seek(SeekFrom::Start(0)).map_err(src_err)?;
+            let hashed = hashing::hash_open_file_with_sha256(&src, meter).map_err(src_err)?;
+            check_unchanged(source, &src, &before)?;
+            if hashed.digest != digest {
+                return Err(Error::SourceChanged {
+                    path: source.to_owned(),
+                });
+            }
+            return Ok(imported(hashed, None));
+        }
+        let stored =
+            put_packed(root, index, options, source, &src, Some(&digest), meter).map_err(|e| {
+                match e {
+                    // The bytes moved between the hash and the chunking.
+                    Error::Integrity { .. } => Error::SourceChanged {
+                        path: source.to_owned(),
+                    },
+                    e => e,
+                }
+            })?;
         check_unchanged(source, &src, &before)?;
         if stored.size != before.len() {
             return Err(Error::SourceChanged {
