@@ -1662,6 +1662,75 @@ mod tests {
         assert!(seen_absent, "a cut before the link leaves no blob");
     }
 
+    /// A packed put, after a power cut at any point, leaves the file absent or
+    /// whole: a recipe that survived names packs that survived whole (each
+    /// pack is durable before its index, the index before the recipe), and
+    /// the recipe is there once the put returned.
+    #[test]
+    fn a_packed_file_is_whole_or_absent_after_any_power_cut() {
+        use crate::store::power_loss::{Recorder, Replay, SkipSyncs};
+        let (dir, outside) = (tempfile::tempdir(), tempfile::tempdir());
+        let (dir, outside) = (dir.expect("temp dir"), outside.expect("temp dir"));
+        let source = outside.path().join("weights.bin");
+        // Three chunks and a bit, in two packs (1 MiB packs).
+        let bytes: Vec<u8> = (0..(3 << 20) + 5).map(|i| (i % 251) as u8).collect();
+        fs::write(&source, &bytes).expect("write source");
+        let digest = Digest::of(&bytes);
+        let options = PackOptions::new().min_file_size(0).pack_size(1 << 20);
+        let recorder = Recorder::start(dir.path());
+        let _skip = SkipSyncs::below(dir.path());
+        let store = LocalArtifactStore::open_with(
+            dir.path().join("store"),
+            LocalArtifactOptions::new().packed(options),
+        )
+        .expect("open");
+        let src = File::open(&source).expect("open source");
+        let stored = put_packed(
+            &store.root,
+            &store.chunks,
+            &options,
+            &source,
+            &src,
+            None,
+            None,
+        )
+        .expect("put");
+        assert_eq!(stored.digest, digest);
+        let ops = recorder.ops();
+        let mut rng = fastrand::Rng::with_seed(11);
+        let (mut seen_absent, mut seen_whole) = (false, false);
+        for cut in 0..=ops.len() {
+            let mut replay = Replay::new();
+            for op in &ops[..cut] {
+                replay.apply(op);
+            }
+            let undecided = replay.uncertain();
+            for outcome in Replay::outcomes(&undecided, 64, 8, &mut rng) {
+                let image = tempfile::tempdir().expect("image dir");
+                replay
+                    .image(&undecided, &outcome)
+                    .materialize(image.path())
+                    .expect("materialize image");
+                let root = Root {
+                    path: image.path().join("store"),
+                    label: "image".into(),
+                };
+                match open_recipe(&root, &digest) {
+                    Ok(Some(recipe)) => {
+                        let read = pack::read_range(&Files(&root), &recipe, 0..recipe.size)
+                            .unwrap_or_else(|e| panic!("cut {cut}: recipe names lost bytes: {e}"));
+                        assert!(read == bytes, "cut {cut}: torn file");
+                        seen_whole = true;
+                    }
+                    Ok(None) if cut == ops.len() => panic!("acknowledged recipe lost"),
+                    Ok(None) => seen_absent = true,
+                    Err(e) => panic!("cut {cut}: damaged recipe: {e}"),
+                }
+            }
+        }
+        assert!(seen_absent && seen_whole);
+    }
+
     /// The guard of a copy-while-hashing import: a same-size rewrite with the
     /// modification time put back still counts as a change (its ctime moved), and
     /// an untouched file does not.

@@ -209,8 +209,8 @@ impl Recipe {
     }
 
     fn encode(&self) -> Vec<u8> {
-        // Plain data: serialization cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
+        serde_json::to_vec(self)
+            .unwrap_or_else(|e| unreachable!("plain data always serializes: {e}"))
     }
 }
 
@@ -578,8 +578,8 @@ fn finish_pack<B: PackBackend>(
         chunks: p.chunks,
     };
     let key = pack_index_key(&name);
-    // Plain data: serialization cannot fail.
-    let bytes = serde_json::to_vec(&pack_index).unwrap_or_default();
+    let bytes = serde_json::to_vec(&pack_index)
+        .unwrap_or_else(|e| unreachable!("plain data always serializes: {e}"));
     backend
         .put_small(&key, &bytes)
         .map_err(|e| storage(backend, "write pack index", &key, e))?;
