@@ -3,7 +3,7 @@
 //!
 //! A file is still named by BLAKE3 of its bytes. A store with packing on cuts a
 //! large file into chunks (`chunking::chunk_file`), looks each chunk up in the
-//! [`ChunkIndex`], writes only the chunks it has not stored yet into a new
+//! chunk index, writes only the chunks it has not stored yet into a new
 //! *pack* (chunks back to back, about [`PackOptions::pack_size`] bytes, named by
 //! BLAKE3 of the pack's bytes) with an *index* beside it (each chunk's hash,
 //! offset and length), and records the file as a *recipe*: its size and the
@@ -17,7 +17,7 @@
 //! crash leaves at most packs without index or packs no recipe uses, which are
 //! garbage, never a visible file.
 //!
-//! Everything here is generic over [`PackBackend`], a handful of blocking calls
+//! Everything here is generic over `PackBackend`, a handful of blocking calls
 //! on immutable objects, so the object-store backend can reuse it; the local
 //! store implements it on its directory tree.
 
