@@ -139,6 +139,16 @@ impl Registry {
         Ok(Registry { inner, rt })
     }
 
+    /// See [`crate::Registry::open_local_with`].
+    pub fn open_local_with(
+        dir: impl AsRef<Path>,
+        options: crate::store::LocalArtifactOptions,
+    ) -> Result<Registry> {
+        let rt = Runtime::new()?;
+        let inner = rt.block_on(crate::Registry::open_local_with(dir, options))?;
+        Ok(Registry { inner, rt })
+    }
+
     /// See [`crate::Registry::open_url`].
     pub fn open_url(url: &str) -> Result<Registry> {
         let rt = Runtime::new()?;

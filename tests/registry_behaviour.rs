@@ -87,7 +87,7 @@ suite! {
     // The one list of backends: a new backend is a constructor on `Fixture` and
     // its name here.
     backends: [
-        memory, memory_checkpoints, dyn_memory, local, dyn_local,
+        memory, memory_checkpoints, dyn_memory, local, dyn_local, local_packed,
         object_memory, object_local,
         #[cfg_attr(not(modelreg_s3), ignore = "needs MODELREG_TEST_S3_URL and the aws feature (tests/common/servers.rs)")]
         s3,

@@ -20,8 +20,9 @@ use common::servers::{Server, unique_name};
 use common::store_suite::Fixture;
 use modelreg::store::object::stores_from_url;
 use modelreg::store::{
-    ArtifactStore, LocalArtifactStore, LocalMetadataStore, MemoryArtifactStore,
-    MemoryMetadataStore, MetadataStore, ObjectArtifactStore, ObjectMetadataStore,
+    ArtifactStore, LocalArtifactOptions, LocalArtifactStore, LocalMetadataStore,
+    MemoryArtifactStore, MemoryMetadataStore, MetadataStore, ObjectArtifactStore,
+    ObjectMetadataStore, PackOptions,
 };
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
@@ -44,6 +45,15 @@ fn memory_artifacts() -> Fixture<MemoryArtifactStore> {
 fn local_artifacts() -> Fixture<LocalArtifactStore> {
     let dir = tempfile::tempdir().unwrap();
     let store = LocalArtifactStore::open(dir.path().join("artifacts")).unwrap();
+    Fixture::in_dir(store, dir)
+}
+
+/// The local store with packing on for every file (no size threshold), so
+/// each blob of the suite goes through packs, recipes and the chunk index.
+fn packed_local_artifacts() -> Fixture<LocalArtifactStore> {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LocalArtifactOptions::new().packed(PackOptions::new().min_file_size(0));
+    let store = LocalArtifactStore::open_with(dir.path().join("artifacts"), options).unwrap();
     Fixture::in_dir(store, dir)
 }
 
@@ -144,6 +154,11 @@ mod artifacts {
     artifact_suite!(local, local_artifacts());
     artifact_suite!(memory_arc_dyn, dyn_artifacts(memory_artifacts()));
     artifact_suite!(local_arc_dyn, dyn_artifacts(local_artifacts()));
+    artifact_suite!(local_packed, packed_local_artifacts());
+    artifact_suite!(
+        local_packed_arc_dyn,
+        dyn_artifacts(packed_local_artifacts())
+    );
     artifact_suite!(object_memory, object_memory_artifacts());
     artifact_suite!(object_local, object_local_artifacts());
     artifact_suite!(object_arc_dyn, dyn_artifacts(object_memory_artifacts()));

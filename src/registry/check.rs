@@ -196,7 +196,11 @@ impl Registry {
             let subject = format!("{name} ({})", f.digest);
             let file = FileProgress::new(progress, f.size);
             let checked = file.track(store.hash_stored(&f.digest)).await;
-            let location = Some(store.location(&f.digest));
+            // An error that names where the damage is (a pack) says it best.
+            let location = match &checked {
+                Err(e) if e.location().is_some() => e.location().map(str::to_owned),
+                _ => Some(store.location(&f.digest)),
+            };
             match checked {
                 Ok((actual, size)) if actual == f.digest && size == f.size => report.bytes += size,
                 Ok((actual, _)) => report.problem(

@@ -14,8 +14,8 @@ use crate::domain::{Gate, ModelName, Stage, VersionRecord, VersionRef};
 use crate::error::{Error, Result};
 use crate::hash_cache::HashCache;
 use crate::store::{
-    ArtifactStore, LocalArtifactStore, LocalMetadataStore, MemoryArtifactStore,
-    MemoryMetadataStore, MetadataStore,
+    ArtifactStore, LocalArtifactOptions, LocalArtifactStore, LocalMetadataStore,
+    MemoryArtifactStore, MemoryMetadataStore, MetadataStore,
 };
 
 mod as_of;
@@ -457,12 +457,35 @@ impl Registry {
     /// missing), with logs under `dir/metadata`, blobs under `dir/artifacts`, and
     /// the digest cache of registered source files under `dir/cache/hashes`.
     pub async fn open_local(dir: impl AsRef<Path>) -> Result<Registry> {
+        Self::open_local_with(dir, LocalArtifactOptions::default()).await
+    }
+
+    /// [`open_local`](Registry::open_local), with options for its artifact
+    /// store: e.g. packing, which stores large files as chunks in packs so that
+    /// a fine-tune stores only the chunks that changed (opt-in; see
+    /// [`LocalArtifactOptions::packed`]). A registry written either way opens
+    /// and reads either way.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+    /// use modelreg::Registry;
+    /// use modelreg::store::{LocalArtifactOptions, PackOptions};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let options = LocalArtifactOptions::new().packed(PackOptions::new());
+    /// let registry = Registry::open_local_with(dir.path().join("registry"), options).await?;
+    /// # let _ = registry;
+    /// # Ok::<(), modelreg::Error>(()) }).unwrap();
+    /// ```
+    pub async fn open_local_with(
+        dir: impl AsRef<Path>,
+        options: LocalArtifactOptions,
+    ) -> Result<Registry> {
         let dir = dir.as_ref().to_owned();
         let cache = dir.join("cache/hashes");
         let (metadata, artifacts) = blocking(move || -> Result<_> {
             Ok((
                 LocalMetadataStore::open(dir.join("metadata"))?,
-                LocalArtifactStore::open(dir.join("artifacts"))?,
+                LocalArtifactStore::open_with(dir.join("artifacts"), options)?,
             ))
         })
         .await??;

@@ -8,7 +8,14 @@
 //! <metadata root>/logs/v1/<log>/checkpoints/<seq, 20 digits>.ckpt
 //! <metadata root>/leases/v1/<lease>
 //! <artifact root>/blobs/v1/blake3/<hex[0..2]>/<hex[2..4]>/<hex>
+//! <artifact root>/recipes/v1/blake3/<hex[0..2]>/<hex[2..4]>/<hex>   a packed file
+//! <artifact root>/packs/v1/blake3/<pack hex>.pack                   chunks, back to back
+//! <artifact root>/packs/v1/blake3/<pack hex>.idx                    the pack's chunks
 //! ```
+//!
+//! A file is a whole blob or a recipe over packs (see `store::pack`), never
+//! both on purpose; readers look for the blob first. Packs are not sharded:
+//! at 32 MiB each, 100 GiB of distinct chunks is about 3,200 packs.
 //!
 //! Sequence numbers are zero-padded to the width of `u64::MAX`, so names sort
 //! lexically in numeric order (which lets an object store list from an offset); no
@@ -23,6 +30,14 @@ pub(crate) const LOGS_DIR: &str = "logs/v1";
 pub(crate) const LEASES_DIR: &str = "leases/v1";
 /// Blobs, relative to an artifact root.
 pub(crate) const BLOBS_DIR: &str = "blobs/v1/blake3";
+/// Recipes of packed files, relative to an artifact root.
+pub(crate) const RECIPES_DIR: &str = "recipes/v1/blake3";
+/// Packs and their indexes, relative to an artifact root.
+pub(crate) const PACKS_DIR: &str = "packs/v1/blake3";
+/// File name suffix of a pack.
+pub(crate) const PACK_EXT: &str = ".pack";
+/// File name suffix of a pack's index.
+pub(crate) const PACK_INDEX_EXT: &str = ".idx";
 /// Record files of a log, relative to the log's directory.
 pub(crate) const RECORDS: &str = "records";
 /// Checkpoint files of a log, relative to the log's directory.
@@ -86,6 +101,30 @@ pub(crate) fn metadata_key(log: &str, item: MetadataItem) -> String {
 pub(crate) fn blob_key(digest: &Digest) -> String {
     let hex = digest.to_hex();
     format!("{BLOBS_DIR}/{}/{}/{hex}", &hex[0..2], &hex[2..4])
+}
+
+/// `recipes/v1/blake3/ab/cd/abcd…`, relative to an artifact root: the recipe
+/// of a packed file, sharded as blobs are.
+pub(crate) fn recipe_key(digest: &Digest) -> String {
+    let hex = digest.to_hex();
+    format!("{RECIPES_DIR}/{}/{}/{hex}", &hex[0..2], &hex[2..4])
+}
+
+/// `packs/v1/blake3/<hex>.pack`, relative to an artifact root.
+pub(crate) fn pack_key(pack: &Digest) -> String {
+    format!("{PACKS_DIR}/{}{PACK_EXT}", pack.to_hex())
+}
+
+/// `packs/v1/blake3/<hex>.idx`, relative to an artifact root.
+pub(crate) fn pack_index_key(pack: &Digest) -> String {
+    format!("{PACKS_DIR}/{}{PACK_INDEX_EXT}", pack.to_hex())
+}
+
+/// The pack whose index has the file name `name` (`<hex>.idx`), if it is one.
+pub(crate) fn parse_pack_index_name(name: &str) -> Option<Digest> {
+    let hex = name.strip_suffix(PACK_INDEX_EXT)?;
+    let digest = Digest::from_hex(hex).ok()?;
+    (digest.to_hex() == hex).then_some(digest)
 }
 
 /// The digest of the blob stored under `<shard>/<sub-shard>/<name>`, if these three

@@ -56,9 +56,11 @@ use futures::stream::{self, BoxStream};
 use super::fsutil::{self, PublishMode, Published, TempFile};
 use super::layout::{
     BLOBS_DIR, CHECKPOINT_EXT, CHECKPOINT_READ_ATTEMPTS, CHECKPOINTS, LEASES_DIR, LOGS_DIR,
-    RECORD_EXT, RECORDS, SEQ_DIGITS, blob_key, is_shard_name, metadata_key, parse_blob_name,
-    parse_seq_file_name, prunable_checkpoints, seq_digits, seq_file_name,
+    RECIPES_DIR, RECORD_EXT, RECORDS, SEQ_DIGITS, blob_key, is_shard_name, metadata_key, pack_key,
+    parse_blob_name, parse_seq_file_name, prunable_checkpoints, recipe_key, seq_digits,
+    seq_file_name,
 };
+use super::pack::{self, PackBackend, PackOptions, Recipe, SharedIndex};
 use super::pipe::pipe;
 use super::{
     ArtifactStore, BlobMeta, ByteStream, Checkpoint, Imported, LinkMode, LogRecord, Materialized,
@@ -633,6 +635,42 @@ impl MetadataStore for LocalMetadataStore {
 #[derive(Debug, Clone)]
 pub struct LocalArtifactStore {
     root: Arc<Root>,
+    /// How large files are packed; `None`: stored whole (the default).
+    packing: Option<PackOptions>,
+    /// The chunks stored in packs, loaded at the first packed write.
+    chunks: Arc<SharedIndex>,
+}
+
+/// How a [`LocalArtifactStore`] stores what it is given, for
+/// [`LocalArtifactStore::open_with`].
+///
+/// ```
+/// use modelreg::store::{LocalArtifactOptions, PackOptions};
+/// let options = LocalArtifactOptions::new().packed(PackOptions::new());
+/// # let _ = options;
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LocalArtifactOptions {
+    /// Chunk-level deduplication of large files into packs; `None` (the
+    /// default) stores every file as a whole blob.
+    pub packing: Option<PackOptions>,
+}
+
+impl LocalArtifactOptions {
+    /// The defaults: whole blobs, no packing.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Packs files of at least [`PackOptions::min_file_size`] bytes: each is cut
+    /// into chunks, and only the chunks the store lacks are written, into packs
+    /// (see docs/design.md, "Packs"). Whatever this option, a store reads both
+    /// whole blobs and packed files.
+    pub fn packed(mut self, options: PackOptions) -> Self {
+        self.packing = Some(options);
+        self
+    }
 }
 
 impl LocalArtifactStore {
@@ -640,9 +678,23 @@ impl LocalArtifactStore {
     ///
     /// Blocks on the filesystem: call it at startup, or from a blocking thread.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        Self::open_with(root, LocalArtifactOptions::default())
+    }
+
+    /// [`open`](Self::open), with options (packing).
+    pub fn open_with(root: impl Into<PathBuf>, options: LocalArtifactOptions) -> Result<Self> {
         Ok(LocalArtifactStore {
             root: Root::open(root.into(), "artifact", BLOBS_DIR)?,
+            packing: options.packing,
+            chunks: Arc::default(),
         })
+    }
+
+    /// How many distinct chunks this handle knows are stored in packs (0 before
+    /// its first packed write loaded them): what the chunk index holds in
+    /// memory, at 32 bytes each.
+    pub fn known_chunks(&self) -> usize {
+        self.chunks.len()
     }
 
     /// The store's root directory.
@@ -654,6 +706,181 @@ impl LocalArtifactStore {
     fn not_found(&self, digest: &Digest) -> Error {
         Error::blob_not_found(*digest, format!("blob {digest} in {}", self.root.label))
     }
+}
+
+/// The local store's side of [`PackBackend`]: layout keys are paths below the
+/// root, objects are read-only files published by [`TempFile::publish`].
+struct Files<'a>(&'a Root);
+
+/// A pack or index being written: a temp file.
+struct Staged(TempFile);
+
+impl Write for Staged {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.file().write(buf)
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.0.file().write_all(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.file().flush()
+    }
+}
+
+impl PackBackend for Files<'_> {
+    type Staged = Staged;
+
+    fn stage(&self) -> io::Result<Staged> {
+        TempFile::create(&self.0.tmp()).map(Staged)
+    }
+
+    fn publish(&self, mut staged: Staged, key: &str) -> io::Result<()> {
+        set_read_only(staged.0.file())?;
+        staged
+            .0
+            .publish(&self.0.path.join(key), PublishMode::CreateNew)
+            .map(drop)
+    }
+
+    fn get_small(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
+        match fs::read(self.0.path.join(key)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if is_missing(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn read_at(&self, key: &str, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        File::open(self.0.path.join(key))?.read_exact_at(buf, offset)
+    }
+
+    fn list(&self, dir: &str) -> io::Result<Vec<String>> {
+        let entries = match fs::read_dir(self.0.path.join(dir)) {
+            Ok(entries) => entries,
+            Err(e) if is_missing(&e) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            if let Ok(name) = entry?.file_name().into_string() {
+                out.push(name);
+            }
+        }
+        Ok(out)
+    }
+
+    fn delete(&self, key: &str) -> io::Result<()> {
+        match fsutil::remove_file(&self.0.path.join(key)) {
+            Err(e) if !is_missing(&e) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    fn exists(&self, key: &str) -> io::Result<bool> {
+        match fs::symlink_metadata(self.0.path.join(key)) {
+            Ok(_) => Ok(true),
+            Err(e) if is_missing(&e) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn location(&self, key: &str) -> String {
+        if key.is_empty() {
+            return self.0.label.clone();
+        }
+        self.0.path.join(key).display().to_string()
+    }
+}
+
+/// The recipe of `digest`, if it is stored packed.
+fn open_recipe(root: &Root, digest: &Digest) -> Result<Option<Recipe>> {
+    pack::read_recipe(&Files(root), digest)
+}
+
+/// Whether `digest` is stored, as a whole blob or packed.
+fn stored(root: &Root, operation: &'static str, digest: &Digest) -> Result<bool> {
+    if blob_exists(root, operation, digest)? {
+        return Ok(true);
+    }
+    Files(root)
+        .exists(&recipe_key(digest))
+        .map_err(|e| root.error(operation, recipe_key(digest), e))
+}
+
+/// Whether a file of `len` bytes is packed under `packing`.
+fn packs(packing: Option<&PackOptions>, len: u64) -> Option<&PackOptions> {
+    packing.filter(|p| len >= p.min_file_size)
+}
+
+/// Packs the file at `path` (see [`pack::store_file`]).
+fn put_packed(
+    root: &Root,
+    chunks: &SharedIndex,
+    options: &PackOptions,
+    path: &Path,
+    file: &File,
+    expected: Option<&Digest>,
+    meter: Option<&Meter>,
+) -> Result<pack::Stored> {
+    let stored = pack::store_file(&Files(root), chunks, options, path, file, expected, meter)?;
+    tracing::debug!(
+        digest = %stored.digest, size = stored.size, new_bytes = stored.new_bytes,
+        "packed a file"
+    );
+    Ok(stored)
+}
+
+/// Reads a packed file into `dest` (a new, empty file) piece by piece, by
+/// `copy_file_range` from the packs where the filesystem allows it, and
+/// leaves `dest` unsynced.
+fn copy_recipe(root: &Root, recipe: &Recipe, dest: &File) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let files = Files(root);
+    let mut at = 0u64;
+    let mut open: Option<(Digest, File)> = None;
+    let mut buf = Vec::new();
+    for (pack, offset, len) in pack::plan(recipe, 0..recipe.size) {
+        let key = pack_key(&pack);
+        let src = match &open {
+            Some((name, file)) if *name == pack => file,
+            _ => {
+                let file = File::open(root.path.join(&key))
+                    .map_err(|e| pack::missing_pack(&files, recipe, &key, e))?;
+                &open.insert((pack, file)).1
+            }
+        };
+        let (mut from, mut to, mut left) = (offset, at, len);
+        while left > 0 {
+            let want = usize::try_from(left.min(64 << 20)).unwrap_or(64 << 20);
+            let copied =
+                rustix::fs::copy_file_range(src, Some(&mut from), dest, Some(&mut to), want);
+            match copied {
+                Ok(0) => {
+                    return Err(pack::missing_pack(
+                        &files,
+                        recipe,
+                        &key,
+                        io::ErrorKind::UnexpectedEof.into(),
+                    ));
+                }
+                Ok(n) => left -= n as u64,
+                // Not between these files (another filesystem, an old kernel):
+                // read and write through a buffer.
+                Err(_) => {
+                    let n = left.min(READ_CHUNK as u64) as usize;
+                    buf.resize(n, 0);
+                    src.read_exact_at(&mut buf, from)
+                        .map_err(|e| pack::missing_pack(&files, recipe, &key, e))?;
+                    dest.write_all_at(&buf, to)
+                        .map_err(|e| root.error("materialize", key.clone(), e))?;
+                    (from, to, left) = (from + n as u64, to + n as u64, left - n as u64);
+                }
+            }
+        }
+        at += len;
+    }
+    Ok(())
 }
 
 fn blob_path(root: &Root, digest: &Digest) -> PathBuf {
@@ -758,6 +985,7 @@ fn import_blocking(
     root: &Root,
     source: &Path,
     mode: LinkMode,
+    packing: Option<(&PackOptions, &SharedIndex)>,
     meter: Option<&Meter>,
 ) -> Result<Imported> {
     let src_err = |e| Error::io(source, e);
@@ -773,6 +1001,47 @@ fn import_blocking(
         && let Some(imported) = import_by_hard_link(root, source, meter)?
     {
         return Ok(imported);
+    }
+    // A copy of a large file is packed. A link (hard or reflink) costs no space
+    // of its own, so those stay whole blobs, linked.
+    if mode == LinkMode::Copy
+        && let Some((options, index)) = packing
+        && before.len() >= options.min_file_size
+    {
+        // Hash first (every core, page cache warm for the chunker after it):
+        // a file the store has, whole or packed, costs no chunking and leaves
+        // no unused pack behind.
+        let (digest, _) = hashing::hash_open_file(&src, None).map_err(src_err)?;
+        if stored(root, "put", &digest)? {
+            // Small files are hashed from the file's offset: rewind.
+            (&src).seek(SeekFrom::Start(0)).map_err(src_err)?;
+            let hashed = hashing::hash_open_file_with_sha256(&src, meter).map_err(src_err)?;
+            check_unchanged(source, &src, &before)?;
+            if hashed.digest != digest {
+                return Err(Error::SourceChanged {
+                    path: source.to_owned(),
+                });
+            }
+            return Ok(imported(hashed, None));
+        }
+        let stored =
+            put_packed(root, index, options, source, &src, Some(&digest), meter).map_err(|e| {
+                match e {
+                    // The bytes moved between the hash and the chunking.
+                    Error::Integrity { .. } => Error::SourceChanged {
+                        path: source.to_owned(),
+                    },
+                    e => e,
+                }
+            })?;
+        check_unchanged(source, &src, &before)?;
+        if stored.size != before.len() {
+            return Err(Error::SourceChanged {
+                path: source.to_owned(),
+            });
+        }
+        let placed = stored.written.then_some(Materialized::Copied);
+        return Ok(Imported::new(stored.digest, stored.size, placed).with_sha256(stored.sha256));
     }
     let key = || format!("{TMP_DIR} (import of {})", source.display());
     let tmp_err = |e| root.error("put", key(), e);
@@ -886,6 +1155,68 @@ fn read_chunks(root: Arc<Root>, key: String, file: File) -> ByteStream {
     }))
 }
 
+/// Streams a packed file in chunks of [`READ_CHUNK`], each read on the
+/// blocking pool.
+fn read_recipe_chunks(root: Arc<Root>, recipe: Recipe) -> ByteStream {
+    let recipe = Arc::new(recipe);
+    Box::pin(stream::try_unfold(0u64, move |at| {
+        let root = Arc::clone(&root);
+        let recipe = Arc::clone(&recipe);
+        async move {
+            if at >= recipe.size {
+                return Ok(None);
+            }
+            let end = recipe.size.min(at + READ_CHUNK as u64);
+            let key = recipe_key(&recipe.digest);
+            let bytes = run(&root, "get", &key, move |root| {
+                pack::read_range(&Files(root), &recipe, at..end)
+            })
+            .await?;
+            Ok(Some((Bytes::from(bytes), end)))
+        }
+    }))
+}
+
+/// Rebuilds a packed file at the new path `dest` from its packs, synced, and
+/// hashes it; damage is reported as the damaged chunk's pack and no file is
+/// left behind.
+fn materialize_recipe(
+    root: &Root,
+    recipe: &Recipe,
+    dest: &Path,
+    meter: Option<&Meter>,
+) -> Result<Placed> {
+    let dest_dir = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let target = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(dest)
+        .map_err(|e| Error::io(dest, e))?;
+    let placed = (|| {
+        copy_recipe(root, recipe, &target)?;
+        let io_err = |e| Error::io(dest, e);
+        target.sync_all().map_err(io_err)?;
+        fsutil::sync_dir(dest_dir).map_err(io_err)?;
+        let (digest, size) = hashing::hash_open_file(&target, meter).map_err(io_err)?;
+        if digest != recipe.digest
+            && let Some(damage) = pack::locate_damage(&Files(root), recipe)
+        {
+            return Err(damage);
+        }
+        Ok(Placed::new(Materialized::Copied, digest, size))
+    })();
+    if placed.is_err()
+        && let Err(e) = fs::remove_file(dest)
+    {
+        tracing::warn!(file = %dest.display(), error = %e, "could not remove a half-written file");
+    }
+    placed
+}
+
 /// The blobs in one top-level shard directory (`blobs/v1/blake3/ab`). Names that
 /// are not blobs in their right place are skipped; errors are returned in line, so
 /// a caller (such as a garbage collector) knows the listing is incomplete.
@@ -993,19 +1324,24 @@ fn materialize_blocking(
 impl ArtifactStore for LocalArtifactStore {
     async fn head(&self, digest: &Digest) -> Result<Option<BlobMeta>> {
         let digest = *digest;
-        run(
-            &self.root,
-            "head",
-            &blob_key(&digest),
-            move |root| match fs::metadata(blob_path(root, &digest)) {
-                Ok(meta) => Ok(Some(BlobMeta {
-                    size: meta.len(),
-                    last_modified: meta.modified().ok().map(DateTime::<Utc>::from),
-                })),
-                Err(e) if is_missing(&e) => Ok(None),
-                Err(e) => Err(root.error("head", blob_key(&digest), e)),
-            },
-        )
+        run(&self.root, "head", &blob_key(&digest), move |root| {
+            let meta = |m: &fs::Metadata, size| BlobMeta {
+                size,
+                last_modified: m.modified().ok().map(DateTime::<Utc>::from),
+            };
+            match fs::metadata(blob_path(root, &digest)) {
+                Ok(m) => return Ok(Some(meta(&m, m.len()))),
+                Err(e) if is_missing(&e) => {}
+                Err(e) => return Err(root.error("head", blob_key(&digest), e)),
+            }
+            // A packed file: its size is the recipe's, its age the recipe's.
+            let recipe_meta = match fs::metadata(root.path.join(recipe_key(&digest))) {
+                Ok(m) => m,
+                Err(e) if is_missing(&e) => return Ok(None),
+                Err(e) => return Err(root.error("head", recipe_key(&digest), e)),
+            };
+            Ok(open_recipe(root, &digest)?.map(|r| meta(&recipe_meta, r.size)))
+        })
         .await
     }
 
@@ -1014,13 +1350,15 @@ impl ArtifactStore for LocalArtifactStore {
         let key = blob_key(&digest);
         // Content addressed: a stored blob already has these bytes.
         if run(&self.root, "put", &key, move |root| {
-            blob_exists(root, "put", &digest)
+            stored(root, "put", &digest)
         })
         .await?
         {
             return Ok(());
         }
         let meter = progress::meter();
+        let packing = self.packing;
+        let index = Arc::clone(&self.chunks);
         let (fed, written) = pipe(data, WRITE_QUEUE, |mut chunks| {
             run(&self.root, "put", &key, move |root| {
                 let write_err = |e| root.error("put", blob_key(&digest), e);
@@ -1037,7 +1375,25 @@ impl ArtifactStore for LocalArtifactStore {
                         meter.as_ref().add(slice.len() as u64);
                     }
                 }
-                finish_blob(root, tmp, &digest, hasher.finalize().into(), || {
+                let len = tmp.file_ref().metadata().map_err(write_err)?.len();
+                let actual: Digest = hasher.finalize().into();
+                if let Some(options) = packs(packing.as_ref(), len)
+                    && actual == digest
+                {
+                    // Spooled and checked: pack it from the temp file, dropped after.
+                    let file = File::open(tmp.path()).map_err(write_err)?;
+                    put_packed(
+                        root,
+                        &index,
+                        options,
+                        tmp.path(),
+                        &file,
+                        Some(&digest),
+                        None,
+                    )?;
+                    return Ok(());
+                }
+                finish_blob(root, tmp, &digest, actual, || {
                     format!("stream put as {digest}")
                 })
             })
@@ -1051,12 +1407,20 @@ impl ArtifactStore for LocalArtifactStore {
         let digest = *digest;
         let source = path.to_owned();
         let meter = progress::meter();
+        let packing = self.packing;
+        let index = Arc::clone(&self.chunks);
         run(&self.root, "put", &blob_key(&digest), move |root| {
-            if blob_exists(root, "put", &digest)? {
+            if stored(root, "put", &digest)? {
                 return Ok(());
             }
             let key = || format!("{} from {}", blob_key(&digest), source.display());
             let src = File::open(&source).map_err(|e| Error::io(&source, e))?;
+            let len = src.metadata().map_err(|e| Error::io(&source, e))?.len();
+            if let Some(options) = packs(packing.as_ref(), len) {
+                let (d, m) = (Some(&digest), meter.as_ref());
+                put_packed(root, &index, options, &source, &src, d, m)?;
+                return Ok(());
+            }
             let mut tmp = TempFile::create(&root.tmp()).map_err(|e| root.error("put", key(), e))?;
             let reader = File::open(tmp.path()).map_err(|e| root.error("put", key(), e))?;
             // Hash the copy, not the source: what is published is what was checked,
@@ -1074,8 +1438,11 @@ impl ArtifactStore for LocalArtifactStore {
         let source = path.to_owned();
         let key = format!("{TMP_DIR} (import of {})", path.display());
         let meter = progress::meter();
+        let packing = self.packing;
+        let index = Arc::clone(&self.chunks);
         run(&self.root, "put", &key, move |root| {
-            import_blocking(root, &source, mode, meter.as_ref())
+            let packing = packing.as_ref().map(|p| (p, index.as_ref()));
+            import_blocking(root, &source, mode, packing, meter.as_ref())
         })
         .await
     }
@@ -1083,12 +1450,18 @@ impl ArtifactStore for LocalArtifactStore {
     async fn get(&self, digest: &Digest) -> Result<ByteStream> {
         let digest = *digest;
         let key = blob_key(&digest);
-        let file = run(&self.root, "get", &key, move |root| {
-            open_blob(root, "get", &digest)
+        let found = run(&self.root, "get", &key, move |root| {
+            Ok(match open_blob(root, "get", &digest)? {
+                Some(file) => Some(Ok(file)),
+                None => open_recipe(root, &digest)?.map(Err),
+            })
         })
         .await?
         .ok_or_else(|| self.not_found(&digest))?;
-        Ok(read_chunks(Arc::clone(&self.root), key, file))
+        match found {
+            Ok(file) => Ok(read_chunks(Arc::clone(&self.root), key, file)),
+            Err(recipe) => Ok(read_recipe_chunks(Arc::clone(&self.root), recipe)),
+        }
     }
 
     async fn hash_stored(&self, digest: &Digest) -> Result<(Digest, u64)> {
@@ -1096,7 +1469,17 @@ impl ArtifactStore for LocalArtifactStore {
         let not_found = self.not_found(&digest);
         let meter = progress::meter();
         run(&self.root, "hash", &blob_key(&digest), move |root| {
-            let file = open_blob(root, "hash", &digest)?.ok_or(not_found)?;
+            let Some(file) = open_blob(root, "hash", &digest)? else {
+                let recipe = open_recipe(root, &digest)?.ok_or(not_found)?;
+                let (actual, size) = pack::hash_recipe(&Files(root), &recipe, meter.as_ref())?;
+                // Damage inside a pack is reported where it is: the pack.
+                if actual != digest
+                    && let Some(damage) = pack::locate_damage(&Files(root), &recipe)
+                {
+                    return Err(damage);
+                }
+                return Ok((actual, size));
+            };
             hashing::hash_open_file(&file, meter.as_ref())
                 .map_err(|e| root.error("hash", blob_key(&digest), e))
         })
@@ -1107,7 +1490,16 @@ impl ArtifactStore for LocalArtifactStore {
         let digest = *digest;
         let not_found = self.not_found(&digest);
         run(&self.root, "get", &blob_key(&digest), move |root| {
-            let mut file = open_blob(root, "get", &digest)?.ok_or(not_found)?;
+            let Some(mut file) = open_blob(root, "get", &digest)? else {
+                let recipe = open_recipe(root, &digest)?.ok_or(not_found)?;
+                if range.start > range.end || range.end > recipe.size {
+                    return Err(Error::invalid_input(
+                        format!("range {range:?} of blob {digest}"),
+                        format!("blob has {} bytes", recipe.size),
+                    ));
+                }
+                return pack::read_range(&Files(root), &recipe, range).map(Bytes::from);
+            };
             let io_err = |e| root.error("get", blob_key(&digest), e);
             let size = file.metadata().map_err(io_err)?.len();
             if range.start > range.end || range.end > size {
@@ -1134,26 +1526,29 @@ impl ArtifactStore for LocalArtifactStore {
         let digest = *digest;
         // The directory is not synced: a delete lost in a crash leaves a blob that is
         // still valid, and garbage collection deletes it again.
-        run(
-            &self.root,
-            "delete",
-            &blob_key(&digest),
-            move |root| match fsutil::remove_file(&blob_path(root, &digest)) {
-                Ok(()) => Ok(()),
-                Err(e) if is_missing(&e) => Ok(()),
-                Err(e) => Err(root.error("delete", blob_key(&digest), e)),
-            },
-        )
+        run(&self.root, "delete", &blob_key(&digest), move |root| {
+            match fsutil::remove_file(&blob_path(root, &digest)) {
+                Ok(()) => {}
+                Err(e) if is_missing(&e) => {}
+                Err(e) => return Err(root.error("delete", blob_key(&digest), e)),
+            }
+            // A packed file: its chunks stay in their packs (repack reclaims them).
+            Files(root)
+                .delete(&recipe_key(&digest))
+                .map_err(|e| root.error("delete", recipe_key(&digest), e))
+        })
         .await
     }
 
     async fn list(&self) -> Result<BoxStream<'static, Result<Digest>>> {
+        // Whole blobs, then packed files (recipes), sharded alike.
         let tops = run(&self.root, "list", BLOBS_DIR, |root| {
-            let names = read_dir_names(root, "list", &root.path.join(BLOBS_DIR))?;
-            Ok(names
-                .into_iter()
-                .filter(|(name, _)| is_shard_name(name))
-                .collect::<Vec<_>>())
+            let mut tops = Vec::new();
+            for dir in [BLOBS_DIR, RECIPES_DIR] {
+                let names = read_dir_names(root, "list", &root.path.join(dir))?;
+                tops.extend(names.into_iter().filter(|(name, _)| is_shard_name(name)));
+            }
+            Ok(tops)
         })
         .await?;
         // One top-level shard (1/256 of the store) at a time, so memory stays bounded.
@@ -1190,7 +1585,8 @@ impl ArtifactStore for LocalArtifactStore {
         run(&self.root, "materialize", &blob_key(&digest), move |root| {
             let src = blob_path(root, &digest);
             if !blob_exists(root, "materialize", &digest)? {
-                return Err(not_found);
+                let recipe = open_recipe(root, &digest)?.ok_or(not_found)?;
+                return materialize_recipe(root, &recipe, &dest, meter.as_ref());
             }
             // The new name must survive a crash too: its directory is synced.
             let parent = dest
@@ -1238,7 +1634,7 @@ mod tests {
         let _skip = SkipSyncs::below(dir.path());
         let store = LocalArtifactStore::open(dir.path().join("store")).expect("open");
         let imported =
-            import_blocking(&store.root, &source, LinkMode::HardLink, None).expect("import");
+            import_blocking(&store.root, &source, LinkMode::HardLink, None, None).expect("import");
         assert_eq!(imported.placed, Some(Materialized::HardLinked));
         assert_eq!(imported.digest, Digest::of(&bytes));
         let key = format!("store/{}", blob_key(&imported.digest));
@@ -1264,6 +1660,75 @@ mod tests {
             }
         }
         assert!(seen_absent, "a cut before the link leaves no blob");
+    }
+
+    /// A packed put, after a power cut at any point, leaves the file absent or
+    /// whole: a recipe that survived names packs that survived whole (each
+    /// pack is durable before its index, the index before the recipe), and
+    /// the recipe is there once the put returned.
+    #[test]
+    fn a_packed_file_is_whole_or_absent_after_any_power_cut() {
+        use crate::store::power_loss::{Recorder, Replay, SkipSyncs};
+        let (dir, outside) = (tempfile::tempdir(), tempfile::tempdir());
+        let (dir, outside) = (dir.expect("temp dir"), outside.expect("temp dir"));
+        let source = outside.path().join("weights.bin");
+        // Three chunks and a bit, in two packs (1 MiB packs).
+        let bytes: Vec<u8> = (0..(3 << 20) + 5).map(|i| (i % 251) as u8).collect();
+        fs::write(&source, &bytes).expect("write source");
+        let digest = Digest::of(&bytes);
+        let options = PackOptions::new().min_file_size(0).pack_size(1 << 20);
+        let recorder = Recorder::start(dir.path());
+        let _skip = SkipSyncs::below(dir.path());
+        let store = LocalArtifactStore::open_with(
+            dir.path().join("store"),
+            LocalArtifactOptions::new().packed(options),
+        )
+        .expect("open");
+        let src = File::open(&source).expect("open source");
+        let stored = put_packed(
+            &store.root,
+            &store.chunks,
+            &options,
+            &source,
+            &src,
+            None,
+            None,
+        )
+        .expect("put");
+        assert_eq!(stored.digest, digest);
+        let ops = recorder.ops();
+        let mut rng = fastrand::Rng::with_seed(11);
+        let (mut seen_absent, mut seen_whole) = (false, false);
+        for cut in 0..=ops.len() {
+            let mut replay = Replay::new();
+            for op in &ops[..cut] {
+                replay.apply(op);
+            }
+            let undecided = replay.uncertain();
+            for outcome in Replay::outcomes(&undecided, 64, 8, &mut rng) {
+                let image = tempfile::tempdir().expect("image dir");
+                replay
+                    .image(&undecided, &outcome)
+                    .materialize(image.path())
+                    .expect("materialize image");
+                let root = Root {
+                    path: image.path().join("store"),
+                    label: "image".into(),
+                };
+                match open_recipe(&root, &digest) {
+                    Ok(Some(recipe)) => {
+                        let read = pack::read_range(&Files(&root), &recipe, 0..recipe.size)
+                            .unwrap_or_else(|e| panic!("cut {cut}: recipe names lost bytes: {e}"));
+                        assert!(read == bytes, "cut {cut}: torn file");
+                        seen_whole = true;
+                    }
+                    Ok(None) if cut == ops.len() => panic!("acknowledged recipe lost"),
+                    Ok(None) => seen_absent = true,
+                    Err(e) => panic!("cut {cut}: damaged recipe: {e}"),
+                }
+            }
+        }
+        assert!(seen_absent && seen_whole);
     }
 
     /// The guard of a copy-while-hashing import: a same-size rewrite with the

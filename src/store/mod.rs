@@ -35,13 +35,15 @@ pub(crate) mod layout;
 pub mod local;
 pub mod memory;
 pub mod object;
+pub mod pack;
 pub(crate) mod pipe;
 #[cfg(test)]
 pub(crate) mod power_loss;
 
-pub use local::{LocalArtifactStore, LocalMetadataStore};
+pub use local::{LocalArtifactOptions, LocalArtifactStore, LocalMetadataStore};
 pub use memory::{MemoryArtifactStore, MemoryMetadataStore};
 pub use object::{ObjectArtifactStore, ObjectMetadataStore};
+pub use pack::PackOptions;
 
 /// A stream of byte chunks, as blobs are read and written.
 pub type ByteStream = BoxStream<'static, Result<Bytes>>;

@@ -142,6 +142,29 @@ impl Fixture {
         local_fixture("local", dir, registry, Box::new(open))
     }
 
+    /// Local stores with packing on for every file (`Registry::open_local_with`,
+    /// no size threshold), so each file goes through packs and recipes.
+    pub async fn local_packed() -> Fixture {
+        let dir = TempDir::new().expect("temp dir");
+        let root = dir.path().join("registry");
+        let open = move || -> BoxFuture<'static, Registry> {
+            let root = root.clone();
+            Box::pin(async move {
+                let options = modelreg::store::LocalArtifactOptions::new()
+                    .packed(modelreg::store::PackOptions::new().min_file_size(0));
+                Registry::open_local_with(&root, options)
+                    .await
+                    .unwrap_or_else(|e| panic!("open {}: {e}", root.display()))
+            })
+        };
+        let registry = open().await;
+        // Packed files are rebuilt from packs: never a hard link to the store.
+        Fixture {
+            hard_links: false,
+            ..local_fixture("local_packed", dir, registry, Box::new(open))
+        }
+    }
+
     /// Local stores opened by hand and given to the builder as `Arc<dyn …>`
     /// wrapped in another `Arc`, so every call goes through the forwarding impls
     /// for `Arc<dyn …>`.
@@ -354,10 +377,17 @@ pub fn local_blob_path(root: &Path, digest: &Digest) -> PathBuf {
         .join(&hex)
 }
 
-/// Overwrites a local blob file (stored read-only) with `bytes`.
+/// Overwrites a local blob file (stored read-only) with `bytes`. A file stored
+/// packed gets a whole blob file with `bytes` instead, which readers prefer to
+/// its recipe: the same damage, seen the same way.
 pub fn corrupt_local_blob(root: &Path, digest: &Digest, bytes: &[u8]) {
     use std::os::unix::fs::PermissionsExt;
     let path = local_blob_path(root, digest);
+    if !path.exists() {
+        let parent = path.parent().expect("blob paths have a parent");
+        std::fs::create_dir_all(parent).expect("blob shard");
+        std::fs::write(&path, b"").expect("shadowing blob");
+    }
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
         .unwrap_or_else(|e| panic!("make {} writable: {e}", path.display()));
     std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("overwrite {}: {e}", path.display()));

@@ -1,0 +1,256 @@
+//! Packed local artifact stores (docs/design.md, "Packs"): deduplication is
+//! real on disk, damage inside a pack is a typed error on fetch and in
+//! `check`, and a registry written without packing reads the same with it.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use modelreg::store::{ArtifactStore, LocalArtifactOptions, LocalArtifactStore, PackOptions};
+use modelreg::{
+    Actor, ArtifactSource, CreateModel, Digest, Error, FetchOptions, NewVersion, Registry,
+};
+
+const MIB: usize = 1 << 20;
+
+/// Deterministic bytes that do not repeat within a file (so no chunk dedups
+/// against another chunk of the same file).
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut v = vec![0; len];
+    rng.fill(&mut v);
+    v
+}
+
+fn packed() -> LocalArtifactOptions {
+    LocalArtifactOptions::new().packed(PackOptions::new())
+}
+
+/// Bytes of regular files under `dir`, recursively.
+fn disk_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let meta = entry.metadata().expect("stat");
+        if meta.is_dir() {
+            total += disk_bytes(&entry.path());
+        } else {
+            total += meta.len();
+        }
+    }
+    total
+}
+
+async fn register(reg: &Registry, path: &Path) -> modelreg::Registered {
+    reg.acting_as(Actor::new("ci").expect("actor"))
+        .register(
+            "llm",
+            ArtifactSource::file(path),
+            NewVersion::new().description(path.display().to_string()),
+        )
+        .await
+        .expect("register")
+}
+
+async fn create(reg: &Registry) {
+    reg.acting_as(Actor::new("ci").expect("actor"))
+        .create_model("llm", CreateModel::new())
+        .await
+        .expect("create");
+}
+
+/// Two 24 MiB checkpoints that share 21 of their 24 1-MiB spans: the second
+/// costs about the 3 MiB that changed, not 24; both fetch back exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_variant_stores_only_the_spans_that_changed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("reg");
+    let reg = Registry::open_local_with(&root, packed())
+        .await
+        .expect("open");
+    create(&reg).await;
+    let base = noise(1, 24 * MIB);
+    let mut variant = base.clone();
+    for span in [2, 11, 20] {
+        variant[span * MIB..(span + 1) * MIB].copy_from_slice(&noise(100 + span as u64, MIB));
+    }
+    let (a, b) = (dir.path().join("base.bin"), dir.path().join("variant.bin"));
+    fs::write(&a, &base).expect("write");
+    fs::write(&b, &variant).expect("write");
+    register(&reg, &a).await;
+    let after_base = disk_bytes(&root.join("artifacts"));
+    register(&reg, &b).await;
+    let after_variant = disk_bytes(&root.join("artifacts"));
+    let added = after_variant - after_base;
+    // 3 MiB of new chunks, plus a recipe, an index and a manifest (a few KiB).
+    assert!(
+        (3 * MIB as u64..3 * MIB as u64 + 64 * 1024).contains(&added),
+        "the variant added {added} bytes"
+    );
+    assert!(
+        after_base < 24 * MIB as u64 + 64 * 1024,
+        "the base took {after_base} bytes"
+    );
+    // No whole blob for either file: both are recipes.
+    let blobs = disk_bytes(&root.join("artifacts/blobs"));
+    assert!(blobs < 64 * 1024, "whole blobs hold {blobs} bytes");
+    for (n, bytes) in [(1, &base), (2, &variant)] {
+        let out = dir.path().join(format!("out{n}"));
+        reg.fetch(format!("llm/{n}").as_str(), &out, FetchOptions::default())
+            .await
+            .expect("fetch");
+        let got = fs::read(out.join(if n == 1 { "base.bin" } else { "variant.bin" }))
+            .expect("read fetched");
+        assert!(got == *bytes, "version {n} fetched different bytes");
+    }
+    assert!(reg.check().await.expect("check").is_ok());
+}
+
+/// Makes a (read-only) file writable and flips one byte at `at`.
+fn flip(path: &Path, at: usize) {
+    fs::set_permissions(path, fs::Permissions::from_mode(0o644)).expect("chmod");
+    let mut bytes = fs::read(path).expect("read");
+    bytes[at] ^= 0x40;
+    fs::write(path, bytes).expect("write");
+}
+
+fn packs_in(root: &Path) -> Vec<std::path::PathBuf> {
+    let mut packs: Vec<_> = fs::read_dir(root.join("artifacts/packs/v1/blake3"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "pack"))
+        .collect();
+    packs.sort();
+    packs
+}
+
+/// One flipped byte in a pack: fetch fails with `Integrity` naming the pack,
+/// and `check` reports the file it breaks, with the pack as its location.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_pack_is_a_typed_error_on_fetch_and_in_check() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("reg");
+    let reg = Registry::open_local_with(&root, packed())
+        .await
+        .expect("open");
+    create(&reg).await;
+    let file = dir.path().join("weights.bin");
+    fs::write(&file, noise(7, 6 * MIB)).expect("write");
+    let v = register(&reg, &file).await;
+    let packs = packs_in(&root);
+    assert_eq!(packs.len(), 1, "{packs:?}");
+    flip(&packs[0], 5 * MIB + 3);
+    let pack = packs[0].display().to_string();
+    match reg
+        .fetch("llm/1", dir.path().join("out"), FetchOptions::default())
+        .await
+    {
+        Err(Error::Integrity { location, .. }) => {
+            assert_eq!(location.as_deref(), Some(pack.as_str()))
+        }
+        other => panic!("fetch of a damaged pack: {other:?}"),
+    }
+    assert!(
+        !dir.path().join("out").exists(),
+        "nothing left at the target"
+    );
+    let report = reg.check().await.expect("check");
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    let problem = &report.problems[0];
+    assert!(
+        problem.subject.contains("weights.bin"),
+        "{}",
+        problem.subject
+    );
+    assert_eq!(problem.location.as_deref(), Some(pack.as_str()));
+    assert!(
+        problem.detail.contains("chunk at bytes 5242880..6291456"),
+        "{}",
+        problem.detail
+    );
+    let _ = v;
+}
+
+/// A registry written with whole blobs (as 0.1 and the default write it) opens
+/// packed and reads the same; new variants of its files dedup against nothing
+/// old (whole blobs are not chunk-indexed) but store and read fine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_blobs_stay_readable_when_packing_is_turned_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("reg");
+    let file = dir.path().join("weights.bin");
+    let bytes = noise(3, 5 * MIB);
+    fs::write(&file, &bytes).expect("write");
+    {
+        let reg = Registry::open_local(&root).await.expect("open");
+        create(&reg).await;
+        register(&reg, &file).await;
+    }
+    let reg = Registry::open_local_with(&root, packed())
+        .await
+        .expect("reopen packed");
+    reg.fetch("llm/1", dir.path().join("out"), FetchOptions::default())
+        .await
+        .expect("fetch old blob");
+    assert!(fs::read(dir.path().join("out/weights.bin")).expect("read") == bytes);
+    // The same file again is found as the blob it is: nothing packed.
+    register(&reg, &file).await;
+    assert!(packs_in(&root).is_empty());
+    assert!(reg.check().await.expect("check").is_ok());
+}
+
+/// The store alone: a put of a file whose bytes do not match the digest
+/// publishes no recipe; `get_range`, `get` and `head` of a packed file read
+/// across term boundaries; `delete` removes the recipe; `list` has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_packed_store_reads_ranges_across_terms_and_deletes_recipes() {
+    use futures::TryStreamExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = LocalArtifactStore::open_with(dir.path().join("a"), packed()).expect("open");
+    let base = noise(5, 8 * MIB);
+    let mut variant = base.clone();
+    variant[3 * MIB..4 * MIB].fill(7);
+    let (a, b) = (dir.path().join("a.bin"), dir.path().join("b.bin"));
+    fs::write(&a, &base).expect("write");
+    fs::write(&b, &variant).expect("write");
+    let (da, db) = (Digest::of(&base), Digest::of(&variant));
+    let wrong = store.put_file(&da, &b).await.expect_err("wrong digest");
+    assert!(matches!(wrong, Error::Integrity { .. }), "{wrong:?}");
+    assert!(store.head(&da).await.expect("head").is_none());
+    store.put_file(&da, &a).await.expect("put a");
+    store.put_file(&db, &b).await.expect("put b");
+    // The variant's span 3 is its own; spans 0..3 and 4..8 are the base's.
+    let range = (3 * MIB as u64 - 10)..(4 * MIB as u64 + 10);
+    let got = store.get_range(&db, range.clone()).await.expect("range");
+    assert!(got[..] == variant[range.start as usize..range.end as usize]);
+    let all: Vec<u8> = store
+        .get(&db)
+        .await
+        .expect("get")
+        .map_ok(|b| b.to_vec())
+        .try_concat()
+        .await
+        .expect("read");
+    assert!(all == variant);
+    assert_eq!(
+        store.head(&db).await.expect("head").map(|m| m.size),
+        Some(8 * MIB as u64)
+    );
+    assert_eq!(
+        store.hash_stored(&db).await.expect("hash"),
+        (db, 8 * MIB as u64)
+    );
+    assert!(store.known_chunks() >= 9, "{}", store.known_chunks());
+    let listed: Vec<Digest> = store
+        .list()
+        .await
+        .expect("list")
+        .try_collect()
+        .await
+        .expect("list");
+    assert!(listed.contains(&da) && listed.contains(&db), "{listed:?}");
+    store.delete(&db).await.expect("delete");
+    assert!(store.head(&db).await.expect("head").is_none());
+    assert!(store.get_range(&da, 0..4).await.expect("a still reads")[..] == base[..4]);
+}
