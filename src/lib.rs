@@ -309,7 +309,12 @@ pub mod format {
     pub use crate::domain::codec::{seal, unseal};
     pub use crate::domain::event::EVENT_FORMAT;
     pub use crate::domain::manifest::MANIFEST_FORMAT;
-    pub use crate::domain::state::{CHECKPOINT_FORMAT, decode_checkpoint, encode_checkpoint};
+    pub use crate::domain::state::{
+        CHECKPOINT_FORMAT, CheckpointHead, SEGMENT_VERSIONS, SEGMENTED_FORMAT, Segment,
+        SegmentedHead, decode_checkpoint, decode_checkpoint_head, encode_checkpoint,
+        encode_segment, encode_segmented_head,
+    };
+    pub use crate::registry::read_checkpoint;
 }
 
 // Re-exported so that users name the exact versions this crate speaks: semver

@@ -27,6 +27,8 @@ pub(crate) const BLOBS_DIR: &str = "blobs/v1/blake3";
 pub(crate) const RECORDS: &str = "records";
 /// Checkpoint files of a log, relative to the log's directory.
 pub(crate) const CHECKPOINTS: &str = "checkpoints";
+/// The directory of a log's checkpoint parts (format 5 checkpoints' segments).
+pub(crate) const PARTS: &str = "parts";
 /// File name suffix of a record.
 pub(crate) const RECORD_EXT: &str = ".rec";
 /// File name suffix of a checkpoint.

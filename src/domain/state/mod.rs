@@ -20,9 +20,16 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 
 mod checkpoint;
+mod segments;
 
 use checkpoint::StateWire;
-pub use checkpoint::{CHECKPOINT_FORMAT, decode_checkpoint, encode_checkpoint};
+pub use checkpoint::{
+    CHECKPOINT_FORMAT, CheckpointHead, decode_checkpoint, decode_checkpoint_head, encode_checkpoint,
+};
+pub use segments::{
+    SEGMENT_VERSIONS, SEGMENTED_FORMAT, Segment, SegmentedHead, encode_segment,
+    encode_segmented_head, segment_ranges,
+};
 
 /// Everything known about one model: the fold of its events up to some position.
 ///

@@ -1,0 +1,165 @@
+//! Reading and writing checkpoints in segments (format 5): the registry's half
+//! of `domain/state/segments.rs`, which it joins to the store's checkpoint
+//! parts.
+//!
+//! Write order is the crash argument: every segment a head names is stored
+//! (durable) before the head is, so a head that can be read never names a
+//! segment that was not written. A segment is named by the digest of its bytes
+//! and checked against it on read, so a torn, damaged or missing one makes the
+//! checkpoint untrusted (the registry then folds from an older one, or from
+//! event 1), never a wrong state.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+
+use crate::domain::state::{
+    CheckpointHead, Segment, decode_checkpoint_head, encode_segment, encode_segmented_head,
+    segment_ranges,
+};
+use crate::domain::{ModelName, ModelState, VersionRecord};
+use crate::error::{Error, Result};
+use crate::offload::offload;
+use crate::store::{Checkpoint, MetadataStore};
+
+/// How many segments are read or written at once.
+const PART_CONCURRENCY: usize = 16;
+
+/// The segments this process knows to be stored for a model, with the records
+/// each was encoded from: a record that changed since is another `Arc` (a
+/// change to a shared record copies it), so comparing pointers finds the
+/// segments to write again without encoding the others.
+#[derive(Debug, Default)]
+pub(super) struct Written {
+    segments: Vec<(Segment, Vec<Arc<VersionRecord>>)>,
+}
+
+impl Written {
+    /// The stored segment for `records` (versions `first..`), if one holds
+    /// exactly these records.
+    fn find(&self, first: u64, records: &[Arc<VersionRecord>]) -> Option<&Segment> {
+        let i = self
+            .segments
+            .binary_search_by_key(&first, |(s, _)| s.first)
+            .ok()?;
+        let (segment, held) = &self.segments[i];
+        (held.len() == records.len() && held.iter().zip(records).all(|(a, b)| Arc::ptr_eq(a, b)))
+            .then_some(segment)
+    }
+
+    /// What `state`, read from or written as `segments`, holds in each.
+    fn of(state: &ModelState, segments: &[Segment]) -> Written {
+        let versions = state.versions();
+        Written {
+            segments: segments
+                .iter()
+                .map(|s| {
+                    let from = (s.first - 1) as usize;
+                    let to = (from + s.count as usize).min(versions.len());
+                    (s.clone(), versions[from..to].to_vec())
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A checkpoint read back whole: its state, and (format 5) the segments it
+/// was assembled from.
+pub(super) async fn read(
+    meta: &dyn MetadataStore,
+    model: &ModelName,
+    cp: Checkpoint,
+) -> Result<(ModelState, Option<Written>)> {
+    let (name, seq) = (model.clone(), cp.seq);
+    let head = offload(move || decode_checkpoint_head(&name, seq, &cp.bytes)).await??;
+    let head = match head {
+        CheckpointHead::Whole(state) => return Ok((state, None)),
+        CheckpointHead::Segmented(head) => head,
+    };
+    let parts: Vec<Bytes> = futures::stream::iter(head.segments().iter().map(Segment::name))
+        .map(|part| async move {
+            meta.get_checkpoint_part(model.as_str(), &part)
+                .await?
+                .ok_or_else(|| {
+                    Error::corrupt(
+                        format!("checkpoint {seq} of model '{model}'"),
+                        format!("its segment {part} is missing"),
+                    )
+                })
+        })
+        .buffered(PART_CONCURRENCY)
+        .try_collect()
+        .await?;
+    let segments = head.segments().to_vec();
+    let state = offload(move || head.assemble(&parts)).await??;
+    let written = Written::of(&state, &segments);
+    Ok((state, Some(written)))
+}
+
+/// Reads the checkpoint `cp` of `model` from `meta` whole: a format 1 to 4
+/// checkpoint is decoded as it is, a format 5 one with the segments it names,
+/// each checked against its digest.
+///
+/// # Errors
+///
+/// [`Error::Corrupt`] if the checkpoint or one of its segments is damaged,
+/// torn or missing; [`Error::UnsupportedFormat`] for a format this build does
+/// not know; a store error if a segment cannot be read.
+pub async fn read_checkpoint(
+    meta: &dyn MetadataStore,
+    model: &ModelName,
+    cp: Checkpoint,
+) -> Result<ModelState> {
+    read(meta, model, cp).await.map(|(state, _)| state)
+}
+
+/// Writes a format 5 checkpoint of `state`: the segments of `per` versions
+/// that `known` does not hold as they are, then the head. Returns what is
+/// stored now, and the bytes written (segments and head).
+pub(super) async fn write(
+    meta: &dyn MetadataStore,
+    state: Arc<ModelState>,
+    per: usize,
+    known: Option<Arc<Written>>,
+) -> Result<(Written, u64)> {
+    let model = state.name().clone();
+    let seq = state.seq();
+    // Encoding is CPU work: on the blocking pool, one thread (a background
+    // checkpoint should not take every core from the commands that go on).
+    let (written, new, head) = offload(move || {
+        let versions = state.versions();
+        let mut segments = Vec::new();
+        let mut new = Vec::new();
+        for range in segment_ranges(versions.len(), per) {
+            let first = range.start as u64 + 1;
+            let records = &versions[range];
+            match known.as_deref().and_then(|k| k.find(first, records)) {
+                Some(segment) => segments.push(segment.clone()),
+                None => {
+                    let (segment, bytes) = encode_segment(first, records);
+                    new.push((segment.name(), Bytes::from(bytes)));
+                    segments.push(segment);
+                }
+            }
+        }
+        let head = encode_segmented_head(&state, &segments);
+        let written = Written::of(&state, &segments);
+        (written, new, head)
+    })
+    .await?;
+    let mut bytes = head.len() as u64;
+    bytes += new.iter().map(|(_, b)| b.len() as u64).sum::<u64>();
+    // Segments first, all of them durable, then the head that names them.
+    futures::stream::iter(new)
+        .map(|(part, b)| {
+            let model = &model;
+            async move { meta.put_checkpoint_part(model.as_str(), &part, b).await }
+        })
+        .buffer_unordered(PART_CONCURRENCY)
+        .try_collect::<()>()
+        .await?;
+    meta.put_checkpoint(model.as_str(), seq, Bytes::from(head))
+        .await?;
+    Ok((written, bytes))
+}
