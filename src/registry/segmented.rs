@@ -163,3 +163,70 @@ pub(super) async fn write(
         .await?;
     Ok((written, bytes))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryMetadataStore;
+    use crate::{Actor, ArtifactSource, CreateModel, Metrics, NewVersion, Registry};
+
+    /// A checkpoint after a change writes the segments that changed and the
+    /// head, not the model; what it wrote reads back as the state.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_checkpoint_writes_only_the_segments_that_changed() {
+        let reg = Registry::builder()
+            .metadata(Arc::new(MemoryMetadataStore::new()))
+            .artifacts(Arc::new(crate::store::MemoryArtifactStore::new()))
+            .checkpoint_every(0)
+            .build()
+            .expect("registry");
+        let me = reg.acting_as(Actor::new("ci").expect("actor"));
+        me.create_model("m", CreateModel::new())
+            .await
+            .expect("create");
+        for i in 0..40 {
+            let source = ArtifactSource::bytes("w", format!("weights {i}")).expect("source");
+            me.register("m", source, NewVersion::new().description("x".repeat(200)))
+                .await
+                .expect("register");
+        }
+        let meta = MemoryMetadataStore::new();
+        let name = crate::ModelName::new("m").expect("name");
+        let first = Arc::new(reg.model("m").await.expect("model"));
+        let (known, all) = write(&meta, Arc::clone(&first), 8, None)
+            .await
+            .expect("first checkpoint");
+        let known = Arc::new(known);
+
+        // Version 3 changes: its segment (versions 1..=8) and the head.
+        let metrics = Metrics::new().with("auc", 0.9).expect("metric");
+        me.add_metrics("m/3", metrics).await.expect("metrics");
+        let second = Arc::new(reg.model("m").await.expect("model"));
+        let (known2, changed) = write(&meta, Arc::clone(&second), 8, Some(Arc::clone(&known)))
+            .await
+            .expect("second checkpoint");
+        let segment = |s: &ModelState, r: std::ops::Range<usize>| {
+            encode_segment(r.start as u64 + 1, &s.versions()[r]).1.len() as u64
+        };
+        let head =
+            |s: &ModelState, segments: &[Segment]| encode_segmented_head(s, segments).len() as u64;
+        let segs2: Vec<Segment> = known2.segments.iter().map(|(s, _)| s.clone()).collect();
+        assert_eq!(changed, segment(&second, 0..8) + head(&second, &segs2));
+        assert!(changed * 3 < all, "{changed} of {all} bytes");
+        let cp = meta
+            .latest_checkpoint("m")
+            .await
+            .expect("read")
+            .expect("checkpoint");
+        assert_eq!(
+            read_checkpoint(&meta, &name, cp).await.expect("reads"),
+            *second
+        );
+
+        // Nothing changed: only the head is written again.
+        let (_, again) = write(&meta, Arc::clone(&second), 8, Some(Arc::new(known2)))
+            .await
+            .expect("third checkpoint");
+        assert_eq!(again, head(&second, &segs2));
+    }
+}
