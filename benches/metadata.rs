@@ -241,6 +241,47 @@ fn run_size(rt: &tokio::runtime::Runtime, n: u64, scratch: &Path) {
         }
     }
 
+    // The same run, the same state: reading and decoding the segmented
+    // checkpoint (head, 98 segment files, digests, decode) against decoding
+    // a whole format 3 checkpoint of it held in memory (no read at all).
+    if wants("cold") {
+        let meta = modelreg::store::LocalMetadataStore::open(root.join("metadata")).expect("meta");
+        let name = modelreg::ModelName::new(MODEL).expect("name");
+        let cp = rt
+            .block_on(modelreg::store::MetadataStore::latest_checkpoint(
+                &meta, MODEL,
+            ))
+            .expect("read")
+            .expect("a checkpoint");
+        let read = || {
+            let t = Instant::now();
+            let s = rt
+                .block_on(modelreg::format::read_checkpoint(&meta, &name, cp.clone()))
+                .expect("read checkpoint");
+            (t.elapsed(), s)
+        };
+        let (_, state) = read();
+        let whole = modelreg::format::encode_checkpoint(&state);
+        let seq = state.seq();
+        drop(state);
+        let decode_whole = || {
+            let t = Instant::now();
+            std::hint::black_box(
+                modelreg::format::decode_checkpoint(&name, seq, &whole).expect("decode"),
+            );
+            t.elapsed()
+        };
+        let mut series = Series::new("checkpoint read, segmented vs whole format 3 decode");
+        for _ in 0..pairs {
+            let before = decode_whole();
+            let (ours, s) = read();
+            drop(s);
+            let after = decode_whole();
+            series.pair(before, ours, after);
+        }
+        series.summary();
+    }
+
     let mut reg = rt.block_on(Registry::open_local(&root)).expect("open");
     let all = rt
         .block_on(reg.list_versions(MODEL, &VersionFilter::new()))
