@@ -669,7 +669,7 @@ impl Registry {
             // Copied under the lock (pointers to the shared versions) on the
             // blocking pool, as below: a fold meanwhile then copies nothing.
             let from = Arc::clone(&slot);
-            let snapshot = blocking(move || from.read().as_deref().map(ModelState::clone))
+            let snapshot = blocking(move || from.read().as_deref().cloned())
                 .await
                 .ok()
                 .flatten();
