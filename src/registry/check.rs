@@ -271,7 +271,7 @@ impl Registry {
             let location = meta.location(model.as_str(), MetadataItem::Checkpoint(c.seq));
             // A format 5 checkpoint is read with its segments, each checked
             // against its digest: a damaged segment is a damaged checkpoint.
-            let read = super::segmented::read_checkpoint(meta.as_ref(), model, c).await;
+            let read = crate::format::read_checkpoint(meta.as_ref(), model, c).await;
             match (read, checkpoint_state) {
                 (Err(e), _) => {
                     let e = e.at(|| location.clone());

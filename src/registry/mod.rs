@@ -36,7 +36,7 @@ mod paging;
 mod power_loss;
 mod retention;
 mod scan;
-mod segmented;
+pub(crate) mod segmented;
 mod serving;
 mod session;
 mod signing;
@@ -54,7 +54,6 @@ pub use options::{
 pub use options::{IntoMetrics, IntoSemver, IntoSemverReq};
 pub use paging::{Page, VersionOrder, VersionPage};
 pub use retention::{ProtectedVersion, RetentionReport};
-pub use segmented::read_checkpoint;
 pub use serving::WatchOptions;
 pub use session::{Override, Session};
 pub use signing::{SignatureBundle, SignatureCheck, SignatureReport};

@@ -31,7 +31,7 @@ const PART_CONCURRENCY: usize = 16;
 /// change to a shared record copies it), so comparing pointers finds the
 /// segments to write again without encoding the others.
 #[derive(Debug, Default)]
-pub(super) struct Written {
+pub(crate) struct Written {
     segments: Vec<(Segment, Vec<Arc<VersionRecord>>)>,
 }
 
@@ -66,7 +66,7 @@ impl Written {
 
 /// A checkpoint read back whole: its state, and (format 5) the segments it
 /// was assembled from.
-pub(super) async fn read(
+pub(crate) async fn read(
     meta: &dyn MetadataStore,
     model: &ModelName,
     cp: Checkpoint,
@@ -95,23 +95,6 @@ pub(super) async fn read(
     let state = offload(move || head.assemble(&parts)).await??;
     let written = Written::of(&state, &segments);
     Ok((state, Some(written)))
-}
-
-/// Reads the checkpoint `cp` of `model` from `meta` whole: a format 1 to 4
-/// checkpoint is decoded as it is, a format 5 one with the segments it names,
-/// each checked against its digest.
-///
-/// # Errors
-///
-/// [`Error::Corrupt`] if the checkpoint or one of its segments is damaged,
-/// torn or missing; [`Error::UnsupportedFormat`] for a format this build does
-/// not know; a store error if a segment cannot be read.
-pub async fn read_checkpoint(
-    meta: &dyn MetadataStore,
-    model: &ModelName,
-    cp: Checkpoint,
-) -> Result<ModelState> {
-    read(meta, model, cp).await.map(|(state, _)| state)
 }
 
 /// Writes a format 5 checkpoint of `state`: the segments of `per` versions
@@ -219,7 +202,9 @@ mod tests {
             .expect("read")
             .expect("checkpoint");
         assert_eq!(
-            read_checkpoint(&meta, &name, cp).await.expect("reads"),
+            crate::format::read_checkpoint(&meta, &name, cp)
+                .await
+                .expect("reads"),
             *second
         );
 

@@ -1164,10 +1164,10 @@ mod tests {
             .to_vec();
         let text = String::from_utf8(json).unwrap();
         let sealed = |t: String| super::super::codec::seal(t.into_bytes());
-        let newer = sealed(text.replacen(r#"{"format":3,"#, r#"{"format":5,"#, 1));
+        let newer = sealed(text.replacen(r#"{"format":3,"#, r#"{"format":6,"#, 1));
         assert!(matches!(
             decode_checkpoint(&model(), seq, &newer),
-            Err(Error::UnsupportedFormat { found: 5, .. })
+            Err(Error::UnsupportedFormat { found: 6, .. })
         ));
         for bad in [
             // A chunk length that runs past the end, or leaves bytes over.
