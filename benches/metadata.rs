@@ -25,7 +25,8 @@
 //!   `@latest`, 1000 distinct keys per sample, vs `ModelState::route` on a state
 //!   held in hand (the pure function it wraps).
 //! - cold open: a new `Registry` over the directory, first `resolve` (latest
-//!   checkpoint + the tail of the log) vs reading the checkpoint file's bytes.
+//!   checkpoint + the tail of the log) vs reading the checkpoint file's bytes
+//!   (for a segmented one, the head and the segment files it names).
 //!   `cold open, new process` is the same in a child process that has done
 //!   nothing else (an inference server starting: no warm heap, no thread pool
 //!   yet), timed inside the child from before `open_local` to the resolved
@@ -45,8 +46,15 @@
 //!   This process's writers of one model take turns at the log rather than
 //!   hold a lock across the append; the row shows what their racing costs.
 //!
+//! - ckptbytes: the bytes the checkpoints write per 1,000 events (files new or
+//!   rewritten in the log's `checkpoints` and `parts` directories) against the
+//!   bytes of those events (new record files), for 1,000 registrations and for
+//!   900 registrations with 100 metric additions to old versions scattered
+//!   over the model.
+//!
 //! `MODELREG_BENCH_ROWS=history,resolve` runs only the named groups (`cold`,
-//! `resolve`, `route`, `list`, `history`, `register`, `contend`); all by default.
+//! `resolve`, `route`, `list`, `history`, `ckptbytes`, `register`, `contend`);
+//! all by default.
 //!
 //! Fixtures (built by `support/fixture.rs`: a model with N versions: a metric spec, rich records of ~1 KiB, one
 //! version in production, an alias, a checkpoint 5 events before the end and
@@ -174,9 +182,21 @@ fn run_size(rt: &tokio::runtime::Runtime, n: u64, scratch: &Path) {
         ckpt.file_name().and_then(|s| s.to_str()).unwrap_or("?"),
         fs::metadata(&ckpt).expect("stat").len() as f64 / (1 << 20) as f64
     );
+    let files = checkpoint_files(&root);
+    println!(
+        "(cold open baseline: reads the latest checkpoint and the {} segments it names, {:.1} MiB in all)",
+        files.len() - 1,
+        files
+            .iter()
+            .map(|f| fs::metadata(f).expect("stat").len())
+            .sum::<u64>() as f64
+            / (1 << 20) as f64
+    );
     let raw_read = || {
         let t = Instant::now();
-        std::hint::black_box(fs::read(&ckpt).expect("read checkpoint"));
+        for f in &files {
+            std::hint::black_box(fs::read(f).expect("read checkpoint"));
+        }
         t.elapsed()
     };
     let mut cold = Series::new("cold open");
@@ -198,16 +218,71 @@ fn run_size(rt: &tokio::runtime::Runtime, n: u64, scratch: &Path) {
 
     let mut fresh = Series::new("cold open, new process");
     for _ in 0..if wants("cold") { pairs } else { 0 } {
-        let before = in_child(CHILD_READ, &ckpt);
+        let before = in_child(CHILD_READ, &root);
         let ours = in_child(CHILD_OPEN, &root);
-        let after = in_child(CHILD_READ, &ckpt);
+        let after = in_child(CHILD_READ, &root);
         fresh.pair(before, ours, after);
     }
     if wants("cold") {
         fresh.summary();
+        // What the open cost the child besides time: page faults and peak
+        // resident memory (from /proc/self), one run each.
+        for (what, var) in [("open", CHILD_OPEN), ("read", CHILD_READ)] {
+            let out = std::process::Command::new(std::env::current_exe().expect("own path"))
+                .env(var, &root)
+                .env(CHILD_RUSAGE, "1")
+                .output()
+                .expect("run child");
+            let text = String::from_utf8_lossy(&out.stdout);
+            println!(
+                "(cold open, new process, {what}: {})",
+                text.lines().nth(1).unwrap_or("?")
+            );
+        }
     }
 
-    let reg = rt.block_on(Registry::open_local(&root)).expect("open");
+    // The same run, the same state: reading and decoding the segmented
+    // checkpoint (head, 98 segment files, digests, decode) against decoding
+    // a whole format 3 checkpoint of it held in memory (no read at all).
+    if wants("cold") {
+        let meta = modelreg::store::LocalMetadataStore::open(root.join("metadata")).expect("meta");
+        let name = modelreg::ModelName::new(MODEL).expect("name");
+        let cp = rt
+            .block_on(modelreg::store::MetadataStore::latest_checkpoint(
+                &meta, MODEL,
+            ))
+            .expect("read")
+            .expect("a checkpoint");
+        let read = || {
+            let t = Instant::now();
+            let s = rt
+                .block_on(modelreg::format::read_checkpoint(&meta, &name, cp.clone()))
+                .expect("read checkpoint");
+            (t.elapsed(), s)
+        };
+        let (_, state) = read();
+        let whole = modelreg::format::encode_checkpoint(&state);
+        let seq = state.seq();
+        drop(state);
+        let decode_whole = || {
+            let t = Instant::now();
+            std::hint::black_box(
+                modelreg::format::decode_checkpoint(&name, seq, &whole).expect("decode"),
+            );
+            t.elapsed()
+        };
+        let mut series = Series::new("checkpoint read, segmented vs whole format 3 decode");
+        for _ in 0..pairs {
+            let before = decode_whole();
+            let (ours, s) = read();
+            drop(s);
+            let after = decode_whole();
+            series.pair(before, ours, after);
+        }
+        series.summary();
+    }
+
+    let mut reg = rt.block_on(Registry::open_local(&root)).expect("open");
     let all = rt
         .block_on(reg.list_versions(MODEL, &VersionFilter::new()))
         .expect("list");
@@ -354,6 +429,11 @@ fn run_size(rt: &tokio::runtime::Runtime, n: u64, scratch: &Path) {
 
     if wants("history") {
         history_rows(rt, &reg, &root, pairs);
+    }
+    if wants("ckptbytes") {
+        drop(reg);
+        checkpoint_bytes_rows(rt, &root, n);
+        reg = rt.block_on(Registry::open_local(&root)).expect("open");
     }
     if !wants("register") && !wants("contend") {
         drop(reg);
@@ -545,6 +625,162 @@ fn history_rows(rt: &tokio::runtime::Runtime, reg: &Registry, root: &Path, pairs
 /// how long its one operation took, in nanoseconds, and exits.
 const CHILD_OPEN: &str = "MODELREG_BENCH_CHILD_OPEN";
 const CHILD_READ: &str = "MODELREG_BENCH_CHILD_READ";
+/// Set beside a child mode: the child also prints its page faults and peak
+/// resident set on a second line.
+const CHILD_RUSAGE: &str = "MODELREG_BENCH_CHILD_RUSAGE";
+
+/// The child's minor and major page faults (/proc/self/stat fields 10 and 12)
+/// and peak resident set (VmHWM of /proc/self/status), as a line.
+fn own_usage() -> String {
+    let stat = fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let field = |n: usize| fields.get(n - 3).copied().unwrap_or("?");
+    let hwm = fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .map_or("?".to_owned(), |l| l["VmHWM:".len()..].trim().to_owned());
+    format!(
+        "minor faults {}, major faults {}, peak RSS {hwm}",
+        field(10),
+        field(12)
+    )
+}
+
+/// The files a cold open reads at least: the latest checkpoint and, for a
+/// segmented one, the segments it names.
+fn checkpoint_files(root: &Path) -> Vec<PathBuf> {
+    let head = latest_checkpoint_file(root);
+    let bytes = fs::read(&head).expect("read checkpoint");
+    let text = String::from_utf8_lossy(&bytes);
+    let parts = root.join(format!("metadata/logs/v1/{MODEL}/parts"));
+    let mut files = vec![head];
+    if let Ok(dir) = fs::read_dir(&parts) {
+        let mut named: Vec<PathBuf> = dir
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.split_once('-'))
+                    .is_some_and(|(_, hex)| text.contains(hex))
+            })
+            .collect();
+        named.sort();
+        files.extend(named);
+    }
+    files
+}
+
+/// Bytes in the files under `dirs` (relative to the model's log directory),
+/// by path.
+fn log_files(root: &Path, dirs: &[&str]) -> HashMap<PathBuf, u64> {
+    let log = root.join(format!("metadata/logs/v1/{MODEL}"));
+    let mut out = HashMap::new();
+    for d in dirs {
+        if let Ok(dir) = fs::read_dir(log.join(d)) {
+            for e in dir.flatten() {
+                let len = e.metadata().map_or(0, |m| m.len());
+                out.insert(e.path(), len);
+            }
+        }
+    }
+    out
+}
+
+/// The `ckptbytes` rows: the bytes checkpoints write per 1,000 events against
+/// the bytes of those events, for 1,000 registrations and for 1,000 events of
+/// which one in ten adds a metric to an old version (scattered over the
+/// model). Files new or rewritten in the log's `records`, `checkpoints` and
+/// `parts` directories are counted once the background checkpoint is written.
+fn checkpoint_bytes_rows(rt: &tokio::runtime::Runtime, root: &Path, n: u64) {
+    let reg = rt.block_on(Registry::open_local(root)).expect("open");
+    let trainer = reg.acting_as(actor());
+    let mut next = rt
+        .block_on(reg.model(MODEL))
+        .expect("model")
+        .versions()
+        .len() as u64
+        + 1;
+    for (row, scattered) in [
+        ("1,000 registrations", false),
+        ("900 registrations + 100 old-version metrics", true),
+    ] {
+        let seq = rt.block_on(reg.model(MODEL)).expect("model").seq();
+        // Events up to the next multiple of 1,000 first: the window then
+        // starts just after a checkpoint and ends with the next one.
+        let start = seq.div_ceil(1000) * 1000;
+        for _ in seq..start {
+            rt.block_on(trainer.register(MODEL, source(next), new_version(next)))
+                .expect("register");
+            next += 1;
+        }
+        wait_for_checkpoint(rt, &reg, start);
+        let before = log_files(root, &["records", "checkpoints", "parts"]);
+        let t = Instant::now();
+        for i in 0..1000u64 {
+            if scattered && i % 10 == 9 {
+                // Any old version but the one in production, whose metrics
+                // are frozen.
+                let old = 1 + (i * 7919) % (n - 1);
+                let old = if old == n / 2 { old + 1 } else { old };
+                let metrics = modelreg::Metrics::new()
+                    .with("auc", 0.5 + i as f64 / 1e4)
+                    .expect("metric");
+                rt.block_on(trainer.add_metrics(format!("{MODEL}/{old}"), metrics))
+                    .expect("metrics");
+            } else {
+                rt.block_on(trainer.register(MODEL, source(next), new_version(next)))
+                    .expect("register");
+                next += 1;
+            }
+        }
+        let took = t.elapsed();
+        wait_for_checkpoint(rt, &reg, start + 1000);
+        let after = log_files(root, &["records", "checkpoints", "parts"]);
+        let (mut events, mut checkpoints) = (0u64, 0u64);
+        for (path, len) in &after {
+            if before.get(path) == Some(len) {
+                continue;
+            }
+            if path
+                .parent()
+                .and_then(|p| p.file_name())
+                .is_some_and(|d| d == "records")
+            {
+                events += len;
+            } else {
+                checkpoints += len;
+            }
+        }
+        println!(
+            "{row:<48} {n} versions: events {:.1} KiB, checkpoint {:.1} KiB written, ratio {:.2} (target <= 2), {:.1?} for the 1,000 events",
+            events as f64 / 1024.0,
+            checkpoints as f64 / 1024.0,
+            checkpoints as f64 / events.max(1) as f64,
+            took
+        );
+    }
+}
+
+/// Waits until the latest checkpoint covers event `seq`.
+fn wait_for_checkpoint(rt: &tokio::runtime::Runtime, reg: &Registry, seq: u64) {
+    let meta = reg.metadata_store().clone();
+    for _ in 0..6000 {
+        let cp = rt
+            .block_on(meta.latest_checkpoint(MODEL))
+            .expect("read checkpoint");
+        if cp.is_some_and(|c| c.seq >= seq) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("no checkpoint at {seq}");
+}
 
 /// Runs this bench binary as a child in mode `var` on `path`; its timing.
 fn in_child(var: &str, path: &Path) -> Duration {
@@ -569,13 +805,22 @@ fn child() -> Option<()> {
         let took = t.elapsed();
         std::hint::black_box(v);
         println!("{}", took.as_nanos());
+        if std::env::var_os(CHILD_RUSAGE).is_some() {
+            println!("{}", own_usage());
+        }
         // Exiting frees the state; dropping it first would only cost time.
         std::process::exit(0);
     }
-    let path = std::env::var_os(CHILD_READ)?;
+    let root = PathBuf::from(std::env::var_os(CHILD_READ)?);
+    let files = checkpoint_files(&root);
     let t = Instant::now();
-    std::hint::black_box(fs::read(path).expect("read checkpoint"));
+    for f in &files {
+        std::hint::black_box(fs::read(f).expect("read checkpoint"));
+    }
     println!("{}", t.elapsed().as_nanos());
+    if std::env::var_os(CHILD_RUSAGE).is_some() {
+        println!("{}", own_usage());
+    }
     Some(())
 }
 

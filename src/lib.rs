@@ -309,7 +309,34 @@ pub mod format {
     pub use crate::domain::codec::{seal, unseal};
     pub use crate::domain::event::EVENT_FORMAT;
     pub use crate::domain::manifest::MANIFEST_FORMAT;
-    pub use crate::domain::state::{CHECKPOINT_FORMAT, decode_checkpoint, encode_checkpoint};
+    pub use crate::domain::state::{
+        CHECKPOINT_FORMAT, CheckpointHead, SEGMENT_VERSIONS, SEGMENTED_FORMAT, Segment,
+        SegmentedHead, decode_checkpoint, decode_checkpoint_head, encode_checkpoint,
+        encode_segment, encode_segmented_head,
+    };
+
+    use crate::domain::{ModelName, ModelState};
+    use crate::error::Result;
+    use crate::store::{Checkpoint, MetadataStore};
+
+    /// Reads the checkpoint `cp` of `model` from `meta` whole: a format 1 to 4
+    /// checkpoint is decoded as it is, a format 5 one with the segments it names,
+    /// each checked against its digest.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`](crate::Error::Corrupt) if the checkpoint or one of its segments is damaged,
+    /// torn or missing; [`Error::UnsupportedFormat`](crate::Error::UnsupportedFormat) for a format this build does
+    /// not know; a store error if a segment cannot be read.
+    pub async fn read_checkpoint(
+        meta: &dyn MetadataStore,
+        model: &ModelName,
+        cp: Checkpoint,
+    ) -> Result<ModelState> {
+        crate::registry::segmented::read(meta, model, cp)
+            .await
+            .map(|(state, _)| state)
+    }
 }
 
 // Re-exported so that users name the exact versions this crate speaks: semver

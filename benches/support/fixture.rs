@@ -90,6 +90,11 @@ pub async fn build_fixture(dir: &Path, n: u64) {
     // 1,000 events as a registry would (the store prunes them as it does for
     // a registry's), so time travel finds the checkpoints it would have.
     let mut state = reg.model(MODEL).await.expect("model after version 1");
+    // The raw checkpoints are segmented (format 5) as a registry writes them:
+    // a full segment is written once (raw events only add versions), the
+    // growing last one at every checkpoint.
+    let per = modelreg::format::SEGMENT_VERSIONS;
+    let mut full: Vec<modelreg::format::Segment> = Vec::new();
     let last = n - 5;
     let mut number = 2;
     while number <= last {
@@ -125,12 +130,38 @@ pub async fn build_fixture(dir: &Path, n: u64) {
         for event in chunk {
             state.apply(event).expect("fold a raw event");
         }
-        if state.seq().is_multiple_of(1000) {
+        if state.seq().is_multiple_of(1000) && state.versions().len() < per {
             store
                 .put_checkpoint(
                     MODEL,
                     state.seq(),
                     modelreg::format::encode_checkpoint(&state).into(),
+                )
+                .await
+                .expect("put checkpoint");
+        } else if state.seq().is_multiple_of(1000) {
+            let versions = state.versions();
+            let mut segments = full.clone();
+            let mut at = full.len() * per;
+            while at < versions.len() {
+                let end = (at + per).min(versions.len());
+                let (segment, bytes) =
+                    modelreg::format::encode_segment(at as u64 + 1, &versions[at..end]);
+                store
+                    .put_checkpoint_part(MODEL, &segment.name(), bytes.into())
+                    .await
+                    .expect("put segment");
+                if end - at == per {
+                    full.push(segment.clone());
+                }
+                segments.push(segment);
+                at = end;
+            }
+            store
+                .put_checkpoint(
+                    MODEL,
+                    state.seq(),
+                    modelreg::format::encode_segmented_head(&state, &segments).into(),
                 )
                 .await
                 .expect("put checkpoint");

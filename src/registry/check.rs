@@ -7,7 +7,6 @@ use serde::{Deserialize, Serialize};
 
 use super::{Registry, fetch};
 use crate::digest::Digest;
-use crate::domain::state::decode_checkpoint;
 use crate::domain::{Event, ModelName, ModelState, RelPath, VersionNumber};
 use crate::error::{Error, Result};
 use crate::progress::{FileProgress, Progress, ProgressExt};
@@ -274,7 +273,10 @@ impl Registry {
             report.checkpoints += 1;
             let subject = format!("checkpoint {} of model '{model}'", c.seq);
             let location = meta.location(model.as_str(), MetadataItem::Checkpoint(c.seq));
-            match (decode_checkpoint(model, c.seq, &c.bytes), checkpoint_state) {
+            // A format 5 checkpoint is read with its segments, each checked
+            // against its digest: a damaged segment is a damaged checkpoint.
+            let read = crate::format::read_checkpoint(meta.as_ref(), model, c).await;
+            match (read, checkpoint_state) {
                 (Err(e), _) => {
                     let e = e.at(|| location.clone());
                     report.problem(subject, Some(location), e)

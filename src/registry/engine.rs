@@ -10,14 +10,19 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-use crate::domain::state::{decode_checkpoint, encode_checkpoint};
+use crate::domain::state::encode_checkpoint;
 use crate::domain::{Actor, Event, EventKind, ModelName, ModelState, VersionRecord, VersionRef};
 use crate::error::{Error, Result};
 use crate::store::MetadataStore;
 
 use super::ingest::blocking;
+use super::segmented::{self, Written};
 use super::turn::Turn;
 use super::{Registry, lock, pinned_version};
+
+/// How many older checkpoints are tried when the latest one cannot be
+/// trusted, before the log is replayed from event 1.
+const OLDER_CHECKPOINTS_TRIED: usize = 2;
 
 /// How many log records are read per store call while folding.
 pub(super) const READ_BATCH: usize = 1024;
@@ -47,6 +52,9 @@ pub(super) struct Slot {
     /// Set while a background checkpoint of this model is being written: at most
     /// one at a time.
     pub(super) checkpointing: AtomicBool,
+    /// The segments of the model's last format 5 checkpoint this process
+    /// wrote or read, so the next one writes only those that changed.
+    written: std::sync::Mutex<Option<Arc<Written>>>,
     /// When the slot was last handed out (a tick of `Inner::ticks`), for
     /// evicting the least recently used.
     last_used: AtomicU64,
@@ -222,7 +230,10 @@ impl Registry {
         let began = (self.inner.max_staleness != 0).then(|| self.now_stamp());
         loop {
             let Some(seq) = slot.seq() else {
-                let loaded = self.load(model).await?;
+                let (loaded, written) = self.load(model).await?;
+                if let Some(written) = written {
+                    *lock(&slot.written) = Some(Arc::new(written));
+                }
                 let mut cached = slot.write();
                 if cached.as_ref().is_none_or(|s| s.seq() < loaded.seq()) {
                     *cached = Some(Arc::new(loaded));
@@ -265,9 +276,13 @@ impl Registry {
     }
 
     /// Folds `model`'s log from its latest checkpoint (or from event 1) to its end.
-    pub(super) async fn load(&self, model: &ModelName) -> Result<ModelState> {
-        let checkpoint = self.load_checkpoint(model).await;
-        self.fold_from(model, checkpoint, None).await
+    pub(super) async fn load(&self, model: &ModelName) -> Result<(ModelState, Option<Written>)> {
+        let (checkpoint, written) = match self.load_checkpoint(model).await {
+            Some((state, written)) => (Some(state), written),
+            None => (None, None),
+        };
+        let state = self.fold_from(model, checkpoint, None).await?;
+        Ok((state, written))
     }
 
     /// Folds `model`'s log after `checkpoint` (from event 1 if `None`) to its
@@ -354,9 +369,29 @@ impl Registry {
     /// The latest checkpoint of `model`, if there is one that agrees with the log.
     /// A checkpoint is only a cache: one that cannot be read, does not decode, or
     /// disagrees with the event it claims to cover is ignored and the log replayed.
-    /// Each reason to ignore one is logged as a warning.
-    pub(super) async fn load_checkpoint(&self, model: &ModelName) -> Option<ModelState> {
-        let found = self.inner.metadata.latest_checkpoint(model.as_str()).await;
+    /// Each reason to ignore one is logged as a warning, and the next older
+    /// checkpoint the store kept is tried (a few of them) before the whole log.
+    ///
+    /// With the state, the segments it was read from (format 5).
+    pub(super) async fn load_checkpoint(
+        &self,
+        model: &ModelName,
+    ) -> Option<(ModelState, Option<Written>)> {
+        let meta = &self.inner.metadata;
+        let mut found = meta.latest_checkpoint(model.as_str()).await;
+        for _ in 0..OLDER_CHECKPOINTS_TRIED {
+            let seq = match &found {
+                Ok(Some(cp)) => cp.seq,
+                _ => return self.confirmed_checkpoint(model, found).await,
+            };
+            if let Some(loaded) = self.confirmed_checkpoint(model, found).await {
+                return Some(loaded);
+            }
+            if seq <= 1 {
+                return None;
+            }
+            found = meta.checkpoint_at_or_before(model.as_str(), seq - 1).await;
+        }
         self.confirmed_checkpoint(model, found).await
     }
 
@@ -376,6 +411,7 @@ impl Registry {
             .await;
         self.confirmed_checkpoint(model, found)
             .await
+            .map(|(state, _)| state)
             .filter(|state| state.seq() <= at_most)
     }
 
@@ -386,8 +422,8 @@ impl Registry {
         &self,
         model: &ModelName,
         found: Result<Option<crate::store::Checkpoint>>,
-    ) -> Option<ModelState> {
-        let ignored = |seq: Option<u64>, why: &dyn std::fmt::Display| -> Option<ModelState> {
+    ) -> Option<(ModelState, Option<Written>)> {
+        let ignored = |seq: Option<u64>, why: &dyn std::fmt::Display| {
             tracing::warn!(
                 model = %model, checkpoint = seq, reason = %why,
                 "ignoring the checkpoint, replaying the log"
@@ -399,10 +435,10 @@ impl Registry {
             Ok(cp) => cp?,
             Err(e) => return ignored(None, &e),
         };
-        let (name, seq) = (model.clone(), cp.seq);
-        let state = match blocking(move || decode_checkpoint(&name, seq, &cp.bytes)).await {
-            Ok(Ok(state)) => state,
-            Ok(Err(e)) | Err(e) => return ignored(Some(seq), &e),
+        let seq = cp.seq;
+        let (state, written) = match segmented::read(meta.as_ref(), model, cp).await {
+            Ok(read) => read,
+            Err(e) => return ignored(Some(seq), &e),
         };
         let covered = match meta
             .read_after(model.as_str(), seq.saturating_sub(1), 1)
@@ -419,7 +455,7 @@ impl Registry {
             Err(e) => return ignored(Some(seq), &e),
         };
         match state.confirmed_by(&event) {
-            Ok(()) => Some(state),
+            Ok(()) => Some((state, written)),
             Err(why) => ignored(Some(seq), &why),
         }
     }
@@ -627,6 +663,30 @@ impl Registry {
     /// On the blocking pool, the state is cloned under its read lock and encoded
     /// without it, so events folded meanwhile wait for the clone only.
     pub(super) async fn write_checkpoint(&self, slot: Arc<Slot>) {
+        let per = self.inner.checkpoint_segment;
+        let meta = &self.inner.metadata;
+        if meta.keeps_checkpoint_parts() {
+            // Copied under the lock (pointers to the shared versions) on the
+            // blocking pool, as below: a fold meanwhile then copies nothing.
+            let from = Arc::clone(&slot);
+            let snapshot = blocking(move || from.read().as_deref().cloned())
+                .await
+                .ok()
+                .flatten();
+            if let Some(state) = snapshot.filter(|s| s.versions().len() >= per) {
+                let state = Arc::new(state);
+                let (name, seq) = (state.name().clone(), state.seq());
+                let known = lock(&slot.written).clone();
+                match segmented::write(meta.as_ref(), state, per, known).await {
+                    Ok((written, _bytes)) => *lock(&slot.written) = Some(Arc::new(written)),
+                    Err(e) => tracing::warn!(
+                        model = name.as_str(), checkpoint = seq, error = %e,
+                        "could not write a checkpoint; the next cold open replays more of the log"
+                    ),
+                }
+                return;
+            }
+        }
         let encoded = blocking(move || {
             // Copied under the lock (pointers to the shared versions): a fold
             // meanwhile then copies nothing.

@@ -36,6 +36,7 @@ mod paging;
 mod power_loss;
 mod retention;
 mod scan;
+pub(crate) mod segmented;
 mod serving;
 mod session;
 mod signing;
@@ -175,6 +176,9 @@ struct Inner {
     checkpoint_every: u64,
     /// States with at least this many versions are checkpointed in the background.
     background_checkpoint_from: usize,
+    /// Versions per segment of a format 5 checkpoint; states with fewer are
+    /// checkpointed whole.
+    checkpoint_segment: usize,
     gates: InProcessGates,
     hash_cache: Option<HashCache>,
     /// Verified manifests by digest (immutable, so never stale).
@@ -262,6 +266,7 @@ pub struct RegistryBuilder {
     retry: RetryPolicy,
     checkpoint_every: Option<u64>,
     background_checkpoint_from: Option<usize>,
+    checkpoint_segment: Option<usize>,
     gates: InProcessGates,
     hash_cache: Option<PathBuf>,
     max_models: Option<usize>,
@@ -276,6 +281,7 @@ impl fmt::Debug for RegistryBuilder {
             .field("artifacts", &self.artifacts)
             .field("retry", &self.retry)
             .field("checkpoint_every", &self.checkpoint_every)
+            .field("checkpoint_segment", &self.checkpoint_segment)
             .field("gates", &self.gates)
             .field("hash_cache", &self.hash_cache)
             .field("max_models", &self.max_models)
@@ -315,6 +321,23 @@ impl RegistryBuilder {
     /// written before it returns.
     pub fn checkpoint_every(mut self, n: u64) -> Self {
         self.checkpoint_every = Some(n);
+        self
+    }
+
+    /// Versions per segment of a checkpoint (default
+    /// [`SEGMENT_VERSIONS`](crate::format::SEGMENT_VERSIONS), 1,024; at least
+    /// 1).
+    ///
+    /// A model with at least this many versions, on a store that keeps
+    /// checkpoint parts (every built-in store), is checkpointed in segments
+    /// (format 5): the version records in immutable segments of `n` versions
+    /// each, written once and again only when a record in them changes, and a
+    /// small head with the rest of the state. A checkpoint then writes what
+    /// changed since the last one, not the whole model. Smaller models are
+    /// checkpointed whole. Smaller segments make a checkpoint after scattered
+    /// changes cheaper and a cold open read more objects.
+    pub fn checkpoint_segment(mut self, n: usize) -> Self {
+        self.checkpoint_segment = Some(n.max(1));
         self
     }
 
@@ -421,6 +444,9 @@ impl RegistryBuilder {
                 background_checkpoint_from: self
                     .background_checkpoint_from
                     .unwrap_or(BACKGROUND_CHECKPOINT_FROM),
+                checkpoint_segment: self
+                    .checkpoint_segment
+                    .unwrap_or(crate::domain::state::SEGMENT_VERSIONS),
                 gates: self.gates,
                 hash_cache: self.hash_cache.map(HashCache::new),
                 manifests: Default::default(),
@@ -527,6 +553,7 @@ impl Registry {
                 retry: RetryPolicy::default(),
                 checkpoint_every: 1000,
                 background_checkpoint_from: BACKGROUND_CHECKPOINT_FROM,
+                checkpoint_segment: crate::domain::state::SEGMENT_VERSIONS,
                 gates: HashMap::new(),
                 hash_cache: None,
                 manifests: Default::default(),

@@ -42,6 +42,8 @@ pub(crate) const PACK_INDEX_EXT: &str = ".idx";
 pub(crate) const RECORDS: &str = "records";
 /// Checkpoint files of a log, relative to the log's directory.
 pub(crate) const CHECKPOINTS: &str = "checkpoints";
+/// The directory of a log's checkpoint parts (format 5 checkpoints' segments).
+pub(crate) const PARTS: &str = "parts";
 /// File name suffix of a record.
 pub(crate) const RECORD_EXT: &str = ".rec";
 /// File name suffix of a checkpoint.

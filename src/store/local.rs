@@ -55,7 +55,7 @@ use futures::stream::{self, BoxStream};
 
 use super::fsutil::{self, PublishMode, Published, TempFile};
 use super::layout::{
-    BLOBS_DIR, CHECKPOINT_EXT, CHECKPOINT_READ_ATTEMPTS, CHECKPOINTS, LEASES_DIR, LOGS_DIR,
+    BLOBS_DIR, CHECKPOINT_EXT, CHECKPOINT_READ_ATTEMPTS, CHECKPOINTS, LEASES_DIR, LOGS_DIR, PARTS,
     RECIPES_DIR, RECORD_EXT, RECORDS, SEQ_DIGITS, blob_key, is_shard_name, metadata_key, pack_key,
     parse_blob_name, parse_seq_file_name, prunable_checkpoints, recipe_key, seq_digits,
     seq_file_name,
@@ -64,7 +64,8 @@ use super::pack::{self, PackBackend, PackOptions, Recipe, SharedIndex};
 use super::pipe::pipe;
 use super::{
     ArtifactStore, BlobMeta, ByteStream, Checkpoint, Imported, LinkMode, LogRecord, Materialized,
-    MetadataItem, MetadataStore, Placed, TempSweep, check_lease_key, check_log_key, check_seq,
+    MetadataItem, MetadataStore, Placed, TempSweep, check_lease_key, check_log_key, check_part_key,
+    check_seq,
 };
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -524,6 +525,47 @@ impl MetadataStore for LocalMetadataStore {
             }
             Ok(None)
         })
+        .await
+    }
+
+    fn keeps_checkpoint_parts(&self) -> bool {
+        true
+    }
+
+    async fn put_checkpoint_part(&self, log: &str, name: &str, bytes: Bytes) -> Result<()> {
+        check_part_key(log, name)?;
+        let key = format!("{LOGS_DIR}/{log}/{PARTS}/{name}");
+        let (log, name) = (log.to_owned(), name.to_owned());
+        run(
+            &self.root,
+            "put checkpoint part",
+            &key.clone(),
+            move |root| {
+                let target = log_dir(root, &log).join(PARTS).join(&name);
+                fsutil::publish(&target, &root.tmp(), PublishMode::Replace, |f| {
+                    f.write_all(&bytes)
+                })
+                .map_err(|e| root.error("put checkpoint part", key, e))?;
+                Ok(())
+            },
+        )
+        .await
+    }
+
+    async fn get_checkpoint_part(&self, log: &str, name: &str) -> Result<Option<Bytes>> {
+        check_part_key(log, name)?;
+        let key = format!("{LOGS_DIR}/{log}/{PARTS}/{name}");
+        let (log, name) = (log.to_owned(), name.to_owned());
+        run(
+            &self.root,
+            "read checkpoint part",
+            &key.clone(),
+            move |root| match fs::read(log_dir(root, &log).join(PARTS).join(&name)) {
+                Ok(bytes) => Ok(Some(Bytes::from(bytes))),
+                Err(e) if is_missing(&e) => Ok(None),
+                Err(e) => Err(root.error("read checkpoint part", key, e)),
+            },
+        )
         .await
     }
 

@@ -19,7 +19,7 @@ use futures::stream::{self, BoxStream};
 use super::layout::{blob_key, metadata_key};
 use super::{
     ArtifactStore, BlobMeta, ByteStream, Checkpoint, Imported, LinkMode, LogRecord, Materialized,
-    MetadataItem, MetadataStore, Placed, check_lease_key, check_log_key, check_seq,
+    MetadataItem, MetadataStore, Placed, check_lease_key, check_log_key, check_part_key, check_seq,
 };
 use crate::digest::{Digest, Sha256};
 use crate::error::{Error, Result};
@@ -39,6 +39,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Logs {
     records: HashMap<String, BTreeMap<u64, Bytes>>,
     checkpoints: HashMap<String, BTreeMap<u64, Bytes>>,
+    /// Checkpoint parts by log and name.
+    parts: HashMap<(String, String), Bytes>,
     leases: HashMap<String, Bytes>,
 }
 
@@ -159,6 +161,26 @@ impl MetadataStore for MemoryMetadataStore {
                 seq: *seq,
                 bytes: bytes.clone(),
             }))
+    }
+
+    fn keeps_checkpoint_parts(&self) -> bool {
+        true
+    }
+
+    async fn put_checkpoint_part(&self, log: &str, name: &str, bytes: Bytes) -> Result<()> {
+        check_part_key(log, name)?;
+        lock(&self.inner)
+            .parts
+            .insert((log.to_owned(), name.to_owned()), bytes);
+        Ok(())
+    }
+
+    async fn get_checkpoint_part(&self, log: &str, name: &str) -> Result<Option<Bytes>> {
+        check_part_key(log, name)?;
+        Ok(lock(&self.inner)
+            .parts
+            .get(&(log.to_owned(), name.to_owned()))
+            .cloned())
     }
 
     async fn put_lease(&self, key: &str, bytes: Bytes) -> Result<()> {

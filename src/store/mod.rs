@@ -103,6 +103,14 @@ pub enum MetadataItem {
 ///   [`list_leases`](Self::list_leases) starts is listed by it, and one deleted
 ///   before is not. The registry builds garbage collection on this (a collector and a
 ///   registration each write their lease, then read the other's).
+/// - checkpoint parts are immutable named blobs beside a log's checkpoints (the
+///   name follows the log key rules): a store that keeps them says so with
+///   [`keeps_checkpoint_parts`](Self::keeps_checkpoint_parts);
+///   [`put_checkpoint_part`](Self::put_checkpoint_part) creates or replaces one,
+///   whole, durable when it returns, and
+///   [`get_checkpoint_part`](Self::get_checkpoint_part) reads it back (`None` if
+///   there is none). The registry names each part by the digest of its bytes
+///   and checks them on read; the store only keeps them;
 /// - [`location`](Self::location) names where an item is or would be stored,
 ///   distinct for distinct items, without touching the store.
 #[async_trait]
@@ -137,6 +145,34 @@ pub trait MetadataStore: Send + Sync + fmt::Debug + 'static {
             .latest_checkpoint(log)
             .await?
             .filter(|c| c.seq <= at_most))
+    }
+
+    /// Whether this store keeps checkpoint parts
+    /// ([`put_checkpoint_part`](Self::put_checkpoint_part)). The registry
+    /// writes checkpoints in parts (format 5) only to a store that does, and
+    /// whole checkpoints to any other. The default, `false`, is always correct:
+    /// a wrapper that does not forward the part methods must not forward this.
+    fn keeps_checkpoint_parts(&self) -> bool {
+        false
+    }
+
+    /// Stores the checkpoint part `name` of `log`, creating or replacing it:
+    /// a reader sees the old bytes or the new ones, whole, and the new ones are
+    /// durable when this returns. The default keeps nothing and says so
+    /// ([`Error::InvalidInput`]).
+    async fn put_checkpoint_part(&self, log: &str, name: &str, bytes: Bytes) -> Result<()> {
+        let _ = bytes;
+        Err(Error::invalid_input(
+            format!("checkpoint part '{name}' of log '{log}'"),
+            "this store keeps no checkpoint parts",
+        ))
+    }
+
+    /// The bytes of the checkpoint part `name` of `log`, or `None` if there is
+    /// none. The default, for a store that keeps none, is `None`.
+    async fn get_checkpoint_part(&self, log: &str, name: &str) -> Result<Option<Bytes>> {
+        let _ = (log, name);
+        Ok(None)
     }
 
     /// Creates or replaces the lease `key`.
@@ -448,6 +484,13 @@ pub(crate) fn check_log_key(log: &str) -> Result<()> {
     check_key("log key", log)
 }
 
+/// Checks a log key and a checkpoint part's name against the
+/// [`MetadataStore`] contract (both follow the log key rules).
+pub(crate) fn check_part_key(log: &str, name: &str) -> Result<()> {
+    check_key("log key", log)?;
+    check_key("checkpoint part name", name)
+}
+
 /// Checks a lease key against the [`MetadataStore`] contract (the rules of log keys).
 pub(crate) fn check_lease_key(key: &str) -> Result<()> {
     check_key("lease key", key)
@@ -499,6 +542,15 @@ macro_rules! forward_metadata_store {
                 at_most: u64,
             ) -> Result<Option<Checkpoint>> {
                 (**self).checkpoint_at_or_before(log, at_most).await
+            }
+            fn keeps_checkpoint_parts(&self) -> bool {
+                (**self).keeps_checkpoint_parts()
+            }
+            async fn put_checkpoint_part(&self, log: &str, name: &str, bytes: Bytes) -> Result<()> {
+                (**self).put_checkpoint_part(log, name, bytes).await
+            }
+            async fn get_checkpoint_part(&self, log: &str, name: &str) -> Result<Option<Bytes>> {
+                (**self).get_checkpoint_part(log, name).await
             }
             async fn put_lease(&self, key: &str, bytes: Bytes) -> Result<()> {
                 (**self).put_lease(key, bytes).await

@@ -3612,3 +3612,134 @@ pub async fn dropped_fetch_leaves_nothing_behind(f: &Fixture) {
         .expect("fetch again");
     assert_eq!(entries(&parent), ["big-v1"]);
 }
+
+/// Checkpoints in segments (format 5, here of 2 versions each, one every 3
+/// events): the latest one reads back as the fold of the log, a fresh registry
+/// opens from it, every past state folds from them to what the log gives, and
+/// a damaged segment is never trusted: the registry opens from an older
+/// checkpoint or the log, and `check` reports it.
+pub async fn segmented_checkpoints_fold_travel_and_survive_damage(f: &Fixture) {
+    use modelreg::SetAlias;
+    use modelreg::format::{CheckpointHead, decode_checkpoint_head, read_checkpoint, unseal};
+    let reg = f.registry_with(|b| b.checkpoint_every(3).checkpoint_segment(2));
+    let meta = reg.metadata_store().clone();
+    assert!(meta.keeps_checkpoint_parts(), "{}: keeps parts", f.name);
+    let who = actor("alice");
+    create(&reg, "seg").await; // 1
+    for i in 0..9 {
+        register_bytes(&reg, "seg", "m.bin", format!("segment {i}")).await; // 2..=10
+    }
+    let m = |v: f64| Metrics::new().with("auc", v).expect("finite");
+    for (n, v) in [(1, 0.5), (4, 0.7), (9, 0.9)] {
+        reg.acting_as(who.clone())
+            .add_metrics(format!("seg/{n}"), m(v))
+            .await
+            .expect("metrics"); // 11..=13
+    }
+    reg.acting_as(who.clone())
+        .set_alias("seg/4", "champion", SetAlias::new())
+        .await
+        .expect("alias"); // 14
+    reg.acting_as(who.clone())
+        .deprecate("seg/2", "old")
+        .await
+        .expect("deprecate"); // 15
+    for i in 9..11 {
+        register_bytes(&reg, "seg", "m.bin", format!("segment {i}")).await; // 16..=17
+    }
+    reg.acting_as(who.clone())
+        .set_version_tags("seg/11", tags(&[("k", "v")]), vec![])
+        .await
+        .expect("tags"); // 18
+
+    let history = reg.events("seg").await.expect("events");
+    assert_eq!(history.len(), 18);
+    let replayed = ModelState::replay(history.clone()).expect("replay");
+    let name = ModelName::new("seg").expect("valid");
+    let cp = meta
+        .latest_checkpoint("seg")
+        .await
+        .expect("read")
+        .expect("a checkpoint");
+    assert_eq!(cp.seq, 18, "{}", f.name);
+    let json = unseal(String::new, &cp.bytes).expect("sealed");
+    assert!(
+        json.starts_with(br#"{"format":5,"#),
+        "{}: a segmented head",
+        f.name
+    );
+    assert_eq!(
+        read_checkpoint(meta.as_ref(), &name, cp.clone())
+            .await
+            .expect("reads"),
+        replayed,
+        "{}",
+        f.name
+    );
+    assert_eq!(f.fresh().await.model("seg").await.expect("model"), replayed);
+
+    // Time travel from the segmented checkpoints equals the fold of the log
+    // up to the last event at or before each time.
+    let traveller = f.registry_with(|b| b.checkpoint_every(3).checkpoint_segment(2));
+    for (i, e) in history.iter().enumerate() {
+        let last = history
+            .iter()
+            .rposition(|x| x.time <= e.time)
+            .expect("itself");
+        assert!(last >= i);
+        let expected = ModelState::replay(history[..=last].to_vec()).expect("replay");
+        assert_eq!(
+            traveller.model_as_of("seg", e.time).await.expect("as of"),
+            expected,
+            "{}: as of event {}",
+            f.name,
+            e.seq
+        );
+    }
+
+    // Damage one segment of the latest checkpoint behind the registry's back.
+    let CheckpointHead::Segmented(head) =
+        decode_checkpoint_head(&name, cp.seq, &cp.bytes).expect("head")
+    else {
+        panic!("{}: a segmented checkpoint", f.name)
+    };
+    let damaged = head.segments()[1].name();
+    meta.put_checkpoint_part("seg", &damaged, Bytes::from_static(b"{\"torn"))
+        .await
+        .expect("overwrite the segment");
+    assert_err!(
+        read_checkpoint(meta.as_ref(), &name, cp).await,
+        Error::Corrupt { .. }
+    );
+    let fresh = f.fresh().await;
+    assert_eq!(fresh.model("seg").await.expect("model"), replayed);
+    let report = fresh.check().await.expect("check");
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.subject.contains("checkpoint 18")),
+        "{}: check reports the damaged checkpoint: {:?}",
+        f.name,
+        report.problems
+    );
+    // The next checkpoint of a registry that could not read the damaged one
+    // writes its segments again: it reads back.
+    let fresh = f.registry_with(|b| b.checkpoint_every(3).checkpoint_segment(2));
+    for i in 11..14 {
+        register_bytes(&fresh, "seg", "m.bin", format!("segment {i}")).await; // 19..=21
+    }
+    let cp = meta
+        .latest_checkpoint("seg")
+        .await
+        .expect("read")
+        .expect("a checkpoint");
+    assert_eq!(cp.seq, 21);
+    let all = fresh.events("seg").await.expect("events");
+    assert_eq!(
+        read_checkpoint(meta.as_ref(), &name, cp)
+            .await
+            .expect("reads"),
+        ModelState::replay(all).expect("replay")
+    );
+}

@@ -24,8 +24,12 @@ use crate::error::{Error, Result};
 /// versions in it (their `purged` field): it is written only for a state that
 /// has one, so an older build stops at it rather than take a purged version for
 /// a live one, and reads every other checkpoint as before. Format 1, 2 and 3
-/// checkpoints still load.
-pub const CHECKPOINT_FORMAT: u32 = 4;
+/// checkpoints still load. Format 5 is a small head that lists the versions'
+/// segments, stored apart (see `segments.rs`): written for a state of at least
+/// one full segment to a store that keeps checkpoint parts; it is read with
+/// [`read_checkpoint`](crate::format::read_checkpoint), not with
+/// [`decode_checkpoint`] alone.
+pub const CHECKPOINT_FORMAT: u32 = 5;
 
 /// Versions per chunk of a format 3 checkpoint: small enough that the chunks of
 /// a large model spread evenly over the cores, large enough that a chunk's
@@ -90,7 +94,7 @@ impl TryFrom<StateWire> for ModelState {
 /// The serialized form of a [`ModelState`], borrowed: the same fields as
 /// [`StateWire`] reads, so serializing copies nothing.
 #[derive(Serialize)]
-struct StateRef<'a> {
+pub(super) struct StateRef<'a> {
     name: &'a ModelName,
     description: &'a str,
     created_at: &'a DateTime<Utc>,
@@ -116,7 +120,7 @@ fn is_empty_map<K, V>(m: &&BTreeMap<K, V>) -> bool {
 
 impl ModelState {
     /// The state's serialized form, with `versions` in place of its own.
-    fn wire<'a>(&'a self, versions: &'a [Arc<VersionRecord>]) -> StateRef<'a> {
+    pub(super) fn wire<'a>(&'a self, versions: &'a [Arc<VersionRecord>]) -> StateRef<'a> {
         StateRef {
             name: &self.name,
             description: &self.description,
@@ -136,7 +140,7 @@ impl ModelState {
 
     /// Appends a version read from a checkpoint, checking that numbers stay dense
     /// and at most one version is in production, and indexes it.
-    fn push_loaded(&mut self, mut v: Arc<VersionRecord>) -> Result<()> {
+    pub(super) fn push_loaded(&mut self, mut v: Arc<VersionRecord>) -> Result<()> {
         // Freshly decoded, so not shared: this sets the field in place.
         Arc::make_mut(&mut v).model = self.name.clone();
         if v.number.get() != self.versions.len() as u64 + 1 {
@@ -261,6 +265,13 @@ pub fn decode_checkpoint(model: &ModelName, seq: u64, bytes: &[u8]) -> Result<Mo
             location: None,
         });
     }
+    if format == super::segments::SEGMENTED_FORMAT {
+        return Err(Error::invalid_input(
+            record(),
+            "a format 5 checkpoint holds its versions in segments apart: read it with \
+             `read_checkpoint`, which fetches them",
+        ));
+    }
     let (found, state, versions) = if format < 3 {
         let c: In = serde_json::from_slice(bytes).map_err(undecodable)?;
         (c.seq, c.state, None)
@@ -300,6 +311,45 @@ pub fn decode_checkpoint(model: &ModelName, seq: u64, bytes: &[u8]) -> Result<Mo
         }
         (head.seq, state, head.versions)
     };
+    finish(model, seq, found, state, versions)
+}
+
+/// Decodes a checkpoint stored for position `seq` of `model`'s log as far as
+/// it can without other reads: a whole state (formats 1 to 4), or the head of
+/// a segmented one (format 5), whose segments the caller fetches and
+/// [`assemble`](super::segments::SegmentedHead::assemble)s.
+pub fn decode_checkpoint_head(model: &ModelName, seq: u64, bytes: &[u8]) -> Result<CheckpointHead> {
+    let record = || format!("checkpoint {seq} of model '{model}'");
+    let json = crate::domain::codec::unseal(record, bytes)?;
+    if peek_format(json) == Some(super::segments::SEGMENTED_FORMAT) {
+        return super::segments::SegmentedHead::decode(model, seq, json)
+            .map(CheckpointHead::Segmented);
+    }
+    decode_checkpoint(model, seq, bytes).map(CheckpointHead::Whole)
+}
+
+/// A checkpoint decoded as far as its own bytes go
+/// ([`decode_checkpoint_head`]).
+#[derive(Debug)]
+pub enum CheckpointHead {
+    /// A whole state (formats 1 to 4).
+    Whole(ModelState),
+    /// The head of a segmented checkpoint (format 5): its segments are to be read.
+    Segmented(super::segments::SegmentedHead),
+}
+
+/// The checks every decoded checkpoint passes before it is trusted: it covers
+/// position `seq` of `model`'s log (`found` is the position it says it
+/// covers), holds the `versions` it says it holds, and breaks no rule a fold
+/// keeps.
+pub(super) fn finish(
+    model: &ModelName,
+    seq: u64,
+    found: u64,
+    state: ModelState,
+    versions: Option<usize>,
+) -> Result<ModelState> {
+    let record = || format!("checkpoint {seq} of model '{model}'");
     if found != seq || state.seq != seq || state.name != *model {
         return Err(Error::corrupt(record(), "covers another position or model"));
     }

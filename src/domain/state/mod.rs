@@ -20,9 +20,16 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 
 mod checkpoint;
+mod segments;
 
 use checkpoint::StateWire;
-pub use checkpoint::{CHECKPOINT_FORMAT, decode_checkpoint, encode_checkpoint};
+pub use checkpoint::{
+    CHECKPOINT_FORMAT, CheckpointHead, decode_checkpoint, decode_checkpoint_head, encode_checkpoint,
+};
+pub use segments::{
+    SEGMENT_VERSIONS, SEGMENTED_FORMAT, Segment, SegmentedHead, encode_segment,
+    encode_segmented_head, segment_ranges,
+};
 
 /// Everything known about one model: the fold of its events up to some position.
 ///
@@ -1054,6 +1061,82 @@ mod tests {
     const FORMAT_2: &[u8] =
         include_bytes!("../../../tests/fixtures/checkpoint-format-2-fraud-10.ckpt");
 
+    /// A format-3 checkpoint of `state(10)`, as the last writer of whole
+    /// checkpoints before segmented ones (format 5) wrote it: captured bytes.
+    const FORMAT_3: &[u8] =
+        include_bytes!("../../../tests/fixtures/checkpoint-format-3-fraud-10.ckpt");
+
+    #[test]
+    fn format_3_checkpoints_still_load() {
+        let s = state(10);
+        let json = super::super::codec::unseal(String::new, FORMAT_3).unwrap();
+        assert!(json.starts_with(br#"{"format":3,"seq":11,"chunks":[3040],"versions":10,"#));
+        assert_eq!(decode_checkpoint(&model(), s.seq(), FORMAT_3).unwrap(), s);
+        match decode_checkpoint_head(&model(), s.seq(), FORMAT_3).unwrap() {
+            CheckpointHead::Whole(whole) => assert_eq!(whole, s),
+            CheckpointHead::Segmented(_) => panic!("a whole checkpoint"),
+        }
+    }
+
+    /// A segmented checkpoint (format 5) assembles to the state from its head
+    /// and segments; a segment that is torn, swapped or missing is corrupt,
+    /// and so is a head whose segments do not tile the versions.
+    #[test]
+    fn segmented_checkpoints_assemble_and_refuse_damage() {
+        let s = state(10);
+        let mut segments = Vec::new();
+        let mut parts = Vec::new();
+        for r in segment_ranges(s.versions().len(), 4) {
+            let (segment, bytes) = encode_segment(r.start as u64 + 1, &s.versions()[r]);
+            segments.push(segment);
+            parts.push(bytes);
+        }
+        assert_eq!(
+            segments
+                .iter()
+                .map(|g| (g.first, g.count))
+                .collect::<Vec<_>>(),
+            [(1, 4), (5, 4), (9, 2)]
+        );
+        let head = encode_segmented_head(&s, &segments);
+        let json = super::super::codec::unseal(String::new, &head).unwrap();
+        assert!(json.starts_with(br#"{"format":5,"seq":11,"versions":10,"segments":[{"first":1,"#));
+        assert!(matches!(
+            decode_checkpoint(&model(), s.seq(), &head),
+            Err(Error::InvalidInput { .. })
+        ));
+        let decoded = |head: &[u8]| match decode_checkpoint_head(&model(), s.seq(), head) {
+            Ok(CheckpointHead::Segmented(h)) => Ok(h),
+            Ok(CheckpointHead::Whole(_)) => panic!("a segmented head"),
+            Err(e) => Err(e),
+        };
+        assert_eq!(decoded(&head).unwrap().assemble(&parts).unwrap(), s);
+        // Torn: the segment's bytes cut short.
+        let mut torn = parts.clone();
+        let half = torn[1].len() / 2;
+        torn[1].truncate(half);
+        assert!(matches!(
+            decoded(&head).unwrap().assemble(&torn),
+            Err(Error::Corrupt { .. })
+        ));
+        // Damaged in place: same length, one byte flipped.
+        let mut flipped = parts.clone();
+        flipped[2][5] ^= 1;
+        assert!(matches!(
+            decoded(&head).unwrap().assemble(&flipped),
+            Err(Error::Corrupt { .. })
+        ));
+        // Swapped, or one missing.
+        let swapped = [parts[1].clone(), parts[0].clone(), parts[2].clone()];
+        assert!(decoded(&head).unwrap().assemble(&swapped).is_err());
+        assert!(decoded(&head).unwrap().assemble(&parts[..2]).is_err());
+        // A head whose segments skip versions 5..=8.
+        let gap = encode_segmented_head(&s, &[segments[0].clone(), segments[2].clone()]);
+        assert!(matches!(decoded(&gap), Err(Error::Corrupt { .. })));
+        // Another position.
+        assert!(decode_checkpoint_head(&model(), s.seq() + 1, &head).is_err());
+    }
+
     #[test]
     fn format_2_checkpoints_still_load() {
         let s = state(10);
@@ -1081,10 +1164,10 @@ mod tests {
             .to_vec();
         let text = String::from_utf8(json).unwrap();
         let sealed = |t: String| super::super::codec::seal(t.into_bytes());
-        let newer = sealed(text.replacen(r#"{"format":3,"#, r#"{"format":5,"#, 1));
+        let newer = sealed(text.replacen(r#"{"format":3,"#, r#"{"format":6,"#, 1));
         assert!(matches!(
             decode_checkpoint(&model(), seq, &newer),
-            Err(Error::UnsupportedFormat { found: 5, .. })
+            Err(Error::UnsupportedFormat { found: 6, .. })
         ));
         for bad in [
             // A chunk length that runs past the end, or leaves bytes over.

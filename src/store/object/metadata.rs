@@ -13,11 +13,12 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload};
 use super::{Root, name_in};
 use crate::error::{Error, Result};
 use crate::store::layout::{
-    CHECKPOINT_EXT, CHECKPOINT_READ_ATTEMPTS, CHECKPOINTS, LEASES_DIR, LOGS_DIR, RECORD_EXT,
+    CHECKPOINT_EXT, CHECKPOINT_READ_ATTEMPTS, CHECKPOINTS, LEASES_DIR, LOGS_DIR, PARTS, RECORD_EXT,
     RECORDS, parse_seq_file_name, prunable_checkpoints, seq_file_name,
 };
 use crate::store::{
-    Checkpoint, LogRecord, MetadataItem, MetadataStore, check_lease_key, check_log_key, check_seq,
+    Checkpoint, LogRecord, MetadataItem, MetadataStore, check_lease_key, check_log_key,
+    check_part_key, check_seq,
 };
 
 /// How many records [`MetadataStore::read_after`] fetches at once.
@@ -317,6 +318,27 @@ impl MetadataStore for ObjectMetadataStore {
             }
         }
         Ok(None)
+    }
+
+    fn keeps_checkpoint_parts(&self) -> bool {
+        true
+    }
+
+    async fn put_checkpoint_part(&self, log: &str, name: &str, bytes: Bytes) -> Result<()> {
+        check_part_key(log, name)?;
+        let path = self.log_dir(log).join(PARTS).join(name);
+        self.root
+            .store
+            .put(&path, PutPayload::from(bytes))
+            .await
+            .map_err(|e| self.root.error("put checkpoint part", &path, e))?;
+        Ok(())
+    }
+
+    async fn get_checkpoint_part(&self, log: &str, name: &str) -> Result<Option<Bytes>> {
+        check_part_key(log, name)?;
+        let path = self.log_dir(log).join(PARTS).join(name);
+        self.root.get_optional("read checkpoint part", &path).await
     }
 
     async fn put_lease(&self, key: &str, bytes: Bytes) -> Result<()> {

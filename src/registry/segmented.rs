@@ -1,0 +1,217 @@
+//! Reading and writing checkpoints in segments (format 5): the registry's half
+//! of `domain/state/segments.rs`, which it joins to the store's checkpoint
+//! parts.
+//!
+//! Write order is the crash argument: every segment a head names is stored
+//! (durable) before the head is, so a head that can be read never names a
+//! segment that was not written. A segment is named by the digest of its bytes
+//! and checked against it on read, so a torn, damaged or missing one makes the
+//! checkpoint untrusted (the registry then folds from an older one, or from
+//! event 1), never a wrong state.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+
+use crate::domain::state::{
+    CheckpointHead, Segment, decode_checkpoint_head, encode_segment, encode_segmented_head,
+    segment_ranges,
+};
+use crate::domain::{ModelName, ModelState, VersionRecord};
+use crate::error::{Error, Result};
+use crate::offload::offload;
+use crate::store::{Checkpoint, MetadataStore};
+
+/// How many segments are read or written at once.
+const PART_CONCURRENCY: usize = 16;
+
+/// The segments this process knows to be stored for a model, with the records
+/// each was encoded from: a record that changed since is another `Arc` (a
+/// change to a shared record copies it), so comparing pointers finds the
+/// segments to write again without encoding the others.
+#[derive(Debug, Default)]
+pub(crate) struct Written {
+    segments: Vec<(Segment, Vec<Arc<VersionRecord>>)>,
+}
+
+impl Written {
+    /// The stored segment for `records` (versions `first..`), if one holds
+    /// exactly these records.
+    fn find(&self, first: u64, records: &[Arc<VersionRecord>]) -> Option<&Segment> {
+        let i = self
+            .segments
+            .binary_search_by_key(&first, |(s, _)| s.first)
+            .ok()?;
+        let (segment, held) = &self.segments[i];
+        (held.len() == records.len() && held.iter().zip(records).all(|(a, b)| Arc::ptr_eq(a, b)))
+            .then_some(segment)
+    }
+
+    /// What `state`, read from or written as `segments`, holds in each.
+    fn of(state: &ModelState, segments: &[Segment]) -> Written {
+        let versions = state.versions();
+        Written {
+            segments: segments
+                .iter()
+                .map(|s| {
+                    let from = (s.first - 1) as usize;
+                    let to = (from + s.count as usize).min(versions.len());
+                    (s.clone(), versions[from..to].to_vec())
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A checkpoint read back whole: its state, and (format 5) the segments it
+/// was assembled from.
+pub(crate) async fn read(
+    meta: &dyn MetadataStore,
+    model: &ModelName,
+    cp: Checkpoint,
+) -> Result<(ModelState, Option<Written>)> {
+    let (name, seq) = (model.clone(), cp.seq);
+    let head = offload(move || decode_checkpoint_head(&name, seq, &cp.bytes)).await??;
+    let head = match head {
+        CheckpointHead::Whole(state) => return Ok((state, None)),
+        CheckpointHead::Segmented(head) => head,
+    };
+    let parts: Vec<Bytes> = futures::stream::iter(head.segments().iter().map(Segment::name))
+        .map(|part| async move {
+            meta.get_checkpoint_part(model.as_str(), &part)
+                .await?
+                .ok_or_else(|| {
+                    Error::corrupt(
+                        format!("checkpoint {seq} of model '{model}'"),
+                        format!("its segment {part} is missing"),
+                    )
+                })
+        })
+        .buffered(PART_CONCURRENCY)
+        .try_collect()
+        .await?;
+    let segments = head.segments().to_vec();
+    let state = offload(move || head.assemble(&parts)).await??;
+    let written = Written::of(&state, &segments);
+    Ok((state, Some(written)))
+}
+
+/// Writes a format 5 checkpoint of `state`: the segments of `per` versions
+/// that `known` does not hold as they are, then the head. Returns what is
+/// stored now, and the bytes written (segments and head).
+pub(super) async fn write(
+    meta: &dyn MetadataStore,
+    state: Arc<ModelState>,
+    per: usize,
+    known: Option<Arc<Written>>,
+) -> Result<(Written, u64)> {
+    let model = state.name().clone();
+    let seq = state.seq();
+    // Encoding is CPU work: on the blocking pool, one thread (a background
+    // checkpoint should not take every core from the commands that go on).
+    let (written, new, head) = offload(move || {
+        let versions = state.versions();
+        let mut segments = Vec::new();
+        let mut new = Vec::new();
+        for range in segment_ranges(versions.len(), per) {
+            let first = range.start as u64 + 1;
+            let records = &versions[range];
+            match known.as_deref().and_then(|k| k.find(first, records)) {
+                Some(segment) => segments.push(segment.clone()),
+                None => {
+                    let (segment, bytes) = encode_segment(first, records);
+                    new.push((segment.name(), Bytes::from(bytes)));
+                    segments.push(segment);
+                }
+            }
+        }
+        let head = encode_segmented_head(&state, &segments);
+        let written = Written::of(&state, &segments);
+        (written, new, head)
+    })
+    .await?;
+    let mut bytes = head.len() as u64;
+    bytes += new.iter().map(|(_, b)| b.len() as u64).sum::<u64>();
+    // Segments first, all of them durable, then the head that names them.
+    futures::stream::iter(new)
+        .map(|(part, b)| {
+            let model = &model;
+            async move { meta.put_checkpoint_part(model.as_str(), &part, b).await }
+        })
+        .buffer_unordered(PART_CONCURRENCY)
+        .try_collect::<()>()
+        .await?;
+    meta.put_checkpoint(model.as_str(), seq, Bytes::from(head))
+        .await?;
+    Ok((written, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryMetadataStore;
+    use crate::{Actor, ArtifactSource, CreateModel, Metrics, NewVersion, Registry};
+
+    /// A checkpoint after a change writes the segments that changed and the
+    /// head, not the model; what it wrote reads back as the state.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_checkpoint_writes_only_the_segments_that_changed() {
+        let reg = Registry::builder()
+            .metadata(Arc::new(MemoryMetadataStore::new()))
+            .artifacts(Arc::new(crate::store::MemoryArtifactStore::new()))
+            .checkpoint_every(0)
+            .build()
+            .expect("registry");
+        let me = reg.acting_as(Actor::new("ci").expect("actor"));
+        me.create_model("m", CreateModel::new())
+            .await
+            .expect("create");
+        for i in 0..40 {
+            let source = ArtifactSource::bytes("w", format!("weights {i}")).expect("source");
+            me.register("m", source, NewVersion::new().description("x".repeat(200)))
+                .await
+                .expect("register");
+        }
+        let meta = MemoryMetadataStore::new();
+        let name = crate::ModelName::new("m").expect("name");
+        let first = Arc::new(reg.model("m").await.expect("model"));
+        let (known, all) = write(&meta, Arc::clone(&first), 8, None)
+            .await
+            .expect("first checkpoint");
+        let known = Arc::new(known);
+
+        // Version 3 changes: its segment (versions 1..=8) and the head.
+        let metrics = Metrics::new().with("auc", 0.9).expect("metric");
+        me.add_metrics("m/3", metrics).await.expect("metrics");
+        let second = Arc::new(reg.model("m").await.expect("model"));
+        let (known2, changed) = write(&meta, Arc::clone(&second), 8, Some(Arc::clone(&known)))
+            .await
+            .expect("second checkpoint");
+        let segment = |s: &ModelState, r: std::ops::Range<usize>| {
+            encode_segment(r.start as u64 + 1, &s.versions()[r]).1.len() as u64
+        };
+        let head =
+            |s: &ModelState, segments: &[Segment]| encode_segmented_head(s, segments).len() as u64;
+        let segs2: Vec<Segment> = known2.segments.iter().map(|(s, _)| s.clone()).collect();
+        assert_eq!(changed, segment(&second, 0..8) + head(&second, &segs2));
+        assert!(changed * 3 < all, "{changed} of {all} bytes");
+        let cp = meta
+            .latest_checkpoint("m")
+            .await
+            .expect("read")
+            .expect("checkpoint");
+        assert_eq!(
+            crate::format::read_checkpoint(&meta, &name, cp)
+                .await
+                .expect("reads"),
+            *second
+        );
+
+        // Nothing changed: only the head is written again.
+        let (_, again) = write(&meta, Arc::clone(&second), 8, Some(Arc::new(known2)))
+            .await
+            .expect("third checkpoint");
+        assert_eq!(again, head(&second, &segs2));
+    }
+}
