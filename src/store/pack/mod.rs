@@ -34,10 +34,7 @@ use crate::progress::{Meter, MeterExt};
 
 use super::layout::{PACKS_DIR, pack_index_key, pack_key, parse_pack_index_name, recipe_key};
 
-mod placeholder_chunking;
-// The chunker of record lands as `store::chunking`; until then, fixed 1 MiB
-// spans with its shape. Swapping is this one line.
-use placeholder_chunking as chunking;
+use super::chunking;
 
 /// Format version of pack indexes and recipes.
 const FORMAT: u32 = 1;
