@@ -1008,6 +1008,11 @@ async fn editing_the_production_version_is_409_immutable() {
                 r#"{"metrics":{"auc":0.5}}"#,
                 "metrics",
             ),
+            (
+                "/api/v1/models/fraud/versions/1/description",
+                r#"{"description":"x"}"#,
+                "description",
+            ),
         ] {
             let r = send(&s, "POST", path, w, body);
             assert_eq!(r.status, 409, "{path}: {}", r.text());
@@ -1029,13 +1034,56 @@ async fn editing_the_production_version_is_409_immutable() {
             r#"{"set":{"team":"x"}}"#,
         );
         assert_eq!(r.status, 200, "{}", r.text());
+        let r = send(
+            &s,
+            "POST",
+            "/api/v1/models/fraud/versions/2/description",
+            w,
+            r#"{"description":"challenger <b>&</b>"}"#,
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["description"], "challenger <b>&</b>");
+        let long = format!(r#"{{"description":"{}"}}"#, "x".repeat(65_537));
+        let r = send(
+            &s,
+            "POST",
+            "/api/v1/models/fraud/versions/2/description",
+            w,
+            &long,
+        );
+        assert_eq!(r.status, 413, "{}", r.text());
+        assert_eq!(r.json()["error"]["kind"], "too_large");
+        let r = send(
+            &s,
+            "POST",
+            "/api/v1/models/fraud/versions/9/description",
+            w,
+            r#"{"description":"x"}"#,
+        );
+        assert_eq!(r.status, 404, "{}", r.text());
+        let r = send(
+            &s,
+            "POST",
+            "/api/v1/models/fraud/versions/2/description",
+            w,
+            r#"{"text":"x"}"#,
+        );
+        assert_eq!(r.status / 100, 4, "{}", r.text());
     })
     .await
     .expect("requests");
+    let state = registry.model("fraud").await.expect("model");
     assert_eq!(
-        registry.model("fraud").await.expect("model").seq(),
-        before + 1,
-        "only the staging version's tags changed"
+        state.seq(),
+        before + 2,
+        "only the staging version's tags and description changed"
+    );
+    assert_eq!(
+        state
+            .version(modelreg::VersionNumber::new(2).expect("n"))
+            .expect("v2")
+            .description,
+        "challenger <b>&</b>"
     );
 }
 

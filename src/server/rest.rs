@@ -64,7 +64,7 @@ pub(crate) fn document() -> utoipa::openapi::OpenApi {
         list_models, create_model, show_model, model_tags,
         list_versions, upload::register, show_version, manifest, download,
         signatures, signature_bundle,
-        add_metrics, version_tags, deprecate,
+        add_metrics, version_tags, version_description, deprecate,
         transition, promote, approve, reject, rollback,
         set_alias, remove_alias,
         show_split, set_split, clear_split, route,
@@ -83,7 +83,7 @@ pub(crate) fn document() -> utoipa::openapi::OpenApi {
     security((), ("bearer" = ["reader"])),
     tags(
         (name = "models", description = "Models: their summaries, tags and metric directions."),
-        (name = "versions", description = "Versions: listing, records, uploads, metrics, tags, deprecation."),
+        (name = "versions", description = "Versions: listing, records, uploads, metrics, tags, descriptions, deprecation."),
         (name = "files", description = "A version's manifest, its files and their signatures."),
         (name = "lifecycle", description = "Stages, gates, approvals and rollback."),
         (name = "aliases", description = "Movable names for versions."),
@@ -126,6 +126,7 @@ impl Routes {
         .add(__path_signature_bundle, signature_bundle)
         .add(__path_add_metrics, add_metrics)
         .add(__path_version_tags, version_tags)
+        .add(__path_version_description, version_description)
         .add(__path_deprecate, deprecate)
         .add(__path_transition, transition)
         .add(__path_promote, promote)
@@ -1001,6 +1002,40 @@ async fn version_tags(
 ) -> ApiResult<Json<VersionRecord>> {
     Ok(Json(
         me.set_version_tags(at.reference()?, t.set, t.remove)
+            .await?,
+    ))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct DescriptionChange {
+    /// The new description (at most 65,536 characters); empty clears it.
+    description: String,
+}
+
+/// Replaces a version's description (writer); the old text stays in the
+/// history. A version in production answers 409 `immutable`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/models/{model}/versions/{version}/description",
+    tag = "versions",
+    params(VersionAt),
+    request_body = DescriptionChange,
+    security(("bearer" = ["writer"])),
+    responses(
+        (status = 200, description = "The version after the change.", body = VersionRecord),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    ),
+)]
+async fn version_description(
+    Writer(me): Writer,
+    Path(at): Path<VersionAt>,
+    Body(d): Body<DescriptionChange>,
+) -> ApiResult<Json<VersionRecord>> {
+    Ok(Json(
+        me.set_version_description(at.reference()?, d.description)
             .await?,
     ))
 }

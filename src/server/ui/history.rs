@@ -268,6 +268,15 @@ pub(super) fn details(model: &str, e: &Event) -> Markup {
         } => html! {
             (v(model, *version)) " signed by key " code title=(key) { (key.short()) } " (" (hash) ")" (reason(r))
         },
+        EventKind::VersionDescriptionSet {
+            version,
+            description,
+            overridden,
+        } => html! {
+            (v(model, *version)) " description "
+            @if description.is_empty() { "cleared" } @else { "set: " q.description { (description) } }
+            (overridden_note(overridden.as_deref()))
+        },
     }
 }
 
