@@ -1186,3 +1186,46 @@ async fn signatures_are_listed_and_their_bundles_served() {
     .await
     .expect("client");
 }
+
+/// A version's latest format scan is served as its record's JSON (what the
+/// `format_policy` gate reads); a version never scanned is a 404 that says
+/// how to scan it, and no token is a 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_versions_format_scan_is_served() {
+    let (_dir, registry) = seeded().await;
+    let scan = registry
+        .acting_as(Actor::new("ci").expect("actor"))
+        .scan_formats("fraud/2")
+        .await
+        .expect("scan");
+    let s = server(registry);
+    tokio::task::spawn_blocking(move || {
+        let t = Some(READER);
+        let r = get(&s, "/api/v1/models/fraud/versions/2/scan", t);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let json = r.json();
+        assert_eq!(json, serde_json::to_value(&scan).expect("json"));
+        assert_eq!(json["by"], "ci");
+        assert_eq!(json["scanner"], modelreg::scan::SCANNER_VERSION);
+        let none = get(&s, "/api/v1/models/fraud/versions/1/scan", t);
+        assert_eq!(none.status, 404, "{}", none.text());
+        let e = none.json();
+        assert_eq!(e["error"]["kind"], "not_found");
+        assert!(
+            e["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("fraud/1 has not been scanned")),
+            "{e}"
+        );
+        assert_eq!(
+            get(&s, "/api/v1/models/fraud/versions/9/scan", t).status,
+            404
+        );
+        assert_eq!(
+            get(&s, "/api/v1/models/fraud/versions/2/scan", None).status,
+            401
+        );
+    })
+    .await
+    .expect("client");
+}

@@ -63,7 +63,7 @@ pub(crate) fn document() -> utoipa::openapi::OpenApi {
     paths(
         list_models, create_model, show_model, model_tags,
         list_versions, upload::register, show_version, manifest, download,
-        signatures, signature_bundle,
+        signatures, signature_bundle, format_scan,
         add_metrics, version_tags, version_description, deprecate,
         transition, promote, approve, reject, rollback,
         set_alias, remove_alias,
@@ -124,6 +124,7 @@ impl Routes {
         .add(__path_download, download)
         .add(__path_signatures, signatures)
         .add(__path_signature_bundle, signature_bundle)
+        .add(__path_format_scan, format_scan)
         .add(__path_add_metrics, add_metrics)
         .add(__path_version_tags, version_tags)
         .add(__path_version_description, version_description)
@@ -556,6 +557,35 @@ async fn signatures(
     Path(at): Path<VersionAt>,
 ) -> ApiResult<Json<Vec<crate::VersionSignature>>> {
     Ok(Json(s.registry.signatures(at.reference()?).await?))
+}
+
+/// A version's latest format scan: the verdict on each file that is not plain
+/// data (pickles walked, ZIP members, refusals with their reason), as the
+/// `format_policy` gate reads it. 404 when the version was never scanned
+/// (`Session::scan_formats`, `modelreg version scan`).
+#[utoipa::path(
+    get,
+    path = "/api/v1/models/{model}/versions/{version}/scan",
+    tag = "files",
+    params(VersionAt),
+    responses(
+        (status = 200, description = "The latest scan of the version.", body = crate::FormatScan),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+    ),
+)]
+async fn format_scan(
+    axum::extract::State(s): axum::extract::State<State>,
+    Path(at): Path<VersionAt>,
+) -> ApiResult<Json<crate::FormatScan>> {
+    let v = s.registry.resolve(at.reference()?).await?;
+    match v.scan {
+        Some(scan) => Ok(Json(scan)),
+        None => Err(ApiError::not_found(format!(
+            "{}/{} has not been scanned (`modelreg version scan`, or Session::scan_formats)",
+            v.model, v.number
+        ))),
+    }
 }
 
 /// A signature of a version named in the path.
