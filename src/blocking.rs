@@ -603,6 +603,16 @@ impl Session {
             .block_on(self.inner.set_version_tags(version, set, remove))
     }
 
+    /// See [`crate::Session::set_version_description`].
+    pub fn set_version_description(
+        &self,
+        version: impl IntoVersionRef,
+        description: impl Into<String>,
+    ) -> Result<VersionRecord> {
+        self.rt
+            .block_on(self.inner.set_version_description(version, description))
+    }
+
     /// See [`crate::Session::override_immutable`].
     pub fn override_immutable(&self, reason: impl Into<String>) -> Override<'_> {
         Override {
@@ -897,6 +907,18 @@ impl Override<'_> {
     ) -> Result<VersionRecord> {
         let o = self.session.inner.override_immutable(self.reason.as_str());
         self.session.rt.block_on(o.add_metrics(version, metrics))
+    }
+
+    /// See [`crate::Override::set_version_description`].
+    pub fn set_version_description(
+        &self,
+        version: impl IntoVersionRef,
+        description: impl Into<String>,
+    ) -> Result<VersionRecord> {
+        let o = self.session.inner.override_immutable(self.reason.as_str());
+        self.session
+            .rt
+            .block_on(o.set_version_description(version, description))
     }
 
     /// See [`crate::Override::set_version_tags`].

@@ -263,7 +263,7 @@ pub enum Error {
         version: u64,
         /// Its stage.
         stage: Stage,
-        /// What the command would have changed: `tags` or `metrics`.
+        /// What the command would have changed: `tags`, `metrics` or `description`.
         what: &'static str,
     },
 

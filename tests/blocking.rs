@@ -323,6 +323,18 @@ fn overrides_and_scans_without_async() {
         .set_version_tags("fraud/1", tags.clone(), vec![])
         .expect("override");
     assert_eq!(v.tags, tags);
+    assert!(matches!(
+        me.set_version_description("fraud/1", "typo"),
+        Err(Error::Immutable {
+            what: "description",
+            ..
+        })
+    ));
+    let v = me
+        .override_immutable("described late")
+        .set_version_description("fraud/1", "the fraud scorer")
+        .expect("override description");
+    assert_eq!(v.description, "the fraud scorer");
     me.override_immutable("late eval")
         .add_metrics("fraud/1", Metrics::new().with("auc", 0.9).expect("finite"))
         .expect("override metrics");

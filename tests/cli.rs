@@ -554,6 +554,41 @@ fn exit_codes_say_what_went_wrong() {
         "missed at promotion",
     ]);
     assert_eq!(overridden["tags"]["team"], "x");
+    cli.run(&["version", "describe", "fraud/1", "the fraud scorer"])
+        .fails(
+            5,
+            "fraud/1 is in production: its description cannot be changed",
+        );
+    let described = cli.json(&[
+        "version",
+        "describe",
+        "fraud@production",
+        "the fraud scorer",
+        "--override",
+        "described after promotion",
+    ]);
+    assert_eq!(described["description"], "the fraud scorer");
+    let human = cli.run(&[
+        "version",
+        "describe",
+        "fraud/1",
+        "",
+        "--override",
+        "cleared again",
+    ]);
+    assert_eq!(human.code, 0, "{}", human.stderr);
+    assert!(
+        human.stderr.contains("fraud/1 description: (cleared)"),
+        "{}",
+        human.stderr
+    );
+    let trail = cli.json(&["history", "fraud", "--kind", "version_description_set"]);
+    assert_eq!(trail["items"].as_array().unwrap().len(), 2, "{trail}");
+    assert_eq!(
+        trail["items"][1]["event"]["overridden"], "described after promotion",
+        "{trail}"
+    );
+    assert_eq!(trail["items"][0]["actor"], trail["items"][1]["actor"]);
     // A scan: `weights.bin` is named as a pickle but its bytes are none.
     let scan = cli.json(&["version", "scan", "fraud/1"]);
     assert_eq!(scan["data_files"], 2, "{scan}");

@@ -338,6 +338,8 @@ async fn referrers_are_attached_through_the_tag_schema_and_discoverable() {
         .await
         .expect("attach again");
     assert_eq!(again.digest, pushed.referrers[0].digest);
+    // Listed already, and through the tag schema: this registry has no API.
+    assert_eq!(again.index, ReferrersIndex::TagSchema { tag: tag.clone() });
 
     let (client, r) = raw_client(&reference);
     let subject = oci_client::Reference::with_digest(
@@ -727,6 +729,23 @@ async fn a_signed_version_is_pushed_with_its_signatures_as_referrers() {
         .await
         .expect("push");
     assert_eq!(pushed.referrers.len(), 1, "{pushed:?}");
+    let tag = format!("sha256-{}", pushed.digest.trim_start_matches("sha256:"));
+    assert_eq!(
+        pushed.referrers[0].index,
+        ReferrersIndex::TagSchema { tag: tag.clone() }
+    );
+    // Pushing again finds the signature in the tag schema's index, says so
+    // (distribution 2.8 has no Referrers API to credit), and adds no entry.
+    let again = source
+        .push_oci("fraud/1", &reference, &options(), Vec::new())
+        .await
+        .expect("push again");
+    assert_eq!(again.digest, pushed.digest);
+    assert_eq!(again.referrers.len(), 1, "{again:?}");
+    assert_eq!(again.referrers[0].digest, pushed.referrers[0].digest);
+    assert_eq!(again.referrers[0].index, ReferrersIndex::TagSchema { tag });
+    let json = serde_json::to_value(&again.referrers[0]).expect("json");
+    assert_eq!(json["index"]["via"], "tag_schema", "{json}");
 
     let (client, r) = raw_client(&reference);
     let subject = oci_client::Reference::with_digest(

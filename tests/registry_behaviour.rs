@@ -180,6 +180,7 @@ suite! {
         history_tail_agrees_with_a_full_read,
         format_policy_gate_decides_from_recorded_scans,
         production_versions_are_immutable_except_by_override,
+        version_descriptions_are_editable_until_production,
         // tests/common/signing_suite.rs
         signing_records_audited_signatures_that_verify,
         external_bundles_attach_only_when_they_match,

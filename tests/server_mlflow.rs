@@ -282,6 +282,12 @@ assert c.get_registered_model("m").description == "detects fraud"
 
 c.transition_model_version_stage("m", "1", "Production")
 assert c.get_model_version("m", "1").current_stage == "Production"
+try:
+    c.update_model_version("m", "1", description="edited in production")
+    raise AssertionError("a production version's description was edited")
+except RestException as e:
+    assert e.error_code == "INVALID_STATE", e
+assert c.get_model_version("m", "1").description == "retrained"
 assert [v.version for v in c.get_latest_versions("m", stages=["Production"])] == ["1"]
 rm = c.get_registered_model("m")
 assert sorted((v.current_stage, v.version) for v in rm.latest_versions) == [("None", "2"), ("Production", "1")]
@@ -344,16 +350,19 @@ fn client_flow(registry: Registry, dir: &Path) {
                 assert_eq!(e.actor.as_str(), IDENTITY, "{model}: {e:?}");
             }
         }
-        // The registry's own description is kept; MLflow's update is a tag.
+        // MLflow's update replaced the version's own description, audited.
         let v1 = registry.resolve("m/1").await.expect("v1");
-        assert_eq!(v1.description, "first");
-        assert_eq!(
-            v1.tags
+        assert_eq!(v1.description, "retrained");
+        assert!(
+            !v1.tags
                 .iter()
-                .find(|(k, _)| k.as_str() == "modelreg.mlflow.description")
-                .map(|(_, v)| v.as_str()),
-            Some("retrained")
+                .any(|(k, _)| k.as_str() == "modelreg.mlflow.description")
         );
+        let edits = registry
+            .history("m", &HistoryFilter::new().kind("version_description_set"))
+            .await
+            .expect("history");
+        assert_eq!(edits.len(), 1, "{edits:?}");
         let v2 = registry.resolve("m/2").await.expect("v2");
         assert!(v2.deprecated.is_some());
         assert_eq!(v2.files, 5);

@@ -489,6 +489,7 @@ async fn rich() -> (tempfile::TempDir, Registry) {
         .await
         .expect("sign");
     let _ = SIGNATURE_BUNDLE.set(signature.bundle.to_string());
+    me.scan_formats("fraud/3").await.expect("scan");
     // A version nothing protects, for the purge in the role table.
     me.register(
         "fraud",

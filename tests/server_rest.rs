@@ -1008,6 +1008,11 @@ async fn editing_the_production_version_is_409_immutable() {
                 r#"{"metrics":{"auc":0.5}}"#,
                 "metrics",
             ),
+            (
+                "/api/v1/models/fraud/versions/1/description",
+                r#"{"description":"x"}"#,
+                "description",
+            ),
         ] {
             let r = send(&s, "POST", path, w, body);
             assert_eq!(r.status, 409, "{path}: {}", r.text());
@@ -1029,13 +1034,56 @@ async fn editing_the_production_version_is_409_immutable() {
             r#"{"set":{"team":"x"}}"#,
         );
         assert_eq!(r.status, 200, "{}", r.text());
+        let r = send(
+            &s,
+            "POST",
+            "/api/v1/models/fraud/versions/2/description",
+            w,
+            r#"{"description":"challenger <b>&</b>"}"#,
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["description"], "challenger <b>&</b>");
+        let long = format!(r#"{{"description":"{}"}}"#, "x".repeat(65_537));
+        let r = send(
+            &s,
+            "POST",
+            "/api/v1/models/fraud/versions/2/description",
+            w,
+            &long,
+        );
+        assert_eq!(r.status, 413, "{}", r.text());
+        assert_eq!(r.json()["error"]["kind"], "too_large");
+        let r = send(
+            &s,
+            "POST",
+            "/api/v1/models/fraud/versions/9/description",
+            w,
+            r#"{"description":"x"}"#,
+        );
+        assert_eq!(r.status, 404, "{}", r.text());
+        let r = send(
+            &s,
+            "POST",
+            "/api/v1/models/fraud/versions/2/description",
+            w,
+            r#"{"text":"x"}"#,
+        );
+        assert_eq!(r.status / 100, 4, "{}", r.text());
     })
     .await
     .expect("requests");
+    let state = registry.model("fraud").await.expect("model");
     assert_eq!(
-        registry.model("fraud").await.expect("model").seq(),
-        before + 1,
-        "only the staging version's tags changed"
+        state.seq(),
+        before + 2,
+        "only the staging version's tags and description changed"
+    );
+    assert_eq!(
+        state
+            .version(modelreg::VersionNumber::new(2).expect("n"))
+            .expect("v2")
+            .description,
+        "challenger <b>&</b>"
     );
 }
 
@@ -1257,6 +1305,49 @@ async fn signatures_are_listed_and_their_bundles_served() {
         assert_eq!(other.status, 404, "{}", other.text());
         let bad = get(&s, "/api/v1/models/fraud/versions/2/signatures/nope", t);
         assert_eq!(bad.status, 400, "{}", bad.text());
+    })
+    .await
+    .expect("client");
+}
+
+/// A version's latest format scan is served as its record's JSON (what the
+/// `format_policy` gate reads); a version never scanned is a 404 that says
+/// how to scan it, and no token is a 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_versions_format_scan_is_served() {
+    let (_dir, registry) = seeded().await;
+    let scan = registry
+        .acting_as(Actor::new("ci").expect("actor"))
+        .scan_formats("fraud/2")
+        .await
+        .expect("scan");
+    let s = server(registry);
+    tokio::task::spawn_blocking(move || {
+        let t = Some(READER);
+        let r = get(&s, "/api/v1/models/fraud/versions/2/scan", t);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let json = r.json();
+        assert_eq!(json, serde_json::to_value(&scan).expect("json"));
+        assert_eq!(json["by"], "ci");
+        assert_eq!(json["scanner"], modelreg::scan::SCANNER_VERSION);
+        let none = get(&s, "/api/v1/models/fraud/versions/1/scan", t);
+        assert_eq!(none.status, 404, "{}", none.text());
+        let e = none.json();
+        assert_eq!(e["error"]["kind"], "not_found");
+        assert!(
+            e["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("fraud/1 has not been scanned")),
+            "{e}"
+        );
+        assert_eq!(
+            get(&s, "/api/v1/models/fraud/versions/9/scan", t).status,
+            404
+        );
+        assert_eq!(
+            get(&s, "/api/v1/models/fraud/versions/2/scan", None).status,
+            401
+        );
     })
     .await
     .expect("client");

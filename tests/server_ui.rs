@@ -104,6 +104,21 @@ async fn seeded(backend: Backend) -> (Option<tempfile::TempDir>, Registry) {
             .description(format!("candidate {i} {IMG}"));
         ci.register("fraud", files, v).await.expect("register");
     }
+    // v3 is signed, scanned and described again by people whose names and
+    // reasons carry the payloads.
+    let signer = registry.acting_as(Actor::new(format!("signer {IMG}")).expect("any actor text"));
+    signer
+        .sign_version(
+            "fraud/3",
+            &modelreg::signing::SigningKey::generate(),
+            format!("evaluated {SCRIPT}"),
+        )
+        .await
+        .expect("sign");
+    signer.scan_formats("fraud/3").await.expect("scan");
+    ci.set_version_description("fraud/3", format!("retrained candidate {IMG}"))
+        .await
+        .expect("describe");
     let hostile = registry.acting_as(Actor::new(SCRIPT).expect("any actor text"));
     hostile
         .promote_to("fraud/1", Stage::Production, format!("ship it {IMG}"))
@@ -308,6 +323,33 @@ async fn the_version_page_compares_with_production_and_shows_a_regression_as_one
         assert!(picked.contains("Against <a href=\"/ui/models/fraud/versions/2\">v2</a>"));
         assert!(page(&s, "/ui/models/fraud/versions/production").contains("pick another version"));
         assert!(page(&s, "/ui/models/fraud/versions/1.2.0").contains("v3"));
+        // Signatures: the signer, key, hash, reason as text, and the bundle
+        // the link names is the one REST serves; an unsigned version says so.
+        assert!(worse.contains("Signatures (1)"), "{worse}");
+        assert!(worse.contains("signer &quot;&gt;&lt;img src=x onerror=alert(1)&gt;"));
+        assert!(worse.contains("evaluated &lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(worse.contains("<td>sha256</td>"), "{worse}");
+        let (_, rest) = worse
+            .split_once("/api/v1/models/fraud/versions/3/signatures/")
+            .expect("a bundle link");
+        let bundle = rest.split_once('"').expect("quoted").0;
+        assert!(bundle.starts_with("blake3%3A"), "{bundle}");
+        let r = get(
+            &s,
+            &format!("/api/v1/models/fraud/versions/3/signatures/{bundle}"),
+            Some(READER),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        let json: serde_json::Value = serde_json::from_slice(&r.body).expect("bundle json");
+        assert_eq!(
+            json["mediaType"],
+            "application/vnd.dev.sigstore.bundle.v0.3+json"
+        );
+        assert!(better.contains("Signatures (0)") && better.contains("Not signed."));
+        // The description as edited, and the scan's verdict.
+        assert!(worse.contains("retrained candidate &quot;&gt;&lt;img"));
+        assert!(worse.contains("Format scan") && worse.contains("model.bin"));
+        assert!(better.contains("Not scanned."));
     })
     .await
     .expect("requests");
@@ -348,6 +390,10 @@ async fn the_history_page_filters_and_pages_the_audit_trail(registry: Registry) 
             get(&s, "/ui/models/fraud/history?kind=nope", Some(READER)).status,
             400
         );
+        let described = page(&s, "/ui/models/fraud/history?kind=version_description_set");
+        assert_eq!(rows(&described), 1, "{described}");
+        assert!(described.contains("description set: "), "{described}");
+        assert!(described.contains("retrained candidate &quot;&gt;&lt;img"));
     })
     .await
     .expect("requests");
@@ -788,7 +834,14 @@ async fn every_page_passes_the_browser_checks() {
             "version",
             u("/ui/models/fraud/versions/3"),
             200,
-            &["▼ regressed", "Provenance", "config.json"],
+            &[
+                "▼ regressed",
+                "Provenance",
+                "config.json",
+                "Signatures (1)",
+                "evaluated &lt;script&gt;alert(1)&lt;/script&gt;",
+                "Format scan",
+            ],
         ),
         browser_page(
             "history",

@@ -20,12 +20,13 @@ use crate::error::{Error, Result};
 ///   gates) and traffic splits;
 /// - 3: adds format scans (`formats_scanned`);
 /// - 4: adds purges of a version's artifact (`version_purged`);
-/// - 5: adds signatures (`signature_added`).
+/// - 5: adds signatures (`signature_added`);
+/// - 6: adds edits of a version's description (`version_description_set`).
 ///
 /// Each event is written with the lowest format that has its kind
 /// ([`EventKind::format`]), so a log that uses no lifecycle event stays readable by
 /// builds that only know format 1.
-pub const EVENT_FORMAT: u32 = 5;
+pub const EVENT_FORMAT: u32 = 6;
 
 /// One change to a model, with who made it and when.
 ///
@@ -251,6 +252,19 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "String::is_empty")]
         reason: String,
     },
+    /// A version's description was replaced (empty: cleared). The version's
+    /// [`description`](VersionRecord::description) is this one from now on.
+    VersionDescriptionSet {
+        /// The version.
+        version: VersionNumber,
+        /// The new description.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        description: String,
+        /// Why the version's immutability was overridden, when it was in
+        /// production (see [`Session::override_immutable`](crate::Session::override_immutable)).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        overridden: Option<String>,
+    },
 }
 
 impl EventKind {
@@ -273,6 +287,7 @@ impl EventKind {
             EventKind::FormatsScanned { .. } => "formats_scanned",
             EventKind::VersionPurged { .. } => "version_purged",
             EventKind::SignatureAdded { .. } => "signature_added",
+            EventKind::VersionDescriptionSet { .. } => "version_description_set",
         }
     }
 
@@ -288,6 +303,7 @@ impl EventKind {
             EventKind::FormatsScanned { .. } => 3,
             EventKind::VersionPurged { .. } => 4,
             EventKind::SignatureAdded { .. } => 5,
+            EventKind::VersionDescriptionSet { .. } => 6,
             _ => 2,
         }
     }
@@ -303,7 +319,8 @@ impl EventKind {
             | EventKind::AliasSet { version, .. }
             | EventKind::FormatsScanned { version, .. }
             | EventKind::VersionPurged { version, .. } => Some(*version),
-            EventKind::SignatureAdded { version, .. } => Some(*version),
+            EventKind::SignatureAdded { version, .. }
+            | EventKind::VersionDescriptionSet { version, .. } => Some(*version),
             EventKind::RolledBack { restored, .. } => Some(*restored),
             EventKind::TagsSet { version, .. } | EventKind::AliasRemoved { version, .. } => {
                 *version

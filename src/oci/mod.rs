@@ -154,10 +154,12 @@ impl Referrer {
 #[serde(rename_all = "snake_case", tag = "via")]
 #[non_exhaustive]
 pub enum ReferrersIndex {
-    /// The registry lists it through its Referrers API (or already listed it).
+    /// The registry lists it through its Referrers API, and the tag schema's
+    /// index does not.
     Api,
-    /// The registry has no Referrers API: the referrer was added to the image
-    /// index under the tag schema's tag, `sha256-<hex of the subject>`.
+    /// The referrer is in the image index under the tag schema's tag,
+    /// `sha256-<hex of the subject>`: added there because the registry has no
+    /// Referrers API, or already there (attached before).
     TagSchema {
         /// The tag.
         tag: String,
@@ -219,6 +221,9 @@ pub struct PullReport {
 /// lists it from then on; otherwise it is added to the tag schema's index
 /// (read, add, write: two writers attaching to one subject at once may lose
 /// one entry, as the distribution spec warns; attaching again restores it).
+/// A referrer the tag schema's index lists already is reported as listed
+/// there ([`ReferrersIndex::TagSchema`]), whether or not the registry also
+/// has the API.
 pub(crate) async fn attach(
     client: &OciClient,
     subject: &Descriptor,
@@ -245,17 +250,23 @@ pub(crate) async fn attach(
     client
         .push_manifest(&client.at_digest(&digest), bytes, MANIFEST_MEDIA_TYPE)
         .await?;
-    let listed = client
+    // `oci-client`'s listing does not say whether the Referrers API answered
+    // or its tag-schema fallback did, so the tag schema's index is read first:
+    // a referrer already in it (a re-push to a registry without the API) is
+    // discoverable through it, and only a referrer listed while absent from it
+    // was listed by the API.
+    let tag = subject.digest.replace(':', "-");
+    let mut index = client.tag_schema_index(&subject.digest).await?;
+    let index = if index.manifests.iter().any(|d| d.digest == digest) {
+        ReferrersIndex::TagSchema { tag }
+    } else if client
         .referrers(&subject.digest)
         .await?
         .iter()
-        .any(|d| d.digest == digest);
-    let index = if listed {
+        .any(|d| d.digest == digest)
+    {
         ReferrersIndex::Api
     } else {
-        let tag = subject.digest.replace(':', "-");
-        let mut index = client.tag_schema_index(&subject.digest).await?;
-        index.manifests.retain(|d| d.digest != digest);
         index.manifests.push(Descriptor {
             media_type: MANIFEST_MEDIA_TYPE.to_owned(),
             digest: digest.clone(),

@@ -243,6 +243,26 @@ impl Registry {
         .await
     }
 
+    /// The implementation of [`Session::set_version_description`](super::Session::set_version_description)
+    /// and of [`Override::set_version_description`](super::Override::set_version_description).
+    pub(crate) async fn set_version_description(
+        &self,
+        version: impl IntoVersionRef,
+        description: String,
+        actor: &Actor,
+        overridden: Option<&str>,
+    ) -> Result<VersionRecord> {
+        let r = version.into_version_ref()?;
+        self.commit_on_mutable_version(&r, actor, "description", overridden, |number| {
+            EventKind::VersionDescriptionSet {
+                version: number,
+                description: description.clone(),
+                overridden: overridden.map(str::to_owned),
+            }
+        })
+        .await
+    }
+
     /// Appends the event `make` builds for the version `r` names, unless the
     /// version is in production ([`Error::Immutable`], naming `what`), where
     /// only an override (`overridden`: its reason) may change it. Decided on the

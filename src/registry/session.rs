@@ -209,8 +209,25 @@ impl Session {
             .await
     }
 
-    /// Changes what a version in production normally keeps fixed (its tags and
-    /// metrics), on the record: the event the override appends names this
+    /// Replaces a version's description (an empty one clears it); the old text
+    /// stays in the history. At most 65,536 characters
+    /// ([`Error::TooLarge`]).
+    ///
+    /// A version in production is immutable: [`Error::Immutable`], unless
+    /// through [`override_immutable`](Self::override_immutable).
+    #[tracing::instrument(name = "set_version_description", level = "info", skip_all, fields(actor = %self.actor))]
+    pub async fn set_version_description(
+        &self,
+        version: impl IntoVersionRef,
+        description: impl Into<String>,
+    ) -> Result<VersionRecord> {
+        self.registry
+            .set_version_description(version, description.into(), &self.actor, None)
+            .await
+    }
+
+    /// Changes what a version in production normally keeps fixed (its tags,
+    /// metrics and description), on the record: the event the override appends names this
     /// session's actor and carries `reason`. An empty reason is
     /// [`Error::InvalidInput`].
     ///
@@ -690,6 +707,24 @@ impl Override<'_> {
         self.session
             .registry
             .add_metrics(version, metrics, &self.session.actor, Some(&self.reason))
+            .await
+    }
+
+    /// [`Session::set_version_description`], on a version in production too.
+    #[tracing::instrument(name = "override_set_version_description", level = "info", skip_all, fields(actor = %self.session.actor))]
+    pub async fn set_version_description(
+        &self,
+        version: impl IntoVersionRef,
+        description: impl Into<String>,
+    ) -> Result<VersionRecord> {
+        self.session
+            .registry
+            .set_version_description(
+                version,
+                description.into(),
+                &self.session.actor,
+                Some(&self.reason),
+            )
             .await
     }
 

@@ -63,8 +63,8 @@ pub(crate) fn document() -> utoipa::openapi::OpenApi {
     paths(
         list_models, create_model, show_model, model_tags,
         list_versions, upload::register, show_version, manifest, download,
-        signatures, signature_bundle,
-        add_metrics, version_tags, deprecate,
+        signatures, signature_bundle, format_scan,
+        add_metrics, version_tags, version_description, deprecate,
         retention::purge, retention::retention,
         transition, promote, approve, reject, rollback,
         set_alias, remove_alias,
@@ -84,7 +84,7 @@ pub(crate) fn document() -> utoipa::openapi::OpenApi {
     security((), ("bearer" = ["reader"])),
     tags(
         (name = "models", description = "Models: their summaries, tags and metric directions."),
-        (name = "versions", description = "Versions: listing, records, uploads, metrics, tags, deprecation, purging and retention."),
+        (name = "versions", description = "Versions: listing, records, uploads, metrics, tags, descriptions, deprecation, purging and retention."),
         (name = "files", description = "A version's manifest, its files and their signatures."),
         (name = "lifecycle", description = "Stages, gates, approvals and rollback."),
         (name = "aliases", description = "Movable names for versions."),
@@ -125,8 +125,10 @@ impl Routes {
         .add(__path_download, download)
         .add(__path_signatures, signatures)
         .add(__path_signature_bundle, signature_bundle)
+        .add(__path_format_scan, format_scan)
         .add(__path_add_metrics, add_metrics)
         .add(__path_version_tags, version_tags)
+        .add(__path_version_description, version_description)
         .add(__path_deprecate, deprecate)
         .add(retention::__path_purge, retention::purge)
         .add(retention::__path_retention, retention::retention)
@@ -558,6 +560,35 @@ async fn signatures(
     Path(at): Path<VersionAt>,
 ) -> ApiResult<Json<Vec<crate::VersionSignature>>> {
     Ok(Json(s.registry.signatures(at.reference()?).await?))
+}
+
+/// A version's latest format scan: the verdict on each file that is not plain
+/// data (pickles walked, ZIP members, refusals with their reason), as the
+/// `format_policy` gate reads it. 404 when the version was never scanned
+/// (`Session::scan_formats`, `modelreg version scan`).
+#[utoipa::path(
+    get,
+    path = "/api/v1/models/{model}/versions/{version}/scan",
+    tag = "files",
+    params(VersionAt),
+    responses(
+        (status = 200, description = "The latest scan of the version.", body = crate::FormatScan),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+    ),
+)]
+async fn format_scan(
+    axum::extract::State(s): axum::extract::State<State>,
+    Path(at): Path<VersionAt>,
+) -> ApiResult<Json<crate::FormatScan>> {
+    let v = s.registry.resolve(at.reference()?).await?;
+    match v.scan {
+        Some(scan) => Ok(Json(scan)),
+        None => Err(ApiError::not_found(format!(
+            "{}/{} has not been scanned (`modelreg version scan`, or Session::scan_formats)",
+            v.model, v.number
+        ))),
+    }
 }
 
 /// A signature of a version named in the path.
@@ -1004,6 +1035,40 @@ async fn version_tags(
 ) -> ApiResult<Json<VersionRecord>> {
     Ok(Json(
         me.set_version_tags(at.reference()?, t.set, t.remove)
+            .await?,
+    ))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct DescriptionChange {
+    /// The new description (at most 65,536 characters); empty clears it.
+    description: String,
+}
+
+/// Replaces a version's description (writer); the old text stays in the
+/// history. A version in production answers 409 `immutable`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/models/{model}/versions/{version}/description",
+    tag = "versions",
+    params(VersionAt),
+    request_body = DescriptionChange,
+    security(("bearer" = ["writer"])),
+    responses(
+        (status = 200, description = "The version after the change.", body = VersionRecord),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    ),
+)]
+async fn version_description(
+    Writer(me): Writer,
+    Path(at): Path<VersionAt>,
+    Body(d): Body<DescriptionChange>,
+) -> ApiResult<Json<VersionRecord>> {
+    Ok(Json(
+        me.set_version_description(at.reference()?, d.description)
             .await?,
     ))
 }

@@ -3433,9 +3433,10 @@ pub async fn lifecycle_state_survives_checkpoints(f: &Fixture) {
 /// Events of the kinds a format-1 build knows are still written as format 1, so
 /// such a build can read a log that uses no lifecycle; lifecycle events are
 /// format 2, also after a model's first lifecycle event, format scans 3 and
-/// signatures 5 (purges, 4, are checked in `retention_suite.rs`).
+/// signatures 5 and description edits 6 (purges, 4, are checked in
+/// `retention_suite.rs`).
 pub async fn lifecycle_events_are_format_2(f: &Fixture) {
-    assert_eq!(modelreg::format::EVENT_FORMAT, 5);
+    assert_eq!(modelreg::format::EVENT_FORMAT, 6);
     let reg = f.registry();
     audited(&reg).await;
     let alice = actor("alice");
@@ -3453,6 +3454,10 @@ pub async fn lifecycle_events_are_format_2(f: &Fixture) {
         .scan_formats("audited/4")
         .await
         .expect("scan");
+    reg.acting_as(alice.clone())
+        .set_version_description("audited/4", "kept for the record")
+        .await
+        .expect("describe");
     let records = reg
         .metadata_store()
         .read_after("audited", 0, 100)
@@ -3470,6 +3475,7 @@ pub async fn lifecycle_events_are_format_2(f: &Fixture) {
         ("rolled_back", 2),
         ("gates_set", 2),
         ("formats_scanned", 3),
+        ("version_description_set", 6),
     ]);
     let mut seen = BTreeSet::new();
     for rec in &records {
@@ -4108,6 +4114,126 @@ pub async fn production_versions_are_immutable_except_by_override(f: &Fixture) {
         .set_version_tags("imm/1", tags("archived"), vec![])
         .await
         .expect("archived is editable");
+}
+
+/// A version's description is edited like its tags: freely before
+/// production, refused there with `Error::Immutable` naming `description`
+/// (nothing written), and through an override whose reason the event keeps.
+/// Each edit is an event, so the old text stays in the history; the state
+/// through checkpoints and a fresh fold agree; the length limit holds.
+pub async fn version_descriptions_are_editable_until_production(f: &Fixture) {
+    let reg = f.registry_with(|b| b.checkpoint_every(2));
+    create(&reg, "desc").await;
+    register_bytes(&reg, "desc", "m.onnx", "one").await;
+    let alice = reg.acting_as(actor("alice"));
+    bring_to(&reg, "desc", 1, Stage::Staging).await;
+    let v = alice
+        .set_version_description("desc/1", "first try")
+        .await
+        .expect("staging is editable");
+    assert_eq!(v.description, "first try");
+    let v = alice
+        .set_version_description("desc@staging", "fraud model, <b>v1</b> & \"friends\"")
+        .await
+        .expect("edit again");
+    assert_eq!(v.description, "fraud model, <b>v1</b> & \"friends\"");
+    assert_err!(
+        alice
+            .set_version_description("desc/1", "x".repeat(65_537))
+            .await,
+        Error::TooLarge { .. }
+    );
+    alice
+        .set_version_description("desc/1", "y".repeat(65_536))
+        .await
+        .expect("at the limit");
+    alice
+        .set_version_description("desc/1", "")
+        .await
+        .expect("cleared");
+    assert_eq!(reg.resolve("desc/1").await.expect("v1").description, "");
+    alice
+        .set_version_description("desc/1", "serves fraud scores")
+        .await
+        .expect("set");
+    assert_err!(
+        alice.set_version_description("desc/9", "nope").await,
+        Error::NotFound { .. }
+    );
+
+    for s in [Stage::Validation, Stage::Production] {
+        alice.transition("desc/1", s, "up").await.expect("move");
+    }
+    let before = snapshot(&reg, "desc").await;
+    let e = assert_err!(
+        alice.set_version_description("desc/1", "typo fixed").await,
+        Error::Immutable { .. }
+    );
+    assert!(
+        matches!(&e, Error::Immutable { model, version: 1, stage: Stage::Production, what: "description" } if model == "desc"),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.to_string(),
+        "desc/1 is in production: its description cannot be changed without an explicit override (override_immutable with a reason)"
+    );
+    assert_eq!(snapshot(&reg, "desc").await, before);
+    assert_err!(
+        alice
+            .override_immutable("")
+            .set_version_description("desc/1", "typo fixed")
+            .await,
+        Error::InvalidInput { .. }
+    );
+    assert_eq!(snapshot(&reg, "desc").await, before);
+
+    let v = alice
+        .override_immutable("the description named the wrong dataset")
+        .set_version_description("desc/1", "serves fraud scores (trained on tx-2026-10)")
+        .await
+        .expect("override");
+    assert_eq!(v.description, "serves fraud scores (trained on tx-2026-10)");
+    let trail = reg
+        .history(
+            "desc",
+            &HistoryFilter::new().kind("version_description_set"),
+        )
+        .await
+        .expect("history");
+    assert_eq!(trail.len(), 6, "{trail:?}");
+    assert_eq!(trail[0].actor.as_str(), "alice");
+    assert_eq!(
+        trail[0].kind,
+        EventKind::VersionDescriptionSet {
+            version: num(1),
+            description: "serves fraud scores (trained on tx-2026-10)".into(),
+            overridden: Some("the description named the wrong dataset".into()),
+        }
+    );
+    assert!(
+        matches!(&trail[1].kind, EventKind::VersionDescriptionSet { overridden: None, description, .. } if description == "serves fraud scores"),
+        "{:?}",
+        trail[1]
+    );
+
+    // Checkpoints, a cold registry and a replay of the log agree.
+    let replayed = ModelState::replay(reg.events("desc").await.expect("events")).expect("replay");
+    assert_eq!(reg.model("desc").await.expect("model"), replayed);
+    assert_eq!(
+        f.fresh().await.model("desc").await.expect("model"),
+        replayed
+    );
+    assert_eq!(
+        f.registry_with(|b| b.checkpoint_every(0))
+            .model("desc")
+            .await
+            .expect("model"),
+        replayed
+    );
+    assert_eq!(
+        replayed.version(num(1)).expect("v1").description,
+        "serves fraud scores (trained on tx-2026-10)"
+    );
 }
 
 // The signed-version tests live in their own file and run in this suite

@@ -151,6 +151,12 @@ pub fn role_routes() -> Vec<(&'static str, &'static str, String, &'static str)> 
         ),
         (
             "POST",
+            leak(format!("{v}/description")),
+            r#"{"description":"better"}"#.into(),
+            "writer",
+        ),
+        (
+            "POST",
             leak(format!("{v}/deprecate")),
             r#"{"reason":"x"}"#.into(),
             "writer",

@@ -243,6 +243,16 @@ pub enum VersionCmd {
         #[arg(long = "override", value_name = "REASON")]
         override_reason: Option<String>,
     },
+    /// Replaces a version's description ("" clears it); the old text stays in the history.
+    Describe {
+        /// The version.
+        reference: String,
+        /// The new description.
+        description: String,
+        /// Change a version in production anyway, recording this reason.
+        #[arg(long = "override", value_name = "REASON")]
+        override_reason: Option<String>,
+    },
     /// Adds metrics to a version (an evaluation after training); old values stay in the history.
     Metrics {
         /// The version.

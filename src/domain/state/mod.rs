@@ -430,6 +430,15 @@ impl ModelState {
                 }
                 check_text("reason", reason, MAX_REASON_CHARS)
             }
+            EventKind::VersionDescriptionSet {
+                version,
+                description,
+                overridden,
+            } => {
+                self.require(*version)?;
+                check_override(overridden.as_deref())?;
+                check_text("description", description, MAX_DESCRIPTION_CHARS)
+            }
         }
     }
 
@@ -618,6 +627,11 @@ impl ModelState {
                     reason,
                 });
             }
+            EventKind::VersionDescriptionSet {
+                version,
+                description,
+                ..
+            } => self.version_mut(version).description = description,
         }
         self.seq = event.seq;
         self.updated_at = event.time;

@@ -50,11 +50,14 @@
 //!   `status_message`. Every version also carries `modelreg_stage` (the exact
 //!   stage) and `modelreg_digest` (its manifest's digest), which the Python
 //!   client ignores.
-//! - **Descriptions**: a model's and a version's description are set once,
-//!   when they are created, and never rewritten (the log is append-only).
-//!   MLflow's `update` sets the tag `modelreg.mlflow.description`, which an
-//!   audited tag event records; the description shown is that tag when set,
-//!   the original otherwise, and the tag is not repeated in `tags`.
+//! - **Descriptions**: `model-versions/update` replaces a version's
+//!   description (an audited `version_description_set` event, like
+//!   [`Session::set_version_description`](crate::Session::set_version_description);
+//!   a version in production is `INVALID_STATE`). A model's description is
+//!   set when it is created and never rewritten: `registered-models/update`
+//!   sets the tag `modelreg.mlflow.description`, which an audited tag event
+//!   records; the description shown is that tag when set, the original
+//!   otherwise, and the tag is not repeated in `tags`.
 //! - **Sources**: a version is created from files uploaded first with `PUT
 //!   /api/2.0/mlflow-artifacts/artifacts/<path>`; `source` must be
 //!   `mlflow-artifacts:/<path>` (or `mlflow-artifacts://host/<path>`) naming

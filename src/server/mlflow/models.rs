@@ -18,7 +18,7 @@ use crate::{
 /// The version tag holding the `source` a version was created from.
 pub(super) const SOURCE_TAG: &str = "modelreg.mlflow.source";
 
-/// The model or version tag holding a description set by MLflow's `update`.
+/// The model tag holding a model's description set by MLflow's `update`.
 pub(super) const DESCRIPTION_TAG: &str = "modelreg.mlflow.description";
 
 /// MLflow's stages, in the order `latest_versions` lists them.
@@ -63,7 +63,8 @@ fn version_updated(v: &VersionRecord) -> DateTime<Utc> {
     t
 }
 
-/// The description MLflow shows: the one set by `update`, else the original.
+/// The description MLflow shows for a model: the one set by `update`, else the
+/// original.
 fn description<'a>(original: &'a str, tags: &'a Tags) -> &'a str {
     tags.iter()
         .find(|(k, _)| k.as_str() == DESCRIPTION_TAG)
@@ -123,7 +124,7 @@ fn version_json(m: &ModelState, v: &VersionRecord) -> Value {
         "last_updated_timestamp": ms(version_updated(v)),
         "user_id": v.created_by.as_str(),
         "current_stage": stage_name(v.stage),
-        "description": description(&v.description, &v.tags),
+        "description": v.description.as_str(),
         "source": source(m.name(), v),
         "run_id": "",
         "status": "READY",
@@ -577,8 +578,7 @@ pub(super) async fn update_version(mut call: Call) -> MlResult {
     let p = call.params().await?;
     let r = version_ref(&p)?;
     if let Some(d) = p.opt_text("description")? {
-        me.set_version_tags(&r, description_tag(d)?, Vec::new())
-            .await?;
+        me.set_version_description(&r, d).await?;
     }
     let (m, n) = model_and_version(&me, &r).await?;
     one_version(&m, n)

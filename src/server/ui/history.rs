@@ -11,7 +11,7 @@ use crate::server::error::ApiError;
 use crate::{Actor, Event, EventKind, HistoryFilter, ModelName, VersionNumber};
 
 /// Every kind of event, as [`EventKind::name`] spells it.
-const KINDS: [&str; 14] = [
+const KINDS: [&str; 17] = [
     "model_created",
     "version_registered",
     "metrics_added",
@@ -25,7 +25,10 @@ const KINDS: [&str; 14] = [
     "alias_removed",
     "gates_set",
     "traffic_split_set",
+    "formats_scanned",
     "version_purged",
+    "signature_added",
+    "version_description_set",
 ];
 
 #[derive(Deserialize, Default)]
@@ -267,6 +270,15 @@ pub(super) fn details(model: &str, e: &Event) -> Markup {
             ..
         } => html! {
             (v(model, *version)) " signed by key " code title=(key) { (key.short()) } " (" (hash) ")" (reason(r))
+        },
+        EventKind::VersionDescriptionSet {
+            version,
+            description,
+            overridden,
+        } => html! {
+            (v(model, *version)) " description "
+            @if description.is_empty() { "cleared" } @else { "set: " q.description { (description) } }
+            (overridden_note(overridden.as_deref()))
         },
     }
 }

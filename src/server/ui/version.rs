@@ -101,6 +101,8 @@ pub(super) async fn page(
             }
         }
         (metrics(&v, &comparison))
+        (signatures(name, &v))
+        (format_scan(&v))
         (provenance(&v))
         section aria-labelledby="files" {
             h2 #files { "Files (" (manifest.len()) ", " (bytes(manifest.total_size())) ")" }
@@ -153,6 +155,79 @@ fn record(v: &VersionRecord, aliases: &[crate::AliasName]) -> Markup {
                         span { (who) ": " (a.decision.as_str()) @if !a.comment.is_empty() { " (" (a.comment) ")" } } " "
                     }
                 } }
+            }
+        }
+    }
+}
+
+/// Who signed the version's files, with which key, and a link to each
+/// bundle (what `model_signing verify key` checks).
+fn signatures(model: &str, v: &VersionRecord) -> Markup {
+    html! {
+        section aria-labelledby="signatures" {
+            h2 #signatures { "Signatures (" (v.signatures.len()) ")" }
+            @if v.signatures.is_empty() {
+                p.muted { "Not signed. Sign with " code { "modelreg version sign" } " or "
+                    code { "Session::sign_version" } "; a " code { "signed" } " gate can require it." }
+            } @else {
+                table.data tabindex="0" {
+                    thead { tr {
+                        th scope="col" { "Added by" } th scope="col" { "Key id" } th scope="col" { "Files hashed with" }
+                        th scope="col" { "When" } th scope="col" { "Reason" } th scope="col" { "Bundle" }
+                    } }
+                    tbody {
+                        @for sig in &v.signatures {
+                            tr {
+                                td { (sig.by) }
+                                td { code.digest title=(sig.key) { (sig.key.short()) } }
+                                td { (sig.hash) }
+                                td { (time(sig.at)) }
+                                td { @if sig.reason.is_empty() { span.muted { "–" } } @else { (sig.reason) } }
+                                td { a href={ "/api/v1/models/" (segment(model)) "/versions/" (v.number) "/signatures/" (segment(&sig.bundle.to_string())) } download
+                                    aria-label={ "Bundle of the signature by " (sig.by) " with key " (sig.key.short()) } { "bundle" } }
+                            }
+                        }
+                    }
+                }
+                p.muted { "A signature proves that the key's holder approved exactly these files; not who holds the key, nor that the record's tags, metrics or lineage are true. Keys were checked when each signature was added." }
+            }
+        }
+    }
+}
+
+/// The latest format scan's verdict: what the `format_policy` gate reads.
+fn format_scan(v: &VersionRecord) -> Markup {
+    html! {
+        section aria-labelledby="scan" {
+            h2 #scan { "Format scan" }
+            @match &v.scan {
+                None => p.muted { "Not scanned. Scan with " code { "modelreg version scan" } " (the " code { "format_policy" } " gate needs a scan)." },
+                Some(scan) => {
+                    @let refused = scan.refused().count();
+                    p {
+                        @if refused == 0 { span.verdict.good { "passed" } } @else { span.verdict.bad { (refused) " refused" } }
+                        " — scanned " (time(scan.at)) " by " (scan.by) ", scanner " (scan.scanner)
+                        @if scan.scanner != crate::scan::SCANNER_VERSION { " " strong { "(an older scanner: scan again for the gate)" } }
+                        "; " (scan.data_files) " plain data file(s)."
+                    }
+                    @if !scan.files.is_empty() {
+                        table.data.narrow tabindex="0" {
+                            thead { tr { th scope="col" { "Path" } th scope="col" { "Format" } th scope="col" { "Verdict" } } }
+                            tbody {
+                                @for f in &scan.files {
+                                    tr {
+                                        td { (f.path) @if let Some(m) = &f.member { " (" (m) ")" } }
+                                        td { (f.format) }
+                                        td { @match &f.refused {
+                                            None => span.verdict.good { "passed" },
+                                            Some(why) => span.verdict.bad { "refused: " (why) },
+                                        } }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
             }
         }
     }

@@ -152,6 +152,27 @@ pub(super) async fn version(ctx: &Ctx, cmd: VersionCmd) -> Out {
             };
             print_version_change(ctx, &v, "tags")
         }
+        VersionCmd::Describe {
+            reference,
+            description,
+            override_reason,
+        } => {
+            let session = ctx.session()?;
+            let v = match override_reason {
+                Some(why) => {
+                    session
+                        .override_immutable(why)
+                        .set_version_description(reference.as_str(), description)
+                        .await?
+                }
+                None => {
+                    session
+                        .set_version_description(reference.as_str(), description)
+                        .await?
+                }
+            };
+            print_version_change(ctx, &v, "description")
+        }
         VersionCmd::Metrics {
             reference,
             metrics,
@@ -277,6 +298,8 @@ fn print_version_change(ctx: &Ctx, v: &VersionRecord, what: &str) -> Out {
     }
     let detail = match what {
         "tags" => output::pairs(v.tags.iter()),
+        "description" if v.description.is_empty() => "(cleared)".to_owned(),
+        "description" => v.description.clone(),
         "metrics" => output::pairs(v.metrics.iter().map(|(k, x)| (k, output::float(x)))),
         "purged" => v
             .purged
