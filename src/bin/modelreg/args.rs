@@ -75,7 +75,7 @@ pub enum Command {
     /// Models: list, show, create, tag, retain.
     #[command(subcommand)]
     Model(ModelCmd),
-    /// Versions: register, list, show, fetch, verify, tag, metrics, deprecate, purge, diff (and push, pull with `oci`).
+    /// Versions: register, list, show, fetch, verify, sign, scan, tag, describe, metrics, deprecate, purge, diff (and push, pull with `oci`).
     #[command(subcommand)]
     Version(VersionCmd),
     /// The lifecycle: transition, promote, approve, reject, rollback.
@@ -424,7 +424,7 @@ pub enum StageCmd {
     Promote {
         /// The version.
         reference: String,
-        /// The stage to reach [default: production].
+        /// The stage to reach.
         #[arg(long, default_value = "production")]
         to: String,
         /// Why (written to the audit trail).

@@ -243,10 +243,19 @@ fn event_detail(e: &Event) -> String {
             parts.push(output::pairs(map.iter().map(|(k, x)| (k, plain(x)))));
         }
     }
+    // A description set (a model's, a version's): its first words.
+    if let Some(d) = field("description").filter(|d| !d.is_empty()) {
+        let first: String = d.chars().take(60).collect();
+        let more = if first.len() < d.len() { "…" } else { "" };
+        parts.push(format!("{:?}", format!("{first}{more}")));
+    }
     for k in ["reason", "comment"] {
         if let Some(r) = field(k).filter(|r| !r.is_empty()) {
             parts.push(format!("({r})"));
         }
+    }
+    if let Some(r) = field("overridden") {
+        parts.push(format!("(override: {r})"));
     }
     parts.join(" ")
 }
