@@ -464,13 +464,13 @@ impl ModelCache {
                 location: None,
             });
         }
-        registry
-            .fetch(
-                pinned,
-                staging.join(FILES),
-                FetchOptions::new().link(self.inner.options.link),
-            )
-            .await?;
+        // Under a trust policy the download also checks each file's SHA-256,
+        // the digest the signatures cover (see `FetchOptions::trust`).
+        let mut fetch = FetchOptions::new().link(self.inner.options.link);
+        if let Some(policy) = &self.inner.options.trust {
+            fetch = fetch.trust(policy.clone());
+        }
+        registry.fetch(pinned, staging.join(FILES), fetch).await?;
         let marker = Marker {
             format: MARKER_FORMAT,
             artifact: *digest,

@@ -116,9 +116,11 @@ pub struct ManifestEntry {
     /// The SHA-256 of the same bytes, for formats that name files by it (see
     /// [`Sha256`]). Every registration records it, hashed in the same read as
     /// `digest`; `None` in versions registered before it was (0.1, early 0.2),
-    /// whose readers compute it themselves if they need it. It is not checked
-    /// on fetch or verify, which re-hash with BLAKE3 only, and a manifest does
-    /// not prove it: it is as trustworthy as the registry that wrote it.
+    /// whose readers compute it themselves if they need it. A plain fetch or
+    /// verify re-hashes with BLAKE3 only; a fetch under a trust policy
+    /// ([`FetchOptions::trust`](crate::FetchOptions::trust)) also checks it,
+    /// since signatures cover it. A manifest alone does not prove it: it is as
+    /// trustworthy as the registry that wrote it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<Sha256>,
 }

@@ -555,6 +555,7 @@ impl Registry {
             options.link,
             &what,
             progress,
+            options.trust.is_some(),
         )
         .await
     }

@@ -10,8 +10,9 @@ use futures::StreamExt;
 
 use super::ingest::blocking;
 use crate::digest::Digest;
-use crate::domain::Manifest;
+use crate::domain::{Manifest, ManifestEntry};
 use crate::error::{Error, Result};
+use crate::hashing::hash_file_with_sha256;
 use crate::progress::{FileProgress, Progress, ProgressExt};
 use crate::store::{ArtifactStore, LinkMode, Materialized};
 
@@ -92,6 +93,11 @@ pub struct VerifyReport {
 /// artifact or is left as it was. `dest` must not exist, or be an empty
 /// directory. `what` names the version in error messages; `progress` hears of
 /// each file once it is verified.
+///
+/// With `check_sha256`, every placed file is also hashed with SHA-256 and
+/// compared with its manifest entry's (where it has one) before anything is
+/// published: a fetch under a trust policy checks the digests the signatures
+/// cover, not only the BLAKE3 ones the store is keyed by.
 pub(crate) async fn fetch_into(
     store: &dyn ArtifactStore,
     manifest: &Manifest,
@@ -99,6 +105,7 @@ pub(crate) async fn fetch_into(
     link: LinkMode,
     what: &str,
     progress: Option<&Progress>,
+    check_sha256: bool,
 ) -> Result<FetchReport> {
     let dest = dest.to_owned();
     // The guard is made where the directory is: a fetch dropped while the
@@ -109,7 +116,21 @@ pub(crate) async fn fetch_into(
         blocking(move || prepare_staging(&dest)).await??
     };
     progress.started(manifest.len() as u64, manifest.total_size());
-    match place_all(store, manifest, staging.path(), link, what, progress).await {
+    let placed = match place_all(store, manifest, staging.path(), link, what, progress).await {
+        Ok(linked) if check_sha256 => {
+            let (dir, entries, what) = (
+                staging.path().to_owned(),
+                manifest.entries().to_vec(),
+                what.to_owned(),
+            );
+            blocking(move || sha256_matches(&dir, &entries, &what))
+                .await
+                .and_then(|checked| checked)
+                .map(|()| linked)
+        }
+        placed => placed,
+    };
+    match placed {
         Ok(linked) => {
             // Publishing and removing after a failed publish run in one task, so a
             // fetch dropped meanwhile cannot remove the directory mid-rename.
@@ -244,6 +265,32 @@ async fn place_all(
     Ok(linked)
 }
 
+/// Checks the SHA-256 of each file placed below `staging` against its entry's,
+/// where the entry has one: [`Error::Signature`] with
+/// [`SignatureFailure::FilesMismatch`](crate::SignatureFailure::FilesMismatch)
+/// naming the first file that differs.
+fn sha256_matches(staging: &Path, entries: &[ManifestEntry], what: &str) -> Result<()> {
+    for entry in entries {
+        let Some(expected) = entry.sha256 else {
+            continue;
+        };
+        let mut path = staging.to_path_buf();
+        path.extend(entry.path.segments());
+        let hashed = hash_file_with_sha256(&path, None).map_err(|e| Error::io(&path, e))?;
+        if hashed.sha256 != expected {
+            return Err(Error::Signature {
+                what: format!("file '{}' of {what}", entry.path),
+                failure: crate::SignatureFailure::FilesMismatch,
+                reason: format!(
+                    "its SHA-256 is {}, not the {expected} its manifest lists and its signatures cover",
+                    hashed.sha256
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Creates the directories that hold the file at `segments` below `staging`, but
 /// never `staging` itself: once a cancelled fetch has moved it away to remove it
 /// ([`remove_staging`]), placing a file still under way must fail, not make it
@@ -315,4 +362,89 @@ fn prepare_staging(dest: &Path) -> Result<Staging> {
 /// changed, removing it fails.
 fn publish_dir(staging: &Path, dest: &Path) -> Result<()> {
     crate::store::fsutil::publish_dir(staging, dest, true).map_err(|e| Error::io(dest, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::Sha256;
+    use crate::domain::RelPath;
+    use crate::store::{ArtifactStoreExt, MemoryArtifactStore};
+
+    /// A manifest whose BLAKE3 column was rewritten to name other bytes, with
+    /// the SHA-256 column (what a signature covers) left as signed: fetched
+    /// as usual it passes (the store's own check is BLAKE3), under a trust
+    /// policy's SHA-256 check it fails and nothing is published.
+    #[tokio::test]
+    async fn the_sha256_check_catches_bytes_the_blake3_column_was_rewritten_for() {
+        let store = MemoryArtifactStore::new();
+        let (signed, swapped) = (
+            b"the weights that were signed",
+            b"other weights, same size!!!",
+        );
+        let digest = store
+            .put_bytes(bytes::Bytes::from_static(swapped))
+            .await
+            .unwrap();
+        let entry = |sha256| ManifestEntry {
+            path: RelPath::new("dir/model.bin").unwrap(),
+            size: swapped.len() as u64,
+            digest,
+            sha256,
+        };
+        let forged = Manifest::new(vec![entry(Some(Sha256::of(signed)))]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let fetch = |manifest: Manifest, dest: PathBuf, check| {
+            let store = store.clone();
+            async move {
+                fetch_into(
+                    &store,
+                    &manifest,
+                    &dest,
+                    LinkMode::Copy,
+                    "fraud/3",
+                    None,
+                    check,
+                )
+                .await
+            }
+        };
+
+        let plain = fetch(forged.clone(), dir.path().join("plain"), false).await;
+        assert!(plain.is_ok(), "{plain:?}");
+        let err = fetch(forged, dir.path().join("trusted"), true)
+            .await
+            .unwrap_err();
+        match &err {
+            Error::Signature {
+                failure,
+                what,
+                reason,
+            } => {
+                assert_eq!(*failure, crate::SignatureFailure::FilesMismatch);
+                assert!(
+                    what.contains("dir/model.bin") && what.contains("fraud/3"),
+                    "{what}"
+                );
+                assert!(
+                    reason.contains(&Sha256::of(swapped).to_string()),
+                    "{reason}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["plain"], "nothing published, no staging left");
+
+        // The true SHA-256, or none recorded (an old manifest): it passes.
+        for sha in [Some(Sha256::of(swapped)), None] {
+            let m = Manifest::new(vec![entry(sha)]).unwrap();
+            let dest = dir.path().join(format!("ok-{}", sha.is_some()));
+            assert!(fetch(m, dest.clone(), true).await.is_ok());
+            assert_eq!(fs::read(dest.join("dir/model.bin")).unwrap(), swapped);
+        }
+    }
 }

@@ -585,7 +585,12 @@ impl FetchOptions {
     /// the version's files ([`Registry::verify_signatures`](crate::Registry::verify_signatures));
     /// when the policy is not met the fetch fails with
     /// [`Error::Signature`](crate::Error::Signature) and `dest` is left as it
-    /// was. The files are then written and re-hashed as always.
+    /// was. The files are then written and re-hashed as always, and also hashed
+    /// with SHA-256 and compared with the digests the manifest lists, which are
+    /// what the signatures cover: a file whose bytes differ is
+    /// [`SignatureFailure::FilesMismatch`](crate::SignatureFailure::FilesMismatch)
+    /// and nothing is written to `dest`. (That second hash costs one more read
+    /// of the fetched files, on one core.)
     pub fn trust(mut self, policy: crate::signing::TrustPolicy) -> Self {
         self.trust = Some(policy);
         self
