@@ -543,7 +543,7 @@ fn exit_codes_say_what_went_wrong() {
     cli.run(&["version", "metrics", "fraud@production", "f1=0.1"])
         .fails(
             5,
-            "its metrics cannot be changed without an explicit override",
+            "its metrics cannot be changed without an explicit override (add --override REASON",
         );
     let overridden = cli.json(&[
         "version",

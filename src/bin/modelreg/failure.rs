@@ -144,6 +144,17 @@ fn kind_of(e: &Error) -> Kind {
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            // The library names its method; a shell user needs the flag.
+            Failure::Registry(Error::Immutable {
+                model,
+                version,
+                stage,
+                what,
+            }) => write!(
+                f,
+                "{model}/{version} is in {stage}: its {what} cannot be changed without an \
+                 explicit override (add --override REASON; it is recorded in the history)"
+            ),
             // One line: a message that spans lines (a storage error's source) is joined.
             Failure::Registry(e) => {
                 let text = e.to_string();
