@@ -29,7 +29,10 @@
 //! the mean of the two, and the report gives its median, min and max over
 //! the pairs. The page cache is warm (both files are read before timing), and
 //! each registry's hash cache is new, so every registration hashes its file.
-//! After each pair, the store size: bytes on disk (allocated blocks) of the
+//! Then the parts of a packed registration, each against `cp` + fsync of the
+//! base: raw BLAKE3 over both cores (`update_mmap_rayon`), raw SHA-256
+//! (sequential 2 MiB reads, one core) and `chunk_file` with the default
+//! parameters. After each pair, the store size: bytes on disk (allocated blocks) of the
 //! registry's `artifacts` directory, against the sum of the two files.
 
 mod support;
@@ -39,6 +42,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use modelreg::store::chunking::{ChunkParams, chunk_file};
 use modelreg::store::{LocalArtifactOptions, PackOptions};
 use modelreg::{Actor, ArtifactSource, CreateModel, FetchOptions, NewVersion, Registry};
 use support::dedup_scenarios::{self, Kind};
@@ -52,6 +56,39 @@ fn copy_and_sync(src: &Path, dst: &Path) -> Duration {
     let d = t.elapsed();
     fs::remove_file(dst).expect("remove copy");
     d
+}
+
+fn raw_blake3(src: &Path) -> Duration {
+    timed(|| {
+        let mut h = blake3::Hasher::new();
+        h.update_mmap_rayon(src).expect("hash");
+        std::hint::black_box(h.finalize());
+    })
+}
+
+/// SHA-256 as `sha256sum` computes it: sequential 2 MiB reads, one hasher.
+fn raw_sha256(src: &Path) -> Duration {
+    use sha2::Digest as _;
+    use std::io::Read;
+    timed(|| {
+        let mut h = sha2::Sha256::new();
+        let mut file = File::open(src).expect("open");
+        let mut buf = vec![0u8; 2 << 20];
+        loop {
+            let n = file.read(&mut buf).expect("read");
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        std::hint::black_box(h.finalize());
+    })
+}
+
+/// The default chunking of the file (read + BLAKE3 of every chunk), as the
+/// packed store's first pass over it does.
+fn chunk(src: &Path) -> Duration {
+    timed(|| drop(chunk_file(src, &ChunkParams::default()).expect("chunk")))
 }
 
 fn actor() -> Actor {
@@ -219,6 +256,13 @@ fn main() {
     let tmp =
         tempfile::tempdir_in(std::env::var("MODELREG_BENCH_DIR").unwrap_or_else(|_| ".".into()))
             .expect("tempdir");
+    // What a packed registration is made of, each against cp + fsync of
+    // the base: the parts' ratios bound what the whole can reach.
+    let mut parts = [
+        (Series::new("b3-rayon"), raw_blake3 as fn(&Path) -> Duration),
+        (Series::new("sha256"), raw_sha256),
+        (Series::new("chunk"), chunk),
+    ];
     let mut packed = Rows::new("packed", true);
     let mut plain = Rows::new("plain", false);
     for i in 0..pairs {
@@ -231,10 +275,24 @@ fn main() {
         };
         first.pair(&rt, tmp.path(), i, base, var);
         second.pair(&rt, tmp.path(), i, base, var);
+        for (series, part) in &mut parts {
+            pair(
+                series,
+                || copy_and_sync(base, &tmp.path().join("copy")),
+                || part(base),
+            );
+        }
     }
     println!(
         "(baseline of every row: cp + fsync of the same file; targets with packs: reg-base <= 1.2x, reg-var <= 0.5x, fetch-var <= 1.3x)"
     );
     packed.report(base_len + var_len);
     plain.report(base_len + var_len);
+    println!(
+        "parts, on the base (b3-rayon: BLAKE3 update_mmap_rayon; sha256: sequential \
+         2 MiB reads; chunk: chunk_file with the default ChunkParams):"
+    );
+    for (series, _) in &mut parts {
+        series.report();
+    }
 }
