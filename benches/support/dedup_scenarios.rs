@@ -211,11 +211,17 @@ pub struct Scenario {
 /// Writes (or finds cached under `dir`) the files of `kind` with a base of
 /// about `mib` MiB.
 pub fn generate(kind: Kind, mib: u64, dir: &Path) -> Scenario {
+    generate_first(kind, mib, dir, VARIANTS)
+}
+
+/// As [`generate`], but only the base and variants `1..=variants` (the same
+/// files, cached in the same place): for benches that need a variant or two.
+pub fn generate_first(kind: Kind, mib: u64, dir: &Path, variants: u64) -> Scenario {
     let dir = dir.join(kind.name());
     fs::create_dir_all(&dir).expect("scenario dir");
     let mut files = Vec::new();
     let (mut total, mut ideal) = (0, 0);
-    for v in 0..=VARIANTS {
+    for v in 0..=variants.min(VARIANTS) {
         let (path, len, new) = if kind.is_safetensors() {
             safetensors_file(kind, mib, v, &dir)
         } else {
