@@ -56,7 +56,7 @@ use modelreg::{
     Actor, ArtifactSource, CreateModel, Digest, FetchOptions, NewVersion, Progress, ProgressEvent,
     Registry, VersionRecord,
 };
-use support::{Series, benchmarking, env_num, scratch_source};
+use support::{Series, benchmarking, env_num, raw_sha256, scratch_source};
 
 fn copy_and_sync(src: &Path, dst: &Path) -> Duration {
     let t = Instant::now();
@@ -71,26 +71,6 @@ fn raw_blake3(src: &Path) -> Duration {
     let t = Instant::now();
     let mut h = blake3::Hasher::new();
     h.update_mmap_rayon(src).expect("hash");
-    std::hint::black_box(h.finalize());
-    t.elapsed()
-}
-
-/// SHA-256 of the file as `sha256sum` computes it: sequential reads into one
-/// buffer, each fed to one hasher (SHA-NI where the CPU has it).
-fn raw_sha256(src: &Path) -> Duration {
-    use sha2::Digest as _;
-    use std::io::Read;
-    let t = Instant::now();
-    let mut h = sha2::Sha256::new();
-    let mut file = File::open(src).expect("open");
-    let mut buf = vec![0u8; 2 << 20];
-    loop {
-        let n = file.read(&mut buf).expect("read");
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
     std::hint::black_box(h.finalize());
     t.elapsed()
 }

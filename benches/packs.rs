@@ -47,7 +47,7 @@ use modelreg::store::{LocalArtifactOptions, PackOptions};
 use modelreg::{Actor, ArtifactSource, CreateModel, FetchOptions, NewVersion, Registry};
 use support::dedup_scenarios::{self, Kind};
 use support::fixture::fixtures_root;
-use support::{Series, benchmarking, env_num};
+use support::{Series, benchmarking, env_num, raw_sha256};
 
 fn copy_and_sync(src: &Path, dst: &Path) -> Duration {
     let t = Instant::now();
@@ -62,25 +62,6 @@ fn raw_blake3(src: &Path) -> Duration {
     timed(|| {
         let mut h = blake3::Hasher::new();
         h.update_mmap_rayon(src).expect("hash");
-        std::hint::black_box(h.finalize());
-    })
-}
-
-/// SHA-256 as `sha256sum` computes it: sequential 2 MiB reads, one hasher.
-fn raw_sha256(src: &Path) -> Duration {
-    use sha2::Digest as _;
-    use std::io::Read;
-    timed(|| {
-        let mut h = sha2::Sha256::new();
-        let mut file = File::open(src).expect("open");
-        let mut buf = vec![0u8; 2 << 20];
-        loop {
-            let n = file.read(&mut buf).expect("read");
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-        }
         std::hint::black_box(h.finalize());
     })
 }

@@ -183,3 +183,23 @@ pub fn new_version(i: u64) -> modelreg::NewVersion {
         )
         .provenance(provenance)
 }
+
+/// The raw SHA-256 baseline: one core reads `src` in 2 MiB pieces and hashes
+/// them in order (SHA-256 cannot be split across cores), as `sha256sum` does.
+pub fn raw_sha256(src: &std::path::Path) -> std::time::Duration {
+    use sha2::Digest as _;
+    use std::io::Read;
+    let t = std::time::Instant::now();
+    let mut h = sha2::Sha256::new();
+    let mut file = std::fs::File::open(src).expect("open");
+    let mut buf = vec![0u8; 2 << 20];
+    loop {
+        let n = file.read(&mut buf).expect("read");
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    std::hint::black_box(h.finalize());
+    t.elapsed()
+}
