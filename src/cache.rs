@@ -465,11 +465,10 @@ impl ModelCache {
             });
         }
         // Under a trust policy the download also checks each file's SHA-256,
-        // the digest the signatures cover (see `FetchOptions::trust`).
+        // the digest the signatures cover (see `FetchOptions::trust`); `get`
+        // has just verified the signatures, so they are not verified again.
         let mut fetch = FetchOptions::new().link(self.inner.options.link);
-        if let Some(policy) = &self.inner.options.trust {
-            fetch = fetch.trust(policy.clone());
-        }
+        fetch.check_sha256 = self.inner.options.trust.is_some();
         registry.fetch(pinned, staging.join(FILES), fetch).await?;
         let marker = Marker {
             format: MARKER_FORMAT,

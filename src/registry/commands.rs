@@ -555,7 +555,7 @@ impl Registry {
             options.link,
             &what,
             progress,
-            options.trust.is_some(),
+            options.trust.is_some() || options.check_sha256,
         )
         .await
     }

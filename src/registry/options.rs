@@ -552,6 +552,10 @@ pub struct FetchOptions {
     pub(crate) link: LinkMode,
     pub(crate) progress: Option<Progress>,
     pub(crate) trust: Option<crate::signing::TrustPolicy>,
+    /// Check each file's SHA-256 against the manifest's as under a trust
+    /// policy, without verifying the signatures again: for a caller that has
+    /// just verified them (the model cache's download).
+    pub(crate) check_sha256: bool,
 }
 
 impl FetchOptions {
