@@ -320,8 +320,10 @@ pub mod format {
     use crate::store::{Checkpoint, MetadataStore};
 
     /// Reads the checkpoint `cp` of `model` from `meta` whole: a format 1 to 4
-    /// checkpoint is decoded as it is, a format 5 one with the segments it names,
-    /// each checked against its digest.
+    /// checkpoint is decoded as it is, a format 5 or 6 one with the segments it
+    /// names, each checked against its digest, and every record decoded (the
+    /// registry's own reads leave a format 6 checkpoint's records in their
+    /// segments until they are asked for).
     ///
     /// # Errors
     ///
@@ -333,9 +335,8 @@ pub mod format {
         model: &ModelName,
         cp: Checkpoint,
     ) -> Result<ModelState> {
-        crate::registry::segmented::read(meta, model, cp)
-            .await
-            .map(|(state, _)| state)
+        let (state, _) = crate::registry::segmented::read(meta, model, cp).await?;
+        crate::offload::offload(move || state.decode_all().map(|()| state)).await?
     }
 }
 

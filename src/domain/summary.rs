@@ -49,7 +49,7 @@ impl ModelState {
             name: self.name().clone(),
             description: self.description().to_owned(),
             tags: self.tags().clone(),
-            versions: self.versions().len() as u64,
+            versions: self.version_count() as u64,
             latest: self.latest().map(|v| v.number),
             production: self.production().map(|v| v.number),
             aliases: self

@@ -406,9 +406,7 @@ impl Registry {
         let r = reference.into_version_ref()?;
         self.read(&r.model, |s| {
             let n = s.resolve(&r.selector)?.number;
-            // Versions are numbered densely from 1 (`ModelState::version`).
-            s.versions()
-                .get((n.get() - 1) as usize)
+            s.shared_version(n)
                 .cloned()
                 .ok_or_else(|| Error::version_not_found(&r.model, &r))
         })

@@ -640,7 +640,7 @@ impl Registry {
         if every == 0 || !seq.is_multiple_of(every) {
             return;
         }
-        let versions = slot.read().as_ref().map_or(0, |s| s.versions().len());
+        let versions = slot.read().as_ref().map_or(0, |s| s.version_count());
         if versions < self.inner.background_checkpoint_from {
             self.write_checkpoint(Arc::clone(slot)).await;
             return;
@@ -673,7 +673,7 @@ impl Registry {
                 .await
                 .ok()
                 .flatten();
-            if let Some(state) = snapshot.filter(|s| s.versions().len() >= per) {
+            if let Some(state) = snapshot.filter(|s| s.version_count() >= per) {
                 let state = Arc::new(state);
                 let (name, seq) = (state.name().clone(), state.seq());
                 let known = lock(&slot.written).clone();

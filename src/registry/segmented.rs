@@ -15,8 +15,8 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::domain::state::{
-    CheckpointHead, Segment, decode_checkpoint_head, encode_segment, encode_segmented_head,
-    segment_ranges,
+    CheckpointHead, SEGMENTED_FORMAT, Segment, decode_checkpoint_head, encode_segment,
+    encode_segmented_head, segment_ranges,
 };
 use crate::domain::{ModelName, ModelState, VersionRecord};
 use crate::error::{Error, Result};
@@ -29,10 +29,12 @@ const PART_CONCURRENCY: usize = 16;
 /// The segments this process knows to be stored for a model, with the records
 /// each was encoded from: a record that changed since is another `Arc` (a
 /// change to a shared record copies it), so comparing pointers finds the
-/// segments to write again without encoding the others.
+/// segments to write again without encoding the others. (Segments a state was
+/// read from and still holds unchanged, the state itself knows:
+/// `ModelState::pristine_segment`; they are listed here without records.)
 #[derive(Debug, Default)]
 pub(crate) struct Written {
-    segments: Vec<(Segment, Vec<Arc<VersionRecord>>)>,
+    segments: Vec<(Segment, Option<Vec<Arc<VersionRecord>>>)>,
 }
 
 impl Written {
@@ -44,23 +46,9 @@ impl Written {
             .binary_search_by_key(&first, |(s, _)| s.first)
             .ok()?;
         let (segment, held) = &self.segments[i];
+        let held = held.as_ref()?;
         (held.len() == records.len() && held.iter().zip(records).all(|(a, b)| Arc::ptr_eq(a, b)))
             .then_some(segment)
-    }
-
-    /// What `state`, read from or written as `segments`, holds in each.
-    fn of(state: &ModelState, segments: &[Segment]) -> Written {
-        let versions = state.versions();
-        Written {
-            segments: segments
-                .iter()
-                .map(|s| {
-                    let from = (s.first - 1) as usize;
-                    let to = (from + s.count as usize).min(versions.len());
-                    (s.clone(), versions[from..to].to_vec())
-                })
-                .collect(),
-        }
     }
 }
 
@@ -91,10 +79,11 @@ pub(crate) async fn read(
         .buffered(PART_CONCURRENCY)
         .try_collect()
         .await?;
-    let segments = head.segments().to_vec();
+    // A format 5 checkpoint's segments have no index: the next checkpoint
+    // writes format 6 segments in their place (once).
+    let indexed = head.format() == SEGMENTED_FORMAT;
     let state = offload(move || head.assemble(&parts)).await??;
-    let written = Written::of(&state, &segments);
-    Ok((state, Some(written)))
+    Ok((state, indexed.then(Written::default)))
 }
 
 /// Writes a format 5 checkpoint of `state`: the segments of `per` versions
@@ -111,26 +100,41 @@ pub(super) async fn write(
     // Encoding is CPU work: on the blocking pool, one thread (a background
     // checkpoint should not take every core from the commands that go on).
     let (written, new, head) = offload(move || {
-        let versions = state.versions();
         let mut segments = Vec::new();
+        let mut held = Vec::new();
         let mut new = Vec::new();
-        for range in segment_ranges(versions.len(), per) {
+        for range in segment_ranges(state.version_count(), per) {
             let first = range.start as u64 + 1;
-            let records = &versions[range];
-            match known.as_deref().and_then(|k| k.find(first, records)) {
+            // Read from a checkpoint and unchanged: stored as it is, and not
+            // decoded for this.
+            if let Some(segment) = state.pristine_segment(range.clone()) {
+                segments.push(segment.clone());
+                held.push(None);
+                continue;
+            }
+            let records = state.records(range.clone()).ok_or_else(|| {
+                Error::corrupt(
+                    format!("state of model '{}'", state.name()),
+                    format!("versions {first}.. cannot be decoded from the segment read"),
+                )
+            })?;
+            match known.as_deref().and_then(|k| k.find(first, &records)) {
                 Some(segment) => segments.push(segment.clone()),
                 None => {
-                    let (segment, bytes) = encode_segment(first, records);
+                    let (segment, bytes) = encode_segment(first, &records);
                     new.push((segment.name(), Bytes::from(bytes)));
                     segments.push(segment);
                 }
             }
+            held.push(Some(records));
         }
         let head = encode_segmented_head(&state, &segments);
-        let written = Written::of(&state, &segments);
-        (written, new, head)
+        let written = Written {
+            segments: segments.into_iter().zip(held).collect(),
+        };
+        Ok::<_, Error>((written, new, head))
     })
-    .await?;
+    .await??;
     let mut bytes = head.len() as u64;
     bytes += new.iter().map(|(_, b)| b.len() as u64).sum::<u64>();
     // Segments first, all of them durable, then the head that names them.

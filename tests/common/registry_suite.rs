@@ -3613,7 +3613,7 @@ pub async fn dropped_fetch_leaves_nothing_behind(f: &Fixture) {
     assert_eq!(entries(&parent), ["big-v1"]);
 }
 
-/// Checkpoints in segments (format 5, here of 2 versions each, one every 3
+/// Checkpoints in segments (format 6, here of 2 versions each, one every 3
 /// events): the latest one reads back as the fold of the log, a fresh registry
 /// opens from it, every past state folds from them to what the log gives, and
 /// a damaged segment is never trusted: the registry opens from an older
@@ -3664,7 +3664,7 @@ pub async fn segmented_checkpoints_fold_travel_and_survive_damage(f: &Fixture) {
     assert_eq!(cp.seq, 18, "{}", f.name);
     let json = unseal(String::new, &cp.bytes).expect("sealed");
     assert!(
-        json.starts_with(br#"{"format":5,"#),
+        json.starts_with(br#"{"format":6,"#),
         "{}: a segmented head",
         f.name
     );
@@ -3742,4 +3742,38 @@ pub async fn segmented_checkpoints_fold_travel_and_survive_damage(f: &Fixture) {
             .expect("reads"),
         ModelState::replay(all).expect("replay")
     );
+
+    // A registry that opens from that checkpoint leaves the records in their
+    // segments until asked; it resolves, registers and promotes on top of
+    // them, and its next checkpoint (naming the untouched segments as they
+    // are) reads back as the fold of the log.
+    let lazy = f.registry_with(|b| b.checkpoint_every(3).checkpoint_segment(2));
+    let champion = lazy.resolve("seg@champion").await.expect("champion");
+    assert_eq!(champion.number.get(), 4);
+    assert!(
+        lazy.model("seg").await.expect("model").is_partly_decoded(),
+        "{}: opened without decoding every record",
+        f.name
+    );
+    for i in 14..17 {
+        register_bytes(&lazy, "seg", "m.bin", format!("segment {i}")).await; // 22..=24
+    }
+    let cp = meta
+        .latest_checkpoint("seg")
+        .await
+        .expect("read")
+        .expect("a checkpoint");
+    assert_eq!(cp.seq, 24, "{}", f.name);
+    let all = lazy.events("seg").await.expect("events");
+    let folded = ModelState::replay(all).expect("replay");
+    assert_eq!(
+        read_checkpoint(meta.as_ref(), &name, cp)
+            .await
+            .expect("reads"),
+        folded,
+        "{}",
+        f.name
+    );
+    assert_eq!(lazy.model("seg").await.expect("model"), folded);
+    assert_eq!(f.fresh().await.model("seg").await.expect("model"), folded);
 }

@@ -28,8 +28,10 @@ use crate::error::{Error, Result};
 /// segments, stored apart (see `segments.rs`): written for a state of at least
 /// one full segment to a store that keeps checkpoint parts; it is read with
 /// [`read_checkpoint`](crate::format::read_checkpoint), not with
-/// [`decode_checkpoint`] alone.
-pub const CHECKPOINT_FORMAT: u32 = 5;
+/// [`decode_checkpoint`] alone. Format 6 is format 5 with an index at the
+/// start of each segment, so a checkpoint is read without decoding its
+/// records (they are decoded when first asked for).
+pub const CHECKPOINT_FORMAT: u32 = 6;
 
 /// Versions per chunk of a format 3 checkpoint: small enough that the chunks of
 /// a large model spread evenly over the cores, large enough that a chunk's
@@ -70,7 +72,7 @@ impl TryFrom<StateWire> for ModelState {
             created_by: w.created_by,
             metric_specs: w.metric_specs,
             tags: w.tags,
-            versions: Vec::with_capacity(w.versions.len()),
+            versions: Vec::with_capacity(w.versions.len()).into(),
             seq: w.seq,
             updated_at: w.updated_at,
             aliases: w.aliases,
@@ -166,7 +168,7 @@ impl ModelState {
 
 impl Serialize for ModelState {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.wire(&self.versions).serialize(s)
+        self.wire(self.versions.as_slice()).serialize(s)
     }
 }
 
@@ -194,7 +196,8 @@ pub fn encode_checkpoint(state: &ModelState) -> Vec<u8> {
         versions: usize,
         state: StateRef<'a>,
     }
-    let parts: Vec<&[Arc<VersionRecord>]> = state.versions.chunks(CHECKPOINT_CHUNK).collect();
+    let parts: Vec<&[Arc<VersionRecord>]> =
+        state.versions.as_slice().chunks(CHECKPOINT_CHUNK).collect();
     // One thread: a large checkpoint is encoded in the background, beside the
     // commands that go on, and should not take every core from them.
     let chunks: Vec<Vec<u8>> = parts
@@ -202,7 +205,7 @@ pub fn encode_checkpoint(state: &ModelState) -> Vec<u8> {
         .map(|c| crate::domain::chunk::encode(c))
         .collect();
     let head = Head {
-        format: if state.versions.iter().any(|v| v.purged.is_some()) {
+        format: if state.versions.as_slice().iter().any(|v| v.purged.is_some()) {
             4
         } else {
             3
@@ -265,10 +268,10 @@ pub fn decode_checkpoint(model: &ModelName, seq: u64, bytes: &[u8]) -> Result<Mo
             location: None,
         });
     }
-    if format == super::segments::SEGMENTED_FORMAT {
+    if super::segments::is_segmented(format) {
         return Err(Error::invalid_input(
             record(),
-            "a format 5 checkpoint holds its versions in segments apart: read it with \
+            "a format 5 or 6 checkpoint holds its versions in segments apart: read it with \
              `read_checkpoint`, which fetches them",
         ));
     }
@@ -300,7 +303,7 @@ pub fn decode_checkpoint(model: &ModelName, seq: u64, bytes: &[u8]) -> Result<Mo
         let decoded = crate::domain::par::map(&parts, |p| crate::domain::chunk::decode(p));
         let mut state = head.state;
         let total = decoded.iter().map(|d| d.as_ref().map_or(0, Vec::len)).sum();
-        state.versions.reserve_exact(total);
+        state.versions.reserve(total);
         state.by_digest.reserve(total);
         for chunk in decoded {
             let chunk =
@@ -321,8 +324,8 @@ pub fn decode_checkpoint(model: &ModelName, seq: u64, bytes: &[u8]) -> Result<Mo
 pub fn decode_checkpoint_head(model: &ModelName, seq: u64, bytes: &[u8]) -> Result<CheckpointHead> {
     let record = || format!("checkpoint {seq} of model '{model}'");
     let json = crate::domain::codec::unseal(record, bytes)?;
-    if peek_format(json) == Some(super::segments::SEGMENTED_FORMAT) {
-        return super::segments::SegmentedHead::decode(model, seq, json)
+    if let Some(format) = peek_format(json).filter(|f| super::segments::is_segmented(*f)) {
+        return super::segments::SegmentedHead::decode(model, seq, format, json)
             .map(CheckpointHead::Segmented);
     }
     decode_checkpoint(model, seq, bytes).map(CheckpointHead::Whole)
@@ -392,7 +395,7 @@ impl ModelState {
         if self.production_history.iter().any(|v| !exists(*v)) {
             return Err("the production history names a missing version".into());
         }
-        let labelled = self.versions.iter().filter(|v| v.semver.is_some()).count();
+        let labelled = self.versions.labelled();
         if labelled != self.by_semver.len() {
             return Err("two versions share a semver".into());
         }

@@ -21,6 +21,9 @@ use crate::error::{Error, Result};
 
 mod checkpoint;
 mod segments;
+mod versions;
+
+use versions::Versions;
 
 use checkpoint::StateWire;
 pub use checkpoint::{
@@ -52,8 +55,10 @@ pub struct ModelState {
     tags: Tags,
     /// Version `n` is at index `n - 1`: numbers are dense from 1. Shared, so a
     /// clone of the state or a listing copies pointers, not records; a change
-    /// to a version copies that one record if anyone still holds it.
-    versions: Vec<Arc<VersionRecord>>,
+    /// to a version copies that one record if anyone still holds it. Read
+    /// from a format 6 checkpoint, they stay in their segments until asked
+    /// for (`versions.rs`).
+    versions: Versions,
     seq: u64,
     updated_at: DateTime<Utc>,
     aliases: BTreeMap<AliasName, AliasTarget>,
@@ -101,7 +106,7 @@ impl ModelState {
             created_by: event.actor.clone(),
             metric_specs: metric_specs.clone(),
             tags: tags.clone(),
-            versions: Vec::new(),
+            versions: Versions::default(),
             seq: 1,
             updated_at: event.time,
             aliases: BTreeMap::new(),
@@ -666,9 +671,12 @@ impl ModelState {
     }
 
     fn version_mut(&mut self, n: VersionNumber) -> &mut VersionRecord {
-        // Only called after `check` proved the version exists.
+        // Invariant: only called after `check` proved the version exists,
+        // which decoded its segment (a segment decodes once, for good or not).
         let i = (n.get() - 1) as usize;
-        Arc::make_mut(&mut self.versions[i])
+        self.versions
+            .get_mut(i)
+            .expect("a checked version is in the state")
     }
 
     /// The model's name.
@@ -713,8 +721,18 @@ impl ModelState {
 
     /// All versions, oldest first. Each is shared: cloning an `Arc` out of the
     /// slice is how a caller keeps a version without copying it.
+    ///
+    /// A state read from a format 6 checkpoint decodes all its records the
+    /// first time this is called (about 3 µs a record); [`version`](Self::version),
+    /// [`resolve`](Self::resolve) and [`latest`](Self::latest) decode only the
+    /// segment (1,024 versions) they need.
     pub fn versions(&self) -> &[Arc<VersionRecord>] {
-        &self.versions
+        self.versions.as_slice()
+    }
+
+    /// How many versions the model has (registered, whatever became of them).
+    pub fn version_count(&self) -> usize {
+        self.versions.len()
     }
 
     /// Makes each version record that equals `other`'s record of the same
@@ -723,21 +741,47 @@ impl ModelState {
     /// saves memory, for a state decoded or folded apart from a live one that
     /// holds mostly the same records (an older state of the same model).
     pub(crate) fn share_records_with(&mut self, other: &ModelState) -> usize {
-        let mut shared = 0;
-        for (mine, theirs) in self.versions.iter_mut().zip(&other.versions) {
-            if Arc::ptr_eq(mine, theirs) {
-                shared += 1;
-            } else if **mine == **theirs {
-                *mine = Arc::clone(theirs);
-                shared += 1;
-            }
-        }
-        shared
+        self.versions.share_records_with(&other.versions)
+    }
+
+    /// The stored segment that the versions at indexes `range` are exactly, if
+    /// this state was read from a format 6 checkpoint and none of them changed
+    /// since: a checkpoint names it again without decoding or encoding them.
+    pub(crate) fn pristine_segment(&self, range: std::ops::Range<usize>) -> Option<&Segment> {
+        self.versions.pristine(range)
+    }
+
+    /// The records at indexes `range` (decoding their segments if need be);
+    /// `None` if one cannot be decoded.
+    pub(crate) fn records(&self, range: std::ops::Range<usize>) -> Option<Vec<Arc<VersionRecord>>> {
+        range.map(|i| self.versions.get(i).cloned()).collect()
+    }
+
+    /// Whether some records are still undecoded in the segments the state
+    /// was read from.
+    pub fn is_partly_decoded(&self) -> bool {
+        self.versions.is_lazy()
+    }
+
+    /// Decodes every record a state read from a format 6 checkpoint still
+    /// holds in its segments; the first reason one cannot be (its segment's
+    /// bytes matched their digest, so a writer's bug or a forgery), as
+    /// [`Error::Corrupt`].
+    pub fn decode_all(&self) -> Result<()> {
+        self.versions
+            .decode_all()
+            .map_err(|reason| Error::corrupt(format!("state of model '{}'", self.name), reason))
     }
 
     /// A version by number.
     pub fn version(&self, n: VersionNumber) -> Option<&VersionRecord> {
         self.versions.get((n.get() - 1) as usize).map(|v| &**v)
+    }
+
+    /// A version by number, as the state shares it (cloning the `Arc` keeps
+    /// it without copying the record).
+    pub(crate) fn shared_version(&self, n: VersionNumber) -> Option<&Arc<VersionRecord>> {
+        self.versions.get((n.get() - 1) as usize)
     }
 
     /// The number the next registered version gets.
@@ -797,8 +841,7 @@ impl ModelState {
     /// The newest version that is neither deprecated nor purged.
     pub fn latest(&self) -> Option<&VersionRecord> {
         self.versions
-            .iter()
-            .rev()
+            .iter_rev()
             .find(|v| v.deprecated.is_none() && v.purged.is_none())
             .map(|v| &**v)
     }
@@ -828,8 +871,7 @@ impl ModelState {
             Selector::Stage(Stage::Production) => self.production(),
             Selector::Stage(st) => self
                 .versions
-                .iter()
-                .rev()
+                .iter_rev()
                 .find(|v| v.stage == *st)
                 .map(|v| &**v),
         };
@@ -1092,7 +1134,7 @@ mod tests {
         }
     }
 
-    /// A segmented checkpoint (format 5) assembles to the state from its head
+    /// A segmented checkpoint (format 6) assembles to the state from its head
     /// and segments; a segment that is torn, swapped or missing is corrupt,
     /// and so is a head whose segments do not tile the versions.
     #[test]
@@ -1103,7 +1145,7 @@ mod tests {
         for r in segment_ranges(s.versions().len(), 4) {
             let (segment, bytes) = encode_segment(r.start as u64 + 1, &s.versions()[r]);
             segments.push(segment);
-            parts.push(bytes);
+            parts.push(bytes::Bytes::from(bytes));
         }
         assert_eq!(
             segments
@@ -1114,7 +1156,7 @@ mod tests {
         );
         let head = encode_segmented_head(&s, &segments);
         let json = super::super::codec::unseal(String::new, &head).unwrap();
-        assert!(json.starts_with(br#"{"format":5,"seq":11,"versions":10,"segments":[{"first":1,"#));
+        assert!(json.starts_with(br#"{"format":6,"seq":11,"versions":10,"segments":[{"first":1,"#));
         assert!(matches!(
             decode_checkpoint(&model(), s.seq(), &head),
             Err(Error::InvalidInput { .. })
@@ -1128,14 +1170,16 @@ mod tests {
         // Torn: the segment's bytes cut short.
         let mut torn = parts.clone();
         let half = torn[1].len() / 2;
-        torn[1].truncate(half);
+        torn[1] = torn[1].slice(..half);
         assert!(matches!(
             decoded(&head).unwrap().assemble(&torn),
             Err(Error::Corrupt { .. })
         ));
         // Damaged in place: same length, one byte flipped.
         let mut flipped = parts.clone();
-        flipped[2][5] ^= 1;
+        let mut bytes = flipped[2].to_vec();
+        bytes[5] ^= 1;
+        flipped[2] = bytes.into();
         assert!(matches!(
             decoded(&head).unwrap().assemble(&flipped),
             Err(Error::Corrupt { .. })
@@ -1149,6 +1193,143 @@ mod tests {
         assert!(matches!(decoded(&gap), Err(Error::Corrupt { .. })));
         // Another position.
         assert!(decode_checkpoint_head(&model(), s.seq() + 1, &head).is_err());
+    }
+
+    /// Segments of `s` of `per` versions, and the head of a checkpoint of them.
+    fn segmented(s: &ModelState, per: usize) -> (Vec<Segment>, Vec<bytes::Bytes>, Vec<u8>) {
+        let mut segments = Vec::new();
+        let mut parts = Vec::new();
+        for r in segment_ranges(s.version_count(), per) {
+            let (segment, bytes) = encode_segment(r.start as u64 + 1, &s.versions()[r]);
+            segments.push(segment);
+            parts.push(bytes::Bytes::from(bytes));
+        }
+        let head = encode_segmented_head(s, &segments);
+        (segments, parts, head)
+    }
+
+    fn assembled(s: &ModelState, head: &[u8], parts: &[bytes::Bytes]) -> Result<ModelState> {
+        match decode_checkpoint_head(&model(), s.seq(), head)? {
+            CheckpointHead::Segmented(h) => h.assemble(parts),
+            CheckpointHead::Whole(_) => panic!("a segmented head"),
+        }
+    }
+
+    /// A format 6 checkpoint is read without decoding its records: a lookup
+    /// decodes the one segment it needs, a change copies one record out, and
+    /// the segments nothing changed in are known to be stored as they are.
+    #[test]
+    fn a_format_6_state_decodes_records_on_first_touch() {
+        let s = state(10);
+        let (segments, parts, head) = segmented(&s, 4);
+        let back = assembled(&s, &head, &parts).unwrap();
+        assert!(back.is_partly_decoded());
+        // The lookup maps came from the indexes.
+        let seventh = s.version(VersionNumber::new(7).unwrap()).unwrap();
+        assert_eq!(back.by_digest(&seventh.artifact), Some(seventh));
+        assert_eq!(back.version(VersionNumber::new(7).unwrap()), Some(seventh));
+        assert_eq!(back.latest(), s.latest());
+        assert!(back.is_partly_decoded(), "segment 1..=4 is still undecoded");
+        for (r, segment) in segment_ranges(10, 4).zip(&segments) {
+            assert_eq!(back.pristine_segment(r), Some(segment));
+        }
+        assert_eq!(back.pristine_segment(0..3), None, "not a segment's range");
+
+        // A change to version 2 copies it out of its segment, which is then
+        // no longer stored as it is; the others still are.
+        let mut changed = back.clone();
+        let metrics = Metrics::new().with("auc", 0.5).unwrap();
+        let added = event(
+            s.seq() + 1,
+            EventKind::MetricsAdded {
+                version: VersionNumber::new(2).unwrap(),
+                metrics: metrics.clone(),
+                overridden: None,
+            },
+        );
+        changed.apply(added.clone()).unwrap();
+        let mut eager = s.clone();
+        eager.apply(added).unwrap();
+        assert_eq!(changed.pristine_segment(0..4), None);
+        assert_eq!(changed.pristine_segment(4..8), Some(&segments[1]));
+        assert_eq!(changed, eager);
+        assert_eq!(back, s, "the state it was cloned from is unchanged");
+
+        // Asked for whole, then changed: plain memory again, equal all along.
+        assert_eq!(back.versions(), s.versions());
+        let mut settled = back.clone();
+        settled
+            .apply(event(
+                s.seq() + 1,
+                EventKind::MetricsAdded {
+                    version: VersionNumber::new(9).unwrap(),
+                    metrics,
+                    overridden: None,
+                },
+            ))
+            .unwrap();
+        assert!(!settled.is_partly_decoded());
+        assert_eq!(settled.pristine_segment(0..4), None);
+        assert_eq!(settled.version_count(), 10);
+        back.decode_all().unwrap();
+    }
+
+    /// A segment whose bytes match their digest but whose records disagree
+    /// with its index (a writer's bug, or a forged head and segment) is not
+    /// served: its versions are missing, the others are read, and
+    /// `decode_all` says which segment is wrong.
+    #[test]
+    fn a_segment_whose_records_disagree_with_its_index_is_not_served() {
+        let s = state(8);
+        let (mut segments, mut parts, _) = segmented(&s, 4);
+        // Segment 2's index, with segment 1's records.
+        let (index, _) = versions::split_segment(&parts[1]).unwrap();
+        let (_, records) = versions::split_segment(&parts[0]).unwrap();
+        let mut forged = serde_json::to_vec(&index).unwrap();
+        forged.push(b'\n');
+        forged.extend_from_slice(&records);
+        segments[1].digest = Digest::of(&forged);
+        segments[1].len = forged.len() as u64;
+        parts[1] = forged.into();
+        let head = encode_segmented_head(&s, &segments);
+        let back = assembled(&s, &head, &parts).unwrap();
+        assert_eq!(back.version(VersionNumber::new(6).unwrap()), None);
+        assert_eq!(
+            back.version(VersionNumber::new(2).unwrap()),
+            s.version(VersionNumber::new(2).unwrap())
+        );
+        let err = back.decode_all().unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains(&segments[1].name()), "{err}");
+    }
+
+    /// A format 5 checkpoint (segments without an index) still loads, whole.
+    #[test]
+    fn format_5_checkpoints_still_load() {
+        let s = state(10);
+        let mut segments = Vec::new();
+        let mut parts = Vec::new();
+        for r in segment_ranges(10, 4) {
+            let bytes = crate::domain::chunk::encode(&s.versions()[r.clone()]);
+            segments.push(Segment {
+                first: r.start as u64 + 1,
+                count: r.len() as u64,
+                digest: Digest::of(&bytes),
+                len: bytes.len() as u64,
+            });
+            parts.push(bytes::Bytes::from(bytes));
+        }
+        let head = encode_segmented_head(&s, &segments);
+        let json = super::super::codec::unseal(String::new, &head).unwrap();
+        let five = String::from_utf8(json.to_vec()).unwrap().replacen(
+            r#"{"format":6,"#,
+            r#"{"format":5,"#,
+            1,
+        );
+        let head = super::super::codec::seal(five.into_bytes());
+        let back = assembled(&s, &head, &parts).unwrap();
+        assert!(!back.is_partly_decoded());
+        assert_eq!(back, s);
     }
 
     #[test]
@@ -1178,10 +1359,10 @@ mod tests {
             .to_vec();
         let text = String::from_utf8(json).unwrap();
         let sealed = |t: String| super::super::codec::seal(t.into_bytes());
-        let newer = sealed(text.replacen(r#"{"format":3,"#, r#"{"format":6,"#, 1));
+        let newer = sealed(text.replacen(r#"{"format":3,"#, r#"{"format":7,"#, 1));
         assert!(matches!(
             decode_checkpoint(&model(), seq, &newer),
-            Err(Error::UnsupportedFormat { found: 6, .. })
+            Err(Error::UnsupportedFormat { found: 7, .. })
         ));
         for bad in [
             // A chunk length that runs past the end, or leaves bytes over.

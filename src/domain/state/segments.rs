@@ -13,15 +13,32 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use bytes::Bytes;
+
 use super::ModelState;
 use super::checkpoint::{StateRef, finish};
+use super::versions::{Lazy, LazySegment, Versions, split_segment};
 use crate::digest::Digest;
 use crate::domain::name::ModelName;
 use crate::domain::record::VersionRecord;
+use crate::domain::reference::VersionNumber;
 use crate::error::{Error, Result};
 
-/// The checkpoint format of a segmented checkpoint's head.
-pub const SEGMENTED_FORMAT: u32 = 5;
+/// The checkpoint format of a segmented checkpoint's head, as this build
+/// writes it: format 6, whose segments start with an index line (each
+/// version's artifact digest, semver, and which one is in production), so a
+/// state is read without decoding its records; they are decoded when first
+/// asked for. Format 5 heads (segments without an index, decoded whole on
+/// read) still load.
+pub const SEGMENTED_FORMAT: u32 = 6;
+
+/// The first segmented format, whose segments have no index.
+pub(super) const UNINDEXED_FORMAT: u32 = 5;
+
+/// Whether checkpoint format `format` is a segmented one.
+pub(super) fn is_segmented(format: u32) -> bool {
+    format == UNINDEXED_FORMAT || format == SEGMENTED_FORMAT
+}
 
 /// Versions per segment unless the registry is told otherwise
 /// ([`RegistryBuilder::checkpoint_segment`](crate::RegistryBuilder::checkpoint_segment)):
@@ -51,10 +68,16 @@ impl Segment {
 }
 
 /// Encodes `records` (versions `first..first + records.len()`) as one segment:
-/// the segment as the head lists it, and its bytes (a chunk, see
-/// `domain/chunk.rs`; unsealed, the head's digest checks them).
+/// the segment as the head lists it, and its bytes (unsealed, the head's
+/// digest checks them): an index line, then the records as a chunk (see
+/// `domain/chunk.rs`):
+///
+/// ```text
+/// {"count":N,"digests":"<64 hex digits per version>","semvers":[[i,"1.2.0"],…],"production":i}
+/// {chunk}
+/// ```
 pub fn encode_segment(first: u64, records: &[Arc<VersionRecord>]) -> (Segment, Vec<u8>) {
-    let bytes = crate::domain::chunk::encode(records);
+    let bytes = super::versions::join_segment(records);
     let segment = Segment {
         first,
         count: records.len() as u64,
@@ -106,6 +129,7 @@ pub fn encode_segmented_head(state: &ModelState, segments: &[Segment]) -> Vec<u8
 /// its versions, and the segments that hold them.
 #[derive(Debug)]
 pub struct SegmentedHead {
+    format: u32,
     seq: u64,
     versions: usize,
     segments: Vec<Segment>,
@@ -115,7 +139,12 @@ pub struct SegmentedHead {
 impl SegmentedHead {
     /// Decodes the head of a format 5 checkpoint stored for position `seq` of
     /// `model`'s log (its seal is checked by the caller's `unseal`).
-    pub(super) fn decode(model: &ModelName, seq: u64, json: &[u8]) -> Result<SegmentedHead> {
+    pub(super) fn decode(
+        model: &ModelName,
+        seq: u64,
+        format: u32,
+        json: &[u8],
+    ) -> Result<SegmentedHead> {
         let record = || format!("checkpoint {seq} of model '{model}'");
         let head: HeadIn = serde_json::from_slice(json)
             .map_err(|e| Error::corrupt(record(), format!("undecodable: {e}")))?;
@@ -147,6 +176,7 @@ impl SegmentedHead {
             ));
         }
         Ok(SegmentedHead {
+            format,
             seq: head.seq,
             versions: head.versions,
             segments: head.segments,
@@ -159,6 +189,11 @@ impl SegmentedHead {
         self.seq
     }
 
+    /// Its format: 6 ([`SEGMENTED_FORMAT`]), or 5 (segments without an index).
+    pub fn format(&self) -> u32 {
+        self.format
+    }
+
     /// Its segments, in order of version numbers.
     pub fn segments(&self) -> &[Segment] {
         &self.segments
@@ -166,16 +201,15 @@ impl SegmentedHead {
 
     /// The state, from this head and the bytes of its segments (in the order of
     /// [`segments`](Self::segments)): each segment's bytes are checked against
-    /// its digest and decoded on up to one thread per core. A segment that is
+    /// its digest on up to one thread per core. Format 6: each segment's index
+    /// is decoded and its records are left in it, to be decoded when first
+    /// asked for; format 5: every segment is decoded. A segment that is
     /// missing, torn or damaged is [`Error::Corrupt`] naming it: the checkpoint
     /// is not trusted.
-    pub fn assemble<B: AsRef<[u8]> + Sync>(self, parts: &[B]) -> Result<ModelState> {
-        let model = self.state.name.clone();
-        let seq = self.seq;
-        let record = || format!("checkpoint {seq} of model '{model}'");
+    pub fn assemble(self, parts: &[Bytes]) -> Result<ModelState> {
         if parts.len() != self.segments.len() {
             return Err(Error::corrupt(
-                record(),
+                format!("checkpoint {} of model '{}'", self.seq, self.state.name),
                 format!(
                     "{} segments read, its head lists {}",
                     parts.len(),
@@ -183,6 +217,81 @@ impl SegmentedHead {
                 ),
             ));
         }
+        if self.format == SEGMENTED_FORMAT {
+            return self.assemble_lazy(parts);
+        }
+        self.assemble_whole(parts)
+    }
+
+    fn assemble_lazy(self, parts: &[Bytes]) -> Result<ModelState> {
+        let model = self.state.name.clone();
+        let seq = self.seq;
+        let record = || format!("checkpoint {seq} of model '{model}'");
+        let jobs: Vec<(&Segment, &Bytes)> = self.segments.iter().zip(parts).collect();
+        let split = crate::domain::par::map(&jobs, |(s, bytes)| {
+            if bytes.len() as u64 != s.len || Digest::of(bytes) != s.digest {
+                return Err(format!(
+                    "segment {} is torn or damaged: its bytes do not hash to its name",
+                    s.name()
+                ));
+            }
+            let (index, records) =
+                split_segment(bytes).map_err(|e| format!("segment {}: {e}", s.name()))?;
+            if index.count() as u64 != s.count {
+                return Err(format!(
+                    "segment {} indexes {} versions, its head says {}",
+                    s.name(),
+                    index.count(),
+                    s.count
+                ));
+            }
+            let digests = index
+                .digests()
+                .map_err(|e| format!("segment {}: {e}", s.name()))?;
+            Ok((index, records, digests))
+        });
+        let mut state = self.state;
+        state.by_digest.reserve(self.versions);
+        let mut lazy = Vec::with_capacity(self.segments.len());
+        for (segment, split) in self.segments.into_iter().zip(split) {
+            let (index, records, digests) = split.map_err(|e| Error::corrupt(record(), e))?;
+            let number = |offset: u32| -> Result<VersionNumber> {
+                VersionNumber::new(segment.first + u64::from(offset))
+                    .ok()
+                    .filter(|_| u64::from(offset) < segment.count)
+                    .ok_or_else(|| {
+                        Error::corrupt(
+                            record(),
+                            format!(
+                                "segment {} indexes a version it does not hold",
+                                segment.name()
+                            ),
+                        )
+                    })
+            };
+            // In order, so the last version indexed for a digest is the newest.
+            for (i, d) in digests.into_iter().enumerate() {
+                state.by_digest.insert(d, number(i as u32)?);
+            }
+            for (i, v) in index.semvers() {
+                state.by_semver.insert(v.clone(), number(*i)?);
+            }
+            if let Some(i) = index.production() {
+                if state.production.is_some() {
+                    return Err(Error::corrupt(record(), "two versions in production"));
+                }
+                state.production = Some(number(i)?);
+            }
+            lazy.push(LazySegment::new(model.clone(), segment, index, records));
+        }
+        state.versions = Versions::lazy(Lazy::new(lazy));
+        finish(&model, seq, seq, state, Some(self.versions))
+    }
+
+    fn assemble_whole(self, parts: &[Bytes]) -> Result<ModelState> {
+        let model = self.state.name.clone();
+        let seq = self.seq;
+        let record = || format!("checkpoint {seq} of model '{model}'");
         let jobs: Vec<(&Segment, &[u8])> = self
             .segments
             .iter()
@@ -209,7 +318,7 @@ impl SegmentedHead {
             Ok(records)
         });
         let mut state = self.state;
-        state.versions.reserve_exact(self.versions);
+        state.versions.reserve(self.versions);
         state.by_digest.reserve(self.versions);
         for records in decoded {
             let records = records.map_err(|e| Error::corrupt(record(), e))?;

@@ -273,7 +273,7 @@ pub(super) async fn page(
                 }
                 @if state.aliases().is_empty() { span.muted { "none" } }
             } }
-            div { dt { "Versions" } dd { (state.versions().len()) } }
+            div { dt { "Versions" } dd { (state.version_count()) } }
             div { dt { "Last change" } dd {
                 (time(state.updated_at()))
                 @if let Some(e) = &last_change { " by " (e.actor) " (" (e.kind.name()) ")" }

@@ -154,7 +154,7 @@ fn show_model(state: &ModelState) -> Out {
             ),
         )
         .add("updated", output::time(state.updated_at()))
-        .add("versions", state.versions().len().to_string())
+        .add("versions", state.version_count().to_string())
         .add(
             "production",
             state
