@@ -474,7 +474,14 @@ impl Registry {
             None if every > 0 && last >= every => self
                 .load_checkpoint_at_or_before(&model, last)
                 .await
-                .filter(|base| base.updated_at() <= at),
+                .filter(|base| base.updated_at() <= at)
+                .map(|mut base| {
+                    // The segments it has in common with the live state's
+                    // (most, far back) are decoded once for both: a pointer
+                    // swap per segment, nothing compared.
+                    base.share_segments_with(&live);
+                    base
+                }),
             None => None,
         };
         let folded = self

@@ -763,6 +763,14 @@ impl ModelState {
         self.versions.is_lazy()
     }
 
+    /// Makes the segments this state was read from (format 6) that `other`
+    /// was read from too (same digest) the ones `other` holds, so their
+    /// records are decoded once for both; returns how many. Cheap: nothing is
+    /// decoded or compared.
+    pub(crate) fn share_segments_with(&mut self, other: &ModelState) -> usize {
+        self.versions.share_segments_with(&other.versions)
+    }
+
     /// Decodes every record a state read from a format 6 checkpoint still
     /// holds in its segments; the first reason one cannot be (its segment's
     /// bytes matched their digest, so a writer's bug or a forgery), as
@@ -1272,6 +1280,21 @@ mod tests {
         assert_eq!(settled.pristine_segment(0..4), None);
         assert_eq!(settled.version_count(), 10);
         back.decode_all().unwrap();
+
+        // Another read of the checkpoint (a past state, for time travel)
+        // takes the segments already decoded, from the state read lazily and
+        // from the one that settled alike: nothing left to decode.
+        let mut again = assembled(&s, &head, &parts).unwrap();
+        assert!(again.is_partly_decoded());
+        assert_eq!(again.share_segments_with(&settled), 3);
+        assert!(!again.is_partly_decoded(), "its segments came decoded");
+        assert_eq!(again, s);
+        let mut unrelated = assembled(&s, &head, &parts).unwrap();
+        assert_eq!(
+            unrelated.share_segments_with(&state(10)),
+            0,
+            "a folded state has none"
+        );
     }
 
     /// A segment whose bytes match their digest but whose records disagree

@@ -35,6 +35,10 @@ pub(super) struct Versions {
     tail: Vec<Arc<VersionRecord>>,
     /// Every record, once asked for as one slice (only with `lazy`).
     flat: OnceLock<Vec<Arc<VersionRecord>>>,
+    /// The segments the list was read from, kept once it settled into plain
+    /// memory: a past state read from a checkpoint shares the ones it holds
+    /// too (same digest), decoded, instead of decoding them again.
+    origin: Option<Arc<Lazy>>,
 }
 
 impl Clone for Versions {
@@ -44,6 +48,7 @@ impl Clone for Versions {
             changed: self.changed.clone(),
             tail: self.tail.clone(),
             flat: self.flat.clone(),
+            origin: self.origin.clone(),
         }
     }
 }
@@ -348,7 +353,7 @@ impl Versions {
             && flat.len() == self.len()
         {
             self.tail = flat;
-            self.lazy = None;
+            self.origin = self.lazy.take();
             self.changed.clear();
         }
     }
@@ -406,7 +411,8 @@ impl Versions {
     /// digest) the one `other` holds, so they are decoded once for both.
     /// Returns how many it shares.
     pub(super) fn share_segments_with(&mut self, other: &Versions) -> usize {
-        let (Some(mine), Some(theirs)) = (self.lazy.as_mut(), other.lazy.as_ref()) else {
+        let theirs = other.lazy.as_ref().or(other.origin.as_ref());
+        let (Some(mine), Some(theirs)) = (self.lazy.as_mut(), theirs) else {
             return 0;
         };
         let by_digest: std::collections::HashMap<Digest, &Arc<LazySegment>> = theirs
