@@ -217,5 +217,53 @@ mod tests {
             .await
             .expect("third checkpoint");
         assert_eq!(again, head(&second, &segs2));
+
+        // Read back, the records stay in their segments; a change to version
+        // 20 (segment 17..=24) then costs that segment and the head, without
+        // the other segments being decoded, and so again once the state was
+        // asked for whole and settled into plain memory.
+        let cp = meta
+            .latest_checkpoint("m")
+            .await
+            .expect("read")
+            .expect("checkpoint");
+        let (mut lazy, read_back) = read(&meta, &name, cp).await.expect("reads");
+        let read_back = Arc::new(read_back.expect("format 6 is remembered"));
+        assert!(lazy.is_partly_decoded());
+        let mut settled = lazy.clone();
+        assert_eq!(settled.versions(), second.versions());
+        let change = crate::domain::Event {
+            seq: lazy.seq() + 1,
+            model: name.clone(),
+            time: lazy.updated_at(),
+            actor: Actor::new("ci").expect("actor"),
+            kind: crate::domain::EventKind::MetricsAdded {
+                version: crate::VersionNumber::new(20).expect("number"),
+                metrics: Metrics::new().with("auc", 0.1).expect("metric"),
+                overridden: None,
+            },
+        };
+        lazy.apply(change.clone()).expect("applies");
+        settled.apply(change).expect("applies");
+        assert!(!settled.is_partly_decoded());
+        for state in [lazy, settled] {
+            let partly = state.is_partly_decoded();
+            let state = Arc::new(state);
+            let (written, bytes) =
+                write(&meta, Arc::clone(&state), 8, Some(Arc::clone(&read_back)))
+                    .await
+                    .expect("checkpoint");
+            assert_eq!(
+                partly,
+                state.is_partly_decoded(),
+                "nothing decoded to write it"
+            );
+            let segs: Vec<Segment> = written.segments.iter().map(|(s, _)| s.clone()).collect();
+            assert_eq!(
+                bytes,
+                segment(&state, 16..24) + head(&state, &segs),
+                "partly decoded: {partly}"
+            );
+        }
     }
 }

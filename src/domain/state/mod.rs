@@ -1277,7 +1277,8 @@ mod tests {
             ))
             .unwrap();
         assert!(!settled.is_partly_decoded());
-        assert_eq!(settled.pristine_segment(0..4), None);
+        assert_eq!(settled.pristine_segment(0..4), Some(&segments[0]));
+        assert_eq!(settled.pristine_segment(8..10), None, "version 9 changed");
         assert_eq!(settled.version_count(), 10);
         back.decode_all().unwrap();
 

@@ -398,12 +398,22 @@ impl Versions {
     /// none of them changed since it was read: a checkpoint can name it
     /// again without encoding them.
     pub(super) fn pristine(&self, range: std::ops::Range<usize>) -> Option<&Segment> {
-        let lazy = self.lazy.as_ref()?;
-        let s = lazy.segment_of(range.start)?;
-        let first = (s.segment.first - 1) as usize;
-        (first == range.start
-            && s.segment.count as usize == range.len()
-            && self.changed.range(range).next().is_none())
+        if let Some(lazy) = &self.lazy {
+            let s = lazy.segment_of(range.start)?;
+            let first = (s.segment.first - 1) as usize;
+            return (first == range.start
+                && s.segment.count as usize == range.len()
+                && self.changed.range(range).next().is_none())
+            .then_some(&s.segment);
+        }
+        // Settled into plain memory: a record that changed since is another
+        // `Arc` than the one its segment decoded.
+        let s = self.origin.as_ref()?.segment_of(range.start)?;
+        let decoded = s.decoded.get()?.as_ref().ok()?;
+        let mine = self.tail.get(range.clone())?;
+        ((s.segment.first - 1) as usize == range.start
+            && decoded.len() == mine.len()
+            && decoded.iter().zip(mine).all(|(a, b)| Arc::ptr_eq(a, b)))
         .then_some(&s.segment)
     }
 
