@@ -290,7 +290,7 @@ async fn a_reopened_store_sees_everything_written_before() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoints_are_pruned_to_the_newest_two_and_one_per_window() {
     let (_dir, meta) = metadata_store();
-    for seq in 1..=40 {
+    for seq in 1..=300 {
         meta.put_checkpoint("fraud", seq, format!("c{seq}").into())
             .await
             .unwrap();
@@ -304,9 +304,12 @@ async fn checkpoints_are_pruned_to_the_newest_two_and_one_per_window() {
         })
         .collect();
     kept.sort_unstable();
-    // The newest two, and the first of each window of 4 (40 records in at
-    // most 16 windows, rounded up to a power of two) for time travel.
-    assert_eq!(kept, [1, 4, 8, 12, 16, 20, 24, 28, 32, 36, 39, 40]);
+    // The newest two, and the first of each window of 4 (300 records in at
+    // most 128 windows, rounded up to a power of two) for time travel.
+    let mut expected = vec![1];
+    expected.extend((4..=296).step_by(4));
+    expected.extend([299, 300]);
+    assert_eq!(kept, expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

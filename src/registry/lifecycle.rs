@@ -461,7 +461,7 @@ impl Registry {
             .inner
             .as_of
             .nearest(&model, last)
-            .filter(|c| last - c.seq() <= last / 8 + every);
+            .filter(|c| last - c.seq() <= last / 64 + every);
         if let Some(c) = &cached
             && c.seq() == last
         {

@@ -85,6 +85,7 @@ macro_rules! metadata_suite {
                     checkpoints_return_highest_seq,
                     checkpoints_at_or_before_are_kept_per_window,
                     checkpoint_of_same_seq_is_replaced,
+                    checkpoint_parts_round_trip_per_log_and_refuse_bad_names,
                     leases_are_replaced_listed_and_deleted,
                     invalid_lease_keys_are_rejected,
                     probe_agrees_with_read_after,
@@ -466,7 +467,7 @@ pub async fn checkpoints_at_or_before_are_kept_per_window(store: &dyn MetadataSt
             .unwrap_or_else(|| panic!("a checkpoint at or before {at_most}"));
         assert!(cp.seq <= at_most, "{} for at most {at_most}", cp.seq);
         assert!(
-            at_most - cp.seq <= 1000 / 8 + 2 + 10,
+            at_most - cp.seq <= 1000 / 64 + 2 + 10,
             "{} is too far below {at_most}",
             cp.seq
         );
@@ -523,6 +524,61 @@ pub async fn checkpoint_of_same_seq_is_replaced(store: &dyn MetadataStore) {
             bytes: "new".into()
         })
     );
+}
+
+/// Checkpoint parts (the segments of format 5 and 6 checkpoints): a store
+/// that keeps them returns what was put, the last put of a name wins, each
+/// log has its own names, and a name that is not one key is refused; a store
+/// that keeps none refuses the put and has none.
+pub async fn checkpoint_parts_round_trip_per_log_and_refuse_bad_names(store: &dyn MetadataStore) {
+    let seg = "00000000000000000001-ab12";
+    if !store.keeps_checkpoint_parts() {
+        assert!(matches!(
+            store.put_checkpoint_part("fraud", seg, "x".into()).await,
+            Err(Error::InvalidInput { .. })
+        ));
+        assert_eq!(store.get_checkpoint_part("fraud", seg).await.unwrap(), None);
+        return;
+    }
+    assert_eq!(store.get_checkpoint_part("fraud", seg).await.unwrap(), None);
+    let big = pattern(7, 300_000);
+    store
+        .put_checkpoint_part("fraud", seg, big.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_checkpoint_part("fraud", seg).await.unwrap(),
+        Some(big)
+    );
+    store
+        .put_checkpoint_part("fraud", seg, "again".into())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_checkpoint_part("fraud", seg).await.unwrap(),
+        Some("again".into())
+    );
+    assert_eq!(store.get_checkpoint_part("churn", seg).await.unwrap(), None);
+    // Parts are not records or checkpoints of the log.
+    assert_eq!(store.latest_checkpoint("fraud").await.unwrap(), None);
+    assert_eq!(store.read_after("fraud", 0, 10).await.unwrap(), Vec::new());
+    for bad in ["", ".", "..", "a/b", "a\\b", "a\0b"] {
+        assert!(
+            matches!(
+                store.put_checkpoint_part("fraud", bad, "x".into()).await,
+                Err(Error::InvalidName { .. })
+            ),
+            "put {bad:?}"
+        );
+        assert!(
+            store.get_checkpoint_part("fraud", bad).await.is_err(),
+            "get {bad:?}"
+        );
+    }
+    assert!(matches!(
+        store.put_checkpoint_part("../x", seg, "x".into()).await,
+        Err(Error::InvalidName { .. })
+    ));
 }
 
 pub async fn leases_are_replaced_listed_and_deleted(store: &dyn MetadataStore) {
