@@ -105,9 +105,43 @@ pub(crate) async fn ingest(
     link: LinkMode,
     progress: Option<&Progress>,
 ) -> Result<(Manifest, Digest, IngestStats)> {
+    if let ArtifactSource::Bytes(files) = source {
+        return Planned::new(&files)?.store(store, progress).await;
+    }
+    let (manifest, stats) = ingest_files(store, source, cache, link, progress).await?;
+    let digest = store.put_bytes(Bytes::from(manifest.to_bytes())).await?;
+    Ok((manifest, digest, stats))
+}
+
+/// The manifest's bytes and their digest (hashed on the blocking pool when
+/// large, as [`put_bytes`](crate::store::ArtifactStoreExt::put_bytes) does).
+pub(crate) async fn manifest_blob(manifest: &Manifest) -> Result<(Digest, Bytes)> {
+    let bytes = Bytes::from(manifest.to_bytes());
+    let digest = if bytes.len() <= super::fetch::HASH_INLINE_MAX {
+        Digest::of(&bytes)
+    } else {
+        let b = bytes.clone();
+        blocking(move || Digest::of(&b)).await?
+    };
+    Ok((digest, bytes))
+}
+
+/// Stores the files of a source on disk (a file or a directory) as
+/// [`ingest`] does, but not their manifest: returns it, for the caller to
+/// store (a registration stores it while it prepares the version's event).
+pub(crate) async fn ingest_files(
+    store: &dyn ArtifactStore,
+    source: ArtifactSource,
+    cache: Option<&HashCache>,
+    link: LinkMode,
+    progress: Option<&Progress>,
+) -> Result<(Manifest, IngestStats)> {
     let mut stats = IngestStats::default();
     let manifest = match source {
-        ArtifactSource::Bytes(files) => return Planned::new(&files)?.store(store, progress).await,
+        ArtifactSource::Bytes(files) => {
+            let (manifest, _, stats) = Planned::new(&files)?.store(store, progress).await?;
+            return Ok((manifest, stats));
+        }
         ArtifactSource::File(path) => {
             let name = path
                 .file_name()
@@ -141,8 +175,7 @@ pub(crate) async fn ingest(
             store_files(store, files, cache, link, progress, &mut stats).await?
         }
     };
-    let digest = store.put_bytes(Bytes::from(manifest.to_bytes())).await?;
-    Ok((manifest, digest, stats))
+    Ok((manifest, stats))
 }
 
 /// What ingest did with a version's files, for the [`RegisterReport`]
@@ -250,6 +283,16 @@ impl Planned {
             manifest,
             blobs,
         })
+    }
+
+    /// The manifest's digest, the files' total size and their number: what
+    /// the version's record says of its artifact.
+    pub(crate) fn sizes(&self) -> (Digest, u64, u64) {
+        (
+            self.digest,
+            self.manifest.total_size(),
+            self.manifest.len() as u64,
+        )
     }
 
     /// Every digest the version will reference: the manifest and its files.
