@@ -135,8 +135,8 @@ impl Registry {
                     let stored = planned.store(artifacts, version.progress.as_ref());
                     let (stored, announced, prepared) =
                         futures::join!(stored, gc::Intent::announce(meta, needed), event);
-                    match (stored, announced) {
-                        (Ok((manifest, digest, stats)), Ok(intent)) => {
+                    match (stored.and_then(|s| Ok((s, prepared?))), announced) {
+                        (Ok(((manifest, digest, stats), prepared)), Ok(intent)) => {
                             (manifest, digest, stats, intent, prepared)
                         }
                         (Err(e), Ok(intent)) => {
@@ -150,7 +150,7 @@ impl Registry {
                 // known once they are stored; then their manifest, the intent and
                 // the event's durable write go at once, as above.
                 None => {
-                    let (manifest, stats) = ingest::ingest_files(
+                    let (manifest, stats, deferred) = ingest::ingest_files(
                         artifacts,
                         source.clone(),
                         self.inner.hash_cache.as_ref(),
@@ -166,13 +166,17 @@ impl Registry {
                     let event = self.prepare_commit(&model, actor, |s, time| {
                         Ok(registered(s, &version, actor, digest, size, files, time))
                     });
-                    let one: crate::store::ByteStream =
-                        Box::pin(futures::stream::once(async move { Ok(bytes) }));
-                    let stored = artifacts.put_stream(&digest, one);
+                    let stored = async {
+                        let (files, manifest) = futures::join!(
+                            ingest::store_blobs(artifacts, deferred),
+                            artifacts.put_stream(&digest, ingest::one_chunk(bytes))
+                        );
+                        files.and(manifest)
+                    };
                     let (stored, announced, prepared) =
                         futures::join!(stored, gc::Intent::announce(meta, needed), event);
-                    match (stored, announced) {
-                        (Ok(()), Ok(intent)) => (manifest, digest, stats, intent, prepared),
+                    match (stored.and(prepared), announced) {
+                        (Ok(prepared), Ok(intent)) => (manifest, digest, stats, intent, prepared),
                         (Err(e), Ok(intent)) => {
                             intent.withdraw(meta).await;
                             return Err(e);

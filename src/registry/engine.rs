@@ -510,11 +510,33 @@ impl Registry {
         &self,
         model: &ModelName,
         actor: &Actor,
+        make: impl FnMut(&ModelState, DateTime<Utc>) -> Result<EventKind>,
+    ) -> Result<(Event, Option<VersionRecord>)> {
+        self.commit_after(model, actor, make, 0).await
+    }
+
+    /// [`commit`](Self::commit) after `lost` appends of the same command lost
+    /// their race already (a prepared one, [`commit_prepared`](Self::commit_prepared)):
+    /// they count against the retry policy's attempts.
+    async fn commit_after(
+        &self,
+        model: &ModelName,
+        actor: &Actor,
         mut make: impl FnMut(&ModelState, DateTime<Utc>) -> Result<EventKind>,
+        lost: u32,
     ) -> Result<(Event, Option<VersionRecord>)> {
         let slot = self.slot(model);
         let policy = self.inner.retry;
-        let mut attempt = 0;
+        let mut attempt = lost;
+        if lost > 0 {
+            if attempt >= policy.max_attempts {
+                return Err(Error::Conflict {
+                    model: model.to_string(),
+                    attempts: attempt,
+                });
+            }
+            tokio::time::sleep(policy.delay(attempt)).await;
+        }
         loop {
             attempt += 1;
             let appended = {
@@ -582,16 +604,16 @@ impl Registry {
     /// so that its durable write can overlap other work; nothing is appended.
     /// [`commit_prepared`](Self::commit_prepared) publishes it.
     ///
-    /// `None` when it cannot be prepared (the command refuses on this state,
-    /// or the store failed): then `commit_prepared` commits as `commit` does,
-    /// and reports the error from the state it folds then.
+    /// `None` when the command refuses on this state: then `commit_prepared`
+    /// commits as `commit` does, and reports the refusal from the state it
+    /// folds then. A store that fails fails the command, as in `commit`.
     pub(super) async fn prepare_commit(
         &self,
         model: &ModelName,
         actor: &Actor,
         make: impl FnOnce(&ModelState, DateTime<Utc>) -> Result<EventKind>,
-    ) -> Option<Prepared> {
-        let event = self
+    ) -> Result<Option<Prepared>> {
+        let built = self
             .read(model, |state| {
                 let time = Utc::now().max(state.updated_at());
                 let kind = make(state, time)?;
@@ -604,26 +626,23 @@ impl Registry {
                     kind,
                 })
             })
-            .await
-            .ok()?
-            .ok()?;
-        let bytes = Bytes::from(crate::domain::limits::encode(&event).ok()?);
-        match self
+            .await?;
+        // A refusal is reported by the commit, from the state it folds then.
+        let Ok(event) = built else { return Ok(None) };
+        let Ok(encoded) = crate::domain::limits::encode(&event) else {
+            return Ok(None);
+        };
+        let bytes = Bytes::from(encoded);
+        let append = self
             .inner
             .metadata
             .prepare_append(model.as_str(), event.seq, bytes.clone())
-            .await
-        {
-            Ok(append) => Some(Prepared {
-                event,
-                bytes,
-                append,
-            }),
-            Err(e) => {
-                tracing::debug!(model = %model, error = %e, "could not prepare an append");
-                None
-            }
-        }
+            .await?;
+        Ok(Some(Prepared {
+            event,
+            bytes,
+            append,
+        }))
     }
 
     /// Publishes the append [`prepare_commit`](Self::prepare_commit) prepared
@@ -667,6 +686,8 @@ impl Registry {
                 self.maybe_checkpoint(&slot, event.seq).await;
                 return Ok((event, version));
             }
+            // The prepared append lost its race: that was the first attempt.
+            return self.commit_after(model, actor, make, 1).await;
         }
         self.commit(model, actor, make).await
     }
