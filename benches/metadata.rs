@@ -17,6 +17,12 @@
 //!   (default 1000) of them, so the window crosses one checkpoint. `register=`
 //!   is the same with an artifact already stored (a quarter as many): only the
 //!   event is written, so it measures the metadata path alone.
+//! - new user: what a new user tries first, in a registry of its own (created
+//!   empty in the scratch directory): `MODELREG_BENCH_NEWUSER` (default 1000)
+//!   versions, each from a new 1 KiB file on disk (`ArtifactSource::file`,
+//!   written before the timing starts), with 10 hyperparameters and 10
+//!   metrics, vs the raw durable append of a record of the size of its event.
+//!   Row group `newuser`; it runs once, before the sizes.
 //! - resolve: `resolve("name@production")` and `resolve("name@champion")` on a
 //!   warm registry vs a `HashMap` lookup and clone of the same record; batches
 //!   of 1000 calls per sample. `, window` rows use a registry built with
@@ -53,7 +59,8 @@
 //!   over the model.
 //!
 //! `MODELREG_BENCH_ROWS=history,resolve` runs only the named groups (`cold`,
-//! `resolve`, `route`, `list`, `history`, `ckptbytes`, `register`, `contend`);
+//! `resolve`, `route`, `list`, `history`, `ckptbytes`, `register`, `contend`,
+//! `newuser`);
 //! all by default.
 //!
 //! Fixtures (built by `support/fixture.rs`: a model with N versions: a metric spec, rich records of ~1 KiB, one
@@ -74,7 +81,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use modelreg::{HistoryFilter, Registry, VersionFilter};
+use modelreg::{ArtifactSource, HistoryFilter, Registry, VersionFilter};
 use support::fixture::{MODEL, actor, fixture, fixtures_root, link_tree, source};
 use support::{Series, benchmarking, env_num, new_version};
 
@@ -504,6 +511,75 @@ fn run_size(rt: &tokio::runtime::Runtime, n: u64, scratch: &Path) {
     fs::remove_dir_all(&root).ok();
 }
 
+/// The new-user row: a registry of its own, versions from new 1 KiB files
+/// with 10 hyperparameters and 10 metrics each, one raw append before and
+/// after each registration.
+fn new_user_rows(rt: &tokio::runtime::Runtime, scratch: &Path) {
+    let count = env_num("MODELREG_BENCH_NEWUSER", 1000);
+    let root = scratch.join("new-user");
+    let files = scratch.join("new-user-files");
+    let raw_dir = scratch.join("new-user-raw");
+    fs::create_dir_all(&files).expect("files dir");
+    fs::create_dir_all(&raw_dir).expect("raw dir");
+    let reg = rt.block_on(Registry::open_local(&root)).expect("open");
+    let me = reg.acting_as(actor());
+    rt.block_on(me.create_model("churn", modelreg::CreateModel::new()))
+        .expect("create model");
+    let version = |i: u64| {
+        let mut v = modelreg::NewVersion::new();
+        for p in 0..10u64 {
+            v = v.param(format!("param_{p}"), (i * 10 + p) as f64 / 7.0);
+        }
+        for m in 0..10u64 {
+            v = v.metric(&format!("metric_{m}"), (i + m) as f64 / 1000.0);
+        }
+        v
+    };
+    // One registration outside the series, for the record size of the baseline.
+    let first = files.join("model-0.bin");
+    fs::write(&first, [0u8; 1024]).expect("file");
+    rt.block_on(me.register("churn", ArtifactSource::file(&first), version(0)))
+        .expect("register");
+    let records = root.join("metadata/logs/v1/churn/records");
+    let record = vec![
+        b'x';
+        fs::read_dir(&records)
+            .expect("records")
+            .filter_map(|e| e.ok().and_then(|e| e.metadata().ok()).map(|m| m.len()))
+            .max()
+            .expect("a record") as usize
+    ];
+    let mut series = Series::new("new user");
+    let mut seq = 0;
+    for i in 1..=count {
+        let file = files.join(format!("model-{i}.bin"));
+        let mut bytes = [0u8; 1024];
+        for (j, b) in bytes.iter_mut().enumerate() {
+            *b = (j as u64 ^ i.wrapping_mul(0x9E37_79B9)) as u8;
+        }
+        bytes[..8].copy_from_slice(&i.to_le_bytes());
+        fs::write(&file, bytes).expect("file");
+        seq += 1;
+        let before = raw_append(&raw_dir, seq, &record);
+        let t = Instant::now();
+        rt.block_on(me.register("churn", ArtifactSource::file(&file), version(i)))
+            .expect("register");
+        let ours = t.elapsed();
+        seq += 1;
+        let after = raw_append(&raw_dir, seq, &record);
+        series.pair(before, ours, after);
+    }
+    println!(
+        "(new user: {count} versions of a new 1 KiB file, 10 hyperparameters, 10 metrics; record {} bytes)",
+        record.len()
+    );
+    series.summary();
+    drop(reg);
+    for dir in [&root, &files, &raw_dir] {
+        fs::remove_dir_all(dir).ok();
+    }
+}
+
 /// The contend row: 8 tasks moving aliases at once, per move, against the raw
 /// durable append.
 fn contend_rows(
@@ -853,6 +929,22 @@ fn main() {
     // Same filesystem as the fixtures, for the hard-linked copies.
     let scratch = tempfile::tempdir_in(&root).expect("scratch");
     println!("page cache warm, fsync included, 2 pairs of baselines around each sample");
+    if wants("newuser") {
+        new_user_rows(&rt, scratch.path());
+    }
+    let groups = [
+        "cold",
+        "resolve",
+        "route",
+        "list",
+        "history",
+        "ckptbytes",
+        "register",
+        "contend",
+    ];
+    if !groups.iter().any(|g| wants(g)) {
+        return;
+    }
     for n in sizes {
         run_size(&rt, n, scratch.path());
     }

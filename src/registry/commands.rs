@@ -118,48 +118,79 @@ impl Registry {
         let artifacts = self.inner.artifacts.as_ref();
         let meta = self.inner.metadata.as_ref();
         // Announce the blobs to garbage collectors before relying on them (gc.rs).
-        let (manifest, digest, stats, mut intent) = match ingest::Planned::of(&source).await? {
-            // In-memory files: every digest is known before anything is stored, so
-            // the intent is written while the blobs are. What makes them safe is
-            // the check after both (`secure_blobs`), not the order of the two.
-            Some(planned) => {
-                let needed = planned.digests();
-                let stored = planned.store(artifacts, version.progress.as_ref());
-                let (stored, announced) =
-                    futures::join!(stored, gc::Intent::announce(meta, needed));
-                match (stored, announced) {
-                    (Ok((manifest, digest, stats)), Ok(intent)) => {
-                        (manifest, digest, stats, intent)
+        let (manifest, digest, stats, mut intent, prepared) =
+            match ingest::Planned::of(&source).await? {
+                // In-memory files: every digest is known before anything is stored, so
+                // the intent is written while the blobs are, and the event is built
+                // and its durable write done (not published) while they are too. What
+                // makes the blobs safe is the check after all three
+                // (`secure_blobs`), not their order; what makes the event durable
+                // only after them is that it is published after that check.
+                Some(planned) => {
+                    let needed = planned.digests();
+                    let (digest, size, files) = planned.sizes();
+                    let event = self.prepare_commit(&model, actor, |s, time| {
+                        Ok(registered(s, &version, actor, digest, size, files, time))
+                    });
+                    let stored = planned.store(artifacts, version.progress.as_ref());
+                    let (stored, announced, prepared) =
+                        futures::join!(stored, gc::Intent::announce(meta, needed), event);
+                    match (stored.and_then(|s| Ok((s, prepared?))), announced) {
+                        (Ok(((manifest, digest, stats), prepared)), Ok(intent)) => {
+                            (manifest, digest, stats, intent, prepared)
+                        }
+                        (Err(e), Ok(intent)) => {
+                            intent.withdraw(meta).await;
+                            return Err(e);
+                        }
+                        (Err(e), Err(_)) | (Ok(_), Err(e)) => return Err(e),
                     }
-                    (Err(e), Ok(intent)) => {
-                        intent.withdraw(meta).await;
-                        return Err(e);
-                    }
-                    (Err(e), Err(_)) | (Ok(_), Err(e)) => return Err(e),
                 }
-            }
-            None => {
-                let (manifest, digest, stats) = ingest::ingest(
-                    artifacts,
-                    source.clone(),
-                    self.inner.hash_cache.as_ref(),
-                    version.link,
-                    version.progress.as_ref(),
-                )
-                .await?;
-                let needed = std::iter::once(digest)
-                    .chain(manifest.entries().iter().map(|e| e.digest))
-                    .collect();
-                let intent = gc::Intent::announce(meta, needed).await?;
-                (manifest, digest, stats, intent)
-            }
-        };
+                // Files on disk are named by the digest of what the store holds,
+                // known once they are stored; then their manifest, the intent and
+                // the event's durable write go at once, as above.
+                None => {
+                    let (manifest, stats, deferred) = ingest::ingest_files(
+                        artifacts,
+                        source.clone(),
+                        self.inner.hash_cache.as_ref(),
+                        version.link,
+                        version.progress.as_ref(),
+                    )
+                    .await?;
+                    let (digest, bytes) = ingest::manifest_blob(&manifest).await?;
+                    let needed = std::iter::once(digest)
+                        .chain(manifest.entries().iter().map(|e| e.digest))
+                        .collect();
+                    let (size, files) = (manifest.total_size(), manifest.len() as u64);
+                    let event = self.prepare_commit(&model, actor, |s, time| {
+                        Ok(registered(s, &version, actor, digest, size, files, time))
+                    });
+                    let stored = async {
+                        let (files, manifest) = futures::join!(
+                            ingest::store_blobs(artifacts, deferred),
+                            artifacts.put_stream(&digest, ingest::one_chunk(bytes))
+                        );
+                        files.and(manifest)
+                    };
+                    let (stored, announced, prepared) =
+                        futures::join!(stored, gc::Intent::announce(meta, needed), event);
+                    match (stored.and(prepared), announced) {
+                        (Ok(prepared), Ok(intent)) => (manifest, digest, stats, intent, prepared),
+                        (Err(e), Ok(intent)) => {
+                            intent.withdraw(meta).await;
+                            return Err(e);
+                        }
+                        (Err(e), Err(_)) | (Ok(_), Err(e)) => return Err(e),
+                    }
+                }
+            };
         let committed = async {
             self.secure_blobs(&mut intent, &source, &manifest, digest)
                 .await?;
             let (size, files) = (manifest.total_size(), manifest.len() as u64);
             let (_, record) = self
-                .commit(&model, actor, |s, time| {
+                .commit_prepared(&model, actor, prepared, |s, time| {
                     Ok(registered(s, &version, actor, digest, size, files, time))
                 })
                 .await?;

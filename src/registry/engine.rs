@@ -510,11 +510,33 @@ impl Registry {
         &self,
         model: &ModelName,
         actor: &Actor,
+        make: impl FnMut(&ModelState, DateTime<Utc>) -> Result<EventKind>,
+    ) -> Result<(Event, Option<VersionRecord>)> {
+        self.commit_after(model, actor, make, 0).await
+    }
+
+    /// [`commit`](Self::commit) after `lost` appends of the same command lost
+    /// their race already (a prepared one, [`commit_prepared`](Self::commit_prepared)):
+    /// they count against the retry policy's attempts.
+    async fn commit_after(
+        &self,
+        model: &ModelName,
+        actor: &Actor,
         mut make: impl FnMut(&ModelState, DateTime<Utc>) -> Result<EventKind>,
+        lost: u32,
     ) -> Result<(Event, Option<VersionRecord>)> {
         let slot = self.slot(model);
         let policy = self.inner.retry;
-        let mut attempt = 0;
+        let mut attempt = lost;
+        if lost > 0 {
+            if attempt >= policy.max_attempts {
+                return Err(Error::Conflict {
+                    model: model.to_string(),
+                    attempts: attempt,
+                });
+            }
+            tokio::time::sleep(policy.delay(attempt)).await;
+        }
         loop {
             attempt += 1;
             let appended = {
@@ -553,24 +575,7 @@ impl Registry {
                             attempt,
                             "appended"
                         );
-                        let version = {
-                            let mut cached = slot.write();
-                            if let Some(state) = cached.as_mut().map(Arc::make_mut)
-                                && state.seq() + 1 == event.seq
-                                && let Err(e) = state.apply(event.clone())
-                            {
-                                // Cannot happen after `check`; refold from the log if
-                                // it does.
-                                *cached = None;
-                                return Err(e);
-                            }
-                            // A reader may have folded the event from the log first;
-                            // a state dropped meanwhile is folded again on next read.
-                            event
-                                .kind
-                                .version()
-                                .and_then(|n| cached.as_ref()?.version(n).cloned())
-                        };
+                        let version = applied(&slot, &event)?;
                         Some((event, version))
                     }
                     Err(Error::AlreadyExists { .. }) => None,
@@ -593,6 +598,111 @@ impl Registry {
         }
     }
 
+    /// Builds the event `make` makes on the state of `model` as it is now (as
+    /// [`commit`](Self::commit) would on its first attempt) and prepares its
+    /// append ([`MetadataStore::prepare_append`](crate::store::MetadataStore::prepare_append)),
+    /// so that its durable write can overlap other work; nothing is appended.
+    /// [`commit_prepared`](Self::commit_prepared) publishes it.
+    ///
+    /// `None` when the command refuses on this state: then `commit_prepared`
+    /// commits as `commit` does, and reports the refusal from the state it
+    /// folds then. A store that fails fails the command, as in `commit`.
+    pub(super) async fn prepare_commit(
+        &self,
+        model: &ModelName,
+        actor: &Actor,
+        make: impl FnOnce(&ModelState, DateTime<Utc>) -> Result<EventKind>,
+    ) -> Result<Option<Prepared>> {
+        let built = self
+            .read(model, |state| {
+                let time = Utc::now().max(state.updated_at());
+                let kind = make(state, time)?;
+                state.check(&kind)?;
+                Ok::<_, Error>(Event {
+                    seq: state.seq() + 1,
+                    model: model.clone(),
+                    time,
+                    actor: actor.clone(),
+                    kind,
+                })
+            })
+            .await?;
+        // A refusal is reported by the commit, from the state it folds then.
+        let Ok(event) = built else { return Ok(None) };
+        let Ok(encoded) = crate::domain::limits::encode(&event) else {
+            return Ok(None);
+        };
+        let bytes = Bytes::from(encoded);
+        let append = self
+            .inner
+            .metadata
+            .prepare_append(model.as_str(), event.seq, bytes.clone())
+            .await?;
+        Ok(Some(Prepared {
+            event,
+            bytes,
+            append,
+        }))
+    }
+
+    /// Publishes the append [`prepare_commit`](Self::prepare_commit) prepared
+    /// if its position is still free (the state it was built on is then the
+    /// log's state just before it, so the checks it passed are the ones
+    /// [`commit`](Self::commit) would make); otherwise, or with nothing
+    /// prepared, commits `make` as `commit` does.
+    pub(super) async fn commit_prepared(
+        &self,
+        model: &ModelName,
+        actor: &Actor,
+        prepared: Option<Prepared>,
+        make: impl FnMut(&ModelState, DateTime<Utc>) -> Result<EventKind>,
+    ) -> Result<(Event, Option<VersionRecord>)> {
+        if let Some(Prepared {
+            event,
+            bytes,
+            append,
+        }) = prepared
+        {
+            let slot = self.slot(model);
+            let published = {
+                let _turn = slot.turn.take().await;
+                match self.inner.metadata.publish_append(append).await {
+                    Ok(()) => Some(applied(&slot, &event)?),
+                    Err(Error::AlreadyExists { .. })
+                        if self.ours(model, event.seq, &bytes).await? =>
+                    {
+                        Some(applied(&slot, &event)?)
+                    }
+                    Err(Error::AlreadyExists { .. }) => None,
+                    Err(e) => return Err(e),
+                }
+            };
+            if let Some(version) = published {
+                tracing::debug!(
+                    seq = event.seq,
+                    kind = event.kind.name(),
+                    "appended (prepared)"
+                );
+                self.maybe_checkpoint(&slot, event.seq).await;
+                return Ok((event, version));
+            }
+            // The prepared append lost its race: that was the first attempt.
+            return self.commit_after(model, actor, make, 1).await;
+        }
+        self.commit(model, actor, make).await
+    }
+
+    /// Whether record `seq` of `model` holds `bytes`: an append reported as
+    /// taken that was our own (see [`append`](Self::append)).
+    async fn ours(&self, model: &ModelName, seq: u64, bytes: &Bytes) -> Result<bool> {
+        let stored = self
+            .inner
+            .metadata
+            .read_after(model.as_str(), seq - 1, 1)
+            .await?;
+        Ok(matches!(stored.first(), Some(r) if r.seq == seq && r.bytes == *bytes))
+    }
+
     /// Appends record `seq`, telling our own write from another writer's.
     ///
     /// A store may retry a conditional write whose first attempt landed (an
@@ -604,10 +714,10 @@ impl Registry {
         let meta = &self.inner.metadata;
         match meta.append(model.as_str(), seq, bytes.clone()).await {
             Err(Error::AlreadyExists { what }) => {
-                let stored = meta.read_after(model.as_str(), seq - 1, 1).await?;
-                match stored.first() {
-                    Some(r) if r.seq == seq && r.bytes == bytes => Ok(()),
-                    _ => Err(Error::AlreadyExists { what }),
+                if self.ours(model, seq, &bytes).await? {
+                    Ok(())
+                } else {
+                    Err(Error::AlreadyExists { what })
                 }
             }
             other => other,
@@ -848,4 +958,33 @@ mod state_cache {
         assert!(models.contains_key(&ModelName::new("held").expect("name")));
         assert!(models.contains_key(&ModelName::new("m6").expect("name")));
     }
+}
+
+/// An event built and its append prepared ahead of its commit
+/// ([`Registry::prepare_commit`]).
+#[derive(Debug)]
+pub(super) struct Prepared {
+    event: Event,
+    bytes: Bytes,
+    append: crate::store::PreparedAppend,
+}
+
+/// Applies `event`, just appended, to the slot's cached state if that state is
+/// the one just before it, and returns the version the event is about as it is
+/// now. A reader may have folded the event from the log first; a state dropped
+/// meanwhile is folded again on next read.
+fn applied(slot: &Slot, event: &Event) -> Result<Option<VersionRecord>> {
+    let mut cached = slot.write();
+    if let Some(state) = cached.as_mut().map(Arc::make_mut)
+        && state.seq() + 1 == event.seq
+        && let Err(e) = state.apply(event.clone())
+    {
+        // Cannot happen after `check`; refold from the log if it does.
+        *cached = None;
+        return Err(e);
+    }
+    Ok(event
+        .kind
+        .version()
+        .and_then(|n| cached.as_ref()?.version(n).cloned()))
 }

@@ -105,9 +105,74 @@ pub(crate) async fn ingest(
     link: LinkMode,
     progress: Option<&Progress>,
 ) -> Result<(Manifest, Digest, IngestStats)> {
+    if let ArtifactSource::Bytes(files) = source {
+        return Planned::new(&files)?.store(store, progress).await;
+    }
+    let (manifest, stats, deferred) = ingest_files(store, source, cache, link, progress).await?;
+    let (digest, bytes) = manifest_blob(&manifest).await?;
+    let (files, manifest_put) = futures::join!(
+        store_blobs(store, deferred),
+        store.put_stream(&digest, one_chunk(bytes))
+    );
+    files.and(manifest_put)?;
+    Ok((manifest, digest, stats))
+}
+
+/// Small files read whole by [`ingest_files`], whose blobs the caller stores
+/// (digest and bytes; the store checks one against the other as it writes).
+pub(crate) type Deferred = Vec<(Digest, Bytes)>;
+
+/// Files up to this size, in copy mode, are read into memory and hashed, and
+/// their blobs stored beside the manifest ([`Deferred`]) rather than each
+/// imported (and made durable) before the manifest can be built: for a small
+/// model, the durable writes of its files, its manifest and its event then
+/// overlap.
+const DEFER_MAX: u64 = 64 << 10;
+
+/// `bytes` as a stream of one chunk.
+pub(crate) fn one_chunk(bytes: Bytes) -> crate::store::ByteStream {
+    Box::pin(futures::stream::once(async move { Ok(bytes) }))
+}
+
+/// Stores `blobs`, a few at a time.
+pub(crate) async fn store_blobs(store: &dyn ArtifactStore, blobs: Deferred) -> Result<()> {
+    futures::stream::iter(blobs)
+        .map(|(digest, bytes)| async move { store.put_stream(&digest, one_chunk(bytes)).await })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect::<()>()
+        .await
+}
+
+/// The manifest's bytes and their digest (hashed on the blocking pool when
+/// large, as [`put_bytes`](crate::store::ArtifactStoreExt::put_bytes) does).
+pub(crate) async fn manifest_blob(manifest: &Manifest) -> Result<(Digest, Bytes)> {
+    let bytes = Bytes::from(manifest.to_bytes());
+    let digest = if bytes.len() <= super::fetch::HASH_INLINE_MAX {
+        Digest::of(&bytes)
+    } else {
+        let b = bytes.clone();
+        blocking(move || Digest::of(&b)).await?
+    };
+    Ok((digest, bytes))
+}
+
+/// Stores the files of a source on disk (a file or a directory) as
+/// [`ingest`] does, except the manifest and the small files it read whole
+/// ([`Deferred`]): returns them, for the caller to store (a registration
+/// stores them while it prepares the version's event).
+pub(crate) async fn ingest_files(
+    store: &dyn ArtifactStore,
+    source: ArtifactSource,
+    cache: Option<&HashCache>,
+    link: LinkMode,
+    progress: Option<&Progress>,
+) -> Result<(Manifest, IngestStats, Deferred)> {
     let mut stats = IngestStats::default();
     let manifest = match source {
-        ArtifactSource::Bytes(files) => return Planned::new(&files)?.store(store, progress).await,
+        ArtifactSource::Bytes(files) => {
+            let (manifest, _, stats) = Planned::new(&files)?.store(store, progress).await?;
+            return Ok((manifest, stats, Vec::new()));
+        }
         ArtifactSource::File(path) => {
             let name = path
                 .file_name()
@@ -141,8 +206,8 @@ pub(crate) async fn ingest(
             store_files(store, files, cache, link, progress, &mut stats).await?
         }
     };
-    let digest = store.put_bytes(Bytes::from(manifest.to_bytes())).await?;
-    Ok((manifest, digest, stats))
+    let (manifest, deferred) = manifest;
+    Ok((manifest, stats, deferred))
 }
 
 /// What ingest did with a version's files, for the [`RegisterReport`]
@@ -252,6 +317,16 @@ impl Planned {
         })
     }
 
+    /// The manifest's digest, the files' total size and their number: what
+    /// the version's record says of its artifact.
+    pub(crate) fn sizes(&self) -> (Digest, u64, u64) {
+        (
+            self.digest,
+            self.manifest.total_size(),
+            self.manifest.len() as u64,
+        )
+    }
+
     /// Every digest the version will reference: the manifest and its files.
     pub(crate) fn digests(&self) -> BTreeSet<Digest> {
         std::iter::once(self.digest)
@@ -353,15 +428,17 @@ async fn store_files(
     link: LinkMode,
     progress: Option<&Progress>,
     stats: &mut IngestStats,
-) -> Result<Manifest> {
+) -> Result<(Manifest, Deferred)> {
     let mut paths: Vec<&RelPath> = files.iter().map(|f| &f.rel).collect();
     paths.sort();
     Manifest::check_paths(&paths)?;
     progress.started(files.len() as u64, files.iter().map(|f| f.size).sum());
-    let stored: Vec<(ManifestEntry, Placed)> = futures::stream::iter(files)
+    let stored: Vec<(ManifestEntry, Placed, Option<Bytes>)> = futures::stream::iter(files)
         .map(|f| async move {
             let file = FileProgress::new(progress, f.size);
-            let (hashed, placed) = file.track(store_file(store, &f.abs, cache, link)).await?;
+            let (hashed, placed, read) = file
+                .track(store_file(store, &f.abs, f.size, cache, link))
+                .await?;
             file.done(f.rel.as_str(), hashed.size);
             let entry = ManifestEntry {
                 path: f.rel,
@@ -369,17 +446,63 @@ async fn store_files(
                 digest: hashed.digest,
                 sha256: Some(hashed.sha256),
             };
-            Ok::<_, Error>((entry, placed))
+            Ok::<_, Error>((entry, placed, read))
         })
         .buffer_unordered(CONCURRENCY)
         .try_collect()
         .await?;
     let mut entries = Vec::with_capacity(stored.len());
-    for (entry, placed) in stored {
+    let mut deferred: HashMap<Digest, Bytes> = HashMap::new();
+    for (entry, placed, read) in stored {
         stats.count(entry.size, placed);
+        if let Some(bytes) = read {
+            deferred.insert(entry.digest, bytes);
+        }
         entries.push(entry);
     }
-    Manifest::new(entries)
+    Ok((Manifest::new(entries)?, deferred.into_iter().collect()))
+}
+
+/// Reads the file at `path` whole, with its digest and SHA-256, if it is a
+/// regular file of at most [`DEFER_MAX`] bytes (`None` otherwise); the
+/// metadata it had, for the hash cache. [`Error::SourceChanged`] if it
+/// changed while it was read. Blocking.
+fn read_small(path: &Path) -> Result<Option<(Hashed, Bytes, fs::Metadata)>> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let err = |e| Error::io(path, e);
+    let file = fs::File::open(path).map_err(err)?;
+    let before = file.metadata().map_err(err)?;
+    if !before.is_file() || before.len() > DEFER_MAX {
+        return Ok(None);
+    }
+    let mut bytes = Vec::with_capacity(before.len() as usize);
+    file.take(DEFER_MAX + 1)
+        .read_to_end(&mut bytes)
+        .map_err(err)?;
+    let after = fs::metadata(path).map_err(err)?;
+    let mark = |m: &fs::Metadata| {
+        (
+            m.dev(),
+            m.ino(),
+            m.size(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec(),
+        )
+    };
+    if mark(&before) != mark(&after) || bytes.len() as u64 != after.len() {
+        return Err(Error::SourceChanged {
+            path: path.to_owned(),
+        });
+    }
+    let hashed = Hashed {
+        digest: Digest::of(&bytes),
+        sha256: Sha256::of(&bytes),
+        size: bytes.len() as u64,
+    };
+    Ok(Some((hashed, Bytes::from(bytes), before)))
 }
 
 /// Stores one local file, returning the digest, SHA-256 and size of what the
@@ -393,12 +516,17 @@ async fn store_files(
 /// The SHA-256 comes from the same place as the digest: the cache entry, or the
 /// store's read of the bytes it stored (see [`stored_sha256`] for a store that
 /// does not compute it).
+///
+/// A small file in copy mode (at most [`DEFER_MAX`] bytes when listed and
+/// when read) is read whole and hashed instead, and returned with its bytes
+/// unless the store has them: the caller stores them ([`Deferred`]).
 async fn store_file(
     store: &dyn ArtifactStore,
     abs: &Path,
+    listed_size: u64,
     cache: Option<&HashCache>,
     link: LinkMode,
-) -> Result<(Hashed, Placed)> {
+) -> Result<(Hashed, Placed, Option<Bytes>)> {
     let mut before = None;
     if let Some(cache) = cache {
         let (c, p) = (cache.clone(), abs.to_owned());
@@ -408,10 +536,28 @@ async fn store_file(
         {
             Ok(hashed) => {
                 if store.contains(&hashed.digest).await? {
-                    return Ok((hashed, Placed::CacheHit));
+                    return Ok((hashed, Placed::CacheHit, None));
                 }
             }
             Err(meta) => before = Some(meta),
+        }
+    }
+    if link == LinkMode::Copy && listed_size <= DEFER_MAX {
+        let path = abs.to_owned();
+        if let Some((hashed, bytes, read_meta)) = blocking(move || read_small(&path)).await?? {
+            if let Some(cache) = cache {
+                let (c, p) = (cache.clone(), abs.to_owned());
+                let meta = before.unwrap_or(read_meta);
+                blocking(move || c.remember(&p, &meta, &hashed)).await?;
+            }
+            if store.contains(&hashed.digest).await? {
+                return Ok((hashed, Placed::Present, None));
+            }
+            return Ok((
+                hashed,
+                Placed::Stored(Some(Materialized::Copied)),
+                Some(bytes),
+            ));
         }
     }
     let imported = store.import_file(abs, link).await?;
@@ -431,7 +577,7 @@ async fn store_file(
         None => Placed::Present,
         how => Placed::Stored(how),
     };
-    Ok((hashed, placed))
+    Ok((hashed, placed, None))
 }
 
 /// The SHA-256 of the blob `digest`, read back from `store`: for a store whose

@@ -161,18 +161,23 @@ impl TempFile {
     /// durable.
     pub(crate) fn publish(mut self, target: &Path, mode: PublishMode) -> io::Result<Published> {
         self.file.flush()?;
-        if mode != PublishMode::ReplaceVisible && !self.synced.load(Ordering::Acquire) {
-            sync_file(&self.file, &self.path)?;
-        }
         let parent = target
             .parent()
             .ok_or_else(|| io::Error::other("publish target has no parent directory"))?;
+        // Missing directories are made before the file's fsync, not after: a
+        // new directory is harmless before anything is linked into it, and made
+        // now its entry rides in the journal commit that fsync forces, instead
+        // of a `mkdir` waiting for that commit to end (measured on ext4: up to
+        // 1.5 ms per new blob shard) and then needing one of its own.
         let unsynced = if mode == PublishMode::ReplaceVisible {
             ensure_dir(parent)?;
             Vec::new()
         } else {
             create_dirs(parent)?
         };
+        if mode != PublishMode::ReplaceVisible && !self.synced.load(Ordering::Acquire) {
+            sync_file(&self.file, &self.path)?;
+        }
         let published = match mode {
             PublishMode::Replace | PublishMode::ReplaceVisible => {
                 rename(&self.path, target)?;

@@ -64,8 +64,8 @@ use super::pack::{self, PackBackend, PackOptions, Recipe, SharedIndex};
 use super::pipe::pipe;
 use super::{
     ArtifactStore, BlobMeta, ByteStream, Checkpoint, Imported, LinkMode, LogRecord, Materialized,
-    MetadataItem, MetadataStore, Placed, TempSweep, check_lease_key, check_log_key, check_part_key,
-    check_seq,
+    MetadataItem, MetadataStore, Placed, PreparedAppend, TempSweep, check_lease_key, check_log_key,
+    check_part_key, check_seq,
 };
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -337,6 +337,14 @@ fn has_records(root: &Root, records: &Path) -> Result<bool> {
         .any(|(name, _)| parse_seq_file_name(name, RECORD_EXT).is_some()))
 }
 
+/// A record [`LocalMetadataStore::prepare_append`] wrote and synced, in the
+/// temp directory of the store at `root`.
+#[derive(Debug)]
+struct StagedRecord {
+    root: PathBuf,
+    tmp: TempFile,
+}
+
 #[async_trait]
 impl MetadataStore for LocalMetadataStore {
     async fn append(&self, log: &str, seq: u64, record: Bytes) -> Result<()> {
@@ -355,6 +363,60 @@ impl MetadataStore for LocalMetadataStore {
                 })
                 .map_err(|e| root.error("append", key, e))?;
             match published {
+                Published::Written => Ok(()),
+                Published::AlreadyExists => Err(Error::already_exists(format!(
+                    "record {seq} of log '{log}'"
+                ))),
+            }
+        })
+        .await
+    }
+
+    /// Writes the record to a temp file in the store's `tmp/` and syncs it;
+    /// [`publish_append`](Self::publish_append) then only links it into place
+    /// and syncs the log's directory.
+    async fn prepare_append(&self, log: &str, seq: u64, record: Bytes) -> Result<PreparedAppend> {
+        check_log_key(log)?;
+        check_seq(log, seq)?;
+        let bytes = record.clone();
+        let staged = run(&self.root, "append", log, move |root| {
+            let err = |e| root.error("append", TMP_DIR, e);
+            let mut tmp = TempFile::create(&root.tmp()).map_err(err)?;
+            tmp.file().write_all(&bytes).map_err(err)?;
+            tmp.sync().map_err(err)?;
+            Ok(StagedRecord {
+                root: root.path.clone(),
+                tmp,
+            })
+        })
+        .await?;
+        Ok(PreparedAppend::new(log, seq, record).with_staged(Box::new(staged)))
+    }
+
+    async fn publish_append(&self, mut prepared: PreparedAppend) -> Result<()> {
+        let staged = prepared
+            .take_staged::<StagedRecord>()
+            .filter(|s| s.root == self.root.path);
+        let Some(staged) = staged else {
+            return self
+                .append(prepared.log(), prepared.seq(), prepared.record().clone())
+                .await;
+        };
+        let (log, seq) = (prepared.log().to_owned(), prepared.seq());
+        check_log_key(&log)?;
+        check_seq(&log, seq)?;
+        let key = format!(
+            "{LOGS_DIR}/{log}/{RECORDS}/{}",
+            seq_file_name(seq, RECORD_EXT)
+        );
+        run(&self.root, "append", &key.clone(), move |root| {
+            let target = record_path(root, &log, seq);
+            // Synced when prepared: linked, and the directory synced.
+            match staged
+                .tmp
+                .publish(&target, PublishMode::CreateNew)
+                .map_err(|e| root.error("append", key, e))?
+            {
                 Published::Written => Ok(()),
                 Published::AlreadyExists => Err(Error::already_exists(format!(
                     "record {seq} of log '{log}'"

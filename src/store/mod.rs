@@ -118,6 +118,36 @@ pub trait MetadataStore: Send + Sync + fmt::Debug + 'static {
     /// Appends record `seq` to `log`, only if it does not exist yet.
     async fn append(&self, log: &str, seq: u64, record: Bytes) -> Result<()>;
 
+    /// Does ahead of time the part of [`append`](Self::append) that need not
+    /// wait for anything else: on the local store, writing the record to a temp
+    /// file and syncing it. Nothing is part of the log, or visible to readers,
+    /// until [`publish_append`](Self::publish_append) returns; a prepared
+    /// append that is dropped unpublished leaves at most a temp file (removed
+    /// when dropped, or by [`remove_stale_temp_files`](Self::remove_stale_temp_files)
+    /// after a crash).
+    ///
+    /// The registry prepares a new version's event while the version's blobs
+    /// are being stored, so that the event's own durable write overlaps theirs
+    /// and only its publication waits for them. The default keeps the record
+    /// in memory and does nothing else, which is always correct: a store (or a
+    /// wrapper) that does not override both methods appends in
+    /// `publish_append` as [`append`](Self::append) does.
+    async fn prepare_append(&self, log: &str, seq: u64, record: Bytes) -> Result<PreparedAppend> {
+        Ok(PreparedAppend::new(log, seq, record))
+    }
+
+    /// Appends the record that [`prepare_append`](Self::prepare_append)
+    /// prepared, with the contract of [`append`](Self::append): only if record
+    /// `seq` of the log does not exist yet ([`Error::AlreadyExists`] if it
+    /// does), durable when this returns. The default appends the record with
+    /// [`append`](Self::append), ignoring whatever the store staged.
+    async fn publish_append(&self, prepared: PreparedAppend) -> Result<()> {
+        let PreparedAppend {
+            log, seq, record, ..
+        } = prepared;
+        self.append(&log, seq, record).await
+    }
+
     /// Reads up to `limit` consecutive records of `log` after `after`.
     /// A log that does not exist reads as empty.
     async fn read_after(&self, log: &str, after: u64, limit: usize) -> Result<Vec<LogRecord>>;
@@ -218,6 +248,77 @@ pub trait MetadataStore: Send + Sync + fmt::Debug + 'static {
     /// the store. Errors about a damaged record carry it
     /// ([`Error::location`](crate::Error::location)).
     fn location(&self, log: &str, item: MetadataItem) -> String;
+}
+
+/// A record written ahead of its append by
+/// [`MetadataStore::prepare_append`], to be appended by
+/// [`MetadataStore::publish_append`] of the same store.
+///
+/// It names the log and position and holds the record; a store may stage
+/// more with it ([`with_staged`](Self::with_staged)), e.g. the synced temp
+/// file its publication links into place. Dropping it unpublished appends
+/// nothing.
+pub struct PreparedAppend {
+    log: String,
+    seq: u64,
+    record: Bytes,
+    staged: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+impl PreparedAppend {
+    /// Record `seq` of `log`, with nothing staged.
+    pub fn new(log: &str, seq: u64, record: Bytes) -> Self {
+        PreparedAppend {
+            log: log.to_owned(),
+            seq,
+            record,
+            staged: None,
+        }
+    }
+
+    /// The same, with what the store staged for its publication.
+    pub fn with_staged(mut self, staged: Box<dyn std::any::Any + Send + Sync>) -> Self {
+        self.staged = Some(staged);
+        self
+    }
+
+    /// The log the record is for.
+    pub fn log(&self) -> &str {
+        &self.log
+    }
+
+    /// The record's position in the log.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The record.
+    pub fn record(&self) -> &Bytes {
+        &self.record
+    }
+
+    /// Takes what the store staged, if it is a `T` (the store that staged it
+    /// knows its type); `None` otherwise, and then it stays.
+    pub fn take_staged<T: std::any::Any + Send + Sync>(&mut self) -> Option<Box<T>> {
+        match self.staged.take()?.downcast::<T>() {
+            Ok(staged) => Some(staged),
+            Err(other) => {
+                self.staged = Some(other);
+                None
+            }
+        }
+    }
+}
+
+impl fmt::Debug for PreparedAppend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PreparedAppend")
+            .field("log", &self.log)
+            .field("seq", &self.seq)
+            .field("record", &self.record.len())
+            .field("staged", &self.staged.is_some())
+            .finish()
+    }
 }
 
 /// What [`ArtifactStore::remove_stale_temp_files`] or
@@ -518,6 +619,17 @@ macro_rules! forward_metadata_store {
         impl<T: MetadataStore + ?Sized> MetadataStore for $ty {
             async fn append(&self, log: &str, seq: u64, record: Bytes) -> Result<()> {
                 (**self).append(log, seq, record).await
+            }
+            async fn prepare_append(
+                &self,
+                log: &str,
+                seq: u64,
+                record: Bytes,
+            ) -> Result<PreparedAppend> {
+                (**self).prepare_append(log, seq, record).await
+            }
+            async fn publish_append(&self, prepared: PreparedAppend) -> Result<()> {
+                (**self).publish_append(prepared).await
             }
             async fn read_after(
                 &self,
