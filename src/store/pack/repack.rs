@@ -134,7 +134,6 @@ fn recipes<B: PackBackend>(backend: &B) -> Result<Vec<Recipe>> {
 
 /// The packs under [`PACKS_DIR`]: indexed, retired (record, no index) and
 /// bare (pack file, neither index nor record: a crash between pack and index).
-#[derive(Default)]
 struct PackNames {
     indexed: Vec<Digest>,
     retired: Vec<Digest>,
@@ -153,14 +152,15 @@ fn pack_names<B: PackBackend>(backend: &B) -> Result<PackNames> {
     let set =
         |ext: &str| -> HashSet<Digest> { names.iter().filter_map(|n| parse(n, ext)).collect() };
     let (idx, retired, packs) = (set(PACK_INDEX_EXT), set(RETIRED_EXT), set(PACK_EXT));
-    let mut out = PackNames::default();
-    out.indexed = idx.iter().copied().collect();
-    out.retired = retired.difference(&idx).copied().collect();
-    out.bare = packs
-        .iter()
-        .filter(|p| !idx.contains(p) && !retired.contains(p))
-        .copied()
-        .collect();
+    let mut out = PackNames {
+        indexed: idx.iter().copied().collect(),
+        retired: retired.difference(&idx).copied().collect(),
+        bare: packs
+            .iter()
+            .filter(|p| !idx.contains(p) && !retired.contains(p))
+            .copied()
+            .collect(),
+    };
     for v in [&mut out.indexed, &mut out.retired, &mut out.bare] {
         v.sort_unstable();
     }
@@ -245,11 +245,14 @@ fn overlaps(ranges: &[(u64, u64)], start: u64, end: u64) -> bool {
     ranges[..upto].iter().any(|r| r.1 > start)
 }
 
+/// A new pack being filled: the staged object, its hasher, its chunks and size.
+type Open<S> = (S, blake3::Hasher, Vec<(Digest, u64, u32)>, u64);
+
 /// New packs being written by a repack.
 struct Writer<'a, B: PackBackend> {
     backend: &'a B,
     pack_size: u64,
-    open: Option<(B::Staged, blake3::Hasher, Vec<(Digest, u64, u32)>, u64)>,
+    open: Option<Open<B::Staged>>,
     /// Where each copied chunk of each old pack went: old (pack, offset) →
     /// (new pack, offset). Filled when the new pack is published.
     moved: HashMap<(Digest, u64), (Digest, u64)>,
