@@ -604,7 +604,18 @@ impl Registry {
     /// were [purged](crate::Session::purge_version): a blob only purged versions
     /// used is deleted (their manifests too), one a kept version shares stays (a
     /// purged version's signature bundles stay, as its record does).
-    /// Checkpoints hold nothing else. If any reference cannot be read — a
+    /// Checkpoints hold nothing else.
+    ///
+    /// In a store that keeps large files as chunks in packs, the collection
+    /// then reclaims the chunks only deleted files used: packs no stored file
+    /// uses are retired, packs whose unused share reaches
+    /// [`GcOptions::repack_when_dead_percent`] have their used chunks copied
+    /// into new packs and are retired, and retired packs are deleted once the
+    /// grace period has passed since their retirement. Registrations wait
+    /// while packs may be deleted (docs/design.md, "Garbage collection with
+    /// packs").
+    ///
+    /// If any reference cannot be read — a
     /// model's log or a manifest that is missing, corrupt or unreadable, a blob
     /// listing that fails — the collection stops with that error before
     /// deleting anything: a blob is only deleted when every reference is known.
@@ -796,7 +807,16 @@ impl Registry {
                 .flat_map(|(_, intent)| intent.digests)
                 .collect();
             let mut defer = !missing(artifacts, &needed).await?.is_empty();
-            let repacked = artifacts.repack(options.repack_percent, false).await?;
+            // Copying may take longer than the lease lives: renew it meanwhile
+            // (a renewal that fails stops the collection before any delete).
+            let repack = artifacts.repack(options.repack_percent, false);
+            tokio::pin!(repack);
+            let repacked = loop {
+                tokio::select! {
+                    done = &mut repack => break done?,
+                    () = tokio::time::sleep(SWEEP_RENEW) => sweep.keep_alive(meta).await?,
+                }
+            };
             add(report, &repacked);
             // Deleting is only safe while registrations still honour the lease.
             defer |= !sweep.holds();
