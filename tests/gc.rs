@@ -647,3 +647,336 @@ async fn a_sweep_spares_a_purged_blob_a_registration_in_flight_reuses() {
         .expect("gc");
     assert_eq!(after.deleted, []);
 }
+
+// ---------------------------------------------------------------------------
+// Packs: a store that keeps large files as chunks in packs
+// ---------------------------------------------------------------------------
+
+use modelreg::store::{LocalArtifactOptions, LocalArtifactStore, PackCollection, PackOptions};
+
+/// `len` pseudo-random bytes from `seed`: content-defined chunking cuts them
+/// into ~64 KiB chunks.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    (0..len).map(|_| rng.u8(..)).collect()
+}
+
+/// A base file of 2 MiB and a variant that differs in bytes 256 KiB..1.25 MiB:
+/// with 1 MiB packs, the base's first pack is then 3/4 dead, its second 1/4.
+fn base_and_variant() -> (Vec<u8>, Vec<u8>) {
+    let base = noise(1, 2 << 20);
+    let mut variant = base.clone();
+    variant[256 << 10..1280 << 10].copy_from_slice(&noise(2, 1 << 20));
+    (base, variant)
+}
+
+/// A 1.5 MiB file of the base version's own, which no variant shares.
+fn own_file() -> Vec<u8> {
+    noise(3, 1536 << 10)
+}
+
+/// A packed local store at `root`: files of 1 MiB or more in packs of 1 MiB.
+fn packed(root: &Path) -> LocalArtifactStore {
+    let options = PackOptions::new().min_file_size(1 << 20).pack_size(1 << 20);
+    LocalArtifactStore::open_with(root, LocalArtifactOptions::new().packed(options))
+        .expect("open store")
+}
+
+/// Bytes of every file under `dir`.
+fn disk_usage(dir: &Path) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).expect("read dir") {
+        let entry = entry.expect("entry");
+        let meta = entry.metadata().expect("metadata");
+        total += if meta.is_dir() {
+            disk_usage(&entry.path())
+        } else {
+            meta.len()
+        };
+    }
+    total
+}
+
+/// The packs the recipe of `file` names, read from the store's layout.
+fn packs_of(root: &Path, file: &Digest) -> Vec<String> {
+    let hex = file.to_hex();
+    let path = root
+        .join("recipes/v1/blake3")
+        .join(&hex[0..2])
+        .join(&hex[2..4])
+        .join(&hex);
+    let recipe: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path).expect("recipe")).expect("json");
+    recipe["packs"]
+        .as_array()
+        .expect("packs")
+        .iter()
+        .map(|p| {
+            p.as_str()
+                .expect("hex")
+                .trim_start_matches("blake3:")
+                .to_owned()
+        })
+        .collect()
+}
+
+/// Model `fraud` in a packed store: v1 the base and a file of its own, v2
+/// the variant, v1 purged.
+async fn packed_with_purged_base(root: &Path) -> (MemoryMetadataStore, Registry) {
+    let meta = MemoryMetadataStore::new();
+    let reg = registry(Arc::new(meta.clone()), Arc::new(packed(root)));
+    let me = reg.acting_as(alice());
+    me.create_model("fraud", CreateModel::new())
+        .await
+        .expect("create");
+    let (base, variant) = base_and_variant();
+    let v1 =
+        ArtifactSource::files([("model.bin", base), ("own.bin", own_file())]).expect("valid paths");
+    let v2 = ArtifactSource::files([("model.bin", variant)]).expect("valid path");
+    for source in [v1, v2] {
+        me.register("fraud", source, NewVersion::new())
+            .await
+            .expect("register");
+    }
+    me.purge_version("fraud/1", "superseded")
+        .await
+        .expect("purge v1");
+    (meta, reg)
+}
+
+/// What a purged version alone used leaves the packs: the packs only it used
+/// are deleted, shared ones repacked, and the kept version still reads whole.
+#[tokio::test]
+async fn gc_reclaims_the_chunks_only_a_purged_version_used() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, reg) = packed_with_purged_base(dir.path()).await;
+    let before = disk_usage(dir.path());
+    let dry = reg
+        .gc(GcOptions::new(Duration::ZERO).dry_run(true))
+        .await
+        .expect("dry run");
+    // A dry run sees the packs as they stand: the purged file it would delete
+    // still uses its chunks.
+    assert_eq!(dry.packs_deleted, 0, "{dry:?}");
+    assert_eq!(disk_usage(dir.path()), before, "a dry run changes nothing");
+
+    let options = GcOptions::new(Duration::ZERO).repack_when_dead_percent(20);
+    let report = reg.gc(options).await.expect("gc");
+    let after = disk_usage(dir.path());
+    assert!(report.packs_repacked >= 2, "both base packs: {report:?}");
+    assert!(
+        report.packs_retired >= 1,
+        "the own file's packs: {report:?}"
+    );
+    assert!(report.packs_deleted >= 3, "{report:?}");
+    assert!(!report.packs_deletion_deferred);
+    // What only v1 used: the own file (1.5 MiB) and the base's changed region
+    // (1 MiB), give or take the chunks cut across the region's edges.
+    let ideal: u64 = (1536 + 1024) << 10;
+    let reclaimed = before - after;
+    assert!(
+        reclaimed >= ideal * 9 / 10,
+        "reclaimed {reclaimed} of {before} bytes, ideal {ideal}"
+    );
+    assert!(report.bytes_reclaimed() >= i64::try_from(ideal * 9 / 10).expect("small"));
+    assert_eq!(reg.verify("fraud/2").await.expect("whole").files, 1);
+    let check = reg.check().await.expect("check");
+    assert!(check.problems.is_empty(), "{:?}", check.problems);
+    // Nothing left to do: a second collection changes nothing.
+    let again = reg.gc(GcOptions::new(Duration::ZERO)).await.expect("gc");
+    assert_eq!((again.packs_repacked, again.packs_deleted), (0, 0));
+}
+
+/// Packs are retired, not deleted, within the grace period; deleted after it,
+/// and only those no stored file uses.
+#[tokio::test]
+async fn retired_packs_wait_for_the_grace_period() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, reg) = packed_with_purged_base(dir.path()).await;
+    let store = packed(dir.path());
+    let (base, _) = base_and_variant();
+    // What the blob sweep does to the purged version's files.
+    for file in [Digest::of(&base), Digest::of(&own_file())] {
+        store.delete(&file).await.expect("delete");
+    }
+    let step = store.repack(50, false).await.expect("repack");
+    assert!(step.retired > 0 && step.repacked > 0, "{step:?}");
+    let hour_ago = chrono::Utc::now() - chrono::Duration::hours(1);
+    let kept = store
+        .delete_retired_packs(hour_ago, false)
+        .await
+        .expect("delete retired");
+    assert_eq!(kept.deleted, 0, "retired within the grace period: {kept:?}");
+    assert!(kept.retired_kept > 0);
+    let deleted = store
+        .delete_retired_packs(chrono::Utc::now(), false)
+        .await
+        .expect("delete retired");
+    assert!(deleted.deleted > 0, "{deleted:?}");
+    assert_eq!(reg.verify("fraud/2").await.expect("whole").files, 1);
+}
+
+/// Artifacts whose deletion of retired packs pauses before it starts: the
+/// collection has repacked and retired, and holds its packs sweep lease.
+#[derive(Debug)]
+struct PausingPackDeletes {
+    inner: LocalArtifactStore,
+    pause: Arc<Pause>,
+}
+
+#[async_trait]
+impl ArtifactStore for PausingPackDeletes {
+    async fn head(&self, digest: &Digest) -> Result<Option<BlobMeta>> {
+        self.inner.head(digest).await
+    }
+    async fn put_stream(&self, digest: &Digest, data: ByteStream) -> Result<()> {
+        self.inner.put_stream(digest, data).await
+    }
+    async fn put_file(&self, digest: &Digest, path: &Path) -> Result<()> {
+        self.inner.put_file(digest, path).await
+    }
+    async fn get(&self, digest: &Digest) -> Result<ByteStream> {
+        self.inner.get(digest).await
+    }
+    async fn get_range(&self, digest: &Digest, range: Range<u64>) -> Result<Bytes> {
+        self.inner.get_range(digest, range).await
+    }
+    async fn delete(&self, digest: &Digest) -> Result<()> {
+        self.inner.delete(digest).await
+    }
+    async fn list(&self) -> Result<BoxStream<'static, Result<Digest>>> {
+        self.inner.list().await
+    }
+    fn location(&self, digest: &Digest) -> String {
+        self.inner.location(digest)
+    }
+    async fn materialize(&self, digest: &Digest, dest: &Path, mode: LinkMode) -> Result<Placed> {
+        self.inner.materialize(digest, dest, mode).await
+    }
+    async fn import_file(&self, path: &Path, mode: LinkMode) -> Result<Imported> {
+        self.inner.import_file(path, mode).await
+    }
+    async fn repack(&self, dead_percent: u8, dry_run: bool) -> Result<PackCollection> {
+        self.inner.repack(dead_percent, dry_run).await
+    }
+    async fn delete_retired_packs(
+        &self,
+        retired_before: chrono::DateTime<chrono::Utc>,
+        dry_run: bool,
+    ) -> Result<PackCollection> {
+        if !dry_run {
+            self.pause.stop_here().await;
+        }
+        self.inner
+            .delete_retired_packs(retired_before, dry_run)
+            .await
+    }
+}
+
+/// A registration of the purged base while the collection is about to delete
+/// the packs that held it (through another handle on the store, whose chunk
+/// index still knows those packs): it waits for the collection, then finds
+/// its file whole, and the new version reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_waits_for_a_pack_collection_and_its_file_survives_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (meta, registering) = packed_with_purged_base(dir.path()).await;
+    let pause = Arc::new(Pause::default());
+    let collecting = registry(
+        Arc::new(meta.clone()),
+        Arc::new(PausingPackDeletes {
+            inner: packed(dir.path()),
+            pause: pause.clone(),
+        }),
+    );
+    let gc = tokio::spawn(async move { collecting.gc(GcOptions::new(Duration::ZERO)).await });
+    pause.reached.notified().await;
+    let reg = registering.clone();
+    let register = tokio::spawn(async move {
+        let (base, _) = base_and_variant();
+        let source = ArtifactSource::files([("model.bin", base)]).expect("valid path");
+        reg.acting_as(alice())
+            .register("fraud", source, NewVersion::new())
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !register.is_finished(),
+        "a registration must wait for a collection that may delete packs"
+    );
+    pause.release.notify_one();
+    let report = gc.await.expect("gc task").expect("gc");
+    // The registration stored the base's chunks again: the same chunks in the
+    // same order make the same pack, indexed again, which step 2 then keeps.
+    assert!(
+        report.packs_retired + report.packs_repacked > 0,
+        "{report:?}"
+    );
+    let v = register.await.expect("register task").expect("register");
+    assert_eq!(v.number.get(), 3);
+    for version in ["fraud/2", "fraud/3"] {
+        assert_eq!(registering.verify(version).await.expect("whole").files, 1);
+    }
+    let check = registering.check().await.expect("check");
+    assert!(check.problems.is_empty(), "{:?}", check.problems);
+}
+
+/// The worst case the protocol guards: a registration stored its file with a
+/// recipe naming a pack (found through a chunk index older than the pack's
+/// retirement), and a collection that never saw its intent deleted that pack
+/// before the registration read the sweep leases. The registration, paused
+/// right after writing its intent, finds the file not stored (its recipe names
+/// a missing pack), stores it again, and commits a version that reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recipe_naming_a_deleted_pack_is_stored_again_before_the_commit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (meta, _) = packed_with_purged_base(dir.path()).await;
+    let own = own_file();
+    let own_digest = Digest::of(&own);
+    // The file is on disk, so the registration stores it before its intent.
+    let src = tempfile::tempdir().expect("tempdir");
+    std::fs::write(src.path().join("own.bin"), &own).expect("write source");
+    let pause = Arc::new(Pause::default());
+    let registering = registry(
+        Arc::new(PausingIntents {
+            inner: meta.clone(),
+            pause: pause.clone(),
+        }),
+        Arc::new(packed(dir.path())),
+    );
+    let reg = registering.clone();
+    let source = ArtifactSource::dir(src.path());
+    let register = tokio::spawn(async move {
+        reg.acting_as(alice())
+            .register("fraud", source, NewVersion::new())
+            .await
+    });
+    pause.reached.notified().await;
+    // What a collection that ended just now did to the packs only the purged
+    // version's own file uses: retired (index first), then deleted.
+    let doomed = packs_of(dir.path(), &own_digest);
+    assert!(!doomed.is_empty(), "the own file is packed");
+    let packs_dir = dir.path().join("packs/v1/blake3");
+    for pack in &doomed {
+        for ext in ["idx", "pack"] {
+            std::fs::remove_file(packs_dir.join(format!("{pack}.{ext}"))).expect("delete");
+        }
+    }
+    pause.release.notify_one();
+    // The registration's second intent (renewed after storing again) pauses too.
+    let releasing = tokio::spawn({
+        let pause = pause.clone();
+        async move {
+            loop {
+                pause.reached.notified().await;
+                pause.release.notify_one();
+            }
+        }
+    });
+    let v = register.await.expect("register task").expect("register");
+    releasing.abort();
+    assert_eq!(v.number.get(), 3);
+    assert_eq!(registering.verify("fraud/3").await.expect("whole").files, 1);
+    let check = registering.check().await.expect("check");
+    assert!(check.problems.is_empty(), "{:?}", check.problems);
+}

@@ -92,6 +92,7 @@ pub struct GcOptions {
     grace: Duration,
     dry_run: bool,
     temp_age: Duration,
+    repack_percent: u8,
 }
 
 impl GcOptions {
@@ -106,7 +107,19 @@ impl GcOptions {
             grace,
             dry_run: false,
             temp_age: Duration::from_secs(3600),
+            repack_percent: 50,
         }
+    }
+
+    /// In a store that keeps large files as chunks in packs
+    /// ([`PackOptions`](crate::store::PackOptions)), repack a pack once
+    /// `percent` of its bytes (default 50, at most 100) belong to no stored
+    /// file: its live chunks are copied into new packs and it is deleted. A
+    /// pack no file uses is deleted whatever the threshold. Lower frees more
+    /// space and copies more; 100 only deletes wholly dead packs.
+    pub fn repack_when_dead_percent(mut self, percent: u8) -> Self {
+        self.repack_percent = percent.min(100);
+        self
     }
 
     /// Also remove the stores' temp files not modified for `age` (default one
@@ -169,6 +182,38 @@ pub struct GcReport {
     pub temp_bytes: u64,
     /// Whether this was a dry run.
     pub dry_run: bool,
+    /// Packs (of a store that packs large files) whose live chunks were copied
+    /// into new packs, then retired.
+    #[serde(default)]
+    pub packs_repacked: u64,
+    /// Packs retired without copying: no stored file used them.
+    #[serde(default)]
+    pub packs_retired: u64,
+    /// Bytes copied from repacked packs into new ones.
+    #[serde(default)]
+    pub pack_bytes_copied: u64,
+    /// Retired packs deleted (their grace period over, no file using them).
+    #[serde(default)]
+    pub packs_deleted: u64,
+    /// Their bytes.
+    #[serde(default)]
+    pub pack_bytes_deleted: u64,
+    /// Whether deleting retired packs was put off to a later collection: a
+    /// registration in flight had not stored its files yet (it may be about
+    /// to use a retired pack), or the sweep lease could not be kept alive.
+    #[serde(default)]
+    pub packs_deletion_deferred: bool,
+}
+
+impl GcReport {
+    /// Bytes the collection gave back to the store: deleted blobs and packs,
+    /// less what repacking wrote anew.
+    pub fn bytes_reclaimed(&self) -> i64 {
+        let freed = self.bytes_freed.saturating_add(self.pack_bytes_deleted);
+        i64::try_from(freed)
+            .unwrap_or(i64::MAX)
+            .saturating_sub(i64::try_from(self.pack_bytes_copied).unwrap_or(i64::MAX))
+    }
 }
 
 /// A lease as stored: what it announces and until when.
@@ -179,6 +224,10 @@ struct LeaseRecord {
     expires: DateTime<Utc>,
     /// Intent: the digests a registration needs. Sweep: the candidates it may delete.
     digests: BTreeSet<Digest>,
+    /// Sweep: it may delete packs, which any registration's files may name
+    /// (through chunks found in them), so every registration waits for it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    packs: bool,
 }
 
 impl LeaseRecord {
@@ -189,6 +238,7 @@ impl LeaseRecord {
             created,
             expires: created + ttl,
             digests,
+            packs: false,
         }
     }
 
@@ -367,7 +417,7 @@ impl Intent {
                 .into_iter()
                 .filter(|(key, sweep)| {
                     sweep.live()
-                        && !sweep.digests.is_disjoint(&self.record.digests)
+                        && (sweep.packs || !sweep.digests.is_disjoint(&self.record.digests))
                         && waiting_for.as_ref().is_none_or(|w| w.contains(key))
                 })
                 .map(|(key, _)| key)
@@ -406,9 +456,21 @@ struct Sweep {
 impl Sweep {
     /// Writes the sweep lease for `candidates`.
     async fn announce(meta: &dyn MetadataStore, candidates: BTreeSet<Digest>) -> Result<Sweep> {
+        Self::announce_lease(meta, LeaseRecord::new(SWEEP_TTL, candidates)).await
+    }
+
+    /// Writes the sweep lease of a collection of packs: every registration
+    /// waits for it.
+    async fn announce_packs(meta: &dyn MetadataStore) -> Result<Sweep> {
+        let mut record = LeaseRecord::new(SWEEP_TTL, BTreeSet::new());
+        record.packs = true;
+        Self::announce_lease(meta, record).await
+    }
+
+    async fn announce_lease(meta: &dyn MetadataStore, record: LeaseRecord) -> Result<Sweep> {
         let sweep = Sweep {
             key: new_key(SWEEP_PREFIX),
-            record: LeaseRecord::new(SWEEP_TTL, candidates),
+            record,
             written: Instant::now(),
         };
         meta.put_lease(&sweep.key, sweep.record.to_bytes()).await?;
@@ -424,6 +486,12 @@ impl Sweep {
             self.written = Instant::now();
         }
         Ok(())
+    }
+
+    /// Whether the lease is surely still honoured by registrations, with a
+    /// margin for clocks that disagree by seconds.
+    fn holds(&self) -> bool {
+        self.written.elapsed() + Duration::from_secs(10) < SWEEP_TTL
     }
 
     /// Removes the lease, best effort: one left behind expires, and a later
@@ -536,7 +604,18 @@ impl Registry {
     /// were [purged](crate::Session::purge_version): a blob only purged versions
     /// used is deleted (their manifests too), one a kept version shares stays (a
     /// purged version's signature bundles stay, as its record does).
-    /// Checkpoints hold nothing else. If any reference cannot be read — a
+    /// Checkpoints hold nothing else.
+    ///
+    /// In a store that keeps large files as chunks in packs, the collection
+    /// then reclaims the chunks only deleted files used: packs no stored file
+    /// uses are retired, packs whose unused share reaches
+    /// [`GcOptions::repack_when_dead_percent`] have their used chunks copied
+    /// into new packs and are retired, and retired packs are deleted once the
+    /// grace period has passed since their retirement. Registrations wait
+    /// while packs may be deleted (docs/design.md, "Garbage collection with
+    /// packs").
+    ///
+    /// If any reference cannot be read — a
     /// model's log or a manifest that is missing, corrupt or unreadable, a blob
     /// listing that fails — the collection stops with that error before
     /// deleting anything: a blob is only deleted when every reference is known.
@@ -649,32 +728,115 @@ impl Registry {
                 Some(_) => report.young += 1,
             }
         }
-        if candidates.is_empty() {
+        if !candidates.is_empty() {
+            // 3. Announce the sweep before reading what is in flight.
+            let mut sweep = if options.dry_run {
+                None
+            } else {
+                Some(Sweep::announce(meta, candidates.clone()).await?)
+            };
+            let swept = self
+                .sweep(
+                    &options,
+                    cutoff,
+                    candidates,
+                    &mut marks,
+                    sweep.as_mut(),
+                    &mut report,
+                )
+                .await;
+            if let Some(sweep) = sweep {
+                sweep.end(meta).await;
+            }
             report.manifests = marks.manifests.len() as u64;
-            return Ok(report);
-        }
-
-        // 3. Announce the sweep before reading what is in flight.
-        let mut sweep = if options.dry_run {
-            None
-        } else {
-            Some(Sweep::announce(meta, candidates.clone()).await?)
-        };
-        let swept = self
-            .sweep(
-                &options,
-                cutoff,
-                candidates,
-                &mut marks,
-                sweep.as_mut(),
-                &mut report,
-            )
-            .await;
-        if let Some(sweep) = sweep {
-            sweep.end(meta).await;
+            swept?;
         }
         report.manifests = marks.manifests.len() as u64;
-        swept.map(|()| report)
+
+        // 6. Packs: what the blobs deleted above used is now dead in them.
+        self.collect_packs(&options, cutoff, &mut report).await?;
+        Ok(report)
+    }
+
+    /// Repacks and deletes packs (stores that keep files as chunks in packs),
+    /// after the blobs: see docs/design.md, "Garbage collection with packs".
+    ///
+    /// A registration may name any pack in the recipes it writes (through the
+    /// chunks its chunk index offers), so the sweep lease of this step makes
+    /// every registration wait, not only those sharing a candidate. Retiring a
+    /// pack (step 1) changes no file; deleting one (step 2) is what the
+    /// protocol guards: either a registration saw the lease, waited for it to
+    /// end and then checks its files (a recipe naming a deleted pack is a file
+    /// not stored, stored again), or this collection saw its intent, and then
+    /// its recipes are read by step 2, which keeps every pack a recipe names,
+    /// or, if its files are not all stored yet, deletes no pack this time.
+    async fn collect_packs(
+        &self,
+        options: &GcOptions,
+        cutoff: DateTime<Utc>,
+        report: &mut GcReport,
+    ) -> Result<()> {
+        let meta = self.inner.metadata.as_ref();
+        let artifacts = self.inner.artifacts.as_ref();
+        let add = |report: &mut GcReport, step: &crate::store::PackCollection| {
+            report.packs_repacked += step.repacked;
+            report.packs_retired += step.retired;
+            report.pack_bytes_copied += step.copied_bytes;
+            report.packs_deleted += step.deleted;
+            report.pack_bytes_deleted += step.deleted_bytes;
+        };
+        let planned = artifacts.repack(options.repack_percent, true).await?;
+        let deletable = artifacts.delete_retired_packs(cutoff, true).await?;
+        if options.dry_run {
+            add(report, &planned);
+            let deletable = artifacts.delete_retired_packs(cutoff, true).await?;
+            add(report, &deletable);
+            return Ok(());
+        }
+        if planned.repacked + planned.retired == 0 && deletable.deleted == 0 {
+            return Ok(());
+        }
+        let mut sweep = Sweep::announce_packs(meta).await?;
+        let result = async {
+            // Registrations in flight whose files are not all stored may be
+            // about to name any pack: no pack is deleted this time.
+            let (intents, _) = read_leases(meta, INTENT_PREFIX).await?;
+            let needed: BTreeSet<Digest> = intents
+                .into_iter()
+                .filter(|(_, intent)| intent.live())
+                .flat_map(|(_, intent)| intent.digests)
+                .collect();
+            let mut defer = !missing(artifacts, &needed).await?.is_empty();
+            // Copying may take longer than the lease lives: renew it meanwhile
+            // (a renewal that fails stops the collection before any delete).
+            let repack = artifacts.repack(options.repack_percent, false);
+            tokio::pin!(repack);
+            let repacked = loop {
+                tokio::select! {
+                    done = &mut repack => break done?,
+                    () = tokio::time::sleep(SWEEP_RENEW) => sweep.keep_alive(meta).await?,
+                }
+            };
+            add(report, &repacked);
+            // Deleting is only safe while registrations still honour the lease.
+            defer |= !sweep.holds();
+            if !defer {
+                sweep.keep_alive(meta).await?;
+                // The grace period counts from each pack's retirement, which
+                // may be just now.
+                let cutoff = chrono::Duration::from_std(options.grace)
+                    .ok()
+                    .and_then(|grace| Utc::now().checked_sub_signed(grace))
+                    .unwrap_or(DateTime::<Utc>::MIN_UTC);
+                let deleted = artifacts.delete_retired_packs(cutoff, false).await?;
+                add(report, &deleted);
+            }
+            report.packs_deletion_deferred = defer;
+            Ok::<_, Error>(())
+        }
+        .await;
+        sweep.end(meta).await;
+        result
     }
 
     /// Steps 4 and 5 of [`gc`](Self::gc), with the sweep announced (unless a dry
@@ -848,6 +1010,49 @@ mod tests {
         .expect("no wait for a dead collector")
         .expect("register");
         assert_eq!(registered.number.get(), 1);
+    }
+
+    /// A registration in flight whose files are not stored yet may name any
+    /// pack: the collection retires packs but deletes none, until it is gone.
+    #[tokio::test]
+    async fn pack_deletion_waits_for_registrations_that_have_not_stored_their_files() {
+        use crate::store::{LocalArtifactOptions, LocalArtifactStore, PackOptions};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = PackOptions::new().min_file_size(0).pack_size(1 << 20);
+        let store =
+            LocalArtifactStore::open_with(dir.path(), LocalArtifactOptions::new().packed(options))
+                .expect("store");
+        let reg = Registry::builder()
+            .metadata(std::sync::Arc::new(crate::store::MemoryMetadataStore::new()))
+            .artifacts(std::sync::Arc::new(store))
+            .build()
+            .expect("registry");
+        let me = reg.acting_as(Actor::new("alice").expect("actor"));
+        me.create_model("fraud", CreateModel::new())
+            .await
+            .expect("create");
+        let mut rng = fastrand::Rng::with_seed(7);
+        let bytes: Vec<u8> = (0..(1 << 20)).map(|_| rng.u8(..)).collect();
+        let source = ArtifactSource::files([("m.bin", bytes)]).expect("source");
+        me.register("fraud", source, NewVersion::new())
+            .await
+            .expect("register");
+        me.purge_version("fraud/1", "gone").await.expect("purge");
+        let unstored = LeaseRecord::new(INTENT_TTL, BTreeSet::from([Digest::of(b"to come")]));
+        let meta = reg.metadata_store();
+        meta.put_lease("intent-in-flight", unstored.to_bytes())
+            .await
+            .expect("put lease");
+        let held = reg.gc(GcOptions::new(Duration::ZERO)).await.expect("gc");
+        assert!(held.packs_retired > 0, "{held:?}");
+        assert!(held.packs_deletion_deferred);
+        assert_eq!(held.packs_deleted, 0);
+
+        meta.delete_lease("intent-in-flight").await.expect("delete");
+        let freed = reg.gc(GcOptions::new(Duration::ZERO)).await.expect("gc");
+        assert!(!freed.packs_deletion_deferred);
+        assert_eq!(freed.packs_deleted, held.packs_retired, "{freed:?}");
+        assert!(freed.pack_bytes_deleted >= 1 << 20);
     }
 
     #[tokio::test]

@@ -55,17 +55,17 @@ use futures::stream::{self, BoxStream};
 
 use super::fsutil::{self, PublishMode, Published, TempFile};
 use super::layout::{
-    BLOBS_DIR, CHECKPOINT_EXT, CHECKPOINT_READ_ATTEMPTS, CHECKPOINTS, LEASES_DIR, LOGS_DIR, PARTS,
-    RECIPES_DIR, RECORD_EXT, RECORDS, SEQ_DIGITS, blob_key, is_shard_name, metadata_key, pack_key,
-    parse_blob_name, parse_seq_file_name, prunable_checkpoints, recipe_key, seq_digits,
-    seq_file_name,
+    BLOBS_DIR, CHECKPOINT_EXT, CHECKPOINT_READ_ATTEMPTS, CHECKPOINTS, LEASES_DIR, LOGS_DIR,
+    PACKS_DIR, PARTS, RECIPES_DIR, RECORD_EXT, RECORDS, SEQ_DIGITS, blob_key, is_shard_name,
+    metadata_key, pack_key, parse_blob_name, parse_seq_file_name, prunable_checkpoints, recipe_key,
+    seq_digits, seq_file_name,
 };
 use super::pack::{self, PackBackend, PackOptions, Recipe, SharedIndex};
 use super::pipe::pipe;
 use super::{
     ArtifactStore, BlobMeta, ByteStream, Checkpoint, Imported, LinkMode, LogRecord, Materialized,
-    MetadataItem, MetadataStore, Placed, PreparedAppend, TempSweep, check_lease_key, check_log_key,
-    check_part_key, check_seq,
+    MetadataItem, MetadataStore, PackCollection, Placed, PreparedAppend, TempSweep,
+    check_lease_key, check_log_key, check_part_key, check_seq,
 };
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -846,6 +846,15 @@ impl PackBackend for Files<'_> {
             .map(drop)
     }
 
+    fn replace_small(&self, key: &str, bytes: &[u8]) -> io::Result<()> {
+        let mut staged = TempFile::create(&self.0.tmp())?;
+        staged.file().write_all(bytes)?;
+        set_read_only(staged.file())?;
+        staged
+            .publish(&self.0.path.join(key), PublishMode::Replace)
+            .map(drop)
+    }
+
     fn get_small(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
         match fs::read(self.0.path.join(key)) {
             Ok(bytes) => Ok(Some(bytes)),
@@ -902,14 +911,19 @@ fn open_recipe(root: &Root, digest: &Digest) -> Result<Option<Recipe>> {
     pack::read_recipe(&Files(root), digest)
 }
 
-/// Whether `digest` is stored, as a whole blob or packed.
+/// Whether `digest` is stored, as a whole blob or packed (a recipe whose packs
+/// are all there: one naming a pack a collection deleted is not a stored file).
 fn stored(root: &Root, operation: &'static str, digest: &Digest) -> Result<bool> {
     if blob_exists(root, operation, digest)? {
         return Ok(true);
     }
-    Files(root)
-        .exists(&recipe_key(digest))
-        .map_err(|e| root.error(operation, recipe_key(digest), e))
+    match open_recipe(root, digest) {
+        Ok(Some(recipe)) => pack::repack::recipe_intact(&Files(root), &recipe)
+            .map_err(|e| root.error(operation, recipe_key(digest), e)),
+        Ok(None) => Ok(false),
+        // A damaged recipe is a damaged store: say so where it is.
+        Err(e) => Err(e),
+    }
 }
 
 /// Whether a file of `len` bytes is packed under `packing`.
@@ -1444,7 +1458,16 @@ impl ArtifactStore for LocalArtifactStore {
                 Err(e) if is_missing(&e) => return Ok(None),
                 Err(e) => return Err(root.error("head", recipe_key(&digest), e)),
             };
-            Ok(open_recipe(root, &digest)?.map(|r| meta(&recipe_meta, r.size)))
+            // One naming a pack a collection deleted is not a stored file.
+            match open_recipe(root, &digest)? {
+                Some(r)
+                    if pack::repack::recipe_intact(&Files(root), &r)
+                        .map_err(|e| root.error("head", recipe_key(&digest), e))? =>
+                {
+                    Ok(Some(meta(&recipe_meta, r.size)))
+                }
+                _ => Ok(None),
+            }
         })
         .await
     }
@@ -1677,6 +1700,29 @@ impl ArtifactStore for LocalArtifactStore {
         run(&self.root, "remove temp files", TMP_DIR, move |root| {
             fsutil::remove_stale_temps(&root.tmp(), older_than)
                 .map_err(|e| root.error("remove temp files", TMP_DIR, e))
+        })
+        .await
+    }
+
+    async fn repack(&self, dead_percent: u8, dry_run: bool) -> Result<PackCollection> {
+        let request = pack::repack::RepackRequest {
+            threshold: f64::from(dead_percent.min(100)) / 100.0,
+            pack_size: self.packing.unwrap_or_default().pack_size,
+            dry_run,
+        };
+        run(&self.root, "repack", PACKS_DIR, move |root| {
+            pack::repack::repack(&Files(root), &request)
+        })
+        .await
+    }
+
+    async fn delete_retired_packs(
+        &self,
+        retired_before: DateTime<Utc>,
+        dry_run: bool,
+    ) -> Result<PackCollection> {
+        run(&self.root, "delete retired packs", PACKS_DIR, move |root| {
+            pack::repack::delete_retired(&Files(root), retired_before, dry_run)
         })
         .await
     }

@@ -43,7 +43,7 @@ pub(crate) mod power_loss;
 pub use local::{LocalArtifactOptions, LocalArtifactStore, LocalMetadataStore};
 pub use memory::{MemoryArtifactStore, MemoryMetadataStore};
 pub use object::{ObjectArtifactStore, ObjectMetadataStore};
-pub use pack::PackOptions;
+pub use pack::{PackCollection, PackOptions};
 
 /// A stream of byte chunks, as blobs are read and written.
 pub type ByteStream = BoxStream<'static, Result<Bytes>>;
@@ -532,6 +532,38 @@ pub trait ArtifactStore: Send + Sync + fmt::Debug + 'static {
         Ok(TempSweep::default())
     }
 
+    /// Step 1 of collecting packs, for stores that keep files as chunks in
+    /// packs (the default, for stores that do not, does nothing): every pack
+    /// whose share of bytes no stored file uses reaches `dead_percent` has its
+    /// used chunks copied into new packs and the files that used it pointed at
+    /// them, and is then *retired* (its chunks are no longer offered for
+    /// deduplication); a pack no file uses is retired as it is. Retired packs
+    /// stay readable until [`delete_retired_packs`](Self::delete_retired_packs).
+    ///
+    /// Called by [`Registry::gc`](crate::Registry::gc) after unreferenced blobs
+    /// are deleted, inside its leases protocol; calling it directly is safe for
+    /// the files (none changes), but only the registry knows when deleting the
+    /// retired packs is.
+    async fn repack(&self, dead_percent: u8, dry_run: bool) -> Result<PackCollection> {
+        let _ = (dead_percent, dry_run);
+        Ok(PackCollection::default())
+    }
+
+    /// Step 2 of collecting packs: deletes the packs retired before
+    /// `retired_before` that no stored file uses. The default does nothing.
+    ///
+    /// Only safe while no writer can name a retired pack in a file it is about
+    /// to store: [`Registry::gc`](crate::Registry::gc) calls it under a sweep
+    /// lease that registrations wait for, and then check their files.
+    async fn delete_retired_packs(
+        &self,
+        retired_before: DateTime<Utc>,
+        dry_run: bool,
+    ) -> Result<PackCollection> {
+        let _ = (retired_before, dry_run);
+        Ok(PackCollection::default())
+    }
+
     /// Writes the blob to the new file `dest` (which must not exist; its directory
     /// must), by link or copy as `mode` allows, durable when this returns, and
     /// reports the digest of the bytes now at `dest`. A missing blob is
@@ -731,6 +763,16 @@ macro_rules! forward_artifact_store {
                 mode: LinkMode,
             ) -> Result<Placed> {
                 (**self).materialize(digest, dest, mode).await
+            }
+            async fn repack(&self, dead_percent: u8, dry_run: bool) -> Result<PackCollection> {
+                (**self).repack(dead_percent, dry_run).await
+            }
+            async fn delete_retired_packs(
+                &self,
+                retired_before: DateTime<Utc>,
+                dry_run: bool,
+            ) -> Result<PackCollection> {
+                (**self).delete_retired_packs(retired_before, dry_run).await
             }
             fn location(&self, digest: &Digest) -> String {
                 (**self).location(digest)

@@ -36,6 +36,9 @@ use super::layout::{PACKS_DIR, pack_index_key, pack_key, parse_pack_index_name, 
 
 use super::chunking;
 
+pub(crate) mod repack;
+pub use repack::PackCollection;
+
 /// Format version of pack indexes and recipes.
 const FORMAT: u32 = 1;
 
@@ -95,6 +98,17 @@ pub(crate) trait PackBackend: Send + Sync {
         let mut staged = self.stage()?;
         staged.write_all(bytes)?;
         self.publish(staged, key)
+    }
+    /// Replaces the small object `key` atomically (readers see the old bytes
+    /// or the new ones), durably. Only repacking rewrites an object (a recipe,
+    /// whose name is its file's BLAKE3 and stays); a backend that cannot
+    /// replace says so and its packs are not repacked.
+    fn replace_small(&self, key: &str, bytes: &[u8]) -> io::Result<()> {
+        let _ = (key, bytes);
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this store does not replace objects",
+        ))
     }
     /// Reads a whole small object; `None` if it does not exist.
     fn get_small(&self, key: &str) -> io::Result<Option<Vec<u8>>>;
@@ -339,6 +353,16 @@ impl ChunkIndex {
         let names = backend
             .list(PACKS_DIR)
             .map_err(|e| storage(backend, "list packs", PACKS_DIR, e))?;
+        // A pack whose index is gone was retired by a repack (its chunks live
+        // elsewhere now, or nowhere): start again from the indexes listed, so
+        // no lookup offers a pack about to be deleted.
+        let listed: std::collections::HashSet<Digest> = names
+            .iter()
+            .filter_map(|n| parse_pack_index_name(n))
+            .collect();
+        if self.packs.iter().any(|p| !listed.contains(p)) {
+            *self = ChunkIndex::default();
+        }
         for pack in names.iter().filter_map(|n| parse_pack_index_name(n)) {
             if self.known.contains_key(&pack) {
                 continue;
@@ -435,6 +459,9 @@ pub(crate) fn store_file<B: PackBackend>(
     let mut open: Option<OpenPack<B::Staged>> = None;
     let mut pack_slots: HashMap<Digest, u32> = HashMap::new();
     let mut new_bytes = 0u64;
+    // Packs the chunk index offered, and whether they are there (a collection
+    // may have deleted one after its index was read).
+    let mut present: HashMap<Digest, bool> = HashMap::new();
     let mut size = 0u64;
     let mut buf = Vec::new();
     let changed = || Error::SourceChanged {
@@ -470,6 +497,7 @@ pub(crate) fn store_file<B: PackBackend>(
         }
         if let Some((pack, loc)) = index.with(|i| i.lookup(&chunk.hash))
             && loc.len == chunk.len
+            && repack::pack_present(backend, &mut present, &pack)?
         {
             let slot = slot_of(&mut packs, &mut pack_slots, pack);
             push(&mut terms, Term(slot, loc.offset, u64::from(loc.len)));
@@ -531,10 +559,24 @@ pub(crate) fn store_file<B: PackBackend>(
         terms,
     };
     let key = recipe_key(&digest);
-    let written = !backend
+    let existing = backend
         .exists(&key)
         .map_err(|e| storage(backend, "write recipe", &key, e))?;
-    if written {
+    // A recipe naming a pack a collection deleted (written by a writer whose
+    // chunk index predated the pack's retirement) is not a stored file:
+    // replace it with this one.
+    let dangling = existing
+        && match read_recipe(backend, &digest) {
+            Ok(Some(old)) => !repack::recipe_intact(backend, &old)
+                .map_err(|e| storage(backend, "write recipe", &key, e))?,
+            Ok(None) | Err(_) => true,
+        };
+    let written = !existing || dangling;
+    if dangling {
+        backend
+            .replace_small(&key, &recipe.encode())
+            .map_err(|e| storage(backend, "write recipe", &key, e))?;
+    } else if written {
         backend
             .put_small(&key, &recipe.encode())
             .map_err(|e| storage(backend, "write recipe", &key, e))?;

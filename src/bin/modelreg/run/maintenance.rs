@@ -67,5 +67,20 @@ pub(super) async fn gc(ctx: &Ctx, a: GcArgs) -> Out {
         report.in_flight,
         report.temp_files
     ));
+    if report.packs_repacked + report.packs_retired + report.packs_deleted > 0 {
+        let deferred = if report.packs_deletion_deferred {
+            "; deleting packs put off (a registration in flight)"
+        } else {
+            ""
+        };
+        ctx.note(format!(
+            "packs: {} repacked ({} copied), {} retired, {verb} {} ({}){deferred}",
+            report.packs_repacked,
+            output::bytes(report.pack_bytes_copied),
+            report.packs_retired,
+            report.packs_deleted,
+            output::bytes(report.pack_bytes_deleted),
+        ));
+    }
     Ok(())
 }
