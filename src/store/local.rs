@@ -791,6 +791,16 @@ impl PackBackend for Files<'_> {
             .map(drop)
     }
 
+    fn publish_all(&self, objects: Vec<(Staged, String)>) -> io::Result<()> {
+        let mut files = Vec::with_capacity(objects.len());
+        for (mut staged, key) in objects {
+            // A no-op after `sync_staged`, as in `publish`.
+            set_read_only(staged.0.file())?;
+            files.push((staged.0, self.0.path.join(key)));
+        }
+        fsutil::publish_all(files)
+    }
+
     fn get_small(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
         match fs::read(self.0.path.join(key)) {
             Ok(bytes) => Ok(Some(bytes)),

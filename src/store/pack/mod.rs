@@ -98,6 +98,15 @@ pub(crate) trait PackBackend: Send + Sync {
     /// Makes a staged object durable under `key`. An existing `key` (same name,
     /// same bytes: keys are content addresses) is success.
     fn publish(&self, staged: Self::Staged, key: &str) -> io::Result<()>;
+    /// Publishes several staged objects (as [`publish`](Self::publish) each),
+    /// all durable when it returns; a backend may batch what they share (the
+    /// local store syncs their directory once).
+    fn publish_all(&self, objects: Vec<(Self::Staged, String)>) -> io::Result<()> {
+        for (staged, key) in objects {
+            self.publish(staged, &key)?;
+        }
+        Ok(())
+    }
     /// Writes the small object `key` durably (create-only, as `publish`).
     fn put_small(&self, key: &str, bytes: &[u8]) -> io::Result<()> {
         let mut staged = self.stage()?;
@@ -464,7 +473,7 @@ pub(crate) fn store_file<B: PackBackend>(
     index.with(|i| i.refresh(backend))?;
     let (to_sha, sha_batches) = mpsc::sync_channel::<Vec<u8>>(1);
     let (sha_done, done_batches) = mpsc::channel::<Vec<u8>>();
-    let (to_syncer, to_sync) = mpsc::channel::<(B::Staged, String)>();
+    let (to_syncer, to_sync) = mpsc::channel::<(B::Staged, PackIndex)>();
     std::thread::scope(|scope| {
         let sha_thread = scope.spawn(move || {
             let mut sha = sha2::Sha256::new();
@@ -475,20 +484,29 @@ pub(crate) fn store_file<B: PackBackend>(
             }
             sha
         });
-        // A full pack's fsync runs here while the file is read; the packs
-        // come back, synced, to be named once the file is known to be new.
-        let syncer = scope.spawn(move || -> Result<Vec<(B::Staged, String)>> {
-            let mut synced = Vec::new();
-            let mut failed = None;
-            for (staged, key) in to_sync {
-                if failed.is_none() {
-                    match backend.sync_staged(&staged) {
-                        Ok(()) => synced.push((staged, key)),
-                        Err(e) => failed = Some(storage(backend, "write pack", &key, e)),
-                    }
-                }
+        // A full pack's fsync, and its index's writing and fsync, run here
+        // while the file is read; both come back, synced, to be named once
+        // the file is known to be new.
+        type Synced<S> = Vec<(S, String)>;
+        let syncer = scope.spawn(move || -> Result<(Synced<B::Staged>, Synced<B::Staged>)> {
+            let (mut packs, mut indexes) = (Vec::new(), Vec::new());
+            for (staged, pack_index) in to_sync {
+                let name = pack_index.pack;
+                let key = pack_key(&name);
+                backend
+                    .sync_staged(&staged)
+                    .map_err(|e| storage(backend, "write pack", &key, e))?;
+                packs.push((staged, key));
+                let key = pack_index_key(&name);
+                let bytes = serde_json::to_vec(&pack_index)
+                    .unwrap_or_else(|e| unreachable!("plain data always serializes: {e}"));
+                let index_err = |e| storage(backend, "write pack index", &key, e);
+                let mut staged = backend.stage().map_err(index_err)?;
+                staged.write_all(&bytes).map_err(index_err)?;
+                backend.sync_staged(&staged).map_err(index_err)?;
+                indexes.push((staged, key));
             }
-            failed.map_or(Ok(synced), Err)
+            Ok((packs, indexes))
         });
         let mut file_hash = blake3::Hasher::new();
         let mut packs: Vec<Digest> = Vec::new();
@@ -516,15 +534,16 @@ pub(crate) fn store_file<B: PackBackend>(
               -> Result<()> {
             let name = Digest::from_bytes(*p.hasher.finalize().as_bytes());
             packs[p.slot as usize] = name;
-            new_packs.push(PackIndex {
+            let pack_index = PackIndex {
                 format: FORMAT,
                 pack: name,
                 size: p.size,
                 chunks: p.chunks,
-            });
+            };
+            new_packs.push(pack_index.clone());
             let stopped = || io::Error::other("the syncing thread stopped");
             to_syncer
-                .send((p.staged, pack_key(&name)))
+                .send((p.staged, pack_index))
                 .map_err(|_| storage(backend, "write pack", PACKS_DIR, stopped()))
         };
         let params = chunking::ChunkParams::default();
@@ -621,8 +640,9 @@ pub(crate) fn store_file<B: PackBackend>(
         let sha = sha_thread
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        closed.and(fed)?;
+        // The syncer's own failure first: it makes the reader's sends fail.
         let synced = synced?;
+        closed.and(fed)?;
         let digest: Digest = Digest::from_bytes(*file_hash.finalize().as_bytes());
         if let Some(expected) = expected
             && *expected != digest
@@ -650,21 +670,15 @@ pub(crate) fn store_file<B: PackBackend>(
                 written: false,
             });
         }
-        // The packs' bytes are durable: their names, then their indexes, then
-        // the recipe that uses them.
-        for (staged, key) in synced {
-            backend
-                .publish(staged, &key)
-                .map_err(|e| storage(backend, "write pack", &key, e))?;
-        }
-        for pack_index in &new_packs {
-            let key = pack_index_key(&pack_index.pack);
-            let bytes = serde_json::to_vec(pack_index)
-                .unwrap_or_else(|e| unreachable!("plain data always serializes: {e}"));
-            backend
-                .put_small(&key, &bytes)
-                .map_err(|e| storage(backend, "write pack index", &key, e))?;
-        }
+        // The packs' and indexes' bytes are durable: the packs' names, then
+        // the indexes', then the recipe that uses them.
+        let (synced_packs, synced_indexes) = synced;
+        backend
+            .publish_all(synced_packs)
+            .map_err(|e| storage(backend, "write pack", PACKS_DIR, e))?;
+        backend
+            .publish_all(synced_indexes)
+            .map_err(|e| storage(backend, "write pack index", PACKS_DIR, e))?;
         index.with(|i| new_packs.iter().for_each(|p| i.add(p)));
         let recipe = Recipe {
             format: FORMAT,
