@@ -487,8 +487,9 @@ pub(crate) fn store_file<B: PackBackend>(
         // A full pack's fsync, and its index's writing and fsync, run here
         // while the file is read; both come back, synced, to be named once
         // the file is known to be new.
-        type Synced<S> = Vec<(S, String)>;
-        let syncer = scope.spawn(move || -> Result<(Synced<B::Staged>, Synced<B::Staged>)> {
+        /// Synced packs and synced indexes, each with its key.
+        type Synced<S> = (Vec<(S, String)>, Vec<(S, String)>);
+        let syncer = scope.spawn(move || -> Result<Synced<B::Staged>> {
             let (mut packs, mut indexes) = (Vec::new(), Vec::new());
             for (staged, pack_index) in to_sync {
                 let name = pack_index.pack;
