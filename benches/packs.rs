@@ -6,7 +6,13 @@
 //! cargo bench --bench packs                                   # ~256 MiB base, 3 pairs
 //! MODELREG_BENCH_MIB=512 MODELREG_BENCH_PAIRS=5 cargo bench --bench packs
 //! MODELREG_BENCH_MIB=8 MODELREG_BENCH_PAIRS=1 cargo bench --bench packs  # smoke run
+//! MODELREG_BENCH_RSS_MIB=4096 cargo bench --bench packs   # peak RSS only (below)
 //! ```
+//!
+//! With `MODELREG_BENCH_RSS_MIB` set, the bench does only this: write a
+//! pseudo-random file of that many MiB, register it into a fresh packed
+//! registry in one child process and fetch it in another, each printing its
+//! time and peak RSS (`VmHWM`); then delete both.
 //!
 //! The files are scenario (a) of `benches/support/dedup_scenarios.rs` (a
 //! Llama-shaped BF16 safetensors checkpoint of about `MODELREG_BENCH_MIB` MiB,
@@ -202,9 +208,97 @@ impl Rows {
     }
 }
 
+/// Peak resident memory of this process so far (`VmHWM`), in bytes.
+fn peak_rss() -> u64 {
+    let status = fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmHWM in /proc/self/status")
+        * 1024
+}
+
+/// The child of [`rss`]: registers the file `MODELREG_BENCH_RSS_FILE` into
+/// (`register`) or fetches it from (`fetch`) the packed registry at
+/// `MODELREG_BENCH_RSS_ROOT`, then prints its peak RSS.
+fn rss_child(what: &str) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let root = std::env::var("MODELREG_BENCH_RSS_ROOT").expect("root");
+    let file = std::env::var("MODELREG_BENCH_RSS_FILE").expect("file");
+    let t = Instant::now();
+    if what == "register" {
+        let reg = registry(&rt, Path::new(&root), true);
+        rt.block_on(reg.acting_as(actor()).register(
+            "bench",
+            ArtifactSource::file(&file),
+            NewVersion::new(),
+        ))
+        .expect("register");
+    } else {
+        let options = LocalArtifactOptions::new().packed(PackOptions::new());
+        let reg = rt
+            .block_on(Registry::open_local_with(&root, options))
+            .expect("open");
+        let out = Path::new(&root).with_extension("out");
+        rt.block_on(reg.fetch("bench/1", &out, FetchOptions::new()))
+            .expect("fetch");
+    }
+    println!(
+        "{what:<9} {:.1} s, peak RSS {:.1} MiB",
+        t.elapsed().as_secs_f64(),
+        mib(peak_rss())
+    );
+}
+
+/// Peak RSS of registering, then fetching, a new file of `mib` MiB
+/// (pseudo-random: content-defined chunks, the most chunks per byte) in a
+/// packed local registry, each in a child process of its own; the file and
+/// the registry are deleted after.
+fn rss(mib_size: u64) {
+    let tmp =
+        tempfile::tempdir_in(std::env::var("MODELREG_BENCH_DIR").unwrap_or_else(|_| ".".into()))
+            .expect("tempdir");
+    let file = tmp.path().join("big.bin");
+    let t = Instant::now();
+    {
+        use std::io::{Read, Write};
+        let mut out =
+            std::io::BufWriter::with_capacity(4 << 20, File::create(&file).expect("create"));
+        let mut xof = blake3::Hasher::new().update(b"rss").finalize_xof();
+        let mut buf = vec![0u8; 4 << 20];
+        for _ in 0..mib_size / 4 {
+            xof.read_exact(&mut buf).expect("xof");
+            out.write_all(&buf).expect("write");
+        }
+        out.into_inner().expect("flush").sync_all().expect("sync");
+    }
+    println!(
+        "rss: a {mib_size} MiB pseudo-random file written in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let root = tmp.path().join("reg");
+    for what in ["register", "fetch"] {
+        let status = std::process::Command::new(std::env::current_exe().expect("exe"))
+            .arg("--bench")
+            .env("MODELREG_BENCH_RSS_CHILD", what)
+            .env("MODELREG_BENCH_RSS_ROOT", &root)
+            .env("MODELREG_BENCH_RSS_FILE", &file)
+            .status()
+            .expect("run child");
+        assert!(status.success(), "{what} child failed");
+    }
+}
+
 fn main() {
     if !benchmarking() {
         return;
+    }
+    if let Ok(what) = std::env::var("MODELREG_BENCH_RSS_CHILD") {
+        return rss_child(&what);
+    }
+    if let Ok(size) = std::env::var("MODELREG_BENCH_RSS_MIB") {
+        return rss(size.parse().expect("MODELREG_BENCH_RSS_MIB: MiB"));
     }
     let base_mib = env_num("MODELREG_BENCH_MIB", 256);
     let pairs = env_num("MODELREG_BENCH_PAIRS", 3).max(1);

@@ -49,7 +49,7 @@ const INLINE_HASH_BYTES: usize = 64 << 10;
 const WINDOW: usize = 2 << 20;
 
 /// How much [`copy_hashing`] copies per kernel call before the hasher may read it.
-const COPY_WINDOW: u64 = 32 << 20;
+pub(crate) const COPY_WINDOW: u64 = 32 << 20;
 
 /// Files up to this size are hashed with one read on the calling thread.
 const SMALL_FILE: u64 = 1 << 20;
@@ -478,8 +478,38 @@ pub(crate) fn copy_hashing(
     dest_read: &File,
     meter: Option<&Meter>,
 ) -> io::Result<(Digest, u64)> {
-    let (digest, (), size) = copy_hashing_as(src, dest, dest_read, meter)?;
+    let (digest, (), size) = copy_hashing_as(file_copier(src, dest), dest_read, meter)?;
     Ok((digest, size))
+}
+
+/// [`copy_hashing`] where `copy` does the copying: each call appends the next
+/// piece to the destination (about [`COPY_WINDOW`] bytes, in the kernel where
+/// it can) and returns its length, 0 once all is copied. It runs on its own
+/// thread while the pieces already written are read back from `dest_read` and
+/// hashed on the others; the destination must start empty. Used to rebuild a
+/// packed file: the digest is of the destination's bytes.
+pub(crate) fn copy_hashing_by(
+    copy: impl FnMut() -> io::Result<u64> + Send,
+    dest_read: &File,
+    meter: Option<&Meter>,
+) -> io::Result<(Digest, u64)> {
+    let (digest, (), size) = copy_hashing_as(copy, dest_read, meter)?;
+    Ok((digest, size))
+}
+
+/// The copier of [`copy_hashing`]: [`COPY_WINDOW`] of `src` into `dest` per
+/// call, by `io::copy` (`copy_file_range` between files on Linux); 0 after the
+/// first short copy.
+fn file_copier<'a>(src: &'a File, dest: &'a File) -> impl FnMut() -> io::Result<u64> + Send + 'a {
+    let mut done = false;
+    move || {
+        if done {
+            return Ok(0);
+        }
+        let copied = io::copy(&mut src.take(COPY_WINDOW), &mut &*dest)?;
+        done = copied < COPY_WINDOW;
+        Ok(copied)
+    }
 }
 
 /// [`copy_hashing`], with the SHA-256 of the same bytes: each window read back
@@ -492,7 +522,8 @@ pub(crate) fn copy_hashing_with_sha256(
     dest_read: &File,
     meter: Option<&Meter>,
 ) -> io::Result<Hashed> {
-    let (digest, sha, size) = copy_hashing_as::<sha2::Sha256>(src, dest, dest_read, meter)?;
+    let (digest, sha, size) =
+        copy_hashing_as::<sha2::Sha256>(file_copier(src, dest), dest_read, meter)?;
     Ok(Hashed {
         digest,
         sha256: sha.into(),
@@ -505,8 +536,7 @@ pub(crate) fn copy_hashing_with_sha256(
 const SEQ_BUFFERS: usize = 3;
 
 fn copy_hashing_as<S: Sequential>(
-    src: &File,
-    dest: &File,
+    mut copy: impl FnMut() -> io::Result<u64> + Send,
     dest_read: &File,
     meter: Option<&Meter>,
 ) -> io::Result<(Digest, S, u64)> {
@@ -518,13 +548,13 @@ fn copy_hashing_as<S: Sequential>(
         let copier = scope.spawn(move || -> io::Result<u64> {
             let mut total = 0;
             loop {
-                let copied = io::copy(&mut src.take(COPY_WINDOW), &mut &*dest)?;
+                let copied = copy()?;
+                if copied == 0 {
+                    return Ok(total);
+                }
                 total += copied;
                 // The hasher stops listening only when it failed; its error wins.
                 let _ = progress_tx.send(total);
-                if copied < COPY_WINDOW {
-                    return Ok(total);
-                }
             }
         });
         let sequential = S::ACTIVE.then(|| {

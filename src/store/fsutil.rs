@@ -199,6 +199,50 @@ impl TempFile {
     }
 }
 
+/// Publishes several temp files create-only (an existing target is success,
+/// as [`TempFile::publish`] with [`PublishMode::CreateNew`]): each is synced
+/// (unless [`TempFile::sync`] did) and linked to its target, then every
+/// target directory is synced at once ([`sync_dirs`]), so a batch costs one
+/// directory fsync per directory instead of one per file. Nothing of the batch
+/// is acknowledged before all of it is durable; a caller that needs one batch
+/// durable before another (packs before their indexes) publishes them in turn.
+pub(crate) fn publish_all(files: Vec<(TempFile, PathBuf)>) -> io::Result<()> {
+    let mut targets: Vec<PathBuf> = Vec::new();
+    let mut unsynced = Vec::new();
+    for (mut tmp, target) in files {
+        tmp.file.flush()?;
+        if !tmp.synced.load(Ordering::Acquire) {
+            sync_file(&tmp.file, &tmp.path)?;
+        }
+        let parent = target
+            .parent()
+            .ok_or_else(|| io::Error::other("publish target has no parent directory"))?;
+        unsynced.extend(create_dirs(parent)?);
+        match hard_link(&tmp.path, &target) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        // Synced whether or not this file was the one linked: the caller
+        // relies on the directory (see `TempFile::publish`).
+        if !targets.iter().any(|t| t == parent) {
+            targets.push(parent.to_owned());
+        }
+    }
+    let parents = unsynced
+        .iter()
+        .filter_map(|d| d.parent().filter(|p| !p.as_os_str().is_empty()));
+    let mut to_sync: Vec<&Path> = targets.iter().map(PathBuf::as_path).collect();
+    for p in parents {
+        if !to_sync.contains(&p) {
+            to_sync.push(p);
+        }
+    }
+    sync_dirs(&to_sync)?;
+    durable_dirs().extend(unsynced);
+    Ok(())
+}
+
 impl Drop for TempFile {
     fn drop(&mut self) {
         // After a hard link (or an error) the temp name is removed here. Failing to

@@ -838,7 +838,14 @@ impl PackBackend for Files<'_> {
         TempFile::create(&self.0.tmp()).map(Staged)
     }
 
+    fn sync_staged(&self, staged: &Staged) -> io::Result<()> {
+        // Read-only before the fsync, so the mode is durable with the bytes.
+        set_read_only(staged.0.file_ref())?;
+        staged.0.sync()
+    }
+
     fn publish(&self, mut staged: Staged, key: &str) -> io::Result<()> {
+        // A no-op after `sync_staged`: the mode is the same.
         set_read_only(staged.0.file())?;
         staged
             .0
@@ -853,6 +860,16 @@ impl PackBackend for Files<'_> {
         staged
             .publish(&self.0.path.join(key), PublishMode::Replace)
             .map(drop)
+    }
+
+    fn publish_all(&self, objects: Vec<(Staged, String)>) -> io::Result<()> {
+        let mut files = Vec::with_capacity(objects.len());
+        for (mut staged, key) in objects {
+            // A no-op after `sync_staged`, as in `publish`.
+            set_read_only(staged.0.file())?;
+            files.push((staged.0, self.0.path.join(key)));
+        }
+        fsutil::publish_all(files)
     }
 
     fn get_small(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
@@ -932,6 +949,7 @@ fn packs(packing: Option<&PackOptions>, len: u64) -> Option<&PackOptions> {
 }
 
 /// Packs the file at `path` (see [`pack::store_file`]).
+#[allow(clippy::too_many_arguments)]
 fn put_packed(
     root: &Root,
     chunks: &SharedIndex,
@@ -939,9 +957,11 @@ fn put_packed(
     path: &Path,
     file: &File,
     expected: Option<&Digest>,
+    known: &dyn Fn(&Digest) -> Result<bool>,
     meter: Option<&Meter>,
 ) -> Result<pack::Stored> {
-    let stored = pack::store_file(&Files(root), chunks, options, path, file, expected, meter)?;
+    let files = Files(root);
+    let stored = pack::store_file(&files, chunks, options, path, file, expected, known, meter)?;
     tracing::debug!(
         digest = %stored.digest, size = stored.size, new_bytes = stored.new_bytes,
         "packed a file"
@@ -949,56 +969,113 @@ fn put_packed(
     Ok(stored)
 }
 
-/// Reads a packed file into `dest` (a new, empty file) piece by piece, by
-/// `copy_file_range` from the packs where the filesystem allows it, and
-/// leaves `dest` unsynced.
-fn copy_recipe(root: &Root, recipe: &Recipe, dest: &File) -> Result<()> {
-    use std::os::unix::fs::FileExt;
-    let files = Files(root);
-    let mut at = 0u64;
-    let mut open: Option<(Digest, File)> = None;
-    let mut buf = Vec::new();
-    for (pack, offset, len) in pack::plan(recipe, 0..recipe.size) {
-        let key = pack_key(&pack);
-        let src = match &open {
-            Some((name, file)) if *name == pack => file,
-            _ => {
-                let file = File::open(root.path.join(&key))
-                    .map_err(|e| pack::missing_pack(&files, recipe, &key, e))?;
-                &open.insert((pack, file)).1
+/// Copies a packed file into `dest` (a new, empty file), piece by piece, by
+/// `copy_file_range` from the packs where the filesystem allows it (through a
+/// buffer where not), at most [`hashing::COPY_WINDOW`] bytes per [`step`]
+/// (the copier of [`hashing::copy_hashing_by`]); leaves `dest` unsynced. A
+/// failure is kept as the typed error in `failed` (a missing pack is the
+/// recipe's [`Error::Corrupt`]) and returned as an I/O error to stop the copy.
+///
+/// [`step`]: RecipeCopy::step
+struct RecipeCopy<'a> {
+    root: &'a Root,
+    recipe: &'a Recipe,
+    dest: &'a File,
+    pieces: std::vec::IntoIter<(Digest, u64, u64)>,
+    /// The piece being copied: its pack, open, the next offset in it and the
+    /// bytes left.
+    current: Option<(Digest, File, u64, u64)>,
+    /// Where the next byte goes in `dest`.
+    at: u64,
+    buf: Vec<u8>,
+    failed: Option<Error>,
+}
+
+impl<'a> RecipeCopy<'a> {
+    fn new(root: &'a Root, recipe: &'a Recipe, dest: &'a File) -> Self {
+        RecipeCopy {
+            root,
+            recipe,
+            dest,
+            pieces: pack::plan(recipe, 0..recipe.size).into_iter(),
+            current: None,
+            at: 0,
+            buf: Vec::new(),
+            failed: None,
+        }
+    }
+
+    fn step(&mut self) -> io::Result<u64> {
+        match self.try_step() {
+            Ok(n) => Ok(n),
+            Err(e) => {
+                let message = e.to_string();
+                self.failed = Some(e);
+                Err(io::Error::other(message))
             }
-        };
-        let (mut from, mut to, mut left) = (offset, at, len);
-        while left > 0 {
-            let want = usize::try_from(left.min(64 << 20)).unwrap_or(64 << 20);
-            let copied =
-                rustix::fs::copy_file_range(src, Some(&mut from), dest, Some(&mut to), want);
-            match copied {
+        }
+    }
+
+    fn try_step(&mut self) -> Result<u64> {
+        use std::os::unix::fs::FileExt;
+        let files = Files(self.root);
+        let mut copied = 0u64;
+        while copied < hashing::COPY_WINDOW {
+            if self.current.as_ref().is_none_or(|c| c.3 == 0) {
+                let Some((pack, offset, len)) = self.pieces.next() else {
+                    break;
+                };
+                // Consecutive pieces of one pack keep it open.
+                let file = match self.current.take() {
+                    Some((name, file, ..)) if name == pack => file,
+                    _ => {
+                        let key = pack_key(&pack);
+                        File::open(self.root.path.join(&key))
+                            .map_err(|e| pack::missing_pack(&files, self.recipe, &key, e))?
+                    }
+                };
+                self.current = Some((pack, file, offset, len));
+            }
+            let Some((pack, src, from, left)) = self.current.as_mut() else {
+                break;
+            };
+            let want = (*left).min(hashing::COPY_WINDOW - copied);
+            let want = usize::try_from(want).unwrap_or(64 << 20);
+            let mut to = self.at;
+            let n = match rustix::fs::copy_file_range(
+                &*src,
+                Some(&mut *from),
+                self.dest,
+                Some(&mut to),
+                want,
+            ) {
                 Ok(0) => {
-                    return Err(pack::missing_pack(
-                        &files,
-                        recipe,
-                        &key,
-                        io::ErrorKind::UnexpectedEof.into(),
-                    ));
+                    let key = pack_key(pack);
+                    let eof = io::ErrorKind::UnexpectedEof.into();
+                    return Err(pack::missing_pack(&files, self.recipe, &key, eof));
                 }
-                Ok(n) => left -= n as u64,
+                Ok(n) => n as u64,
                 // Not between these files (another filesystem, an old kernel):
                 // read and write through a buffer.
                 Err(_) => {
-                    let n = left.min(READ_CHUNK as u64) as usize;
-                    buf.resize(n, 0);
-                    src.read_exact_at(&mut buf, from)
-                        .map_err(|e| pack::missing_pack(&files, recipe, &key, e))?;
-                    dest.write_all_at(&buf, to)
-                        .map_err(|e| root.error("materialize", key.clone(), e))?;
-                    (from, to, left) = (from + n as u64, to + n as u64, left - n as u64);
+                    let n = want.min(READ_CHUNK);
+                    self.buf.resize(n, 0);
+                    let key = pack_key(pack);
+                    src.read_exact_at(&mut self.buf, *from)
+                        .map_err(|e| pack::missing_pack(&files, self.recipe, &key, e))?;
+                    self.dest
+                        .write_all_at(&self.buf, self.at)
+                        .map_err(|e| self.root.error("materialize", key, e))?;
+                    *from += n as u64;
+                    n as u64
                 }
-            }
+            };
+            *left -= n;
+            self.at += n;
+            copied += n;
         }
-        at += len;
+        Ok(copied)
     }
-    Ok(())
 }
 
 fn blob_path(root: &Root, digest: &Digest) -> PathBuf {
@@ -1126,32 +1203,11 @@ fn import_blocking(
         && let Some((options, index)) = packing
         && before.len() >= options.min_file_size
     {
-        // Hash first (every core, page cache warm for the chunker after it):
-        // a file the store has, whole or packed, costs no chunking and leaves
-        // no unused pack behind.
-        let (digest, _) = hashing::hash_open_file(&src, None).map_err(src_err)?;
-        if stored(root, "put", &digest)? {
-            // Small files are hashed from the file's offset: rewind.
-            (&src).seek(SeekFrom::Start(0)).map_err(src_err)?;
-            let hashed = hashing::hash_open_file_with_sha256(&src, meter).map_err(src_err)?;
-            check_unchanged(source, &src, &before)?;
-            if hashed.digest != digest {
-                return Err(Error::SourceChanged {
-                    path: source.to_owned(),
-                });
-            }
-            return Ok(imported(hashed, None));
-        }
-        let stored =
-            put_packed(root, index, options, source, &src, Some(&digest), meter).map_err(|e| {
-                match e {
-                    // The bytes moved between the hash and the chunking.
-                    Error::Integrity { .. } => Error::SourceChanged {
-                        path: source.to_owned(),
-                    },
-                    e => e,
-                }
-            })?;
+        // One read cuts, hashes and packs. A file the store has turns out
+        // to be known only at its end: its new packs (if any: the chunks of a
+        // packed file are all known) are dropped unnamed.
+        let known = |digest: &Digest| stored(root, "put", digest);
+        let stored = put_packed(root, index, options, source, &src, None, &known, meter)?;
         check_unchanged(source, &src, &before)?;
         if stored.size != before.len() {
             return Err(Error::SourceChanged {
@@ -1315,11 +1371,18 @@ fn materialize_recipe(
         .open(dest)
         .map_err(|e| Error::io(dest, e))?;
     let placed = (|| {
-        copy_recipe(root, recipe, &target)?;
         let io_err = |e| Error::io(dest, e);
+        // Hash while copying, as a whole blob is placed: the pieces are
+        // copied in the kernel on one thread and read back and hashed, from
+        // the page cache, on the others.
+        let mut copy = RecipeCopy::new(root, recipe, &target);
+        let hashed = hashing::copy_hashing_by(|| copy.step(), &target, meter);
+        if let Some(e) = copy.failed.take() {
+            return Err(e);
+        }
+        let (digest, size) = hashed.map_err(io_err)?;
         target.sync_all().map_err(io_err)?;
         fsutil::sync_dir(dest_dir).map_err(io_err)?;
-        let (digest, size) = hashing::hash_open_file(&target, meter).map_err(io_err)?;
         if digest != recipe.digest
             && let Some(damage) = pack::locate_damage(&Files(root), recipe)
         {
@@ -1516,6 +1579,7 @@ impl ArtifactStore for LocalArtifactStore {
                         tmp.path(),
                         &file,
                         Some(&digest),
+                        &|_| Ok(false),
                         None,
                     )?;
                     return Ok(());
@@ -1545,7 +1609,7 @@ impl ArtifactStore for LocalArtifactStore {
             let len = src.metadata().map_err(|e| Error::io(&source, e))?.len();
             if let Some(options) = packs(packing.as_ref(), len) {
                 let (d, m) = (Some(&digest), meter.as_ref());
-                put_packed(root, &index, options, &source, &src, d, m)?;
+                put_packed(root, &index, options, &source, &src, d, &|_| Ok(false), m)?;
                 return Ok(());
             }
             let mut tmp = TempFile::create(&root.tmp()).map_err(|e| root.error("put", key(), e))?;
@@ -1842,6 +1906,7 @@ mod tests {
             &source,
             &src,
             None,
+            &|_| Ok(false),
             None,
         )
         .expect("put");

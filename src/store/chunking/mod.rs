@@ -383,6 +383,28 @@ pub fn chunk_file_with(
     Ok(format)
 }
 
+/// [`chunk_file_with`] on a file already open (its position is moved), so
+/// that a writer checks the very file it read for changes; `path` is for
+/// errors only.
+pub(crate) fn chunk_open_file_with(
+    file: &File,
+    path: &Path,
+    params: &ChunkParams,
+    sink: impl FnMut(&Chunk, &[u8]) -> Result<()>,
+) -> Result<Format> {
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut reader = file;
+    let (format, regions) = plan(&mut reader, len).map_err(|e| Error::io(path, e))?;
+    reader
+        .seek(SeekFrom::Start(0))
+        .map_err(|e| Error::io(path, e))?;
+    engine::run(reader, &regions, params, sink).map_err(|e| match e {
+        engine::RunError::Io(e) => Error::io(path, e),
+        engine::RunError::Sink(e) => e,
+    })?;
+    Ok(format)
+}
+
 /// [`chunk_file`] for bytes in memory: the same chunks as the same bytes in a
 /// file.
 ///

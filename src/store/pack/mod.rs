@@ -90,9 +90,26 @@ pub(crate) trait PackBackend: Send + Sync {
     type Staged: Write + Send;
     /// Starts a new object.
     fn stage(&self) -> io::Result<Self::Staged>;
+    /// Makes a staged object's bytes durable ahead of [`publish`](Self::publish)
+    /// (which then need not), e.g. on another thread while the next object is
+    /// written; nothing is written to it afterwards. The default does nothing,
+    /// for backends whose `publish` is one step.
+    fn sync_staged(&self, staged: &Self::Staged) -> io::Result<()> {
+        let _ = staged;
+        Ok(())
+    }
     /// Makes a staged object durable under `key`. An existing `key` (same name,
     /// same bytes: keys are content addresses) is success.
     fn publish(&self, staged: Self::Staged, key: &str) -> io::Result<()>;
+    /// Publishes several staged objects (as [`publish`](Self::publish) each),
+    /// all durable when it returns; a backend may batch what they share (the
+    /// local store syncs their directory once).
+    fn publish_all(&self, objects: Vec<(Self::Staged, String)>) -> io::Result<()> {
+        for (staged, key) in objects {
+            self.publish(staged, &key)?;
+        }
+        Ok(())
+    }
     /// Writes the small object `key` durably (create-only, as `publish`).
     fn put_small(&self, key: &str, bytes: &[u8]) -> io::Result<()> {
         let mut staged = self.stage()?;
@@ -427,17 +444,43 @@ struct OpenPack<S> {
     size: u64,
     /// Its slot in the recipe's pack table.
     slot: u32,
-    /// Its chunks by hash, for repeats within the file.
-    by_hash: HashMap<Digest, (u64, u32)>,
+}
+
+/// Bytes handed to the SHA-256 thread at a time.
+const SHA_BATCH: usize = 4 << 20;
+
+/// Batches of bytes with the SHA-256 thread at most: one being hashed, one
+/// queued, one being filled.
+const SHA_BUFFERS: usize = 3;
+
+/// Chunks at least this long are hashed into the file's and the pack's BLAKE3
+/// on every core; shorter ones on the calling thread.
+const PARALLEL_HASH: usize = 256 << 10;
+
+fn update(hasher: &mut blake3::Hasher, bytes: &[u8]) {
+    if bytes.len() >= PARALLEL_HASH {
+        hasher.update_rayon(bytes);
+    } else {
+        hasher.update(bytes);
+    }
 }
 
 /// Cuts the file at `path` (open as `file`) into chunks, stores the chunks the
 /// store lacks into new packs, and writes the file's recipe, in the order the
-/// module docs give. The chunks are re-read and re-hashed as they are stored,
-/// and the file's BLAKE3 and SHA-256 computed from those same reads: a source
-/// that changes under the write fails with [`Error::SourceChanged`]. If
-/// `expected` is given and the bytes do not hash to it, nothing is published
-/// but new packs (garbage) and the error is [`Error::Integrity`].
+/// module docs give.
+///
+/// One read of the file does everything: each chunk's bytes, as the chunker
+/// reads them, are hashed into the file's BLAKE3 (its name), handed to a
+/// thread that feeds SHA-256, and, if the chunk is new, appended to the open
+/// pack and its hash. A full pack is fsynced on another thread while the
+/// file is still read ([`PackBackend::sync_staged`]). Packs are named
+/// (published), then their indexes written, then the recipe, only once the
+/// file's digest is known and wanted: a file that turns out to be stored
+/// already (`known`, or a recipe under its name), or that does not hash to
+/// `expected` ([`Error::Integrity`]), leaves nothing behind. The digest is of the bytes read, which are the
+/// bytes stored: a source that changes meanwhile is the caller's to notice
+/// (its metadata and length).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn store_file<B: PackBackend>(
     backend: &B,
     index: &SharedIndex,
@@ -445,148 +488,256 @@ pub(crate) fn store_file<B: PackBackend>(
     path: &std::path::Path,
     file: &std::fs::File,
     expected: Option<&Digest>,
+    known: &dyn Fn(&Digest) -> Result<bool>,
     meter: Option<&Meter>,
 ) -> Result<Stored> {
     use sha2::Digest as _;
-    use std::os::unix::fs::FileExt;
+    use std::sync::mpsc;
 
-    let chunks = chunking::chunk_file(path, &chunking::ChunkParams::default())?;
     index.with(|i| i.refresh(backend))?;
-    let mut file_hash = blake3::Hasher::new();
-    let mut sha = sha2::Sha256::new();
-    let mut packs: Vec<Digest> = Vec::new();
-    let mut terms: Vec<Term> = Vec::new();
-    let mut open: Option<OpenPack<B::Staged>> = None;
-    let mut pack_slots: HashMap<Digest, u32> = HashMap::new();
-    let mut new_bytes = 0u64;
-    // Packs the chunk index offered, and whether they are there (a collection
-    // may have deleted one after its index was read).
-    let mut present: HashMap<Digest, bool> = HashMap::new();
-    let mut size = 0u64;
-    let mut buf = Vec::new();
-    let changed = || Error::SourceChanged {
-        path: path.to_owned(),
-    };
-    let push = |terms: &mut Vec<Term>, t: Term| match terms.last_mut() {
-        Some(last) if last.0 == t.0 && last.1 + last.2 == t.1 => last.2 += t.2,
-        _ => terms.push(t),
-    };
-    for chunk in &chunks {
-        if chunk.offset != size {
-            return Err(changed());
-        }
-        buf.resize(chunk.len as usize, 0);
-        file.read_exact_at(&mut buf, chunk.offset)
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::UnexpectedEof => changed(),
-                _ => Error::io(path, e),
-            })?;
-        if Digest::of(&buf) != chunk.hash {
-            return Err(changed());
-        }
-        file_hash.update(&buf);
-        sha.update(&buf);
-        meter.add(buf.len() as u64);
-        size += u64::from(chunk.len);
-        // In a pack this file started?
-        if let Some(p) = open.as_ref()
-            && let Some(&(offset, len)) = p.by_hash.get(&chunk.hash)
-        {
-            push(&mut terms, Term(p.slot, offset, u64::from(len)));
-            continue;
-        }
-        if let Some((pack, loc)) = index.with(|i| i.lookup(&chunk.hash))
-            && loc.len == chunk.len
-            && repack::pack_present(backend, &mut present, &pack)?
-        {
-            let slot = slot_of(&mut packs, &mut pack_slots, pack);
-            push(&mut terms, Term(slot, loc.offset, u64::from(loc.len)));
-            continue;
-        }
-        // A new chunk.
-        if open.is_none() {
-            let staged = backend
-                .stage()
+    let (to_sha, sha_batches) = mpsc::sync_channel::<Vec<u8>>(1);
+    let (sha_done, done_batches) = mpsc::channel::<Vec<u8>>();
+    let (to_syncer, to_sync) = mpsc::channel::<(B::Staged, PackIndex)>();
+    std::thread::scope(|scope| {
+        let sha_thread = scope.spawn(move || {
+            let mut sha = sha2::Sha256::new();
+            for batch in sha_batches {
+                sha.update(&batch);
+                // The reader stops taking batches back only when it is done.
+                let _ = sha_done.send(batch);
+            }
+            sha
+        });
+        // A full pack's fsync, and its index's writing and fsync, run here
+        // while the file is read; both come back, synced, to be named once
+        // the file is known to be new.
+        /// Synced packs and synced indexes, each with its key.
+        type Synced<S> = (Vec<(S, String)>, Vec<(S, String)>);
+        let syncer = scope.spawn(move || -> Result<Synced<B::Staged>> {
+            let (mut packs, mut indexes) = (Vec::new(), Vec::new());
+            for (staged, pack_index) in to_sync {
+                let name = pack_index.pack;
+                let key = pack_key(&name);
+                backend
+                    .sync_staged(&staged)
+                    .map_err(|e| storage(backend, "write pack", &key, e))?;
+                packs.push((staged, key));
+                let key = pack_index_key(&name);
+                let bytes = serde_json::to_vec(&pack_index)
+                    .unwrap_or_else(|e| unreachable!("plain data always serializes: {e}"));
+                let index_err = |e| storage(backend, "write pack index", &key, e);
+                let mut staged = backend.stage().map_err(index_err)?;
+                staged.write_all(&bytes).map_err(index_err)?;
+                backend.sync_staged(&staged).map_err(index_err)?;
+                indexes.push((staged, key));
+            }
+            Ok((packs, indexes))
+        });
+        let mut file_hash = blake3::Hasher::new();
+        let mut packs: Vec<Digest> = Vec::new();
+        let mut terms: Vec<Term> = Vec::new();
+        let mut open: Option<OpenPack<B::Staged>> = None;
+        let mut pack_slots: HashMap<Digest, u32> = HashMap::new();
+        // This file's new chunks, in the packs it wrote: repeats within the
+        // file, before any index names them.
+        let mut mine: HashMap<Digest, (u32, u64, u32)> = HashMap::new();
+        let mut new_packs: Vec<PackIndex> = Vec::new();
+        let (mut new_bytes, mut size) = (0u64, 0u64);
+        // Packs the chunk index offered, and whether they are there (a
+        // collection may have deleted one after its index was read).
+        let mut present: HashMap<Digest, bool> = HashMap::new();
+        let mut batch: Vec<u8> = Vec::with_capacity(SHA_BATCH);
+        let mut allocated = 1;
+        let sha_stopped = || {
+            let e = io::Error::other("the SHA-256 thread stopped");
+            Error::io(path, e)
+        };
+        let push = |terms: &mut Vec<Term>, t: Term| match terms.last_mut() {
+            Some(last) if last.0 == t.0 && last.1 + last.2 == t.1 => last.2 += t.2,
+            _ => terms.push(t),
+        };
+        let close = move |p: OpenPack<B::Staged>,
+                          packs: &mut Vec<Digest>,
+                          new_packs: &mut Vec<PackIndex>|
+              -> Result<()> {
+            let name = Digest::from_bytes(*p.hasher.finalize().as_bytes());
+            packs[p.slot as usize] = name;
+            let pack_index = PackIndex {
+                format: FORMAT,
+                pack: name,
+                size: p.size,
+                chunks: p.chunks,
+            };
+            new_packs.push(pack_index.clone());
+            let stopped = || io::Error::other("the syncing thread stopped");
+            to_syncer
+                .send((p.staged, pack_index))
+                .map_err(|_| storage(backend, "write pack", PACKS_DIR, stopped()))
+        };
+        let params = chunking::ChunkParams::default();
+        let read = chunking::chunk_open_file_with(file, path, &params, |chunk, bytes| {
+            if chunk.offset != size {
+                return Err(Error::SourceChanged {
+                    path: path.to_owned(),
+                });
+            }
+            update(&mut file_hash, bytes);
+            // To SHA-256, in batches, on the other thread.
+            let mut rest = bytes;
+            while !rest.is_empty() {
+                let n = rest.len().min(SHA_BATCH - batch.len());
+                batch.extend_from_slice(&rest[..n]);
+                rest = &rest[n..];
+                if batch.len() == SHA_BATCH {
+                    let next = match done_batches.try_recv() {
+                        Ok(buf) => Ok(buf),
+                        Err(_) if allocated < SHA_BUFFERS => {
+                            allocated += 1;
+                            Ok(Vec::with_capacity(SHA_BATCH))
+                        }
+                        Err(_) => done_batches.recv(),
+                    };
+                    let mut next = next.map_err(|_| sha_stopped())?;
+                    next.clear();
+                    to_sha
+                        .send(std::mem::replace(&mut batch, next))
+                        .map_err(|_| sha_stopped())?;
+                }
+            }
+            meter.add(bytes.len() as u64);
+            size += u64::from(chunk.len);
+            // Stored by this file already?
+            if let Some(&(slot, offset, len)) = mine.get(&chunk.hash) {
+                push(&mut terms, Term(slot, offset, u64::from(len)));
+                return Ok(());
+            }
+            if let Some((pack, loc)) = index.with(|i| i.lookup(&chunk.hash))
+                && loc.len == chunk.len
+                && repack::pack_present(backend, &mut present, &pack)?
+            {
+                let slot = slot_of(&mut packs, &mut pack_slots, pack);
+                push(&mut terms, Term(slot, loc.offset, u64::from(loc.len)));
+                return Ok(());
+            }
+            // A new chunk.
+            if open.is_none() {
+                let staged = backend
+                    .stage()
+                    .map_err(|e| storage(backend, "write pack", PACKS_DIR, e))?;
+                let slot = packs.len() as u32;
+                packs.push(Digest::from_bytes([0; 32]));
+                open = Some(OpenPack {
+                    staged,
+                    hasher: blake3::Hasher::new(),
+                    chunks: Vec::new(),
+                    size: 0,
+                    slot,
+                });
+            }
+            let p = open.as_mut().unwrap_or_else(|| unreachable!());
+            p.staged
+                .write_all(bytes)
                 .map_err(|e| storage(backend, "write pack", PACKS_DIR, e))?;
-            let slot = packs.len() as u32;
-            packs.push(Digest::from_bytes([0; 32]));
-            open = Some(OpenPack {
-                staged,
-                hasher: blake3::Hasher::new(),
-                chunks: Vec::new(),
-                size: 0,
-                slot,
-                by_hash: HashMap::new(),
+            update(&mut p.hasher, bytes);
+            let offset = p.size;
+            p.chunks.push((chunk.hash, offset, chunk.len));
+            mine.insert(chunk.hash, (p.slot, offset, chunk.len));
+            p.size += u64::from(chunk.len);
+            new_bytes += u64::from(chunk.len);
+            push(&mut terms, Term(p.slot, offset, u64::from(chunk.len)));
+            if p.size >= options.pack_size
+                && let Some(p) = open.take()
+            {
+                close(p, &mut packs, &mut new_packs)?;
+            }
+            Ok(())
+        });
+        let closed = match (read, open.take()) {
+            (Ok(_), Some(p)) => close(p, &mut packs, &mut new_packs),
+            (read, _) => read.map(drop),
+        };
+        // The last batch to SHA-256, then both threads' ends.
+        let fed = if closed.is_ok() && !batch.is_empty() {
+            to_sha.send(batch).map_err(|_| sha_stopped())
+        } else {
+            Ok(())
+        };
+        drop((to_sha, close));
+        let synced = syncer
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let sha = sha_thread
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        // The syncer's own failure first: it makes the reader's sends fail.
+        let synced = synced?;
+        closed.and(fed)?;
+        let digest: Digest = Digest::from_bytes(*file_hash.finalize().as_bytes());
+        if let Some(expected) = expected
+            && *expected != digest
+        {
+            return Err(Error::Integrity {
+                what: format!("file {} put as {expected}", path.display()),
+                expected: *expected,
+                actual: digest,
+                location: None,
             });
         }
-        let p = open.as_mut().unwrap_or_else(|| unreachable!());
-        p.staged
-            .write_all(&buf)
-            .map_err(|e| storage(backend, "write pack", PACKS_DIR, e))?;
-        p.hasher.update(&buf);
-        let offset = p.size;
-        p.chunks.push((chunk.hash, offset, chunk.len));
-        p.by_hash.insert(chunk.hash, (offset, chunk.len));
-        p.size += u64::from(chunk.len);
-        new_bytes += u64::from(chunk.len);
-        push(&mut terms, Term(p.slot, offset, u64::from(chunk.len)));
-        if p.size >= options.pack_size
-            && let Some(p) = open.take()
-        {
-            let (name, slot) = finish_pack(backend, index, p, &mut packs)?;
-            pack_slots.insert(name, slot);
+        let sha256 = Sha256::from_bytes(sha.finalize().into());
+        let key = recipe_key(&digest);
+        let existing = backend
+            .exists(&key)
+            .map_err(|e| storage(backend, "write recipe", &key, e))?;
+        // A recipe naming a pack a collection deleted (written by a writer
+        // whose chunk index predated the pack's retirement) is not a stored
+        // file: this one replaces it.
+        let dangling = existing
+            && match read_recipe(backend, &digest) {
+                Ok(Some(old)) => !repack::recipe_intact(backend, &old)
+                    .map_err(|e| storage(backend, "write recipe", &key, e))?,
+                Ok(None) | Err(_) => true,
+            };
+        let exists = (existing && !dangling) || known(&digest)?;
+        if exists {
+            // Its new packs (if any) are dropped unnamed.
+            return Ok(Stored {
+                digest,
+                sha256,
+                size,
+                new_bytes: 0,
+                written: false,
+            });
         }
-    }
-    if let Some(p) = open.take() {
-        finish_pack(backend, index, p, &mut packs)?;
-    }
-    let digest: Digest = Digest::from_bytes(*file_hash.finalize().as_bytes());
-    if let Some(expected) = expected
-        && *expected != digest
-    {
-        return Err(Error::Integrity {
-            what: format!("file {} put as {expected}", path.display()),
-            expected: *expected,
-            actual: digest,
-            location: None,
-        });
-    }
-    let recipe = Recipe {
-        format: FORMAT,
-        digest,
-        size,
-        packs,
-        terms,
-    };
-    let key = recipe_key(&digest);
-    let existing = backend
-        .exists(&key)
-        .map_err(|e| storage(backend, "write recipe", &key, e))?;
-    // A recipe naming a pack a collection deleted (written by a writer whose
-    // chunk index predated the pack's retirement) is not a stored file:
-    // replace it with this one.
-    let dangling = existing
-        && match read_recipe(backend, &digest) {
-            Ok(Some(old)) => !repack::recipe_intact(backend, &old)
-                .map_err(|e| storage(backend, "write recipe", &key, e))?,
-            Ok(None) | Err(_) => true,
+        // The packs' and indexes' bytes are durable: the packs' names, then
+        // the indexes', then the recipe that uses them.
+        let (synced_packs, synced_indexes) = synced;
+        backend
+            .publish_all(synced_packs)
+            .map_err(|e| storage(backend, "write pack", PACKS_DIR, e))?;
+        backend
+            .publish_all(synced_indexes)
+            .map_err(|e| storage(backend, "write pack index", PACKS_DIR, e))?;
+        index.with(|i| new_packs.iter().for_each(|p| i.add(p)));
+        let recipe = Recipe {
+            format: FORMAT,
+            digest,
+            size,
+            packs,
+            terms,
         };
-    let written = !existing || dangling;
-    if dangling {
-        backend
-            .replace_small(&key, &recipe.encode())
-            .map_err(|e| storage(backend, "write recipe", &key, e))?;
-    } else if written {
-        backend
-            .put_small(&key, &recipe.encode())
-            .map_err(|e| storage(backend, "write recipe", &key, e))?;
-    }
-    Ok(Stored {
-        digest,
-        sha256: Sha256::from_bytes(sha.finalize().into()),
-        size,
-        new_bytes,
-        written,
+        if dangling {
+            backend.replace_small(&key, &recipe.encode())
+        } else {
+            backend.put_small(&key, &recipe.encode())
+        }
+        .map_err(|e| storage(backend, "write recipe", &key, e))?;
+        Ok(Stored {
+            digest,
+            sha256,
+            size,
+            new_bytes,
+            written: true,
+        })
     })
 }
 
@@ -595,36 +746,6 @@ fn slot_of(packs: &mut Vec<Digest>, slots: &mut HashMap<Digest, u32>, pack: Dige
         packs.push(pack);
         (packs.len() - 1) as u32
     })
-}
-
-/// Publishes a filled pack, then its index, then adds its chunks to `index`;
-/// fills in its name in the recipe's pack table; returns it and its slot.
-fn finish_pack<B: PackBackend>(
-    backend: &B,
-    index: &SharedIndex,
-    p: OpenPack<B::Staged>,
-    packs: &mut [Digest],
-) -> Result<(Digest, u32)> {
-    let name = Digest::from_bytes(*p.hasher.finalize().as_bytes());
-    let key = pack_key(&name);
-    backend
-        .publish(p.staged, &key)
-        .map_err(|e| storage(backend, "write pack", &key, e))?;
-    let pack_index = PackIndex {
-        format: FORMAT,
-        pack: name,
-        size: p.size,
-        chunks: p.chunks,
-    };
-    let key = pack_index_key(&name);
-    let bytes = serde_json::to_vec(&pack_index)
-        .unwrap_or_else(|e| unreachable!("plain data always serializes: {e}"));
-    backend
-        .put_small(&key, &bytes)
-        .map_err(|e| storage(backend, "write pack index", &key, e))?;
-    packs[p.slot as usize] = name;
-    index.with(|i| i.add(&pack_index));
-    Ok((name, p.slot))
 }
 
 // ---------------------------------------------------------------------------
