@@ -156,6 +156,16 @@ impl Registry {
         Ok(Registry { inner, rt })
     }
 
+    /// See [`crate::Registry::open_url_with`].
+    pub fn open_url_with(
+        url: &str,
+        options: crate::store::object::ObjectArtifactOptions,
+    ) -> Result<Registry> {
+        let rt = Runtime::new()?;
+        let inner = rt.block_on(crate::Registry::open_url_with(url, options))?;
+        Ok(Registry { inner, rt })
+    }
+
     /// See [`crate::Registry::in_memory`].
     pub fn in_memory() -> Result<Registry> {
         Registry::from_async(crate::Registry::in_memory())

@@ -88,11 +88,15 @@ suite! {
     // its name here.
     backends: [
         memory, memory_checkpoints, dyn_memory, local, dyn_local, local_packed,
-        object_memory, object_local,
+        object_memory, object_memory_packed, object_local,
         #[cfg_attr(not(modelreg_s3), ignore = "needs MODELREG_TEST_S3_URL and the aws feature (tests/common/servers.rs)")]
         s3,
+        #[cfg_attr(not(modelreg_s3), ignore = "needs MODELREG_TEST_S3_URL and the aws feature (tests/common/servers.rs)")]
+        s3_packed,
         #[cfg_attr(not(modelreg_azure), ignore = "needs MODELREG_TEST_AZURE_URL and the azure feature (tests/common/servers.rs)")]
         azure,
+        #[cfg_attr(not(modelreg_azure), ignore = "needs MODELREG_TEST_AZURE_URL and the azure feature (tests/common/servers.rs)")]
+        azure_packed,
     ],
     registry: [
         create_model_and_reject_duplicates,

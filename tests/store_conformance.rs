@@ -21,8 +21,8 @@ use common::store_suite::Fixture;
 use modelreg::store::object::stores_from_url;
 use modelreg::store::{
     ArtifactStore, LocalArtifactOptions, LocalArtifactStore, LocalMetadataStore,
-    MemoryArtifactStore, MemoryMetadataStore, MetadataStore, ObjectArtifactStore,
-    ObjectMetadataStore, PackOptions,
+    MemoryArtifactStore, MemoryMetadataStore, MetadataStore, ObjectArtifactOptions,
+    ObjectArtifactStore, ObjectMetadataStore, PackOptions,
 };
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
@@ -68,6 +68,20 @@ fn object_memory_artifacts() -> Fixture<ObjectArtifactStore> {
     Fixture::new(ObjectArtifactStore::new(Arc::new(InMemory::new()), prefix))
 }
 
+/// The object store with packing on for every file (no size threshold), so
+/// each blob of the suite goes through packs, recipes and ranged reads.
+fn packed_object_memory_artifacts() -> Fixture<ObjectArtifactStore> {
+    let prefix = Path::from(format!("{}/artifacts", unique_name()));
+    Fixture::new(
+        ObjectArtifactStore::new(Arc::new(InMemory::new()), prefix)
+            .with_options(packed_object_options()),
+    )
+}
+
+fn packed_object_options() -> ObjectArtifactOptions {
+    ObjectArtifactOptions::new().packed(PackOptions::new().min_file_size(0))
+}
+
 /// object_store's `LocalFileSystem` on a temp directory, as a `file://` URL opens it.
 fn object_local_stores() -> (ObjectMetadataStore, ObjectArtifactStore, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -106,6 +120,16 @@ fn server_metadata(server: Server) -> Fixture<ObjectMetadataStore> {
 fn server_artifacts(server: Server) -> Fixture<ObjectArtifactStore> {
     let url = server.unique_url();
     Fixture::new(stores_from_url(&url).unwrap().1)
+}
+
+fn packed_server_artifacts(server: Server) -> Fixture<ObjectArtifactStore> {
+    let url = server.unique_url();
+    Fixture::new(
+        stores_from_url(&url)
+            .unwrap()
+            .1
+            .with_options(packed_object_options()),
+    )
 }
 
 /// The same store behind `Arc<dyn MetadataStore>`: object safety and the forwarding impl.
@@ -162,6 +186,27 @@ mod artifacts {
     artifact_suite!(object_memory, object_memory_artifacts());
     artifact_suite!(object_local, object_local_artifacts());
     artifact_suite!(object_arc_dyn, dyn_artifacts(object_memory_artifacts()));
+    artifact_suite!(object_memory_packed, packed_object_memory_artifacts());
+    artifact_suite!(
+        object_packed_arc_dyn,
+        dyn_artifacts(packed_object_memory_artifacts())
+    );
+    artifact_suite!(
+        #[cfg_attr(
+            not(modelreg_s3),
+            ignore = "needs MODELREG_TEST_S3_URL and the aws feature (tests/common/servers.rs)"
+        )]
+        s3_packed,
+        packed_server_artifacts(Server::S3)
+    );
+    artifact_suite!(
+        #[cfg_attr(
+            not(modelreg_azure),
+            ignore = "needs MODELREG_TEST_AZURE_URL and the azure feature (tests/common/servers.rs)"
+        )]
+        azure_packed,
+        packed_server_artifacts(Server::Azure)
+    );
     artifact_suite!(
         #[cfg_attr(
             not(modelreg_s3),

@@ -72,8 +72,26 @@ impl Registry {
         }
     }
 
-    /// The implementation of [`Session::register`](super::Session::register).
+    /// The implementation of [`Session::register`](super::Session::register):
+    /// [`register_uncounted`](Self::register_uncounted), with what the artifact
+    /// store sent for it counted into the report.
     pub(crate) async fn register(
+        &self,
+        model: impl IntoModelName,
+        source: ArtifactSource,
+        version: NewVersion,
+        actor: &Actor,
+    ) -> Result<Registered> {
+        let (registered, traffic) =
+            crate::store::traffic::counted(self.register_uncounted(model, source, version, actor))
+                .await;
+        let mut registered = registered?;
+        registered.report.requests_sent = traffic.requests;
+        registered.report.bytes_sent = traffic.bytes_sent;
+        Ok(registered)
+    }
+
+    async fn register_uncounted(
         &self,
         model: impl IntoModelName,
         source: ArtifactSource,
@@ -212,6 +230,8 @@ impl Registry {
                 files_linked: stats.files_linked,
                 files_copied: stats.files_copied,
                 hash_cache_hits: stats.hash_cache_hits,
+                requests_sent: 0,
+                bytes_sent: 0,
                 elapsed: started.elapsed(),
             },
             version,

@@ -758,6 +758,19 @@ pub struct RegisterReport {
     /// Local files whose digest came from the hash cache (unchanged since they
     /// were last registered): not read.
     pub hash_cache_hits: u64,
+    /// Requests the artifact store sent to its server for this registration
+    /// (HEAD, GET, LIST, PUT, each multipart call): counted by stores on object
+    /// storage; 0 for local and in-memory stores, which send none.
+    #[serde(default)]
+    pub requests_sent: u64,
+    /// Bytes the artifact store uploaded for this registration: with packing on
+    /// object storage ([`ObjectArtifactOptions::packed`]), about the chunks it
+    /// did not have, plus pack indexes, recipes and the manifest; 0 for local
+    /// and in-memory stores.
+    ///
+    /// [`ObjectArtifactOptions::packed`]: crate::store::object::ObjectArtifactOptions::packed
+    #[serde(default)]
+    pub bytes_sent: u64,
     /// How long the registration took, hashing and storing included (in JSON:
     /// milliseconds, with a fraction).
     #[serde(with = "duration_ms")]

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::hash_cache::HashCache;
 use crate::store::{
     ArtifactStore, LocalArtifactOptions, LocalArtifactStore, LocalMetadataStore,
-    MemoryArtifactStore, MemoryMetadataStore, MetadataStore,
+    MemoryArtifactStore, MemoryMetadataStore, MetadataStore, ObjectArtifactOptions,
 };
 
 mod as_of;
@@ -538,7 +538,27 @@ impl Registry {
     /// # Ok::<(), modelreg::Error>(()) }).unwrap();
     /// ```
     pub async fn open_url(url: &str) -> Result<Registry> {
-        url::open(url).await
+        url::open(url, ObjectArtifactOptions::default()).await
+    }
+
+    /// [`open_url`](Registry::open_url), with options for its artifact store:
+    /// e.g. packing, which stores large files as chunks in packs so that
+    /// registering a fine-tune uploads only the chunks that changed (opt-in; see
+    /// [`ObjectArtifactOptions::packed`]). A registry written either way opens
+    /// and reads either way; [`RegisterReport::bytes_sent`] says what was sent.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+    /// use modelreg::Registry;
+    /// use modelreg::store::PackOptions;
+    /// use modelreg::store::object::ObjectArtifactOptions;
+    /// let options = ObjectArtifactOptions::new().packed(PackOptions::new());
+    /// let registry = Registry::open_url_with("memory://", options).await?;
+    /// # let _ = registry;
+    /// # Ok::<(), modelreg::Error>(()) }).unwrap();
+    /// ```
+    pub async fn open_url_with(url: &str, options: ObjectArtifactOptions) -> Result<Registry> {
+        url::open(url, options).await
     }
 
     /// A registry in memory, gone when dropped: for tests and experiments.

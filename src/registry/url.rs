@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::Registry;
 use crate::error::Result;
-use crate::store::object::stores_from_url;
+use crate::store::object::{ObjectArtifactOptions, stores_from_url};
 
 /// How often a registry opened by URL checkpoints a model's state.
 ///
@@ -15,8 +15,9 @@ use crate::store::object::stores_from_url;
 pub(super) const CHECKPOINT_EVERY: u64 = 100;
 
 /// See [`Registry::open_url`].
-pub(super) async fn open(url: &str) -> Result<Registry> {
+pub(super) async fn open(url: &str, options: ObjectArtifactOptions) -> Result<Registry> {
     let (metadata, artifacts) = stores_from_url(url)?;
+    let artifacts = artifacts.with_options(options);
     Registry::builder()
         .metadata(Arc::new(metadata))
         .artifacts(Arc::new(artifacts))

@@ -838,7 +838,7 @@ impl PackBackend for Files<'_> {
         TempFile::create(&self.0.tmp()).map(Staged)
     }
 
-    fn sync_staged(&self, staged: &Staged) -> io::Result<()> {
+    fn sync_staged(&self, staged: &mut Staged, _: &str) -> io::Result<()> {
         // Read-only before the fsync, so the mode is durable with the bytes.
         set_read_only(staged.0.file_ref())?;
         staged.0.sync()

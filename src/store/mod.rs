@@ -39,10 +39,11 @@ pub mod pack;
 pub(crate) mod pipe;
 #[cfg(test)]
 pub(crate) mod power_loss;
+pub(crate) mod traffic;
 
 pub use local::{LocalArtifactOptions, LocalArtifactStore, LocalMetadataStore};
 pub use memory::{MemoryArtifactStore, MemoryMetadataStore};
-pub use object::{ObjectArtifactStore, ObjectMetadataStore};
+pub use object::{ObjectArtifactOptions, ObjectArtifactStore, ObjectMetadataStore};
 pub use pack::{PackCollection, PackOptions};
 
 /// A stream of byte chunks, as blobs are read and written.

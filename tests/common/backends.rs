@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use modelreg::store::object::{stores_from_url, stores_in};
+use modelreg::store::object::{ObjectArtifactOptions, stores_from_url, stores_in};
 use modelreg::store::{
     ArtifactStore, LocalArtifactStore, LocalMetadataStore, MemoryArtifactStore,
     MemoryMetadataStore, MetadataStore,
@@ -226,6 +226,37 @@ impl Fixture {
         }
     }
 
+    /// object_store's `InMemory` with packing on for every file (no size
+    /// threshold): registries over one shared store, each with its own chunk
+    /// index, as separate processes would have.
+    pub async fn object_memory_packed() -> Fixture {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let prefix = object_store::path::Path::from(unique_name());
+        let open = {
+            let (store, prefix) = (Arc::clone(&store), prefix.clone());
+            move || {
+                let (m, a) = stores_in(Arc::clone(&store), &prefix);
+                Registry::builder()
+                    .metadata(Arc::new(m))
+                    .artifacts(Arc::new(a.with_options(packed_object_options())))
+                    .build()
+                    .expect("builder with both stores")
+            }
+        };
+        let registry = open();
+        Fixture {
+            name: "object_memory_packed",
+            hard_links: false,
+            registry,
+            reopen: Box::new(move || {
+                let r = open();
+                Box::pin(async move { r })
+            }),
+            blobs: BlobAccess::Object(store, prefix.join("artifacts")),
+            dir: TempDir::new().expect("temp dir"),
+        }
+    }
+
     /// object_store's `LocalFileSystem`, opened by `Registry::open_url("file://…")`
     /// (and opened again for each fresh registry). Its blobs are where a local
     /// artifact store keeps them: the layouts are the same.
@@ -254,6 +285,48 @@ impl Fixture {
     /// Azure Blob (Azurite in CI), by `Registry::open_url("az://…")`.
     pub async fn azure() -> Fixture {
         server_fixture("azure", Server::Azure).await
+    }
+
+    /// [`s3`](Self::s3) with packing on for every file
+    /// (`Registry::open_url_with`).
+    pub async fn s3_packed() -> Fixture {
+        packed_server_fixture("s3_packed", Server::S3).await
+    }
+
+    /// [`azure`](Self::azure) with packing on for every file.
+    pub async fn azure_packed() -> Fixture {
+        packed_server_fixture("azure_packed", Server::Azure).await
+    }
+}
+
+/// Packing for every file, whatever its size.
+pub fn packed_object_options() -> ObjectArtifactOptions {
+    ObjectArtifactOptions::new().packed(modelreg::store::PackOptions::new().min_file_size(0))
+}
+
+async fn packed_server_fixture(name: &'static str, server: Server) -> Fixture {
+    let url = server.unique_url();
+    let (_, artifacts) = stores_from_url(&url).expect("configured server URL");
+    let blobs = BlobAccess::Object(
+        Arc::clone(artifacts.object_store()),
+        artifacts.root().clone(),
+    );
+    let open = Box::new(move || -> BoxFuture<'static, Registry> {
+        let url = url.clone();
+        Box::pin(async move {
+            Registry::open_url_with(&url, packed_object_options())
+                .await
+                .unwrap_or_else(|e| panic!("open {url}: {e}"))
+        })
+    });
+    let registry = open().await;
+    Fixture {
+        name,
+        hard_links: false,
+        registry,
+        reopen: open,
+        blobs,
+        dir: TempDir::new().expect("temp dir"),
     }
 }
 

@@ -17,14 +17,20 @@ use object_store::{
     GetOptions, GetResultPayload, ObjectStore, ObjectStoreExt, PutMode, PutPayload,
 };
 
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use super::download::write_stream;
 use super::multipart::{PartReader, STREAM_PART_SIZE, Upload, part_size};
+use super::packs::{self, ObjectArtifactOptions, put_packed};
 use super::{Root, blocking, join};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::hashing;
 use crate::progress;
-use crate::store::layout::{BLOBS_DIR, parse_blob_name};
+use crate::store::layout::{BLOBS_DIR, RECIPES_DIR, parse_blob_name, recipe_key};
+use crate::store::pack::{PackOptions, Recipe, SharedIndex};
+use crate::store::traffic;
 use crate::store::{ArtifactStore, BlobMeta, ByteStream, Imported, LinkMode, Materialized, Placed};
 
 /// An [`ArtifactStore`] on an object store; see the [module docs](super) for the
@@ -48,14 +54,137 @@ use crate::store::{ArtifactStore, BlobMeta, ByteStream, Imported, LinkMode, Mate
 #[derive(Debug, Clone)]
 pub struct ObjectArtifactStore {
     pub(super) root: Arc<Root>,
+    /// How large files are packed; `None`: stored whole (the default).
+    packing: Option<PackOptions>,
+    /// The chunks stored in packs, loaded at the first packed write.
+    chunks: Arc<SharedIndex>,
 }
 
 impl ObjectArtifactStore {
     /// A store keeping its blobs in `store` below `root`.
     pub fn new(store: Arc<dyn ObjectStore>, root: Path) -> Self {
+        Self::at(Root::new(store, root, None, None))
+    }
+
+    pub(super) fn at(root: Arc<Root>) -> Self {
         ObjectArtifactStore {
-            root: Root::new(store, root, None, None),
+            root,
+            packing: None,
+            chunks: Arc::default(),
         }
+    }
+
+    /// The same store, with `options` (packing) for what it writes from now on;
+    /// for a store from [`stores_in`](super::stores_in) or
+    /// [`stores_from_url`](super::stores_from_url). Clones made before keep
+    /// theirs.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use modelreg::store::object::{ObjectArtifactOptions, stores_in};
+    /// use modelreg::store::PackOptions;
+    /// use object_store::{memory::InMemory, path::Path};
+    ///
+    /// let (_metadata, artifacts) = stores_in(Arc::new(InMemory::new()), &Path::from("reg"));
+    /// let artifacts = artifacts.with_options(ObjectArtifactOptions::new().packed(PackOptions::new()));
+    /// # let _ = artifacts;
+    /// ```
+    pub fn with_options(self, options: ObjectArtifactOptions) -> Self {
+        ObjectArtifactStore {
+            packing: options.packing,
+            chunks: Arc::default(),
+            ..self
+        }
+    }
+
+    /// How many distinct chunks this handle knows are stored in packs (0 before
+    /// its first packed write loaded them): what the chunk index holds in
+    /// memory, at 32 bytes each.
+    pub fn known_chunks(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// The packing options, if a file of `len` bytes is packed.
+    fn packs(&self, len: u64) -> Option<PackOptions> {
+        self.packing.filter(|p| len >= p.min_file_size)
+    }
+
+    /// The recipe of `digest` and when it was written, if the file is stored
+    /// packed (one GET).
+    async fn recipe(&self, digest: &Digest) -> Result<Option<(Recipe, BlobMeta)>> {
+        let key = recipe_key(digest);
+        let path = join(self.root.path.clone(), &key);
+        traffic::request(0);
+        let got = match self.root.store.get(&path).await {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.root.error("get", &path, e)),
+        };
+        let modified = got.meta.last_modified;
+        let bytes = match got.bytes().await {
+            Ok(bytes) => bytes,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.root.error("get", &path, e)),
+        };
+        let recipe = Recipe::decode(&bytes, digest, self.root.location(&path))?;
+        let meta = BlobMeta {
+            size: recipe.size,
+            last_modified: Some(modified),
+        };
+        Ok(Some((recipe, meta)))
+    }
+
+    /// Whether `digest` is stored whole (one HEAD).
+    async fn blob_exists(&self, digest: &Digest) -> Result<bool> {
+        let path = self.blob_path(digest);
+        traffic::request(0);
+        match self.root.store.head(&path).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.root.error("head", &path, e)),
+        }
+    }
+
+    /// Spools a stream into a temp file on local disk, then packs it from there
+    /// (the chunker and the pack writer read a file); the temp file is removed
+    /// after, whatever happens.
+    async fn put_stream_packed(
+        &self,
+        digest: &Digest,
+        options: PackOptions,
+        first: Vec<Bytes>,
+        mut parts: PartReader,
+    ) -> Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let spool = Spool::new();
+        let write_err = |e| Error::io(&spool.0, e);
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&spool.0)
+            .await
+            .map_err(write_err)?;
+        let mut part = first;
+        while !part.is_empty() {
+            for b in &part {
+                file.write_all(b).await.map_err(write_err)?;
+            }
+            part = parts.next_part().await?;
+        }
+        file.flush().await.map_err(write_err)?;
+        drop(file);
+        check_digest(digest, parts.digest(), || format!("stream put as {digest}"))?;
+        let stored = put_packed(
+            &self.root,
+            &self.chunks,
+            options,
+            &spool.0,
+            Some(*digest),
+            None,
+        )
+        .await;
+        spool.remove().await;
+        stored.map(drop)
     }
 
     /// The object store.
@@ -90,6 +219,7 @@ impl ObjectArtifactStore {
     ) -> Result<()> {
         check_digest(digest, actual, what)?;
         let path = self.blob_path(digest);
+        traffic::request(payload.content_length() as u64);
         match self
             .root
             .store
@@ -101,7 +231,7 @@ impl ObjectArtifactStore {
         }
     }
 
-    /// Whether the blob is stored.
+    /// Whether the blob is stored (whole or packed).
     async fn exists(&self, digest: &Digest) -> Result<bool> {
         Ok(self.head(digest).await?.is_some())
     }
@@ -159,12 +289,16 @@ fn read_part(
 impl ArtifactStore for ObjectArtifactStore {
     async fn head(&self, digest: &Digest) -> Result<Option<BlobMeta>> {
         let path = self.blob_path(digest);
+        traffic::request(0);
         match self.root.store.head(&path).await {
             Ok(meta) => Ok(Some(BlobMeta {
                 size: meta.size,
                 last_modified: Some(meta.last_modified),
             })),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            // A packed file: its size is the recipe's, its age the recipe's.
+            Err(object_store::Error::NotFound { .. }) => {
+                Ok(self.recipe(digest).await?.map(|(_, meta)| meta))
+            }
             Err(e) => Err(self.root.error("head", &path, e)),
         }
     }
@@ -173,6 +307,16 @@ impl ArtifactStore for ObjectArtifactStore {
         let what = || format!("stream put as {digest}");
         let mut parts = PartReader::new(data, STREAM_PART_SIZE);
         let first = parts.next_part().await?;
+        let len: u64 = first.iter().map(|b| b.len() as u64).sum();
+        if let Some(options) = self.packing
+            && (!parts.ended() || len >= options.min_file_size)
+        {
+            // Content addressed: a stored blob already has these bytes.
+            if self.exists(digest).await? {
+                return Ok(());
+            }
+            return self.put_stream_packed(digest, options, first, parts).await;
+        }
         // A stream that ends within its first part goes up in one PUT.
         if parts.ended() {
             let payload = first.into_iter().collect();
@@ -208,6 +352,22 @@ impl ArtifactStore for ObjectArtifactStore {
         })
         .await?;
         let (file, size) = opened.map_err(|e| Error::io(path, e))?;
+        if let Some(options) = self.packs(size) {
+            if self.exists(digest).await? {
+                return Ok(());
+            }
+            let meter = progress::meter();
+            put_packed(
+                &self.root,
+                &self.chunks,
+                options,
+                path,
+                Some(*digest),
+                meter,
+            )
+            .await?;
+            return Ok(());
+        }
         let part = part_size(size);
         let read = |file, hasher| {
             blocking(&self.root, "put", &blob, move || {
@@ -281,6 +441,20 @@ impl ArtifactStore for ObjectArtifactStore {
         if self.exists(&digest).await? {
             return Ok(Imported::new(digest, size, None).with_sha256(sha256));
         }
+        if let Some(options) = self.packs(size) {
+            let meter = progress::meter();
+            let stored = put_packed(&self.root, &self.chunks, options, path, Some(digest), meter)
+                .await
+                .map_err(|e| match e {
+                    // The bytes packed are not the bytes hashed: the file changed.
+                    Error::Integrity { .. } => changed(),
+                    e => e,
+                })?;
+            return Ok(
+                Imported::new(stored.digest, stored.size, Some(Materialized::Copied))
+                    .with_sha256(stored.sha256),
+            );
+        }
         // The upload checks BLAKE3 only: bytes that still hash to `digest` are the
         // bytes `sha256` was computed from.
         match self.put_file(&digest, path).await {
@@ -295,9 +469,16 @@ impl ArtifactStore for ObjectArtifactStore {
 
     async fn get(&self, digest: &Digest) -> Result<ByteStream> {
         let path = self.blob_path(digest);
+        traffic::request(0);
         let got = match self.root.store.get(&path).await {
             Ok(got) => got,
-            Err(object_store::Error::NotFound { .. }) => return Err(self.not_found(digest)),
+            Err(object_store::Error::NotFound { .. }) => {
+                let (recipe, _) = self
+                    .recipe(digest)
+                    .await?
+                    .ok_or_else(|| self.not_found(digest))?;
+                return Ok(packs::read_stream(Arc::clone(&self.root), Arc::new(recipe)));
+            }
             Err(e) => return Err(self.root.error("get", &path, e)),
         };
         let root = Arc::clone(&self.root);
@@ -319,6 +500,15 @@ impl ArtifactStore for ObjectArtifactStore {
                 format!("range {range:?} of blob {digest}"),
                 "starts after it ends",
             ));
+        }
+        // A packed file is read from its packs.
+        if !self.blob_exists(digest).await?
+            && let Some((recipe, _)) = self.recipe(digest).await?
+        {
+            if range.end > recipe.size {
+                return Err(out_of_range(recipe.size));
+            }
+            return packs::read_range(&self.root, &recipe, range).await;
         }
         // object_store refuses empty ranges: ask only whether the blob is that long.
         if range.is_empty() {
@@ -357,18 +547,70 @@ impl ArtifactStore for ObjectArtifactStore {
     }
 
     async fn delete(&self, digest: &Digest) -> Result<()> {
-        let path = self.blob_path(digest);
-        match self.root.store.delete(&path).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(self.root.error("delete", &path, e)),
+        // A packed file's recipe too: its chunks stay in their packs.
+        for path in [
+            self.blob_path(digest),
+            join(self.root.path.clone(), &recipe_key(digest)),
+        ] {
+            traffic::request(0);
+            match self.root.store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.root.error("delete", &path, e)),
+            }
         }
+        Ok(())
+    }
+
+    async fn hash_stored(&self, digest: &Digest) -> Result<(Digest, u64)> {
+        let meter = progress::meter();
+        if !self.blob_exists(digest).await?
+            && let Some((recipe, _)) = self.recipe(digest).await?
+        {
+            return packs::hash_stored(&self.root, recipe, meter).await;
+        }
+        hashing::hash_stream(self.get(digest).await?, meter).await
     }
 
     async fn list(&self) -> Result<BoxStream<'static, Result<Digest>>> {
-        let dir = self.root.dir(BLOBS_DIR);
-        let root = Arc::clone(&self.root);
-        let listing = self.root.store.list(Some(&dir));
-        Ok(Box::pin(listing.filter_map(move |meta| {
+        // Whole blobs, then packed files (recipes), sharded alike.
+        let blobs = list_sharded(&self.root, BLOBS_DIR);
+        let recipes = list_sharded(&self.root, RECIPES_DIR);
+        Ok(Box::pin(blobs.chain(recipes)))
+    }
+
+    async fn materialize(&self, digest: &Digest, dest: &FsPath, _mode: LinkMode) -> Result<Placed> {
+        let path = self.blob_path(digest);
+        // Ask for the blob first: a missing one must not leave a file behind.
+        traffic::request(0);
+        let got = match self.root.store.get(&path).await {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => {
+                let (recipe, _) = self
+                    .recipe(digest)
+                    .await?
+                    .ok_or_else(|| self.not_found(digest))?;
+                return packs::materialize(&self.root, recipe, dest, progress::meter()).await;
+            }
+            Err(e) => return Err(self.root.error("materialize", &path, e)),
+        };
+        self.materialize_blob(got, &path, dest).await
+    }
+
+    /// The object's URL when the store was opened by URL, otherwise its key and
+    /// the store.
+    fn location(&self, digest: &Digest) -> String {
+        self.root.location(&self.blob_path(digest))
+    }
+}
+
+/// The digests stored under `layout` (`blobs/…` or `recipes/…`): keys
+/// `<shard>/<sub-shard>/<hex>` in their own shard; other keys are skipped.
+fn list_sharded(root: &Arc<Root>, layout: &str) -> BoxStream<'static, Result<Digest>> {
+    {
+        let dir = root.dir(layout);
+        let root = Arc::clone(root);
+        let listing = root.store.list(Some(&dir));
+        Box::pin(listing.filter_map(move |meta| {
             let found = match meta {
                 Err(e) => Some(Err(root.error("list", &dir, e))),
                 Ok(meta) => {
@@ -384,17 +626,19 @@ impl ArtifactStore for ObjectArtifactStore {
                 }
             };
             futures::future::ready(found)
-        })))
+        }))
     }
+}
 
-    async fn materialize(&self, digest: &Digest, dest: &FsPath, _mode: LinkMode) -> Result<Placed> {
-        let path = self.blob_path(digest);
-        // Ask for the blob first: a missing one must not leave a file behind.
-        let got = match self.root.store.get(&path).await {
-            Ok(got) => got,
-            Err(object_store::Error::NotFound { .. }) => return Err(self.not_found(digest)),
-            Err(e) => return Err(self.root.error("materialize", &path, e)),
-        };
+impl ObjectArtifactStore {
+    /// Writes a whole blob's download `got` to the new file `dest`.
+    async fn materialize_blob(
+        &self,
+        got: object_store::GetResult,
+        path: &Path,
+        dest: &FsPath,
+    ) -> Result<Placed> {
+        let path = path.clone();
         let target = dest.to_owned();
         let meter = progress::meter();
         let created = blocking(&self.root, "materialize", &path, move || {
@@ -437,10 +681,37 @@ impl ArtifactStore for ObjectArtifactStore {
             }
         }
     }
+}
 
-    /// The object's URL when the store was opened by URL, otherwise its key and
-    /// the store.
-    fn location(&self, digest: &Digest) -> String {
-        self.root.location(&self.blob_path(digest))
+/// A temp file on local disk for a stream being packed, removed when done
+/// (or, on an early return or cancellation, when dropped).
+struct Spool(PathBuf);
+
+impl Spool {
+    fn new() -> Self {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        Spool(std::env::temp_dir().join(format!(
+            ".modelreg-spool-{}-{n}-{nanos}",
+            std::process::id()
+        )))
+    }
+
+    async fn remove(self) {
+        if let Err(e) = tokio::fs::remove_file(&self.0).await
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(file = %self.0.display(), error = %e, "could not remove a spool file");
+        }
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        // Removed by `remove` already on the usual path: this is the fallback.
+        let _ = std::fs::remove_file(&self.0);
     }
 }

@@ -83,11 +83,13 @@ mod artifacts;
 mod download;
 mod metadata;
 mod multipart;
+mod packs;
 mod url;
 
 pub use artifacts::ObjectArtifactStore;
 pub use metadata::{ObjectMetadataStore, READ_CONCURRENCY};
 pub use multipart::{MAX_PARTS, MIN_PART_SIZE, STREAM_PART_SIZE, UPLOAD_CONCURRENCY, part_size};
+pub use packs::ObjectArtifactOptions;
 pub use url::{object_store_from_url, stores_from_url, stores_in};
 
 /// One store's place in an object store, and the name its errors carry.

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::hashing;
 use crate::progress::{self, Meter, MeterExt};
 use crate::store::ByteStream;
+use crate::store::traffic::{self, Counter, CounterExt};
 
 /// The smallest multipart part S3 accepts (except the last), and our smallest part.
 pub const MIN_PART_SIZE: u64 = 5 << 20;
@@ -123,10 +124,15 @@ pub(super) struct Upload {
     /// Counts the bytes of each part stored (the task's meter when the upload
     /// started: the part tasks do not see it).
     meter: Option<Meter>,
+    /// Counts each call and the bytes of each part (the task's counter when
+    /// the upload started).
+    traffic: Option<Counter>,
 }
 
 impl Upload {
     pub(super) async fn start(root: &Arc<Root>, path: Path) -> Result<Self> {
+        let traffic = traffic::counter();
+        traffic.request(0);
         let upload = root
             .store
             .put_multipart(&path)
@@ -138,6 +144,7 @@ impl Upload {
             upload: Some(upload),
             parts: JoinSet::new(),
             meter: progress::meter(),
+            traffic,
         })
     }
 
@@ -150,6 +157,7 @@ impl Upload {
             return Err(self.finished());
         };
         let len = payload.content_length() as u64;
+        self.traffic.request(len);
         let part = upload.put_part(payload);
         self.parts.spawn(async move { part.await.map(|()| len) });
         Ok(())
@@ -182,6 +190,7 @@ impl Upload {
         let Some(mut upload) = self.upload.take() else {
             return Err(self.finished());
         };
+        self.traffic.request(0);
         if let Err(e) = upload.complete().await {
             if let Err(abort) = upload.abort().await {
                 warn_abort_failed(&self.root.location(&self.path), &abort);
@@ -195,6 +204,7 @@ impl Upload {
     pub(super) async fn abort(mut self) {
         self.parts.shutdown().await;
         if let Some(mut upload) = self.upload.take() {
+            self.traffic.request(0);
             // Best effort: an upload that is never completed stays invisible anyway.
             if let Err(e) = upload.abort().await {
                 warn_abort_failed(&self.root.location(&self.path), &e);

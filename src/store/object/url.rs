@@ -37,14 +37,12 @@ fn named_stores(
                 url_base.clone(),
             ),
         },
-        ObjectArtifactStore {
-            root: Root::new(
-                store,
-                artifacts,
-                Some(format!("{label} (artifacts)")),
-                url_base,
-            ),
-        },
+        ObjectArtifactStore::at(Root::new(
+            store,
+            artifacts,
+            Some(format!("{label} (artifacts)")),
+            url_base,
+        )),
     )
 }
 

@@ -92,10 +92,14 @@ pub(crate) trait PackBackend: Send + Sync {
     fn stage(&self) -> io::Result<Self::Staged>;
     /// Makes a staged object's bytes durable ahead of [`publish`](Self::publish)
     /// (which then need not), e.g. on another thread while the next object is
-    /// written; nothing is written to it afterwards. The default does nothing,
-    /// for backends whose `publish` is one step.
-    fn sync_staged(&self, staged: &Self::Staged) -> io::Result<()> {
-        let _ = staged;
+    /// written; nothing is written to it afterwards. `key` is the name
+    /// `publish` will give it: a backend whose objects cannot be renamed (the
+    /// object store) uploads it there now, so a file's packs are not all held
+    /// until its end (an object uploaded for a file that turns out stored is
+    /// garbage, which gc retires). The default does nothing, for backends
+    /// whose `publish` is one step.
+    fn sync_staged(&self, staged: &mut Self::Staged, key: &str) -> io::Result<()> {
+        let _ = (staged, key);
         Ok(())
     }
     /// Makes a staged object durable under `key`. An existing `key` (same name,
@@ -515,11 +519,11 @@ pub(crate) fn store_file<B: PackBackend>(
         type Synced<S> = (Vec<(S, String)>, Vec<(S, String)>);
         let syncer = scope.spawn(move || -> Result<Synced<B::Staged>> {
             let (mut packs, mut indexes) = (Vec::new(), Vec::new());
-            for (staged, pack_index) in to_sync {
+            for (mut staged, pack_index) in to_sync {
                 let name = pack_index.pack;
                 let key = pack_key(&name);
                 backend
-                    .sync_staged(&staged)
+                    .sync_staged(&mut staged, &key)
                     .map_err(|e| storage(backend, "write pack", &key, e))?;
                 packs.push((staged, key));
                 let key = pack_index_key(&name);
@@ -528,7 +532,7 @@ pub(crate) fn store_file<B: PackBackend>(
                 let index_err = |e| storage(backend, "write pack index", &key, e);
                 let mut staged = backend.stage().map_err(index_err)?;
                 staged.write_all(&bytes).map_err(index_err)?;
-                backend.sync_staged(&staged).map_err(index_err)?;
+                backend.sync_staged(&mut staged, &key).map_err(index_err)?;
                 indexes.push((staged, key));
             }
             Ok((packs, indexes))

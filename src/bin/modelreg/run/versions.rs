@@ -407,8 +407,19 @@ async fn register(ctx: &Ctx, a: RegisterArgs) -> Out {
         }))?);
     }
     let r = &registered.report;
+    // What went over the network, for a store on object storage (local
+    // stores send nothing and report 0).
+    let sent = if r.requests_sent > 0 {
+        format!(
+            "; sent {} in {}",
+            output::bytes(r.bytes_sent),
+            output::count(r.requests_sent, "request"),
+        )
+    } else {
+        String::new()
+    };
     ctx.note(format!(
-        "registered {}/{} by {}: {}, {} ({} stored new, {} already stored)",
+        "registered {}/{} by {}: {}, {} ({} stored new, {} already stored{sent})",
         registered.model,
         registered.number,
         registered.created_by,
