@@ -248,6 +248,10 @@ pub struct Server {
     state: State,
 }
 
+/// How long [`Server::serve`] lets connections wait at startup while it reads
+/// the registry for the web UI's first views (0.5 s at 100,000 versions).
+const WARM_UP: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Server {
     /// A server over `registry`.
     pub fn new(registry: Registry, options: ServerOptions) -> Self {
@@ -290,8 +294,9 @@ impl Server {
 
     /// Serves on `listener` until `shutdown` completes, then stops accepting
     /// connections and waits for the requests in flight. At the start it
-    /// builds the registry's [lineage graph](Registry::lineage) in the
-    /// background, for the web UI's lineage pages. An upload that has
+    /// reads every model and builds the registry's [lineage graph](Registry::lineage)
+    /// for the web UI's pages, accepting connections once that is done or
+    /// after a few seconds (then it goes on in the background). An upload that has
     /// not finished when the process exits leaves nothing behind: a version
     /// appears only once all of its files are stored.
     pub async fn serve(
@@ -308,15 +313,24 @@ impl Server {
             );
         }
         tokio::spawn(mlflow::sweep_periodically(state.clone()));
-        // The lineage and dataset pages need the whole lineage graph: build it
-        // now, in the background, so that their first view finds it (later
-        // changes bring it up to date instead of building it anew).
+        // The lineage and dataset pages need the whole lineage graph, and the
+        // model pages every record of their model (a registry opens without
+        // decoding them): build the graph now, which reads every model whole,
+        // so that the first views find both (later changes bring the graph up
+        // to date instead of building it anew). Connections wait for it in
+        // the listener's backlog, up to WARM_UP; a larger registry goes on
+        // warming in the background while requests are served.
         let registry = state.registry.clone();
-        tokio::spawn(async move {
-            if let Err(e) = registry.lineage().await {
-                tracing::debug!(error = %e, "the lineage graph could not be built ahead");
+        let warm = tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            match registry.lineage().await {
+                Ok(_) => tracing::info!(took = ?started.elapsed(), "warmed the registry"),
+                Err(e) => {
+                    tracing::debug!(error = %e, "the lineage graph could not be built ahead")
+                }
             }
         });
+        let _ = tokio::time::timeout(WARM_UP, warm).await;
         state.hooks.get_or_init(|| {
             webhooks::Hooks::start(
                 state.registry.clone(),
