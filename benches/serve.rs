@@ -1082,9 +1082,13 @@ fn pages_part() {
             ServerOptions::new().tokens(tokens()),
         );
         let m = format!("/ui/models/{MODEL}");
+        // The server reads every model before it takes connections (its
+        // warm-up): the first answer waits for that, in the backlog.
+        let ready = get_page(server.addr, "/ui/", &mut buf);
         let first = get_page(server.addr, &m, &mut buf);
         println!(
-            "pages at {n} versions (first model page, cold: {})",
+            "pages at {n} versions (first answer after start, the warm-up: {}; then first model page: {})",
+            human(ready),
             human(first)
         );
         let rows: Vec<(&'static str, String)> = vec![
