@@ -650,6 +650,7 @@ impl Registry {
     /// log's state just before it, so the checks it passed are the ones
     /// [`commit`](Self::commit) would make); otherwise, or with nothing
     /// prepared, commits `make` as `commit` does.
+    #[tracing::instrument(name = "commit", level = "debug", skip_all, fields(model = %model))]
     pub(super) async fn commit_prepared(
         &self,
         model: &ModelName,
