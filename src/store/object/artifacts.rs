@@ -109,6 +109,25 @@ impl ObjectArtifactStore {
         self.packing.filter(|p| len >= p.min_file_size)
     }
 
+    /// The bytes of `digest`: its whole blob's object (one GET), or, with no
+    /// blob, its recipe (one GET more); `NotFound` with neither. Asking for
+    /// the blob first means a missing file fails before anything is written.
+    async fn open_stored(&self, digest: &Digest, operation: &'static str) -> Result<Opened> {
+        let path = self.blob_path(digest);
+        traffic::request(0);
+        match self.root.store.get(&path).await {
+            Ok(got) => Ok(Opened::Blob(got, path)),
+            Err(object_store::Error::NotFound { .. }) => {
+                let (recipe, _) = self
+                    .recipe(digest)
+                    .await?
+                    .ok_or_else(|| self.not_found(digest))?;
+                Ok(Opened::Packed(recipe))
+            }
+            Err(e) => Err(self.root.error(operation, &path, e)),
+        }
+    }
+
     /// The recipe of `digest` and when it was written, if the file is stored
     /// packed (one GET).
     async fn recipe(&self, digest: &Digest) -> Result<Option<(Recipe, BlobMeta)>> {
@@ -468,18 +487,11 @@ impl ArtifactStore for ObjectArtifactStore {
     }
 
     async fn get(&self, digest: &Digest) -> Result<ByteStream> {
-        let path = self.blob_path(digest);
-        traffic::request(0);
-        let got = match self.root.store.get(&path).await {
-            Ok(got) => got,
-            Err(object_store::Error::NotFound { .. }) => {
-                let (recipe, _) = self
-                    .recipe(digest)
-                    .await?
-                    .ok_or_else(|| self.not_found(digest))?;
+        let (got, path) = match self.open_stored(digest, "get").await? {
+            Opened::Blob(got, path) => (got, path),
+            Opened::Packed(recipe) => {
                 return Ok(packs::read_stream(Arc::clone(&self.root), Arc::new(recipe)));
             }
-            Err(e) => return Err(self.root.error("get", &path, e)),
         };
         let root = Arc::clone(&self.root);
         Ok(Box::pin(
@@ -579,21 +591,12 @@ impl ArtifactStore for ObjectArtifactStore {
     }
 
     async fn materialize(&self, digest: &Digest, dest: &FsPath, _mode: LinkMode) -> Result<Placed> {
-        let path = self.blob_path(digest);
-        // Ask for the blob first: a missing one must not leave a file behind.
-        traffic::request(0);
-        let got = match self.root.store.get(&path).await {
-            Ok(got) => got,
-            Err(object_store::Error::NotFound { .. }) => {
-                let (recipe, _) = self
-                    .recipe(digest)
-                    .await?
-                    .ok_or_else(|| self.not_found(digest))?;
-                return packs::materialize(&self.root, recipe, dest, progress::meter()).await;
+        match self.open_stored(digest, "materialize").await? {
+            Opened::Blob(got, path) => self.materialize_blob(got, &path, dest).await,
+            Opened::Packed(recipe) => {
+                packs::materialize(&self.root, recipe, dest, progress::meter()).await
             }
-            Err(e) => return Err(self.root.error("materialize", &path, e)),
-        };
-        self.materialize_blob(got, &path, dest).await
+        }
     }
 
     /// The object's URL when the store was opened by URL, otherwise its key and
@@ -601,6 +604,14 @@ impl ArtifactStore for ObjectArtifactStore {
     fn location(&self, digest: &Digest) -> String {
         self.root.location(&self.blob_path(digest))
     }
+}
+
+/// A stored file as [`ObjectArtifactStore::open_stored`] found it.
+enum Opened {
+    /// A whole blob: its GET, under way, and its key.
+    Blob(object_store::GetResult, Path),
+    /// Packed: its recipe.
+    Packed(Recipe),
 }
 
 /// The digests stored under `layout` (`blobs/…` or `recipes/…`): keys
