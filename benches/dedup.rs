@@ -31,22 +31,13 @@
 mod support;
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use modelreg::Digest;
 use modelreg::store::chunking::{ChunkParams, chunk_file};
 use support::dedup_scenarios::{self, ALL, Scenario};
 use support::fixture::fixtures_root;
-use support::{Series, benchmarking, env_num};
-
-fn raw_blake3(path: &Path) -> Duration {
-    let t = Instant::now();
-    let mut h = blake3::Hasher::new();
-    h.update_mmap_rayon(path).expect("hash");
-    std::hint::black_box(h.finalize());
-    t.elapsed()
-}
+use support::{Series, benchmarking, env_num, raw_blake3};
 
 /// The settings compared: name, tensor block, CDC min/avg/max. Each differs
 /// from the default in one respect where it can, so its row shows what that

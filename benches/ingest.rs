@@ -56,24 +56,9 @@ use modelreg::{
     Actor, ArtifactSource, CreateModel, Digest, FetchOptions, NewVersion, Progress, ProgressEvent,
     Registry, VersionRecord,
 };
-use support::{Series, benchmarking, env_num, raw_sha256, scratch_source};
-
-fn copy_and_sync(src: &Path, dst: &Path) -> Duration {
-    let t = Instant::now();
-    fs::copy(src, dst).expect("copy");
-    File::open(dst).and_then(|f| f.sync_all()).expect("fsync");
-    let d = t.elapsed();
-    fs::remove_file(dst).expect("remove copy");
-    d
-}
-
-fn raw_blake3(src: &Path) -> Duration {
-    let t = Instant::now();
-    let mut h = blake3::Hasher::new();
-    h.update_mmap_rayon(src).expect("hash");
-    std::hint::black_box(h.finalize());
-    t.elapsed()
-}
+use support::{
+    Series, benchmarking, copy_and_sync, env_num, raw_blake3, raw_sha256, scratch_source,
+};
 
 /// A fresh registry at `root` with the model `bench`.
 fn registry(rt: &tokio::runtime::Runtime, root: &Path) -> Registry {

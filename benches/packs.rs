@@ -53,24 +53,7 @@ use modelreg::store::{LocalArtifactOptions, PackOptions};
 use modelreg::{Actor, ArtifactSource, CreateModel, FetchOptions, NewVersion, Registry};
 use support::dedup_scenarios::{self, Kind};
 use support::fixture::fixtures_root;
-use support::{Series, benchmarking, env_num, raw_sha256};
-
-fn copy_and_sync(src: &Path, dst: &Path) -> Duration {
-    let t = Instant::now();
-    fs::copy(src, dst).expect("copy");
-    File::open(dst).and_then(|f| f.sync_all()).expect("fsync");
-    let d = t.elapsed();
-    fs::remove_file(dst).expect("remove copy");
-    d
-}
-
-fn raw_blake3(src: &Path) -> Duration {
-    timed(|| {
-        let mut h = blake3::Hasher::new();
-        h.update_mmap_rayon(src).expect("hash");
-        std::hint::black_box(h.finalize());
-    })
-}
+use support::{Series, benchmarking, copy_and_sync, env_num, raw_blake3, raw_sha256};
 
 /// The default chunking of the file (read + BLAKE3 of every chunk), as the
 /// packed store's first pass over it does.

@@ -184,6 +184,27 @@ pub fn new_version(i: u64) -> modelreg::NewVersion {
         .provenance(provenance)
 }
 
+/// The copy baseline: `cp src dst` then `fsync` of the copy (what a durable
+/// store of the file must at least do); the copy is removed afterwards.
+pub fn copy_and_sync(src: &Path, dst: &Path) -> Duration {
+    let t = std::time::Instant::now();
+    std::fs::copy(src, dst).expect("copy");
+    File::open(dst).and_then(|f| f.sync_all()).expect("fsync");
+    let d = t.elapsed();
+    std::fs::remove_file(dst).expect("remove copy");
+    d
+}
+
+/// The raw BLAKE3 baseline: the file memory-mapped and hashed on every core,
+/// as `b3sum` does.
+pub fn raw_blake3(src: &Path) -> Duration {
+    let t = std::time::Instant::now();
+    let mut h = blake3::Hasher::new();
+    h.update_mmap_rayon(src).expect("hash");
+    std::hint::black_box(h.finalize());
+    t.elapsed()
+}
+
 /// The raw SHA-256 baseline: one core reads `src` in 2 MiB pieces and hashes
 /// them in order (SHA-256 cannot be split across cores), as `sha256sum` does.
 pub fn raw_sha256(src: &std::path::Path) -> std::time::Duration {
