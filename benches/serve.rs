@@ -477,9 +477,8 @@ fn download_part() {
     let hex = entry.digest.to_hex();
     let blob = tmp
         .path()
-        .join("registry/artifacts/blobs/v1/blake3")
+        .join("registry/artifacts/blobs/v2/blake3")
         .join(&hex[0..2])
-        .join(&hex[2..4])
         .join(&hex);
     assert_eq!(
         std::fs::metadata(&blob).expect("the blob file").len(),

@@ -28,11 +28,7 @@ fn files(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 
 fn blob_path(root: &Path, content: &[u8]) -> PathBuf {
     let hex = Digest::of(content).to_hex();
-    root.join(format!(
-        "artifacts/blobs/v1/blake3/{}/{}/{hex}",
-        &hex[..2],
-        &hex[2..4]
-    ))
+    root.join(format!("artifacts/blobs/v2/blake3/{}/{hex}", &hex[..2]))
 }
 
 fn writable(path: &Path) {

@@ -41,13 +41,19 @@ fn checkpoint(seq: u64) -> String {
     format!("metadata/logs/v1/fraud/checkpoints/{seq:020}.ckpt")
 }
 
-fn blob(digest: &Digest) -> String {
+/// Where the registry at `target` keeps blob `digest`: the local store writes
+/// `blobs/v2` (one level of shards), object stores `blobs/v1` (two).
+fn blob(target: &Target, digest: &Digest) -> String {
     let hex = digest.to_hex();
-    format!(
-        "artifacts/blobs/v1/blake3/{}/{}/{hex}",
-        &hex[..2],
-        &hex[2..4]
-    )
+    if target.name == "local" {
+        format!("artifacts/blobs/v2/blake3/{}/{hex}", &hex[..2])
+    } else {
+        format!(
+            "artifacts/blobs/v1/blake3/{}/{}/{hex}",
+            &hex[..2],
+            &hex[2..4]
+        )
+    }
 }
 
 /// The bytes stored at `location`: a local path, or an object URL (`file://`,
@@ -178,9 +184,9 @@ async fn damaged_blobs_and_manifests_name_their_objects(target: Target) {
     let (_, state) = populate(&target).await;
     // A file's blob.
     let weights = Digest::of(b"weights 1");
-    let location = expected_location(&target, &blob(&weights));
+    let location = expected_location(&target, &blob(&target, &weights));
     assert_eq!(read_at(&location).await, b"weights 1");
-    overwrite(&target, &blob(&weights), b"weights X".to_vec()).await;
+    overwrite(&target, &blob(&target, &weights), b"weights X".to_vec()).await;
     let e = assert_err!(
         reopen(&target).verify("fraud/2").await,
         Error::Integrity { .. }
@@ -201,10 +207,10 @@ async fn damaged_blobs_and_manifests_name_their_objects(target: Target) {
 
     // A version's manifest.
     let manifest = state.versions()[2].artifact;
-    let manifest_location = expected_location(&target, &blob(&manifest));
+    let manifest_location = expected_location(&target, &blob(&target, &manifest));
     let mut bytes = read_at(&manifest_location).await;
     bytes[0] ^= 0x01;
-    overwrite(&target, &blob(&manifest), bytes).await;
+    overwrite(&target, &blob(&target, &manifest), bytes).await;
     let e = assert_err!(
         reopen(&target).manifest("fraud/3").await,
         Error::Integrity { .. }

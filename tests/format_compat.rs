@@ -628,3 +628,94 @@ async fn the_0_1_checkpoints_give_the_logs_state() -> modelreg::Result<()> {
     }
     Ok(())
 }
+
+/// Where a local artifact store kept blob `hex` before 0.3 (`v1`, two levels of
+/// shards) and where it writes it now (`v2`, one level).
+fn blob_paths(root: &Path, hex: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let artifacts = root.join("artifacts/blobs");
+    (
+        artifacts.join(format!("v1/blake3/{}/{}/{hex}", &hex[..2], &hex[2..4])),
+        artifacts.join(format!("v2/blake3/{}/{hex}", &hex[..2])),
+    )
+}
+
+/// The 0.1 registry (every blob two levels deep in `blobs/v1`) takes new
+/// versions, whose new blobs go to `blobs/v2` while those it shares stay where
+/// they are, and collection and check see both layouts: gc deletes what only
+/// purged versions used from either, keeps the rest, and check finds nothing
+/// wrong before or after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_0_1_registry_takes_new_versions_and_gc_and_check_see_both_layouts()
+-> modelreg::Result<()> {
+    let (tmp, reg) = open_copy(|_| false).await;
+    // Opening wrote nothing: an old tree is only read.
+    assert!(!tmp.path().join("artifacts/blobs/v2").exists());
+    let me = reg.acting_as(actor("ci"));
+    // `churn.bin` is stored already (v1); `new.bin` is not.
+    let source = modelreg::ArtifactSource::files([
+        ("churn.bin", &b"churn weights"[..]),
+        ("new.bin", &b"churn weights, fine-tuned"[..]),
+    ])?;
+    let kept = me
+        .register("churn", source, modelreg::NewVersion::new())
+        .await?;
+    let source = modelreg::ArtifactSource::files([("throwaway.bin", &b"purged soon"[..])])?;
+    let purged = me
+        .register("churn", source, modelreg::NewVersion::new())
+        .await?;
+    let shared = blake3::hash(b"churn weights").to_hex().to_string();
+    let new = blake3::hash(b"churn weights, fine-tuned")
+        .to_hex()
+        .to_string();
+    let throwaway = blake3::hash(b"purged soon").to_hex().to_string();
+    let (shared_v1, shared_v2) = blob_paths(tmp.path(), &shared);
+    assert!(shared_v1.is_file() && !shared_v2.exists());
+    for hex in [
+        &new,
+        &throwaway,
+        &kept.artifact.to_hex(),
+        &purged.artifact.to_hex(),
+    ] {
+        let (v1, v2) = blob_paths(tmp.path(), hex);
+        assert!(v2.is_file() && !v1.exists(), "{hex}");
+    }
+    let report = reg.check().await?;
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert_eq!(report.blobs, 10 + 4);
+
+    // fraud/3's blobs are in v1, churn's purged version's in v2; only each of
+    // them uses its own.
+    let onnx = blake3::hash(b"fraud weights v3 rc").to_hex().to_string();
+    let fraud_3_manifest = reg.resolve("fraud/3").await?.artifact.to_hex();
+    me.purge_version("fraud/3", "superseded").await?;
+    me.purge_version(format!("churn/{}", purged.number).as_str(), "tried")
+        .await?;
+    let gc = reg
+        .gc(modelreg::GcOptions::new(std::time::Duration::ZERO))
+        .await?;
+    let mut deleted: Vec<String> = gc.deleted.iter().map(|d| d.to_hex()).collect();
+    deleted.sort();
+    let mut want = vec![
+        onnx.clone(),
+        fraud_3_manifest.clone(),
+        throwaway.clone(),
+        purged.artifact.to_hex(),
+    ];
+    want.sort();
+    assert_eq!(deleted, want);
+    for hex in &want {
+        let (v1, v2) = blob_paths(tmp.path(), hex);
+        assert!(!v1.exists() && !v2.exists(), "{hex} deleted");
+    }
+    assert!(shared_v1.is_file());
+    let report = reg.check().await?;
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert_eq!(report.blobs, 14 - 4);
+    // What is left still reads from both layouts.
+    for reference in ["fraud/1", "fraud/2", "churn/1"] {
+        reg.verify(reference).await?;
+    }
+    reg.verify(format!("churn/{}", kept.number).as_str())
+        .await?;
+    Ok(())
+}

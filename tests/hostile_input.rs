@@ -312,9 +312,8 @@ async fn hostile_inputs_get_typed_errors_and_change_nothing() {
     // Each is planted first (that change is the attack, not the registry's), then
     // the registry is asked to use it.
     let blob = root.join(format!(
-        "artifacts/blobs/v1/blake3/{0}/{1}/{2}",
+        "artifacts/blobs/v2/blake3/{0}/{1}",
         &Digest::of(b"weights").to_hex()[..2],
-        &Digest::of(b"weights").to_hex()[2..4],
         Digest::of(b"weights").to_hex()
     ));
     overwrite(&blob, b"garbage");
@@ -414,11 +413,7 @@ fn overwrite(path: &Path, bytes: &[u8]) {
 
 fn plant(root: &Path, digest: &Digest, bytes: &[u8]) {
     let hex = digest.to_hex();
-    let dir = root.join(format!(
-        "artifacts/blobs/v1/blake3/{}/{}",
-        &hex[..2],
-        &hex[2..4]
-    ));
+    let dir = root.join(format!("artifacts/blobs/v2/blake3/{}", &hex[..2]));
     fs::create_dir_all(&dir).expect("shard");
     fs::write(dir.join(&hex), bytes).expect("blob");
 }

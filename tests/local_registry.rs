@@ -250,7 +250,7 @@ async fn hash_cache_hits_record_the_same_sha256() {
 
 // ----- the directory on disk ---------------------------------------------------------
 
-/// Blobs live at `artifacts/blobs/v1/blake3/<2 hex>/<2 hex>/<hex>`, read-only, and
+/// Blobs live at `artifacts/blobs/v2/blake3/<2 hex>/<hex>`, read-only, and
 /// a registry opened afresh on the same directory (as after a restart) sees every
 /// model, version, event, tag, metric and byte.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,7 +41,18 @@ fn one_chunk(bytes: Bytes) -> ByteStream {
     Box::pin(stream::once(async move { Ok(bytes) }))
 }
 
+/// Where the local store writes blob `digest` (since 0.3).
 fn blob_file(store: &LocalArtifactStore, digest: &Digest) -> PathBuf {
+    let hex = digest.to_hex();
+    store
+        .root()
+        .join("blobs/v2/blake3")
+        .join(&hex[0..2])
+        .join(&hex)
+}
+
+/// Where builds before 0.3 wrote blob `digest` (still read).
+fn old_blob_file(store: &LocalArtifactStore, digest: &Digest) -> PathBuf {
     let hex = digest.to_hex();
     store
         .root()
@@ -59,7 +70,8 @@ async fn open_creates_the_versioned_tree_durably_and_idempotently() {
     assert_eq!(meta.root(), dir.path().join("a/b/meta"));
     assert!(meta.root().join("logs/v1").is_dir());
     assert!(meta.root().join("tmp").is_dir());
-    assert!(art.root().join("blobs/v1/blake3").is_dir());
+    assert!(art.root().join("blobs/v2/blake3").is_dir());
+    assert!(!art.root().join("blobs/v1").exists());
     assert!(art.root().join("tmp").is_dir());
     // Opening again (another handle, another process) is fine.
     LocalMetadataStore::open(dir.path().join("a/b/meta")).unwrap();
@@ -91,10 +103,81 @@ async fn layout_is_versioned_sharded_and_algorithm_tagged() {
     let (_dir, art) = artifact_store();
     let digest = art.put_bytes("hello".into()).await.unwrap();
     let expected = art.root().join(
-        "blobs/v1/blake3/ea/8f/ea8f163db38682925e4491c5e58d4bb3506ef8c14eb78a86e908c5624a67200f",
+        "blobs/v2/blake3/ea/ea8f163db38682925e4491c5e58d4bb3506ef8c14eb78a86e908c5624a67200f",
     );
     assert_eq!(blob_file(&art, &digest), expected);
     assert_eq!(fs::read(expected).unwrap(), b"hello");
+    // All 256 shards were made before the first blob: no blob makes a directory.
+    let shards = fs::read_dir(art.root().join("blobs/v2/blake3"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().is_dir())
+        .count();
+    assert_eq!(shards, 256);
+}
+
+/// A store written by a build before 0.3 keeps its blobs two levels deep in
+/// `blobs/v1`: they are read, listed, hashed, materialized and deleted where
+/// they are; new blobs go to `blobs/v2`; a blob in both is listed once and
+/// deleted from both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blobs_in_the_layout_before_0_3_are_read_listed_and_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("art");
+    let old = Digest::of(b"old blob");
+    let both = Digest::of(b"in both layouts");
+    for (digest, bytes) in [(old, &b"old blob"[..]), (both, &b"in both layouts"[..])] {
+        let hex = digest.to_hex();
+        let shard = root
+            .join("blobs/v1/blake3")
+            .join(&hex[0..2])
+            .join(&hex[2..4]);
+        fs::create_dir_all(&shard).unwrap();
+        fs::write(shard.join(&hex), bytes).unwrap();
+    }
+    fs::create_dir_all(root.join("tmp")).unwrap();
+    // Opening an old tree writes nothing.
+    let art = LocalArtifactStore::open(&root).unwrap();
+    assert!(!root.join("blobs/v2").exists());
+    assert_eq!(art.head(&old).await.unwrap().unwrap().size, 8);
+    let got: Vec<Bytes> = art.get(&old).await.unwrap().try_collect().await.unwrap();
+    assert_eq!(got.concat(), b"old blob");
+    assert_eq!(art.hash_stored(&old).await.unwrap(), (old, 8));
+    assert_eq!(
+        art.get_range(&old, 4..8).await.unwrap(),
+        Bytes::from_static(b"blob")
+    );
+    assert_eq!(
+        art.location(&old),
+        old_blob_file(&art, &old).display().to_string()
+    );
+    let dest = dir.path().join("out/old.bin");
+    fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    art.materialize(&old, &dest, LinkMode::Copy).await.unwrap();
+    assert_eq!(fs::read(&dest).unwrap(), b"old blob");
+    // Stored already: put writes nothing new.
+    art.put_bytes("old blob".into()).await.unwrap();
+    assert!(!blob_file(&art, &old).exists());
+
+    let new = art.put_bytes("new blob".into()).await.unwrap();
+    assert!(blob_file(&art, &new).is_file());
+    assert_eq!(
+        art.location(&new),
+        blob_file(&art, &new).display().to_string()
+    );
+    // As if an old build and this one stored it at once.
+    fs::write(blob_file(&art, &both), b"in both layouts").unwrap();
+    let mut listed: Vec<Digest> = art.list().await.unwrap().try_collect().await.unwrap();
+    listed.sort();
+    let mut want = vec![old, both, new];
+    want.sort();
+    assert_eq!(listed, want);
+
+    art.delete(&both).await.unwrap();
+    assert!(!blob_file(&art, &both).exists() && !old_blob_file(&art, &both).exists());
+    art.delete(&old).await.unwrap();
+    assert!(art.head(&old).await.unwrap().is_none());
+    let listed: Vec<Digest> = art.list().await.unwrap().try_collect().await.unwrap();
+    assert_eq!(listed, [new]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -242,17 +325,27 @@ async fn listings_ignore_junk_in_the_tree() {
     let (_dir, art) = artifact_store();
     let digest = art.put_bytes("real".into()).await.unwrap();
     let hex = digest.to_hex();
-    let blobs = art.root().join("blobs/v1/blake3");
+    let blobs = art.root().join("blobs/v2/blake3");
     fs::write(blobs.join("README"), "x").unwrap();
-    fs::create_dir_all(blobs.join("zz/zz")).unwrap();
-    fs::write(blobs.join("zz/zz").join(&hex), "x").unwrap();
-    let shard = blobs.join(&hex[0..2]).join(&hex[2..4]);
+    fs::create_dir_all(blobs.join("zz")).unwrap();
+    fs::write(blobs.join("zz").join(&hex), "x").unwrap();
+    let shard = blobs.join(&hex[0..2]);
     fs::write(shard.join(hex.to_ascii_uppercase()), "x").unwrap();
     fs::write(shard.join(format!("{hex}.partial")), "x").unwrap();
     fs::write(shard.join(".tmp-1-2"), "x").unwrap();
+    // A directory where a blob could be is not one.
+    fs::create_dir_all(shard.join(&hex[2..4])).unwrap();
     // A valid name in the wrong shard is not where `get` would look.
     let other = Digest::of(b"elsewhere").to_hex();
     fs::write(shard.join(&other), "x").unwrap();
+    // Nor in the old layout's wrong shard.
+    let old = art
+        .root()
+        .join("blobs/v1/blake3")
+        .join(&hex[0..2])
+        .join("zz");
+    fs::create_dir_all(&old).unwrap();
+    fs::write(old.join(&other), "x").unwrap();
     let listed: Vec<Digest> = art.list().await.unwrap().try_collect().await.unwrap();
     assert_eq!(listed, [digest]);
 }

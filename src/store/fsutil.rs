@@ -381,6 +381,35 @@ pub(crate) fn ensure_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Creates `dir` like [`ensure_dir`] and the directories `names` in it, and
+/// makes their names durable with one fsync of `dir`, whoever created them (as
+/// [`ensure_dir`] does, for the same reason); then remembers them as durable,
+/// so that [`TempFile::publish`] into one of them creates and syncs no
+/// directory but its target's. Nothing is remembered unless all of it is done.
+pub(crate) fn ensure_subdirs(
+    dir: &Path,
+    names: impl IntoIterator<Item = impl AsRef<Path>>,
+) -> io::Result<()> {
+    ensure_dir(dir)?;
+    let subdirs: Vec<PathBuf> = names.into_iter().map(|n| dir.join(n)).collect();
+    {
+        let known = durable_dirs();
+        if subdirs.iter().all(|d| known.contains(d)) {
+            return Ok(());
+        }
+    }
+    for sub in &subdirs {
+        match create_dir(sub) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && sub.is_dir() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    sync_dir(dir)?;
+    durable_dirs().extend(subdirs);
+    Ok(())
+}
+
 /// Creates `dir` and its missing ancestors like [`ensure_dir`], but leaves the
 /// fsyncs that make their names durable to the caller: returns the directories
 /// (deepest first) whose names are not known durable yet, for [`settle_dirs`]

@@ -7,14 +7,25 @@
 //! <metadata root>/logs/v1/<log>/records/<seq, 20 digits>.rec
 //! <metadata root>/logs/v1/<log>/checkpoints/<seq, 20 digits>.ckpt
 //! <metadata root>/leases/v1/<lease>
-//! <artifact root>/blobs/v1/blake3/<hex[0..2]>/<hex[2..4]>/<hex>
+//! <artifact root>/blobs/v1/blake3/<hex[0..2]>/<hex[2..4]>/<hex>   object stores; local before 0.3
+//! <artifact root>/blobs/v2/blake3/<hex[0..2]>/<hex>            local stores (256 shards made once)
 //! <artifact root>/recipes/v1/blake3/<hex[0..2]>/<hex[2..4]>/<hex>   a packed file
 //! <artifact root>/packs/v1/blake3/<pack hex>.pack                   chunks, back to back
 //! <artifact root>/packs/v1/blake3/<pack hex>.idx                    the pack's chunks
 //! ```
 //!
 //! A file is a whole blob or a recipe over packs (see `store::pack`), never
-//! both on purpose; readers look for the blob first. Packs are not sharded:
+//! both on purpose; readers look for the blob first.
+//!
+//! Blobs have two layouts. Object stores keep `blobs/v1` (a key is a name, not
+//! a directory: two levels of sharding cost nothing there). The local store
+//! writes `blobs/v2`: one level of 256 shard directories, all made (and made
+//! durable) once, before its first blob, so storing a blob never creates a
+//! directory and makes its name durable with one fsync, of its shard. With two
+//! levels nearly every new blob of a registry under ~65,000 blobs made one or two
+//! directories and fsynced their parents. The local store reads `v2`, then
+//! `v1`, so registries written before keep working unchanged (docs/design.md,
+//! "Local filesystem layout"). Packs are not sharded:
 //! at 32 MiB each, 100 GiB of distinct chunks is about 3,200 packs.
 //!
 //! Sequence numbers are zero-padded to the width of `u64::MAX`, so names sort
@@ -28,8 +39,14 @@ use crate::digest::Digest;
 pub(crate) const LOGS_DIR: &str = "logs/v1";
 /// Leases, relative to a metadata root.
 pub(crate) const LEASES_DIR: &str = "leases/v1";
-/// Blobs, relative to an artifact root.
+/// Blobs, relative to an artifact root: the object stores' layout, and the
+/// local store's before 0.3 (still read there).
 pub(crate) const BLOBS_DIR: &str = "blobs/v1/blake3";
+/// Blobs of the local store, relative to its root: one level of
+/// [`SHARDS`] directories.
+pub(crate) const LOCAL_BLOBS_DIR: &str = "blobs/v2/blake3";
+/// How many shard directories [`LOCAL_BLOBS_DIR`] has: one per first byte.
+pub(crate) const SHARDS: usize = 256;
 /// Recipes of packed files, relative to an artifact root.
 pub(crate) const RECIPES_DIR: &str = "recipes/v1/blake3";
 /// Packs and their indexes, relative to an artifact root.
@@ -103,6 +120,24 @@ pub(crate) fn metadata_key(log: &str, item: MetadataItem) -> String {
 pub(crate) fn blob_key(digest: &Digest) -> String {
     let hex = digest.to_hex();
     format!("{BLOBS_DIR}/{}/{}/{hex}", &hex[0..2], &hex[2..4])
+}
+
+/// `blobs/v2/blake3/ab/abcd…`, relative to a local artifact root.
+pub(crate) fn local_blob_key(digest: &Digest) -> String {
+    let hex = digest.to_hex();
+    format!("{LOCAL_BLOBS_DIR}/{}/{hex}", &hex[0..2])
+}
+
+/// The names of the [`SHARDS`] shard directories: `00` to `ff`.
+pub(crate) fn shard_names() -> impl Iterator<Item = String> {
+    (0..SHARDS).map(|i| format!("{i:02x}"))
+}
+
+/// The digest of the blob stored under `<shard>/<name>` in [`LOCAL_BLOBS_DIR`],
+/// if these names are exactly what [`local_blob_key`] makes for it.
+pub(crate) fn parse_local_blob_name(shard: &str, name: &str) -> Option<Digest> {
+    let digest = Digest::from_hex(name).ok()?;
+    (digest.to_hex() == name && name[0..2] == *shard).then_some(digest)
 }
 
 /// `recipes/v1/blake3/ab/cd/abcd…`, relative to an artifact root: the recipe
@@ -207,6 +242,17 @@ mod tests {
         assert_eq!(parse_blob_name("ea", "90", &hex), None);
         assert_eq!(parse_blob_name("ea", "8f", &hex.to_uppercase()), None);
         assert_eq!(parse_blob_name("ea", "8f", &format!("{hex}#1")), None);
+        assert_eq!(
+            local_blob_key(&d),
+            "blobs/v2/blake3/ea/ea8f163db38682925e4491c5e58d4bb3506ef8c14eb78a86e908c5624a67200f"
+        );
+        assert_eq!(parse_local_blob_name("ea", &hex), Some(d));
+        assert_eq!(parse_local_blob_name("eb", &hex), None);
+        assert_eq!(parse_local_blob_name("ea", &hex.to_uppercase()), None);
+        let shards: Vec<String> = shard_names().collect();
+        assert_eq!(shards.len(), SHARDS);
+        assert_eq!((shards[0].as_str(), shards[255].as_str()), ("00", "ff"));
+        assert!(shards.iter().all(|s| is_shard_name(s)));
         assert!(is_shard_name("0f"));
         assert!(!is_shard_name("0F"));
         assert!(!is_shard_name("0"));

@@ -2,9 +2,12 @@
 //!
 //! # Layout
 //!
-//! Every path carries a format version (`v1`); blob paths also carry the hash
-//! algorithm and are sharded by the first two bytes of the digest, so no directory
-//! grows past a few thousand entries.
+//! Every path carries a format version (`v1`, `v2`); blob paths also carry the
+//! hash algorithm and are sharded by the first byte of the digest into 256
+//! directories, all made once before the first blob is stored, so storing a blob
+//! never creates a directory (a directory holds 4,000 blobs of a million; ext4
+//! and XFS index large directories). Blobs stored before 0.3 sit two levels deep
+//! in `blobs/v1` and are read from there; nothing moves them.
 //!
 //! ```text
 //! <metadata root>/
@@ -15,7 +18,8 @@
 //! └── tmp/                                                   temp files being written
 //!
 //! <artifact root>/
-//! ├── blobs/v1/blake3/<hex[0..2]>/<hex[2..4]>/<hex>          read-only (0o444)
+//! ├── blobs/v2/blake3/<hex[0..2]>/<hex>                       read-only (0o444)
+//! ├── blobs/v1/blake3/<hex[0..2]>/<hex[2..4]>/<hex>          stored before 0.3: read, never written
 //! └── tmp/                                                   temp files being written
 //! ```
 //!
@@ -55,10 +59,10 @@ use futures::stream::{self, BoxStream};
 
 use super::fsutil::{self, PublishMode, Published, TempFile};
 use super::layout::{
-    BLOBS_DIR, CHECKPOINT_EXT, CHECKPOINT_READ_ATTEMPTS, CHECKPOINTS, LEASES_DIR, LOGS_DIR,
-    PACKS_DIR, PARTS, RECIPES_DIR, RECORD_EXT, RECORDS, SEQ_DIGITS, blob_key, is_shard_name,
-    metadata_key, pack_key, parse_blob_name, parse_seq_file_name, prunable_checkpoints, recipe_key,
-    seq_digits, seq_file_name,
+    BLOBS_DIR, CHECKPOINT_EXT, CHECKPOINT_READ_ATTEMPTS, CHECKPOINTS, LEASES_DIR, LOCAL_BLOBS_DIR,
+    LOGS_DIR, PACKS_DIR, PARTS, RECIPES_DIR, RECORD_EXT, RECORDS, SEQ_DIGITS, blob_key,
+    is_shard_name, local_blob_key, metadata_key, pack_key, parse_blob_name, parse_local_blob_name,
+    parse_seq_file_name, prunable_checkpoints, recipe_key, seq_digits, seq_file_name, shard_names,
 };
 use super::pack::{self, PackBackend, PackOptions, Recipe, SharedIndex};
 use super::pipe::pipe;
@@ -85,27 +89,54 @@ struct Root {
     path: PathBuf,
     /// E.g. `local artifact store at /srv/reg/artifacts`.
     label: String,
+    /// Whether this handle made the blob shard directories durable
+    /// ([`Root::blob_shards`]).
+    shards_ready: std::sync::atomic::AtomicBool,
 }
 
 impl Root {
-    fn open(path: PathBuf, kind: &str, data_dir: &str) -> Result<Arc<Self>> {
+    /// Opens the store at `path`, creating `data_dir` (the first of
+    /// `data_dirs`) and `tmp/` if the tree is new: a tree that has any of
+    /// `data_dirs` is only read.
+    fn open(path: PathBuf, kind: &str, data_dirs: &[&str]) -> Result<Arc<Self>> {
         let root = Root {
             label: format!("local {kind} store at {}", path.display()),
             path,
+            shards_ready: false.into(),
         };
+        let data_dir = data_dirs.first().copied().unwrap_or(TMP_DIR);
+        let existing = data_dirs.iter().any(|d| root.path.join(d).is_dir());
         for dir in [data_dir, TMP_DIR] {
             let path = root.path.join(dir);
             // A tree that exists is only read here. Its names are made durable by
             // the first write, whose `ensure_dir`/`create_dirs` walk up to a
             // directory this process knows durable and sync every level below
             // it before anything is acknowledged; so a reader (`modelreg
-            // version show`, a server's cold start) pays no directory fsyncs.
-            if path.is_dir() {
+            // version show`, a server's cold start) pays no directory fsyncs,
+            // and a registry written before 0.3 (`blobs/v1` only) is opened
+            // without a write.
+            if path.is_dir() || (dir == data_dir && existing) {
                 continue;
             }
             fsutil::ensure_dir(&path).map_err(|e| root.error("open", dir.to_owned(), e))?;
         }
         Ok(Arc::new(root))
+    }
+
+    /// Makes the 256 blob shard directories (`blobs/v2/blake3/00` … `ff`)
+    /// exist and their names durable, once per handle, before the first blob
+    /// is published: one `mkdir` each where missing and one fsync of their
+    /// parent (whoever made them), then they are known durable to
+    /// [`TempFile::publish`], which from then on creates no directory for a
+    /// blob and syncs only its shard.
+    fn blob_shards(&self) -> io::Result<()> {
+        use std::sync::atomic::Ordering;
+        if self.shards_ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        fsutil::ensure_subdirs(&self.path.join(LOCAL_BLOBS_DIR), shard_names())?;
+        self.shards_ready.store(true, Ordering::Release);
+        Ok(())
     }
 
     fn tmp(&self) -> PathBuf {
@@ -210,7 +241,7 @@ impl LocalMetadataStore {
     /// Blocks on the filesystem: call it at startup, or from a blocking thread.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         Ok(LocalMetadataStore {
-            root: Root::open(root.into(), "metadata", LOGS_DIR)?,
+            root: Root::open(root.into(), "metadata", &[LOGS_DIR])?,
             records_dirs: Arc::default(),
         })
     }
@@ -788,7 +819,7 @@ impl LocalArtifactStore {
     /// [`open`](Self::open), with options (packing).
     pub fn open_with(root: impl Into<PathBuf>, options: LocalArtifactOptions) -> Result<Self> {
         Ok(LocalArtifactStore {
-            root: Root::open(root.into(), "artifact", BLOBS_DIR)?,
+            root: Root::open(root.into(), "artifact", &[LOCAL_BLOBS_DIR, BLOBS_DIR])?,
             packing: options.packing,
             chunks: Arc::default(),
         })
@@ -1078,26 +1109,40 @@ impl<'a> RecipeCopy<'a> {
     }
 }
 
+/// Where blob `digest` is written: `blobs/v2/blake3/<hex[0..2]>/<hex>`.
 fn blob_path(root: &Root, digest: &Digest) -> PathBuf {
-    root.path.join(blob_key(digest))
+    root.path.join(local_blob_key(digest))
+}
+
+/// Where blob `digest` may be, in the order readers look: where it is
+/// written now (`blobs/v2`), then where builds before 0.3 wrote it
+/// (`blobs/v1`, two levels of shards).
+fn blob_keys(digest: &Digest) -> [String; 2] {
+    [local_blob_key(digest), blob_key(digest)]
+}
+
+/// The key (relative path) of the file holding blob `digest` and what `look`
+/// found there, looking in each of [`blob_keys`] in turn; `None` if it is in
+/// neither.
+fn find_blob<T>(
+    root: &Root,
+    operation: &'static str,
+    digest: &Digest,
+    look: impl Fn(PathBuf) -> io::Result<T>,
+) -> Result<Option<(String, T)>> {
+    for key in blob_keys(digest) {
+        match look(root.path.join(&key)) {
+            Ok(found) => return Ok(Some((key, found))),
+            Err(e) if is_missing(&e) => {}
+            Err(e) => return Err(root.error(operation, key, e)),
+        }
+    }
+    Ok(None)
 }
 
 /// Whether the blob file exists.
 fn blob_exists(root: &Root, operation: &'static str, digest: &Digest) -> Result<bool> {
-    match fs::symlink_metadata(blob_path(root, digest)) {
-        Ok(_) => Ok(true),
-        Err(e) if is_missing(&e) => Ok(false),
-        Err(e) => Err(root.error(operation, blob_key(digest), e)),
-    }
-}
-
-/// Opens a blob for reading; `None` if it is not stored.
-fn open_blob(root: &Root, operation: &'static str, digest: &Digest) -> Result<Option<File>> {
-    match File::open(blob_path(root, digest)) {
-        Ok(f) => Ok(Some(f)),
-        Err(e) if is_missing(&e) => Ok(None),
-        Err(e) => Err(root.error(operation, blob_key(digest), e)),
-    }
+    Ok(find_blob(root, operation, digest, fs::symlink_metadata)?.is_some())
 }
 
 /// Checks the hash of a filled temp file, makes it read-only and publishes it as
@@ -1132,7 +1177,8 @@ fn publish_blob(
     if blob_exists(root, "put", digest)? {
         return Ok(None);
     }
-    let err = |e| root.error("put", blob_key(digest), e);
+    let err = |e| root.error("put", local_blob_key(digest), e);
+    root.blob_shards().map_err(err)?;
     // A hard link was made read-only before it was hashed (and its mode synced
     // with it); doing it again would only dirty the inode.
     if how != Materialized::HardLinked {
@@ -1398,15 +1444,35 @@ fn materialize_recipe(
     placed
 }
 
-/// The blobs in one top-level shard directory (`blobs/v1/blake3/ab`). Names that
-/// are not blobs in their right place are skipped; errors are returned in line, so
-/// a caller (such as a garbage collector) knows the listing is incomplete.
-fn list_shard(root: &Root, top: &Path, top_name: &str) -> Vec<Result<Digest>> {
+/// How the files under a top-level shard directory are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shards {
+    /// `blobs/v2/blake3/ab/<hex>`.
+    Flat,
+    /// `recipes/v1/blake3/ab/cd/<hex>`.
+    TwoLevels,
+    /// `blobs/v1/blake3/ab/cd/<hex>`: blobs stored before 0.3. One also in
+    /// `blobs/v2` (stored by an old and a new build at once) is listed there.
+    OldBlobs,
+}
+
+/// The blobs in one top-level shard directory (`blobs/v2/blake3/ab`,
+/// `blobs/v1/blake3/ab`, `recipes/v1/blake3/ab`). Names that are not blobs in
+/// their right place are skipped; errors are returned in line, so a caller
+/// (such as a garbage collector) knows the listing is incomplete.
+fn list_shard(root: &Root, top: &Path, top_name: &str, shape: Shards) -> Vec<Result<Digest>> {
     let mut out = Vec::new();
     let subs = match read_dir_names(root, "list", top) {
         Ok(subs) => subs,
         Err(e) => return vec![Err(e)],
     };
+    if shape == Shards::Flat {
+        return subs
+            .iter()
+            .filter_map(|(name, _)| parse_local_blob_name(top_name, name))
+            .map(Ok)
+            .collect();
+    }
     for (sub_name, sub) in subs {
         if !is_shard_name(&sub_name) {
             continue;
@@ -1420,9 +1486,20 @@ fn list_shard(root: &Root, top: &Path, top_name: &str) -> Vec<Result<Digest>> {
         };
         for (name, _) in blobs {
             // Only the canonical name in its own shard is the blob `get` would open.
-            if let Some(digest) = parse_blob_name(top_name, &sub_name, &name) {
-                out.push(Ok(digest));
+            let Some(digest) = parse_blob_name(top_name, &sub_name, &name) else {
+                continue;
+            };
+            if shape == Shards::OldBlobs {
+                match fs::symlink_metadata(blob_path(root, &digest)) {
+                    Ok(_) => continue,
+                    Err(e) if is_missing(&e) => {}
+                    Err(e) => {
+                        out.push(Err(root.error("list", local_blob_key(&digest), e)));
+                        continue;
+                    }
+                }
             }
+            out.push(Ok(digest));
         }
     }
     out
@@ -1505,15 +1582,13 @@ fn materialize_blocking(
 impl ArtifactStore for LocalArtifactStore {
     async fn head(&self, digest: &Digest) -> Result<Option<BlobMeta>> {
         let digest = *digest;
-        run(&self.root, "head", &blob_key(&digest), move |root| {
+        run(&self.root, "head", &local_blob_key(&digest), move |root| {
             let meta = |m: &fs::Metadata, size| BlobMeta {
                 size,
                 last_modified: m.modified().ok().map(DateTime::<Utc>::from),
             };
-            match fs::metadata(blob_path(root, &digest)) {
-                Ok(m) => return Ok(Some(meta(&m, m.len()))),
-                Err(e) if is_missing(&e) => {}
-                Err(e) => return Err(root.error("head", blob_key(&digest), e)),
+            if let Some((_, m)) = find_blob(root, "head", &digest, fs::metadata)? {
+                return Ok(Some(meta(&m, m.len())));
             }
             // A packed file: its size is the recipe's, its age the recipe's.
             let recipe_meta = match fs::metadata(root.path.join(recipe_key(&digest))) {
@@ -1537,7 +1612,7 @@ impl ArtifactStore for LocalArtifactStore {
 
     async fn put_stream(&self, digest: &Digest, data: ByteStream) -> Result<()> {
         let digest = *digest;
-        let key = blob_key(&digest);
+        let key = local_blob_key(&digest);
         // Content addressed: a stored blob already has these bytes.
         if run(&self.root, "put", &key, move |root| {
             stored(root, "put", &digest)
@@ -1551,7 +1626,7 @@ impl ArtifactStore for LocalArtifactStore {
         let index = Arc::clone(&self.chunks);
         let (fed, written) = pipe(data, WRITE_QUEUE, |mut chunks| {
             run(&self.root, "put", &key, move |root| {
-                let write_err = |e| root.error("put", blob_key(&digest), e);
+                let write_err = |e| root.error("put", local_blob_key(&digest), e);
                 let mut tmp = TempFile::create(&root.tmp()).map_err(write_err)?;
                 let mut hasher = blake3::Hasher::new();
                 // An error means the stream failed or the put was cancelled: the
@@ -1600,11 +1675,11 @@ impl ArtifactStore for LocalArtifactStore {
         let meter = progress::meter();
         let packing = self.packing;
         let index = Arc::clone(&self.chunks);
-        run(&self.root, "put", &blob_key(&digest), move |root| {
+        run(&self.root, "put", &local_blob_key(&digest), move |root| {
             if stored(root, "put", &digest)? {
                 return Ok(());
             }
-            let key = || format!("{} from {}", blob_key(&digest), source.display());
+            let key = || format!("{} from {}", local_blob_key(&digest), source.display());
             let src = File::open(&source).map_err(|e| Error::io(&source, e))?;
             let len = src.metadata().map_err(|e| Error::io(&source, e))?.len();
             if let Some(options) = packs(packing.as_ref(), len) {
@@ -1640,17 +1715,16 @@ impl ArtifactStore for LocalArtifactStore {
 
     async fn get(&self, digest: &Digest) -> Result<ByteStream> {
         let digest = *digest;
-        let key = blob_key(&digest);
-        let found = run(&self.root, "get", &key, move |root| {
-            Ok(match open_blob(root, "get", &digest)? {
-                Some(file) => Some(Ok(file)),
+        let found = run(&self.root, "get", &local_blob_key(&digest), move |root| {
+            Ok(match find_blob(root, "get", &digest, File::open)? {
+                Some(found) => Some(Ok(found)),
                 None => open_recipe(root, &digest)?.map(Err),
             })
         })
         .await?
         .ok_or_else(|| self.not_found(&digest))?;
         match found {
-            Ok(file) => Ok(read_chunks(Arc::clone(&self.root), key, file)),
+            Ok((key, file)) => Ok(read_chunks(Arc::clone(&self.root), key, file)),
             Err(recipe) => Ok(read_recipe_chunks(Arc::clone(&self.root), recipe)),
         }
     }
@@ -1659,8 +1733,8 @@ impl ArtifactStore for LocalArtifactStore {
         let digest = *digest;
         let not_found = self.not_found(&digest);
         let meter = progress::meter();
-        run(&self.root, "hash", &blob_key(&digest), move |root| {
-            let Some(file) = open_blob(root, "hash", &digest)? else {
+        run(&self.root, "hash", &local_blob_key(&digest), move |root| {
+            let Some((key, file)) = find_blob(root, "hash", &digest, File::open)? else {
                 let recipe = open_recipe(root, &digest)?.ok_or(not_found)?;
                 let (actual, size) = pack::hash_recipe(&Files(root), &recipe, meter.as_ref())?;
                 // Damage inside a pack is reported where it is: the pack.
@@ -1671,8 +1745,7 @@ impl ArtifactStore for LocalArtifactStore {
                 }
                 return Ok((actual, size));
             };
-            hashing::hash_open_file(&file, meter.as_ref())
-                .map_err(|e| root.error("hash", blob_key(&digest), e))
+            hashing::hash_open_file(&file, meter.as_ref()).map_err(|e| root.error("hash", key, e))
         })
         .await
     }
@@ -1680,8 +1753,8 @@ impl ArtifactStore for LocalArtifactStore {
     async fn get_range(&self, digest: &Digest, range: Range<u64>) -> Result<Bytes> {
         let digest = *digest;
         let not_found = self.not_found(&digest);
-        run(&self.root, "get", &blob_key(&digest), move |root| {
-            let Some(mut file) = open_blob(root, "get", &digest)? else {
+        run(&self.root, "get", &local_blob_key(&digest), move |root| {
+            let Some((key, mut file)) = find_blob(root, "get", &digest, File::open)? else {
                 let recipe = open_recipe(root, &digest)?.ok_or(not_found)?;
                 if range.start > range.end || range.end > recipe.size {
                     return Err(Error::invalid_input(
@@ -1691,7 +1764,7 @@ impl ArtifactStore for LocalArtifactStore {
                 }
                 return pack::read_range(&Files(root), &recipe, range).map(Bytes::from);
             };
-            let io_err = |e| root.error("get", blob_key(&digest), e);
+            let io_err = |e| root.error("get", key.clone(), e);
             let size = file.metadata().map_err(io_err)?.len();
             if range.start > range.end || range.end > size {
                 return Err(Error::invalid_input(
@@ -1717,27 +1790,46 @@ impl ArtifactStore for LocalArtifactStore {
         let digest = *digest;
         // The directory is not synced: a delete lost in a crash leaves a blob that is
         // still valid, and garbage collection deletes it again.
-        run(&self.root, "delete", &blob_key(&digest), move |root| {
-            match fsutil::remove_file(&blob_path(root, &digest)) {
-                Ok(()) => {}
-                Err(e) if is_missing(&e) => {}
-                Err(e) => return Err(root.error("delete", blob_key(&digest), e)),
-            }
-            // A packed file: its chunks stay in their packs (repack reclaims them).
-            Files(root)
-                .delete(&recipe_key(&digest))
-                .map_err(|e| root.error("delete", recipe_key(&digest), e))
-        })
+        run(
+            &self.root,
+            "delete",
+            &local_blob_key(&digest),
+            move |root| {
+                // Both layouts: a blob stored by a build before 0.3 and again by
+                // this one (at the same time) is in both.
+                for key in blob_keys(&digest) {
+                    match fsutil::remove_file(&root.path.join(&key)) {
+                        Ok(()) => {}
+                        Err(e) if is_missing(&e) => {}
+                        Err(e) => return Err(root.error("delete", key, e)),
+                    }
+                }
+                // A packed file: its chunks stay in their packs (repack reclaims them).
+                Files(root)
+                    .delete(&recipe_key(&digest))
+                    .map_err(|e| root.error("delete", recipe_key(&digest), e))
+            },
+        )
         .await
     }
 
     async fn list(&self) -> Result<BoxStream<'static, Result<Digest>>> {
-        // Whole blobs, then packed files (recipes), sharded alike.
-        let tops = run(&self.root, "list", BLOBS_DIR, |root| {
+        // Whole blobs (where they are written now, then where builds before
+        // 0.3 wrote them), then packed files (recipes).
+        let tops = run(&self.root, "list", LOCAL_BLOBS_DIR, |root| {
             let mut tops = Vec::new();
-            for dir in [BLOBS_DIR, RECIPES_DIR] {
+            for (dir, shape) in [
+                (LOCAL_BLOBS_DIR, Shards::Flat),
+                (BLOBS_DIR, Shards::OldBlobs),
+                (RECIPES_DIR, Shards::TwoLevels),
+            ] {
                 let names = read_dir_names(root, "list", &root.path.join(dir))?;
-                tops.extend(names.into_iter().filter(|(name, _)| is_shard_name(name)));
+                tops.extend(
+                    names
+                        .into_iter()
+                        .filter(|(name, _)| is_shard_name(name))
+                        .map(|(name, path)| (name, path, shape)),
+                );
             }
             Ok(tops)
         })
@@ -1745,12 +1837,12 @@ impl ArtifactStore for LocalArtifactStore {
         // One top-level shard (1/256 of the store) at a time, so memory stays bounded.
         let root = Arc::clone(&self.root);
         let digests = stream::iter(tops)
-            .then(move |(name, dir)| {
+            .then(move |(name, dir, shape)| {
                 let root = Arc::clone(&root);
                 async move {
                     let key = relative(&root, &dir);
                     run(&root, "list", &key, move |root| {
-                        Ok(list_shard(root, &dir, &name))
+                        Ok(list_shard(root, &dir, &name, shape))
                     })
                     .await
                     .unwrap_or_else(|e| vec![Err(e)])
@@ -1796,32 +1888,44 @@ impl ArtifactStore for LocalArtifactStore {
         let dest = dest.to_owned();
         let not_found = self.not_found(&digest);
         let meter = progress::meter();
-        run(&self.root, "materialize", &blob_key(&digest), move |root| {
-            let src = blob_path(root, &digest);
-            if !blob_exists(root, "materialize", &digest)? {
-                let recipe = open_recipe(root, &digest)?.ok_or(not_found)?;
-                return materialize_recipe(root, &recipe, &dest, meter.as_ref());
-            }
-            // The new name must survive a crash too: its directory is synced.
-            let parent = dest
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            materialize_blocking(&src, &dest, parent, mode, meter.as_ref()).map_err(|e| {
-                // The blob vanishing meanwhile (deleted) is not the destination's fault.
-                if e.kind() == io::ErrorKind::NotFound && !src.exists() {
-                    Error::blob_not_found(digest, format!("blob {digest} in {}", root.label))
-                } else {
-                    Error::io(&dest, e)
-                }
-            })
-        })
+        run(
+            &self.root,
+            "materialize",
+            &local_blob_key(&digest),
+            move |root| {
+                let Some((key, _)) = find_blob(root, "materialize", &digest, fs::symlink_metadata)?
+                else {
+                    let recipe = open_recipe(root, &digest)?.ok_or(not_found)?;
+                    return materialize_recipe(root, &recipe, &dest, meter.as_ref());
+                };
+                let src = root.path.join(key);
+                // The new name must survive a crash too: its directory is synced.
+                let parent = dest
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."));
+                materialize_blocking(&src, &dest, parent, mode, meter.as_ref()).map_err(|e| {
+                    // The blob vanishing meanwhile (deleted) is not the destination's fault.
+                    if e.kind() == io::ErrorKind::NotFound && !src.exists() {
+                        Error::blob_not_found(digest, format!("blob {digest} in {}", root.label))
+                    } else {
+                        Error::io(&dest, e)
+                    }
+                })
+            },
+        )
         .await
     }
 
-    /// The blob file's path.
+    /// The blob file's path: in `blobs/v1` if it is stored there (by a
+    /// build before 0.3), else in `blobs/v2` (one `stat`).
     fn location(&self, digest: &Digest) -> String {
-        blob_path(&self.root, digest).display().to_string()
+        let [new, old] = blob_keys(digest);
+        let old = self.root.path.join(old);
+        if fs::symlink_metadata(&old).is_ok() {
+            return old.display().to_string();
+        }
+        self.root.path.join(new).display().to_string()
     }
 }
 
@@ -1851,7 +1955,7 @@ mod tests {
             import_blocking(&store.root, &source, LinkMode::HardLink, None, None).expect("import");
         assert_eq!(imported.placed, Some(Materialized::HardLinked));
         assert_eq!(imported.digest, Digest::of(&bytes));
-        let key = format!("store/{}", blob_key(&imported.digest));
+        let key = format!("store/{}", local_blob_key(&imported.digest));
         let blob: Vec<&str> = key.split('/').collect();
         let ops = recorder.ops();
         let mut rng = fastrand::Rng::with_seed(7);
@@ -1929,6 +2033,7 @@ mod tests {
                 let root = Root {
                     path: image.path().join("store"),
                     label: "image".into(),
+                    shards_ready: false.into(),
                 };
                 match open_recipe(&root, &digest) {
                     Ok(Some(recipe)) => {

@@ -572,8 +572,9 @@ pub trait ArtifactStore: Send + Sync + fmt::Debug + 'static {
     async fn materialize(&self, digest: &Digest, dest: &Path, mode: LinkMode) -> Result<Placed>;
 
     /// Where the blob `digest` is, or would be, stored, for messages that must point
-    /// a person at it: a file path, an object URL (or the key and the store). Pure:
-    /// it does not touch the store.
+    /// a person at it: a file path, an object URL (or the key and the store). It
+    /// changes nothing and sends no request; the local store may `stat` a file
+    /// to tell which of its two blob layouts holds the blob.
     fn location(&self, digest: &Digest) -> String;
 }
 

@@ -32,7 +32,8 @@ enum BlobAccess {
     /// The memory store, which has a hook for exactly this.
     Memory(MemoryArtifactStore),
     /// The root of a local artifact store; blobs live at
-    /// `blobs/v1/blake3/<hex[0..2]>/<hex[2..4]>/<hex>` below it.
+    /// `blobs/v2/blake3/<hex[0..2]>/<hex>` below it (before 0.3:
+    /// `blobs/v1/blake3/<hex[0..2]>/<hex[2..4]>/<hex>`).
     Local(PathBuf),
     /// An object store and the artifact store's prefix in it (same layout).
     Object(Arc<dyn ObjectStore>, object_store::path::Path),
@@ -441,13 +442,19 @@ pub fn as_dyn_artifacts<S: ArtifactStore>(store: S) -> Arc<dyn ArtifactStore> {
     Arc::new(store)
 }
 
-/// Where a local artifact store rooted at `root` keeps blob `digest`.
+/// Where a local artifact store rooted at `root` keeps blob `digest`: in the
+/// layout before 0.3 if it is there, else where it writes blobs now.
 pub fn local_blob_path(root: &Path, digest: &Digest) -> PathBuf {
     let hex = digest.to_hex();
-    root.join("blobs/v1/blake3")
+    let old = root
+        .join("blobs/v1/blake3")
         .join(&hex[0..2])
         .join(&hex[2..4])
-        .join(&hex)
+        .join(&hex);
+    if old.exists() {
+        return old;
+    }
+    root.join("blobs/v2/blake3").join(&hex[0..2]).join(&hex)
 }
 
 /// Overwrites a local blob file (stored read-only) with `bytes`. A file stored
