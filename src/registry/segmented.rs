@@ -15,8 +15,8 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::domain::state::{
-    CheckpointHead, SEGMENTED_FORMAT, Segment, decode_checkpoint_head, encode_segment,
-    encode_segmented_head, segment_ranges,
+    CheckpointHead, HeldSegments, SEGMENTED_FORMAT, Segment, decode_checkpoint_head,
+    encode_segment, encode_segmented_head, segment_ranges,
 };
 use crate::domain::{ModelName, ModelState, VersionRecord};
 use crate::error::{Error, Result};
@@ -59,16 +59,39 @@ pub(crate) async fn read(
     model: &ModelName,
     cp: Checkpoint,
 ) -> Result<(ModelState, Option<Written>)> {
+    read_holding(meta, model, cp, HeldSegments::default()).await
+}
+
+/// [`read`], reading only the segments `held` does not have: a past
+/// checkpoint of a model shares most of its segments with the current state,
+/// which were read and checked against the same digests when it was read, so
+/// time travel reads and hashes the few that differ, not the whole state.
+pub(crate) async fn read_holding(
+    meta: &dyn MetadataStore,
+    model: &ModelName,
+    cp: Checkpoint,
+    held: HeldSegments,
+) -> Result<(ModelState, Option<Written>)> {
     let (name, seq) = (model.clone(), cp.seq);
     let head = offload(move || decode_checkpoint_head(&name, seq, &cp.bytes)).await??;
     let head = match head {
         CheckpointHead::Whole(state) => return Ok((state, None)),
         CheckpointHead::Segmented(head) => head,
     };
-    let parts: Vec<Bytes> = futures::stream::iter(head.segments().iter().map(Segment::name))
+    let wanted: Vec<Option<String>> = head
+        .segments()
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (!head.holds(&held, i)).then(|| s.name()))
+        .collect();
+    let parts: Vec<Option<Bytes>> = futures::stream::iter(wanted)
         .map(|part| async move {
+            let Some(part) = part else {
+                return Ok(None);
+            };
             meta.get_checkpoint_part(model.as_str(), &part)
                 .await?
+                .map(Some)
                 .ok_or_else(|| {
                     Error::corrupt(
                         format!("checkpoint {seq} of model '{model}'"),
@@ -82,7 +105,7 @@ pub(crate) async fn read(
     // A format 5 checkpoint's segments have no index: the next checkpoint
     // writes format 6 segments in their place (once).
     let indexed = head.format() == SEGMENTED_FORMAT;
-    let state = offload(move || head.assemble(&parts)).await??;
+    let state = offload(move || head.assemble_with(&parts, &held)).await??;
     Ok((state, indexed.then(Written::default)))
 }
 
@@ -265,5 +288,70 @@ mod tests {
                 "partly decoded: {partly}"
             );
         }
+    }
+
+    /// A past checkpoint is read holding the current state's segments: only
+    /// the ones it does not share with it are read. Here the store's copies of
+    /// the shared ones are damaged after the current state was read; read
+    /// alone, the past checkpoint is refused for them, read holding the
+    /// current state it is the past state (it never read them).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_past_checkpoint_reads_only_the_segments_the_current_state_does_not_hold() {
+        let reg = Registry::builder()
+            .metadata(Arc::new(MemoryMetadataStore::new()))
+            .artifacts(Arc::new(crate::store::MemoryArtifactStore::new()))
+            .checkpoint_every(0)
+            .build()
+            .expect("registry");
+        let me = reg.acting_as(Actor::new("ci").expect("actor"));
+        me.create_model("m", CreateModel::new())
+            .await
+            .expect("create");
+        for i in 0..40 {
+            let source = ArtifactSource::bytes("w", format!("weights {i}")).expect("source");
+            me.register("m", source, NewVersion::new())
+                .await
+                .expect("register");
+        }
+        let meta = MemoryMetadataStore::new();
+        let name = crate::ModelName::new("m").expect("name");
+        let past = Arc::new(reg.model("m").await.expect("model"));
+        let (known, _) = write(&meta, Arc::clone(&past), 8, None)
+            .await
+            .expect("past checkpoint");
+        let shared: Vec<String> = known.segments[1..].iter().map(|(s, _)| s.name()).collect();
+        let past_cp = meta
+            .latest_checkpoint("m")
+            .await
+            .expect("read")
+            .expect("checkpoint");
+        // Version 3 changes: segment 1..=8 differs, the other four are shared.
+        let metrics = Metrics::new().with("auc", 0.9).expect("metric");
+        me.add_metrics("m/3", metrics).await.expect("metrics");
+        let now = Arc::new(reg.model("m").await.expect("model"));
+        write(&meta, now, 8, Some(Arc::new(known)))
+            .await
+            .expect("current checkpoint");
+        let cp = meta
+            .latest_checkpoint("m")
+            .await
+            .expect("read")
+            .expect("checkpoint");
+        let (current, _) = read(&meta, &name, cp).await.expect("reads");
+
+        for part in &shared {
+            meta.put_checkpoint_part("m", part, Bytes::from_static(b"damaged"))
+                .await
+                .expect("damage");
+        }
+        assert!(matches!(
+            read(&meta, &name, past_cp.clone()).await,
+            Err(Error::Corrupt { .. })
+        ));
+        let (back, _) = read_holding(&meta, &name, past_cp, current.held_segments())
+            .await
+            .expect("reads the one segment it does not hold");
+        assert_eq!(back.versions(), past.versions());
+        assert_eq!(back.seq(), past.seq());
     }
 }

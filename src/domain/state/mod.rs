@@ -29,6 +29,7 @@ use checkpoint::StateWire;
 pub use checkpoint::{
     CHECKPOINT_FORMAT, CheckpointHead, decode_checkpoint, decode_checkpoint_head, encode_checkpoint,
 };
+pub(crate) use segments::HeldSegments;
 pub use segments::{
     SEGMENT_VERSIONS, SEGMENTED_FORMAT, Segment, SegmentedHead, encode_segment,
     encode_segmented_head, segment_ranges,
@@ -763,10 +764,20 @@ impl ModelState {
         self.versions.is_lazy()
     }
 
+    /// The segments this state was read from (format 6; still lazy, or kept
+    /// once its records settled into memory), each checked against its digest
+    /// when it was read: assembling a past checkpoint of the same model takes
+    /// the ones it names from here instead of reading them again.
+    pub(crate) fn held_segments(&self) -> HeldSegments {
+        HeldSegments(self.versions.held_segments())
+    }
+
     /// Makes the segments this state was read from (format 6) that `other`
     /// was read from too (same digest) the ones `other` holds, so their
     /// records are decoded once for both; returns how many. Cheap: nothing is
-    /// decoded or compared.
+    /// decoded or compared. (Time travel takes them while reading instead:
+    /// [`held_segments`](Self::held_segments).)
+    #[cfg(test)]
     pub(crate) fn share_segments_with(&mut self, other: &ModelState) -> usize {
         self.versions.share_segments_with(&other.versions)
     }
@@ -1296,6 +1307,51 @@ mod tests {
             0,
             "a folded state has none"
         );
+
+        // Or without reading them at all: another checkpoint of the model
+        // (version 9 changed: segments 1..=4 and 5..=8 as `s`'s, 9..=10 not)
+        // takes the two it shares from what the settled state holds (`s`'s
+        // segments, kept as its origin), and only the third is read. A
+        // segment said held that is not is not made up.
+        let mut past = s.clone();
+        past.apply(event(
+            s.seq() + 1,
+            EventKind::MetricsAdded {
+                version: VersionNumber::new(9).unwrap(),
+                metrics: Metrics::new().with("loss", 0.25).unwrap(),
+                overridden: None,
+            },
+        ))
+        .unwrap();
+        let (_, past_parts, past_head) = segmented(&past, 4);
+        let head = || match decode_checkpoint_head(&model(), past.seq(), &past_head).unwrap() {
+            CheckpointHead::Segmented(h) => h,
+            CheckpointHead::Whole(_) => panic!("a segmented head"),
+        };
+        let held = settled.held_segments();
+        assert_eq!(held.len(), 3);
+        let holds: Vec<bool> = (0..3).map(|i| head().holds(&held, i)).collect();
+        assert_eq!(holds, [true, true, false]);
+        let read: Vec<Option<bytes::Bytes>> = past_parts
+            .iter()
+            .zip(&holds)
+            .map(|(p, held)| (!held).then(|| p.clone()))
+            .collect();
+        let taken = head().assemble_with(&read, &held).unwrap();
+        assert!(
+            taken.is_partly_decoded(),
+            "the segment read is not decoded yet"
+        );
+        assert_eq!(taken, past);
+        let unread = [None, None, None];
+        assert!(matches!(
+            head().assemble_with(&unread, &held),
+            Err(Error::Corrupt { .. })
+        ));
+        assert!(matches!(
+            head().assemble_with(&read[..2], &held),
+            Err(Error::Corrupt { .. })
+        ));
     }
 
     /// A segment whose bytes match their digest but whose records disagree

@@ -9,6 +9,7 @@
 //! the segments ([`MetadataStore`](crate::store::MetadataStore)'s checkpoint
 //! parts).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -125,6 +126,20 @@ pub fn encode_segmented_head(state: &ModelState, segments: &[Segment]) -> Vec<u8
     )
 }
 
+/// The segments a state holds, read and checked when it was read (see
+/// [`ModelState::held_segments`]): what assembling another checkpoint of the
+/// same model need not read again.
+#[derive(Default)]
+pub(crate) struct HeldSegments(pub(super) HashMap<Digest, Arc<LazySegment>>);
+
+impl HeldSegments {
+    /// How many segments it holds.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
 /// The head of a format 5 checkpoint, decoded and checked: the state without
 /// its versions, and the segments that hold them.
 #[derive(Debug)]
@@ -207,9 +222,34 @@ impl SegmentedHead {
     /// missing, torn or damaged is [`Error::Corrupt`] naming it: the checkpoint
     /// is not trusted.
     pub fn assemble(self, parts: &[Bytes]) -> Result<ModelState> {
+        let parts: Vec<Option<Bytes>> = parts.iter().cloned().map(Some).collect();
+        self.assemble_with(&parts, &HeldSegments::default())
+    }
+
+    /// Whether segment `i` of [`segments`](Self::segments) need not be read:
+    /// `held` has it (same entry: digest, range and length), already read and
+    /// checked. Only a format 6 head takes held segments.
+    pub(crate) fn holds(&self, held: &HeldSegments, i: usize) -> bool {
+        self.format == SEGMENTED_FORMAT
+            && self
+                .segments
+                .get(i)
+                .is_some_and(|s| held.0.get(&s.digest).is_some_and(|h| h.segment() == s))
+    }
+
+    /// [`assemble`](Self::assemble), where `parts[i]` is `None` for a segment
+    /// `held` has ([`holds`](Self::holds)): that one is taken as it is held
+    /// (its bytes were checked against the same digest when it was read, and
+    /// its records, decoded or not, are shared) instead of being read again.
+    pub(crate) fn assemble_with(
+        self,
+        parts: &[Option<Bytes>],
+        held: &HeldSegments,
+    ) -> Result<ModelState> {
+        let record = || format!("checkpoint {} of model '{}'", self.seq, self.state.name);
         if parts.len() != self.segments.len() {
             return Err(Error::corrupt(
-                format!("checkpoint {} of model '{}'", self.seq, self.state.name),
+                record(),
                 format!(
                     "{} segments read, its head lists {}",
                     parts.len(),
@@ -218,25 +258,49 @@ impl SegmentedHead {
             ));
         }
         if self.format == SEGMENTED_FORMAT {
-            return self.assemble_lazy(parts);
+            return self.assemble_lazy(parts, held);
         }
-        self.assemble_whole(parts)
+        let parts: Vec<Bytes> = parts
+            .iter()
+            .zip(&self.segments)
+            .map(|(p, s)| {
+                p.clone().ok_or_else(|| {
+                    Error::corrupt(record(), format!("its segment {} was not read", s.name()))
+                })
+            })
+            .collect::<Result<_>>()?;
+        self.assemble_whole(&parts)
     }
 
-    fn assemble_lazy(self, parts: &[Bytes]) -> Result<ModelState> {
+    fn assemble_lazy(self, parts: &[Option<Bytes>], held: &HeldSegments) -> Result<ModelState> {
         let model = self.state.name.clone();
         let seq = self.seq;
         let record = || format!("checkpoint {seq} of model '{model}'");
-        let jobs: Vec<(&Segment, &Bytes)> = self.segments.iter().zip(parts).collect();
+        let jobs: Vec<(&Segment, &Option<Bytes>)> = self.segments.iter().zip(parts).collect();
         let split = crate::domain::par::map(&jobs, |(s, bytes)| {
-            if bytes.len() as u64 != s.len || Digest::of(bytes) != s.digest {
-                return Err(format!(
-                    "segment {} is torn or damaged: its bytes do not hash to its name",
-                    s.name()
-                ));
-            }
-            let (index, records) =
-                split_segment(bytes).map_err(|e| format!("segment {}: {e}", s.name()))?;
+            let segment = match bytes {
+                Some(bytes) => {
+                    if bytes.len() as u64 != s.len || Digest::of(bytes) != s.digest {
+                        return Err(format!(
+                            "segment {} is torn or damaged: its bytes do not hash to its name",
+                            s.name()
+                        ));
+                    }
+                    let (index, records) =
+                        split_segment(bytes).map_err(|e| format!("segment {}: {e}", s.name()))?;
+                    Arc::new(LazySegment::new(
+                        model.clone(),
+                        (*s).clone(),
+                        index,
+                        records,
+                    ))
+                }
+                None => match held.0.get(&s.digest).filter(|h| h.segment() == *s) {
+                    Some(h) => Arc::clone(h),
+                    None => return Err(format!("its segment {} was not read", s.name())),
+                },
+            };
+            let index = segment.index();
             if index.count() as u64 != s.count {
                 return Err(format!(
                     "segment {} indexes {} versions, its head says {}",
@@ -248,13 +312,14 @@ impl SegmentedHead {
             let digests = index
                 .digests()
                 .map_err(|e| format!("segment {}: {e}", s.name()))?;
-            Ok((index, records, digests))
+            Ok((segment, digests))
         });
         let mut state = self.state;
         state.by_digest.reserve(self.versions);
         let mut lazy = Vec::with_capacity(self.segments.len());
         for (segment, split) in self.segments.into_iter().zip(split) {
-            let (index, records, digests) = split.map_err(|e| Error::corrupt(record(), e))?;
+            let (read, digests) = split.map_err(|e| Error::corrupt(record(), e))?;
+            let index = read.index();
             let number = |offset: u32| -> Result<VersionNumber> {
                 VersionNumber::new(segment.first + u64::from(offset))
                     .ok()
@@ -282,7 +347,7 @@ impl SegmentedHead {
                 }
                 state.production = Some(number(i)?);
             }
-            lazy.push(LazySegment::new(model.clone(), segment, index, records));
+            lazy.push(read);
         }
         state.versions = Versions::lazy(Lazy::new(lazy));
         finish(&model, seq, seq, state, Some(self.versions))

@@ -11,7 +11,7 @@
 //! once and keeps the list; the first change after that folds everything into
 //! plain memory again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
@@ -212,6 +212,16 @@ impl LazySegment {
         }
     }
 
+    /// The head's entry it was read for.
+    pub(super) fn segment(&self) -> &Segment {
+        &self.segment
+    }
+
+    /// Its index.
+    pub(super) fn index(&self) -> &SegmentIndex {
+        &self.index
+    }
+
     /// Its records, decoded on the first call; an error says why they cannot
     /// be (which the digest check makes a bug of the writer, or a forgery).
     fn records(&self) -> &Result<Vec<Arc<VersionRecord>>, String> {
@@ -247,12 +257,9 @@ impl LazySegment {
 
 impl Lazy {
     /// Versions `1..` in `segments` (in order, tiling from 1).
-    pub(super) fn new(segments: Vec<LazySegment>) -> Lazy {
+    pub(super) fn new(segments: Vec<Arc<LazySegment>>) -> Lazy {
         let len = segments.iter().map(|s| s.segment.count as usize).sum();
-        Lazy {
-            len,
-            segments: segments.into_iter().map(Arc::new).collect(),
-        }
+        Lazy { len, segments }
     }
 
     /// Its segments.
@@ -417,6 +424,22 @@ impl Versions {
         .then_some(&s.segment)
     }
 
+    /// The segments this list was read from (still lazy, or kept as its
+    /// origin once settled), each read and checked against its digest then,
+    /// by digest.
+    pub(super) fn held_segments(&self) -> HashMap<Digest, Arc<LazySegment>> {
+        self.lazy
+            .as_ref()
+            .or(self.origin.as_ref())
+            .map(|l| {
+                l.segments
+                    .iter()
+                    .map(|s| (s.segment.digest, Arc::clone(s)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Makes each of this list's segments that `other` holds too (same
     /// digest) the one `other` holds, so they are decoded once for both.
     /// Returns how many it shares.
@@ -425,7 +448,7 @@ impl Versions {
         let (Some(mine), Some(theirs)) = (self.lazy.as_mut(), theirs) else {
             return 0;
         };
-        let by_digest: std::collections::HashMap<Digest, &Arc<LazySegment>> = theirs
+        let by_digest: HashMap<Digest, &Arc<LazySegment>> = theirs
             .segments
             .iter()
             .map(|s| (s.segment.digest, s))
