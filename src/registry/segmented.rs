@@ -38,12 +38,24 @@ const REWRITE_SHARE: usize = 8;
 /// records that differ from their segment without encoding anything.
 /// (Segments and the level 2 patch a state was read with the state itself
 /// knows: `ModelState::stored_segment`, `ModelState::stored_patch`.)
+/// A level 2 patch this process wrote, with the records it holds by index.
+type StoredPatch = (Patch, BTreeMap<usize, Arc<VersionRecord>>);
+
+/// Records a segment was encoded from.
+type Held = Vec<Arc<VersionRecord>>;
+
+/// Whether the level 2 patch holds the record at an index as it is now.
+type IsCopy<'a> = Box<dyn Fn(usize) -> bool + 'a>;
+
+/// Parts to put: name and bytes.
+type Parts = Vec<(String, Bytes)>;
+
 #[derive(Debug, Default)]
 pub(crate) struct Written {
     segments: Vec<(Segment, Option<Vec<Arc<VersionRecord>>>)>,
     /// The level 2 patch the last head named, with its records; `None`:
     /// the one the state was read with, if any.
-    level_2: Option<Option<(Patch, BTreeMap<usize, Arc<VersionRecord>>)>>,
+    level_2: Option<Option<StoredPatch>>,
     /// Records written to level 1 patches since level 2 was written.
     level_1_written: u64,
 }
@@ -52,12 +64,11 @@ impl Written {
     /// The stored segment for versions `first..` whose records are now
     /// `records`, the records it was encoded from, and the indexes (in the
     /// state) of those that differ from them, if this process wrote it.
-    #[allow(clippy::type_complexity)]
     fn find(
         &self,
         first: u64,
         records: &[Arc<VersionRecord>],
-    ) -> Option<(&Segment, &Vec<Arc<VersionRecord>>, Vec<usize>)> {
+    ) -> Option<(&Segment, &Held, Vec<usize>)> {
         let i = self
             .segments
             .binary_search_by_key(&first, |(s, _)| s.first)
@@ -175,12 +186,11 @@ pub(super) async fn write(
 }
 
 /// What [`write`] stores: the writer's memory after it, the new parts, the head.
-#[allow(clippy::type_complexity)]
 fn plan(
     state: &ModelState,
     per: usize,
     known: Option<&Written>,
-) -> Result<(Written, Vec<(String, Bytes)>, Vec<u8>)> {
+) -> Result<(Written, Parts, Vec<u8>)> {
     let undecodable = |what: String| {
         Error::corrupt(
             format!("state of model '{}'", state.name()),
@@ -233,7 +243,7 @@ fn plan(
 
     // The level 2 patch the last head named, the versions it holds, and
     // whether it holds a version as the state has it now.
-    let (level_2, holds, copy): (Option<Patch>, Vec<usize>, Box<dyn Fn(usize) -> bool + '_>) =
+    let (level_2, holds, copy): (Option<Patch>, Vec<usize>, IsCopy<'_>) =
         match known.and_then(|k| k.level_2.as_ref()) {
             Some(Some((patch, records))) => (
                 Some(patch.clone()),

@@ -468,7 +468,7 @@ impl SegmentedHead {
             let segment = patch.as_segment();
             patches.push(
                 LazySegment::new(model.clone(), segment, Some(numbers), index, records)
-                    .as_patch(patch),
+                    .with_patch(patch),
             );
         }
         let mut production = in_production

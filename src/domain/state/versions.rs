@@ -302,7 +302,7 @@ impl LazySegment {
     }
 
     /// The same, as the patch `patch`.
-    pub(super) fn as_patch(mut self, patch: Patch) -> LazySegment {
+    pub(super) fn with_patch(mut self, patch: Patch) -> LazySegment {
         self.patch = Some(patch);
         self
     }
@@ -578,7 +578,12 @@ impl Versions {
         let mut shared = 0;
         let mine = Arc::make_mut(mine);
         for s in mine.segments.iter_mut().chain(mine.patches.iter_mut()) {
-            if let Some(t) = by_digest.get(&s.segment.digest) {
+            // (A patch's level is the head's, not in its bytes: the same
+            // bytes as another level are not the same part.)
+            if let Some(t) = by_digest
+                .get(&s.segment.digest)
+                .filter(|t| t.patch == s.patch)
+            {
                 if !Arc::ptr_eq(s, t) {
                     *s = Arc::clone(t);
                 }
