@@ -527,6 +527,17 @@ mod tests {
                     .await
                     .expect("metrics");
             }
+            // Now and then an old version goes to production (archiving the
+            // one there): the patches carry stages too.
+            if window % 3 == 0 {
+                let v = format!("m/{}", 1 + window * 53 % 250);
+                for stage in [crate::Stage::Staging, crate::Stage::Validation] {
+                    me.transition(v.as_str(), stage, "test")
+                        .await
+                        .expect("transition");
+                }
+                me.promote(v.as_str(), "test").await.expect("promote");
+            }
             registered += 1;
             register(registered).await;
             let state = Arc::new(reg.model("m").await.expect("model"));
