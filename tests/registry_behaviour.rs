@@ -123,6 +123,7 @@ suite! {
         float_values_survive_storage_exactly,
         checkpoints_fold_to_the_same_state,
         segmented_checkpoints_fold_travel_and_survive_damage,
+        patched_checkpoints_fold_and_survive_damage,
         reopened_registry_sees_everything,
         concurrent_writers_on_clones,
         concurrent_writers_on_separate_registries,

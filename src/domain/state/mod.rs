@@ -31,8 +31,8 @@ pub use checkpoint::{
 };
 pub(crate) use segments::HeldSegments;
 pub use segments::{
-    SEGMENT_VERSIONS, SEGMENTED_FORMAT, Segment, SegmentedHead, encode_segment,
-    encode_segmented_head, segment_ranges,
+    Patch, SEGMENT_VERSIONS, SEGMENTED_FORMAT, Segment, SegmentedHead, encode_patch,
+    encode_patched_head, encode_segment, encode_segmented_head, segment_ranges,
 };
 
 /// Everything known about one model: the fold of its events up to some position.
@@ -748,8 +748,32 @@ impl ModelState {
     /// The stored segment that the versions at indexes `range` are exactly, if
     /// this state was read from a format 6 checkpoint and none of them changed
     /// since: a checkpoint names it again without decoding or encoding them.
+    #[cfg(test)]
     pub(crate) fn pristine_segment(&self, range: std::ops::Range<usize>) -> Option<&Segment> {
         self.versions.pristine(range)
+    }
+
+    /// The stored segment the versions at indexes `range` were read from
+    /// (format 6 or 7), and the indexes of those that may differ from it
+    /// now (a superset: records in a patch read with it, or changed since),
+    /// found without decoding the segment.
+    pub(crate) fn stored_segment(
+        &self,
+        range: std::ops::Range<usize>,
+    ) -> Option<(&Segment, Vec<usize>)> {
+        self.versions.stored(range)
+    }
+
+    /// The level 2 patch this state was read with (format 7), and the
+    /// version indexes it holds.
+    pub(crate) fn stored_patch(&self) -> Option<(&Patch, Vec<usize>)> {
+        self.versions.stored_patch()
+    }
+
+    /// Whether the version at index `i` is certainly still the copy of it
+    /// that [`stored_patch`](Self::stored_patch) holds.
+    pub(crate) fn is_stored_patch_copy(&self, i: usize) -> bool {
+        self.versions.is_stored_patch_copy(i)
     }
 
     /// The records at indexes `range` (decoding their segments if need be);
@@ -1153,7 +1177,7 @@ mod tests {
         }
     }
 
-    /// A segmented checkpoint (format 6) assembles to the state from its head
+    /// A segmented checkpoint (format 7) assembles to the state from its head
     /// and segments; a segment that is torn, swapped or missing is corrupt,
     /// and so is a head whose segments do not tile the versions.
     #[test]
@@ -1175,7 +1199,7 @@ mod tests {
         );
         let head = encode_segmented_head(&s, &segments);
         let json = super::super::codec::unseal(String::new, &head).unwrap();
-        assert!(json.starts_with(br#"{"format":6,"seq":11,"versions":10,"segments":[{"first":1,"#));
+        assert!(json.starts_with(br#"{"format":7,"seq":11,"versions":10,"segments":[{"first":1,"#));
         assert!(matches!(
             decode_checkpoint(&model(), s.seq(), &head),
             Err(Error::InvalidInput { .. })
@@ -1402,7 +1426,7 @@ mod tests {
         let head = encode_segmented_head(&s, &segments);
         let json = super::super::codec::unseal(String::new, &head).unwrap();
         let five = String::from_utf8(json.to_vec()).unwrap().replacen(
-            r#"{"format":6,"#,
+            r#"{"format":7,"#,
             r#"{"format":5,"#,
             1,
         );
@@ -1410,6 +1434,188 @@ mod tests {
         let back = assembled(&s, &head, &parts).unwrap();
         assert!(!back.is_partly_decoded());
         assert_eq!(back, s);
+    }
+
+    /// A format 6 checkpoint (indexed segments, no patches) still loads,
+    /// lazily; a format 6 head that lists patches is corrupt.
+    #[test]
+    fn format_6_checkpoints_still_load() {
+        let s = state(10);
+        let (_, parts, head) = segmented(&s, 4);
+        let json = super::super::codec::unseal(String::new, &head).unwrap();
+        let text = String::from_utf8(json.to_vec()).unwrap();
+        assert!(text.contains(r#""patches":[]"#), "{text}");
+        let six = text.replacen(r#"{"format":7,"#, r#"{"format":6,"#, 1);
+        let back = assembled(
+            &s,
+            &super::super::codec::seal(six.clone().into_bytes()),
+            &parts,
+        )
+        .unwrap();
+        assert!(back.is_partly_decoded());
+        assert_eq!(back, s);
+        // Without the field at all, as format 6 writers wrote it.
+        let old = six.replacen(r#","patches":[]"#, "", 1);
+        assert_ne!(old, six);
+        let back = assembled(&s, &super::super::codec::seal(old.into_bytes()), &parts).unwrap();
+        assert_eq!(back, s);
+
+        let (patch, bytes) = encode_patch(1, 1, &[Arc::clone(&s.versions()[1])]);
+        let mut with = parts.clone();
+        with.push(bytes::Bytes::from(bytes));
+        let listed = six.replacen(
+            r#""patches":[]"#,
+            &format!(r#""patches":[{}]"#, serde_json::to_string(&patch).unwrap()),
+            1,
+        );
+        let err = assembled(&s, &super::super::codec::seal(listed.into_bytes()), &with);
+        assert!(matches!(err, Err(Error::Corrupt { .. })), "{err:?}");
+    }
+
+    /// `version` moved through the stages to production (archiving the
+    /// version there before).
+    fn promote(s: &mut ModelState, version: u64) {
+        let version = VersionNumber::new(version).unwrap();
+        let archived = s.production;
+        for (from, to) in [
+            (Stage::None, Stage::Staging),
+            (Stage::Staging, Stage::Validation),
+            (Stage::Validation, Stage::Production),
+        ] {
+            s.apply(event(
+                s.seq() + 1,
+                EventKind::StageChanged {
+                    version,
+                    from,
+                    to,
+                    reason: String::new(),
+                    gates: Vec::new(),
+                    archived: if to == Stage::Production {
+                        archived
+                    } else {
+                        None
+                    },
+                },
+            ))
+            .unwrap();
+        }
+    }
+
+    fn add_metric(s: &mut ModelState, version: u64, auc: f64) {
+        s.apply(event(
+            s.seq() + 1,
+            EventKind::MetricsAdded {
+                version: VersionNumber::new(version).unwrap(),
+                metrics: Metrics::new().with("auc", auc).unwrap(),
+                overridden: None,
+            },
+        ))
+        .unwrap();
+    }
+
+    /// A format 7 checkpoint: segments written before some records changed,
+    /// and patches holding those records. The state read is the changed one:
+    /// a record in a patch wins over its segment's copy and a later patch's
+    /// over an earlier one's, including which version is in production; the
+    /// patches' records are decoded on first touch too. A patch that is
+    /// damaged, or whose index disagrees with the segments', is corrupt.
+    #[test]
+    fn patches_win_over_their_segments() {
+        let mut old = state(10);
+        promote(&mut old, 3);
+        let (segments, parts, _) = segmented(&old, 4);
+        let mut new = old.clone();
+        add_metric(&mut new, 9, 0.25);
+        let level_2_state = new.clone();
+        add_metric(&mut new, 9, 0.75);
+        promote(&mut new, 6);
+        let v = |s: &ModelState, n: u64| Arc::clone(&s.versions()[n as usize - 1]);
+        // Level 2 holds 9 as it was before its second change; level 1 holds
+        // 9 now, 3 (archived) and 6 (in production).
+        let (two, two_bytes) = encode_patch(2, 0, &[v(&level_2_state, 9)]);
+        let (one, one_bytes) = encode_patch(1, 3, &[v(&new, 3), v(&new, 6), v(&new, 9)]);
+        let mut all = parts.clone();
+        all.push(bytes::Bytes::from(two_bytes.clone()));
+        all.push(bytes::Bytes::from(one_bytes.clone()));
+        let head = encode_patched_head(&new, &segments, &[two.clone(), one.clone()]);
+        let back = assembled(&new, &head, &all).unwrap();
+        assert!(back.is_partly_decoded());
+        assert_eq!(back.production, Some(VersionNumber::new(6).unwrap()));
+        assert_eq!(
+            back.version(VersionNumber::new(9).unwrap()),
+            new.version(VersionNumber::new(9).unwrap())
+        );
+        assert_ne!(
+            back.version(VersionNumber::new(9).unwrap()),
+            old.version(VersionNumber::new(9).unwrap())
+        );
+        assert_eq!(back, new);
+        back.decode_all().unwrap();
+        // What a writer needs: the segments and the records differing from them.
+        let (segment, differ) = back.stored_segment(8..10).unwrap();
+        assert_eq!((segment, differ), (&segments[2], vec![8]));
+        assert_eq!(back.stored_segment(0..4).unwrap().1, vec![2]);
+        assert_eq!(
+            back.stored_patch().map(|(p, h)| (p.clone(), h)),
+            Some((two.clone(), vec![8]))
+        );
+        assert!(!back.is_stored_patch_copy(8), "level 1 holds a newer 9");
+
+        // In the other order, level 2's older copy of 9 would win: a
+        // different state, so the order is what the head says.
+        let swapped = encode_patched_head(&new, &segments, &[one.clone(), two.clone()]);
+        let mut swapped_parts = parts.clone();
+        swapped_parts.push(bytes::Bytes::from(one_bytes.clone()));
+        swapped_parts.push(bytes::Bytes::from(two_bytes.clone()));
+        let other = assembled(&new, &swapped, &swapped_parts).unwrap();
+        assert_eq!(
+            other.version(VersionNumber::new(9).unwrap()),
+            level_2_state.version(VersionNumber::new(9).unwrap())
+        );
+
+        // A damaged patch is caught by its digest, naming it.
+        let mut damaged = all.clone();
+        let mut bytes = one_bytes.clone();
+        let at = bytes.len() - 5;
+        bytes[at] ^= 1;
+        damaged[4] = bytes::Bytes::from(bytes);
+        let err = assembled(&new, &head, &damaged).unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains(&one.name()), "{err}");
+        // A missing one: fewer parts than the head lists.
+        assert!(matches!(
+            assembled(&new, &head, &all[..4]),
+            Err(Error::Corrupt { .. })
+        ));
+
+        // Forged patches that hash right but disagree with the segments.
+        let forged = |records: &[Arc<VersionRecord>]| {
+            let (p, b) = encode_patch(1, 1, records);
+            let head = encode_patched_head(&new, &segments, &[p]);
+            let mut with = parts.clone();
+            with.push(bytes::Bytes::from(b));
+            assembled(&new, &head, &with)
+        };
+        let mut other_artifact = (*v(&new, 9)).clone();
+        other_artifact.artifact = Digest::of(b"another");
+        let mut labelled = (*v(&new, 9)).clone();
+        labelled.semver = Some(semver::Version::new(1, 0, 0));
+        for (what, records) in [
+            ("another artifact", vec![Arc::new(other_artifact)]),
+            ("a semver", vec![Arc::new(labelled)]),
+            // 6 in production, 3 still there in its segment.
+            ("two in production", vec![v(&new, 6)]),
+        ] {
+            let err = forged(&records);
+            assert!(matches!(err, Err(Error::Corrupt { .. })), "{what}: {err:?}");
+        }
+        // A version past the last.
+        let mut past = (*v(&new, 9)).clone();
+        past.number = VersionNumber::new(11).unwrap();
+        assert!(matches!(
+            forged(&[Arc::new(past)]),
+            Err(Error::Corrupt { .. })
+        ));
     }
 
     #[test]
@@ -1439,10 +1645,10 @@ mod tests {
             .to_vec();
         let text = String::from_utf8(json).unwrap();
         let sealed = |t: String| super::super::codec::seal(t.into_bytes());
-        let newer = sealed(text.replacen(r#"{"format":3,"#, r#"{"format":7,"#, 1));
+        let newer = sealed(text.replacen(r#"{"format":3,"#, r#"{"format":8,"#, 1));
         assert!(matches!(
             decode_checkpoint(&model(), seq, &newer),
-            Err(Error::UnsupportedFormat { found: 7, .. })
+            Err(Error::UnsupportedFormat { found: 8, .. })
         ));
         for bad in [
             // A chunk length that runs past the end, or leaves bytes over.
