@@ -133,10 +133,23 @@ pub(crate) trait PackBackend: Send + Sync {
     }
     /// Reads a whole small object; `None` if it does not exist.
     fn get_small(&self, key: &str) -> io::Result<Option<Vec<u8>>>;
+    /// Reads several small objects (as [`get_small`](Self::get_small) each),
+    /// the answers in the order of `keys`. The default reads them one after
+    /// the other; a backend where a read is a round trip (the object store)
+    /// overlaps them.
+    fn get_small_many(&self, keys: &[String]) -> Vec<io::Result<Option<Vec<u8>>>> {
+        keys.iter().map(|k| self.get_small(k)).collect()
+    }
     /// Fills `buf` from `key` at `offset`.
     fn read_at(&self, key: &str, offset: u64, buf: &mut [u8]) -> io::Result<()>;
-    /// The names directly under the prefix `dir` (no recursion).
+    /// The names directly under the prefix `dir` (no recursion): objects and
+    /// the next level of prefixes (directories).
     fn list(&self, dir: &str) -> io::Result<Vec<String>>;
+    /// Every object below the prefix `dir`, at any depth, as paths relative to
+    /// it (`ab/cd/<hex>`), in no particular order. A missing `dir` is empty.
+    fn list_tree(&self, dir: &str) -> io::Result<Vec<String>>;
+    /// The length of the object `key`; `None` if it does not exist.
+    fn size(&self, key: &str) -> io::Result<Option<u64>>;
     /// Removes `key`; a missing one is not an error.
     fn delete(&self, key: &str) -> io::Result<()>;
     /// Whether `key` exists.
