@@ -215,5 +215,6 @@ suite! {
         purged_versions_cannot_come_back_into_use,
         retention_policy_purges_only_what_it_picks,
         gc_reclaims_what_only_purged_versions_used,
+        gc_reclaims_the_space_of_purged_fine_tunes,
     ],
 }

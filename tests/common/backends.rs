@@ -100,6 +100,43 @@ impl Fixture {
         }
     }
 
+    /// Whether the fixture's artifact store keeps files as chunks in packs.
+    pub fn packed(&self) -> bool {
+        self.name.ends_with("_packed")
+    }
+
+    /// Every byte the artifact store keeps, read behind the registry's back:
+    /// whole blobs, packs, their indexes and retirement records, recipes.
+    pub async fn stored_bytes(&self) -> u64 {
+        match &self.blobs {
+            BlobAccess::Memory(store) => {
+                use futures::TryStreamExt;
+                let digests: Vec<Digest> = store
+                    .list()
+                    .await
+                    .expect("list blobs")
+                    .try_collect()
+                    .await
+                    .expect("list blobs");
+                let mut total = 0;
+                for d in digests {
+                    total += store.head(&d).await.expect("head").map_or(0, |m| m.size);
+                }
+                total
+            }
+            BlobAccess::Local(root) => disk_usage(root),
+            BlobAccess::Object(store, root) => {
+                use futures::TryStreamExt;
+                let objects: Vec<object_store::ObjectMeta> = store
+                    .list(Some(root))
+                    .try_collect()
+                    .await
+                    .expect("list objects");
+                objects.iter().map(|o| o.size).sum()
+            }
+        }
+    }
+
     // ----- backends --------------------------------------------------------------
 
     /// Memory stores through the builder, as `Registry::in_memory` has them.
@@ -464,4 +501,22 @@ pub fn corrupt_local_blob(root: &Path, digest: &Digest, bytes: &[u8]) {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
         .unwrap_or_else(|e| panic!("make {} writable: {e}", path.display()));
     std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("overwrite {}: {e}", path.display()));
+}
+
+/// Bytes of every file below `dir` (none if it does not exist).
+pub fn disk_usage(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut total = 0;
+    for entry in entries {
+        let entry = entry.expect("dir entry");
+        let meta = entry.metadata().expect("metadata");
+        total += if meta.is_dir() {
+            disk_usage(&entry.path())
+        } else {
+            meta.len()
+        };
+    }
+    total
 }
