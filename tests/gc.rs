@@ -2,6 +2,9 @@
 //! than left to the scheduler: each side is paused at the worst moment for the
 //! other, and the committed version must still have every blob.
 
+#[path = "common/fs.rs"]
+mod fs_size;
+
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
@@ -18,6 +21,8 @@ use modelreg::{
     Actor, ArtifactSource, CreateModel, Digest, Error, GcOptions, NewVersion, Registry, Result,
 };
 use tokio::sync::Notify;
+
+use fs_size::disk_usage;
 
 /// A point where one side stops until the test lets it go on.
 #[derive(Debug, Default)]
@@ -805,21 +810,6 @@ fn base_and_variant() -> (Vec<u8>, Vec<u8>) {
 /// A 1.5 MiB file of the base version's own, which no variant shares.
 fn own_file() -> Vec<u8> {
     noise(3, 1536 << 10)
-}
-
-/// Bytes of every file under `dir`.
-fn disk_usage(dir: &Path) -> u64 {
-    let mut total = 0;
-    for entry in std::fs::read_dir(dir).expect("read dir") {
-        let entry = entry.expect("entry");
-        let meta = entry.metadata().expect("metadata");
-        total += if meta.is_dir() {
-            disk_usage(&entry.path())
-        } else {
-            meta.len()
-        };
-    }
-    total
 }
 
 /// Model `fraud` in a packed store: v1 the base and a file of its own, v2

@@ -381,12 +381,11 @@ mod tests {
     use super::*;
     use crate::domain::state::encode_segmented_head;
     use crate::store::MemoryMetadataStore;
-    use crate::{Actor, ArtifactSource, CreateModel, Metrics, NewVersion, Registry};
+    use crate::{Actor, ArtifactSource, CreateModel, Metrics, NewVersion, Registry, Session};
 
-    /// A checkpoint after a change writes the segments that changed and the
-    /// head, not the model; what it wrote reads back as the state.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_checkpoint_writes_only_the_segments_that_changed() {
+    /// A registry (metadata in memory, no automatic checkpoints) with model
+    /// `m` of 40 versions described as `description`, and a session on it.
+    async fn forty_versions(description: &str) -> (Registry, Session) {
         let reg = Registry::builder()
             .metadata(Arc::new(MemoryMetadataStore::new()))
             .artifacts(Arc::new(crate::store::MemoryArtifactStore::new()))
@@ -399,10 +398,18 @@ mod tests {
             .expect("create");
         for i in 0..40 {
             let source = ArtifactSource::bytes("w", format!("weights {i}")).expect("source");
-            me.register("m", source, NewVersion::new().description("x".repeat(200)))
+            me.register("m", source, NewVersion::new().description(description))
                 .await
                 .expect("register");
         }
+        (reg, me)
+    }
+
+    /// A checkpoint after a change writes the segments that changed and the
+    /// head, not the model; what it wrote reads back as the state.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_checkpoint_writes_only_the_segments_that_changed() {
+        let (reg, me) = forty_versions(&"x".repeat(200)).await;
         let meta = MemoryMetadataStore::new();
         let name = crate::ModelName::new("m").expect("name");
         let first = Arc::new(reg.model("m").await.expect("model"));
@@ -500,22 +507,7 @@ mod tests {
     /// current state it is the past state (it never read them).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_past_checkpoint_reads_only_the_segments_the_current_state_does_not_hold() {
-        let reg = Registry::builder()
-            .metadata(Arc::new(MemoryMetadataStore::new()))
-            .artifacts(Arc::new(crate::store::MemoryArtifactStore::new()))
-            .checkpoint_every(0)
-            .build()
-            .expect("registry");
-        let me = reg.acting_as(Actor::new("ci").expect("actor"));
-        me.create_model("m", CreateModel::new())
-            .await
-            .expect("create");
-        for i in 0..40 {
-            let source = ArtifactSource::bytes("w", format!("weights {i}")).expect("source");
-            me.register("m", source, NewVersion::new())
-                .await
-                .expect("register");
-        }
+        let (reg, me) = forty_versions("").await;
         let meta = MemoryMetadataStore::new();
         let name = crate::ModelName::new("m").expect("name");
         let past = Arc::new(reg.model("m").await.expect("model"));

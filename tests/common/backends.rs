@@ -22,6 +22,7 @@ use object_store::ObjectStore;
 use object_store::memory::InMemory;
 use tempfile::TempDir;
 
+use super::fs::disk_usage;
 use super::servers::{Server, unique_name};
 
 /// Makes a new registry over the fixture's stores.
@@ -501,22 +502,4 @@ pub fn corrupt_local_blob(root: &Path, digest: &Digest, bytes: &[u8]) {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
         .unwrap_or_else(|e| panic!("make {} writable: {e}", path.display()));
     std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("overwrite {}: {e}", path.display()));
-}
-
-/// Bytes of every file below `dir` (none if it does not exist).
-pub fn disk_usage(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    let mut total = 0;
-    for entry in entries {
-        let entry = entry.expect("dir entry");
-        let meta = entry.metadata().expect("metadata");
-        total += if meta.is_dir() {
-            disk_usage(&entry.path())
-        } else {
-            meta.len()
-        };
-    }
-    total
 }
