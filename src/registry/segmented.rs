@@ -383,11 +383,11 @@ mod tests {
     use crate::store::MemoryMetadataStore;
     use crate::{Actor, ArtifactSource, CreateModel, Metrics, NewVersion, Registry, Session};
 
-    /// A registry (metadata in memory, no automatic checkpoints) with model
-    /// `m` of 40 versions described as `description`, and a session on it.
-    async fn forty_versions(description: &str) -> (Registry, Session) {
+    /// A registry on `meta` (artifacts in memory, no automatic checkpoints)
+    /// with an empty model `m`, and a session on it.
+    async fn model_m(meta: Arc<MemoryMetadataStore>) -> (Registry, Session) {
         let reg = Registry::builder()
-            .metadata(Arc::new(MemoryMetadataStore::new()))
+            .metadata(meta)
             .artifacts(Arc::new(crate::store::MemoryArtifactStore::new()))
             .checkpoint_every(0)
             .build()
@@ -396,6 +396,12 @@ mod tests {
         me.create_model("m", CreateModel::new())
             .await
             .expect("create");
+        (reg, me)
+    }
+
+    /// [`model_m`] with 40 versions described as `description`.
+    async fn forty_versions(description: &str) -> (Registry, Session) {
+        let (reg, me) = model_m(Arc::new(MemoryMetadataStore::new())).await;
         for i in 0..40 {
             let source = ArtifactSource::bytes("w", format!("weights {i}")).expect("source");
             me.register("m", source, NewVersion::new().description(description))
@@ -558,16 +564,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn scattered_changes_are_patched_not_rewritten() {
         let store = Arc::new(MemoryMetadataStore::new());
-        let reg = Registry::builder()
-            .metadata(store.clone())
-            .artifacts(Arc::new(crate::store::MemoryArtifactStore::new()))
-            .checkpoint_every(0)
-            .build()
-            .expect("registry");
-        let me = reg.acting_as(Actor::new("ci").expect("actor"));
-        me.create_model("m", CreateModel::new())
-            .await
-            .expect("create");
+        let (reg, me) = model_m(store.clone()).await;
         let mut registered = 0u64;
         let register = |n: u64| {
             let me = me.clone();
