@@ -310,9 +310,9 @@ pub mod format {
     pub use crate::domain::event::EVENT_FORMAT;
     pub use crate::domain::manifest::MANIFEST_FORMAT;
     pub use crate::domain::state::{
-        CHECKPOINT_FORMAT, CheckpointHead, SEGMENT_VERSIONS, SEGMENTED_FORMAT, Segment,
-        SegmentedHead, decode_checkpoint, decode_checkpoint_head, encode_checkpoint,
-        encode_segment, encode_segmented_head,
+        CHECKPOINT_FORMAT, CheckpointHead, Patch, SEGMENT_VERSIONS, SEGMENTED_FORMAT, Segment,
+        SegmentedHead, decode_checkpoint, decode_checkpoint_head, encode_checkpoint, encode_patch,
+        encode_patched_head, encode_segment, encode_segmented_head,
     };
 
     use crate::domain::{ModelName, ModelState};
@@ -320,10 +320,10 @@ pub mod format {
     use crate::store::{Checkpoint, MetadataStore};
 
     /// Reads the checkpoint `cp` of `model` from `meta` whole: a format 1 to 4
-    /// checkpoint is decoded as it is, a format 5 or 6 one with the segments it
-    /// names, each checked against its digest, and every record decoded (the
-    /// registry's own reads leave a format 6 checkpoint's records in their
-    /// segments until they are asked for).
+    /// checkpoint is decoded as it is, a format 5, 6 or 7 one with the parts it
+    /// names (segments and patches), each checked against its digest, and every
+    /// record decoded (the registry's own reads leave a format 6 or 7
+    /// checkpoint's records in their parts until they are asked for).
     ///
     /// # Errors
     ///

@@ -4,10 +4,13 @@
 
 #[path = "../benches/support/dedup_scenarios.rs"]
 mod dedup_scenarios;
+#[path = "common/fs.rs"]
+mod fs_size;
 
 use std::collections::HashMap;
 
 use dedup_scenarios::{ALL, Kind, Scenario, VARIANTS, generate};
+use fs_size::disk_usage;
 use modelreg::Digest;
 use modelreg::store::chunking::{ChunkParams, Format, chunk_file, file_format};
 
@@ -111,21 +114,6 @@ fn the_generator_is_deterministic_and_cached() {
             .expect("mtime");
         assert_eq!(mtime, again);
     }
-}
-
-/// Bytes of every file under `dir`.
-fn disk_usage(dir: &std::path::Path) -> u64 {
-    let mut total = 0;
-    for entry in std::fs::read_dir(dir).expect("read dir") {
-        let entry = entry.expect("entry");
-        let meta = entry.metadata().expect("metadata");
-        total += if meta.is_dir() {
-            disk_usage(&entry.path())
-        } else {
-            meta.len()
-        };
-    }
-    total
 }
 
 /// A registry over a packed local artifact store at `root` (4 MiB packs,

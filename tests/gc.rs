@@ -2,6 +2,9 @@
 //! than left to the scheduler: each side is paused at the worst moment for the
 //! other, and the committed version must still have every blob.
 
+#[path = "common/fs.rs"]
+mod fs_size;
+
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
@@ -18,6 +21,8 @@ use modelreg::{
     Actor, ArtifactSource, CreateModel, Digest, Error, GcOptions, NewVersion, Registry, Result,
 };
 use tokio::sync::Notify;
+
+use fs_size::disk_usage;
 
 /// A point where one side stops until the test lets it go on.
 #[derive(Debug, Default)]
@@ -652,7 +657,139 @@ async fn a_sweep_spares_a_purged_blob_a_registration_in_flight_reuses() {
 // Packs: a store that keeps large files as chunks in packs
 // ---------------------------------------------------------------------------
 
-use modelreg::store::{LocalArtifactOptions, LocalArtifactStore, PackCollection, PackOptions};
+use modelreg::store::object::ObjectArtifactOptions;
+use modelreg::store::{
+    LocalArtifactOptions, LocalArtifactStore, ObjectArtifactStore, PackCollection, PackOptions,
+};
+use object_store::memory::InMemory;
+use object_store::{ObjectStore, ObjectStoreExt};
+
+/// Where a packed artifact store keeps its packs in these tests: a local
+/// directory, or object_store's `InMemory` (the object-store code path:
+/// overwriting PUTs for recipes, listings of prefixes, ranged GETs), each
+/// opened as many times as a test needs handles, as separate processes would.
+enum Backend {
+    Local(tempfile::TempDir),
+    Object(Arc<dyn ObjectStore>),
+}
+
+/// Files of 1 MiB or more in packs of 1 MiB.
+fn pack_options() -> PackOptions {
+    PackOptions::new().min_file_size(1 << 20).pack_size(1 << 20)
+}
+
+impl Backend {
+    fn local() -> Self {
+        Backend::Local(tempfile::tempdir().expect("tempdir"))
+    }
+
+    fn object() -> Self {
+        Backend::Object(Arc::new(InMemory::new()))
+    }
+
+    /// A new handle on the packed store (with its own chunk index).
+    fn open(&self) -> Arc<dyn ArtifactStore> {
+        match self {
+            Backend::Local(dir) => Arc::new(
+                LocalArtifactStore::open_with(
+                    dir.path(),
+                    LocalArtifactOptions::new().packed(pack_options()),
+                )
+                .expect("open store"),
+            ),
+            Backend::Object(store) => Arc::new(
+                ObjectArtifactStore::new(Arc::clone(store), "artifacts".into())
+                    .with_options(ObjectArtifactOptions::new().packed(pack_options())),
+            ),
+        }
+    }
+
+    /// Every byte stored.
+    async fn usage(&self) -> u64 {
+        match self {
+            Backend::Local(dir) => disk_usage(dir.path()),
+            Backend::Object(store) => {
+                use futures::TryStreamExt;
+                let objects: Vec<object_store::ObjectMeta> = store
+                    .list(Some(&"artifacts".into()))
+                    .try_collect()
+                    .await
+                    .expect("list");
+                objects.iter().map(|o| o.size).sum()
+            }
+        }
+    }
+
+    /// The bytes of the store's object at `key` (a layout path).
+    async fn read(&self, key: &str) -> Vec<u8> {
+        match self {
+            Backend::Local(dir) => std::fs::read(dir.path().join(key)).expect("read"),
+            Backend::Object(store) => {
+                let path = object_store::path::Path::from(format!("artifacts/{key}"));
+                let got = store.get(&path).await.expect("get");
+                got.bytes().await.expect("bytes").to_vec()
+            }
+        }
+    }
+
+    /// Deletes the object at `key` behind the store's back.
+    async fn remove(&self, key: &str) {
+        match self {
+            Backend::Local(dir) => std::fs::remove_file(dir.path().join(key)).expect("delete"),
+            Backend::Object(store) => {
+                let path = object_store::path::Path::from(format!("artifacts/{key}"));
+                store.delete(&path).await.expect("delete");
+            }
+        }
+    }
+
+    /// The packs the recipe of `file` names, read from the store's layout.
+    async fn packs_of(&self, file: &Digest) -> Vec<String> {
+        let hex = file.to_hex();
+        let key = format!("recipes/v1/blake3/{}/{}/{hex}", &hex[0..2], &hex[2..4]);
+        let recipe: serde_json::Value =
+            serde_json::from_slice(&self.read(&key).await).expect("json");
+        recipe["packs"]
+            .as_array()
+            .expect("packs")
+            .iter()
+            .map(|p| {
+                p.as_str()
+                    .expect("hex")
+                    .trim_start_matches("blake3:")
+                    .to_owned()
+            })
+            .collect()
+    }
+}
+
+/// Runs the async test `$name(Backend)` once on each backend, in a module
+/// named after it.
+macro_rules! on_each_pack_backend {
+    ($($(#[$attr:meta])* $name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                $(#[$attr])*
+                async fn local() {
+                    super::$name(super::Backend::local()).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                $(#[$attr])*
+                async fn object_memory() {
+                    super::$name(super::Backend::object()).await
+                }
+            }
+        )*
+    };
+}
+
+on_each_pack_backend!(
+    gc_reclaims_the_chunks_only_a_purged_version_used,
+    retired_packs_wait_for_the_grace_period,
+    a_registration_waits_for_a_pack_collection_and_its_file_survives_it,
+    a_recipe_naming_a_deleted_pack_is_stored_again_before_the_commit,
+);
 
 /// `len` pseudo-random bytes from `seed`: content-defined chunking cuts them
 /// into ~64 KiB chunks.
@@ -675,56 +812,11 @@ fn own_file() -> Vec<u8> {
     noise(3, 1536 << 10)
 }
 
-/// A packed local store at `root`: files of 1 MiB or more in packs of 1 MiB.
-fn packed(root: &Path) -> LocalArtifactStore {
-    let options = PackOptions::new().min_file_size(1 << 20).pack_size(1 << 20);
-    LocalArtifactStore::open_with(root, LocalArtifactOptions::new().packed(options))
-        .expect("open store")
-}
-
-/// Bytes of every file under `dir`.
-fn disk_usage(dir: &Path) -> u64 {
-    let mut total = 0;
-    for entry in std::fs::read_dir(dir).expect("read dir") {
-        let entry = entry.expect("entry");
-        let meta = entry.metadata().expect("metadata");
-        total += if meta.is_dir() {
-            disk_usage(&entry.path())
-        } else {
-            meta.len()
-        };
-    }
-    total
-}
-
-/// The packs the recipe of `file` names, read from the store's layout.
-fn packs_of(root: &Path, file: &Digest) -> Vec<String> {
-    let hex = file.to_hex();
-    let path = root
-        .join("recipes/v1/blake3")
-        .join(&hex[0..2])
-        .join(&hex[2..4])
-        .join(&hex);
-    let recipe: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(path).expect("recipe")).expect("json");
-    recipe["packs"]
-        .as_array()
-        .expect("packs")
-        .iter()
-        .map(|p| {
-            p.as_str()
-                .expect("hex")
-                .trim_start_matches("blake3:")
-                .to_owned()
-        })
-        .collect()
-}
-
 /// Model `fraud` in a packed store: v1 the base and a file of its own, v2
 /// the variant, v1 purged.
-async fn packed_with_purged_base(root: &Path) -> (MemoryMetadataStore, Registry) {
+async fn packed_with_purged_base(backend: &Backend) -> (MemoryMetadataStore, Registry) {
     let meta = MemoryMetadataStore::new();
-    let reg = registry(Arc::new(meta.clone()), Arc::new(packed(root)));
+    let reg = registry(Arc::new(meta.clone()), backend.open());
     let me = reg.acting_as(alice());
     me.create_model("fraud", CreateModel::new())
         .await
@@ -746,11 +838,9 @@ async fn packed_with_purged_base(root: &Path) -> (MemoryMetadataStore, Registry)
 
 /// What a purged version alone used leaves the packs: the packs only it used
 /// are deleted, shared ones repacked, and the kept version still reads whole.
-#[tokio::test]
-async fn gc_reclaims_the_chunks_only_a_purged_version_used() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (_, reg) = packed_with_purged_base(dir.path()).await;
-    let before = disk_usage(dir.path());
+async fn gc_reclaims_the_chunks_only_a_purged_version_used(backend: Backend) {
+    let (_, reg) = packed_with_purged_base(&backend).await;
+    let before = backend.usage().await;
     let dry = reg
         .gc(GcOptions::new(Duration::ZERO).dry_run(true))
         .await
@@ -758,11 +848,11 @@ async fn gc_reclaims_the_chunks_only_a_purged_version_used() {
     // A dry run sees the packs as they stand: the purged file it would delete
     // still uses its chunks.
     assert_eq!(dry.packs_deleted, 0, "{dry:?}");
-    assert_eq!(disk_usage(dir.path()), before, "a dry run changes nothing");
+    assert_eq!(backend.usage().await, before, "a dry run changes nothing");
 
     let options = GcOptions::new(Duration::ZERO).repack_when_dead_percent(20);
     let report = reg.gc(options).await.expect("gc");
-    let after = disk_usage(dir.path());
+    let after = backend.usage().await;
     assert!(report.packs_repacked >= 2, "both base packs: {report:?}");
     assert!(
         report.packs_retired >= 1,
@@ -789,11 +879,9 @@ async fn gc_reclaims_the_chunks_only_a_purged_version_used() {
 
 /// Packs are retired, not deleted, within the grace period; deleted after it,
 /// and only those no stored file uses.
-#[tokio::test]
-async fn retired_packs_wait_for_the_grace_period() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (_, reg) = packed_with_purged_base(dir.path()).await;
-    let store = packed(dir.path());
+async fn retired_packs_wait_for_the_grace_period(backend: Backend) {
+    let (_, reg) = packed_with_purged_base(&backend).await;
+    let store = backend.open();
     let (base, _) = base_and_variant();
     // What the blob sweep does to the purged version's files.
     for file in [Digest::of(&base), Digest::of(&own_file())] {
@@ -820,10 +908,9 @@ async fn retired_packs_wait_for_the_grace_period() {
 /// collection has repacked and retired, and holds its packs sweep lease.
 #[derive(Debug)]
 struct PausingPackDeletes {
-    inner: LocalArtifactStore,
+    inner: Arc<dyn ArtifactStore>,
     pause: Arc<Pause>,
 }
-
 #[async_trait]
 impl ArtifactStore for PausingPackDeletes {
     async fn head(&self, digest: &Digest) -> Result<Option<BlobMeta>> {
@@ -877,15 +964,13 @@ impl ArtifactStore for PausingPackDeletes {
 /// the packs that held it (through another handle on the store, whose chunk
 /// index still knows those packs): it waits for the collection, then finds
 /// its file whole, and the new version reads back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_registration_waits_for_a_pack_collection_and_its_file_survives_it() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (meta, registering) = packed_with_purged_base(dir.path()).await;
+async fn a_registration_waits_for_a_pack_collection_and_its_file_survives_it(backend: Backend) {
+    let (meta, registering) = packed_with_purged_base(&backend).await;
     let pause = Arc::new(Pause::default());
     let collecting = registry(
         Arc::new(meta.clone()),
         Arc::new(PausingPackDeletes {
-            inner: packed(dir.path()),
+            inner: backend.open(),
             pause: pause.clone(),
         }),
     );
@@ -927,10 +1012,8 @@ async fn a_registration_waits_for_a_pack_collection_and_its_file_survives_it() {
 /// before the registration read the sweep leases. The registration, paused
 /// right after writing its intent, finds the file not stored (its recipe names
 /// a missing pack), stores it again, and commits a version that reads back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_recipe_naming_a_deleted_pack_is_stored_again_before_the_commit() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (meta, _) = packed_with_purged_base(dir.path()).await;
+async fn a_recipe_naming_a_deleted_pack_is_stored_again_before_the_commit(backend: Backend) {
+    let (meta, _) = packed_with_purged_base(&backend).await;
     let own = own_file();
     let own_digest = Digest::of(&own);
     // The file is on disk, so the registration stores it before its intent.
@@ -942,7 +1025,7 @@ async fn a_recipe_naming_a_deleted_pack_is_stored_again_before_the_commit() {
             inner: meta.clone(),
             pause: pause.clone(),
         }),
-        Arc::new(packed(dir.path())),
+        backend.open(),
     );
     let reg = registering.clone();
     let source = ArtifactSource::dir(src.path());
@@ -954,12 +1037,13 @@ async fn a_recipe_naming_a_deleted_pack_is_stored_again_before_the_commit() {
     pause.reached.notified().await;
     // What a collection that ended just now did to the packs only the purged
     // version's own file uses: retired (index first), then deleted.
-    let doomed = packs_of(dir.path(), &own_digest);
+    let doomed = backend.packs_of(&own_digest).await;
     assert!(!doomed.is_empty(), "the own file is packed");
-    let packs_dir = dir.path().join("packs/v1/blake3");
     for pack in &doomed {
         for ext in ["idx", "pack"] {
-            std::fs::remove_file(packs_dir.join(format!("{pack}.{ext}"))).expect("delete");
+            backend
+                .remove(&format!("packs/v1/blake3/{pack}.{ext}"))
+                .await;
         }
     }
     pause.release.notify_one();

@@ -12,6 +12,7 @@ use std::process::Command;
 
 use common::backends::local_blob_path;
 use common::children::{spawn_child, wait_children};
+use common::fs::allocated;
 use common::registry_suite::{
     actor, blobs, create, entries, entry_triples, event_count, expected_entries, listed, read_tree,
     register_bytes, tags, tree, version_count, write_tree,
@@ -543,25 +544,6 @@ async fn a_hard_linked_source_written_in_place_is_never_served() {
     assert!(std::fs::read(dest.join("linked.bin")).expect("link-mode test step") == changed);
 }
 
-/// Bytes allocated on disk below `dir` (blocks, as `du` counts them).
-fn disk_usage(dir: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).expect("read dir") {
-            let entry = entry.expect("entry");
-            let meta = entry.metadata().expect("metadata");
-            if meta.is_dir() {
-                stack.push(entry.path());
-            } else {
-                total += meta.blocks() * 512;
-            }
-        }
-    }
-    total
-}
-
 /// Retention frees the disk: ten variants of a checkpoint (weights of their
 /// own, tokenizer and config shared) registered in a local directory, the five
 /// oldest purged by policy, then gc: the store shrinks by the five variants'
@@ -588,19 +570,19 @@ async fn purging_half_the_variants_then_gc_halves_the_store() {
         register_dir(&reg, "llm", &src).await.expect("register");
         std::fs::remove_dir_all(&src).expect("remove source");
     }
-    let registered = disk_usage(&dir);
+    let registered = allocated(&dir);
     let report = reg
         .acting_as(actor("retainer"))
         .apply_retention("llm", &modelreg::RetentionPolicy::new().keep_last(5), false)
         .await
         .expect("retention");
     assert_eq!(report.purged.len(), 5);
-    let purged = disk_usage(&dir);
+    let purged = allocated(&dir);
     let gc = reg
         .gc(modelreg::GcOptions::new(std::time::Duration::ZERO))
         .await
         .expect("gc");
-    let collected = disk_usage(&dir);
+    let collected = allocated(&dir);
     println!(
         "retention: 10 variants of {mib} MiB weights + 1 MiB shared tokenizer: \
          {registered} bytes on disk; 5 purged: {purged}; after gc: {collected} \

@@ -397,10 +397,10 @@ async fn checkpoints_are_pruned_to_the_newest_two_and_one_per_window() {
         })
         .collect();
     kept.sort_unstable();
-    // The newest two, and the first of each window of 4 (300 records in at
-    // most 128 windows, rounded up to a power of two) for time travel.
+    // The newest two, and the first of each window of 2 (300 records in at
+    // most 256 windows, rounded up to a power of two) for time travel.
     let mut expected = vec![1];
-    expected.extend((4..=296).step_by(4));
+    expected.extend((2..=298).step_by(2));
     expected.extend([299, 300]);
     assert_eq!(kept, expected);
 }

@@ -203,6 +203,7 @@ scenarios! {
         opening_a_long_history_reads_a_checkpoint_and_the_tail,
         common_operations_make_the_expected_requests,
         part_boundaries_round_trip,
+        a_cold_chunk_index_reads_pack_indexes_eight_at_a_time,
     ],
 }
 
@@ -792,4 +793,51 @@ async fn file_urls_and_local_registries_share_one_layout() {
         .expect("fetch locally");
     assert_eq!(read_tree(&dir.path().join("out2")), read_tree(&src));
     assert_eq!(local.events("fraud").await.expect("events").len(), 3);
+}
+
+/// A process's first packed write loads the chunk index of what other
+/// processes stored: one LIST of the packs and one GET per pack index, eight
+/// under way at once rather than one after the other, and nothing else of
+/// the packs before it writes.
+async fn a_cold_chunk_index_reads_pack_indexes_eight_at_a_time(base: Base) {
+    use modelreg::store::PackOptions;
+    use modelreg::store::object::ObjectArtifactOptions;
+    const FILES: usize = 12;
+    let packed = ObjectArtifactOptions::new().packed(PackOptions::new().min_file_size(0));
+    let src = base.scratch("cold-index");
+    // Twelve files of distinct bytes, each its own pack and index.
+    let writer = base.artifacts().with_options(packed.clone());
+    for i in 0..FILES {
+        let path = src.join(format!("f{i}"));
+        let bytes = pattern(i as u8 + 1, 256 << 10);
+        std::fs::write(&path, &bytes).expect("write");
+        writer
+            .put_file(&Digest::of(&bytes), &path)
+            .await
+            .expect("put");
+    }
+
+    let faults = Faults::new();
+    let store = FaultyStore::wrap(Arc::clone(&base.store), Arc::clone(&faults));
+    let cold = stores_in(store, &base.prefix).1.with_options(packed);
+    assert_eq!(cold.known_chunks(), 0, "loaded at the first packed write");
+    faults.delay_gets(".idx", Duration::from_millis(50));
+    let bytes = pattern(99, 256 << 10);
+    let path = src.join("new");
+    std::fs::write(&path, &bytes).expect("write");
+    cold.put_file(&Digest::of(&bytes), &path)
+        .await
+        .expect("put");
+    let log = faults.log();
+    let index_gets = log
+        .iter()
+        .filter(|r| r.op == "get" && r.path.ends_with(".idx"))
+        .count();
+    let pack_lists = log
+        .iter()
+        .filter(|r| r.op == "list" && r.path.ends_with("packs/v1/blake3"))
+        .count();
+    assert_eq!((index_gets, pack_lists), (FILES, 1), "{log:?}");
+    assert_eq!(faults.most_gets_in_flight(), 8, "{log:?}");
+    assert!(cold.known_chunks() >= FILES, "{}", cold.known_chunks());
 }

@@ -123,6 +123,7 @@ suite! {
         float_values_survive_storage_exactly,
         checkpoints_fold_to_the_same_state,
         segmented_checkpoints_fold_travel_and_survive_damage,
+        patched_checkpoints_fold_and_survive_damage,
         reopened_registry_sees_everything,
         concurrent_writers_on_clones,
         concurrent_writers_on_separate_registries,
@@ -214,5 +215,6 @@ suite! {
         purged_versions_cannot_come_back_into_use,
         retention_policy_purges_only_what_it_picks,
         gc_reclaims_what_only_purged_versions_used,
+        gc_reclaims_the_space_of_purged_fine_tunes,
     ],
 }

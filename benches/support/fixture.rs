@@ -43,9 +43,10 @@ pub fn fixture(rt: &tokio::runtime::Runtime, n: u64) -> PathBuf {
         n >= 1000 && n.is_multiple_of(1000),
         "versions: a multiple of 1000"
     );
-    // `-windows`: older checkpoints are kept (one per window of the log).
+    // `-windows256`: older checkpoints are kept, one per 1/256 of the log
+    // (renamed when the stores' window count changes, which decides them).
     let dir = fixtures_root().join(format!(
-        "metadata-{n}-ckpt{}-windows",
+        "metadata-{n}-ckpt{}-windows256",
         modelreg::format::CHECKPOINT_FORMAT
     ));
     if dir.join("complete").exists() {

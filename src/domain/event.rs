@@ -379,18 +379,29 @@ impl Event {
     pub fn from_bytes(model: &ModelName, seq: u64, bytes: &[u8]) -> Result<Event> {
         let record = || format!("event {seq} of model '{model}'");
         let bytes = super::codec::unseal(record, bytes)?;
-        let f: FormatOnly = serde_json::from_slice(bytes)
-            .map_err(|e| Error::corrupt(record(), format!("undecodable: {e}")))?;
-        if f.format == 0 || f.format > EVENT_FORMAT {
-            return Err(Error::UnsupportedFormat {
-                record: record(),
-                found: f.format,
-                supported: EVENT_FORMAT,
-                location: None,
-            });
+        let unsupported = |found| Error::UnsupportedFormat {
+            record: record(),
+            found,
+            supported: EVENT_FORMAT,
+            location: None,
+        };
+        // One parse when the record decodes (folds read thousands); only one
+        // that does not is parsed again for its format alone, so a record of a
+        // newer format is reported as such rather than as undecodable.
+        let wire: WireIn = match serde_json::from_slice(bytes) {
+            Ok(wire) => wire,
+            Err(e) => {
+                let f: FormatOnly = serde_json::from_slice(bytes)
+                    .map_err(|e| Error::corrupt(record(), format!("undecodable: {e}")))?;
+                if f.format == 0 || f.format > EVENT_FORMAT {
+                    return Err(unsupported(f.format));
+                }
+                return Err(Error::corrupt(record(), format!("undecodable: {e}")));
+            }
+        };
+        if wire.format == 0 || wire.format > EVENT_FORMAT {
+            return Err(unsupported(wire.format));
         }
-        let wire: WireIn = serde_json::from_slice(bytes)
-            .map_err(|e| Error::corrupt(record(), format!("undecodable: {e}")))?;
         let event = wire.event;
         if event.kind.format() > wire.format {
             return Err(Error::corrupt(

@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-use crate::domain::state::encode_checkpoint;
+use crate::domain::state::{HeldSegments, encode_checkpoint};
 use crate::domain::{Actor, Event, EventKind, ModelName, ModelState, VersionRecord, VersionRef};
 use crate::error::{Error, Result};
 use crate::store::MetadataStore;
@@ -382,9 +382,9 @@ impl Registry {
         for _ in 0..OLDER_CHECKPOINTS_TRIED {
             let seq = match &found {
                 Ok(Some(cp)) => cp.seq,
-                _ => return self.confirmed_checkpoint(model, found).await,
+                _ => return self.confirmed_checkpoint(model, found, None).await,
             };
-            if let Some(loaded) = self.confirmed_checkpoint(model, found).await {
+            if let Some(loaded) = self.confirmed_checkpoint(model, found, None).await {
                 return Some(loaded);
             }
             if seq <= 1 {
@@ -392,24 +392,27 @@ impl Registry {
             }
             found = meta.checkpoint_at_or_before(model.as_str(), seq - 1).await;
         }
-        self.confirmed_checkpoint(model, found).await
+        self.confirmed_checkpoint(model, found, None).await
     }
 
     /// The newest checkpoint of `model` that covers at most the events
     /// `1..=at_most` ([`MetadataStore::checkpoint_at_or_before`]), if there is
     /// one that agrees with the log; ignored as in
-    /// [`load_checkpoint`](Self::load_checkpoint) otherwise.
+    /// [`load_checkpoint`](Self::load_checkpoint) otherwise. The segments
+    /// `current` (a state of the same model) was read from are not read again:
+    /// a past checkpoint shares most of them.
     pub(super) async fn load_checkpoint_at_or_before(
         &self,
         model: &ModelName,
         at_most: u64,
+        current: &ModelState,
     ) -> Option<ModelState> {
         let found = self
             .inner
             .metadata
             .checkpoint_at_or_before(model.as_str(), at_most)
             .await;
-        self.confirmed_checkpoint(model, found)
+        self.confirmed_checkpoint(model, found, Some(current.held_segments()))
             .await
             .map(|(state, _)| state)
             .filter(|state| state.seq() <= at_most)
@@ -417,11 +420,13 @@ impl Registry {
 
     /// Decodes a checkpoint the store `found` and checks it against the event
     /// it claims to cover; `None` (with a warning saying why) if there is none,
-    /// or it cannot be read, does not decode or disagrees with the log.
+    /// or it cannot be read, does not decode or disagrees with the log. The
+    /// segments in `held` are taken from there instead of being read.
     async fn confirmed_checkpoint(
         &self,
         model: &ModelName,
         found: Result<Option<crate::store::Checkpoint>>,
+        held: Option<HeldSegments>,
     ) -> Option<(ModelState, Option<Written>)> {
         let ignored = |seq: Option<u64>, why: &dyn std::fmt::Display| {
             tracing::warn!(
@@ -436,7 +441,8 @@ impl Registry {
             Err(e) => return ignored(None, &e),
         };
         let seq = cp.seq;
-        let (state, written) = match segmented::read(meta.as_ref(), model, cp).await {
+        let read = segmented::read_holding(meta.as_ref(), model, cp, held.unwrap_or_default());
+        let (state, written) = match read.await {
             Ok(read) => read,
             Err(e) => return ignored(Some(seq), &e),
         };

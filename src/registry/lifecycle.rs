@@ -461,7 +461,7 @@ impl Registry {
             .inner
             .as_of
             .nearest(&model, last)
-            .filter(|c| last - c.seq() <= last / 64 + every);
+            .filter(|c| last - c.seq() <= last / 128 + every);
         if let Some(c) = &cached
             && c.seq() == last
         {
@@ -472,16 +472,12 @@ impl Registry {
             // A checkpoint can only help when a replay would read at least one
             // checkpoint interval; otherwise reading it costs more than it saves.
             None if every > 0 && last >= every => self
-                .load_checkpoint_at_or_before(&model, last)
+                // The segments it has in common with the live state (most,
+                // far back) are taken from it, not read again: read, checked
+                // and decoded once for both.
+                .load_checkpoint_at_or_before(&model, last, &live)
                 .await
-                .filter(|base| base.updated_at() <= at)
-                .map(|mut base| {
-                    // The segments it has in common with the live state's
-                    // (most, far back) are decoded once for both: a pointer
-                    // swap per segment, nothing compared.
-                    base.share_segments_with(&live);
-                    base
-                }),
+                .filter(|base| base.updated_at() <= at),
             None => None,
         };
         let folded = self

@@ -73,7 +73,7 @@ pub(crate) const SEQ_DIGITS: usize = 20;
 pub(crate) const KEEP_CHECKPOINTS: usize = 2;
 /// Into how many windows of equal length (in records) a log's history is cut
 /// for the older checkpoints kept (see [`prunable_checkpoints`]).
-pub(crate) const CHECKPOINT_WINDOWS: u64 = 128;
+pub(crate) const CHECKPOINT_WINDOWS: u64 = 256;
 /// How often `latest_checkpoint` lists again when the checkpoints it listed were
 /// pruned before it could read them.
 pub(crate) const CHECKPOINT_READ_ATTEMPTS: usize = 8;
@@ -268,7 +268,7 @@ mod tests {
 /// `newest`; in each window the checkpoint with the lowest number stays. So a
 /// log keeps at most `CHECKPOINT_WINDOWS + 1 + KEEP_CHECKPOINTS` checkpoints,
 /// and a fold as of any point after the first checkpoint starts at most about
-/// two windows before it (`newest / 64` records), not from record 1: what
+/// two windows before it (`newest / 128` records), not from record 1: what
 /// `checkpoint_at_or_before` serves time travel from.
 ///
 /// The rule never needs a deleted checkpoint back: when `w` doubles, each new
@@ -327,12 +327,12 @@ mod checkpoint_windows {
                 "{every}/{upto}: {kept:?}"
             );
             // Every point after the first checkpoint has one at most a window
-            // (under `newest / 64 + 2`) plus one interval before it.
+            // (under `newest / 128 + 2`) plus one interval before it.
             let first = kept[0];
             assert_eq!(first, every, "the oldest stays: {kept:?}");
             let gap = kept.windows(2).map(|p| p[1] - p[0]).max().unwrap_or(0);
             assert!(
-                gap <= newest / 64 + 2 + every,
+                gap <= newest / 128 + 2 + every,
                 "{every}/{upto}: gap {gap} in {kept:?}"
             );
         }

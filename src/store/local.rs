@@ -931,6 +931,44 @@ impl PackBackend for Files<'_> {
         Ok(out)
     }
 
+    fn list_tree(&self, dir: &str) -> io::Result<Vec<String>> {
+        fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) -> io::Result<()> {
+            let entries = match fs::read_dir(dir) {
+                Ok(entries) => entries,
+                Err(e) if is_missing(&e) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            for entry in entries {
+                let entry = entry?;
+                let Ok(name) = entry.file_name().into_string() else {
+                    continue;
+                };
+                let rel = if prefix.is_empty() {
+                    name
+                } else {
+                    format!("{prefix}/{name}")
+                };
+                if entry.file_type()?.is_dir() {
+                    walk(&entry.path(), &rel, out)?;
+                } else {
+                    out.push(rel);
+                }
+            }
+            Ok(())
+        }
+        let mut out = Vec::new();
+        walk(&self.0.path.join(dir), "", &mut out)?;
+        Ok(out)
+    }
+
+    fn size(&self, key: &str) -> io::Result<Option<u64>> {
+        match fs::metadata(self.0.path.join(key)) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if is_missing(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     fn delete(&self, key: &str) -> io::Result<()> {
         match fsutil::remove_file(&self.0.path.join(key)) {
             Err(e) if !is_missing(&e) => Err(e),

@@ -22,6 +22,7 @@ use object_store::ObjectStore;
 use object_store::memory::InMemory;
 use tempfile::TempDir;
 
+use super::fs::disk_usage;
 use super::servers::{Server, unique_name};
 
 /// Makes a new registry over the fixture's stores.
@@ -98,6 +99,43 @@ impl Fixture {
             ),
             BlobAccess::Local(root) => corrupt_local_blob(root, digest, bytes),
             BlobAccess::Object(store, root) => corrupt_object_blob(store, root, digest, bytes),
+        }
+    }
+
+    /// Whether the fixture's artifact store keeps files as chunks in packs.
+    pub fn packed(&self) -> bool {
+        self.name.ends_with("_packed")
+    }
+
+    /// Every byte the artifact store keeps, read behind the registry's back:
+    /// whole blobs, packs, their indexes and retirement records, recipes.
+    pub async fn stored_bytes(&self) -> u64 {
+        match &self.blobs {
+            BlobAccess::Memory(store) => {
+                use futures::TryStreamExt;
+                let digests: Vec<Digest> = store
+                    .list()
+                    .await
+                    .expect("list blobs")
+                    .try_collect()
+                    .await
+                    .expect("list blobs");
+                let mut total = 0;
+                for d in digests {
+                    total += store.head(&d).await.expect("head").map_or(0, |m| m.size);
+                }
+                total
+            }
+            BlobAccess::Local(root) => disk_usage(root),
+            BlobAccess::Object(store, root) => {
+                use futures::TryStreamExt;
+                let objects: Vec<object_store::ObjectMeta> = store
+                    .list(Some(root))
+                    .try_collect()
+                    .await
+                    .expect("list objects");
+                objects.iter().map(|o| o.size).sum()
+            }
         }
     }
 

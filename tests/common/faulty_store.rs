@@ -42,6 +42,11 @@ pub struct Faults {
     /// Sleep this long before sending each part.
     part_delay: Mutex<Duration>,
     log: Mutex<Vec<Request>>,
+    /// Sleep this long in each GET of a path containing the string.
+    get_delay: Mutex<Option<(String, Duration)>>,
+    /// Delayed GETs under way, and the most at once.
+    gets_in_flight: AtomicUsize,
+    most_gets_in_flight: AtomicUsize,
 }
 
 impl Faults {
@@ -70,6 +75,22 @@ impl Faults {
             .part_delay
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = delay;
+    }
+
+    /// Delays every GET (not HEAD) of a path containing `part` by `delay`,
+    /// counting how many are under way at once
+    /// ([`most_gets_in_flight`](Self::most_gets_in_flight)).
+    pub fn delay_gets(&self, part: &str, delay: Duration) {
+        *self
+            .get_delay
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((part.to_owned(), delay));
+        self.most_gets_in_flight.store(0, Ordering::SeqCst);
+    }
+
+    /// The most delayed GETs that were under way at once.
+    pub fn most_gets_in_flight(&self) -> usize {
+        self.most_gets_in_flight.load(Ordering::SeqCst)
     }
 
     /// Turns every fault off (counting goes on).
@@ -205,6 +226,20 @@ impl ObjectStore for FaultyStore {
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
         let op = if options.head { "head" } else { "get" };
         self.faults.record(op, location)?;
+        let delay = self
+            .faults
+            .get_delay
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .filter(|(part, _)| !options.head && location.as_ref().contains(part.as_str()));
+        if let Some((_, delay)) = delay {
+            let f = &self.faults;
+            let now = f.gets_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            f.most_gets_in_flight.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(delay).await;
+            f.gets_in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
         self.inner.get_opts(location, options).await
     }
 

@@ -35,6 +35,7 @@ pub fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
 pub mod backends;
 pub mod children;
 pub mod faulty_store;
+pub mod fs;
 #[cfg(feature = "serve")]
 pub mod http;
 pub mod lifecycle_suite;

@@ -3613,7 +3613,7 @@ pub async fn dropped_fetch_leaves_nothing_behind(f: &Fixture) {
     assert_eq!(entries(&parent), ["big-v1"]);
 }
 
-/// Checkpoints in segments (format 6, here of 2 versions each, one every 3
+/// Checkpoints in segments (format 7, here of 2 versions each, one every 3
 /// events): the latest one reads back as the fold of the log, a fresh registry
 /// opens from it, every past state folds from them to what the log gives, and
 /// a damaged segment is never trusted: the registry opens from an older
@@ -3664,7 +3664,7 @@ pub async fn segmented_checkpoints_fold_travel_and_survive_damage(f: &Fixture) {
     assert_eq!(cp.seq, 18, "{}", f.name);
     let json = unseal(String::new, &cp.bytes).expect("sealed");
     assert!(
-        json.starts_with(br#"{"format":6,"#),
+        json.starts_with(br#"{"format":7,"#),
         "{}: a segmented head",
         f.name
     );
@@ -3776,4 +3776,87 @@ pub async fn segmented_checkpoints_fold_travel_and_survive_damage(f: &Fixture) {
     );
     assert_eq!(lazy.model("seg").await.expect("model"), folded);
     assert_eq!(f.fresh().await.model("seg").await.expect("model"), folded);
+}
+
+/// Checkpoints with patches (format 7, segments of 16 versions, one every 4
+/// events): changes to old versions go into patch parts instead of
+/// rewriting their segments; each checkpoint reads back as the fold of the
+/// log, a fresh registry opens from it, and a damaged patch is never
+/// trusted: the registry opens from an older checkpoint or the log, and
+/// `check` reports it.
+pub async fn patched_checkpoints_fold_and_survive_damage(f: &Fixture) {
+    use modelreg::format::{CheckpointHead, decode_checkpoint_head, read_checkpoint};
+    let reg = f.registry_with(|b| b.checkpoint_every(4).checkpoint_segment(16));
+    let meta = reg.metadata_store().clone();
+    let who = actor("alice");
+    create(&reg, "pat").await; // 1
+    for i in 0..39 {
+        register_bytes(&reg, "pat", "m.bin", format!("patched {i}")).await; // 2..=40
+    }
+    let name = ModelName::new("pat").expect("valid");
+    let mut patched = None;
+    for k in 0..12u64 {
+        let n = 1 + (k * 11) % 32;
+        let metrics = Metrics::new().with("auc", k as f64 / 20.0).expect("finite");
+        reg.acting_as(who.clone())
+            .add_metrics(format!("pat/{n}"), metrics)
+            .await
+            .expect("metrics"); // 41..=52
+        let cp = meta
+            .latest_checkpoint("pat")
+            .await
+            .expect("read")
+            .expect("a checkpoint");
+        let CheckpointHead::Segmented(head) =
+            decode_checkpoint_head(&name, cp.seq, &cp.bytes).expect("head")
+        else {
+            panic!("{}: a segmented checkpoint", f.name)
+        };
+        assert_eq!(head.format(), 7, "{}", f.name);
+        let all = reg.events("pat").await.expect("events");
+        let upto: Vec<_> = all.into_iter().filter(|e| e.seq <= cp.seq).collect();
+        assert_eq!(
+            read_checkpoint(meta.as_ref(), &name, cp.clone())
+                .await
+                .expect("reads"),
+            ModelState::replay(upto).expect("replay"),
+            "{}: checkpoint {}",
+            f.name,
+            cp.seq
+        );
+        if let Some(p) = head.patches().last() {
+            patched = Some((cp, p.name()));
+        }
+    }
+    let (cp, patch) = patched.expect("a head with a patch");
+    let replayed = ModelState::replay(reg.events("pat").await.expect("events")).expect("replay");
+    assert_eq!(f.fresh().await.model("pat").await.expect("model"), replayed);
+
+    // Damage the patch behind the registry's back: that checkpoint is not
+    // trusted, a fresh registry still opens to the fold of the log.
+    meta.put_checkpoint_part("pat", &patch, Bytes::from_static(b"{\"torn"))
+        .await
+        .expect("overwrite the patch");
+    assert_err!(
+        read_checkpoint(meta.as_ref(), &name, cp.clone()).await,
+        Error::Corrupt { .. }
+    );
+    assert_eq!(f.fresh().await.model("pat").await.expect("model"), replayed);
+    let latest = meta
+        .latest_checkpoint("pat")
+        .await
+        .expect("read")
+        .expect("a checkpoint");
+    if latest.seq == cp.seq {
+        let report = f.fresh().await.check().await.expect("check");
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.subject.contains(&format!("checkpoint {}", cp.seq))),
+            "{}: check reports the damaged checkpoint: {:?}",
+            f.name,
+            report.problems
+        );
+    }
 }

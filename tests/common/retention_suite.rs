@@ -542,3 +542,123 @@ pub async fn gc_reclaims_what_only_purged_versions_used(f: &Fixture) {
     reg.verify("fraud/4").await.expect("whole");
     assert_eq!(collect(&reg, Duration::ZERO).await.deleted, []);
 }
+
+/// A safetensors file of [`TENSORS`] BF16 tensors of [`TENSOR`] bytes each,
+/// its own `__metadata__`, tensor `changed` (if any) rewritten: a fine-tune
+/// that changed one tensor. A packed store cuts it at tensor boundaries, so a
+/// variant costs its changed tensor and its header, nothing more.
+fn variant(changed: Option<usize>, tag: &str) -> Vec<u8> {
+    let mut header = format!(r#"{{"__metadata__":{{"run":"{tag}"}}"#);
+    for t in 0..TENSORS {
+        let (begin, end) = (t * TENSOR, (t + 1) * TENSOR);
+        header.push_str(&format!(
+            r#","t{t}":{{"dtype":"BF16","shape":[{}],"data_offsets":[{begin},{end}]}}"#,
+            TENSOR / 2
+        ));
+    }
+    header.push('}');
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(header.as_bytes());
+    for t in 0..TENSORS {
+        let seed = if changed == Some(t) { 1000 + t } else { t } as u64;
+        let mut rng = fastrand::Rng::with_seed(seed);
+        out.extend((0..TENSOR).map(|_| rng.u8(..)));
+    }
+    out
+}
+
+/// Tensors in a [`variant`].
+const TENSORS: usize = 10;
+/// Bytes of each tensor.
+const TENSOR: usize = 256 << 10;
+
+/// Ten fine-tunes of one checkpoint, each its own tensor changed; five
+/// purged, then collected: the store keeps within 1.1× of what the five left
+/// need (whole files on a store without packs; on a packed one the shared
+/// tensors once, plus each kept variant's changed tensor and header), every
+/// kept version fetches and verifies, and `check` finds nothing wrong.
+pub async fn gc_reclaims_the_space_of_purged_fine_tunes(f: &Fixture) {
+    let reg = f.registry();
+    create(&reg, "llm").await;
+    let files: Vec<Vec<u8>> = (0..TENSORS)
+        .map(|i| variant(Some(i), &format!("ft-{i}")))
+        .collect();
+    for file in &files {
+        let source = ArtifactSource::files([("model.safetensors", file.clone())]).expect("path");
+        reg.acting_as(actor("ci"))
+            .register("llm", source, NewVersion::new())
+            .await
+            .expect("register");
+    }
+    let before = f.stored_bytes().await;
+    // Purge every other version: on a packed store their changed tensors
+    // sit in packs that are then wholly or half dead.
+    let purged: Vec<u64> = (2..=10).step_by(2).collect();
+    for n in &purged {
+        purge(&reg, "llm", *n, "superseded").await.expect("purge");
+    }
+    let report = collect(&reg, Duration::ZERO).await;
+    let after = f.stored_bytes().await;
+
+    let kept: Vec<u64> = (1..=9).step_by(2).collect();
+    let header = |i: usize| files[i].len() - TENSORS * TENSOR;
+    let ideal: usize = if f.packed() {
+        // Every original tensor (each some kept variant still has), the
+        // kept variants' changed tensors and headers.
+        TENSORS * TENSOR
+            + kept
+                .iter()
+                .map(|n| TENSOR + header(*n as usize - 1))
+                .sum::<usize>()
+    } else {
+        kept.iter().map(|n| files[*n as usize - 1].len()).sum()
+    };
+    let ratio = after as f64 / ideal as f64;
+    eprintln!(
+        "{}: stored {before} bytes before gc, {after} after; ideal {ideal} ({ratio:.3}×); {report:?}",
+        f.name
+    );
+    assert!(after < before, "{}: {after} of {before}", f.name);
+    assert!(
+        ratio <= 1.1,
+        "{}: {after} bytes stored after gc, ideal {ideal}: {ratio:.3}×",
+        f.name
+    );
+    if f.packed() {
+        assert!(
+            report.packs_repacked > 0 && report.packs_retired > 0,
+            "{}: {report:?}",
+            f.name
+        );
+        assert!(report.packs_deleted > 0 && !report.packs_deletion_deferred);
+    }
+    // Another process's view: every kept version reads whole.
+    let fresh = f.fresh().await;
+    for n in &kept {
+        let out = f.scratch().join(format!("v{n}"));
+        fresh
+            .fetch(format!("llm/{n}"), &out, FetchOptions::new())
+            .await
+            .unwrap_or_else(|e| panic!("{}: fetch llm/{n}: {e}", f.name));
+        let got = std::fs::read(out.join("model.safetensors")).expect("fetched file");
+        assert!(got == files[*n as usize - 1], "{}: llm/{n} differs", f.name);
+        fresh
+            .verify(format!("llm/{n}"))
+            .await
+            .unwrap_or_else(|e| panic!("{}: verify llm/{n}: {e}", f.name));
+    }
+    let check = fresh.check().await.expect("check");
+    assert!(check.is_ok(), "{}: {:?}", f.name, check.problems);
+    // Nothing left to reclaim.
+    let again = collect(&reg, Duration::ZERO).await;
+    assert_eq!(
+        (
+            again.deleted.len(),
+            again.packs_repacked,
+            again.packs_deleted
+        ),
+        (0, 0, 0),
+        "{}: {again:?}",
+        f.name
+    );
+}

@@ -467,7 +467,7 @@ pub async fn checkpoints_at_or_before_are_kept_per_window(store: &dyn MetadataSt
             .unwrap_or_else(|| panic!("a checkpoint at or before {at_most}"));
         assert!(cp.seq <= at_most, "{} for at most {at_most}", cp.seq);
         assert!(
-            at_most - cp.seq <= 1000 / 64 + 2 + 10,
+            at_most - cp.seq <= 1000 / 128 + 2 + 10,
             "{} is too far below {at_most}",
             cp.seq
         );

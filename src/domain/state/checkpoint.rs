@@ -30,8 +30,10 @@ use crate::error::{Error, Result};
 /// [`read_checkpoint`](crate::format::read_checkpoint), not with
 /// [`decode_checkpoint`] alone. Format 6 is format 5 with an index at the
 /// start of each segment, so a checkpoint is read without decoding its
-/// records (they are decoded when first asked for).
-pub const CHECKPOINT_FORMAT: u32 = 6;
+/// records (they are decoded when first asked for). Format 7 is format 6 with
+/// *patches*: parts holding the records that changed since their segment was
+/// written, so a change to an old version does not rewrite its segment.
+pub const CHECKPOINT_FORMAT: u32 = 7;
 
 /// Versions per chunk of a format 3 checkpoint: small enough that the chunks of
 /// a large model spread evenly over the cores, large enough that a chunk's
@@ -271,7 +273,7 @@ pub fn decode_checkpoint(model: &ModelName, seq: u64, bytes: &[u8]) -> Result<Mo
     if super::segments::is_segmented(format) {
         return Err(Error::invalid_input(
             record(),
-            "a format 5 or 6 checkpoint holds its versions in segments apart: read it with \
+            "a format 5, 6 or 7 checkpoint holds its versions in segments apart: read it with \
              `read_checkpoint`, which fetches them",
         ));
     }

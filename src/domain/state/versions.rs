@@ -11,14 +11,14 @@
 //! once and keeps the list; the first change after that folds everything into
 //! plain memory again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::segments::Segment;
+use super::segments::{Patch, Segment};
 use crate::digest::Digest;
 use crate::domain::lifecycle::Stage;
 use crate::domain::name::ModelName;
@@ -76,18 +76,27 @@ impl PartialEq for Versions {
     }
 }
 
-/// The segments a lazily read state's first versions are in.
+/// The segments a lazily read state's first versions are in, and the patches
+/// (format 7) whose records win over their segments'.
 #[derive(Clone)]
 pub(crate) struct Lazy {
     len: usize,
     segments: Vec<Arc<LazySegment>>,
+    patches: Vec<Arc<LazySegment>>,
+    /// Version index → (patch, offset in it) of the record that wins: the
+    /// last patch holding it.
+    patched: BTreeMap<usize, (usize, usize)>,
 }
 
-/// One segment of a format 6 checkpoint, read and checked against its digest,
-/// its index decoded, its records not yet.
+/// One segment (or patch) of a format 6 or 7 checkpoint, read and checked
+/// against its digest, its index decoded, its records not yet.
 pub(crate) struct LazySegment {
     model: ModelName,
     segment: Segment,
+    /// A patch's version numbers (a segment's run from its first).
+    numbers: Option<Vec<u64>>,
+    /// A patch, as its head lists it.
+    patch: Option<Patch>,
     index: SegmentIndex,
     /// The records' bytes (a `domain/chunk.rs` chunk).
     records: Bytes,
@@ -183,6 +192,41 @@ pub(super) fn split_segment(bytes: &Bytes) -> Result<(SegmentIndex, Bytes), Stri
     Ok((index, bytes.slice(newline + 1..)))
 }
 
+/// What a patch's index line holds: its version numbers, then a segment's
+/// index of its records.
+#[derive(Serialize, Deserialize)]
+struct PatchIndex {
+    numbers: Vec<u64>,
+    #[serde(flatten)]
+    index: SegmentIndex,
+}
+
+/// Splits a format 7 patch's bytes into its version numbers, its index and
+/// its records.
+pub(super) fn split_patch(bytes: &Bytes) -> Result<(Vec<u64>, SegmentIndex, Bytes), String> {
+    let newline = bytes
+        .iter()
+        .position(|b| *b == b'\n')
+        .ok_or("it has no index line")?;
+    let index: PatchIndex = serde_json::from_slice(&bytes[..newline])
+        .map_err(|e| format!("its index is undecodable: {e}"))?;
+    Ok((index.numbers, index.index, bytes.slice(newline + 1..)))
+}
+
+/// A format 7 patch's bytes: its index (with the version numbers) on one
+/// line, then its records (in order of number).
+pub(super) fn join_patch(records: &[Arc<VersionRecord>]) -> Vec<u8> {
+    let index = PatchIndex {
+        numbers: records.iter().map(|v| v.number.get()).collect(),
+        index: SegmentIndex::of(records),
+    };
+    // Invariant: plain data serialized into memory, which cannot fail.
+    let mut out = serde_json::to_vec(&index).expect("a patch index always serializes");
+    out.push(b'\n');
+    out.extend_from_slice(&crate::domain::chunk::encode(records));
+    out
+}
+
 /// A format 6 segment's bytes: its index on one line, then its records.
 pub(super) fn join_segment(records: &[Arc<VersionRecord>]) -> Vec<u8> {
     // Invariant: plain data serialized into memory, which cannot fail.
@@ -197,19 +241,33 @@ pub(super) fn join_segment(records: &[Arc<VersionRecord>]) -> Vec<u8> {
 
 impl LazySegment {
     /// A segment read and checked against `segment`'s digest, split.
+    /// `numbers` are a patch's version numbers (`None` for a segment).
     pub(super) fn new(
         model: ModelName,
         segment: Segment,
+        numbers: Option<Vec<u64>>,
         index: SegmentIndex,
         records: Bytes,
     ) -> LazySegment {
         LazySegment {
             model,
             segment,
+            numbers,
+            patch: None,
             index,
             records,
             decoded: OnceLock::new(),
         }
+    }
+
+    /// The head's entry it was read for.
+    pub(super) fn segment(&self) -> &Segment {
+        &self.segment
+    }
+
+    /// Its index.
+    pub(super) fn index(&self) -> &SegmentIndex {
+        &self.index
     }
 
     /// Its records, decoded on the first call; an error says why they cannot
@@ -218,13 +276,22 @@ impl LazySegment {
         self.decoded.get_or_init(|| {
             let mut records = crate::domain::chunk::decode(&self.records)
                 .map_err(|e| format!("segment {} is undecodable: {e}", self.segment.name()))?;
+            if records.len() != self.index.count() {
+                return Err(format!(
+                    "segment {}'s records disagree with its index",
+                    self.segment.name()
+                ));
+            }
             for (i, v) in records.iter_mut().enumerate() {
-                if v.number.get() != self.segment.first + i as u64 {
+                let expected = match &self.numbers {
+                    Some(numbers) => numbers.get(i).copied().unwrap_or(0),
+                    None => self.segment.first + i as u64,
+                };
+                if v.number.get() != expected {
                     return Err(format!(
-                        "segment {} holds version {} where {} belongs",
+                        "segment {} holds version {} where {expected} belongs",
                         self.segment.name(),
                         v.number,
-                        self.segment.first + i as u64
                     ));
                 }
                 // Freshly decoded, so not shared: this sets the field in place.
@@ -243,16 +310,37 @@ impl LazySegment {
     fn get(&self, offset: usize) -> Option<&Arc<VersionRecord>> {
         self.records().as_ref().ok()?.get(offset)
     }
+
+    /// The same, as the patch `patch`.
+    pub(super) fn with_patch(mut self, patch: Patch) -> LazySegment {
+        self.patch = Some(patch);
+        self
+    }
 }
 
 impl Lazy {
-    /// Versions `1..` in `segments` (in order, tiling from 1).
-    pub(super) fn new(segments: Vec<LazySegment>) -> Lazy {
+    /// Versions `1..` in `segments` (in order, tiling from 1) as changed by
+    /// `patches` (in order of precedence; their numbers checked to be in
+    /// range).
+    pub(super) fn new(segments: Vec<Arc<LazySegment>>, patches: Vec<LazySegment>) -> Lazy {
         let len = segments.iter().map(|s| s.segment.count as usize).sum();
+        let mut patched = BTreeMap::new();
+        for (k, p) in patches.iter().enumerate() {
+            for (pos, n) in p.numbers.iter().flatten().enumerate() {
+                patched.insert((*n as usize).saturating_sub(1), (k, pos));
+            }
+        }
         Lazy {
             len,
-            segments: segments.into_iter().map(Arc::new).collect(),
+            segments,
+            patches: patches.into_iter().map(Arc::new).collect(),
+            patched,
         }
+    }
+
+    /// The parts it holds (segments, then patches).
+    fn parts(&self) -> impl Iterator<Item = &Arc<LazySegment>> {
+        self.segments.iter().chain(self.patches.iter())
     }
 
     /// Its segments.
@@ -270,8 +358,20 @@ impl Lazy {
     }
 
     fn get(&self, i: usize) -> Option<&Arc<VersionRecord>> {
+        if let Some((k, pos)) = self.patched.get(&i) {
+            return self.patches.get(*k)?.get(*pos);
+        }
         let s = self.segment_of(i)?;
         s.get(i - (s.segment.first - 1) as usize)
+    }
+
+    /// The level 2 patch, if it has one: the patch it was read with that
+    /// later checkpoints keep naming until level 1 is folded into it.
+    fn level_2(&self) -> Option<(usize, &Arc<LazySegment>)> {
+        self.patches
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.patch.as_ref().is_some_and(|p| p.level == 2))
     }
 }
 
@@ -394,27 +494,102 @@ impl Versions {
         lazy + self.tail.iter().filter(|v| v.semver.is_some()).count()
     }
 
-    /// The stored segment that versions `range` (by index) are exactly, if
-    /// none of them changed since it was read: a checkpoint can name it
-    /// again without encoding them.
-    pub(super) fn pristine(&self, range: std::ops::Range<usize>) -> Option<&Segment> {
+    /// The stored segment that versions `range` (by index) were read from,
+    /// and the indexes of those that may differ from it now (in a patch
+    /// read with it, or changed since; a superset, in order): a checkpoint
+    /// can name the segment again, with those records in a patch, without
+    /// decoding or encoding the others.
+    pub(super) fn stored(&self, range: std::ops::Range<usize>) -> Option<(&Segment, Vec<usize>)> {
         if let Some(lazy) = &self.lazy {
             let s = lazy.segment_of(range.start)?;
             let first = (s.segment.first - 1) as usize;
-            return (first == range.start
-                && s.segment.count as usize == range.len()
-                && self.changed.range(range).next().is_none())
-            .then_some(&s.segment);
+            if first != range.start || s.segment.count as usize != range.len() {
+                return None;
+            }
+            let mut differ: Vec<usize> =
+                lazy.patched.range(range.clone()).map(|(i, _)| *i).collect();
+            differ.extend(self.changed.range(range).map(|(i, _)| *i));
+            differ.sort_unstable();
+            differ.dedup();
+            return Some((&s.segment, differ));
         }
-        // Settled into plain memory: a record that changed since is another
-        // `Arc` than the one its segment decoded.
+        // Settled into plain memory: a record that differs from its segment
+        // is another `Arc` than the one the segment decoded.
         let s = self.origin.as_ref()?.segment_of(range.start)?;
         let decoded = s.decoded.get()?.as_ref().ok()?;
         let mine = self.tail.get(range.clone())?;
-        ((s.segment.first - 1) as usize == range.start
-            && decoded.len() == mine.len()
-            && decoded.iter().zip(mine).all(|(a, b)| Arc::ptr_eq(a, b)))
-        .then_some(&s.segment)
+        if (s.segment.first - 1) as usize != range.start || decoded.len() != mine.len() {
+            return None;
+        }
+        let differ = (decoded.iter().zip(mine).enumerate())
+            .filter(|(_, (a, b))| !Arc::ptr_eq(a, b))
+            .map(|(k, _)| range.start + k)
+            .collect();
+        Some((&s.segment, differ))
+    }
+
+    /// The stored segment that versions `range` (by index) are exactly, if
+    /// none of them differs from it.
+    #[cfg(test)]
+    pub(super) fn pristine(&self, range: std::ops::Range<usize>) -> Option<&Segment> {
+        self.stored(range)
+            .and_then(|(s, differ)| differ.is_empty().then_some(s))
+    }
+
+    /// The level 2 patch this list was read with (format 7), with the
+    /// version indexes it holds.
+    pub(super) fn stored_patch(&self) -> Option<(&super::segments::Patch, Vec<usize>)> {
+        let lazy = self.lazy.as_ref().or(self.origin.as_ref())?;
+        let (_, p) = lazy.level_2()?;
+        let patch = p.patch.as_ref()?;
+        let holds = p
+            .numbers
+            .iter()
+            .flatten()
+            .map(|n| (*n as usize).saturating_sub(1));
+        Some((patch, holds.collect()))
+    }
+
+    /// Whether the record at index `i` is certainly the copy the level 2
+    /// patch this list was read with holds (so that patch can be named
+    /// again for it).
+    pub(super) fn is_stored_patch_copy(&self, i: usize) -> bool {
+        if let Some(lazy) = &self.lazy {
+            return !self.changed.contains_key(&i)
+                && lazy
+                    .level_2()
+                    .is_some_and(|(k, _)| lazy.patched.get(&i).is_some_and(|(top, _)| *top == k));
+        }
+        let Some((_, p)) = self.origin.as_ref().and_then(|o| o.level_2()) else {
+            return false;
+        };
+        let (Some(numbers), Some(Ok(decoded))) = (&p.numbers, p.decoded.get()) else {
+            return false;
+        };
+        let Ok(pos) = numbers.binary_search(&(i as u64 + 1)) else {
+            return false;
+        };
+        match (decoded.get(pos), self.tail.get(i)) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
+    /// The segments this list was read from (still lazy, or kept as its
+    /// origin once settled), each read and checked against its digest then,
+    /// by digest. Not its patches: a patch's level is its head's, not in its
+    /// bytes, and patches are small enough to read again.
+    pub(super) fn held_segments(&self) -> HashMap<Digest, Arc<LazySegment>> {
+        self.lazy
+            .as_ref()
+            .or(self.origin.as_ref())
+            .map(|l| {
+                l.segments
+                    .iter()
+                    .map(|s| (s.segment.digest, Arc::clone(s)))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Makes each of this list's segments that `other` holds too (same
@@ -425,15 +600,17 @@ impl Versions {
         let (Some(mine), Some(theirs)) = (self.lazy.as_mut(), theirs) else {
             return 0;
         };
-        let by_digest: std::collections::HashMap<Digest, &Arc<LazySegment>> = theirs
-            .segments
-            .iter()
-            .map(|s| (s.segment.digest, s))
-            .collect();
+        let by_digest: HashMap<Digest, &Arc<LazySegment>> =
+            theirs.parts().map(|s| (s.segment.digest, s)).collect();
         let mut shared = 0;
         let mine = Arc::make_mut(mine);
-        for s in &mut mine.segments {
-            if let Some(t) = by_digest.get(&s.segment.digest) {
+        for s in mine.segments.iter_mut().chain(mine.patches.iter_mut()) {
+            // (A patch's level is the head's, not in its bytes: the same
+            // bytes as another level are not the same part.)
+            if let Some(t) = by_digest
+                .get(&s.segment.digest)
+                .filter(|t| t.patch == s.patch)
+            {
                 if !Arc::ptr_eq(s, t) {
                     *s = Arc::clone(t);
                 }
@@ -448,8 +625,8 @@ impl Versions {
         let Some(lazy) = &self.lazy else {
             return Ok(());
         };
-        let results =
-            crate::domain::par::map(&lazy.segments, |s| s.records().as_ref().err().cloned());
+        let parts: Vec<&Arc<LazySegment>> = lazy.parts().collect();
+        let results = crate::domain::par::map(&parts, |s| s.records().as_ref().err().cloned());
         match results.into_iter().flatten().next() {
             Some(e) => Err(e),
             None => Ok(()),
@@ -460,7 +637,7 @@ impl Versions {
     pub(super) fn is_lazy(&self) -> bool {
         self.lazy
             .as_ref()
-            .is_some_and(|l| l.segments.iter().any(|s| s.decoded.get().is_none()))
+            .is_some_and(|l| l.parts().any(|s| s.decoded.get().is_none()))
     }
 
     /// Records of `self` not shared with `other`'s records of the same number
@@ -471,6 +648,10 @@ impl Versions {
         let decoded = |v: &Versions, i: usize| -> Option<Arc<VersionRecord>> {
             match &v.lazy {
                 Some(l) if i < l.len && !v.changed.contains_key(&i) => {
+                    if let Some((k, pos)) = l.patched.get(&i) {
+                        let records = l.patches.get(*k)?.decoded.get()?.as_ref().ok()?;
+                        return records.get(*pos).cloned();
+                    }
                     let s = l.segment_of(i)?;
                     let records = s.decoded.get()?.as_ref().ok()?;
                     records.get(i - (s.segment.first - 1) as usize).cloned()

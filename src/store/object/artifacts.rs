@@ -20,6 +20,8 @@ use object_store::{
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use chrono::{DateTime, Utc};
+
 use super::download::write_stream;
 use super::multipart::{PartReader, STREAM_PART_SIZE, Upload, part_size};
 use super::packs::{self, ObjectArtifactOptions, put_packed};
@@ -28,8 +30,10 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::hashing;
 use crate::progress;
-use crate::store::layout::{BLOBS_DIR, RECIPES_DIR, parse_blob_name, recipe_key};
-use crate::store::pack::{PackOptions, Recipe, SharedIndex};
+use crate::store::layout::{
+    BLOBS_DIR, PACKS_DIR, RECIPES_DIR, pack_key, parse_blob_name, recipe_key,
+};
+use crate::store::pack::{self, PackCollection, PackOptions, Recipe, SharedIndex};
 use crate::store::traffic;
 use crate::store::{ArtifactStore, BlobMeta, ByteStream, Imported, LinkMode, Materialized, Placed};
 
@@ -151,6 +155,30 @@ impl ObjectArtifactStore {
             last_modified: Some(modified),
         };
         Ok(Some((recipe, meta)))
+    }
+
+    /// Whether every pack `recipe` names is stored: one HEAD per pack,
+    /// [`PACK_READS`](packs::PACK_READS) at a time. A recipe naming a pack a
+    /// collection deleted (written by a writer whose chunk index predated the
+    /// pack's retirement) is a file that is not stored.
+    async fn packs_present(&self, recipe: &Recipe) -> Result<bool> {
+        let present: Vec<bool> = futures::stream::iter(recipe.packs.clone())
+            .map(|pack| {
+                let root = Arc::clone(&self.root);
+                async move {
+                    let path = join(root.path.clone(), &pack_key(&pack));
+                    traffic::request(0);
+                    match root.store.head(&path).await {
+                        Ok(_) => Ok(true),
+                        Err(object_store::Error::NotFound { .. }) => Ok(false),
+                        Err(e) => Err(root.error("head", &path, e)),
+                    }
+                }
+            })
+            .buffer_unordered(packs::PACK_READS)
+            .try_collect()
+            .await?;
+        Ok(present.into_iter().all(|p| p))
     }
 
     /// Whether `digest` is stored whole (one HEAD).
@@ -314,10 +342,12 @@ impl ArtifactStore for ObjectArtifactStore {
                 size: meta.size,
                 last_modified: Some(meta.last_modified),
             })),
-            // A packed file: its size is the recipe's, its age the recipe's.
-            Err(object_store::Error::NotFound { .. }) => {
-                Ok(self.recipe(digest).await?.map(|(_, meta)| meta))
-            }
+            // A packed file: its size is the recipe's, its age the recipe's;
+            // one naming a pack a collection deleted is not a stored file.
+            Err(object_store::Error::NotFound { .. }) => match self.recipe(digest).await? {
+                Some((recipe, meta)) if self.packs_present(&recipe).await? => Ok(Some(meta)),
+                _ => Ok(None),
+            },
             Err(e) => Err(self.root.error("head", &path, e)),
         }
     }
@@ -588,6 +618,33 @@ impl ArtifactStore for ObjectArtifactStore {
         let blobs = list_sharded(&self.root, BLOBS_DIR);
         let recipes = list_sharded(&self.root, RECIPES_DIR);
         Ok(Box::pin(blobs.chain(recipes)))
+    }
+
+    async fn repack(&self, dead_percent: u8, dry_run: bool) -> Result<PackCollection> {
+        let request = pack::repack::RepackRequest {
+            threshold: f64::from(dead_percent.min(100)) / 100.0,
+            pack_size: self.packing.unwrap_or_default().pack_size,
+            dry_run,
+        };
+        let backend = packs::Objects::here(&self.root);
+        let key = self.root.dir(PACKS_DIR);
+        blocking(&self.root, "repack", &key, move || {
+            pack::repack::repack(&backend, &request)
+        })
+        .await?
+    }
+
+    async fn delete_retired_packs(
+        &self,
+        retired_before: DateTime<Utc>,
+        dry_run: bool,
+    ) -> Result<PackCollection> {
+        let backend = packs::Objects::here(&self.root);
+        let key = self.root.dir(PACKS_DIR);
+        blocking(&self.root, "delete retired packs", &key, move || {
+            pack::repack::delete_retired(&backend, retired_before, dry_run)
+        })
+        .await?
     }
 
     async fn materialize(&self, digest: &Digest, dest: &FsPath, _mode: LinkMode) -> Result<Placed> {

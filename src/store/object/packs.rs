@@ -152,6 +152,43 @@ impl PackBackend for Objects {
         }
     }
 
+    fn replace_small(&self, key: &str, bytes: &[u8]) -> io::Result<()> {
+        // An overwriting PUT: readers see the old object or the new one,
+        // whole (S3, GCS and Azure replace an object atomically).
+        let path = self.path(key);
+        self.traffic.request(bytes.len() as u64);
+        let put = self.root.store.put_opts(
+            &path,
+            Bytes::copy_from_slice(bytes).into(),
+            PutMode::Overwrite.into(),
+        );
+        self.handle.block_on(put).map(drop).map_err(io_error)
+    }
+
+    fn get_small_many(&self, keys: &[String]) -> Vec<io::Result<Option<Vec<u8>>>> {
+        // [`PACK_READS`] GETs in flight, the answers in order.
+        let reads = futures::stream::iter(keys)
+            .map(|key| {
+                let path = self.path(key);
+                let traffic = self.traffic.clone();
+                async move {
+                    traffic.request(0);
+                    match self.root.store.get(&path).await {
+                        Ok(got) => match got.bytes().await {
+                            Ok(bytes) => Ok(Some(bytes.to_vec())),
+                            Err(object_store::Error::NotFound { .. }) => Ok(None),
+                            Err(e) => Err(io_error(e)),
+                        },
+                        Err(object_store::Error::NotFound { .. }) => Ok(None),
+                        Err(e) => Err(io_error(e)),
+                    }
+                }
+            })
+            .buffered(PACK_READS)
+            .collect();
+        self.handle.block_on(reads)
+    }
+
     fn get_small(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
         let path = self.path(key);
         self.traffic.request(0);
@@ -200,8 +237,44 @@ impl PackBackend for Objects {
         Ok(listed
             .objects
             .iter()
-            .filter_map(|o| super::name_in(&o.location, &path))
+            .map(|o| &o.location)
+            .chain(&listed.common_prefixes)
+            .filter_map(|p| super::name_in(p, &path))
             .collect())
+    }
+
+    fn list_tree(&self, dir: &str) -> io::Result<Vec<String>> {
+        // One listing of the whole prefix (a request per thousand keys), not
+        // one per shard directory.
+        let path = self.path(dir);
+        let objects: Vec<_> = self
+            .handle
+            .block_on(self.root.store.list(Some(&path)).try_collect())
+            .map_err(io_error)?;
+        for _ in 0..objects.len().div_ceil(1000).max(1) {
+            self.traffic.request(0);
+        }
+        Ok(objects
+            .iter()
+            .filter_map(|o: &object_store::ObjectMeta| {
+                let parts: Vec<String> = o
+                    .location
+                    .prefix_match(&path)?
+                    .map(|p| p.as_ref().to_owned())
+                    .collect();
+                (!parts.is_empty()).then(|| parts.join("/"))
+            })
+            .collect())
+    }
+
+    fn size(&self, key: &str) -> io::Result<Option<u64>> {
+        let path = self.path(key);
+        self.traffic.request(0);
+        match self.handle.block_on(self.root.store.head(&path)) {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(io_error(e)),
+        }
     }
 
     fn delete(&self, key: &str) -> io::Result<()> {
@@ -505,6 +578,12 @@ impl PackBackend for Located<'_> {
         Err(io::ErrorKind::Unsupported.into())
     }
     fn list(&self, _: &str) -> io::Result<Vec<String>> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    fn list_tree(&self, _: &str) -> io::Result<Vec<String>> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    fn size(&self, _: &str) -> io::Result<Option<u64>> {
         Err(io::ErrorKind::Unsupported.into())
     }
     fn delete(&self, _: &str) -> io::Result<()> {

@@ -32,7 +32,7 @@ use std::io::{self, Write};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{FORMAT, PackBackend, PackIndex, Recipe, Term, read_index, read_recipe, storage};
+use super::{FORMAT, PackBackend, PackIndex, Recipe, Term, read_index, storage};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::store::layout::{
@@ -103,30 +103,33 @@ pub struct PackCollection {
     pub skipped_damaged: u64,
 }
 
-/// Every stored recipe.
+/// Every stored recipe: one listing of the recipes' tree, then the recipes
+/// read (overlapped where the backend can, [`PackBackend::get_small_many`]).
 fn recipes<B: PackBackend>(backend: &B) -> Result<Vec<Recipe>> {
-    let list = |dir: &str| {
-        backend
-            .list(dir)
-            .map_err(|e| storage(backend, "list recipes", dir, e))
-    };
-    let mut out = Vec::new();
-    for shard in list(RECIPES_DIR)?.into_iter().filter(|n| is_shard_name(n)) {
-        let dir = format!("{RECIPES_DIR}/{shard}");
-        for sub in list(&dir)?.into_iter().filter(|n| is_shard_name(n)) {
-            let dir = format!("{dir}/{sub}");
-            for name in list(&dir)? {
-                let Ok(digest) = Digest::from_hex(&name) else {
-                    continue;
-                };
-                if digest.to_hex() != name || recipe_key(&digest) != format!("{dir}/{name}") {
-                    continue;
-                }
-                // Deleted since the listing: nothing to keep.
-                if let Some(recipe) = read_recipe(backend, &digest)? {
-                    out.push(recipe);
-                }
+    let names = backend
+        .list_tree(RECIPES_DIR)
+        .map_err(|e| storage(backend, "list recipes", RECIPES_DIR, e))?;
+    // Only `<shard>/<sub-shard>/<hex>` in its own shard is a recipe.
+    let digests: Vec<Digest> = names
+        .iter()
+        .filter_map(|name| {
+            let mut parts = name.split('/');
+            let (shard, sub, hex) = (parts.next()?, parts.next()?, parts.next()?);
+            if parts.next().is_some() || !is_shard_name(shard) || !is_shard_name(sub) {
+                return None;
             }
+            let digest = Digest::from_hex(hex).ok()?;
+            (digest.to_hex() == hex && recipe_key(&digest) == format!("{RECIPES_DIR}/{name}"))
+                .then_some(digest)
+        })
+        .collect();
+    let keys: Vec<String> = digests.iter().map(recipe_key).collect();
+    let mut out = Vec::with_capacity(digests.len());
+    for ((digest, key), bytes) in digests.iter().zip(&keys).zip(backend.get_small_many(&keys)) {
+        let bytes = bytes.map_err(|e| storage(backend, "read recipe", key, e))?;
+        // Deleted since the listing: nothing to keep.
+        if let Some(bytes) = bytes {
+            out.push(Recipe::decode(&bytes, digest, backend.location(key))?);
         }
     }
     Ok(out)
@@ -421,27 +424,22 @@ pub(crate) fn repack<B: PackBackend>(
         report_new: 0,
     };
     let mut repacked: Vec<(Digest, Chunks)> = Vec::new();
-    let mut buf = Vec::new();
-    'packs: for (pack, chunks) in to_repack {
+    for (pack, chunks) in to_repack {
         let ranges = live.get(&pack).unwrap_or(&none);
-        let key = pack_key(&pack);
-        let mut copied = Vec::new();
-        for (hash, offset, len) in &chunks.chunks {
-            if !overlaps(ranges, *offset, offset + u64::from(*len)) {
-                continue;
-            }
-            buf.resize(*len as usize, 0);
-            let read = backend.read_at(&key, *offset, &mut buf);
-            if read.is_err() || Digest::of(&buf) != *hash {
-                tracing::warn!(%pack, offset, "a chunk does not read back as indexed; pack left as it is");
-                report.skipped_damaged += 1;
-                continue 'packs;
-            }
-            copied.push(((pack, *offset), *hash, buf.clone()));
-        }
-        for (old, hash, bytes) in copied {
+        let live_chunks: Vec<(Digest, u64, u32)> = chunks
+            .chunks
+            .iter()
+            .filter(|(_, o, l)| overlaps(ranges, *o, o + u64::from(*l)))
+            .copied()
+            .collect();
+        let Some(copied) = read_chunks(backend, &pack, &live_chunks) else {
+            tracing::warn!(%pack, "a chunk does not read back as indexed; pack left as it is");
+            report.skipped_damaged += 1;
+            continue;
+        };
+        for (offset, hash, bytes) in copied {
             report.copied_bytes += bytes.len() as u64;
-            writer.add(old, hash, &bytes)?;
+            writer.add((pack, offset), hash, &bytes)?;
         }
         repacked.push((pack, chunks));
     }
@@ -495,22 +493,51 @@ pub(crate) fn repack<B: PackBackend>(
     Ok(report)
 }
 
-/// The length of a pack file, by probing (the backend has no `stat`): 0 if
-/// it cannot be read.
+/// The length of a pack file: 0 if it cannot be read.
 fn pack_len<B: PackBackend>(backend: &B, pack: &Digest) -> u64 {
+    backend.size(&pack_key(pack)).ok().flatten().unwrap_or(0)
+}
+
+/// Reads of a repack are runs of adjacent live chunks up to this long.
+const READ_RUN: u64 = 16 << 20;
+
+/// The bytes of `chunks` (in pack order) of `pack`, each checked against its
+/// hash: `(offset, hash, bytes)`. Adjacent chunks are read together, up to
+/// [`READ_RUN`] bytes a read (on object storage, one ranged GET), so a pack
+/// costs a few reads, not one per chunk. `None` if a chunk cannot be read or
+/// does not hash to its index's hash.
+fn read_chunks<B: PackBackend>(
+    backend: &B,
+    pack: &Digest,
+    chunks: &[(Digest, u64, u32)],
+) -> Option<Vec<(u64, Digest, Vec<u8>)>> {
     let key = pack_key(pack);
-    let mut one = [0u8; 1];
-    let (mut lo, mut hi) = (0u64, 1u64 << 40);
-    // Largest n with a readable byte at n - 1.
-    while lo < hi {
-        let mid = lo + (hi - lo).div_ceil(2);
-        if backend.read_at(&key, mid - 1, &mut one).is_ok() {
-            lo = mid;
-        } else {
-            hi = mid - 1;
+    let mut out = Vec::with_capacity(chunks.len());
+    let mut buf = Vec::new();
+    let mut rest = chunks;
+    while let Some(first) = rest.first() {
+        // The run: chunks that follow each other without a gap.
+        let (start, mut end, mut n) = (first.1, first.1 + u64::from(first.2), 1);
+        while let Some(next) = rest.get(n) {
+            let next_end = next.1 + u64::from(next.2);
+            if next.1 != end || next_end - start > READ_RUN {
+                break;
+            }
+            (end, n) = (next_end, n + 1);
         }
+        buf.resize((end - start) as usize, 0);
+        backend.read_at(&key, start, &mut buf).ok()?;
+        for (hash, offset, len) in &rest[..n] {
+            let at = (offset - start) as usize;
+            let bytes = &buf[at..at + *len as usize];
+            if Digest::of(bytes) != *hash {
+                return None;
+            }
+            out.push((*offset, *hash, bytes.to_vec()));
+        }
+        rest = &rest[n..];
     }
-    lo
+    Some(out)
 }
 
 /// `recipe` with every term in a repacked pack moved to where its chunks
