@@ -22,9 +22,10 @@ use common::servers::{Server, unique_name};
 use common::store_suite::pattern;
 use futures::{TryStreamExt, stream};
 use modelreg::store::object::{STREAM_PART_SIZE, object_store_from_url, part_size, stores_in};
-use modelreg::store::{ArtifactStore, ByteStream, LinkMode, ObjectArtifactStore};
+use modelreg::store::{ArtifactStore, ArtifactStoreExt, ByteStream, LinkMode, ObjectArtifactStore};
 use modelreg::{
-    ArtifactSource, Digest, Error, FetchOptions, HistoryFilter, NewVersion, Registry, Stage, Tags,
+    ArtifactSource, Digest, Error, FetchOptions, GcOptions, HistoryFilter, NewVersion, Registry,
+    Stage, Tags,
 };
 use object_store::ObjectStore;
 use object_store::memory::InMemory;
@@ -769,6 +770,25 @@ async fn file_urls_and_local_registries_share_one_layout() {
 
     let by_url = Registry::open_url(&url).await.expect("open by URL");
     by_url.verify("fraud/1").await.expect("verify by URL");
+    let report = by_url.check().await.expect("check by URL");
+    assert!(report.problems.is_empty(), "{report:?}");
+    // What the local store wrote (`blobs/v2`) is listed, kept while used and
+    // collected when not, by URL too.
+    let orphan = local
+        .artifact_store()
+        .put_bytes("left by a failed upload".into())
+        .await
+        .expect("orphan");
+    let hex = orphan.to_hex();
+    let orphan_file = root.join(format!("artifacts/blobs/v2/blake3/{}/{hex}", &hex[..2]));
+    assert!(orphan_file.exists(), "the local store writes blobs/v2");
+    let gc = by_url
+        .gc(GcOptions::new(Duration::ZERO))
+        .await
+        .expect("gc by URL");
+    assert_eq!(gc.deleted, [orphan]);
+    assert!(!orphan_file.exists());
+    by_url.verify("fraud/1").await.expect("verify after gc");
     by_url
         .fetch("fraud/1", dir.path().join("out1"), FetchOptions::new())
         .await

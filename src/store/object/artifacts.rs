@@ -1,6 +1,7 @@
 //! The artifact store on an object store: content-addressed blobs, put in one
 //! PUT or as a multipart upload, read as streams, ranges or new files.
 
+use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::future::Future;
 use std::io::{self, Read};
@@ -31,7 +32,8 @@ use crate::error::{Error, Result};
 use crate::hashing;
 use crate::progress;
 use crate::store::layout::{
-    BLOBS_DIR, PACKS_DIR, RECIPES_DIR, pack_key, parse_blob_name, recipe_key,
+    BLOBS_DIR, LOCAL_BLOBS_DIR, PACKS_DIR, RECIPES_DIR, pack_key, parse_blob_name,
+    parse_local_blob_name, recipe_key,
 };
 use crate::store::pack::{self, PackCollection, PackOptions, Recipe, SharedIndex};
 use crate::store::traffic;
@@ -62,6 +64,11 @@ pub struct ObjectArtifactStore {
     packing: Option<PackOptions>,
     /// The chunks stored in packs, loaded at the first packed write.
     chunks: Arc<SharedIndex>,
+    /// Whether blobs may also be at the local store's `blobs/v2` keys: set
+    /// for a `file://` store, whose tree a [`LocalArtifactStore`]
+    /// (crate::store::LocalArtifactStore) may have written. Off elsewhere, so
+    /// an object store makes no request for a key nothing writes there.
+    local_layout: bool,
 }
 
 impl ObjectArtifactStore {
@@ -75,6 +82,16 @@ impl ObjectArtifactStore {
             root,
             packing: None,
             chunks: Arc::default(),
+            local_layout: false,
+        }
+    }
+
+    /// The same store, also reading blobs at the local store's `blobs/v2`
+    /// keys (a `file://` store: see [`stores_from_url`](super::stores_from_url)).
+    pub(super) fn reading_local_layout(self) -> Self {
+        ObjectArtifactStore {
+            local_layout: true,
+            ..self
         }
     }
 
@@ -117,19 +134,19 @@ impl ObjectArtifactStore {
     /// blob, its recipe (one GET more); `NotFound` with neither. Asking for
     /// the blob first means a missing file fails before anything is written.
     async fn open_stored(&self, digest: &Digest, operation: &'static str) -> Result<Opened> {
-        let path = self.blob_path(digest);
-        traffic::request(0);
-        match self.root.store.get(&path).await {
-            Ok(got) => Ok(Opened::Blob(got, path)),
-            Err(object_store::Error::NotFound { .. }) => {
-                let (recipe, _) = self
-                    .recipe(digest)
-                    .await?
-                    .ok_or_else(|| self.not_found(digest))?;
-                Ok(Opened::Packed(recipe))
+        for path in self.blob_paths(digest) {
+            traffic::request(0);
+            match self.root.store.get(&path).await {
+                Ok(got) => return Ok(Opened::Blob(got, path)),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.root.error(operation, &path, e)),
             }
-            Err(e) => Err(self.root.error(operation, &path, e)),
         }
+        let (recipe, _) = self
+            .recipe(digest)
+            .await?
+            .ok_or_else(|| self.not_found(digest))?;
+        Ok(Opened::Packed(recipe))
     }
 
     /// The recipe of `digest` and when it was written, if the file is stored
@@ -181,15 +198,24 @@ impl ObjectArtifactStore {
         Ok(present.into_iter().all(|p| p))
     }
 
-    /// Whether `digest` is stored whole (one HEAD).
-    async fn blob_exists(&self, digest: &Digest) -> Result<bool> {
-        let path = self.blob_path(digest);
-        traffic::request(0);
-        match self.root.store.head(&path).await {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(self.root.error("head", &path, e)),
+    /// Where `digest` is stored whole, with its size and age: one HEAD (one
+    /// more on a `file://` store, for a blob at the local store's key).
+    async fn whole_blob(&self, digest: &Digest) -> Result<Option<(Path, BlobMeta)>> {
+        for path in self.blob_paths(digest) {
+            traffic::request(0);
+            match self.root.store.head(&path).await {
+                Ok(meta) => {
+                    let meta = BlobMeta {
+                        size: meta.size,
+                        last_modified: Some(meta.last_modified),
+                    };
+                    return Ok(Some((path, meta)));
+                }
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.root.error("head", &path, e)),
+            }
         }
+        Ok(None)
     }
 
     /// Spools a stream into a temp file on local disk, then packs it from there
@@ -244,11 +270,27 @@ impl ObjectArtifactStore {
         &self.root.path
     }
 
+    /// The key a blob is written at (`blobs/v1`).
     fn blob_path(&self, digest: &Digest) -> Path {
         join(
             self.root.path.clone(),
             &crate::store::layout::blob_key(digest),
         )
+    }
+
+    /// The keys a blob is looked for at, in order: on a `file://` store the
+    /// local store's (`blobs/v2`, where it writes since 0.3) first, then
+    /// [`blob_path`](Self::blob_path).
+    fn blob_paths(&self, digest: &Digest) -> Vec<Path> {
+        let mut paths = Vec::with_capacity(2);
+        if self.local_layout {
+            paths.push(join(
+                self.root.path.clone(),
+                &crate::store::layout::local_blob_key(digest),
+            ));
+        }
+        paths.push(self.blob_path(digest));
+        paths
     }
 
     fn not_found(&self, digest: &Digest) -> Error {
@@ -335,20 +377,14 @@ fn read_part(
 #[async_trait]
 impl ArtifactStore for ObjectArtifactStore {
     async fn head(&self, digest: &Digest) -> Result<Option<BlobMeta>> {
-        let path = self.blob_path(digest);
-        traffic::request(0);
-        match self.root.store.head(&path).await {
-            Ok(meta) => Ok(Some(BlobMeta {
-                size: meta.size,
-                last_modified: Some(meta.last_modified),
-            })),
-            // A packed file: its size is the recipe's, its age the recipe's;
-            // one naming a pack a collection deleted is not a stored file.
-            Err(object_store::Error::NotFound { .. }) => match self.recipe(digest).await? {
-                Some((recipe, meta)) if self.packs_present(&recipe).await? => Ok(Some(meta)),
-                _ => Ok(None),
-            },
-            Err(e) => Err(self.root.error("head", &path, e)),
+        if let Some((_, meta)) = self.whole_blob(digest).await? {
+            return Ok(Some(meta));
+        }
+        // A packed file: its size is the recipe's, its age the recipe's;
+        // one naming a pack a collection deleted is not a stored file.
+        match self.recipe(digest).await? {
+            Some((recipe, meta)) if self.packs_present(&recipe).await? => Ok(Some(meta)),
+            _ => Ok(None),
         }
     }
 
@@ -543,29 +579,25 @@ impl ArtifactStore for ObjectArtifactStore {
                 "starts after it ends",
             ));
         }
-        // A packed file is read from its packs.
-        if !self.blob_exists(digest).await?
-            && let Some((recipe, _)) = self.recipe(digest).await?
-        {
+        let Some((path, meta)) = self.whole_blob(digest).await? else {
+            // A packed file is read from its packs.
+            let (recipe, _) = self
+                .recipe(digest)
+                .await?
+                .ok_or_else(|| self.not_found(digest))?;
             if range.end > recipe.size {
                 return Err(out_of_range(recipe.size));
             }
             return packs::read_range(&self.root, &recipe, range).await;
-        }
-        // object_store refuses empty ranges: ask only whether the blob is that long.
+        };
+        // object_store refuses empty ranges: the HEAD said how long the blob is.
         if range.is_empty() {
-            let size = self
-                .head(digest)
-                .await?
-                .ok_or_else(|| self.not_found(digest))?
-                .size;
-            return if range.end > size {
-                Err(out_of_range(size))
+            return if range.end > meta.size {
+                Err(out_of_range(meta.size))
             } else {
                 Ok(Bytes::new())
             };
         }
-        let path = self.blob_path(digest);
         let options = GetOptions::new().with_range(Some(range.clone()));
         let got = match self.root.store.get_opts(&path, options).await {
             Ok(got) => got,
@@ -590,10 +622,9 @@ impl ArtifactStore for ObjectArtifactStore {
 
     async fn delete(&self, digest: &Digest) -> Result<()> {
         // A packed file's recipe too: its chunks stay in their packs.
-        for path in [
-            self.blob_path(digest),
-            join(self.root.path.clone(), &recipe_key(digest)),
-        ] {
+        let mut paths = self.blob_paths(digest);
+        paths.push(join(self.root.path.clone(), &recipe_key(digest)));
+        for path in paths {
             traffic::request(0);
             match self.root.store.delete(&path).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
@@ -605,7 +636,7 @@ impl ArtifactStore for ObjectArtifactStore {
 
     async fn hash_stored(&self, digest: &Digest) -> Result<(Digest, u64)> {
         let meter = progress::meter();
-        if !self.blob_exists(digest).await?
+        if self.whole_blob(digest).await?.is_none()
             && let Some((recipe, _)) = self.recipe(digest).await?
         {
             return packs::hash_stored(&self.root, recipe, meter).await;
@@ -615,9 +646,21 @@ impl ArtifactStore for ObjectArtifactStore {
 
     async fn list(&self) -> Result<BoxStream<'static, Result<Digest>>> {
         // Whole blobs, then packed files (recipes), sharded alike.
-        let blobs = list_sharded(&self.root, BLOBS_DIR);
-        let recipes = list_sharded(&self.root, RECIPES_DIR);
-        Ok(Box::pin(blobs.chain(recipes)))
+        let blobs = list_sharded(&self.root, BLOBS_DIR, Shards::TwoLevels);
+        let recipes = list_sharded(&self.root, RECIPES_DIR, Shards::TwoLevels);
+        if !self.local_layout {
+            return Ok(Box::pin(blobs.chain(recipes)));
+        }
+        // A `file://` store: the local store's blobs first, then the others
+        // not among them (a blob both layouts hold is listed once).
+        let local: BTreeSet<Digest> = list_sharded(&self.root, LOCAL_BLOBS_DIR, Shards::Flat)
+            .try_collect()
+            .await?;
+        let first: Vec<Result<Digest>> = local.iter().copied().map(Ok).collect();
+        let others = blobs.try_filter(move |d| futures::future::ready(!local.contains(d)));
+        Ok(Box::pin(
+            futures::stream::iter(first).chain(others).chain(recipes),
+        ))
     }
 
     async fn repack(&self, dead_percent: u8, dry_run: bool) -> Result<PackCollection> {
@@ -657,9 +700,16 @@ impl ArtifactStore for ObjectArtifactStore {
     }
 
     /// The object's URL when the store was opened by URL, otherwise its key and
-    /// the store.
+    /// the store. On a `file://` store, the local store's key if a file is
+    /// there (one `stat`).
     fn location(&self, digest: &Digest) -> String {
-        self.root.location(&self.blob_path(digest))
+        let paths = self.blob_paths(digest);
+        let found = paths.iter().find(|path| {
+            // `LocalFileSystem::new()` keeps a key at `/<key>`.
+            self.local_layout && FsPath::new("/").join(path.as_ref()).exists()
+        });
+        self.root
+            .location(found.unwrap_or_else(|| &paths[paths.len() - 1]))
     }
 }
 
@@ -671,31 +721,46 @@ enum Opened {
     Packed(Recipe),
 }
 
+/// How a layout's keys are sharded below its directory.
+#[derive(Clone, Copy)]
+enum Shards {
+    /// `<shard>/<sub-shard>/<hex>`: `blobs/v1`, `recipes/v1`.
+    TwoLevels,
+    /// `<shard>/<hex>`: the local store's `blobs/v2`.
+    Flat,
+}
+
 /// The digests stored under `layout` (`blobs/…` or `recipes/…`): keys
-/// `<shard>/<sub-shard>/<hex>` in their own shard; other keys are skipped.
-fn list_sharded(root: &Arc<Root>, layout: &str) -> BoxStream<'static, Result<Digest>> {
-    {
-        let dir = root.dir(layout);
-        let root = Arc::clone(root);
-        let listing = root.store.list(Some(&dir));
-        Box::pin(listing.filter_map(move |meta| {
-            let found = match meta {
-                Err(e) => Some(Err(root.error("list", &dir, e))),
-                Ok(meta) => {
-                    // Only `<shard>/<sub-shard>/<hex>` in its own shard is a blob.
-                    let parts: Option<Vec<String>> = meta
-                        .location
-                        .prefix_match(&dir)
-                        .map(|rest| rest.map(|p| p.as_ref().to_owned()).collect());
-                    match parts.as_deref() {
-                        Some([shard, sub, name]) => parse_blob_name(shard, sub, name).map(Ok),
-                        _ => None,
+/// sharded as `shards` says, each in its own shard; other keys are skipped.
+fn list_sharded(
+    root: &Arc<Root>,
+    layout: &str,
+    shards: Shards,
+) -> BoxStream<'static, Result<Digest>> {
+    let dir = root.dir(layout);
+    let root = Arc::clone(root);
+    let listing = root.store.list(Some(&dir));
+    Box::pin(listing.filter_map(move |meta| {
+        let found = match meta {
+            Err(e) => Some(Err(root.error("list", &dir, e))),
+            Ok(meta) => {
+                let parts: Option<Vec<String>> = meta
+                    .location
+                    .prefix_match(&dir)
+                    .map(|rest| rest.map(|p| p.as_ref().to_owned()).collect());
+                match (shards, parts.as_deref()) {
+                    (Shards::TwoLevels, Some([shard, sub, name])) => {
+                        parse_blob_name(shard, sub, name).map(Ok)
                     }
+                    (Shards::Flat, Some([shard, name])) => {
+                        parse_local_blob_name(shard, name).map(Ok)
+                    }
+                    _ => None,
                 }
-            };
-            futures::future::ready(found)
-        }))
-    }
+            }
+        };
+        futures::future::ready(found)
+    }))
 }
 
 impl ObjectArtifactStore {

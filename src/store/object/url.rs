@@ -55,7 +55,16 @@ pub fn stores_from_url(url: &str) -> Result<(ObjectMetadataStore, ObjectArtifact
     let base = url::Url::parse(url)
         .ok()
         .and_then(|parsed| url_base(&parsed, &prefix));
-    Ok(named_stores(store, &prefix, &label, base))
+    let (metadata, artifacts) = named_stores(store, &prefix, &label, base);
+    // A `file://` tree may be a local registry's: its artifact store writes
+    // blobs where only it and this look (`blobs/v2`).
+    let local = url::Url::parse(url).is_ok_and(|parsed| parsed.scheme() == "file");
+    let artifacts = if local {
+        artifacts.reading_local_layout()
+    } else {
+        artifacts
+    };
+    Ok((metadata, artifacts))
 }
 
 /// What an object's key is appended to for its URL: the URL without the `prefix`
