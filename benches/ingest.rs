@@ -51,13 +51,14 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use modelreg::store::LinkMode;
+use modelreg::store::{LinkMode, LocalArtifactOptions, PackOptions};
 use modelreg::{
     Actor, ArtifactSource, CreateModel, Digest, FetchOptions, NewVersion, Progress, ProgressEvent,
     Registry, VersionRecord,
 };
 use support::{
-    Series, benchmarking, copy_and_sync, env_num, raw_blake3, raw_sha256, scratch_source,
+    Series, benchmarking, copy_and_sync, copy_then_sync, env_num, load_average, raw_blake3,
+    raw_blake3_one_thread, raw_sha256, scratch_source,
 };
 
 /// A fresh registry at `root` with the model `bench`.
@@ -214,12 +215,151 @@ fn main() {
     let mib = env_num("MODELREG_BENCH_MIB", 256);
     let pairs = env_num("MODELREG_BENCH_PAIRS", 5);
     if pairs > 0 {
-        timings(mib, pairs);
+        headline(mib, pairs);
+        if std::env::var("MODELREG_BENCH_ONLY").as_deref() != Ok("headline") {
+            timings(mib, pairs);
+        }
     }
     let rss_mib = env_num("MODELREG_BENCH_RSS_MIB", 0);
     if rss_mib > 0 {
         peak_rss(rss_mib);
     }
+}
+
+/// Writes `mib` MiB of pseudo-random bytes (BLAKE3's output stream: no two
+/// chunks alike, as in trained weights) to `path`, syncs it and reads it once
+/// so the page cache is warm.
+fn random_source(path: &Path, mib: u64) {
+    use std::io::{Read, Write};
+    let mut out = std::io::BufWriter::with_capacity(4 << 20, File::create(path).expect("create"));
+    let mut xof = blake3::Hasher::new().update(b"headline").finalize_xof();
+    let mut buf = vec![0u8; 1 << 20];
+    for _ in 0..mib {
+        xof.read_exact(&mut buf).expect("xof");
+        out.write_all(&buf).expect("write");
+    }
+    out.into_inner().expect("flush").sync_all().expect("sync");
+    fs::read(path).expect("warm the page cache");
+}
+
+/// The headline rows: registering a new file as a new user would, against `cp`
+/// then fsync of the copy timed in the same repetitions.
+///
+/// Each pair: `cp` + fsync, register into a fresh `Registry::open_local(dir)`
+/// (default options; the hash cache is the new registry's own, so it knows
+/// nothing), `cp` + fsync, register into a fresh packed registry
+/// (`open_local_with(dir, LocalArtifactOptions::new().packed(PackOptions::new()))`),
+/// `cp` + fsync (the two registrations swap places every other pair), then the
+/// floors: raw BLAKE3 on one thread, raw BLAKE3 on every core
+/// (`update_mmap_rayon`), raw SHA-256 (one thread), and `cp` + fsync once more.
+/// Each registration is `ArtifactSource::file` of a page-cache-warm,
+/// pseudo-random file of `mib` MiB, timed from the call to its return; a
+/// registry is opened (and its model created) before the clock starts and
+/// deleted after the pair. Ratios are over the mean of the `cp` + fsync right
+/// before and right after.
+fn headline(mib: u64, pairs: u64) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let tmp =
+        tempfile::tempdir_in(std::env::var("MODELREG_BENCH_DIR").unwrap_or_else(|_| ".".into()))
+            .expect("tempdir");
+    let src = tmp.path().join("weights.bin");
+    random_source(&src, mib);
+    println!(
+        "headline: a new {mib} MiB pseudo-random file, {pairs} pairs, page cache warm; \
+         load average {}",
+        load_average()
+    );
+    let copy_path = tmp.path().join("copy");
+    let mut copies: Vec<(Duration, Duration)> = Vec::new();
+    let mut copy = || {
+        let (c, s) = copy_then_sync(&src, &copy_path);
+        copies.push((c, s));
+        c + s
+    };
+    let mut plain = Series::new("user-reg");
+    let mut packed = Series::new("user-pack");
+    let mut floors = [
+        (
+            Series::new("b3-1t"),
+            raw_blake3_one_thread as fn(&Path) -> Duration,
+        ),
+        (Series::new("b3-mt"), raw_blake3),
+        (Series::new("sha256"), raw_sha256),
+    ];
+    for i in 0..pairs {
+        let open = |name: &str, pack: bool| {
+            let root = tmp.path().join(format!("{name}{i}"));
+            let reg = if pack {
+                let options = LocalArtifactOptions::new().packed(PackOptions::new());
+                rt.block_on(Registry::open_local_with(&root, options))
+            } else {
+                rt.block_on(Registry::open_local(&root))
+            }
+            .expect("open");
+            rt.block_on(
+                reg.acting_as(actor())
+                    .create_model("bench", CreateModel::new()),
+            )
+            .expect("create");
+            (root, reg)
+        };
+        let register = |reg: &Registry| {
+            timed(|| {
+                rt.block_on(reg.acting_as(actor()).register(
+                    "bench",
+                    ArtifactSource::file(&src),
+                    NewVersion::new(),
+                ))
+                .map(drop)
+                .expect("register")
+            })
+        };
+        let (plain_root, plain_reg) = open("user-plain", false);
+        let (packed_root, packed_reg) = open("user-packed", true);
+        let c0 = copy();
+        let (first, second) = if i % 2 == 0 {
+            (&plain_reg, &packed_reg)
+        } else {
+            (&packed_reg, &plain_reg)
+        };
+        let t_first = register(first);
+        let c1 = copy();
+        let t_second = register(second);
+        let c2 = copy();
+        let (t_plain, t_packed) = if i % 2 == 0 {
+            (t_first, t_second)
+        } else {
+            (t_second, t_first)
+        };
+        let (b_plain, b_packed) = if i % 2 == 0 {
+            ((c0, c1), (c1, c2))
+        } else {
+            ((c1, c2), (c0, c1))
+        };
+        plain.pair(b_plain.0, t_plain, b_plain.1);
+        packed.pair(b_packed.0, t_packed, b_packed.1);
+        let raw: Vec<Duration> = floors.iter().map(|(_, f)| f(&src)).collect();
+        let c3 = copy();
+        for ((series, _), t) in floors.iter_mut().zip(raw) {
+            series.pair(c2, t, c3);
+        }
+        drop((plain_reg, packed_reg));
+        fs::remove_dir_all(&plain_root).ok();
+        fs::remove_dir_all(&packed_root).ok();
+    }
+    let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1e3);
+    println!(
+        "(baseline of every headline row: cp, then fsync of the copy; cp ms [{}]; fsync ms [{}])",
+        copies.iter().map(|c| ms(c.0)).collect::<Vec<_>>().join(" "),
+        copies.iter().map(|c| ms(c.1)).collect::<Vec<_>>().join(" "),
+    );
+    plain.report();
+    packed.report();
+    println!("(floors: b3-1t raw BLAKE3 one thread, b3-mt update_mmap_rayon, sha256 one thread)");
+    for (series, _) in &mut floors {
+        series.report();
+    }
+    println!("headline done; load average {}", load_average());
 }
 
 fn timings(mib: u64, pairs: u64) {
