@@ -3972,8 +3972,7 @@ pub async fn checkpoint_parts_gc_keeps_what_kept_heads_name(f: &Fixture) {
     // The paused reader goes on: every part of the head it listed is there.
     let events = reg.events("gcp").await.expect("events");
     let upto = |seq: u64| {
-        ModelState::replay(events.iter().filter(|e| e.seq <= seq).cloned().collect())
-            .expect("replay")
+        ModelState::replay(events.iter().filter(|e| e.seq <= seq).cloned()).expect("replay")
     };
     assert_eq!(
         read_checkpoint(meta.as_ref(), &name, listed)
@@ -4033,13 +4032,8 @@ pub async fn checkpoint_parts_gc_keeps_what_kept_heads_name(f: &Fixture) {
     for e in events.iter().step_by(37) {
         assert_eq!(
             traveller.model_as_of("gcp", e.time).await.expect("as of"),
-            ModelState::replay(
-                (events.iter())
-                    .filter(|x| x.time <= e.time)
-                    .cloned()
-                    .collect()
-            )
-            .expect("replay"),
+            ModelState::replay((events.iter()).filter(|x| x.time <= e.time).cloned())
+                .expect("replay"),
             "{}: as of event {}",
             f.name,
             e.seq
