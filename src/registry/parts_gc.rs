@@ -164,10 +164,7 @@ pub(super) async fn sweep(
         .filter(|p| is_part_name(&p.name))
         .collect();
     let key = format!("{MEMORY_PREFIX}{log}");
-    let remembered = match meta.get_lease(&key).await? {
-        Some(bytes) => Some(Memory::from_bytes(&key, &bytes)),
-        None => None,
-    };
+    let remembered = (meta.get_lease(&key).await?).map(|bytes| Memory::from_bytes(&key, &bytes));
     if listed.is_empty() && remembered.is_none() {
         return Ok(());
     }
