@@ -1064,3 +1064,97 @@ async fn a_recipe_naming_a_deleted_pack_is_stored_again_before_the_commit(backen
     let check = registering.check().await.expect("check");
     assert!(check.problems.is_empty(), "{:?}", check.problems);
 }
+
+/// Measurement (issue 19): what collecting checkpoint parts gives back on
+/// disk for a model with many checkpoints on the local store — 2,000
+/// registrations and 1,000 metrics added to old versions, a checkpoint every
+/// 4 events in segments of 64 versions. Two collections with no grace period
+/// leave exactly the parts the kept heads name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, ~1 min: cargo test --all-features --test gc -- --ignored --nocapture checkpoint_parts_on_disk"]
+async fn checkpoint_parts_on_disk_before_and_after_gc() {
+    use modelreg::format::{CheckpointHead, decode_checkpoint_head};
+    use modelreg::store::LocalMetadataStore;
+    use modelreg::{Metrics, ModelName};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let meta = Arc::new(LocalMetadataStore::open(dir.path().join("meta")).expect("open"));
+    let reg = Registry::builder()
+        .metadata(meta.clone())
+        .artifacts(Arc::new(MemoryArtifactStore::new()))
+        .checkpoint_every(4)
+        .checkpoint_segment(64)
+        .build()
+        .expect("registry");
+    let me = reg.acting_as(alice());
+    me.create_model("big", CreateModel::new())
+        .await
+        .expect("create");
+    for i in 0..2000u64 {
+        me.register(
+            "big",
+            ArtifactSource::bytes("m.bin", format!("weights {i}")).expect("source"),
+            NewVersion::new(),
+        )
+        .await
+        .expect("register");
+        if i % 2 == 1 {
+            let n = 1 + (i * 7919) % (i + 1);
+            let metrics = Metrics::new()
+                .with("auc", i as f64 / 4000.0)
+                .expect("finite");
+            me.add_metrics(format!("big/{n}"), metrics)
+                .await
+                .expect("metrics");
+        }
+    }
+    let parts = dir.path().join("meta/logs/v1/big/parts");
+    let before = (
+        disk_usage(&parts),
+        std::fs::read_dir(&parts).expect("parts").count(),
+    );
+    let first = reg.gc(GcOptions::new(Duration::ZERO)).await.expect("gc");
+    let second = reg.gc(GcOptions::new(Duration::ZERO)).await.expect("gc");
+    let after = (
+        disk_usage(&parts),
+        std::fs::read_dir(&parts).expect("parts").count(),
+    );
+
+    let name = ModelName::new("big").expect("valid");
+    let (mut named, mut heads) = (std::collections::BTreeSet::new(), 0);
+    let mut next = meta.latest_checkpoint("big").await.expect("read");
+    while let Some(cp) = next {
+        heads += 1;
+        if let CheckpointHead::Segmented(head) =
+            decode_checkpoint_head(&name, cp.seq, &cp.bytes).expect("head")
+        {
+            named.extend(head.part_names());
+        }
+        next = (meta.checkpoint_at_or_before("big", cp.seq - 1).await).expect("read");
+    }
+    eprintln!(
+        "3,001 events, {heads} heads kept: parts {} files {} bytes before gc, {} files {} bytes after \
+         ({} deleted, {} bytes; first collection {} pending)",
+        before.1,
+        before.0,
+        after.1,
+        after.0,
+        second.checkpoint_parts_deleted,
+        second.checkpoint_part_bytes_freed,
+        first.checkpoint_parts_pending,
+    );
+    assert_eq!(first.checkpoint_parts_deleted, 0);
+    assert_eq!(after.1, named.len());
+    assert_eq!(before.0 - after.0, second.checkpoint_part_bytes_freed);
+    assert!(after.0 < before.0);
+    assert_eq!(
+        Registry::builder()
+            .metadata(meta.clone())
+            .artifacts(Arc::new(MemoryArtifactStore::new()))
+            .build()
+            .expect("registry")
+            .model("big")
+            .await
+            .expect("model"),
+        reg.model("big").await.expect("model")
+    );
+}

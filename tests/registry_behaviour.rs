@@ -124,6 +124,8 @@ suite! {
         checkpoints_fold_to_the_same_state,
         segmented_checkpoints_fold_travel_and_survive_damage,
         patched_checkpoints_fold_and_survive_damage,
+        checkpoint_parts_gc_keeps_what_kept_heads_name,
+        checkpoint_parts_gc_deletes_nothing_when_a_head_is_undecodable,
         reopened_registry_sees_everything,
         concurrent_writers_on_clones,
         concurrent_writers_on_separate_registries,

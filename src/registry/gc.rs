@@ -50,7 +50,7 @@ use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use super::{ArtifactSource, Registry, fetch, ingest};
+use super::{ArtifactSource, Registry, fetch, ingest, parts_gc};
 use crate::digest::Digest;
 use crate::domain::Manifest;
 use crate::domain::codec::{seal, unseal};
@@ -203,13 +203,38 @@ pub struct GcReport {
     /// to use a retired pack), or the sweep lease could not be kept alive.
     #[serde(default)]
     pub packs_deletion_deferred: bool,
+    /// Checkpoint parts (segments and patches of segmented checkpoints) the
+    /// store listed; other kinds of part beside a log are not counted.
+    #[serde(default)]
+    pub checkpoint_parts: u64,
+    /// Listed parts a kept checkpoint head names.
+    #[serde(default)]
+    pub checkpoint_parts_named: u64,
+    /// Listed parts no kept head names that were kept for now: first found
+    /// unnamed by this collection or too recently (they go at a collection
+    /// at least the grace period after the first that found them unnamed),
+    /// put within the grace period, or put again meanwhile.
+    #[serde(default)]
+    pub checkpoint_parts_pending: u64,
+    /// Parts deleted (with [`GcOptions::dry_run`]: that would be deleted).
+    #[serde(default)]
+    pub checkpoint_parts_deleted: u64,
+    /// Their bytes.
+    #[serde(default)]
+    pub checkpoint_part_bytes_freed: u64,
+    /// Models whose parts were left alone because a kept checkpoint head
+    /// could not be decoded (what it names is unknown).
+    #[serde(default)]
+    pub checkpoint_part_sweeps_aborted: u64,
 }
 
 impl GcReport {
-    /// Bytes the collection gave back to the store: deleted blobs and packs,
-    /// less what repacking wrote anew.
+    /// Bytes the collection gave back to the stores: deleted blobs, packs and
+    /// checkpoint parts, less what repacking wrote anew.
     pub fn bytes_reclaimed(&self) -> i64 {
-        let freed = self.bytes_freed.saturating_add(self.pack_bytes_deleted);
+        let freed = (self.bytes_freed)
+            .saturating_add(self.pack_bytes_deleted)
+            .saturating_add(self.checkpoint_part_bytes_freed);
         i64::try_from(freed)
             .unwrap_or(i64::MAX)
             .saturating_sub(i64::try_from(self.pack_bytes_copied).unwrap_or(i64::MAX))
@@ -615,6 +640,16 @@ impl Registry {
     /// while packs may be deleted (docs/design.md, "Garbage collection with
     /// packs").
     ///
+    /// In a store that keeps checkpoint parts, the collection last deletes the
+    /// segments and patches of checkpoints that no kept checkpoint head names
+    /// any more: a part goes at the first collection that finds it unnamed at
+    /// least the grace period after an earlier one did (and not put within the
+    /// grace period), so readers of an old head still find its parts; a head
+    /// that cannot be decoded leaves its model's parts alone (docs/design.md,
+    /// "Checkpoints", "Garbage."). Run collections with a grace period of at
+    /// least an hour while other processes write: a writer re-puts the parts
+    /// it remembers half an hour after it last put or read them.
+    ///
     /// If any reference cannot be read — a
     /// model's log or a manifest that is missing, corrupt or unreadable, a blob
     /// listing that fails — the collection stops with that error before
@@ -755,6 +790,13 @@ impl Registry {
 
         // 6. Packs: what the blobs deleted above used is now dead in them.
         self.collect_packs(&options, cutoff, &mut report).await?;
+
+        // 7. Checkpoint parts no kept head names (`parts_gc`).
+        if meta.keeps_checkpoint_parts() {
+            for model in self.list_models().await? {
+                parts_gc::sweep(meta, &model, options.grace, options.dry_run, &mut report).await?;
+            }
+        }
         Ok(report)
     }
 

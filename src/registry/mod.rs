@@ -32,6 +32,7 @@ mod manifests;
 mod oci;
 mod options;
 mod paging;
+mod parts_gc;
 #[cfg(test)]
 mod power_loss;
 mod retention;

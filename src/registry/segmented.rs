@@ -9,8 +9,9 @@
 //! checkpoint untrusted (the registry then folds from an older one, or from
 //! event 1), never a wrong state.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -31,6 +32,18 @@ const PART_CONCURRENCY: usize = 16;
 /// records leave the patches) if at least one in `REWRITE_SHARE` of its
 /// records differ from it (docs/design.md, "Patches").
 const REWRITE_SHARE: usize = 8;
+
+/// How long after it last put or read a part the writer names it in a new
+/// head without putting it again. Part collection (`parts_gc`) deletes a part
+/// only once it was unnamed for the collection's grace period and not put
+/// within it; a writer naming a part it remembers from longer ago than half
+/// the grace period re-puts it first, so no collection deletes it before the
+/// head that names it is put (docs/design.md, "Checkpoints", "Garbage.").
+/// The writer cannot know the grace period of a collection yet to run: this
+/// is half the hour the CLI's `gc --grace` defaults to, the least a
+/// collection should use while writers run. The cost is a copy of the parts
+/// a long-lived writer keeps naming (the whole state's) every half hour.
+pub(crate) const REPUT_AFTER: Duration = Duration::from_secs(30 * 60);
 
 /// The parts this process knows to be stored for a model, with the records
 /// each segment was encoded from: a record that changed since is another `Arc`
@@ -58,6 +71,9 @@ pub(crate) struct Written {
     level_2: Option<Option<StoredPatch>>,
     /// Records written to level 1 patches since level 2 was written.
     level_1_written: u64,
+    /// When this process last put or read each part the last head named
+    /// (read: the time just before the head was read).
+    seen: HashMap<String, Instant>,
 }
 
 impl Written {
@@ -107,6 +123,7 @@ pub(crate) async fn read_holding(
     cp: Checkpoint,
     held: HeldSegments,
 ) -> Result<(ModelState, Option<Written>)> {
+    let read_at = Instant::now();
     let (name, seq) = (model.clone(), cp.seq);
     let head = offload(move || decode_checkpoint_head(&name, seq, &cp.bytes)).await??;
     let head = match head {
@@ -114,9 +131,8 @@ pub(crate) async fn read_holding(
         CheckpointHead::Segmented(head) => head,
     };
     let segments = head.segments().len();
-    let wanted: Vec<Option<String>> = head
-        .part_names()
-        .into_iter()
+    let names = head.part_names();
+    let wanted: Vec<Option<String>> = (names.iter().cloned())
         .enumerate()
         .map(|(i, name)| (i >= segments || !head.holds(&held, i)).then_some(name))
         .collect();
@@ -151,6 +167,7 @@ pub(crate) async fn read_holding(
         state,
         indexed.then(|| Written {
             level_1_written,
+            seen: names.into_iter().map(|n| (n, read_at)).collect(),
             ..Written::default()
         }),
     ))
@@ -190,11 +207,43 @@ pub(super) async fn write(
 ) -> Result<(Written, u64)> {
     let model = state.name().clone();
     let seq = state.seq();
+    let started = Instant::now();
+    let seen = known.as_ref().map(|k| k.seen.clone()).unwrap_or_default();
     // Encoding is CPU work: on the blocking pool, one thread (a background
     // checkpoint should not take every core from the commands that go on).
-    let (written, new, head) = offload(move || plan(&state, per, known.as_deref())).await??;
+    let (mut written, new, head, named) =
+        offload(move || plan(&state, per, known.as_deref())).await??;
+    // Parts named but not written now, remembered from too long ago (or not
+    // at all): put again, so that no collection deletes them before the head
+    // is put (`REPUT_AFTER`).
+    let mut put_now: HashSet<String> = new.iter().map(|(n, _)| n.clone()).collect();
+    let stale: Vec<String> = (named.iter())
+        .filter(|n| !put_now.contains(*n))
+        .filter(|n| {
+            seen.get(*n)
+                .is_none_or(|t| started.duration_since(*t) >= REPUT_AFTER)
+        })
+        .cloned()
+        .collect();
     let mut bytes = head.len() as u64;
     bytes += new.iter().map(|(_, b)| b.len() as u64).sum::<u64>();
+    futures::stream::iter(stale.clone())
+        .map(|part| {
+            let model = &model;
+            async move {
+                let b = meta.get_checkpoint_part(model.as_str(), &part).await?;
+                let b = b.ok_or_else(|| {
+                    Error::corrupt(
+                        format!("checkpoint {seq} of model '{model}'"),
+                        format!("its part {part} is no longer stored (collected)"),
+                    )
+                })?;
+                meta.put_checkpoint_part(model.as_str(), &part, b).await
+            }
+        })
+        .buffer_unordered(PART_CONCURRENCY)
+        .try_collect::<()>()
+        .await?;
     // Parts first, all of them durable, then the head that names them.
     futures::stream::iter(new)
         .map(|(part, b)| {
@@ -206,15 +255,27 @@ pub(super) async fn write(
         .await?;
     meta.put_checkpoint(model.as_str(), seq, Bytes::from(head))
         .await?;
+    put_now.extend(stale);
+    written.seen = (named.into_iter())
+        .map(|n| {
+            let t = match seen.get(&n) {
+                Some(t) if !put_now.contains(&n) => *t,
+                _ => started,
+            };
+            (n, t)
+        })
+        .collect();
     Ok((written, bytes))
 }
 
-/// What [`write`] stores: the writer's memory after it, the new parts, the head.
+/// What [`write`] stores: the writer's memory after it (without the times it
+/// saw parts), the new parts, the head, and the names of every part the head
+/// names.
 fn plan(
     state: &ModelState,
     per: usize,
     known: Option<&Written>,
-) -> Result<(Written, Parts, Vec<u8>)> {
+) -> Result<(Written, Parts, Vec<u8>, Vec<String>)> {
     let undecodable = |what: String| {
         Error::corrupt(
             format!("state of model '{}'", state.name()),
@@ -368,12 +429,16 @@ fn plan(
         }
     }
     let head = encode_patched_head(state, &segments, &patches);
+    let named = (segments.iter().map(Segment::name))
+        .chain(patches.iter().map(Patch::name))
+        .collect();
     let written = Written {
         segments: segments.into_iter().zip(held).collect(),
         level_2: next_level_2,
         level_1_written: next_written,
+        seen: HashMap::new(),
     };
-    Ok((written, new, head))
+    Ok((written, new, head, named))
 }
 
 #[cfg(test)]
@@ -689,5 +754,68 @@ mod tests {
             ours * 2 < naive,
             "{ours} bytes written, {naive} rewriting touched segments"
         );
+    }
+
+    /// The writer puts again the parts it names but remembers from longer
+    /// ago than [`REPUT_AFTER`] (a collection may be about to delete them),
+    /// and only those; one that is gone fails the checkpoint rather than
+    /// naming it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn remembered_parts_are_put_again_once_old() {
+        let (reg, _me) = forty_versions("x").await;
+        let meta = MemoryMetadataStore::new();
+        let state = Arc::new(reg.model("m").await.expect("model"));
+        let times = |meta: &MemoryMetadataStore| {
+            let meta = meta.clone();
+            async move {
+                (meta.list_checkpoint_parts("m").await.expect("list"))
+                    .into_iter()
+                    .map(|p| (p.name, p.last_modified.expect("time")))
+                    .collect::<BTreeMap<_, _>>()
+            }
+        };
+        let (known, _) = write(&meta, Arc::clone(&state), 8, None)
+            .await
+            .expect("first");
+        let first = times(&meta).await;
+        assert_eq!(first.len(), 5);
+
+        // Remembered recently: named as they are, not put.
+        let (known, _) = write(&meta, Arc::clone(&state), 8, Some(Arc::new(known)))
+            .await
+            .expect("second");
+        assert_eq!(times(&meta).await, first);
+
+        // Remembered from too long ago: every named part is put again.
+        let Some(long_ago) = Instant::now().checked_sub(REPUT_AFTER + Duration::from_secs(1))
+        else {
+            return; // a machine up for less than half an hour
+        };
+        let mut old = known;
+        old.seen.values_mut().for_each(|t| *t = long_ago);
+        let (known, _) = write(&meta, Arc::clone(&state), 8, Some(Arc::new(old)))
+            .await
+            .expect("third");
+        let again = times(&meta).await;
+        assert_eq!(again.len(), 5);
+        for (name, t) in &again {
+            assert!(*t > first[name], "{name} put again");
+        }
+        assert!(known.seen.values().all(|t| *t > long_ago));
+
+        // One that is gone is not named.
+        let mut old = known;
+        old.seen.values_mut().for_each(|t| *t = long_ago);
+        let gone = first.keys().next().expect("a part").clone();
+        meta.delete_checkpoint_part("m", &gone)
+            .await
+            .expect("delete");
+        let before = meta.latest_checkpoint("m").await.expect("read");
+        let err = write(&meta, Arc::clone(&state), 8, Some(Arc::new(old)))
+            .await
+            .expect_err("a remembered part is gone");
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains(&gone), "{err}");
+        assert_eq!(meta.latest_checkpoint("m").await.expect("read"), before);
     }
 }

@@ -67,8 +67,8 @@ use super::layout::{
 use super::pack::{self, PackBackend, PackOptions, Recipe, SharedIndex};
 use super::pipe::pipe;
 use super::{
-    ArtifactStore, BlobMeta, ByteStream, Checkpoint, Imported, LinkMode, LogRecord, Materialized,
-    MetadataItem, MetadataStore, PackCollection, Placed, PreparedAppend, TempSweep,
+    ArtifactStore, BlobMeta, ByteStream, Checkpoint, CheckpointPart, Imported, LinkMode, LogRecord,
+    Materialized, MetadataItem, MetadataStore, PackCollection, Placed, PreparedAppend, TempSweep,
     check_lease_key, check_log_key, check_part_key, check_seq,
 };
 use crate::digest::Digest;
@@ -657,6 +657,59 @@ impl MetadataStore for LocalMetadataStore {
                 Ok(bytes) => Ok(Some(Bytes::from(bytes))),
                 Err(e) if is_missing(&e) => Ok(None),
                 Err(e) => Err(root.error("read checkpoint part", key, e)),
+            },
+        )
+        .await
+    }
+
+    async fn list_checkpoint_parts(&self, log: &str) -> Result<Vec<CheckpointPart>> {
+        check_log_key(log)?;
+        let log = log.to_owned();
+        run(
+            &self.root,
+            "list checkpoint parts",
+            &format!("{LOGS_DIR}/{log}/{PARTS}"),
+            move |root| {
+                let dir = log_dir(root, &log).join(PARTS);
+                let mut parts = Vec::new();
+                for (name, path) in read_dir_names(root, "list checkpoint parts", &dir)? {
+                    let meta = match fs::symlink_metadata(&path) {
+                        Ok(meta) if meta.is_file() => meta,
+                        Ok(_) => continue,
+                        // Deleted between the listing and the look.
+                        Err(e) if is_missing(&e) => continue,
+                        Err(e) => {
+                            return Err(root.error(
+                                "list checkpoint parts",
+                                relative(root, &path),
+                                e,
+                            ));
+                        }
+                    };
+                    parts.push(CheckpointPart {
+                        name,
+                        size: meta.len(),
+                        last_modified: meta.modified().ok().map(DateTime::<Utc>::from),
+                    });
+                }
+                Ok(parts)
+            },
+        )
+        .await
+    }
+
+    async fn delete_checkpoint_part(&self, log: &str, name: &str) -> Result<()> {
+        check_part_key(log, name)?;
+        let key = format!("{LOGS_DIR}/{log}/{PARTS}/{name}");
+        let (log, name) = (log.to_owned(), name.to_owned());
+        run(
+            &self.root,
+            "delete checkpoint part",
+            &key.clone(),
+            move |root| match fs::remove_file(log_dir(root, &log).join(PARTS).join(&name)) {
+                Ok(()) => Ok(()),
+                Err(e) if is_missing(&e) => Ok(()),
+                Err(e) => Err(root.error("delete checkpoint part", key, e)),
             },
         )
         .await

@@ -18,8 +18,9 @@ use futures::stream::{self, BoxStream};
 
 use super::layout::{blob_key, metadata_key};
 use super::{
-    ArtifactStore, BlobMeta, ByteStream, Checkpoint, Imported, LinkMode, LogRecord, Materialized,
-    MetadataItem, MetadataStore, Placed, check_lease_key, check_log_key, check_part_key, check_seq,
+    ArtifactStore, BlobMeta, ByteStream, Checkpoint, CheckpointPart, Imported, LinkMode, LogRecord,
+    Materialized, MetadataItem, MetadataStore, Placed, check_lease_key, check_log_key,
+    check_part_key, check_seq,
 };
 use crate::digest::{Digest, Sha256};
 use crate::error::{Error, Result};
@@ -39,8 +40,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Logs {
     records: HashMap<String, BTreeMap<u64, Bytes>>,
     checkpoints: HashMap<String, BTreeMap<u64, Bytes>>,
-    /// Checkpoint parts by log and name.
-    parts: HashMap<(String, String), Bytes>,
+    /// Checkpoint parts by log and name, with when each was put.
+    parts: HashMap<(String, String), (Bytes, DateTime<Utc>)>,
     leases: HashMap<String, Bytes>,
 }
 
@@ -171,7 +172,7 @@ impl MetadataStore for MemoryMetadataStore {
         check_part_key(log, name)?;
         lock(&self.inner)
             .parts
-            .insert((log.to_owned(), name.to_owned()), bytes);
+            .insert((log.to_owned(), name.to_owned()), (bytes, Utc::now()));
         Ok(())
     }
 
@@ -180,7 +181,29 @@ impl MetadataStore for MemoryMetadataStore {
         Ok(lock(&self.inner)
             .parts
             .get(&(log.to_owned(), name.to_owned()))
-            .cloned())
+            .map(|(bytes, _)| bytes.clone()))
+    }
+
+    async fn list_checkpoint_parts(&self, log: &str) -> Result<Vec<CheckpointPart>> {
+        check_log_key(log)?;
+        Ok(lock(&self.inner)
+            .parts
+            .iter()
+            .filter(|((l, _), _)| l == log)
+            .map(|((_, name), (bytes, put))| CheckpointPart {
+                name: name.clone(),
+                size: bytes.len() as u64,
+                last_modified: Some(*put),
+            })
+            .collect())
+    }
+
+    async fn delete_checkpoint_part(&self, log: &str, name: &str) -> Result<()> {
+        check_part_key(log, name)?;
+        lock(&self.inner)
+            .parts
+            .remove(&(log.to_owned(), name.to_owned()));
+        Ok(())
     }
 
     async fn put_lease(&self, key: &str, bytes: Bytes) -> Result<()> {

@@ -67,6 +67,17 @@ pub struct Checkpoint {
     pub bytes: Bytes,
 }
 
+/// A checkpoint part as [`MetadataStore::list_checkpoint_parts`] lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointPart {
+    /// Its name beside the log.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When it was last put, where the store knows it.
+    pub last_modified: Option<DateTime<Utc>>,
+}
+
 /// An item of a [`MetadataStore`] log, for [`MetadataStore::location`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -111,7 +122,12 @@ pub enum MetadataItem {
 ///   whole, durable when it returns, and
 ///   [`get_checkpoint_part`](Self::get_checkpoint_part) reads it back (`None` if
 ///   there is none). The registry names each part by the digest of its bytes
-///   and checks them on read; the store only keeps them;
+///   and checks them on read; the store only keeps them.
+///   [`list_checkpoint_parts`](Self::list_checkpoint_parts) lists a log's
+///   parts (name, size, last-modified time) and
+///   [`delete_checkpoint_part`](Self::delete_checkpoint_part) removes one (a
+///   missing one is not an error): the registry's garbage collection decides
+///   which parts are live, the store knows nothing of it;
 /// - [`location`](Self::location) names where an item is or would be stored,
 ///   distinct for distinct items, without touching the store.
 #[async_trait]
@@ -204,6 +220,23 @@ pub trait MetadataStore: Send + Sync + fmt::Debug + 'static {
     async fn get_checkpoint_part(&self, log: &str, name: &str) -> Result<Option<Bytes>> {
         let _ = (log, name);
         Ok(None)
+    }
+
+    /// Every checkpoint part of `log`, with its size and when it was last put,
+    /// in no particular order; whatever the names (the store keeps any part it
+    /// was given, and lists it). A log without parts lists none. The default,
+    /// for a store that keeps none, lists none.
+    async fn list_checkpoint_parts(&self, log: &str) -> Result<Vec<CheckpointPart>> {
+        let _ = log;
+        Ok(Vec::new())
+    }
+
+    /// Removes the checkpoint part `name` of `log`. A part that does not exist
+    /// is not an error (another collector may have removed it). The default,
+    /// for a store that keeps none, does nothing.
+    async fn delete_checkpoint_part(&self, log: &str, name: &str) -> Result<()> {
+        let _ = (log, name);
+        Ok(())
     }
 
     /// Creates or replaces the lease `key`.
@@ -697,6 +730,12 @@ macro_rules! forward_metadata_store {
             }
             async fn get_checkpoint_part(&self, log: &str, name: &str) -> Result<Option<Bytes>> {
                 (**self).get_checkpoint_part(log, name).await
+            }
+            async fn list_checkpoint_parts(&self, log: &str) -> Result<Vec<CheckpointPart>> {
+                (**self).list_checkpoint_parts(log).await
+            }
+            async fn delete_checkpoint_part(&self, log: &str, name: &str) -> Result<()> {
+                (**self).delete_checkpoint_part(log, name).await
             }
             async fn put_lease(&self, key: &str, bytes: Bytes) -> Result<()> {
                 (**self).put_lease(key, bytes).await

@@ -3860,3 +3860,238 @@ pub async fn patched_checkpoints_fold_and_survive_damage(f: &Fixture) {
         );
     }
 }
+
+/// The names of the parts the checkpoint heads `meta` kept for `log` name,
+/// and those heads, newest first (what a part collection marks).
+async fn kept_heads(
+    meta: &dyn modelreg::store::MetadataStore,
+    log: &str,
+) -> (BTreeSet<String>, Vec<modelreg::store::Checkpoint>) {
+    use modelreg::format::{CheckpointHead, decode_checkpoint_head};
+    let name = ModelName::new(log).expect("valid");
+    let (mut named, mut heads) = (BTreeSet::new(), Vec::new());
+    let mut next = meta.latest_checkpoint(log).await.expect("read");
+    while let Some(cp) = next {
+        if let CheckpointHead::Segmented(head) =
+            decode_checkpoint_head(&name, cp.seq, &cp.bytes).expect("head")
+        {
+            named.extend(head.part_names());
+        }
+        next = match cp.seq {
+            1 => None,
+            seq => (meta.checkpoint_at_or_before(log, seq - 1).await).expect("read"),
+        };
+        heads.push(cp);
+    }
+    (named, heads)
+}
+
+/// The checkpoint parts of `log`: name → size.
+async fn parts_of(meta: &dyn modelreg::store::MetadataStore, log: &str) -> BTreeMap<String, u64> {
+    (meta.list_checkpoint_parts(log).await.expect("list"))
+        .into_iter()
+        .map(|p| (p.name, p.size))
+        .collect()
+}
+
+/// A part name shaped like a segment's that no head names (what a writer
+/// that crashed before its head leaves).
+const STRAY_PART: &str =
+    "00000000000000000099-0000000000000000000000000000000000000000000000000000000000000000";
+/// A part of another kind beside the log (an event archive, say): never
+/// touched by the collection of checkpoint parts.
+const OTHER_PART: &str = "events-00000000000000000001-00000000000000000100";
+
+/// Part collection (checkpoint every event, segments of 16 versions, 260
+/// events, so the local and object stores prune heads when the log passes
+/// 256): the first collection deletes nothing; a head listed before it
+/// still reads whole after it (a reader that listed a head, then paused
+/// while a collection ran); the second deletes exactly the segment-shaped
+/// parts no kept head names, leaves other kinds of part alone, and every
+/// kept head, a fresh open, time travel and the writer's next checkpoint
+/// still read back as the fold of the log.
+pub async fn checkpoint_parts_gc_keeps_what_kept_heads_name(f: &Fixture) {
+    use modelreg::format::read_checkpoint;
+    let every = |b: modelreg::RegistryBuilder| b.checkpoint_every(1).checkpoint_segment(16);
+    let reg = f.registry_with(every);
+    let meta = reg.metadata_store().clone();
+    let name = ModelName::new("gcp").expect("valid");
+    let who = reg.acting_as(actor("alice"));
+    let mut k = 0u64;
+    let metrics = |k: u64| {
+        Metrics::new()
+            .with("auc", k as f64 / 1000.0)
+            .expect("finite")
+    };
+    create(&reg, "gcp").await; // 1
+    for i in 0..20 {
+        register_bytes(&reg, "gcp", "m.bin", format!("parts {i}")).await; // 2..=21
+    }
+    while k < 235 {
+        who.add_metrics(format!("gcp/{}", 1 + k % 20), metrics(k))
+            .await
+            .expect("metrics"); // 22..=256
+        k += 1;
+    }
+    // A reader lists an old head (before the log passes 256, every head is
+    // kept on every backend) and pauses.
+    let listed = (meta.checkpoint_at_or_before("gcp", 101).await)
+        .expect("read")
+        .expect("a checkpoint");
+    assert_eq!(listed.seq, 101, "{}", f.name);
+    while k < 239 {
+        who.add_metrics(format!("gcp/{}", 1 + k % 20), metrics(k))
+            .await
+            .expect("metrics"); // 257..=260
+        k += 1;
+    }
+    meta.put_checkpoint_part("gcp", STRAY_PART, Bytes::from_static(b"stray"))
+        .await
+        .expect("put");
+    meta.put_checkpoint_part("gcp", OTHER_PART, Bytes::from_static(b"other"))
+        .await
+        .expect("put");
+    let pruned = (meta.checkpoint_at_or_before("gcp", 101).await)
+        .expect("read")
+        .is_none_or(|cp| cp.seq != 101);
+
+    let before = parts_of(meta.as_ref(), "gcp").await;
+    let (named, _) = kept_heads(meta.as_ref(), "gcp").await;
+    let unnamed: BTreeSet<&String> = (before.keys())
+        .filter(|n| *n != OTHER_PART && !named.contains(*n))
+        .collect();
+    assert!(unnamed.contains(&STRAY_PART.to_owned()));
+    assert_eq!(pruned, unnamed.len() > 1, "{}: heads pruned", f.name);
+
+    let first = reg.gc(GcOptions::new(Duration::ZERO)).await.expect("gc");
+    assert_eq!(first.checkpoint_parts_deleted, 0, "{}", f.name);
+    assert_eq!(first.checkpoint_parts, before.len() as u64 - 1);
+    assert_eq!(first.checkpoint_parts_named, named.len() as u64);
+    assert_eq!(first.checkpoint_parts_pending, unnamed.len() as u64);
+    assert_eq!(parts_of(meta.as_ref(), "gcp").await, before);
+    // The paused reader goes on: every part of the head it listed is there.
+    let events = reg.events("gcp").await.expect("events");
+    let upto = |seq: u64| {
+        ModelState::replay(events.iter().filter(|e| e.seq <= seq).cloned()).expect("replay")
+    };
+    assert_eq!(
+        read_checkpoint(meta.as_ref(), &name, listed)
+            .await
+            .expect("the listed head reads after one collection"),
+        upto(101),
+        "{}",
+        f.name
+    );
+    // A dry run says what the next collection deletes, and deletes nothing.
+    let dry = (reg.gc(GcOptions::new(Duration::ZERO).dry_run(true)).await).expect("gc");
+    assert_eq!(dry.checkpoint_parts_deleted, unnamed.len() as u64);
+    assert_eq!(parts_of(meta.as_ref(), "gcp").await, before);
+
+    let second = reg.gc(GcOptions::new(Duration::ZERO)).await.expect("gc");
+    let after = parts_of(meta.as_ref(), "gcp").await;
+    let mut expected: BTreeSet<&String> = named.iter().collect();
+    let other = OTHER_PART.to_owned();
+    expected.insert(&other);
+    assert_eq!(
+        after.keys().collect::<BTreeSet<_>>(),
+        expected,
+        "{}",
+        f.name
+    );
+    assert_eq!(second.checkpoint_parts_deleted, unnamed.len() as u64);
+    let freed: u64 = unnamed.iter().map(|n| before[*n]).sum();
+    assert_eq!(second.checkpoint_part_bytes_freed, freed);
+    eprintln!(
+        "{}: checkpoint parts {} ({} bytes) before gc, {} ({} bytes) after; {} heads kept",
+        f.name,
+        before.len(),
+        before.values().sum::<u64>(),
+        after.len(),
+        after.values().sum::<u64>(),
+        kept_heads(meta.as_ref(), "gcp").await.1.len(),
+    );
+
+    // Everything still reads back: every kept head, a fresh open, time travel.
+    let (_, heads) = kept_heads(meta.as_ref(), "gcp").await;
+    for cp in heads {
+        let seq = cp.seq;
+        assert_eq!(
+            read_checkpoint(meta.as_ref(), &name, cp)
+                .await
+                .expect("a kept head reads"),
+            upto(seq),
+            "{}: checkpoint {seq}",
+            f.name
+        );
+    }
+    assert_eq!(
+        f.fresh().await.model("gcp").await.expect("model"),
+        upto(260)
+    );
+    let traveller = f.registry_with(every);
+    for e in events.iter().step_by(37) {
+        assert_eq!(
+            traveller.model_as_of("gcp", e.time).await.expect("as of"),
+            ModelState::replay((events.iter()).filter(|x| x.time <= e.time).cloned())
+                .expect("replay"),
+            "{}: as of event {}",
+            f.name,
+            e.seq
+        );
+    }
+    // The writer goes on from what it remembers; its checkpoints read back.
+    register_bytes(&reg, "gcp", "m.bin", "after gc").await; // 261
+    let cp = meta
+        .latest_checkpoint("gcp")
+        .await
+        .expect("read")
+        .expect("cp");
+    assert_eq!(cp.seq, 261);
+    let all = reg.events("gcp").await.expect("events");
+    assert_eq!(
+        read_checkpoint(meta.as_ref(), &name, cp)
+            .await
+            .expect("reads"),
+        ModelState::replay(all).expect("replay")
+    );
+}
+
+/// A kept head that cannot be decoded makes the part collection delete
+/// nothing of its model (what it names is unknown), and say so.
+pub async fn checkpoint_parts_gc_deletes_nothing_when_a_head_is_undecodable(f: &Fixture) {
+    let reg = f.registry_with(|b| b.checkpoint_every(4).checkpoint_segment(16));
+    let meta = reg.metadata_store().clone();
+    create(&reg, "doubt").await; // 1
+    for i in 0..11 {
+        register_bytes(&reg, "doubt", "m.bin", format!("doubt {i}")).await; // 2..=12
+    }
+    meta.put_checkpoint_part("doubt", STRAY_PART, Bytes::from_static(b"stray"))
+        .await
+        .expect("put");
+    let first = reg.gc(GcOptions::new(Duration::ZERO)).await.expect("gc");
+    assert_eq!(first.checkpoint_parts_pending, 1, "{}", f.name);
+    let before = parts_of(meta.as_ref(), "doubt").await;
+    let latest = (meta.latest_checkpoint("doubt").await)
+        .expect("read")
+        .expect("a checkpoint");
+    assert_eq!(latest.seq, 12);
+    meta.put_checkpoint("doubt", 12, Bytes::from_static(b"{\"torn"))
+        .await
+        .expect("damage the head");
+    let second = reg.gc(GcOptions::new(Duration::ZERO)).await.expect("gc");
+    assert_eq!(second.checkpoint_part_sweeps_aborted, 1, "{}", f.name);
+    assert_eq!(second.checkpoint_parts_deleted, 0, "{}", f.name);
+    assert_eq!(parts_of(meta.as_ref(), "doubt").await, before);
+    // With the head whole again, the stray part goes (the first collection's
+    // memory survived the aborted one).
+    meta.put_checkpoint("doubt", 12, latest.bytes)
+        .await
+        .expect("restore the head");
+    let third = reg.gc(GcOptions::new(Duration::ZERO)).await.expect("gc");
+    assert_eq!(third.checkpoint_parts_deleted, 1, "{}", f.name);
+    assert!(
+        !parts_of(meta.as_ref(), "doubt")
+            .await
+            .contains_key(STRAY_PART)
+    );
+}

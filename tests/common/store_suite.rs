@@ -86,6 +86,7 @@ macro_rules! metadata_suite {
                     checkpoints_at_or_before_are_kept_per_window,
                     checkpoint_of_same_seq_is_replaced,
                     checkpoint_parts_round_trip_per_log_and_refuse_bad_names,
+                    checkpoint_parts_are_listed_and_deleted,
                     leases_are_replaced_listed_and_deleted,
                     invalid_lease_keys_are_rejected,
                     probe_agrees_with_read_after,
@@ -579,6 +580,87 @@ pub async fn checkpoint_parts_round_trip_per_log_and_refuse_bad_names(store: &dy
         store.put_checkpoint_part("../x", seg, "x".into()).await,
         Err(Error::InvalidName { .. })
     ));
+}
+
+/// Checkpoint parts are listed per log, whatever their names, with their
+/// sizes and a last-modified time that a put moves forward; a deleted part is
+/// gone from reads and listings, deleting a missing one is no error, and a
+/// store that keeps none lists none.
+pub async fn checkpoint_parts_are_listed_and_deleted(store: &dyn MetadataStore) {
+    let (seg, patch, other) = (
+        "00000000000000000001-ab12",
+        "00000000000000000000-cd34",
+        "events-00000000000000000001",
+    );
+    assert_eq!(store.list_checkpoint_parts("fraud").await.unwrap(), vec![]);
+    store.delete_checkpoint_part("fraud", seg).await.unwrap();
+    if !store.keeps_checkpoint_parts() {
+        return;
+    }
+    let listed = |log: &'static str| async move {
+        let mut parts = store.list_checkpoint_parts(log).await.unwrap();
+        parts.sort_by(|a, b| a.name.cmp(&b.name));
+        parts
+    };
+    store
+        .put_checkpoint_part("fraud", seg, "seg".into())
+        .await
+        .unwrap();
+    store
+        .put_checkpoint_part("fraud", patch, "patch!".into())
+        .await
+        .unwrap();
+    store
+        .put_checkpoint_part("fraud", other, "x".into())
+        .await
+        .unwrap();
+    store
+        .put_checkpoint_part("churn", seg, "c".into())
+        .await
+        .unwrap();
+    let parts = listed("fraud").await;
+    let names: Vec<&str> = parts.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, [patch, seg, other]);
+    let sizes: Vec<u64> = parts.iter().map(|p| p.size).collect();
+    assert_eq!(sizes, [6, 3, 1]);
+    let first = parts[1]
+        .last_modified
+        .expect("the store knows when a part was put");
+    // Records, checkpoints and leases are not parts.
+    store.append("fraud", 1, "r".into()).await.unwrap();
+    store.put_checkpoint("fraud", 1, "c".into()).await.unwrap();
+    assert_eq!(listed("fraud").await.len(), 3);
+
+    // A put again moves the time forward (stores with one-second times
+    // included).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    store
+        .put_checkpoint_part("fraud", seg, "seg".into())
+        .await
+        .unwrap();
+    let again = listed("fraud").await[1].last_modified.expect("time");
+    assert!(again > first, "{again} after {first}");
+
+    store.delete_checkpoint_part("fraud", seg).await.unwrap();
+    store.delete_checkpoint_part("fraud", seg).await.unwrap();
+    assert_eq!(store.get_checkpoint_part("fraud", seg).await.unwrap(), None);
+    let names: Vec<String> = listed("fraud").await.into_iter().map(|p| p.name).collect();
+    assert_eq!(names, [patch, other]);
+    // Another log's part of the same name stays.
+    assert_eq!(
+        store.get_checkpoint_part("churn", seg).await.unwrap(),
+        Some("c".into())
+    );
+    for bad in ["", "..", "a/b"] {
+        assert!(
+            matches!(
+                store.delete_checkpoint_part("fraud", bad).await,
+                Err(Error::InvalidName { .. })
+            ),
+            "delete {bad:?}"
+        );
+    }
+    assert!(store.list_checkpoint_parts("../x").await.is_err());
 }
 
 pub async fn leases_are_replaced_listed_and_deleted(store: &dyn MetadataStore) {

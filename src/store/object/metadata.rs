@@ -17,8 +17,8 @@ use crate::store::layout::{
     RECORDS, parse_seq_file_name, prunable_checkpoints, seq_file_name,
 };
 use crate::store::{
-    Checkpoint, LogRecord, MetadataItem, MetadataStore, check_lease_key, check_log_key,
-    check_part_key, check_seq,
+    Checkpoint, CheckpointPart, LogRecord, MetadataItem, MetadataStore, check_lease_key,
+    check_log_key, check_part_key, check_seq,
 };
 
 /// How many records [`MetadataStore::read_after`] fetches at once.
@@ -339,6 +339,34 @@ impl MetadataStore for ObjectMetadataStore {
         check_part_key(log, name)?;
         let path = self.log_dir(log).join(PARTS).join(name);
         self.root.get_optional("read checkpoint part", &path).await
+    }
+
+    async fn list_checkpoint_parts(&self, log: &str) -> Result<Vec<CheckpointPart>> {
+        check_log_key(log)?;
+        let dir = self.log_dir(log).join(PARTS);
+        self.root
+            .store
+            .list(Some(&dir))
+            .map_err(|e| self.root.error("list checkpoint parts", &dir, e))
+            .try_filter_map(|meta| {
+                let part = name_in(&meta.location, &dir).map(|name| CheckpointPart {
+                    name,
+                    size: meta.size,
+                    last_modified: Some(meta.last_modified),
+                });
+                futures::future::ready(Ok(part))
+            })
+            .try_collect()
+            .await
+    }
+
+    async fn delete_checkpoint_part(&self, log: &str, name: &str) -> Result<()> {
+        check_part_key(log, name)?;
+        let path = self.log_dir(log).join(PARTS).join(name);
+        match self.root.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.root.error("delete checkpoint part", &path, e)),
+        }
     }
 
     async fn put_lease(&self, key: &str, bytes: Bytes) -> Result<()> {

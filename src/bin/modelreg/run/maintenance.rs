@@ -82,5 +82,18 @@ pub(super) async fn gc(ctx: &Ctx, a: GcArgs) -> Out {
             output::bytes(report.pack_bytes_deleted),
         ));
     }
+    if report.checkpoint_parts > 0 {
+        let aborted = match report.checkpoint_part_sweeps_aborted {
+            0 => String::new(),
+            n => format!("; {n} models left alone (a checkpoint head cannot be decoded)"),
+        };
+        ctx.note(format!(
+            "checkpoint parts: {verb} {} ({}); kept {} named, {} unnamed for now{aborted}",
+            report.checkpoint_parts_deleted,
+            output::bytes(report.checkpoint_part_bytes_freed),
+            report.checkpoint_parts_named,
+            report.checkpoint_parts_pending,
+        ));
+    }
     Ok(())
 }
