@@ -24,17 +24,37 @@
 //! The page cache is warm for the source. Each pair runs baseline, ours, baseline;
 //! the report gives the median, min and max of ours / mean(baselines).
 //!
-//! Requests per operation (first, before the large file): every request the
-//! registry sends goes through `FaultyStore` (`tests/common/faulty_store.rs`,
-//! counting only), and the bench prints them per operation and kind — register
-//! a small version (one 1 KiB in-memory file, a ~1 KiB record), resolve on a
-//! warm registry, resolve on a new `Registry` (cold), one stage transition, a
-//! promotion to production (three), and the newest 100 events
-//! (`history_page`, limit 100) — on a model of `MODELREG_BENCH_HISTORY_VERSIONS`
-//! versions (default 10,000; most appended raw through `MetadataStore::append`,
-//! then a registration that writes the checkpoint), checkpointing every 100
-//! events as registries opened by URL do. `MODELREG_BENCH_ROWS=requests` runs
-//! only this part; `MODELREG_BENCH_VERBOSE=1` also prints each request.
+//! Rows (`MODELREG_BENCH_ROWS`, comma-separated; all when unset): `requests`,
+//! `packs`, `transfer`.
+//!
+//! `requests` — requests per operation, first: every request the registry
+//! sends goes through `FaultyStore` (`tests/common/faulty_store.rs`, counting
+//! only: requests by kind, payload bytes sent and received), and the bench
+//! prints them per operation — register a small version (one 1 KiB in-memory
+//! file, a ~1 KiB record), register bytes already stored, resolve on a warm
+//! registry, the cold open of the model (resolve on a new `Registry`), an old
+//! version on a new `Registry` (its checkpoint segment), one stage transition,
+//! a promotion to production (three events), and the newest 100 events
+//! (`history_page`, limit 100), warm and cold — on a model of
+//! `MODELREG_BENCH_HISTORY_VERSIONS` versions (default 2,000; most appended raw
+//! through `MetadataStore::append`, then a registration that writes the
+//! checkpoint, format 7 in segments), checkpointing every 100 events as
+//! registries opened by URL do. `MODELREG_BENCH_VERBOSE=1` also prints each
+//! request.
+//!
+//! `packs` — issue 17 over S3: a packed artifact store
+//! (`ObjectArtifactOptions::packed`) on the server; a fresh registry registers
+//! the LoRA-on-q/v scenario of `benches/support/dedup_scenarios.rs` (base of
+//! `MODELREG_BENCH_PACKS_MIB` MiB, default 256, cached under
+//! `<target>/bench-fixtures/dedup-<mib>/`), then a second registry (another
+//! process's view: it loads the chunk index from the bucket) registers variant
+//! 1 through the counting wrapper. It prints the bytes and requests sent for
+//! the variant against its changed bytes (header + changed tensors; target ≤
+//! 1.2×), and times the variant's registration between two raw `put`s of that
+//! many bytes (`MODELREG_BENCH_PACKS_PAIRS` pairs, default 3, each in a fresh
+//! prefix).
+//!
+//! `transfer` — the large-file register and fetch above.
 
 #[path = "../tests/common/faulty_store.rs"]
 #[allow(dead_code)]
@@ -49,9 +69,12 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use modelreg::store::object::{UPLOAD_CONCURRENCY, object_store_from_url, part_size, stores_in};
+use modelreg::store::{ObjectArtifactOptions, PackOptions};
 use modelreg::{Actor, ArtifactSource, CreateModel, FetchOptions, NewVersion, Registry};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
+use support::dedup_scenarios::{self, Kind};
+use support::fixture::fixtures_root;
 use support::{Series, benchmarking, env_num, scratch_source};
 
 /// Uploads `src` to `key` as object_store's own multipart writer would.
@@ -106,7 +129,8 @@ async fn raw_get(store: &Arc<dyn ObjectStore>, key: &Path, dest: &FsPath) -> Dur
     t.elapsed()
 }
 
-/// Counts of the requests logged since `faults` was last cleared, by kind.
+/// Counts of the requests logged since `faults` was last cleared, by kind, and
+/// the payload bytes sent and received.
 fn counted(faults: &faulty_store::Faults) -> String {
     let log = faults.log();
     let mut kinds: Vec<(&str, usize)> = Vec::new();
@@ -118,7 +142,12 @@ fn counted(faults: &faulty_store::Faults) -> String {
     }
     kinds.sort();
     let by_kind: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
-    format!("{:>4}  ({})", log.len(), by_kind.join(", "))
+    let (sent, received) = faults.bytes();
+    format!(
+        "{:>4}  {:<44} {sent:>9} {received:>9}",
+        log.len(),
+        format!("({})", by_kind.join(", "))
+    )
 }
 
 /// Runs `op` and prints how many requests it made, and how long it took.
@@ -132,7 +161,7 @@ fn count<T>(
     let t = Instant::now();
     let out = rt.block_on(op);
     let took = t.elapsed();
-    println!("{name:<34} {}  {took:.1?}", counted(faults));
+    println!("{name:<38} {}  {took:.1?}", counted(faults));
     if std::env::var_os("MODELREG_BENCH_VERBOSE").is_some() {
         for r in faults.log() {
             println!("    {} {}", r.op, r.path);
@@ -144,7 +173,7 @@ fn count<T>(
 /// The request counts per operation (see the module docs).
 fn request_counts(rt: &tokio::runtime::Runtime, store: &Arc<dyn ObjectStore>, prefix: &Path) {
     use modelreg::{Event, EventKind, HistoryFilter, Stage, VersionNumber};
-    let n = env_num("MODELREG_BENCH_HISTORY_VERSIONS", 10_000).max(200);
+    let n = env_num("MODELREG_BENCH_HISTORY_VERSIONS", 2_000).max(200);
     let faults = faulty_store::Faults::new();
     let counting = faulty_store::FaultyStore::wrap(Arc::clone(store), Arc::clone(&faults));
     let root = prefix.clone().join("requests");
@@ -210,12 +239,28 @@ fn request_counts(rt: &tokio::runtime::Runtime, store: &Arc<dyn ObjectStore>, pr
     {
         std::thread::sleep(Duration::from_millis(50));
     }
+    let head = rt
+        .block_on(metadata.latest_checkpoint("fraud"))
+        .expect("checkpoint")
+        .expect("a checkpoint");
+    let format = std::str::from_utf8(&head.bytes[..head.bytes.len().min(64)])
+        .ok()
+        .and_then(|s| s.strip_prefix("{\"format\":"))
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .unwrap_or("?")
+        .to_owned();
     println!(
-        "(fixture: {} versions, checkpoint at event {n}, built in {:.1?})",
+        "(fixture: {} versions, checkpoint at event {} (format {format}, head {} bytes), \
+         built in {:.1?})",
         n - 1,
+        head.seq,
+        head.bytes.len(),
         t.elapsed()
     );
-    println!("{:<34} {:>4}  (by kind)  time", "operation", "requests");
+    println!(
+        "{:<38} {:>4}  {:<44} {:>9} {:>9}  time",
+        "operation", "reqs", "(by kind)", "sent B", "recv B"
+    );
     let mut version = n;
     for _ in 0..3 {
         count(
@@ -241,8 +286,15 @@ fn request_counts(rt: &tokio::runtime::Runtime, store: &Arc<dyn ObjectStore>, pr
     count(
         rt,
         &faults,
-        "resolve, cold (new Registry)",
+        "cold open: resolve on a new Registry",
         cold.resolve("fraud@latest"),
+    )
+    .expect("resolve");
+    count(
+        rt,
+        &faults,
+        "cold: resolve an old version",
+        open().resolve("fraud/5"),
     )
     .expect("resolve");
     let v = format!("fraud/{}", n / 2);
@@ -286,6 +338,105 @@ fn request_counts(rt: &tokio::runtime::Runtime, store: &Arc<dyn ObjectStore>, pr
     .expect("clean up");
 }
 
+/// A registry over `store` below `root`, its artifacts packed.
+fn packed_registry(store: &Arc<dyn ObjectStore>, root: &Path) -> Registry {
+    let (metadata, artifacts) = stores_in(Arc::clone(store), root);
+    let artifacts = artifacts.with_options(ObjectArtifactOptions::new().packed(PackOptions::new()));
+    Registry::builder()
+        .metadata(Arc::new(metadata))
+        .artifacts(Arc::new(artifacts))
+        .build()
+        .expect("registry")
+}
+
+/// Deletes every object below `root`.
+fn delete_below(rt: &tokio::runtime::Runtime, store: &Arc<dyn ObjectStore>, root: &Path) {
+    rt.block_on(async {
+        let keys = store.list(Some(root)).map(|m| m.map(|m| m.location));
+        let deleted: Vec<_> = store.delete_stream(keys.boxed()).collect().await;
+        deleted.into_iter().collect::<Result<Vec<_>, _>>()
+    })
+    .expect("clean up");
+}
+
+/// Issue 17 over S3: a LoRA variant registered into a packed object store
+/// (see the module docs), against a raw PUT of its changed bytes.
+fn packs_row(rt: &tokio::runtime::Runtime, store: &Arc<dyn ObjectStore>, prefix: &Path) {
+    let mib = env_num("MODELREG_BENCH_PACKS_MIB", 256);
+    let pairs = env_num("MODELREG_BENCH_PACKS_PAIRS", 3).max(1);
+    let dir = fixtures_root().join(format!("dedup-{mib}"));
+    let scenario = dedup_scenarios::generate_first(Kind::LoraQv, mib, &dir, 1);
+    let (base, var) = (&scenario.files[0], &scenario.files[1]);
+    let base_len = std::fs::metadata(base).expect("stat").len();
+    let changed = scenario.ideal - base_len;
+    println!(
+        "\npacks over S3: {} base {:.1} MiB, variant 1 changes {changed} bytes \
+         (its q/v tensors and header); {pairs} pairs",
+        Kind::LoraQv.name(),
+        base_len as f64 / (1 << 20) as f64,
+    );
+    // The changed bytes as one buffer, for the raw PUT.
+    let raw: bytes::Bytes = {
+        let mut f = File::open(var).expect("open variant");
+        let mut buf = Vec::with_capacity(changed as usize);
+        (&mut f).take(changed).read_to_end(&mut buf).expect("read");
+        buf.into()
+    };
+    let raw_key = prefix.clone().join("packs-raw").join("changed.bin");
+    let raw_put = |rt: &tokio::runtime::Runtime| {
+        let t = Instant::now();
+        rt.block_on(store.put(&raw_key, raw.clone().into()))
+            .expect("raw put");
+        t.elapsed()
+    };
+    let mut series = Series::new("reg-var vs raw put");
+    let actor = Actor::new("bench").expect("actor");
+    for i in 0..pairs {
+        let root = prefix.clone().join(format!("packs{i}"));
+        let reg = packed_registry(store, &root);
+        let me = reg.acting_as(actor.clone());
+        rt.block_on(me.create_model("llm", CreateModel::new()))
+            .expect("create");
+        let b = rt
+            .block_on(me.register("llm", ArtifactSource::file(base), NewVersion::new()))
+            .expect("register base");
+        // Another process's view: a new registry loads the chunk index from
+        // the bucket, through the counting wrapper.
+        let faults = faulty_store::Faults::new();
+        let counting = faulty_store::FaultyStore::wrap(Arc::clone(store), Arc::clone(&faults));
+        let reg = packed_registry(&counting, &root);
+        let me = reg.acting_as(actor.clone());
+        let before = raw_put(rt);
+        faults.clear_log();
+        let t = Instant::now();
+        let v = rt
+            .block_on(me.register("llm", ArtifactSource::file(var), NewVersion::new()))
+            .expect("register variant");
+        let ours = t.elapsed();
+        let line = counted(&faults);
+        let after = raw_put(rt);
+        series.pair(before, ours, after);
+        let r = &v.report;
+        println!(
+            "pair {i}: base sent {} B in {} requests; variant: report {} B in {} requests \
+             = {:.3}x the changed bytes; wrapper: {line}",
+            b.report.bytes_sent,
+            b.report.requests_sent,
+            r.bytes_sent,
+            r.requests_sent,
+            r.bytes_sent as f64 / changed as f64,
+        );
+        if std::env::var_os("MODELREG_BENCH_VERBOSE").is_some() {
+            for q in faults.log() {
+                println!("    {} {}", q.op, q.path);
+            }
+        }
+        delete_below(rt, store, &root);
+    }
+    rt.block_on(store.delete(&raw_key)).expect("clean up");
+    series.report();
+}
+
 fn main() {
     if !benchmarking() {
         return;
@@ -321,8 +472,15 @@ fn main() {
         part_size(size) >> 20
     );
 
-    request_counts(&rt, &store, &prefix);
-    if std::env::var("MODELREG_BENCH_ROWS").is_ok_and(|r| r == "requests") {
+    let rows = std::env::var("MODELREG_BENCH_ROWS").unwrap_or_default();
+    let wants = |row: &str| rows.is_empty() || rows.split(',').any(|r| r == row);
+    if wants("requests") {
+        request_counts(&rt, &store, &prefix);
+    }
+    if wants("packs") {
+        packs_row(&rt, &store, &prefix);
+    }
+    if !wants("transfer") {
         return;
     }
 

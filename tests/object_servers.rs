@@ -631,23 +631,46 @@ async fn common_operations_make_the_expected_requests(base: Base) {
     let log = faults.log();
     // The fold before the commit, nothing else of the log.
     assert_eq!(log_gets(), 1, "{log:?}");
-    // Blob and manifest: HEAD before the PUT, HEAD again once the intent is
-    // written; PUTs of the intent, the blob, the manifest and the event; the
-    // listing of the sweeps; the intent's removal. And, since a bucket may
-    // hold files packed (whatever this handle's options), a GET of each
-    // missing blob's recipe before it is uploaded whole: 2 requests a
-    // registration that a store knowing its bucket unpacked could skip.
+    // Blob and manifest: one create-if-absent PUT each (no HEAD first, no
+    // recipe GET: `put_bytes_if_absent`), and HEAD once the intent is
+    // written; PUTs of the intent and the event; the listing of the sweeps;
+    // the intent's removal.
     assert_eq!(
         (count("head"), count("put"), count("list"), count("delete")),
-        (4, 4, 1, 1),
+        (2, 4, 1, 1),
         "{log:?}"
     );
     let recipe_gets = log
         .iter()
         .filter(|r| r.op == "get" && r.path.contains("/recipes/"))
         .count();
-    assert_eq!(recipe_gets, 2, "{log:?}");
-    assert_eq!(log.len(), 13, "{log:?}");
+    assert_eq!(recipe_gets, 0, "{log:?}");
+    assert_eq!(log.len(), 9, "{log:?}");
+
+    // The same bytes again: both PUTs find their blob stored (409/412), and
+    // the version says so.
+    faults.clear_log();
+    let again = ci
+        .register(
+            "ops",
+            ArtifactSource::bytes("m.bin", "weights").expect("source"),
+            NewVersion::new(),
+        )
+        .await
+        .expect("register again");
+    assert_eq!(
+        (again.report.files_present, again.report.files_stored),
+        (1, 0),
+        "{:?}",
+        again.report
+    );
+    let log = faults.log();
+    assert_eq!(
+        (count("head"), count("put"), count("list"), count("delete")),
+        (2, 4, 1, 1),
+        "{log:?}"
+    );
+    assert_eq!(log.len(), 9, "{log:?}");
 
     faults.clear_log();
     reg.resolve("ops@latest").await.expect("resolve");
@@ -782,6 +805,14 @@ async fn file_urls_and_local_registries_share_one_layout() {
     let hex = orphan.to_hex();
     let orphan_file = root.join(format!("artifacts/blobs/v2/blake3/{}/{hex}", &hex[..2]));
     assert!(orphan_file.exists(), "the local store writes blobs/v2");
+    let stored = by_url
+        .artifact_store()
+        .put_bytes_if_absent(&orphan, "left by a failed upload".into())
+        .await
+        .expect("put if absent by URL");
+    assert!(!stored, "found where the local store put it");
+    let old_key = format!("artifacts/blobs/v1/blake3/{}/{}/{hex}", &hex[..2], &hex[2..4]);
+    assert!(!root.join(old_key).exists(), "not stored a second time");
     let gc = by_url
         .gc(GcOptions::new(Duration::ZERO))
         .await

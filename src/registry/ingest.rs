@@ -370,14 +370,13 @@ impl Planned {
                 let file = FileProgress::new(progress.filter(|_| !paths.is_empty()), size);
                 let placed = file
                     .track(async {
-                        if store.contains(&digest).await? {
-                            return Ok::<_, Error>(Placed::Present);
-                        }
-                        // The store checks the bytes against the digest as it writes.
-                        let one: crate::store::ByteStream =
-                            Box::pin(futures::stream::once(async move { Ok(bytes) }));
-                        store.put_stream(&digest, one).await?;
-                        Ok(Placed::Stored(None))
+                        // The store checks the bytes against the digest as it
+                        // writes; one create-if-absent write where it has one.
+                        Ok::<_, Error>(if store.put_bytes_if_absent(&digest, bytes).await? {
+                            Placed::Stored(None)
+                        } else {
+                            Placed::Present
+                        })
                     })
                     .await?;
                 if let Some((first, others)) = paths.split_first() {

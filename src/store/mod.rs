@@ -518,6 +518,24 @@ pub trait ArtifactStore: Send + Sync + fmt::Debug + 'static {
     /// Stores the bytes of `data` under `digest`, checking that they hash to it.
     async fn put_stream(&self, digest: &Digest, data: ByteStream) -> Result<()>;
 
+    /// Stores `bytes` under `digest` unless the blob is stored already, and
+    /// says whether this call stored them (`false`: found stored). The bytes
+    /// are checked against the digest as [`put_stream`](Self::put_stream)
+    /// checks them.
+    ///
+    /// The default asks [`head`](Self::head), then calls `put_stream`. A store
+    /// with a create-if-absent write can answer with that one write instead:
+    /// the object store does for a blob it keeps whole in one PUT (one request
+    /// where the default makes two or three).
+    async fn put_bytes_if_absent(&self, digest: &Digest, bytes: Bytes) -> Result<bool> {
+        if self.head(digest).await?.is_some() {
+            return Ok(false);
+        }
+        let one: ByteStream = Box::pin(stream::once(async move { Ok(bytes) }));
+        self.put_stream(digest, one).await?;
+        Ok(true)
+    }
+
     /// Stores the local file at `path` under `digest`, checking that it hashes to it.
     async fn put_file(&self, digest: &Digest, path: &Path) -> Result<()>;
 
@@ -772,6 +790,9 @@ macro_rules! forward_artifact_store {
             }
             async fn put_stream(&self, digest: &Digest, data: ByteStream) -> Result<()> {
                 (**self).put_stream(digest, data).await
+            }
+            async fn put_bytes_if_absent(&self, digest: &Digest, bytes: Bytes) -> Result<bool> {
+                (**self).put_bytes_if_absent(digest, bytes).await
             }
             async fn put_file(&self, digest: &Digest, path: &Path) -> Result<()> {
                 (**self).put_file(digest, path).await

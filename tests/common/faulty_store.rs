@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::ops::Range;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -47,6 +47,10 @@ pub struct Faults {
     /// Delayed GETs under way, and the most at once.
     gets_in_flight: AtomicUsize,
     most_gets_in_flight: AtomicUsize,
+    /// Payload bytes sent (PUTs and parts) and received (GET bodies) since
+    /// the log was last cleared.
+    bytes_sent: AtomicU64,
+    bytes_received: AtomicU64,
 }
 
 impl Faults {
@@ -114,12 +118,23 @@ impl Faults {
             .clone()
     }
 
-    /// Forgets the log (the count goes on).
+    /// Forgets the log and the byte counts (the request count goes on).
     pub fn clear_log(&self) {
         self.log
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
+        self.bytes_sent.store(0, Ordering::SeqCst);
+        self.bytes_received.store(0, Ordering::SeqCst);
+    }
+
+    /// Payload bytes sent (PUT bodies and parts) and received (the ranges
+    /// GETs answered with) since the log was last cleared.
+    pub fn bytes(&self) -> (u64, u64) {
+        (
+            self.bytes_sent.load(Ordering::SeqCst),
+            self.bytes_received.load(Ordering::SeqCst),
+        )
     }
 
     /// The requests logged with operation `op`.
@@ -205,6 +220,8 @@ impl ObjectStore for FaultyStore {
         opts: PutOptions,
     ) -> Result<PutResult> {
         self.faults.record("put", location)?;
+        let len = payload.content_length() as u64;
+        self.faults.bytes_sent.fetch_add(len, Ordering::SeqCst);
         self.inner.put_opts(location, payload, opts).await
     }
 
@@ -240,12 +257,23 @@ impl ObjectStore for FaultyStore {
             tokio::time::sleep(delay).await;
             f.gets_in_flight.fetch_sub(1, Ordering::SeqCst);
         }
-        self.inner.get_opts(location, options).await
+        let head = options.head;
+        let got = self.inner.get_opts(location, options).await?;
+        if !head {
+            let len = got.range.end - got.range.start;
+            self.faults.bytes_received.fetch_add(len, Ordering::SeqCst);
+        }
+        Ok(got)
     }
 
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
         self.faults.record("get_ranges", location)?;
-        self.inner.get_ranges(location, ranges).await
+        let got = self.inner.get_ranges(location, ranges).await?;
+        let len: usize = got.iter().map(Bytes::len).sum();
+        self.faults
+            .bytes_received
+            .fetch_add(len as u64, Ordering::SeqCst);
+        Ok(got)
     }
 
     fn delete_stream(
@@ -321,6 +349,10 @@ impl MultipartUpload for FaultyUpload {
             .part_delay
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        if recorded.is_ok() {
+            let len = data.content_length() as u64;
+            self.faults.bytes_sent.fetch_add(len, Ordering::SeqCst);
+        }
         // A failed part never reaches the store underneath.
         let upload = recorded.map(|()| self.inner.put_part(data));
         async move {

@@ -118,6 +118,7 @@ macro_rules! artifact_suite {
                     put_with_wrong_digest_is_rejected_and_invisible,
                     failing_stream_publishes_nothing,
                     put_of_existing_blob_is_idempotent,
+                    put_bytes_if_absent_says_whether_it_stored,
                     get_range_returns_exact_slices,
                     hash_stored_hashes_what_is_stored,
                     missing_blob_is_not_found,
@@ -1062,6 +1063,43 @@ pub async fn put_of_existing_blob_is_idempotent(store: &dyn ArtifactStore) {
     store.put_file(&digest, &path).await.unwrap();
     assert_eq!(get_all(store, &digest).await, data);
     assert_eq!(listed(store).await, BTreeSet::from([digest]));
+}
+
+/// `put_bytes_if_absent` stores new bytes and says so, finds a blob stored
+/// (by itself or by any other put) and says so, and refuses bytes that do not
+/// hash to the digest, storing nothing.
+pub async fn put_bytes_if_absent_says_whether_it_stored(store: &dyn ArtifactStore) {
+    let data = pattern(5, 1500);
+    let digest = Digest::of(&data);
+    assert!(
+        store
+            .put_bytes_if_absent(&digest, data.clone())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .put_bytes_if_absent(&digest, data.clone())
+            .await
+            .unwrap()
+    );
+    assert_eq!(get_all(store, &digest).await, data);
+    let other = pattern(6, 700);
+    let other_digest = store.put_bytes(other.clone()).await.unwrap();
+    assert!(
+        !store
+            .put_bytes_if_absent(&other_digest, other.clone())
+            .await
+            .unwrap()
+    );
+    let claimed = Digest::of(b"not these bytes");
+    let err = store
+        .put_bytes_if_absent(&claimed, data.clone())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Integrity { .. }), "{err:?}");
+    assert_eq!(store.head(&claimed).await.unwrap(), None);
+    assert_eq!(listed(store).await, BTreeSet::from([digest, other_digest]));
 }
 
 pub async fn concurrent_puts_of_one_blob_all_succeed(store: Arc<dyn ArtifactStore>) {

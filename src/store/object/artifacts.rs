@@ -305,7 +305,7 @@ impl ObjectArtifactStore {
         payload: PutPayload,
         actual: Digest,
         what: impl FnOnce() -> String,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         check_digest(digest, actual, what)?;
         let path = self.blob_path(digest);
         traffic::request(payload.content_length() as u64);
@@ -315,7 +315,9 @@ impl ObjectArtifactStore {
             .put_opts(&path, payload, PutMode::Create.into())
             .await
         {
-            Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
+            Ok(_) => Ok(true),
+            // Content addressed: the blob there has these bytes.
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
             Err(e) => Err(self.root.error("put", &path, e)),
         }
     }
@@ -405,7 +407,10 @@ impl ArtifactStore for ObjectArtifactStore {
         // A stream that ends within its first part goes up in one PUT.
         if parts.ended() {
             let payload = first.into_iter().collect();
-            return self.put_small(digest, payload, parts.digest(), what).await;
+            return self
+                .put_small(digest, payload, parts.digest(), what)
+                .await
+                .map(drop);
         }
         // Content addressed: a stored blob already has these bytes.
         if self.exists(digest).await? {
@@ -424,6 +429,34 @@ impl ArtifactStore for ObjectArtifactStore {
             (upload, sent)
         })
         .await
+    }
+
+    /// A blob this store keeps whole in one PUT (not packed, smaller than one
+    /// stream part) is one create-if-absent PUT, `AlreadyExists` meaning found
+    /// stored: no HEAD first, nor the GET of a recipe that a HEAD finding no
+    /// whole blob adds. Anything else as the default does. A file some other
+    /// handle stored packed (with a smaller `min_file_size`) is then stored
+    /// again whole, as `put_stream` of the same bytes would store it.
+    async fn put_bytes_if_absent(&self, digest: &Digest, bytes: Bytes) -> Result<bool> {
+        let len = bytes.len() as u64;
+        // On a `file://` store the blob may be at the local store's key, which
+        // a create-if-absent PUT at ours does not see: ask first there too.
+        if self.packs(len).is_some() || len >= STREAM_PART_SIZE || self.local_layout {
+            if self.exists(digest).await? {
+                return Ok(false);
+            }
+            let one: ByteStream = Box::pin(futures::stream::once(async move { Ok(bytes) }));
+            self.put_stream(digest, one).await?;
+            return Ok(true);
+        }
+        let actual = if len <= 64 << 10 {
+            Digest::of(&bytes)
+        } else {
+            let b = bytes.clone();
+            crate::offload::offload(move || Digest::of(&b)).await?
+        };
+        let what = || format!("{len} bytes put as {digest}");
+        self.put_small(digest, bytes.into(), actual, what).await
     }
 
     async fn put_file(&self, digest: &Digest, path: &FsPath) -> Result<()> {
@@ -464,7 +497,10 @@ impl ArtifactStore for ObjectArtifactStore {
                 .await?
                 .map_err(|e| Error::io(path, e))?;
             let actual = hasher.finalize().into();
-            return self.put_small(digest, bytes.into(), actual, what).await;
+            return self
+                .put_small(digest, bytes.into(), actual, what)
+                .await
+                .map(drop);
         }
         // Content addressed: a stored blob already has these bytes.
         if self.exists(digest).await? {
