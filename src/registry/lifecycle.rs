@@ -385,7 +385,7 @@ impl Registry {
         let mut ruled_out = false;
         // The newest event not looked at yet.
         let mut unread = end;
-        let mut log = LogBack::new(self, model, end);
+        let mut log = LogBack::new(self, model, end, newest);
         'read: while !ruled_out && items.len() < limit && unread > 0 {
             // Without a limit, start small and double: a `since` of the last
             // hour then reads about what it returns.
@@ -481,7 +481,7 @@ impl Registry {
             None => None,
         };
         let folded = self
-            .fold_from(&model, base, Some(at))
+            .fold_from(&model, base, Some(at), None)
             .await
             .map_err(|e| match e {
                 Error::NotFound {

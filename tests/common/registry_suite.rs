@@ -3860,3 +3860,164 @@ pub async fn patched_checkpoints_fold_and_survive_damage(f: &Fixture) {
         );
     }
 }
+
+// ----- the audit trail at scale: tail, event archives, records ---------------------
+
+/// The name of the event archive of events `first..=last` (the format pinned).
+fn archive(first: u64, last: u64) -> String {
+    format!("events-{first:020}-{last:020}")
+}
+
+/// Reads the whole audit trail of `model` from `reg` in pages of each size in
+/// `sizes` and asserts each reading equals `log` (the log read forward)
+/// newest first, as does `history`.
+async fn assert_history_is_the_log(
+    reg: &Registry,
+    model: &str,
+    log: &[modelreg::Event],
+    why: &str,
+) {
+    use modelreg::HistoryFilter;
+    let newest_first: Vec<_> = log.iter().rev().cloned().collect();
+    let all = HistoryFilter::new();
+    assert_eq!(
+        reg.history(model, &all).await.expect("history"),
+        newest_first,
+        "{why}: history"
+    );
+    for size in [7usize, 100, 1000] {
+        let mut read = Vec::new();
+        let mut before = None;
+        loop {
+            let page = reg
+                .history_page(model, &all, before, size)
+                .await
+                .expect("page");
+            assert!(page.items.len() <= size, "{why}: page of {size}");
+            read.extend(page.items);
+            match page.next {
+                Some(next) => before = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(read.len(), newest_first.len(), "{why}: pages of {size}");
+        assert!(
+            read == newest_first,
+            "{why}: pages of {size} differ from the log"
+        );
+    }
+    // A page from the middle of a block, and one right at a block's end.
+    for before in [1100u64, 1025, 1001, 2] {
+        let page = reg
+            .history_page(model, &all, Some(before), 50)
+            .await
+            .expect("page");
+        let expected: Vec<_> = newest_first
+            .iter()
+            .filter(|e| e.seq < before)
+            .take(50)
+            .cloned()
+            .collect();
+        assert!(page.items == expected, "{why}: the page before {before}");
+    }
+}
+
+/// The audit trail reads the same, page by page, whether its events come
+/// from the writer's tail, from event archives (one per 1,024 events, and
+/// the partial block each checkpoint writes), or from the log's records where
+/// no archive covers them (a model written without checkpoints), and on a
+/// registry that opened the model from a checkpoint (another process).
+pub async fn history_reads_tail_archives_and_records_alike(f: &Fixture) {
+    let every = |b: modelreg::RegistryBuilder| b.checkpoint_every(100);
+    let writer = f.registry_with(every);
+    let meta = writer.metadata_store().clone();
+    create(&writer, "trail").await; // 1
+    let ci = writer.acting_as(actor("ci"));
+    for i in 2..=1350u64 {
+        ci.set_model_tags("trail", tags(&[("step", &i.to_string())]), vec![])
+            .await
+            .expect("tag");
+    }
+    let log = writer.events("trail").await.expect("events");
+    assert_eq!(log.len(), 1350);
+    // The complete first block (written at the checkpoint at 1100) and the
+    // partial block of the last checkpoint.
+    for (first, last) in [(1, 1024), (1025, 1300)] {
+        let part = meta
+            .get_checkpoint_part("trail", &archive(first, last))
+            .await;
+        assert!(
+            matches!(part, Ok(Some(_))),
+            "{}: archive {first}..={last}",
+            f.name
+        );
+    }
+    assert_history_is_the_log(&writer, "trail", &log, "the writer").await;
+    // Another process: the checkpoint at 1300, its tail after it, archives.
+    assert_history_is_the_log(&f.registry_with(every), "trail", &log, "a reader").await;
+
+    // The same log without checkpoints: no archive, every event a record.
+    let plain = f.registry_with(|b| b.checkpoint_every(0));
+    create(&plain, "plain").await;
+    for i in 2..=1100u64 {
+        plain
+            .acting_as(actor("ci"))
+            .set_model_tags("plain", tags(&[("step", &i.to_string())]), vec![])
+            .await
+            .expect("tag");
+    }
+    let plain_log = plain.events("plain").await.expect("events");
+    let none = meta.get_checkpoint_part("plain", &archive(1, 1024)).await;
+    assert!(matches!(none, Ok(None)), "{}: no archive", f.name);
+    assert_history_is_the_log(&f.registry_with(every), "plain", &plain_log, "no archives").await;
+}
+
+/// A damaged or missing event archive is read from the log instead: flipped
+/// bits, a truncation, an archive of other events under the name, or none
+/// at all still give exactly the log's events.
+pub async fn damaged_event_archives_fall_back_to_the_log(f: &Fixture) {
+    let every = |b: modelreg::RegistryBuilder| b.checkpoint_every(100);
+    let writer = f.registry_with(every);
+    let meta = writer.metadata_store().clone();
+    create(&writer, "dmg").await;
+    let ci = writer.acting_as(actor("ci"));
+    for i in 2..=1350u64 {
+        ci.set_model_tags("dmg", tags(&[("step", &i.to_string())]), vec![])
+            .await
+            .expect("tag");
+    }
+    let log = writer.events("dmg").await.expect("events");
+    let full = meta
+        .get_checkpoint_part("dmg", &archive(1, 1024))
+        .await
+        .expect("read")
+        .expect("the first block's archive");
+    let partial = meta
+        .get_checkpoint_part("dmg", &archive(1025, 1300))
+        .await
+        .expect("read")
+        .expect("the last checkpoint's archive");
+    let mut flipped = full.to_vec();
+    let n = flipped.len();
+    flipped[n / 2] ^= 0x20;
+    let damages: [(&str, Bytes, Bytes); 4] = [
+        ("flipped", Bytes::from(flipped), partial.clone()),
+        (
+            "truncated",
+            full.slice(..full.len() - 3),
+            partial.slice(..10),
+        ),
+        // Each archive under the other's name: valid, but not these events.
+        ("swapped", partial.clone(), full.clone()),
+        ("empty", Bytes::new(), Bytes::new()),
+    ];
+    for (how, first, second) in damages {
+        meta.put_checkpoint_part("dmg", &archive(1, 1024), first)
+            .await
+            .expect("damage");
+        meta.put_checkpoint_part("dmg", &archive(1025, 1300), second)
+            .await
+            .expect("damage");
+        assert_history_is_the_log(&f.registry_with(every), "dmg", &log, how).await;
+    }
+}
