@@ -260,66 +260,6 @@ impl Tail {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rec(seq: u64, s: &str) -> LogRecord {
-        LogRecord {
-            seq,
-            bytes: Bytes::from(s.to_string()),
-        }
-    }
-
-    #[test]
-    fn names_are_not_part_names_and_blocks_start_where_expected() {
-        assert_eq!(
-            name(1, 1024),
-            "events-00000000000000000001-00000000000000001024"
-        );
-        // A segment or patch name is `<20 digits>-<64 hex>`.
-        assert!(!name(1, 2).as_bytes()[0].is_ascii_digit());
-        assert_eq!(
-            (block_start(1), block_start(1024), block_start(1025)),
-            (1, 1, 1025)
-        );
-    }
-
-    #[test]
-    fn archives_round_trip_and_damage_is_caught() {
-        let model = ModelName::new("m").expect("name");
-        let records = vec![rec(5, "a"), rec(6, "bc"), rec(7, "")];
-        let bytes = encode(&records).expect("encode");
-        assert_eq!(decode(&model, 5, 7, &bytes).expect("decode"), records);
-        // Another range, a flipped byte, a truncation.
-        assert!(decode(&model, 4, 6, &bytes).is_err());
-        let mut flipped = bytes.to_vec();
-        let n = flipped.len();
-        flipped[n - 1] ^= 1;
-        assert!(decode(&model, 5, 7, &Bytes::from(flipped)).is_err());
-        assert!(decode(&model, 5, 7, &bytes.slice(..bytes.len() - 1)).is_err());
-        assert!(encode(&[rec(1, "a"), rec(3, "b")]).is_none());
-    }
-
-    #[test]
-    fn the_tail_stays_consecutive_and_bounded() {
-        let mut t = Tail::default();
-        for s in 1..=10 {
-            t.push(rec(s, "x"), 4);
-        }
-        assert_eq!(t.span(), Some((7, 10)));
-        t.push(rec(9, "y"), 4);
-        assert_eq!(t.span(), Some((7, 10)));
-        assert_eq!(
-            t.range(1, 8).iter().map(|r| r.seq).collect::<Vec<_>>(),
-            [7, 8]
-        );
-        t.push(rec(12, "z"), 4);
-        assert_eq!(t.span(), Some((12, 12)));
-        assert!(t.range(1, 11).is_empty());
-    }
-}
-
 impl super::Registry {
     /// Archives the events up to `seq` (a checkpoint's) that the slot's tail
     /// holds and no archive this process knows of covers: each block that is
@@ -388,5 +328,65 @@ impl super::Registry {
         }
         let mut tail = super::lock(&slot.tail);
         tail.archived = tail.archived.max(seq);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(seq: u64, s: &str) -> LogRecord {
+        LogRecord {
+            seq,
+            bytes: Bytes::from(s.to_string()),
+        }
+    }
+
+    #[test]
+    fn names_are_not_part_names_and_blocks_start_where_expected() {
+        assert_eq!(
+            name(1, 1024),
+            "events-00000000000000000001-00000000000000001024"
+        );
+        // A segment or patch name is `<20 digits>-<64 hex>`.
+        assert!(!name(1, 2).as_bytes()[0].is_ascii_digit());
+        assert_eq!(
+            (block_start(1), block_start(1024), block_start(1025)),
+            (1, 1, 1025)
+        );
+    }
+
+    #[test]
+    fn archives_round_trip_and_damage_is_caught() {
+        let model = ModelName::new("m").expect("name");
+        let records = vec![rec(5, "a"), rec(6, "bc"), rec(7, "")];
+        let bytes = encode(&records).expect("encode");
+        assert_eq!(decode(&model, 5, 7, &bytes).expect("decode"), records);
+        // Another range, a flipped byte, a truncation.
+        assert!(decode(&model, 4, 6, &bytes).is_err());
+        let mut flipped = bytes.to_vec();
+        let n = flipped.len();
+        flipped[n - 1] ^= 1;
+        assert!(decode(&model, 5, 7, &Bytes::from(flipped)).is_err());
+        assert!(decode(&model, 5, 7, &bytes.slice(..bytes.len() - 1)).is_err());
+        assert!(encode(&[rec(1, "a"), rec(3, "b")]).is_none());
+    }
+
+    #[test]
+    fn the_tail_stays_consecutive_and_bounded() {
+        let mut t = Tail::default();
+        for s in 1..=10 {
+            t.push(rec(s, "x"), 4);
+        }
+        assert_eq!(t.span(), Some((7, 10)));
+        t.push(rec(9, "y"), 4);
+        assert_eq!(t.span(), Some((7, 10)));
+        assert_eq!(
+            t.range(1, 8).iter().map(|r| r.seq).collect::<Vec<_>>(),
+            [7, 8]
+        );
+        t.push(rec(12, "z"), 4);
+        assert_eq!(t.span(), Some((12, 12)));
+        assert!(t.range(1, 11).is_empty());
     }
 }
