@@ -335,7 +335,10 @@ impl Registry {
     /// to 1,024 records), so showing the latest
     /// events of a long log reads about as many records as it shows, not the
     /// whole log; a filter that matches rarely reads more, at most to the
-    /// point it rules out.
+    /// point it rules out. The newest events come from what the registry
+    /// already read (no request), older ones from the event archives written
+    /// with each checkpoint (one request per 1,024 events on object storage),
+    /// and only the rest from the log's records.
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
