@@ -123,6 +123,8 @@ suite! {
         float_values_survive_storage_exactly,
         checkpoints_fold_to_the_same_state,
         segmented_checkpoints_fold_travel_and_survive_damage,
+        history_reads_tail_archives_and_records_alike,
+        damaged_event_archives_fall_back_to_the_log,
         patched_checkpoints_fold_and_survive_damage,
         checkpoint_parts_gc_keeps_what_kept_heads_name,
         checkpoint_parts_gc_deletes_nothing_when_a_head_is_undecodable,

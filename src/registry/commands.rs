@@ -50,18 +50,13 @@ impl Registry {
         };
         let state = ModelState::genesis(&event)?;
         let slot = self.slot(&model);
-        match self
-            .append(
-                &model,
-                1,
-                Bytes::from(crate::domain::limits::encode(&event)?),
-            )
-            .await
-        {
+        let bytes = Bytes::from(crate::domain::limits::encode(&event)?);
+        match self.append(&model, 1, bytes.clone()).await {
             Ok(()) => {
                 let mut cached = slot.write();
                 if cached.is_none() {
                     *cached = Some(Arc::new(state.clone()));
+                    self.keep_raw(&slot, vec![crate::store::LogRecord { seq: 1, bytes }]);
                 }
                 Ok(state)
             }
@@ -513,7 +508,7 @@ impl Registry {
         let model = model.into_model_name()?;
         let mut events = Vec::new();
         if limit > 0 {
-            self.read_log(&model, after, |event| {
+            self.read_log(&model, after, |event, _| {
                 events.push(event);
                 Ok(events.len() < limit)
             })
@@ -531,7 +526,7 @@ impl Registry {
     pub async fn events(&self, model: impl IntoModelName) -> Result<Vec<Event>> {
         let model = model.into_model_name()?;
         let mut events = Vec::new();
-        self.read_log(&model, 0, |event| {
+        self.read_log(&model, 0, |event, _| {
             events.push(event);
             Ok(true)
         })

@@ -13,8 +13,9 @@ use chrono::{DateTime, Utc};
 use crate::domain::state::{HeldSegments, encode_checkpoint};
 use crate::domain::{Actor, Event, EventKind, ModelName, ModelState, VersionRecord, VersionRef};
 use crate::error::{Error, Result};
-use crate::store::MetadataStore;
+use crate::store::{LogRecord, MetadataStore};
 
+use super::archives::{self, BLOCK, Tail};
 use super::ingest::blocking;
 use super::segmented::{self, Written};
 use super::turn::Turn;
@@ -55,6 +56,10 @@ pub(super) struct Slot {
     /// The segments of the model's last format 5 checkpoint this process
     /// wrote or read, so the next one writes only those that changed.
     written: std::sync::Mutex<Option<Arc<Written>>>,
+    /// The raw records of the newest events folded or appended (see
+    /// [`archives`]): the newest events of the audit trail without a request,
+    /// and what the checkpoint writer archives.
+    pub(super) tail: std::sync::Mutex<Tail>,
     /// When the slot was last handed out (a tick of `Inner::ticks`), for
     /// evicting the least recently used.
     last_used: AtomicU64,
@@ -230,13 +235,14 @@ impl Registry {
         let began = (self.inner.max_staleness != 0).then(|| self.now_stamp());
         loop {
             let Some(seq) = slot.seq() else {
-                let (loaded, written) = self.load(model).await?;
+                let (loaded, written, tail) = self.load(model).await?;
                 if let Some(written) = written {
                     *lock(&slot.written) = Some(Arc::new(written));
                 }
                 let mut cached = slot.write();
                 if cached.as_ref().is_none_or(|s| s.seq() < loaded.seq()) {
                     *cached = Some(Arc::new(loaded));
+                    *lock(&slot.tail) = tail;
                 }
                 // Loading folded to the end of the log as it was then.
                 self.confirm(slot, began);
@@ -250,6 +256,7 @@ impl Registry {
             }
             let batch = meta.read_after(model.as_str(), seq, READ_BATCH).await?;
             let done = batch.len() < READ_BATCH;
+            let raw = batch.clone();
             let events = batch
                 .into_iter()
                 .map(|rec| {
@@ -268,6 +275,9 @@ impl Registry {
                     state.apply(event).map_err(self.record_at(model, seq))?;
                 }
             }
+            // Under the state's lock, so the tail follows the state in order.
+            self.keep_raw(slot, raw);
+            drop(cached);
             if done {
                 self.confirm(slot, began);
                 return Ok(());
@@ -275,14 +285,44 @@ impl Registry {
         }
     }
 
-    /// Folds `model`'s log from its latest checkpoint (or from event 1) to its end.
-    pub(super) async fn load(&self, model: &ModelName) -> Result<(ModelState, Option<Written>)> {
+    /// Folds `model`'s log from its latest checkpoint (or from event 1) to its
+    /// end; with the segments the checkpoint was read from and the raw records
+    /// folded after it (the newest [`Tail::keep`] of them), which start after
+    /// the checkpoint's archive.
+    pub(super) async fn load(
+        &self,
+        model: &ModelName,
+    ) -> Result<(ModelState, Option<Written>, Tail)> {
         let (checkpoint, written) = match self.load_checkpoint(model).await {
             Some((state, written)) => (Some(state), written),
             None => (None, None),
         };
-        let state = self.fold_from(model, checkpoint, None).await?;
-        Ok((state, written))
+        let mut tail = Tail::default();
+        let keep = self.tail_keep();
+        let from = checkpoint.as_ref().map_or(0, ModelState::seq);
+        let state = self
+            .fold_from(model, checkpoint, None, Some((&mut tail, keep)))
+            .await?;
+        // A checkpoint the log did not continue was dropped: then the tail
+        // starts at event 1, and no archive is known.
+        if tail.span().is_none_or(|(first, _)| first == from + 1) {
+            tail.archived = from;
+        }
+        Ok((state, written, tail))
+    }
+
+    /// How many raw records a slot's tail keeps.
+    fn tail_keep(&self) -> usize {
+        Tail::keep(self.inner.checkpoint_every)
+    }
+
+    /// Adds records just folded or appended to the slot's tail.
+    pub(super) fn keep_raw(&self, slot: &Slot, raw: Vec<LogRecord>) {
+        let keep = self.tail_keep();
+        let mut tail = lock(&slot.tail);
+        for rec in raw {
+            tail.push(rec, keep);
+        }
     }
 
     /// Folds `model`'s log after `checkpoint` (from event 1 if `None`) to its
@@ -295,15 +335,20 @@ impl Registry {
         model: &ModelName,
         checkpoint: Option<ModelState>,
         until: Option<DateTime<Utc>>,
+        mut raw: Option<(&mut Tail, usize)>,
     ) -> Result<ModelState> {
         let seq = checkpoint.as_ref().map(ModelState::seq);
-        match self.fold(model, checkpoint, until).await {
+        let first = raw.as_mut().map(|(t, k)| (&mut **t, *k));
+        match self.fold(model, checkpoint, until, first).await {
             Err(e) if seq.is_some() && !matches!(e, Error::Storage { .. } | Error::Io { .. }) => {
                 tracing::warn!(
                     model = %model, checkpoint = seq, error = %e,
                     "the log does not continue the checkpoint: ignoring it, replaying the log"
                 );
-                self.fold(model, None, until).await
+                if let Some((tail, _)) = raw.as_mut() {
+                    **tail = Tail::default();
+                }
+                self.fold(model, None, until, raw).await
             }
             folded => folded,
         }
@@ -317,11 +362,15 @@ impl Registry {
         model: &ModelName,
         mut state: Option<ModelState>,
         until: Option<DateTime<Utc>>,
+        mut raw: Option<(&mut Tail, usize)>,
     ) -> Result<ModelState> {
         let after = state.as_ref().map_or(0, ModelState::seq);
-        self.read_log(model, after, |event| {
+        self.read_log(model, after, |event, rec| {
             if until.is_some_and(|t| event.time > t) {
                 return Ok(false);
+            }
+            if let Some((tail, keep)) = raw.as_mut() {
+                tail.push(rec.clone(), *keep);
             }
             let at = self.record_at(model, event.seq);
             match &mut state {
@@ -343,7 +392,7 @@ impl Registry {
         &self,
         model: &ModelName,
         mut after: u64,
-        mut visit: impl FnMut(Event) -> Result<bool>,
+        mut visit: impl FnMut(Event, &LogRecord) -> Result<bool>,
     ) -> Result<()> {
         loop {
             let batch = self
@@ -356,7 +405,7 @@ impl Registry {
                 after = rec.seq;
                 let event = Event::from_bytes(model, rec.seq, &rec.bytes)
                     .map_err(self.record_at(model, rec.seq))?;
-                if !visit(event)? {
+                if !visit(event, &rec)? {
                     return Ok(());
                 }
             }
@@ -573,7 +622,7 @@ impl Registry {
                     }
                 };
                 let bytes = Bytes::from(crate::domain::limits::encode(&event)?);
-                match self.append(model, event.seq, bytes).await {
+                match self.append(model, event.seq, bytes.clone()).await {
                     Ok(()) => {
                         tracing::debug!(
                             seq = event.seq,
@@ -581,7 +630,7 @@ impl Registry {
                             attempt,
                             "appended"
                         );
-                        let version = applied(&slot, &event)?;
+                        let version = applied(&slot, &event, &bytes, self.tail_keep())?;
                         Some((event, version))
                     }
                     Err(Error::AlreadyExists { .. }) => None,
@@ -674,11 +723,11 @@ impl Registry {
             let published = {
                 let _turn = slot.turn.take().await;
                 match self.inner.metadata.publish_append(append).await {
-                    Ok(()) => Some(applied(&slot, &event)?),
+                    Ok(()) => Some(applied(&slot, &event, &bytes, self.tail_keep())?),
                     Err(Error::AlreadyExists { .. })
                         if self.ours(model, event.seq, &bytes).await? =>
                     {
-                        Some(applied(&slot, &event)?)
+                        Some(applied(&slot, &event, &bytes, self.tail_keep())?)
                     }
                     Err(Error::AlreadyExists { .. }) => None,
                     Err(e) => return Err(e),
@@ -793,6 +842,8 @@ impl Registry {
             if let Some(state) = snapshot.filter(|s| s.version_count() >= per) {
                 let state = Arc::new(state);
                 let (name, seq) = (state.name().clone(), state.seq());
+                // Before the head: a reader that opens it finds its archive.
+                self.write_archives(&slot, &name, seq).await;
                 let known = lock(&slot.written).clone();
                 match segmented::write(meta.as_ref(), state, per, known).await {
                     Ok((written, _bytes)) => *lock(&slot.written) = Some(Arc::new(written)),
@@ -804,10 +855,11 @@ impl Registry {
                 return;
             }
         }
+        let from = Arc::clone(&slot);
         let encoded = blocking(move || {
             // Copied under the lock (pointers to the shared versions): a fold
             // meanwhile then copies nothing.
-            let snapshot = ModelState::clone(slot.read().as_deref()?);
+            let snapshot = ModelState::clone(from.read().as_deref()?);
             Some((
                 snapshot.name().clone(),
                 snapshot.seq(),
@@ -815,6 +867,10 @@ impl Registry {
             ))
         })
         .await;
+        if let Ok(Some((name, seq, _))) = &encoded {
+            // Before the checkpoint: a reader that opens it finds its archive.
+            self.write_archives(&slot, name, *seq).await;
+        }
         let stored = match encoded {
             Ok(Some((name, seq, bytes))) => self
                 .inner
@@ -835,26 +891,45 @@ impl Registry {
 }
 
 /// Reads a log backwards from an event, a batch per [`next`](Self::next):
-/// the newest events of a long log without reading the rest.
+/// the newest events of a long log without reading the rest, and without a
+/// request per event where it can be helped. Each batch comes from the first
+/// source that has it: the slot's tail (no request), an event archive (one
+/// request per [`BLOCK`] events; see [`archives`]), else the log's records.
 pub(super) struct LogBack<'a> {
     registry: &'a Registry,
     model: &'a ModelName,
+    slot: Arc<Slot>,
     /// The newest event not read yet; 0 once event 1 has been read.
     end: u64,
+    /// The log's newest event when the read began: which blocks are complete.
+    newest: u64,
     /// Batches read so far.
     reads: u32,
+    /// Records read ahead (oldest first, the last one `end`) and whether
+    /// they come from an archive (so are decoded for the first time).
+    pending: Vec<LogRecord>,
+    archived: bool,
+    /// The start of a block whose archive is missing or damaged: its
+    /// events are read from the log's records.
+    unarchived: Option<u64>,
 }
 
 impl<'a> LogBack<'a> {
-    /// A reader of `model`'s events `end`, `end - 1`, … 1. Every record up to
+    /// A reader of `model`'s events `end`, `end - 1`, … 1, of a log whose
+    /// newest event is `newest`. Every record up to
     /// `end` must exist: `end` is at most a folded state's `seq`, and records
     /// are never deleted, also not once a checkpoint covers them.
-    pub(super) fn new(registry: &'a Registry, model: &'a ModelName, end: u64) -> Self {
+    pub(super) fn new(registry: &'a Registry, model: &'a ModelName, end: u64, newest: u64) -> Self {
         LogBack {
             registry,
             model,
+            slot: registry.slot(model),
             end,
+            newest,
             reads: 0,
+            pending: Vec::new(),
+            archived: false,
+            unarchived: None,
         }
     }
 
@@ -862,13 +937,14 @@ impl<'a> LogBack<'a> {
     ///
     /// The caller says how many more events it `wants`; a batch is that many
     /// (at least 16), doubled for each batch already read, at most
-    /// [`READ_BATCH`]: a caller that wants the newest few reads about as many,
-    /// and one whose filter matches rarely reaches the log's start in a few
-    /// store calls plus one per [`READ_BATCH`] records. A record missing below
-    /// `end` is [`Error::Corrupt`] naming it, never a silently shorter history.
+    /// [`READ_BATCH`]: a caller that wants the newest few decodes (and, from
+    /// the log's records, reads) about as many, and one whose filter matches
+    /// rarely reaches the log's start in a few store calls per [`READ_BATCH`]
+    /// records. A record missing below `end` is [`Error::Corrupt`] naming it,
+    /// never a silently shorter history.
     pub(super) async fn next(&mut self, wants: usize) -> Result<Vec<Event>> {
-        let (model, end) = (self.model, self.end);
-        if end == 0 {
+        let model = self.model;
+        if self.end == 0 {
             return Ok(Vec::new());
         }
         let batch = wants
@@ -877,30 +953,101 @@ impl<'a> LogBack<'a> {
             .unwrap_or(usize::MAX)
             .min(READ_BATCH) as u64;
         self.reads += 1;
-        let start = end.saturating_sub(batch);
-        let records = self
-            .registry
-            .inner
-            .metadata
-            .read_after(model.as_str(), start, (end - start) as usize)
+        loop {
+            if self.pending.is_empty() {
+                self.fill(batch).await?;
+            }
+            let take = self.pending.len().min(batch as usize);
+            let taken = self.pending.split_off(self.pending.len() - take);
+            let mut events = Vec::with_capacity(taken.len());
+            let mut bad = None;
+            for rec in taken.iter().rev() {
+                match Event::from_bytes(model, rec.seq, &rec.bytes) {
+                    Ok(event) => events.push(event),
+                    Err(e) => {
+                        bad = Some((rec.seq, e));
+                        break;
+                    }
+                }
+            }
+            match bad {
+                None => {
+                    self.end = taken.first().map_or(0, |r| r.seq - 1);
+                    return Ok(events);
+                }
+                Some((seq, e)) if self.archived => {
+                    // Its digest matched, yet a record does not decode: read
+                    // the block from the log instead.
+                    tracing::warn!(
+                        model = %model, event = seq, error = %e,
+                        "ignoring an event archive whose record does not decode; reading the log"
+                    );
+                    self.pending.clear();
+                    self.unarchived = Some(archives::block_start(self.end));
+                }
+                Some((seq, e)) => return Err(self.registry.record_at(model, seq)(e)),
+            }
+        }
+    }
+
+    /// Reads ahead the records ending at `end`: from the tail if it holds
+    /// `end`, else the archive of `end`'s block (the partial one a checkpoint
+    /// at `end` wrote, or the complete block), else up to `batch` records of
+    /// the log, not past the block's start.
+    async fn fill(&mut self, batch: u64) -> Result<()> {
+        let (model, end) = (self.model, self.end);
+        let lo = end.saturating_sub(batch - 1).max(1);
+        let held = lock(&self.slot.tail).range(lo, end);
+        if held.last().is_some_and(|r| r.seq == end) {
+            self.pending = held;
+            self.archived = false;
+            return Ok(());
+        }
+        let start = archives::block_start(end);
+        let meta = self.registry.inner.metadata.as_ref();
+        if self.unarchived != Some(start) {
+            // The partial block first, ending at the checkpoint this process
+            // last archived or opened the model from if that is in this
+            // block (where the tail starts, the checkpoint's archive ends).
+            let full = start + BLOCK - 1;
+            let known = lock(&self.slot.tail).archived;
+            let partial = if (end..full).contains(&known) {
+                known
+            } else {
+                end
+            };
+            let mut found = None;
+            if partial < full {
+                found = archives::read(meta, model, start, partial).await;
+            }
+            if found.is_none() && full <= self.newest {
+                found = archives::read(meta, model, start, full).await;
+            }
+            match found {
+                Some(mut records) => {
+                    records.truncate((end - start + 1) as usize);
+                    self.pending = records;
+                    self.archived = true;
+                    return Ok(());
+                }
+                None => self.unarchived = Some(start),
+            }
+        }
+        let from = lo.max(start) - 1;
+        let records = meta
+            .read_after(model.as_str(), from, (end - from) as usize)
             .await?;
-        // `read_after` returns consecutive records from `start + 1`.
-        if records.len() as u64 != end - start || records.last().map(|r| r.seq) != Some(end) {
-            let missing = start + 1 + records.len() as u64;
+        // `read_after` returns consecutive records from `from + 1`.
+        if records.len() as u64 != end - from || records.last().map(|r| r.seq) != Some(end) {
+            let missing = from + 1 + records.len() as u64;
             return Err(self.registry.record_at(model, missing)(Error::corrupt(
                 format!("event {missing} of model '{model}'"),
                 format!("missing from the log, which has events up to {end}"),
             )));
         }
-        self.end = start;
-        records
-            .into_iter()
-            .rev()
-            .map(|rec| {
-                Event::from_bytes(model, rec.seq, &rec.bytes)
-                    .map_err(self.registry.record_at(model, rec.seq))
-            })
-            .collect()
+        self.pending = records;
+        self.archived = false;
+        Ok(())
     }
 }
 
@@ -980,15 +1127,30 @@ pub(super) struct Prepared {
 /// the one just before it, and returns the version the event is about as it is
 /// now. A reader may have folded the event from the log first; a state dropped
 /// meanwhile is folded again on next read.
-fn applied(slot: &Slot, event: &Event) -> Result<Option<VersionRecord>> {
+fn applied(
+    slot: &Slot,
+    event: &Event,
+    bytes: &Bytes,
+    keep: usize,
+) -> Result<Option<VersionRecord>> {
     let mut cached = slot.write();
     if let Some(state) = cached.as_mut().map(Arc::make_mut)
         && state.seq() + 1 == event.seq
-        && let Err(e) = state.apply(event.clone())
     {
-        // Cannot happen after `check`; refold from the log if it does.
-        *cached = None;
-        return Err(e);
+        if let Err(e) = state.apply(event.clone()) {
+            // Cannot happen after `check`; refold from the log if it does.
+            *cached = None;
+            return Err(e);
+        }
+        // Pushed under the state's lock, so the tail follows the state in
+        // order; a tail whose newest record is not `seq - 1` starts anew.
+        lock(&slot.tail).push(
+            LogRecord {
+                seq: event.seq,
+                bytes: bytes.clone(),
+            },
+            keep,
+        );
     }
     Ok(event
         .kind

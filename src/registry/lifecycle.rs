@@ -335,7 +335,10 @@ impl Registry {
     /// to 1,024 records), so showing the latest
     /// events of a long log reads about as many records as it shows, not the
     /// whole log; a filter that matches rarely reads more, at most to the
-    /// point it rules out.
+    /// point it rules out. The newest events come from what the registry
+    /// already read (no request), older ones from the event archives written
+    /// with each checkpoint (one request per 1,024 events on object storage),
+    /// and only the rest from the log's records.
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -385,7 +388,7 @@ impl Registry {
         let mut ruled_out = false;
         // The newest event not looked at yet.
         let mut unread = end;
-        let mut log = LogBack::new(self, model, end);
+        let mut log = LogBack::new(self, model, end, newest);
         'read: while !ruled_out && items.len() < limit && unread > 0 {
             // Without a limit, start small and double: a `since` of the last
             // hour then reads about what it returns.
@@ -481,7 +484,7 @@ impl Registry {
             None => None,
         };
         let folded = self
-            .fold_from(&model, base, Some(at))
+            .fold_from(&model, base, Some(at), None)
             .await
             .map_err(|e| match e {
                 Error::NotFound {

@@ -18,6 +18,7 @@ use crate::store::{
     MemoryArtifactStore, MemoryMetadataStore, MetadataStore, ObjectArtifactOptions,
 };
 
+mod archives;
 mod as_of;
 #[cfg(test)]
 mod background_checkpoint;

@@ -30,9 +30,16 @@
 //! the namespace this module sweeps and other features add to.
 //!
 //! Only names that parse as segment or patch names (`<20 digits>-<64 hex
-//! digits>`) are ever considered: other kinds of part beside the log (event
-//! archives, say `events-…`) belong to other features and are left alone,
-//! listed or not.
+//! digits>`) are ever considered, and *superseded partial event archives*:
+//! an archive `events-<first>-<last>` ([`archives`](super::archives)) when
+//! another listed archive starts at the same event and ends later (each
+//! checkpoint writes its block's events up to it again; the longer archive
+//! holds every record the shorter one does). No head names archives, so a
+//! superseded one goes through the same two sweeps and grace period; a
+//! reader that still looks for it finds it gone and reads the log's records
+//! instead (slower, never wrong). The newest archive of each block start
+//! stays. Other kinds of part beside the log belong to other features and
+//! are left alone, listed or not.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -118,6 +125,25 @@ enum Doubt {
     Undecodable(Error),
 }
 
+/// The event archives among `names` that a longer archive from the same
+/// first event supersedes (module docs).
+fn superseded_archives(names: &[&str]) -> HashSet<String> {
+    let mut longest: BTreeMap<u64, u64> = BTreeMap::new();
+    let archives: Vec<(&str, u64, u64)> = names
+        .iter()
+        .filter_map(|n| super::archives::parse_name(n).map(|(f, l)| (*n, f, l)))
+        .collect();
+    for &(_, first, last) in &archives {
+        let end = longest.entry(first).or_insert(last);
+        *end = (*end).max(last);
+    }
+    archives
+        .into_iter()
+        .filter(|(_, first, last)| longest.get(first).is_some_and(|end| end > last))
+        .map(|(name, ..)| name.to_owned())
+        .collect()
+}
+
 /// The parts the heads `meta` kept for `model` name.
 async fn named_parts(
     meta: &dyn MetadataStore,
@@ -156,12 +182,12 @@ pub(super) async fn sweep(
 ) -> Result<()> {
     let log = model.as_str();
     // 1. The parts, before the heads. Names that are not a segment's or a
-    // patch's belong to other features: never considered.
-    let listed: Vec<CheckpointPart> = meta
-        .list_checkpoint_parts(log)
-        .await?
+    // patch's, nor a superseded archive's, are never considered.
+    let all = meta.list_checkpoint_parts(log).await?;
+    let superseded = superseded_archives(&all.iter().map(|p| p.name.as_str()).collect::<Vec<_>>());
+    let listed: Vec<CheckpointPart> = all
         .into_iter()
-        .filter(|p| is_part_name(&p.name))
+        .filter(|p| is_part_name(&p.name) || superseded.contains(&p.name))
         .collect();
     let key = format!("{MEMORY_PREFIX}{log}");
     let remembered = (meta.get_lease(&key).await?).map(|bytes| Memory::from_bytes(&key, &bytes));
@@ -285,6 +311,24 @@ mod tests {
         ] {
             assert!(!is_part_name(&other), "{other}");
         }
+    }
+
+    #[test]
+    fn only_shorter_archives_of_a_block_start_are_superseded() {
+        use crate::registry::archives::name;
+        let names = [
+            name(1, 100),
+            name(1, 1024),
+            name(1025, 1100),
+            name(1025, 1200),
+            name(2049, 2100),
+            "events-1-2".to_owned(),
+            format!("{:020}-{}", 1, "0".repeat(64)),
+        ];
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let superseded = superseded_archives(&refs);
+        let expected: HashSet<String> = [name(1, 100), name(1025, 1100)].into();
+        assert_eq!(superseded, expected);
     }
 
     #[test]

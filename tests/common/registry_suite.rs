@@ -3898,16 +3898,38 @@ async fn parts_of(meta: &dyn modelreg::store::MetadataStore, log: &str) -> BTree
 /// that crashed before its head leaves).
 const STRAY_PART: &str =
     "00000000000000000099-0000000000000000000000000000000000000000000000000000000000000000";
-/// A part of another kind beside the log (an event archive, say): never
-/// touched by the collection of checkpoint parts.
-const OTHER_PART: &str = "events-00000000000000000001-00000000000000000100";
+/// A part of another kind beside the log: never touched by the collection
+/// of checkpoint parts.
+const OTHER_PART: &str = "notes-00000000000000000001-00000000000000000100";
+
+/// The event archives among `names` (`events-<first>-<last>`, 20 digits
+/// each) that a longer one from the same first event supersedes: what the
+/// collection sweeps besides unnamed segments and patches.
+fn superseded_archives<'a>(names: impl Iterator<Item = &'a String>) -> BTreeSet<String> {
+    let archives: Vec<(&String, u64, u64)> = names
+        .filter_map(|n| {
+            let (first, last) = n.strip_prefix("events-")?.split_once('-')?;
+            Some((n, first.parse().ok()?, last.parse().ok()?))
+        })
+        .collect();
+    archives
+        .iter()
+        .filter(|(_, first, last)| {
+            archives
+                .iter()
+                .any(|(_, f, l)| f == first && l > last)
+        })
+        .map(|(n, ..)| (*n).clone())
+        .collect()
+}
 
 /// Part collection (checkpoint every event, segments of 16 versions, 260
 /// events, so the local and object stores prune heads when the log passes
 /// 256): the first collection deletes nothing; a head listed before it
 /// still reads whole after it (a reader that listed a head, then paused
 /// while a collection ran); the second deletes exactly the segment-shaped
-/// parts no kept head names, leaves other kinds of part alone, and every
+/// parts no kept head names and the event archives a longer one from the
+/// same event supersedes, leaves other kinds of part alone, and every
 /// kept head, a fresh open, time travel and the writer's next checkpoint
 /// still read back as the fold of the log.
 pub async fn checkpoint_parts_gc_keeps_what_kept_heads_name(f: &Fixture) {
@@ -3957,15 +3979,27 @@ pub async fn checkpoint_parts_gc_keeps_what_kept_heads_name(f: &Fixture) {
 
     let before = parts_of(meta.as_ref(), "gcp").await;
     let (named, _) = kept_heads(meta.as_ref(), "gcp").await;
+    // Event archives (one per checkpoint here: each writes its block's
+    // events so far) are never named; the shorter ones of a block are swept,
+    // the longest stays.
+    let superseded = superseded_archives(before.keys());
+    let archives: BTreeSet<&String> = (before.keys())
+        .filter(|n| n.starts_with("events-"))
+        .collect();
     let unnamed: BTreeSet<&String> = (before.keys())
         .filter(|n| *n != OTHER_PART && !named.contains(*n))
+        .filter(|n| !n.starts_with("events-") || superseded.contains(*n))
         .collect();
     assert!(unnamed.contains(&STRAY_PART.to_owned()));
-    assert_eq!(pruned, unnamed.len() > 1, "{}: heads pruned", f.name);
+    let unnamed_segments = unnamed.iter().filter(|n| !n.starts_with("events-"));
+    assert_eq!(pruned, unnamed_segments.count() > 1, "{}: heads pruned", f.name);
 
     let first = reg.gc(GcOptions::new(Duration::ZERO)).await.expect("gc");
     assert_eq!(first.checkpoint_parts_deleted, 0, "{}", f.name);
-    assert_eq!(first.checkpoint_parts, before.len() as u64 - 1);
+    assert_eq!(
+        first.checkpoint_parts,
+        (before.len() - 1 - archives.len() + superseded.len()) as u64
+    );
     assert_eq!(first.checkpoint_parts_named, named.len() as u64);
     assert_eq!(first.checkpoint_parts_pending, unnamed.len() as u64);
     assert_eq!(parts_of(meta.as_ref(), "gcp").await, before);
@@ -3992,6 +4026,7 @@ pub async fn checkpoint_parts_gc_keeps_what_kept_heads_name(f: &Fixture) {
     let mut expected: BTreeSet<&String> = named.iter().collect();
     let other = OTHER_PART.to_owned();
     expected.insert(&other);
+    expected.extend(archives.iter().filter(|n| !superseded.contains(**n)));
     assert_eq!(
         after.keys().collect::<BTreeSet<_>>(),
         expected,
@@ -4094,4 +4129,165 @@ pub async fn checkpoint_parts_gc_deletes_nothing_when_a_head_is_undecodable(f: &
             .await
             .contains_key(STRAY_PART)
     );
+}
+
+// ----- the audit trail at scale: tail, event archives, records ---------------------
+
+/// The name of the event archive of events `first..=last` (the format pinned).
+fn archive(first: u64, last: u64) -> String {
+    format!("events-{first:020}-{last:020}")
+}
+
+/// Reads the whole audit trail of `model` from `reg` in pages of each size in
+/// `sizes` and asserts each reading equals `log` (the log read forward)
+/// newest first, as does `history`.
+async fn assert_history_is_the_log(
+    reg: &Registry,
+    model: &str,
+    log: &[modelreg::Event],
+    why: &str,
+) {
+    use modelreg::HistoryFilter;
+    let newest_first: Vec<_> = log.iter().rev().cloned().collect();
+    let all = HistoryFilter::new();
+    assert_eq!(
+        reg.history(model, &all).await.expect("history"),
+        newest_first,
+        "{why}: history"
+    );
+    for size in [7usize, 100, 1000] {
+        let mut read = Vec::new();
+        let mut before = None;
+        loop {
+            let page = reg
+                .history_page(model, &all, before, size)
+                .await
+                .expect("page");
+            assert!(page.items.len() <= size, "{why}: page of {size}");
+            read.extend(page.items);
+            match page.next {
+                Some(next) => before = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(read.len(), newest_first.len(), "{why}: pages of {size}");
+        assert!(
+            read == newest_first,
+            "{why}: pages of {size} differ from the log"
+        );
+    }
+    // A page from the middle of a block, and one right at a block's end.
+    for before in [1100u64, 1025, 1001, 2] {
+        let page = reg
+            .history_page(model, &all, Some(before), 50)
+            .await
+            .expect("page");
+        let expected: Vec<_> = newest_first
+            .iter()
+            .filter(|e| e.seq < before)
+            .take(50)
+            .cloned()
+            .collect();
+        assert!(page.items == expected, "{why}: the page before {before}");
+    }
+}
+
+/// The audit trail reads the same, page by page, whether its events come
+/// from the writer's tail, from event archives (one per 1,024 events, and
+/// the partial block each checkpoint writes), or from the log's records where
+/// no archive covers them (a model written without checkpoints), and on a
+/// registry that opened the model from a checkpoint (another process).
+pub async fn history_reads_tail_archives_and_records_alike(f: &Fixture) {
+    let every = |b: modelreg::RegistryBuilder| b.checkpoint_every(100);
+    let writer = f.registry_with(every);
+    let meta = writer.metadata_store().clone();
+    create(&writer, "trail").await; // 1
+    let ci = writer.acting_as(actor("ci"));
+    for i in 2..=1350u64 {
+        ci.set_model_tags("trail", tags(&[("step", &i.to_string())]), vec![])
+            .await
+            .expect("tag");
+    }
+    let log = writer.events("trail").await.expect("events");
+    assert_eq!(log.len(), 1350);
+    // The complete first block (written at the checkpoint at 1100) and the
+    // partial block of the last checkpoint.
+    for (first, last) in [(1, 1024), (1025, 1300)] {
+        let part = meta
+            .get_checkpoint_part("trail", &archive(first, last))
+            .await;
+        assert!(
+            matches!(part, Ok(Some(_))),
+            "{}: archive {first}..={last}",
+            f.name
+        );
+    }
+    assert_history_is_the_log(&writer, "trail", &log, "the writer").await;
+    // Another process: the checkpoint at 1300, its tail after it, archives.
+    assert_history_is_the_log(&f.registry_with(every), "trail", &log, "a reader").await;
+
+    // The same log without checkpoints: no archive, every event a record.
+    let plain = f.registry_with(|b| b.checkpoint_every(0));
+    create(&plain, "plain").await;
+    for i in 2..=1100u64 {
+        plain
+            .acting_as(actor("ci"))
+            .set_model_tags("plain", tags(&[("step", &i.to_string())]), vec![])
+            .await
+            .expect("tag");
+    }
+    let plain_log = plain.events("plain").await.expect("events");
+    let none = meta.get_checkpoint_part("plain", &archive(1, 1024)).await;
+    assert!(matches!(none, Ok(None)), "{}: no archive", f.name);
+    assert_history_is_the_log(&f.registry_with(every), "plain", &plain_log, "no archives").await;
+}
+
+/// A damaged or missing event archive is read from the log instead: flipped
+/// bits, a truncation, an archive of other events under the name, or none
+/// at all still give exactly the log's events.
+pub async fn damaged_event_archives_fall_back_to_the_log(f: &Fixture) {
+    let every = |b: modelreg::RegistryBuilder| b.checkpoint_every(100);
+    let writer = f.registry_with(every);
+    let meta = writer.metadata_store().clone();
+    create(&writer, "dmg").await;
+    let ci = writer.acting_as(actor("ci"));
+    for i in 2..=1350u64 {
+        ci.set_model_tags("dmg", tags(&[("step", &i.to_string())]), vec![])
+            .await
+            .expect("tag");
+    }
+    let log = writer.events("dmg").await.expect("events");
+    let full = meta
+        .get_checkpoint_part("dmg", &archive(1, 1024))
+        .await
+        .expect("read")
+        .expect("the first block's archive");
+    let partial = meta
+        .get_checkpoint_part("dmg", &archive(1025, 1300))
+        .await
+        .expect("read")
+        .expect("the last checkpoint's archive");
+    let mut flipped = full.to_vec();
+    let n = flipped.len();
+    flipped[n / 2] ^= 0x20;
+    let damages: [(&str, Bytes, Bytes); 4] = [
+        ("flipped", Bytes::from(flipped), partial.clone()),
+        (
+            "truncated",
+            full.slice(..full.len() - 3),
+            partial.slice(..10),
+        ),
+        // Each archive under the other's name: valid, but not these events.
+        ("swapped", partial.clone(), full.clone()),
+        ("empty", Bytes::new(), Bytes::new()),
+    ];
+    for (how, first, second) in damages {
+        meta.put_checkpoint_part("dmg", &archive(1, 1024), first)
+            .await
+            .expect("damage");
+        meta.put_checkpoint_part("dmg", &archive(1025, 1300), second)
+            .await
+            .expect("damage");
+        assert_history_is_the_log(&f.registry_with(every), "dmg", &log, how).await;
+    }
 }
