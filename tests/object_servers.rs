@@ -882,7 +882,11 @@ async fn file_urls_and_local_registries_share_one_layout() {
         .await
         .expect("put if absent by URL");
     assert!(!stored, "found where the local store put it");
-    let old_key = format!("artifacts/blobs/v1/blake3/{}/{}/{hex}", &hex[..2], &hex[2..4]);
+    let old_key = format!(
+        "artifacts/blobs/v1/blake3/{}/{}/{hex}",
+        &hex[..2],
+        &hex[2..4]
+    );
     assert!(!root.join(old_key).exists(), "not stored a second time");
     let gc = by_url
         .gc(GcOptions::new(Duration::ZERO))
