@@ -26,6 +26,21 @@ fn damage(path: &Path, f: impl FnOnce(&mut Vec<u8>)) {
     fs::write(path, bytes).expect("write");
 }
 
+/// A local registry at `root` (its `metadata` and `artifacts` below it) that
+/// writes a checkpoint every `every` events (0: never).
+fn checkpointing_every(root: &Path, every: u64) -> Registry {
+    Registry::builder()
+        .metadata(std::sync::Arc::new(
+            modelreg::store::LocalMetadataStore::open(root.join("metadata")).expect("meta"),
+        ))
+        .artifacts(std::sync::Arc::new(
+            modelreg::store::LocalArtifactStore::open(root.join("artifacts")).expect("art"),
+        ))
+        .checkpoint_every(every)
+        .build()
+        .expect("build")
+}
+
 async fn registry_with_metric(root: &Path) -> Registry {
     let reg = Registry::open_local(root).await.expect("open");
     let me = Actor::new("ci").expect("actor");
@@ -104,16 +119,7 @@ async fn a_damaged_checkpoint_is_ignored_and_the_log_replayed() {
     let root = dir.path().join("reg");
     let me = Actor::new("ci").expect("actor");
     {
-        let reg = Registry::builder()
-            .metadata(std::sync::Arc::new(
-                modelreg::store::LocalMetadataStore::open(root.join("metadata")).expect("meta"),
-            ))
-            .artifacts(std::sync::Arc::new(
-                modelreg::store::LocalArtifactStore::open(root.join("artifacts")).expect("art"),
-            ))
-            .checkpoint_every(2)
-            .build()
-            .expect("build");
+        let reg = checkpointing_every(&root, 2);
         reg.acting_as(me.clone())
             .create_model("fraud", CreateModel::new())
             .await
@@ -220,16 +226,7 @@ async fn a_record_missing_from_the_log_is_corrupt_in_the_history() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("reg");
     drop(registry_with_metric(&root).await);
-    let reg = Registry::builder()
-        .metadata(std::sync::Arc::new(
-            modelreg::store::LocalMetadataStore::open(root.join("metadata")).expect("meta"),
-        ))
-        .artifacts(std::sync::Arc::new(
-            modelreg::store::LocalArtifactStore::open(root.join("artifacts")).expect("art"),
-        ))
-        .checkpoint_every(22)
-        .build()
-        .expect("build");
+    let reg = checkpointing_every(&root, 22);
     let me = reg.acting_as(Actor::new("ci").expect("actor"));
     for i in 0..20 {
         me.register(
@@ -265,18 +262,7 @@ async fn a_record_missing_from_the_log_is_corrupt_in_the_history() {
     // Another process whose state comes from a checkpoint after the gap,
     // with no other copy of the event (its archive removed), reads the log
     // there: the gap is an error naming the missing record.
-    let open_other = || {
-        Registry::builder()
-            .metadata(std::sync::Arc::new(
-                modelreg::store::LocalMetadataStore::open(root.join("metadata")).expect("meta"),
-            ))
-            .artifacts(std::sync::Arc::new(
-                modelreg::store::LocalArtifactStore::open(root.join("artifacts")).expect("art"),
-            ))
-            .checkpoint_every(0)
-            .build()
-            .expect("build")
-    };
+    let open_other = || checkpointing_every(&root, 0);
     // While the checkpoint's event archive holds it, the event is read from
     // there: whole.
     let archived = open_other()
