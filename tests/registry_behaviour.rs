@@ -5,7 +5,9 @@
 //!
 //! Lifecycle, serving and retention tests are in `lifecycle`, `serving` and
 //! `retention` modules under each backend's, so `cargo test --test
-//! registry_behaviour lifecycle` runs just them.
+//! registry_behaviour lifecycle` runs just them. Tests of the metadata store
+//! alone are in `metadata::<backend>`, once per metadata store (the `_packed`
+//! backends share theirs with the plain ones).
 
 #[macro_use]
 mod common;
@@ -121,13 +123,6 @@ suite! {
         missing_blob_is_not_found,
         writes_are_visible_across_handles,
         float_values_survive_storage_exactly,
-        checkpoints_fold_to_the_same_state,
-        segmented_checkpoints_fold_travel_and_survive_damage,
-        history_reads_tail_archives_and_records_alike,
-        damaged_event_archives_fall_back_to_the_log,
-        patched_checkpoints_fold_and_survive_damage,
-        checkpoint_parts_gc_keeps_what_kept_heads_name,
-        checkpoint_parts_gc_deletes_nothing_when_a_head_is_undecodable,
         reopened_registry_sees_everything,
         concurrent_writers_on_clones,
         concurrent_writers_on_separate_registries,
@@ -156,7 +151,6 @@ suite! {
         dropped_fetch_leaves_nothing_behind,
     ],
     lifecycle: [
-        transition_table_is_enforced,
         stage_references_resolve,
         promotion_archives_the_previous_production_version,
         transition_events_record_everything,
@@ -175,18 +169,10 @@ suite! {
         rollback_never_restores_the_current_version,
         aliases_set_move_and_remove,
         protected_aliases_pass_production_gates,
-        history_is_newest_first_and_filters,
-        time_travel_resolves_as_of,
-        time_travel_from_older_checkpoints_is_the_full_fold,
-        concurrent_promotions_never_make_two_productions,
         abandoned_command_blocks_no_writer,
-        racing_commands_have_one_winner,
         gates_judge_the_state_the_event_follows,
-        lifecycle_state_survives_checkpoints,
         lifecycle_events_are_format_2,
         promote_to_walks_the_path_and_stops_at_a_refusing_gate,
-        history_pages_cover_the_trail_newest_first,
-        history_tail_agrees_with_a_full_read,
         format_policy_gate_decides_from_recorded_scans,
         production_versions_are_immutable_except_by_override,
         version_descriptions_are_editable_until_production,
@@ -220,5 +206,67 @@ suite! {
         retention_policy_purges_only_what_it_picks,
         gc_reclaims_what_only_purged_versions_used,
         gc_reclaims_the_space_of_purged_fine_tunes,
+    ],
+}
+
+/// Instantiates each `suite::test` listed in a module `metadata::<backend>`.
+macro_rules! metadata_suite {
+    (
+        backends: [$($(#[$attr:meta])* $backend:ident),* $(,)?],
+        tests: $tests:tt $(,)?
+    ) => {
+        mod metadata {
+            $( metadata_for_backend!([$(#[$attr])*] $backend, $tests); )*
+        }
+    };
+}
+
+/// The tests of [`metadata_suite`] for one backend, in a module named after it.
+macro_rules! metadata_for_backend {
+    ($attrs:tt $backend:ident, [$($suite:ident :: $test:ident),* $(,)?]) => {
+        mod $backend {
+            $(
+                backend_test!(
+                    $attrs $test,
+                    super::super::Fixture::$backend,
+                    super::super::$suite::$test
+                );
+            )*
+        }
+    };
+}
+
+metadata_suite! {
+    // A `_packed` backend differs from its plain one in the artifact store
+    // alone (same metadata store, same URL scheme): these tests exercise the
+    // metadata store — the log at scale, checkpoints and their parts, event
+    // archives, time travel, racing commands — so they run once per metadata
+    // store. On the object-storage servers each is thousands of requests;
+    // twice would be minutes of CI for no extra signal.
+    backends: [
+        memory, memory_checkpoints, dyn_memory, local, dyn_local,
+        object_memory, object_local,
+        #[cfg_attr(not(modelreg_s3), ignore = "needs MODELREG_TEST_S3_URL and the aws feature (tests/common/servers.rs)")]
+        s3,
+        #[cfg_attr(not(modelreg_azure), ignore = "needs MODELREG_TEST_AZURE_URL and the azure feature (tests/common/servers.rs)")]
+        azure,
+    ],
+    tests: [
+        registry_suite::checkpoints_fold_to_the_same_state,
+        registry_suite::segmented_checkpoints_fold_travel_and_survive_damage,
+        registry_suite::history_reads_tail_archives_and_records_alike,
+        registry_suite::damaged_event_archives_fall_back_to_the_log,
+        registry_suite::patched_checkpoints_fold_and_survive_damage,
+        registry_suite::checkpoint_parts_gc_keeps_what_kept_heads_name,
+        registry_suite::checkpoint_parts_gc_deletes_nothing_when_a_head_is_undecodable,
+        lifecycle_suite::time_travel_resolves_as_of,
+        lifecycle_suite::time_travel_from_older_checkpoints_is_the_full_fold,
+        lifecycle_suite::concurrent_promotions_never_make_two_productions,
+        lifecycle_suite::transition_table_is_enforced,
+        lifecycle_suite::history_tail_agrees_with_a_full_read,
+        lifecycle_suite::racing_commands_have_one_winner,
+        lifecycle_suite::lifecycle_state_survives_checkpoints,
+        lifecycle_suite::history_pages_cover_the_trail_newest_first,
+        lifecycle_suite::history_is_newest_first_and_filters,
     ],
 }
