@@ -478,7 +478,7 @@ pub(crate) fn copy_hashing(
     dest_read: &File,
     meter: Option<&Meter>,
 ) -> io::Result<(Digest, u64)> {
-    let (digest, (), size) = copy_hashing_as(file_copier(src, dest), dest_read, meter)?;
+    let (digest, (), size) = copy_hashing_as(file_copier(src, dest), dest_read, None, meter)?;
     Ok((digest, size))
 }
 
@@ -493,7 +493,7 @@ pub(crate) fn copy_hashing_by(
     dest_read: &File,
     meter: Option<&Meter>,
 ) -> io::Result<(Digest, u64)> {
-    let (digest, (), size) = copy_hashing_as(copy, dest_read, meter)?;
+    let (digest, (), size) = copy_hashing_as(copy, dest_read, None, meter)?;
     Ok((digest, size))
 }
 
@@ -516,6 +516,13 @@ fn file_copier<'a>(src: &'a File, dest: &'a File) -> impl FnMut() -> io::Result<
 /// from `dest` is hashed with BLAKE3 and then handed, in order, to a thread
 /// that feeds it to SHA-256, so the copy, the read-back with BLAKE3 and
 /// SHA-256 overlap, with at most [`SEQ_BUFFERS`] windows in memory.
+///
+/// The destination's writeback starts while it is hashed: every
+/// [`EARLY_SYNC_BYTES`] copied, a thread `fdatasync`s `dest`, so the caller's
+/// fsync finds most of it on disk instead of writing all of it after the
+/// hashing (SHA-256 is CPU-bound, the writeback is not). A failed early sync
+/// fails the copy: the caller's own fsync on the same file would not report
+/// that write error again.
 pub(crate) fn copy_hashing_with_sha256(
     src: &File,
     dest: &File,
@@ -523,7 +530,7 @@ pub(crate) fn copy_hashing_with_sha256(
     meter: Option<&Meter>,
 ) -> io::Result<Hashed> {
     let (digest, sha, size) =
-        copy_hashing_as::<sha2::Sha256>(file_copier(src, dest), dest_read, meter)?;
+        copy_hashing_as::<sha2::Sha256>(file_copier(src, dest), dest_read, Some(dest), meter)?;
     Ok(Hashed {
         digest,
         sha256: sha.into(),
@@ -535,12 +542,22 @@ pub(crate) fn copy_hashing_with_sha256(
 /// hashed with BLAKE3, one queued for SHA-256, one being hashed with SHA-256.
 const SEQ_BUFFERS: usize = 3;
 
+/// How many newly copied bytes make [`copy_hashing_with_sha256`] start the
+/// destination's writeback (an `fdatasync` on a thread of its own).
+const EARLY_SYNC_BYTES: u64 = 128 << 20;
+
+/// [`copy_hashing`]'s work, feeding `S` too; with `early_sync`, that file (the
+/// destination) is `fdatasync`ed on a thread of its own every
+/// [`EARLY_SYNC_BYTES`] copied, and an error of those syncs is the result.
 fn copy_hashing_as<S: Sequential>(
     mut copy: impl FnMut() -> io::Result<u64> + Send,
     dest_read: &File,
+    early_sync: Option<&File>,
     meter: Option<&Meter>,
 ) -> io::Result<(Digest, S, u64)> {
     let (progress_tx, progress_rx) = mpsc::channel::<u64>();
+    let (flush_tx, flush_rx) = mpsc::channel::<u64>();
+    let flush_tx = early_sync.is_some().then_some(flush_tx);
     // Windows in file order to the thread that feeds `S`, and their buffers back.
     let (to_seq, seq_windows) = mpsc::sync_channel::<(Vec<u8>, usize)>(1);
     let (seq_done, done_windows) = mpsc::channel::<Vec<u8>>();
@@ -555,7 +572,27 @@ fn copy_hashing_as<S: Sequential>(
                 total += copied;
                 // The hasher stops listening only when it failed; its error wins.
                 let _ = progress_tx.send(total);
+                // The syncer stops listening only when its sync failed; that
+                // error is reported when it is joined.
+                if let Some(tx) = &flush_tx {
+                    let _ = tx.send(total);
+                }
             }
+        });
+        let syncer = early_sync.map(|file| {
+            scope.spawn(move || -> io::Result<()> {
+                let mut synced = 0;
+                while let Ok(mut copied) = flush_rx.recv() {
+                    while let Ok(more) = flush_rx.try_recv() {
+                        copied = more;
+                    }
+                    if copied - synced >= EARLY_SYNC_BYTES {
+                        file.sync_data()?;
+                        synced = copied;
+                    }
+                }
+                Ok(())
+            })
         });
         let sequential = S::ACTIVE.then(|| {
             scope.spawn(move || {
@@ -622,6 +659,11 @@ fn copy_hashing_as<S: Sequential>(
         let copied = copier
             .join()
             .map_err(|_| io::Error::other("copy thread panicked"))??;
+        if let Some(syncer) = syncer {
+            syncer
+                .join()
+                .map_err(|_| io::Error::other("the syncing thread panicked"))??;
+        }
         let seq = match sequential {
             Some(thread) => thread
                 .join()
