@@ -478,7 +478,7 @@ pub(crate) fn copy_hashing(
     dest_read: &File,
     meter: Option<&Meter>,
 ) -> io::Result<(Digest, u64)> {
-    let (digest, (), size) = copy_hashing_as(file_copier(src, dest), dest_read, meter)?;
+    let (digest, (), size, _) = copy_hashing_as(file_copier(src, dest), dest_read, None, meter)?;
     Ok((digest, size))
 }
 
@@ -493,7 +493,7 @@ pub(crate) fn copy_hashing_by(
     dest_read: &File,
     meter: Option<&Meter>,
 ) -> io::Result<(Digest, u64)> {
-    let (digest, (), size) = copy_hashing_as(copy, dest_read, meter)?;
+    let (digest, (), size, _) = copy_hashing_as(copy, dest_read, None, meter)?;
     Ok((digest, size))
 }
 
@@ -516,14 +516,22 @@ fn file_copier<'a>(src: &'a File, dest: &'a File) -> impl FnMut() -> io::Result<
 /// from `dest` is hashed with BLAKE3 and then handed, in order, to a thread
 /// that feeds it to SHA-256, so the copy, the read-back with BLAKE3 and
 /// SHA-256 overlap, with at most [`SEQ_BUFFERS`] windows in memory.
+///
+/// The destination's writeback starts while it is hashed: every
+/// [`EARLY_SYNC_BYTES`] copied, a thread `fdatasync`s `dest`, so the caller's
+/// fsync finds most of it on disk instead of writing all of it after the
+/// hashing (SHA-256 is CPU-bound, the writeback is not). A failed early sync
+/// fails the copy: the caller's own fsync on the same file would not report
+/// that write error again.
 pub(crate) fn copy_hashing_with_sha256(
     src: &File,
     dest: &File,
     dest_read: &File,
     meter: Option<&Meter>,
 ) -> io::Result<Hashed> {
-    let (digest, sha, size) =
-        copy_hashing_as::<sha2::Sha256>(file_copier(src, dest), dest_read, meter)?;
+    let early_sync = Some((dest, EARLY_SYNC_BYTES));
+    let (digest, sha, size, _) =
+        copy_hashing_as::<sha2::Sha256>(file_copier(src, dest), dest_read, early_sync, meter)?;
     Ok(Hashed {
         digest,
         sha256: sha.into(),
@@ -535,12 +543,24 @@ pub(crate) fn copy_hashing_with_sha256(
 /// hashed with BLAKE3, one queued for SHA-256, one being hashed with SHA-256.
 const SEQ_BUFFERS: usize = 3;
 
+/// How many newly copied bytes make [`copy_hashing_with_sha256`] start the
+/// destination's writeback (an `fdatasync` on a thread of its own).
+const EARLY_SYNC_BYTES: u64 = 128 << 20;
+
+/// [`copy_hashing`]'s work, feeding `S` too; with `early_sync` (a file, the
+/// destination, and a byte count), that file is `fdatasync`ed on a thread of
+/// its own each time that many more bytes were copied, and an error of those
+/// syncs is the result. Returns the digest, `S`, the size and how many early
+/// syncs ran.
 fn copy_hashing_as<S: Sequential>(
     mut copy: impl FnMut() -> io::Result<u64> + Send,
     dest_read: &File,
+    early_sync: Option<(&File, u64)>,
     meter: Option<&Meter>,
-) -> io::Result<(Digest, S, u64)> {
+) -> io::Result<(Digest, S, u64, u64)> {
     let (progress_tx, progress_rx) = mpsc::channel::<u64>();
+    let (flush_tx, flush_rx) = mpsc::channel::<u64>();
+    let flush_tx = early_sync.is_some().then_some(flush_tx);
     // Windows in file order to the thread that feeds `S`, and their buffers back.
     let (to_seq, seq_windows) = mpsc::sync_channel::<(Vec<u8>, usize)>(1);
     let (seq_done, done_windows) = mpsc::channel::<Vec<u8>>();
@@ -555,7 +575,28 @@ fn copy_hashing_as<S: Sequential>(
                 total += copied;
                 // The hasher stops listening only when it failed; its error wins.
                 let _ = progress_tx.send(total);
+                // The syncer stops listening only when its sync failed; that
+                // error is reported when it is joined.
+                if let Some(tx) = &flush_tx {
+                    let _ = tx.send(total);
+                }
             }
+        });
+        let syncer = early_sync.map(|(file, every)| {
+            scope.spawn(move || -> io::Result<u64> {
+                let (mut synced, mut syncs) = (0, 0);
+                while let Ok(mut copied) = flush_rx.recv() {
+                    while let Ok(more) = flush_rx.try_recv() {
+                        copied = more;
+                    }
+                    if copied - synced >= every {
+                        file.sync_data()?;
+                        synced = copied;
+                        syncs += 1;
+                    }
+                }
+                Ok(syncs)
+            })
         });
         let sequential = S::ACTIVE.then(|| {
             scope.spawn(move || {
@@ -622,6 +663,12 @@ fn copy_hashing_as<S: Sequential>(
         let copied = copier
             .join()
             .map_err(|_| io::Error::other("copy thread panicked"))??;
+        let syncs = match syncer {
+            Some(syncer) => syncer
+                .join()
+                .map_err(|_| io::Error::other("the syncing thread panicked"))??,
+            None => 0,
+        };
         let seq = match sequential {
             Some(thread) => thread
                 .join()
@@ -634,7 +681,7 @@ fn copy_hashing_as<S: Sequential>(
         if hashed != copied {
             return Err(io::Error::other("copy and hash disagree on the length"));
         }
-        Ok((hasher.finalize().into(), seq, hashed))
+        Ok((hasher.finalize().into(), seq, hashed, syncs))
     })
 }
 
@@ -823,6 +870,43 @@ pub(crate) mod tests {
             };
             assert_eq!(got, want, "size {size}, with SHA-256");
             assert_eq!(std::fs::read(&dst).unwrap(), data, "size {size}");
+        }
+    }
+
+    /// The early writeback of [`copy_hashing_with_sha256`]: with a sync every
+    /// 1 MiB, copies of every size come out whole and hashed right, and the
+    /// ones past 1 MiB were synced while they were hashed (the production
+    /// interval, 128 MiB, is too large for a unit test's files).
+    #[test]
+    fn early_syncs_run_while_the_copy_is_hashed() {
+        const EVERY: u64 = 1 << 20;
+        let dir = tempfile::tempdir().unwrap();
+        for size in SIZES {
+            let data = data(size);
+            let src = dir.path().join(format!("s{size}"));
+            let dst = dir.path().join(format!("d{size}"));
+            std::fs::write(&src, &data).unwrap();
+            let (src, dest) = (File::open(&src).unwrap(), File::create_new(&dst).unwrap());
+            let (d, s, n, syncs) = copy_hashing_as::<sha2::Sha256>(
+                file_copier(&src, &dest),
+                &File::open(&dst).unwrap(),
+                Some((&dest, EVERY)),
+                None,
+            )
+            .unwrap();
+            assert_eq!(
+                (d, Sha256::from(s), n),
+                (Digest::of(&data), sha256(&data), size as u64),
+                "size {size}"
+            );
+            assert_eq!(std::fs::read(&dst).unwrap(), data, "size {size}");
+            // At least one sync once the copy passed the interval, at most one
+            // per interval copied.
+            let most = size as u64 / EVERY;
+            assert!(
+                (most.min(1)..=most).contains(&syncs),
+                "size {size}: {syncs} early syncs"
+            );
         }
     }
 
