@@ -53,6 +53,9 @@ pub struct Fixture {
     blobs: BlobAccess,
     /// Holds the local stores (if any) and the scratch directory.
     dir: TempDir,
+    /// On a test server: the store and the prefix every object of this
+    /// fixture is under, which [`clean_up`](Self::clean_up) empties.
+    server: Option<(Arc<dyn ObjectStore>, object_store::path::Path)>,
 }
 
 impl Fixture {
@@ -136,6 +139,24 @@ impl Fixture {
                     .expect("list objects");
                 objects.iter().map(|o| o.size).sum()
             }
+        }
+    }
+
+    /// Deletes every object the fixture stored on a test server (nothing
+    /// elsewhere: a temporary directory goes with the fixture). The emulators
+    /// keep everything in memory and slow down as it grows (Azurite's requests
+    /// took 5× as long after a few thousand tests' objects), so the suites
+    /// empty their prefix after each passing test; a failing test's objects
+    /// stay for a look. A failure to delete is reported, not a test failure.
+    pub async fn clean_up(&self) {
+        use futures::{StreamExt, TryStreamExt};
+        let Some((store, prefix)) = &self.server else {
+            return;
+        };
+        let listed = store.list(Some(prefix)).map_ok(|o| o.location).boxed();
+        let deleted: Result<Vec<_>, _> = store.delete_stream(listed).try_collect().await;
+        if let Err(e) = deleted {
+            eprintln!("{}: could not empty {prefix}: {e}", self.name);
         }
     }
 
@@ -262,6 +283,7 @@ impl Fixture {
             }),
             blobs: BlobAccess::Object(store, prefix.join("artifacts")),
             dir: TempDir::new().expect("temp dir"),
+            server: None,
         }
     }
 
@@ -293,6 +315,7 @@ impl Fixture {
             }),
             blobs: BlobAccess::Object(store, prefix.join("artifacts")),
             dir: TempDir::new().expect("temp dir"),
+            server: None,
         }
     }
 
@@ -312,6 +335,7 @@ impl Fixture {
             reopen: open,
             blobs: BlobAccess::Local(root.join("artifacts")),
             dir,
+            server: None,
         }
     }
 
@@ -350,13 +374,16 @@ async fn packed_server_fixture(name: &'static str, server: Server) -> Fixture {
         Arc::clone(artifacts.object_store()),
         artifacts.root().clone(),
     );
-    let open = Box::new(move || -> BoxFuture<'static, Registry> {
+    let open = Box::new({
         let url = url.clone();
-        Box::pin(async move {
-            Registry::open_url_with(&url, packed_object_options())
-                .await
-                .unwrap_or_else(|e| panic!("open {url}: {e}"))
-        })
+        move || -> BoxFuture<'static, Registry> {
+            let url = url.clone();
+            Box::pin(async move {
+                Registry::open_url_with(&url, packed_object_options())
+                    .await
+                    .unwrap_or_else(|e| panic!("open {url}: {e}"))
+            })
+        }
     });
     let registry = open().await;
     Fixture {
@@ -366,7 +393,18 @@ async fn packed_server_fixture(name: &'static str, server: Server) -> Fixture {
         reopen: open,
         blobs,
         dir: TempDir::new().expect("temp dir"),
+        server: Some(server_prefix(&url)),
     }
+}
+
+/// The object store of a test server's `url` and the prefix the URL names.
+fn server_prefix(url: &str) -> (Arc<dyn ObjectStore>, object_store::path::Path) {
+    let (_, artifacts) = stores_from_url(url).expect("configured server URL");
+    let unique = url.rsplit('/').next().expect("a prefix");
+    (
+        Arc::clone(artifacts.object_store()),
+        object_store::path::Path::from(unique),
+    )
 }
 
 /// Opens a registry at `url` each time it is called, as another process would.
@@ -388,7 +426,7 @@ async fn server_fixture(name: &'static str, server: Server) -> Fixture {
         Arc::clone(artifacts.object_store()),
         artifacts.root().clone(),
     );
-    let open = url_opener(url);
+    let open = url_opener(url.clone());
     let registry = open().await;
     Fixture {
         name,
@@ -397,6 +435,7 @@ async fn server_fixture(name: &'static str, server: Server) -> Fixture {
         reopen: open,
         blobs,
         dir: TempDir::new().expect("temp dir"),
+        server: Some(server_prefix(&url)),
     }
 }
 
@@ -429,6 +468,7 @@ fn local_fixture(name: &'static str, dir: TempDir, registry: Registry, reopen: R
         reopen,
         blobs: BlobAccess::Local(artifacts),
         dir,
+        server: None,
     }
 }
 
@@ -465,6 +505,7 @@ fn memory_fixture(name: &'static str, checkpoint_every: Option<u64>, wrap: WrapM
         }),
         blobs: BlobAccess::Memory(artifacts),
         dir: TempDir::new().expect("temp dir"),
+        server: None,
     }
 }
 
