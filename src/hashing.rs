@@ -835,14 +835,23 @@ pub(crate) mod tests {
         );
     }
 
+    /// A source file of `size` bytes of [`data`] in `dir`, and the path of a
+    /// destination beside it (not created).
+    fn source_and_destination(
+        dir: &Path,
+        size: usize,
+    ) -> (Vec<u8>, std::path::PathBuf, std::path::PathBuf) {
+        let data = data(size);
+        let src = dir.join(format!("s{size}"));
+        std::fs::write(&src, &data).unwrap();
+        (data, src, dir.join(format!("d{size}")))
+    }
+
     #[test]
     fn copy_hashing_copies_exactly_and_hashes_the_copy() {
         let dir = tempfile::tempdir().unwrap();
         for size in SIZES {
-            let data = data(size);
-            let src = dir.path().join(format!("s{size}"));
-            let dst = dir.path().join(format!("d{size}"));
-            std::fs::write(&src, &data).unwrap();
+            let (data, src, dst) = source_and_destination(dir.path(), size);
             let dest = File::create_new(&dst).unwrap();
             let (d, n) = copy_hashing(
                 &File::open(&src).unwrap(),
@@ -882,10 +891,7 @@ pub(crate) mod tests {
         const EVERY: u64 = 1 << 20;
         let dir = tempfile::tempdir().unwrap();
         for size in SIZES {
-            let data = data(size);
-            let src = dir.path().join(format!("s{size}"));
-            let dst = dir.path().join(format!("d{size}"));
-            std::fs::write(&src, &data).unwrap();
+            let (data, src, dst) = source_and_destination(dir.path(), size);
             let (src, dest) = (File::open(&src).unwrap(), File::create_new(&dst).unwrap());
             let (d, s, n, syncs) = copy_hashing_as::<sha2::Sha256>(
                 file_copier(&src, &dest),

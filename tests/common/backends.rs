@@ -393,13 +393,17 @@ async fn packed_server_fixture(name: &'static str, server: Server) -> Fixture {
         reopen: open,
         blobs,
         dir: TempDir::new().expect("temp dir"),
-        server: Some(server_prefix(&url)),
+        server: Some(server_prefix(&url, &artifacts)),
     }
 }
 
-/// The object store of a test server's `url` and the prefix the URL names.
-fn server_prefix(url: &str) -> (Arc<dyn ObjectStore>, object_store::path::Path) {
-    let (_, artifacts) = stores_from_url(url).expect("configured server URL");
+/// The object store of a test server's `url` (`artifacts`, the artifact
+/// store opened from it) and the prefix the URL names, for
+/// [`Fixture::clean_up`].
+fn server_prefix(
+    url: &str,
+    artifacts: &modelreg::store::object::ObjectArtifactStore,
+) -> (Arc<dyn ObjectStore>, object_store::path::Path) {
     let unique = url.rsplit('/').next().expect("a prefix");
     (
         Arc::clone(artifacts.object_store()),
@@ -435,7 +439,7 @@ async fn server_fixture(name: &'static str, server: Server) -> Fixture {
         reopen: open,
         blobs,
         dir: TempDir::new().expect("temp dir"),
-        server: Some(server_prefix(&url)),
+        server: Some(server_prefix(&url, &artifacts)),
     }
 }
 
