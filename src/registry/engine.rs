@@ -903,7 +903,7 @@ pub(super) struct LogBack<'a> {
     end: u64,
     /// The log's newest event when the read began: which blocks are complete.
     newest: u64,
-    /// Batches read so far.
+    /// Batches read from the store (an archive or the log) so far.
     reads: u32,
     /// Records read ahead (oldest first, the last one `end`) and whether
     /// they come from an archive (so are decoded for the first time).
@@ -935,29 +935,34 @@ impl<'a> LogBack<'a> {
 
     /// The next batch, newest first; empty once event 1 has been read.
     ///
-    /// The caller says how many more events it `wants`; a batch is that many
-    /// (at least 16), doubled for each batch already read, at most
-    /// [`READ_BATCH`]: a caller that wants the newest few decodes (and, from
-    /// the log's records, reads) about as many, and one whose filter matches
-    /// rarely reaches the log's start in a few store calls per [`READ_BATCH`]
-    /// records. A record missing below `end` is [`Error::Corrupt`] naming it,
+    /// The caller says how many more events it `wants`, and gets at most
+    /// that many, decoded. What is read ahead is a batch of that many (at
+    /// least 16), doubled for each batch already read from the store (not
+    /// the tail), at most [`READ_BATCH`]: a caller that wants the newest few
+    /// reads from the log's records about as many, one whose filter matches
+    /// rarely reaches the log's start in a few store calls per
+    /// [`READ_BATCH`] records, and either decodes only the events it is
+    /// handed. A record missing below `end` is [`Error::Corrupt`] naming it,
     /// never a silently shorter history.
     pub(super) async fn next(&mut self, wants: usize) -> Result<Vec<Event>> {
         let model = self.model;
         if self.end == 0 {
             return Ok(Vec::new());
         }
-        let batch = wants
-            .max(16)
-            .checked_shl(self.reads.min(16))
-            .unwrap_or(usize::MAX)
-            .min(READ_BATCH) as u64;
-        self.reads += 1;
         loop {
             if self.pending.is_empty() {
-                self.fill(batch).await?;
+                let batch = wants
+                    .max(16)
+                    .checked_shl(self.reads.min(16))
+                    .unwrap_or(usize::MAX)
+                    .min(READ_BATCH) as u64;
+                if self.fill(batch).await? {
+                    self.reads += 1;
+                }
             }
-            let take = self.pending.len().min(batch as usize);
+            // Decode what the caller wants, not the whole batch read ahead:
+            // the rest stays pending for its next call.
+            let take = self.pending.len().min(wants.max(1));
             let taken = self.pending.split_off(self.pending.len() - take);
             let mut events = Vec::with_capacity(taken.len());
             let mut bad = None;
@@ -994,14 +999,17 @@ impl<'a> LogBack<'a> {
     /// `end`, else the archive of `end`'s block (the partial one a checkpoint
     /// at `end` wrote, or the complete block), else up to `batch` records of
     /// the log, not past the block's start.
-    async fn fill(&mut self, batch: u64) -> Result<()> {
+    ///
+    /// Returns whether the records came from the store (an archive or the
+    /// log), not the tail.
+    async fn fill(&mut self, batch: u64) -> Result<bool> {
         let (model, end) = (self.model, self.end);
         let lo = end.saturating_sub(batch - 1).max(1);
         let held = lock(&self.slot.tail).range(lo, end);
         if held.last().is_some_and(|r| r.seq == end) {
             self.pending = held;
             self.archived = false;
-            return Ok(());
+            return Ok(false);
         }
         let start = archives::block_start(end);
         let meta = self.registry.inner.metadata.as_ref();
@@ -1028,7 +1036,7 @@ impl<'a> LogBack<'a> {
                     records.truncate((end - start + 1) as usize);
                     self.pending = records;
                     self.archived = true;
-                    return Ok(());
+                    return Ok(true);
                 }
                 None => self.unarchived = Some(start),
             }
@@ -1047,7 +1055,7 @@ impl<'a> LogBack<'a> {
         }
         self.pending = records;
         self.archived = false;
-        Ok(())
+        Ok(true)
     }
 }
 
