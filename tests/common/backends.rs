@@ -142,12 +142,20 @@ impl Fixture {
         }
     }
 
-    /// Deletes every object the fixture stored on a test server (nothing
-    /// elsewhere: a temporary directory goes with the fixture). The emulators
-    /// keep everything in memory and slow down as it grows (Azurite's requests
-    /// took 5× as long after a few thousand tests' objects), so the suites
+    /// Deletes every object the fixture stored on the S3 test server
+    /// (nothing elsewhere: a temporary directory goes with the fixture). moto
+    /// keeps everything in memory and lists by scanning it, so the suites
     /// empty their prefix after each passing test; a failing test's objects
     /// stay for a look. A failure to delete is reported, not a test failure.
+    ///
+    /// Not on Azurite, though it slows down as it fills too (the same 6
+    /// tests took 2.6 s on a fresh one, 21.8 s on one holding a few thousand
+    /// tests' objects): in both CI runs made with it emptied this way
+    /// (`delete_stream`, which object_store sends to Azure as batch
+    /// requests), a later test process's first 8 concurrent PUTs were never
+    /// answered; not reproduced alone, not understood. Azurite is kept small
+    /// instead by running the metadata-only tests once, not per artifact
+    /// store (tests/registry_behaviour.rs).
     pub async fn clean_up(&self) {
         use futures::{StreamExt, TryStreamExt};
         let Some((store, prefix)) = &self.server else {
@@ -393,7 +401,7 @@ async fn packed_server_fixture(name: &'static str, server: Server) -> Fixture {
         reopen: open,
         blobs,
         dir: TempDir::new().expect("temp dir"),
-        server: Some(server_prefix(&url, &artifacts)),
+        server: matches!(server, Server::S3).then(|| server_prefix(&url, &artifacts)),
     }
 }
 
@@ -439,7 +447,7 @@ async fn server_fixture(name: &'static str, server: Server) -> Fixture {
         reopen: open,
         blobs,
         dir: TempDir::new().expect("temp dir"),
-        server: Some(server_prefix(&url, &artifacts)),
+        server: matches!(server, Server::S3).then(|| server_prefix(&url, &artifacts)),
     }
 }
 
