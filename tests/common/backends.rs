@@ -53,8 +53,9 @@ pub struct Fixture {
     blobs: BlobAccess,
     /// Holds the local stores (if any) and the scratch directory.
     dir: TempDir,
-    /// On a test server: the store and the prefix every object of this
-    /// fixture is under, which [`clean_up`](Self::clean_up) empties.
+    /// On the S3 test server: the store and the prefix every object of this
+    /// fixture is under, which [`clean_up`](Self::clean_up) empties (`None`
+    /// elsewhere, Azurite included).
     server: Option<(Arc<dyn ObjectStore>, object_store::path::Path)>,
 }
 
