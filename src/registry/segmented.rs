@@ -77,6 +77,14 @@ pub(crate) struct Written {
 }
 
 impl Written {
+    /// Whether the segment for versions `first..` that the last head named is
+    /// one this process wrote (so it knows the records it was encoded from).
+    fn wrote(&self, first: u64) -> bool {
+        self.segments
+            .binary_search_by_key(&first, |(s, _)| s.first)
+            .is_ok_and(|i| self.segments[i].1.is_some())
+    }
+
     /// The stored segment for versions `first..` whose records are now
     /// `records`, the records it was encoded from, and the indexes (in the
     /// state) of those that differ from them, if this process wrote it.
@@ -299,8 +307,14 @@ fn plan(
     let mut planned = Vec::new();
     for range in segment_ranges(state.version_count(), per) {
         let first = range.start as u64 + 1;
-        // Read from a checkpoint: named as it is, and not decoded for this.
-        if let Some((segment, differ)) = state.stored_segment(range.clone()) {
+        // Read from a checkpoint: named as it is, and not decoded for this —
+        // unless this process wrote the range since (a fold rewrote it): the
+        // state still knows the segment it was read with, whose differences
+        // only grow, and comparing with that one would rewrite the range at
+        // every fold.
+        if !known.is_some_and(|k| k.wrote(first))
+            && let Some((segment, differ)) = state.stored_segment(range.clone())
+        {
             planned.push(Planned::Kept {
                 segment: segment.clone(),
                 held: None,
@@ -567,6 +581,76 @@ mod tests {
                 bytes,
                 segment(&state, 16..24) + head(&state, &segs),
                 "partly decoded: {partly}"
+            );
+        }
+    }
+
+    /// A segment the writer rewrote is what later checkpoints compare with,
+    /// not the one the state was read with: a state read from a checkpoint
+    /// and changed for a long time (a registry opened once, a server) would
+    /// otherwise find its old segments ever more changed, and rewrite them at
+    /// every fold — every checkpoint, once the fold leaves level 2 empty.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rewritten_segment_is_not_rewritten_for_older_changes() {
+        let (reg, _) = forty_versions(&"x".repeat(200)).await;
+        let meta = MemoryMetadataStore::new();
+        let name = crate::ModelName::new("m").expect("name");
+        let first = Arc::new(reg.model("m").await.expect("model"));
+        write(&meta, first, 8, None)
+            .await
+            .expect("first checkpoint");
+        let cp = meta
+            .latest_checkpoint("m")
+            .await
+            .expect("read")
+            .expect("checkpoint");
+        let (mut state, read_back) = read(&meta, &name, cp).await.expect("reads");
+        let mut known = Arc::new(read_back.expect("format 7 is remembered"));
+        let segment = |s: &ModelState, r: std::ops::Range<usize>| {
+            encode_segment(r.start as u64 + 1, &s.versions()[r]).1.len() as u64
+        };
+        let head = |s: &ModelState, w: &Written| {
+            let segments: Vec<Segment> = w.segments.iter().map(|(s, _)| s.clone()).collect();
+            encode_segmented_head(s, &segments).len() as u64
+        };
+        // One change to an old version per checkpoint, each in another
+        // segment; with no level 2 yet, every checkpoint folds, and a segment
+        // with one record of its eight changed is rewritten.
+        for (round, version) in [3u64, 20, 35].into_iter().enumerate() {
+            state
+                .apply(crate::domain::Event {
+                    seq: state.seq() + 1,
+                    model: name.clone(),
+                    time: state.updated_at(),
+                    actor: Actor::new("ci").expect("actor"),
+                    kind: crate::domain::EventKind::MetricsAdded {
+                        version: crate::VersionNumber::new(version).expect("number"),
+                        metrics: Metrics::new().with("auc", 0.5).expect("metric"),
+                        overridden: None,
+                    },
+                })
+                .expect("applies");
+            let now = Arc::new(state.clone());
+            let (written, bytes) = write(&meta, Arc::clone(&now), 8, Some(Arc::clone(&known)))
+                .await
+                .expect("checkpoint");
+            let start = (version as usize - 1) / 8 * 8;
+            assert_eq!(
+                bytes,
+                segment(&now, start..start + 8) + head(&now, &written),
+                "round {round}: only the segment of version {version} and the head"
+            );
+            known = Arc::new(written);
+            let cp = meta
+                .latest_checkpoint("m")
+                .await
+                .expect("read")
+                .expect("checkpoint");
+            assert_eq!(
+                crate::format::read_checkpoint(&meta, &name, cp)
+                    .await
+                    .expect("reads"),
+                *now
             );
         }
     }
