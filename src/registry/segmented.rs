@@ -478,6 +478,21 @@ mod tests {
         (reg, me)
     }
 
+    /// The latest checkpoint of model `m`.
+    async fn latest(meta: &dyn MetadataStore) -> Checkpoint {
+        meta.latest_checkpoint("m")
+            .await
+            .expect("read")
+            .expect("checkpoint")
+    }
+
+    /// The length of the segment of the versions at `range` of `state`.
+    fn segment_len(state: &ModelState, range: std::ops::Range<usize>) -> u64 {
+        encode_segment(range.start as u64 + 1, &state.versions()[range])
+            .1
+            .len() as u64
+    }
+
     /// [`model_m`] with 40 versions described as `description`.
     async fn forty_versions(description: &str) -> (Registry, Session) {
         let (reg, me) = model_m(Arc::new(MemoryMetadataStore::new())).await;
@@ -510,19 +525,12 @@ mod tests {
         let (known2, changed) = write(&meta, Arc::clone(&second), 8, Some(Arc::clone(&known)))
             .await
             .expect("second checkpoint");
-        let segment = |s: &ModelState, r: std::ops::Range<usize>| {
-            encode_segment(r.start as u64 + 1, &s.versions()[r]).1.len() as u64
-        };
         let head =
             |s: &ModelState, segments: &[Segment]| encode_segmented_head(s, segments).len() as u64;
         let segs2: Vec<Segment> = known2.segments.iter().map(|(s, _)| s.clone()).collect();
-        assert_eq!(changed, segment(&second, 0..8) + head(&second, &segs2));
+        assert_eq!(changed, segment_len(&second, 0..8) + head(&second, &segs2));
         assert!(changed * 3 < all, "{changed} of {all} bytes");
-        let cp = meta
-            .latest_checkpoint("m")
-            .await
-            .expect("read")
-            .expect("checkpoint");
+        let cp = latest(&meta).await;
         assert_eq!(
             crate::format::read_checkpoint(&meta, &name, cp)
                 .await
@@ -540,11 +548,7 @@ mod tests {
         // 20 (segment 17..=24) then costs that segment and the head, without
         // the other segments being decoded, and so again once the state was
         // asked for whole and settled into plain memory.
-        let cp = meta
-            .latest_checkpoint("m")
-            .await
-            .expect("read")
-            .expect("checkpoint");
+        let cp = latest(&meta).await;
         let (mut lazy, read_back) = read(&meta, &name, cp).await.expect("reads");
         let read_back = Arc::new(read_back.expect("format 6 is remembered"));
         assert!(lazy.is_partly_decoded());
@@ -579,7 +583,7 @@ mod tests {
             let segs: Vec<Segment> = written.segments.iter().map(|(s, _)| s.clone()).collect();
             assert_eq!(
                 bytes,
-                segment(&state, 16..24) + head(&state, &segs),
+                segment_len(&state, 16..24) + head(&state, &segs),
                 "partly decoded: {partly}"
             );
         }
@@ -599,16 +603,9 @@ mod tests {
         write(&meta, first, 8, None)
             .await
             .expect("first checkpoint");
-        let cp = meta
-            .latest_checkpoint("m")
-            .await
-            .expect("read")
-            .expect("checkpoint");
+        let cp = latest(&meta).await;
         let (mut state, read_back) = read(&meta, &name, cp).await.expect("reads");
         let mut known = Arc::new(read_back.expect("format 7 is remembered"));
-        let segment = |s: &ModelState, r: std::ops::Range<usize>| {
-            encode_segment(r.start as u64 + 1, &s.versions()[r]).1.len() as u64
-        };
         let head = |s: &ModelState, w: &Written| {
             let segments: Vec<Segment> = w.segments.iter().map(|(s, _)| s.clone()).collect();
             encode_segmented_head(s, &segments).len() as u64
@@ -637,15 +634,11 @@ mod tests {
             let start = (version as usize - 1) / 8 * 8;
             assert_eq!(
                 bytes,
-                segment(&now, start..start + 8) + head(&now, &written),
+                segment_len(&now, start..start + 8) + head(&now, &written),
                 "round {round}: only the segment of version {version} and the head"
             );
             known = Arc::new(written);
-            let cp = meta
-                .latest_checkpoint("m")
-                .await
-                .expect("read")
-                .expect("checkpoint");
+            let cp = latest(&meta).await;
             assert_eq!(
                 crate::format::read_checkpoint(&meta, &name, cp)
                     .await
@@ -670,11 +663,7 @@ mod tests {
             .await
             .expect("past checkpoint");
         let shared: Vec<String> = known.segments[1..].iter().map(|(s, _)| s.name()).collect();
-        let past_cp = meta
-            .latest_checkpoint("m")
-            .await
-            .expect("read")
-            .expect("checkpoint");
+        let past_cp = latest(&meta).await;
         // Version 3 changes: segment 1..=8 differs, the other four are shared.
         let metrics = Metrics::new().with("auc", 0.9).expect("metric");
         me.add_metrics("m/3", metrics).await.expect("metrics");
@@ -682,11 +671,7 @@ mod tests {
         write(&meta, now, 8, Some(Arc::new(known)))
             .await
             .expect("current checkpoint");
-        let cp = meta
-            .latest_checkpoint("m")
-            .await
-            .expect("read")
-            .expect("checkpoint");
+        let cp = latest(&meta).await;
         let (current, _) = read(&meta, &name, cp).await.expect("reads");
 
         for part in &shared {
@@ -783,11 +768,7 @@ mod tests {
             // lazily from the last checkpoint, changed, and written from what
             // that read knows.
             let (state, from) = if window % 5 == 4 {
-                let cp = meta
-                    .latest_checkpoint("m")
-                    .await
-                    .expect("read")
-                    .expect("checkpoint");
+                let cp = latest(meta).await;
                 let (mut lazy, read_back) = read(meta, &name, cp).await.expect("reads");
                 let read_back = read_back.expect("format 7 is remembered");
                 let filter = crate::HistoryFilter::default();
@@ -809,11 +790,7 @@ mod tests {
                 folds += 1;
             }
             known = Arc::new(written);
-            let cp = meta
-                .latest_checkpoint("m")
-                .await
-                .expect("read")
-                .expect("checkpoint");
+            let cp = latest(meta).await;
             let head = match decode_checkpoint_head(&name, cp.seq, &cp.bytes).expect("head") {
                 CheckpointHead::Segmented(head) => head,
                 CheckpointHead::Whole(_) => panic!("a segmented checkpoint"),
