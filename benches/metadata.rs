@@ -22,7 +22,11 @@
 //!   versions, each from a new 1 KiB file on disk (`ArtifactSource::file`,
 //!   written before the timing starts), with 10 hyperparameters and 10
 //!   metrics, vs the raw durable append of a record of the size of its event.
-//!   Row group `newuser`; it runs once, before the sizes.
+//!   Row group `newuser`; it runs once, before the sizes. It also prints what
+//!   an empty file's create costs in that file system before and after the
+//!   series (see `create_cost`: on this VM it depends on what was deleted in
+//!   the last minutes, and a registration makes four creates to the append's
+//!   one).
 //! - resolve: `resolve("name@production")` and `resolve("name@champion")` on a
 //!   warm registry vs a `HashMap` lookup and clone of the same record; batches
 //!   of 1000 calls per sample. `, window` rows use a registry built with
@@ -105,6 +109,24 @@ fn raw_append(dir: &Path, seq: u64, bytes: &[u8]) -> Duration {
         .and_then(|d| d.sync_all())
         .expect("dir fsync");
     t.elapsed()
+}
+
+/// The median time to create (and close) an empty file in `dir`, over `n`
+/// files left there (named by `tag`). Printed beside the rows that create files: on ext4
+/// without a journal (this VM's disk) a create scans past every inode of its
+/// group deleted in the last one to five minutes, so a create costs ~7 µs
+/// after a quiet spell and ~270 µs after 3,000 files were deleted; a raw
+/// append makes one create, a registration of a new file four.
+fn create_cost(dir: &Path, tag: &str, n: usize) -> Duration {
+    let mut times: Vec<Duration> = (0..n)
+        .map(|i| {
+            let t = Instant::now();
+            File::create_new(dir.join(format!(".create-{tag}-{i}"))).expect("create");
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[n / 2]
 }
 
 /// The size of the newest record file of the fixture's log.
@@ -523,6 +545,7 @@ fn new_user_rows(rt: &tokio::runtime::Runtime, scratch: &Path) {
     let raw_dir = scratch.join("new-user-raw");
     fs::create_dir_all(&files).expect("files dir");
     fs::create_dir_all(&raw_dir).expect("raw dir");
+    let created_before = create_cost(&raw_dir, "before", 100);
     let reg = rt.block_on(Registry::open_local(&root)).expect("open");
     let me = reg.acting_as(actor());
     rt.block_on(me.create_model("churn", modelreg::CreateModel::new()))
@@ -572,8 +595,11 @@ fn new_user_rows(rt: &tokio::runtime::Runtime, scratch: &Path) {
         series.pair(before, ours, after);
     }
     println!(
-        "(new user: {count} versions of a new 1 KiB file, 10 hyperparameters, 10 metrics; record {} bytes)",
-        record.len()
+        "(new user: {count} versions of a new 1 KiB file, 10 hyperparameters, 10 metrics; record {} bytes; \
+         an empty file's create here took {:.1?} before the series and {:.1?} after, median of 100)",
+        record.len(),
+        created_before,
+        create_cost(&raw_dir, "after", 100),
     );
     series.summary();
     drop(reg);

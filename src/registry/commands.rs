@@ -163,7 +163,7 @@ impl Registry {
                 // known once they are stored; then their manifest, the intent and
                 // the event's durable write go at once, as above.
                 None => {
-                    let (manifest, stats, deferred) = ingest::ingest_files(
+                    let (manifest, mut stats, deferred) = ingest::ingest_files(
                         artifacts,
                         source.clone(),
                         self.inner.hash_cache.as_ref(),
@@ -182,14 +182,18 @@ impl Registry {
                     let stored = async {
                         let (files, manifest) = futures::join!(
                             ingest::store_blobs(artifacts, deferred),
-                            artifacts.put_stream(&digest, ingest::one_chunk(bytes))
+                            artifacts.put_bytes_if_absent(&digest, bytes)
                         );
-                        files.and(manifest)
+                        manifest?;
+                        files
                     };
                     let (stored, announced, prepared) =
                         futures::join!(stored, gc::Intent::announce(meta, needed), event);
-                    match (stored.and(prepared), announced) {
-                        (Ok(prepared), Ok(intent)) => (manifest, digest, stats, intent, prepared),
+                    match (stored.and_then(|s| Ok((s, prepared?))), announced) {
+                        (Ok((deferred, prepared)), Ok(intent)) => {
+                            stats.add(deferred);
+                            (manifest, digest, stats, intent, prepared)
+                        }
                         (Err(e), Ok(intent)) => {
                             intent.withdraw(meta).await;
                             return Err(e);

@@ -108,19 +108,30 @@ pub(crate) async fn ingest(
     if let ArtifactSource::Bytes(files) = source {
         return Planned::new(&files)?.store(store, progress).await;
     }
-    let (manifest, stats, deferred) = ingest_files(store, source, cache, link, progress).await?;
+    let (manifest, mut stats, deferred) =
+        ingest_files(store, source, cache, link, progress).await?;
     let (digest, bytes) = manifest_blob(&manifest).await?;
     let (files, manifest_put) = futures::join!(
         store_blobs(store, deferred),
-        store.put_stream(&digest, one_chunk(bytes))
+        store.put_bytes_if_absent(&digest, bytes)
     );
-    files.and(manifest_put)?;
+    stats.add(files?);
+    manifest_put?;
     Ok((manifest, digest, stats))
 }
 
 /// Small files read whole by [`ingest_files`], whose blobs the caller stores
-/// (digest and bytes; the store checks one against the other as it writes).
-pub(crate) type Deferred = Vec<(Digest, Bytes)>;
+/// with [`store_blobs`] (the store checks each digest against the bytes as it
+/// writes), and counts then: whether the store had a blob of up to
+/// [`SEND_MAX`] bytes is found by the write itself, not asked first.
+#[derive(Default)]
+pub(crate) struct Deferred {
+    /// Each distinct blob's bytes.
+    blobs: HashMap<Digest, Bytes>,
+    /// Each file read whole: its blob and size (a blob several paths share
+    /// once per path).
+    files: Vec<(Digest, u64)>,
+}
 
 /// Files up to this size, in copy mode, are read into memory and hashed, and
 /// their blobs stored beside the manifest ([`Deferred`]) rather than each
@@ -129,18 +140,36 @@ pub(crate) type Deferred = Vec<(Digest, Bytes)>;
 /// overlap.
 const DEFER_MAX: u64 = 64 << 10;
 
-/// `bytes` as a stream of one chunk.
-pub(crate) fn one_chunk(bytes: Bytes) -> crate::store::ByteStream {
-    Box::pin(futures::stream::once(async move { Ok(bytes) }))
-}
-
-/// Stores `blobs`, a few at a time.
-pub(crate) async fn store_blobs(store: &dyn ArtifactStore, blobs: Deferred) -> Result<()> {
-    futures::stream::iter(blobs)
-        .map(|(digest, bytes)| async move { store.put_stream(&digest, one_chunk(bytes)).await })
+/// Stores the `deferred` blobs, a few at a time, each with one
+/// create-if-absent write, and counts their files: the first path of a blob
+/// this call stored as stored (copied), every other as present.
+pub(crate) async fn store_blobs(
+    store: &dyn ArtifactStore,
+    deferred: Deferred,
+) -> Result<IngestStats> {
+    let mut stored: HashSet<Digest> = futures::stream::iter(deferred.blobs)
+        .map(|(digest, bytes)| async move {
+            Ok::<_, Error>(
+                store
+                    .put_bytes_if_absent(&digest, bytes)
+                    .await?
+                    .then_some(digest),
+            )
+        })
         .buffer_unordered(CONCURRENCY)
-        .try_collect::<()>()
-        .await
+        .try_filter_map(|stored| futures::future::ready(Ok(stored)))
+        .try_collect()
+        .await?;
+    let mut stats = IngestStats::default();
+    for (digest, size) in deferred.files {
+        let placed = if stored.remove(&digest) {
+            Placed::Stored(Some(Materialized::Copied))
+        } else {
+            Placed::Present
+        };
+        stats.count(size, placed);
+    }
+    Ok(stats)
 }
 
 /// The manifest's bytes and their digest (hashed on the blocking pool when
@@ -171,7 +200,7 @@ pub(crate) async fn ingest_files(
     let manifest = match source {
         ArtifactSource::Bytes(files) => {
             let (manifest, _, stats) = Planned::new(&files)?.store(store, progress).await?;
-            return Ok((manifest, stats, Vec::new()));
+            return Ok((manifest, stats, Deferred::default()));
         }
         ArtifactSource::File(path) => {
             let name = path
@@ -182,8 +211,18 @@ pub(crate) async fn ingest_files(
                 })?
                 .to_owned();
             let rel = RelPath::new(name)?;
-            let abs = path.clone();
-            let meta = blocking(move || fs::metadata(&abs)).await?;
+            // The file's metadata and what `store_file` looks up first, in one
+            // trip to the blocking pool.
+            let (abs, c) = (path.clone(), cache.cloned());
+            let (meta, looked) = blocking(move || match fs::metadata(&abs) {
+                Ok(m) if m.is_file() => {
+                    let small = is_small(link, m.len());
+                    let looked = (c.is_some() || small).then(|| look(c.as_ref(), &abs, small));
+                    (Ok(m), looked)
+                }
+                other => (other, None),
+            })
+            .await?;
             let size = match meta {
                 Ok(m) if m.is_file() => m.len(),
                 Ok(_) => {
@@ -198,6 +237,7 @@ pub(crate) async fn ingest_files(
                 rel,
                 abs: path,
                 size,
+                looked: looked.transpose()?,
             };
             store_files(store, vec![file], cache, link, progress, &mut stats).await?
         }
@@ -224,6 +264,17 @@ pub(crate) struct IngestStats {
 }
 
 impl IngestStats {
+    /// Adds the counts of `other`, another part of the same ingest.
+    pub(crate) fn add(&mut self, other: IngestStats) {
+        self.files_stored += other.files_stored;
+        self.bytes_stored += other.bytes_stored;
+        self.files_present += other.files_present;
+        self.bytes_present += other.bytes_present;
+        self.files_linked += other.files_linked;
+        self.files_copied += other.files_copied;
+        self.hash_cache_hits += other.hash_cache_hits;
+    }
+
     fn count(&mut self, size: u64, placed: Placed) {
         match placed {
             Placed::CacheHit => {
@@ -235,6 +286,7 @@ impl IngestStats {
                 self.files_present += 1;
                 self.bytes_present += size;
             }
+            Placed::Deferred => {}
             Placed::Stored(how) => {
                 self.files_stored += 1;
                 self.bytes_stored += size;
@@ -259,6 +311,9 @@ enum Placed {
     Present,
     /// Stored new; `Some` says how a local file was placed.
     Stored(Option<Materialized>),
+    /// Read whole and hashed; its blob is stored (or found stored) with the
+    /// manifest's, and counted then ([`Deferred`]).
+    Deferred,
 }
 
 /// A source whose manifest is known before anything is stored: in-memory files,
@@ -416,6 +471,8 @@ struct SourceFile {
     /// Its size when it was listed, for progress: the manifest has the size of
     /// what was stored.
     size: u64,
+    /// What [`look`] found when it was listed, if it looked then.
+    looked: Option<Looked>,
 }
 
 /// Checks the files' paths, then stores each file the store lacks, a few at a
@@ -436,7 +493,7 @@ async fn store_files(
         .map(|f| async move {
             let file = FileProgress::new(progress, f.size);
             let (hashed, placed, read) = file
-                .track(store_file(store, &f.abs, f.size, cache, link))
+                .track(store_file(store, &f.abs, f.size, f.looked, cache, link))
                 .await?;
             file.done(f.rel.as_str(), hashed.size);
             let entry = ManifestEntry {
@@ -451,15 +508,16 @@ async fn store_files(
         .try_collect()
         .await?;
     let mut entries = Vec::with_capacity(stored.len());
-    let mut deferred: HashMap<Digest, Bytes> = HashMap::new();
+    let mut deferred = Deferred::default();
     for (entry, placed, read) in stored {
         stats.count(entry.size, placed);
         if let Some(bytes) = read {
-            deferred.insert(entry.digest, bytes);
+            deferred.files.push((entry.digest, entry.size));
+            deferred.blobs.insert(entry.digest, bytes);
         }
         entries.push(entry);
     }
-    Ok((Manifest::new(entries)?, deferred.into_iter().collect()))
+    Ok((Manifest::new(entries)?, deferred))
 }
 
 /// Reads the file at `path` whole, with its digest and SHA-256, if it is a
@@ -504,6 +562,65 @@ fn read_small(path: &Path) -> Result<Option<(Hashed, Bytes, fs::Metadata)>> {
     Ok(Some((hashed, Bytes::from(bytes), before)))
 }
 
+/// Whether a file of `size` bytes is read whole and stored beside the
+/// manifest ([`Deferred`]) rather than imported.
+fn is_small(link: LinkMode, size: u64) -> bool {
+    link == LinkMode::Copy && size <= DEFER_MAX
+}
+
+/// Small files up to this size are not asked about before their
+/// create-if-absent write ([`Deferred`]): the write costs what the question
+/// would (an object store's HEAD carries about as many bytes of headers; a
+/// local store's write checks first in the same call), so a stored one costs
+/// the same one request, and a new one a request fewer. Larger small files
+/// are asked about first, so that stored bytes are not sent again.
+const SEND_MAX: u64 = 4 << 10;
+
+/// A small file [`look`] read whole: returned with its bytes to store beside
+/// the manifest, unless it is larger than [`SEND_MAX`] and the store has it.
+async fn read_whole(
+    store: &dyn ArtifactStore,
+    hashed: Hashed,
+    bytes: Bytes,
+) -> Result<(Hashed, Placed, Option<Bytes>)> {
+    if hashed.size > SEND_MAX && store.contains(&hashed.digest).await? {
+        return Ok((hashed, Placed::Present, None));
+    }
+    Ok((hashed, Placed::Deferred, Some(bytes)))
+}
+
+/// What [`look`] found out about a local file.
+enum Looked {
+    /// The hash cache knows it, unchanged.
+    Cached(Hashed),
+    /// Read whole ([`read_small`]), with its hashes.
+    Read(Hashed, Bytes),
+    /// Neither: too large to read whole (or not asked to), with the metadata
+    /// the hash cache's lookup saw, if it was asked.
+    Neither(Option<fs::Metadata>),
+}
+
+/// The hash cache's answer for the file at `path`, or else, if `small`, the
+/// file read whole and hashed (and remembered by the cache): everything
+/// [`store_file`] asks of the file system before it asks the store, in one
+/// trip to the blocking pool. Blocking.
+fn look(cache: Option<&HashCache>, path: &Path, small: bool) -> Result<Looked> {
+    let mut before = None;
+    if let Some(cache) = cache {
+        match cache.lookup(path).map_err(|e| Error::io(path, e))? {
+            Ok(hashed) => return Ok(Looked::Cached(hashed)),
+            Err(meta) => before = Some(meta),
+        }
+    }
+    if small && let Some((hashed, bytes, read_meta)) = read_small(path)? {
+        if let Some(cache) = cache {
+            cache.remember(path, before.as_ref().unwrap_or(&read_meta), &hashed);
+        }
+        return Ok(Looked::Read(hashed, bytes));
+    }
+    Ok(Looked::Neither(before))
+}
+
 /// Stores one local file, returning the digest, SHA-256 and size of what the
 /// store holds.
 ///
@@ -518,45 +635,47 @@ fn read_small(path: &Path) -> Result<Option<(Hashed, Bytes, fs::Metadata)>> {
 ///
 /// A small file in copy mode (at most [`DEFER_MAX`] bytes when listed and
 /// when read) is read whole and hashed instead, and returned with its bytes
-/// unless the store has them: the caller stores them ([`Deferred`]).
+/// unless the store has them: the caller stores them with one
+/// create-if-absent write each ([`Deferred`]). Up to [`SEND_MAX`] bytes the
+/// store is not asked first: the write finds out.
+///
+/// `looked`: what [`look`] found when the file was listed, if it looked
+/// then (a single-file source does: one trip to the blocking pool fewer).
 async fn store_file(
     store: &dyn ArtifactStore,
     abs: &Path,
     listed_size: u64,
+    looked: Option<Looked>,
     cache: Option<&HashCache>,
     link: LinkMode,
 ) -> Result<(Hashed, Placed, Option<Bytes>)> {
+    let small = is_small(link, listed_size);
     let mut before = None;
-    if let Some(cache) = cache {
-        let (c, p) = (cache.clone(), abs.to_owned());
-        match blocking(move || c.lookup(&p))
-            .await?
-            .map_err(|e| Error::io(abs, e))?
-        {
-            Ok(hashed) => {
+    let looked = match looked {
+        None if cache.is_some() || small => {
+            let (c, p) = (cache.cloned(), abs.to_owned());
+            Some(blocking(move || look(c.as_ref(), &p, small)).await??)
+        }
+        looked => looked,
+    };
+    if let Some(looked) = looked {
+        match looked {
+            Looked::Cached(hashed) => {
                 if store.contains(&hashed.digest).await? {
                     return Ok((hashed, Placed::CacheHit, None));
                 }
+                // Stored no more (a collection): read it as if not cached.
+                if small {
+                    let p = abs.to_owned();
+                    if let Looked::Read(hashed, bytes) =
+                        blocking(move || look(None, &p, true)).await??
+                    {
+                        return read_whole(store, hashed, bytes).await;
+                    }
+                }
             }
-            Err(meta) => before = Some(meta),
-        }
-    }
-    if link == LinkMode::Copy && listed_size <= DEFER_MAX {
-        let path = abs.to_owned();
-        if let Some((hashed, bytes, read_meta)) = blocking(move || read_small(&path)).await?? {
-            if let Some(cache) = cache {
-                let (c, p) = (cache.clone(), abs.to_owned());
-                let meta = before.unwrap_or(read_meta);
-                blocking(move || c.remember(&p, &meta, &hashed)).await?;
-            }
-            if store.contains(&hashed.digest).await? {
-                return Ok((hashed, Placed::Present, None));
-            }
-            return Ok((
-                hashed,
-                Placed::Stored(Some(Materialized::Copied)),
-                Some(bytes),
-            ));
+            Looked::Read(hashed, bytes) => return read_whole(store, hashed, bytes).await,
+            Looked::Neither(meta) => before = meta,
         }
     }
     let imported = store.import_file(abs, link).await?;
@@ -688,6 +807,7 @@ fn walk_dir(
                 rel: RelPath::new(rel)?,
                 abs: target,
                 size: meta.len(),
+                looked: None,
             });
         } else {
             return Err(Error::invalid_path(

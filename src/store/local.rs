@@ -1760,6 +1760,45 @@ impl ArtifactStore for LocalArtifactStore {
         fed.and(written)
     }
 
+    /// Bytes that will not be packed are checked for, written, hashed and
+    /// published in one call on the blocking pool, where the default (`head`,
+    /// then `put_stream`'s own check and its writer fed through a queue) makes
+    /// three: for a registration's small files and its manifest, each trip
+    /// (a thread woken, then the caller) costs as much as the work.
+    async fn put_bytes_if_absent(&self, digest: &Digest, bytes: Bytes) -> Result<bool> {
+        if packs(self.packing.as_ref(), bytes.len() as u64).is_some() {
+            if self.head(digest).await?.is_some() {
+                return Ok(false);
+            }
+            let one: ByteStream = Box::pin(stream::once(async move { Ok(bytes) }));
+            self.put_stream(digest, one).await?;
+            return Ok(true);
+        }
+        let digest = *digest;
+        let meter = progress::meter();
+        run(&self.root, "put", &local_blob_key(&digest), move |root| {
+            if stored(root, "put", &digest)? {
+                return Ok(false);
+            }
+            let write_err = |e| root.error("put", local_blob_key(&digest), e);
+            let mut tmp = TempFile::create(&root.tmp()).map_err(write_err)?;
+            tmp.file().write_all(&bytes).map_err(write_err)?;
+            meter.as_ref().add(bytes.len() as u64);
+            let actual = Digest::of(&bytes);
+            if actual != digest {
+                return Err(Error::Integrity {
+                    what: format!("{} bytes put as {digest}", bytes.len()),
+                    expected: digest,
+                    actual,
+                    location: None,
+                });
+            }
+            // `None`: another writer published it first; the bytes are stored.
+            Ok(publish_blob(root, tmp, &digest, Materialized::Copied)?.is_some())
+        })
+        .await
+    }
+
     async fn put_file(&self, digest: &Digest, path: &Path) -> Result<()> {
         let digest = *digest;
         let source = path.to_owned();

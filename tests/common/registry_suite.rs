@@ -2914,6 +2914,34 @@ pub async fn register_reports_what_it_stored(f: &Fixture) {
     assert_eq!((r.files_present, r.bytes_present), (2, 24));
     let json = serde_json::to_value(r).expect("json");
     assert_eq!(json["bytes_stored"], 6);
+
+    // The same from a directory on disk, whose small files are read whole and
+    // stored beside the manifest: a file repeated in the version is stored
+    // once, whether the store is asked first (over 4 KiB) or finds out by
+    // writing (up to 4 KiB).
+    let (tiny, small) = (pattern(100, 21), pattern(5_000, 22));
+    let dir = f.scratch().join("reported");
+    let files: [(&str, &[u8]); 4] = [
+        ("tiny.bin", &tiny),
+        ("copy/tiny.bin", &tiny),
+        ("small.bin", &small),
+        ("copy/small.bin", &small),
+    ];
+    write_tree(&dir, &files);
+    let from_dir = me
+        .register("m", ArtifactSource::dir(&dir), NewVersion::new())
+        .await
+        .expect("from a directory");
+    let r = from_dir.report;
+    assert_eq!((r.files_stored, r.bytes_stored), (2, 100 + 5_000));
+    assert_eq!((r.files_present, r.bytes_present), (2, 100 + 5_000));
+    let again = me
+        .register("m", ArtifactSource::dir(&dir), NewVersion::new())
+        .await
+        .expect("the directory again");
+    let r = again.report;
+    assert_eq!((r.files_stored, r.bytes_stored), (0, 0));
+    assert_eq!((r.files_present, r.bytes_present), (4, 2 * (100 + 5_000)));
 }
 
 /// Many writers ensuring one model: every one gets it, one event created it, and
