@@ -112,7 +112,7 @@ fn raw_append(dir: &Path, seq: u64, bytes: &[u8]) -> Duration {
 }
 
 /// The median time to create (and close) an empty file in `dir`, over `n`
-/// files left there (named by `tag`). Printed beside the rows that create files: on ext4
+/// files left there (named by `tag`). The `new user` row prints it: on ext4
 /// without a journal (this VM's disk) a create scans past every inode of its
 /// group deleted in the last one to five minutes, so a create costs ~7 µs
 /// after a quiet spell and ~270 µs after 3,000 files were deleted; a raw

@@ -1780,10 +1780,7 @@ impl ArtifactStore for LocalArtifactStore {
             if stored(root, "put", &digest)? {
                 return Ok(false);
             }
-            let write_err = |e| root.error("put", local_blob_key(&digest), e);
-            let mut tmp = TempFile::create(&root.tmp()).map_err(write_err)?;
-            tmp.file().write_all(&bytes).map_err(write_err)?;
-            meter.as_ref().add(bytes.len() as u64);
+            // Checked before anything is written: refused bytes touch no disk.
             let actual = Digest::of(&bytes);
             if actual != digest {
                 return Err(Error::Integrity {
@@ -1793,6 +1790,10 @@ impl ArtifactStore for LocalArtifactStore {
                     location: None,
                 });
             }
+            let write_err = |e| root.error("put", local_blob_key(&digest), e);
+            let mut tmp = TempFile::create(&root.tmp()).map_err(write_err)?;
+            tmp.file().write_all(&bytes).map_err(write_err)?;
+            meter.as_ref().add(bytes.len() as u64);
             // `None`: another writer published it first; the bytes are stored.
             Ok(publish_blob(root, tmp, &digest, Materialized::Copied)?.is_some())
         })
