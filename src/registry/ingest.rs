@@ -650,7 +650,6 @@ async fn store_file(
     link: LinkMode,
 ) -> Result<(Hashed, Placed, Option<Bytes>)> {
     let small = is_small(link, listed_size);
-    let mut before = None;
     let looked = match looked {
         None if cache.is_some() || small => {
             let (c, p) = (cache.cloned(), abs.to_owned());
@@ -658,26 +657,27 @@ async fn store_file(
         }
         looked => looked,
     };
-    if let Some(looked) = looked {
-        match looked {
-            Looked::Cached(hashed) => {
-                if store.contains(&hashed.digest).await? {
-                    return Ok((hashed, Placed::CacheHit, None));
-                }
-                // Stored no more (a collection): read it as if not cached.
-                if small {
-                    let p = abs.to_owned();
-                    if let Looked::Read(hashed, bytes) =
-                        blocking(move || look(None, &p, true)).await??
-                    {
-                        return read_whole(store, hashed, bytes).await;
-                    }
+    // The metadata the cache's lookup saw, for the cache entry after import.
+    let before = match looked {
+        Some(Looked::Cached(hashed)) => {
+            if store.contains(&hashed.digest).await? {
+                return Ok((hashed, Placed::CacheHit, None));
+            }
+            // Stored no more (a collection): read it as if not cached.
+            if small {
+                let p = abs.to_owned();
+                if let Looked::Read(hashed, bytes) =
+                    blocking(move || look(None, &p, true)).await??
+                {
+                    return read_whole(store, hashed, bytes).await;
                 }
             }
-            Looked::Read(hashed, bytes) => return read_whole(store, hashed, bytes).await,
-            Looked::Neither(meta) => before = meta,
+            None
         }
-    }
+        Some(Looked::Read(hashed, bytes)) => return read_whole(store, hashed, bytes).await,
+        Some(Looked::Neither(meta)) => meta,
+        None => None,
+    };
     let imported = store.import_file(abs, link).await?;
     let hashed = Hashed {
         digest: imported.digest,

@@ -1767,12 +1767,7 @@ impl ArtifactStore for LocalArtifactStore {
     /// (a thread woken, then the caller) costs as much as the work.
     async fn put_bytes_if_absent(&self, digest: &Digest, bytes: Bytes) -> Result<bool> {
         if packs(self.packing.as_ref(), bytes.len() as u64).is_some() {
-            if self.head(digest).await?.is_some() {
-                return Ok(false);
-            }
-            let one: ByteStream = Box::pin(stream::once(async move { Ok(bytes) }));
-            self.put_stream(digest, one).await?;
-            return Ok(true);
+            return super::put_bytes_asking_first(self, digest, bytes).await;
         }
         let digest = *digest;
         let meter = progress::meter();

@@ -528,12 +528,7 @@ pub trait ArtifactStore: Send + Sync + fmt::Debug + 'static {
     /// the object store does for a blob it keeps whole in one PUT (one request
     /// where the default makes two or three).
     async fn put_bytes_if_absent(&self, digest: &Digest, bytes: Bytes) -> Result<bool> {
-        if self.head(digest).await?.is_some() {
-            return Ok(false);
-        }
-        let one: ByteStream = Box::pin(stream::once(async move { Ok(bytes) }));
-        self.put_stream(digest, one).await?;
-        Ok(true)
+        put_bytes_asking_first(self, digest, bytes).await
     }
 
     /// Stores the local file at `path` under `digest`, checking that it hashes to it.
@@ -655,6 +650,24 @@ pub trait ArtifactStoreExt: ArtifactStore {
 impl<T: ArtifactStore + ?Sized> ArtifactStoreExt for T {}
 
 /// Checks a record number against the [`MetadataStore`] contract (numbered from 1).
+/// [`ArtifactStore::put_bytes_if_absent`] as the trait's default does it:
+/// [`head`](ArtifactStore::head), then, if the blob is absent,
+/// [`put_stream`](ArtifactStore::put_stream) of the bytes as one chunk. For
+/// the stores that override it, the cases their one write does not cover
+/// (packed files).
+pub(crate) async fn put_bytes_asking_first<S: ArtifactStore + ?Sized>(
+    store: &S,
+    digest: &Digest,
+    bytes: Bytes,
+) -> Result<bool> {
+    if store.head(digest).await?.is_some() {
+        return Ok(false);
+    }
+    let one: ByteStream = Box::pin(stream::once(async move { Ok(bytes) }));
+    store.put_stream(digest, one).await?;
+    Ok(true)
+}
+
 pub(crate) fn check_seq(log: &str, seq: u64) -> Result<()> {
     if seq == 0 {
         return Err(Error::invalid_input(

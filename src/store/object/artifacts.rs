@@ -442,12 +442,7 @@ impl ArtifactStore for ObjectArtifactStore {
         // On a `file://` store the blob may be at the local store's key, which
         // a create-if-absent PUT at ours does not see: ask first there too.
         if self.packs(len).is_some() || len >= STREAM_PART_SIZE || self.local_layout {
-            if self.exists(digest).await? {
-                return Ok(false);
-            }
-            let one: ByteStream = Box::pin(futures::stream::once(async move { Ok(bytes) }));
-            self.put_stream(digest, one).await?;
-            return Ok(true);
+            return crate::store::put_bytes_asking_first(self, digest, bytes).await;
         }
         let actual = if len <= 64 << 10 {
             Digest::of(&bytes)
