@@ -2,6 +2,9 @@
 //! than left to the scheduler: each side is paused at the worst moment for the
 //! other, and the committed version must still have every blob.
 
+#[path = "common/faulty_store.rs"]
+#[allow(dead_code)]
+mod faulty_store;
 #[path = "common/fs.rs"]
 mod fs_size;
 
@@ -815,8 +818,16 @@ fn own_file() -> Vec<u8> {
 /// Model `fraud` in a packed store: v1 the base and a file of its own, v2
 /// the variant, v1 purged.
 async fn packed_with_purged_base(backend: &Backend) -> (MemoryMetadataStore, Registry) {
+    packed_with_purged_base_in(backend.open()).await
+}
+
+/// [`packed_with_purged_base`] written through `artifacts`, whose chunk index
+/// then knows every pack.
+async fn packed_with_purged_base_in(
+    artifacts: Arc<dyn ArtifactStore>,
+) -> (MemoryMetadataStore, Registry) {
     let meta = MemoryMetadataStore::new();
-    let reg = registry(Arc::new(meta.clone()), backend.open());
+    let reg = registry(Arc::new(meta.clone()), artifacts);
     let me = reg.acting_as(alice());
     me.create_model("fraud", CreateModel::new())
         .await
@@ -1061,6 +1072,99 @@ async fn a_recipe_naming_a_deleted_pack_is_stored_again_before_the_commit(backen
     releasing.abort();
     assert_eq!(v.number.get(), 3);
     assert_eq!(registering.verify("fraud/3").await.expect("whole").files, 1);
+    let check = registering.check().await.expect("check");
+    assert!(check.problems.is_empty(), "{:?}", check.problems);
+}
+
+/// The interleaving the pack protocol exists for, forced on object storage
+/// (the local store runs the same `pack::delete_retired` and lease protocol,
+/// with no request to hold): a registration whose chunk index was read before
+/// a collection retired a pack names that pack in a recipe written after the
+/// collection read the recipes, and the collection then deletes the pack.
+///
+/// The registering handle has read every pack index (it wrote them) and is
+/// held right after its refresh listing, the purged own file's recipe already
+/// deleted (as the blob sweep does). A collection then retires the own file's
+/// packs and is held at its first pack deletion, after step 2 read the
+/// recipes. Let go, the registration finds the own file's chunks in its stale
+/// index, writes a recipe naming a retired pack, announces itself and must
+/// wait for the collection; the collection deletes the pack its recipe read
+/// did not see named; the registration then finds its file not stored, stores
+/// it again and commits a version that reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_from_a_stale_chunk_index_survives_the_pack_deletion_it_races() {
+    use faulty_store::{Faults, FaultyStore};
+    let bucket: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let backend = Backend::Object(Arc::clone(&bucket));
+    let through = |faults: &Arc<Faults>| -> Arc<dyn ArtifactStore> {
+        Arc::new(
+            ObjectArtifactStore::new(
+                FaultyStore::wrap(Arc::clone(&bucket), Arc::clone(faults)),
+                "artifacts".into(),
+            )
+            .with_options(ObjectArtifactOptions::new().packed(pack_options())),
+        )
+    };
+    let (registering_faults, collecting_faults) = (Faults::new(), Faults::new());
+    let (meta, registering) = packed_with_purged_base_in(through(&registering_faults)).await;
+    let own = own_file();
+    let own_digest = Digest::of(&own);
+    let doomed = backend.packs_of(&own_digest).await;
+    // What the blob sweep does to the purged version's own file.
+    backend.open().delete(&own_digest).await.expect("delete");
+
+    let listed = registering_faults.pause_at("list", "packs/v1/blake3");
+    let src = tempfile::tempdir().expect("tempdir");
+    std::fs::write(src.path().join("own.bin"), &own).expect("write source");
+    let reg = registering.clone();
+    let source = ArtifactSource::dir(src.path());
+    let register = tokio::spawn(async move {
+        reg.acting_as(alice())
+            .register("fraud", source, NewVersion::new())
+            .await
+    });
+    listed.reached().await;
+
+    let deleting = collecting_faults.pause_at("delete", ".pack");
+    let collecting = registry(Arc::new(meta.clone()), through(&collecting_faults));
+    let gc = tokio::spawn(async move { collecting.gc(GcOptions::new(Duration::ZERO)).await });
+    deleting.reached().await;
+    // Retired: the index is gone, the pack still there.
+    for pack in &doomed {
+        let path =
+            |ext| object_store::path::Path::from(format!("artifacts/packs/v1/blake3/{pack}.{ext}"));
+        assert!(bucket.head(&path("idx")).await.is_err(), "{pack} retired");
+        assert!(
+            bucket.head(&path("pack")).await.is_ok(),
+            "{pack} not deleted yet"
+        );
+    }
+
+    listed.release();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !register.is_finished(),
+        "a registration must wait for a collection that may delete packs"
+    );
+    // The stale index made the registration name the retired packs again.
+    assert_eq!(backend.packs_of(&own_digest).await, doomed);
+
+    deleting.release();
+    let report = gc.await.expect("gc task").expect("gc");
+    assert!(report.packs_deleted >= doomed.len() as u64, "{report:?}");
+    let v = register.await.expect("register task").expect("register");
+    assert_eq!(v.number.get(), 3);
+    let now = backend.packs_of(&own_digest).await;
+    for pack in &now {
+        let key = format!("artifacts/packs/v1/blake3/{pack}.pack");
+        assert!(
+            bucket.head(&key.into()).await.is_ok(),
+            "the recipe names a stored pack"
+        );
+    }
+    for version in ["fraud/2", "fraud/3"] {
+        assert_eq!(registering.verify(version).await.expect("whole").files, 1);
+    }
     let check = registering.check().await.expect("check");
     assert!(check.problems.is_empty(), "{:?}", check.problems);
 }

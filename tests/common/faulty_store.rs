@@ -1,6 +1,7 @@
 //! An `ObjectStore` wrapper that counts every request, can fail the k-th one or
-//! chosen multipart parts, and can slow parts down: fault injection below the
-//! object stores, whatever the store underneath (memory, local files, a server).
+//! chosen multipart parts, can slow parts down, and can hold one request until
+//! a test lets it go on: fault injection below the object stores, whatever the
+//! store underneath (memory, local files, a server).
 
 use std::fmt;
 use std::ops::Range;
@@ -13,6 +14,8 @@ use bytes::Bytes;
 use futures::stream::{self, BoxStream};
 use futures::{FutureExt, StreamExt};
 use object_store::path::Path;
+use tokio::sync::Notify;
+
 use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
     PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result, UploadPart,
@@ -29,6 +32,31 @@ pub struct Request {
     pub path: String,
     /// Whether the wrapper failed it.
     pub failed: bool,
+}
+
+/// A request held by [`Faults::pause_at`] until the test releases it.
+#[derive(Debug, Default)]
+pub struct Gate {
+    reached: Notify,
+    release: Notify,
+}
+
+impl Gate {
+    /// Returns once the request has reached the gate (at once if it already
+    /// has).
+    pub async fn reached(&self) {
+        self.reached.notified().await;
+    }
+
+    /// Lets the held request go on.
+    pub fn release(&self) {
+        self.release.notify_one();
+    }
+
+    async fn hold(&self) {
+        self.reached.notify_one();
+        self.release.notified().await;
+    }
 }
 
 /// What the wrapper does, shared between a test and every handle it made.
@@ -51,6 +79,8 @@ pub struct Faults {
     /// the log was last cleared.
     bytes_sent: AtomicU64,
     bytes_received: AtomicU64,
+    /// The next request `op` of a path containing the string is held here.
+    pause: Mutex<Option<(&'static str, String, Arc<Gate>)>>,
 }
 
 impl Faults {
@@ -95,6 +125,35 @@ impl Faults {
     /// The most delayed GETs that were under way at once.
     pub fn most_gets_in_flight(&self) -> usize {
         self.most_gets_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Holds the next request `op` (`"list"`, `"delete"`, …) of a path or
+    /// prefix containing `part` at the returned gate, once. Only `"delete"`
+    /// and `"list"` of a directory (`list_with_delimiter`) can be held: a
+    /// delete before it is sent, a listing after its answer came back (so the
+    /// caller acts on what it listed, and whatever happens while it is held
+    /// is news to it).
+    pub fn pause_at(&self, op: &'static str, part: &str) -> Arc<Gate> {
+        let gate = Arc::new(Gate::default());
+        *self.pause.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((op, part.to_owned(), Arc::clone(&gate)));
+        gate
+    }
+
+    /// Holds this request if it is the one [`pause_at`](Self::pause_at) chose.
+    async fn maybe_hold(&self, op: &str, path: &str) {
+        let gate = {
+            let mut pause = self.pause.lock().unwrap_or_else(PoisonError::into_inner);
+            match pause.as_ref() {
+                Some((o, part, _)) if *o == op && path.contains(part.as_str()) => {
+                    pause.take().map(|(_, _, gate)| gate)
+                }
+                _ => None,
+            }
+        };
+        if let Some(gate) = gate {
+            gate.hold().await;
+        }
     }
 
     /// Turns every fault off (counting goes on).
@@ -283,7 +342,19 @@ impl ObjectStore for FaultyStore {
         if let Err(e) = self.faults.record("delete", "…") {
             return stream::once(async move { Err(e) }).boxed();
         }
-        self.inner.delete_stream(locations)
+        let faults = Arc::clone(&self.faults);
+        let held = locations
+            .then(move |location| {
+                let faults = Arc::clone(&faults);
+                async move {
+                    if let Ok(path) = &location {
+                        faults.maybe_hold("delete", path.as_ref()).await;
+                    }
+                    location
+                }
+            })
+            .boxed();
+        self.inner.delete_stream(held)
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
@@ -307,8 +378,11 @@ impl ObjectStore for FaultyStore {
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
-        self.faults.record("list", prefix_name(prefix))?;
-        self.inner.list_with_delimiter(prefix).await
+        let name = prefix_name(prefix);
+        self.faults.record("list", &name)?;
+        let listed = self.inner.list_with_delimiter(prefix).await;
+        self.faults.maybe_hold("list", &name).await;
+        listed
     }
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
