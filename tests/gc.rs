@@ -907,11 +907,20 @@ async fn retired_packs_wait_for_the_grace_period(backend: Backend) {
         .expect("delete retired");
     assert_eq!(kept.deleted, 0, "retired within the grace period: {kept:?}");
     assert!(kept.retired_kept > 0);
+    let dry = reg
+        .gc(GcOptions::new(Duration::ZERO).dry_run(true))
+        .await
+        .expect("dry run");
     let deleted = store
         .delete_retired_packs(chrono::Utc::now(), false)
         .await
         .expect("delete retired");
     assert!(deleted.deleted > 0, "{deleted:?}");
+    // A dry run counts each pack it would delete once.
+    assert_eq!(
+        (dry.packs_deleted, dry.pack_bytes_deleted),
+        (deleted.deleted, deleted.deleted_bytes)
+    );
     assert_eq!(reg.verify("fraud/2").await.expect("whole").files, 1);
 }
 

@@ -827,15 +827,17 @@ impl Registry {
             report.packs_deleted += step.deleted;
             report.pack_bytes_deleted += step.deleted_bytes;
         };
+        // Whether there is anything to do, so that a collection with nothing
+        // to do makes no registration wait (each plan reads every recipe).
         let planned = artifacts.repack(options.repack_percent, true).await?;
-        let deletable = artifacts.delete_retired_packs(cutoff, true).await?;
         if options.dry_run {
             add(report, &planned);
-            let deletable = artifacts.delete_retired_packs(cutoff, true).await?;
-            add(report, &deletable);
+            add(report, &artifacts.delete_retired_packs(cutoff, true).await?);
             return Ok(());
         }
-        if planned.repacked + planned.retired == 0 && deletable.deleted == 0 {
+        if planned.repacked + planned.retired == 0
+            && artifacts.delete_retired_packs(cutoff, true).await?.deleted == 0
+        {
             return Ok(());
         }
         let mut sweep = Sweep::announce_packs(meta).await?;
