@@ -248,8 +248,8 @@ fn overlaps(ranges: &[(u64, u64)], start: u64, end: u64) -> bool {
     ranges[..upto].iter().any(|r| r.1 > start)
 }
 
-/// A new pack being filled: the staged object, its hasher, its chunks and size.
-type Open<S> = (S, blake3::Hasher, Vec<(Digest, u64, u32)>, u64);
+/// A new pack being filled: the staged object, its chunks and size.
+type Open<S> = (S, Vec<(Digest, u64, u32)>, u64);
 
 /// New packs being written by a repack.
 struct Writer<'a, B: PackBackend> {
@@ -271,15 +271,14 @@ impl<'a, B: PackBackend> Writer<'a, B> {
                 .backend
                 .stage()
                 .map_err(|e| storage(self.backend, "write pack", PACKS_DIR, e))?;
-            self.open = Some((staged, blake3::Hasher::new(), Vec::new(), 0));
+            self.open = Some((staged, Vec::new(), 0));
         }
-        let Some((staged, hasher, chunks, size)) = self.open.as_mut() else {
+        let Some((staged, chunks, size)) = self.open.as_mut() else {
             unreachable!("opened above")
         };
         staged
             .write_all(bytes)
             .map_err(|e| storage(self.backend, "write pack", PACKS_DIR, e))?;
-        hasher.update(bytes);
         chunks.push((hash, *size, bytes.len() as u32));
         *size += bytes.len() as u64;
         self.from.push(old);
@@ -291,23 +290,18 @@ impl<'a, B: PackBackend> Writer<'a, B> {
 
     /// Publishes the open pack, then its index.
     fn close(&mut self) -> Result<()> {
-        let Some((staged, hasher, chunks, size)) = self.open.take() else {
+        let Some((staged, chunks, size)) = self.open.take() else {
             return Ok(());
         };
-        let name = Digest::from_bytes(*hasher.finalize().as_bytes());
+        let index = PackIndex::new(chunks, size);
+        let name = index.pack;
         let key = pack_key(&name);
         self.backend
             .publish(staged, &key)
             .map_err(|e| storage(self.backend, "write pack", &key, e))?;
-        for (old, (_, offset, _)) in self.from.drain(..).zip(&chunks) {
+        for (old, (_, offset, _)) in self.from.drain(..).zip(&index.chunks) {
             self.moved.insert(old, (name, *offset));
         }
-        let index = PackIndex {
-            format: FORMAT,
-            pack: name,
-            size,
-            chunks,
-        };
         let key = pack_index_key(&name);
         self.backend
             .put_small(&key, &encode(&index))
