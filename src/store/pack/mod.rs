@@ -60,7 +60,9 @@ pub struct PackOptions {
     /// Files smaller than this stay whole blobs (default 4 MiB): a handful of
     /// chunks saves little, and configs and tokenizers are read whole anyway.
     pub min_file_size: u64,
-    /// A pack is closed once it holds this many bytes (default 32 MiB).
+    /// A pack is closed once it holds this many bytes (default 32 MiB; the
+    /// setter keeps it within 1 MiB..=1 GiB, and chunks past 4 GiB of a pack
+    /// are not deduplicated against).
     pub pack_size: u64,
 }
 
@@ -85,9 +87,9 @@ impl PackOptions {
         self
     }
 
-    /// Packs are closed at `bytes` (at least 1 MiB).
+    /// Packs are closed at `bytes` (at least 1 MiB, at most 1 GiB).
     pub fn pack_size(mut self, bytes: u64) -> Self {
-        self.pack_size = bytes.max(1 << 20);
+        self.pack_size = bytes.clamp(1 << 20, 1 << 30);
         self
     }
 }
@@ -359,20 +361,39 @@ fn storage<B: PackBackend>(backend: &B, op: &'static str, key: &str, e: io::Erro
 const INDEX_BATCH: usize = 64;
 
 /// Where a chunk is: `len` bytes at `offset` of the `pack`-th pack known.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Offsets are 32-bit: a pack is at most [`PackOptions::pack_size`] (≤ 1 GiB)
+/// and one chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct Loc {
     pack: u32,
+    offset: u32,
     len: u32,
-    offset: u64,
 }
+
+/// A chunk's key: the first 128 bits of its hash, as four words rather than
+/// a `u128`, so that an [`Entry`] aligns to 4 bytes and takes 28, not 32.
+type Key = [u32; 4];
+
+/// One chunk of the sorted array.
+#[derive(Debug, Clone, Copy, Default)]
+struct Entry {
+    key: Key,
+    loc: Loc,
+}
+
+/// Chunks added since the last merge into the sorted array, at most.
+const RECENT_MAX: usize = 64 * 1024;
 
 /// Every chunk stored in a published pack, by hash, for deduplication.
 ///
-/// Memory: a chunk costs 32 bytes (16 bytes of its hash, 16 of location) in a
-/// sorted array, plus the pack table (32 bytes per pack). 100 GiB of distinct
-/// chunks is 1.6 M entries at 64 KiB (51 MiB), 102 k at 1 MiB (3.2 MiB). A
-/// 128-bit prefix of a BLAKE3 hash is a safe key: an accidental collision
-/// needs ~2^64 chunks, and fetch re-hashes every file anyway.
+/// Memory: a chunk costs 28 bytes (16 bytes of its hash, 12 of location) in a
+/// sorted array, plus the pack table (~40 bytes per pack) and up to 64 Ki
+/// recent chunks in a map (~4 MiB). 100 GiB of distinct chunks is 1.6 M
+/// entries at 64 KiB (44 MiB), 102 k at 1 MiB (2.7 MiB); merging the recent
+/// chunks in costs a sorted copy of them, not of the array (measured:
+/// `tests::chunk_index_memory_at_100_gib`). A 128-bit prefix of a BLAKE3 hash
+/// is a safe key: an accidental collision needs ~2^64 chunks, and fetch
+/// re-hashes every file anyway.
 ///
 /// Loaded lazily (the first packed write) from the pack indexes, and refreshed
 /// from new ones before each packed write, so chunks other processes stored are
@@ -383,15 +404,15 @@ struct Loc {
 pub(crate) struct ChunkIndex {
     packs: Vec<Digest>,
     known: HashMap<Digest, u32>,
-    sorted: Vec<(u128, Loc)>,
-    recent: HashMap<u128, Loc>,
+    sorted: Vec<Entry>,
+    recent: HashMap<Key, Loc>,
 }
 
-fn short(hash: &Digest) -> u128 {
+fn short(hash: &Digest) -> Key {
     let b = hash.as_bytes();
-    let mut k = [0; 16];
-    k.copy_from_slice(&b[..16]);
-    u128::from_le_bytes(k)
+    std::array::from_fn(|i| {
+        u32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
+    })
 }
 
 impl ChunkIndex {
@@ -399,9 +420,9 @@ impl ChunkIndex {
         let k = short(hash);
         let loc = self.recent.get(&k).copied().or_else(|| {
             self.sorted
-                .binary_search_by_key(&k, |e| e.0)
+                .binary_search_by_key(&k, |e| e.key)
                 .ok()
-                .map(|i| self.sorted[i].1)
+                .map(|i| self.sorted[i].loc)
         })?;
         Some((self.packs[loc.pack as usize], loc))
     }
@@ -414,23 +435,49 @@ impl ChunkIndex {
         self.packs.push(index.pack);
         self.known.insert(index.pack, id);
         for (hash, offset, len) in &index.chunks {
+            // A chunk past 4 GiB (a pack no writer of ours makes) is not
+            // offered: it would only be stored again.
+            let Ok(offset) = u32::try_from(*offset) else {
+                continue;
+            };
             self.recent.entry(short(hash)).or_insert(Loc {
                 pack: id,
+                offset,
                 len: *len,
-                offset: *offset,
             });
         }
-        if self.recent.len() > 64 * 1024 {
+        if self.recent.len() > RECENT_MAX {
             self.merge();
         }
     }
 
+    /// Moves the recent chunks into the sorted array: sorts them, then merges
+    /// the two runs from the back, in place (the array grows by the recent
+    /// chunks only: no second copy of it, no set of its keys). A chunk stored
+    /// in two packs keeps one entry (either place holds its bytes).
     fn merge(&mut self) {
-        let known: std::collections::HashSet<u128> = self.sorted.iter().map(|e| e.0).collect();
-        self.sorted
-            .extend(self.recent.drain().filter(|(k, _)| !known.contains(k)));
-        self.sorted.sort_unstable_by_key(|e| e.0);
-        self.sorted.shrink_to_fit();
+        let mut new: Vec<Entry> = self
+            .recent
+            .drain()
+            .map(|(key, loc)| Entry { key, loc })
+            .collect();
+        new.sort_unstable_by_key(|e| e.key);
+        let old = self.sorted.len();
+        self.sorted.reserve_exact(new.len());
+        self.sorted.resize(old + new.len(), Entry::default());
+        let (mut i, mut j) = (old, new.len());
+        while j > 0 {
+            let k = i + j - 1;
+            if i > 0 && self.sorted[i - 1].key > new[j - 1].key {
+                self.sorted[k] = self.sorted[i - 1];
+                i -= 1;
+            } else {
+                self.sorted[k] = new[j - 1];
+                j -= 1;
+            }
+        }
+        self.sorted.dedup_by_key(|e| e.key);
+        self.recent.shrink_to(RECENT_MAX);
     }
 
     /// Loads the indexes of packs it does not know yet.
@@ -694,7 +741,10 @@ pub(crate) fn store_file<B: PackBackend>(
                 && repack::pack_present(backend, &mut present, &pack)?
             {
                 let slot = slot_of(&mut packs, &mut pack_slots, pack);
-                push(&mut terms, Term(slot, loc.offset, u64::from(loc.len)));
+                push(
+                    &mut terms,
+                    Term(slot, u64::from(loc.offset), u64::from(loc.len)),
+                );
                 return Ok(());
             }
             // A new chunk.
@@ -1123,7 +1173,7 @@ mod tests {
         assert_eq!(index.len() as u64, n);
         for i in [0, n / 2, n - 1] {
             let (_, loc) = index.lookup(&chunk(i)).unwrap();
-            assert_eq!(loc.offset, (i % CHUNKS) * u64::from(LEN));
+            assert_eq!(u64::from(loc.offset), (i % CHUNKS) * u64::from(LEN));
         }
         eprintln!(
             "chunk index: {n} chunks in {packs} packs ({} GiB at 64 KiB): resident set +{:.1} MiB \
@@ -1158,5 +1208,28 @@ mod tests {
         assert_eq!((pack, loc.offset), (Digest::of(&1u32.to_be_bytes()), 3));
         assert!(index.lookup(&chunk(25)).is_some());
         assert!(index.lookup(&chunk(99)).is_none());
+        // A pack holding chunks known already (some merged, some recent) and
+        // new ones: one entry each after the merge, every chunk still found,
+        // the array sorted.
+        index.add(&PackIndex {
+            format: FORMAT,
+            pack: Digest::of(b"again"),
+            size: 0,
+            chunks: (15..40).map(|c| (chunk(c), u64::from(c), 1)).collect(),
+        });
+        index.merge();
+        assert_eq!((index.len(), index.recent.len()), (40, 0));
+        assert!(index.sorted.windows(2).all(|w| w[0].key < w[1].key));
+        for c in 0..40 {
+            let (pack, loc) = index.lookup(&chunk(c)).unwrap();
+            let offset = if c < 30 { c % 10 } else { c };
+            assert_eq!(loc.offset, offset, "chunk {c} in {pack}");
+        }
+        // A chunk in both packs is found in one of them, at its offset there.
+        let (pack, loc) = index.lookup(&chunk(22)).unwrap();
+        assert!(
+            (pack, loc.offset) == (Digest::of(&2u32.to_be_bytes()), 2)
+                || (pack, loc.offset) == (Digest::of(b"again"), 22)
+        );
     }
 }
