@@ -27,7 +27,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::store::power_loss::{Omit, Op, Recorder, Replay, SkipSyncs, Tree};
-use crate::store::{LocalArtifactStore, LocalMetadataStore};
+use crate::store::{LocalArtifactOptions, LocalArtifactStore, LocalMetadataStore, PackOptions};
 use crate::{
     Actor, ArtifactSource, CreateModel, Error, Metrics, ModelState, NewVersion, Registry, Result,
     SetAlias, Stage,
@@ -129,12 +129,28 @@ async fn step(reg: &Registry, i: usize, source_dir: &Path) -> Result<()> {
     }
 }
 
+/// The artifact options of a packed sweep: files from disk of 1 KiB or more
+/// (the workload's `weights.bin`) cut into chunks and written into packs, with
+/// their indexes and recipes.
+fn packed_options() -> LocalArtifactOptions {
+    LocalArtifactOptions::new().packed(PackOptions::new().min_file_size(1024))
+}
+
 /// The workload's registry: checkpoints every 3 events, so cuts also land while
-/// checkpoints are written and pruned. The layout is `open_local`'s.
-fn registry(dir: &Path) -> Result<Registry> {
+/// checkpoints are written and pruned. The layout is `open_local`'s; packed
+/// files with `packed`.
+fn registry(dir: &Path, packed: bool) -> Result<Registry> {
+    let options = if packed {
+        packed_options()
+    } else {
+        LocalArtifactOptions::new()
+    };
     Registry::builder()
         .metadata(Arc::new(LocalMetadataStore::open(dir.join("metadata"))?))
-        .artifacts(Arc::new(LocalArtifactStore::open(dir.join("artifacts"))?))
+        .artifacts(Arc::new(LocalArtifactStore::open_with(
+            dir.join("artifacts"),
+            options,
+        )?))
         .hash_cache(dir.join("cache/hashes"))
         .checkpoint_every(3)
         .build()
@@ -151,6 +167,8 @@ struct Sweep {
     omit: Option<Omit>,
     /// Whether to register a new version on every recovered registry.
     write_after: bool,
+    /// Whether the artifact store packs (`packed_options`).
+    packed: bool,
 }
 
 impl Sweep {
@@ -167,6 +185,7 @@ impl Sweep {
             seed: env("MODELREG_POWER_SEED", 7),
             omit: None,
             write_after: true,
+            packed: false,
         }
     }
 
@@ -178,6 +197,7 @@ impl Sweep {
             seed: 1,
             omit: Some(omit),
             write_after: false,
+            packed: false,
         }
     }
 }
@@ -196,6 +216,8 @@ struct Figures {
     acked_checked: usize,
     /// Images holding the command in flight.
     in_flight_landed: usize,
+    /// Operations on packs, pack indexes and recipes.
+    pack_ops: usize,
     /// Images with leftover temp files / blobs no event references.
     leftover_temp: usize,
     leftover_blobs: usize,
@@ -243,7 +265,7 @@ async fn run_sweep(sweep: &Sweep) -> Figures {
 
     // The uncut run, traced; `acks[j]` is (trace length, counts) once step j returned.
     let recorder = Recorder::start_omitting(&root, sweep.omit);
-    let reg = registry(&root.join("reg")).expect("registry");
+    let reg = registry(&root.join("reg"), sweep.packed).expect("registry");
     let mut acks: Vec<(usize, Counts)> = vec![(0, counts(&reg).await)];
     for i in 0..STEPS {
         step(&reg, i, &source)
@@ -274,6 +296,7 @@ async fn run_sweep(sweep: &Sweep) -> Figures {
 
     let mut figures = Figures {
         ops: ops.len(),
+        pack_ops: ops.iter().filter(|op| touches_packs(op)).count(),
         ..Figures::default()
     };
     let mut rng = fastrand::Rng::with_seed(sweep.seed);
@@ -308,7 +331,7 @@ async fn run_sweep(sweep: &Sweep) -> Figures {
                 &tree,
                 (lo, hi),
                 &full,
-                sweep.write_after,
+                sweep,
                 &mut figures,
             )
             .await
@@ -322,18 +345,35 @@ async fn run_sweep(sweep: &Sweep) -> Figures {
     figures
 }
 
+/// Whether an operation is on a pack, a pack index or a recipe.
+fn touches_packs(op: &Op) -> bool {
+    let on = |p: &Vec<String>| p.iter().any(|c| c == "packs" || c == "recipes");
+    match op {
+        Op::Create(p)
+        | Op::SyncFile(p, _)
+        | Op::Import(p, _)
+        | Op::Remove(p)
+        | Op::Mkdir(p)
+        | Op::SyncDir(p) => on(p),
+        Op::Link(a, b) | Op::Rename(a, b) => on(a) || on(b),
+    }
+}
+
 /// Opens one tree and checks it; `Err` says what did not hold.
 async fn check_image(
     dir: &Path,
     tree: &Tree,
     (lo, hi): (&Counts, &Counts),
     full: &BTreeMap<&str, Vec<crate::Event>>,
-    write_after: bool,
+    sweep: &Sweep,
     figures: &mut Figures,
 ) -> std::result::Result<(), String> {
-    let reg = Registry::open_local(dir)
-        .await
-        .map_err(|e| format!("does not open: {e}"))?;
+    let opened = if sweep.packed {
+        Registry::open_local_with(dir, packed_options()).await
+    } else {
+        Registry::open_local(dir).await
+    };
+    let reg = opened.map_err(|e| format!("does not open: {e}"))?;
     let listed = reg
         .list_models()
         .await
@@ -385,7 +425,7 @@ async fn check_image(
     figures.leftover_temp += usize::from(files.iter().any(|f| f.contains("/tmp/.tmp-")));
     let blobs = files.iter().filter(|f| f.contains("/blobs/")).count() as u64;
     figures.leftover_blobs += usize::from(blobs > report.blobs);
-    if write_after {
+    if sweep.write_after {
         let me = Actor::new("after").map_err(|e| e.to_string())?;
         if let Err(Error::NotFound { .. }) = reg.model("m").await {
             reg.acting_as(me.clone())
@@ -410,10 +450,12 @@ async fn check_image(
 /// Renders the figures for the test output (and `docs/reliability.md`).
 fn summary(f: &Figures) -> String {
     format!(
-        "{} filesystem ops, {} cut points, {} trees opened (at most {} undecided names or \
-         contents at one cut), {} acknowledged commands checked, {} trees with the command in \
-         flight landed, {} with leftover temp files, {} with unreferenced blobs; {} failures",
+        "{} filesystem ops ({} on packs and recipes), {} cut points, {} trees opened (at most \
+         {} undecided names or contents at one cut), {} acknowledged commands checked, {} trees \
+         with the command in flight landed, {} with leftover temp files, {} with unreferenced \
+         blobs; {} failures",
         f.ops,
+        f.pack_ops,
         f.cut_points,
         f.images,
         f.max_undecided,
@@ -439,6 +481,45 @@ async fn every_power_cut_keeps_acknowledged_commands_and_no_partial_version() {
     assert_eq!(figures.cut_points, figures.ops + 1);
     assert!(figures.images > 2 * figures.cut_points);
     assert!(figures.in_flight_landed > 0 && figures.leftover_temp > 0);
+}
+
+/// The same workload on a packed artifact store: `weights.bin` from disk goes
+/// into a pack with its index and recipe (published in that order before the
+/// event), and every cut of that path must leave no version whose file cannot
+/// be rebuilt and verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_power_cut_of_a_packed_store_keeps_acknowledged_commands_and_no_partial_version() {
+    let figures = run_sweep(&Sweep {
+        packed: true,
+        ..Sweep::from_env()
+    })
+    .await;
+    eprintln!("power-loss sweep, packed: {}", summary(&figures));
+    assert!(
+        figures.failures.is_empty(),
+        "{} failures, first: {:#?}",
+        figures.failures.len(),
+        &figures.failures[..figures.failures.len().min(5)]
+    );
+    assert_eq!(figures.cut_points, figures.ops + 1);
+    // The pack path was traced (a pack, its index and a recipe at least).
+    assert!(figures.pack_ops >= 6, "{}", summary(&figures));
+    // And the sweep sees it: without the fsyncs of the pack directories, a
+    // published pack's name can vanish under a version whose recipe names it.
+    let figures = run_sweep(&Sweep {
+        packed: true,
+        ..Sweep::extremes(|op| matches!(op, Op::SyncDir(p) if p.iter().any(|c| c == "packs")))
+    })
+    .await;
+    eprintln!(
+        "packed, without pack directory fsyncs: {}",
+        summary(&figures)
+    );
+    assert!(
+        figures.failures.iter().any(|f| f.contains("check")),
+        "{}",
+        summary(&figures)
+    );
 }
 
 /// Whether an op syncs a directory below `metadata/logs`.
