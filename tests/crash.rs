@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use common::env_num;
 use common::servers::Server;
-use common::targets::{Target, open_with_checkpoints};
+use common::targets::{Target, open_with_checkpoints, scratch_beside};
 use modelreg::{
     Actor, ArtifactSource, CreateModel, Digest, Error, Metrics, NewVersion, SetAlias, Stage,
 };
@@ -44,6 +44,11 @@ async fn crash_child() {
     let reg = open_with_checkpoints(&target, CHECKPOINT_EVERY);
     let me = Actor::new("child").expect("actor");
     let mut rng = fastrand::Rng::with_seed(seed.parse().expect("seed"));
+    // A packed target registers from files on disk, written here.
+    let target_spec = target;
+    let source = scratch_beside(&target_spec).join(format!("src-{seed}"));
+    std::fs::create_dir_all(&source).expect("source dir");
+    let mut last_big = Vec::new();
     println!("READY");
     for i in 0u64.. {
         let state = reg.model("crash").await.expect("open after earlier kills");
@@ -54,11 +59,22 @@ async fn crash_child() {
             // Two files, one large enough to take a moment to copy and sync.
             let payload = format!("{seed}-{i}");
             let big = vec![rng.u8(..); 256 * 1024];
-            let src = ArtifactSource::files([
-                ("payload.txt", payload.clone().into_bytes()),
-                ("weights.bin", big),
-            ])
-            .expect("source");
+            let src = if target_spec.starts_with("packed:") {
+                // From disk, so that the store packs `weights.bin` (a pack, its
+                // index and a recipe per new file); every other one repeats the
+                // previous weights, whose chunks are then found.
+                let big = if i % 2 == 1 { last_big.clone() } else { big };
+                last_big = big.clone();
+                std::fs::write(source.join("payload.txt"), &payload).expect("source");
+                std::fs::write(source.join("weights.bin"), &big).expect("source");
+                ArtifactSource::dir(&source)
+            } else {
+                ArtifactSource::files([
+                    ("payload.txt", payload.clone().into_bytes()),
+                    ("weights.bin", big),
+                ])
+                .expect("source")
+            };
             let v = reg
                 .acting_as(me.clone())
                 .register("crash", src, NewVersion::new())
@@ -115,12 +131,31 @@ async fn crash_child() {
 
 #[test]
 fn local_sigkill_at_random_moments_loses_nothing_acknowledged() {
-    run(Target::local(), env_num("MODELREG_CRASH_TRIALS", 200));
+    run(&Target::local(), env_num("MODELREG_CRASH_TRIALS", 200));
+}
+
+/// The same on a local store that packs `weights.bin` (issue 17): kills land
+/// while packs, their indexes and recipes are written, and a version whose
+/// file is in packs must rebuild and verify after every kill.
+#[test]
+fn packed_local_sigkill_at_random_moments_loses_nothing_acknowledged() {
+    let target = Target::local_packed();
+    run(&target, env_num("MODELREG_CRASH_TRIALS", 200) / 2);
+    // The kills landed on a store that packs: its files are in packs.
+    let packs = scratch_beside(&target.spec).join("reg/artifacts/packs/v1/blake3");
+    let names: Vec<String> = std::fs::read_dir(&packs)
+        .expect("the packs directory")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.ends_with(".pack")) && names.iter().any(|n| n.ends_with(".idx")),
+        "{names:?}"
+    );
 }
 
 #[test]
 fn file_url_sigkill_at_random_moments_loses_nothing_acknowledged() {
-    run(Target::file_url(), env_num("MODELREG_CRASH_TRIALS", 200));
+    run(&Target::file_url(), env_num("MODELREG_CRASH_TRIALS", 200));
 }
 
 #[test]
@@ -130,7 +165,7 @@ fn file_url_sigkill_at_random_moments_loses_nothing_acknowledged() {
 )]
 fn s3_sigkill_at_random_moments_loses_nothing_acknowledged() {
     let target = Target::server(Server::S3);
-    run(target, env_num("MODELREG_CRASH_SERVER_TRIALS", 40));
+    run(&target, env_num("MODELREG_CRASH_SERVER_TRIALS", 40));
 }
 
 #[test]
@@ -140,7 +175,7 @@ fn s3_sigkill_at_random_moments_loses_nothing_acknowledged() {
 )]
 fn azure_sigkill_at_random_moments_loses_nothing_acknowledged() {
     let target = Target::server(Server::Azure);
-    run(target, env_num("MODELREG_CRASH_SERVER_TRIALS", 40));
+    run(&target, env_num("MODELREG_CRASH_SERVER_TRIALS", 40));
 }
 
 /// What the children acknowledged so far.
@@ -156,7 +191,7 @@ struct Acked {
 
 /// Kills a child `trials` times at random moments on `target`, checking the
 /// registry after each kill.
-fn run(target: Target, trials: u64) {
+fn run(target: &Target, trials: u64) {
     let started = Instant::now();
     // Requests to a server take longer: kill over a longer window so that kills
     // land in every phase of an operation there too.
@@ -233,7 +268,7 @@ fn run(target: Target, trials: u64) {
             }
             acked.count += 1;
         }
-        rt.block_on(check(&target, &acked, &new_versions, trial));
+        rt.block_on(check(target, &acked, &new_versions, trial));
     }
     eprintln!(
         "crash ({}): {trials} SIGKILLs, {} acknowledged operations ({} registrations) checked after every kill, 0 lost, {:.0} s",
