@@ -29,6 +29,8 @@
 //! - `fetch-var`: fetch variant 1 (from packs, reconstructed from its recipe,
 //!   on the packed registry), to a fresh directory; fetch re-hashes what it
 //!   placed;
+//! - `fetch-base`: fetch the base (from packs: one term per pack, where the
+//!   variant's recipe alternates between the base's packs and its own);
 //!
 //! each between two runs of its baseline, `std::fs::copy` (copy_file_range,
 //! like `cp`) of the same file + fsync of the copy; the ratio is ours over
@@ -125,6 +127,7 @@ struct Rows {
     register_base: Series,
     register_variant: Series,
     fetch_variant: Series,
+    fetch_base: Series,
     /// (on disk, apparent) bytes of the artifact store after each pair.
     sizes: Vec<(u64, u64)>,
 }
@@ -137,6 +140,7 @@ impl Rows {
             register_base: Series::new("reg-base"),
             register_variant: Series::new("reg-var"),
             fetch_variant: Series::new("fetch-var"),
+            fetch_base: Series::new("fetch-base"),
             sizes: vec![],
         }
     }
@@ -170,7 +174,16 @@ impl Rows {
                     .expect("fetch")
             })
         });
+        let out_base = tmp.join(format!("out-base-{}-{i}", self.name));
+        pair(&mut self.fetch_base, copy_base, || {
+            timed(|| {
+                rt.block_on(reg.fetch("bench/1", &out_base, FetchOptions::new()))
+                    .map(drop)
+                    .expect("fetch")
+            })
+        });
         self.sizes.push(disk_usage(&root.join("artifacts")));
+        fs::remove_dir_all(&out_base).ok();
         fs::remove_dir_all(&out).ok();
         fs::remove_dir_all(&root).ok();
     }
@@ -180,6 +193,7 @@ impl Rows {
         self.register_base.report();
         self.register_variant.report();
         self.fetch_variant.report();
+        self.fetch_base.report();
         let (disk, len) = self.sizes[self.sizes.len() / 2];
         println!(
             "store      {:.1} MiB on disk ({:.1} MiB apparent) for {:.1} MiB of files: {:.3}x",
