@@ -467,18 +467,24 @@ fn summary(f: &Figures) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_power_cut_keeps_acknowledged_commands_and_no_partial_version() {
-    let figures = run_sweep(&Sweep::from_env()).await;
-    eprintln!("power-loss sweep: {}", summary(&figures));
+/// Prints a sweep's figures under `label`; fails unless every cut point was
+/// tried and every tree held.
+fn assert_every_cut_held(label: &str, figures: &Figures) {
+    eprintln!("{label}: {}", summary(figures));
     assert!(
         figures.failures.is_empty(),
         "{} failures, first: {:#?}",
         figures.failures.len(),
         &figures.failures[..figures.failures.len().min(5)]
     );
-    // Every cut point was tried, and some had outcomes to choose between.
     assert_eq!(figures.cut_points, figures.ops + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_power_cut_keeps_acknowledged_commands_and_no_partial_version() {
+    let figures = run_sweep(&Sweep::from_env()).await;
+    assert_every_cut_held("power-loss sweep", &figures);
+    // Some cut points had outcomes to choose between.
     assert!(figures.images > 2 * figures.cut_points);
     assert!(figures.in_flight_landed > 0 && figures.leftover_temp > 0);
 }
@@ -494,14 +500,7 @@ async fn every_power_cut_of_a_packed_store_keeps_acknowledged_commands_and_no_pa
         ..Sweep::from_env()
     })
     .await;
-    eprintln!("power-loss sweep, packed: {}", summary(&figures));
-    assert!(
-        figures.failures.is_empty(),
-        "{} failures, first: {:#?}",
-        figures.failures.len(),
-        &figures.failures[..figures.failures.len().min(5)]
-    );
-    assert_eq!(figures.cut_points, figures.ops + 1);
+    assert_every_cut_held("power-loss sweep, packed", &figures);
     // The pack path was traced (a pack, its index and a recipe at least).
     assert!(figures.pack_ops >= 6, "{}", summary(&figures));
     // And the sweep sees it: without the fsyncs of the pack directories, a
