@@ -6,7 +6,7 @@
 //! chunk index, writes only the chunks it has not stored yet into a new
 //! *pack* (chunks back to back, about [`PackOptions::pack_size`] bytes) with an
 //! *index* beside it (each chunk's hash, offset and length; the pack is named by
-//! a hash of that list, [`PackIndex::new`]), and records the file as a *recipe*: its size and the
+//! a hash of that list, `PackIndex::new`), and records the file as a *recipe*: its size and the
 //! ordered terms `(pack, offset, len)` that rebuild it, adjacent chunks of one
 //! pack merged into one term. See docs/design.md, "Packs".
 //!
