@@ -166,25 +166,22 @@ impl Rows {
         pair(&mut self.register_variant, copy_var, || {
             timed(|| drop(register(var)))
         });
-        let out = tmp.join(format!("out-{}-{i}", self.name));
+        // Fetches `version` into a fresh directory `out-<what>-…` under `tmp`.
+        let fetch = |version: &str, what: &str| {
+            let out = tmp.join(format!("out-{what}-{}-{i}", self.name));
+            let took = timed(|| {
+                rt.block_on(reg.fetch(version, &out, FetchOptions::new()))
+                    .map(drop)
+                    .expect("fetch")
+            });
+            fs::remove_dir_all(&out).ok();
+            took
+        };
         pair(&mut self.fetch_variant, copy_var, || {
-            timed(|| {
-                rt.block_on(reg.fetch("bench/2", &out, FetchOptions::new()))
-                    .map(drop)
-                    .expect("fetch")
-            })
+            fetch("bench/2", "var")
         });
-        let out_base = tmp.join(format!("out-base-{}-{i}", self.name));
-        pair(&mut self.fetch_base, copy_base, || {
-            timed(|| {
-                rt.block_on(reg.fetch("bench/1", &out_base, FetchOptions::new()))
-                    .map(drop)
-                    .expect("fetch")
-            })
-        });
+        pair(&mut self.fetch_base, copy_base, || fetch("bench/1", "base"));
         self.sizes.push(disk_usage(&root.join("artifacts")));
-        fs::remove_dir_all(&out_base).ok();
-        fs::remove_dir_all(&out).ok();
         fs::remove_dir_all(&root).ok();
     }
 

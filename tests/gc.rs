@@ -151,6 +151,20 @@ fn source_sharing(shared: &'static str) -> ArtifactSource {
 
 const SHARED: &str = "weights identical to an orphan";
 
+/// Registers `source` as a new version of `fraud` on a task of its own, so
+/// that the test can hold or release the other side meanwhile.
+fn register_in_background(
+    reg: &Registry,
+    source: ArtifactSource,
+) -> tokio::task::JoinHandle<Result<modelreg::Registered>> {
+    let reg = reg.clone();
+    tokio::spawn(async move {
+        reg.acting_as(alice())
+            .register("fraud", source, NewVersion::new())
+            .await
+    })
+}
+
 /// Empty memory stores but for one orphan blob holding [`SHARED`], and a pause
 /// point for one side of the race.
 async fn stores_with_orphan() -> (MemoryMetadataStore, MemoryArtifactStore, Digest, Arc<Pause>) {
@@ -194,12 +208,7 @@ async fn a_registration_waits_for_the_sweep_deleting_its_blob_then_stores_it_aga
 
     let gc = tokio::spawn(async move { collecting.gc(GcOptions::new(Duration::ZERO)).await });
     pause.reached.notified().await;
-    let reg = registering.clone();
-    let register = tokio::spawn(async move {
-        reg.acting_as(alice())
-            .register("fraud", source_sharing(SHARED), NewVersion::new())
-            .await
-    });
+    let register = register_in_background(&registering, source_sharing(SHARED));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         !register.is_finished(),
@@ -231,13 +240,7 @@ async fn a_source_changed_while_waiting_for_a_sweep_registers_nothing() {
 
     let gc = tokio::spawn(async move { collecting.gc(GcOptions::new(Duration::ZERO)).await });
     pause.reached.notified().await;
-    let reg = registering.clone();
-    let source = ArtifactSource::dir(dir.path());
-    let register = tokio::spawn(async move {
-        reg.acting_as(alice())
-            .register("fraud", source, NewVersion::new())
-            .await
-    });
+    let register = register_in_background(&registering, ArtifactSource::dir(dir.path()));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         !register.is_finished(),
@@ -286,12 +289,7 @@ async fn a_sweep_spares_the_blobs_of_a_registration_in_flight() {
         .create_model("fraud", CreateModel::new())
         .await
         .expect("create");
-    let reg = registering.clone();
-    let register = tokio::spawn(async move {
-        reg.acting_as(alice())
-            .register("fraud", source_sharing(SHARED), NewVersion::new())
-            .await
-    });
+    let register = register_in_background(&registering, source_sharing(SHARED));
     pause.reached.notified().await;
 
     // The orphan, the new file and the new manifest are all unreferenced and old
@@ -584,12 +582,7 @@ async fn a_registration_reusing_a_purged_blob_while_it_is_deleted_stores_it_agai
     let registering = registry(Arc::new(meta), Arc::new(blobs.clone()));
     let gc = tokio::spawn(async move { collecting.gc(GcOptions::new(Duration::ZERO)).await });
     pause.reached.notified().await;
-    let reg = registering.clone();
-    let register = tokio::spawn(async move {
-        reg.acting_as(alice())
-            .register("fraud", source_sharing(SHARED), NewVersion::new())
-            .await
-    });
+    let register = register_in_background(&registering, source_sharing(SHARED));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         !register.is_finished(),
@@ -625,12 +618,7 @@ async fn a_sweep_spares_a_purged_blob_a_registration_in_flight_reuses() {
         Arc::new(blobs.clone()),
     );
     let collecting = registry(Arc::new(meta.clone()), Arc::new(blobs.clone()));
-    let reg = registering.clone();
-    let register = tokio::spawn(async move {
-        reg.acting_as(alice())
-            .register("fraud", source_sharing(SHARED), NewVersion::new())
-            .await
-    });
+    let register = register_in_background(&registering, source_sharing(SHARED));
     pause.reached.notified().await;
     let report = collecting
         .gc(GcOptions::new(Duration::ZERO))
@@ -996,14 +984,9 @@ async fn a_registration_waits_for_a_pack_collection_and_its_file_survives_it(bac
     );
     let gc = tokio::spawn(async move { collecting.gc(GcOptions::new(Duration::ZERO)).await });
     pause.reached.notified().await;
-    let reg = registering.clone();
-    let register = tokio::spawn(async move {
-        let (base, _) = base_and_variant();
-        let source = ArtifactSource::files([("model.bin", base)]).expect("valid path");
-        reg.acting_as(alice())
-            .register("fraud", source, NewVersion::new())
-            .await
-    });
+    let (base, _) = base_and_variant();
+    let source = ArtifactSource::files([("model.bin", base)]).expect("valid path");
+    let register = register_in_background(&registering, source);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         !register.is_finished(),
@@ -1047,13 +1030,7 @@ async fn a_recipe_naming_a_deleted_pack_is_stored_again_before_the_commit(backen
         }),
         backend.open(),
     );
-    let reg = registering.clone();
-    let source = ArtifactSource::dir(src.path());
-    let register = tokio::spawn(async move {
-        reg.acting_as(alice())
-            .register("fraud", source, NewVersion::new())
-            .await
-    });
+    let register = register_in_background(&registering, ArtifactSource::dir(src.path()));
     pause.reached.notified().await;
     // What a collection that ended just now did to the packs only the purged
     // version's own file uses: retired (index first), then deleted.
@@ -1125,13 +1102,7 @@ async fn a_registration_from_a_stale_chunk_index_survives_the_pack_deletion_it_r
     let listed = registering_faults.pause_at("list", "packs/v1/blake3");
     let src = tempfile::tempdir().expect("tempdir");
     std::fs::write(src.path().join("own.bin"), &own).expect("write source");
-    let reg = registering.clone();
-    let source = ArtifactSource::dir(src.path());
-    let register = tokio::spawn(async move {
-        reg.acting_as(alice())
-            .register("fraud", source, NewVersion::new())
-            .await
-    });
+    let register = register_in_background(&registering, ArtifactSource::dir(src.path()));
     listed.reached().await;
 
     let deleting = collecting_faults.pause_at("delete", ".pack");
